@@ -1,0 +1,4 @@
+//! `muster`: plans, builds and rehearses highly available Kubernetes clusters.
+
+pub mod plan_table;
+pub mod spec_source;

@@ -1,0 +1,154 @@
+//! `muster plan` output: the machines as a table, totals, RAM budget, quorum and warnings.
+
+use model::plan::Plan;
+use std::fmt::Write;
+
+/// `4096` → `4 GiB`, `1536` → `1536 MiB`.
+pub fn mib(m: u64) -> String {
+    if m % 1024 == 0 {
+        format!("{} GiB", m / 1024)
+    } else {
+        format!("{m} MiB")
+    }
+}
+
+fn signed_mib(m: i64) -> String {
+    if m < 0 {
+        format!("-{}", mib(m.unsigned_abs()))
+    } else {
+        mib(m.unsigned_abs())
+    }
+}
+
+/// Lays out rows in columns separated by two spaces; the last column is not padded.
+pub fn columns(rows: &[Vec<String>]) -> String {
+    let width = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0; width];
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[i]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+pub fn render(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Cluster {}: {}, API {} via {}, platform {}\n",
+        plan.cluster, plan.distribution, plan.api_endpoint, plan.vip_provider, plan.platform
+    );
+    let mut rows = vec![
+        ["NAME", "ROLE", "VCPU", "RAM", "DISK", "IP", "MAC"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    if plan.nodes.iter().any(|n| n.vmid.is_some()) {
+        rows[0].push("VMID".into());
+    }
+    for n in &plan.nodes {
+        let mut row = vec![
+            n.name.to_string(),
+            n.role.to_string(),
+            n.cpus.to_string(),
+            mib(n.memory_mib),
+            format!("{} GiB", n.disk_gib),
+            n.ip.to_string(),
+            n.mac.to_string(),
+        ];
+        if let Some(id) = n.vmid {
+            row.push(id.to_string());
+        }
+        rows.push(row);
+    }
+    let t = &plan.totals;
+    rows.push(vec![
+        "TOTAL".into(),
+        format!("{} VMs", t.vms),
+        t.cpus.to_string(),
+        mib(t.memory_mib),
+        format!("{} GiB", t.disk_gib),
+    ]);
+    out.push_str(&columns(&rows));
+
+    let b = &plan.budget;
+    let _ = write!(
+        out,
+        "\nRAM: VMs {} + host overhead {} = {}",
+        mib(t.memory_mib),
+        mib(b.overhead_mib),
+        mib(b.needed_mib)
+    );
+    match (b.host_memory_mib, b.headroom_mib) {
+        (Some(host), Some(head)) => {
+            let _ = writeln!(
+                out,
+                " of {} host RAM; headroom {}",
+                mib(host),
+                signed_mib(head)
+            );
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                " (no host RAM given: set spec.host.memoryGiB to check the budget)"
+            );
+        }
+    }
+
+    match &plan.quorum {
+        Some(q) => {
+            let _ = writeln!(
+                out,
+                "\netcd quorum (stacked on the control planes, {} members):",
+                q.members
+            );
+            let mut rows = vec![vec![
+                "".into(),
+                "MEMBERS".into(),
+                "QUORUM".into(),
+                "CAN LOSE".into(),
+            ]];
+            for r in &q.table {
+                let mark = if r.members == q.members { ">" } else { "" };
+                rows.push(vec![
+                    mark.into(),
+                    r.members.to_string(),
+                    r.quorum.to_string(),
+                    r.can_lose.to_string(),
+                ]);
+            }
+            for line in columns(&rows).lines() {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "\nDatastore is external: no etcd quorum on the control planes."
+            );
+        }
+    }
+
+    if !plan.warnings.is_empty() {
+        let _ = writeln!(out, "\nWarnings:");
+        for w in &plan.warnings {
+            let _ = writeln!(out, "  {w}");
+        }
+    }
+    out
+}

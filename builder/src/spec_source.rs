@@ -1,0 +1,61 @@
+//! Where a spec comes from: a file the user names, or the built-in default.
+
+use model::{Cluster, Problems, SpecError};
+use std::path::Path;
+
+/// The built-in default cluster: 3 control planes behind a VIP and 3 workers.
+pub const DEFAULT_SPEC: &str = include_str!("../../examples/default.yaml");
+pub const DEFAULT_NAME: &str = "(built-in default)";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read spec file {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Invalid(#[from] SpecError),
+}
+
+/// A loaded, valid spec with its text (kept so outputs can record what they came from).
+#[derive(Debug, Clone)]
+pub struct LoadedSpec {
+    pub origin: String,
+    pub text: String,
+    pub cluster: Cluster,
+    pub warnings: Problems,
+}
+
+pub fn load(path: Option<&Path>) -> Result<LoadedSpec, LoadError> {
+    let (origin, text) = match path {
+        None => (DEFAULT_NAME.to_string(), DEFAULT_SPEC.to_string()),
+        Some(p) => {
+            let origin = p.display().to_string();
+            let text = std::fs::read_to_string(p).map_err(|source| LoadError::Read {
+                path: origin.clone(),
+                source,
+            })?;
+            (origin, text)
+        }
+    };
+    let (cluster, warnings) = model::spec::load(&origin, &text)?;
+    Ok(LoadedSpec {
+        origin,
+        text,
+        cluster,
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn default_spec_is_valid_and_quiet() {
+        let s = super::load(None).unwrap();
+        assert_eq!(s.cluster.topology.control_planes, 3);
+        assert_eq!(s.cluster.topology.workers, 3);
+        assert!(s.warnings.items.is_empty(), "{}", s.warnings);
+    }
+}

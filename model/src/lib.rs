@@ -1,0 +1,16 @@
+//! Types shared by `muster` (the builder) and `nodeagent` (the agent): the cluster spec and
+//! its validation, the resolved plan, and the etcd quorum arithmetic. Serde only, no I/O.
+
+pub mod names;
+pub mod plan;
+pub mod problem;
+pub mod quorum;
+pub mod spec;
+pub mod version;
+mod yaml;
+
+pub use names::{HttpUrl, InterfaceName, Mac, NodeName, Sha256Hex};
+pub use plan::{Plan, PlannedNode};
+pub use problem::{Location, Problem, Problems, Severity, SpecError};
+pub use spec::{Cluster, Role};
+pub use version::KubeVersion;

@@ -1,0 +1,229 @@
+//! The resolved plan: every machine a spec asks for, with its role, size, address and MAC,
+//! and the RAM budget. `assign` is shared with validation so both see the same nodes.
+
+use crate::names::{Mac, NodeName};
+use crate::problem::Problem;
+use crate::quorum::{self, QuorumRow};
+use crate::spec::{Cluster, Platform, Role};
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlannedNode {
+    pub name: NodeName,
+    pub role: Role,
+    /// 1-based position among nodes of the same role.
+    pub index: u32,
+    pub cpus: u32,
+    #[serde(rename = "memoryMiB")]
+    pub memory_mib: u64,
+    #[serde(rename = "diskGiB")]
+    pub disk_gib: u64,
+    pub ip: Ipv4Addr,
+    pub mac: Mac,
+    /// Proxmox VM id, when the platform is Proxmox.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub vmid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Totals {
+    pub vms: u32,
+    pub cpus: u32,
+    #[serde(rename = "memoryMiB")]
+    pub memory_mib: u64,
+    #[serde(rename = "diskGiB")]
+    pub disk_gib: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Budget {
+    #[serde(rename = "hostMemoryMiB")]
+    pub host_memory_mib: Option<u64>,
+    #[serde(rename = "overheadMiB")]
+    pub overhead_mib: u64,
+    /// VM RAM plus host overhead.
+    #[serde(rename = "neededMiB")]
+    pub needed_mib: u64,
+    /// Host RAM left after VMs and overhead; negative when over budget.
+    #[serde(rename = "headroomMiB")]
+    pub headroom_mib: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Quorum {
+    pub members: u32,
+    pub table: Vec<QuorumRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub cluster: NodeName,
+    pub distribution: String,
+    pub vip_provider: &'static str,
+    /// `address:port` of the API server as clients see it.
+    pub api_endpoint: String,
+    pub platform: &'static str,
+    pub nodes: Vec<PlannedNode>,
+    pub totals: Totals,
+    pub budget: Budget,
+    /// Present with stacked etcd.
+    pub quorum: Option<Quorum>,
+    pub warnings: Vec<Problem>,
+}
+
+/// One planned node as the spec describes it, before validation has judged it.
+#[derive(Debug, Clone)]
+pub(crate) struct Slot {
+    pub role: Role,
+    pub index: u32,
+    pub name: Result<NodeName, String>,
+    /// None when the block runs past the end of the subnet.
+    pub ip: Option<Ipv4Addr>,
+    pub mac: Mac,
+    /// Which `network.nodes[i]` override touched this node.
+    pub override_at: Option<usize>,
+}
+
+pub(crate) fn render_name(template: &str, cluster: &str, n: u32) -> String {
+    template
+        .replace("{cluster}", cluster)
+        .replace("{nn}", &format!("{n:02}"))
+        .replace("{n}", &n.to_string())
+}
+
+fn mac_oui(platform: &Platform) -> [u8; 3] {
+    match platform {
+        // Proxmox's own prefix, as seed 001 shows; QEMU's elsewhere.
+        Platform::Proxmox { .. } => [0xbc, 0x24, 0x11],
+        _ => [0x52, 0x54, 0x00],
+    }
+}
+
+/// Address of host number `n` in the subnet, if it is a usable host address.
+pub(crate) fn host_address(c: &Cluster, n: u32) -> Option<Ipv4Addr> {
+    let net = c.network.subnet;
+    let base = u32::from(net.network());
+    let addr = base.checked_add(n)?;
+    (n >= 1 && addr < u32::from(net.broadcast())).then(|| Ipv4Addr::from(addr))
+}
+
+pub(crate) fn assign(c: &Cluster) -> Vec<Slot> {
+    let mut slots = Vec::new();
+    for role in Role::ALL {
+        for index in 1..=c.count(role) {
+            let name_text = render_name(c.name_template(role), c.name.as_str(), index);
+            let mut slot = Slot {
+                role,
+                index,
+                name: name_text.parse::<NodeName>(),
+                ip: host_address(c, c.first_host(role) + index - 1),
+                mac: Mac::derived(mac_oui(&c.platform), &format!("{}/{name_text}", c.name)),
+                override_at: None,
+            };
+            for (i, o) in c.network.nodes.iter().enumerate() {
+                if o.role == role && o.index == index {
+                    slot.override_at = Some(i);
+                    if let Some(n) = &o.name {
+                        slot.name = Ok(n.clone());
+                    }
+                    if let Some(ip) = o.ip {
+                        slot.ip = Some(ip);
+                    }
+                    if let Some(mac) = o.mac {
+                        slot.mac = mac;
+                    }
+                }
+            }
+            slots.push(slot);
+        }
+    }
+    slots
+}
+
+/// Resolves a validated cluster into its plan. `warnings` are the spec's warnings.
+pub fn resolve(c: &Cluster, warnings: Vec<Problem>) -> Plan {
+    let mut nodes = Vec::new();
+    for (ordinal, slot) in (0u32..).zip(assign(c)) {
+        let (Ok(name), Some(ip)) = (slot.name, slot.ip) else {
+            // Validation has rejected such a spec; keep going rather than panic.
+            continue;
+        };
+        let size = c.size(slot.role);
+        let vmid = match &c.platform {
+            Platform::Proxmox { vm_id_base, .. } => Some(vm_id_base + ordinal),
+            _ => None,
+        };
+        nodes.push(PlannedNode {
+            name,
+            role: slot.role,
+            index: slot.index,
+            cpus: size.cpus,
+            memory_mib: size.memory_mib,
+            disk_gib: size.disk_gib,
+            ip,
+            mac: slot.mac,
+            vmid,
+        });
+    }
+    let totals = Totals {
+        vms: u32::try_from(nodes.len()).unwrap_or(u32::MAX),
+        cpus: nodes.iter().map(|n| n.cpus).sum(),
+        memory_mib: nodes.iter().map(|n| n.memory_mib).sum(),
+        disk_gib: nodes.iter().map(|n| n.disk_gib).sum(),
+    };
+    let needed_mib = totals.memory_mib + c.host.overhead_mib;
+    let budget = Budget {
+        host_memory_mib: c.host.memory_mib,
+        overhead_mib: c.host.overhead_mib,
+        needed_mib,
+        headroom_mib: c.host.memory_mib.map(|m| {
+            i64::try_from(m).unwrap_or(i64::MAX) - i64::try_from(needed_mib).unwrap_or(i64::MAX)
+        }),
+    };
+    let first_lb = nodes
+        .iter()
+        .find(|n| n.role == Role::LoadBalancer)
+        .map(|n| n.ip);
+    let api = c
+        .api_address(first_lb)
+        .map(|a| format!("{a}:{}", c.ha.api_port))
+        .unwrap_or_default();
+    Plan {
+        cluster: c.name.clone(),
+        distribution: format!(
+            "{} {}",
+            match c.distribution.kind {
+                crate::spec::DistroKind::Kubeadm => "kubeadm",
+                crate::spec::DistroKind::K3s => "k3s",
+            },
+            c.distribution.version
+        ),
+        vip_provider: c.ha.provider.as_str(),
+        api_endpoint: api,
+        platform: c.platform.name(),
+        nodes,
+        totals,
+        budget,
+        quorum: c.stacked_etcd().then(|| Quorum {
+            members: c.topology.control_planes,
+            table: quorum::table(c.topology.control_planes),
+        }),
+        warnings,
+    }
+}
+
+impl Plan {
+    pub fn node(&self, name: &str) -> Option<&PlannedNode> {
+        self.nodes.iter().find(|n| n.name.as_str() == name)
+    }
+
+    pub fn of_role(&self, role: Role) -> impl Iterator<Item = &PlannedNode> {
+        self.nodes.iter().filter(move |n| n.role == role)
+    }
+}

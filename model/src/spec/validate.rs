@@ -1,0 +1,601 @@
+//! Checks that span several fields: addresses, the VIP, roles against providers,
+//! datastores against distributions. Every problem is reported, none stops the rest.
+
+use super::*;
+use crate::plan::{Slot, assign, host_address};
+use crate::quorum;
+use crate::yaml::Ctx;
+use std::collections::HashMap;
+
+pub(super) fn validate(ctx: &mut Ctx, c: &Cluster) {
+    if !ctx.is_bad("spec.distribution") {
+        distribution(ctx, c);
+    }
+    topology(ctx, c);
+    sizes(ctx, c);
+    // Address checks need a sound subnet, plan and overrides to say anything true.
+    let addresses_sound = ![
+        "spec.network.subnet",
+        "spec.network.addressPlan",
+        "spec.topology.controlPlanes",
+        "spec.topology.workers",
+        "spec.topology.loadBalancers",
+    ]
+    .iter()
+    .any(|p| ctx.is_bad(p));
+    if addresses_sound {
+        let slots = assign(c);
+        blocks(ctx, c);
+        overrides(ctx, c);
+        nodes(ctx, c, &slots);
+        if !ctx.is_bad("spec.ha") {
+            vip(ctx, c, &slots);
+        }
+        subnets(ctx, c);
+    }
+    if !ctx.is_bad("spec.datastore") && !ctx.is_bad("spec.distribution") {
+        datastore(ctx, c);
+    }
+    misc(ctx, c);
+    budget(ctx, c);
+}
+
+fn distribution(ctx: &mut Ctx, c: &Cluster) {
+    let d = &c.distribution;
+    match (d.kind, d.version.k3s_revision) {
+        (DistroKind::K3s, None) => ctx.error(
+            "spec.distribution.version",
+            format!(
+                "k3s releases carry a +k3s revision; `{}` has none",
+                d.version
+            ),
+            Some(format!("e.g. \"{}+k3s1\"", d.version)),
+        ),
+        (DistroKind::Kubeadm, Some(_)) => ctx.error(
+            "spec.distribution.version",
+            format!(
+                "`{}` is a k3s release, but the distribution is kubeadm",
+                d.version
+            ),
+            Some("drop the +k3s suffix, or set `kind: k3s`".into()),
+        ),
+        _ => {}
+    }
+    if d.kind == DistroKind::Kubeadm && !d.disable.is_empty() {
+        ctx.error(
+            "spec.distribution.disable",
+            "`disable` turns off k3s packaged components; kubeadm has none",
+            Some("remove it, or set `kind: k3s`".into()),
+        );
+    }
+    for (i, t) in d.control_plane_taints.iter().enumerate() {
+        if let Err(msg) = check_taint(t) {
+            ctx.error(
+                &format!("spec.distribution.controlPlaneTaints[{i}]"),
+                msg,
+                Some("e.g. CriticalAddonsOnly=true:NoExecute".into()),
+            );
+        }
+    }
+}
+
+fn check_taint(t: &str) -> Result<(), String> {
+    let (kv, effect) = t
+        .rsplit_once(':')
+        .ok_or_else(|| format!("taint `{t}` has no effect"))?;
+    if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
+        return Err(format!(
+            "taint effect `{effect}` is not NoSchedule, PreferNoSchedule or NoExecute"
+        ));
+    }
+    let key = kv.split('=').next().unwrap_or("");
+    if key.is_empty() || key.contains(char::is_whitespace) {
+        return Err(format!("taint `{t}` has no key"));
+    }
+    Ok(())
+}
+
+fn topology(ctx: &mut Ctx, c: &Cluster) {
+    let cp = c.topology.control_planes;
+    let path = "spec.topology.controlPlanes";
+    if cp == 0 {
+        ctx.error(
+            path,
+            "a cluster needs at least one control plane",
+            Some("3 for high availability".into()),
+        );
+    } else if cp > 9 {
+        ctx.error(
+            path,
+            format!("{cp} control planes is more than etcd should have"),
+            Some("use 3 or 5".into()),
+        );
+    } else if c.stacked_etcd() && cp.is_multiple_of(2) {
+        let table: Vec<String> = [cp - 1, cp, cp + 1]
+            .iter()
+            .map(|&n| {
+                let r = quorum::row(n);
+                format!(
+                    "{} members: quorum {}, can lose {}",
+                    r.members, r.quorum, r.can_lose
+                )
+            })
+            .collect();
+        ctx.warn(
+            path,
+            format!(
+                "an even count adds cost without more fault tolerance ({})",
+                table.join("; ")
+            ),
+            Some(format!("use {} or {}", cp - 1, cp + 1)),
+        );
+    } else if cp == 1 {
+        ctx.warn(
+            path,
+            "one control plane is not highly available",
+            Some("use 3".into()),
+        );
+    }
+    if c.rendezvous.worker_join_cap == 0 {
+        ctx.error(
+            "spec.rendezvous.workerJoinCap",
+            "the worker join cap must be at least 1",
+            None,
+        );
+    }
+    let lbs = c.topology.load_balancers;
+    let lb_path = "spec.topology.loadBalancers";
+    let provider = c.ha.provider;
+    if provider.needs_load_balancers() && lbs == 0 {
+        ctx.error(
+            lb_path,
+            format!(
+                "the {} provider runs on load-balancer nodes, and there are none",
+                provider.as_str()
+            ),
+            Some("set loadBalancers: 2 (a pair, keepalived floats the VIP)".into()),
+        );
+    } else if !provider.needs_load_balancers() && lbs > 0 {
+        ctx.error(
+            lb_path,
+            format!(
+                "{} runs on the control planes; {lbs} load-balancer node(s) would sit unused",
+                provider.as_str()
+            ),
+            Some("set loadBalancers: 0, or use provider haproxy or nginx".into()),
+        );
+    } else if provider == VipProvider::Haproxy && lbs == 1 {
+        ctx.warn(
+            lb_path,
+            "a single HAProxy node is a single point of failure",
+            Some("use 2 so keepalived can fail over".into()),
+        );
+    }
+}
+
+fn sizes(ctx: &mut Ctx, c: &Cluster) {
+    for (role, key) in [
+        (Role::ControlPlane, "controlPlane"),
+        (Role::Worker, "worker"),
+        (Role::LoadBalancer, "loadBalancer"),
+    ] {
+        if c.count(role) == 0 {
+            continue;
+        }
+        let s = c.size(role);
+        let base = format!("spec.sizes.{key}");
+        if s.cpus == 0 {
+            ctx.error(
+                &format!("{base}.cpus"),
+                "a VM needs at least one vCPU",
+                None,
+            );
+        }
+        if s.memory_mib < 512 {
+            ctx.error(
+                &format!("{base}.memoryMiB"),
+                format!("{} MiB is too little to boot a node", s.memory_mib),
+                Some("at least 512".into()),
+            );
+        }
+        if s.disk_gib < 4 {
+            ctx.error(
+                &format!("{base}.diskGiB"),
+                format!("{} GiB cannot hold the node image", s.disk_gib),
+                Some("at least 10".into()),
+            );
+        }
+        // kubeadm's own preflight refuses a control plane below 2 CPUs or 1700 MB.
+        if role == Role::ControlPlane && c.distribution.kind == DistroKind::Kubeadm {
+            if s.cpus == 1 {
+                ctx.error(
+                    &format!("{base}.cpus"),
+                    "kubeadm's preflight needs 2 vCPUs on a control plane",
+                    Some("cpus: 2".into()),
+                );
+            }
+            if (512..1700).contains(&s.memory_mib) {
+                ctx.error(
+                    &format!("{base}.memoryMiB"),
+                    "kubeadm's preflight needs 1700 MB on a control plane",
+                    Some("memoryMiB: 2048 or more".into()),
+                );
+            }
+        }
+    }
+}
+
+/// Each role's address block must lie inside the subnet and clear of the others.
+fn blocks(ctx: &mut Ctx, c: &Cluster) {
+    let last_host =
+        u32::from(c.network.subnet.broadcast()) - u32::from(c.network.subnet.network()) - 1;
+    let keys = [
+        (Role::ControlPlane, "controlPlanes"),
+        (Role::Worker, "workers"),
+        (Role::LoadBalancer, "loadBalancers"),
+    ];
+    let ranges: Vec<(Role, &str, u32, u32)> = keys
+        .iter()
+        .filter(|(r, _)| c.count(*r) > 0)
+        .map(|&(r, k)| (r, k, c.first_host(r), c.first_host(r) + c.count(r) - 1))
+        .collect();
+    for &(role, key, start, end) in &ranges {
+        let path = format!("spec.network.addressPlan.{key}");
+        if start == 0 {
+            ctx.error(
+                &path,
+                "host number 0 is the network address",
+                Some("start at 1 or later".into()),
+            );
+        } else if end > last_host {
+            ctx.error(
+                &path,
+                format!(
+                    "address plan exhausted: {} {}s from host .{start} need up to .{end}, but {} ends at .{last_host}",
+                    c.count(role),
+                    role,
+                    c.network.subnet
+                ),
+                Some("start the block lower, use a larger subnet, or pin addresses under network.nodes".into()),
+            );
+        }
+        for &(other, okey, ostart, oend) in &ranges {
+            if other > role && start <= oend && ostart <= end {
+                ctx.error(
+                    &path,
+                    format!("address plan exhausted: the {role} block .{start}–.{end} runs into the {other} block .{ostart}–.{oend} ({okey})"),
+                    Some("move one block so the ranges do not overlap".into()),
+                );
+            }
+        }
+    }
+}
+
+fn overrides(ctx: &mut Ctx, c: &Cluster) {
+    let mut seen: HashMap<(Role, u32), usize> = HashMap::new();
+    for (i, o) in c.network.nodes.iter().enumerate() {
+        let path = format!("spec.network.nodes[{i}]");
+        if o.index == 0 || o.index > c.count(o.role) {
+            ctx.error(
+                &format!("{path}.index"),
+                format!(
+                    "there is no {} number {} (the topology has {})",
+                    o.role,
+                    o.index,
+                    c.count(o.role)
+                ),
+                Some("indexes count from 1".into()),
+            );
+        }
+        if let Some(prev) = seen.insert((o.role, o.index), i) {
+            ctx.error(
+                &path,
+                format!(
+                    "{} {} is already overridden at network.nodes[{prev}]",
+                    o.role, o.index
+                ),
+                Some("merge the two entries".into()),
+            );
+        }
+        if let Some(ip) = o.ip
+            && !c.network.subnet.contains(&ip)
+        {
+            ctx.error(
+                &format!("{path}.ip"),
+                format!("{ip} is outside the subnet {}", c.network.subnet),
+                None,
+            );
+        }
+    }
+}
+
+/// Path of the field that gave a node its name, address or MAC, for locating duplicates.
+fn slot_path(c: &Cluster, s: &Slot, field: &str) -> String {
+    match s.override_at {
+        Some(i) if override_has(&c.network.nodes[i], field) => {
+            format!("spec.network.nodes[{i}].{field}")
+        }
+        _ => match field {
+            "ip" => format!("spec.network.addressPlan.{}", plural_key(s.role)),
+            "name" => format!("spec.network.naming.{}", singular_key(s.role)),
+            _ => format!("spec.topology.{}", plural_key(s.role)),
+        },
+    }
+}
+
+/// For a clash between two nodes, the field the user pinned by hand if either did.
+fn pinned_path(c: &Cluster, s: &Slot, prev: &Slot, field: &str) -> String {
+    let pinned = |x: &Slot| {
+        x.override_at
+            .is_some_and(|i| override_has(&c.network.nodes[i], field))
+    };
+    if !pinned(s) && pinned(prev) {
+        slot_path(c, prev, field)
+    } else {
+        slot_path(c, s, field)
+    }
+}
+
+fn override_has(o: &NodeOverride, field: &str) -> bool {
+    match field {
+        "name" => o.name.is_some(),
+        "ip" => o.ip.is_some(),
+        _ => o.mac.is_some(),
+    }
+}
+
+fn plural_key(r: Role) -> &'static str {
+    match r {
+        Role::ControlPlane => "controlPlanes",
+        Role::Worker => "workers",
+        Role::LoadBalancer => "loadBalancers",
+    }
+}
+
+fn singular_key(r: Role) -> &'static str {
+    match r {
+        Role::ControlPlane => "controlPlane",
+        Role::Worker => "worker",
+        Role::LoadBalancer => "loadBalancer",
+    }
+}
+
+fn nodes(ctx: &mut Ctx, c: &Cluster, slots: &[Slot]) {
+    let mut names: HashMap<String, &Slot> = HashMap::new();
+    let mut ips: HashMap<Ipv4Addr, &Slot> = HashMap::new();
+    let mut macs: HashMap<Mac, &Slot> = HashMap::new();
+    let mut bad_template_reported = Vec::new();
+    for s in slots {
+        match &s.name {
+            Err(msg) => {
+                let path = slot_path(c, s, "name");
+                if !bad_template_reported.contains(&path) {
+                    ctx.error(
+                        &path,
+                        format!("node name {msg}"),
+                        Some("templates may use {cluster}, {n} and {nn}".into()),
+                    );
+                    bad_template_reported.push(path);
+                }
+            }
+            Ok(name) => {
+                if let Some(prev) = names.insert(name.to_string(), s) {
+                    ctx.error(
+                        &slot_path(c, s, "name"),
+                        format!(
+                            "duplicate node name `{name}` ({} {} and {} {})",
+                            prev.role, prev.index, s.role, s.index
+                        ),
+                        Some("include {n} or {nn} in the name template, or rename one node".into()),
+                    );
+                }
+            }
+        }
+        if let Some(ip) = s.ip {
+            if ip == c.network.gateway {
+                ctx.error(
+                    &slot_path(c, s, "ip"),
+                    format!("{} {} would take the gateway address {ip}", s.role, s.index),
+                    None,
+                );
+            }
+            if let Some(prev) = ips.insert(ip, s) {
+                ctx.error(
+                    &pinned_path(c, s, prev, "ip"),
+                    format!(
+                        "duplicate address {ip} ({} {} and {} {})",
+                        prev.role, prev.index, s.role, s.index
+                    ),
+                    None,
+                );
+            }
+        }
+        if let Some(prev) = macs.insert(s.mac, s) {
+            ctx.error(
+                &pinned_path(c, s, prev, "mac"),
+                format!(
+                    "duplicate MAC {} ({} {} and {} {})",
+                    s.mac, prev.role, prev.index, s.role, s.index
+                ),
+                None,
+            );
+        }
+    }
+}
+
+fn vip(ctx: &mut Ctx, c: &Cluster, slots: &[Slot]) {
+    let path = "spec.ha.vip";
+    let Some(vip) = c.ha.vip else {
+        let single_nginx = c.ha.provider == VipProvider::Nginx && c.topology.load_balancers == 1;
+        if single_nginx {
+            ctx.warn(
+                "spec.ha",
+                "no VIP: the single nginx node's own address is the API endpoint, a single point of failure",
+                Some("add a second load balancer and a vip; keepalived then floats it".into()),
+            );
+        } else {
+            ctx.error(
+                path,
+                format!("the {} provider needs a virtual IP", c.ha.provider.as_str()),
+                Some(format!("pick a free address in {}", c.network.subnet)),
+            );
+        }
+        return;
+    };
+    let net = c.network.subnet;
+    if !net.contains(&vip) {
+        ctx.error(
+            path,
+            format!("VIP {vip} is outside the subnet {net}"),
+            Some(format!("pick a free address in {net}")),
+        );
+    } else if vip == net.network() || vip == net.broadcast() {
+        ctx.error(
+            path,
+            format!("VIP {vip} is the subnet's network or broadcast address"),
+            None,
+        );
+    }
+    if vip == c.network.gateway {
+        ctx.error(path, format!("VIP {vip} is the gateway address"), None);
+    }
+    if let Some(s) = slots.iter().find(|s| s.ip == Some(vip)) {
+        let name = s.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+        ctx.error(
+            path,
+            format!(
+                "VIP {vip} is also the address of {} {} `{name}`",
+                s.role, s.index
+            ),
+            Some("the VIP must be an address no node owns".into()),
+        );
+    }
+    if c.ha.virtual_router_id == 0 {
+        ctx.error(
+            "spec.ha.virtualRouterId",
+            "VRRP router ids run from 1 to 255",
+            None,
+        );
+    }
+}
+
+fn subnets(ctx: &mut Ctx, c: &Cluster) {
+    let n = &c.network;
+    if !n.subnet.contains(&n.gateway) {
+        ctx.error(
+            "spec.network.gateway",
+            format!("gateway {} is outside the subnet {}", n.gateway, n.subnet),
+            None,
+        );
+    }
+    let overlaps = |a: &Ipv4Net, b: &Ipv4Net| a.contains(&b.network()) || b.contains(&a.network());
+    for (key, net) in [
+        ("podSubnet", n.pod_subnet),
+        ("serviceSubnet", n.service_subnet),
+    ] {
+        if overlaps(&net, &n.subnet) {
+            ctx.error(
+                &format!("spec.network.{key}"),
+                format!("{net} overlaps the node subnet {}", n.subnet),
+                None,
+            );
+        }
+    }
+    if overlaps(&n.pod_subnet, &n.service_subnet) {
+        ctx.error(
+            "spec.network.serviceSubnet",
+            format!(
+                "{} overlaps the pod subnet {}",
+                n.service_subnet, n.pod_subnet
+            ),
+            None,
+        );
+    }
+    if host_address(c, 1).is_none() {
+        ctx.error(
+            "spec.network.subnet",
+            format!("{} has no room for hosts", n.subnet),
+            None,
+        );
+    }
+}
+
+fn datastore(ctx: &mut Ctx, c: &Cluster) {
+    match (&c.datastore, c.distribution.kind) {
+        (Datastore::ExternalEtcd { .. }, DistroKind::K3s) => ctx.error(
+            "spec.datastore.type",
+            "external etcd is wired for kubeadm here; k3s takes an external datastore as external-sql",
+            None,
+        ),
+        (Datastore::ExternalSql { .. }, DistroKind::Kubeadm) => ctx.error(
+            "spec.datastore.type",
+            "kubeadm cannot use an SQL datastore",
+            Some("use stacked-etcd or external-etcd, or set distribution kind: k3s".into()),
+        ),
+        (Datastore::ExternalSql { endpoint }, DistroKind::K3s) => {
+            let known = ["mysql://", "postgres://", "postgresql://"];
+            if !known.iter().any(|p| endpoint.starts_with(p)) {
+                ctx.error(
+                    "spec.datastore.endpoint",
+                    "the datastore endpoint must start with mysql://, postgres:// or postgresql://",
+                    Some("e.g. \"mysql://k3s:PASSWORD@tcp(192.168.0.156:3306)/k3s\"".into()),
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+fn misc(ctx: &mut Ctx, c: &Cluster) {
+    if !c.rendezvous.url.is_https() {
+        ctx.warn(
+            "spec.rendezvous.url",
+            "plain HTTP: the rendezvous then needs --insecure-http and requests are only signed, not encrypted",
+            Some("use https://".into()),
+        );
+    }
+    if c.ha.api_port == 0 {
+        ctx.error(
+            "spec.ha.apiPort",
+            "port 0 is not a port",
+            Some("6443".into()),
+        );
+    }
+    if let Platform::Proxmox { vm_id_base, .. } = c.platform
+        && vm_id_base < 100
+    {
+        ctx.error(
+            "spec.platform.vmIdBase",
+            "Proxmox VM ids start at 100",
+            None,
+        );
+    }
+    if c.access.user.is_empty() || c.access.user == "root" {
+        ctx.error(
+            "spec.access.user",
+            "the login user must be a named, non-root user",
+            Some("e.g. muster".into()),
+        );
+    }
+}
+
+fn budget(ctx: &mut Ctx, c: &Cluster) {
+    let Some(host) = c.host.memory_mib else {
+        return;
+    };
+    let vms: u64 = Role::ALL
+        .iter()
+        .map(|&r| u64::from(c.count(r)) * c.size(r).memory_mib)
+        .sum();
+    let needed = vms + c.host.overhead_mib;
+    if needed > host {
+        ctx.warn(
+            "spec.host",
+            format!(
+                "the plan needs {} MiB (VMs {vms} + host {}) but the host has {host} MiB",
+                needed, c.host.overhead_mib
+            ),
+            Some("shrink the sizes or the node counts".into()),
+        );
+    }
+}

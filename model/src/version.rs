@@ -1,0 +1,129 @@
+//! Kubernetes release versions as kubeadm (`v1.31.4`) and k3s (`v1.31.6+k3s1`) spell them.
+
+use crate::yaml::Scalar;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+
+/// Minor releases muster knows how to configure.
+pub const SUPPORTED_MINORS: std::ops::RangeInclusive<u32> = 27..=35;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KubeVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+    /// The `+k3sN` revision of a k3s release.
+    pub k3s_revision: Option<u32>,
+}
+
+impl KubeVersion {
+    /// `admin.conf` has no rights until init is partly done from 1.29 on; kube-vip must use
+    /// `super-admin.conf` on the init node during `kubeadm init`.
+    pub fn needs_super_admin_conf(&self) -> bool {
+        (self.major, self.minor) >= (1, 29)
+    }
+
+    /// kubeadm config API version for this release: v1beta4 from 1.31, v1beta3 before.
+    pub fn kubeadm_api(&self) -> &'static str {
+        if (self.major, self.minor) >= (1, 31) {
+            "kubeadm.k8s.io/v1beta4"
+        } else {
+            "kubeadm.k8s.io/v1beta3"
+        }
+    }
+}
+
+impl fmt::Display for KubeVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}.{}.{}", self.major, self.minor, self.patch)?;
+        if let Some(r) = self.k3s_revision {
+            write!(f, "+k3s{r}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Scalar for KubeVersion {
+    fn parse_scalar(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "`{text}` is not a Kubernetes version like \"v1.31.4\" (kubeadm) or \"v1.31.6+k3s1\" (k3s)"
+            )
+        };
+        let body = text.strip_prefix('v').ok_or_else(bad)?;
+        let (nums, rev) = match body.split_once('+') {
+            Some((n, r)) => {
+                let r = r.strip_prefix("k3s").ok_or_else(bad)?;
+                (n, Some(r.parse::<u32>().map_err(|_| bad())?))
+            }
+            None => (body, None),
+        };
+        let parts: Vec<u32> = nums
+            .split('.')
+            .map(|p| p.parse::<u32>().map_err(|_| bad()))
+            .collect::<Result<_, _>>()?;
+        let [major, minor, patch] = parts[..] else {
+            return Err(bad());
+        };
+        if major != 1 || !SUPPORTED_MINORS.contains(&minor) {
+            return Err(format!(
+                "`{text}` is outside the supported releases v1.{}–v1.{}",
+                SUPPORTED_MINORS.start(),
+                SUPPORTED_MINORS.end()
+            ));
+        }
+        Ok(KubeVersion {
+            major,
+            minor,
+            patch,
+            k3s_revision: rev,
+        })
+    }
+}
+
+impl Serialize for KubeVersion {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for KubeVersion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        KubeVersion::parse_scalar(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_spellings() {
+        let k = KubeVersion::parse_scalar("v1.31.4").unwrap();
+        assert_eq!(k.to_string(), "v1.31.4");
+        assert_eq!(k.kubeadm_api(), "kubeadm.k8s.io/v1beta4");
+        assert!(k.needs_super_admin_conf());
+        let k3s = KubeVersion::parse_scalar("v1.31.6+k3s1").unwrap();
+        assert_eq!(k3s.k3s_revision, Some(1));
+        assert_eq!(k3s.to_string(), "v1.31.6+k3s1");
+        let old = KubeVersion::parse_scalar("v1.28.2").unwrap();
+        assert!(!old.needs_super_admin_conf());
+        assert_eq!(old.kubeadm_api(), "kubeadm.k8s.io/v1beta3");
+    }
+
+    #[test]
+    fn rejects_bad_versions() {
+        for bad in [
+            "1.31.4",
+            "v1.31",
+            "v2.0.0",
+            "v1.10.0",
+            "v1.31.x",
+            "v1.31.4+rke2r1",
+            "",
+        ] {
+            assert!(KubeVersion::parse_scalar(bad).is_err(), "{bad}");
+        }
+    }
+}

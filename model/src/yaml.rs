@@ -1,0 +1,388 @@
+//! The only module that reads YAML. It walks a marked YAML tree, records where every
+//! field is, and collects problems instead of stopping at the first one.
+
+use crate::problem::{Location, Problem, Problems, Severity};
+use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
+use marked_yaml::{LoaderOptions, Node, Span};
+use std::collections::BTreeMap;
+
+/// Parses a scalar spelled as text into a validated value; the error says what was expected.
+pub trait Scalar: Sized {
+    fn parse_scalar(text: &str) -> Result<Self, String>;
+}
+
+macro_rules! scalar_from_str {
+    ($($t:ty => $what:literal),* $(,)?) => {$(
+        impl Scalar for $t {
+            fn parse_scalar(text: &str) -> Result<Self, String> {
+                text.parse::<$t>().map_err(|_| format!("`{text}` is not {}", $what))
+            }
+        }
+    )*};
+}
+scalar_from_str!(
+    u8 => "a whole number from 0 to 255",
+    u16 => "a whole number from 0 to 65535",
+    u32 => "a whole number (0 or more)",
+    u64 => "a whole number (0 or more)",
+    std::net::Ipv4Addr => "an IPv4 address like 192.168.1.10",
+    ipnet::Ipv4Net => "an IPv4 network in CIDR form like 192.168.1.0/24",
+);
+
+impl Scalar for String {
+    fn parse_scalar(text: &str) -> Result<Self, String> {
+        Ok(text.to_string())
+    }
+}
+
+impl Scalar for bool {
+    fn parse_scalar(text: &str) -> Result<Self, String> {
+        match text {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(format!("`{text}` is not true or false")),
+        }
+    }
+}
+
+/// Collects problems and field locations while a document is decoded.
+#[derive(Debug)]
+pub struct Ctx {
+    pub file: String,
+    pub problems: Problems,
+    locations: BTreeMap<String, Location>,
+}
+
+impl Ctx {
+    pub fn new(file: &str) -> Self {
+        Ctx {
+            file: file.to_string(),
+            problems: Problems::default(),
+            locations: BTreeMap::new(),
+        }
+    }
+
+    /// Where a field was written; falls back to its nearest written parent, then the top.
+    pub fn location_of(&self, path: &str) -> Location {
+        let mut p = path;
+        loop {
+            if let Some(loc) = self.locations.get(p) {
+                return *loc;
+            }
+            match p.rfind(['.', '[']) {
+                Some(i) => p = &p[..i],
+                None => return Location { line: 1, column: 1 },
+            }
+        }
+    }
+
+    /// Whether a field, or anything under it, was already reported as an error; checks
+    /// built on such a field would only repeat or invent problems.
+    pub fn is_bad(&self, path: &str) -> bool {
+        self.problems.errors().any(|p| {
+            p.field == path
+                || p.field
+                    .strip_prefix(path)
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+        })
+    }
+
+    pub fn error(&mut self, path: &str, message: impl Into<String>, hint: Option<String>) {
+        self.push(Severity::Error, path, message.into(), hint);
+    }
+
+    pub fn warn(&mut self, path: &str, message: impl Into<String>, hint: Option<String>) {
+        self.push(Severity::Warning, path, message.into(), hint);
+    }
+
+    fn push(&mut self, severity: Severity, path: &str, message: String, hint: Option<String>) {
+        let location = self.location_of(path);
+        self.problems.items.push(Problem {
+            severity,
+            file: self.file.clone(),
+            location,
+            field: path.to_string(),
+            message,
+            hint,
+        });
+    }
+
+    fn record(&mut self, path: &str, span: &Span) {
+        self.locations.insert(path.to_string(), location(span));
+    }
+
+    /// Parses `text` and returns the top-level mapping, or records why it cannot.
+    pub fn parse_document<'n>(&mut self, root: &'n Option<Node>) -> Option<Map<'n>> {
+        let node = root.as_ref()?;
+        Field {
+            node,
+            path: String::new(),
+        }
+        .map(self)
+    }
+}
+
+/// Loads YAML text into a marked tree; a syntax error becomes a located problem.
+pub fn load(ctx: &mut Ctx, text: &str) -> Option<Node> {
+    let options = LoaderOptions::default()
+        .error_on_duplicate_keys(true)
+        .prevent_coercion(false)
+        .toplevel_mapping();
+    match marked_yaml::parse_yaml_with_options(0, text, options) {
+        Ok(node) => Some(node),
+        Err(e) => {
+            use marked_yaml::LoadError as E;
+            let (marker, message) = match &e {
+                E::TopLevelMustBeMapping(m) => {
+                    (Some(*m), "the spec must be a YAML mapping".to_string())
+                }
+                E::DuplicateKey(d) => (
+                    d.key.span().start().copied(),
+                    format!("key `{}` appears twice in the same mapping", d.key.as_str()),
+                ),
+                E::ScanError(m, s) => (Some(*m), format!("YAML syntax error: {s}")),
+                other => (None, format!("YAML error: {other}")),
+            };
+            let location = marker
+                .map(|m| Location {
+                    line: m.line(),
+                    column: m.column(),
+                })
+                .unwrap_or(Location { line: 1, column: 1 });
+            ctx.problems.items.push(Problem {
+                severity: Severity::Error,
+                file: ctx.file.clone(),
+                location,
+                field: "(document)".into(),
+                message,
+                hint: None,
+            });
+            None
+        }
+    }
+}
+
+fn location(span: &Span) -> Location {
+    span.start()
+        .map(|m| Location {
+            line: m.line(),
+            column: m.column(),
+        })
+        .unwrap_or_default()
+}
+
+fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// A value at a known path in the document.
+#[derive(Debug, Clone)]
+pub struct Field<'n> {
+    node: &'n Node,
+    pub path: String,
+}
+
+impl<'n> Field<'n> {
+    fn kind(&self) -> &'static str {
+        match self.node {
+            Node::Scalar(_) => "a single value",
+            Node::Mapping(_) => "a mapping",
+            Node::Sequence(_) => "a list",
+        }
+    }
+
+    /// An empty `key:` counts as absent.
+    fn is_null(&self) -> bool {
+        matches!(self.node, Node::Scalar(s) if s.may_coerce() && matches!(s.as_str(), "" | "~" | "null"))
+    }
+
+    pub fn scalar(&self, ctx: &mut Ctx) -> Option<&'n MarkedScalarNode> {
+        match self.node {
+            Node::Scalar(s) => Some(s),
+            _ => {
+                ctx.error(
+                    &self.path,
+                    format!("expected a single value, found {}", self.kind()),
+                    None,
+                );
+                None
+            }
+        }
+    }
+
+    pub fn parse<T: Scalar>(&self, ctx: &mut Ctx) -> Option<T> {
+        let s = self.scalar(ctx)?;
+        match T::parse_scalar(s.as_str().trim()) {
+            Ok(v) => Some(v),
+            Err(msg) => {
+                ctx.error(&self.path, msg, None);
+                None
+            }
+        }
+    }
+
+    pub fn map(&self, ctx: &mut Ctx) -> Option<Map<'n>> {
+        match self.node {
+            Node::Mapping(m) => Some(Map {
+                node: m,
+                path: self.path.clone(),
+                used: Vec::new(),
+            }),
+            _ => {
+                ctx.error(
+                    &self.path,
+                    format!("expected a mapping, found {}", self.kind()),
+                    None,
+                );
+                None
+            }
+        }
+    }
+
+    pub fn seq(&self, ctx: &mut Ctx) -> Option<Vec<Field<'n>>> {
+        match self.node {
+            Node::Sequence(items) => Some(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, node)| {
+                        let path = format!("{}[{i}]", self.path);
+                        ctx.record(&path, node.span());
+                        Field { node, path }
+                    })
+                    .collect(),
+            ),
+            _ => {
+                ctx.error(
+                    &self.path,
+                    format!("expected a list, found {}", self.kind()),
+                    None,
+                );
+                None
+            }
+        }
+    }
+
+    /// A list of scalars, each parsed; bad items are reported and dropped.
+    pub fn parse_list<T: Scalar>(&self, ctx: &mut Ctx) -> Option<Vec<T>> {
+        let items = self.seq(ctx)?;
+        Some(items.iter().filter_map(|f| f.parse(ctx)).collect())
+    }
+}
+
+/// A mapping being decoded; keys nobody asked for are unknown fields.
+#[derive(Debug)]
+pub struct Map<'n> {
+    node: &'n MarkedMappingNode,
+    pub path: String,
+    used: Vec<&'static str>,
+}
+
+impl<'n> Map<'n> {
+    /// The value at `key`, if present and not null.
+    pub fn get(&mut self, ctx: &mut Ctx, key: &'static str) -> Option<Field<'n>> {
+        self.used.push(key);
+        let (k, node) = self.node.iter().find(|(k, _)| k.as_str() == key)?;
+        let path = join(&self.path, key);
+        ctx.record(&path, k.span());
+        let field = Field { node, path };
+        (!field.is_null()).then_some(field)
+    }
+
+    /// Like `get`, but a missing key is an error.
+    pub fn require(&mut self, ctx: &mut Ctx, key: &'static str, hint: &str) -> Option<Field<'n>> {
+        let field = self.get(ctx, key);
+        if field.is_none() {
+            let here = location(self.node.span());
+            let path = join(&self.path, key);
+            ctx.locations.entry(path.clone()).or_insert(here);
+            ctx.error(&path, "required field is missing", Some(hint.to_string()));
+        }
+        field
+    }
+
+    pub fn map(&mut self, ctx: &mut Ctx, key: &'static str) -> Option<Map<'n>> {
+        self.get(ctx, key)?.map(ctx)
+    }
+
+    pub fn list<T: Scalar>(&mut self, ctx: &mut Ctx, key: &'static str) -> Vec<T> {
+        self.get(ctx, key)
+            .and_then(|f| f.parse_list(ctx))
+            .unwrap_or_default()
+    }
+
+    /// Reports every key that no decoder asked for, with the nearest known key as a hint.
+    pub fn finish(self, ctx: &mut Ctx) {
+        for (k, _) in self.node.iter() {
+            let key = k.as_str();
+            if self.used.contains(&key) {
+                continue;
+            }
+            let path = join(&self.path, key);
+            ctx.record(&path, k.span());
+            let hint = nearest(key, &self.used)
+                .map(|near| format!("did you mean `{near}`?"))
+                .or_else(|| Some(format!("known fields here: {}", self.used.join(", "))));
+            ctx.error(&path, format!("unknown field `{key}`"), hint);
+        }
+    }
+}
+
+/// The known key closest to a misspelt one, if it is close enough to be a typo.
+fn nearest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    let key_l = key.to_ascii_lowercase();
+    known
+        .iter()
+        .map(|k| (edit_distance(&key_l, &k.to_ascii_lowercase()), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_suggests_typos_only() {
+        let known = ["workers", "controlPlanes", "loadBalancers"];
+        assert_eq!(nearest("wokers", &known), Some("workers"));
+        assert_eq!(nearest("controlplanes", &known), Some("controlPlanes"));
+        assert_eq!(nearest("banana", &known), None);
+    }
+
+    #[test]
+    fn syntax_error_is_located() {
+        let mut ctx = Ctx::new("x.yaml");
+        assert!(load(&mut ctx, "a: 1\nb: [1, 2\n").is_none());
+        let p = &ctx.problems.items[0];
+        assert!(p.message.contains("syntax"), "{p}");
+        assert!(p.location.line >= 2, "{p}");
+    }
+
+    #[test]
+    fn duplicate_key_is_an_error() {
+        let mut ctx = Ctx::new("x.yaml");
+        assert!(load(&mut ctx, "a: 1\na: 2\n").is_none());
+        assert!(ctx.problems.items[0].message.contains("twice"));
+        assert_eq!(ctx.problems.items[0].location.line, 2);
+    }
+}
