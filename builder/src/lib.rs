@@ -1,4 +1,5 @@
 //! `muster`: plans, builds and rehearses highly available Kubernetes clusters.
 
 pub mod plan_table;
+pub mod render;
 pub mod spec_source;

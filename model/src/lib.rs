@@ -1,10 +1,13 @@
 //! Types shared by `muster` (the builder) and `nodeagent` (the agent): the cluster spec and
 //! its validation, the resolved plan, and the etcd quorum arithmetic. Serde only, no I/O.
 
+pub mod baked;
 pub mod names;
+pub mod node_files;
 pub mod plan;
 pub mod problem;
 pub mod quorum;
+pub mod secret;
 pub mod spec;
 pub mod version;
 mod yaml;

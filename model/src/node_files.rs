@@ -1,0 +1,50 @@
+//! Where things live on a node. Every path is relative to a root so the same agent runs
+//! on a real machine (root `/`) and in a lab namespace (root `/tmp/lab/node-1`).
+
+use crate::names::NodeName;
+use std::path::{Path, PathBuf};
+
+/// The baked cluster config, shared by every node of the image.
+pub const CLUSTER_CONFIG: &str = "usr/lib/muster/cluster.json";
+/// Per-node file trees in the payload: `nodes/<name>/<path from root>`. On first boot the
+/// agent installs its own tree onto the root (keepalived.conf, kubeadm templates, …).
+pub const NODE_TREES: &str = "usr/lib/muster/nodes";
+/// This node's identity, written by cloud-init from the NoCloud seed.
+pub const NODE_IDENTITY: &str = "etc/muster/node.json";
+/// The cluster secret, written by cloud-init, mode 0600. Never inside the shared image.
+pub const CLUSTER_SECRET: &str = "etc/muster/cluster-secret";
+/// Operator overrides of the baked config.
+pub const CONFIG_DROPINS: &str = "etc/muster/config.d";
+/// The agent's persisted bootstrap state and phase history.
+pub const AGENT_STATE: &str = "var/lib/nodeagent/state.json";
+/// The agent's last status report, readable when the daemon is down.
+pub const AGENT_STATUS: &str = "var/lib/nodeagent/status.json";
+/// Static pod manifests (kube-vip on kubeadm control planes).
+pub const KUBE_MANIFESTS: &str = "etc/kubernetes/manifests";
+pub const KUBE_VIP_MANIFEST: &str = "etc/kubernetes/manifests/kube-vip.yaml";
+/// The pristine kube-vip manifest the agent restores after `kubeadm reset` empties the dir.
+pub const KUBE_VIP_PRISTINE: &str = "usr/lib/muster/kube-vip.yaml";
+pub const K3S_CONFIG: &str = "etc/rancher/k3s/config.yaml";
+
+/// Paths resolved against a root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRoot(PathBuf);
+
+impl NodeRoot {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        NodeRoot(root.into())
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.0
+    }
+
+    /// `rel` is one of the constants above (no leading `/`).
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.0.join(rel.trim_start_matches('/'))
+    }
+
+    pub fn node_tree(&self, name: &NodeName) -> PathBuf {
+        self.path(NODE_TREES).join(name.as_str())
+    }
+}
