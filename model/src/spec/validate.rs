@@ -460,13 +460,9 @@ fn vip(ctx: &mut Ctx, c: &Cluster, slots: &[Slot]) {
         ctx.error(path, format!("VIP {vip} is the gateway address"), None);
     }
     if let Some(s) = slots.iter().find(|s| s.ip == Some(vip)) {
-        let name = s.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
         ctx.error(
             path,
-            format!(
-                "VIP {vip} is also the address of {} {} `{name}`",
-                s.role, s.index
-            ),
+            format!("VIP {vip} is also the address of {} {}", s.role, s.index),
             Some("the VIP must be an address no node owns".into()),
         );
     }

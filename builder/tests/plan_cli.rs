@@ -1,0 +1,147 @@
+//! `muster plan` as a user runs it: the binary, real example files, exit codes.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn muster(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_muster"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+fn example(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn seed_000_reproduces_the_seed_table() {
+    let out = muster(&["plan", &example("seed-000-kubeadm-kube-vip.yaml")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let expect = [
+        ("stage-cp-1", "control-plane", "192.168.62.11", "4"),
+        ("stage-cp-2", "control-plane", "192.168.62.12", "4"),
+        ("stage-cp-3", "control-plane", "192.168.62.13", "4"),
+        ("stage-w-1", "worker", "192.168.62.21", "8"),
+        ("stage-w-2", "worker", "192.168.62.22", "8"),
+        ("stage-w-3", "worker", "192.168.62.23", "8"),
+    ];
+    for (name, role, ip, gib) in expect {
+        let row = rows
+            .iter()
+            .find(|r| r.first() == Some(&name))
+            .unwrap_or_else(|| panic!("no row for {name} in\n{text}"));
+        // NAME ROLE VCPU RAM GiB DISK GiB IP MAC
+        assert_eq!(&row[..5], &[name, role, "2", gib, "GiB"], "{text}");
+        assert_eq!(row[7], ip, "{text}");
+    }
+    assert!(
+        text.contains("TOTAL       6 VMs          12    36 GiB"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "VMs 36 GiB + host overhead 3 GiB = 39 GiB of 64 GiB host RAM; headroom 25 GiB"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(">  3        2       1"),
+        "quorum row for 3 members marked:\n{text}"
+    );
+}
+
+#[test]
+fn json_plan_has_the_same_numbers() {
+    let out = muster(&["plan", "--json", &example("seed-000-kubeadm-kube-vip.yaml")]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 6);
+    assert_eq!(v["totals"]["memoryMiB"], 36 * 1024);
+    assert_eq!(v["apiEndpoint"], "192.168.62.5:6443");
+    assert_eq!(v["nodes"][3]["ip"], "192.168.62.21");
+    assert_eq!(v["quorum"]["members"], 3);
+}
+
+#[test]
+fn every_example_plans() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let out = muster(&["plan", &path.display().to_string()]);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        n += 1;
+    }
+    assert!(n >= 6);
+}
+
+#[test]
+fn pinned_macs_and_proxmox_ids_show() {
+    let out = muster(&["plan", &example("seed-001-k3s-haproxy-proxmox.yaml")]);
+    let text = stdout(&out);
+    assert!(text.contains("k3s-server-01  control-plane  2     4 GiB   32 GiB   192.168.1.201  bc:24:11:66:6f:07  100"), "{text}");
+    assert!(text.contains("k3s-lb-02      load-balancer  1     2 GiB   32 GiB   192.168.1.222  bc:24:11:6b:dc:f9  106"), "{text}");
+}
+
+#[test]
+fn built_in_default_needs_no_file() {
+    let out = muster(&["plan"]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("lab-cp-1"));
+}
+
+#[test]
+fn exit_codes_invalid_spec_1_usage_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: muster.dev/v1\nkind: Cluster\nmetadata: {name: x}\nspec: {}\n",
+    )
+    .unwrap();
+    let out = muster(&["plan", &bad.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml:4:7: error: spec.distribution: required field is missing"),
+        "{err}"
+    );
+    assert!(err.contains("error(s); nothing was done"), "{err}");
+
+    let out = muster(&["plan", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = muster(&["plan", "/nonexistent/spec.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cannot read spec file /nonexistent/spec.yaml")
+    );
+}

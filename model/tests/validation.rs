@@ -1,0 +1,368 @@
+//! Spec validation: every example is valid, and each kind of mistake is reported where it is.
+
+use model::{Severity, spec};
+use std::path::PathBuf;
+
+fn examples() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_example_is_valid() {
+    let all = examples();
+    assert!(
+        all.len() >= 6,
+        "expected the default and the seed examples, found {all:?}"
+    );
+    for path in all {
+        let text = std::fs::read_to_string(&path).unwrap();
+        if let Err(e) = spec::load(&path.display().to_string(), &text) {
+            panic!("{e}");
+        }
+    }
+}
+
+/// Loads `text` and returns (field, line, severity) of every problem.
+fn problems(text: &str) -> Vec<(String, usize, Severity, String)> {
+    let items = match spec::load("t.yaml", text) {
+        Ok((_, warnings)) => warnings.items,
+        Err(e) => e.problems.items,
+    };
+    items
+        .into_iter()
+        .map(|p| (p.field, p.location.line, p.severity, p.message))
+        .collect()
+}
+
+const BASE: &str = "apiVersion: muster.dev/v1
+kind: Cluster
+metadata:
+  name: t
+spec:
+  distribution:
+    kind: kubeadm
+    version: v1.31.4
+  topology:
+    controlPlanes: 3
+    workers: 2
+  network:
+    subnet: 10.1.0.0/24
+  ha:
+    provider: kube-vip
+    vip: 10.1.0.5
+  rendezvous:
+    url: https://10.1.0.2:7443
+";
+
+#[test]
+fn base_is_valid() {
+    assert!(problems(BASE).is_empty(), "{:?}", problems(BASE));
+}
+
+fn with(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "{from}");
+    BASE.replacen(from, to, 1)
+}
+
+fn has(
+    ps: &[(String, usize, Severity, String)],
+    field: &str,
+    line: usize,
+    sev: Severity,
+    needle: &str,
+) {
+    assert!(
+        ps.iter()
+            .any(|(f, l, s, m)| f == field && *l == line && *s == sev && m.contains(needle)),
+        "no {sev:?} at {field}:{line} containing {needle:?} in {ps:#?}"
+    );
+}
+
+#[test]
+fn vip_equal_to_a_node_address() {
+    let ps = problems(&with("vip: 10.1.0.5", "vip: 10.1.0.12"));
+    has(
+        &ps,
+        "spec.ha.vip",
+        16,
+        Severity::Error,
+        "also the address of control-plane 2",
+    );
+}
+
+#[test]
+fn vip_outside_the_subnet() {
+    let ps = problems(&with("vip: 10.1.0.5", "vip: 10.2.0.5"));
+    has(
+        &ps,
+        "spec.ha.vip",
+        16,
+        Severity::Error,
+        "outside the subnet",
+    );
+}
+
+#[test]
+fn even_control_plane_count_warns_with_quorum_table() {
+    let ps = problems(&with("controlPlanes: 3", "controlPlanes: 4"));
+    has(
+        &ps,
+        "spec.topology.controlPlanes",
+        10,
+        Severity::Warning,
+        "4 members: quorum 3, can lose 1",
+    );
+    assert!(ps.iter().all(|p| p.2 == Severity::Warning));
+}
+
+#[test]
+fn unknown_field_suggests_the_known_one() {
+    let ps = problems(&with("    workers: 2", "    wrokers: 2"));
+    has(
+        &ps,
+        "spec.topology.wrokers",
+        11,
+        Severity::Error,
+        "unknown field `wrokers`",
+    );
+    let e = spec::load("t.yaml", &with("    workers: 2", "    wrokers: 2")).unwrap_err();
+    assert!(e.to_string().contains("did you mean `workers`?"), "{e}");
+}
+
+#[test]
+fn bad_version_and_k3s_mismatch() {
+    has(
+        &problems(&with("v1.31.4", "1.31")),
+        "spec.distribution.version",
+        8,
+        Severity::Error,
+        "not a Kubernetes version",
+    );
+    has(
+        &problems(&with("v1.31.4", "v1.31.4+k3s1")),
+        "spec.distribution.version",
+        8,
+        Severity::Error,
+        "k3s release",
+    );
+    has(
+        &problems(&with("kind: kubeadm", "kind: k3s")),
+        "spec.distribution.version",
+        8,
+        Severity::Error,
+        "+k3s revision",
+    );
+}
+
+#[test]
+fn address_plan_exhausted() {
+    let ps = problems(&with("subnet: 10.1.0.0/24", "subnet: 10.1.0.0/28"));
+    has(
+        &ps,
+        "spec.network.addressPlan.workers",
+        12,
+        Severity::Error,
+        "address plan exhausted",
+    );
+    let ps = problems(&with(
+        "subnet: 10.1.0.0/24",
+        "subnet: 10.1.0.0/24\n    addressPlan: { controlPlanes: 20 }",
+    ));
+    has(
+        &ps,
+        "spec.network.addressPlan.controlPlanes",
+        14,
+        Severity::Error,
+        "runs into the worker block .21–.22",
+    );
+}
+
+#[test]
+fn duplicate_names_ips_and_macs() {
+    let text = with(
+        "  ha:",
+        "    nodes:
+      - { role: worker, index: 1, name: t-cp-1 }
+      - { role: worker, index: 2, ip: 10.1.0.11, mac: \"52:54:00:00:00:01\" }
+      - { role: control-plane, index: 3, mac: \"52:54:00:00:00:01\" }
+  ha:",
+    );
+    let ps = problems(&text);
+    has(
+        &ps,
+        "spec.network.nodes[0].name",
+        15,
+        Severity::Error,
+        "duplicate node name `t-cp-1`",
+    );
+    has(
+        &ps,
+        "spec.network.nodes[1].ip",
+        16,
+        Severity::Error,
+        "duplicate address 10.1.0.11",
+    );
+    // Both MACs are pinned; the clash is reported at the later node in plan order (workers after control planes).
+    has(
+        &ps,
+        "spec.network.nodes[1].mac",
+        16,
+        Severity::Error,
+        "duplicate MAC 52:54:00:00:00:01",
+    );
+}
+
+#[test]
+fn external_datastore_without_endpoint() {
+    let ps = problems(&format!("{BASE}  datastore:\n    type: external-etcd\n"));
+    has(
+        &ps,
+        "spec.datastore.endpoints",
+        19,
+        Severity::Error,
+        "needs its endpoints",
+    );
+    let k3s = with("kind: kubeadm", "kind: k3s").replace("v1.31.4", "v1.31.4+k3s1");
+    let ps = problems(&format!("{k3s}  datastore:\n    type: external-sql\n"));
+    has(
+        &ps,
+        "spec.datastore.endpoint",
+        19,
+        Severity::Error,
+        "needs its endpoint",
+    );
+}
+
+#[test]
+fn providers_and_load_balancers_must_agree() {
+    let ps = problems(
+        &with("provider: kube-vip", "provider: haproxy")
+            .replace("    workers: 2", "    workers: 2\n    loadBalancers: 0"),
+    );
+    has(
+        &ps,
+        "spec.topology.loadBalancers",
+        12,
+        Severity::Error,
+        "there are none",
+    );
+    let ps = problems(&with(
+        "    workers: 2",
+        "    workers: 2\n    loadBalancers: 2",
+    ));
+    has(
+        &ps,
+        "spec.topology.loadBalancers",
+        12,
+        Severity::Error,
+        "would sit unused",
+    );
+    let nginx = with("provider: kube-vip\n    vip: 10.1.0.5", "provider: nginx");
+    let ps = problems(&nginx);
+    has(
+        &ps,
+        "spec.ha",
+        14,
+        Severity::Warning,
+        "single point of failure",
+    );
+}
+
+#[test]
+fn missing_required_fields_are_located_at_their_parent() {
+    let ps = problems(&with(
+        "  rendezvous:\n    url: https://10.1.0.2:7443\n",
+        "  rendezvous: {}\n",
+    ));
+    has(
+        &ps,
+        "spec.rendezvous.url",
+        17,
+        Severity::Error,
+        "required field is missing",
+    );
+}
+
+#[test]
+fn unquoted_sexagesimal_looking_mac_is_refused() {
+    // YAML 1.1 readers turn 52:54:00:12:34:56 into a number; we read text and insist on six octets.
+    let text = with(
+        "  ha:",
+        "    nodes:\n      - { role: worker, index: 1, mac: 525400123456 }\n  ha:",
+    );
+    has(
+        &problems(&text),
+        "spec.network.nodes[0].mac",
+        15,
+        Severity::Error,
+        "not a MAC address",
+    );
+}
+
+/// The issue's acceptance test: ten different mistakes, ten located errors, one run.
+#[test]
+fn ten_mistakes_ten_located_errors() {
+    let text = "apiVersion: muster.dev/v1
+kind: Cluster
+metadata:
+  name: Ten_Mistakes
+spec:
+  distribution:
+    kind: kubeadm
+    version: v1.31
+  topology:
+    controlPlanes: 3
+    wokers: 2
+  sizes:
+    controlPlane: { cpus: 1 }
+  network:
+    subnet: 10.1.0.0/24
+    gateway: 10.9.0.1
+    nodes:
+      - { role: worker, index: 7 }
+      - { role: control-plane, index: 2, mac: \"01:00:5e:00:00:01\" }
+  ha:
+    provider: kube-vip
+    vip: 10.1.0.11
+  datastore:
+    type: external-etcd
+  rendezvous:
+    url: ftp://10.1.0.2
+";
+    let err = spec::load("ten.yaml", text).unwrap_err();
+    let errors: Vec<_> = err.problems.errors().collect();
+    let expected = [
+        ("metadata.name", 4),
+        ("spec.distribution.version", 8),
+        ("spec.topology.wokers", 11),
+        ("spec.sizes.controlPlane.cpus", 13),
+        ("spec.network.gateway", 16),
+        ("spec.network.nodes[0].index", 18),
+        ("spec.network.nodes[1].mac", 19),
+        ("spec.ha.vip", 22),
+        ("spec.datastore.endpoints", 23),
+        ("spec.rendezvous.url", 26),
+    ];
+    for (field, line) in expected {
+        assert!(
+            errors
+                .iter()
+                .any(|p| p.field == field && p.location.line == line && p.file == "ten.yaml"),
+            "missing error at {field}:{line}; got:\n{}",
+            err.problems
+        );
+    }
+    assert_eq!(
+        errors.len(),
+        expected.len(),
+        "exactly ten errors:\n{}",
+        err.problems
+    );
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The project's test command: installs what the tests need, then format, lint and test.
+#   scripts/test.sh          fast suite (unit, integration, namespace lab)
+#   scripts/test.sh --vms    also the VM end-to-end tier (slow under TCG; CI always runs it)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+vms=0
+for arg in "$@"; do
+  case "$arg" in
+    --vms) vms=1 ;;
+    -h|--help) sed -n '2,4p' "$0"; exit 0 ;;
+    *) echo "test.sh: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+if [ "$(id -u)" -eq 0 ]; then
+  scripts/install-test-deps.sh
+else
+  echo "test.sh: not root; skipping package installs (tests needing namespaces or system tools will say what is missing)" >&2
+fi
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test"
+if [ "$vms" = 1 ]; then export MUSTER_VM_TESTS=1; fi
+cargo test --workspace
