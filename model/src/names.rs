@@ -1,7 +1,6 @@
 //! Validated newtypes: a value of one of these types is known good past the parser.
 
 use crate::yaml::Scalar;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 macro_rules! text_newtype {
@@ -29,25 +28,7 @@ macro_rules! text_newtype {
             }
         }
 
-        impl std::str::FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                <$name as Scalar>::parse_scalar(s)
-            }
-        }
-
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&self.0)
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                <$name as Scalar>::parse_scalar(&s).map_err(serde::de::Error::custom)
-            }
-        }
+        crate::yaml::serde_as_text!($name);
     };
 }
 
@@ -198,25 +179,7 @@ impl Scalar for Mac {
     }
 }
 
-impl std::str::FromStr for Mac {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Mac::parse_scalar(s)
-    }
-}
-
-impl Serialize for Mac {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Mac {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Mac::parse_scalar(&s).map_err(serde::de::Error::custom)
-    }
-}
+crate::yaml::serde_as_text!(Mac);
 
 #[cfg(test)]
 mod tests {

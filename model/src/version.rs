@@ -1,7 +1,6 @@
 //! Kubernetes release versions as kubeadm (`v1.31.4`) and k3s (`v1.31.6+k3s1`) spell them.
 
 use crate::yaml::Scalar;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 /// Minor releases muster knows how to configure.
@@ -81,18 +80,7 @@ impl Scalar for KubeVersion {
     }
 }
 
-impl Serialize for KubeVersion {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for KubeVersion {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        KubeVersion::parse_scalar(&s).map_err(serde::de::Error::custom)
-    }
-}
+crate::yaml::serde_as_text!(KubeVersion);
 
 #[cfg(test)]
 mod tests {

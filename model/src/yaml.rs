@@ -45,6 +45,33 @@ impl Scalar for bool {
     }
 }
 
+/// Serde for a validated type through its text form: `Display` out, `Scalar` in, so a value
+/// read from JSON is checked exactly like one read from the spec.
+macro_rules! serde_as_text {
+    ($($t:ty),* $(,)?) => {$(
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                <$t as $crate::yaml::Scalar>::parse_scalar(&s).map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl std::str::FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                <$t as $crate::yaml::Scalar>::parse_scalar(s)
+            }
+        }
+    )*};
+}
+pub(crate) use serde_as_text;
+
 /// Collects problems and field locations while a document is decoded.
 #[derive(Debug)]
 pub struct Ctx {
