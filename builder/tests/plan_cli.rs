@@ -1,4 +1,5 @@
 //! `muster plan` as a user runs it: the binary, real example files, exit codes.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

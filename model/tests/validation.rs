@@ -1,4 +1,5 @@
 //! Spec validation: every example is valid, and each kind of mistake is reported where it is.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use model::{Severity, spec};
 use std::path::PathBuf;
