@@ -47,18 +47,16 @@ fn write_body(out: &mut String, items: &[Item], depth: usize) {
         match &items[i] {
             Item::Attr(..) => {
                 // A run of attributes whose values fit on one line aligns together; a value
-                // spanning lines ends the run after itself.
+                // spanning lines stands alone, as `packer fmt` lays it out.
                 let start = i;
-                let mut end = i;
-                while end < items.len() {
-                    match &items[end] {
-                        Item::Attr(_, v) => {
-                            end += 1;
-                            if v.contains('\n') {
-                                break;
-                            }
-                        }
-                        _ => break,
+                let mut end = i + 1;
+                let multiline = |it: &Item| matches!(it, Item::Attr(_, v) if v.contains('\n'));
+                if !multiline(&items[start]) {
+                    while end < items.len()
+                        && matches!(items[end], Item::Attr(..))
+                        && !multiline(&items[end])
+                    {
+                        end += 1;
                     }
                 }
                 let width = items[start..end]

@@ -346,10 +346,9 @@ fn versions(plugins: &[(&str, &str, &str)]) -> String {
     let mut out = String::from(
         "# For Packer >= 1.10: `packer init` installs these plugins. Kept out of muster.pkr.hcl so\n# that file also validates under older Packer (Debian's 1.6.6 rejects required_plugins).\npacker {\n  required_version = \">= 1.10.0\"\n  required_plugins {\n",
     );
-    let width = plugins.iter().map(|p| p.0.len()).max().unwrap_or(0);
     for (name, source, version) in plugins {
         out.push_str(&format!(
-            "    {name:<width$} = {{\n      source  = {}\n      version = {}\n    }}\n",
+            "    {name} = {{\n      source  = {}\n      version = {}\n    }}\n",
             s(source),
             s(version)
         ));
