@@ -78,7 +78,12 @@ if ! (cd "$stage" && sha256sum --check --strict --quiet SHA256SUMS) >&2; then
   die "payload $payload: files do not match its SHA256SUMS: refusing it"
 fi
 present=$(cd "$stage" && find . -type f ! -path ./SHA256SUMS -printf '%P\n' | sort)
-unlisted=$(comm -13 <(printf '%s\n' "$listed") <(printf '%s\n' "$present"))
+# (no process substitution: a chroot may have no /dev/fd)
+unlisted=
+while IFS= read -r f; do
+  [ -n "$f" ] || continue
+  grep -Fxq -- "$f" <<<"$listed" || unlisted="$unlisted $f"
+done <<<"$present"
 [ -z "$unlisted" ] || die "payload holds files SHA256SUMS does not list: $unlisted"
 say "payload files verified ($(printf '%s\n' "$listed" | grep -c .) files)"
 

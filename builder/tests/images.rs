@@ -2,6 +2,8 @@
 //! validator (packer, vagrant, shellcheck, bash -n, systemd-analyze). A missing validator
 //! is a failure naming what to install (`scripts/install-test-deps.sh`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use muster::render::{FileSet, images, packer, proxmox, vagrant};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -2,6 +2,8 @@
 //! unit, stub executables at its Exec paths and a copy of /usr/lib/systemd/system. The
 //! verifier exits 0 on unknown keys and bad values, so ANY stderr is a failure.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
