@@ -39,3 +39,10 @@ impl FileSet {
         self.files.get(path)
     }
 }
+
+pub mod hcl;
+pub mod images;
+pub mod packer;
+pub mod proxmox;
+pub mod quote;
+pub mod vagrant;

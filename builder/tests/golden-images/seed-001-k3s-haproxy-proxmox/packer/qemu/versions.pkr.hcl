@@ -1,0 +1,15 @@
+# For Packer >= 1.10: `packer init` installs these plugins. Kept out of muster.pkr.hcl so
+# that file also validates under older Packer (Debian's 1.6.6 rejects required_plugins).
+packer {
+  required_version = ">= 1.10.0"
+  required_plugins {
+    qemu = {
+      source  = "github.com/hashicorp/qemu"
+      version = ">= 1.1.0"
+    }
+    vagrant = {
+      source  = "github.com/hashicorp/vagrant"
+      version = ">= 1.1.0"
+    }
+  }
+}

@@ -1,0 +1,368 @@
+//! Image recipes: golden files for every example, and every artifact through its real
+//! validator (packer, vagrant, shellcheck, bash -n, systemd-analyze). A missing validator
+//! is a failure naming what to install (`scripts/install-test-deps.sh`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use muster::render::{FileSet, images, packer, proxmox, vagrant};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn examples() -> Vec<(String, model::Cluster, model::Plan)> {
+    let mut out = Vec::new();
+    let mut paths: Vec<_> = std::fs::read_dir(repo().join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    paths.sort();
+    for p in paths {
+        let text = std::fs::read_to_string(&p).unwrap();
+        let (cluster, warnings) = model::spec::load(&p.display().to_string(), &text).unwrap();
+        let plan = model::plan::resolve(&cluster, warnings.items);
+        let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+        out.push((stem, cluster, plan));
+    }
+    out
+}
+
+fn render_all(c: &model::Cluster, p: &model::Plan) -> FileSet {
+    let mut all = FileSet::default();
+    for set in [
+        images::render(c, p),
+        packer::render(c, p),
+        vagrant::render(c, p),
+        proxmox::render(c, p),
+    ] {
+        all.files.extend(set.files);
+    }
+    all
+}
+
+fn write(dir: &Path, files: &FileSet) {
+    use std::os::unix::fs::PermissionsExt;
+    for (rel, a) in &files.files {
+        let path = dir.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &a.contents).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(a.mode)).unwrap();
+    }
+}
+
+/// The path of a validator, or a failure naming the package to install.
+fn tool(name: &str, package: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "{name} is not installed: apt-get install -y {package} (or run scripts/install-test-deps.sh)"
+        )
+    })
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn golden_files_for_every_example() {
+    let bless = std::env::var_os("MUSTER_BLESS").is_some();
+    let root = repo().join("builder/tests/golden-images");
+    let mut failures = Vec::new();
+    for (stem, c, p) in examples() {
+        let files = render_all(&c, &p);
+        assert_eq!(
+            files,
+            render_all(&c, &p),
+            "{stem}: rendering is not repeatable"
+        );
+        // Every spec gets the qemu template; Proxmox and Vagrant files only on their platform.
+        assert!(files.get("packer/qemu/muster.pkr.hcl").is_some());
+        let is_proxmox = matches!(c.platform, model::spec::Platform::Proxmox { .. });
+        let is_vagrant = matches!(c.platform, model::spec::Platform::Vagrant { .. });
+        assert_eq!(
+            files.get("proxmox/create-vms.sh").is_some(),
+            is_proxmox,
+            "{stem}"
+        );
+        assert_eq!(
+            files.get("packer/proxmox-clone/muster.pkr.hcl").is_some(),
+            is_proxmox
+        );
+        assert_eq!(files.get("Vagrantfile").is_some(), is_vagrant, "{stem}");
+        let dir = root.join(&stem);
+        // The image scripts are copies of images/*.sh: one golden copy is the repo's own.
+        let files = FileSet {
+            files: files
+                .files
+                .into_iter()
+                .filter(|(k, _)| !k.starts_with("images/"))
+                .collect(),
+        };
+        if bless {
+            let _ = std::fs::remove_dir_all(&dir);
+            write(&dir, &files);
+            continue;
+        }
+        for (rel, a) in &files.files {
+            match std::fs::read(dir.join(rel)) {
+                Ok(want) if want == a.contents => {}
+                Ok(_) => failures.push(format!("{stem}/{rel} differs")),
+                Err(_) => failures.push(format!("{stem}/{rel} missing")),
+            }
+        }
+        let mut on_disk = Vec::new();
+        collect(&dir, &dir, &mut on_disk);
+        for rel in on_disk {
+            if !files.files.contains_key(&rel) {
+                failures.push(format!("{stem}/{rel} is stale"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "golden files differ (MUSTER_BLESS=1 to regenerate):\n{}",
+        failures.join("\n")
+    );
+}
+
+fn collect(base: &Path, dir: &Path, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            collect(base, &p, out);
+        } else {
+            out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+        }
+    }
+}
+
+fn packer(args: &[&str], dir: &Path) -> Output {
+    Command::new(tool("packer", "packer"))
+        .args(args)
+        .current_dir(dir)
+        .env("CHECKPOINT_DISABLE", "1")
+        .env("PROXMOX_PASSWORD", "not-a-secret")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn packer_templates_validate_and_are_formatted() {
+    let mut checked = 0;
+    for (stem, c, p) in examples() {
+        let out = tempfile::tempdir().unwrap();
+        write(out.path(), &render_all(&c, &p));
+        std::fs::write(out.path().join("payload.tar.gz"), b"stand-in").unwrap();
+        for dir in [
+            packer::QEMU_DIR,
+            packer::PROXMOX_CLONE_DIR,
+            packer::PROXMOX_ISO_DIR,
+        ] {
+            let d = out.path().join(dir);
+            if !d.exists() {
+                continue;
+            }
+            let v = packer(&["validate", packer::MAIN], &d);
+            assert!(
+                v.status.success(),
+                "{stem} {dir}: packer validate\n{}",
+                show(&v)
+            );
+            for f in [packer::MAIN, packer::VERSIONS] {
+                let fmt = packer(&["fmt", "-check", "-diff", f], &d);
+                assert!(
+                    fmt.status.success(),
+                    "{stem} {dir}/{f}: packer fmt\n{}",
+                    show(&fmt)
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 9, "only {checked} template directories checked");
+}
+
+#[test]
+fn packer_checks_catch_broken_templates() {
+    let (_, c, p) = examples().into_iter().next().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    write(out.path(), &render_all(&c, &p));
+    let d = out.path().join(packer::QEMU_DIR);
+    let main = d.join(packer::MAIN);
+    let good = std::fs::read_to_string(&main).unwrap();
+    // An argument the qemu builder does not know.
+    std::fs::write(&main, good.replace("  disk_image ", "  disk_imagez ")).unwrap();
+    let v = packer(&["validate", packer::MAIN], &d);
+    assert!(
+        !v.status.success(),
+        "broken template passed validate\n{}",
+        show(&v)
+    );
+    // Misaligned but valid.
+    std::fs::write(&main, good.replace("  disk_image ", "  disk_image  ")).unwrap();
+    let f = packer(&["fmt", "-check", packer::MAIN], &d);
+    assert!(
+        !f.status.success(),
+        "unformatted template passed fmt -check"
+    );
+    // required_plugins in the main file is what Packer 1.6.6 rejects.
+    let versions = std::fs::read_to_string(d.join(packer::VERSIONS)).unwrap();
+    std::fs::write(&main, format!("{good}\n{versions}")).unwrap();
+    let v = packer(&["validate", packer::MAIN], &d);
+    assert!(
+        !v.status.success(),
+        "1.6.6 accepted required_plugins?\n{}",
+        show(&v)
+    );
+}
+
+fn vagrant_validate(dir: &Path) -> Output {
+    let vagrant = tool("vagrant", "vagrant vagrant-libvirt");
+    // VirtualBox blocks validate only when VBoxManage answers with a version.
+    let stub = dir.join(".stub-bin");
+    std::fs::create_dir_all(&stub).unwrap();
+    let vbm = stub.join("VBoxManage");
+    std::fs::write(&vbm, "#!/bin/sh\necho 7.0.20r163906\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&vbm, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        stub.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new(vagrant)
+        .arg("validate")
+        .current_dir(dir)
+        .env("VAGRANT_CHECKPOINT_DISABLE", "1")
+        .env("VAGRANT_HOME", dir.join(".vagrant.d"))
+        .env("PATH", path)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn vagrantfiles_validate() {
+    let mut checked = 0;
+    for (stem, c, p) in examples() {
+        let files = vagrant::render(&c, &p);
+        if files.files.is_empty() {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &files);
+        let v = vagrant_validate(dir.path());
+        assert!(v.status.success(), "{stem}: vagrant validate\n{}", show(&v));
+        checked += 1;
+    }
+    assert!(checked >= 2, "libvirt and virtualbox examples expected");
+}
+
+#[test]
+fn vagrant_validate_catches_a_broken_vagrantfile() {
+    let (_, c, p) = examples()
+        .into_iter()
+        .find(|(s, ..)| s.starts_with("seed-000"))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = vagrant::render(&c, &p);
+    let a = files.files.get_mut(vagrant::VAGRANTFILE_PATH).unwrap();
+    let text = String::from_utf8(a.contents.clone()).unwrap();
+    a.contents = text
+        .replace(
+            "lv.cpus = n[:cpus]",
+            "lv.cpus = n[:cpus]\n        lv.no_such_option = 1",
+        )
+        .into_bytes();
+    write(dir.path(), &files);
+    let v = vagrant_validate(dir.path());
+    assert!(
+        !v.status.success(),
+        "broken Vagrantfile passed\n{}",
+        show(&v)
+    );
+}
+
+fn shellcheck(path: &Path) -> Output {
+    Command::new(tool("shellcheck", "shellcheck"))
+        .args(["--shell=bash", "--severity=style"])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn shell_scripts_pass_bash_n_and_shellcheck() {
+    let mut scripts: Vec<PathBuf> = vec![
+        repo().join("images/provision.sh"),
+        repo().join("images/install-kubernetes.sh"),
+        repo().join("scripts/make-test-rootfs.sh"),
+        repo().join("scripts/deps/images.sh"),
+    ];
+    let out = tempfile::tempdir().unwrap();
+    for (stem, c, p) in examples() {
+        let files = proxmox::render(&c, &p);
+        let dir = out.path().join(&stem);
+        write(&dir, &files);
+        scripts.extend(files.files.keys().map(|k| dir.join(k)));
+    }
+    assert!(scripts.iter().any(|s| s.ends_with("create-vms.sh")));
+    for s in &scripts {
+        let n = Command::new("bash").arg("-n").arg(s).output().unwrap();
+        assert!(n.status.success(), "bash -n {}\n{}", s.display(), show(&n));
+        let sc = shellcheck(s);
+        assert!(
+            sc.status.success(),
+            "shellcheck {}\n{}",
+            s.display(),
+            show(&sc)
+        );
+    }
+    // A broken sample proves the checks can fail.
+    let bad = out.path().join("bad.sh");
+    std::fs::write(&bad, "#!/bin/bash\nrm -rf $1/*\n").unwrap();
+    assert!(
+        !shellcheck(&bad).status.success(),
+        "shellcheck passed an unquoted rm"
+    );
+    std::fs::write(&bad, "#!/bin/bash\nif true; then\n").unwrap();
+    let n = Command::new("bash").arg("-n").arg(&bad).output().unwrap();
+    assert!(!n.status.success(), "bash -n passed an unclosed if");
+}
+
+#[test]
+fn proxmox_script_follows_the_plan() {
+    let (_, c, p) = examples()
+        .into_iter()
+        .find(|(s, ..)| s.starts_with("seed-001"))
+        .unwrap();
+    let files = proxmox::render(&c, &p);
+    let script = String::from_utf8(
+        files
+            .get(proxmox::CREATE_VMS_PATH)
+            .unwrap()
+            .contents
+            .clone(),
+    )
+    .unwrap();
+    assert!(script.contains("set -euo pipefail"));
+    assert!(script.contains("create_vm 100 k3s-server-01 2 4096 32 BC:24:11:66:6F:07"));
+    assert!(script.contains("create_vm 106 k3s-lb-02 1 2048 32 BC:24:11:6B:DC:F9"));
+    assert!(script.contains("TEMPLATE=${MUSTER_TEMPLATE:-9001}"));
+    assert!(script.contains(r#"qm clone "$TEMPLATE" "$vmid" --name "$name" --full"#));
+}
