@@ -1,0 +1,1 @@
+//! `nodeagent status`: placeholder replaced below.
