@@ -423,11 +423,11 @@ where
             .map_err(|e| Event::Failed(e.to_string()))
     }
 
-    /// Renews a lease and makes sure the answer came back well inside its TTL: an answer
-    /// delayed past it proves nothing about holding the slot now.
-    async fn renew(&self, f: &Fence) -> Result<(), Event> {
+    /// Renews a lease and makes sure the answer came back well inside its TTL (within
+    /// `budget`): an answer delayed longer proves nothing about holding the slot now.
+    async fn renew_within(&self, f: &Fence, budget: Duration) -> Result<(), Event> {
         let ttl = self.settings.lease_ttl;
-        let budget = u64::try_from(ttl.as_millis() / 3).unwrap_or(u64::MAX);
+        let budget = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX);
         for _ in 0..3 {
             let sent = self.clock.now_ms();
             match self
@@ -447,13 +447,20 @@ where
         )))
     }
 
-    /// Runs a long distro call while renewing the lease every TTL/3. A lease lost meanwhile
-    /// turns the outcome into `Fenced` (the call itself cannot be stopped half-way).
+    async fn renew(&self, f: &Fence) -> Result<(), Event> {
+        self.renew_within(f, self.settings.lease_ttl / 3).await
+    }
+
+    /// Runs a long distro call under the lease: renewed (with a tight budget) right before
+    /// the call, with no await in between, then every TTL/3 while the call runs (sooner
+    /// after a failed renewal). A lease lost meanwhile turns the outcome into `Fenced`; the
+    /// call itself cannot be stopped half-way. The lease TTL must exceed the longest call.
     async fn with_lease(
         &self,
         f: &Fence,
         call: DistroCall<'_>,
     ) -> Result<crate::distro::DistroResult<()>, Event> {
+        self.renew_within(f, self.settings.lease_ttl / 6).await?;
         let fut = async {
             match call {
                 DistroCall::Init(s) => self.distro.init(s).await.map(|_| ()),
@@ -461,8 +468,20 @@ where
                 DistroCall::JoinWorker(m) => self.distro.join_worker(m).await,
             }
         };
-        tokio::pin!(fut);
         let period = self.settings.lease_ttl / 3;
+        let renewer = async {
+            let mut wait = period;
+            loop {
+                self.clock.sleep(wait).await;
+                match self.renew(f).await {
+                    Ok(()) => wait = period,
+                    Err(e @ Event::Fenced(_)) => return e,
+                    Err(_) => wait = Duration::from_secs(1),
+                }
+            }
+        };
+        tokio::pin!(fut);
+        tokio::pin!(renewer);
         let mut lost: Option<Event> = None;
         loop {
             tokio::select! {
@@ -473,11 +492,9 @@ where
                         None => Ok(r),
                     };
                 }
-                () = self.clock.sleep(period), if lost.is_none() => {
-                    if let Err(e @ Event::Fenced(_)) = self.renew(f).await {
-                        tracing::error!(semaphore = %f.semaphore, "lease lost during a long step");
-                        lost = Some(e);
-                    }
+                e = &mut renewer, if lost.is_none() => {
+                    tracing::error!(semaphore = %f.semaphore, "lease lost during a long step");
+                    lost = Some(e);
                 }
             }
         }
