@@ -680,3 +680,371 @@ fn transition(cfg: &Config, s: State, event: Event) -> State {
         (p, _) => keep(&s, p),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Event as E;
+    use Phase as P;
+
+    fn cp() -> Config {
+        Config::new(Role::ControlPlane, DistroKind::Kubeadm, true, 1)
+    }
+    fn worker() -> Config {
+        Config::new(Role::Worker, DistroKind::Kubeadm, true, 1)
+    }
+    fn at(phase: Phase) -> State {
+        State {
+            phase,
+            attempt: 0,
+            last_error: None,
+        }
+    }
+    fn go(cfg: &Config, phase: Phase, e: Event) -> State {
+        step(cfg, at(phase), e).0
+    }
+    fn unwrap_backoff(s: &State) -> Phase {
+        match &s.phase {
+            P::Backoff { then, .. } => (**then).clone(),
+            p => panic!("expected backoff, got {p:?}"),
+        }
+    }
+
+    #[test]
+    fn control_plane_happy_path_to_init() {
+        let c = cp();
+        assert_eq!(go(&c, P::Preflight, E::Done).phase, P::Registering);
+        assert_eq!(go(&c, P::Registering, E::Done).phase, P::CheckingInit);
+        assert_eq!(
+            go(&c, P::CheckingInit, E::Initialized(false)).phase,
+            P::Electing
+        );
+        assert_eq!(
+            go(&c, P::Electing, E::Granted { token: 7 }).phase,
+            P::Initializing { token: 7 }
+        );
+        let s = go(&c, P::Initializing { token: 7 }, E::Done);
+        assert!(matches!(s.phase, P::CheckingHealth { token: 7, .. }));
+        let mut s = s;
+        for _ in 0..c.healthy_probes {
+            s = step(&c, s, E::Probe(true)).0;
+        }
+        assert_eq!(s.phase, P::Publishing { token: 7 });
+        let (s, acts) = step(&c, s, E::Done);
+        assert_eq!(
+            s.phase,
+            P::Releasing {
+                fence: init_fence(7)
+            }
+        );
+        assert_eq!(acts, vec![Action::Release(init_fence(7))]);
+        assert_eq!(step(&c, s, E::Done).0.phase, P::Done);
+    }
+
+    #[test]
+    fn init_actions_switch_kube_vip_around_init_under_the_lease() {
+        let a = actions(&cp(), &P::Initializing { token: 3 });
+        assert_eq!(a[0], Action::Renew(init_fence(3)));
+        assert_eq!(a[1], Action::EnsureNotInitialized);
+        let sa = a
+            .iter()
+            .position(|x| *x == Action::KubeVipSuperAdmin)
+            .unwrap();
+        let init = a
+            .iter()
+            .position(|x| *x == Action::Init(init_fence(3)))
+            .unwrap();
+        let back = a
+            .iter()
+            .rposition(|x| *x == Action::RestoreKubeVip)
+            .unwrap();
+        assert!(sa < init && init < back);
+    }
+
+    #[test]
+    fn losing_the_election_waits_then_joins() {
+        let c = cp();
+        let s = go(&c, P::Electing, E::Busy);
+        assert_eq!(unwrap_backoff(&s), P::WaitingForInit);
+        assert_eq!(
+            go(&c, P::WaitingForInit, E::Initialized(false)).phase,
+            P::Electing
+        );
+        assert_eq!(
+            go(&c, P::WaitingForInit, E::Initialized(true)).phase,
+            P::AcquiringJoinSlot
+        );
+        assert_eq!(
+            go(&c, P::CheckingInit, E::Initialized(true)).phase,
+            P::AcquiringJoinSlot,
+            "a node that finds `initialized` never inits"
+        );
+    }
+
+    #[test]
+    fn init_failure_paths_compensate() {
+        let c = cp();
+        for (e, slot) in [
+            (E::Failed("kubeadm init: boom".into()), Some(init_fence(4))),
+            (E::AlreadyInitialized, Some(init_fence(4))),
+            (E::Fenced("lost".into()), None),
+        ] {
+            let s = go(&c, P::Initializing { token: 4 }, e);
+            assert_eq!(s.attempt, 1);
+            assert!(s.last_error.is_some());
+            match &s.phase {
+                P::Compensating {
+                    slot: got,
+                    remove_own_member,
+                    then,
+                } => {
+                    assert_eq!(got, &slot);
+                    assert!(!remove_own_member);
+                    assert_eq!(**then, P::CheckingInit);
+                }
+                p => panic!("{p:?}"),
+            }
+        }
+        for p in [
+            P::CheckingHealth {
+                token: 4,
+                successes: 1,
+                failures: 0,
+            },
+            P::Publishing { token: 4 },
+        ] {
+            let s = go(&c, p, E::Fenced("lost".into()));
+            assert!(matches!(s.phase, P::Compensating { slot: None, .. }));
+        }
+    }
+
+    #[test]
+    fn unhealthy_init_gives_up_after_max_probes() {
+        let c = cp();
+        let s = go(
+            &c,
+            P::CheckingHealth {
+                token: 1,
+                successes: 2,
+                failures: 0,
+            },
+            E::Probe(false),
+        );
+        assert_eq!(
+            s.phase,
+            P::CheckingHealth {
+                token: 1,
+                successes: 0,
+                failures: 1
+            },
+            "successes must be consecutive"
+        );
+        let s = go(
+            &c,
+            P::CheckingHealth {
+                token: 1,
+                successes: 0,
+                failures: c.max_failed_probes,
+            },
+            E::Probe(false),
+        );
+        assert!(matches!(s.phase, P::Compensating { .. }));
+    }
+
+    #[test]
+    fn control_plane_join_path_and_failures() {
+        let c = cp();
+        assert_eq!(
+            go(&c, P::AcquiringJoinSlot, E::Granted { token: 2 }).phase,
+            P::CleaningStaleMember { token: 2 }
+        );
+        assert_eq!(
+            unwrap_backoff(&go(&c, P::AcquiringJoinSlot, E::Busy)),
+            P::AcquiringJoinSlot
+        );
+        assert_eq!(
+            unwrap_backoff(&go(&c, P::AcquiringJoinSlot, E::MaterialStale)),
+            P::AwaitingRefresh
+        );
+        assert_eq!(
+            go(&c, P::AwaitingRefresh, E::Done).phase,
+            P::AcquiringJoinSlot
+        );
+        let a = actions(&c, &P::CleaningStaleMember { token: 2 });
+        assert!(a.contains(&Action::RemoveStaleMembers));
+        assert_eq!(
+            go(&c, P::CleaningStaleMember { token: 2 }, E::Done).phase,
+            P::Joining { token: 2 }
+        );
+        assert_eq!(
+            unwrap_backoff(&go(
+                &c,
+                P::CleaningStaleMember { token: 2 },
+                E::Fenced("x".into())
+            )),
+            P::AcquiringJoinSlot
+        );
+        let s = go(&c, P::Joining { token: 2 }, E::Failed("join: boom".into()));
+        let fence = join_fence(&c, 2);
+        assert!(matches!(
+            &s.phase,
+            P::Compensating { slot: Some(f), remove_own_member: true, then }
+                if *f == fence && **then == P::AcquiringJoinSlot
+        ));
+        let acts = actions(&c, &s.phase);
+        assert_eq!(
+            acts,
+            vec![
+                Action::RemoveOwnMember,
+                Action::Reset,
+                Action::RestoreKubeVip,
+                Action::Release(fence.clone())
+            ]
+        );
+        let s = go(&c, P::Joining { token: 2 }, E::MaterialStale);
+        assert!(matches!(&s.phase, P::Compensating { then, .. } if **then == P::AwaitingRefresh));
+        let s = go(&c, P::Joining { token: 2 }, E::Done);
+        assert!(matches!(s.phase, P::Verifying { .. }));
+        let mut s = s;
+        for _ in 0..c.healthy_probes {
+            s = step(&c, s, E::Probe(true)).0;
+        }
+        assert_eq!(s.phase, P::Releasing { fence });
+    }
+
+    #[test]
+    fn compensation_backs_off_with_growing_jittered_delay() {
+        let c = cp();
+        let s = State {
+            phase: P::Compensating {
+                slot: None,
+                remove_own_member: false,
+                then: Box::new(P::CheckingInit),
+            },
+            attempt: 3,
+            last_error: Some("x".into()),
+        };
+        let (s2, acts) = step(&c, s.clone(), E::Done);
+        assert!(acts.is_empty());
+        let P::Backoff { delay_ms, .. } = s2.phase else {
+            panic!()
+        };
+        assert!((8_000..=12_000).contains(&delay_ms), "{delay_ms}");
+        assert!(backoff_ms(&c, 20) <= c.backoff_max_ms * 3 / 2 + 1);
+        let s3 = step(&c, s, E::Failed("reset: boom".into())).0;
+        assert!(matches!(unwrap_backoff(&s3), P::Compensating { .. }));
+        assert_eq!(s3.attempt, 4);
+        let other = Config::new(Role::ControlPlane, DistroKind::Kubeadm, true, 99);
+        assert_ne!(
+            backoff_ms(&c, 2),
+            backoff_ms(&other, 2),
+            "jitter differs per node"
+        );
+    }
+
+    #[test]
+    fn workers_wait_for_init_and_never_clean_etcd() {
+        let w = worker();
+        assert_eq!(
+            go(&w, P::CheckingInit, E::Initialized(false)).phase,
+            P::WaitingForInit
+        );
+        assert_eq!(
+            unwrap_backoff(&go(&w, P::WaitingForInit, E::Initialized(false))),
+            P::WaitingForInit
+        );
+        assert_eq!(
+            actions(&w, &P::AcquiringJoinSlot)[1],
+            Action::Acquire {
+                semaphore: keys::WORKER_JOIN_SEMAPHORE,
+                slots: 2
+            }
+        );
+        assert_eq!(
+            go(&w, P::AcquiringJoinSlot, E::Granted { token: 1 }).phase,
+            P::Joining { token: 1 }
+        );
+        let s = go(&w, P::Joining { token: 1 }, E::Failed("x".into()));
+        assert!(!actions(&w, &s.phase).contains(&Action::RemoveOwnMember));
+    }
+
+    #[test]
+    fn load_balancers_configure_and_finish() {
+        let lb = Config::new(Role::LoadBalancer, DistroKind::Kubeadm, true, 1);
+        assert_eq!(go(&lb, P::Registering, E::Done).phase, P::ConfiguringLb);
+        assert_eq!(actions(&lb, &P::ConfiguringLb), vec![Action::StartLb]);
+        assert_eq!(go(&lb, P::ConfiguringLb, E::Done).phase, P::Done);
+        assert!(
+            unwrap_backoff(&go(&lb, P::ConfiguringLb, E::Failed("haproxy".into())))
+                == P::ConfiguringLb
+        );
+    }
+
+    #[test]
+    fn k3s_on_sql_uses_many_join_slots_and_no_cleaning() {
+        let mut c = Config::new(Role::ControlPlane, DistroKind::K3s, false, 1);
+        c.cp_join_slots = 3;
+        assert_eq!(
+            actions(&c, &P::AcquiringJoinSlot)[1],
+            Action::Acquire {
+                semaphore: keys::CP_JOIN_SEMAPHORE,
+                slots: 3
+            }
+        );
+        assert_eq!(
+            go(&c, P::AcquiringJoinSlot, E::Granted { token: 1 }).phase,
+            P::Joining { token: 1 }
+        );
+    }
+
+    #[test]
+    fn transient_failures_retry_the_same_phase_and_done_resets_attempts() {
+        let c = cp();
+        for p in [
+            P::Preflight,
+            P::Registering,
+            P::CheckingInit,
+            P::Electing,
+            P::Publishing { token: 1 },
+        ] {
+            let s = go(&c, p.clone(), E::Failed("rendezvous unreachable".into()));
+            assert_eq!(unwrap_backoff(&s), p);
+            assert_eq!(s.attempt, 1);
+        }
+        let s = State {
+            phase: P::Releasing {
+                fence: init_fence(1),
+            },
+            attempt: 5,
+            last_error: Some("x".into()),
+        };
+        let done = step(&c, s, E::Done).0;
+        assert_eq!((done.attempt, done.last_error), (0, None));
+    }
+
+    #[test]
+    fn resume_restarts_a_cut_short_join_from_cleaning() {
+        let s = at(P::Joining { token: 9 }).resume();
+        assert_eq!(s.phase, P::CleaningStaleMember { token: 9 });
+        assert_eq!(at(P::Done).resume().phase, P::Done);
+    }
+
+    #[test]
+    fn unexpected_events_hold_the_phase() {
+        let c = cp();
+        assert_eq!(go(&c, P::Registering, E::Busy).phase, P::Registering);
+        assert_eq!(go(&c, P::Done, E::Failed("x".into())).phase, P::Done);
+    }
+
+    #[test]
+    fn state_serializes_with_its_phase_tag() {
+        let s = State {
+            phase: P::Joining { token: 4 },
+            attempt: 1,
+            last_error: None,
+        };
+        let j = serde_json::to_value(&s).unwrap();
+        assert_eq!(j["phase"], "joining");
+        assert_eq!(serde_json::from_value::<State>(j).unwrap(), s);
+    }
+}
