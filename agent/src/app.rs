@@ -1,0 +1,190 @@
+//! Wiring a real node: baked config + identity → `Config`, `Settings`, the distro, and
+//! the driver loop. Generic over the `Coordinator` so the rendezvous client plugs in here.
+
+use crate::bootstrap::driver::Settings;
+use crate::bootstrap::{Config, Driver, FileStore};
+use crate::clock::SystemClock;
+use crate::coord::Coordinator;
+use crate::distro::{NodeContext, k3s::K3s, kubeadm::Kubeadm};
+use crate::exec::RealRunner;
+use crate::host::FsHost;
+use crate::preflight::Options;
+use crate::systemd::{DbusSystemd, SdNotifier};
+use model::Role;
+use model::baked::{BakedCluster, NodeIdentity};
+use model::node_files::{CLUSTER_CONFIG, NODE_IDENTITY, NodeRoot};
+use model::spec::{Datastore, DistroKind, VipProvider};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot read {path}: {detail}")]
+    Read { path: String, detail: String },
+    #[error("node {0} is not in the baked cluster config")]
+    UnknownNode(String),
+    #[error(transparent)]
+    Systemd(#[from] crate::systemd::SystemdError),
+    #[error(transparent)]
+    Store(#[from] crate::bootstrap::store::StoreError),
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(root: &NodeRoot, rel: &str) -> Result<T, AppError> {
+    let path = root.path(rel);
+    let err = |detail: String| AppError::Read {
+        path: path.display().to_string(),
+        detail,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| err(e.to_string()))
+}
+
+pub fn load(root: &NodeRoot) -> Result<(BakedCluster, NodeIdentity), AppError> {
+    Ok((
+        read_json(root, CLUSTER_CONFIG)?,
+        read_json(root, NODE_IDENTITY)?,
+    ))
+}
+
+/// The pure configuration and the driver settings for this node.
+pub fn configure(baked: &BakedCluster, id: &NodeIdentity) -> Result<(Config, Settings), AppError> {
+    let me = baked
+        .node(&id.name)
+        .ok_or_else(|| AppError::UnknownNode(id.name.to_string()))?;
+    let spec = &baked.spec;
+    let kind = spec.distribution.kind;
+    let seed = id
+        .name
+        .as_str()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+    let mut cfg = Config::new(me.role, kind, spec.stacked_etcd(), seed);
+    cfg.worker_join_slots = spec.rendezvous.worker_join_cap.max(1);
+    if kind == DistroKind::K3s && matches!(spec.datastore, Datastore::ExternalSql { .. }) {
+        // After the first server, the rest may start together (no etcd learner race).
+        cfg.cp_join_slots = spec.topology.control_planes.max(1);
+    }
+    let provider = spec.ha.provider;
+    let units = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let lb_units = match provider {
+        VipProvider::Haproxy => units(&["haproxy.service", "keepalived.service"]),
+        VipProvider::Nginx if spec.topology.load_balancers > 1 => {
+            units(&["nginx.service", "keepalived.service"])
+        }
+        VipProvider::Nginx => units(&["nginx.service"]),
+        _ => Vec::new(),
+    };
+    let settings = Settings {
+        node: id.name.to_string(),
+        ip: me.ip,
+        control_planes: baked
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::ControlPlane)
+            .map(|n| (n.name.to_string(), n.ip))
+            .collect(),
+        // Longer than the slowest kubeadm init/join (about a minute) with room to spare.
+        lease_ttl: Duration::from_secs(300),
+        heartbeat_ttl: Duration::from_secs(90),
+        heartbeat_every_ms: 20_000,
+        token_ttl_ms: match kind {
+            DistroKind::Kubeadm => 24 * 3600 * 1000,
+            DistroKind::K3s => 10 * 365 * 24 * 3600 * 1000,
+        },
+        cert_key_ttl_ms: (kind == DistroKind::Kubeadm).then_some(2 * 3600 * 1000),
+        material_margin_ms: 10 * 60 * 1000,
+        lb_units,
+        vip_units: if provider == VipProvider::Keepalived {
+            units(&["keepalived.service"])
+        } else {
+            Vec::new()
+        },
+        kube_vip_super_admin: kind == DistroKind::Kubeadm
+            && provider == VipProvider::KubeVip
+            && spec.distribution.version.needs_super_admin_conf(),
+    };
+    Ok((cfg, settings))
+}
+
+/// Runs the bootstrap on a real node until `stop` resolves.
+pub async fn run_node<C: Coordinator>(
+    root: NodeRoot,
+    lab: bool,
+    coord: C,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), AppError> {
+    let (baked, id) = load(&root)?;
+    let (cfg, settings) = configure(&baked, &id)?;
+    let port = baked.spec.ha.api_port;
+    let ctx = NodeContext {
+        root: root.clone(),
+        node: id.name.clone(),
+        advertise: settings.ip,
+        api_endpoint: baked.api_endpoint.clone(),
+        api_port: port,
+    };
+    let mut preflight = if lab {
+        Options::lab()
+    } else {
+        Options::default()
+    };
+    preflight.runtime_socket = "run/containerd/containerd.sock".into();
+    preflight.interface = Some(baked.spec.network.interface.to_string());
+    preflight.address = Some(settings.ip);
+    preflight.ip_addr_json = RealRunner::default().run_json_ip().await;
+    let host = FsHost {
+        root: root.clone(),
+        node: id.name.clone(),
+        preflight,
+    };
+    let systemd = DbusSystemd::connect().await?;
+    let store = FileStore::new(root.clone());
+    let seed = rand::random::<u64>();
+    match baked.spec.distribution.kind {
+        DistroKind::Kubeadm => {
+            let distro = Kubeadm::new(ctx, RealRunner::default());
+            let mut d = Driver::new(
+                cfg,
+                settings,
+                coord,
+                distro,
+                systemd,
+                host,
+                SystemClock,
+                store,
+                SdNotifier,
+                seed,
+            )?;
+            d.run(stop).await;
+        }
+        DistroKind::K3s => {
+            let distro = K3s::new(ctx, RealRunner::default(), systemd.clone());
+            let mut d = Driver::new(
+                cfg,
+                settings,
+                coord,
+                distro,
+                systemd,
+                host,
+                SystemClock,
+                store,
+                SdNotifier,
+                seed,
+            )?;
+            d.run(stop).await;
+        }
+    }
+    Ok(())
+}
+
+impl RealRunner {
+    /// `ip -j addr show`, for the cluster-address preflight check.
+    pub async fn run_json_ip(&self) -> Option<String> {
+        use crate::exec::CommandRunner;
+        match self.run("ip", &["-j", "addr", "show"]).await {
+            Ok(o) if o.status == 0 => Some(o.stdout),
+            _ => None,
+        }
+    }
+}

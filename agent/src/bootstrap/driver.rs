@@ -1,0 +1,756 @@
+//! The driver: performs the actions `state::step` asks for against the rendezvous
+//! (`Coordinator`), the distribution (`Distro`), systemd and the node's files (`Host`),
+//! persists every transition, heartbeats the member report and notifies systemd.
+
+use super::state::{self, Action, Config, Event, Phase, State};
+use super::store::{Persisted, Store};
+use crate::clock::{Clock, Millis};
+use crate::coord::{Acquired, Coordinator, Created, ErrorKind, Fence, keys};
+use crate::distro::{Distro, EtcdAccess, InitSecrets};
+use crate::host::Host;
+use crate::material::{
+    InitRecord, JoinMaterial, RefreshRequest, new_bootstrap_token, new_certificate_key,
+};
+use crate::systemd::{Notifier, Systemd};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// Fixed facts and tunables of this node's run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub node: String,
+    pub ip: Ipv4Addr,
+    /// Every control plane (name, address), this node included if it is one.
+    pub control_planes: Vec<(String, Ipv4Addr)>,
+    pub lease_ttl: Duration,
+    pub heartbeat_ttl: Duration,
+    pub heartbeat_every_ms: u64,
+    pub token_ttl_ms: u64,
+    /// `None` for k3s (no certificate key).
+    pub cert_key_ttl_ms: Option<u64>,
+    /// Material expiring within this margin counts as expired.
+    pub material_margin_ms: u64,
+    /// Units started on a load-balancer node (haproxy/nginx, keepalived).
+    pub lb_units: Vec<String>,
+    /// Units started on control planes before init/join (keepalived as VIP provider).
+    pub vip_units: Vec<String>,
+    /// kubeadm ≥ 1.29 with kube-vip: the init node mounts super-admin.conf during init.
+    pub kube_vip_super_admin: bool,
+}
+
+impl Settings {
+    pub fn peer_url(&self) -> String {
+        format!("https://{}:2380", self.ip)
+    }
+
+    fn etcd_endpoints(&self, include_self: bool) -> Vec<String> {
+        self.control_planes
+            .iter()
+            .filter(|(n, _)| include_self || *n != self.node)
+            .map(|(_, ip)| format!("https://{ip}:2379"))
+            .collect()
+    }
+}
+
+/// What one tick did: the phase now and how long to wait before the next tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tick {
+    pub phase: &'static str,
+    pub wait: Duration,
+    pub done: bool,
+}
+
+#[derive(Debug)]
+pub struct Driver<C, D, S, H, K, St, N> {
+    pub cfg: Config,
+    pub settings: Settings,
+    pub coord: C,
+    pub distro: D,
+    pub systemd: S,
+    pub host: H,
+    pub clock: K,
+    pub store: St,
+    pub notifier: N,
+    persisted: Persisted,
+    rng: rand::rngs::StdRng,
+    last_heartbeat: Option<Millis>,
+    ready_sent: bool,
+}
+
+type Outcome = Result<Event, Event>;
+
+impl<C, D, S, H, K, St, N> Driver<C, D, S, H, K, St, N>
+where
+    C: Coordinator,
+    D: Distro,
+    S: Systemd,
+    H: Host,
+    K: Clock,
+    St: Store,
+    N: Notifier,
+{
+    /// Loads the persisted state (resuming a cut-short phase safely) or starts afresh.
+    #[allow(clippy::too_many_arguments, reason = "every seam is injected")]
+    pub fn new(
+        cfg: Config,
+        settings: Settings,
+        coord: C,
+        distro: D,
+        systemd: S,
+        host: H,
+        clock: K,
+        store: St,
+        notifier: N,
+        rng_seed: u64,
+    ) -> Result<Self, super::store::StoreError> {
+        use rand::SeedableRng;
+        let now = clock.now_ms();
+        let persisted = match store.load()? {
+            Some(mut p) if p.node == settings.node => {
+                let resumed = p.state.clone().resume();
+                p.enter(resumed, now);
+                p
+            }
+            _ => Persisted::new(&settings.node, now),
+        };
+        store.save(&persisted)?;
+        Ok(Driver {
+            cfg,
+            settings,
+            coord,
+            distro,
+            systemd,
+            host,
+            clock,
+            store,
+            notifier,
+            persisted,
+            rng: rand::rngs::StdRng::seed_from_u64(rng_seed),
+            last_heartbeat: None,
+            ready_sent: false,
+        })
+    }
+
+    pub fn state(&self) -> &State {
+        &self.persisted.state
+    }
+
+    pub fn persisted(&self) -> &Persisted {
+        &self.persisted
+    }
+
+    /// The member report: heartbeated to the rendezvous and written to `AGENT_STATUS`.
+    pub fn report(&self) -> serde_json::Value {
+        let s = &self.persisted.state;
+        serde_json::json!({
+            "node": self.settings.node,
+            "role": self.cfg.role.as_str(),
+            "phase": s.phase.name(),
+            "sinceMs": self.persisted.since_ms(),
+            "attempt": s.attempt,
+            "lastError": s.last_error,
+            "updatedMs": self.clock.now_ms(),
+            "done": s.phase == Phase::Done,
+        })
+    }
+
+    /// Runs the actions of the current phase, steps, persists. Never fails: errors become
+    /// events and are carried in the state.
+    pub async fn tick(&mut self) -> Tick {
+        let acts = state::actions(&self.cfg, &self.persisted.state.phase);
+        let mut event = Event::Done;
+        for a in &acts {
+            match self.perform(a).await {
+                Ok(Event::Done) => {}
+                Ok(e) | Err(e) => {
+                    event = e;
+                    break;
+                }
+            }
+        }
+        let before = self.persisted.state.phase.name();
+        let (next, _) = state::step(&self.cfg, self.persisted.state.clone(), event.clone());
+        let now = self.clock.now_ms();
+        if next.phase.name() != before {
+            tracing::info!(
+                node = %self.settings.node,
+                from = before,
+                to = next.phase.name(),
+                attempt = next.attempt,
+                error = next.last_error.as_deref().unwrap_or(""),
+                "phase"
+            );
+        }
+        let changed = self.persisted.enter(next, now);
+        if let Err(e) = self.store.save(&self.persisted) {
+            tracing::error!(error = %e, "cannot persist the agent state");
+        }
+        if changed {
+            self.notifier.status(&self.status_line());
+            let _ = self.store.save_status(&self.report());
+        }
+        if !self.ready_sent
+            && self.persisted.state.phase != Phase::Preflight
+            && self.persisted.state.phase != Phase::Registering
+            && !matches!(self.persisted.state.phase, Phase::Backoff { .. })
+        {
+            self.notifier.ready();
+            self.ready_sent = true;
+        }
+        let due = self
+            .last_heartbeat
+            .is_none_or(|t| now.saturating_sub(t) >= self.settings.heartbeat_every_ms);
+        if (changed || due) && self.persisted.state.phase != Phase::Preflight {
+            self.heartbeat().await;
+        }
+        let done = self.persisted.state.phase == Phase::Done;
+        let wait = if done {
+            state::idle_ms(&self.cfg)
+        } else {
+            state::delay_before(&self.cfg, &self.persisted.state)
+        };
+        Tick {
+            phase: self.persisted.state.phase.name(),
+            wait: Duration::from_millis(wait),
+            done,
+        }
+    }
+
+    /// Ticks forever (until `stop` resolves), sleeping between ticks.
+    pub async fn run(&mut self, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            let t = self.tick().await;
+            tokio::select! {
+                biased;
+                () = &mut stop => break,
+                () = self.clock.sleep(t.wait) => {}
+            }
+        }
+        self.notifier.stopping();
+    }
+
+    fn status_line(&self) -> String {
+        let s = &self.persisted.state;
+        match &s.last_error {
+            Some(e) if s.attempt > 0 => {
+                format!("{} (attempt {}): {e}", s.phase.name(), s.attempt)
+            }
+            _ => s.phase.name().to_string(),
+        }
+    }
+
+    async fn heartbeat(&mut self) {
+        let report = self.report();
+        match self
+            .coord
+            .heartbeat(
+                &self.settings.node,
+                self.cfg.role,
+                &report,
+                self.settings.heartbeat_ttl,
+            )
+            .await
+        {
+            Ok(()) => self.last_heartbeat = Some(self.clock.now_ms()),
+            Err(e) => tracing::warn!(error = %e, "heartbeat"),
+        }
+    }
+
+    async fn perform(&mut self, a: &Action) -> Outcome {
+        let failed = |step: &str, e: &dyn std::fmt::Display| Event::Failed(format!("{step}: {e}"));
+        match a {
+            Action::InstallNodeTree => self
+                .host
+                .install_node_tree()
+                .map(|()| Event::Done)
+                .map_err(|e| failed("install node tree", &e)),
+            Action::Preflight => self
+                .host
+                .preflight()
+                .map(|()| Event::Done)
+                .map_err(|e| failed("preflight", &e)),
+            Action::StartVipServices => {
+                for u in self.settings.vip_units.clone() {
+                    self.start_unit(&u).await?;
+                }
+                Ok(Event::Done)
+            }
+            Action::StartLb => {
+                for u in self.settings.lb_units.clone() {
+                    self.start_unit(&u).await?;
+                }
+                Ok(Event::Done)
+            }
+            Action::Register => {
+                let report = self.report();
+                self.coord
+                    .heartbeat(
+                        &self.settings.node,
+                        self.cfg.role,
+                        &report,
+                        self.settings.heartbeat_ttl,
+                    )
+                    .await
+                    .map_err(|e| failed("register", &e))?;
+                self.last_heartbeat = Some(self.clock.now_ms());
+                Ok(Event::Done)
+            }
+            Action::CheckInitialized => {
+                let r = self
+                    .coord
+                    .get(keys::INITIALIZED)
+                    .await
+                    .map_err(|e| failed("check initialized", &e))?;
+                Ok(Event::Initialized(r.is_some()))
+            }
+            Action::EnsureNotInitialized => {
+                let r = self
+                    .coord
+                    .get(keys::INITIALIZED)
+                    .await
+                    .map_err(|e| failed("check initialized", &e))?;
+                Ok(if r.is_some() {
+                    Event::AlreadyInitialized
+                } else {
+                    Event::Done
+                })
+            }
+            Action::Acquire { semaphore, slots } => {
+                let r = self
+                    .coord
+                    .acquire(
+                        semaphore,
+                        *slots,
+                        &self.settings.node,
+                        self.settings.lease_ttl,
+                    )
+                    .await
+                    .map_err(|e| failed("acquire", &e))?;
+                Ok(match r {
+                    Acquired::Granted { token, .. } => Event::Granted { token },
+                    Acquired::Busy { .. } => Event::Busy,
+                })
+            }
+            Action::Renew(f) => self.renew(f).await.map(|()| Event::Done),
+            Action::Release(f) => {
+                self.coord
+                    .release(&f.semaphore, &self.settings.node, f.token)
+                    .await
+                    .map_err(|e| failed("release", &e))?;
+                Ok(Event::Done)
+            }
+            Action::Reset => {
+                self.distro.reset().await.map_err(|e| failed("reset", &e))?;
+                Ok(Event::Done)
+            }
+            Action::KubeVipSuperAdmin => {
+                let r = if self.settings.kube_vip_super_admin {
+                    self.host.kube_vip_super_admin()
+                } else {
+                    self.host.restore_kube_vip()
+                };
+                r.map(|()| Event::Done)
+                    .map_err(|e| failed("kube-vip manifest", &e))
+            }
+            Action::RestoreKubeVip => self
+                .host
+                .restore_kube_vip()
+                .map(|()| Event::Done)
+                .map_err(|e| failed("restore kube-vip manifest", &e)),
+            Action::Init(f) => {
+                let secrets = InitSecrets {
+                    token: new_bootstrap_token(&mut self.rng),
+                    certificate_key: new_certificate_key(&mut self.rng),
+                };
+                let r = self.with_lease(f, DistroCall::Init(&secrets)).await?;
+                r.map_err(|e| failed("init", &e))?;
+                Ok(Event::Done)
+            }
+            Action::ProbeInitHealth => {
+                let local = self.distro.local_api_ready().await.unwrap_or(false);
+                let vip = local && self.distro.vip_api_ready().await.unwrap_or(false);
+                Ok(Event::Probe(local && vip))
+            }
+            Action::Publish(f) => self.publish(f).await,
+            Action::FetchMaterial { control_plane } => self
+                .fresh_material(*control_plane)
+                .await
+                .map(|_| Event::Done),
+            Action::RemoveStaleMembers => self.remove_members(true).await,
+            Action::RemoveOwnMember => {
+                if let Err(e) = self.remove_members(false).await {
+                    tracing::warn!(event = ?e, "could not remove this node's etcd member; the next join cleans it");
+                }
+                Ok(Event::Done)
+            }
+            Action::Join {
+                control_plane,
+                fence,
+            } => {
+                let m = self.fresh_material(*control_plane).await?;
+                let call = if *control_plane {
+                    DistroCall::JoinControlPlane(&m)
+                } else {
+                    DistroCall::JoinWorker(&m)
+                };
+                let r = self.with_lease(fence, call).await?;
+                r.map_err(|e| failed("join", &e))?;
+                Ok(Event::Done)
+            }
+            Action::VerifyJoin { control_plane } => {
+                let ok = if *control_plane {
+                    self.verify_control_plane().await
+                } else {
+                    self.distro.kubelet_registered().await.unwrap_or(false)
+                };
+                Ok(Event::Probe(ok))
+            }
+            Action::ServeRefresh => {
+                if let Err(e) = self.serve_refresh().await {
+                    tracing::warn!(event = ?e, "serving a refresh request");
+                }
+                Ok(Event::Done)
+            }
+        }
+    }
+
+    async fn start_unit(&self, unit: &str) -> Result<(), Event> {
+        self.systemd
+            .enable(&[unit])
+            .await
+            .and(self.systemd.start(unit).await)
+            .map_err(|e| Event::Failed(e.to_string()))
+    }
+
+    /// Renews a lease and makes sure the answer came back well inside its TTL (within
+    /// `budget`): an answer delayed longer proves nothing about holding the slot now.
+    async fn renew_within(&self, f: &Fence, budget: Duration) -> Result<(), Event> {
+        let ttl = self.settings.lease_ttl;
+        let budget = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX);
+        for _ in 0..3 {
+            let sent = self.clock.now_ms();
+            match self
+                .coord
+                .renew(&f.semaphore, &self.settings.node, f.token, ttl)
+                .await
+            {
+                Ok(()) if self.clock.now_ms().saturating_sub(sent) <= budget => return Ok(()),
+                Ok(()) => continue,
+                Err(e) if e.kind == ErrorKind::Fenced => return Err(Event::Fenced(e.to_string())),
+                Err(e) => return Err(Event::Failed(format!("renew: {e}"))),
+            }
+        }
+        Err(Event::Failed(format!(
+            "renew {}: answers came back too late to trust the lease",
+            f.semaphore
+        )))
+    }
+
+    async fn renew(&self, f: &Fence) -> Result<(), Event> {
+        self.renew_within(f, self.settings.lease_ttl / 3).await
+    }
+
+    /// Runs a long distro call under the lease: renewed (with a tight budget) right before
+    /// the call, with no await in between, then every TTL/3 while the call runs (sooner
+    /// after a failed renewal). A lease lost meanwhile turns the outcome into `Fenced`; the
+    /// call itself cannot be stopped half-way. The lease TTL must exceed the longest call.
+    async fn with_lease(
+        &self,
+        f: &Fence,
+        call: DistroCall<'_>,
+    ) -> Result<crate::distro::DistroResult<()>, Event> {
+        self.renew_within(f, self.settings.lease_ttl / 6).await?;
+        let fut = async {
+            match call {
+                DistroCall::Init(s) => self.distro.init(s).await.map(|_| ()),
+                DistroCall::JoinControlPlane(m) => self.distro.join_control_plane(m).await,
+                DistroCall::JoinWorker(m) => self.distro.join_worker(m).await,
+            }
+        };
+        let period = self.settings.lease_ttl / 3;
+        let renewer = async {
+            let mut wait = period;
+            loop {
+                self.clock.sleep(wait).await;
+                match self.renew(f).await {
+                    Ok(()) => wait = period,
+                    Err(e @ Event::Fenced(_)) => return e,
+                    Err(_) => wait = Duration::from_secs(1),
+                }
+            }
+        };
+        tokio::pin!(fut);
+        tokio::pin!(renewer);
+        let mut lost: Option<Event> = None;
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut fut => {
+                    return match lost {
+                        Some(e) => Err(e),
+                        None => Ok(r),
+                    };
+                }
+                e = &mut renewer, if lost.is_none() => {
+                    tracing::error!(semaphore = %f.semaphore, "lease lost during a long step");
+                    lost = Some(e);
+                }
+            }
+        }
+    }
+
+    async fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<(T, u64)>, Event> {
+        let r = self
+            .coord
+            .get(key)
+            .await
+            .map_err(|e| Event::Failed(format!("read {key}: {e}")))?;
+        match r {
+            None => Ok(None),
+            Some(rec) => serde_json::from_slice(&rec.value)
+                .map(|v| Some((v, rec.revision)))
+                .map_err(|e| Event::Failed(format!("read {key}: {e}"))),
+        }
+    }
+
+    /// The published material, if it belongs to the published init and is fresh enough;
+    /// otherwise a refresh request is written and `MaterialStale` returned.
+    async fn fresh_material(&self, control_plane: bool) -> Result<JoinMaterial, Event> {
+        let init: Option<(InitRecord, u64)> = self.read_json(keys::INITIALIZED).await?;
+        let Some((init, _)) = init else {
+            return Err(Event::Failed("the cluster is not initialized yet".into()));
+        };
+        let m: Option<(JoinMaterial, u64)> = self.read_json(keys::JOIN_MATERIAL).await?;
+        let now = self.clock.now_ms();
+        match m {
+            Some((m, _))
+                if m.init_token == init.token
+                    && m.fresh_for(control_plane, now, self.settings.material_margin_ms) =>
+            {
+                Ok(m)
+            }
+            _ => {
+                let req = serde_json::to_vec(&RefreshRequest {
+                    by: self.settings.node.clone(),
+                    at_ms: now,
+                })
+                .unwrap_or_default();
+                self.coord
+                    .create(
+                        keys::REFRESH_REQUEST,
+                        &req,
+                        Some(Duration::from_secs(600)),
+                        None,
+                    )
+                    .await
+                    .map_err(|e| Event::Failed(format!("request fresh join material: {e}")))?;
+                Err(Event::MaterialStale)
+            }
+        }
+    }
+
+    async fn new_material(
+        &mut self,
+        init_token: u64,
+        key: Option<crate::material::Secret>,
+    ) -> Result<JoinMaterial, Event> {
+        let key = match (key, self.settings.cert_key_ttl_ms) {
+            (Some(k), Some(_)) => Some(k),
+            (None, Some(_)) => Some(new_certificate_key(&mut self.rng)),
+            (_, None) => None,
+        };
+        let issued = self
+            .distro
+            .refresh_join_material(key.as_ref())
+            .await
+            .map_err(|e| Event::Failed(format!("issue join material: {e}")))?;
+        let creds = self
+            .distro
+            .credentials()
+            .await
+            .map_err(|e| Event::Failed(format!("issue join material: {e}")))?;
+        let now = self.clock.now_ms();
+        Ok(JoinMaterial {
+            init_token,
+            token: issued.token,
+            token_expires_ms: now.saturating_add(self.settings.token_ttl_ms),
+            ca_cert_hash: issued.ca_cert_hash,
+            certificate_key_expires_ms: issued
+                .certificate_key
+                .as_ref()
+                .and(self.settings.cert_key_ttl_ms.map(|t| now.saturating_add(t))),
+            certificate_key: issued.certificate_key,
+            admin_kubeconfig: creds.admin_kubeconfig,
+            etcd: creds.etcd,
+        })
+    }
+
+    /// Join material, then the durable `initialized` record, both fenced by the init token.
+    async fn publish(&mut self, f: &Fence) -> Outcome {
+        let fenced_or_failed = |what: &str, e: crate::coord::CoordError| {
+            if e.kind == ErrorKind::Fenced {
+                Event::Fenced(format!("{what}: {e}"))
+            } else {
+                Event::Failed(format!("{what}: {e}"))
+            }
+        };
+        let m = self.new_material(f.token, None).await?;
+        let bytes = serde_json::to_vec(&m).unwrap_or_default();
+        match self
+            .coord
+            .create(keys::JOIN_MATERIAL, &bytes, None, Some(f))
+            .await
+            .map_err(|e| fenced_or_failed("publish join material", e))?
+        {
+            Created::Created { .. } => {}
+            Created::Exists { revision, .. } => {
+                self.coord
+                    .compare_and_swap(keys::JOIN_MATERIAL, revision, &bytes, Some(f))
+                    .await
+                    .map_err(|e| fenced_or_failed("publish join material", e))?;
+            }
+        }
+        let rec = InitRecord {
+            node: self.settings.node.clone(),
+            token: f.token,
+            at_ms: self.clock.now_ms(),
+        };
+        let bytes = serde_json::to_vec(&rec).unwrap_or_default();
+        match self
+            .coord
+            .create(keys::INITIALIZED, &bytes, None, Some(f))
+            .await
+            .map_err(|e| fenced_or_failed("publish initialized", e))?
+        {
+            Created::Created { .. } => Ok(Event::Done),
+            Created::Exists { value, .. } => match serde_json::from_slice::<InitRecord>(&value) {
+                // Our own earlier write whose answer was lost.
+                Ok(r) if r.token == f.token && r.node == self.settings.node => Ok(Event::Done),
+                Ok(r) => Err(Event::Fenced(format!(
+                    "the cluster was initialized by {} (token {})",
+                    r.node, r.token
+                ))),
+                Err(e) => Err(Event::Failed(format!("read initialized: {e}"))),
+            },
+        }
+    }
+
+    async fn etcd_access(&self, include_self: bool) -> Result<EtcdAccess, Event> {
+        let m: Option<(JoinMaterial, u64)> = self.read_json(keys::JOIN_MATERIAL).await?;
+        let creds = m
+            .and_then(|(m, _)| m.etcd)
+            .ok_or_else(|| Event::Failed("the join material has no etcd access".into()))?;
+        Ok(EtcdAccess {
+            endpoints: self.settings.etcd_endpoints(include_self),
+            creds,
+        })
+    }
+
+    /// Removes this node's member (by name or peer URL) and, with `unstarted`, every member
+    /// that never started: only the holder of the one join slot may be joining.
+    async fn remove_members(&self, unstarted: bool) -> Outcome {
+        let access = self.etcd_access(false).await?;
+        let members = self
+            .distro
+            .etcd_members(&access)
+            .await
+            .map_err(|e| Event::Failed(format!("list etcd members: {e}")))?;
+        let peer = self.settings.peer_url();
+        for m in members {
+            let mine = m.name == self.settings.node || m.peer_urls.contains(&peer);
+            if mine || (unstarted && !m.started()) {
+                tracing::info!(id = m.id, name = %m.name, "removing stale etcd member");
+                self.distro
+                    .remove_etcd_member(&access, m.id)
+                    .await
+                    .map_err(|e| Event::Failed(format!("remove etcd member {}: {e}", m.id)))?;
+            }
+        }
+        Ok(Event::Done)
+    }
+
+    async fn verify_control_plane(&self) -> bool {
+        if !self.distro.local_api_ready().await.unwrap_or(false) {
+            return false;
+        }
+        if !self.cfg.stacked_etcd {
+            return true;
+        }
+        let Ok(access) = self.etcd_access(true).await else {
+            return false;
+        };
+        match self.distro.etcd_members(&access).await {
+            Ok(ms) => ms
+                .iter()
+                .any(|m| m.name == self.settings.node && m.started() && !m.is_learner),
+            Err(_) => false,
+        }
+    }
+
+    /// On a joined control plane: answer a joiner's request for fresh material.
+    async fn serve_refresh(&mut self) -> Outcome {
+        let req = self
+            .coord
+            .get(keys::REFRESH_REQUEST)
+            .await
+            .map_err(|e| Event::Failed(format!("read refresh request: {e}")))?;
+        if req.is_none() {
+            return Ok(Event::Done);
+        }
+        let init: Option<(InitRecord, u64)> = self.read_json(keys::INITIALIZED).await?;
+        let Some((init, _)) = init else {
+            return Ok(Event::Done);
+        };
+        let cur: Option<(JoinMaterial, u64)> = self.read_json(keys::JOIN_MATERIAL).await?;
+        let now = self.clock.now_ms();
+        // Fresh enough to outlive a join by a wide margin: only clear the request.
+        let fresh_margin = self.settings.material_margin_ms.saturating_mul(2);
+        let (key, rev) = match &cur {
+            Some((m, rev)) if m.init_token == init.token => {
+                if m.fresh_for(true, now, fresh_margin) && m.fresh_for(false, now, fresh_margin) {
+                    let _ = self.coord.delete(keys::REFRESH_REQUEST, None).await;
+                    return Ok(Event::Done);
+                }
+                (m.certificate_key.clone(), Some(*rev))
+            }
+            Some((_, rev)) => (None, Some(*rev)),
+            None => (None, None),
+        };
+        tracing::info!("refreshing the join material for a late joiner");
+        let m = self.new_material(init.token, key).await?;
+        let bytes = serde_json::to_vec(&m).unwrap_or_default();
+        let written = match rev {
+            Some(rev) => self
+                .coord
+                .compare_and_swap(keys::JOIN_MATERIAL, rev, &bytes, None)
+                .await
+                .map(|_| ()),
+            None => self
+                .coord
+                .create(keys::JOIN_MATERIAL, &bytes, None, None)
+                .await
+                .map(|_| ()),
+        };
+        match written {
+            Ok(()) => {}
+            // Another control plane refreshed it first.
+            Err(e) if e.kind == ErrorKind::Conflict => {}
+            Err(e) => return Err(Event::Failed(format!("write join material: {e}"))),
+        }
+        self.coord
+            .delete(keys::REFRESH_REQUEST, None)
+            .await
+            .map_err(|e| Event::Failed(format!("clear refresh request: {e}")))?;
+        Ok(Event::Done)
+    }
+}
+
+enum DistroCall<'a> {
+    Init(&'a InitSecrets),
+    JoinControlPlane(&'a JoinMaterial),
+    JoinWorker(&'a JoinMaterial),
+}

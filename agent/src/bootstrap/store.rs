@@ -1,0 +1,211 @@
+//! The persisted bootstrap: the state and every phase's start and end time, written
+//! atomically to `AGENT_STATE` after each transition so a restart resumes where it stopped.
+
+use super::state::State;
+use crate::clock::Millis;
+use model::node_files::{AGENT_STATE, AGENT_STATUS, NodeRoot};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+pub const STATE_FORMAT: u32 = 1;
+/// History entries kept (a node stuck in a retry loop must not grow the file forever).
+const MAX_HISTORY: usize = 200;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseSpan {
+    pub phase: String,
+    pub started_ms: Millis,
+    pub ended_ms: Option<Millis>,
+    pub attempt: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Persisted {
+    pub format: u32,
+    pub node: String,
+    pub state: State,
+    pub history: Vec<PhaseSpan>,
+}
+
+impl Persisted {
+    pub fn new(node: &str, now: Millis) -> Self {
+        let state = State::initial();
+        Persisted {
+            format: STATE_FORMAT,
+            node: node.to_string(),
+            history: vec![PhaseSpan {
+                phase: state.phase.name().to_string(),
+                started_ms: now,
+                ended_ms: None,
+                attempt: 0,
+            }],
+            state,
+        }
+    }
+
+    /// Records the move to `next`: ends the open span, opens a new one if the phase changed.
+    pub fn enter(&mut self, next: State, now: Millis) -> bool {
+        let changed =
+            next.phase.name() != self.state.phase.name() || next.attempt != self.state.attempt;
+        if changed {
+            if let Some(last) = self.history.last_mut()
+                && last.ended_ms.is_none()
+            {
+                last.ended_ms = Some(now);
+            }
+            self.history.push(PhaseSpan {
+                phase: next.phase.name().to_string(),
+                started_ms: now,
+                ended_ms: None,
+                attempt: next.attempt,
+            });
+            if self.history.len() > MAX_HISTORY {
+                let excess = self.history.len() - MAX_HISTORY;
+                self.history.drain(..excess);
+            }
+        }
+        self.state = next;
+        changed
+    }
+
+    /// When the current phase started.
+    pub fn since_ms(&self) -> Option<Millis> {
+        self.history.last().map(|s| s.started_ms)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot read the agent state {path}: {detail}")]
+    Read { path: PathBuf, detail: String },
+    #[error(transparent)]
+    Write(#[from] crate::fsutil::WriteError),
+}
+
+pub trait Store {
+    fn load(&self) -> Result<Option<Persisted>, StoreError>;
+    fn save(&self, p: &Persisted) -> Result<(), StoreError>;
+    /// The status report `nodeagent status` reads when the daemon is down.
+    fn save_status(&self, report: &serde_json::Value) -> Result<(), StoreError>;
+}
+
+/// `AGENT_STATE` and `AGENT_STATUS` under a node root.
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    root: NodeRoot,
+}
+
+impl FileStore {
+    pub fn new(root: NodeRoot) -> Self {
+        FileStore { root }
+    }
+}
+
+impl Store for FileStore {
+    fn load(&self) -> Result<Option<Persisted>, StoreError> {
+        let path = self.root.path(AGENT_STATE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(StoreError::Read {
+                    path,
+                    detail: e.to_string(),
+                });
+            }
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| StoreError::Read {
+                path,
+                detail: e.to_string(),
+            })
+    }
+
+    fn save(&self, p: &Persisted) -> Result<(), StoreError> {
+        let mut bytes = serde_json::to_vec_pretty(p).unwrap_or_default();
+        bytes.push(b'\n');
+        crate::fsutil::write_atomic(&self.root.path(AGENT_STATE), &bytes, 0o600)?;
+        Ok(())
+    }
+
+    fn save_status(&self, report: &serde_json::Value) -> Result<(), StoreError> {
+        let mut bytes = serde_json::to_vec_pretty(report).unwrap_or_default();
+        bytes.push(b'\n');
+        crate::fsutil::write_atomic(&self.root.path(AGENT_STATUS), &bytes, 0o644)?;
+        Ok(())
+    }
+}
+
+/// In memory; clones share the content, so it survives a simulated crash of the driver.
+#[derive(Debug, Clone, Default)]
+pub struct MemStore {
+    inner: Arc<Mutex<(Option<Persisted>, Option<serde_json::Value>)>>,
+}
+
+impl MemStore {
+    /// Loses everything, as re-imaging a node does.
+    pub fn wipe(&self) {
+        if let Ok(mut g) = self.inner.lock() {
+            *g = (None, None);
+        }
+    }
+    pub fn status(&self) -> Option<serde_json::Value> {
+        self.inner.lock().ok().and_then(|g| g.1.clone())
+    }
+}
+
+impl Store for MemStore {
+    fn load(&self) -> Result<Option<Persisted>, StoreError> {
+        Ok(self.inner.lock().ok().and_then(|g| g.0.clone()))
+    }
+    fn save(&self, p: &Persisted) -> Result<(), StoreError> {
+        if let Ok(mut g) = self.inner.lock() {
+            g.0 = Some(p.clone());
+        }
+        Ok(())
+    }
+    fn save_status(&self, report: &serde_json::Value) -> Result<(), StoreError> {
+        if let Ok(mut g) = self.inner.lock() {
+            g.1 = Some(report.clone());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bootstrap::state::Phase;
+
+    #[test]
+    fn file_store_round_trips_and_records_spans() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(NodeRoot::new(dir.path()));
+        assert!(store.load().unwrap().is_none());
+        let mut p = Persisted::new("cp-1", 1_000);
+        let mut next = p.state.clone();
+        next.phase = Phase::Registering;
+        assert!(p.enter(next.clone(), 2_000));
+        assert!(!p.enter(next, 2_500), "same phase: no new span");
+        store.save(&p).unwrap();
+        let back = store.load().unwrap().unwrap();
+        assert_eq!(back, p);
+        assert_eq!(back.history[0].ended_ms, Some(2_000));
+        assert_eq!(back.history[1].phase, "registering");
+        assert_eq!(back.since_ms(), Some(2_000));
+    }
+
+    #[test]
+    fn corrupt_state_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = NodeRoot::new(dir.path());
+        std::fs::create_dir_all(root.path("var/lib/nodeagent")).unwrap();
+        std::fs::write(root.path(AGENT_STATE), "{").unwrap();
+        let e = FileStore::new(root).load().unwrap_err().to_string();
+        assert!(e.contains("state.json"), "{e}");
+    }
+}

@@ -1,0 +1,318 @@
+//! kubeadm: the exact command lines (the lab's stand-ins implement these) and the files
+//! it leaves behind.
+
+use super::http;
+use super::template::{self, Values};
+use super::{
+    Credentials, Distro, DistroError, DistroResult, EtcdAccess, EtcdMember, InitSecrets, Issued,
+    NodeContext, parse,
+};
+use crate::exec::CommandRunner;
+use crate::material::{EtcdCreds, JoinMaterial, Secret};
+use std::path::PathBuf;
+
+pub const INIT_TEMPLATE: &str = "etc/muster/kubeadm/init.yaml";
+pub const JOIN_CP_TEMPLATE: &str = "etc/muster/kubeadm/join-control-plane.yaml";
+pub const JOIN_WORKER_TEMPLATE: &str = "etc/muster/kubeadm/join-worker.yaml";
+/// Rendered configs (they hold secrets: 0600, under the agent's state dir).
+pub const RENDERED_DIR: &str = "var/lib/nodeagent";
+
+#[derive(Debug, Clone)]
+pub struct Kubeadm<R> {
+    pub ctx: NodeContext,
+    pub runner: R,
+}
+
+impl<R: CommandRunner> Kubeadm<R> {
+    pub fn new(ctx: NodeContext, runner: R) -> Self {
+        Kubeadm { ctx, runner }
+    }
+
+    fn rendered(&self, name: &str) -> PathBuf {
+        self.ctx.root.path(RENDERED_DIR).join(name)
+    }
+
+    fn file(&self, rel: &str) -> PathBuf {
+        self.ctx.root.path(rel)
+    }
+
+    async fn kubeadm(&self, step: &'static str, args: &[&str]) -> DistroResult<String> {
+        self.runner
+            .run_ok("kubeadm", args)
+            .await
+            .map(|o| o.stdout)
+            .map_err(|source| DistroError::Exec { step, source })
+    }
+
+    async fn join(&self, step: &'static str, tpl: &str, m: &JoinMaterial) -> DistroResult<()> {
+        let out = self.rendered(&format!("kubeadm-{step}.yaml").replace(' ', "-"));
+        let values = Values {
+            token: Some(&m.token),
+            ca_cert_hash: Some(&m.ca_cert_hash),
+            certificate_key: m.certificate_key.as_ref(),
+        };
+        template::render_file(step, &self.ctx.tree_file(tpl), &out, &values)?;
+        let path = out.display().to_string();
+        self.kubeadm(step, &["join", "--config", &path]).await?;
+        Ok(())
+    }
+
+    fn api_client(&self, step: &'static str) -> DistroResult<reqwest::Client> {
+        let ca = http::read(step, &self.file("etc/kubernetes/pki/ca.crt"))?;
+        http::client(step, &ca, None)
+    }
+}
+
+impl<R: CommandRunner> Distro for Kubeadm<R> {
+    async fn reset(&self) -> DistroResult<()> {
+        self.kubeadm("kubeadm reset", &["reset", "-f"]).await?;
+        Ok(())
+    }
+
+    async fn init(&self, secrets: &InitSecrets) -> DistroResult<Issued> {
+        const STEP: &str = "kubeadm init";
+        let out = self.rendered("kubeadm-init.yaml");
+        let values = Values {
+            token: Some(&secrets.token),
+            ca_cert_hash: None,
+            certificate_key: Some(&secrets.certificate_key),
+        };
+        template::render_file(STEP, &self.ctx.tree_file(INIT_TEMPLATE), &out, &values)?;
+        let path = out.display().to_string();
+        let stdout = self
+            .kubeadm(STEP, &["init", "--config", &path, "--upload-certs"])
+            .await?;
+        let join = parse::join_command(&stdout)
+            .map_err(|detail| DistroError::Parse { step: STEP, detail })?;
+        Ok(Issued {
+            token: join.token,
+            ca_cert_hash: join.ca_cert_hash,
+            certificate_key: Some(
+                join.certificate_key
+                    .unwrap_or_else(|| secrets.certificate_key.clone()),
+            ),
+        })
+    }
+
+    async fn join_control_plane(&self, m: &JoinMaterial) -> DistroResult<()> {
+        if m.certificate_key.is_none() {
+            return Err(DistroError::Other {
+                step: "kubeadm join control plane",
+                detail: "the join material has no certificate key".into(),
+            });
+        }
+        self.join("join control plane", JOIN_CP_TEMPLATE, m).await
+    }
+
+    async fn join_worker(&self, m: &JoinMaterial) -> DistroResult<()> {
+        self.join("join worker", JOIN_WORKER_TEMPLATE, m).await
+    }
+
+    async fn refresh_join_material(
+        &self,
+        certificate_key: Option<&Secret>,
+    ) -> DistroResult<Issued> {
+        const CERTS: &str = "kubeadm upload-certs";
+        const TOKEN: &str = "kubeadm token create";
+        let key = certificate_key.ok_or(DistroError::Other {
+            step: CERTS,
+            detail: "no certificate key to re-upload the certificates with".into(),
+        })?;
+        let out = self
+            .kubeadm(
+                CERTS,
+                &[
+                    "init",
+                    "phase",
+                    "upload-certs",
+                    "--upload-certs",
+                    "--certificate-key",
+                    key.expose(),
+                ],
+            )
+            .await?;
+        let used = parse::certificate_key(&out).map_err(|detail| DistroError::Parse {
+            step: CERTS,
+            detail,
+        })?;
+        let out = self
+            .kubeadm(
+                TOKEN,
+                &["token", "create", "--ttl", "24h", "--print-join-command"],
+            )
+            .await?;
+        let join = parse::join_command(&out).map_err(|detail| DistroError::Parse {
+            step: TOKEN,
+            detail,
+        })?;
+        Ok(Issued {
+            token: join.token,
+            ca_cert_hash: join.ca_cert_hash,
+            certificate_key: Some(used),
+        })
+    }
+
+    async fn credentials(&self) -> DistroResult<Credentials> {
+        const STEP: &str = "read kubeadm credentials";
+        let admin = http::read(STEP, &self.file("etc/kubernetes/admin.conf"))?;
+        let etcd = EtcdCreds {
+            ca_pem: http::read(STEP, &self.file("etc/kubernetes/pki/etcd/ca.crt"))?,
+            cert_pem: http::read(
+                STEP,
+                &self.file("etc/kubernetes/pki/etcd/healthcheck-client.crt"),
+            )?,
+            key_pem: Secret(http::read(
+                STEP,
+                &self.file("etc/kubernetes/pki/etcd/healthcheck-client.key"),
+            )?),
+        };
+        Ok(Credentials {
+            admin_kubeconfig: Some(Secret(admin)),
+            etcd: Some(etcd),
+        })
+    }
+
+    async fn etcd_members(&self, access: &EtcdAccess) -> DistroResult<Vec<EtcdMember>> {
+        http::etcd_member_list(&access.endpoints, &access.creds).await
+    }
+
+    async fn remove_etcd_member(&self, access: &EtcdAccess, id: u64) -> DistroResult<()> {
+        http::etcd_member_remove(&access.endpoints, &access.creds, id).await
+    }
+
+    async fn local_api_ready(&self) -> DistroResult<bool> {
+        let c = self.api_client("local API ready")?;
+        let base = format!("https://{}:{}", self.ctx.advertise, self.ctx.api_port);
+        Ok(http::readyz(&c, &base).await)
+    }
+
+    async fn vip_api_ready(&self) -> DistroResult<bool> {
+        let c = self.api_client("VIP API ready")?;
+        Ok(http::readyz(&c, &format!("https://{}", self.ctx.api_endpoint)).await)
+    }
+
+    async fn kubelet_registered(&self) -> DistroResult<bool> {
+        const STEP: &str = "kubelet registered";
+        let ca = http::read(STEP, &self.file("etc/kubernetes/pki/ca.crt"))?;
+        // The kubelet's rotated client certificate holds certificate and key in one file.
+        let pem = http::read(
+            STEP,
+            &self.file("var/lib/kubelet/pki/kubelet-client-current.pem"),
+        )?;
+        let c = http::client(STEP, &ca, Some((&pem, &pem)))?;
+        let base = format!("https://{}", self.ctx.api_endpoint);
+        Ok(http::node_registered(&c, &base, self.ctx.node.as_str()).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::FakeRunner;
+    use model::node_files::NodeRoot;
+
+    fn fixture(name: &str) -> String {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    fn setup() -> (tempfile::TempDir, Kubeadm<FakeRunner>) {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = NodeContext {
+            root: NodeRoot::new(dir.path()),
+            node: "cp-1".parse().unwrap(),
+            advertise: "10.0.0.11".parse().unwrap(),
+            api_endpoint: "10.0.0.10:6443".into(),
+            api_port: 6443,
+        };
+        let tree = ctx.root.node_tree(&ctx.node);
+        std::fs::create_dir_all(tree.join("etc/muster/kubeadm")).unwrap();
+        std::fs::write(
+            tree.join(INIT_TEMPLATE),
+            "bootstrapTokens:\n- token: @@TOKEN@@\ncertificateKey: @@CERTIFICATE_KEY@@\n",
+        )
+        .unwrap();
+        std::fs::write(
+            tree.join(JOIN_CP_TEMPLATE),
+            "token: @@TOKEN@@\ncaCertHashes: [@@CA_CERT_HASH@@]\ncertificateKey: @@CERTIFICATE_KEY@@\n",
+        )
+        .unwrap();
+        (dir, Kubeadm::new(ctx, FakeRunner::new()))
+    }
+
+    #[tokio::test]
+    async fn init_renders_runs_and_parses() {
+        let (dir, k) = setup();
+        k.runner.on(
+            "kubeadm init --config",
+            0,
+            &fixture("kubeadm-init-v1.20.out"),
+        );
+        let issued = k
+            .init(&InitSecrets {
+                token: Secret("zlo94s.6bws9rl0j69jx1ob".into()),
+                certificate_key: Secret("a".repeat(64)),
+            })
+            .await
+            .unwrap();
+        assert!(issued.ca_cert_hash.starts_with("sha256:0e1d98"));
+        let path = dir.path().join("var/lib/nodeagent/kubeadm-init.yaml");
+        let rendered = std::fs::read_to_string(&path).unwrap();
+        assert!(rendered.contains("token: zlo94s.6bws9rl0j69jx1ob"));
+        assert_eq!(
+            k.runner.calls(),
+            vec![format!(
+                "kubeadm init --config {} --upload-certs",
+                path.display()
+            )]
+        );
+    }
+
+    #[tokio::test]
+    async fn refresh_uses_the_documented_commands() {
+        let (_dir, k) = setup();
+        k.runner.on(
+            "kubeadm init phase upload-certs --upload-certs --certificate-key",
+            0,
+            &fixture("kubeadm-upload-certs-v1.20.out"),
+        );
+        k.runner.on(
+            "kubeadm token create --ttl 24h --print-join-command",
+            0,
+            &fixture("kubeadm-token-create-print-join-v1.20.out"),
+        );
+        let key = Secret("aeb912d5a51562817f32c1ec5184160f5681d375fae721b6a74d469bbda866a5".into());
+        let issued = k.refresh_join_material(Some(&key)).await.unwrap();
+        assert_eq!(issued.token.expose(), "2m0ktp.8gz9uqovnj3uaatd");
+        assert_eq!(issued.certificate_key, Some(key));
+    }
+
+    #[tokio::test]
+    async fn failures_name_the_step() {
+        let (_dir, k) = setup();
+        k.runner.on("kubeadm reset", 1, "");
+        let e = k.reset().await.unwrap_err().to_string();
+        assert!(
+            e.starts_with("kubeadm reset: `kubeadm reset -f` exited with 1"),
+            "{e}"
+        );
+        let m = JoinMaterial {
+            init_token: 1,
+            token: Secret("abcdef.0123456789abcdef".into()),
+            token_expires_ms: 1,
+            ca_cert_hash: "sha256:ff".into(),
+            certificate_key: Some(Secret("k".into())),
+            certificate_key_expires_ms: Some(1),
+            admin_kubeconfig: None,
+            etcd: None,
+        };
+        k.runner.on("kubeadm join", 1, "");
+        let e = k.join_control_plane(&m).await.unwrap_err().to_string();
+        assert!(e.contains("join control plane"), "{e}");
+        assert!(!e.contains("0123456789abcdef"), "no secret in errors: {e}");
+    }
+}

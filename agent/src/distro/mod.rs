@@ -1,0 +1,130 @@
+//! What the state machine asks of the Kubernetes distribution, and the kubeadm and k3s
+//! implementations. Command lines go through `exec::CommandRunner`; parsers of their output
+//! live in `parse`; etcd membership and API readiness go over HTTPS (`http`).
+
+pub mod http;
+pub mod k3s;
+pub mod kubeadm;
+pub mod parse;
+pub mod template;
+
+use crate::material::{EtcdCreds, JoinMaterial, Secret};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DistroError {
+    #[error("{step}: {source}")]
+    Exec {
+        step: &'static str,
+        #[source]
+        source: crate::exec::ExecError,
+    },
+    #[error("{step}: cannot parse the output: {detail}")]
+    Parse { step: &'static str, detail: String },
+    #[error("{step}: {path}: {detail}")]
+    File {
+        step: &'static str,
+        path: std::path::PathBuf,
+        detail: String,
+    },
+    #[error("{step}: {url}: {detail}")]
+    Http {
+        step: &'static str,
+        url: String,
+        detail: String,
+    },
+    #[error("{step}: {detail}")]
+    Unit { step: &'static str, detail: String },
+    #[error("{step}: {detail}")]
+    Other { step: &'static str, detail: String },
+}
+
+pub type DistroResult<T> = Result<T, DistroError>;
+
+/// Secrets the agent chooses before init, substituted into the init config.
+#[derive(Debug, Clone)]
+pub struct InitSecrets {
+    pub token: Secret,
+    pub certificate_key: Secret,
+}
+
+/// What an init or a refresh yields for joiners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    pub token: Secret,
+    pub ca_cert_hash: String,
+    pub certificate_key: Option<Secret>,
+}
+
+/// Files a joiner needs beyond the token: admin kubeconfig and etcd client access.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    pub admin_kubeconfig: Option<Secret>,
+    pub etcd: Option<EtcdCreds>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdMember {
+    pub id: u64,
+    /// Empty until the member has started.
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+impl EtcdMember {
+    pub fn started(&self) -> bool {
+        !self.name.is_empty() && !self.client_urls.is_empty()
+    }
+}
+
+/// How to reach etcd's v3 JSON gateway: endpoints (`https://IP:2379`) and credentials.
+#[derive(Debug, Clone)]
+pub struct EtcdAccess {
+    pub endpoints: Vec<String>,
+    pub creds: EtcdCreds,
+}
+
+#[allow(
+    async_fn_in_trait,
+    reason = "driven from one task; no Send bound needed"
+)]
+pub trait Distro {
+    /// Undoes init or join on this node (idempotent; fine on a clean node).
+    async fn reset(&self) -> DistroResult<()>;
+    /// Creates the cluster on this node.
+    async fn init(&self, secrets: &InitSecrets) -> DistroResult<Issued>;
+    async fn join_control_plane(&self, m: &JoinMaterial) -> DistroResult<()>;
+    async fn join_worker(&self, m: &JoinMaterial) -> DistroResult<()>;
+    /// On a joined control plane: re-upload certs with `certificate_key` and create a token.
+    async fn refresh_join_material(&self, certificate_key: Option<&Secret>)
+    -> DistroResult<Issued>;
+    /// Admin kubeconfig and etcd client credentials of this (joined or initialized) node.
+    async fn credentials(&self) -> DistroResult<Credentials>;
+    async fn etcd_members(&self, access: &EtcdAccess) -> DistroResult<Vec<EtcdMember>>;
+    async fn remove_etcd_member(&self, access: &EtcdAccess, id: u64) -> DistroResult<()>;
+    /// `GET https://ADVERTISE:6443/readyz` answers 200 `ok`.
+    async fn local_api_ready(&self) -> DistroResult<bool>;
+    /// The same through the API endpoint (VIP or load balancer).
+    async fn vip_api_ready(&self) -> DistroResult<bool>;
+    /// This node's kubelet has registered its Node object.
+    async fn kubelet_registered(&self) -> DistroResult<bool>;
+}
+
+/// Where this node is and what it talks to; shared by both implementations.
+#[derive(Debug, Clone)]
+pub struct NodeContext {
+    pub root: model::node_files::NodeRoot,
+    pub node: model::NodeName,
+    pub advertise: std::net::Ipv4Addr,
+    /// `address:port` of the API endpoint.
+    pub api_endpoint: String,
+    pub api_port: u16,
+}
+
+impl NodeContext {
+    /// A file of this node's baked tree, e.g. `etc/muster/kubeadm/init.yaml`.
+    pub fn tree_file(&self, rel: &str) -> std::path::PathBuf {
+        self.root.node_tree(&self.node).join(rel)
+    }
+}

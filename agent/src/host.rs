@@ -1,0 +1,159 @@
+//! The node's own files as the bootstrap touches them: installing its baked tree, the
+//! preflight checks, and the kube-vip manifest (super-admin switch, restore after reset).
+
+use crate::preflight::{self, Options};
+use model::NodeName;
+use model::node_files::{KUBE_VIP_MANIFEST, KUBE_VIP_PRISTINE, NodeRoot};
+use std::path::Path;
+
+pub trait Host {
+    fn install_node_tree(&self) -> Result<(), String>;
+    fn preflight(&self) -> Result<(), String>;
+    fn kube_vip_super_admin(&self) -> Result<(), String>;
+    fn restore_kube_vip(&self) -> Result<(), String>;
+}
+
+#[derive(Debug, Clone)]
+pub struct FsHost {
+    pub root: NodeRoot,
+    pub node: NodeName,
+    pub preflight: Options,
+}
+
+fn copy_tree(src: &Path, dst: &Path) -> Result<(), String> {
+    let entries = std::fs::read_dir(src).map_err(|e| format!("{}: {e}", src.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("{}: {e}", src.display()))?;
+        let from = entry.path();
+        let to = dst.join(entry.file_name());
+        let ft = entry
+            .file_type()
+            .map_err(|e| format!("{}: {e}", from.display()))?;
+        if ft.is_dir() {
+            copy_tree(&from, &to)?;
+        } else {
+            let bytes = std::fs::read(&from).map_err(|e| format!("{}: {e}", from.display()))?;
+            use std::os::unix::fs::PermissionsExt;
+            let mode = entry
+                .metadata()
+                .map(|m| m.permissions().mode() & 0o7777)
+                .unwrap_or(0o644);
+            crate::fsutil::write_atomic(&to, &bytes, mode).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+impl Host for FsHost {
+    /// Copies `NODE_TREES/<node>/…` onto the root (idempotent). Templates stay where they are.
+    fn install_node_tree(&self) -> Result<(), String> {
+        let tree = self.root.node_tree(&self.node);
+        if !tree.is_dir() {
+            return Ok(());
+        }
+        copy_tree(&tree, self.root.root())
+    }
+
+    fn preflight(&self) -> Result<(), String> {
+        let report = preflight::run(&self.root, &self.preflight);
+        for c in &report.checks {
+            tracing::info!(check = c.name, outcome = ?c.outcome, "preflight");
+        }
+        let failed: Vec<String> = report
+            .failures()
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed.join("; "))
+        }
+    }
+
+    fn kube_vip_super_admin(&self) -> Result<(), String> {
+        let Some(pristine) = self.pristine()? else {
+            return Ok(());
+        };
+        write_manifest(&self.root, &crate::kube_vip::to_super_admin(&pristine))
+    }
+
+    fn restore_kube_vip(&self) -> Result<(), String> {
+        let Some(pristine) = self.pristine()? else {
+            return Ok(());
+        };
+        write_manifest(&self.root, &crate::kube_vip::to_admin(&pristine))
+    }
+}
+
+impl FsHost {
+    /// The baked manifest; absent when kube-vip is not the VIP provider.
+    fn pristine(&self) -> Result<Option<String>, String> {
+        let p = self.root.path(KUBE_VIP_PRISTINE);
+        match std::fs::read_to_string(&p) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", p.display())),
+        }
+    }
+}
+
+fn write_manifest(root: &NodeRoot, text: &str) -> Result<(), String> {
+    crate::fsutil::write_atomic(&root.path(KUBE_VIP_MANIFEST), text.as_bytes(), 0o600)
+        .map_err(|e| e.to_string())
+}
+
+/// Does nothing: for the simulation and tests of the state machine's other effects.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NullHost;
+
+impl Host for NullHost {
+    fn install_node_tree(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn preflight(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn kube_vip_super_admin(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn restore_kube_vip(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn installs_tree_and_switches_kube_vip() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = NodeRoot::new(dir.path());
+        let node: NodeName = "cp-1".parse().unwrap();
+        let tree = root.node_tree(&node);
+        std::fs::create_dir_all(tree.join("etc/keepalived")).unwrap();
+        std::fs::write(tree.join("etc/keepalived/keepalived.conf"), "vrrp").unwrap();
+        std::fs::create_dir_all(root.path("usr/lib/muster")).unwrap();
+        std::fs::write(
+            root.path(KUBE_VIP_PRISTINE),
+            "volumes:\n- hostPath:\n    path: /etc/kubernetes/admin.conf\n  name: kubeconfig\n",
+        )
+        .unwrap();
+        let h = FsHost {
+            root: root.clone(),
+            node,
+            preflight: Options::lab(),
+        };
+        h.install_node_tree().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.path("etc/keepalived/keepalived.conf")).unwrap(),
+            "vrrp"
+        );
+        h.kube_vip_super_admin().unwrap();
+        let m = std::fs::read_to_string(root.path(KUBE_VIP_MANIFEST)).unwrap();
+        assert!(m.contains("super-admin.conf"));
+        h.restore_kube_vip().unwrap();
+        let m = std::fs::read_to_string(root.path(KUBE_VIP_MANIFEST)).unwrap();
+        assert!(!m.contains("super-admin.conf"));
+    }
+}

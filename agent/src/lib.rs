@@ -1,0 +1,18 @@
+//! `nodeagent`: the first-boot agent. It meets its peers at the rendezvous and assembles
+//! this node into the cluster with kubeadm or k3s, through an explicit state machine
+//! (`bootstrap`) whose every effect goes through a trait, so the same logic runs on a real
+//! node, in a lab namespace and in the deterministic simulation.
+
+pub mod app;
+pub mod bootstrap;
+pub mod clock;
+pub mod coord;
+pub mod distro;
+pub mod exec;
+pub mod fsutil;
+pub mod host;
+pub mod kube_vip;
+pub mod material;
+pub mod preflight;
+pub mod status;
+pub mod systemd;

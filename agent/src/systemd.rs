@@ -1,0 +1,304 @@
+//! systemd: units over D-Bus (zbus `#[proxy]` for the Manager and Unit interfaces) behind
+//! the `Systemd` trait, with a fake for tests; and `sd_notify` for READY/STATUS/STOPPING.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, thiserror::Error)]
+#[error("systemd {op} {unit}: {detail}")]
+pub struct SystemdError {
+    pub op: &'static str,
+    pub unit: String,
+    pub detail: String,
+}
+
+#[allow(
+    async_fn_in_trait,
+    reason = "driven from one task; no Send bound needed"
+)]
+pub trait Systemd {
+    async fn start(&self, unit: &str) -> Result<(), SystemdError>;
+    async fn stop(&self, unit: &str) -> Result<(), SystemdError>;
+    async fn restart(&self, unit: &str) -> Result<(), SystemdError>;
+    async fn enable(&self, units: &[&str]) -> Result<(), SystemdError>;
+    /// `active`, `activating`, `failed`, `inactive`, … (`inactive` for an unknown unit).
+    async fn active_state(&self, unit: &str) -> Result<String, SystemdError>;
+}
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1",
+    gen_blocking = false
+)]
+trait Manager {
+    fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<zbus::zvariant::OwnedObjectPath>;
+    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<zbus::zvariant::OwnedObjectPath>;
+    fn restart_unit(&self, name: &str, mode: &str)
+    -> zbus::Result<zbus::zvariant::OwnedObjectPath>;
+    fn enable_unit_files(
+        &self,
+        files: &[&str],
+        runtime: bool,
+        force: bool,
+    ) -> zbus::Result<(bool, Vec<(String, String, String)>)>;
+    fn load_unit(&self, name: &str) -> zbus::Result<zbus::zvariant::OwnedObjectPath>;
+    fn reload(&self) -> zbus::Result<()>;
+}
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Unit",
+    default_service = "org.freedesktop.systemd1",
+    gen_blocking = false
+)]
+trait Unit {
+    #[zbus(property)]
+    fn active_state(&self) -> zbus::Result<String>;
+}
+
+/// systemd on the system bus.
+#[derive(Debug, Clone)]
+pub struct DbusSystemd {
+    conn: zbus::Connection,
+}
+
+impl DbusSystemd {
+    pub async fn connect() -> Result<Self, SystemdError> {
+        let conn = zbus::Connection::system().await.map_err(|e| SystemdError {
+            op: "connect",
+            unit: "(system bus)".into(),
+            detail: e.to_string(),
+        })?;
+        Ok(DbusSystemd { conn })
+    }
+
+    async fn manager(
+        &self,
+        op: &'static str,
+        unit: &str,
+    ) -> Result<ManagerProxy<'_>, SystemdError> {
+        ManagerProxy::new(&self.conn)
+            .await
+            .map_err(|e| SystemdError {
+                op,
+                unit: unit.into(),
+                detail: e.to_string(),
+            })
+    }
+}
+
+fn err<'a>(op: &'static str, unit: &'a str) -> impl Fn(zbus::Error) -> SystemdError + 'a {
+    move |e| SystemdError {
+        op,
+        unit: unit.to_string(),
+        detail: e.to_string(),
+    }
+}
+
+impl Systemd for DbusSystemd {
+    async fn start(&self, unit: &str) -> Result<(), SystemdError> {
+        let m = self.manager("start", unit).await?;
+        m.start_unit(unit, "replace")
+            .await
+            .map_err(err("start", unit))?;
+        Ok(())
+    }
+
+    async fn stop(&self, unit: &str) -> Result<(), SystemdError> {
+        let m = self.manager("stop", unit).await?;
+        m.stop_unit(unit, "replace")
+            .await
+            .map_err(err("stop", unit))?;
+        Ok(())
+    }
+
+    async fn restart(&self, unit: &str) -> Result<(), SystemdError> {
+        let m = self.manager("restart", unit).await?;
+        m.restart_unit(unit, "replace")
+            .await
+            .map_err(err("restart", unit))?;
+        Ok(())
+    }
+
+    async fn enable(&self, units: &[&str]) -> Result<(), SystemdError> {
+        let joined = units.join(" ");
+        let m = self.manager("enable", &joined).await?;
+        m.enable_unit_files(units, false, true)
+            .await
+            .map_err(err("enable", &joined))?;
+        m.reload().await.map_err(err("daemon-reload", &joined))?;
+        Ok(())
+    }
+
+    async fn active_state(&self, unit: &str) -> Result<String, SystemdError> {
+        let m = self.manager("active-state", unit).await?;
+        let path = m.load_unit(unit).await.map_err(err("load", unit))?;
+        let u = UnitProxy::builder(&self.conn)
+            .path(path)
+            .map_err(err("active-state", unit))?
+            .build()
+            .await
+            .map_err(err("active-state", unit))?;
+        u.active_state().await.map_err(err("active-state", unit))
+    }
+}
+
+/// A fake systemd: units become `active` when started; `fail` makes a unit fail to start.
+#[derive(Debug, Clone, Default)]
+pub struct FakeSystemd {
+    inner: Arc<Mutex<FakeState>>,
+}
+
+#[derive(Debug, Default)]
+struct FakeState {
+    states: BTreeMap<String, String>,
+    enabled: Vec<String>,
+    failing: Vec<String>,
+    log: Vec<String>,
+}
+
+impl FakeSystemd {
+    pub fn fail(&self, unit: &str) {
+        if let Ok(mut g) = self.inner.lock() {
+            g.failing.push(unit.to_string());
+        }
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.inner.lock().map(|g| g.log.clone()).unwrap_or_default()
+    }
+
+    pub fn enabled(&self) -> Vec<String> {
+        self.inner
+            .lock()
+            .map(|g| g.enabled.clone())
+            .unwrap_or_default()
+    }
+
+    fn set(&self, op: &'static str, unit: &str, state: &str) -> Result<(), SystemdError> {
+        let mut g = self.inner.lock().map_err(|_| SystemdError {
+            op,
+            unit: unit.into(),
+            detail: "poisoned".into(),
+        })?;
+        g.log.push(format!("{op} {unit}"));
+        if state == "active" && g.failing.iter().any(|u| u == unit) {
+            g.states.insert(unit.into(), "failed".into());
+            return Err(SystemdError {
+                op,
+                unit: unit.into(),
+                detail: "job failed".into(),
+            });
+        }
+        g.states.insert(unit.into(), state.into());
+        Ok(())
+    }
+}
+
+impl Systemd for FakeSystemd {
+    async fn start(&self, unit: &str) -> Result<(), SystemdError> {
+        self.set("start", unit, "active")
+    }
+    async fn stop(&self, unit: &str) -> Result<(), SystemdError> {
+        self.set("stop", unit, "inactive")
+    }
+    async fn restart(&self, unit: &str) -> Result<(), SystemdError> {
+        self.set("restart", unit, "active")
+    }
+    async fn enable(&self, units: &[&str]) -> Result<(), SystemdError> {
+        if let Ok(mut g) = self.inner.lock() {
+            g.enabled.extend(units.iter().map(|u| u.to_string()));
+            g.log.push(format!("enable {}", units.join(" ")));
+        }
+        Ok(())
+    }
+    async fn active_state(&self, unit: &str) -> Result<String, SystemdError> {
+        Ok(self
+            .inner
+            .lock()
+            .ok()
+            .and_then(|g| g.states.get(unit).cloned())
+            .unwrap_or_else(|| "inactive".into()))
+    }
+}
+
+/// The service manager's notification socket (Type=notify).
+pub trait Notifier {
+    fn ready(&self);
+    fn status(&self, text: &str);
+    fn stopping(&self);
+}
+
+/// `sd_notify` to `$NOTIFY_SOCKET`; silently nothing when not run by systemd.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SdNotifier;
+
+impl Notifier for SdNotifier {
+    fn ready(&self) {
+        if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+            tracing::debug!(error = %e, "sd_notify READY");
+        }
+    }
+    fn status(&self, text: &str) {
+        if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Status(text)]) {
+            tracing::debug!(error = %e, "sd_notify STATUS");
+        }
+    }
+    fn stopping(&self) {
+        if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]) {
+            tracing::debug!(error = %e, "sd_notify STOPPING");
+        }
+    }
+}
+
+/// Records notifications, for tests.
+#[derive(Debug, Clone, Default)]
+pub struct RecordingNotifier {
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl RecordingNotifier {
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+    fn push(&self, s: String) {
+        if let Ok(mut g) = self.lines.lock() {
+            g.push(s);
+        }
+    }
+}
+
+impl Notifier for RecordingNotifier {
+    fn ready(&self) {
+        self.push("READY=1".into());
+    }
+    fn status(&self, text: &str) {
+        self.push(format!("STATUS={text}"));
+    }
+    fn stopping(&self) {
+        self.push("STOPPING=1".into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn fake_tracks_states_and_failures() {
+        let s = FakeSystemd::default();
+        s.start("haproxy.service").await.unwrap();
+        assert_eq!(s.active_state("haproxy.service").await.unwrap(), "active");
+        s.fail("k3s.service");
+        assert!(s.start("k3s.service").await.is_err());
+        assert_eq!(s.active_state("k3s.service").await.unwrap(), "failed");
+        assert_eq!(s.active_state("nope.service").await.unwrap(), "inactive");
+    }
+
+    #[test]
+    fn sd_notify_without_socket_is_quiet() {
+        // No NOTIFY_SOCKET in tests: must not panic or fail.
+        SdNotifier.ready();
+        SdNotifier.status("x");
+    }
+}
