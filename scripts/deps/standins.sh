@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stand-ins for kubeadm/k3s (tests/): real etcd 3.4 members and etcdctl, network
-# namespaces (iproute2), openssl for certificate inspection.
+# namespaces (iproute2), openssl for certificate inspection, procps.
 set -euo pipefail
 apt-get install -y --no-install-recommends etcd-server etcd-client iproute2 openssl procps
 # Debian's etcd-server enables a system etcd on 127.0.0.1:2379; the lab runs its own
