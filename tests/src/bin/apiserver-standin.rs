@@ -13,7 +13,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "apiserver-standin", about = "muster stand-in for kube-apiserver (not kube-apiserver)")]
+#[command(
+    name = "apiserver-standin",
+    about = "muster stand-in for kube-apiserver (not kube-apiserver)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -62,19 +65,38 @@ struct ClientArgs {
 
 async fn run(cli: Cli) -> Result<i32> {
     match cli.cmd {
-        Cmd::Serve { bind, cert, key, client_ca, client_ca_key, etcd_endpoint, etcd_cafile, etcd_certfile, etcd_keyfile } => {
+        Cmd::Serve {
+            bind,
+            cert,
+            key,
+            client_ca,
+            client_ca_key,
+            etcd_endpoint,
+            etcd_cafile,
+            etcd_certfile,
+            etcd_keyfile,
+        } => {
             let ca_key = match &client_ca_key {
                 Some(p) => read_file(p)?,
                 None => String::new(),
             };
             api::serve(api::ServerConfig {
                 bind,
-                serving: pki::CertKey { cert_pem: read_file(&cert)?, key_pem: read_file(&key)? },
-                client_ca: pki::CertKey { cert_pem: read_file(&client_ca)?, key_pem: ca_key },
+                serving: pki::CertKey {
+                    cert_pem: read_file(&cert)?,
+                    key_pem: read_file(&key)?,
+                },
+                client_ca: pki::CertKey {
+                    cert_pem: read_file(&client_ca)?,
+                    key_pem: ca_key,
+                },
                 client_ca_has_key: client_ca_key.is_some(),
                 etcd_endpoint,
                 etcd_ca_pem: read_file(&etcd_cafile)?,
-                etcd_client: pki::CertKey { cert_pem: read_file(&etcd_certfile)?, key_pem: read_file(&etcd_keyfile)? },
+                etcd_client: pki::CertKey {
+                    cert_pem: read_file(&etcd_certfile)?,
+                    key_pem: read_file(&etcd_keyfile)?,
+                },
             })
             .await?;
             Ok(0)
@@ -87,12 +109,17 @@ async fn run(cli: Cli) -> Result<i32> {
 }
 
 async fn request(method: reqwest::Method, a: ClientArgs) -> Result<i32> {
-    let mut api = client::Api::from_kubeconfig(&read_file(&a.kubeconfig)?, Duration::from_secs(a.timeout_secs))?;
+    let mut api = client::Api::from_kubeconfig(
+        &read_file(&a.kubeconfig)?,
+        Duration::from_secs(a.timeout_secs),
+    )?;
     if let Some(s) = &a.server {
         api = api.with_base(s);
     }
     let body = match &a.data {
-        Some(d) => Some(serde_json::from_str::<serde_json::Value>(d).context("--data is not JSON")?),
+        Some(d) => {
+            Some(serde_json::from_str::<serde_json::Value>(d).context("--data is not JSON")?)
+        }
         None => None,
     };
     let r = api.request(method, &a.path, body.as_ref()).await?;
@@ -105,7 +132,11 @@ async fn request(method: reqwest::Method, a: ClientArgs) -> Result<i32> {
 
 fn main() {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("apiserver-standin: starting the runtime: {e}");

@@ -130,7 +130,11 @@ impl AppState {
         let Some((id, secret)) = token.trim().split_once('.') else {
             return Who::Anonymous;
         };
-        let key = key_for("secrets", Some("kube-system"), &format!("bootstrap-token-{id}"));
+        let key = key_for(
+            "secrets",
+            Some("kube-system"),
+            &format!("bootstrap-token-{id}"),
+        );
         match self.read(&key).await {
             Ok(Some(obj)) if obj["stringData"]["token-secret"].as_str() == Some(secret) => {
                 Who::Bootstrap(id.to_string())
@@ -159,7 +163,11 @@ fn allowed(who: &Who, verb: &str, resource: &str, ns: &str, name: &str) -> bool 
 fn forbidden(who: &Who, verb: &str, resource: &str, ns: &str, name: &str) -> Response {
     match who {
         Who::Anonymous if !(verb == "get" && resource == "configmaps" && ns == "kube-public") => {
-            status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized".into())
+            status(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "Unauthorized".into(),
+            )
         }
         _ => status(
             StatusCode::FORBIDDEN,
@@ -196,7 +204,11 @@ async fn version() -> Json<Value> {
 /// stand-in for the bootstrap signer's JWS signatures.
 async fn sign_cluster_info(st: &AppState, mut obj: Value) -> Result<Value> {
     let kubeconfig = obj["data"]["kubeconfig"].as_str().unwrap_or("").to_string();
-    for (_, bytes) in st.etcd.list("/registry/secrets/kube-system/bootstrap-token-").await? {
+    for (_, bytes) in st
+        .etcd
+        .list("/registry/secrets/kube-system/bootstrap-token-")
+        .await?
+    {
         let Ok(tok) = serde_json::from_slice::<Value>(&bytes) else {
             continue;
         };
@@ -226,7 +238,13 @@ pub fn token_signature(token: &str, kubeconfig: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-async fn get_one(st: &AppState, who: &Who, resource: &str, ns: Option<&str>, name: &str) -> Response {
+async fn get_one(
+    st: &AppState,
+    who: &Who,
+    resource: &str,
+    ns: Option<&str>,
+    name: &str,
+) -> Response {
     let nsv = ns.unwrap_or("");
     if !allowed(who, "get", resource, nsv, name) {
         return forbidden(who, "get", resource, nsv, name);
@@ -297,11 +315,21 @@ async fn write(
             }
         },
     };
-    if !allowed(who, if verb == "create" { "put" } else { verb }, resource, nsv, &name) {
+    if !allowed(
+        who,
+        if verb == "create" { "put" } else { verb },
+        resource,
+        nsv,
+        &name,
+    ) {
         return forbidden(who, verb, resource, nsv, &name);
     }
     if !body.is_object() {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", "body must be an object".into());
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "body must be an object".into(),
+        );
     }
     body["metadata"]["name"] = Value::String(name.clone());
     if let Some(ns) = ns {
@@ -327,7 +355,11 @@ async fn write(
     };
     match st.etcd.put(&key, &bytes).await {
         Ok(()) => (
-            if verb == "create" { StatusCode::CREATED } else { StatusCode::OK },
+            if verb == "create" {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
             Json(body),
         )
             .into_response(),
@@ -335,14 +367,24 @@ async fn write(
     }
 }
 
-async fn delete(st: &AppState, who: &Who, resource: &str, ns: Option<&str>, name: &str) -> Response {
+async fn delete(
+    st: &AppState,
+    who: &Who,
+    resource: &str,
+    ns: Option<&str>,
+    name: &str,
+) -> Response {
     let nsv = ns.unwrap_or("");
     if !allowed(who, "delete", resource, nsv, name) {
         return forbidden(who, "delete", resource, nsv, name);
     }
     match st.etcd.delete(&key_for(resource, ns, name)).await {
         Ok(true) => Json(json!({"kind": "Status", "status": "Success"})).into_response(),
-        Ok(false) => status(StatusCode::NOT_FOUND, "NotFound", format!("{resource} {name:?} not found")),
+        Ok(false) => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("{resource} {name:?} not found"),
+        ),
         Err(e) => etcd_error(e),
     }
 }
@@ -351,7 +393,9 @@ fn bad_resource(r: &str) -> Response {
     status(
         StatusCode::NOT_FOUND,
         "NotFound",
-        format!("the server could not find the requested resource {r:?} (stand-in serves configmaps, secrets, pods, nodes)"),
+        format!(
+            "the server could not find the requested resource {r:?} (stand-in serves configmaps, secrets, pods, nodes)"
+        ),
     )
 }
 
@@ -422,7 +466,11 @@ async fn ns_item_delete(
     delete(&st, &who, &resource, Some(&ns), &name).await
 }
 
-async fn nodes_list(State(st): Shared, Extension(peer): Extension<Peer>, headers: HeaderMap) -> Response {
+async fn nodes_list(
+    State(st): Shared,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+) -> Response {
     let who = st.who(&peer, &headers).await;
     list(&st, &who, "nodes", None).await
 }
@@ -470,7 +518,11 @@ async fn csr_post(
     use base64::Engine;
     let who = st.who(&peer, &headers).await;
     if matches!(who, Who::Anonymous) {
-        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized".into());
+        return status(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized".into(),
+        );
     }
     let Some(ca) = &st.ca else {
         return status(
@@ -485,7 +537,11 @@ async fn csr_post(
         .and_then(|s| b64.decode(s).ok())
         .and_then(|b| String::from_utf8(b).ok());
     let Some(csr) = csr else {
-        return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", "spec.request: Required value".into());
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "spec.request: Required value".into(),
+        );
     };
     match super::pki::sign_client_csr(ca, &csr) {
         Ok(cert) => {
@@ -507,7 +563,10 @@ fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(health))
         .route("/version", get(version))
         .route("/api/v1/nodes", get(nodes_list))
-        .route("/api/v1/nodes/{name}", get(node_get).put(node_put).delete(node_delete))
+        .route(
+            "/api/v1/nodes/{name}",
+            get(node_get).put(node_put).delete(node_delete),
+        )
         .route(
             "/api/v1/namespaces/{ns}/{resource}",
             get(ns_collection_get).post(ns_collection_post),
@@ -544,10 +603,12 @@ pub async fn serve(cfg: ServerConfig) -> Result<()> {
     for c in super::client::parse_certs(&cfg.client_ca.cert_pem)? {
         roots.add(c)?;
     }
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()?;
     let tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)

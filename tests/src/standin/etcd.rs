@@ -133,7 +133,10 @@ pub fn member_add(
                     return Ok(v.trim_matches('"').to_string());
                 }
             }
-            bail!("etcdctl member add printed no ETCD_INITIAL_CLUSTER:\n{}", out.stdout);
+            bail!(
+                "etcdctl member add printed no ETCD_INITIAL_CLUSTER:\n{}",
+                out.stdout
+            );
         }
         let err = out.stderr.trim().to_string();
         let transient = err.contains("unhealthy cluster")
@@ -252,7 +255,10 @@ impl Gateway {
     /// Linearizable (quorum) read of one key.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let v = self
-            .call("/v3/kv/range", serde_json::json!({ "key": b64(key.as_bytes()) }))
+            .call(
+                "/v3/kv/range",
+                serde_json::json!({ "key": b64(key.as_bytes()) }),
+            )
             .await?;
         match v["kvs"].as_array().and_then(|a| a.first()) {
             Some(kv) => Ok(Some(B64.decode(kv["value"].as_str().unwrap_or(""))?)),

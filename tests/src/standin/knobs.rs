@@ -87,7 +87,9 @@ impl Knobs {
     /// Called by the stand-ins at each named step. Fails, hangs or crashes as the knobs say.
     pub fn checkpoint(&self, step: &str) -> Result<()> {
         if self.fail_always_at.iter().any(|s| s == step) {
-            anyhow::bail!("muster-standin: injected failure at step {step:?} (knob fail_always_at)");
+            anyhow::bail!(
+                "muster-standin: injected failure at step {step:?} (knob fail_always_at)"
+            );
         }
         if self.fail_at.iter().any(|s| s == step) && self.fire_once("fail", step) {
             anyhow::bail!("muster-standin: injected failure at step {step:?} (knob fail_at)");

@@ -3,8 +3,8 @@
 
 use anyhow::{Context, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
@@ -60,7 +60,13 @@ pub fn new_ca(cn: &str) -> Result<CertKey> {
 }
 
 /// A leaf certificate signed by `ca` (1 year). `sans` may mix DNS names and IP addresses.
-pub fn issue(ca: &CertKey, cn: &str, orgs: &[&str], sans: &[String], usage: Usage) -> Result<CertKey> {
+pub fn issue(
+    ca: &CertKey,
+    cn: &str,
+    orgs: &[&str],
+    sans: &[String],
+    usage: Usage,
+) -> Result<CertKey> {
     let ca_key = KeyPair::from_pem(&ca.key_pem).context("parsing CA key")?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).context("parsing CA cert")?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
@@ -195,7 +201,13 @@ fn b64(s: &str) -> String {
 }
 
 /// A kubeconfig with embedded CA and client certificate, in the layout kubeadm writes.
-pub fn kubeconfig(cluster: &str, server: &str, ca_pem: &str, user: &str, client: &CertKey) -> String {
+pub fn kubeconfig(
+    cluster: &str,
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    client: &CertKey,
+) -> String {
     format!(
         "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n    server: {server}\n  name: {cluster}\ncontexts:\n- context:\n    cluster: {cluster}\n    user: {user}\n  name: {user}@{cluster}\ncurrent-context: {user}@{cluster}\nkind: Config\npreferences: {{}}\nusers:\n- name: {user}\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\n",
         ca = b64(ca_pem),
@@ -277,7 +289,13 @@ mod tests {
         assert_eq!(sans, vec!["10.0.0.1".to_string(), "kubernetes".to_string()]);
         let h = ca_cert_hash(&ca.cert_pem).unwrap();
         assert!(h.starts_with("sha256:") && h.len() == 7 + 64);
-        let kc = kubeconfig("kubernetes", "https://1.2.3.4:6443", &ca.cert_pem, "admin", &leaf);
+        let kc = kubeconfig(
+            "kubernetes",
+            "https://1.2.3.4:6443",
+            &ca.cert_pem,
+            "admin",
+            &leaf,
+        );
         let parts = parse_kubeconfig(&kc).unwrap();
         assert_eq!(parts.server, "https://1.2.3.4:6443");
         assert_eq!(parts.ca_pem, ca.cert_pem);

@@ -56,16 +56,25 @@ fn kubeadm_documents(text: &str) -> Result<Vec<(String, Value)>> {
         let api = str_at(&doc, &["apiVersion"]).unwrap_or("").to_string();
         let kind = str_at(&doc, &["kind"]).unwrap_or("").to_string();
         if api.is_empty() || kind.is_empty() {
-            bail!("invalid configuration: kind and apiVersion is mandatory information that must be specified");
+            bail!(
+                "invalid configuration: kind and apiVersion is mandatory information that must be specified"
+            );
         }
-        if let Some(version) = api.strip_prefix("kubeadm.k8s.io/") {
-            if !SUPPORTED.contains(&api.as_str()) {
-                if matches!(version, "v1alpha1" | "v1alpha2" | "v1alpha3" | "v1beta1" | "v1beta2") {
+        if let Some(version) = api.strip_prefix("kubeadm.k8s.io/")
+            && !SUPPORTED.contains(&api.as_str())
+        {
+            {
+                if matches!(
+                    version,
+                    "v1alpha1" | "v1alpha2" | "v1alpha3" | "v1beta1" | "v1beta2"
+                ) {
                     bail!(
                         "your configuration file uses an old API spec: {api:?}. Please use kubeadm v1.22 instead and run 'kubeadm config migrate --old-config old.yaml --new-config new.yaml', which will write the new, similar spec using a newer API version."
                     );
                 }
-                bail!("no kind {kind:?} is registered for version {api:?} in scheme \"k8s.io/kubernetes/cmd/kubeadm/app/apis/kubeadm/scheme/scheme.go:31\"");
+                bail!(
+                    "no kind {kind:?} is registered for version {api:?} in scheme \"k8s.io/kubernetes/cmd/kubeadm/app/apis/kubeadm/scheme/scheme.go:31\""
+                );
             }
         }
         out.push((kind, doc));
@@ -78,7 +87,9 @@ fn token_ok(t: &str) -> bool {
         return false;
     };
     let ok = |s: &str, n: usize| {
-        s.len() == n && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        s.len() == n
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
     };
     ok(id, 6) && ok(secret, 16)
 }
@@ -174,7 +185,9 @@ pub fn parse_init(text: &str) -> Result<InitConfig> {
                 "invalid configuration for GroupVersionKind JoinConfiguration: kind and apiVersion is mandatory information that must be specified... a JoinConfiguration is not accepted by `kubeadm init`"
             ),
             other => {
-                eprintln!("W0000 muster-standin: [config] WARNING: Ignored YAML document with kind {other:?}");
+                eprintln!(
+                    "W0000 muster-standin: [config] WARNING: Ignored YAML document with kind {other:?}"
+                );
             }
         }
     }
@@ -193,7 +206,9 @@ pub fn parse_join(text: &str) -> Result<JoinConfig> {
     let bt = yaml::at(doc, &["discovery", "bootstrapToken"]);
     if bt.is_none() {
         if yaml::at(doc, &["discovery", "file"]).is_some() {
-            bail!("muster stand-in: file-based discovery (discovery.file) is not supported; use discovery.bootstrapToken");
+            bail!(
+                "muster stand-in: file-based discovery (discovery.file) is not supported; use discovery.bootstrapToken"
+            );
         }
         errs.push("discovery: Invalid value: \"\": bootstrapToken or file must be set".into());
     }
@@ -229,7 +244,8 @@ pub fn parse_join(text: &str) -> Result<JoinConfig> {
         }
     }
     let control_plane = yaml::at(doc, &["controlPlane"]).map(|cp| JoinControlPlane {
-        advertise_address: str_at(cp, &["localAPIEndpoint", "advertiseAddress"]).map(str::to_string),
+        advertise_address: str_at(cp, &["localAPIEndpoint", "advertiseAddress"])
+            .map(str::to_string),
         bind_port: port(cp, &["localAPIEndpoint", "bindPort"]),
         certificate_key: str_at(cp, &["certificateKey"]).map(str::to_string),
     });
@@ -325,6 +341,9 @@ cgroupDriver: systemd
             "b".repeat(64)
         ))
         .unwrap();
-        assert_eq!(j.control_plane.unwrap().advertise_address.as_deref(), Some("10.0.0.12"));
+        assert_eq!(
+            j.control_plane.unwrap().advertise_address.as_deref(),
+            Some("10.0.0.12")
+        );
     }
 }

@@ -229,9 +229,14 @@ fn run_checks(checks: Vec<(String, String)>, ignore: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn control_plane_checks(root: &NodeRoot, addr: &str, port: u16, data_dir: &str) -> Vec<(String, String)> {
+fn control_plane_checks(
+    root: &NodeRoot,
+    addr: &str,
+    port: u16,
+    data_dir: &str,
+) -> Vec<(String, String)> {
     let mut checks = Vec::new();
-    if port_in_use(addr, port) {
+    if port_in_use("0.0.0.0", port) {
         checks.push((format!("Port-{port}"), format!("Port {port} is in use")));
     }
     for p in [2379u16, 2380] {
@@ -239,7 +244,12 @@ fn control_plane_checks(root: &NodeRoot, addr: &str, port: u16, data_dir: &str) 
             checks.push((format!("Port-{p}"), format!("Port {p} is in use")));
         }
     }
-    for m in ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"] {
+    for m in [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "etcd",
+    ] {
         let f = root.path(KUBE_MANIFESTS).join(format!("{m}.yaml"));
         if f.exists() {
             checks.push((
@@ -310,7 +320,12 @@ fn read_cas(pki: &Path) -> Result<Cas> {
     })
 }
 
-fn apiserver_sans(name: &str, addr: &str, endpoint_host: Option<&str>, extra: &[String]) -> Vec<String> {
+fn apiserver_sans(
+    name: &str,
+    addr: &str,
+    endpoint_host: Option<&str>,
+    extra: &[String],
+) -> Vec<String> {
     let mut sans: Vec<String> = vec![
         "kubernetes".into(),
         "kubernetes.default".into(),
@@ -325,51 +340,128 @@ fn apiserver_sans(name: &str, addr: &str, endpoint_host: Option<&str>, extra: &[
         sans.push(h.to_string());
     }
     sans.extend(extra.iter().cloned());
+    let mut seen = std::collections::BTreeSet::new();
+    sans.retain(|s| seen.insert(s.clone()));
     sans
 }
 
 /// This node's own serving and client certificates, signed by the shared CAs.
-fn issue_node_certs(pki: &Path, cas: &Cas, name: &str, addr: &str, sans: Vec<String>) -> Result<()> {
+fn issue_node_certs(
+    pki: &Path,
+    cas: &Cas,
+    name: &str,
+    addr: &str,
+    sans: Vec<String>,
+) -> Result<()> {
     println!("[certs] Generating \"apiserver\" certificate and key");
     println!("[certs] apiserver serving cert is signed for DNS names and IPs {sans:?}");
-    pki::write_pair(pki, "apiserver", &pki::issue(&cas.ca, "kube-apiserver", &[], &sans, Usage::Server)?)?;
+    pki::write_pair(
+        pki,
+        "apiserver",
+        &pki::issue(&cas.ca, "kube-apiserver", &[], &sans, Usage::Server)?,
+    )?;
     pki::write_pair(
         pki,
         "apiserver-kubelet-client",
-        &pki::issue(&cas.ca, "kube-apiserver-kubelet-client", &["kubeadm:cluster-admins"], &[], Usage::Client)?,
+        &pki::issue(
+            &cas.ca,
+            "kube-apiserver-kubelet-client",
+            &["kubeadm:cluster-admins"],
+            &[],
+            Usage::Client,
+        )?,
     )?;
     pki::write_pair(
         pki,
         "front-proxy-client",
-        &pki::issue(&cas.front_proxy, "front-proxy-client", &[], &[], Usage::Client)?,
+        &pki::issue(
+            &cas.front_proxy,
+            "front-proxy-client",
+            &[],
+            &[],
+            Usage::Client,
+        )?,
     )?;
-    let etcd_sans: Vec<String> = vec![name.into(), "localhost".into(), addr.into(), "127.0.0.1".into(), "::1".into()];
+    let etcd_sans: Vec<String> = vec![
+        name.into(),
+        "localhost".into(),
+        addr.into(),
+        "127.0.0.1".into(),
+        "::1".into(),
+    ];
     let etcd_dir = pki.join("etcd");
     println!("[certs] Generating \"etcd/server\" certificate and key");
-    pki::write_pair(&etcd_dir, "server", &pki::issue(&cas.etcd, name, &[], &etcd_sans, Usage::ServerAndClient)?)?;
+    pki::write_pair(
+        &etcd_dir,
+        "server",
+        &pki::issue(&cas.etcd, name, &[], &etcd_sans, Usage::ServerAndClient)?,
+    )?;
     println!("[certs] Generating \"etcd/peer\" certificate and key");
-    pki::write_pair(&etcd_dir, "peer", &pki::issue(&cas.etcd, name, &[], &etcd_sans, Usage::ServerAndClient)?)?;
+    pki::write_pair(
+        &etcd_dir,
+        "peer",
+        &pki::issue(&cas.etcd, name, &[], &etcd_sans, Usage::ServerAndClient)?,
+    )?;
     pki::write_pair(
         &etcd_dir,
         "healthcheck-client",
-        &pki::issue(&cas.etcd, "kube-etcd-healthcheck-client", &[], &[], Usage::Client)?,
+        &pki::issue(
+            &cas.etcd,
+            "kube-etcd-healthcheck-client",
+            &[],
+            &[],
+            Usage::Client,
+        )?,
     )?;
     pki::write_pair(
         pki,
         "apiserver-etcd-client",
-        &pki::issue(&cas.etcd, "kube-apiserver-etcd-client", &[], &[], Usage::Client)?,
+        &pki::issue(
+            &cas.etcd,
+            "kube-apiserver-etcd-client",
+            &[],
+            &[],
+            Usage::Client,
+        )?,
     )?;
     Ok(())
 }
 
-fn write_kubeconfigs(root: &NodeRoot, cas: &Cas, name: &str, cluster: &str, server: &str, local: &str) -> Result<()> {
+fn write_kubeconfigs(
+    root: &NodeRoot,
+    cas: &Cas,
+    name: &str,
+    cluster: &str,
+    server: &str,
+    local: &str,
+) -> Result<()> {
     let dir = kube_dir(root);
     let confs: [(&str, &str, &[&str], &str); 5] = [
-        ("admin.conf", "kubernetes-admin", &["kubeadm:cluster-admins"], server),
-        ("super-admin.conf", "kubernetes-super-admin", &["system:masters"], server),
-        ("controller-manager.conf", "system:kube-controller-manager", &[], local),
+        (
+            "admin.conf",
+            "kubernetes-admin",
+            &["kubeadm:cluster-admins"],
+            server,
+        ),
+        (
+            "super-admin.conf",
+            "kubernetes-super-admin",
+            &["system:masters"],
+            server,
+        ),
+        (
+            "controller-manager.conf",
+            "system:kube-controller-manager",
+            &[],
+            local,
+        ),
         ("scheduler.conf", "system:kube-scheduler", &[], local),
-        ("kubelet.conf", &format!("system:node:{name}"), &["system:nodes"], server),
+        (
+            "kubelet.conf",
+            &format!("system:node:{name}"),
+            &["system:nodes"],
+            server,
+        ),
     ];
     for (file, cn, orgs, srv) in confs {
         println!("[kubeconfig] Writing \"{file}\" kubeconfig file");
@@ -405,7 +497,14 @@ fn etcd_client_tls(root: &NodeRoot) -> ClientTls {
     }
 }
 
-fn start_etcd(root: &NodeRoot, name: &str, addr: &str, data_dir: &str, initial_cluster: &str, state: &str) -> Result<()> {
+fn start_etcd(
+    root: &NodeRoot,
+    name: &str,
+    addr: &str,
+    data_dir: &str,
+    initial_cluster: &str,
+    state: &str,
+) -> Result<()> {
     let data = root.path(data_dir);
     // A failed start leaves DATA/member behind (lab-netns.md): start from an empty dir.
     let _ = std::fs::remove_dir_all(&data);
@@ -421,7 +520,7 @@ fn start_etcd(root: &NodeRoot, name: &str, addr: &str, data_dir: &str, initial_c
     Ok(())
 }
 
-fn apiserver_spec(root: &NodeRoot, addr: &str, port: u16) -> DaemonSpec {
+fn apiserver_spec(root: &NodeRoot, port: u16) -> DaemonSpec {
     let p = pki_dir(root);
     let s = |x: &str| p.join(x).display().to_string();
     DaemonSpec {
@@ -429,7 +528,8 @@ fn apiserver_spec(root: &NodeRoot, addr: &str, port: u16) -> DaemonSpec {
         program: crate::standin::sibling_binary(crate::standin::APISERVER_STANDIN),
         args: vec![
             "serve".into(),
-            format!("--bind={addr}:{port}"),
+            // Like kube-apiserver's default --bind-address=0.0.0.0 (reachable on the VIP too).
+            format!("--bind=0.0.0.0:{port}"),
             format!("--cert={}", s("apiserver.crt")),
             format!("--key={}", s("apiserver.key")),
             format!("--client-ca={}", s("ca.crt")),
@@ -447,13 +547,20 @@ fn apiserver_spec(root: &NodeRoot, addr: &str, port: u16) -> DaemonSpec {
 }
 
 fn start_apiserver(root: &NodeRoot, addr: &str, port: u16) -> Result<()> {
-    let spec = apiserver_spec(root, addr, port);
+    let _ = addr;
+    let spec = apiserver_spec(root, port);
     let manifests = root.path(KUBE_MANIFESTS);
-    write_file(&manifests.join("kube-apiserver.yaml"), etcd::manifest(&spec, "kube-apiserver"), 0o600)?;
+    write_file(
+        &manifests.join("kube-apiserver.yaml"),
+        etcd::manifest(&spec, "kube-apiserver"),
+        0o600,
+    )?;
     for inert in ["kube-controller-manager", "kube-scheduler"] {
         write_file(
             &manifests.join(format!("{inert}.yaml")),
-            format!("# muster stand-in: {inert} is not run (no pods in the stand-in world)\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {inert}\n  namespace: kube-system\n"),
+            format!(
+                "# muster stand-in: {inert} is not run (no pods in the stand-in world)\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {inert}\n  namespace: kube-system\n"
+            ),
             0o600,
         )?;
     }
@@ -466,7 +573,10 @@ fn start_apiserver(root: &NodeRoot, addr: &str, port: u16) -> Result<()> {
 /// process is not running (`kubeadm-standin kubelet-sync`).
 pub fn kubelet_sync() -> Result<()> {
     let root = node_root();
-    for (name, manifest) in [("etcd", "etcd.yaml"), ("kube-apiserver", "kube-apiserver.yaml")] {
+    for (name, manifest) in [
+        ("etcd", "etcd.yaml"),
+        ("kube-apiserver", "kube-apiserver.yaml"),
+    ] {
         if root.path(KUBE_MANIFESTS).join(manifest).exists()
             && let Some(pid) = daemon::respawn(&root, name)?
         {
@@ -507,12 +617,19 @@ fn admin_api(root: &NodeRoot, timeout: Duration) -> Result<Api> {
 
 fn expiring(secs_from_now: Option<i64>) -> Value {
     match secs_from_now {
-        Some(ttl) if ttl > 0 => json!({ EXPIRES_ANNOTATION: (clock::now_unix() + ttl).to_string() }),
+        Some(ttl) if ttl > 0 => {
+            json!({ EXPIRES_ANNOTATION: (clock::now_unix() + ttl).to_string() })
+        }
         _ => json!({}),
     }
 }
 
-async fn store_token(api: &Api, token: &str, ttl: Option<i64>, description: Option<&str>) -> Result<()> {
+async fn store_token(
+    api: &Api,
+    token: &str,
+    ttl: Option<i64>,
+    description: Option<&str>,
+) -> Result<()> {
     let (id, secret) = token.split_once('.').context("malformed token")?;
     let ttl = ttl.unwrap_or(DEFAULT_TOKEN_TTL);
     let mut data = json!({
@@ -539,8 +656,12 @@ async fn store_token(api: &Api, token: &str, ttl: Option<i64>, description: Opti
 fn cipher(key_hex: &str) -> Result<chacha20poly1305::ChaCha20Poly1305> {
     use chacha20poly1305::KeyInit;
     let key = hex::decode(key_hex).context("error decoding certificate key")?;
-    anyhow::ensure!(key.len() == 32, "certificate key must be 32 bytes (64 hex characters)");
-    chacha20poly1305::ChaCha20Poly1305::new_from_slice(&key).map_err(|_| anyhow::anyhow!("bad key length"))
+    anyhow::ensure!(
+        key.len() == 32,
+        "certificate key must be 32 bytes (64 hex characters)"
+    );
+    chacha20poly1305::ChaCha20Poly1305::new_from_slice(&key)
+        .map_err(|_| anyhow::anyhow!("bad key length"))
 }
 
 /// Encrypts the shared CAs with the certificate key and stores them as `kubeadm-certs`
@@ -560,7 +681,9 @@ async fn upload_certs(api: &Api, root: &NodeRoot, key_hex: &str) -> Result<()> {
         blob.extend(ct);
         data.insert(name.to_string(), Value::String(B64.encode(blob)));
     }
-    println!("[upload-certs] Storing the certificates in Secret \"kubeadm-certs\" in the \"kube-system\" Namespace");
+    println!(
+        "[upload-certs] Storing the certificates in Secret \"kubeadm-certs\" in the \"kube-system\" Namespace"
+    );
     api.must_put(
         "/api/v1/namespaces/kube-system/secrets/kubeadm-certs",
         &json!({
@@ -577,7 +700,9 @@ const CERTS_GONE: &str = "error downloading the secret: Secret \"kubeadm-certs\"
 
 async fn download_certs(api: &Api, root: &NodeRoot, key_hex: &str) -> Result<()> {
     use chacha20poly1305::aead::Aead;
-    let r = api.get("/api/v1/namespaces/kube-system/secrets/kubeadm-certs").await?;
+    let r = api
+        .get("/api/v1/namespaces/kube-system/secrets/kubeadm-certs")
+        .await?;
     if r.status == 404 {
         bail!(CERTS_GONE);
     }
@@ -596,28 +721,47 @@ async fn download_certs(api: &Api, root: &NodeRoot, key_hex: &str) -> Result<()>
             .as_str()
             .with_context(|| format!("the kubeadm-certs Secret lacks {name}"))
             .and_then(|s| Ok(B64.decode(s)?))?;
-        anyhow::ensure!(blob.len() > 12, "the kubeadm-certs Secret holds a truncated {name}");
+        anyhow::ensure!(
+            blob.len() > 12,
+            "the kubeadm-certs Secret holds a truncated {name}"
+        );
         let (nonce, ct) = blob.split_at(12);
         let plain = c
             .decrypt(nonce.into(), ct)
             .map_err(|_| anyhow::anyhow!("error decoding secret data with provided key: cipher: message authentication failed"))?;
-        write_file(&pki.join(rel), plain, if rel.ends_with(".key") { 0o600 } else { 0o644 })?;
+        write_file(
+            &pki.join(rel),
+            plain,
+            if rel.ends_with(".key") { 0o600 } else { 0o644 },
+        )?;
     }
     Ok(())
 }
 
-async fn register_node(api: &Api, name: &str, addr: Option<&str>, control_plane: bool) -> Result<()> {
+async fn register_node(
+    api: &Api,
+    name: &str,
+    addr: Option<&str>,
+    control_plane: bool,
+) -> Result<()> {
     let mut labels = json!({
         "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
     });
     let mut taints = json!([]);
     if control_plane {
         labels["node-role.kubernetes.io/control-plane"] = Value::String(String::new());
-        labels["node.kubernetes.io/exclude-from-external-load-balancers"] = Value::String(String::new());
-        taints = json!([{ "key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule" }]);
+        labels["node.kubernetes.io/exclude-from-external-load-balancers"] =
+            Value::String(String::new());
+        taints =
+            json!([{ "key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule" }]);
     }
     let addresses: Vec<Value> = addr
-        .map(|a| vec![json!({"type": "InternalIP", "address": a}), json!({"type": "Hostname", "address": name})])
+        .map(|a| {
+            vec![
+                json!({"type": "InternalIP", "address": a}),
+                json!({"type": "Hostname", "address": name}),
+            ]
+        })
         .unwrap_or_default();
     api.must_put(
         &format!("/api/v1/nodes/{name}"),
@@ -666,9 +810,11 @@ async fn mirror_pods(api: &Api, name: &str, addr: &str, port: u16) -> Result<()>
 
 fn load_config_file(flags: &Flags) -> Result<Option<String>> {
     match flags.value("config") {
-        Some(p) => Ok(Some(
-            std::fs::read_to_string(p).with_context(|| format!("unable to read config from {p:?}"))?,
-        )),
+        Some(p) => {
+            Ok(Some(std::fs::read_to_string(p).with_context(|| {
+                format!("unable to read config from {p:?}")
+            })?))
+        }
         None => Ok(None),
     }
 }
@@ -699,8 +845,10 @@ async fn init(flags: &Flags) -> Result<()> {
         config::validate_certificate_key(v)?;
         cfg.certificate_key = Some(v.to_string());
     }
-    cfg.cert_sans.extend(flags.values("apiserver-cert-extra-sans"));
-    cfg.ignore_preflight_errors.extend(flags.values("ignore-preflight-errors"));
+    cfg.cert_sans
+        .extend(flags.values("apiserver-cert-extra-sans"));
+    cfg.ignore_preflight_errors
+        .extend(flags.values("ignore-preflight-errors"));
     let name = cfg.node_name.clone().unwrap_or_else(hostname);
     let addr = cfg
         .advertise_address
@@ -713,7 +861,10 @@ async fn init(flags: &Flags) -> Result<()> {
         .unwrap_or_else(|| format!("{addr}:{port}"));
     let (ep_host, _) = split_host_port(&endpoint);
 
-    println!("[init] Using Kubernetes version: {}", cfg.kubernetes_version);
+    println!(
+        "[init] Using Kubernetes version: {}",
+        cfg.kubernetes_version
+    );
     println!("[preflight] Running pre-flight checks");
     phase("preflight", knobs.checkpoint("preflight"))?;
     phase(
@@ -730,31 +881,59 @@ async fn init(flags: &Flags) -> Result<()> {
     let cas = phase("certs", new_cas(&pki))?;
     phase(
         "certs",
-        issue_node_certs(&pki, &cas, &name, &addr, apiserver_sans(&name, &addr, Some(&ep_host), &cfg.cert_sans)),
+        issue_node_certs(
+            &pki,
+            &cas,
+            &name,
+            &addr,
+            apiserver_sans(&name, &addr, Some(&ep_host), &cfg.cert_sans),
+        ),
     )?;
     println!("[kubeconfig] Using kubeconfig folder \"/etc/kubernetes\"");
     phase(
         "kubeconfig",
-        write_kubeconfigs(&root, &cas, &name, &cfg.cluster_name, &format!("https://{endpoint}"), &format!("https://{addr}:{port}")),
+        write_kubeconfigs(
+            &root,
+            &cas,
+            &name,
+            &cfg.cluster_name,
+            &format!("https://{endpoint}"),
+            &format!("https://{addr}:{port}"),
+        ),
     )?;
 
     phase("etcd", knobs.checkpoint("etcd"))?;
     phase(
         "etcd",
-        start_etcd(&root, &name, &addr, &cfg.etcd_data_dir, &format!("{name}=https://{addr}:2380"), "new"),
+        start_etcd(
+            &root,
+            &name,
+            &addr,
+            &cfg.etcd_data_dir,
+            &format!("{name}=https://{addr}:2380"),
+            "new",
+        ),
     )?;
     phase("control-plane", knobs.checkpoint("control-plane"))?;
     phase("control-plane", start_apiserver(&root, &addr, port))?;
 
-    println!("[wait-control-plane] Waiting for the kubelet to boot up the control plane as static Pods from directory \"/etc/kubernetes/manifests\"");
+    println!(
+        "[wait-control-plane] Waiting for the kubelet to boot up the control plane as static Pods from directory \"/etc/kubernetes/manifests\""
+    );
     println!("[api-check] Waiting for a healthy API server. This can take up to 4m0s");
     phase("wait-control-plane", knobs.checkpoint("wait-control-plane"))?;
-    let local = admin_api(&root, Duration::from_secs(10))?.with_base(&format!("https://{addr}:{port}"));
-    phase("wait-control-plane", wait_ready(&local, Duration::from_secs(60)).await)?;
+    let local =
+        admin_api(&root, Duration::from_secs(10))?.with_base(&format!("https://{addr}:{port}"));
+    phase(
+        "wait-control-plane",
+        wait_ready(&local, Duration::from_secs(60)).await,
+    )?;
     println!("[api-check] The API server is healthy");
     let api = through_endpoint(&root, &local).await?;
 
-    println!("[upload-config] Storing the configuration used in ConfigMap \"kubeadm-config\" in the \"kube-system\" Namespace");
+    println!(
+        "[upload-config] Storing the configuration used in ConfigMap \"kubeadm-config\" in the \"kube-system\" Namespace"
+    );
     phase("upload-config", knobs.checkpoint("upload-config"))?;
     phase(
         "upload-config",
@@ -790,45 +969,80 @@ async fn init(flags: &Flags) -> Result<()> {
         println!("[upload-certs] Skipping phase. Please see --upload-certs");
     }
 
-    println!("[mark-control-plane] Marking the node {name} as control-plane by adding the labels: [node-role.kubernetes.io/control-plane node.kubernetes.io/exclude-from-external-load-balancers]");
+    println!(
+        "[mark-control-plane] Marking the node {name} as control-plane by adding the labels: [node-role.kubernetes.io/control-plane node.kubernetes.io/exclude-from-external-load-balancers]"
+    );
     phase("mark-control-plane", knobs.checkpoint("mark-control-plane"))?;
-    phase("mark-control-plane", register_node(&api, &name, Some(&addr), true).await)?;
-    phase("mark-control-plane", mirror_pods(&api, &name, &addr, port).await)?;
+    phase(
+        "mark-control-plane",
+        register_node(&api, &name, Some(&addr), true).await,
+    )?;
+    phase(
+        "mark-control-plane",
+        mirror_pods(&api, &name, &addr, port).await,
+    )?;
 
     phase("bootstrap-token", knobs.checkpoint("bootstrap-token"))?;
     let mut tokens = cfg.bootstrap_tokens.clone();
     if tokens.is_empty() {
-        tokens.push(config::BootstrapToken { token: random_token(), ttl: None, description: None });
+        tokens.push(config::BootstrapToken {
+            token: random_token(),
+            ttl: None,
+            description: None,
+        });
     }
     for t in &tokens {
         println!("[bootstrap-token] Using token: {}", t.token);
-        phase("bootstrap-token", store_token(&api, &t.token, t.ttl, t.description.as_deref()).await)?;
+        phase(
+            "bootstrap-token",
+            store_token(&api, &t.token, t.ttl, t.description.as_deref()).await,
+        )?;
     }
-    println!("[bootstrap-token] Creating the \"cluster-info\" ConfigMap in the \"kube-public\" namespace");
+    println!(
+        "[bootstrap-token] Creating the \"cluster-info\" ConfigMap in the \"kube-public\" namespace"
+    );
     phase("kubelet-finalize", knobs.checkpoint("kubelet-finalize"))?;
 
     let hash = pki::ca_cert_hash(&cas.ca.cert_pem)?;
     let token = &tokens[0].token;
     println!("\nYour Kubernetes control-plane has initialized successfully!\n");
     println!("To start using your cluster, you need to run the following as a regular user:\n");
-    println!("  mkdir -p $HOME/.kube\n  sudo cp -i /etc/kubernetes/admin.conf $HOME/.kube/config\n  sudo chown $(id -u):$(id -g) $HOME/.kube/config\n");
-    println!("Alternatively, if you are the root user, you can run:\n\n  export KUBECONFIG=/etc/kubernetes/admin.conf\n");
-    println!("You should now deploy a pod network to the cluster.\nRun \"kubectl apply -f [podnetwork].yaml\" with one of the options listed at:\n  https://kubernetes.io/docs/concepts/cluster-administration/addons/\n");
+    println!(
+        "  mkdir -p $HOME/.kube\n  sudo cp -i /etc/kubernetes/admin.conf $HOME/.kube/config\n  sudo chown $(id -u):$(id -g) $HOME/.kube/config\n"
+    );
+    println!(
+        "Alternatively, if you are the root user, you can run:\n\n  export KUBECONFIG=/etc/kubernetes/admin.conf\n"
+    );
+    println!(
+        "You should now deploy a pod network to the cluster.\nRun \"kubectl apply -f [podnetwork].yaml\" with one of the options listed at:\n  https://kubernetes.io/docs/concepts/cluster-administration/addons/\n"
+    );
     if cfg.control_plane_endpoint.is_some() {
-        println!("You can now join any number of control-plane nodes running the following command on each as root:\n");
-        print!("  kubeadm join {endpoint} --token {token} \\\n\t--discovery-token-ca-cert-hash {hash} \\\n\t--control-plane");
+        println!(
+            "You can now join any number of control-plane nodes running the following command on each as root:\n"
+        );
+        print!(
+            "  kubeadm join {endpoint} --token {token} \\\n\t--discovery-token-ca-cert-hash {hash} \\\n\t--control-plane"
+        );
         match &cert_key {
             Some(k) => println!(" --certificate-key {k}\n"),
             None => println!("\n"),
         }
         if cert_key.is_some() {
-            println!("Please note that the certificate-key gives access to cluster sensitive data, keep it secret!\nAs a safeguard, uploaded-certs will be deleted in two hours; If necessary, you can use\n\"kubeadm init phase upload-certs --upload-certs\" to reload certs afterward.\n");
+            println!(
+                "Please note that the certificate-key gives access to cluster sensitive data, keep it secret!\nAs a safeguard, uploaded-certs will be deleted in two hours; If necessary, you can use\n\"kubeadm init phase upload-certs --upload-certs\" to reload certs afterward.\n"
+            );
         }
-        println!("Then you can join any number of worker nodes by running the following on each as root:\n");
+        println!(
+            "Then you can join any number of worker nodes by running the following on each as root:\n"
+        );
     } else {
-        println!("Then you can join any number of worker nodes by running the following on each as root:\n");
+        println!(
+            "Then you can join any number of worker nodes by running the following on each as root:\n"
+        );
     }
-    println!("kubeadm join {endpoint} --token {token} \\\n\t--discovery-token-ca-cert-hash {hash} ");
+    println!(
+        "kubeadm join {endpoint} --token {token} \\\n\t--discovery-token-ca-cert-hash {hash} "
+    );
     Ok(())
 }
 
@@ -845,7 +1059,10 @@ async fn through_endpoint(root: &NodeRoot, local: &Api) -> Result<Api> {
         .ok()
         .and_then(|v| clock::parse_duration(&v).ok())
         .unwrap_or(5);
-    let probe = Api { http: http_client(&Trust::Insecure, None, Duration::from_secs(2))?, ..api.clone() };
+    let probe = Api {
+        http: http_client(&Trust::Insecure, None, Duration::from_secs(2))?,
+        ..api.clone()
+    };
     let deadline = Instant::now() + Duration::from_secs(wait.max(0) as u64);
     loop {
         if probe.get("/readyz").await.is_ok_and(|r| r.ok()) {
@@ -857,9 +1074,15 @@ async fn through_endpoint(root: &NodeRoot, local: &Api) -> Result<Api> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     if std::env::var("MUSTER_STANDIN_STRICT_VIP").is_ok_and(|v| v == "1") {
-        bail!("error execution phase upload-config: the control-plane endpoint {} does not answer (is the VIP up?)", api.base);
+        bail!(
+            "error execution phase upload-config: the control-plane endpoint {} does not answer (is the VIP up?)",
+            api.base
+        );
     }
-    println!("[muster-standin] WARNING: control-plane endpoint {} does not answer; continuing through {} (real kubeadm would wait for the VIP)", api.base, local.base);
+    println!(
+        "[muster-standin] WARNING: control-plane endpoint {} does not answer; continuing through {} (real kubeadm would wait for the VIP)",
+        api.base, local.base
+    );
     Ok(local.clone())
 }
 
@@ -870,7 +1093,12 @@ struct Discovered {
     server: String,
 }
 
-async fn discover(endpoint: &str, token: &str, hashes: &[String], unsafe_skip: bool) -> Result<Discovered> {
+async fn discover(
+    endpoint: &str,
+    token: &str,
+    hashes: &[String],
+    unsafe_skip: bool,
+) -> Result<Discovered> {
     let timeout = std::env::var("MUSTER_STANDIN_DISCOVERY_TIMEOUT")
         .ok()
         .and_then(|v| clock::parse_duration(&v).ok())
@@ -880,10 +1108,15 @@ async fn discover(endpoint: &str, token: &str, hashes: &[String], unsafe_skip: b
         http: http_client(&Trust::Insecure, None, Duration::from_secs(5))?,
         bearer: None,
     };
-    println!("[discovery] Created cluster-info discovery client, requesting info from \"{endpoint}\"");
+    println!(
+        "[discovery] Created cluster-info discovery client, requesting info from \"{endpoint}\""
+    );
     let deadline = Instant::now() + Duration::from_secs(timeout.max(1) as u64);
     let reply = loop {
-        match insecure.get("/api/v1/namespaces/kube-public/configmaps/cluster-info").await {
+        match insecure
+            .get("/api/v1/namespaces/kube-public/configmaps/cluster-info")
+            .await
+        {
             Ok(r) if r.ok() => break r,
             other => {
                 let why = match other {
@@ -891,13 +1124,18 @@ async fn discover(endpoint: &str, token: &str, hashes: &[String], unsafe_skip: b
                     Err(e) => format!("{e:#}"),
                 };
                 if Instant::now() >= deadline {
-                    bail!("couldn't validate the identity of the API Server: failed to request the cluster-info ConfigMap from {endpoint:?}: {why}");
+                    bail!(
+                        "couldn't validate the identity of the API Server: failed to request the cluster-info ConfigMap from {endpoint:?}: {why}"
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
     };
-    let kubeconfig = reply.body["data"]["kubeconfig"].as_str().unwrap_or("").to_string();
+    let kubeconfig = reply.body["data"]["kubeconfig"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     let id = token.split('.').next().unwrap_or("");
     let sig = reply.body["data"][format!("jws-kubeconfig-{id}")].as_str();
     if sig != Some(crate::standin::api::token_signature(token, &kubeconfig).as_str()) {
@@ -908,10 +1146,17 @@ async fn discover(endpoint: &str, token: &str, hashes: &[String], unsafe_skip: b
     let parts = pki::parse_kubeconfig(&kubeconfig)?;
     let hash = pki::ca_cert_hash(&parts.ca_pem)?;
     if !unsafe_skip && !hashes.iter().any(|h| h.eq_ignore_ascii_case(&hash)) {
-        bail!("couldn't validate the identity of the API Server: cluster CA found in cluster-info ConfigMap is invalid: none of the public keys \"{hash}\" are pinned");
+        bail!(
+            "couldn't validate the identity of the API Server: cluster CA found in cluster-info ConfigMap is invalid: none of the public keys \"{hash}\" are pinned"
+        );
     }
-    println!("[discovery] Cluster info signature and contents are valid and TLS certificate validates against pinned roots, will use API Server \"{endpoint}\"");
-    Ok(Discovered { ca_pem: parts.ca_pem, server: parts.server })
+    println!(
+        "[discovery] Cluster info signature and contents are valid and TLS certificate validates against pinned roots, will use API Server \"{endpoint}\""
+    );
+    Ok(Discovered {
+        ca_pem: parts.ca_pem,
+        server: parts.server,
+    })
 }
 
 async fn join(flags: &Flags) -> Result<()> {
@@ -919,7 +1164,14 @@ async fn join(flags: &Flags) -> Result<()> {
     let knobs = Knobs::load(&root)?;
     let mut cfg = match load_config_file(flags)? {
         Some(text) => {
-            if !flags.positional.iter().skip(1).collect::<Vec<_>>().is_empty() || flags.value("token").is_some() {
+            if !flags
+                .positional
+                .iter()
+                .skip(1)
+                .collect::<Vec<_>>()
+                .is_empty()
+                || flags.value("token").is_some()
+            {
                 bail!("can not mix '--config' with arguments [discovery-token token]");
             }
             config::parse_join(&text)?
@@ -927,7 +1179,11 @@ async fn join(flags: &Flags) -> Result<()> {
         None => {
             // Flag form: kubeadm join HOST:PORT --token T --discovery-token-ca-cert-hash H ...
             let endpoint = flags.positional.get(1).cloned().unwrap_or_default();
-            let token = flags.value("discovery-token").or(flags.value("token")).unwrap_or("").to_string();
+            let token = flags
+                .value("discovery-token")
+                .or(flags.value("token"))
+                .unwrap_or("")
+                .to_string();
             let mut text = format!(
                 "apiVersion: kubeadm.k8s.io/v1beta4\nkind: JoinConfiguration\ndiscovery:\n  bootstrapToken:\n    apiServerEndpoint: {endpoint:?}\n    token: {token:?}\n    unsafeSkipCAVerification: {}\n    caCertHashes: {:?}\n",
                 flags.flag("discovery-token-unsafe-skip-ca-verification"),
@@ -948,20 +1204,34 @@ async fn join(flags: &Flags) -> Result<()> {
     if let Some(n) = flags.value("node-name") {
         cfg.node_name = Some(n.to_string());
     }
-    cfg.ignore_preflight_errors.extend(flags.values("ignore-preflight-errors"));
+    cfg.ignore_preflight_errors
+        .extend(flags.values("ignore-preflight-errors"));
     let name = cfg.node_name.clone().unwrap_or_else(hostname);
 
     println!("[preflight] Running pre-flight checks");
     phase("preflight", knobs.checkpoint("preflight"))?;
-    phase("preflight", run_checks(join_checks(&root), &cfg.ignore_preflight_errors))?;
+    phase(
+        "preflight",
+        run_checks(join_checks(&root), &cfg.ignore_preflight_errors),
+    )?;
     phase("preflight", knobs.checkpoint("discovery"))?;
     let disc = phase(
         "preflight",
-        discover(&cfg.api_server_endpoint, &cfg.token, &cfg.ca_cert_hashes, cfg.unsafe_skip_ca_verification).await,
+        discover(
+            &cfg.api_server_endpoint,
+            &cfg.token,
+            &cfg.ca_cert_hashes,
+            cfg.unsafe_skip_ca_verification,
+        )
+        .await,
     )?;
     let boot = Api {
         base: disc.server.trim_end_matches('/').to_string(),
-        http: http_client(&Trust::Ca(disc.ca_pem.clone()), None, Duration::from_secs(10))?,
+        http: http_client(
+            &Trust::Ca(disc.ca_pem.clone()),
+            None,
+            Duration::from_secs(10),
+        )?,
         bearer: Some(cfg.token.clone()),
     };
     match &cfg.control_plane {
@@ -985,18 +1255,35 @@ async fn join_control_plane(
         .filter(|a| !a.is_empty())
         .context("unable to select an IP from default routes.")?;
     let port = cp.bind_port;
-    println!("[preflight] Running pre-flight checks before initializing the new control plane instance");
+    println!(
+        "[preflight] Running pre-flight checks before initializing the new control plane instance"
+    );
     phase(
         "preflight",
-        run_checks(control_plane_checks(root, &addr, port, "/var/lib/etcd"), &cfg.ignore_preflight_errors),
+        run_checks(
+            control_plane_checks(root, &addr, port, "/var/lib/etcd"),
+            &cfg.ignore_preflight_errors,
+        ),
     )?;
-    let kc = phase("preflight", boot.get("/api/v1/namespaces/kube-system/configmaps/kubeadm-config").await)?;
+    let kc = phase(
+        "preflight",
+        boot.get("/api/v1/namespaces/kube-system/configmaps/kubeadm-config")
+            .await,
+    )?;
     if !kc.ok() {
-        bail!("error execution phase preflight: unable to fetch the kubeadm-config ConfigMap: {}", kc.message());
+        bail!(
+            "error execution phase preflight: unable to fetch the kubeadm-config ConfigMap: {}",
+            kc.message()
+        );
     }
-    let endpoint = kc.body["data"]["controlPlaneEndpoint"].as_str().unwrap_or("").to_string();
+    let endpoint = kc.body["data"]["controlPlaneEndpoint"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     if endpoint.is_empty() {
-        bail!("error execution phase preflight: \nOne or more conditions for hosting a new control plane instance is not satisfied.\n\nunable to add a new control plane instance to a cluster that doesn't have a stable controlPlaneEndpoint address");
+        bail!(
+            "error execution phase preflight: \nOne or more conditions for hosting a new control plane instance is not satisfied.\n\nunable to add a new control plane instance to a cluster that doesn't have a stable controlPlaneEndpoint address"
+        );
     }
     let cert_sans: Vec<String> = kc.body["data"]["certSANs"]
         .as_str()
@@ -1007,24 +1294,44 @@ async fn join_control_plane(
         .collect();
     let (ep_host, _) = split_host_port(&endpoint);
 
-    println!("[download-certs] Downloading the certificates in Secret \"kubeadm-certs\" in the \"kube-system\" Namespace");
+    println!(
+        "[download-certs] Downloading the certificates in Secret \"kubeadm-certs\" in the \"kube-system\" Namespace"
+    );
     let phase_dl = "control-plane-prepare/download-certs";
     phase(phase_dl, knobs.checkpoint("download-certs"))?;
     let key = cp.certificate_key.clone().context(
         "error execution phase control-plane-prepare/download-certs: a certificate key is required to download the certificates (controlPlane.certificateKey / --certificate-key)",
     )?;
-    phase(phase_dl, download_certs(boot, root, &key).await.context("error downloading certs"))?;
+    phase(
+        phase_dl,
+        download_certs(boot, root, &key)
+            .await
+            .context("error downloading certs"),
+    )?;
 
     phase("control-plane-prepare/certs", knobs.checkpoint("certs"))?;
     let pki = pki_dir(root);
     let cas = read_cas(&pki)?;
     phase(
         "control-plane-prepare/certs",
-        issue_node_certs(&pki, &cas, name, &addr, apiserver_sans(name, &addr, Some(&ep_host), &cert_sans)),
+        issue_node_certs(
+            &pki,
+            &cas,
+            name,
+            &addr,
+            apiserver_sans(name, &addr, Some(&ep_host), &cert_sans),
+        ),
     )?;
     phase(
         "control-plane-prepare/kubeconfig",
-        write_kubeconfigs(root, &cas, name, "kubernetes", &format!("https://{endpoint}"), &format!("https://{addr}:{port}")),
+        write_kubeconfigs(
+            root,
+            &cas,
+            name,
+            "kubernetes",
+            &format!("https://{endpoint}"),
+            &format!("https://{addr}:{port}"),
+        ),
     )?;
 
     // etcd: find the members through the mirror pods, then a REAL member add.
@@ -1034,7 +1341,10 @@ async fn join_control_plane(
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|p| p["metadata"]["annotations"]["kubeadm.kubernetes.io/etcd.advertise-client-urls"].as_str())
+        .filter_map(|p| {
+            p["metadata"]["annotations"]["kubeadm.kubernetes.io/etcd.advertise-client-urls"]
+                .as_str()
+        })
         .map(str::to_string)
         .collect();
     if endpoints.is_empty() {
@@ -1047,9 +1357,18 @@ async fn join_control_plane(
         .unwrap_or(30);
     let initial = phase(
         "control-plane-join/etcd",
-        etcd::member_add(&endpoints, &etcd_client_tls(root), name, &addr, Duration::from_secs(patience.max(0) as u64)),
+        etcd::member_add(
+            &endpoints,
+            &etcd_client_tls(root),
+            name,
+            &addr,
+            Duration::from_secs(patience.max(0) as u64),
+        ),
     )?;
-    phase("control-plane-join/etcd", knobs.checkpoint("after-member-add"))?;
+    phase(
+        "control-plane-join/etcd",
+        knobs.checkpoint("after-member-add"),
+    )?;
     phase("control-plane-join/etcd", knobs.checkpoint("etcd-join"))?;
     phase(
         "control-plane-join/etcd",
@@ -1064,18 +1383,37 @@ async fn join_control_plane(
             break;
         }
         if Instant::now() >= deadline {
-            bail!("error execution phase control-plane-join/etcd: error creating local etcd static pod manifest file: timeout waiting for etcd cluster to be available: {}", out.stderr.trim());
+            bail!(
+                "error execution phase control-plane-join/etcd: error creating local etcd static pod manifest file: timeout waiting for etcd cluster to be available: {}",
+                out.stderr.trim()
+            );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
-    phase("control-plane-prepare/control-plane", knobs.checkpoint("control-plane"))?;
-    phase("control-plane-prepare/control-plane", start_apiserver(root, &addr, port))?;
-    let local = admin_api(root, Duration::from_secs(10))?.with_base(&format!("https://{addr}:{port}"));
-    phase("wait-control-plane", wait_ready(&local, Duration::from_secs(60)).await)?;
+    phase(
+        "control-plane-prepare/control-plane",
+        knobs.checkpoint("control-plane"),
+    )?;
+    phase(
+        "control-plane-prepare/control-plane",
+        start_apiserver(root, &addr, port),
+    )?;
+    let local =
+        admin_api(root, Duration::from_secs(10))?.with_base(&format!("https://{addr}:{port}"));
+    phase(
+        "wait-control-plane",
+        wait_ready(&local, Duration::from_secs(60)).await,
+    )?;
     phase("kubelet-start", knobs.checkpoint("kubelet-start"))?;
-    phase("control-plane-join/mark-control-plane", register_node(&local, name, Some(&addr), true).await)?;
-    phase("control-plane-join/mark-control-plane", mirror_pods(&local, name, &addr, port).await)?;
+    phase(
+        "control-plane-join/mark-control-plane",
+        register_node(&local, name, Some(&addr), true).await,
+    )?;
+    phase(
+        "control-plane-join/mark-control-plane",
+        mirror_pods(&local, name, &addr, port).await,
+    )?;
     let _ = disc;
     println!(
         "\nThis node has joined the cluster and a new control plane instance was created:\n\n* Certificate signing request was sent to apiserver and approval was received.\n* The Kubelet was informed of the new secure connection details.\n* Control plane label and taint were applied to the new node.\n* The Kubernetes control plane instances scaled up.\n* A new etcd member was added to the local/stacked etcd cluster.\n\nTo start administering your cluster from this node, you need to run the following as a regular user:\n\n\tmkdir -p $HOME/.kube\n\tsudo cp -i /etc/kubernetes/admin.conf $HOME/.kube/config\n\tsudo chown $(id -u):$(id -g) $HOME/.kube/config\n\nRun 'kubectl get nodes' to see this node join the cluster.\n"
@@ -1083,8 +1421,16 @@ async fn join_control_plane(
     Ok(())
 }
 
-async fn join_worker(root: &NodeRoot, knobs: &Knobs, name: &str, boot: &Api, disc: &Discovered) -> Result<()> {
-    println!("[kubelet-start] Writing kubelet configuration to file \"/var/lib/kubelet/config.yaml\"");
+async fn join_worker(
+    root: &NodeRoot,
+    knobs: &Knobs,
+    name: &str,
+    boot: &Api,
+    disc: &Discovered,
+) -> Result<()> {
+    println!(
+        "[kubelet-start] Writing kubelet configuration to file \"/var/lib/kubelet/config.yaml\""
+    );
     phase("kubelet-start", knobs.checkpoint("kubelet-start"))?;
     let (csr, key_pem) = pki::new_csr(&format!("system:node:{name}"), &["system:nodes"])?;
     let r = phase(
@@ -1099,17 +1445,29 @@ async fn join_worker(root: &NodeRoot, knobs: &Knobs, name: &str, boot: &Api, dis
         .await,
     )?;
     if !r.ok() {
-        bail!("error execution phase kubelet-start: TLS bootstrap failed: {}", r.message());
+        bail!(
+            "error execution phase kubelet-start: TLS bootstrap failed: {}",
+            r.message()
+        );
     }
     let cert = r.body["status"]["certificate"]
         .as_str()
         .and_then(|s| B64.decode(s).ok())
         .and_then(|b| String::from_utf8(b).ok())
         .context("error execution phase kubelet-start: no certificate in the CSR status")?;
-    let client = CertKey { cert_pem: cert, key_pem };
+    let client = CertKey {
+        cert_pem: cert,
+        key_pem,
+    };
     write_file(
         &kube_dir(root).join("kubelet.conf"),
-        pki::kubeconfig("kubernetes", &disc.server, &disc.ca_pem, &format!("system:node:{name}"), &client),
+        pki::kubeconfig(
+            "kubernetes",
+            &disc.server,
+            &disc.ca_pem,
+            &format!("system:node:{name}"),
+            &client,
+        ),
         0o600,
     )?;
     write_file(&pki_dir(root).join("ca.crt"), &disc.ca_pem, 0o644)?;
@@ -1118,9 +1476,17 @@ async fn join_worker(root: &NodeRoot, knobs: &Knobs, name: &str, boot: &Api, dis
         "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n# muster stand-in: no kubelet runs\n",
         0o644,
     )?;
-    println!("[kubelet-start] Starting the kubelet\n[kubelet-start] Waiting for the kubelet to perform the TLS Bootstrap");
-    let api = Api::from_kubeconfig(&read_file(&kube_dir(root).join("kubelet.conf"))?, Duration::from_secs(10))?;
-    phase("kubelet-start", register_node(&api, name, None, false).await)?;
+    println!(
+        "[kubelet-start] Starting the kubelet\n[kubelet-start] Waiting for the kubelet to perform the TLS Bootstrap"
+    );
+    let api = Api::from_kubeconfig(
+        &read_file(&kube_dir(root).join("kubelet.conf"))?,
+        Duration::from_secs(10),
+    )?;
+    phase(
+        "kubelet-start",
+        register_node(&api, name, None, false).await,
+    )?;
     println!(
         "\nThis node has joined the cluster:\n* Certificate signing request was sent to apiserver and a response was received.\n* The Kubelet was informed of the new secure connection details.\n\nRun 'kubectl get nodes' on the control-plane to see this node join the cluster.\n"
     );
@@ -1133,7 +1499,9 @@ fn reset(flags: &Flags) -> Result<()> {
     let root = node_root();
     let knobs = Knobs::load(&root)?;
     if !(flags.flag("f") || flags.flag("force")) {
-        println!("W0000 muster-standin: [reset] WARNING: Changes made to this host by 'kubeadm init' or 'kubeadm join' will be reverted.\n[reset] Are you sure you want to proceed? [y/N]: ");
+        println!(
+            "W0000 muster-standin: [reset] WARNING: Changes made to this host by 'kubeadm init' or 'kubeadm join' will be reverted.\n[reset] Are you sure you want to proceed? [y/N]: "
+        );
         let mut answer = String::new();
         let _ = std::io::stdin().read_line(&mut answer);
         if !answer.trim().eq_ignore_ascii_case("y") {
@@ -1144,7 +1512,9 @@ fn reset(flags: &Flags) -> Result<()> {
     phase("preflight", knobs.checkpoint("reset"))?;
     // Real kubeadm would try to remove this node's etcd member here and often cannot;
     // the stand-in leaves it (the agent removes stale members).
-    println!("W0000 muster-standin: [reset] The etcd member of this node is NOT removed from the cluster (stand-in behaviour; remove it from a healthy member)");
+    println!(
+        "W0000 muster-standin: [reset] The etcd member of this node is NOT removed from the cluster (stand-in behaviour; remove it from a healthy member)"
+    );
     println!("[reset] Stopping the kubelet service");
     for name in [crate::standin::api::DAEMON, etcd::DAEMON, "kubelet"] {
         daemon::stop(&root, name, Duration::from_secs(5))?;
@@ -1168,13 +1538,26 @@ fn reset(flags: &Flags) -> Result<()> {
             }
         }
     }
-    println!("[reset] Deleting contents of directories: [/etc/kubernetes/manifests /var/lib/kubelet /etc/kubernetes/pki]");
-    let files = ["admin.conf", "super-admin.conf", "kubelet.conf", "bootstrap-kubelet.conf", "controller-manager.conf", "scheduler.conf"];
+    println!(
+        "[reset] Deleting contents of directories: [/etc/kubernetes/manifests /var/lib/kubelet /etc/kubernetes/pki]"
+    );
+    let files = [
+        "admin.conf",
+        "super-admin.conf",
+        "kubelet.conf",
+        "bootstrap-kubelet.conf",
+        "controller-manager.conf",
+        "scheduler.conf",
+    ];
     for f in files {
         let _ = std::fs::remove_file(kube_dir(&root).join(f));
     }
-    println!("[reset] Deleting files: [/etc/kubernetes/admin.conf /etc/kubernetes/super-admin.conf /etc/kubernetes/kubelet.conf /etc/kubernetes/bootstrap-kubelet.conf /etc/kubernetes/controller-manager.conf /etc/kubernetes/scheduler.conf]");
-    println!("\nThe reset process does not clean CNI configuration. To do so, you must remove /etc/cni/net.d\n\nThe reset process does not reset or clean up iptables rules or IPVS tables.\n\nThe reset process does not clean your kubeconfig files and you must remove them manually.\nPlease, check the contents of the $HOME/.kube/config file.");
+    println!(
+        "[reset] Deleting files: [/etc/kubernetes/admin.conf /etc/kubernetes/super-admin.conf /etc/kubernetes/kubelet.conf /etc/kubernetes/bootstrap-kubelet.conf /etc/kubernetes/controller-manager.conf /etc/kubernetes/scheduler.conf]"
+    );
+    println!(
+        "\nThe reset process does not clean CNI configuration. To do so, you must remove /etc/cni/net.d\n\nThe reset process does not reset or clean up iptables rules or IPVS tables.\n\nThe reset process does not clean your kubeconfig files and you must remove them manually.\nPlease, check the contents of the $HOME/.kube/config file."
+    );
     Ok(())
 }
 
@@ -1236,10 +1619,20 @@ mod tests {
 
     #[test]
     fn flags_parse_like_cobra() {
-        let args: Vec<String> = ["join", "10.0.0.10:6443", "--token", "abc", "--control-plane", "--certificate-key=k", "-v=5", "--ignore-preflight-errors", "a,b"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let args: Vec<String> = [
+            "join",
+            "10.0.0.10:6443",
+            "--token",
+            "abc",
+            "--control-plane",
+            "--certificate-key=k",
+            "-v=5",
+            "--ignore-preflight-errors",
+            "a,b",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let f = Flags::parse(&args);
         assert_eq!(f.positional, vec!["join", "10.0.0.10:6443"]);
         assert_eq!(f.value("token"), Some("abc"));
@@ -1252,6 +1645,9 @@ mod tests {
     fn tokens_have_kubeadm_shape() {
         let t = random_token();
         config::validate_token(&t, "t").unwrap();
-        assert_eq!(split_host_port("10.0.0.10:6443"), ("10.0.0.10".to_string(), 6443));
+        assert_eq!(
+            split_host_port("10.0.0.10:6443"),
+            ("10.0.0.10".to_string(), 6443)
+        );
     }
 }
