@@ -93,7 +93,11 @@ fn sweep_leftovers() {
     }
 }
 
+/// One lab at a time (lab-netns.md): tests in this binary take this lock.
+static LAB_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Lab {
+    _serial: std::sync::MutexGuard<'static, ()>,
     id: String,
     dir: PathBuf,
     subnet: String,
@@ -117,6 +121,7 @@ impl Drop for Lab {
 
 impl Lab {
     fn new(tag: &str, hosts: &[(&str, u8)]) -> Lab {
+        let serial = LAB_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         require_tools();
         sweep_leftovers();
         let pid = std::process::id();
@@ -131,6 +136,7 @@ impl Lab {
             .unwrap();
         let path_dir = muster_tests::standin::path_dir(bin_dir).unwrap();
         let mut lab = Lab {
+            _serial: serial,
             id: id.clone(),
             dir,
             subnet,
@@ -710,4 +716,175 @@ fn kubeadm_standin_ha_lifecycle() {
             .unwrap()
             .is_none()
     );
+}
+
+/// A foreground process in a namespace (like `k3s server` under its unit), killed on drop.
+struct Foreground(std::process::Child);
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Lab {
+    fn spawn(&self, host: &str, program: &str, args: &[&str]) -> Foreground {
+        let path = format!(
+            "{}:{}",
+            self.path_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let log = std::fs::File::create(self.dir.join(format!("{host}-{program}.log"))).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(host), program])
+            .args(args)
+            .env("PATH", path)
+            .env("MUSTER_NODE_ROOT", self.root(host))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Foreground(child)
+    }
+
+    fn k3s_api(&self, host: &str, path: &str) -> Out {
+        let kc = self
+            .root(host)
+            .join("etc/rancher/k3s/k3s.yaml")
+            .display()
+            .to_string();
+        self.run(
+            host,
+            &[],
+            "apiserver-standin",
+            &["get", path, "--kubeconfig", &kc, "--timeout-secs", "8"],
+        )
+    }
+
+    fn k3s_members(&self, host: &str) -> Vec<etcd::Member> {
+        let e = self.root(host).join("var/lib/rancher/k3s/server/tls/etcd");
+        let out = self.run(
+            host,
+            &[("ETCDCTL_API", "3")],
+            "etcdctl",
+            &[
+                "--endpoints=https://127.0.0.1:2379",
+                &format!("--cacert={}", e.join("server-ca.crt").display()),
+                &format!("--cert={}", e.join("client.crt").display()),
+                &format!("--key={}", e.join("client.key").display()),
+                "member",
+                "list",
+                "-w",
+                "json",
+            ],
+        );
+        assert!(out.ok(), "{}", out.all());
+        etcd::parse_member_list(&out.stdout).unwrap()
+    }
+}
+
+#[test]
+fn k3s_standin_server_join_agent() {
+    let lab = Lab::new("k3s", &[("s1", 31), ("s2", 32), ("a1", 41)]);
+    let vip = lab.ip(30);
+    must(
+        "ip",
+        &[
+            "-n",
+            &lab.ns("s1"),
+            "addr",
+            "add",
+            &format!("{vip}/32"),
+            "dev",
+            "eth0",
+        ],
+    );
+    lab.write("s1", "etc/rancher/k3s/config.yaml", &format!(
+        "cluster-init: true\ntoken: lab-secret\ntls-san:\n  - {vip}\nnode-ip: {}\nnode-name: s1\n", lab.ip(31)));
+    let _s1 = lab.spawn("s1", "k3s", &["server"]);
+    let token_file = lab.root("s1").join("var/lib/rancher/k3s/server/token");
+    wait_until("s1 ready", Duration::from_secs(60), || {
+        lab.root("s1")
+            .join("var/lib/rancher/k3s/server/db/.standin-ready")
+            .exists()
+            && lab.k3s_api("s1", "/readyz").ok()
+    });
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        token.starts_with("K10") && token.ends_with("::server:lab-secret"),
+        "{token}"
+    );
+    let cert = std::fs::read_to_string(
+        lab.root("s1")
+            .join("var/lib/rancher/k3s/server/tls/serving-kube-apiserver.crt"),
+    )
+    .unwrap();
+    assert!(pki::cert_sans(&cert).unwrap().contains(&vip));
+
+    lab.write("s2", "etc/rancher/k3s/config.yaml", &format!(
+        "server: https://{vip}:6443\ntoken: {token}\ntls-san: [{vip}]\nnode-ip: {}\nnode-name: s2\n", lab.ip(32)));
+    let _s2 = lab.spawn("s2", "k3s", &["server"]);
+    wait_until("s2 ready", Duration::from_secs(60), || {
+        lab.k3s_api("s2", "/readyz").ok()
+    });
+    let members = lab.k3s_members("s1");
+    assert_eq!(members.len(), 2, "{members:?}");
+    assert!(members.iter().all(|m| m.started()), "{members:?}");
+
+    let _a1 = lab.spawn(
+        "a1",
+        "k3s",
+        &[
+            "agent",
+            "--server",
+            &format!("https://{vip}:6443"),
+            "--token",
+            &token,
+            "--node-name",
+            "a1",
+        ],
+    );
+    wait_until("a1 registered", Duration::from_secs(30), || {
+        lab.k3s_api("s2", "/api/v1/nodes/a1").ok()
+    });
+
+    // A wrong CA hash in the token is refused.
+    let bad = format!("K10{}::server:lab-secret", "0".repeat(64));
+    let out = lab.run(
+        "a1",
+        &[],
+        "k3s",
+        &[
+            "agent",
+            "--server",
+            &format!("https://{vip}:6443"),
+            "--token",
+            &bad,
+            "--node-name",
+            "a2",
+        ],
+    );
+    assert!(
+        !out.ok() && out.stderr.contains("CA certificate hash"),
+        "{}",
+        out.all()
+    );
+
+    // k3s-killall.sh on s2 stops its server and etcd; reset wipes the state.
+    let out = lab.run("s2", &[], "k3s-killall.sh", &[]);
+    assert!(out.ok(), "{}", out.all());
+    assert!(
+        daemon::running_pid(&lab.node_root("s2"), "k3s-etcd")
+            .unwrap()
+            .is_none()
+    );
+    let out = lab.run("s2", &[], "k3s", &["reset"]);
+    assert!(out.ok(), "{}", out.all());
+    assert!(!lab.root("s2").join("var/lib/rancher/k3s").exists());
+    assert!(lab.root("s2").join("etc/rancher/k3s/config.yaml").exists());
 }

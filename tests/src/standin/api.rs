@@ -43,6 +43,7 @@ pub struct ServerConfig {
 }
 
 struct AppState {
+    ca_pem: String,
     etcd: Gateway,
     ca: Option<CertKey>,
 }
@@ -152,7 +153,9 @@ fn allowed(who: &Who, verb: &str, resource: &str, ns: &str, name: &str) -> bool 
         Who::Anonymous => verb == "get" && cluster_info,
         Who::Bootstrap(_) => match (verb, resource) {
             ("get", "configmaps") => cluster_info || ns == "kube-system",
-            ("get", "secrets") => ns == "kube-system" && name == "kubeadm-certs",
+            ("get", "secrets") => {
+                ns == "kube-system" && (name == "kubeadm-certs" || name == "k3s-bootstrap")
+            }
             ("get", "pods") | ("list", "pods") => ns == "kube-system",
             ("get", "nodes") | ("put", "nodes") => true,
             _ => false,
@@ -194,6 +197,11 @@ async fn health(State(st): Shared) -> Response {
                 .into_response()
         }
     }
+}
+
+/// k3s's `/cacerts`: the cluster CA, anonymously (joiners pin it with the `K10` token hash).
+async fn cacerts(State(st): Shared) -> String {
+    st.ca_pem.clone()
 }
 
 async fn version() -> Json<Value> {
@@ -562,6 +570,7 @@ fn app(state: Arc<AppState>) -> Router {
         .route("/livez", get(health))
         .route("/healthz", get(health))
         .route("/version", get(version))
+        .route("/cacerts", get(cacerts))
         .route("/api/v1/nodes", get(nodes_list))
         .route(
             "/api/v1/nodes/{name}",
@@ -624,6 +633,7 @@ pub async fn serve(cfg: ServerConfig) -> Result<()> {
         Duration::from_secs(3),
     )?;
     let state = Arc::new(AppState {
+        ca_pem: cfg.client_ca.cert_pem.clone(),
         etcd,
         ca: cfg.client_ca_has_key.then(|| cfg.client_ca.clone()),
     });

@@ -112,13 +112,17 @@ pub fn stop(root: &NodeRoot, name: &str, grace: Duration) -> Result<bool> {
         return Ok(false);
     };
     let group = Pid::from_raw(pid as i32);
+    // Daemons we spawned lead their own group; a foreground process (k3s-standin under a
+    // service manager) may not: signal the process itself as well.
     let _ = killpg(group, Signal::SIGTERM);
+    let _ = nix::sys::signal::kill(group, Signal::SIGTERM);
     let deadline = Instant::now() + grace;
     while alive(pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     if alive(pid) {
         let _ = killpg(group, Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(group, Signal::SIGKILL);
         let deadline = Instant::now() + Duration::from_secs(5);
         while alive(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));

@@ -156,7 +156,7 @@ fn phase<T>(name: &str, r: Result<T>) -> Result<T> {
     r.with_context(|| format!("error execution phase {name}"))
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_lowercase())
         .unwrap_or_else(|_| "localhost".into())
@@ -188,7 +188,7 @@ fn random_key() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
-fn split_host_port(endpoint: &str) -> (String, u16) {
+pub(crate) fn split_host_port(endpoint: &str) -> (String, u16) {
     match endpoint.rsplit_once(':') {
         Some((h, p)) if p.parse::<u16>().is_ok() => (
             h.trim_matches(['[', ']']).to_string(),
@@ -586,7 +586,7 @@ pub fn kubelet_sync() -> Result<()> {
     Ok(())
 }
 
-async fn wait_ready(api: &Api, patience: Duration) -> Result<()> {
+pub(crate) async fn wait_ready(api: &Api, patience: Duration) -> Result<()> {
     let deadline = Instant::now() + patience;
     let mut last;
     loop {
@@ -624,7 +624,7 @@ fn expiring(secs_from_now: Option<i64>) -> Value {
     }
 }
 
-async fn store_token(
+pub(crate) async fn store_token(
     api: &Api,
     token: &str,
     ttl: Option<i64>,
@@ -653,7 +653,7 @@ async fn store_token(
     .await
 }
 
-fn cipher(key_hex: &str) -> Result<chacha20poly1305::ChaCha20Poly1305> {
+pub(crate) fn cipher(key_hex: &str) -> Result<chacha20poly1305::ChaCha20Poly1305> {
     use chacha20poly1305::KeyInit;
     let key = hex::decode(key_hex).context("error decoding certificate key")?;
     anyhow::ensure!(
@@ -738,7 +738,7 @@ async fn download_certs(api: &Api, root: &NodeRoot, key_hex: &str) -> Result<()>
     Ok(())
 }
 
-async fn register_node(
+pub(crate) async fn register_node(
     api: &Api,
     name: &str,
     addr: Option<&str>,
@@ -781,7 +781,7 @@ async fn register_node(
     .await
 }
 
-async fn mirror_pods(api: &Api, name: &str, addr: &str, port: u16) -> Result<()> {
+pub(crate) async fn mirror_pods(api: &Api, name: &str, addr: &str, port: u16) -> Result<()> {
     api.must_put(
         &format!("/api/v1/namespaces/kube-system/pods/etcd-{name}"),
         &json!({
