@@ -113,9 +113,10 @@ pub fn etcdctl(endpoints: &[String], tls: &ClientTls, args: &[&str]) -> Result<C
     })
 }
 
-/// `etcdctl member add NAME --peer-urls=https://ADDR:2380`, retried while etcd refuses with
-/// `unhealthy cluster` or `not enough started members` (measured: refused for ~4–5 s after
-/// each join). Returns the `ETCD_INITIAL_CLUSTER` etcdctl prints.
+/// `etcdctl member add NAME --peer-urls=https://ADDR:2380`, retried while etcd refuses, e.g.
+/// with `unhealthy cluster` or `not enough started members` (measured: refused for ~4–5 s
+/// after each join), but not on `Peer URLs already exists`. Returns the
+/// `ETCD_INITIAL_CLUSTER` etcdctl prints.
 pub fn member_add(
     endpoints: &[String],
     tls: &ClientTls,
@@ -139,10 +140,11 @@ pub fn member_add(
             );
         }
         let err = out.stderr.trim().to_string();
-        let transient = err.contains("unhealthy cluster")
-            || err.contains("not enough started members")
-            || err.contains("context deadline exceeded")
-            || err.contains("leader changed");
+        // Like kubeadm's backoff: retry everything (unhealthy cluster, not enough started
+        // members, leader changed, the brief `member not found` right after a remove, ...)
+        // except a peer URL that is already a member: that is the stale member of a crashed
+        // join (kubeadm#2095), for the caller to remove.
+        let transient = !err.contains("Peer URLs already exists");
         if !transient || Instant::now() >= deadline {
             bail!("etcdctl member add {name}: {err}");
         }
