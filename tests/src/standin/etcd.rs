@@ -1,0 +1,328 @@
+//! The REAL etcd underneath the stand-ins: Debian's `etcd` 3.4 started as a detached member,
+//! `etcdctl` for membership, and the v3 JSON gateway for reads and writes.
+
+use super::client::{Trust, http_client};
+use super::daemon::DaemonSpec;
+use super::pki::CertKey;
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Daemon name of the etcd member.
+pub const DAEMON: &str = "etcd";
+
+/// Files an etcd member serves with.
+#[derive(Debug, Clone)]
+pub struct MemberTls {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub peer_cert: PathBuf,
+    pub peer_key: PathBuf,
+}
+
+/// The command line of a stacked member, as kubeadm's etcd static pod has it.
+pub fn member_spec(
+    name: &str,
+    addr: &str,
+    data_dir: &Path,
+    tls: &MemberTls,
+    initial_cluster: &str,
+    state: &str,
+) -> Result<DaemonSpec> {
+    let etcd = super::require_tool("etcd", "etcd-server")?;
+    let p = |p: &Path| p.display().to_string();
+    let args = vec![
+        format!("--name={name}"),
+        format!("--data-dir={}", data_dir.display()),
+        format!("--advertise-client-urls=https://{addr}:2379"),
+        format!("--initial-advertise-peer-urls=https://{addr}:2380"),
+        format!("--listen-client-urls=https://127.0.0.1:2379,https://{addr}:2379"),
+        format!("--listen-peer-urls=https://{addr}:2380"),
+        "--listen-metrics-urls=http://127.0.0.1:2381".to_string(),
+        format!("--initial-cluster={initial_cluster}"),
+        format!("--initial-cluster-state={state}"),
+        "--client-cert-auth=true".to_string(),
+        format!("--trusted-ca-file={}", p(&tls.ca)),
+        format!("--cert-file={}", p(&tls.server_cert)),
+        format!("--key-file={}", p(&tls.server_key)),
+        "--peer-client-cert-auth=true".to_string(),
+        format!("--peer-trusted-ca-file={}", p(&tls.ca)),
+        format!("--peer-cert-file={}", p(&tls.peer_cert)),
+        format!("--peer-key-file={}", p(&tls.peer_key)),
+        "--snapshot-count=10000".to_string(),
+    ];
+    Ok(DaemonSpec {
+        name: DAEMON.to_string(),
+        program: etcd,
+        args,
+        env: vec![],
+    })
+}
+
+/// A static-pod-shaped manifest describing the member (the stand-in kubelet does not read
+/// it beyond its presence; the command is kept in the daemon record).
+pub fn manifest(spec: &DaemonSpec, component: &str) -> String {
+    let mut s = format!(
+        "# muster stand-in: a static pod manifest shaped like kubeadm's; the process is started\n# by the stand-in, not by a kubelet.\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {component}\n  namespace: kube-system\n  labels:\n    component: {component}\n    tier: control-plane\nspec:\n  hostNetwork: true\n  containers:\n  - name: {component}\n    command:\n    - {}\n",
+        spec.program.display()
+    );
+    for a in &spec.args {
+        s.push_str(&format!("    - {}\n", serde_json::Value::String(a.clone())));
+    }
+    s
+}
+
+/// Client credentials for etcdctl and the gateway.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Output of one etcdctl run.
+#[derive(Debug, Clone)]
+pub struct CtlOutput {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `etcdctl` (v3 API) against `endpoints` with `tls`.
+pub fn etcdctl(endpoints: &[String], tls: &ClientTls, args: &[&str]) -> Result<CtlOutput> {
+    let bin = super::require_tool("etcdctl", "etcd-client")?;
+    let out = std::process::Command::new(bin)
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", endpoints.join(",")))
+        .arg(format!("--cacert={}", tls.ca.display()))
+        .arg(format!("--cert={}", tls.cert.display()))
+        .arg(format!("--key={}", tls.key.display()))
+        .arg("--dial-timeout=3s")
+        .arg("--command-timeout=5s")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running etcdctl")?;
+    Ok(CtlOutput {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// `etcdctl member add NAME --peer-urls=https://ADDR:2380`, retried while etcd refuses, e.g.
+/// with `unhealthy cluster` or `not enough started members` (measured: refused for ~4–5 s
+/// after each join), but not on `Peer URLs already exists`. Returns the
+/// `ETCD_INITIAL_CLUSTER` etcdctl prints.
+pub fn member_add(
+    endpoints: &[String],
+    tls: &ClientTls,
+    name: &str,
+    addr: &str,
+    patience: Duration,
+) -> Result<String> {
+    let peer = format!("--peer-urls=https://{addr}:2380");
+    let deadline = Instant::now() + patience;
+    loop {
+        let out = etcdctl(endpoints, tls, &["member", "add", name, &peer])?;
+        if out.success {
+            for line in out.stdout.lines() {
+                if let Some(v) = line.strip_prefix("ETCD_INITIAL_CLUSTER=") {
+                    return Ok(v.trim_matches('"').to_string());
+                }
+            }
+            bail!(
+                "etcdctl member add printed no ETCD_INITIAL_CLUSTER:\n{}",
+                out.stdout
+            );
+        }
+        let err = out.stderr.trim().to_string();
+        // Like kubeadm's backoff: retry everything (unhealthy cluster, not enough started
+        // members, leader changed, the brief `member not found` right after a remove, ...)
+        // except a peer URL that is already a member: that is the stale member of a crashed
+        // join (kubeadm#2095), for the caller to remove.
+        let transient = !err.contains("Peer URLs already exists");
+        if !transient || Instant::now() >= deadline {
+            bail!("etcdctl member add {name}: {err}");
+        }
+        std::thread::sleep(Duration::from_millis(400));
+    }
+}
+
+/// A member as `etcdctl member list -w json` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+}
+
+impl Member {
+    /// A member that was added but never started has no name and no client URLs.
+    pub fn started(&self) -> bool {
+        !self.name.is_empty() && !self.client_urls.is_empty()
+    }
+}
+
+pub fn member_list(endpoints: &[String], tls: &ClientTls) -> Result<Vec<Member>> {
+    let out = etcdctl(endpoints, tls, &["member", "list", "-w", "json"])?;
+    if !out.success {
+        bail!("etcdctl member list: {}", out.stderr.trim());
+    }
+    parse_member_list(&out.stdout)
+}
+
+pub fn parse_member_list(json: &str) -> Result<Vec<Member>> {
+    let v: serde_json::Value = serde_json::from_str(json)?;
+    let strs = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Ok(v["members"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .map(|m| Member {
+                    id: m["ID"].as_u64().unwrap_or(0),
+                    name: m["name"].as_str().unwrap_or("").to_string(),
+                    peer_urls: strs(&m["peerURLs"]),
+                    client_urls: strs(&m["clientURLs"]),
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// etcd's v3 JSON gateway (`/v3/kv/*`) over TLS with a client certificate.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    base: String,
+    http: reqwest::Client,
+}
+
+fn b64(s: &[u8]) -> String {
+    B64.encode(s)
+}
+
+/// The key after every key with `prefix` (etcd's range_end for a prefix scan).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+impl Gateway {
+    pub fn new(endpoint: &str, ca_pem: &str, client: &CertKey, timeout: Duration) -> Result<Self> {
+        Ok(Gateway {
+            base: endpoint.trim_end_matches('/').to_string(),
+            http: http_client(&Trust::Ca(ca_pem.to_string()), Some(client), timeout)?,
+        })
+    }
+
+    async fn call(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value> {
+        let resp = self
+            .http
+            .post(format!("{}{}", self.base, path))
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("etcd {path}"))?;
+        let status = resp.status();
+        let v: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+        if !status.is_success() {
+            let msg = v["message"]
+                .as_str()
+                .or_else(|| v["error"].as_str())
+                .unwrap_or("")
+                .to_string();
+            bail!("etcd {path}: {status}: {msg}");
+        }
+        Ok(v)
+    }
+
+    /// Linearizable (quorum) read of one key.
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let v = self
+            .call(
+                "/v3/kv/range",
+                serde_json::json!({ "key": b64(key.as_bytes()) }),
+            )
+            .await?;
+        match v["kvs"].as_array().and_then(|a| a.first()) {
+            Some(kv) => Ok(Some(B64.decode(kv["value"].as_str().unwrap_or(""))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Linearizable read of all keys under `prefix`.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let v = self
+            .call(
+                "/v3/kv/range",
+                serde_json::json!({
+                    "key": b64(prefix.as_bytes()),
+                    "range_end": b64(&prefix_end(prefix.as_bytes())),
+                }),
+            )
+            .await?;
+        let mut out = Vec::new();
+        for kv in v["kvs"].as_array().into_iter().flatten() {
+            let k = B64.decode(kv["key"].as_str().unwrap_or(""))?;
+            let val = B64.decode(kv["value"].as_str().unwrap_or(""))?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), val));
+        }
+        Ok(out)
+    }
+
+    pub async fn put(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.call(
+            "/v3/kv/put",
+            serde_json::json!({ "key": b64(key.as_bytes()), "value": b64(value) }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<bool> {
+        let v = self
+            .call(
+                "/v3/kv/deleterange",
+                serde_json::json!({ "key": b64(key.as_bytes()) }),
+            )
+            .await?;
+        Ok(v["deleted"]
+            .as_str()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+            > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_list_json() {
+        let json = r#"{"header":{"cluster_id":1},"members":[{"ID":1,"name":"cp1","peerURLs":["https://10.0.0.1:2380"],"clientURLs":["https://10.0.0.1:2379"]},{"ID":2,"peerURLs":["https://10.0.0.3:2380"]}]}"#;
+        let ms = parse_member_list(json).unwrap();
+        assert_eq!(ms.len(), 2);
+        assert!(ms[0].started());
+        assert!(!ms[1].started());
+        assert_eq!(prefix_end(b"/a"), b"/b".to_vec());
+    }
+}

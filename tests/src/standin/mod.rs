@@ -1,0 +1,139 @@
+//! Shared code of the stand-in binaries (`kubeadm-standin`, `k3s-standin`,
+//! `apiserver-standin`).
+//!
+//! Every stand-in resolves its files under a node root taken from `MUSTER_NODE_ROOT`
+//! (default `/`), so several lab nodes can share one machine, each in its own network
+//! namespace and root directory.
+
+pub mod api;
+pub mod client;
+pub mod clock;
+pub mod daemon;
+pub mod etcd;
+pub mod k3s;
+pub mod knobs;
+pub mod kubeadm;
+pub mod pki;
+pub mod yaml;
+
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+/// Env var naming the node root.
+pub const NODE_ROOT_ENV: &str = "MUSTER_NODE_ROOT";
+/// Where the stand-ins keep pid files, logs, knobs and their own records, under the root.
+pub const STATE_DIR: &str = "var/lib/muster-standin";
+
+/// Names of the stand-in binaries cargo builds.
+pub const KUBEADM_STANDIN: &str = "kubeadm-standin";
+pub const K3S_STANDIN: &str = "k3s-standin";
+pub const APISERVER_STANDIN: &str = "apiserver-standin";
+
+/// The node root of this process: `$MUSTER_NODE_ROOT` or `/`.
+pub fn node_root() -> model::node_files::NodeRoot {
+    let root = std::env::var_os(NODE_ROOT_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    model::node_files::NodeRoot::new(root)
+}
+
+/// `<root>/var/lib/muster-standin`, created if missing.
+pub fn state_dir(root: &model::node_files::NodeRoot) -> Result<PathBuf> {
+    let dir = root.path(STATE_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Makes `<target_bin_dir>/standin-path/` holding `kubeadm → kubeadm-standin`,
+/// `k3s → k3s-standin`, `k3s-killall.sh → k3s-standin` and links to the stand-ins under
+/// their own names, and returns it. Put it first on `PATH` of the agent under test.
+///
+/// `target_bin_dir` is where cargo put the stand-in binaries (e.g. `target/debug`; in an
+/// integration test `env!("CARGO_BIN_EXE_kubeadm-standin")`'s parent).
+pub fn path_dir(target_bin_dir: &Path) -> Result<PathBuf> {
+    let dir = target_bin_dir.join("standin-path");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let links = [
+        ("kubeadm", KUBEADM_STANDIN),
+        ("k3s", K3S_STANDIN),
+        ("k3s-killall.sh", K3S_STANDIN),
+        (KUBEADM_STANDIN, KUBEADM_STANDIN),
+        (K3S_STANDIN, K3S_STANDIN),
+        (APISERVER_STANDIN, APISERVER_STANDIN),
+    ];
+    for (name, target) in links {
+        let bin = target_bin_dir.join(target);
+        if !bin.exists() {
+            anyhow::bail!(
+                "stand-in binary {} is missing: build it with `cargo build -p muster-tests --bins`",
+                bin.display()
+            );
+        }
+        let link = dir.join(name);
+        // Replace atomically so concurrent harnesses never see a missing link.
+        let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&bin, &tmp)
+            .with_context(|| format!("linking {}", tmp.display()))?;
+        std::fs::rename(&tmp, &link).with_context(|| format!("placing {}", link.display()))?;
+    }
+    Ok(dir)
+}
+
+/// Finds a sibling stand-in binary (next to the running executable), else on `PATH`.
+pub fn sibling_binary(name: &str) -> PathBuf {
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        let candidate = dir.join(name);
+        if candidate.exists() {
+            return candidate;
+        }
+    }
+    PathBuf::from(name)
+}
+
+/// Finds a required external tool on PATH, with an install hint when missing.
+pub fn require_tool(name: &str, debian_package: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    anyhow::bail!(
+        "`{name}` not found on PATH: install it with `apt-get install -y {debian_package}` \
+         (scripts/install-test-deps.sh does)"
+    )
+}
+
+/// Writes a file atomically (temp file + rename), creating parent directories.
+pub fn write_file(path: &Path, contents: impl AsRef<[u8]>, mode: u32) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let parent = path
+        .parent()
+        .with_context(|| format!("{} has no parent", path.display()))?;
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let tmp = parent.join(format!(
+        ".{}.tmp{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    {
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(contents.as_ref())?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Reads a file to a string with the path in the error.
+pub fn read_file(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
