@@ -171,47 +171,48 @@ pub fn build(
     })?;
     let payload_sha256 = payload::sha256_hex(&tgz);
 
-    let mut artifacts = Vec::new();
-    let mut put = |rel: String, bytes: &[u8], mode: u32| -> Result<(), BuildError> {
-        let path = out.join(&rel);
-        write::write_atomic(&path, bytes, mode)
-            .map_err(|source| BuildError::Io { path, source })?;
-        artifacts.push(WrittenArtifact {
-            path: rel,
-            bytes: bytes.len() as u64,
-            sha256: payload::sha256_hex(bytes),
-        });
-        Ok(())
-    };
-    put(PAYLOAD_FILE.to_string(), &tgz, 0o644)?;
-
+    let mut pending: Vec<(String, Vec<u8>, u32)> = vec![(PAYLOAD_FILE.to_string(), tgz, 0o644)];
     let secret_hex = secret.to_hex();
     let total = plan.nodes.len();
     for (i, node) in plan.nodes.iter().enumerate() {
-        tracing::info!(node = %node.name, "seed volume {}/{total}", i + 1);
+        tracing::debug!(node = %node.name, "seed volume {}/{total}", i + 1);
         let seed = cloud_init::render(&input, node, &cluster_id, &secret_hex, &payload_sha256)?;
         let dir = format!("{NODES_DIR}/{}", node.name);
-        put(
-            format!("{dir}/{}", cloud_init::META_DATA),
-            seed.meta_data.as_bytes(),
-            0o644,
-        )?;
-        put(
-            format!("{dir}/{}", cloud_init::NETWORK_CONFIG),
-            seed.network_config.as_bytes(),
-            0o644,
-        )?;
-        put(
-            format!("{dir}/{}", cloud_init::USER_DATA),
-            seed.user_data.as_bytes(),
-            0o600,
-        )?;
         let img = seed_volume::build(&seed.files()).map_err(|source| BuildError::Io {
             path: out.join(format!("{dir}/{SEED_FILE}")),
             source,
         })?;
-        put(format!("{dir}/{SEED_FILE}"), &img, 0o600)?;
+        pending.push((
+            format!("{dir}/{}", cloud_init::META_DATA),
+            seed.meta_data.into_bytes(),
+            0o644,
+        ));
+        pending.push((
+            format!("{dir}/{}", cloud_init::NETWORK_CONFIG),
+            seed.network_config.into_bytes(),
+            0o644,
+        ));
+        pending.push((
+            format!("{dir}/{}", cloud_init::USER_DATA),
+            seed.user_data.into_bytes(),
+            0o600,
+        ));
+        pending.push((format!("{dir}/{SEED_FILE}"), img, 0o600));
     }
+    tracing::info!(files = pending.len(), nodes = total, "writing");
+    let artifacts: Vec<WrittenArtifact> = pending
+        .iter()
+        .map(|(rel, bytes, _)| WrittenArtifact {
+            path: rel.clone(),
+            bytes: bytes.len() as u64,
+            sha256: payload::sha256_hex(bytes),
+        })
+        .collect();
+    let writes: Vec<(PathBuf, Vec<u8>, u32)> = pending
+        .into_iter()
+        .map(|(rel, bytes, mode)| (out.join(rel), bytes, mode))
+        .collect();
+    write::write_all_atomic(&writes).map_err(|(path, source)| BuildError::Io { path, source })?;
     Ok(BuildReport {
         cluster: cluster.name.to_string(),
         cluster_id,

@@ -1,4 +1,4 @@
-//! The NoCloud seed volume of one node: a 1 MiB FAT12 image labelled `CIDATA` holding
+//! The NoCloud seed volume of one node: a 256 KiB FAT12 image labelled `CIDATA` holding
 //! `meta-data`, `network-config` and `user-data`. Written in memory with `fatfs`; the
 //! volume id comes from the contents and every timestamp is 1980-01-01, so the same files
 //! give the same image.
@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use std::io::{Cursor, Write};
 
 pub const LABEL: &[u8; 11] = b"CIDATA     ";
-pub const SIZE: usize = 1024 * 1024;
+pub const SIZE: usize = 256 * 1024;
 
 #[derive(Debug)]
 struct FixedTime;
