@@ -1,5 +1,6 @@
 //! `muster`: plans, builds and rehearses highly available Kubernetes clusters.
 
+pub mod build;
 pub mod plan_table;
 pub mod render;
 pub mod spec_source;

@@ -27,6 +27,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Render every file the cluster's machines need: the agent payload (tar.gz for the
+    /// image) and a NoCloud seed volume per node.
+    Build {
+        /// The cluster spec (YAML). Without it, the built-in default cluster.
+        spec: Option<PathBuf>,
+        /// Output dir; it records the cluster and keeps its secret across rebuilds.
+        #[arg(long)]
+        out: PathBuf,
+        /// The nodeagent binary to pack [default: `nodeagent` next to this executable].
+        #[arg(long)]
+        agent_bin: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Exit code for an invalid spec; usage errors exit 2 (clap's own).
@@ -73,6 +88,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{text}");
             } else {
                 print!("{}", muster::plan_table::render(&plan));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Build {
+            spec,
+            out,
+            agent_bin,
+            json,
+        } => {
+            let loaded = spec_source::load(spec.as_deref())?;
+            let opts = muster::build::BuildOptions::new(agent_bin)?;
+            let report = muster::build::build(&loaded, &out, &opts)
+                .with_context(|| format!("building {} into {}", loaded.origin, out.display()))?;
+            if json {
+                let text =
+                    serde_json::to_string_pretty(&report).context("serializing the report")?;
+                println!("{text}");
+            } else {
+                print!("{}", muster::build::report_table(&report));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -2,6 +2,7 @@
 //! its validation, the resolved plan, and the etcd quorum arithmetic. Serde only, no I/O.
 
 pub mod baked;
+pub mod kube_vip;
 pub mod names;
 pub mod node_files;
 pub mod plan;
@@ -9,6 +10,7 @@ pub mod problem;
 pub mod quorum;
 pub mod secret;
 pub mod spec;
+pub mod templates;
 pub mod version;
 mod yaml;
 

@@ -48,3 +48,29 @@ impl NodeRoot {
         self.path(NODE_TREES).join(name.as_str())
     }
 }
+
+/// `SHA256SUMS` of every file in the agent payload (sha256sum format, paths relative to `/`).
+pub const PAYLOAD_SUMS: &str = "usr/lib/muster/SHA256SUMS";
+/// The agent binary inside the payload.
+pub const AGENT_BINARY: &str = "usr/bin/nodeagent";
+/// systemd units shipped in the payload.
+pub const SYSTEMD_UNITS: &str = "usr/lib/systemd/system";
+
+// Inside each node tree (`NODE_TREES/<node>/…`, paths relative to the node's root):
+/// kubeadm config for `kubeadm init` (InitConfiguration + ClusterConfiguration +
+/// KubeletConfiguration) with placeholders; control planes only.
+pub const KUBEADM_INIT_TEMPLATE: &str = "etc/muster/kubeadm/init.yaml";
+/// kubeadm config for `kubeadm join` (JoinConfiguration, with `controlPlane` on control
+/// planes) with placeholders.
+pub const KUBEADM_JOIN_TEMPLATE: &str = "etc/muster/kubeadm/join.yaml";
+/// k3s server config for the node that starts the cluster (`cluster-init`); control planes only.
+pub const K3S_INIT_TEMPLATE: &str = "etc/muster/k3s/init.yaml";
+/// k3s config for a node joining a running cluster (`server: https://VIP:port`).
+pub const K3S_JOIN_TEMPLATE: &str = "etc/muster/k3s/join.yaml";
+/// kube-vip static pod for k3s (the k3s agent's pod-manifests dir).
+pub const K3S_KUBE_VIP_MANIFEST: &str = "var/lib/rancher/k3s/agent/pod-manifests/kube-vip.yaml";
+pub const KEEPALIVED_CONF: &str = "etc/keepalived/keepalived.conf";
+/// keepalived's health check: TCP connect to 127.0.0.1:apiPort.
+pub const KEEPALIVED_CHECK: &str = "etc/keepalived/check_apiserver.sh";
+pub const HAPROXY_CONF: &str = "etc/haproxy/haproxy.cfg";
+pub const NGINX_CONF: &str = "etc/nginx/nginx.conf";

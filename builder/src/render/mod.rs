@@ -40,9 +40,136 @@ impl FileSet {
     }
 }
 
+pub mod cloud_init;
+pub mod common;
+pub mod haproxy;
 pub mod hcl;
 pub mod images;
+pub mod k3s;
+pub mod keepalived;
+pub mod kube_vip;
+pub mod kubeadm;
+pub mod nginx;
 pub mod packer;
 pub mod proxmox;
 pub mod quote;
 pub mod vagrant;
+pub mod yaml;
+
+pub use common::{Input, RenderError};
+
+use model::baked::{BAKED_FORMAT, BakedCluster, BakedRendezvous};
+use model::node_files as nf;
+use model::spec::{DistroKind, Role, VipProvider};
+use model::{PlannedNode, Sha256Hex};
+
+/// systemd units shipped in every payload, `(file name, contents)`.
+pub const UNITS: [(&str, &str); 1] = [(
+    "nodeagent.service",
+    include_str!("../../../units/nodeagent.service"),
+)];
+
+/// What the build adds to the spec: the cluster's identity and the rendezvous pin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bake {
+    pub cluster_id: String,
+    pub rendezvous_cert_sha256: Option<Sha256Hex>,
+}
+
+pub fn baked_cluster(input: &Input<'_>, bake: &Bake) -> BakedCluster {
+    BakedCluster {
+        format: BAKED_FORMAT,
+        cluster_id: bake.cluster_id.clone(),
+        spec: input.cluster.clone(),
+        nodes: input.plan.nodes.clone(),
+        api_endpoint: input.plan.api_endpoint.clone(),
+        rendezvous: BakedRendezvous {
+            url: input.cluster.rendezvous.url.clone(),
+            cert_sha256: bake.rendezvous_cert_sha256.clone(),
+        },
+    }
+}
+
+/// The files of one node's tree, at their paths relative to the node's root.
+pub fn node_tree(input: &Input<'_>, node: &PlannedNode) -> Result<FileSet, RenderError> {
+    let c = input.cluster;
+    let mut t = FileSet::default();
+    match node.role {
+        Role::ControlPlane | Role::Worker => match c.distribution.kind {
+            DistroKind::Kubeadm => {
+                if node.role == Role::ControlPlane {
+                    t.add(
+                        nf::KUBEADM_INIT_TEMPLATE,
+                        0o600,
+                        kubeadm::init_template(input, node)?,
+                    );
+                }
+                t.add(
+                    nf::KUBEADM_JOIN_TEMPLATE,
+                    0o600,
+                    kubeadm::join_template(input, node)?,
+                );
+            }
+            DistroKind::K3s => {
+                if node.role == Role::ControlPlane {
+                    t.add(
+                        nf::K3S_INIT_TEMPLATE,
+                        0o600,
+                        k3s::render(input, node, k3s::Variant::Init)?,
+                    );
+                }
+                t.add(
+                    nf::K3S_JOIN_TEMPLATE,
+                    0o600,
+                    k3s::render(input, node, k3s::Variant::Join)?,
+                );
+            }
+        },
+        Role::LoadBalancer => match c.ha.provider {
+            VipProvider::Haproxy => t.add(nf::HAPROXY_CONF, 0o644, haproxy::config(input)),
+            VipProvider::Nginx => t.add(nf::NGINX_CONF, 0o644, nginx::config(input)),
+            VipProvider::KubeVip | VipProvider::Keepalived => {}
+        },
+    }
+    if node.role == Role::ControlPlane && c.ha.provider == VipProvider::KubeVip {
+        let path = match c.distribution.kind {
+            DistroKind::Kubeadm => nf::KUBE_VIP_MANIFEST,
+            DistroKind::K3s => nf::K3S_KUBE_VIP_MANIFEST,
+        };
+        t.add(path, 0o600, kube_vip::manifest(input)?);
+    }
+    if keepalived::role(input) == Some(node.role)
+        && let Some(vip) = c.ha.vip
+    {
+        t.add(
+            nf::KEEPALIVED_CONF,
+            0o644,
+            keepalived::config(input, node, vip),
+        );
+        t.add(nf::KEEPALIVED_CHECK, 0o755, keepalived::check_script(input));
+    }
+    Ok(t)
+}
+
+/// Every file of the agent payload except the agent binary and `SHA256SUMS`: the baked
+/// cluster config, the units, the pristine kube-vip manifest and every node's tree.
+pub fn cluster_files(input: &Input<'_>, bake: &Bake) -> Result<FileSet, RenderError> {
+    let mut fs = FileSet::default();
+    let baked = baked_cluster(input, bake);
+    let json = serde_json::to_string_pretty(&baked).map_err(|source| RenderError::Json {
+        what: "the baked cluster config",
+        source,
+    })?;
+    fs.add(nf::CLUSTER_CONFIG, 0o644, json + "\n");
+    for (name, text) in UNITS {
+        fs.add(format!("{}/{name}", nf::SYSTEMD_UNITS), 0o644, text);
+    }
+    if input.cluster.ha.provider == VipProvider::KubeVip {
+        fs.add(nf::KUBE_VIP_PRISTINE, 0o644, kube_vip::manifest(input)?);
+    }
+    for node in &input.plan.nodes {
+        let tree = node_tree(input, node)?;
+        fs.extend_under(&format!("{}/{}", nf::NODE_TREES, node.name), tree);
+    }
+    Ok(fs)
+}

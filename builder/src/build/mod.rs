@@ -1,0 +1,272 @@
+//! `muster build`: renders every file the cluster's machines need, packs the agent payload
+//! and writes one NoCloud seed volume per node into the output dir.
+//!
+//! Output dir layout:
+//! - `muster-build.json`: which cluster the dir belongs to (name and id);
+//! - `cluster-secret` (0600): generated once, reused; never inside the payload;
+//! - `rendezvous.crt`, `rendezvous.key` (0600): reused; the cert's SHA-256 is baked in;
+//! - `payload.tar.gz`: what goes into the shared image (see `payload`);
+//! - `nodes/<name>/{meta-data,network-config,user-data,seed.img}`: per node.
+
+pub mod payload;
+pub mod rendezvous_cert;
+pub mod secret;
+pub mod seed_volume;
+pub mod write;
+
+use crate::render::{self, Bake, FileSet, Input, RenderError, cloud_init};
+use crate::spec_source::LoadedSpec;
+use model::Sha256Hex;
+use model::node_files as nf;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub const PAYLOAD_FILE: &str = "payload.tar.gz";
+pub const NODES_DIR: &str = "nodes";
+pub const SEED_FILE: &str = "seed.img";
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The `nodeagent` binary to pack.
+    pub agent_bin: PathBuf,
+    /// Timestamp of every payload entry (0, or `SOURCE_DATE_EPOCH`).
+    pub mtime: u64,
+}
+
+impl BuildOptions {
+    /// `agent_bin`, or the `nodeagent` next to the running executable; mtime from
+    /// `SOURCE_DATE_EPOCH` when set.
+    pub fn new(agent_bin: Option<PathBuf>) -> Result<BuildOptions, BuildError> {
+        let agent_bin = match agent_bin {
+            Some(p) => p,
+            None => default_agent_bin()?,
+        };
+        let mtime = match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(v) => v
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| BuildError::SourceDateEpoch(v.clone()))?,
+            Err(_) => 0,
+        };
+        Ok(BuildOptions { agent_bin, mtime })
+    }
+}
+
+pub fn default_agent_bin() -> Result<PathBuf, BuildError> {
+    let exe = std::env::current_exe().map_err(|source| BuildError::Io {
+        path: PathBuf::from("/proc/self/exe"),
+        source,
+    })?;
+    Ok(exe
+        .parent()
+        .map(|d| d.join("nodeagent"))
+        .unwrap_or_else(|| PathBuf::from("nodeagent")))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error(transparent)]
+    Dir(#[from] secret::DirError),
+    #[error(transparent)]
+    Cert(#[from] rendezvous_cert::CertError),
+    #[error(
+        "cannot read the nodeagent binary at {path}: {source} (build it with `cargo build -p nodeagent`, or pass --agent-bin)"
+    )]
+    AgentBin {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("SOURCE_DATE_EPOCH=`{0}` is not a number of seconds")]
+    SourceDateEpoch(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("rendezvous certificate fingerprint `{0}` is not a SHA-256")]
+    Fingerprint(String),
+}
+
+/// One file the build wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WrittenArtifact {
+    /// Relative to the output dir.
+    pub path: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildReport {
+    pub cluster: String,
+    pub cluster_id: String,
+    pub out_dir: PathBuf,
+    /// True when this build generated the cluster secret (first build into the dir).
+    pub new_secret: bool,
+    pub payload_sha256: String,
+    /// Files inside the payload.
+    pub payload_files: usize,
+    pub artifacts: Vec<WrittenArtifact>,
+    pub elapsed_ms: u64,
+}
+
+/// The payload's file set (everything but its own SHA256SUMS is listed in SHA256SUMS).
+pub fn payload_files(
+    input: &Input<'_>,
+    bake: &Bake,
+    agent: Vec<u8>,
+) -> Result<FileSet, RenderError> {
+    let mut fs = render::cluster_files(input, bake)?;
+    fs.add(nf::AGENT_BINARY, 0o755, agent);
+    let sums = payload::sha256sums(&fs);
+    fs.add(nf::PAYLOAD_SUMS, 0o644, sums);
+    Ok(fs)
+}
+
+/// Builds `spec` into `out`. See the module docs for what lands where.
+pub fn build(
+    spec: &LoadedSpec,
+    out: &Path,
+    opts: &BuildOptions,
+) -> Result<BuildReport, BuildError> {
+    let started = Instant::now();
+    let cluster = &spec.cluster;
+    let plan = model::plan::resolve(cluster, spec.warnings.items.clone());
+    let input = Input::new(cluster, &plan);
+
+    let (secret, new_secret) = secret::claim_dir(out, cluster.name.as_str())?;
+    let cluster_id = secret.cluster_id();
+    let cert_sha = if cluster.rendezvous.url.is_https() {
+        let cert = rendezvous_cert::load_or_create(out, &cluster.rendezvous.url)?;
+        Some(
+            cert.sha256
+                .parse::<Sha256Hex>()
+                .map_err(|_| BuildError::Fingerprint(cert.sha256.clone()))?,
+        )
+    } else {
+        None
+    };
+    let bake = Bake {
+        cluster_id: cluster_id.clone(),
+        rendezvous_cert_sha256: cert_sha,
+    };
+    tracing::info!(cluster = %cluster.name, %cluster_id, new_secret, "rendering");
+
+    let agent = std::fs::read(&opts.agent_bin).map_err(|source| BuildError::AgentBin {
+        path: opts.agent_bin.clone(),
+        source,
+    })?;
+    let files = payload_files(&input, &bake, agent)?;
+    tracing::info!(files = files.files.len(), "packing the agent payload");
+    let tgz = payload::pack(&files, opts.mtime).map_err(|source| BuildError::Io {
+        path: out.join(PAYLOAD_FILE),
+        source,
+    })?;
+    let payload_sha256 = payload::sha256_hex(&tgz);
+
+    let mut pending: Vec<(String, Vec<u8>, u32)> = vec![(PAYLOAD_FILE.to_string(), tgz, 0o644)];
+    let secret_hex = secret.to_hex();
+    let total = plan.nodes.len();
+    for (i, node) in plan.nodes.iter().enumerate() {
+        tracing::debug!(node = %node.name, "seed volume {}/{total}", i + 1);
+        let seed = cloud_init::render(&input, node, &cluster_id, &secret_hex, &payload_sha256)?;
+        let dir = format!("{NODES_DIR}/{}", node.name);
+        let img = seed_volume::build(&seed.files()).map_err(|source| BuildError::Io {
+            path: out.join(format!("{dir}/{SEED_FILE}")),
+            source,
+        })?;
+        pending.push((
+            format!("{dir}/{}", cloud_init::META_DATA),
+            seed.meta_data.into_bytes(),
+            0o644,
+        ));
+        pending.push((
+            format!("{dir}/{}", cloud_init::NETWORK_CONFIG),
+            seed.network_config.into_bytes(),
+            0o644,
+        ));
+        pending.push((
+            format!("{dir}/{}", cloud_init::USER_DATA),
+            seed.user_data.into_bytes(),
+            0o600,
+        ));
+        pending.push((format!("{dir}/{SEED_FILE}"), img, 0o600));
+    }
+    // Image recipes: provisioning scripts, Packer templates, Vagrantfile, Proxmox script.
+    let recipes = [
+        crate::render::images::render(cluster, &plan),
+        crate::render::packer::render(cluster, &plan),
+        crate::render::vagrant::render(cluster, &plan),
+        crate::render::proxmox::render(cluster, &plan),
+    ];
+    for set in recipes {
+        pending.extend(
+            set.files
+                .into_iter()
+                .map(|(path, a)| (path, a.contents, a.mode)),
+        );
+    }
+    tracing::info!(files = pending.len(), nodes = total, "writing");
+    let artifacts: Vec<WrittenArtifact> = pending
+        .iter()
+        .map(|(rel, bytes, _)| WrittenArtifact {
+            path: rel.clone(),
+            bytes: bytes.len() as u64,
+            sha256: payload::sha256_hex(bytes),
+        })
+        .collect();
+    let writes: Vec<(PathBuf, Vec<u8>, u32)> = pending
+        .into_iter()
+        .map(|(rel, bytes, mode)| (out.join(rel), bytes, mode))
+        .collect();
+    write::write_all_atomic(&writes).map_err(|(path, source)| BuildError::Io { path, source })?;
+    Ok(BuildReport {
+        cluster: cluster.name.to_string(),
+        cluster_id,
+        out_dir: out.to_path_buf(),
+        new_secret,
+        payload_sha256,
+        payload_files: files.files.len(),
+        artifacts,
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+/// The human form of the report: one line per artifact with size and SHA-256.
+pub fn report_table(r: &BuildReport) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "cluster {} (id {}){}: {} files in the payload, built in {} ms",
+        r.cluster,
+        r.cluster_id,
+        if r.new_secret {
+            ", new cluster secret"
+        } else {
+            ""
+        },
+        r.payload_files,
+        r.elapsed_ms
+    );
+    let _ = writeln!(s, "wrote into {}:", r.out_dir.display());
+    let w = r
+        .artifacts
+        .iter()
+        .map(|a| a.path.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let _ = writeln!(s, "  {:<w$}  {:>10}  SHA-256", "FILE", "BYTES");
+    for a in &r.artifacts {
+        let _ = writeln!(s, "  {:<w$}  {:>10}  {}", a.path, a.bytes, a.sha256);
+    }
+    s
+}

@@ -1,0 +1,134 @@
+//! cloud-init NoCloud files per node: `meta-data` (instance id and host name),
+//! `network-config` (v2: the cluster NIC matched by MAC, renamed to the spec's interface,
+//! static address, default route as `to: 0.0.0.0/0`, name servers) and `user-data`
+//! (`#cloud-config`: host name, the login user with its ssh keys, and the node identity
+//! and cluster secret as files). Strings that YAML 1.1 could misread (MACs, modes,
+//! addresses) are always quoted by `render::yaml`.
+
+use super::common::{Input, RenderError};
+use super::yaml::to_yaml;
+use model::PlannedNode;
+use model::baked::NodeIdentity;
+use model::node_files::{CLUSTER_SECRET, NODE_IDENTITY};
+use model::spec::Platform;
+use serde_json::{Map, Value, json};
+
+pub const META_DATA: &str = "meta-data";
+pub const NETWORK_CONFIG: &str = "network-config";
+pub const USER_DATA: &str = "user-data";
+
+/// The three NoCloud files of one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSeed {
+    pub meta_data: String,
+    pub network_config: String,
+    pub user_data: String,
+}
+
+impl NodeSeed {
+    /// `(file name, contents)` in the order they go on the seed volume.
+    pub fn files(&self) -> [(&'static str, &str); 3] {
+        [
+            (META_DATA, &self.meta_data),
+            (NETWORK_CONFIG, &self.network_config),
+            (USER_DATA, &self.user_data),
+        ]
+    }
+}
+
+/// Unique per node and per build: the node name and the start of the payload's SHA-256.
+pub fn instance_id(node: &PlannedNode, payload_sha256: &str) -> String {
+    let short: String = payload_sha256.chars().take(16).collect();
+    format!("{}-{short}", node.name)
+}
+
+pub fn render(
+    input: &Input<'_>,
+    node: &PlannedNode,
+    cluster_id: &str,
+    secret_hex: &str,
+    payload_sha256: &str,
+) -> Result<NodeSeed, RenderError> {
+    let c = input.cluster;
+    let meta = json!({
+        "instance-id": instance_id(node, payload_sha256),
+        "local-hostname": node.name.as_str(),
+    });
+
+    let iface = c.network.interface.as_str();
+    let mut ethernets = Map::new();
+    ethernets.insert(
+        iface.to_string(),
+        json!({
+            "match": {"macaddress": node.mac.to_string().to_ascii_lowercase()},
+            "set-name": iface,
+            "addresses": [format!("{}/{}", node.ip, input.prefix_len())],
+            "routes": [{"to": "0.0.0.0/0", "via": c.network.gateway.to_string()}],
+            "nameservers": {"addresses": c.network.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()},
+        }),
+    );
+    if matches!(c.platform, Platform::Vagrant { .. }) && iface != "eth0" {
+        // Vagrant's own NAT NIC (first, eth0): keep DHCP for `vagrant ssh`, but take
+        // neither its default route nor its DNS over the cluster network's.
+        ethernets.insert(
+            "eth0".to_string(),
+            json!({
+                "match": {"name": "eth0"},
+                "dhcp4": true,
+                "dhcp4-overrides": {"use-routes": false, "use-dns": false},
+            }),
+        );
+    }
+    let network = json!({"version": 2, "ethernets": Value::Object(ethernets)});
+
+    let identity = NodeIdentity {
+        name: node.name.clone(),
+        cluster_id: cluster_id.to_string(),
+    };
+    let identity_json =
+        serde_json::to_string_pretty(&identity).map_err(|source| RenderError::Json {
+            what: "the node identity",
+            source,
+        })? + "\n";
+    let mut user = json!({
+        "name": c.access.user,
+        "shell": "/bin/bash",
+        "sudo": "ALL=(ALL) NOPASSWD:ALL",
+        "lock_passwd": true,
+    });
+    if !c.access.ssh_authorized_keys.is_empty()
+        && let Some(m) = user.as_object_mut()
+    {
+        m.insert(
+            "ssh_authorized_keys".into(),
+            json!(c.access.ssh_authorized_keys),
+        );
+    }
+    let user_data = json!({
+        "hostname": node.name.as_str(),
+        "preserve_hostname": false,
+        "users": [user],
+        "write_files": [
+            {
+                "path": format!("/{NODE_IDENTITY}"),
+                "owner": "root:root",
+                "permissions": "0644",
+                "content": identity_json,
+            },
+            {
+                "path": format!("/{CLUSTER_SECRET}"),
+                "owner": "root:root",
+                "permissions": "0600",
+                "content": format!("{secret_hex}\n"),
+            },
+        ],
+    });
+    Ok(NodeSeed {
+        meta_data: to_yaml("cloud-init meta-data", &meta)?,
+        network_config: to_yaml("cloud-init network-config", &network)?,
+        user_data: format!(
+            "#cloud-config\n{}",
+            to_yaml("cloud-init user-data", &user_data)?
+        ),
+    })
+}

@@ -1,0 +1,361 @@
+//! `muster::build::build` end to end into temp dirs: reproducible payload, secret kept out
+//! of the payload and reused, dir ownership, and the renderers' errors on bad input.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+mod common;
+
+use muster::build::{BuildOptions, build, payload};
+use muster::render::kubeadm::{
+    ClusterConfiguration, ExtraArgs, InitConfiguration, JoinConfiguration, KubeletConfiguration,
+};
+use muster::render::{Bake, Input, RenderError, cluster_files, k3s};
+use std::path::Path;
+
+fn opts(dir: &Path) -> BuildOptions {
+    let agent = dir.join("nodeagent");
+    std::fs::write(&agent, b"\x7fELF fake nodeagent for tests\n").unwrap();
+    BuildOptions {
+        agent_bin: agent,
+        mtime: 0,
+    }
+}
+
+fn spec(name: &str) -> muster::spec_source::LoadedSpec {
+    muster::spec_source::load(Some(&common::repo().join("examples").join(name))).unwrap()
+}
+
+fn untar(tgz: &[u8]) -> Vec<(String, Vec<u8>, u32, u64, u64)> {
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
+    let mut out = Vec::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        let h = e.header().clone();
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut buf).unwrap();
+        out.push((
+            path,
+            buf,
+            h.mode().unwrap(),
+            h.uid().unwrap(),
+            h.mtime().unwrap(),
+        ));
+    }
+    out
+}
+
+#[test]
+fn rebuild_is_byte_identical_and_keeps_the_cluster_id() {
+    let tools = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("build");
+    let s = spec("seed-001-k3s-haproxy-proxmox.yaml");
+    let a = build(&s, &dir, &opts(tools.path())).unwrap();
+    assert!(a.new_secret);
+    let first: Vec<(String, Vec<u8>)> = a
+        .artifacts
+        .iter()
+        .map(|x| (x.path.clone(), std::fs::read(dir.join(&x.path)).unwrap()))
+        .collect();
+    let b = build(&s, &dir, &opts(tools.path())).unwrap();
+    assert!(!b.new_secret);
+    assert_eq!(a.cluster_id, b.cluster_id);
+    assert_eq!(a.artifacts, b.artifacts);
+    for (p, bytes) in first {
+        assert_eq!(
+            std::fs::read(dir.join(&p)).unwrap(),
+            bytes,
+            "{p} changed on rebuild"
+        );
+    }
+    // Every node has the four files, seed.img among them.
+    assert_eq!(a.artifacts.len(), 1 + 4 * 7);
+}
+
+#[test]
+fn payload_layout_is_fixed_and_holds_no_secret() {
+    let tools = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("b");
+    let r = build(
+        &spec("seed-000-kubeadm-kube-vip.yaml"),
+        &dir,
+        &opts(tools.path()),
+    )
+    .unwrap();
+    let tgz = std::fs::read(dir.join("payload.tar.gz")).unwrap();
+    assert_eq!(payload::sha256_hex(&tgz), r.payload_sha256);
+    assert_eq!(&tgz[4..8], &[0, 0, 0, 0], "gzip mtime must be 0");
+    let entries = untar(&tgz);
+    let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "entries must be sorted");
+    for e in &entries {
+        assert_eq!((e.3, e.4), (0, 0), "{}: owner root, mtime 0", e.0);
+    }
+    let find = |p: &str| {
+        entries
+            .iter()
+            .find(|e| e.0 == p)
+            .unwrap_or_else(|| panic!("{p} missing"))
+    };
+    assert_eq!(find("usr/bin/nodeagent").2, 0o755);
+    assert_eq!(
+        find("usr/bin/nodeagent").1,
+        b"\x7fELF fake nodeagent for tests\n"
+    );
+    find("usr/lib/systemd/system/nodeagent.service");
+    find(model::node_files::KUBE_VIP_PRISTINE);
+    find("usr/lib/muster/nodes/stage-cp-1/etc/kubernetes/manifests/kube-vip.yaml");
+    find("usr/lib/muster/nodes/stage-cp-1/etc/muster/kubeadm/init.yaml");
+    find("usr/lib/muster/nodes/stage-w-1/etc/muster/kubeadm/join.yaml");
+    let baked: model::baked::BakedCluster =
+        serde_json::from_slice(&find(model::node_files::CLUSTER_CONFIG).1).unwrap();
+    assert_eq!(baked.cluster_id, r.cluster_id);
+    let cert = std::fs::read_to_string(dir.join("rendezvous.crt")).unwrap();
+    let der = rustls_pemfile_der(&cert);
+    assert_eq!(
+        baked.rendezvous.cert_sha256.unwrap().as_str(),
+        payload::sha256_hex(&der)
+    );
+    // SHA256SUMS covers every other file and agrees with it.
+    let sums = String::from_utf8(find(model::node_files::PAYLOAD_SUMS).1.clone()).unwrap();
+    let files: Vec<_> = entries
+        .iter()
+        .filter(|e| !e.0.ends_with('/') && e.0 != model::node_files::PAYLOAD_SUMS)
+        .collect();
+    assert_eq!(sums.lines().count(), files.len());
+    for e in files {
+        assert!(
+            sums.contains(&format!("{}  {}\n", payload::sha256_hex(&e.1), e.0)),
+            "{}",
+            e.0
+        );
+    }
+    // The secret is nowhere in the shared payload (tar or any file in it).
+    let secret = std::fs::read_to_string(dir.join("cluster-secret")).unwrap();
+    let secret = secret.trim();
+    assert_eq!(secret.len(), 64);
+    for e in &entries {
+        assert!(!e.0.contains("cluster-secret"), "{}", e.0);
+        assert!(
+            !String::from_utf8_lossy(&e.1).contains(secret),
+            "{} holds the secret",
+            e.0
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &str| std::fs::metadata(dir.join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("cluster-secret"), 0o600);
+    assert_eq!(mode("rendezvous.key"), 0o600);
+    assert_eq!(mode("nodes/stage-cp-1/user-data"), 0o600);
+    assert!(
+        std::fs::read_to_string(dir.join("nodes/stage-cp-1/user-data"))
+            .unwrap()
+            .contains(secret)
+    );
+}
+
+fn rustls_pemfile_der(pem: &str) -> Vec<u8> {
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64_decode(&b64)
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+#[test]
+fn source_date_epoch_sets_every_mtime() {
+    let tools = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut o = opts(tools.path());
+    o.mtime = 1_700_000_000;
+    build(&spec("default.yaml"), &out.path().join("b"), &o).unwrap();
+    let entries = untar(&std::fs::read(out.path().join("b/payload.tar.gz")).unwrap());
+    assert!(entries.iter().all(|e| e.4 == 1_700_000_000));
+}
+
+#[test]
+fn refuses_another_clusters_dir_and_foreign_dirs() {
+    let tools = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("b");
+    build(&spec("default.yaml"), &dir, &opts(tools.path())).unwrap();
+    let err = build(
+        &spec("seed-003-k3s-keepalived.yaml"),
+        &dir,
+        &opts(tools.path()),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{} holds the build of cluster `lab`, not `home`: choose another --out dir",
+            dir.display()
+        )
+    );
+    // Someone swapped the secret: the record no longer matches it.
+    std::fs::write(dir.join("cluster-secret"), format!("{}\n", "11".repeat(32))).unwrap();
+    let err = build(&spec("default.yaml"), &dir, &opts(tools.path())).unwrap_err();
+    assert!(
+        err.to_string().contains("does not match the dir's record"),
+        "{err}"
+    );
+    // A non-empty dir that is not a build output.
+    let foreign = out.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
+    let err = build(&spec("default.yaml"), &foreign, &opts(tools.path())).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{} is not empty and is not a muster build output (no muster-build.json): choose an empty or new --out dir",
+            foreign.display()
+        )
+    );
+    // A missing agent binary names the path and the fix.
+    let err = build(
+        &spec("default.yaml"),
+        &out.path().join("c"),
+        &BuildOptions {
+            agent_bin: tools.path().join("nope"),
+            mtime: 0,
+        },
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("cargo build -p nodeagent"),
+        "{err}"
+    );
+}
+
+#[test]
+fn renderer_errors_name_the_field() {
+    let s = spec("default.yaml");
+    let mut c = s.cluster.clone();
+    c.ha.vip = None;
+    let plan = model::plan::resolve(&c, vec![]);
+    let bake = Bake {
+        cluster_id: "x".into(),
+        rendezvous_cert_sha256: None,
+    };
+    let err = cluster_files(&Input::new(&c, &plan), &bake).unwrap_err();
+    assert!(matches!(err, RenderError::NoApiAddress { .. }));
+    assert_eq!(
+        err.to_string(),
+        "spec.ha.vip: the cluster has no API address (no VIP and no load-balancer node); cannot render the kube-vip manifest"
+    );
+    let mut c = s.cluster.clone();
+    c.distribution.control_plane_taints = vec!["dedicated=infra".into()];
+    let plan = model::plan::resolve(&c, vec![]);
+    let err = cluster_files(&Input::new(&c, &plan), &bake).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "spec.distribution.controlPlaneTaints[0]: `dedicated=infra` is not `key[=value]:Effect`"
+    );
+}
+
+/// Splits a multi-document file and reads each document into its strict type.
+fn docs(text: &str) -> Vec<serde_json::Value> {
+    text.split("---\n")
+        .map(|d| serde_yaml::from_str(d).unwrap())
+        .collect()
+}
+
+#[test]
+fn kubeadm_templates_round_trip_through_strict_types() {
+    for name in [
+        "default.yaml",
+        "seed-000-kubeadm-kube-vip.yaml",
+        "seed-004-kubeadm-haproxy.yaml",
+        "seed-004-kubeadm-external-etcd.yaml",
+    ] {
+        let r = common::render(&common::repo().join("examples").join(name));
+        let mut inits = 0;
+        for (p, a) in &r.files.files {
+            let text = String::from_utf8(a.contents.clone()).unwrap();
+            if p.ends_with("kubeadm/init.yaml") {
+                inits += 1;
+                let d = docs(&text);
+                assert_eq!(d.len(), 3);
+                let init: InitConfiguration = serde_json::from_value(d[0].clone()).unwrap();
+                let cc: ClusterConfiguration = serde_json::from_value(d[1].clone()).unwrap();
+                let kc: KubeletConfiguration = serde_json::from_value(d[2].clone()).unwrap();
+                assert_eq!(kc.cgroup_driver, "systemd");
+                assert_eq!(init.certificate_key, model::templates::CERTIFICATE_KEY);
+                assert_eq!(init.bootstrap_tokens[0].token, model::templates::TOKEN);
+                assert!(cc.api_server.cert_sans.len() >= 4);
+                assert!(cc.control_plane_endpoint.ends_with(":6443"));
+                let v131 = cc.api_version == "kubeadm.k8s.io/v1beta4";
+                match (&init.node_registration.kubelet_extra_args, v131) {
+                    (ExtraArgs::List(l), true) => assert_eq!(l[0].name, "node-ip"),
+                    (ExtraArgs::Map(m), false) => assert!(m.contains_key("node-ip")),
+                    (other, _) => panic!(
+                        "{name}: wrong extra args shape for {}: {other:?}",
+                        cc.api_version
+                    ),
+                }
+                assert_eq!(
+                    cc.etcd.is_some(),
+                    name.contains("external-etcd"),
+                    "{name}: external etcd endpoints"
+                );
+            }
+            if p.ends_with("kubeadm/join.yaml") {
+                let j: JoinConfiguration =
+                    serde_json::from_str(&serde_json::to_string(&docs(&text)[0]).unwrap()).unwrap();
+                assert_eq!(
+                    j.discovery.bootstrap_token.ca_cert_hashes,
+                    vec![model::templates::CA_CERT_HASH]
+                );
+                assert_eq!(
+                    j.control_plane.is_some(),
+                    p.contains("/etc/muster/kubeadm/")
+                        && r.files
+                            .files
+                            .contains_key(&p.replace("join.yaml", "init.yaml"))
+                );
+            }
+        }
+        assert_eq!(inits, 3, "{name}");
+    }
+    // A misspelt field is refused by the strict types.
+    let bad = serde_json::json!({"apiVersion": "v", "kind": "KubeletConfiguration", "cgroupDriver": "systemd", "cgroupDrvier": "x"});
+    assert!(serde_json::from_value::<KubeletConfiguration>(bad).is_err());
+}
+
+#[test]
+fn k3s_templates_round_trip_and_pick_variants() {
+    for name in [
+        "seed-001-k3s-haproxy-proxmox.yaml",
+        "seed-002-k3s-nginx-mariadb.yaml",
+        "seed-003-k3s-keepalived.yaml",
+    ] {
+        let r = common::render(&common::repo().join("examples").join(name));
+        for (p, a) in &r.files.files {
+            if p.contains("/etc/muster/k3s/") {
+                let c: k3s::K3sConfig = serde_yaml::from_slice(&a.contents).unwrap();
+                assert_eq!(c.token, model::templates::TOKEN);
+                if name.contains("mariadb") {
+                    if p.ends_with("init.yaml") || c.advertise_address.is_some() {
+                        assert!(
+                            c.datastore_endpoint.is_some() && c.cluster_init.is_none(),
+                            "{p}"
+                        );
+                    }
+                } else if p.ends_with("init.yaml") {
+                    assert_eq!(
+                        (c.cluster_init, c.server.as_deref()),
+                        (Some(true), None),
+                        "{p}"
+                    );
+                } else {
+                    assert!(c.server.unwrap().starts_with("https://"), "{p}");
+                }
+            }
+        }
+    }
+}
