@@ -2,4 +2,5 @@
 
 pub mod plan_table;
 pub mod render;
+pub mod rendezvous;
 pub mod spec_source;

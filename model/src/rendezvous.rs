@@ -158,8 +158,16 @@ pub struct Holder {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum AcquireResponse {
-    Granted { token: u64, expires_at_ms: u64 },
-    Busy { holders: Vec<Holder> },
+    Granted {
+        token: u64,
+        expires_at_ms: u64,
+    },
+    /// `revision` is the cluster revision when the answer was made: watch after it to
+    /// be woken when a slot is released or expires.
+    Busy {
+        holders: Vec<Holder>,
+        revision: u64,
+    },
 }
 
 /// `POST /v1/clusters/{id}/semaphores/{name}/renew` (409 `not_held` if the slot is gone).
@@ -348,8 +356,15 @@ mod tests {
             serde_json::to_string(&g).unwrap(),
             r#"{"result":"granted","token":3,"expires_at_ms":9}"#
         );
-        let b: AcquireResponse = serde_json::from_str(r#"{"result":"busy","holders":[]}"#).unwrap();
-        assert_eq!(b, AcquireResponse::Busy { holders: vec![] });
+        let b: AcquireResponse =
+            serde_json::from_str(r#"{"result":"busy","holders":[],"revision":4}"#).unwrap();
+        assert_eq!(
+            b,
+            AcquireResponse::Busy {
+                holders: vec![],
+                revision: 4
+            }
+        );
     }
 
     #[test]
