@@ -130,10 +130,10 @@ fn serve_rendezvous(args: RendezvousArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let keys = args.keys.clone().unwrap_or_else(|| args.data.join("keys"));
-    let svc = rendezvous::open(&args.data, &keys, limits)
-        .with_context(|| format!("opening the rendezvous data in {}", args.data.display()))?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
+        let svc = rendezvous::open(&args.data, &keys, limits)
+            .with_context(|| format!("opening the rendezvous data in {}", args.data.display()))?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;

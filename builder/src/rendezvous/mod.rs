@@ -30,7 +30,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// The service over `data_dir` as `muster rendezvous` runs it: redb in
-/// `data_dir/rendezvous.redb`, cluster keys from `keys_dir`, the system clock.
+/// `data_dir/rendezvous.redb`, cluster keys from `keys_dir`, the system clock. Call from
+/// within a tokio runtime.
 pub fn open(
     data_dir: &Path,
     keys_dir: &Path,

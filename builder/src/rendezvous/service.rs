@@ -89,6 +89,7 @@ struct Txn {
 }
 
 impl Service {
+    /// Call from within a tokio runtime (it starts the commit task).
     pub fn new(
         store: Arc<dyn Store>,
         keys: KeyDir,

@@ -61,7 +61,8 @@ async fn unauthenticated_requests_get_401_and_change_nothing() {
     let c = server.client("admin");
     c.create("k", b"v", None, None).await.unwrap();
     let (before, _) = c.list("").await.unwrap();
-    let create = serde_json::to_vec(&json!({"key": "evil", "value": "AAAA"})).unwrap();
+    let sealed = ClusterKeys::derive(&server.secret).seal("record:evil", b"evil", [3; 12]);
+    let create = serde_json::to_vec(&json!({"key": "evil", "value": sealed})).unwrap();
     let post = reqwest::Method::POST;
 
     // Wrong cluster secret.
