@@ -154,11 +154,10 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
     let mut after = revision;
     let mut latencies: Vec<Duration> = Vec::new();
     for round in 0..=ROUNDS {
-        let started = Arc::new(tokio::sync::Notify::new());
         let write_at = Arc::new(std::sync::OnceLock::<Instant>::new());
         let mut watches = Vec::with_capacity(agents);
-        for c in clients.iter().cloned() {
-            let write_at = write_at.clone();
+        for c in clients.iter() {
+            let (c, write_at) = (c.clone(), write_at.clone());
             watches.push(tokio::spawn(async move {
                 let w = c.watch(after, Duration::from_secs(50)).await;
                 let heard = Instant::now();
@@ -170,7 +169,6 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
                 })
             }));
         }
-        drop(started);
         // Let the long-polls reach the server before the write; a watcher that arrives
         // later still gets the change at once, and its latency counts in full.
         tokio::time::sleep(Duration::from_millis(500 + agents as u64 / 10)).await;

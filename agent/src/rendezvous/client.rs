@@ -118,8 +118,11 @@ pub struct Client {
     retry: RetryPolicy,
     /// Last sealed report per member: an unchanged report is re-sent with the same
     /// ciphertext, so a heartbeat does not count as a change.
-    reports: Arc<Mutex<HashMap<String, (String, Vec<u8>, Sealed)>>>,
+    reports: Arc<Mutex<HashMap<String, SealedReport>>>,
 }
+
+/// Role, plain report and its sealed form, as last sent for one member.
+type SealedReport = (String, Vec<u8>, Sealed);
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -33,13 +33,15 @@ impl Proc {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        let proc = Proc { child };
         // Waiting for a child process to bind its port; not waiting for state under test.
         for _ in 0..500 {
             if client.members().await.is_ok() {
-                return Proc { child };
+                return proc;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        proc.kill_9();
         panic!("muster rendezvous did not come up");
     }
 
