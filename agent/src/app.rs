@@ -38,6 +38,17 @@ fn read_json<T: serde::de::DeserializeOwned>(root: &NodeRoot, rel: &str) -> Resu
     serde_json::from_str(&text).map_err(|e| err(e.to_string()))
 }
 
+/// The cluster secret cloud-init delivered (`etc/muster/cluster-secret`, 64 hex digits).
+pub fn load_secret(root: &NodeRoot) -> Result<model::secret::ClusterSecret, AppError> {
+    let path = root.path(model::node_files::CLUSTER_SECRET);
+    let err = |detail: String| AppError::Read {
+        path: path.display().to_string(),
+        detail,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
+    model::secret::ClusterSecret::from_hex(&text).map_err(|e| err(e.to_string()))
+}
+
 pub fn load(root: &NodeRoot) -> Result<(BakedCluster, NodeIdentity), AppError> {
     Ok((
         read_json(root, CLUSTER_CONFIG)?,

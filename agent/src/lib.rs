@@ -14,5 +14,6 @@ pub mod host;
 pub mod kube_vip;
 pub mod material;
 pub mod preflight;
+pub mod rendezvous;
 pub mod status;
 pub mod systemd;

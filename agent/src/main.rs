@@ -57,12 +57,18 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Run { root, lab } => {
             let root = NodeRoot::new(root);
             let (baked, id) = nodeagent::app::load(&root).context("loading the baked config")?;
-            nodeagent::app::configure(&baked, &id).context("configuring this node")?;
-            anyhow::bail!(
-                "node {} is configured, but this build has no rendezvous client: \
-                 it is wired in through nodeagent::app::run_node (lab mode: {lab})",
-                id.name
+            let secret =
+                nodeagent::app::load_secret(&root).context("reading the cluster secret")?;
+            let client = nodeagent::rendezvous::Client::from_baked(
+                &baked.rendezvous,
+                &secret,
+                id.name.as_str(),
             )
+            .context("setting up the rendezvous client")?;
+            nodeagent::app::run_node(root, lab, client, shutdown_signal())
+                .await
+                .with_context(|| format!("node {}", id.name))?;
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Status { root, json } => {
             let root = NodeRoot::new(root);
@@ -79,6 +85,23 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+    }
+}
+
+/// Resolves on SIGTERM (systemd stop) or ctrl-c; the driver then persists and stops.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM ({e}); stopping on ctrl-c only");
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

@@ -3,4 +3,5 @@
 pub mod build;
 pub mod plan_table;
 pub mod render;
+pub mod rendezvous;
 pub mod spec_source;

@@ -68,8 +68,21 @@ fn rebuild_is_byte_identical_and_keeps_the_cluster_id() {
             "{p} changed on rebuild"
         );
     }
-    // Every node has the four files, seed.img among them.
-    assert_eq!(a.artifacts.len(), 1 + 4 * 7);
+    // Every node has the four files, seed.img among them; beside them the payload and the
+    // image recipes (provisioning scripts, Packer templates).
+    let per_node = a
+        .artifacts
+        .iter()
+        .filter(|x| x.path.starts_with("nodes/"))
+        .count();
+    assert_eq!(per_node, 4 * 7);
+    assert!(a.artifacts.iter().any(|x| x.path == "payload.tar.gz"));
+    assert!(a.artifacts.iter().any(|x| x.path == "images/provision.sh"));
+    assert!(
+        a.artifacts
+            .iter()
+            .any(|x| x.path == "packer/qemu/muster.pkr.hcl")
+    );
 }
 
 #[test]

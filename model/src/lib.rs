@@ -8,6 +8,8 @@ pub mod node_files;
 pub mod plan;
 pub mod problem;
 pub mod quorum;
+pub mod rendezvous;
+pub mod seal;
 pub mod secret;
 pub mod spec;
 pub mod templates;

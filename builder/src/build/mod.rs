@@ -25,6 +25,8 @@ use std::time::Instant;
 pub const PAYLOAD_FILE: &str = "payload.tar.gz";
 pub const NODES_DIR: &str = "nodes";
 pub const SEED_FILE: &str = "seed.img";
+/// Signing keys the rendezvous service needs for this cluster (`muster rendezvous --keys`).
+pub const RENDEZVOUS_KEYS_DIR: &str = "rendezvous-keys";
 
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
@@ -90,6 +92,8 @@ pub enum BuildError {
     },
     #[error("rendezvous certificate fingerprint `{0}` is not a SHA-256")]
     Fingerprint(String),
+    #[error(transparent)]
+    RendezvousKey(#[from] crate::rendezvous::keys::KeyError),
 }
 
 /// One file the build wrote.
@@ -143,6 +147,9 @@ pub fn build(
 
     let (secret, new_secret) = secret::claim_dir(out, cluster.name.as_str())?;
     let cluster_id = secret.cluster_id();
+    // The rendezvous checks request signatures with this cluster's signing key (never the
+    // secret itself); `muster rendezvous --keys OUT/rendezvous-keys` serves this cluster.
+    crate::rendezvous::keys::install(&out.join(RENDEZVOUS_KEYS_DIR), &secret)?;
     let cert_sha = if cluster.rendezvous.url.is_https() {
         let cert = rendezvous_cert::load_or_create(out, &cluster.rendezvous.url)?;
         Some(

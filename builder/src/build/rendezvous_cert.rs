@@ -1,6 +1,6 @@
-//! Stand-in for `muster::rendezvous::tls::generate` (owned by the rendezvous work, not yet
-//! in this tree): a self-signed certificate for the rendezvous URL's host, made with rcgen.
-//! Swap `generate` for the real one when it lands; `load_or_create` stays.
+//! The rendezvous server's certificate in the build output dir: made once by
+//! `muster::rendezvous::tls::generate` for the rendezvous URL's host, then reused, so the
+//! fingerprint the agents pin stays the same across rebuilds.
 
 use crate::build::write::write_atomic;
 use model::HttpUrl;
@@ -13,11 +13,11 @@ pub const KEY_FILE: &str = "rendezvous.key";
 pub enum CertError {
     #[error("spec.rendezvous.url: `{0}` has no host for the certificate")]
     NoHost(String),
-    #[error("generating the rendezvous certificate for `{host}`: {source}")]
+    #[error("generating the rendezvous certificate for `{host}`")]
     Generate {
         host: String,
         #[source]
-        source: rcgen::Error,
+        source: crate::rendezvous::tls::TlsError,
     },
     #[error("{path}: {source}")]
     Io {
@@ -58,16 +58,14 @@ pub fn url_host(url: &HttpUrl) -> Option<String> {
 
 /// Self-signed certificate with the host as its only SAN (an IP SAN for an address).
 pub fn generate(host: &str) -> Result<RendezvousCert, CertError> {
-    let ck = rcgen::generate_simple_self_signed(vec![host.to_string()]).map_err(|source| {
-        CertError::Generate {
-            host: host.to_string(),
-            source,
-        }
+    let c = crate::rendezvous::tls::generate(&[host]).map_err(|source| CertError::Generate {
+        host: host.to_string(),
+        source,
     })?;
     Ok(RendezvousCert {
-        cert_pem: ck.cert.pem(),
-        key_pem: ck.signing_key.serialize_pem(),
-        sha256: crate::build::payload::sha256_hex(ck.cert.der()),
+        cert_pem: c.cert_pem,
+        key_pem: c.key_pem,
+        sha256: c.cert_sha256,
     })
 }
 

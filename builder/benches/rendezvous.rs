@@ -1,0 +1,264 @@
+//! Rendezvous load benchmark: N simulated agents (default 10,000; `RDV_BENCH_AGENTS=500`
+//! for a quick run) against one real `muster rendezvous` process over TLS on 127.0.0.1.
+//! Prints measured figures only: registration and heartbeat throughput, change-to-notify
+//! latency (time from a write being sent to each agent's watch returning it) and the
+//! server's RSS from /proc.
+//!
+//! Run: `cargo bench -p muster --bench rendezvous`.
+
+use anyhow::{Context, bail};
+use model::secret::ClusterSecret;
+use muster::rendezvous::{keys, tls};
+use nodeagent::rendezvous::{Client, RetryPolicy, http_client};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Agents that share one `reqwest::Client` (and so one connection pool).
+const AGENTS_PER_HTTP_CLIENT: usize = 250;
+/// Registrations and heartbeats in flight at once.
+const IN_FLIGHT: usize = 512;
+/// Watch rounds measured (one change each), after one warm-up round.
+const ROUNDS: usize = 5;
+
+fn main() -> anyhow::Result<()> {
+    let agents: usize = std::env::var("RDV_BENCH_AGENTS")
+        .ok()
+        .map(|v| v.parse())
+        .transpose()
+        .context("RDV_BENCH_AGENTS must be a number")?
+        .unwrap_or(10_000);
+    let nofile = raise_nofile()?;
+    println!("rendezvous bench: {agents} agents, RLIMIT_NOFILE {nofile}");
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(bench(agents))
+}
+
+/// Each agent holds a connection for its watch, on both sides of loopback.
+fn raise_nofile() -> anyhow::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    Ok(hard)
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGTERM);
+        let _ = self.0.wait();
+    }
+}
+
+async fn bench(agents: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let secret = ClusterSecret::from_bytes(rand::random());
+    keys::install(&dir.path().join("data/keys"), &secret)?;
+    let cert = tls::generate(&["127.0.0.1"])?;
+    std::fs::write(dir.path().join("tls.crt"), &cert.cert_pem)?;
+    std::fs::write(dir.path().join("tls.key"), &cert.key_pem)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_muster"))
+        .args([
+            "rendezvous",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data",
+        ])
+        .arg(dir.path().join("data"))
+        .arg("--cert")
+        .arg(dir.path().join("tls.crt"))
+        .arg("--key")
+        .arg(dir.path().join("tls.key"))
+        .args(["--max-members", &(agents + 10).to_string()])
+        .args(["--max-records", "1000", "--rate", "1000000"])
+        .env("MUSTER_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting muster rendezvous")?;
+    let server = Server(child);
+    let pid = server.0.id();
+
+    let base: reqwest::Url = format!("https://127.0.0.1:{port}").parse()?;
+    let mut clients = Vec::with_capacity(agents);
+    let mut http = None;
+    for i in 0..agents {
+        if i % AGENTS_PER_HTTP_CLIENT == 0 {
+            http = Some(http_client(
+                Some(&cert.cert_sha256),
+                Duration::from_secs(60),
+            )?);
+        }
+        let Some(h) = http.clone() else {
+            bail!("no HTTP client")
+        };
+        clients.push(Client::new(
+            base.clone(),
+            h,
+            &secret,
+            &format!("agent-{i}"),
+        )?);
+    }
+    let clients = Arc::new(clients);
+    let writer = Client::new(
+        base.clone(),
+        http_client(Some(&cert.cert_sha256), Duration::from_secs(60))?,
+        &secret,
+        "writer",
+    )?
+    .with_retry(RetryPolicy::none());
+    wait_ready(&writer).await?;
+    println!("server rss at start: {}", rss(pid)?);
+
+    let ttl = Duration::from_secs(600);
+    let report = serde_json::json!({"phase": "joining", "kubelet": "v1.31.4"});
+    let took = for_all(&clients, |c, i| {
+        let report = report.clone();
+        async move {
+            c.register(&format!("agent-{i}"), "worker", &report, ttl)
+                .await
+                .map(drop)
+        }
+    })
+    .await?;
+    println!(
+        "register:  {agents} requests in {:.2?} = {:.0} req/s ({IN_FLIGHT} in flight)",
+        took,
+        agents as f64 / took.as_secs_f64()
+    );
+    let took = for_all(&clients, |c, i| {
+        let report = report.clone();
+        async move {
+            c.heartbeat(&format!("agent-{i}"), "worker", &report, ttl)
+                .await
+                .map(drop)
+        }
+    })
+    .await?;
+    println!(
+        "heartbeat: {agents} requests in {:.2?} = {:.0} req/s ({IN_FLIGHT} in flight)",
+        took,
+        agents as f64 / took.as_secs_f64()
+    );
+    let (revision, members) = writer.members().await?;
+    if members.len() != agents {
+        bail!("{} members listed, expected {agents}", members.len());
+    }
+
+    // Watch rounds: every agent long-polls; one write; each agent notes when it heard.
+    let mut after = revision;
+    let mut latencies: Vec<Duration> = Vec::new();
+    for round in 0..=ROUNDS {
+        let write_at = Arc::new(std::sync::OnceLock::<Instant>::new());
+        let mut watches = Vec::with_capacity(agents);
+        for c in clients.iter() {
+            let (c, write_at) = (c.clone(), write_at.clone());
+            watches.push(tokio::spawn(async move {
+                let w = c.watch(after, Duration::from_secs(50)).await;
+                let heard = Instant::now();
+                w.map(|w| {
+                    (
+                        w,
+                        heard.saturating_duration_since(*write_at.get().unwrap_or(&heard)),
+                    )
+                })
+            }));
+        }
+        // Let the long-polls reach the server before the write; a watcher that arrives
+        // later still gets the change at once, and its latency counts in full.
+        tokio::time::sleep(Duration::from_millis(500 + agents as u64 / 10)).await;
+        let rss_parked = rss(pid)?;
+        let _ = write_at.set(Instant::now());
+        let made = writer
+            .create(&format!("round/{round}"), b"x", None, None)
+            .await?;
+        let mut round_lat = Vec::with_capacity(agents);
+        for w in watches {
+            let (resp, lat) = w.await??;
+            if resp.revision < made {
+                bail!(
+                    "watch returned revision {} before the write {made}",
+                    resp.revision
+                );
+            }
+            round_lat.push(lat);
+        }
+        after = made;
+        if round == 0 {
+            println!(
+                "watch warm-up round done; server rss with {agents} parked watches: {rss_parked}"
+            );
+        } else {
+            latencies.extend(round_lat);
+        }
+    }
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "change-to-notify over {ROUNDS} rounds x {agents} watchers: p50 {:.2?}  p99 {:.2?}  max {:.2?}",
+        pct(0.50),
+        pct(0.99),
+        pct(1.0)
+    );
+    println!("server rss at end: {}  (peak {})", rss(pid)?, hwm(pid)?);
+    drop(server);
+    Ok(())
+}
+
+async fn wait_ready(c: &Client) -> anyhow::Result<()> {
+    for _ in 0..500 {
+        if c.members().await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!("muster rendezvous did not come up")
+}
+
+/// Runs `f` for every client with at most `IN_FLIGHT` at once; returns the wall time.
+async fn for_all<F, Fut>(clients: &Arc<Vec<Client>>, f: F) -> anyhow::Result<Duration>
+where
+    F: Fn(Client, usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(), nodeagent::rendezvous::ClientError>>
+        + Send
+        + 'static,
+{
+    let gate = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(clients.len());
+    for (i, c) in clients.iter().cloned().enumerate() {
+        let permit = gate.clone().acquire_owned().await?;
+        let fut = f(c, i);
+        tasks.push(tokio::spawn(async move {
+            let r = fut.await;
+            drop(permit);
+            r
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(start.elapsed())
+}
+
+fn status_field(pid: u32, field: &str) -> anyhow::Result<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .map(|v| v.trim().to_string())
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
+}
+
+fn rss(pid: u32) -> anyhow::Result<String> {
+    status_field(pid, "VmRSS:")
+}
+
+fn hwm(pid: u32) -> anyhow::Result<String> {
+    status_field(pid, "VmHWM:")
+}

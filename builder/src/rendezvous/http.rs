@@ -1,0 +1,150 @@
+//! The HTTP routes of protocol v1 (`docs/rendezvous-protocol.md`). `app` is a plain
+//! router so tests can drive it with `oneshot` and no socket.
+
+use super::audit;
+use super::auth::Authed;
+use super::error::ApiError;
+use super::service::Service;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use model::rendezvous::{
+    AcquireResponse, AuditResponse, ErrorKind, MembersResponse, RecordList, RegisterResponse,
+    WatchResponse, WriteResponse,
+};
+use serde::Deserialize;
+use std::time::Duration;
+
+pub fn app(svc: Service) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/clusters/{cluster}/members", get(members))
+        .route("/v1/clusters/{cluster}/members/{name}", put(register))
+        .route(
+            "/v1/clusters/{cluster}/records",
+            get(read_records).post(create).put(cas).delete(delete),
+        )
+        .route(
+            "/v1/clusters/{cluster}/semaphores/{name}/{action}",
+            post(semaphore),
+        )
+        .route("/v1/clusters/{cluster}/watch", get(watch))
+        .route("/v1/clusters/{cluster}/audit", get(audit_log))
+        .fallback(|| async { ApiError::new(ErrorKind::NotFound, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::bad_request("method not allowed on this route")
+        })
+        .with_state(svc)
+}
+
+type Names = Path<(String, String)>;
+type Answer<T> = Result<Json<T>, ApiError>;
+
+async fn register(
+    State(svc): State<Service>,
+    Path((_, name)): Names,
+    a: Authed,
+) -> Answer<RegisterResponse> {
+    Ok(Json(a.cell.register(&svc, &name, a.json()?).await?))
+}
+
+async fn members(State(svc): State<Service>, a: Authed) -> Answer<MembersResponse> {
+    Ok(Json(a.cell.members(&svc).await?))
+}
+
+async fn create(
+    State(svc): State<Service>,
+    a: Authed,
+) -> Result<(StatusCode, Json<WriteResponse>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(a.cell.create(&svc, a.json()?).await?),
+    ))
+}
+
+async fn cas(State(svc): State<Service>, a: Authed) -> Answer<WriteResponse> {
+    Ok(Json(a.cell.cas(&svc, a.json()?).await?))
+}
+
+async fn delete(State(svc): State<Service>, a: Authed) -> Answer<WriteResponse> {
+    Ok(Json(a.cell.delete(&svc, a.json()?).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordsQuery {
+    key: Option<String>,
+    prefix: Option<String>,
+}
+
+/// `?key=K` answers one [`model::rendezvous::Record`], `?prefix=P` a [`RecordList`].
+async fn read_records(
+    State(svc): State<Service>,
+    a: Authed,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    match a.query::<RecordsQuery>()? {
+        RecordsQuery {
+            key: Some(key),
+            prefix: None,
+        } => Ok(Json(a.cell.get(&svc, &key).await?).into_response()),
+        RecordsQuery {
+            key: None,
+            prefix: Some(prefix),
+        } => {
+            let list: RecordList = a.cell.list(&svc, &prefix).await?;
+            Ok(Json(list).into_response())
+        }
+        _ => Err(ApiError::bad_request(
+            "give exactly one of `key` and `prefix`",
+        )),
+    }
+}
+
+async fn semaphore(
+    State(svc): State<Service>,
+    Path((_, name, action)): Path<(String, String, String)>,
+    a: Authed,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    match action.as_str() {
+        "acquire" => {
+            let r: AcquireResponse = a.cell.acquire(&svc, &name, a.json()?).await?;
+            Ok(Json(r).into_response())
+        }
+        "renew" => Ok(Json(a.cell.renew(&svc, &name, a.json()?).await?).into_response()),
+        "release" => Ok(Json(a.cell.release(&svc, &name, a.json()?).await?).into_response()),
+        other => Err(ApiError::new(
+            ErrorKind::NotFound,
+            format!("no semaphore action `{other}` (acquire, renew, release)"),
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WatchQuery {
+    after: u64,
+    timeout_ms: Option<u64>,
+}
+
+async fn watch(State(svc): State<Service>, a: Authed) -> Answer<WatchResponse> {
+    let q: WatchQuery = a.query()?;
+    let max = svc.limits().max_watch_ms;
+    let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(max).min(max));
+    Ok(Json(a.cell.watch(&svc, q.after, timeout).await))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn audit_log(State(svc): State<Service>, a: Authed) -> Answer<AuditResponse> {
+    let q: AuditQuery = a.query()?;
+    let entries = audit::read(&svc, a.cell.id(), q.after.unwrap_or(0), q.limit).await?;
+    Ok(Json(AuditResponse { entries }))
+}

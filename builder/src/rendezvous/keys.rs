@@ -1,0 +1,127 @@
+//! Which clusters this service serves: one file per cluster, `KEYS_DIR/<cluster_id>.key`,
+//! holding the cluster's request-signing key (64 hex digits, mode 0600). The service never
+//! sees the cluster secret or the sealing key, so it cannot read what nodes store.
+
+use model::seal::{ClusterKeys, SigningKey};
+use model::secret::ClusterSecret;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("reading cluster key {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cluster key {path} is not 64 hex digits")]
+    Malformed { path: PathBuf },
+    #[error("writing cluster key {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A cluster id is 24 lowercase hex digits (see `ClusterSecret::cluster_id`); checking
+/// it also keeps it safe to use as a file name.
+pub fn is_cluster_id(text: &str) -> bool {
+    text.len() == 24 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Writes `dir/<cluster_id>.key` for `secret`, atomically, mode 0600. `muster build`
+/// calls this so the service it deploys accepts the cluster's nodes.
+pub fn install(dir: &Path, secret: &ClusterSecret) -> Result<PathBuf, KeyError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let keys = ClusterKeys::derive(secret);
+    let path = dir.join(format!("{}.key", keys.cluster_id()));
+    let werr = |source| KeyError::Write {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(werr)?;
+    let tmp = dir.join(format!(".{}.key.tmp", keys.cluster_id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(werr)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(werr)?;
+    writeln!(f, "{}", keys.signing_key().to_hex()).map_err(werr)?;
+    f.sync_all().map_err(werr)?;
+    std::fs::rename(&tmp, &path).map_err(werr)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(werr)?;
+    Ok(path)
+}
+
+/// The key directory, read lazily: a cluster added while the service runs is picked up
+/// on its first request.
+#[derive(Debug)]
+pub struct KeyDir {
+    dir: PathBuf,
+    cache: Mutex<HashMap<String, SigningKey>>,
+}
+
+impl KeyDir {
+    pub fn new(dir: PathBuf) -> KeyDir {
+        KeyDir {
+            dir,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The signing key of `cluster_id`, or `None` if this service does not serve it.
+    pub fn lookup(&self, cluster_id: &str) -> Result<Option<SigningKey>, KeyError> {
+        if !is_cluster_id(cluster_id) {
+            return Ok(None);
+        }
+        if let Some(k) = lock(&self.cache).get(cluster_id) {
+            return Ok(Some(k.clone()));
+        }
+        let path = self.dir.join(format!("{cluster_id}.key"));
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(KeyError::Read { path, source }),
+        };
+        let key = SigningKey::from_hex(&text).map_err(|_| KeyError::Malformed { path })?;
+        lock(&self.cache).insert(cluster_id.to_string(), key.clone());
+        Ok(Some(key))
+    }
+}
+
+/// A poisoned lock only means another request panicked mid-update of a cache; the map
+/// itself is still valid.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn installed_key_is_found_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let secret = ClusterSecret::from_bytes([4; 32]);
+        let path = install(dir.path(), &secret).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let keys = KeyDir::new(dir.path().to_path_buf());
+        let found = keys.lookup(&secret.cluster_id()).unwrap().unwrap();
+        assert_eq!(&found, ClusterKeys::derive(&secret).signing_key());
+        let other = ClusterSecret::from_bytes([5; 32]).cluster_id();
+        assert!(keys.lookup(&other).unwrap().is_none());
+        assert!(keys.lookup("../../etc/passwd").unwrap().is_none());
+    }
+}

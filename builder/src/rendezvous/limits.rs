@@ -1,0 +1,118 @@
+//! Per-cluster limits and the per-client request rate limiter. Going over a limit is a
+//! clear 4xx, never a crash or an unbounded allocation.
+
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Largest request body accepted (413 `too_large`).
+    pub max_body_bytes: usize,
+    /// Records per cluster (403 `quota`).
+    pub max_records: usize,
+    /// Live members per cluster (403 `quota`).
+    pub max_members: usize,
+    /// Semaphores per cluster (403 `quota`).
+    pub max_semaphores: usize,
+    /// Largest slot count of a semaphore.
+    pub max_slots: u32,
+    /// TTLs (members, records, leases) must lie in `min_ttl_ms..=max_ttl_ms`.
+    pub min_ttl_ms: u64,
+    pub max_ttl_ms: u64,
+    /// Longest watch long-poll.
+    pub max_watch_ms: u64,
+    /// Sustained requests per second per client (by signed client name), and burst.
+    pub rate_per_second: f64,
+    pub rate_burst: f64,
+    /// A request's timestamp must be within this many seconds of the server's clock.
+    pub replay_window_s: u64,
+    /// Changes kept in memory per cluster for watchers that are behind.
+    pub change_log: usize,
+    /// Most audit entries returned by one call.
+    pub audit_page: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 64 * 1024,
+            max_records: 10_000,
+            max_members: 10_000,
+            max_semaphores: 1_000,
+            max_slots: 10_000,
+            min_ttl_ms: 100,
+            max_ttl_ms: 24 * 3600 * 1000,
+            max_watch_ms: 60_000,
+            rate_per_second: 50.0,
+            rate_burst: 200.0,
+            replay_window_s: 60,
+            change_log: 20_000,
+            audit_page: 1_000,
+        }
+    }
+}
+
+/// Token buckets per client name.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    buckets: HashMap<String, Bucket>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    last_ms: u64,
+}
+
+/// Past this many buckets, full (idle) ones are dropped.
+const PRUNE_AT: usize = 65_536;
+
+impl RateLimiter {
+    /// Takes one token from `client`'s bucket; false if it is empty.
+    pub fn allow(&mut self, client: &str, now_ms: u64, limits: &Limits) -> bool {
+        if self.buckets.len() >= PRUNE_AT && !self.buckets.contains_key(client) {
+            self.buckets
+                .retain(|_, b| refill(*b, now_ms, limits).tokens < limits.rate_burst);
+        }
+        let b = self.buckets.entry(client.to_string()).or_insert(Bucket {
+            tokens: limits.rate_burst,
+            last_ms: now_ms,
+        });
+        *b = refill(*b, now_ms, limits);
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn refill(b: Bucket, now_ms: u64, limits: &Limits) -> Bucket {
+    let elapsed_s = now_ms.saturating_sub(b.last_ms) as f64 / 1000.0;
+    Bucket {
+        tokens: (b.tokens + elapsed_s * limits.rate_per_second).min(limits.rate_burst),
+        last_ms: now_ms.max(b.last_ms),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_burst_then_refills_at_rate() {
+        let limits = Limits {
+            rate_per_second: 10.0,
+            rate_burst: 3.0,
+            ..Limits::default()
+        };
+        let mut r = RateLimiter::default();
+        assert!((0..3).all(|_| r.allow("a", 0, &limits)));
+        assert!(!r.allow("a", 0, &limits));
+        // Another client has its own bucket.
+        assert!(r.allow("b", 0, &limits));
+        // 100 ms at 10/s is one token.
+        assert!(r.allow("a", 100, &limits));
+        assert!(!r.allow("a", 100, &limits));
+    }
+}

@@ -1,0 +1,818 @@
+//! The service state: every served cluster's records, members and semaphores in memory,
+//! written through to the [`Store`] before any answer. One lock per cluster orders its
+//! changes; the cluster revision grows with each change and wakes watchers once durable.
+
+use super::auth::ReplayCache;
+use super::clock::Clock;
+use super::committer::Committer;
+use super::error::ApiError;
+use super::keys::{KeyDir, is_cluster_id};
+use super::limits::{Limits, RateLimiter};
+use super::semaphore::Acquired;
+use super::store::{
+    Batch, ClusterData, Meta, Op, Store, StoredMember, StoredRecord, StoredSemaphore,
+};
+use model::rendezvous::{
+    AcquireRequest, AcquireResponse, AuditEntry, AuditEvent, CasRequest, Change, ChangeKind,
+    CreateRequest, DeleteRequest, ErrorKind, Fence, Member, MembersResponse, Record, RecordList,
+    RegisterRequest, RegisterResponse, ReleaseRequest, ReleaseResponse, RenewRequest,
+    RenewResponse, WatchResponse, WriteResponse, check_name,
+};
+use model::seal::SigningKey;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Cheap to clone; the axum state.
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    committer: Committer,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+    keys: KeyDir,
+    clusters: Mutex<HashMap<String, Arc<ClusterCell>>>,
+    /// Set when a commit failed: memory may now be ahead of disk, so the service answers
+    /// 503 until restarted (and reloaded from disk).
+    failed: AtomicBool,
+    shutdown: watch::Sender<bool>,
+}
+
+impl fmt::Debug for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Service")
+            .field("clock", &self.inner.clock)
+            .field("limits", &self.inner.limits)
+            .field("keys", &self.inner.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One served cluster.
+#[derive(Debug)]
+pub struct ClusterCell {
+    id: String,
+    state: Mutex<ClusterState>,
+    /// The highest durable revision; watchers wait on it.
+    committed: watch::Sender<u64>,
+}
+
+#[derive(Debug)]
+pub struct ClusterState {
+    meta: Meta,
+    records: BTreeMap<String, StoredRecord>,
+    members: BTreeMap<String, StoredMember>,
+    semaphores: BTreeMap<String, StoredSemaphore>,
+    /// Recent changes, oldest first; complete for every revision above `floor`.
+    changes: VecDeque<Change>,
+    floor: u64,
+    /// Nothing expires before this time (a lower bound), so most requests skip the scan.
+    next_expiry: u64,
+    pub replay: ReplayCache,
+    pub rate: RateLimiter,
+}
+
+/// The writes and changes one request makes; committed as one batch.
+#[derive(Debug)]
+struct Txn {
+    now: u64,
+    ops: Vec<Op>,
+    meta_dirty: bool,
+    changes: Vec<Change>,
+}
+
+impl Service {
+    /// Call from within a tokio runtime (it starts the commit task).
+    pub fn new(
+        store: Arc<dyn Store>,
+        keys: KeyDir,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+    ) -> Service {
+        Service {
+            inner: Arc::new(Inner {
+                committer: Committer::spawn(store.clone()),
+                store,
+                clock,
+                limits,
+                keys,
+                clusters: Mutex::new(HashMap::new()),
+                failed: AtomicBool::new(false),
+                shutdown: watch::Sender::new(false),
+            }),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Makes pending watches return now, so a graceful shutdown does not wait for them.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    pub fn check_available(&self) -> Result<(), ApiError> {
+        if self.inner.failed.load(Ordering::Relaxed) {
+            return Err(ApiError::new(
+                ErrorKind::Unavailable,
+                "storage failed; the service must be restarted",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn signing_key(&self, cluster_id: &str) -> Result<Option<SigningKey>, ApiError> {
+        self.inner.keys.lookup(cluster_id).map_err(|e| {
+            tracing::error!("{e}");
+            ApiError::new(ErrorKind::Internal, "cannot read the cluster key")
+        })
+    }
+
+    /// The cell of a served cluster, loading it from the store on first use.
+    pub fn cluster(&self, cluster_id: &str) -> Result<Arc<ClusterCell>, ApiError> {
+        if !is_cluster_id(cluster_id) {
+            return Err(ApiError::bad_request(format!(
+                "`{cluster_id}` is not a cluster id"
+            )));
+        }
+        let mut clusters = lock(&self.inner.clusters);
+        if let Some(c) = clusters.get(cluster_id) {
+            return Ok(c.clone());
+        }
+        let data = self.inner.store.load(cluster_id).map_err(|e| {
+            tracing::error!("loading cluster {cluster_id}: {e}");
+            ApiError::new(ErrorKind::Unavailable, "storage read failed")
+        })?;
+        let cell = Arc::new(ClusterCell::new(cluster_id, data));
+        clusters.insert(cluster_id.to_string(), cell.clone());
+        Ok(cell)
+    }
+
+    /// Expires what is due in every loaded cluster (the background sweeper's job, so
+    /// watchers learn of a dead holder without any other request arriving).
+    pub async fn sweep_all(&self) {
+        let cells: Vec<_> = lock(&self.inner.clusters).values().cloned().collect();
+        for cell in cells {
+            // The error was logged and the service marked failed; continue with others.
+            let _ = cell.run(self, |_, _| Ok(())).await;
+        }
+    }
+
+    fn fail(&self) {
+        self.inner.failed.store(true, Ordering::Relaxed);
+    }
+}
+
+impl ClusterCell {
+    fn new(id: &str, data: ClusterData) -> ClusterCell {
+        let revision = data.meta.revision;
+        let mut st = ClusterState {
+            meta: data.meta,
+            records: data.records,
+            members: data.members,
+            semaphores: data.semaphores,
+            changes: VecDeque::new(),
+            floor: revision,
+            next_expiry: 0,
+            replay: ReplayCache::default(),
+            rate: RateLimiter::default(),
+        };
+        st.next_expiry = st.earliest_expiry();
+        ClusterCell {
+            id: id.to_string(),
+            state: Mutex::new(st),
+            committed: watch::Sender::new(revision),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, ClusterState> {
+        lock(&self.state)
+    }
+
+    /// Runs `f` under the cluster lock after expiring what is due, then waits until its
+    /// writes are durable before returning its result. Expiries are committed even when
+    /// `f` fails.
+    async fn run<T>(
+        &self,
+        svc: &Service,
+        f: impl FnOnce(&mut ClusterState, &mut Txn) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        svc.check_available()?;
+        let (result, pending) = {
+            let mut st = self.lock();
+            let mut tx = Txn {
+                now: svc.now_ms(),
+                ops: Vec::new(),
+                meta_dirty: false,
+                changes: Vec::new(),
+            };
+            st.sweep(&mut tx);
+            let result = f(&mut st, &mut tx);
+            let pending = st
+                .finish(tx, &self.id, svc.limits().change_log)
+                .map(|(batch, rev)| (svc.inner.committer.enqueue(batch), rev));
+            (result, pending)
+        };
+        if let Some((ack, revision)) = pending {
+            match ack.await {
+                Ok(Ok(())) => {
+                    self.committed.send_if_modified(|c| {
+                        let newer = revision > *c;
+                        *c = (*c).max(revision);
+                        newer
+                    });
+                }
+                Ok(Err(e)) => {
+                    tracing::error!("cluster {}: {e}; refusing further requests", self.id);
+                    svc.fail();
+                    return Err(ApiError::new(
+                        ErrorKind::Unavailable,
+                        "storage write failed",
+                    ));
+                }
+                Err(_) => {
+                    svc.fail();
+                    return Err(ApiError::new(ErrorKind::Unavailable, "commit thread gone"));
+                }
+            }
+        }
+        result
+    }
+
+    pub async fn register(
+        &self,
+        svc: &Service,
+        name: &str,
+        req: RegisterRequest,
+    ) -> Result<RegisterResponse, ApiError> {
+        check_name("member name", name).map_err(ApiError::bad_request)?;
+        check_name("role", &req.role).map_err(ApiError::bad_request)?;
+        let limits = svc.limits();
+        let ttl = check_ttl(limits, req.ttl_ms)?;
+        self.run(svc, |st, tx| {
+            let expires_at_ms = tx.now.saturating_add(ttl);
+            let revision = match st.members.get(name) {
+                Some(m) if m.role == req.role && m.report == req.report => m.revision,
+                existing => {
+                    if existing.is_none() && st.members.len() >= limits.max_members {
+                        return Err(quota("members", limits.max_members));
+                    }
+                    st.bump(tx, ChangeKind::MemberUp, name)
+                }
+            };
+            let m = StoredMember {
+                role: req.role,
+                report: req.report,
+                revision,
+                expires_at_ms,
+            };
+            st.members.insert(name.to_string(), m.clone());
+            st.note_expiry(expires_at_ms);
+            tx.ops.push(Op::PutMember(name.to_string(), m));
+            Ok(RegisterResponse {
+                revision: st.meta.revision,
+                expires_at_ms,
+            })
+        })
+        .await
+    }
+
+    pub async fn members(&self, svc: &Service) -> Result<MembersResponse, ApiError> {
+        self.run(svc, |st, _| {
+            Ok(MembersResponse {
+                revision: st.meta.revision,
+                members: st
+                    .members
+                    .iter()
+                    .map(|(name, m)| Member {
+                        name: name.clone(),
+                        role: m.role.clone(),
+                        report: m.report.clone(),
+                        revision: m.revision,
+                        expires_at_ms: m.expires_at_ms,
+                    })
+                    .collect(),
+            })
+        })
+        .await
+    }
+
+    pub async fn create(
+        &self,
+        svc: &Service,
+        req: CreateRequest,
+    ) -> Result<WriteResponse, ApiError> {
+        check_name("record key", &req.key).map_err(ApiError::bad_request)?;
+        let limits = svc.limits();
+        let ttl = req.ttl_ms.map(|t| check_ttl(limits, t)).transpose()?;
+        self.run(svc, |st, tx| {
+            st.check_fence(req.fence.as_ref())?;
+            if st.records.contains_key(&req.key) {
+                return Err(ApiError::new(
+                    ErrorKind::Exists,
+                    format!("record `{}` already exists", req.key),
+                ));
+            }
+            if st.records.len() >= limits.max_records {
+                return Err(quota("records", limits.max_records));
+            }
+            let revision = st.bump(tx, ChangeKind::RecordPut, &req.key);
+            st.put_record(tx, &req.key, req.value, revision, revision, ttl);
+            st.audit(
+                tx,
+                AuditEvent::RecordCreated,
+                &req.key,
+                None,
+                req.fence.map(|f| f.token),
+                None,
+            );
+            Ok(WriteResponse { revision })
+        })
+        .await
+    }
+
+    pub async fn cas(&self, svc: &Service, req: CasRequest) -> Result<WriteResponse, ApiError> {
+        check_name("record key", &req.key).map_err(ApiError::bad_request)?;
+        let ttl = req.ttl_ms.map(|t| check_ttl(svc.limits(), t)).transpose()?;
+        self.run(svc, |st, tx| {
+            st.check_fence(req.fence.as_ref())?;
+            let current = st
+                .records
+                .get(&req.key)
+                .ok_or_else(|| not_found(&req.key))?;
+            if current.revision != req.expected_revision {
+                return Err(ApiError::new(
+                    ErrorKind::RevisionMismatch,
+                    format!(
+                        "record `{}` is at revision {}, not {}",
+                        req.key, current.revision, req.expected_revision
+                    ),
+                ));
+            }
+            let created = current.create_revision;
+            let revision = st.bump(tx, ChangeKind::RecordPut, &req.key);
+            st.put_record(tx, &req.key, req.value, revision, created, ttl);
+            Ok(WriteResponse { revision })
+        })
+        .await
+    }
+
+    pub async fn delete(
+        &self,
+        svc: &Service,
+        req: DeleteRequest,
+    ) -> Result<WriteResponse, ApiError> {
+        check_name("record key", &req.key).map_err(ApiError::bad_request)?;
+        self.run(svc, |st, tx| {
+            st.check_fence(req.fence.as_ref())?;
+            if st.records.remove(&req.key).is_none() {
+                return Err(not_found(&req.key));
+            }
+            let revision = st.bump(tx, ChangeKind::RecordDeleted, &req.key);
+            tx.ops.push(Op::DeleteRecord(req.key.clone()));
+            st.audit(
+                tx,
+                AuditEvent::RecordDeleted,
+                &req.key,
+                None,
+                req.fence.map(|f| f.token),
+                None,
+            );
+            Ok(WriteResponse { revision })
+        })
+        .await
+    }
+
+    pub async fn get(&self, svc: &Service, key: &str) -> Result<Record, ApiError> {
+        check_name("record key", key).map_err(ApiError::bad_request)?;
+        self.run(svc, |st, _| {
+            st.records
+                .get(key)
+                .map(|r| to_record(key, r))
+                .ok_or_else(|| not_found(key))
+        })
+        .await
+    }
+
+    pub async fn list(&self, svc: &Service, prefix: &str) -> Result<RecordList, ApiError> {
+        self.run(svc, |st, _| {
+            Ok(RecordList {
+                revision: st.meta.revision,
+                records: st
+                    .records
+                    .range(prefix.to_string()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .map(|(k, r)| to_record(k, r))
+                    .collect(),
+            })
+        })
+        .await
+    }
+
+    pub async fn acquire(
+        &self,
+        svc: &Service,
+        name: &str,
+        req: AcquireRequest,
+    ) -> Result<AcquireResponse, ApiError> {
+        check_name("semaphore name", name).map_err(ApiError::bad_request)?;
+        check_name("holder", &req.holder).map_err(ApiError::bad_request)?;
+        let limits = svc.limits();
+        let ttl = check_ttl(limits, req.ttl_ms)?;
+        if req.slots == 0 || req.slots > limits.max_slots {
+            return Err(ApiError::bad_request(format!(
+                "slots must be 1 to {}",
+                limits.max_slots
+            )));
+        }
+        self.run(svc, |st, tx| {
+            if !st.semaphores.contains_key(name) && st.semaphores.len() >= limits.max_semaphores {
+                return Err(quota("semaphores", limits.max_semaphores));
+            }
+            let sem = st
+                .semaphores
+                .entry(name.to_string())
+                .or_insert_with(|| StoredSemaphore::new(req.slots));
+            if sem.slots != req.slots {
+                return Err(ApiError::new(
+                    ErrorKind::SlotsMismatch,
+                    format!(
+                        "semaphore `{name}` has {} slot(s), not {}",
+                        sem.slots, req.slots
+                    ),
+                ));
+            }
+            match sem.acquire(&req.holder, ttl, tx.now) {
+                Acquired::Busy(holders) => Ok(AcquireResponse::Busy {
+                    holders,
+                    revision: st.meta.revision,
+                }),
+                Acquired::Granted {
+                    token,
+                    expires_at_ms,
+                    fresh,
+                } => {
+                    let snapshot = sem.clone();
+                    tx.ops.push(Op::PutSemaphore(name.to_string(), snapshot));
+                    st.note_expiry(expires_at_ms);
+                    if fresh {
+                        st.bump(tx, ChangeKind::SemaphoreGranted, name);
+                        st.audit(
+                            tx,
+                            AuditEvent::Granted,
+                            name,
+                            Some(&req.holder),
+                            Some(token),
+                            Some(req.slots),
+                        );
+                    }
+                    Ok(AcquireResponse::Granted {
+                        token,
+                        expires_at_ms,
+                    })
+                }
+            }
+        })
+        .await
+    }
+
+    pub async fn renew(
+        &self,
+        svc: &Service,
+        name: &str,
+        req: RenewRequest,
+    ) -> Result<RenewResponse, ApiError> {
+        check_name("semaphore name", name).map_err(ApiError::bad_request)?;
+        let ttl = check_ttl(svc.limits(), req.ttl_ms)?;
+        self.run(svc, |st, tx| {
+            let sem = st.semaphores.get_mut(name);
+            let expires_at_ms = sem
+                .and_then(|s| {
+                    let e = s.renew(&req.holder, req.token, ttl, tx.now)?;
+                    tx.ops.push(Op::PutSemaphore(name.to_string(), s.clone()));
+                    Some(e)
+                })
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorKind::NotHeld,
+                        format!(
+                            "`{}` does not hold semaphore `{name}` with token {}",
+                            req.holder, req.token
+                        ),
+                    )
+                })?;
+            st.note_expiry(expires_at_ms);
+            Ok(RenewResponse { expires_at_ms })
+        })
+        .await
+    }
+
+    pub async fn release(
+        &self,
+        svc: &Service,
+        name: &str,
+        req: ReleaseRequest,
+    ) -> Result<ReleaseResponse, ApiError> {
+        check_name("semaphore name", name).map_err(ApiError::bad_request)?;
+        self.run(svc, |st, tx| {
+            let Some(sem) = st.semaphores.get_mut(name) else {
+                return Ok(ReleaseResponse { released: false });
+            };
+            if !sem.release(&req.holder, req.token) {
+                return Ok(ReleaseResponse { released: false });
+            }
+            let (snapshot, slots) = (sem.clone(), sem.slots);
+            tx.ops.push(Op::PutSemaphore(name.to_string(), snapshot));
+            st.bump(tx, ChangeKind::SemaphoreReleased, name);
+            st.audit(
+                tx,
+                AuditEvent::Released,
+                name,
+                Some(&req.holder),
+                Some(req.token),
+                Some(slots),
+            );
+            Ok(ReleaseResponse { released: true })
+        })
+        .await
+    }
+
+    /// Long-poll: answers as soon as a change after `after` is durable, or after
+    /// `timeout` (or at shutdown) with no changes.
+    pub async fn watch(&self, svc: &Service, after: u64, timeout: Duration) -> WatchResponse {
+        let mut committed = self.committed.subscribe();
+        let mut shutdown = svc.inner.shutdown.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let revision = *committed.borrow_and_update();
+            if revision != after {
+                return self.lock().changes_between(after, revision);
+            }
+            tokio::select! {
+                changed = committed.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            }
+        }
+        WatchResponse {
+            revision: *committed.borrow(),
+            changes: Vec::new(),
+            compacted: false,
+        }
+    }
+}
+
+impl ClusterState {
+    fn bump(&mut self, tx: &mut Txn, kind: ChangeKind, name: &str) -> u64 {
+        self.meta.revision += 1;
+        tx.meta_dirty = true;
+        tx.changes.push(Change {
+            revision: self.meta.revision,
+            kind,
+            name: name.to_string(),
+        });
+        self.meta.revision
+    }
+
+    fn audit(
+        &mut self,
+        tx: &mut Txn,
+        event: AuditEvent,
+        subject: &str,
+        holder: Option<&str>,
+        token: Option<u64>,
+        slots: Option<u32>,
+    ) {
+        self.meta.audit_seq += 1;
+        tx.meta_dirty = true;
+        tx.ops.push(Op::Audit(AuditEntry {
+            seq: self.meta.audit_seq,
+            time_ms: tx.now,
+            revision: self.meta.revision,
+            event,
+            subject: subject.to_string(),
+            holder: holder.map(str::to_string),
+            token,
+            slots,
+        }));
+    }
+
+    fn put_record(
+        &mut self,
+        tx: &mut Txn,
+        key: &str,
+        value: model::rendezvous::Sealed,
+        revision: u64,
+        create_revision: u64,
+        ttl: Option<u64>,
+    ) {
+        let expires_at_ms = ttl.map(|t| tx.now.saturating_add(t));
+        if let Some(e) = expires_at_ms {
+            self.note_expiry(e);
+        }
+        let r = StoredRecord {
+            value,
+            revision,
+            create_revision,
+            expires_at_ms,
+        };
+        self.records.insert(key.to_string(), r.clone());
+        tx.ops.push(Op::PutRecord(key.to_string(), r));
+    }
+
+    /// A fenced write is allowed only while its token holds a slot (expired leases are
+    /// swept before this runs).
+    fn check_fence(&self, fence: Option<&Fence>) -> Result<(), ApiError> {
+        let Some(f) = fence else { return Ok(()) };
+        let held = self
+            .semaphores
+            .get(&f.semaphore)
+            .is_some_and(|s| s.is_held_by_token(f.token));
+        if held {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorKind::Fenced,
+                format!(
+                    "token {} no longer holds semaphore `{}`",
+                    f.token, f.semaphore
+                ),
+            ))
+        }
+    }
+
+    fn note_expiry(&mut self, at: u64) {
+        self.next_expiry = self.next_expiry.min(at);
+    }
+
+    fn earliest_expiry(&self) -> u64 {
+        let r = self.records.values().filter_map(|r| r.expires_at_ms);
+        let m = self.members.values().map(|m| m.expires_at_ms);
+        let s = self.semaphores.values().filter_map(|s| s.next_expiry());
+        r.chain(m).chain(s).min().unwrap_or(u64::MAX)
+    }
+
+    /// Removes every record, member and slot whose time ran out.
+    fn sweep(&mut self, tx: &mut Txn) {
+        if tx.now < self.next_expiry {
+            return;
+        }
+        let now = tx.now;
+        let dead: Vec<String> = self
+            .records
+            .iter()
+            .filter(|(_, r)| r.expires_at_ms.is_some_and(|e| e <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in dead {
+            self.records.remove(&key);
+            self.bump(tx, ChangeKind::RecordExpired, &key);
+            tx.ops.push(Op::DeleteRecord(key));
+        }
+        let gone: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.expires_at_ms <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for name in gone {
+            self.members.remove(&name);
+            self.bump(tx, ChangeKind::MemberExpired, &name);
+            tx.ops.push(Op::DeleteMember(name));
+        }
+        let mut expired = Vec::new();
+        for (name, sem) in self.semaphores.iter_mut() {
+            let lost = sem.expire(now);
+            if !lost.is_empty() {
+                tx.ops.push(Op::PutSemaphore(name.clone(), sem.clone()));
+                expired.push((name.clone(), sem.slots, lost));
+            }
+        }
+        for (name, slots, lost) in expired {
+            for h in lost {
+                self.bump(tx, ChangeKind::SemaphoreExpired, &name);
+                self.audit(
+                    tx,
+                    AuditEvent::Expired,
+                    &name,
+                    Some(&h.holder),
+                    Some(h.token),
+                    Some(slots),
+                );
+            }
+        }
+        self.next_expiry = self.earliest_expiry();
+    }
+
+    /// Turns `tx` into a batch (or nothing, for a pure read) and remembers its changes.
+    fn finish(&mut self, mut tx: Txn, cluster: &str, keep: usize) -> Option<(Batch, u64)> {
+        if tx.meta_dirty {
+            tx.ops.push(Op::Meta(self.meta));
+        }
+        self.changes.extend(tx.changes);
+        while self.changes.len() > keep {
+            if let Some(c) = self.changes.pop_front() {
+                self.floor = c.revision;
+            }
+        }
+        if tx.ops.is_empty() {
+            return None;
+        }
+        Some((
+            Batch {
+                cluster: cluster.to_string(),
+                ops: tx.ops,
+            },
+            self.meta.revision,
+        ))
+    }
+
+    fn changes_between(&self, after: u64, upto: u64) -> WatchResponse {
+        if after < self.floor || after > upto {
+            return WatchResponse {
+                revision: upto,
+                changes: Vec::new(),
+                compacted: true,
+            };
+        }
+        // Revisions are dense, so the change with revision `after + 1` sits at a known
+        // offset from the front.
+        let start = self
+            .changes
+            .front()
+            .map(|c| (after + 1).saturating_sub(c.revision) as usize)
+            .unwrap_or(0);
+        WatchResponse {
+            revision: upto,
+            changes: self
+                .changes
+                .iter()
+                .skip(start)
+                .take_while(|c| c.revision <= upto)
+                .cloned()
+                .collect(),
+            compacted: false,
+        }
+    }
+}
+
+fn to_record(key: &str, r: &StoredRecord) -> Record {
+    Record {
+        key: key.to_string(),
+        value: r.value.clone(),
+        revision: r.revision,
+        create_revision: r.create_revision,
+        expires_at_ms: r.expires_at_ms,
+    }
+}
+
+fn check_ttl(limits: &Limits, ttl_ms: u64) -> Result<u64, ApiError> {
+    if ttl_ms < limits.min_ttl_ms || ttl_ms > limits.max_ttl_ms {
+        return Err(ApiError::bad_request(format!(
+            "ttl_ms {ttl_ms} is outside {}..={}",
+            limits.min_ttl_ms, limits.max_ttl_ms
+        )));
+    }
+    Ok(ttl_ms)
+}
+
+fn quota(what: &str, max: usize) -> ApiError {
+    ApiError::new(
+        ErrorKind::Quota,
+        format!("this cluster already has the maximum of {max} {what}"),
+    )
+}
+
+fn not_found(key: &str) -> ApiError {
+    ApiError::new(ErrorKind::NotFound, format!("no record `{key}`"))
+}
+
+/// A poisoned lock means a request panicked while holding it; nothing under these locks
+/// panics by design, and refusing every later request would be worse than going on.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,93 @@
+use model::secret::ClusterSecret;
+use muster::rendezvous::{self, Limits, keys, tls};
+use nodeagent::rendezvous::{Client, RetryPolicy, http_client};
+use reqwest::Url;
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub fn random_secret() -> ClusterSecret {
+    ClusterSecret::from_bytes(rand::random())
+}
+
+/// A rendezvous service on 127.0.0.1:0 over a fresh data dir, serving one cluster.
+pub struct Server {
+    pub base: Url,
+    pub pin: Option<String>,
+    pub secret: ClusterSecret,
+    pub data: TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    pub async fn start(use_tls: bool, limits: Limits) -> Server {
+        let data = tempfile::tempdir().unwrap();
+        let secret = random_secret();
+        let keys_dir = data.path().join("keys");
+        keys::install(&keys_dir, &secret).unwrap();
+        let svc = rendezvous::open(data.path(), &keys_dir, limits).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (config, pin, scheme) = if use_tls {
+            let g = tls::generate(&["127.0.0.1"]).unwrap();
+            let config =
+                tls::server_config(g.cert_pem.as_bytes(), g.key_pem.as_bytes(), "test").unwrap();
+            (Some(config), Some(g.cert_sha256), "https")
+        } else {
+            (None, None, "http")
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(rendezvous::run(listener, config, svc, async {
+            let _ = stopped.await;
+        }));
+        Server {
+            base: format!("{scheme}://{addr}").parse().unwrap(),
+            pin,
+            secret,
+            data,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn client(&self, name: &str) -> Client {
+        let http = http_client(self.pin.as_deref(), Duration::from_secs(20)).unwrap();
+        self.client_with(name, http)
+    }
+
+    pub fn client_with(&self, name: &str, http: reqwest::Client) -> Client {
+        Client::new(self.base.clone(), http, &self.secret, name)
+            .unwrap()
+            .with_retry(RetryPolicy::none())
+    }
+
+    pub async fn stop(mut self) -> TempDir {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+        self.data
+    }
+}
+
+/// Every file under `dir`, concatenated.
+pub fn dump_dir(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(dump_dir(&path));
+        } else {
+            out.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    out
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
