@@ -1,5 +1,7 @@
 //! `muster`: plans, builds and rehearses highly available Kubernetes clusters.
 
+pub mod image;
 pub mod plan_table;
 pub mod render;
 pub mod spec_source;
+pub mod vm;

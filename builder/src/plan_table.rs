@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 /// `4096` → `4 GiB`, `1536` → `1536 MiB`.
 pub fn mib(m: u64) -> String {
-    if m % 1024 == 0 {
+    if m.is_multiple_of(1024) {
         format!("{} GiB", m / 1024)
     } else {
         format!("{m} MiB")
