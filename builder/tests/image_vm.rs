@@ -309,14 +309,23 @@ fn image_builds_and_boots_with_nocloud_seed() {
         seen[0].unwrap_or_default(),
         probe.accel
     );
-    // The static address from network-config answers on the tap.
-    let ping = (0..10).any(|_| {
+    // The static address from network-config answers on the tap, and sshd runs there (its
+    // host keys were removed by sysprep and made at first boot by the drop-in).
+    let ssh = (0..20).any(|_| {
         Command::new("ip")
-            .args(["netns", "exec", &ns, "ping", "-c", "1", "-W", "2", NODE_IP])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+            .args(["netns", "exec", &ns, "timeout", "3", "bash", "-c"])
+            .arg(format!("exec 3<>/dev/tcp/{NODE_IP}/22 && head -c 7 <&3"))
+            .output()
+            .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"SSH-2.0"))
+            || {
+                std::thread::sleep(Duration::from_secs(2));
+                false
+            }
     });
-    assert!(ping, "{NODE_IP} does not answer from the namespace");
+    assert!(ssh, "no ssh banner from {NODE_IP}:22 in the namespace");
+    eprintln!(
+        "ssh banner from {NODE_IP}:22 after {:.1}s",
+        booted.elapsed().as_secs_f64()
+    );
     drop(lab);
 }

@@ -127,3 +127,23 @@ pub fn probe(kernel: &Path, initrd: Option<&Path>, timebox: Duration) -> Probe {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_that_cannot_boot_means_tcg_with_a_reason() {
+        let p = probe(
+            Path::new("/nonexistent/vmlinuz"),
+            None,
+            Duration::from_secs(5),
+        );
+        assert_eq!(p.accel, Accel::Tcg);
+        assert!(!p.reason.is_empty());
+        assert_eq!(
+            Accel::Tcg.qemu_args(),
+            ["-machine", "q35,accel=tcg", "-cpu", "max"]
+        );
+    }
+}

@@ -71,3 +71,35 @@ impl DirectBoot {
         c
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_boot_command() {
+        let vm = DirectBoot {
+            kernel: "k".into(),
+            initrd: "i".into(),
+            cmdline: "root=/dev/vda rw".into(),
+            disk: "n.qcow2".into(),
+            seed: Some("seed.vfat".into()),
+            tap: Some(("tap0".into(), "52:54:00:00:00:01".into())),
+            cpus: 1,
+            memory_mib: 512,
+            serial_log: "s.log".into(),
+        };
+        let c = vm.command(Accel::Tcg);
+        let args: Vec<_> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let line = args.join(" ");
+        assert!(line.starts_with("-machine q35,accel=tcg -cpu max -smp 1 -m 512"));
+        assert!(line.contains("-kernel k -initrd i -append root=/dev/vda rw"));
+        assert!(line.contains("-drive file=n.qcow2,if=virtio,format=qcow2"));
+        assert!(line.contains("-drive file=seed.vfat,if=virtio,format=raw,readonly=on"));
+        assert!(line.contains("tap,id=n0,ifname=tap0,script=no,downscript=no"));
+        assert!(line.ends_with("-serial file:s.log"));
+    }
+}
