@@ -142,6 +142,14 @@ fn image_builds_and_boots_with_nocloud_seed() {
         first["base"]["cached"], second["base"]["cached"]
     );
     assert_eq!(second["base"]["cached"], true);
+    let (third, third_wall) = build(&d.join("out2"), &d.join("p2/payload.tar.gz"));
+    eprintln!(
+        "MEASURED same inputs again: {third_wall:.1}s (up to date: {})",
+        third["upToDate"]
+    );
+    assert_eq!(third["upToDate"], true);
+    assert_eq!(third["buildKey"], second["buildKey"]);
+    assert_ne!(first["buildKey"], second["buildKey"]);
     assert_eq!(first["base"]["key"], second["base"]["key"]);
     assert_ne!(first["payload"]["sha256"], second["payload"]["sha256"]);
     let left_out = second["leftOut"].to_string();

@@ -16,7 +16,7 @@ pub mod vagrant;
 use crate::render::FileSet;
 use crate::spec_source::LoadedSpec;
 use files::{io_err, place, staging};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Names of the outputs in `--out DIR`.
@@ -76,13 +76,13 @@ pub struct BuildOptions {
     pub disk_bytes: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepTiming {
     pub step: String,
     pub seconds: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BaseReport {
     pub key: String,
@@ -90,7 +90,7 @@ pub struct BaseReport {
     pub path: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArtifactReport {
     pub name: String,
     pub bytes: u64,
@@ -98,9 +98,15 @@ pub struct ArtifactReport {
 }
 
 /// What `--json` prints and `DIR/image.json` keeps.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageReport {
+    /// Hash of everything the outputs are made from (base, payload, scripts, disk size):
+    /// a build with the same key finds the outputs up to date.
+    pub build_key: String,
+    /// True when this run found the outputs up to date and rebuilt nothing.
+    #[serde(default)]
+    pub up_to_date: bool,
     pub spec: String,
     pub cluster: String,
     pub distribution: String,
@@ -120,6 +126,53 @@ pub struct ImageReport {
     pub artifacts: Vec<ArtifactReport>,
     pub steps: Vec<StepTiming>,
     pub total_seconds: f64,
+}
+
+/// Bump when the image recipe changes in a way the inputs below do not show.
+const IMAGE_RECIPE: &str = "muster-image-1";
+
+/// The build key: first 16 hex digits of SHA-256 over the recipe, muster's version, the base
+/// key, the payload's sha256 (or `none`), both scripts, the box's Vagrantfile and the disk size.
+pub fn build_key(base_key: &str, payload_sha256: Option<&str>, disk_bytes: u64) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        IMAGE_RECIPE,
+        env!("CARGO_PKG_VERSION"),
+        base_key,
+        payload_sha256.unwrap_or("none"),
+        customise::PROVISION_SH,
+        customise::IMAGE_BUILD_SH,
+        &vagrant::vagrantfile(),
+        &disk_bytes.to_string(),
+    ] {
+        h.update(part.as_bytes());
+        h.update(b"\0");
+    }
+    hex::encode(h.finalize())[..16].to_string()
+}
+
+/// The report of a previous build in `out` if it has `key` and every artifact is there
+/// with its recorded sha256.
+fn up_to_date(out: &Path, key: &str) -> Result<Option<ImageReport>, ImageError> {
+    let Ok(text) = std::fs::read(out.join(REPORT)) else {
+        return Ok(None);
+    };
+    let Ok(report) = serde_json::from_slice::<ImageReport>(&text) else {
+        return Ok(None);
+    };
+    if report.build_key != key || !out.join(SUMS).is_file() {
+        return Ok(None);
+    }
+    for a in &report.artifacts {
+        let path = out.join(&a.name);
+        if std::fs::metadata(&path).map(|m| m.len()).ok() != Some(a.bytes)
+            || files::sha256_file(&path)? != a.sha256
+        {
+            return Ok(None);
+        }
+    }
+    Ok(Some(report))
 }
 
 /// `$XDG_CACHE_HOME/muster/image`, else `~/.cache/muster/image`.
@@ -190,7 +243,7 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
             l.what, l.source
         );
     }
-    let mut progress = run::Progress::new(12);
+    let mut progress = run::Progress::new(13);
     let scratch = Scratch(opts.cache.join("work").join(std::process::id().to_string()));
     std::fs::create_dir_all(&scratch.0).map_err(io_err("making scratch dir", &scratch.0))?;
     std::fs::create_dir_all(&opts.out).map_err(io_err("making output dir", &opts.out))?;
@@ -212,6 +265,26 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
             p
         }
     };
+
+    let key = build_key(
+        &base::key(&selection),
+        payload_info.as_ref().map(|p| p.sha256.as_str()),
+        opts.disk_bytes,
+    );
+    if let Some(previous) = progress.step("looking for up-to-date outputs", || {
+        up_to_date(&opts.out, &key)
+    })? {
+        eprintln!(
+            "    {} already holds this image (build key {key}): nothing to do",
+            opts.out.display()
+        );
+        return Ok(ImageReport {
+            up_to_date: true,
+            total_seconds: progress.elapsed(),
+            steps: progress.timings,
+            ..previous
+        });
+    }
 
     let base = match cached_base {
         Some(b) => progress.step(&format!("base rootfs {} (cached)", b.key), || Ok(b))?,
@@ -293,6 +366,8 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
     drop(scratch);
 
     let report = ImageReport {
+        build_key: key,
+        up_to_date: false,
         spec: opts.spec.origin.clone(),
         cluster: cluster.name.to_string(),
         distribution: format!("{:?}", cluster.distribution.kind).to_lowercase(),
@@ -327,7 +402,12 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
 /// The human summary `muster image build` prints without `--json`.
 pub fn summary(report: &ImageReport, out: &Path) -> String {
     let mut s = format!(
-        "built {} node image for {} ({} {}) in {:.1}s, base {}\n",
+        "{} {} node image for {} ({} {}) in {:.1}s, base {}\n",
+        if report.up_to_date {
+            "up to date:"
+        } else {
+            "built"
+        },
         report.suite,
         report.cluster,
         report.distribution,
@@ -351,8 +431,36 @@ pub fn summary(report: &ImageReport, out: &Path) -> String {
         Some(p) => s.push_str(&format!("payload: {} ({} files)\n", p.path, p.files.len())),
         None => s.push_str("payload: none (no agent in the image)\n"),
     }
+    if report.up_to_date {
+        s.push_str(&format!(
+            "outputs were up to date (build key {})\n",
+            report.build_key
+        ));
+    }
     for l in &report.left_out {
         s.push_str(&format!("LEFT OUT: {} (from {})\n", l.what, l.source));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_key_follows_payload_base_and_disk() {
+        let k = build_key("base1", Some("aa"), 2 << 30);
+        assert_eq!(k.len(), 16);
+        assert_eq!(k, build_key("base1", Some("aa"), 2 << 30));
+        assert_ne!(k, build_key("base1", Some("bb"), 2 << 30));
+        assert_ne!(k, build_key("base2", Some("aa"), 2 << 30));
+        assert_ne!(k, build_key("base1", None, 2 << 30));
+        assert_ne!(k, build_key("base1", Some("aa"), 4 << 30));
+    }
+
+    #[test]
+    fn outputs_without_a_report_are_not_up_to_date() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(up_to_date(d.path(), "k").unwrap().is_none());
+    }
 }

@@ -2,7 +2,7 @@
 //! give it. Pure: the same spec always yields the same sorted list (it keys the base cache).
 
 use model::spec::{Cluster, Datastore, DistroKind, VipProvider};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub const SUITE: &str = "bookworm";
 pub const MIRROR: &str = "http://deb.debian.org/debian";
@@ -33,13 +33,13 @@ const BASE: &[&str] = &[
 const NODE: &[&str] = &["containerd", "chrony", "conntrack", "socat", "iptables"];
 
 /// Something the image should have but this build could not install.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeftOut {
     pub what: String,
     pub source: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Selection {
     /// Sorted, without duplicates.
     pub packages: Vec<String>,

@@ -9,7 +9,7 @@ use crate::render::FileSet;
 use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -24,7 +24,7 @@ pub const FORBIDDEN: &[&str] = &[
     model::node_files::NODE_IDENTITY,
 ];
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PayloadInfo {
     pub path: String,
     /// SHA-256 of the tarball itself (part of the build's identity).
