@@ -221,6 +221,21 @@ impl Drop for Scratch {
     }
 }
 
+/// Removes scratch dirs of builds that were killed (named by a pid no longer running).
+fn sweep_dead_scratch(work: &Path) {
+    let Ok(entries) = std::fs::read_dir(work) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().is_ok() && !Path::new("/proc").join(&name).exists() {
+            if let Err(err) = files::remove_tree(&e.path()) {
+                tracing::warn!("cannot remove stale scratch {}: {err}", e.path().display());
+            }
+        }
+    }
+}
+
 pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
     // debootstrap wants an absolute --cache-dir.
     std::fs::create_dir_all(&opts.cache).map_err(io_err("making cache dir", &opts.cache))?;
@@ -244,6 +259,7 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
         );
     }
     let mut progress = run::Progress::new(13);
+    sweep_dead_scratch(&opts.cache.join("work"));
     let scratch = Scratch(opts.cache.join("work").join(std::process::id().to_string()));
     std::fs::create_dir_all(&scratch.0).map_err(io_err("making scratch dir", &scratch.0))?;
     std::fs::create_dir_all(&opts.out).map_err(io_err("making output dir", &opts.out))?;
