@@ -228,10 +228,11 @@ fn sweep_dead_scratch(work: &Path) {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.parse::<u32>().is_ok() && !Path::new("/proc").join(&name).exists() {
-            if let Err(err) = files::remove_tree(&e.path()) {
-                tracing::warn!("cannot remove stale scratch {}: {err}", e.path().display());
-            }
+        if name.parse::<u32>().is_ok()
+            && !Path::new("/proc").join(&name).exists()
+            && let Err(err) = files::remove_tree(&e.path())
+        {
+            tracing::warn!("cannot remove stale scratch {}: {err}", e.path().display());
         }
     }
 }
