@@ -26,6 +26,8 @@ pub const INITRD: &str = "initrd.img";
 pub const BOX: &str = "node-libvirt.box";
 pub const SUMS: &str = "SHA256SUMS";
 pub const REPORT: &str = "image.json";
+/// The one file an image built without `--payload` gets in place of the agent.
+pub const NO_AGENT_MARKER: &str = "usr/share/doc/muster/NO-AGENT";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -269,16 +271,24 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
     let payload_info = progress.step("checking the payload", || match &opts.payload {
         Some(p) => payload::inspect(p).map(Some),
         None => {
-            eprintln!("    no --payload: the image gets no agent (an empty payload)");
+            eprintln!("    no --payload: the image gets no agent (only /{NO_AGENT_MARKER})");
             Ok(None)
         }
     })?;
     let payload_path = match &opts.payload {
         Some(p) => p.clone(),
         None => {
-            let p = work.join("empty-payload.tar.gz");
-            let bytes = payload::pack(&FileSet::default()).map_err(io_err("empty payload", &p))?;
-            std::fs::write(&p, bytes).map_err(io_err("empty payload", &p))?;
+            // One marker file rather than nothing: provision.sh verifies a non-empty
+            // SHA256SUMS (`sha256sum -c` refuses an empty one).
+            let p = work.join("no-agent-payload.tar.gz");
+            let mut marker = FileSet::default();
+            marker.add(
+                NO_AGENT_MARKER,
+                0o644,
+                "Built by `muster image build` without --payload: no muster agent here.\n",
+            );
+            let bytes = payload::pack(&marker).map_err(io_err("no-agent payload", &p))?;
+            std::fs::write(&p, bytes).map_err(io_err("no-agent payload", &p))?;
             p
         }
     };

@@ -118,7 +118,7 @@ pub fn inspect(path: &Path) -> Result<PayloadInfo, ImageError> {
 }
 
 /// Packs `files` (paths relative to `/`) into a payload tarball with its `SHA256SUMS`.
-/// Used for the empty payload of a build without `--payload`, and by tests.
+/// Used for the no-agent payload of a build without `--payload`, and by tests.
 pub fn pack(files: &FileSet) -> Result<Vec<u8>, std::io::Error> {
     let sums: Vec<(String, String)> = files
         .files
