@@ -44,6 +44,11 @@ enum Command {
     },
     /// Serve the rendezvous: the meeting point where nodes find each other.
     Rendezvous(RendezvousArgs),
+    /// Node images.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -75,6 +80,40 @@ struct RendezvousArgs {
     /// Sustained requests per second allowed per client.
     #[arg(long, default_value_t = muster::rendezvous::Limits::default().rate_per_second)]
     rate: f64,
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCommand {
+    /// Build the node image directly (no Packer): Debian base by debootstrap, the agent
+    /// payload, a qcow2 with its kernel and initrd, and a Vagrant box for libvirt. Needs root.
+    Build {
+        /// The cluster spec (YAML). Without it, the built-in default cluster.
+        spec: Option<PathBuf>,
+        /// Where the images, SHA256SUMS and image.json go.
+        #[arg(long)]
+        out: PathBuf,
+        /// The agent payload from `muster build` (payload.tar.gz with SHA256SUMS inside).
+        /// Without it the image has no agent.
+        #[arg(long)]
+        payload: Option<PathBuf>,
+        /// Cache for .debs and debootstrapped bases [default: ~/.cache/muster/image].
+        #[arg(long, env = "MUSTER_IMAGE_CACHE")]
+        cache: Option<PathBuf>,
+        /// Size of the image's disk (ext4, whole disk); grow it per node.
+        #[arg(long, default_value = "4G", value_parser = parse_disk_size)]
+        disk_size: u64,
+        /// Print the build report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_disk_size(text: &str) -> Result<u64, String> {
+    match muster::image::disk::parse_size(text) {
+        Some(b) if b >= 1 << 30 => Ok(b),
+        Some(_) => Err("at least 1G: the base alone takes about 500 MiB".into()),
+        None => Err("a size like 2G, 4096M".into()),
+    }
 }
 
 /// Exit code for an invalid spec; usage errors exit 2 (clap's own).
@@ -145,6 +184,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Rendezvous(args) => {
             serve_rendezvous(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Image {
+            command:
+                ImageCommand::Build {
+                    spec,
+                    out,
+                    payload,
+                    cache,
+                    disk_size,
+                    json,
+                },
+        } => {
+            let loaded = spec_source::load(spec.as_deref())?;
+            let opts = muster::image::BuildOptions {
+                spec: loaded,
+                out: out.clone(),
+                payload,
+                cache: cache.unwrap_or_else(muster::image::default_cache_dir),
+                disk_bytes: disk_size,
+            };
+            let report = muster::image::build(&opts).context("image build failed")?;
+            if json {
+                let text =
+                    serde_json::to_string_pretty(&report).context("serializing the report")?;
+                println!("{text}");
+            } else {
+                print!("{}", muster::image::summary(&report, &out));
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,0 +1,493 @@
+//! `muster image build`: a node image made directly, without Packer. A Debian base from
+//! debootstrap (cached by its package list), the agent payload installed by the shared
+//! `images/provision.sh`, a whole-disk ext4 in qcow2 with its kernel and initrd beside it,
+//! and a Vagrant box for libvirt. Everything runs as root on the build host with chroot;
+//! nothing is booted and nothing is mounted.
+
+pub mod base;
+pub mod customise;
+pub mod disk;
+pub mod files;
+pub mod packages;
+pub mod payload;
+pub mod run;
+pub mod vagrant;
+
+use crate::render::FileSet;
+use crate::spec_source::LoadedSpec;
+use files::{io_err, place, staging};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Names of the outputs in `--out DIR`.
+pub const QCOW2: &str = "node.qcow2";
+pub const KERNEL: &str = "vmlinuz";
+pub const INITRD: &str = "initrd.img";
+pub const BOX: &str = "node-libvirt.box";
+pub const SUMS: &str = "SHA256SUMS";
+pub const REPORT: &str = "image.json";
+/// The one file an image built without `--payload` gets in place of the agent.
+pub const NO_AGENT_MARKER: &str = "usr/share/doc/muster/NO-AGENT";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{step}: cannot run {program}")]
+    Spawn {
+        step: String,
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{step}: `{command}` failed ({status}); its last output:\n{tail}")]
+    Failed {
+        step: String,
+        command: String,
+        status: String,
+        tail: String,
+    },
+    #[error("{step}: {}", path.display())]
+    Io {
+        step: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("payload {}: {problem}", path.display())]
+    Payload { path: PathBuf, problem: String },
+    #[error("{step}: {what} not found")]
+    Missing { step: String, what: String },
+    #[error("{step}: {what}; refusing to make a shared image of it")]
+    Unclean { step: String, what: String },
+    #[error("image build needs root (debootstrap and chroot); run it with sudo")]
+    NotRoot,
+    #[error(
+        "`{tool}` is not installed (Debian package {package}; scripts/deps/vm-images.sh installs it)"
+    )]
+    MissingTool {
+        tool: &'static str,
+        package: &'static str,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub spec: LoadedSpec,
+    pub out: PathBuf,
+    pub payload: Option<PathBuf>,
+    pub cache: PathBuf,
+    pub disk_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepTiming {
+    pub step: String,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BaseReport {
+    pub key: String,
+    pub cached: bool,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactReport {
+    pub name: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// What `--json` prints and `DIR/image.json` keeps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageReport {
+    /// Hash of everything the outputs are made from (base, payload, scripts, disk size):
+    /// a build with the same key finds the outputs up to date.
+    pub build_key: String,
+    /// True when this run found the outputs up to date and rebuilt nothing.
+    #[serde(default)]
+    pub up_to_date: bool,
+    pub spec: String,
+    pub cluster: String,
+    pub distribution: String,
+    pub kubernetes_version: String,
+    pub vip_provider: String,
+    pub suite: String,
+    pub mirror: String,
+    pub packages: Vec<String>,
+    /// What the image should have but this offline build could not install.
+    pub left_out: Vec<packages::LeftOut>,
+    pub base: BaseReport,
+    /// `None` when built without `--payload` (no agent in the image).
+    pub payload: Option<payload::PayloadInfo>,
+    pub kernel_version: String,
+    pub kernel_cmdline: String,
+    pub virtual_size_bytes: u64,
+    pub artifacts: Vec<ArtifactReport>,
+    pub steps: Vec<StepTiming>,
+    pub total_seconds: f64,
+}
+
+/// Bump when the image recipe changes in a way the inputs below do not show.
+const IMAGE_RECIPE: &str = "muster-image-1";
+
+/// The build key: first 16 hex digits of SHA-256 over the recipe, muster's version, the base
+/// key, the payload's sha256 (or `none`), both scripts, the box's Vagrantfile and the disk size.
+pub fn build_key(base_key: &str, payload_sha256: Option<&str>, disk_bytes: u64) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        IMAGE_RECIPE,
+        env!("CARGO_PKG_VERSION"),
+        base_key,
+        payload_sha256.unwrap_or("none"),
+        customise::PROVISION_SH,
+        customise::IMAGE_BUILD_SH,
+        &vagrant::vagrantfile(),
+        &disk_bytes.to_string(),
+    ] {
+        h.update(part.as_bytes());
+        h.update(b"\0");
+    }
+    hex::encode(h.finalize())[..16].to_string()
+}
+
+/// The report of a previous build in `out` if it has `key` and every artifact is there
+/// with its recorded sha256.
+fn up_to_date(out: &Path, key: &str) -> Result<Option<ImageReport>, ImageError> {
+    let Ok(text) = std::fs::read(out.join(REPORT)) else {
+        return Ok(None);
+    };
+    let Ok(report) = serde_json::from_slice::<ImageReport>(&text) else {
+        return Ok(None);
+    };
+    if report.build_key != key || !out.join(SUMS).is_file() {
+        return Ok(None);
+    }
+    for a in &report.artifacts {
+        let path = out.join(&a.name);
+        if std::fs::metadata(&path).map(|m| m.len()).ok() != Some(a.bytes)
+            || files::sha256_file(&path)? != a.sha256
+        {
+            return Ok(None);
+        }
+    }
+    Ok(Some(report))
+}
+
+/// `$XDG_CACHE_HOME/muster/image`, else `~/.cache/muster/image`.
+pub fn default_cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/var/cache"));
+    base.join("muster/image")
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+}
+
+fn check_host(need_debootstrap: bool) -> Result<(), ImageError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(ImageError::NotRoot);
+    }
+    let mut tools = vec![
+        ("chroot", "coreutils"),
+        ("mkfs.ext4", "e2fsprogs"),
+        ("debugfs", "e2fsprogs"),
+        ("qemu-img", "qemu-utils"),
+    ];
+    if need_debootstrap {
+        tools.push(("debootstrap", "debootstrap"));
+    }
+    for (tool, package) in tools {
+        if !on_path(tool) {
+            return Err(ImageError::MissingTool { tool, package });
+        }
+    }
+    Ok(())
+}
+
+/// Removes the build's scratch directory however the build ends.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = files::remove_tree(&self.0) {
+            tracing::warn!("leaving scratch {}: {e}", self.0.display());
+        }
+    }
+}
+
+/// Removes scratch dirs of builds that were killed (named by a pid no longer running).
+fn sweep_dead_scratch(work: &Path) {
+    let Ok(entries) = std::fs::read_dir(work) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().is_ok()
+            && !Path::new("/proc").join(&name).exists()
+            && let Err(err) = files::remove_tree(&e.path())
+        {
+            tracing::warn!("cannot remove stale scratch {}: {err}", e.path().display());
+        }
+    }
+}
+
+pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
+    // debootstrap wants an absolute --cache-dir.
+    std::fs::create_dir_all(&opts.cache).map_err(io_err("making cache dir", &opts.cache))?;
+    let cache = opts
+        .cache
+        .canonicalize()
+        .map_err(io_err("making cache dir", &opts.cache))?;
+    let opts = &BuildOptions {
+        cache,
+        ..opts.clone()
+    };
+    let cluster = &opts.spec.cluster;
+    let selection = packages::select(cluster);
+    let cached_base = base::cached(&opts.cache, &selection);
+    check_host(cached_base.is_none())?;
+
+    for l in &selection.left_out {
+        eprintln!(
+            "left out (not reachable offline): {} — from {}",
+            l.what, l.source
+        );
+    }
+    let mut progress = run::Progress::new(13);
+    sweep_dead_scratch(&opts.cache.join("work"));
+    let scratch = Scratch(opts.cache.join("work").join(std::process::id().to_string()));
+    std::fs::create_dir_all(&scratch.0).map_err(io_err("making scratch dir", &scratch.0))?;
+    std::fs::create_dir_all(&opts.out).map_err(io_err("making output dir", &opts.out))?;
+    let work = scratch.0.as_path();
+
+    let payload_info = progress.step("checking the payload", || match &opts.payload {
+        Some(p) => payload::inspect(p).map(Some),
+        None => {
+            eprintln!("    no --payload: the image gets no agent (only /{NO_AGENT_MARKER})");
+            Ok(None)
+        }
+    })?;
+    let payload_path = match &opts.payload {
+        Some(p) => p.clone(),
+        None => {
+            // One marker file rather than nothing: provision.sh verifies a non-empty
+            // SHA256SUMS (`sha256sum -c` refuses an empty one).
+            let p = work.join("no-agent-payload.tar.gz");
+            let mut marker = FileSet::default();
+            marker.add(
+                NO_AGENT_MARKER,
+                0o644,
+                "Built by `muster image build` without --payload: no muster agent here.\n",
+            );
+            let bytes = payload::pack(&marker).map_err(io_err("no-agent payload", &p))?;
+            std::fs::write(&p, bytes).map_err(io_err("no-agent payload", &p))?;
+            p
+        }
+    };
+
+    let key = build_key(
+        &base::key(&selection),
+        payload_info.as_ref().map(|p| p.sha256.as_str()),
+        opts.disk_bytes,
+    );
+    if let Some(previous) = progress.step("looking for up-to-date outputs", || {
+        up_to_date(&opts.out, &key)
+    })? {
+        eprintln!(
+            "    {} already holds this image (build key {key}): nothing to do",
+            opts.out.display()
+        );
+        return Ok(ImageReport {
+            up_to_date: true,
+            total_seconds: progress.elapsed(),
+            steps: progress.timings,
+            ..previous
+        });
+    }
+
+    let base = match cached_base {
+        Some(b) => progress.step(&format!("base rootfs {} (cached)", b.key), || Ok(b))?,
+        None => progress.step(
+            &format!(
+                "debootstrap {} base ({} packages, .debs cached in {})",
+                packages::SUITE,
+                selection.packages.len(),
+                opts.cache.join("debs").display()
+            ),
+            || base::make(&opts.cache, &selection),
+        )?,
+    };
+
+    let rootfs = work.join("rootfs");
+    progress.step("copying the base rootfs", || base::copy_to(&base, &rootfs))?;
+    let disabled = packages::disabled_services(&selection);
+    progress.step("image-specific steps (images/image-build.sh)", || {
+        customise::image_steps(&rootfs, &disabled)
+    })?;
+    progress.step("node preparation (images/provision.sh PAYLOAD)", || {
+        customise::provision(&rootfs, &payload_path)
+    })?;
+    let (kernel, initrd) = (opts.out.join(KERNEL), opts.out.join(INITRD));
+    let kernel_version = progress.step("extracting kernel and initrd", || {
+        let v = customise::extract_boot(&rootfs, &staging(&kernel), &staging(&initrd))?;
+        place(&staging(&kernel), &kernel)?;
+        place(&staging(&initrd), &initrd)?;
+        Ok(v)
+    })?;
+    progress.step("checking the rootfs (sysprep, no secrets)", || {
+        customise::check_clean(&rootfs)
+    })?;
+    let raw = work.join("node.raw");
+    progress.step("mkfs.ext4 -d (no mounts)", || {
+        disk::mkfs_ext4(&rootfs, &raw, opts.disk_bytes)?;
+        files::remove_tree(&rootfs)
+    })?;
+    progress.step("checking the disk with debugfs", || {
+        for rel in payload::FORBIDDEN {
+            if disk::read_file(&raw, &format!("/{rel}"))?.is_some() {
+                return Err(ImageError::Unclean {
+                    step: "checking the disk".into(),
+                    what: format!("/{rel} is in the disk"),
+                });
+            }
+        }
+        Ok(())
+    })?;
+    let qcow2 = opts.out.join(QCOW2);
+    progress.step("qemu-img convert to qcow2", || {
+        disk::to_qcow2(&raw, &staging(&qcow2))?;
+        place(&staging(&qcow2), &qcow2)
+    })?;
+    let vbox = opts.out.join(BOX);
+    progress.step("vagrant box (libvirt)", || {
+        vagrant::write_box(&staging(&vbox), &qcow2, &kernel, &initrd, opts.disk_bytes)?;
+        place(&staging(&vbox), &vbox)
+    })?;
+    let artifacts = progress.step("SHA256SUMS", || {
+        let mut artifacts = Vec::new();
+        for name in [QCOW2, KERNEL, INITRD, BOX] {
+            let path = opts.out.join(name);
+            artifacts.push(ArtifactReport {
+                name: name.to_string(),
+                bytes: std::fs::metadata(&path)
+                    .map_err(io_err("SHA256SUMS", &path))?
+                    .len(),
+                sha256: files::sha256_file(&path)?,
+            });
+        }
+        let entries: Vec<_> = artifacts
+            .iter()
+            .map(|a| (a.name.clone(), a.sha256.clone()))
+            .collect();
+        files::atomic_write(&opts.out.join(SUMS), files::sums_text(&entries).as_bytes())?;
+        Ok(artifacts)
+    })?;
+    drop(scratch);
+
+    let report = ImageReport {
+        build_key: key,
+        up_to_date: false,
+        spec: opts.spec.origin.clone(),
+        cluster: cluster.name.to_string(),
+        distribution: format!("{:?}", cluster.distribution.kind).to_lowercase(),
+        kubernetes_version: cluster.distribution.version.to_string(),
+        vip_provider: cluster.ha.provider.as_str().to_string(),
+        suite: packages::SUITE.into(),
+        mirror: packages::MIRROR.into(),
+        packages: selection.packages.clone(),
+        left_out: selection.left_out.clone(),
+        base: BaseReport {
+            key: base.key.clone(),
+            cached: base.cached,
+            path: base.rootfs.display().to_string(),
+        },
+        payload: payload_info,
+        kernel_version,
+        kernel_cmdline: vagrant::KERNEL_CMDLINE.into(),
+        virtual_size_bytes: opts.disk_bytes,
+        artifacts,
+        total_seconds: progress.elapsed(),
+        steps: progress.timings,
+    };
+    let json = serde_json::to_vec_pretty(&report).map_err(|e| ImageError::Io {
+        step: "writing the report".into(),
+        path: opts.out.join(REPORT),
+        source: std::io::Error::other(e),
+    })?;
+    files::atomic_write(&opts.out.join(REPORT), &json)?;
+    Ok(report)
+}
+
+/// The human summary `muster image build` prints without `--json`.
+pub fn summary(report: &ImageReport, out: &Path) -> String {
+    let mut s = format!(
+        "{} {} node image for {} ({} {}) in {:.1}s, base {}\n",
+        if report.up_to_date {
+            "up to date:"
+        } else {
+            "built"
+        },
+        report.suite,
+        report.cluster,
+        report.distribution,
+        report.kubernetes_version,
+        report.total_seconds,
+        if report.base.cached {
+            "from cache"
+        } else {
+            "debootstrapped"
+        },
+    );
+    for a in &report.artifacts {
+        s.push_str(&format!(
+            "  {:<18} {:>6} MiB  {}\n",
+            a.name,
+            a.bytes >> 20,
+            out.join(&a.name).display()
+        ));
+    }
+    match &report.payload {
+        Some(p) => s.push_str(&format!("payload: {} ({} files)\n", p.path, p.files.len())),
+        None => s.push_str("payload: none (no agent in the image)\n"),
+    }
+    if report.up_to_date {
+        s.push_str(&format!(
+            "outputs were up to date (build key {})\n",
+            report.build_key
+        ));
+    }
+    for l in &report.left_out {
+        s.push_str(&format!("LEFT OUT: {} (from {})\n", l.what, l.source));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_key_follows_payload_base_and_disk() {
+        let k = build_key("base1", Some("aa"), 2 << 30);
+        assert_eq!(k.len(), 16);
+        assert_eq!(k, build_key("base1", Some("aa"), 2 << 30));
+        assert_ne!(k, build_key("base1", Some("bb"), 2 << 30));
+        assert_ne!(k, build_key("base2", Some("aa"), 2 << 30));
+        assert_ne!(k, build_key("base1", None, 2 << 30));
+        assert_ne!(k, build_key("base1", Some("aa"), 4 << 30));
+    }
+
+    #[test]
+    fn outputs_without_a_report_are_not_up_to_date() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(up_to_date(d.path(), "k").unwrap().is_none());
+    }
+}

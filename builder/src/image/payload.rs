@@ -1,0 +1,199 @@
+//! The agent payload (`payload.tar.gz`): files at their final paths relative to `/`, with a
+//! `SHA256SUMS` listing every one. Checked here before anything is baked, so a bad or
+//! secret-carrying payload fails the build with its name; `images/provision.sh` checks the
+//! sums again on the target.
+
+use super::ImageError;
+use super::files::{io_err, parse_sums, sums_text};
+use crate::render::FileSet;
+use flate2::Compression;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Component, Path};
+
+pub const SUMS: &str = "SHA256SUMS";
+
+/// Paths that must never be in an image every node shares: per-node identity and secrets
+/// arrive with cloud-init.
+pub const FORBIDDEN: &[&str] = &[
+    model::node_files::CLUSTER_SECRET,
+    model::node_files::NODE_IDENTITY,
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayloadInfo {
+    pub path: String,
+    /// SHA-256 of the tarball itself (part of the build's identity).
+    pub sha256: String,
+    /// Files it installs, relative to `/`, sorted.
+    pub files: Vec<String>,
+}
+
+fn bad(path: &Path, problem: impl Into<String>) -> ImageError {
+    ImageError::Payload {
+        path: path.to_path_buf(),
+        problem: problem.into(),
+    }
+}
+
+/// Reads and verifies a payload: every regular file listed in `SHA256SUMS` with a matching
+/// sum, nothing unlisted, no absolute or `..` paths, none of [`FORBIDDEN`].
+pub fn inspect(path: &Path) -> Result<PayloadInfo, ImageError> {
+    let raw = std::fs::read(path).map_err(io_err("reading payload", path))?;
+    let sha256 = hex::encode(Sha256::digest(&raw));
+    let mut archive = tar::Archive::new(GzDecoder::new(raw.as_slice()));
+    let mut files: BTreeMap<String, String> = BTreeMap::new();
+    let mut sums_text: Option<String> = None;
+    let entries = archive
+        .entries()
+        .map_err(|e| bad(path, format!("not a tar.gz: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| bad(path, format!("corrupt archive: {e}")))?;
+        let entry_path = entry
+            .path()
+            .map_err(|e| bad(path, format!("bad entry name: {e}")))?
+            .into_owned();
+        let mut rel = Vec::new();
+        for c in entry_path.components() {
+            match c {
+                Component::Normal(s) => rel.push(s.to_string_lossy().into_owned()),
+                Component::CurDir => {}
+                _ => {
+                    return Err(bad(
+                        path,
+                        format!("entry {} leaves the root", entry_path.display()),
+                    ));
+                }
+            }
+        }
+        let rel = rel.join("/");
+        if FORBIDDEN.contains(&rel.as_str()) {
+            return Err(bad(
+                path,
+                format!(
+                    "contains {rel}: per-node secrets and identity must not be baked into a shared image"
+                ),
+            ));
+        }
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let mut data = Vec::new();
+        entry
+            .read_to_end(&mut data)
+            .map_err(|e| bad(path, format!("reading {rel}: {e}")))?;
+        if rel == SUMS {
+            sums_text = Some(String::from_utf8_lossy(&data).into_owned());
+        } else {
+            files.insert(rel, hex::encode(Sha256::digest(&data)));
+        }
+    }
+    let sums_text = sums_text.ok_or_else(|| bad(path, format!("no {SUMS} inside")))?;
+    let listed = parse_sums(&sums_text).ok_or_else(|| bad(path, format!("{SUMS} is malformed")))?;
+    let mut listed_names = Vec::new();
+    for (name, sum) in &listed {
+        match files.get(name) {
+            None => return Err(bad(path, format!("{SUMS} lists {name}, which is missing"))),
+            Some(actual) if actual != sum => {
+                return Err(bad(
+                    path,
+                    format!("{name}: sha256 {actual}, {SUMS} says {sum}"),
+                ));
+            }
+            Some(_) => listed_names.push(name.as_str()),
+        }
+    }
+    if let Some(extra) = files.keys().find(|f| !listed_names.contains(&f.as_str())) {
+        return Err(bad(path, format!("{extra} is not listed in {SUMS}")));
+    }
+    Ok(PayloadInfo {
+        path: path.display().to_string(),
+        sha256,
+        files: files.into_keys().collect(),
+    })
+}
+
+/// Packs `files` (paths relative to `/`) into a payload tarball with its `SHA256SUMS`.
+/// Used for the no-agent payload of a build without `--payload`, and by tests.
+pub fn pack(files: &FileSet) -> Result<Vec<u8>, std::io::Error> {
+    let sums: Vec<(String, String)> = files
+        .files
+        .iter()
+        .map(|(p, a)| (p.clone(), hex::encode(Sha256::digest(&a.contents))))
+        .collect();
+    let mut builder = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
+    let mut append = |path: &str, mode: u32, data: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder.append_data(&mut header, path, data)
+    };
+    append(SUMS, 0o644, sums_text(&sums).as_bytes())?;
+    for (path, a) in &files.files {
+        append(path, a.mode, &a.contents)?;
+    }
+    builder.into_inner()?.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, files: &FileSet) -> std::path::PathBuf {
+        let p = dir.join("payload.tar.gz");
+        std::fs::write(&p, pack(files).unwrap()).unwrap();
+        p
+    }
+
+    #[test]
+    fn packed_payload_verifies() {
+        let d = tempfile::tempdir().unwrap();
+        let mut fs = FileSet::default();
+        fs.add("usr/bin/nodeagent", 0o755, "#!/bin/sh\n");
+        fs.add("usr/lib/muster/cluster.json", 0o644, "{}");
+        let info = inspect(&write(d.path(), &fs)).unwrap();
+        assert_eq!(
+            info.files,
+            ["usr/bin/nodeagent", "usr/lib/muster/cluster.json"]
+        );
+        assert_eq!(info.sha256.len(), 64);
+        let empty = inspect(&write(d.path(), &FileSet::default())).unwrap();
+        assert!(empty.files.is_empty());
+    }
+
+    #[test]
+    fn secret_in_payload_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let mut fs = FileSet::default();
+        fs.add(model::node_files::CLUSTER_SECRET, 0o600, "s3cret");
+        let err = inspect(&write(d.path(), &fs)).unwrap_err().to_string();
+        assert!(err.contains("etc/muster/cluster-secret"), "{err}");
+    }
+
+    #[test]
+    fn tampered_file_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let mut builder = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
+        for (name, data) in [
+            (SUMS, format!("{}  usr/bin/nodeagent\n", "0".repeat(64))),
+            ("usr/bin/nodeagent", "x".to_string()),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            builder.append_data(&mut h, name, data.as_bytes()).unwrap();
+        }
+        let p = d.path().join("p.tar.gz");
+        std::fs::write(&p, builder.into_inner().unwrap().finish().unwrap()).unwrap();
+        let err = inspect(&p).unwrap_err().to_string();
+        assert!(err.contains("usr/bin/nodeagent: sha256"), "{err}");
+    }
+}
