@@ -44,6 +44,34 @@ enum Command {
     },
     /// Serve the rendezvous: the meeting point where nodes find each other.
     Rendezvous(RendezvousArgs),
+    /// Show every planned node as the rendezvous sees it: live or absent, phase, attempts,
+    /// last error; who initialized, who holds the join slots; whether the API answers.
+    /// Exit 0 when every planned node is done, 1 otherwise.
+    Status {
+        /// The `muster build` output dir (cluster secret and baked config).
+        #[arg(long)]
+        out: PathBuf,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Give up on the rendezvous and the API endpoint after this long.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Fetch the admin kubeconfig from the rendezvous and write it (mode 0600) pointed at the
+    /// API VIP, or, when the VIP does not answer with a valid certificate, at the first
+    /// control plane that does (with a warning).
+    Kubeconfig {
+        /// The `muster build` output dir (cluster secret and baked config).
+        #[arg(long)]
+        out: PathBuf,
+        /// Where to write the kubeconfig [default: OUT/kubeconfig].
+        #[arg(long)]
+        write: Option<PathBuf>,
+        /// Give up on each endpoint (connect, then TLS handshake) after this long.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Node images.
     Image {
         #[command(subcommand)]
@@ -182,6 +210,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Status { out, json, timeout } => {
+            let dir = muster::ops::BuildDir::load(&out)?;
+            let status = runtime()?.block_on(muster::ops::status::gather(&dir, timeout))?;
+            if json {
+                let text =
+                    serde_json::to_string_pretty(&status).context("serializing the status")?;
+                println!("{text}");
+            } else {
+                print!("{}", muster::ops::status::render(&status));
+            }
+            Ok(if status.all_done {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Kubeconfig {
+            out,
+            write,
+            timeout,
+        } => {
+            let dir = muster::ops::BuildDir::load(&out)?;
+            let path = write.unwrap_or_else(|| out.join(muster::ops::kubeconfig::DEFAULT_FILE));
+            let written =
+                runtime()?.block_on(muster::ops::kubeconfig::run(&dir, &path, timeout))?;
+            if let Some(w) = written.choice.warning() {
+                eprintln!("warning: {w}");
+            }
+            println!(
+                "wrote {} (server {}, {})",
+                written.path.display(),
+                written.choice.server(),
+                written.choice.chosen.label
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Rendezvous(args) => {
             serve_rendezvous(args)?;
             Ok(ExitCode::SUCCESS)
@@ -216,6 +280,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 fn serve_rendezvous(args: RendezvousArgs) -> anyhow::Result<()> {

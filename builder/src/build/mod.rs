@@ -6,6 +6,7 @@
 //! - `cluster-secret` (0600): generated once, reused; never inside the payload;
 //! - `rendezvous.crt`, `rendezvous.key` (0600): reused; the cert's SHA-256 is baked in;
 //! - `payload.tar.gz`: what goes into the shared image (see `payload`);
+//! - `cluster.json`: the baked cluster config, the same bytes as inside the payload;
 //! - `nodes/<name>/{meta-data,network-config,user-data,seed.img}`: per node.
 
 pub mod payload;
@@ -25,6 +26,9 @@ use std::time::Instant;
 pub const PAYLOAD_FILE: &str = "payload.tar.gz";
 pub const NODES_DIR: &str = "nodes";
 pub const SEED_FILE: &str = "seed.img";
+/// The baked cluster config, byte for byte as in the payload (`usr/lib/muster/cluster.json`),
+/// for the operator commands (`muster status`, `muster kubeconfig`).
+pub const CLUSTER_FILE: &str = "cluster.json";
 /// Signing keys the rendezvous service needs for this cluster (`muster rendezvous --keys`).
 pub const RENDEZVOUS_KEYS_DIR: &str = "rendezvous-keys";
 
@@ -179,6 +183,9 @@ pub fn build(
     let payload_sha256 = payload::sha256_hex(&tgz);
 
     let mut pending: Vec<(String, Vec<u8>, u32)> = vec![(PAYLOAD_FILE.to_string(), tgz, 0o644)];
+    if let Some(baked) = files.get(nf::CLUSTER_CONFIG) {
+        pending.push((CLUSTER_FILE.to_string(), baked.contents.clone(), 0o644));
+    }
     let secret_hex = secret.to_hex();
     let total = plan.nodes.len();
     for (i, node) in plan.nodes.iter().enumerate() {
