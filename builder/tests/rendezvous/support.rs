@@ -23,20 +23,33 @@ pub struct Server {
 
 impl Server {
     pub async fn start(use_tls: bool, limits: Limits) -> Server {
+        let tls = use_tls.then(|| {
+            let g = tls::generate(&["127.0.0.1"]).unwrap();
+            (g.cert_pem, g.key_pem, g.cert_sha256)
+        });
+        Server::start_with(random_secret(), tls, limits).await
+    }
+
+    /// Serves `secret`'s cluster on 127.0.0.1:0 with `tls` = (cert PEM, key PEM, pin), e.g.
+    /// the certificate `muster build` wrote; plain HTTP without.
+    pub async fn start_with(
+        secret: ClusterSecret,
+        tls: Option<(String, String, String)>,
+        limits: Limits,
+    ) -> Server {
         let data = tempfile::tempdir().unwrap();
-        let secret = random_secret();
         let keys_dir = data.path().join("keys");
         keys::install(&keys_dir, &secret).unwrap();
         let svc = rendezvous::open(data.path(), &keys_dir, limits).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (config, pin, scheme) = if use_tls {
-            let g = tls::generate(&["127.0.0.1"]).unwrap();
-            let config =
-                tls::server_config(g.cert_pem.as_bytes(), g.key_pem.as_bytes(), "test").unwrap();
-            (Some(config), Some(g.cert_sha256), "https")
-        } else {
-            (None, None, "http")
+        let (config, pin, scheme) = match tls {
+            Some((cert_pem, key_pem, pin)) => {
+                let config =
+                    tls::server_config(cert_pem.as_bytes(), key_pem.as_bytes(), "test").unwrap();
+                (Some(config), Some(pin), "https")
+            }
+            None => (None, None, "http"),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(rendezvous::run(listener, config, svc, async {

@@ -1,0 +1,541 @@
+//! `muster status` and `muster kubeconfig` against a real rendezvous (in-process, TLS on
+//! 127.0.0.1 with the certificate `muster build` wrote) for a cluster built into a temp dir.
+//! Nodes are simulated with the agent's own client and record types; the API is a TLS
+//! server on other loopback addresses with a certificate from a test CA.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+
+mod common;
+#[path = "rendezvous/support.rs"]
+#[allow(dead_code, reason = "shared with the rendezvous tests")]
+mod support;
+
+use base64::Engine as _;
+use model::baked::BakedCluster;
+use model::secret::ClusterSecret;
+use muster::build::{BuildOptions, build, rendezvous_cert};
+use muster::rendezvous::{Limits, tls};
+use nodeagent::bootstrap::{Persisted, Phase, State};
+use nodeagent::coord::keys;
+use nodeagent::material::{InitRecord, JoinMaterial, Secret};
+use nodeagent::rendezvous::Client;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use support::Server;
+
+const CLIENT_KEY: &str = "c2VjcmV0LWNsaWVudC1rZXktZG8tbm90LXByaW50";
+const TOKEN: &str = "abcdef.0123456789abcdef";
+
+struct Cluster {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    secret: ClusterSecret,
+    server: Server,
+}
+
+/// Builds the default cluster, serves its rendezvous on loopback and points the dir's
+/// `cluster.json` at it; `edit` adjusts the baked config further.
+async fn cluster(edit: impl FnOnce(&mut Value)) -> Cluster {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = tmp.path().join("nodeagent");
+    std::fs::write(&agent, b"\x7fELF fake nodeagent for tests\n").unwrap();
+    let dir = tmp.path().join("out");
+    let spec =
+        muster::spec_source::load(Some(&common::repo().join("examples/default.yaml"))).unwrap();
+    build(
+        &spec,
+        &dir,
+        &BuildOptions {
+            agent_bin: agent,
+            mtime: 0,
+        },
+    )
+    .unwrap();
+    let secret = ClusterSecret::from_hex(
+        std::fs::read_to_string(dir.join("cluster-secret"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    let cert = rendezvous_cert::load_or_create(&dir, &spec.cluster.rendezvous.url).unwrap();
+    let server = Server::start_with(
+        secret.clone(),
+        Some((cert.cert_pem, cert.key_pem, cert.sha256)),
+        Limits::default(),
+    )
+    .await;
+    let path = dir.join("cluster.json");
+    let mut baked: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    baked["rendezvous"]["url"] = Value::from(server.base.as_str().trim_end_matches('/'));
+    edit(&mut baked);
+    std::fs::write(&path, serde_json::to_vec_pretty(&baked).unwrap()).unwrap();
+    Cluster {
+        _tmp: tmp,
+        dir,
+        secret,
+        server,
+    }
+}
+
+impl Cluster {
+    fn baked(&self) -> BakedCluster {
+        serde_json::from_slice(&std::fs::read(self.dir.join("cluster.json")).unwrap()).unwrap()
+    }
+
+    /// The client a node builds from its baked config.
+    fn node(&self, name: &str) -> Client {
+        Client::from_baked(&self.baked().rendezvous, &self.secret, name).unwrap()
+    }
+
+    /// Registers `name` with the report the agent's driver heartbeats.
+    async fn report(&self, name: &str, role: &str, state: State, since_ms: u64) {
+        let mut p = Persisted::new(name, since_ms);
+        p.enter(state.clone(), since_ms);
+        let report = serde_json::json!({
+            "node": name,
+            "role": role,
+            "phase": state.phase.name(),
+            "sinceMs": p.since_ms(),
+            "attempt": state.attempt,
+            "lastError": state.last_error,
+            "updatedMs": since_ms,
+            "done": state.phase == Phase::Done,
+        });
+        self.node(name)
+            .register(name, role, &report, Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+
+    /// What the initializer publishes: the init record and the join material, fenced by
+    /// its init slot.
+    async fn initialize(&self, by: &str, admin_kubeconfig: String) {
+        let c = self.node(by);
+        let token = match c
+            .acquire(keys::INIT_SEMAPHORE, 1, by, Duration::from_secs(60))
+            .await
+            .unwrap()
+        {
+            nodeagent::rendezvous::AcquireResponse::Granted { token, .. } => token,
+            other => panic!("{other:?}"),
+        };
+        let fence = || {
+            Some(nodeagent::rendezvous::Fence {
+                semaphore: keys::INIT_SEMAPHORE.into(),
+                token,
+            })
+        };
+        let m = JoinMaterial {
+            init_token: token,
+            token: Secret(TOKEN.into()),
+            token_expires_ms: now_ms() + 3_600_000,
+            ca_cert_hash: "sha256:00".into(),
+            certificate_key: Some(Secret("k".repeat(64))),
+            certificate_key_expires_ms: Some(now_ms() + 3_600_000),
+            admin_kubeconfig: Some(Secret(admin_kubeconfig)),
+            etcd: None,
+        };
+        c.create(
+            keys::JOIN_MATERIAL,
+            &serde_json::to_vec(&m).unwrap(),
+            None,
+            fence(),
+        )
+        .await
+        .unwrap();
+        let rec = InitRecord {
+            node: by.into(),
+            token,
+            at_ms: now_ms(),
+        };
+        c.create(
+            keys::INITIALIZED,
+            &serde_json::to_vec(&rec).unwrap(),
+            None,
+            fence(),
+        )
+        .await
+        .unwrap();
+        c.release(keys::INIT_SEMAPHORE, by, token).await.unwrap();
+    }
+
+    async fn muster(&self, args: &[&str]) -> (i32, String, String) {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_muster"))
+            .args(args)
+            .arg("--out")
+            .arg(&self.dir)
+            .env("MUSTER_LOG", "warn")
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+fn now_ms() -> u64 {
+    muster::ops::now_ms()
+}
+
+fn state(phase: Phase, attempt: u32, last_error: Option<&str>) -> State {
+    State {
+        phase,
+        attempt,
+        last_error: last_error.map(str::to_string),
+    }
+}
+
+fn node<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {status:#}"))
+}
+
+/// A test CA and an API server certificate for `ip`, signed by it.
+fn api_certs(ip: &str) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![ip.to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// A TLS server on `addr` that completes handshakes and hangs up.
+async fn serve_tls(addr: SocketAddr, cert_pem: &str, key_pem: &str) -> SocketAddr {
+    let config = tls::server_config(cert_pem.as_bytes(), key_pem.as_bytes(), "api").unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let local = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let _ = acceptor.accept(stream).await;
+            });
+        }
+    });
+    local
+}
+
+fn admin_kubeconfig(ca_pem: &str) -> String {
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n    server: https://10.240.0.5:6443\n  name: lab\ncontexts:\n- context:\n    cluster: lab\n    user: kubernetes-admin\n  name: kubernetes-admin@lab\ncurrent-context: kubernetes-admin@lab\nusers:\n- name: kubernetes-admin\n  user:\n    client-certificate-data: Y2VydA==\n    client-key-data: {CLIENT_KEY}\n"
+    )
+}
+
+/// A port on 127.0.0.1 where nothing listens (bound, then released).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_members_phases_slots_and_absent_nodes() {
+    let port = closed_port();
+    let c = cluster(|b| b["apiEndpoint"] = Value::from(format!("127.0.0.1:{port}"))).await;
+    let t0 = now_ms() - 90_000;
+    c.report("lab-cp-1", "control-plane", state(Phase::Done, 0, None), t0)
+        .await;
+    c.report(
+        "lab-cp-2",
+        "control-plane",
+        state(
+            Phase::Joining { token: 2 },
+            3,
+            Some("join: etcdserver: Peer URLs already exists"),
+        ),
+        t0,
+    )
+    .await;
+    c.report(
+        "lab-w-1",
+        "worker",
+        state(Phase::AcquiringJoinSlot, 1, None),
+        t0,
+    )
+    .await;
+    // lab-cp-2 holds the cp-join slot; lab-w-1 held a worker slot and gave it back;
+    // lab-w-2 holds one.
+    let cp2 = c.node("lab-cp-2");
+    cp2.acquire(
+        keys::CP_JOIN_SEMAPHORE,
+        1,
+        "lab-cp-2",
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let w1 = c.node("lab-w-1");
+    let nodeagent::rendezvous::AcquireResponse::Granted { token, .. } = w1
+        .acquire(
+            keys::WORKER_JOIN_SEMAPHORE,
+            2,
+            "lab-w-1",
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("not granted")
+    };
+    w1.release(keys::WORKER_JOIN_SEMAPHORE, "lab-w-1", token)
+        .await
+        .unwrap();
+    c.node("lab-w-2")
+        .acquire(
+            keys::WORKER_JOIN_SEMAPHORE,
+            2,
+            "lab-w-2",
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    c.initialize("lab-cp-1", admin_kubeconfig("not a real CA"))
+        .await;
+
+    let (code, out, err) = c.muster(&["status", "--json", "--timeout", "2s"]).await;
+    assert_eq!(code, 1, "not every node is done: {out}\n{err}");
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["allDone"], false);
+    assert_eq!(s["nodes"].as_array().unwrap().len(), 6);
+    let cp1 = node(&s, "lab-cp-1");
+    assert_eq!(
+        (cp1["live"].as_bool(), cp1["phase"].as_str()),
+        (Some(true), Some("done"))
+    );
+    assert_eq!(cp1["done"], true);
+    let cp2 = node(&s, "lab-cp-2");
+    assert_eq!(cp2["phase"], "joining");
+    assert_eq!(cp2["attempt"], 3);
+    assert_eq!(cp2["role"], "control-plane");
+    assert_eq!(
+        cp2["lastError"],
+        "join: etcdserver: Peer URLs already exists"
+    );
+    let secs = cp2["secondsInPhase"].as_u64().unwrap();
+    assert!((89..200).contains(&secs), "{secs}");
+    assert_eq!(node(&s, "lab-w-1")["phase"], "acquiring-join-slot");
+    for absent in ["lab-cp-3", "lab-w-2", "lab-w-3"] {
+        let n = node(&s, absent);
+        assert_eq!(
+            (n["live"].as_bool(), n["phase"].as_str()),
+            (Some(false), Some("absent"))
+        );
+    }
+    assert_eq!(s["initialized"]["node"], "lab-cp-1");
+    assert_eq!(s["joinMaterial"], true);
+    assert_eq!(s["cpJoinHolders"][0]["holder"], "lab-cp-2");
+    let workers: Vec<&str> = s["workerJoinHolders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["holder"].as_str().unwrap())
+        .collect();
+    assert_eq!(workers, ["lab-w-2"], "w-1 released its slot");
+    assert_eq!(s["initHolders"].as_array().unwrap().len(), 0, "released");
+    assert_eq!(s["api"]["tcp"], false);
+    assert!(
+        s["api"]["error"].as_str().unwrap().contains("TCP connect"),
+        "{s:#}"
+    );
+    assert!(!out.contains(TOKEN) && !out.contains(CLIENT_KEY), "{out}");
+
+    // The table says the same.
+    let (code, text, _) = c.muster(&["status"]).await;
+    assert_eq!(code, 1);
+    assert!(text.contains("initialized by: lab-cp-1"), "{text}");
+    assert!(text.contains("cp-join slot: lab-cp-2"), "{text}");
+    assert!(text.contains("Peer URLs already exists"), "{text}");
+    assert!(text.contains("absent"), "{text}");
+
+    // Every planned node done: exit 0.
+    for (name, role) in [
+        ("lab-cp-2", "control-plane"),
+        ("lab-cp-3", "control-plane"),
+        ("lab-w-1", "worker"),
+        ("lab-w-2", "worker"),
+        ("lab-w-3", "worker"),
+    ] {
+        c.report(name, role, state(Phase::Done, 0, None), now_ms())
+            .await;
+    }
+    let (code, out, err) = c.muster(&["status", "--json"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["allDone"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_names_an_unreachable_rendezvous_and_usage_errors_exit_2() {
+    let port = closed_port();
+    let c = cluster(|b| {
+        b["rendezvous"]["url"] = Value::from(format!("https://127.0.0.1:{port}"));
+    })
+    .await;
+    let (code, out, err) = c.muster(&["status", "--timeout", "1s"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.contains(&format!("rendezvous https://127.0.0.1:{port}")),
+        "{err}"
+    );
+    let (code, _, _) = c.muster(&["status", "--bogus"]).await;
+    assert_eq!(code, 2);
+    let _ = c.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubeconfig_falls_back_from_a_vip_whose_certificate_does_not_name_it() {
+    // The API server certificate names 127.0.0.2 only. The "VIP" 127.0.0.4 answers with it
+    // (so TLS must fail for it), lab-cp-1 (127.0.0.3) does not answer, lab-cp-2 (127.0.0.2)
+    // passes.
+    let (ca_pem, cert_pem, key_pem) = api_certs("127.0.0.2");
+    let good = serve_tls("127.0.0.2:0".parse().unwrap(), &cert_pem, &key_pem).await;
+    let port = good.port();
+    serve_tls(
+        format!("127.0.0.4:{port}").parse().unwrap(),
+        &cert_pem,
+        &key_pem,
+    )
+    .await;
+    let c = cluster(|b| {
+        b["apiEndpoint"] = Value::from(format!("127.0.0.4:{port}"));
+        b["spec"]["ha"]["apiPort"] = Value::from(port);
+        for (node, ip) in [
+            ("lab-cp-1", "127.0.0.3"),
+            ("lab-cp-2", "127.0.0.2"),
+            ("lab-cp-3", "127.0.0.2"),
+        ] {
+            let n = b["nodes"]
+                .as_array_mut()
+                .unwrap()
+                .iter_mut()
+                .find(|n| n["name"] == node)
+                .unwrap();
+            n["ip"] = Value::from(ip);
+        }
+    })
+    .await;
+
+    // Before init: a clear error, nothing written.
+    let (code, _, err) = c.muster(&["kubeconfig"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no join material yet"), "{err}");
+    assert!(!c.dir.join("kubeconfig").exists());
+
+    c.initialize("lab-cp-1", admin_kubeconfig(&ca_pem)).await;
+    let target = c.dir.join("sub/admin.conf");
+    let (code, out, err) = c
+        .muster(&[
+            "kubeconfig",
+            "--write",
+            target.to_str().unwrap(),
+            "--timeout",
+            "2s",
+        ])
+        .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("warning:"), "{err}");
+    assert!(err.contains(&format!("VIP (127.0.0.4:{port})")), "{err}");
+    assert!(err.contains("not valid for name"), "{err}");
+    assert!(
+        err.contains(&format!("control plane lab-cp-2 (127.0.0.2:{port})")),
+        "{err}"
+    );
+    assert!(
+        out.contains(&format!("server https://127.0.0.2:{port}")),
+        "{out}"
+    );
+    for text in [&out, &err] {
+        assert!(
+            !text.contains(CLIENT_KEY) && !text.contains(TOKEN),
+            "{text}"
+        );
+    }
+    let written = std::fs::read_to_string(&target).unwrap();
+    assert!(
+        written.contains(&format!("server: https://127.0.0.2:{port}")),
+        "{written}"
+    );
+    assert!(!written.contains("10.240.0.5"), "{written}");
+    assert!(
+        written.contains(CLIENT_KEY),
+        "the admin credentials are kept"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&target).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // A VIP that works is used as is, with no warning.
+    let path = c.dir.join("cluster.json");
+    let mut baked: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    baked["apiEndpoint"] = Value::from(format!("127.0.0.2:{port}"));
+    std::fs::write(&path, serde_json::to_vec(&baked).unwrap()).unwrap();
+    let (code, out, err) = c.muster(&["kubeconfig"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!err.contains("warning"), "{err}");
+    let written = std::fs::read_to_string(c.dir.join("kubeconfig")).unwrap();
+    assert!(written.contains(&format!("server: https://127.0.0.2:{port}")));
+
+    // status verifies the endpoint's certificate against the kubeconfig's CA too.
+    let (_, out, _) = c.muster(&["status", "--json"]).await;
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["api"]["tls"], true, "{s:#}");
+}
+
+#[test]
+fn build_writes_the_baked_config_beside_the_payload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = tmp.path().join("nodeagent");
+    std::fs::write(&agent, b"fake").unwrap();
+    let dir = tmp.path().join("out");
+    let spec =
+        muster::spec_source::load(Some(&common::repo().join("examples/default.yaml"))).unwrap();
+    build(
+        &spec,
+        &dir,
+        &BuildOptions {
+            agent_bin: agent,
+            mtime: 0,
+        },
+    )
+    .unwrap();
+    let beside = std::fs::read(dir.join("cluster.json")).unwrap();
+    let tgz = std::fs::read(dir.join("payload.tar.gz")).unwrap();
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&tgz[..]));
+    let inside = ar
+        .entries()
+        .unwrap()
+        .map(Result::unwrap)
+        .find_map(|mut e| {
+            (e.path().unwrap().to_string_lossy() == "usr/lib/muster/cluster.json").then(|| {
+                let mut b = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut b).unwrap();
+                b
+            })
+        })
+        .unwrap();
+    assert_eq!(beside, inside);
+    // And the operator commands can still read a dir built before cluster.json existed.
+    std::fs::remove_file(dir.join("cluster.json")).unwrap();
+    let d = muster::ops::BuildDir::load(&dir).unwrap();
+    assert_eq!(d.baked.nodes.len(), 6);
+    let _: &Path = &d.dir;
+}
