@@ -564,17 +564,23 @@ fn six_agents_assemble_one_cluster() {
 }
 
 #[test]
-fn a_crashed_control_plane_join_is_compensated() {
-    let mut c = prepare("crash");
-    // Every control plane's first join dies right after `etcdctl member add`, leaving a
-    // stale, unstarted etcd member (kubeadm#2095). The knob fires once per node root, and
-    // only on joins: which node initializes is up to the election, so arm all three.
+fn a_failed_control_plane_join_is_compensated() {
+    let mut c = prepare("fail");
+    // Every control plane's first join fails in kubeadm's etcd phase, at `member add`
+    // (once per node root, stand-in knob; which node initializes is up to the election,
+    // so all three are armed and the two joiners each fail once).
+    //
+    // Not `crash_at=after-member-add` here: when the FIRST joiner dies after adding its
+    // member, the cluster is one started member of two and has lost quorum, so neither
+    // removing the stale member nor a new join's discovery (which reads cluster-info
+    // through the API) can succeed — a wedge kubeadm's etcd learner mode exists for. The
+    // stand-in adds plain members; see the report in docs/testing.md.
     for (host, _, _) in CPS {
         c.lab
             .write(
                 host,
                 &format!("{}/knobs", muster_tests::standin::STATE_DIR),
-                "crash_at=after-member-add\n",
+                "fail_at=member-add\n",
             )
             .unwrap();
     }
@@ -591,16 +597,11 @@ fn a_crashed_control_plane_join_is_compensated() {
     for (host, name, _) in joiners {
         let cmds = c.commands(host);
         // Compensated: the crashed join, a reset, then a successful join.
-        // The first join never finished: SIGKILLed, so no outcome follows its start.
+        // The first join failed (the knob), then a reset, then a join that succeeded.
         let failed = cmds
             .iter()
-            .position(|l| l == "join started")
-            .unwrap_or_else(|| panic!("{host}: no join: {cmds:?}"));
-        assert_ne!(
-            cmds.get(failed + 1).map(String::as_str),
-            Some("join ok"),
-            "{host}: the first join did not crash: {cmds:?}"
-        );
+            .position(|l| l == "join failed")
+            .unwrap_or_else(|| panic!("{host}: no failed join: {cmds:?}"));
         let reset = cmds
             .iter()
             .skip(failed)
@@ -619,7 +620,10 @@ fn a_crashed_control_plane_join_is_compensated() {
             "{host}: {s:#}"
         );
         let err = n["lastFailure"]["error"].as_str().unwrap_or("");
-        assert!(err.contains("join"), "{host}: {s:#}");
+        assert!(
+            err.contains("join") && err.contains("injected failure"),
+            "{host}: {s:#}"
+        );
         eprintln!("{host} recovered from: {err}");
         // The audit shows the slot taken for the crashed join and again for the retry.
         let grants = audit
@@ -633,7 +637,7 @@ fn a_crashed_control_plane_join_is_compensated() {
         assert!(grants >= 2, "{host}: cp-join grants {grants}");
     }
     eprintln!(
-        "ASSEMBLY WALL TIME with crashed joins: {:.1}s",
+        "ASSEMBLY WALL TIME with failed joins: {:.1}s",
         took.as_secs_f64()
     );
     drop(c);

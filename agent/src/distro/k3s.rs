@@ -230,7 +230,7 @@ mod tests {
             api_port: 6443,
         };
         let tree = ctx.root.node_tree(&ctx.node);
-        std::fs::create_dir_all(tree.join("etc/rancher/k3s")).unwrap();
+        std::fs::create_dir_all(tree.join(CONFIG_INIT_TEMPLATE).parent().unwrap()).unwrap();
         std::fs::write(
             tree.join(CONFIG_INIT_TEMPLATE),
             "cluster-init: true\ntoken: @@TOKEN@@\n",
