@@ -264,6 +264,7 @@ fn prepare(tag: &str) -> Cluster {
         || {
             Command::new("ip")
                 .args(["netns", "exec", &br, "bash", "-c", &probe])
+                .stderr(std::process::Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success())
         },
@@ -513,6 +514,21 @@ impl Cluster {
                 ""
             }
         );
+
+        // ---- the VIP: held by keepalived on exactly one control plane
+        let vip = format!("inet {}/", self.lab.ip(VIP_OCTET));
+        let holders: Vec<&str> = CPS
+            .iter()
+            .filter(|(h, _, _)| {
+                let out = Command::new("ip")
+                    .args(["-n", &self.lab.ns(h), "-4", "addr", "show", "dev", "eth0"])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).contains(&vip)
+            })
+            .map(|(h, _, _)| *h)
+            .collect();
+        assert_eq!(holders.len(), 1, "VIP holders: {holders:?}");
 
         // ---- etcd: exactly the three planned members, all started
         let members = self.lab.members(init_host.0).unwrap();
