@@ -9,7 +9,7 @@ use crate::distro::{NodeContext, k3s::K3s, kubeadm::Kubeadm};
 use crate::exec::RealRunner;
 use crate::host::FsHost;
 use crate::preflight::Options;
-use crate::systemd::{DbusSystemd, SdNotifier};
+use crate::systemd::{NodeSystemd, SdNotifier};
 use model::Role;
 use model::baked::{BakedCluster, NodeIdentity};
 use model::node_files::{CLUSTER_CONFIG, NODE_IDENTITY, NodeRoot};
@@ -149,7 +149,8 @@ pub async fn run_node<C: Coordinator>(
         node: id.name.clone(),
         preflight,
     };
-    let systemd = DbusSystemd::connect().await?;
+    // A namespace lab has no system bus: `--lab` uses the lab stand-in (systemd.rs).
+    let systemd = NodeSystemd::for_run(lab).await?;
     let store = FileStore::new(root.clone());
     let seed = rand::random::<u64>();
     match baked.spec.distribution.kind {

@@ -86,8 +86,14 @@ impl Host for FsHost {
 }
 
 impl FsHost {
-    /// The baked manifest; absent when kube-vip is not the VIP provider.
+    /// The baked manifest, if this node runs kube-vip: absent when kube-vip is not the VIP
+    /// provider, and on nodes whose tree has no kube-vip static pod (workers). The pristine
+    /// copy is in the shared payload, so its presence alone says nothing about this node.
     fn pristine(&self) -> Result<Option<String>, String> {
+        let tree = self.root.node_tree(&self.node);
+        if !tree.join(KUBE_VIP_MANIFEST).is_file() {
+            return Ok(None);
+        }
         let p = self.root.path(KUBE_VIP_PRISTINE);
         match std::fs::read_to_string(&p) {
             Ok(t) => Ok(Some(t)),
@@ -133,6 +139,8 @@ mod tests {
         let tree = root.node_tree(&node);
         std::fs::create_dir_all(tree.join("etc/keepalived")).unwrap();
         std::fs::write(tree.join("etc/keepalived/keepalived.conf"), "vrrp").unwrap();
+        std::fs::create_dir_all(tree.join("etc/kubernetes/manifests")).unwrap();
+        std::fs::write(tree.join(KUBE_VIP_MANIFEST), "kind: Pod\n").unwrap();
         std::fs::create_dir_all(root.path("usr/lib/muster")).unwrap();
         std::fs::write(
             root.path(KUBE_VIP_PRISTINE),
@@ -155,5 +163,23 @@ mod tests {
         h.restore_kube_vip().unwrap();
         let m = std::fs::read_to_string(root.path(KUBE_VIP_MANIFEST)).unwrap();
         assert!(!m.contains("super-admin.conf"));
+    }
+
+    #[test]
+    fn a_worker_never_gets_the_kube_vip_pod() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = NodeRoot::new(dir.path());
+        let node: NodeName = "w-1".parse().unwrap();
+        std::fs::create_dir_all(root.node_tree(&node).join("etc/muster")).unwrap();
+        std::fs::create_dir_all(root.path("usr/lib/muster")).unwrap();
+        std::fs::write(root.path(KUBE_VIP_PRISTINE), "kind: Pod\n").unwrap();
+        let h = FsHost {
+            root: root.clone(),
+            node,
+            preflight: Options::lab(),
+        };
+        h.install_node_tree().unwrap();
+        h.restore_kube_vip().unwrap();
+        assert!(!root.path(KUBE_VIP_MANIFEST).exists());
     }
 }

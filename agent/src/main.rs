@@ -20,7 +20,8 @@ enum Cmd {
         /// Root the on-node paths are relative to (a lab directory, or `/`).
         #[arg(long, env = "MUSTER_NODE_ROOT", default_value = "/")]
         root: PathBuf,
-        /// Skip the preflight checks a network namespace cannot satisfy.
+        /// Lab mode (network namespaces): skip the preflight checks a namespace cannot
+        /// satisfy and use the lab service manager instead of systemd (no system bus).
         #[arg(long, env = "NODEAGENT_LAB")]
         lab: bool,
     },

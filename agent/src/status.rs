@@ -19,6 +19,10 @@ pub struct NodeStatus {
     pub seconds_in_phase: Option<u64>,
     pub attempt: u32,
     pub last_error: Option<String>,
+    /// Errors met on the way (each retry counts), including ones since recovered from.
+    pub failures: u32,
+    /// The most recent of them, kept after recovery.
+    pub last_failure: Option<crate::bootstrap::store::Failure>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -71,6 +75,8 @@ pub fn local(
         seconds_in_phase: since.map(|s| now.saturating_sub(s) / 1000),
         attempt: p.state.attempt,
         last_error: p.state.last_error.clone(),
+        failures: p.failures,
+        last_failure: p.last_failure.clone(),
     }))
 }
 
@@ -153,6 +159,11 @@ impl Status {
                 ));
                 if let Some(e) = &n.last_error {
                     s.push_str(&format!("  last error: {e}\n"));
+                } else if let Some(f) = &n.last_failure {
+                    s.push_str(&format!(
+                        "  recovered from {} failure(s); the last (attempt {}): {}\n",
+                        n.failures, f.attempt, f.error
+                    ));
                 }
             }
         }
@@ -216,5 +227,22 @@ mod tests {
         assert!(text.contains("Peer URLs already exists"), "{text}");
         let json = serde_json::to_value(&st).unwrap();
         assert_eq!(json["thisNode"]["attempt"], 2);
+
+        // Recovered: the state's error is gone, the last failure stays visible.
+        p.enter(
+            State {
+                phase: Phase::Done,
+                attempt: 0,
+                last_error: None,
+            },
+            70_000,
+        );
+        FileStore::new(root.clone()).save(&p).unwrap();
+        let st = Status::new(Some(local(&root, 71_000).unwrap().unwrap()), None);
+        assert!(st.healthy);
+        let json = serde_json::to_value(&st).unwrap();
+        assert_eq!(json["thisNode"]["failures"], 1);
+        assert_eq!(json["thisNode"]["lastFailure"]["attempt"], 2);
+        assert!(st.render().contains("recovered from 1 failure(s)"));
     }
 }

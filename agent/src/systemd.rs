@@ -143,6 +143,89 @@ impl Systemd for DbusSystemd {
     }
 }
 
+/// LAB ONLY (`nodeagent run --lab`): a network namespace has no service manager of its own
+/// and no system bus. Enabling or starting a unit is logged and the unit then reads as
+/// `active`; whatever the unit would run, the lab runs itself (the kubeadm stand-in starts
+/// its own etcd and API server like static pods; the lab harness runs keepalived).
+/// Real nodes always use [`DbusSystemd`].
+#[derive(Debug, Clone, Default)]
+pub struct LabSystemd {
+    units: FakeSystemd,
+}
+
+impl Systemd for LabSystemd {
+    async fn start(&self, unit: &str) -> Result<(), SystemdError> {
+        tracing::info!(unit, "lab: no service manager; start recorded");
+        self.units.start(unit).await
+    }
+    async fn stop(&self, unit: &str) -> Result<(), SystemdError> {
+        tracing::info!(unit, "lab: no service manager; stop recorded");
+        self.units.stop(unit).await
+    }
+    async fn restart(&self, unit: &str) -> Result<(), SystemdError> {
+        tracing::info!(unit, "lab: no service manager; restart recorded");
+        self.units.restart(unit).await
+    }
+    async fn enable(&self, units: &[&str]) -> Result<(), SystemdError> {
+        tracing::info!(?units, "lab: no service manager; enable recorded");
+        self.units.enable(units).await
+    }
+    async fn active_state(&self, unit: &str) -> Result<String, SystemdError> {
+        self.units.active_state(unit).await
+    }
+}
+
+/// The service manager `nodeagent run` talks to: systemd over D-Bus, or the lab stand-in.
+#[derive(Debug, Clone)]
+pub enum NodeSystemd {
+    Dbus(DbusSystemd),
+    Lab(LabSystemd),
+}
+
+impl NodeSystemd {
+    /// `LabSystemd` when `lab`, else a connection to systemd on the system bus.
+    pub async fn for_run(lab: bool) -> Result<Self, SystemdError> {
+        if lab {
+            Ok(NodeSystemd::Lab(LabSystemd::default()))
+        } else {
+            DbusSystemd::connect().await.map(NodeSystemd::Dbus)
+        }
+    }
+}
+
+impl Systemd for NodeSystemd {
+    async fn start(&self, unit: &str) -> Result<(), SystemdError> {
+        match self {
+            NodeSystemd::Dbus(s) => s.start(unit).await,
+            NodeSystemd::Lab(s) => s.start(unit).await,
+        }
+    }
+    async fn stop(&self, unit: &str) -> Result<(), SystemdError> {
+        match self {
+            NodeSystemd::Dbus(s) => s.stop(unit).await,
+            NodeSystemd::Lab(s) => s.stop(unit).await,
+        }
+    }
+    async fn restart(&self, unit: &str) -> Result<(), SystemdError> {
+        match self {
+            NodeSystemd::Dbus(s) => s.restart(unit).await,
+            NodeSystemd::Lab(s) => s.restart(unit).await,
+        }
+    }
+    async fn enable(&self, units: &[&str]) -> Result<(), SystemdError> {
+        match self {
+            NodeSystemd::Dbus(s) => s.enable(units).await,
+            NodeSystemd::Lab(s) => s.enable(units).await,
+        }
+    }
+    async fn active_state(&self, unit: &str) -> Result<String, SystemdError> {
+        match self {
+            NodeSystemd::Dbus(s) => s.active_state(unit).await,
+            NodeSystemd::Lab(s) => s.active_state(unit).await,
+        }
+    }
+}
+
 /// A fake systemd: units become `active` when started; `fail` makes a unit fail to start.
 #[derive(Debug, Clone, Default)]
 pub struct FakeSystemd {
@@ -293,6 +376,18 @@ mod tests {
         assert!(s.start("k3s.service").await.is_err());
         assert_eq!(s.active_state("k3s.service").await.unwrap(), "failed");
         assert_eq!(s.active_state("nope.service").await.unwrap(), "inactive");
+    }
+
+    #[tokio::test]
+    async fn lab_needs_no_bus() {
+        let s = NodeSystemd::for_run(true).await.unwrap();
+        assert!(matches!(s, NodeSystemd::Lab(_)));
+        s.enable(&["keepalived.service"]).await.unwrap();
+        s.start("keepalived.service").await.unwrap();
+        assert_eq!(
+            s.active_state("keepalived.service").await.unwrap(),
+            "active"
+        );
     }
 
     #[test]

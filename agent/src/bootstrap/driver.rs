@@ -664,10 +664,22 @@ where
             let mine = m.name == self.settings.node || m.peer_urls.contains(&peer);
             if mine || (unstarted && !m.started()) {
                 tracing::info!(id = m.id, name = %m.name, "removing stale etcd member");
-                self.distro
-                    .remove_etcd_member(&access, m.id)
-                    .await
-                    .map_err(|e| Event::Failed(format!("remove etcd member {}: {e}", m.id)))?;
+                let removed = self.distro.remove_etcd_member(&access, m.id).await;
+                match removed {
+                    Ok(()) => {}
+                    // Our own member that never started: when it was the second member it
+                    // cost the cluster its quorum, so etcd cannot remove it (a membership
+                    // change needs quorum). The join reuses it instead (kubeadm's
+                    // AddMember takes an existing peer URL as added) and starting it
+                    // restores the quorum.
+                    Err(e) if !m.started() && m.peer_urls.contains(&peer) => {
+                        tracing::warn!(id = m.id, error = %e,
+                            "cannot remove this node's unstarted etcd member; the join reuses it");
+                    }
+                    Err(e) => {
+                        return Err(Event::Failed(format!("remove etcd member {}: {e}", m.id)));
+                    }
+                }
             }
         }
         Ok(Event::Done)

@@ -21,6 +21,18 @@ pub struct PhaseSpan {
     pub attempt: u32,
 }
 
+/// The most recent failure, kept after the node recovers (the state's `last_error` is
+/// cleared by the next success), so `nodeagent status` can say what was overcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    /// The phase the node moved to because of the failure (e.g. `compensating`).
+    pub phase: String,
+    pub attempt: u32,
+    pub error: String,
+    pub at_ms: Millis,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Persisted {
@@ -28,6 +40,11 @@ pub struct Persisted {
     pub node: String,
     pub state: State,
     pub history: Vec<PhaseSpan>,
+    /// How many transitions carried a new error (retries included); 0 on a clean run.
+    #[serde(default)]
+    pub failures: u32,
+    #[serde(default)]
+    pub last_failure: Option<Failure>,
 }
 
 impl Persisted {
@@ -43,6 +60,8 @@ impl Persisted {
                 attempt: 0,
             }],
             state,
+            failures: 0,
+            last_failure: None,
         }
     }
 
@@ -50,6 +69,17 @@ impl Persisted {
     pub fn enter(&mut self, next: State, now: Millis) -> bool {
         let changed =
             next.phase.name() != self.state.phase.name() || next.attempt != self.state.attempt;
+        if let Some(error) = &next.last_error
+            && (next.attempt != self.state.attempt || next.last_error != self.state.last_error)
+        {
+            self.failures = self.failures.saturating_add(1);
+            self.last_failure = Some(Failure {
+                phase: next.phase.name().to_string(),
+                attempt: next.attempt,
+                error: error.clone(),
+                at_ms: now,
+            });
+        }
         if changed {
             if let Some(last) = self.history.last_mut()
                 && last.ended_ms.is_none()

@@ -1,5 +1,5 @@
 //! k3s: a config file (`/etc/rancher/k3s/config.yaml`) and a systemd unit. The init server
-//! uses the baked `config-init.yaml` (`cluster-init: true`), the others `config-join.yaml`.
+//! uses the baked `etc/muster/k3s/init.yaml` (`cluster-init: true`), the others `join.yaml`.
 //! Reset follows what `k3s-killall.sh` and `k3s-uninstall.sh` do for a node that must join
 //! again: stop the units, kill what they left, remove the server/agent state and config.
 
@@ -15,8 +15,8 @@ use crate::systemd::Systemd;
 use model::node_files::K3S_CONFIG;
 use std::path::PathBuf;
 
-pub const CONFIG_INIT_TEMPLATE: &str = "etc/rancher/k3s/config-init.yaml";
-pub const CONFIG_JOIN_TEMPLATE: &str = "etc/rancher/k3s/config-join.yaml";
+pub const CONFIG_INIT_TEMPLATE: &str = model::node_files::K3S_INIT_TEMPLATE;
+pub const CONFIG_JOIN_TEMPLATE: &str = model::node_files::K3S_JOIN_TEMPLATE;
 pub const SERVER_UNIT: &str = "k3s.service";
 pub const AGENT_UNIT: &str = "k3s-agent.service";
 const DATA_DIR: &str = "var/lib/rancher/k3s";
@@ -230,7 +230,7 @@ mod tests {
             api_port: 6443,
         };
         let tree = ctx.root.node_tree(&ctx.node);
-        std::fs::create_dir_all(tree.join("etc/rancher/k3s")).unwrap();
+        std::fs::create_dir_all(tree.join(CONFIG_INIT_TEMPLATE).parent().unwrap()).unwrap();
         std::fs::write(
             tree.join(CONFIG_INIT_TEMPLATE),
             "cluster-init: true\ntoken: @@TOKEN@@\n",

@@ -11,9 +11,13 @@ use crate::exec::CommandRunner;
 use crate::material::{EtcdCreds, JoinMaterial, Secret};
 use std::path::PathBuf;
 
-pub const INIT_TEMPLATE: &str = "etc/muster/kubeadm/init.yaml";
-pub const JOIN_CP_TEMPLATE: &str = "etc/muster/kubeadm/join-control-plane.yaml";
-pub const JOIN_WORKER_TEMPLATE: &str = "etc/muster/kubeadm/join-worker.yaml";
+/// The builder bakes one join template per node (`controlPlane` only on control planes).
+pub const INIT_TEMPLATE: &str = model::node_files::KUBEADM_INIT_TEMPLATE;
+pub const JOIN_TEMPLATE: &str = model::node_files::KUBEADM_JOIN_TEMPLATE;
+/// kubeadm's preflight check that `/etc/kubernetes/manifests` is empty before a
+/// control-plane join; the baked kube-vip static pod is meant to be there.
+pub const IGNORE_MANIFESTS_DIR: &str =
+    "--ignore-preflight-errors=DirAvailable--etc-kubernetes-manifests";
 /// Rendered configs (they hold secrets: 0600, under the agent's state dir).
 pub const RENDERED_DIR: &str = "var/lib/nodeagent";
 
@@ -44,16 +48,34 @@ impl<R: CommandRunner> Kubeadm<R> {
             .map_err(|source| DistroError::Exec { step, source })
     }
 
-    async fn join(&self, step: &'static str, tpl: &str, m: &JoinMaterial) -> DistroResult<()> {
+    async fn join(
+        &self,
+        step: &'static str,
+        control_plane: bool,
+        m: &JoinMaterial,
+    ) -> DistroResult<()> {
         let out = self.rendered(&format!("kubeadm-{step}.yaml").replace(' ', "-"));
         let values = Values {
             token: Some(&m.token),
             ca_cert_hash: Some(&m.ca_cert_hash),
             certificate_key: m.certificate_key.as_ref(),
         };
-        template::render_file(step, &self.ctx.tree_file(tpl), &out, &values)?;
+        template::render_file(step, &self.ctx.tree_file(JOIN_TEMPLATE), &out, &values)?;
         let path = out.display().to_string();
-        self.kubeadm(step, &["join", "--config", &path]).await?;
+        let mut args = vec!["join", "--config", &path];
+        // A control plane with kube-vip has its static pod in the manifests dir before the
+        // join (installed from the node tree, or restored after a reset), like kube-vip's
+        // documented kubeadm flow; kubeadm refuses a non-empty dir unless told.
+        if control_plane
+            && self
+                .ctx
+                .root
+                .path(model::node_files::KUBE_VIP_MANIFEST)
+                .exists()
+        {
+            args.push(IGNORE_MANIFESTS_DIR);
+        }
+        self.kubeadm(step, &args).await?;
         Ok(())
     }
 
@@ -101,11 +123,11 @@ impl<R: CommandRunner> Distro for Kubeadm<R> {
                 detail: "the join material has no certificate key".into(),
             });
         }
-        self.join("join control plane", JOIN_CP_TEMPLATE, m).await
+        self.join("join control plane", true, m).await
     }
 
     async fn join_worker(&self, m: &JoinMaterial) -> DistroResult<()> {
-        self.join("join worker", JOIN_WORKER_TEMPLATE, m).await
+        self.join("join worker", false, m).await
     }
 
     async fn refresh_join_material(
@@ -237,7 +259,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(
-            tree.join(JOIN_CP_TEMPLATE),
+            tree.join(JOIN_TEMPLATE),
             "token: @@TOKEN@@\ncaCertHashes: [@@CA_CERT_HASH@@]\ncertificateKey: @@CERTIFICATE_KEY@@\n",
         )
         .unwrap();

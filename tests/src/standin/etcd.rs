@@ -115,7 +115,8 @@ pub fn etcdctl(endpoints: &[String], tls: &ClientTls, args: &[&str]) -> Result<C
 
 /// `etcdctl member add NAME --peer-urls=https://ADDR:2380`, retried while etcd refuses, e.g.
 /// with `unhealthy cluster` or `not enough started members` (measured: refused for ~4–5 s
-/// after each join), but not on `Peer URLs already exists`. Returns the
+/// after each join); on `Peer URLs already exists` an unstarted member with this peer URL
+/// is reused, as kubeadm does. Returns the
 /// `ETCD_INITIAL_CLUSTER` etcdctl prints.
 pub fn member_add(
     endpoints: &[String],
@@ -140,16 +141,43 @@ pub fn member_add(
             );
         }
         let err = out.stderr.trim().to_string();
-        // Like kubeadm's backoff: retry everything (unhealthy cluster, not enough started
-        // members, leader changed, the brief `member not found` right after a remove, ...)
-        // except a peer URL that is already a member: that is the stale member of a crashed
-        // join (kubeadm#2095), for the caller to remove.
-        let transient = !err.contains("Peer URLs already exists");
-        if !transient || Instant::now() >= deadline {
+        // A peer URL that is already a member: what kubeadm's `AddMember` does since
+        // v1.2x — list the members and go on with the existing one (the unstarted member
+        // of a crashed join, kubeadm#2095: starting it completes the join). A member with
+        // that URL that already runs is a real conflict.
+        if err.contains("Peer URLs already exists") {
+            let url = format!("https://{addr}:2380");
+            let members = member_list(endpoints, tls)
+                .with_context(|| format!("etcdctl member add {name}: {err}"))?;
+            match members.iter().find(|m| m.peer_urls.contains(&url)) {
+                Some(m) if !m.started() => {
+                    println!(
+                        "[etcd] The peer URL for the added etcd member already exists. Reusing member {:x}",
+                        m.id
+                    );
+                    return Ok(initial_cluster(&members, name, &url));
+                }
+                _ => bail!("etcdctl member add {name}: {err}"),
+            }
+        }
+        // Like kubeadm's backoff: retry everything else (unhealthy cluster, not enough
+        // started members, leader changed, the brief `member not found` after a remove).
+        if Instant::now() >= deadline {
             bail!("etcdctl member add {name}: {err}");
         }
         std::thread::sleep(Duration::from_millis(400));
     }
+}
+
+/// `ETCD_INITIAL_CLUSTER` for `name` joining at `url`: the started members and itself.
+fn initial_cluster(members: &[Member], name: &str, url: &str) -> String {
+    let mut parts: Vec<String> = members
+        .iter()
+        .filter(|m| m.started())
+        .flat_map(|m| m.peer_urls.iter().map(move |u| format!("{}={u}", m.name)))
+        .collect();
+    parts.push(format!("{name}={url}"));
+    parts.join(",")
 }
 
 /// A member as `etcdctl member list -w json` shows it.

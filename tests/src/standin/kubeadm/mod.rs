@@ -120,8 +120,50 @@ pub async fn main(args: Vec<String>) -> i32 {
     }
 }
 
+/// `<state>/commands.log`: one line per kubeadm command this node ran (subcommand words
+/// only, never flags: they carry tokens and keys) with its outcome, so a test can tell
+/// which node ran `kubeadm init` and how often a node joined or reset.
+pub const COMMAND_LOG: &str = "commands.log";
+
+fn record(args: &[String], outcome: &str) {
+    use std::io::Write;
+    let flags = Flags::parse(args);
+    let words: Vec<&str> = flags
+        .positional
+        .iter()
+        .map(String::as_str)
+        .take_while(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+        .take(3)
+        .collect();
+    let line = format!(
+        "{} {} {outcome}\n",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0),
+        words.join(" ")
+    );
+    let Ok(dir) = crate::standin::state_dir(&node_root()) else {
+        return;
+    };
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(COMMAND_LOG))
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
 async fn dispatch(args: Vec<String>) -> Result<()> {
-    let flags = Flags::parse(&args);
+    record(&args, "started");
+    let r = dispatch_inner(&args).await;
+    record(&args, if r.is_ok() { "ok" } else { "failed" });
+    r
+}
+
+async fn dispatch_inner(args: &[String]) -> Result<()> {
+    let flags = Flags::parse(args);
     let pos: Vec<&str> = flags.positional.iter().map(String::as_str).collect();
     match pos.as_slice() {
         ["init", "phase", "upload-certs", ..] => upload_certs_phase(&flags).await,
@@ -1471,6 +1513,15 @@ async fn join_worker(
         0o600,
     )?;
     write_file(&pki_dir(root).join("ca.crt"), &disc.ca_pem, 0o644)?;
+    // What the kubelet leaves after its TLS bootstrap: the rotated client cert and key in
+    // one file (the agent checks the Node registration with it).
+    write_file(
+        &root
+            .path(KUBELET_DIR)
+            .join("pki/kubelet-client-current.pem"),
+        format!("{}{}", client.cert_pem, client.key_pem),
+        0o600,
+    )?;
     write_file(
         &root.path(KUBELET_DIR).join("config.yaml"),
         "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n# muster stand-in: no kubelet runs\n",
