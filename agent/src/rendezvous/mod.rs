@@ -5,6 +5,7 @@
 
 mod client;
 mod coordinator;
+mod holders;
 mod pin;
 mod retry;
 
@@ -13,5 +14,6 @@ pub use model::rendezvous::{
     AcquireResponse, AuditEntry, AuditEvent, Change, ChangeKind, ErrorKind, Fence, Holder,
     WatchResponse,
 };
+pub use holders::{SlotHolder, holders_from_audit};
 pub use pin::{TlsError, http_client};
 pub use retry::RetryPolicy;

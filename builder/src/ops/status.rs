@@ -4,12 +4,12 @@
 
 use super::probe::{self, ProbeResult};
 use super::{BuildDir, OpsError};
-use model::rendezvous::{AuditEntry, AuditEvent};
+use model::rendezvous::AuditEntry;
 use nodeagent::coord::keys;
 use nodeagent::material::{InitRecord, JoinMaterial};
 use nodeagent::rendezvous::PlainMember;
+pub use nodeagent::rendezvous::{SlotHolder, holders_from_audit};
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -30,15 +30,6 @@ pub struct NodeRow {
     pub attempt: Option<u64>,
     pub last_error: Option<String>,
     pub done: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SlotHolder {
-    pub holder: String,
-    pub token: u64,
-    /// When the slot was granted (ms since the Unix epoch, the service's clock).
-    pub since_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -67,31 +58,6 @@ pub struct ClusterStatus {
     pub api: ProbeResult,
     /// Every planned node reports done.
     pub all_done: bool,
-}
-
-/// Slots of `semaphore` granted and not released or expired, replaying the audit log.
-pub fn holders_from_audit(entries: &[AuditEntry], semaphore: &str) -> Vec<SlotHolder> {
-    let mut held: BTreeMap<u64, SlotHolder> = BTreeMap::new();
-    for e in entries.iter().filter(|e| e.subject == semaphore) {
-        let Some(token) = e.token else { continue };
-        match e.event {
-            AuditEvent::Granted => {
-                held.insert(
-                    token,
-                    SlotHolder {
-                        holder: e.holder.clone().unwrap_or_default(),
-                        token,
-                        since_ms: e.time_ms,
-                    },
-                );
-            }
-            AuditEvent::Released | AuditEvent::Expired => {
-                held.remove(&token);
-            }
-            AuditEvent::RecordCreated | AuditEvent::RecordDeleted => {}
-        }
-    }
-    held.into_values().collect()
 }
 
 /// One row per planned node, from the live members' opened reports.
@@ -297,40 +263,4 @@ pub fn render(s: &ClusterStatus) -> String {
         if s.all_done { "" } else { ": not complete" }
     );
     o
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn e(seq: u64, event: AuditEvent, sem: &str, holder: &str, token: u64) -> AuditEntry {
-        AuditEntry {
-            seq,
-            time_ms: seq * 10,
-            revision: seq,
-            event,
-            subject: sem.into(),
-            holder: Some(holder.into()),
-            token: Some(token),
-            slots: Some(2),
-        }
-    }
-
-    #[test]
-    fn holders_are_grants_not_released_or_expired() {
-        let log = [
-            e(1, AuditEvent::Granted, "worker-join", "w-1", 1),
-            e(2, AuditEvent::Granted, "worker-join", "w-2", 2),
-            e(3, AuditEvent::Granted, "cp-join", "cp-2", 1),
-            e(4, AuditEvent::Released, "worker-join", "w-1", 1),
-            e(5, AuditEvent::Granted, "worker-join", "w-3", 3),
-            e(6, AuditEvent::Expired, "cp-join", "cp-2", 1),
-        ];
-        let w: Vec<_> = holders_from_audit(&log, "worker-join")
-            .into_iter()
-            .map(|h| h.holder)
-            .collect();
-        assert_eq!(w, ["w-2", "w-3"]);
-        assert!(holders_from_audit(&log, "cp-join").is_empty());
-    }
 }

@@ -1,0 +1,91 @@
+//! Who holds a semaphore's slots, replayed from the audit log: a grant counts until its
+//! token is released or expired. One copy, used by `nodeagent status` and `muster status`.
+
+use model::rendezvous::{AuditEntry, AuditEvent};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotHolder {
+    pub holder: String,
+    pub token: u64,
+    /// When the slot was granted (ms since the Unix epoch, the service's clock).
+    pub since_ms: u64,
+}
+
+/// Slots of `semaphore` granted and not released or expired, in token order.
+pub fn holders_from_audit(entries: &[AuditEntry], semaphore: &str) -> Vec<SlotHolder> {
+    let mut held: BTreeMap<u64, SlotHolder> = BTreeMap::new();
+    for e in entries.iter().filter(|e| e.subject == semaphore) {
+        let Some(token) = e.token else { continue };
+        match e.event {
+            AuditEvent::Granted => {
+                held.insert(
+                    token,
+                    SlotHolder {
+                        holder: e.holder.clone().unwrap_or_default(),
+                        token,
+                        since_ms: e.time_ms,
+                    },
+                );
+            }
+            AuditEvent::Released | AuditEvent::Expired => {
+                held.remove(&token);
+            }
+            AuditEvent::RecordCreated | AuditEvent::RecordDeleted => {}
+        }
+    }
+    held.into_values().collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn e(seq: u64, event: AuditEvent, sem: &str, holder: &str, token: u64) -> AuditEntry {
+        AuditEntry {
+            seq,
+            time_ms: seq * 10,
+            revision: seq,
+            event,
+            subject: sem.into(),
+            holder: Some(holder.into()),
+            token: Some(token),
+            slots: Some(2),
+        }
+    }
+
+    #[test]
+    fn holders_are_grants_not_released_or_expired() {
+        let log = [
+            e(1, AuditEvent::Granted, "worker-join", "w-1", 1),
+            e(2, AuditEvent::Granted, "worker-join", "w-2", 2),
+            e(3, AuditEvent::Granted, "cp-join", "cp-2", 1),
+            e(4, AuditEvent::Released, "worker-join", "w-1", 1),
+            e(5, AuditEvent::Granted, "worker-join", "w-3", 3),
+            e(6, AuditEvent::Expired, "cp-join", "cp-2", 1),
+            e(7, AuditEvent::RecordCreated, "cp-join", "x", 9),
+        ];
+        let w: Vec<_> = holders_from_audit(&log, "worker-join")
+            .into_iter()
+            .map(|h| h.holder)
+            .collect();
+        assert_eq!(w, ["w-2", "w-3"]);
+        assert_eq!(holders_from_audit(&log, "worker-join")[0].since_ms, 20);
+        assert!(holders_from_audit(&log, "cp-join").is_empty());
+        assert!(holders_from_audit(&[], "cp-join").is_empty());
+    }
+
+    #[test]
+    fn a_regrant_of_the_same_semaphore_is_held_again() {
+        let log = [
+            e(1, AuditEvent::Granted, "cp-join", "cp-2", 1),
+            e(2, AuditEvent::Released, "cp-join", "cp-2", 1),
+            e(3, AuditEvent::Granted, "cp-join", "cp-3", 2),
+        ];
+        let h = holders_from_audit(&log, "cp-join");
+        assert_eq!(h.len(), 1);
+        assert_eq!((h[0].holder.as_str(), h[0].token), ("cp-3", 2));
+    }
+}
