@@ -25,7 +25,8 @@ enum Cmd {
         #[arg(long, env = "NODEAGENT_LAB")]
         lab: bool,
     },
-    /// This node's bootstrap phase (works with the daemon down); exit 0 healthy, 1 not.
+    /// This node's bootstrap phase (works with the daemon down) and the cluster as the
+    /// rendezvous sees it, when reachable; exit 0 healthy, 1 not.
     Status {
         #[arg(long, env = "MUSTER_NODE_ROOT", default_value = "/")]
         root: PathBuf,
@@ -75,7 +76,10 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let root = NodeRoot::new(root);
             let node =
                 nodeagent::status::local(&root, now_ms()).context("reading the agent state")?;
-            let st = nodeagent::status::Status::new(node, None);
+            // The cluster view is best effort: a down rendezvous is reported, not fatal.
+            let cluster =
+                nodeagent::status::cluster_for(&root, std::time::Duration::from_secs(3)).await;
+            let st = nodeagent::status::Status::new(node, Some(cluster));
             if json {
                 println!("{}", serde_json::to_string_pretty(&st)?);
             } else {

@@ -4,10 +4,14 @@
 
 use crate::bootstrap::store::{FileStore, Persisted, Store};
 use crate::clock::Millis;
-use crate::coord::{Coordinator, keys};
+use crate::coord::keys;
 use crate::material::InitRecord;
+use crate::rendezvous::{
+    AuditEntry, Client, ClientError, PlainMember, RetryPolicy, holders_from_audit,
+};
 use model::node_files::NodeRoot;
 use serde::Serialize;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -35,6 +39,17 @@ pub struct MemberStatus {
     pub last_error: Option<String>,
 }
 
+/// Whether the API endpoint (the VIP) accepts a TCP connection.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiCheck {
+    pub endpoint: String,
+    pub answers: bool,
+    pub error: Option<String>,
+}
+
+/// The cluster as the rendezvous sees it; `reachable: false` with `error` when it could
+/// not be asked (the other fields are then empty).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterStatus {
@@ -42,7 +57,11 @@ pub struct ClusterStatus {
     pub error: Option<String>,
     pub members: Vec<MemberStatus>,
     pub initialized_by: Option<String>,
-    pub join_slot_holder: Option<String>,
+    /// Holders of the `cp-join` slot (at most one), from the audit log.
+    pub cp_join_holders: Vec<String>,
+    /// Holders of the `worker-join` slots, from the audit log.
+    pub worker_join_holders: Vec<String>,
+    pub api: Option<ApiCheck>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -80,58 +99,137 @@ pub fn local(
     }))
 }
 
-/// The cluster as the rendezvous sees it.
-pub async fn cluster(c: &impl Coordinator) -> ClusterStatus {
-    let mut out = ClusterStatus {
-        reachable: false,
-        error: None,
-        members: Vec::new(),
-        initialized_by: None,
-        join_slot_holder: None,
-    };
-    match c.members().await {
-        Ok(ms) => {
-            out.reachable = true;
-            out.members = ms
+impl ClusterStatus {
+    pub fn unreachable(reason: impl Into<String>) -> ClusterStatus {
+        ClusterStatus {
+            reachable: false,
+            error: Some(reason.into()),
+            members: Vec::new(),
+            initialized_by: None,
+            cp_join_holders: Vec::new(),
+            worker_join_holders: Vec::new(),
+            api: None,
+        }
+    }
+
+    /// The view from what the rendezvous answered: opened member reports, the
+    /// initialization record and the whole audit log.
+    pub fn from_parts(
+        members: Vec<PlainMember>,
+        initialized: Option<InitRecord>,
+        audit: &[AuditEntry],
+    ) -> ClusterStatus {
+        let str_of =
+            |r: &serde_json::Value, k: &str| r.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let mut members: Vec<MemberStatus> = members
+            .into_iter()
+            .map(|m| MemberStatus {
+                phase: str_of(&m.report, "phase"),
+                attempt: m.report.get("attempt").and_then(serde_json::Value::as_u64),
+                last_error: str_of(&m.report, "lastError"),
+                name: m.name,
+                role: m.role,
+            })
+            .collect();
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        let names = |sem: &str| {
+            holders_from_audit(audit, sem)
                 .into_iter()
-                .map(|m| MemberStatus {
-                    name: m.name,
-                    role: m.role.as_str().to_string(),
-                    phase: m
-                        .report
-                        .get("phase")
-                        .and_then(|v| v.as_str())
-                        .map(str::to_string),
-                    attempt: m.report.get("attempt").and_then(serde_json::Value::as_u64),
-                    last_error: m
-                        .report
-                        .get("lastError")
-                        .and_then(|v| v.as_str())
-                        .map(str::to_string),
-                })
-                .collect();
-        }
-        Err(e) => {
-            out.error = Some(e.to_string());
-            return out;
+                .map(|h| h.holder)
+                .collect()
+        };
+        ClusterStatus {
+            reachable: true,
+            error: None,
+            members,
+            initialized_by: initialized.map(|r| r.node),
+            cp_join_holders: names(keys::CP_JOIN_SEMAPHORE),
+            worker_join_holders: names(keys::WORKER_JOIN_SEMAPHORE),
+            api: None,
         }
     }
-    if let Ok(Some(r)) = c.get(keys::INITIALIZED).await {
-        out.initialized_by = serde_json::from_slice::<InitRecord>(&r.value)
-            .ok()
-            .map(|r| r.node);
-    }
-    out.join_slot_holder = out
-        .members
-        .iter()
-        .find(|m| {
-            matches!(
-                m.phase.as_deref(),
-                Some("cleaning-stale-member" | "joining" | "verifying")
-            ) && m.role == "control-plane"
-        })
-        .map(|m| m.name.clone());
+}
+
+/// Asks the rendezvous (members, the initialization record, the audit log), all within
+/// `timeout`, and probes the API endpoint meanwhile.
+pub async fn cluster(client: &Client, api_endpoint: &str, timeout: Duration) -> ClusterStatus {
+    let ask = async {
+        let (_, members) = client.members().await?;
+        let initialized = match client.get(keys::INITIALIZED).await? {
+            Some(r) => serde_json::from_slice::<InitRecord>(&r.value).ok(),
+            None => None,
+        };
+        let mut audit: Vec<AuditEntry> = Vec::new();
+        loop {
+            let after = audit.last().map_or(0, |e| e.seq);
+            let page = client.audit(after).await?;
+            if page.is_empty() {
+                break;
+            }
+            audit.extend(page);
+        }
+        Ok::<_, ClientError>(ClusterStatus::from_parts(members, initialized, &audit))
+    };
+    let (view, api) = tokio::join!(
+        tokio::time::timeout(timeout, ask),
+        probe_api(api_endpoint, timeout)
+    );
+    let mut out = match view {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => ClusterStatus::unreachable(e.to_string()),
+        Err(_) => ClusterStatus::unreachable(format!("no answer within {}s", timeout.as_secs())),
+    };
+    out.api = Some(api);
     out
+}
+
+/// The cluster view for the node at `root`: its baked config and secret name the
+/// rendezvous and the API endpoint. Never fails: problems become `reachable: false`.
+pub async fn cluster_for(root: &NodeRoot, timeout: Duration) -> ClusterStatus {
+    let (baked, id) = match crate::app::load(root) {
+        Ok(x) => x,
+        Err(e) => return ClusterStatus::unreachable(format!("cannot load the baked config: {e}")),
+    };
+    let secret = match crate::app::load_secret(root) {
+        Ok(s) => s,
+        Err(e) => {
+            return ClusterStatus::unreachable(format!("cannot read the cluster secret: {e}"));
+        }
+    };
+    match Client::from_baked(&baked.rendezvous, &secret, id.name.as_str()) {
+        Ok(c) => {
+            cluster(
+                &c.with_retry(RetryPolicy::none()),
+                &baked.api_endpoint,
+                timeout,
+            )
+            .await
+        }
+        Err(e) => ClusterStatus::unreachable(format!("rendezvous client: {e}")),
+    }
+}
+
+/// A TCP connect to `endpoint` (`host:port`) within `timeout`.
+pub async fn probe_api(endpoint: &str, timeout: Duration) -> ApiCheck {
+    let error = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(endpoint)).await
+    {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!("no answer within {}s", timeout.as_secs())),
+    };
+    ApiCheck {
+        endpoint: endpoint.to_string(),
+        answers: error.is_none(),
+        error,
+    }
+}
+
+fn list_or(v: &[String], empty: &str) -> String {
+    if v.is_empty() {
+        empty.to_string()
+    } else {
+        v.join(", ")
+    }
 }
 
 impl Status {
@@ -167,26 +265,43 @@ impl Status {
                 }
             }
         }
-        match &self.cluster {
-            None => {}
-            Some(c) if !c.reachable => s.push_str(&format!(
-                "cluster: rendezvous unreachable: {}\n",
-                c.error.as_deref().unwrap_or("?")
-            )),
-            Some(c) => {
+        if let Some(c) = &self.cluster {
+            if c.reachable {
                 s.push_str(&format!(
-                    "cluster: initialized by {}; join slot: {}\n",
-                    c.initialized_by.as_deref().unwrap_or("nobody yet"),
-                    c.join_slot_holder.as_deref().unwrap_or("free")
+                    "cluster: {} member(s); initialized by {}\n",
+                    c.members.len(),
+                    c.initialized_by.as_deref().unwrap_or("nobody yet")
                 ));
-                for m in &c.members {
-                    s.push_str(&format!(
-                        "  {:<20} {:<14} {}\n",
-                        m.name,
-                        m.role,
-                        m.phase.as_deref().unwrap_or("?")
-                    ));
+                s.push_str(&format!(
+                    "  cp-join slot: {}\n  worker-join slots: {}\n",
+                    list_or(&c.cp_join_holders, "free"),
+                    list_or(&c.worker_join_holders, "free")
+                ));
+            } else {
+                s.push_str(&format!(
+                    "cluster: unreachable ({})\n",
+                    c.error.as_deref().unwrap_or("?")
+                ));
+            }
+            if let Some(a) = &c.api {
+                match &a.error {
+                    None => s.push_str(&format!("  API endpoint {}: answers\n", a.endpoint)),
+                    Some(e) => s.push_str(&format!(
+                        "  API endpoint {}: does not answer ({e})\n",
+                        a.endpoint
+                    )),
                 }
+            }
+            for m in &c.members {
+                s.push_str(&format!(
+                    "  {:<20} {:<14} {}{}\n",
+                    m.name,
+                    m.role,
+                    m.phase.as_deref().unwrap_or("?"),
+                    m.last_error
+                        .as_deref()
+                        .map_or(String::new(), |e| format!(" (last error: {e})"))
+                ));
             }
         }
         s.push_str(if self.healthy {

@@ -43,7 +43,13 @@ pub fn holders_from_audit(entries: &[AuditEntry], semaphore: &str) -> Vec<SlotHo
 pub(crate) mod tests {
     use super::*;
 
-    pub(crate) fn e(seq: u64, event: AuditEvent, sem: &str, holder: &str, token: u64) -> AuditEntry {
+    pub(crate) fn e(
+        seq: u64,
+        event: AuditEvent,
+        sem: &str,
+        holder: &str,
+        token: u64,
+    ) -> AuditEntry {
         AuditEntry {
             seq,
             time_ms: seq * 10,

@@ -10,10 +10,10 @@ mod pin;
 mod retry;
 
 pub use client::{Client, ClientError, PlainMember, PlainRecord};
+pub use holders::{SlotHolder, holders_from_audit};
 pub use model::rendezvous::{
     AcquireResponse, AuditEntry, AuditEvent, Change, ChangeKind, ErrorKind, Fence, Holder,
     WatchResponse,
 };
-pub use holders::{SlotHolder, holders_from_audit};
 pub use pin::{TlsError, http_client};
 pub use retry::RetryPolicy;
