@@ -360,4 +360,157 @@ mod tests {
         assert_eq!(json["thisNode"]["lastFailure"]["attempt"], 2);
         assert!(st.render().contains("recovered from 1 failure(s)"));
     }
+
+    fn member(name: &str, role: &str, report: serde_json::Value) -> PlainMember {
+        PlainMember {
+            name: name.into(),
+            role: role.into(),
+            report,
+            revision: 1,
+            expires_at_ms: 0,
+        }
+    }
+
+    fn done_node() -> NodeStatus {
+        NodeStatus {
+            node: "cp-1".into(),
+            role: Some("control-plane".into()),
+            phase: "done".into(),
+            since_ms: Some(0),
+            seconds_in_phase: Some(5),
+            attempt: 0,
+            last_error: None,
+            failures: 0,
+            last_failure: None,
+        }
+    }
+
+    #[test]
+    fn renders_the_cluster_view() {
+        use crate::rendezvous::AuditEvent;
+        let e = crate::rendezvous::holders::tests::e;
+        let log = [
+            e(1, AuditEvent::Granted, keys::CP_JOIN_SEMAPHORE, "cp-2", 1),
+            e(2, AuditEvent::Released, keys::CP_JOIN_SEMAPHORE, "cp-2", 1),
+            e(
+                3,
+                AuditEvent::Granted,
+                keys::WORKER_JOIN_SEMAPHORE,
+                "w-1",
+                1,
+            ),
+            e(4, AuditEvent::Granted, keys::CP_JOIN_SEMAPHORE, "cp-3", 2),
+        ];
+        let mut c = ClusterStatus::from_parts(
+            vec![
+                member("w-1", "worker", serde_json::json!({"phase": "joining"})),
+                member(
+                    "cp-3",
+                    "control-plane",
+                    serde_json::json!({"phase": "joining", "attempt": 2, "lastError": "boom"}),
+                ),
+                member(
+                    "cp-1",
+                    "control-plane",
+                    serde_json::json!({"phase": "done"}),
+                ),
+            ],
+            Some(InitRecord {
+                node: "cp-1".into(),
+                token: 1,
+                at_ms: 7,
+            }),
+            &log,
+        );
+        c.api = Some(ApiCheck {
+            endpoint: "10.0.0.100:6443".into(),
+            answers: true,
+            error: None,
+        });
+        assert_eq!(c.cp_join_holders, ["cp-3"]);
+        assert_eq!(c.worker_join_holders, ["w-1"]);
+        let names: Vec<_> = c.members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["cp-1", "cp-3", "w-1"]);
+        assert_eq!(c.members[1].attempt, Some(2));
+
+        let st = Status::new(Some(done_node()), Some(c));
+        assert!(st.healthy);
+        let text = st.render();
+        for want in [
+            "cluster: 3 member(s); initialized by cp-1",
+            "cp-join slot: cp-3",
+            "worker-join slots: w-1",
+            "API endpoint 10.0.0.100:6443: answers",
+            "last error: boom",
+            "healthy",
+        ] {
+            assert!(text.contains(want), "{want:?} not in:\n{text}");
+        }
+        let json = serde_json::to_value(&st).unwrap();
+        assert_eq!(json["cluster"]["reachable"], true);
+        assert_eq!(json["cluster"]["initializedBy"], "cp-1");
+        assert_eq!(json["cluster"]["members"].as_array().unwrap().len(), 3);
+        assert_eq!(json["cluster"]["cpJoinHolders"][0], "cp-3");
+        assert_eq!(json["cluster"]["api"]["answers"], true);
+    }
+
+    #[test]
+    fn renders_an_unreachable_cluster_and_still_this_node() {
+        let st = Status::new(
+            Some(done_node()),
+            Some(ClusterStatus::unreachable("connection refused")),
+        );
+        assert!(st.healthy, "the exit code follows this node only");
+        let text = st.render();
+        assert!(text.contains("this node: cp-1"), "{text}");
+        assert!(
+            text.contains("cluster: unreachable (connection refused)"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&st).unwrap();
+        assert_eq!(json["cluster"]["reachable"], false);
+        assert_eq!(json["cluster"]["error"], "connection refused");
+        assert_eq!(json["thisNode"]["phase"], "done");
+        // Without a cluster view (never asked) nothing about the cluster is printed.
+        assert!(!Status::new(None, None).render().contains("cluster"));
+    }
+
+    #[tokio::test]
+    async fn a_down_rendezvous_and_api_are_reported_quickly() {
+        // A loopback port nobody listens on.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let secret = model::secret::ClusterSecret::from_bytes([7; 32]);
+        let base = reqwest::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        let http = crate::rendezvous::http_client(None, Duration::from_secs(2)).unwrap();
+        let client = Client::new(base, http, &secret, "cp-1")
+            .unwrap()
+            .with_retry(RetryPolicy::none());
+        let started = std::time::Instant::now();
+        let c = cluster(
+            &client,
+            &format!("127.0.0.1:{port}"),
+            Duration::from_secs(2),
+        )
+        .await;
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(!c.reachable);
+        assert!(c.error.is_some());
+        assert!(!c.api.as_ref().unwrap().answers);
+
+        // A listening endpoint answers.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        assert!(probe_api(&addr, Duration::from_secs(2)).await.answers);
+    }
+
+    #[tokio::test]
+    async fn no_baked_config_means_unreachable_not_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cluster_for(&NodeRoot::new(dir.path()), Duration::from_secs(1)).await;
+        assert!(!c.reachable);
+        assert!(c.error.unwrap().contains("baked config"));
+    }
 }

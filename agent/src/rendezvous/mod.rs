@@ -5,7 +5,7 @@
 
 mod client;
 mod coordinator;
-mod holders;
+pub(crate) mod holders;
 mod pin;
 mod retry;
 
