@@ -348,9 +348,13 @@ impl Cluster {
         }
     }
 
-    /// `nodeagent status --root ROOT --json` for one node.
+    /// `nodeagent status --root ROOT --json` for one node, in its namespace (so it can
+    /// reach the rendezvous and the VIP, as on a real node).
     fn status(&self, host: &str) -> serde_json::Value {
-        let out = Command::new(binary("nodeagent"))
+        let out = Command::new("ip")
+            .args(["netns", "exec"])
+            .arg(self.lab.ns(host))
+            .arg(binary("nodeagent"))
             .args(["status", "--json", "--root"])
             .arg(self.lab.root(host))
             .output()
@@ -492,6 +496,18 @@ impl Cluster {
         assert_eq!(
             init_host.1, initializer,
             "init grant holder vs kubeadm init"
+        );
+
+        // ---- one node's `nodeagent status` shows the cluster as the rendezvous sees it
+        let s = self.status("cp1");
+        let c = &s["cluster"];
+        assert_eq!(c["reachable"], true, "{s:#}");
+        assert_eq!(c["members"].as_array().map(Vec::len), Some(6), "{s:#}");
+        assert_eq!(c["initializedBy"], initializer.as_str(), "{s:#}");
+        assert_eq!(
+            c["cpJoinHolders"].as_array().map(Vec::len),
+            Some(0),
+            "{s:#}"
         );
 
         // ---- control-plane joins one at a time; workers at most the cap at once
