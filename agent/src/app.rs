@@ -153,40 +153,50 @@ pub async fn run_node<C: Coordinator>(
     let systemd = NodeSystemd::for_run(lab).await?;
     let store = FileStore::new(root.clone());
     let seed = rand::random::<u64>();
+    let parts = Parts {
+        cfg,
+        settings,
+        coord,
+        systemd: systemd.clone(),
+        host,
+        store,
+        seed,
+    };
     match baked.spec.distribution.kind {
-        DistroKind::Kubeadm => {
-            let distro = Kubeadm::new(ctx, RealRunner::default());
-            let mut d = Driver::new(
-                cfg,
-                settings,
-                coord,
-                distro,
-                systemd,
-                host,
-                SystemClock,
-                store,
-                SdNotifier,
-                seed,
-            )?;
-            d.run(stop).await;
-        }
-        DistroKind::K3s => {
-            let distro = K3s::new(ctx, RealRunner::default(), systemd.clone());
-            let mut d = Driver::new(
-                cfg,
-                settings,
-                coord,
-                distro,
-                systemd,
-                host,
-                SystemClock,
-                store,
-                SdNotifier,
-                seed,
-            )?;
-            d.run(stop).await;
-        }
+        DistroKind::Kubeadm => drive(parts, Kubeadm::new(ctx, RealRunner::default()), stop).await,
+        DistroKind::K3s => drive(parts, K3s::new(ctx, RealRunner::default(), systemd), stop).await,
     }
+}
+
+/// Everything a driver needs but the distribution, whose type picks the driver's type.
+struct Parts<C> {
+    cfg: Config,
+    settings: Settings,
+    coord: C,
+    systemd: NodeSystemd,
+    host: FsHost,
+    store: FileStore,
+    seed: u64,
+}
+
+async fn drive<C: Coordinator, D: crate::distro::Distro>(
+    p: Parts<C>,
+    distro: D,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), AppError> {
+    let mut d = Driver::new(
+        p.cfg,
+        p.settings,
+        p.coord,
+        distro,
+        p.systemd,
+        p.host,
+        SystemClock,
+        p.store,
+        SdNotifier,
+        p.seed,
+    )?;
+    d.run(stop).await;
     Ok(())
 }
 
