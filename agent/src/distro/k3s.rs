@@ -5,10 +5,7 @@
 
 use super::http;
 use super::template::{self, Values};
-use super::{
-    Credentials, Distro, DistroError, DistroResult, EtcdAccess, EtcdMember, InitSecrets, Issued,
-    NodeContext,
-};
+use super::{Credentials, Distro, DistroError, DistroResult, InitSecrets, Issued, NodeContext};
 use crate::exec::CommandRunner;
 use crate::material::{EtcdCreds, JoinMaterial, Secret};
 use crate::systemd::Systemd;
@@ -179,14 +176,6 @@ impl<R: CommandRunner, S: Systemd> Distro for K3s<R, S> {
             admin_kubeconfig: Some(Secret(admin)),
             etcd,
         })
-    }
-
-    async fn etcd_members(&self, access: &EtcdAccess) -> DistroResult<Vec<EtcdMember>> {
-        http::etcd_member_list(&access.endpoints, &access.creds).await
-    }
-
-    async fn remove_etcd_member(&self, access: &EtcdAccess, id: u64) -> DistroResult<()> {
-        http::etcd_member_remove(&access.endpoints, &access.creds, id).await
     }
 
     async fn local_api_ready(&self) -> DistroResult<bool> {

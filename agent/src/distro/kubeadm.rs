@@ -4,8 +4,7 @@
 use super::http;
 use super::template::{self, Values};
 use super::{
-    Credentials, Distro, DistroError, DistroResult, EtcdAccess, EtcdMember, InitSecrets, Issued,
-    NodeContext, parse,
+    Credentials, Distro, DistroError, DistroResult, InitSecrets, Issued, NodeContext, parse,
 };
 use crate::exec::CommandRunner;
 use crate::material::{EtcdCreds, JoinMaterial, Secret};
@@ -192,14 +191,6 @@ impl<R: CommandRunner> Distro for Kubeadm<R> {
             admin_kubeconfig: Some(Secret(admin)),
             etcd: Some(etcd),
         })
-    }
-
-    async fn etcd_members(&self, access: &EtcdAccess) -> DistroResult<Vec<EtcdMember>> {
-        http::etcd_member_list(&access.endpoints, &access.creds).await
-    }
-
-    async fn remove_etcd_member(&self, access: &EtcdAccess, id: u64) -> DistroResult<()> {
-        http::etcd_member_remove(&access.endpoints, &access.creds, id).await
     }
 
     async fn local_api_ready(&self) -> DistroResult<bool> {

@@ -101,8 +101,13 @@ pub trait Distro {
     -> DistroResult<Issued>;
     /// Admin kubeconfig and etcd client credentials of this (joined or initialized) node.
     async fn credentials(&self) -> DistroResult<Credentials>;
-    async fn etcd_members(&self, access: &EtcdAccess) -> DistroResult<Vec<EtcdMember>>;
-    async fn remove_etcd_member(&self, access: &EtcdAccess, id: u64) -> DistroResult<()>;
+    /// Both distributions run etcd with its v3 JSON gateway, so one way to ask serves both.
+    async fn etcd_members(&self, access: &EtcdAccess) -> DistroResult<Vec<EtcdMember>> {
+        http::etcd_member_list(&access.endpoints, &access.creds).await
+    }
+    async fn remove_etcd_member(&self, access: &EtcdAccess, id: u64) -> DistroResult<()> {
+        http::etcd_member_remove(&access.endpoints, &access.creds, id).await
+    }
     /// `GET https://ADVERTISE:6443/readyz` answers 200 `ok`.
     async fn local_api_ready(&self) -> DistroResult<bool>;
     /// The same through the API endpoint (VIP or load balancer).

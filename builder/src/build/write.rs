@@ -5,30 +5,39 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+/// The temp file beside `path` that is renamed over it once written and synced.
+fn tmp_of(path: &Path) -> std::path::PathBuf {
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
+    dir.join(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Writes and fsyncs `path`'s temp file with `mode`; the caller renames it into place.
+fn write_tmp(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(tmp_of(path))?;
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    f.write_all(contents)?;
+    f.sync_all()
+}
+
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let result = write_tmp(path, contents, mode)
+        .and_then(|()| fs::rename(tmp_of(path), path))
+        .and_then(|()| File::open(dir)?.sync_all());
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = fs::remove_file(tmp_of(path));
     }
     result
 }
@@ -41,29 +50,6 @@ pub fn write_all_atomic(
     files: &[(std::path::PathBuf, Vec<u8>, u32)],
 ) -> Result<(), (std::path::PathBuf, std::io::Error)> {
     use std::collections::BTreeSet;
-    let tmp_of = |path: &Path| {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        dir.join(format!(".{name}.tmp-{}", std::process::id()))
-    };
-    let write_tmp = |path: &Path, contents: &[u8], mode: u32| -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir)?;
-        }
-        let tmp = tmp_of(path);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(contents)?;
-        f.sync_all()
-    };
     let threads = 32;
     let chunk = files.len().div_ceil(threads).max(1);
     let first_error = std::thread::scope(|s| {

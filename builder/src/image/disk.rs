@@ -47,42 +47,36 @@ pub fn to_qcow2(raw: &Path, qcow2: &Path) -> Result<(), ImageError> {
     Ok(())
 }
 
-/// The bytes of `path` inside a raw ext4 image, `None` if it is not there.
-pub fn read_file(raw: &Path, path: &str) -> Result<Option<Vec<u8>>, ImageError> {
-    let step = "debugfs";
-    let stat = Command::new("debugfs")
+/// `debugfs -R REQUEST RAW`: reads an ext4 image without mounting it.
+fn debugfs(raw: &Path, request: &str) -> Result<std::process::Output, ImageError> {
+    Command::new("debugfs")
         .arg("-R")
-        .arg(format!("stat {path}"))
+        .arg(request)
         .arg(raw)
         .output()
         .map_err(|source| ImageError::Spawn {
-            step: step.into(),
+            step: "debugfs".into(),
             program: "debugfs".into(),
             source,
-        })?;
+        })
+}
+
+/// The bytes of `path` inside a raw ext4 image, `None` if it is not there.
+pub fn read_file(raw: &Path, path: &str) -> Result<Option<Vec<u8>>, ImageError> {
+    let stat = debugfs(raw, &format!("stat {path}"))?;
     let err = String::from_utf8_lossy(&stat.stderr);
     if err.contains("File not found") {
         return Ok(None);
     }
     if !stat.status.success() || !String::from_utf8_lossy(&stat.stdout).contains("Inode:") {
         return Err(ImageError::Failed {
-            step: step.into(),
+            step: "debugfs".into(),
             command: format!("debugfs -R 'stat {path}' {}", raw.display()),
             status: stat.status.to_string(),
             tail: err.into_owned(),
         });
     }
-    let cat = Command::new("debugfs")
-        .arg("-R")
-        .arg(format!("cat {path}"))
-        .arg(raw)
-        .output()
-        .map_err(|source| ImageError::Spawn {
-            step: step.into(),
-            program: "debugfs".into(),
-            source,
-        })?;
-    Ok(Some(cat.stdout))
+    Ok(Some(debugfs(raw, &format!("cat {path}"))?.stdout))
 }
 
 #[cfg(test)]
