@@ -4,13 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::{repo, show};
+
 use muster::render::{FileSet, images, packer, proxmox, vagrant};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn examples() -> Vec<(String, model::Cluster, model::Plan)> {
     let mut out = Vec::new();
@@ -65,15 +64,6 @@ fn tool(name: &str, package: &str) -> PathBuf {
             "{name} is not installed: apt-get install -y {package} (or run scripts/install-test-deps.sh)"
         )
     })
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

@@ -6,6 +6,7 @@ use model::secret::ClusterSecret;
 use muster::render::cloud_init::{self, NodeSeed};
 use muster::render::{self, Bake, FileSet, Input};
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
 pub const FAKE_PAYLOAD_SHA: &str =
     "0000000000000000000000000000000000000000000000000000000000000000";
@@ -81,4 +82,14 @@ pub fn files_ending(suffix: &str) -> Vec<(String, Vec<u8>)> {
         }
     }
     out
+}
+
+/// A command's status and both streams, for assertion messages.
+pub fn show(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
