@@ -1,7 +1,9 @@
 use crate::support::Server;
 use muster::rendezvous::Limits;
 use muster::rendezvous::audit::max_concurrent_holders;
-use nodeagent::rendezvous::{AcquireResponse, AuditEvent, ChangeKind, ErrorKind, http_client};
+use nodeagent::rendezvous::{
+    AcquireResponse, AuditEvent, ChangeKind, ErrorKind, RetryPolicy, http_client,
+};
 use serde_json::json;
 use std::time::Duration;
 
@@ -106,7 +108,11 @@ async fn hundred_clients_never_share_a_one_slot_semaphore() {
     let http = http_client(server.pin.as_deref(), Duration::from_secs(30)).unwrap();
     let mut tasks = Vec::new();
     for i in 0..100 {
-        let c = server.client_with(&format!("node-{i}"), http.clone());
+        // Real agents retry a 429 with jittered backoff; 99 watchers woken by every
+        // grant can go over the per-client rate, so these clients do too.
+        let c = server
+            .client_with(&format!("node-{i}"), http.clone())
+            .with_retry(RetryPolicy::default());
         tasks.push(tokio::spawn(async move {
             let me = format!("node-{i}");
             loop {
