@@ -97,6 +97,14 @@ impl FromRequest<Service> for Authed {
             return Err(ApiError::unauthenticated("bad signature"));
         }
         check_name("client name", client).map_err(ApiError::bad_request)?;
+        if timestamp < svc.started_s() {
+            // Possibly a replay of a request the previous process accepted; a live client
+            // signs every retry afresh, so 503 (retryable) costs it one round trip.
+            return Err(ApiError::new(
+                ErrorKind::Unavailable,
+                "request signed before this service started; sign it again",
+            ));
+        }
 
         let cell = svc.cluster(cluster_id)?;
         {

@@ -43,6 +43,9 @@ struct Inner {
     /// 503 until restarted (and reloaded from disk).
     failed: AtomicBool,
     shutdown: watch::Sender<bool>,
+    /// The second this process started serving. The replay memory is in-process, so a
+    /// request signed before it could be a replay of one the previous process accepted.
+    started_s: u64,
 }
 
 impl fmt::Debug for Service {
@@ -96,8 +99,10 @@ impl Service {
         clock: Arc<dyn Clock>,
         limits: Limits,
     ) -> Service {
+        let started_s = clock.now_ms() / 1000;
         Service {
             inner: Arc::new(Inner {
+                started_s,
                 committer: Committer::spawn(store.clone()),
                 store,
                 clock,
@@ -116,6 +121,10 @@ impl Service {
 
     pub fn now_ms(&self) -> u64 {
         self.inner.clock.now_ms()
+    }
+
+    pub fn started_s(&self) -> u64 {
+        self.inner.started_s
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -135,6 +135,44 @@ async fn unauthenticated_requests_get_401_and_change_nothing() {
     server.stop().await;
 }
 
+/// The replay memory is in-process: a request signed before this process started may have
+/// been accepted by the previous one, so it gets a retryable 503 and changes nothing, while
+/// the same request signed afresh goes through.
+#[tokio::test]
+async fn a_request_signed_before_the_service_started_is_refused() {
+    let server = Server::start(true, Limits::default()).await;
+    let c = server.client("admin");
+    let (before, _) = c.list("").await.unwrap();
+    let sealed = ClusterKeys::derive(&server.secret).seal("record:old", b"old", [4; 12]);
+    let create = serde_json::to_vec(&json!({"key": "old", "value": sealed})).unwrap();
+    // Signed 2 s ago (well inside the replay window), i.e. before this process started.
+    let signed_before = now_s() - 2;
+    let r = raw(
+        &server,
+        &server.secret,
+        reqwest::Method::POST,
+        "records",
+        &create,
+        signed_before,
+    );
+    expect(r.send().await.unwrap(), 503, ErrorKind::Unavailable).await;
+    assert_eq!(
+        c.list("").await.unwrap().0,
+        before,
+        "a refused request changed state"
+    );
+    let r = raw(
+        &server,
+        &server.secret,
+        reqwest::Method::POST,
+        "records",
+        &create,
+        now_s(),
+    );
+    assert_eq!(r.send().await.unwrap().status().as_u16(), 201);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn malformed_requests_and_limits_get_clear_4xx() {
     let limits = Limits {
