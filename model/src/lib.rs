@@ -2,6 +2,7 @@
 //! its validation, the resolved plan, and the etcd quorum arithmetic. Serde only, no I/O.
 
 pub mod baked;
+pub mod dsn;
 pub mod kube_vip;
 pub mod names;
 pub mod node_files;

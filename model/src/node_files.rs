@@ -25,6 +25,10 @@ pub const KUBE_VIP_MANIFEST: &str = "etc/kubernetes/manifests/kube-vip.yaml";
 /// The pristine kube-vip manifest the agent restores after `kubeadm reset` empties the dir.
 pub const KUBE_VIP_PRISTINE: &str = "usr/lib/muster/kube-vip.yaml";
 pub const K3S_CONFIG: &str = "etc/rancher/k3s/config.yaml";
+/// k3s drop-in holding `datastore-endpoint` (external SQL; it carries the database
+/// password). Written by cloud-init on servers only, mode 0600; k3s merges
+/// `config.yaml.d/*.yaml` after `config.yaml`, in file-name order.
+pub const K3S_DATASTORE_DROPIN: &str = "etc/rancher/k3s/config.yaml.d/50-muster-datastore.yaml";
 
 /// Paths resolved against a root.
 #[derive(Debug, Clone, PartialEq, Eq)]

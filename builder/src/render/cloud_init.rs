@@ -2,7 +2,8 @@
 //! `network-config` (v2: the cluster NIC matched by MAC, renamed to the spec's interface,
 //! static address, default route as `to: 0.0.0.0/0`, name servers) and `user-data`
 //! (`#cloud-config`: host name, the login user with its ssh keys, and the node identity
-//! and cluster secret as files). Strings that YAML 1.1 could misread (MACs, modes,
+//! and cluster secret as files; on k3s servers with an external SQL datastore also the
+//! `datastore-endpoint` drop-in, which holds the database password). Strings that YAML 1.1 could misread (MACs, modes,
 //! addresses) are always quoted by `render::yaml`.
 
 use super::common::{Input, RenderError};
@@ -104,24 +105,34 @@ pub fn render(
             json!(c.access.ssh_authorized_keys),
         );
     }
+    let mut write_files = vec![
+        json!({
+            "path": format!("/{NODE_IDENTITY}"),
+            "owner": "root:root",
+            "permissions": "0644",
+            "content": identity_json,
+        }),
+        json!({
+            "path": format!("/{CLUSTER_SECRET}"),
+            "owner": "root:root",
+            "permissions": "0600",
+            "content": format!("{secret_hex}\n"),
+        }),
+    ];
+    if let Some((path, content)) = super::k3s::datastore_dropin(input, node)? {
+        // Carries the database password: this node's seed only, never the shared payload.
+        write_files.push(json!({
+            "path": format!("/{path}"),
+            "owner": "root:root",
+            "permissions": "0600",
+            "content": content,
+        }));
+    }
     let user_data = json!({
         "hostname": node.name.as_str(),
         "preserve_hostname": false,
         "users": [user],
-        "write_files": [
-            {
-                "path": format!("/{NODE_IDENTITY}"),
-                "owner": "root:root",
-                "permissions": "0644",
-                "content": identity_json,
-            },
-            {
-                "path": format!("/{CLUSTER_SECRET}"),
-                "owner": "root:root",
-                "permissions": "0600",
-                "content": format!("{secret_hex}\n"),
-            },
-        ],
+        "write_files": write_files,
     });
     Ok(NodeSeed {
         meta_data: to_yaml("cloud-init meta-data", &meta)?,

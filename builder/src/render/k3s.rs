@@ -4,11 +4,15 @@
 //! `/etc/rancher/k3s/config.yaml`. With an external SQL datastore every server talks to the
 //! database and neither variant names a server: both are the same. Workers get `join.yaml`
 //! only. The token is the placeholder `@@TOKEN@@`.
+//!
+//! These templates go into the shared payload, so they never hold the SQL datastore endpoint
+//! (it carries the database password): [`datastore_dropin`] renders it for the servers'
+//! own cloud-init seeds, which write it to `/etc/rancher/k3s/config.yaml.d/`.
 
 use super::common::{Input, RenderError};
 use super::yaml::to_yaml;
 use model::PlannedNode;
-use model::spec::{Cni, Datastore, Role};
+use model::spec::{Cni, Datastore, DistroKind, Role};
 use model::templates::TOKEN;
 use serde::{Deserialize, Serialize};
 
@@ -41,8 +45,13 @@ pub struct K3sConfig {
     pub flannel_backend: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub disable_network_policy: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub datastore_endpoint: Option<String>,
+}
+
+/// The k3s config drop-in of a server on an external SQL datastore.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DatastoreDropin {
+    pub datastore_endpoint: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +83,6 @@ pub fn config(
         flannel_iface: flannel.then(|| c.network.interface.to_string()),
         flannel_backend: None,
         disable_network_policy: None,
-        datastore_endpoint: None,
     };
     if node.role != Role::ControlPlane {
         cfg.server = Some(server_url);
@@ -98,13 +106,37 @@ pub fn config(
         cfg.disable_network_policy = Some(true);
     }
     match &c.datastore {
-        Datastore::ExternalSql { endpoint } => cfg.datastore_endpoint = Some(endpoint.clone()),
+        // Every server talks to the database (the endpoint comes from the drop-in).
+        Datastore::ExternalSql { .. } => {}
         _ => match variant {
             Variant::Init => cfg.cluster_init = Some(true),
             Variant::Join => cfg.server = Some(server_url),
         },
     }
     Ok(cfg)
+}
+
+/// `(path, contents)` of the `datastore-endpoint` drop-in for `node`: control planes of a
+/// k3s cluster on an external SQL datastore only; `None` for every other node.
+pub fn datastore_dropin(
+    input: &Input<'_>,
+    node: &PlannedNode,
+) -> Result<Option<(&'static str, String)>, RenderError> {
+    let c = input.cluster;
+    match &c.datastore {
+        Datastore::ExternalSql { endpoint }
+            if node.role == Role::ControlPlane && c.distribution.kind == DistroKind::K3s =>
+        {
+            let d = DatastoreDropin {
+                datastore_endpoint: endpoint.clone(),
+            };
+            Ok(Some((
+                model::node_files::K3S_DATASTORE_DROPIN,
+                to_yaml("the k3s datastore drop-in", &d)?,
+            )))
+        }
+        _ => Ok(None),
+    }
 }
 
 pub fn render(

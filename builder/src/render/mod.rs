@@ -60,7 +60,7 @@ pub use common::{Input, RenderError};
 
 use model::baked::{BAKED_FORMAT, BakedCluster, BakedRendezvous};
 use model::node_files as nf;
-use model::spec::{DistroKind, Role, VipProvider};
+use model::spec::{Datastore, DistroKind, Role, VipProvider};
 use model::{PlannedNode, Sha256Hex};
 
 /// systemd units shipped in every payload, `(file name, contents)`.
@@ -76,11 +76,18 @@ pub struct Bake {
     pub rendezvous_cert_sha256: Option<Sha256Hex>,
 }
 
+/// The config every node's image shares. An SQL datastore endpoint is kept with its
+/// password redacted (the agent only needs to know the datastore is external; the servers
+/// get the real endpoint from their own seeds).
 pub fn baked_cluster(input: &Input<'_>, bake: &Bake) -> BakedCluster {
+    let mut spec = input.cluster.clone();
+    if let Datastore::ExternalSql { endpoint } = &mut spec.datastore {
+        *endpoint = model::dsn::redact(endpoint);
+    }
     BakedCluster {
         format: BAKED_FORMAT,
         cluster_id: bake.cluster_id.clone(),
-        spec: input.cluster.clone(),
+        spec,
         nodes: input.plan.nodes.clone(),
         api_endpoint: input.plan.api_endpoint.clone(),
         rendezvous: BakedRendezvous {

@@ -529,13 +529,19 @@ fn datastore(ctx: &mut Ctx, c: &Cluster) {
             Some("use stacked-etcd or external-etcd, or set distribution kind: k3s".into()),
         ),
         (Datastore::ExternalSql { endpoint }, DistroKind::K3s) => {
-            let known = ["mysql://", "postgres://", "postgresql://"];
-            if !known.iter().any(|p| endpoint.starts_with(p)) {
-                ctx.error(
+            match crate::dsn::Dsn::parse(endpoint) {
+                Err(e) => ctx.error(
                     "spec.datastore.endpoint",
-                    "the datastore endpoint must start with mysql://, postgres:// or postgresql://",
+                    e.to_string(),
                     Some("e.g. \"mysql://k3s:PASSWORD@tcp(192.168.0.156:3306)/k3s\"".into()),
-                );
+                ),
+                Ok(d) if d.password.as_deref() == Some(crate::dsn::PLACEHOLDER_PASSWORD) => ctx
+                    .warn(
+                        "spec.datastore.endpoint",
+                        "the datastore password is still the placeholder CHANGE-ME",
+                        Some("set the database user's real password".into()),
+                    ),
+                Ok(_) => {}
             }
         }
         _ => {}

@@ -8,7 +8,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use muster_tests::standin::{api, client, pki, read_file};
+use muster_tests::standin::{api, client, etcd, pki, read_file};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -91,12 +91,15 @@ async fn run(cli: Cli) -> Result<i32> {
                     key_pem: ca_key,
                 },
                 client_ca_has_key: client_ca_key.is_some(),
-                etcd_endpoint,
-                etcd_ca_pem: read_file(&etcd_cafile)?,
-                etcd_client: pki::CertKey {
-                    cert_pem: read_file(&etcd_certfile)?,
-                    key_pem: read_file(&etcd_keyfile)?,
-                },
+                storage: std::sync::Arc::new(etcd::Gateway::new(
+                    &etcd_endpoint,
+                    &read_file(&etcd_cafile)?,
+                    &pki::CertKey {
+                        cert_pem: read_file(&etcd_certfile)?,
+                        key_pem: read_file(&etcd_keyfile)?,
+                    },
+                    Duration::from_secs(3),
+                )?),
             })
             .await?;
             Ok(0)

@@ -1,6 +1,7 @@
 //! The apiserver stand-in: TLS on ADDR:6443 with the apiserver certificate, `/readyz` and
-//! `/livez` backed by a linearizable etcd read, and a tiny Kubernetes-shaped JSON API stored
-//! in etcd through its v3 JSON gateway.
+//! `/livez` backed by a read from its storage, and a tiny Kubernetes-shaped JSON API kept
+//! in a [`Storage`]: etcd through its v3 JSON gateway (kubeadm, k3s with embedded etcd) or
+//! a kine-like table in a real MariaDB (k3s on an external SQL datastore, [`super::sql`]).
 //!
 //! Objects live under `/registry/minions/NAME` (nodes) and `/registry/RESOURCE/NS/NAME`
 //! (`configmaps`, `secrets`, `pods`). An object whose annotation
@@ -13,6 +14,7 @@
 
 use super::etcd::Gateway;
 use super::pki::CertKey;
+use super::sql::SqlStore;
 use anyhow::{Context, Result};
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -21,9 +23,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub const EXPIRES_ANNOTATION: &str = "standin.muster.dev/expires-unix";
 /// Daemon name of the apiserver stand-in.
@@ -37,14 +40,66 @@ pub struct ServerConfig {
     /// CA whose client certificates are admins; with its key, CSRs are signed too.
     pub client_ca: CertKey,
     pub client_ca_has_key: bool,
-    pub etcd_endpoint: String,
-    pub etcd_ca_pem: String,
-    pub etcd_client: CertKey,
+    /// Where objects live.
+    pub storage: Arc<dyn Storage>,
+}
+
+/// A boxed future of a storage call.
+pub type StorageFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// Where the apiserver stand-in keeps its objects (keys like `/registry/secrets/NS/NAME`,
+/// values JSON bytes). Every read is a current read (etcd: linearizable; SQL: the newest
+/// row), so several servers on one store serve the same data.
+pub trait Storage: std::fmt::Debug + Send + Sync {
+    fn get<'a>(&'a self, key: &'a str) -> StorageFuture<'a, Option<Vec<u8>>>;
+    /// Every key under `prefix` with its value.
+    fn list<'a>(&'a self, prefix: &'a str) -> StorageFuture<'a, Vec<(String, Vec<u8>)>>;
+    fn put<'a>(&'a self, key: &'a str, value: &'a [u8]) -> StorageFuture<'a, ()>;
+    /// `false` when the key did not exist.
+    fn delete<'a>(&'a self, key: &'a str) -> StorageFuture<'a, bool>;
+    /// Succeeds only while the store can serve (etcd: has quorum).
+    fn health(&self) -> StorageFuture<'_, ()>;
+}
+
+impl Storage for Gateway {
+    fn get<'a>(&'a self, key: &'a str) -> StorageFuture<'a, Option<Vec<u8>>> {
+        Box::pin(Gateway::get(self, key))
+    }
+    fn list<'a>(&'a self, prefix: &'a str) -> StorageFuture<'a, Vec<(String, Vec<u8>)>> {
+        Box::pin(Gateway::list(self, prefix))
+    }
+    fn put<'a>(&'a self, key: &'a str, value: &'a [u8]) -> StorageFuture<'a, ()> {
+        Box::pin(Gateway::put(self, key, value))
+    }
+    fn delete<'a>(&'a self, key: &'a str) -> StorageFuture<'a, bool> {
+        Box::pin(Gateway::delete(self, key))
+    }
+    fn health(&self) -> StorageFuture<'_, ()> {
+        Box::pin(async move { Gateway::get(self, "/registry/health").await.map(|_| ()) })
+    }
+}
+
+impl Storage for SqlStore {
+    fn get<'a>(&'a self, key: &'a str) -> StorageFuture<'a, Option<Vec<u8>>> {
+        Box::pin(SqlStore::get(self, key))
+    }
+    fn list<'a>(&'a self, prefix: &'a str) -> StorageFuture<'a, Vec<(String, Vec<u8>)>> {
+        Box::pin(SqlStore::list(self, prefix))
+    }
+    fn put<'a>(&'a self, key: &'a str, value: &'a [u8]) -> StorageFuture<'a, ()> {
+        Box::pin(SqlStore::put(self, key, value))
+    }
+    fn delete<'a>(&'a self, key: &'a str) -> StorageFuture<'a, bool> {
+        Box::pin(SqlStore::delete(self, key))
+    }
+    fn health(&self) -> StorageFuture<'_, ()> {
+        Box::pin(SqlStore::ping(self))
+    }
 }
 
 struct AppState {
     ca_pem: String,
-    etcd: Gateway,
+    store: Arc<dyn Storage>,
     ca: Option<CertKey>,
 }
 
@@ -81,11 +136,11 @@ fn status(code: StatusCode, reason: &str, message: String) -> Response {
         .into_response()
 }
 
-fn etcd_error(e: anyhow::Error) -> Response {
+fn storage_error(e: anyhow::Error) -> Response {
     status(
         StatusCode::GATEWAY_TIMEOUT,
         "Timeout",
-        format!("etcd request failed (no quorum?): {e:#}"),
+        format!("storage request failed (etcd without quorum? datastore down?): {e:#}"),
     )
 }
 
@@ -108,7 +163,7 @@ const RESOURCES: &[&str] = &["configmaps", "secrets", "pods"];
 
 impl AppState {
     async fn read(&self, key: &str) -> Result<Option<Value>> {
-        Ok(match self.etcd.get(key).await? {
+        Ok(match self.store.get(key).await? {
             Some(bytes) => {
                 let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                 (!expired(&v)).then_some(v)
@@ -186,10 +241,10 @@ fn forbidden(who: &Who, verb: &str, resource: &str, ns: &str, name: &str) -> Res
 type Shared = State<Arc<AppState>>;
 
 async fn health(State(st): Shared) -> Response {
-    match st.etcd.get("/registry/health").await {
-        Ok(_) => (StatusCode::OK, "ok").into_response(),
+    match st.store.health().await {
+        Ok(()) => (StatusCode::OK, "ok").into_response(),
         Err(e) => {
-            eprintln!("apiserver-standin: health check: etcd: {e:#}");
+            eprintln!("apiserver-standin: health check: storage: {e:#}");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "[+]ping ok\n[-]etcd failed: reason withheld\nreadyz check failed\n",
@@ -213,7 +268,7 @@ async fn version() -> Json<Value> {
 async fn sign_cluster_info(st: &AppState, mut obj: Value) -> Result<Value> {
     let kubeconfig = obj["data"]["kubeconfig"].as_str().unwrap_or("").to_string();
     for (_, bytes) in st
-        .etcd
+        .store
         .list("/registry/secrets/kube-system/bootstrap-token-")
         .await?
     {
@@ -262,7 +317,7 @@ async fn get_one(
             if resource == "configmaps" && nsv == "kube-public" && name == "cluster-info" {
                 match sign_cluster_info(st, obj).await {
                     Ok(o) => Json(o).into_response(),
-                    Err(e) => etcd_error(e),
+                    Err(e) => storage_error(e),
                 }
             } else {
                 Json(obj).into_response()
@@ -273,7 +328,7 @@ async fn get_one(
             "NotFound",
             format!("{resource} {name:?} not found"),
         ),
-        Err(e) => etcd_error(e),
+        Err(e) => storage_error(e),
     }
 }
 
@@ -287,7 +342,7 @@ async fn list(st: &AppState, who: &Who, resource: &str, ns: Option<&str>) -> Res
         (r, Some(ns)) => format!("/registry/{r}/{ns}/"),
         (r, None) => format!("/registry/{r}/"),
     };
-    match st.etcd.list(&prefix).await {
+    match st.store.list(&prefix).await {
         Ok(kvs) => {
             let items: Vec<Value> = kvs
                 .into_iter()
@@ -296,7 +351,7 @@ async fn list(st: &AppState, who: &Who, resource: &str, ns: Option<&str>) -> Res
                 .collect();
             Json(json!({ "kind": "List", "apiVersion": "v1", "items": items })).into_response()
         }
-        Err(e) => etcd_error(e),
+        Err(e) => storage_error(e),
     }
 }
 
@@ -354,14 +409,14 @@ async fn write(
                 );
             }
             Ok(None) => {}
-            Err(e) => return etcd_error(e),
+            Err(e) => return storage_error(e),
         }
     }
     let bytes = match serde_json::to_vec(&body) {
         Ok(b) => b,
         Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()),
     };
-    match st.etcd.put(&key, &bytes).await {
+    match st.store.put(&key, &bytes).await {
         Ok(()) => (
             if verb == "create" {
                 StatusCode::CREATED
@@ -371,7 +426,7 @@ async fn write(
             Json(body),
         )
             .into_response(),
-        Err(e) => etcd_error(e),
+        Err(e) => storage_error(e),
     }
 }
 
@@ -386,14 +441,14 @@ async fn delete(
     if !allowed(who, "delete", resource, nsv, name) {
         return forbidden(who, "delete", resource, nsv, name);
     }
-    match st.etcd.delete(&key_for(resource, ns, name)).await {
+    match st.store.delete(&key_for(resource, ns, name)).await {
         Ok(true) => Json(json!({"kind": "Status", "status": "Success"})).into_response(),
         Ok(false) => status(
             StatusCode::NOT_FOUND,
             "NotFound",
             format!("{resource} {name:?} not found"),
         ),
-        Err(e) => etcd_error(e),
+        Err(e) => storage_error(e),
     }
 }
 
@@ -626,15 +681,9 @@ pub async fn serve(cfg: ServerConfig) -> Result<()> {
             super::client::parse_key(&cfg.serving.key_pem)?,
         )?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let etcd = Gateway::new(
-        &cfg.etcd_endpoint,
-        &cfg.etcd_ca_pem,
-        &cfg.etcd_client,
-        Duration::from_secs(3),
-    )?;
     let state = Arc::new(AppState {
         ca_pem: cfg.client_ca.cert_pem.clone(),
-        etcd,
+        store: cfg.storage.clone(),
         ca: cfg.client_ca_has_key.then(|| cfg.client_ca.clone()),
     });
     let router = app(state);

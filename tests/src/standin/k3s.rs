@@ -3,9 +3,20 @@
 //! server stand-in in-process. NOT k3s. Runs in the foreground like `k3s server` under its
 //! systemd unit; SIGTERM stops it and its etcd.
 //!
-//! Reads `<root>/etc/rancher/k3s/config.yaml` (`cluster-init`, `server`, `token`, `tls-san`,
-//! `node-ip`, `advertise-address`, `node-name`); the same keys as `--flags` override it.
-//! `datastore-endpoint` (external SQL) is NOT supported and fails with a message.
+//! Reads `<root>/etc/rancher/k3s/config.yaml` and then its drop-ins
+//! `config.yaml.d/*.yaml` (and `*.yml`) in file-name order, as k3s does: a later file's key
+//! replaces an earlier one's, `key+:` appends to a list (`tls-san`). Keys: `cluster-init`,
+//! `server`, `token`, `tls-san`, `node-ip`, `advertise-address`, `node-name`,
+//! `datastore-endpoint`; the same keys as `--flags` override the files.
+//!
+//! With `datastore-endpoint: mysql://user:pass@tcp(host:port)/db` there is NO etcd: the
+//! server keeps the cluster's bootstrap data (the server CA cert and key) in a REAL MariaDB,
+//! sealed with a key derived from the token, and the apiserver stand-in stores its objects
+//! there too ([`super::sql`]), so every server serves the same cluster. The first server
+//! creates the bootstrap data; one that finds it decrypts it with its token (a wrong token
+//! fails: "cannot be decrypted with the token"); two servers racing to create it cannot both
+//! succeed (the datastore refuses the second create) and the loser uses the winner's.
+//! Only `mysql://` endpoints over `tcp(...)` are supported (no PostgreSQL).
 
 use crate::standin::client::{Api, Trust, http_client};
 use crate::standin::daemon;
@@ -13,14 +24,16 @@ use crate::standin::etcd::{self, ClientTls, MemberTls};
 use crate::standin::knobs::Knobs;
 use crate::standin::kubeadm::{self, Flags};
 use crate::standin::pki::{self, CertKey, Usage};
+use crate::standin::sql::SqlStore;
 use crate::standin::{api, clock, node_root, read_file, write_file, yaml};
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use model::node_files::{K3S_CONFIG, NodeRoot};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const SERVER_DIR: &str = "var/lib/rancher/k3s/server";
@@ -36,6 +49,13 @@ const SHARED: &[(&str, &str)] = &[
     ("etcd-server-ca.crt", "etcd/server-ca.crt"),
     ("etcd-server-ca.key", "etcd/server-ca.key"),
 ];
+/// What servers on an SQL datastore share (no etcd, so no etcd CA).
+const SQL_SHARED: &[(&str, &str)] = &[
+    ("server-ca.crt", "server-ca.crt"),
+    ("server-ca.key", "server-ca.key"),
+];
+/// The datastore key of the sealed bootstrap data.
+pub const BOOTSTRAP_KEY: &str = "/bootstrap/muster-standin";
 
 #[derive(Debug, Default, Clone)]
 struct K3sConfig {
@@ -49,34 +69,74 @@ struct K3sConfig {
     datastore_endpoint: Option<String>,
 }
 
-fn load_config(root: &NodeRoot, flags: &Flags) -> Result<K3sConfig> {
-    let path = root.path(K3S_CONFIG);
-    let mut c = K3sConfig::default();
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let docs = yaml::documents(&text).with_context(|| format!("parsing {}", path.display()))?;
-        if let Some(v) = docs.first() {
-            let s = |k: &str| yaml::str_at(v, &[k]).map(str::to_string);
-            c.cluster_init = yaml::bool_at(v, &["cluster-init"]).unwrap_or(false);
-            c.server = s("server");
-            c.token = s("token");
-            c.tls_san = yaml::strings_at(v, &["tls-san"]);
-            c.node_ip = s("node-ip");
-            c.advertise_address = s("advertise-address");
-            c.node_name = s("node-name");
-            c.datastore_endpoint = s("datastore-endpoint");
-        }
-    }
-    if flags.flag("cluster-init") {
-        c.cluster_init = true;
-    }
-    for (k, slot) in [
+/// The single-valued string keys and where they go.
+fn string_keys(c: &mut K3sConfig) -> [(&'static str, &mut Option<String>); 6] {
+    [
         ("server", &mut c.server),
         ("token", &mut c.token),
         ("node-ip", &mut c.node_ip),
         ("advertise-address", &mut c.advertise_address),
         ("node-name", &mut c.node_name),
         ("datastore-endpoint", &mut c.datastore_endpoint),
-    ] {
+    ]
+}
+
+/// `config.yaml`, then `config.yaml.d/*.yaml|*.yml` sorted by name (either may be absent).
+fn config_files(root: &NodeRoot) -> Result<Vec<PathBuf>> {
+    let main = root.path(K3S_CONFIG);
+    let mut files: Vec<PathBuf> = main.is_file().then(|| main.clone()).into_iter().collect();
+    let dropins = PathBuf::from(format!("{}.d", main.display()));
+    let mut extra = Vec::new();
+    match std::fs::read_dir(&dropins) {
+        Ok(rd) => {
+            for e in rd {
+                let p = e.with_context(|| format!("reading {}", dropins.display()))?.path();
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_ascii_lowercase())
+                    .unwrap_or_default();
+                if p.is_file() && (name.ends_with(".yaml") || name.ends_with(".yml")) {
+                    extra.push(p);
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dropins.display())),
+    }
+    extra.sort();
+    files.extend(extra);
+    Ok(files)
+}
+
+/// One config file's keys over what earlier files set.
+fn apply_file(c: &mut K3sConfig, v: &yaml::Value) {
+    if let Some(b) = yaml::bool_at(v, &["cluster-init"]) {
+        c.cluster_init = b;
+    }
+    for (k, slot) in string_keys(c) {
+        if let Some(val) = yaml::str_at(v, &[k]) {
+            *slot = Some(val.to_string());
+        }
+    }
+    if yaml::at(v, &["tls-san"]).is_some() {
+        c.tls_san = yaml::strings_at(v, &["tls-san"]);
+    }
+    c.tls_san.extend(yaml::strings_at(v, &["tls-san+"]));
+}
+
+fn load_config(root: &NodeRoot, flags: &Flags) -> Result<K3sConfig> {
+    let mut c = K3sConfig::default();
+    for path in config_files(root)? {
+        let text = read_file(&path)?;
+        let docs = yaml::documents(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if let Some(v) = docs.first() {
+            apply_file(&mut c, v);
+        }
+    }
+    if flags.flag("cluster-init") {
+        c.cluster_init = true;
+    }
+    for (k, slot) in string_keys(&mut c) {
         if let Some(v) = flags.value(k) {
             *slot = Some(v.to_string());
         }
@@ -169,10 +229,17 @@ fn client_tls(root: &NodeRoot) -> ClientTls {
     }
 }
 
-fn issue_server_certs(root: &NodeRoot, name: &str, addr: &str, sans: &[String]) -> Result<()> {
+/// Serving, admin client and (with embedded etcd) etcd certificates from the CAs in tls/,
+/// and the admin kubeconfig.
+fn issue_server_certs(
+    root: &NodeRoot,
+    name: &str,
+    addr: &str,
+    sans: &[String],
+    with_etcd: bool,
+) -> Result<()> {
     let t = tls(root);
     let ca = pki::read_pair(&t, "server-ca")?;
-    let etcd_ca = pki::read_pair(&t.join("etcd"), "server-ca")?;
     // One CA signs serving and client certs in the stand-in (k3s has server-ca and client-ca).
     pki::write_pair(&t, "client-ca", &ca)?;
     let mut all: Vec<String> = vec![
@@ -196,6 +263,26 @@ fn issue_server_certs(root: &NodeRoot, name: &str, addr: &str, sans: &[String]) 
         "client-admin",
         &pki::issue(&ca, "system:admin", &["system:masters"], &[], Usage::Client)?,
     )?;
+    if with_etcd {
+        issue_etcd_certs(&t, name, addr)?;
+    }
+    let admin = pki::read_pair(&t, "client-admin")?;
+    write_file(
+        &root.path(KUBECONFIG),
+        pki::kubeconfig(
+            "default",
+            "https://127.0.0.1:6443",
+            &ca.cert_pem,
+            "default",
+            &admin,
+        ),
+        0o600,
+    )?;
+    Ok(())
+}
+
+fn issue_etcd_certs(t: &Path, name: &str, addr: &str) -> Result<()> {
+    let etcd_ca = pki::read_pair(&t.join("etcd"), "server-ca")?;
     let esans: Vec<String> = vec![
         name.into(),
         "localhost".into(),
@@ -218,20 +305,7 @@ fn issue_server_certs(root: &NodeRoot, name: &str, addr: &str, sans: &[String]) 
         &e,
         "client",
         &pki::issue(&etcd_ca, "etcd-client", &[], &[], Usage::Client)?,
-    )?;
-    let admin = pki::read_pair(&t, "client-admin")?;
-    write_file(
-        &root.path(KUBECONFIG),
-        pki::kubeconfig(
-            "default",
-            "https://127.0.0.1:6443",
-            &ca.cert_pem,
-            "default",
-            &admin,
-        ),
-        0o600,
-    )?;
-    Ok(())
+    )
 }
 
 fn ready_marker(root: &NodeRoot) -> PathBuf {
@@ -270,44 +344,129 @@ async fn wait_etcd(root: &NodeRoot) -> Result<()> {
     }
 }
 
-fn api_config(root: &NodeRoot) -> Result<api::ServerConfig> {
+/// The embedded etcd member, through its JSON gateway.
+fn etcd_gateway(root: &NodeRoot) -> Result<etcd::Gateway> {
+    let e = tls(root).join("etcd");
+    etcd::Gateway::new(
+        "https://127.0.0.1:2379",
+        &read_file(&e.join("server-ca.crt"))?,
+        &pki::read_pair(&e, "client")?,
+        Duration::from_secs(3),
+    )
+}
+
+fn api_config(root: &NodeRoot, storage: Arc<dyn api::Storage>) -> Result<api::ServerConfig> {
     let t = tls(root);
-    let e = t.join("etcd");
     Ok(api::ServerConfig {
         bind: "0.0.0.0:6443".parse()?,
         serving: pki::read_pair(&t, "serving-kube-apiserver")?,
         client_ca: pki::read_pair(&t, "server-ca")?,
         client_ca_has_key: true,
-        etcd_endpoint: "https://127.0.0.1:2379".into(),
-        etcd_ca_pem: read_file(&e.join("server-ca.crt"))?,
-        etcd_client: pki::read_pair(&e, "client")?,
+        storage,
     })
+}
+
+/// Where a server keeps the cluster.
+enum Datastore {
+    /// Embedded etcd (a real etcd member this process started).
+    Etcd,
+    /// An external SQL datastore.
+    Sql,
 }
 
 async fn server(flags: &Flags) -> Result<()> {
     let root = node_root();
     let knobs = Knobs::load(&root)?;
     let cfg = load_config(&root, flags)?;
-    if let Some(ds) = &cfg.datastore_endpoint {
-        bail!(
-            "muster stand-in: datastore-endpoint {ds:?} (external SQL datastore) is not supported; use embedded etcd (cluster-init / server)"
-        );
-    }
     let name = cfg.node_name.clone().unwrap_or_else(kubeadm::hostname);
     let addr = cfg.advertise_address.clone().or(cfg.node_ip.clone()).context("node-ip or advertise-address is required by the stand-in (no default route in the lab)")?;
     write_pid(&root)?;
     knobs.checkpoint("preflight")?;
     let t = tls(&root);
+    let (password, storage, store): (String, Arc<dyn api::Storage>, Datastore) =
+        match cfg.datastore_endpoint.clone() {
+            Some(endpoint) => {
+                let (pw, sql) = sql_datastore(&root, &knobs, &cfg, &endpoint).await?;
+                issue_server_certs(&root, &name, &addr, &cfg.tls_san, false)?;
+                (pw, Arc::new(sql), Datastore::Sql)
+            }
+            None => {
+                let pw = embedded_etcd(&root, &knobs, &cfg, &name, &addr).await?;
+                (pw, Arc::new(etcd_gateway(&root)?), Datastore::Etcd)
+            }
+        };
+    let ca_pem = read_file(&t.join("server-ca.crt"))?;
+    let token = format!(
+        "K10{}::server:{password}",
+        hex::encode(Sha256::digest(ca_pem.as_bytes()))
+    );
+    write_file(
+        &root.path(SERVER_DIR).join("token"),
+        format!("{token}\n"),
+        0o600,
+    )?;
+    write_file(
+        &root.path(SERVER_DIR).join("node-token"),
+        format!("{token}\n"),
+        0o600,
+    )?;
+    if matches!(store, Datastore::Etcd) {
+        wait_etcd(&root).await?;
+    }
+    write_file(&ready_marker(&root), b"", 0o644)?;
+    knobs.checkpoint("control-plane")?;
+    let server_task = tokio::spawn(api::serve(api_config(&root, storage)?));
+    let admin = Api::from_kubeconfig(&read_file(&root.path(KUBECONFIG))?, Duration::from_secs(10))?;
+    kubeadm::wait_ready(&admin, Duration::from_secs(60)).await?;
+    kubeadm::store_token(
+        &admin,
+        &bearer_for(&password),
+        Some(0),
+        Some("k3s-standin server token"),
+    )
+    .await?;
+    let embedded = matches!(store, Datastore::Etcd);
+    if embedded && cfg.cluster_init && cfg.server.is_none() {
+        upload_bundle(&admin, &password, &t).await?;
+    }
+    kubeadm::register_node(&admin, &name, Some(&addr), true).await?;
+    if embedded {
+        // Announces this etcd member to joining servers (and to muster's compensation).
+        kubeadm::mirror_pods(&admin, &name, &addr, 6443).await?;
+    }
+    println!("level=info msg=\"k3s is up and running\" (muster stand-in; node {name})");
+    // Foreground until SIGTERM/SIGINT, like `k3s server`.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+        r = server_task => { eprintln!("level=error msg=\"apiserver stopped: {r:?}\""); }
+    }
+    if embedded {
+        daemon::stop(&root, ETCD_DAEMON, Duration::from_secs(5))?;
+    }
+    Ok(())
+}
+
+/// Starts (restart, join or cluster-init) the embedded etcd member; returns the token's
+/// password.
+async fn embedded_etcd(
+    root: &NodeRoot,
+    knobs: &Knobs,
+    cfg: &K3sConfig,
+    name: &str,
+    addr: &str,
+) -> Result<String> {
+    let t = tls(root);
     let password;
-    if ready_marker(&root).exists() {
+    if ready_marker(root).exists() {
         // Restart of a server that has run before: keep the data, rejoin with it.
-        let saved = read_file(&root.path(SERVER_DIR).join("token"))?;
-        password = split_token(saved.trim()).1;
-        issue_server_certs(&root, &name, &addr, &cfg.tls_san)?;
+        password = saved_password(root)?;
+        issue_server_certs(root, name, addr, &cfg.tls_san, true)?;
         start_etcd(
-            &root,
-            &name,
-            &addr,
+            root,
+            name,
+            addr,
             &format!("{name}=https://{addr}:2380"),
             "existing",
         )?;
@@ -335,8 +494,9 @@ async fn server(flags: &Flags) -> Result<()> {
             r.status,
             r.message()
         );
-        decrypt_bundle(&r.body, &password, &t)?;
-        issue_server_certs(&root, &name, &addr, &cfg.tls_san)?;
+        let files = open_bundle(&r.body["stringData"], &password, SHARED)?;
+        write_shared(&t, SHARED, &files)?;
+        issue_server_certs(root, name, addr, &cfg.tls_san, true)?;
         knobs.checkpoint("member-add")?;
         let pods = boot.get("/api/v1/namespaces/kube-system/pods").await?;
         let endpoints: Vec<String> = pods.body["items"]
@@ -352,89 +512,124 @@ async fn server(flags: &Flags) -> Result<()> {
         anyhow::ensure!(!endpoints.is_empty(), "no etcd members announced by {url}");
         let initial = etcd::member_add(
             &endpoints,
-            &client_tls(&root),
-            &name,
-            &addr,
+            &client_tls(root),
+            name,
+            addr,
             Duration::from_secs(30),
         )?;
         knobs.checkpoint("after-member-add")?;
-        start_etcd(&root, &name, &addr, &initial, "existing")?;
+        start_etcd(root, name, addr, &initial, "existing")?;
     } else {
         if !cfg.cluster_init {
             bail!(
-                "muster stand-in: only `cluster-init: true` (embedded etcd) or `server:` joins are supported"
+                "muster stand-in: `cluster-init: true` (embedded etcd), `server:` joins or `datastore-endpoint:` (external SQL) are supported"
             );
         }
         let existing = t.join("server-ca.crt").exists();
         if !existing {
-            pki::write_pair(
-                &t,
-                "server-ca",
-                &pki::new_ca(&format!("k3s-server-ca@{}", clock::now_unix()))?,
-            )?;
+            pki::write_pair(&t, "server-ca", &new_server_ca()?)?;
             pki::write_pair(
                 &t.join("etcd"),
                 "server-ca",
                 &pki::new_ca("etcd-server-ca")?,
             )?;
         }
-        issue_server_certs(&root, &name, &addr, &cfg.tls_san)?;
-        password = match &cfg.token {
-            Some(tok) => split_token(tok).1,
-            None => hex::encode(rand::random::<[u8; 16]>()),
-        };
+        issue_server_certs(root, name, addr, &cfg.tls_san, true)?;
+        password = first_password(cfg);
         knobs.checkpoint("etcd")?;
         start_etcd(
-            &root,
-            &name,
-            &addr,
+            root,
+            name,
+            addr,
             &format!("{name}=https://{addr}:2380"),
             "new",
         )?;
     }
-    let ca_pem = read_file(&t.join("server-ca.crt"))?;
-    let token = format!(
-        "K10{}::server:{password}",
-        hex::encode(Sha256::digest(ca_pem.as_bytes()))
-    );
-    write_file(
-        &root.path(SERVER_DIR).join("token"),
-        format!("{token}\n"),
-        0o600,
-    )?;
-    write_file(
-        &root.path(SERVER_DIR).join("node-token"),
-        format!("{token}\n"),
-        0o600,
-    )?;
-    wait_etcd(&root).await?;
-    write_file(&ready_marker(&root), b"", 0o644)?;
-    knobs.checkpoint("control-plane")?;
-    let server_task = tokio::spawn(api::serve(api_config(&root)?));
-    let admin = Api::from_kubeconfig(&read_file(&root.path(KUBECONFIG))?, Duration::from_secs(10))?;
-    kubeadm::wait_ready(&admin, Duration::from_secs(60)).await?;
-    kubeadm::store_token(
-        &admin,
-        &bearer_for(&password),
-        Some(0),
-        Some("k3s-standin server token"),
-    )
-    .await?;
-    if cfg.cluster_init && cfg.server.is_none() {
-        upload_bundle(&admin, &password, &t).await?;
+    Ok(password)
+}
+
+fn new_server_ca() -> Result<CertKey> {
+    pki::new_ca(&format!("k3s-server-ca@{}", clock::now_unix()))
+}
+
+/// The password of the token this server saved on its first start.
+fn saved_password(root: &NodeRoot) -> Result<String> {
+    let saved = read_file(&root.path(SERVER_DIR).join("token"))?;
+    Ok(split_token(saved.trim()).1)
+}
+
+/// The first server's password: the configured token's, or a new random one.
+fn first_password(cfg: &K3sConfig) -> String {
+    match &cfg.token {
+        Some(tok) => split_token(tok).1,
+        None => hex::encode(rand::random::<[u8; 16]>()),
     }
-    kubeadm::register_node(&admin, &name, Some(&addr), true).await?;
-    kubeadm::mirror_pods(&admin, &name, &addr, 6443).await?;
-    println!("level=info msg=\"k3s is up and running\" (muster stand-in; node {name})");
-    // Foreground until SIGTERM/SIGINT, like `k3s server`.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-        r = server_task => { eprintln!("level=error msg=\"apiserver stopped: {r:?}\""); }
+}
+
+/// Connects to the SQL datastore and creates or reads the cluster's bootstrap data (the
+/// server CA) there; returns the token's password and the store.
+async fn sql_datastore(
+    root: &NodeRoot,
+    knobs: &Knobs,
+    cfg: &K3sConfig,
+    endpoint: &str,
+) -> Result<(String, SqlStore)> {
+    // The endpoint holds the password: errors name what is wrong, never the endpoint.
+    let dsn = model::dsn::Dsn::parse(endpoint).context("datastore-endpoint")?;
+    knobs.checkpoint("datastore")?;
+    let store = SqlStore::connect(&dsn, Duration::from_secs(60)).await?;
+    let (hash, password) = if ready_marker(root).exists() {
+        (None, saved_password(root)?)
+    } else {
+        match &cfg.token {
+            Some(tok) => split_token(tok),
+            None => (None, first_password(cfg)),
+        }
+    };
+    let t = tls(root);
+    let outcome = sql_bootstrap(&store, &password, &t).await?;
+    println!("level=info msg=\"bootstrap data {outcome} (datastore {})\"", dsn.address());
+    if let Some(h) = hash {
+        let got = hex::encode(Sha256::digest(read_file(&t.join("server-ca.crt"))?.as_bytes()));
+        if !got.eq_ignore_ascii_case(&h) {
+            bail!("token CA hash does not match the Cluster CA certificate hash: {got} != {h}");
+        }
     }
-    daemon::stop(&root, ETCD_DAEMON, Duration::from_secs(5))?;
-    Ok(())
+    Ok((password, store))
+}
+
+/// Reads the bootstrap data from the datastore, or creates it (a new server CA) when there
+/// is none. Only one create can win: the others read the winner's.
+async fn sql_bootstrap(store: &SqlStore, password: &str, t: &Path) -> Result<&'static str> {
+    let read = |bytes: Vec<u8>| -> Result<()> {
+        let v: Value = serde_json::from_slice(&bytes).context("bootstrap data is not JSON")?;
+        let files = open_bundle(&v, password, SQL_SHARED)
+            .context("reading the datastore's bootstrap data")?;
+        write_shared(t, SQL_SHARED, &files)
+    };
+    if let Some(bytes) = store.get(BOOTSTRAP_KEY).await? {
+        read(bytes)?;
+        return Ok("read");
+    }
+    let ca = new_server_ca()?;
+    let files = vec![
+        ("server-ca.crt".to_string(), ca.cert_pem.into_bytes()),
+        ("server-ca.key".to_string(), ca.key_pem.into_bytes()),
+    ];
+    let sealed = Value::Object(seal_bundle(password, &files)?);
+    if store
+        .create(BOOTSTRAP_KEY, &serde_json::to_vec(&sealed)?)
+        .await?
+    {
+        write_shared(t, SQL_SHARED, &files)?;
+        return Ok("created");
+    }
+    let bytes = store
+        .get(BOOTSTRAP_KEY)
+        .await?
+        .context("the bootstrap data another server created vanished")?;
+    read(bytes)?;
+    Ok("read (another server created it first)")
 }
 
 async fn fetch_cacerts(url: &str, hash: Option<&str>) -> Result<String> {
@@ -464,28 +659,36 @@ async fn fetch_cacerts(url: &str, hash: Option<&str>) -> Result<String> {
     Ok(pem)
 }
 
-async fn upload_bundle(api: &Api, password: &str, t: &std::path::Path) -> Result<()> {
+/// `name → base64(nonce ‖ ChaCha20-Poly1305(file))` under a key derived from the token's
+/// password (k3s seals its bootstrap data with a key derived from the token too).
+fn seal_bundle(password: &str, files: &[(String, Vec<u8>)]) -> Result<Map<String, Value>> {
     use chacha20poly1305::aead::Aead;
     let c = kubeadm::cipher(&bundle_key(password))?;
-    let mut data = serde_json::Map::new();
-    for (name, rel) in SHARED {
+    let mut data = Map::new();
+    for (name, plain) in files {
         let nonce: [u8; 12] = rand::random();
         let ct = c
-            .encrypt(&nonce.into(), std::fs::read(t.join(rel))?.as_slice())
+            .encrypt(&nonce.into(), plain.as_slice())
             .map_err(|_| anyhow::anyhow!("encrypting {name}"))?;
         let mut blob = nonce.to_vec();
         blob.extend(ct);
-        data.insert(name.to_string(), Value::String(B64.encode(blob)));
+        data.insert(name.clone(), Value::String(B64.encode(blob)));
     }
-    api.must_put("/api/v1/namespaces/kube-system/secrets/k3s-bootstrap", &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "k3s-bootstrap"}, "stringData": data})).await
+    Ok(data)
 }
 
-fn decrypt_bundle(secret: &Value, password: &str, t: &std::path::Path) -> Result<()> {
+/// The files of `shared` out of a sealed bundle.
+fn open_bundle(
+    data: &Value,
+    password: &str,
+    shared: &[(&str, &str)],
+) -> Result<Vec<(String, Vec<u8>)>> {
     use chacha20poly1305::aead::Aead;
     let c = kubeadm::cipher(&bundle_key(password))?;
-    for (name, rel) in SHARED {
+    let mut out = Vec::new();
+    for (name, _) in shared {
         let blob = B64.decode(
-            secret["stringData"][*name]
+            data[*name]
                 .as_str()
                 .with_context(|| format!("bootstrap data lacks {name}"))?,
         )?;
@@ -494,9 +697,34 @@ fn decrypt_bundle(secret: &Value, password: &str, t: &std::path::Path) -> Result
         let plain = c.decrypt(nonce.into(), ct).map_err(|_| {
             anyhow::anyhow!("bootstrap data cannot be decrypted with the token (wrong token?)")
         })?;
-        write_file(&t.join(rel), plain, 0o600)?;
+        out.push((name.to_string(), plain));
+    }
+    Ok(out)
+}
+
+fn write_shared(t: &Path, shared: &[(&str, &str)], files: &[(String, Vec<u8>)]) -> Result<()> {
+    for (name, bytes) in files {
+        let rel = shared
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, rel)| *rel)
+            .with_context(|| format!("unexpected bootstrap file {name}"))?;
+        write_file(&t.join(rel), bytes, 0o600)?;
     }
     Ok(())
+}
+
+async fn upload_bundle(api: &Api, password: &str, t: &Path) -> Result<()> {
+    let mut files = Vec::new();
+    for (name, rel) in SHARED {
+        let p = t.join(rel);
+        files.push((
+            name.to_string(),
+            std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?,
+        ));
+    }
+    let data = seal_bundle(password, &files)?;
+    api.must_put("/api/v1/namespaces/kube-system/secrets/k3s-bootstrap", &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "k3s-bootstrap"}, "stringData": data})).await
 }
 
 async fn agent(flags: &Flags) -> Result<()> {
@@ -587,5 +815,55 @@ mod tests {
         assert_eq!(split_token("plain"), (None, "plain".into()));
         let b = bearer_for("pw");
         kubeadm::config::validate_token(&b, "t").unwrap();
+    }
+
+    #[test]
+    fn dropins_merge_in_name_order_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = NodeRoot::new(dir.path());
+        let w = |rel: &str, text: &str| write_file(&root.path(rel), text, 0o600).unwrap();
+        w(
+            K3S_CONFIG,
+            "token: t1\nnode-ip: 10.0.0.1\ntls-san: [a]\ncluster-init: true\n",
+        );
+        w(
+            "etc/rancher/k3s/config.yaml.d/50-datastore.yaml",
+            "datastore-endpoint: \"mysql://u:p@tcp(10.0.0.9:3306)/k3s\"\ntls-san+: [b]\n",
+        );
+        w(
+            "etc/rancher/k3s/config.yaml.d/60-later.yml",
+            "node-ip: 10.0.0.2\ncluster-init: false\n",
+        );
+        w("etc/rancher/k3s/config.yaml.d/70-ignored.txt", "token: nope\n");
+        let c = load_config(&root, &Flags::parse(&[])).unwrap();
+        assert_eq!(
+            c.datastore_endpoint.as_deref(),
+            Some("mysql://u:p@tcp(10.0.0.9:3306)/k3s")
+        );
+        assert_eq!(c.node_ip.as_deref(), Some("10.0.0.2"));
+        assert_eq!(c.token.as_deref(), Some("t1"));
+        assert_eq!(c.tls_san, vec!["a".to_string(), "b".to_string()]);
+        assert!(!c.cluster_init);
+        let args: Vec<String> = ["server", "--token", "t2", "--datastore-endpoint", "mysql://x@tcp(h:1)/d"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let c = load_config(&root, &Flags::parse(&args)).unwrap();
+        assert_eq!(c.token.as_deref(), Some("t2"));
+        assert_eq!(c.datastore_endpoint.as_deref(), Some("mysql://x@tcp(h:1)/d"));
+        // Only drop-ins, no config.yaml: still read.
+        std::fs::remove_file(root.path(K3S_CONFIG)).unwrap();
+        let c = load_config(&root, &Flags::parse(&[])).unwrap();
+        assert!(c.datastore_endpoint.is_some() && c.token.is_none());
+    }
+
+    #[test]
+    fn bundles_open_only_with_the_same_token() {
+        let files = vec![("server-ca.crt".to_string(), b"CERT".to_vec())];
+        let sealed = Value::Object(seal_bundle("pw", &files).unwrap());
+        let shared = &SQL_SHARED[..1];
+        assert_eq!(open_bundle(&sealed, "pw", shared).unwrap(), files);
+        let err = open_bundle(&sealed, "other", shared).unwrap_err();
+        assert!(format!("{err:#}").contains("wrong token"), "{err:#}");
     }
 }

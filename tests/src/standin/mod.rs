@@ -14,6 +14,7 @@ pub mod k3s;
 pub mod knobs;
 pub mod kubeadm;
 pub mod pki;
+pub mod sql;
 pub mod yaml;
 
 use anyhow::{Context, Result};
