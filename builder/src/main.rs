@@ -198,6 +198,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let loaded = spec_source::load(spec.as_deref())?;
+            // Spec warnings (e.g. a placeholder datastore password) on stderr: stdout may be JSON.
+            eprint!("{}", loaded.warnings);
             let opts = muster::build::BuildOptions::new(agent_bin)?;
             let report = muster::build::build(&loaded, &out, &opts)
                 .with_context(|| format!("building {} into {}", loaded.origin, out.display()))?;

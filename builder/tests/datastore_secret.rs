@@ -63,7 +63,10 @@ fn datastore_password_reaches_only_the_servers_seeds() {
         }
         for (f, text) in seed.files() {
             if f != "user-data" {
-                assert!(!contains(text.as_bytes(), password.as_bytes()), "{node}/{f}");
+                assert!(
+                    !contains(text.as_bytes(), password.as_bytes()),
+                    "{node}/{f}"
+                );
             }
         }
     }
@@ -82,10 +85,18 @@ fn datastore_password_reaches_only_the_servers_seeds() {
 #[test]
 fn placeholder_password_is_a_warning_and_plan_output_hides_it() {
     let path = common::repo().join("examples/seed-002-k3s-nginx-mariadb.yaml");
-    for json in [false, true] {
-        let mut args = vec!["plan", path.to_str().unwrap()];
+    let out_dir = tempfile::tempdir().unwrap();
+    let out_arg = out_dir.path().join("out").display().to_string();
+    let agent = out_dir.path().join("nodeagent");
+    std::fs::write(&agent, b"fake nodeagent for tests\n").unwrap();
+    let agent_arg = agent.display().to_string();
+    for (cmd, json) in [("plan", false), ("plan", true), ("build", false)] {
+        let mut args = vec![cmd, path.to_str().unwrap()];
         if json {
             args.push("--json");
+        }
+        if cmd == "build" {
+            args.extend(["--out", &out_arg, "--agent-bin", &agent_arg]);
         }
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_muster"))
             .args(&args)

@@ -56,7 +56,9 @@ impl fmt::Debug for Dsn {
 pub enum DsnError {
     #[error("datastore endpoint must start with mysql://, postgres:// or postgresql://")]
     Scheme,
-    #[error("datastore endpoint {0}: no `/dbname` part (e.g. mysql://user:pass@tcp(host:3306)/k3s)")]
+    #[error(
+        "datastore endpoint {0}: no `/dbname` part (e.g. mysql://user:pass@tcp(host:3306)/k3s)"
+    )]
     NoDatabase(&'static str),
     #[error(
         "datastore endpoint mysql://: `{0}` is not `protocol(address)` (e.g. tcp(192.168.0.156:3306))"
@@ -299,15 +301,15 @@ mod tests {
     #[test]
     fn mysql_defaults() {
         let d = Dsn::parse("mysql://root@tcp(db.lan)/").unwrap();
-        assert_eq!(
-            (d.user.as_str(), d.password, d.port),
-            ("root", None, 3306)
-        );
+        assert_eq!((d.user.as_str(), d.password, d.port), ("root", None, 3306));
         assert_eq!(d.database, "kubernetes");
         let d = Dsn::parse("mysql:///k3s").unwrap();
         assert_eq!(d.address(), "127.0.0.1:3306");
         let d = Dsn::parse("mysql://k3s:pw@unix(/run/mysqld/mysqld.sock)/k3s").unwrap();
-        assert_eq!((d.protocol.as_str(), d.host.as_str()), ("unix", "/run/mysqld/mysqld.sock"));
+        assert_eq!(
+            (d.protocol.as_str(), d.host.as_str()),
+            ("unix", "/run/mysqld/mysqld.sock")
+        );
     }
 
     #[test]

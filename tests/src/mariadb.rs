@@ -204,7 +204,10 @@ impl Mariadb {
         let client = tool(&["mariadb", "mysql"], "mariadb-client")?;
         let out = Command::new(&client)
             .arg("--no-defaults")
-            .arg(format!("--socket={}", self.dir.join("mysqld.sock").display()))
+            .arg(format!(
+                "--socket={}",
+                self.dir.join("mysqld.sock").display()
+            ))
             .args(["--user=root", "--batch", "--skip-column-names", "-e", sql])
             .stdin(Stdio::null())
             .output()
@@ -252,7 +255,10 @@ mod tests {
     fn setup_statements_quote_names_and_passwords() {
         let dsn = Dsn::parse("mysql://k3s:it's\\x@tcp(10.0.0.1:3306)/k`3s").unwrap();
         let sql = setup_sql(&dsn);
-        assert!(sql.contains("CREATE DATABASE IF NOT EXISTS `k``3s`;"), "{sql}");
+        assert!(
+            sql.contains("CREATE DATABASE IF NOT EXISTS `k``3s`;"),
+            "{sql}"
+        );
         assert!(
             sql.contains("CREATE USER IF NOT EXISTS 'k3s'@'%' IDENTIFIED BY 'it\\'s\\\\x';"),
             "{sql}"

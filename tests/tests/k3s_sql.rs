@@ -130,7 +130,11 @@ fn k3s_servers_share_a_mariadb_datastore() {
     configure_server(&lab, "s1", 31, TOKEN, &endpoint);
     let _s1 = lab.spawn("s1", "k3s", &["server"]).unwrap();
     wait_until("s1 ready", Duration::from_secs(60), || ready(&lab, "s1"));
-    assert!(log(&lab, "s1").contains("bootstrap data created"), "{}", log(&lab, "s1"));
+    assert!(
+        log(&lab, "s1").contains("bootstrap data created"),
+        "{}",
+        log(&lab, "s1")
+    );
     // No etcd anywhere: the datastore is MariaDB.
     assert!(
         daemon::running_pid(&lab.node_root("s1"), "k3s-etcd")
@@ -152,7 +156,11 @@ fn k3s_servers_share_a_mariadb_datastore() {
     configure_server(&lab, "s2", 32, &token, &endpoint);
     let _s2 = lab.spawn("s2", "k3s", &["server"]).unwrap();
     wait_until("s2 ready", Duration::from_secs(60), || ready(&lab, "s2"));
-    assert!(log(&lab, "s2").contains("bootstrap data read"), "{}", log(&lab, "s2"));
+    assert!(
+        log(&lab, "s2").contains("bootstrap data read"),
+        "{}",
+        log(&lab, "s2")
+    );
     assert_eq!(server_ca(&lab, "s1"), server_ca(&lab, "s2"));
     assert_eq!(bootstrap_creations(&db), "1");
 
@@ -182,7 +190,11 @@ fn k3s_servers_share_a_mariadb_datastore() {
         "/api/v1/namespaces/default/configmaps/shared",
         None,
     );
-    assert!(out.ok() && out.stdout.contains("\"written-by\": \"s1\""), "{}", out.all());
+    assert!(
+        out.ok() && out.stdout.contains("\"written-by\": \"s1\""),
+        "{}",
+        out.all()
+    );
     // Deleted through s2, gone through s1.
     let out = api(
         &lab,
@@ -203,14 +215,26 @@ fn k3s_servers_share_a_mariadb_datastore() {
         "/api/v1/namespaces/default/configmaps/shared",
         None,
     );
-    assert!(!out.ok() && out.stdout.contains("NotFound"), "{}", out.all());
+    assert!(
+        !out.ok() && out.stdout.contains("NotFound"),
+        "{}",
+        out.all()
+    );
 
     // An agent joins through s2 and is seen through s1.
     let _a1 = lab
         .spawn(
             "a1",
             "k3s",
-            &["agent", "--server", &s2_url, "--token", &token, "--node-name", "a1"],
+            &[
+                "agent",
+                "--server",
+                &s2_url,
+                "--token",
+                &token,
+                "--node-name",
+                "a1",
+            ],
         )
         .unwrap();
     wait_until("a1 registered", Duration::from_secs(30), || {
@@ -247,15 +271,19 @@ fn racing_first_servers_create_one_bootstrap() {
     // then succeeds when started again.
     for (host, d) in servers.iter_mut() {
         let host = *host;
-        wait_until(&format!("{host} ready or exited"), Duration::from_secs(60), || {
-            ready(&lab, host) || d.exited().is_some()
-        });
+        wait_until(
+            &format!("{host} ready or exited"),
+            Duration::from_secs(60),
+            || ready(&lab, host) || d.exited().is_some(),
+        );
         if let Some(st) = d.exited() {
             eprintln!("{host} exited with {st}; retrying:\n{}", log(&lab, host));
             *d = lab.spawn(host, "k3s", &["server"]).unwrap();
-            wait_until(&format!("{host} ready on retry"), Duration::from_secs(60), || {
-                ready(&lab, host)
-            });
+            wait_until(
+                &format!("{host} ready on retry"),
+                Duration::from_secs(60),
+                || ready(&lab, host),
+            );
         }
     }
     assert_eq!(bootstrap_creations(&db), "1");
@@ -264,7 +292,13 @@ fn racing_first_servers_create_one_bootstrap() {
         .iter()
         .filter(|h| log(&lab, h).contains("bootstrap data created"))
         .count();
-    assert_eq!(created, 1, "s1:\n{}\ns2:\n{}", log(&lab, "s1"), log(&lab, "s2"));
+    assert_eq!(
+        created,
+        1,
+        "s1:\n{}\ns2:\n{}",
+        log(&lab, "s1"),
+        log(&lab, "s2")
+    );
 }
 
 /// The datastore-level guarantee under the race above, forced: many writers create the same

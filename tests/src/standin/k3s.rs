@@ -90,7 +90,9 @@ fn config_files(root: &NodeRoot) -> Result<Vec<PathBuf>> {
     match std::fs::read_dir(&dropins) {
         Ok(rd) => {
             for e in rd {
-                let p = e.with_context(|| format!("reading {}", dropins.display()))?.path();
+                let p = e
+                    .with_context(|| format!("reading {}", dropins.display()))?
+                    .path();
                 let name = p
                     .file_name()
                     .map(|n| n.to_string_lossy().to_ascii_lowercase())
@@ -588,9 +590,14 @@ async fn sql_datastore(
     };
     let t = tls(root);
     let outcome = sql_bootstrap(&store, &password, &t).await?;
-    println!("level=info msg=\"bootstrap data {outcome} (datastore {})\"", dsn.address());
+    println!(
+        "level=info msg=\"bootstrap data {outcome} (datastore {})\"",
+        dsn.address()
+    );
     if let Some(h) = hash {
-        let got = hex::encode(Sha256::digest(read_file(&t.join("server-ca.crt"))?.as_bytes()));
+        let got = hex::encode(Sha256::digest(
+            read_file(&t.join("server-ca.crt"))?.as_bytes(),
+        ));
         if !got.eq_ignore_ascii_case(&h) {
             bail!("token CA hash does not match the Cluster CA certificate hash: {got} != {h}");
         }
@@ -834,7 +841,10 @@ mod tests {
             "etc/rancher/k3s/config.yaml.d/60-later.yml",
             "node-ip: 10.0.0.2\ncluster-init: false\n",
         );
-        w("etc/rancher/k3s/config.yaml.d/70-ignored.txt", "token: nope\n");
+        w(
+            "etc/rancher/k3s/config.yaml.d/70-ignored.txt",
+            "token: nope\n",
+        );
         let c = load_config(&root, &Flags::parse(&[])).unwrap();
         assert_eq!(
             c.datastore_endpoint.as_deref(),
@@ -844,13 +854,22 @@ mod tests {
         assert_eq!(c.token.as_deref(), Some("t1"));
         assert_eq!(c.tls_san, vec!["a".to_string(), "b".to_string()]);
         assert!(!c.cluster_init);
-        let args: Vec<String> = ["server", "--token", "t2", "--datastore-endpoint", "mysql://x@tcp(h:1)/d"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let args: Vec<String> = [
+            "server",
+            "--token",
+            "t2",
+            "--datastore-endpoint",
+            "mysql://x@tcp(h:1)/d",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let c = load_config(&root, &Flags::parse(&args)).unwrap();
         assert_eq!(c.token.as_deref(), Some("t2"));
-        assert_eq!(c.datastore_endpoint.as_deref(), Some("mysql://x@tcp(h:1)/d"));
+        assert_eq!(
+            c.datastore_endpoint.as_deref(),
+            Some("mysql://x@tcp(h:1)/d")
+        );
         // Only drop-ins, no config.yaml: still read.
         std::fs::remove_file(root.path(K3S_CONFIG)).unwrap();
         let c = load_config(&root, &Flags::parse(&[])).unwrap();

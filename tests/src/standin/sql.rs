@@ -187,10 +187,10 @@ impl SqlStore {
         match r {
             Ok(()) => Ok(true),
             Err(e) if is_duplicate(&e) => Ok(false),
-            Err(e) => Err(anyhow::Error::new(e).context(format!(
-                "datastore {}: writing {key}",
-                self.label
-            ))),
+            Err(e) => {
+                Err(anyhow::Error::new(e)
+                    .context(format!("datastore {}: writing {key}", self.label)))
+            }
         }
     }
 
