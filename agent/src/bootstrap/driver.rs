@@ -7,7 +7,9 @@ use super::store::{Persisted, Store};
 use crate::clock::{Clock, Millis};
 use crate::coord::{Acquired, Coordinator, Created, ErrorKind, Fence, keys};
 use crate::distro::{Distro, EtcdAccess, InitSecrets};
+use crate::etcd_view::EtcdView;
 use crate::host::Host;
+use crate::report::MemberReport;
 use crate::material::{
     InitRecord, JoinMaterial, RefreshRequest, new_bootstrap_token, new_certificate_key,
 };
@@ -41,6 +43,14 @@ pub struct Settings {
 impl Settings {
     pub fn peer_url(&self) -> String {
         format!("https://{}:2380", self.ip)
+    }
+
+    /// Every control plane's etcd client endpoint, this node's first.
+    pub fn etcd_endpoints_own_first(&self) -> Vec<String> {
+        let mut own = self.etcd_endpoints(true);
+        let mine = format!("https://{}:2379", self.ip);
+        own.sort_by_key(|e| *e != mine);
+        own
     }
 
     fn etcd_endpoints(&self, include_self: bool) -> Vec<String> {
@@ -141,17 +151,44 @@ where
 
     /// The member report: heartbeated to the rendezvous and written to `AGENT_STATUS`.
     pub fn report(&self) -> serde_json::Value {
-        let s = &self.persisted.state;
-        serde_json::json!({
-            "node": self.settings.node,
-            "role": self.cfg.role.as_str(),
-            "phase": s.phase.name(),
-            "sinceMs": self.persisted.since_ms(),
-            "attempt": s.attempt,
-            "lastError": s.last_error,
-            "updatedMs": self.clock.now_ms(),
-            "done": s.phase == Phase::Done,
-        })
+        MemberReport::new(self.cfg.role, &self.persisted, self.clock.now_ms()).to_json()
+    }
+
+    /// On a joined control plane with stacked etcd: its view of etcd (members, health,
+    /// quorum) through its own credentials, its own endpoint first. `None` elsewhere or
+    /// when no member answers (logged).
+    pub async fn etcd_view(&self) -> Option<EtcdView> {
+        if !(self.cfg.role == model::Role::ControlPlane
+            && self.cfg.stacked_etcd
+            && self.persisted.state.phase == Phase::Done)
+        {
+            return None;
+        }
+        let creds = match self.distro.credentials().await {
+            Ok(c) => c.etcd?,
+            Err(e) => {
+                tracing::debug!(error = %e, "no etcd credentials for the etcd view");
+                return None;
+            }
+        };
+        let access = EtcdAccess {
+            endpoints: self.settings.etcd_endpoints_own_first(),
+            creds,
+        };
+        match EtcdView::observe(
+            &self.distro,
+            &access,
+            &self.settings.node,
+            self.clock.now_ms(),
+        )
+        .await
+        {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot observe etcd for the member report");
+                None
+            }
+        }
     }
 
     /// Runs the actions of the current phase, steps, persists. Never fails: errors become
@@ -241,7 +278,9 @@ where
     }
 
     async fn heartbeat(&mut self) {
-        let report = self.report();
+        let report = MemberReport::new(self.cfg.role, &self.persisted, self.clock.now_ms())
+            .with_etcd(self.etcd_view().await)
+            .to_json();
         match self
             .coord
             .heartbeat(
