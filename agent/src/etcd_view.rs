@@ -145,7 +145,11 @@ impl EtcdView {
             }
         );
         for m in &self.members {
-            let name = if m.name.is_empty() { "(unstarted)" } else { &m.name };
+            let name = if m.name.is_empty() {
+                "(unstarted)"
+            } else {
+                &m.name
+            };
             s.push_str(&format!(
                 "{indent}  {:<20} {:<16} {:<28} {:<9} {:<7} {}\n",
                 name,

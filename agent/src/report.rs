@@ -93,6 +93,9 @@ mod tests {
         let view = EtcdView::new("cp-2", 8_000, &[], &[]);
         let with = r.with_etcd(Some(view.clone()));
         assert_eq!(with.to_json()["etcd"]["observedMs"], 8_000);
-        assert_eq!(MemberReport::from_json(&with.to_json()).unwrap().etcd, Some(view));
+        assert_eq!(
+            MemberReport::from_json(&with.to_json()).unwrap().etcd,
+            Some(view)
+        );
     }
 }
