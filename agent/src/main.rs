@@ -77,9 +77,12 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let node =
                 nodeagent::status::local(&root, now_ms()).context("reading the agent state")?;
             // The cluster view is best effort: a down rendezvous is reported, not fatal.
-            let cluster =
-                nodeagent::status::cluster_for(&root, std::time::Duration::from_secs(3)).await;
-            let st = nodeagent::status::Status::new(node, Some(cluster));
+            let timeout = std::time::Duration::from_secs(3);
+            let (cluster, local_etcd) = tokio::join!(
+                nodeagent::status::cluster_for(&root, timeout),
+                nodeagent::status::local_etcd_for(&root, timeout)
+            );
+            let st = nodeagent::status::Status::with_local_etcd(node, Some(cluster), local_etcd);
             if json {
                 println!("{}", serde_json::to_string_pretty(&st)?);
             } else {

@@ -1,14 +1,19 @@
 //! `nodeagent status`: works with the daemon down. Reads this node's `AGENT_STATUS` and
 //! `AGENT_STATE`, and asks the rendezvous (when reachable) about the cluster: members'
-//! roles and phases, who initialized, who holds the join slot. Exit code 0 healthy, 1 not.
+//! roles and phases, who initialized, who holds the join slot, and the freshest view of
+//! etcd (members, health, quorum) a control plane put in its report. On a control plane it
+//! also asks etcd directly. Exit code 0 healthy (this node done and etcd's quorum held),
+//! 1 not.
 
 use crate::bootstrap::store::{FileStore, Persisted, Store};
 use crate::clock::Millis;
 use crate::coord::keys;
+use crate::etcd_view::EtcdView;
 use crate::material::InitRecord;
 use crate::rendezvous::{
     AuditEntry, Client, ClientError, PlainMember, RetryPolicy, holders_from_audit,
 };
+use crate::report::MemberReport;
 use model::node_files::NodeRoot;
 use serde::Serialize;
 use std::time::Duration;
@@ -48,6 +53,36 @@ pub struct ApiCheck {
     pub error: Option<String>,
 }
 
+/// A view of etcd with where it came from and how old it is.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdSeen {
+    /// `reported`: a control plane's member report at the rendezvous; `live`: asked now
+    /// from this node.
+    pub source: &'static str,
+    pub age_seconds: u64,
+    #[serde(flatten)]
+    pub view: EtcdView,
+}
+
+impl EtcdSeen {
+    fn new(source: &'static str, view: EtcdView, now: Millis) -> EtcdSeen {
+        EtcdSeen {
+            source,
+            age_seconds: now.saturating_sub(view.observed_ms) / 1000,
+            view,
+        }
+    }
+}
+
+/// The live query of etcd from this control plane: the view, or why there is none.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalEtcd {
+    pub view: Option<EtcdSeen>,
+    pub error: Option<String>,
+}
+
 /// The cluster as the rendezvous sees it; `reachable: false` with `error` when it could
 /// not be asked (the other fields are then empty).
 #[derive(Debug, Clone, Serialize)]
@@ -61,6 +96,8 @@ pub struct ClusterStatus {
     pub cp_join_holders: Vec<String>,
     /// Holders of the `worker-join` slots, from the audit log.
     pub worker_join_holders: Vec<String>,
+    /// The freshest etcd view any control plane reported (stacked etcd only).
+    pub etcd: Option<EtcdSeen>,
     pub api: Option<ApiCheck>,
 }
 
@@ -69,6 +106,10 @@ pub struct ClusterStatus {
 pub struct Status {
     pub this_node: Option<NodeStatus>,
     pub cluster: Option<ClusterStatus>,
+    /// On a control plane: etcd asked directly, now.
+    pub local_etcd: Option<LocalEtcd>,
+    /// The best view of etcd (live, else the freshest reported) says quorum is lost.
+    pub etcd_quorum_lost: bool,
     pub healthy: bool,
 }
 
@@ -108,6 +149,7 @@ impl ClusterStatus {
             initialized_by: None,
             cp_join_holders: Vec::new(),
             worker_join_holders: Vec::new(),
+            etcd: None,
             api: None,
         }
     }
@@ -118,7 +160,13 @@ impl ClusterStatus {
         members: Vec<PlainMember>,
         initialized: Option<InitRecord>,
         audit: &[AuditEntry],
+        now: Millis,
     ) -> ClusterStatus {
+        let etcd = members
+            .iter()
+            .filter_map(|m| MemberReport::from_json(&m.report).and_then(|r| r.etcd))
+            .max_by_key(|v| v.observed_ms)
+            .map(|v| EtcdSeen::new("reported", v, now));
         let str_of =
             |r: &serde_json::Value, k: &str| r.get(k).and_then(|v| v.as_str()).map(str::to_string);
         let mut members: Vec<MemberStatus> = members
@@ -145,6 +193,7 @@ impl ClusterStatus {
             initialized_by: initialized.map(|r| r.node),
             cp_join_holders: names(keys::CP_JOIN_SEMAPHORE),
             worker_join_holders: names(keys::WORKER_JOIN_SEMAPHORE),
+            etcd,
             api: None,
         }
     }
@@ -168,7 +217,12 @@ pub async fn cluster(client: &Client, api_endpoint: &str, timeout: Duration) -> 
             }
             audit.extend(page);
         }
-        Ok::<_, ClientError>(ClusterStatus::from_parts(members, initialized, &audit))
+        Ok::<_, ClientError>(ClusterStatus::from_parts(
+            members,
+            initialized,
+            &audit,
+            now_ms(),
+        ))
     };
     let (view, api) = tokio::join!(
         tokio::time::timeout(timeout, ask),
@@ -209,6 +263,54 @@ pub async fn cluster_for(root: &NodeRoot, timeout: Duration) -> ClusterStatus {
     }
 }
 
+fn now_ms() -> Millis {
+    use crate::clock::Clock;
+    crate::clock::SystemClock.now_ms()
+}
+
+/// On a control plane with stacked etcd: ask etcd now, with this node's own credentials,
+/// its own endpoint first, within `timeout`. `None` on other nodes.
+pub async fn local_etcd_for(root: &NodeRoot, timeout: Duration) -> Option<LocalEtcd> {
+    let (baked, id) = crate::app::load(root).ok()?;
+    let (cfg, settings) = crate::app::configure(&baked, &id).ok()?;
+    if cfg.role != model::Role::ControlPlane || !cfg.stacked_etcd {
+        return None;
+    }
+    let failed = |e: String| {
+        Some(LocalEtcd {
+            view: None,
+            error: Some(e),
+        })
+    };
+    let creds = match cfg.distro {
+        model::spec::DistroKind::Kubeadm => crate::distro::kubeadm::etcd_creds(root).map(Some),
+        model::spec::DistroKind::K3s => crate::distro::k3s::etcd_creds(root),
+    };
+    let creds = match creds {
+        Ok(Some(c)) => c,
+        Ok(None) => return failed("this node runs no embedded etcd".into()),
+        Err(e) => return failed(format!("no etcd credentials here (not joined yet?): {e}")),
+    };
+    let access = crate::distro::EtcdAccess {
+        endpoints: settings.etcd_endpoints_own_first(),
+        creds,
+    };
+    let ask = EtcdView::observe(
+        &crate::distro::GatewayEtcd,
+        &access,
+        &settings.node,
+        now_ms(),
+    );
+    match tokio::time::timeout(timeout, ask).await {
+        Ok(Ok(v)) => Some(LocalEtcd {
+            view: Some(EtcdSeen::new("live", v, now_ms())),
+            error: None,
+        }),
+        Ok(Err(e)) => failed(e.to_string()),
+        Err(_) => failed(format!("etcd did not answer within {}s", timeout.as_secs())),
+    }
+}
+
 /// A TCP connect to `endpoint` (`host:port`) within `timeout`.
 pub async fn probe_api(endpoint: &str, timeout: Duration) -> ApiCheck {
     let error = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(endpoint)).await
@@ -234,10 +336,27 @@ fn list_or(v: &[String], empty: &str) -> String {
 
 impl Status {
     pub fn new(this_node: Option<NodeStatus>, cluster: Option<ClusterStatus>) -> Self {
-        let healthy = this_node.as_ref().is_some_and(|n| n.phase == "done");
+        Status::with_local_etcd(this_node, cluster, None)
+    }
+
+    /// Healthy: this node is done and etcd's quorum holds by the best view there is (the
+    /// live one, else the freshest reported; no view at all does not count against it).
+    pub fn with_local_etcd(
+        this_node: Option<NodeStatus>,
+        cluster: Option<ClusterStatus>,
+        local_etcd: Option<LocalEtcd>,
+    ) -> Self {
+        let best = local_etcd
+            .as_ref()
+            .and_then(|l| l.view.as_ref())
+            .or_else(|| cluster.as_ref().and_then(|c| c.etcd.as_ref()));
+        let etcd_quorum_lost = best.is_some_and(|v| !v.view.quorum.has_quorum);
+        let healthy = this_node.as_ref().is_some_and(|n| n.phase == "done") && !etcd_quorum_lost;
         Status {
             this_node,
             cluster,
+            local_etcd,
+            etcd_quorum_lost,
             healthy,
         }
     }
@@ -303,14 +422,40 @@ impl Status {
                         .map_or(String::new(), |e| format!(" (last error: {e})"))
                 ));
             }
+            if let Some(e) = &c.etcd {
+                s.push_str(&etcd_lines(e));
+            }
+        }
+        if let Some(l) = &self.local_etcd {
+            match (&l.view, &l.error) {
+                (Some(v), _) => s.push_str(&etcd_lines(v)),
+                (None, e) => s.push_str(&format!(
+                    "etcd (live from this node): cannot ask ({})\n",
+                    e.as_deref().unwrap_or("?")
+                )),
+            }
         }
         s.push_str(if self.healthy {
             "healthy\n"
+        } else if self.etcd_quorum_lost {
+            "not healthy: etcd has lost its quorum\n"
         } else {
             "not healthy\n"
         });
         s
     }
+}
+
+fn etcd_lines(e: &EtcdSeen) -> String {
+    let from = match e.source {
+        "live" => "live from this node".to_string(),
+        _ => format!("reported by {}", e.view.observed_by),
+    };
+    format!(
+        "etcd ({from}, {}s ago):\n{}",
+        e.age_seconds,
+        e.view.render("  ")
+    )
 }
 
 #[cfg(test)]
@@ -421,6 +566,7 @@ mod tests {
                 at_ms: 7,
             }),
             &log,
+            0,
         );
         c.api = Some(ApiCheck {
             endpoint: "10.0.0.100:6443".into(),
@@ -452,6 +598,134 @@ mod tests {
         assert_eq!(json["cluster"]["members"].as_array().unwrap().len(), 3);
         assert_eq!(json["cluster"]["cpJoinHolders"][0], "cp-3");
         assert_eq!(json["cluster"]["api"]["answers"], true);
+    }
+
+    fn etcd_report(by: &str, at: Millis, healthy: &[bool]) -> serde_json::Value {
+        use crate::etcd_view::tests::member;
+        let ms = [
+            member(0x11, "cp-1", "10.0.0.11", false),
+            member(0x12, "cp-2", "10.0.0.12", false),
+            member(0x13, "cp-3", "10.0.0.13", false),
+        ];
+        serde_json::json!({
+            "node": by, "role": "control-plane", "phase": "done", "sinceMs": 0,
+            "attempt": 0, "lastError": null, "updatedMs": at, "done": true,
+            "etcd": EtcdView::new(by, at, &ms, healthy),
+        })
+    }
+
+    #[test]
+    fn shows_the_freshest_reported_etcd_view_and_its_age() {
+        let c = ClusterStatus::from_parts(
+            vec![
+                member(
+                    "cp-1",
+                    "control-plane",
+                    etcd_report("cp-1", 10_000, &[true; 3]),
+                ),
+                member(
+                    "cp-2",
+                    "control-plane",
+                    etcd_report("cp-2", 40_000, &[true, true, false]),
+                ),
+                member("w-1", "worker", serde_json::json!({"phase": "done"})),
+            ],
+            None,
+            &[],
+            52_000,
+        );
+        let e = c.etcd.as_ref().unwrap();
+        assert_eq!((e.view.observed_by.as_str(), e.age_seconds), ("cp-2", 12));
+        let st = Status::new(Some(done_node()), Some(c));
+        assert!(st.healthy, "one of three down keeps the quorum");
+        let text = st.render();
+        for want in [
+            "etcd (reported by cp-2, 12s ago):",
+            "3 voting member(s), 0 learner(s); 2 voting healthy; quorum 2: held, tolerates 0 more failure(s) (of 1 by design)",
+            "cp-3",
+            "unhealthy",
+        ] {
+            assert!(text.contains(want), "{want:?} not in:\n{text}");
+        }
+        let j = serde_json::to_value(&st).unwrap();
+        let e = &j["cluster"]["etcd"];
+        assert_eq!(e["source"], "reported");
+        assert_eq!(e["ageSeconds"], 12);
+        assert_eq!(e["observedBy"], "cp-2");
+        assert_eq!(e["quorum"]["healthyVoting"], 2);
+        assert_eq!(e["quorum"]["quorum"], 2);
+        assert_eq!(e["quorum"]["failuresTolerated"], 0);
+        assert_eq!(e["members"].as_array().unwrap().len(), 3);
+        assert_eq!(e["members"][2]["healthy"], false);
+        assert_eq!(j["etcdQuorumLost"], false);
+        assert!(j["localEtcd"].is_null());
+    }
+
+    #[test]
+    fn a_lost_quorum_is_unhealthy_and_the_live_view_wins() {
+        let lost = || {
+            ClusterStatus::from_parts(
+                vec![member(
+                    "cp-1",
+                    "control-plane",
+                    etcd_report("cp-1", 1_000, &[true, false, false]),
+                )],
+                None,
+                &[],
+                2_000,
+            )
+        };
+        let st = Status::new(Some(done_node()), Some(lost()));
+        assert!(st.etcd_quorum_lost);
+        assert!(!st.healthy, "done, but etcd lost its quorum");
+        assert!(st.render().contains("quorum 2: LOST"), "{}", st.render());
+        assert!(
+            st.render()
+                .ends_with("not healthy: etcd has lost its quorum\n")
+        );
+        // A live view from this control plane, newer than the report, decides.
+        let live = EtcdView::new(
+            "cp-1",
+            2_000,
+            &[crate::etcd_view::tests::member(
+                0x11,
+                "cp-1",
+                "10.0.0.11",
+                false,
+            )],
+            &[true],
+        );
+        let st = Status::with_local_etcd(
+            Some(done_node()),
+            Some(lost()),
+            Some(LocalEtcd {
+                view: Some(EtcdSeen::new("live", live, 2_000)),
+                error: None,
+            }),
+        );
+        assert!(st.healthy && !st.etcd_quorum_lost);
+        let text = st.render();
+        assert!(
+            text.contains("etcd (live from this node, 0s ago):"),
+            "{text}"
+        );
+        let j = serde_json::to_value(&st).unwrap();
+        assert_eq!(j["localEtcd"]["view"]["source"], "live");
+        assert_eq!(j["localEtcd"]["view"]["quorum"]["hasQuorum"], true);
+        // A failed live query is shown and falls back to the reported view.
+        let st = Status::with_local_etcd(
+            Some(done_node()),
+            Some(lost()),
+            Some(LocalEtcd {
+                view: None,
+                error: Some("connection refused".into()),
+            }),
+        );
+        assert!(!st.healthy);
+        assert!(
+            st.render()
+                .contains("etcd (live from this node): cannot ask (connection refused)")
+        );
     }
 
     #[test]

@@ -5,7 +5,12 @@
 //! expiry, failing joins that leave stale etcd members.
 //!
 //! Every schedule is reproducible from its seed. `SIM_SEED=<n>` replays one seed;
-//! `SIM_SCHEDULES=<n>` changes how many run (default 1000).
+//! `SIM_SCHEDULES=<n>` changes how many run (default 1000); `SIM_DEBUG=1` prints every
+//! simulated step with the etcd membership after it.
+//!
+//! etcd is modelled with quorum (membership changes and promotions need most voting
+//! members running) and kubeadm >= 1.29's learner mode: a control-plane join adds a
+//! learner, starts it, then promotes it; faults leave unstarted or started learners.
 
 #![allow(
     clippy::unwrap_used,
@@ -23,7 +28,8 @@ use nodeagent::coord::{
     Record, keys,
 };
 use nodeagent::distro::{
-    Credentials, Distro, DistroError, DistroResult, EtcdAccess, EtcdMember, InitSecrets, Issued,
+    Credentials, Distro, DistroError, DistroResult, EtcdAccess, EtcdApi, EtcdMember, InitSecrets,
+    Issued,
 };
 use nodeagent::host::NullHost;
 use nodeagent::material::{EtcdCreds, JoinMaterial, Secret};
@@ -56,7 +62,10 @@ struct SimMember {
     id: u64,
     name: String,
     peer: String,
+    /// Its etcd process runs.
     started: bool,
+    /// A non-voting learner (kubeadm >= 1.29 adds members as learners, then promotes).
+    learner: bool,
 }
 
 #[derive(Debug)]
@@ -65,6 +74,15 @@ struct SimCluster {
     cert_key: Option<(String, Instant)>,
     tokens: Vec<(String, Instant)>,
     nodes: BTreeSet<String>,
+}
+
+impl SimCluster {
+    /// etcd commits (and changes membership) only while most voting members run.
+    fn has_quorum(&self) -> bool {
+        let voters = self.etcd.iter().filter(|m| !m.learner).count();
+        let running = self.etcd.iter().filter(|m| !m.learner && m.started).count();
+        voters > 0 && running > voters / 2
+    }
 }
 
 #[derive(Debug)]
@@ -96,10 +114,22 @@ struct World {
     next_member_id: u64,
     violations: Vec<String>,
     trace: u64,
+    /// Stale learners removed: (never started, started but not promoted).
+    learners_removed: (u64, u64),
 }
 
 impl World {
     fn note(&mut self, what: &str) {
+        if std::env::var("SIM_DEBUG").is_ok() {
+            let t = tokio::time::Instant::now();
+            eprintln!(
+                "{t:?} {what} etcd={:?}",
+                self.clusters
+                    .iter()
+                    .map(|c| c.etcd.clone())
+                    .collect::<Vec<_>>()
+            );
+        }
         // A running digest of everything that happened, to check determinism.
         for b in what.bytes() {
             self.trace = (self.trace ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
@@ -454,7 +484,7 @@ impl Distro for SimDistro {
     async fn reset(&self) -> DistroResult<()> {
         sleep(Duration::from_millis(500)).await;
         let mut w = self.w.borrow_mut();
-        w.note("reset");
+        w.note(&format!("reset {}", self.node));
         if let Some(Some(c)) = w.local.insert(self.node.clone(), None) {
             let node = self.node.clone();
             w.clusters[c].nodes.remove(&node);
@@ -471,7 +501,7 @@ impl Distro for SimDistro {
     async fn init(&self, _s: &InitSecrets) -> DistroResult<Issued> {
         let guard = {
             let mut w = self.w.borrow_mut();
-            w.note("init");
+            w.note(&format!("init {}", self.node));
             if w.records.contains_key(keys::INITIALIZED) {
                 w.violations.push(format!(
                     "{} ran init after the cluster was initialized",
@@ -517,6 +547,7 @@ impl Distro for SimDistro {
                 name: self.node.clone(),
                 peer,
                 started: true,
+                learner: false,
             }],
             cert_key: None,
             tokens: Vec::new(),
@@ -536,7 +567,7 @@ impl Distro for SimDistro {
     async fn join_control_plane(&self, m: &JoinMaterial) -> DistroResult<()> {
         let (c, guard, id) = {
             let mut w = self.w.borrow_mut();
-            w.note("join-cp");
+            w.note(&format!("join-cp {}", self.node));
             let c = Self::check_material(&w, m, true).map_err(|e| derr("kubeadm join", e))?;
             if !w.active_cp_joins.is_empty() {
                 let msg = format!(
@@ -547,13 +578,19 @@ impl Distro for SimDistro {
             }
             let peer = format!("https://{}:2380", w.ips[&self.node]);
             let cl = &w.clusters[c];
+            // kubeadm >= 1.29 (EtcdLearnerMode): `member add --learner`, which etcd refuses
+            // without quorum, for a peer URL that is a member already (kubeadm retries that
+            // until it gives up), and while another learner exists (at most one).
+            if !cl.has_quorum() {
+                return Err(derr("kubeadm join", "etcdserver: request timed out"));
+            }
             if cl.etcd.iter().any(|x| x.peer == peer) {
                 return Err(derr("kubeadm join", "etcdserver: Peer URLs already exists"));
             }
-            if cl.etcd.iter().any(|x| !x.started) {
+            if cl.etcd.iter().any(|x| x.learner) {
                 return Err(derr(
                     "kubeadm join",
-                    "etcdserver: re-configuration failed due to not enough started members",
+                    "etcdserver: too many learner members in cluster",
                 ));
             }
             w.active_cp_joins.insert(self.node.clone());
@@ -564,6 +601,7 @@ impl Distro for SimDistro {
                 name: String::new(),
                 peer,
                 started: false,
+                learner: true,
             });
             let guard = Active {
                 w: self.w.clone(),
@@ -579,7 +617,7 @@ impl Distro for SimDistro {
         if w.faults && w.rng.random_bool(pf) {
             drop(w);
             drop(guard);
-            // The member was added but never started: a stale member stays behind.
+            // The learner was added but never started: a stale learner stays behind.
             return Err(derr("kubeadm join", "etcd member did not become healthy"));
         }
         let node = self.node.clone();
@@ -591,8 +629,30 @@ impl Distro for SimDistro {
                 "our etcd member was removed while joining",
             ));
         };
+        // The member starts as a learner and catches up...
         mem.name = node.clone();
         mem.started = true;
+        if w.faults && w.rng.random_bool(pf / 2.0) {
+            drop(w);
+            drop(guard);
+            // ...and the join dies before the promotion: a started learner stays behind.
+            return Err(derr(
+                "kubeadm join",
+                "etcdserver: can only promote a learner member which is in sync with leader",
+            ));
+        }
+        // ...then kubeadm promotes it, which needs quorum.
+        if !w.clusters[c].has_quorum() {
+            drop(w);
+            drop(guard);
+            return Err(derr(
+                "kubeadm join",
+                "promote: etcdserver: request timed out",
+            ));
+        }
+        if let Some(mem) = w.clusters[c].etcd.iter_mut().find(|x| x.id == id) {
+            mem.learner = false;
+        }
         w.clusters[c].nodes.insert(node.clone());
         w.local.insert(node, Some(c));
         drop(w);
@@ -674,6 +734,33 @@ impl Distro for SimDistro {
         })
     }
 
+    async fn local_api_ready(&self) -> DistroResult<bool> {
+        sleep(Duration::from_millis(20)).await;
+        let w = self.w.borrow();
+        Ok(match w.local.get(&self.node).copied().flatten() {
+            Some(c) => w.clusters[c]
+                .etcd
+                .iter()
+                .any(|m| m.name == self.node && m.started),
+            None => false,
+        })
+    }
+
+    async fn vip_api_ready(&self) -> DistroResult<bool> {
+        self.local_api_ready().await
+    }
+
+    async fn kubelet_registered(&self) -> DistroResult<bool> {
+        sleep(Duration::from_millis(20)).await;
+        let w = self.w.borrow();
+        Ok(match w.local.get(&self.node).copied().flatten() {
+            Some(c) => w.clusters[c].nodes.contains(&self.node),
+            None => false,
+        })
+    }
+}
+
+impl EtcdApi for SimDistro {
     async fn etcd_members(&self, access: &EtcdAccess) -> DistroResult<Vec<EtcdMember>> {
         sleep(Duration::from_millis(50)).await;
         let c: usize = access
@@ -698,7 +785,7 @@ impl Distro for SimDistro {
                 } else {
                     Vec::new()
                 },
-                is_learner: false,
+                is_learner: m.learner,
             })
             .collect())
     }
@@ -711,34 +798,36 @@ impl Distro for SimDistro {
             .parse()
             .map_err(|_| derr("etcd", "bad creds"))?;
         let mut w = self.w.borrow_mut();
-        w.note("remove-member");
+        w.note(&format!("remove-member {id}"));
+        // A membership change needs quorum: without it etcd times out.
+        if !w.clusters[c].has_quorum() {
+            return Err(derr("remove etcd member", "etcdserver: request timed out"));
+        }
+        if let Some(m) = w.clusters[c].etcd.iter().find(|m| m.id == id && m.learner) {
+            let started = m.started;
+            let counts = &mut w.learners_removed;
+            if started {
+                counts.1 += 1
+            } else {
+                counts.0 += 1
+            }
+        }
         w.clusters[c].etcd.retain(|m| m.id != id);
         Ok(())
     }
 
-    async fn local_api_ready(&self) -> DistroResult<bool> {
+    async fn etcd_member_healthy(&self, creds: &EtcdCreds, client_url: &str) -> bool {
         sleep(Duration::from_millis(20)).await;
+        let Ok(c) = creds.ca_pem.parse::<usize>() else {
+            return false;
+        };
         let w = self.w.borrow();
-        Ok(match w.local.get(&self.node).copied().flatten() {
-            Some(c) => w.clusters[c]
+        let cl = &w.clusters[c];
+        cl.has_quorum()
+            && cl
                 .etcd
                 .iter()
-                .any(|m| m.name == self.node && m.started),
-            None => false,
-        })
-    }
-
-    async fn vip_api_ready(&self) -> DistroResult<bool> {
-        self.local_api_ready().await
-    }
-
-    async fn kubelet_registered(&self) -> DistroResult<bool> {
-        sleep(Duration::from_millis(20)).await;
-        let w = self.w.borrow();
-        Ok(match w.local.get(&self.node).copied().flatten() {
-            Some(c) => w.clusters[c].nodes.contains(&self.node),
-            None => false,
-        })
+                .any(|m| m.started && m.peer.replace("2380", "2379") == client_url)
     }
 }
 
@@ -796,6 +885,7 @@ struct Outcome {
     violations: Vec<String>,
     trace: u64,
     virtual_secs: u64,
+    learners_removed: (u64, u64),
 }
 
 /// One schedule: cluster shape, fault rates and fault times all come from `seed`.
@@ -838,6 +928,7 @@ async fn simulate(seed: u64) -> Outcome {
         next_member_id: 1,
         violations: Vec::new(),
         trace: 0,
+        learners_removed: (0, 0),
     }));
     let mut nodes = Vec::new();
     let mut control_planes = Vec::new();
@@ -978,6 +1069,7 @@ async fn simulate(seed: u64) -> Outcome {
         violations: w.violations.clone(),
         trace: w.trace,
         virtual_secs: (Instant::now() - start).as_secs(),
+        learners_removed: w.learners_removed,
     }
 }
 
@@ -992,7 +1084,10 @@ fn check_final(w: &W, nodes: &[NodeSpec]) {
         wm.violations.push("no `initialized` record".into());
         return;
     };
-    let clusters: BTreeSet<Option<usize>> = nodes.iter().map(|n| wm.local[&n.name]).collect();
+    let clusters: BTreeSet<Option<usize>> = nodes
+        .iter()
+        .map(|n| wm.local.get(&n.name).copied().flatten())
+        .collect();
     if clusters.len() != 1 || clusters.contains(&None) {
         v.push(format!("nodes are not all in one cluster: {:?}", wm.local));
     } else if let Some(Some(c)) = clusters.into_iter().next() {
@@ -1017,6 +1112,18 @@ fn check_final(w: &W, nodes: &[NodeSpec]) {
             v.push(format!(
                 "etcd members {members:?} are not exactly the control planes {cps:?} (stale member left)"
             ));
+        }
+        let learners: Vec<&str> = cl
+            .etcd
+            .iter()
+            .filter(|m| m.learner)
+            .map(|m| m.name.as_str())
+            .collect();
+        if !learners.is_empty() {
+            v.push(format!("learners left unpromoted: {learners:?}"));
+        }
+        if !cl.has_quorum() {
+            v.push(format!("etcd lost its quorum: {members:?}"));
         }
         let all: BTreeSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
         let joined: BTreeSet<&str> = cl.nodes.iter().map(String::as_str).collect();
@@ -1049,9 +1156,12 @@ fn random_fault_schedules_keep_the_invariants() {
     let seeds = schedules();
     let mut failures = Vec::new();
     let mut max_secs = 0;
+    let mut learners = (0, 0);
     for &seed in &seeds {
         let out = run_schedule(seed);
         max_secs = max_secs.max(out.virtual_secs);
+        learners.0 += out.learners_removed.0;
+        learners.1 += out.learners_removed.1;
         if !out.violations.is_empty() {
             eprintln!("seed {seed} FAILED (replay: SIM_SEED={seed}):");
             for v in &out.violations {
@@ -1065,7 +1175,17 @@ fn random_fault_schedules_keep_the_invariants() {
         seeds.len(),
         max_secs
     );
+    eprintln!(
+        "stale learners removed: {} never started, {} started but not promoted",
+        learners.0, learners.1
+    );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
+    if seeds.len() >= 100 {
+        assert!(
+            learners.0 > 0 && learners.1 > 0,
+            "the schedules never left a stale learner: {learners:?}"
+        );
+    }
 }
 
 #[test]

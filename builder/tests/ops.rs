@@ -18,6 +18,7 @@ use nodeagent::bootstrap::{Persisted, Phase, State};
 use nodeagent::coord::keys;
 use nodeagent::material::{InitRecord, JoinMaterial, Secret};
 use nodeagent::rendezvous::Client;
+use nodeagent::report::MemberReport;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -91,17 +92,9 @@ impl Cluster {
     /// Registers `name` with the report the agent's driver heartbeats.
     async fn report(&self, name: &str, role: &str, state: State, since_ms: u64) {
         let mut p = Persisted::new(name, since_ms);
-        p.enter(state.clone(), since_ms);
-        let report = serde_json::json!({
-            "node": name,
-            "role": role,
-            "phase": state.phase.name(),
-            "sinceMs": p.since_ms(),
-            "attempt": state.attempt,
-            "lastError": state.last_error,
-            "updatedMs": since_ms,
-            "done": state.phase == Phase::Done,
-        });
+        p.enter(state, since_ms);
+        let role_kind = model::Role::parse(role).unwrap();
+        let report = MemberReport::new(role_kind, &p, since_ms).to_json();
         self.node(name)
             .register(name, role, &report, Duration::from_secs(60))
             .await

@@ -7,10 +7,12 @@ use super::store::{Persisted, Store};
 use crate::clock::{Clock, Millis};
 use crate::coord::{Acquired, Coordinator, Created, ErrorKind, Fence, keys};
 use crate::distro::{Distro, EtcdAccess, InitSecrets};
+use crate::etcd_view::EtcdView;
 use crate::host::Host;
 use crate::material::{
     InitRecord, JoinMaterial, RefreshRequest, new_bootstrap_token, new_certificate_key,
 };
+use crate::report::MemberReport;
 use crate::systemd::{Notifier, Systemd};
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -41,6 +43,14 @@ pub struct Settings {
 impl Settings {
     pub fn peer_url(&self) -> String {
         format!("https://{}:2380", self.ip)
+    }
+
+    /// Every control plane's etcd client endpoint, this node's first.
+    pub fn etcd_endpoints_own_first(&self) -> Vec<String> {
+        let mut own = self.etcd_endpoints(true);
+        let mine = format!("https://{}:2379", self.ip);
+        own.sort_by_key(|e| *e != mine);
+        own
     }
 
     fn etcd_endpoints(&self, include_self: bool) -> Vec<String> {
@@ -141,17 +151,44 @@ where
 
     /// The member report: heartbeated to the rendezvous and written to `AGENT_STATUS`.
     pub fn report(&self) -> serde_json::Value {
-        let s = &self.persisted.state;
-        serde_json::json!({
-            "node": self.settings.node,
-            "role": self.cfg.role.as_str(),
-            "phase": s.phase.name(),
-            "sinceMs": self.persisted.since_ms(),
-            "attempt": s.attempt,
-            "lastError": s.last_error,
-            "updatedMs": self.clock.now_ms(),
-            "done": s.phase == Phase::Done,
-        })
+        MemberReport::new(self.cfg.role, &self.persisted, self.clock.now_ms()).to_json()
+    }
+
+    /// On a joined control plane with stacked etcd: its view of etcd (members, health,
+    /// quorum) through its own credentials, its own endpoint first. `None` elsewhere or
+    /// when no member answers (logged).
+    pub async fn etcd_view(&self) -> Option<EtcdView> {
+        if !(self.cfg.role == model::Role::ControlPlane
+            && self.cfg.stacked_etcd
+            && self.persisted.state.phase == Phase::Done)
+        {
+            return None;
+        }
+        let creds = match self.distro.credentials().await {
+            Ok(c) => c.etcd?,
+            Err(e) => {
+                tracing::debug!(error = %e, "no etcd credentials for the etcd view");
+                return None;
+            }
+        };
+        let access = EtcdAccess {
+            endpoints: self.settings.etcd_endpoints_own_first(),
+            creds,
+        };
+        match EtcdView::observe(
+            &self.distro,
+            &access,
+            &self.settings.node,
+            self.clock.now_ms(),
+        )
+        .await
+        {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot observe etcd for the member report");
+                None
+            }
+        }
     }
 
     /// Runs the actions of the current phase, steps, persists. Never fails: errors become
@@ -241,7 +278,9 @@ where
     }
 
     async fn heartbeat(&mut self) {
-        let report = self.report();
+        let report = MemberReport::new(self.cfg.role, &self.persisted, self.clock.now_ms())
+            .with_etcd(self.etcd_view().await)
+            .to_json();
         match self
             .coord
             .heartbeat(
@@ -378,12 +417,7 @@ where
                 .await
                 .map(|_| Event::Done),
             Action::RemoveStaleMembers => self.remove_members(true).await,
-            Action::RemoveOwnMember => {
-                if let Err(e) = self.remove_members(false).await {
-                    tracing::warn!(event = ?e, "could not remove this node's etcd member; the next join cleans it");
-                }
-                Ok(Event::Done)
-            }
+            Action::RemoveOwnMember => self.remove_members(false).await,
             Action::Join {
                 control_plane,
                 fence,
@@ -590,7 +624,16 @@ where
     }
 
     /// Join material, then the durable `initialized` record, both fenced by the init token.
+    /// If our record is there already (written, its answer lost, then the lease expired
+    /// while we retried), the cluster is ours and initialized: done, never undone.
     async fn publish(&mut self, f: &Fence) -> Outcome {
+        let me = self.settings.node.clone();
+        let ours = move |r: &InitRecord| r.token == f.token && r.node == me;
+        let published: Option<(InitRecord, u64)> = self.read_json(keys::INITIALIZED).await?;
+        if published.as_ref().is_some_and(|(r, _)| ours(r)) {
+            return Ok(Event::Done);
+        }
+        self.renew(f).await?;
         let fenced_or_failed = |what: &str, e: crate::coord::CoordError| {
             if e.kind == ErrorKind::Fenced {
                 Event::Fenced(format!("{what}: {e}"))
@@ -629,7 +672,7 @@ where
             Created::Created { .. } => Ok(Event::Done),
             Created::Exists { value, .. } => match serde_json::from_slice::<InitRecord>(&value) {
                 // Our own earlier write whose answer was lost.
-                Ok(r) if r.token == f.token && r.node == self.settings.node => Ok(Event::Done),
+                Ok(r) if ours(&r) => Ok(Event::Done),
                 Ok(r) => Err(Event::Fenced(format!(
                     "the cluster was initialized by {} (token {})",
                     r.node, r.token
@@ -651,7 +694,11 @@ where
     }
 
     /// Removes this node's member (by name or peer URL) and, with `unstarted`, every member
-    /// that never started: only the holder of the one join slot may be joining.
+    /// that never started and every learner: only the holder of the one join slot may be
+    /// joining, and a join holds the slot until its member is a started voter, so these are
+    /// left from failed joins (etcd also allows one learner at a time). Removal goes through
+    /// the other control planes' endpoints; it needs quorum, which an unstarted or started
+    /// learner never costs (kubeadm's EtcdLearnerMode, k3s).
     async fn remove_members(&self, unstarted: bool) -> Outcome {
         let access = self.etcd_access(false).await?;
         let members = self
@@ -662,17 +709,19 @@ where
         let peer = self.settings.peer_url();
         for m in members {
             let mine = m.name == self.settings.node || m.peer_urls.contains(&peer);
-            if mine || (unstarted && !m.started()) {
-                tracing::info!(id = m.id, name = %m.name, "removing stale etcd member");
+            if mine || (unstarted && (!m.started() || m.is_learner)) {
+                tracing::info!(id = m.id, name = %m.name, learner = m.is_learner,
+                    started = m.started(), "removing stale etcd member");
                 let removed = self.distro.remove_etcd_member(&access, m.id).await;
                 match removed {
                     Ok(()) => {}
-                    // Our own member that never started: when it was the second member it
-                    // cost the cluster its quorum, so etcd cannot remove it (a membership
-                    // change needs quorum). The join reuses it instead (kubeadm's
-                    // AddMember takes an existing peer URL as added) and starting it
-                    // restores the quorum.
-                    Err(e) if !m.started() && m.peer_urls.contains(&peer) => {
+                    // Our own unstarted VOTING member (kubeadm < 1.29 adds plain members):
+                    // when it was the second member it cost the cluster its quorum, so etcd
+                    // cannot remove it (a membership change needs quorum). The join reuses
+                    // it instead (kubeadm's plain AddMember takes an existing peer URL as
+                    // added) and starting it restores the quorum, if the API still answers
+                    // for the join's discovery (docs/testing.md: the remaining risk).
+                    Err(e) if !m.started() && !m.is_learner && m.peer_urls.contains(&peer) => {
                         tracing::warn!(id = m.id, error = %e,
                             "cannot remove this node's unstarted etcd member; the join reuses it");
                     }

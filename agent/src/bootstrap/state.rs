@@ -200,16 +200,21 @@ pub enum Action {
     Init(Fence),
     /// Local `/readyz`, then through the VIP → `Probe(bool)`.
     ProbeInitHealth,
-    /// Join material then the `initialized` record, both fenced → `Done`/`Fenced`.
+    /// `Done` at once if the `initialized` record is this node's with this token; else
+    /// renew, then join material and the `initialized` record, both fenced →
+    /// `Done`/`Fenced`.
     Publish(Fence),
     /// → `Done`/`MaterialStale` (after writing a refresh request).
     FetchMaterial {
         control_plane: bool,
     },
-    /// Remove members with this node's name or peer URL, and unstarted ones (the caller
-    /// holds the only join slot).
+    /// Remove members with this node's name or peer URL, unstarted ones and learners (the
+    /// caller holds the only join slot).
     RemoveStaleMembers,
-    /// Best effort: remove this node's own member.
+    /// Remove this node's own member before the reset stops it: a started voter stopped
+    /// while still a member costs the cluster a vote (with two voters, its quorum). Fails
+    /// (and the compensation is retried) unless the member is gone, removed, or an
+    /// unstarted voter that etcd cannot remove without quorum.
     RemoveOwnMember,
     Join {
         control_plane: bool,
@@ -309,10 +314,10 @@ pub fn actions(cfg: &Config, phase: &Phase) -> Vec<Action> {
         Phase::CheckingHealth { token, .. } => {
             vec![Action::Renew(init_fence(*token)), Action::ProbeInitHealth]
         }
-        Phase::Publishing { token } => vec![
-            Action::Renew(init_fence(*token)),
-            Action::Publish(init_fence(*token)),
-        ],
+        // `Publish` renews the lease itself, after checking whether its `initialized`
+        // record already landed (an answer lost, then the lease ran out): then the init is
+        // done and must not be undone.
+        Phase::Publishing { token } => vec![Action::Publish(init_fence(*token))],
         Phase::AwaitingRefresh => vec![Action::FetchMaterial { control_plane: cp }],
         Phase::AcquiringJoinSlot => {
             let (semaphore, slots) = cfg.join_semaphore();

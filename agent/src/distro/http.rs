@@ -157,6 +157,27 @@ pub async fn etcd_member_remove(
     }))
 }
 
+/// `GET {client_url}/health` with the client certificate: etcd answers
+/// `{"health":"true"}` (200) when it has a leader and can commit, `{"health":"false"}` (503)
+/// without quorum. Errors and timeouts count as unhealthy.
+pub async fn etcd_health(creds: &EtcdCreds, client_url: &str) -> bool {
+    const STEP: &str = "etcd health";
+    let Ok(c) = etcd_client(STEP, creds) else {
+        return false;
+    };
+    let url = format!("{}/health", client_url.trim_end_matches('/'));
+    match c.get(&url).send().await {
+        Ok(r) => match r.text().await {
+            Ok(body) => super::parse::etcd_health(&body).unwrap_or(false),
+            Err(_) => false,
+        },
+        Err(e) => {
+            tracing::debug!(%url, error = %e, "etcd member unreachable");
+            false
+        }
+    }
+}
+
 pub(crate) fn read(step: &'static str, path: &std::path::Path) -> DistroResult<String> {
     std::fs::read_to_string(path).map_err(|e| DistroError::File {
         step,

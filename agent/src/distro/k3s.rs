@@ -18,6 +18,26 @@ pub const SERVER_UNIT: &str = "k3s.service";
 pub const AGENT_UNIT: &str = "k3s-agent.service";
 const DATA_DIR: &str = "var/lib/rancher/k3s";
 
+/// etcd client credentials on a k3s server with embedded etcd; `None` with an external
+/// datastore (no embedded etcd).
+pub fn etcd_creds(root: &model::node_files::NodeRoot) -> DistroResult<Option<EtcdCreds>> {
+    const STEP: &str = "read k3s etcd credentials";
+    let tls = |f: &str| {
+        http::read(
+            STEP,
+            &root.path("var/lib/rancher/k3s/server/tls/etcd").join(f),
+        )
+    };
+    match tls("server-ca.crt") {
+        Ok(ca_pem) => Ok(Some(EtcdCreds {
+            ca_pem,
+            cert_pem: tls("client.crt")?,
+            key_pem: Secret(tls("client.key")?),
+        })),
+        Err(_) => Ok(None),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct K3s<R, S> {
     pub ctx: NodeContext,
@@ -72,6 +92,8 @@ impl<R: CommandRunner, S: Systemd> K3s<R, S> {
         http::client(step, &ca, Some((&cert, &key)))
     }
 }
+
+impl<R: CommandRunner, S: Systemd> super::EtcdApi for K3s<R, S> {}
 
 impl<R: CommandRunner, S: Systemd> Distro for K3s<R, S> {
     async fn reset(&self) -> DistroResult<()> {
@@ -161,20 +183,10 @@ impl<R: CommandRunner, S: Systemd> Distro for K3s<R, S> {
 
     async fn credentials(&self) -> DistroResult<Credentials> {
         const STEP: &str = "read k3s credentials";
-        let tls = "var/lib/rancher/k3s/server/tls/etcd";
         let admin = http::read(STEP, &self.file("etc/rancher/k3s/k3s.yaml"))?;
-        let etcd = match http::read(STEP, &self.file(&format!("{tls}/server-ca.crt"))) {
-            Ok(ca_pem) => Some(EtcdCreds {
-                ca_pem,
-                cert_pem: http::read(STEP, &self.file(&format!("{tls}/client.crt")))?,
-                key_pem: Secret(http::read(STEP, &self.file(&format!("{tls}/client.key")))?),
-            }),
-            // External datastore: no embedded etcd.
-            Err(_) => None,
-        };
         Ok(Credentials {
             admin_kubeconfig: Some(Secret(admin)),
-            etcd,
+            etcd: etcd_creds(&self.ctx.root)?,
         })
     }
 

@@ -20,6 +20,18 @@ pub const IGNORE_MANIFESTS_DIR: &str =
 /// Rendered configs (they hold secrets: 0600, under the agent's state dir).
 pub const RENDERED_DIR: &str = "var/lib/nodeagent";
 
+/// etcd client credentials on a kubeadm control plane: the etcd CA and the health-check
+/// client certificate kubeadm issues (its etcd liveness probe uses the same).
+pub fn etcd_creds(root: &model::node_files::NodeRoot) -> DistroResult<EtcdCreds> {
+    const STEP: &str = "read kubeadm etcd credentials";
+    let pki = |f: &str| http::read(STEP, &root.path("etc/kubernetes/pki/etcd").join(f));
+    Ok(EtcdCreds {
+        ca_pem: pki("ca.crt")?,
+        cert_pem: pki("healthcheck-client.crt")?,
+        key_pem: Secret(pki("healthcheck-client.key")?),
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct Kubeadm<R> {
     pub ctx: NodeContext,
@@ -83,6 +95,8 @@ impl<R: CommandRunner> Kubeadm<R> {
         http::client(step, &ca, None)
     }
 }
+
+impl<R: CommandRunner> super::EtcdApi for Kubeadm<R> {}
 
 impl<R: CommandRunner> Distro for Kubeadm<R> {
     async fn reset(&self) -> DistroResult<()> {
@@ -176,20 +190,9 @@ impl<R: CommandRunner> Distro for Kubeadm<R> {
     async fn credentials(&self) -> DistroResult<Credentials> {
         const STEP: &str = "read kubeadm credentials";
         let admin = http::read(STEP, &self.file("etc/kubernetes/admin.conf"))?;
-        let etcd = EtcdCreds {
-            ca_pem: http::read(STEP, &self.file("etc/kubernetes/pki/etcd/ca.crt"))?,
-            cert_pem: http::read(
-                STEP,
-                &self.file("etc/kubernetes/pki/etcd/healthcheck-client.crt"),
-            )?,
-            key_pem: Secret(http::read(
-                STEP,
-                &self.file("etc/kubernetes/pki/etcd/healthcheck-client.key"),
-            )?),
-        };
         Ok(Credentials {
             admin_kubeconfig: Some(Secret(admin)),
-            etcd: Some(etcd),
+            etcd: Some(etcd_creds(&self.ctx.root)?),
         })
     }
 

@@ -85,11 +85,37 @@ pub struct EtcdAccess {
     pub creds: EtcdCreds,
 }
 
+/// etcd membership and health. Both distributions run etcd with its v3 JSON gateway, so
+/// the default methods (HTTPS) serve both; the simulation overrides them.
 #[allow(
     async_fn_in_trait,
     reason = "driven from one task; no Send bound needed"
 )]
-pub trait Distro {
+pub trait EtcdApi {
+    async fn etcd_members(&self, access: &EtcdAccess) -> DistroResult<Vec<EtcdMember>> {
+        http::etcd_member_list(&access.endpoints, &access.creds).await
+    }
+    async fn remove_etcd_member(&self, access: &EtcdAccess, id: u64) -> DistroResult<()> {
+        http::etcd_member_remove(&access.endpoints, &access.creds, id).await
+    }
+    /// The member at `client_url` answers `/health` with `{"health":"true"}` (false when
+    /// the cluster has no quorum, or the member is down).
+    async fn etcd_member_healthy(&self, creds: &EtcdCreds, client_url: &str) -> bool {
+        http::etcd_health(creds, client_url).await
+    }
+}
+
+/// [`EtcdApi`] over HTTPS alone, for `nodeagent status` (no distribution needed).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GatewayEtcd;
+
+impl EtcdApi for GatewayEtcd {}
+
+#[allow(
+    async_fn_in_trait,
+    reason = "driven from one task; no Send bound needed"
+)]
+pub trait Distro: EtcdApi {
     /// Undoes init or join on this node (idempotent; fine on a clean node).
     async fn reset(&self) -> DistroResult<()>;
     /// Creates the cluster on this node.
@@ -101,13 +127,6 @@ pub trait Distro {
     -> DistroResult<Issued>;
     /// Admin kubeconfig and etcd client credentials of this (joined or initialized) node.
     async fn credentials(&self) -> DistroResult<Credentials>;
-    /// Both distributions run etcd with its v3 JSON gateway, so one way to ask serves both.
-    async fn etcd_members(&self, access: &EtcdAccess) -> DistroResult<Vec<EtcdMember>> {
-        http::etcd_member_list(&access.endpoints, &access.creds).await
-    }
-    async fn remove_etcd_member(&self, access: &EtcdAccess, id: u64) -> DistroResult<()> {
-        http::etcd_member_remove(&access.endpoints, &access.creds, id).await
-    }
     /// `GET https://ADVERTISE:6443/readyz` answers 200 `ok`.
     async fn local_api_ready(&self) -> DistroResult<bool>;
     /// The same through the API endpoint (VIP or load balancer).

@@ -147,6 +147,22 @@ pub fn etcd_members(json: &str) -> Result<Vec<EtcdMember>, String> {
         .collect()
 }
 
+/// etcd's `/health` body: `{"health":"true"}` or `{"health":"false"}` (a string in 3.4;
+/// later releases add a `reason`).
+pub fn etcd_health(body: &str) -> Result<bool, String> {
+    #[derive(serde::Deserialize)]
+    struct Health {
+        health: serde_json::Value,
+    }
+    let h: Health = serde_json::from_str(body).map_err(|e| format!("etcd /health: {e}"))?;
+    match &h.health {
+        serde_json::Value::String(s) if s == "true" => Ok(true),
+        serde_json::Value::String(s) if s == "false" => Ok(false),
+        serde_json::Value::Bool(b) => Ok(*b),
+        other => Err(format!("etcd /health: unexpected value {other}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +232,33 @@ mod tests {
         assert_eq!(m[0].name, "nodeb");
         assert_eq!(m[0].peer_urls, vec!["http://172.17.0.3:2380"]);
         assert!(m.iter().all(EtcdMember::started));
+    }
+
+    #[test]
+    fn etcd_3_4_learners_unstarted_started_and_through_the_gateway() {
+        // Captured from etcd 3.4.23: `member add --learner`, before and after the learner
+        // started; the same list through the v3 JSON gateway.
+        let m = etcd_members(&fixture("etcdctl-member-list-learner-v3.4.json")).unwrap();
+        assert_eq!(m.len(), 2);
+        assert!(m[0].started() && !m[0].is_learner);
+        assert!(!m[1].started() && m[1].is_learner && m[1].name.is_empty());
+        assert_eq!(m[1].id, 15271815033826767767);
+        let gw = etcd_members(&fixture("etcd-gateway-member-list-learner-v3.4.json")).unwrap();
+        assert_eq!(gw, m);
+        let s = etcd_members(&fixture("etcdctl-member-list-learner-started-v3.4.json")).unwrap();
+        assert!(s[1].started() && s[1].is_learner);
+        assert_eq!(s[1].name, "e2");
+    }
+
+    #[test]
+    fn etcd_health_bodies() {
+        assert_eq!(etcd_health(&fixture("etcd-health-v3.4.json")), Ok(true));
+        assert_eq!(
+            etcd_health(&fixture("etcd-health-no-quorum-v3.4.json")),
+            Ok(false)
+        );
+        assert_eq!(etcd_health(r#"{"health":true,"reason":""}"#), Ok(true));
+        assert!(etcd_health("503 Service Unavailable").is_err());
     }
 
     #[test]

@@ -113,22 +113,30 @@ pub fn etcdctl(endpoints: &[String], tls: &ClientTls, args: &[&str]) -> Result<C
     })
 }
 
-/// `etcdctl member add NAME --peer-urls=https://ADDR:2380`, retried while etcd refuses, e.g.
-/// with `unhealthy cluster` or `not enough started members` (measured: refused for ~4–5 s
-/// after each join); on `Peer URLs already exists` an unstarted member with this peer URL
-/// is reused, as kubeadm does. Returns the
-/// `ETCD_INITIAL_CLUSTER` etcdctl prints.
+/// `etcdctl member add NAME [--learner] --peer-urls=https://ADDR:2380`, retried while etcd
+/// refuses, e.g. with `unhealthy cluster` or `not enough started members` (measured: refused
+/// for ~4–5 s after each join). A plain add that meets `Peer URLs already exists` reuses an
+/// unstarted member with this peer URL, as kubeadm's `AddMember` does; a learner add retries
+/// it like every other error until `patience` runs out, as kubeadm's `AddMemberAsLearner`
+/// does (so a stale member must be removed first). Returns the `ETCD_INITIAL_CLUSTER`
+/// etcdctl prints.
 pub fn member_add(
     endpoints: &[String],
     tls: &ClientTls,
     name: &str,
     addr: &str,
+    learner: bool,
     patience: Duration,
 ) -> Result<String> {
     let peer = format!("--peer-urls=https://{addr}:2380");
     let deadline = Instant::now() + patience;
+    let mut args = vec!["member", "add", name];
+    if learner {
+        args.push("--learner");
+    }
+    args.push(&peer);
     loop {
-        let out = etcdctl(endpoints, tls, &["member", "add", name, &peer])?;
+        let out = etcdctl(endpoints, tls, &args)?;
         if out.success {
             for line in out.stdout.lines() {
                 if let Some(v) = line.strip_prefix("ETCD_INITIAL_CLUSTER=") {
@@ -145,7 +153,7 @@ pub fn member_add(
         // v1.2x — list the members and go on with the existing one (the unstarted member
         // of a crashed join, kubeadm#2095: starting it completes the join). A member with
         // that URL that already runs is a real conflict.
-        if err.contains("Peer URLs already exists") {
+        if !learner && err.contains("Peer URLs already exists") {
             let url = format!("https://{addr}:2380");
             let members = member_list(endpoints, tls)
                 .with_context(|| format!("etcdctl member add {name}: {err}"))?;
@@ -169,6 +177,47 @@ pub fn member_add(
     }
 }
 
+/// `etcdctl member promote ID` for the learner with peer URL `https://ADDR:2380`, retried
+/// while etcd answers `can only promote a learner member which is in sync with leader`
+/// (measured on etcd 3.4.23: right after the learner starts) or anything else, until
+/// `patience` runs out; like kubeadm's `MemberPromote`. A member that is no learner any
+/// more (promoted by an earlier attempt) is fine.
+pub fn member_promote(
+    endpoints: &[String],
+    tls: &ClientTls,
+    addr: &str,
+    patience: Duration,
+) -> Result<()> {
+    let url = format!("https://{addr}:2380");
+    let deadline = Instant::now() + patience;
+    loop {
+        let members = member_list(endpoints, tls)?;
+        let m = members
+            .iter()
+            .find(|m| m.peer_urls.contains(&url))
+            .with_context(|| format!("no etcd member with peer URL {url} to promote"))?;
+        if !m.learner {
+            return Ok(());
+        }
+        let out = etcdctl(
+            endpoints,
+            tls,
+            &["member", "promote", &format!("{:x}", m.id)],
+        )?;
+        if out.success {
+            println!(
+                "[etcd] Promoted learner member {:x} to a voting member",
+                m.id
+            );
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("etcdctl member promote {:x}: {}", m.id, out.stderr.trim());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// `ETCD_INITIAL_CLUSTER` for `name` joining at `url`: the started members and itself.
 fn initial_cluster(members: &[Member], name: &str, url: &str) -> String {
     let mut parts: Vec<String> = members
@@ -187,6 +236,8 @@ pub struct Member {
     pub name: String,
     pub peer_urls: Vec<String>,
     pub client_urls: Vec<String>,
+    /// A non-voting learner (`isLearner`).
+    pub learner: bool,
 }
 
 impl Member {
@@ -224,6 +275,7 @@ pub fn parse_member_list(json: &str) -> Result<Vec<Member>> {
                     name: m["name"].as_str().unwrap_or("").to_string(),
                     peer_urls: strs(&m["peerURLs"]),
                     client_urls: strs(&m["clientURLs"]),
+                    learner: m["isLearner"].as_bool().unwrap_or(false),
                 })
                 .collect()
         })
@@ -346,11 +398,11 @@ mod tests {
 
     #[test]
     fn member_list_json() {
-        let json = r#"{"header":{"cluster_id":1},"members":[{"ID":1,"name":"cp1","peerURLs":["https://10.0.0.1:2380"],"clientURLs":["https://10.0.0.1:2379"]},{"ID":2,"peerURLs":["https://10.0.0.3:2380"]}]}"#;
+        let json = r#"{"header":{"cluster_id":1},"members":[{"ID":1,"name":"cp1","peerURLs":["https://10.0.0.1:2380"],"clientURLs":["https://10.0.0.1:2379"]},{"ID":2,"peerURLs":["https://10.0.0.3:2380"],"isLearner":true}]}"#;
         let ms = parse_member_list(json).unwrap();
         assert_eq!(ms.len(), 2);
-        assert!(ms[0].started());
-        assert!(!ms[1].started());
+        assert!(ms[0].started() && !ms[0].learner);
+        assert!(!ms[1].started() && ms[1].learner);
         assert_eq!(prefix_end(b"/a"), b"/b".to_vec());
     }
 }

@@ -512,11 +512,14 @@ async fn embedded_etcd(
             .map(str::to_string)
             .collect();
         anyhow::ensure!(!endpoints.is_empty(), "no etcd members announced by {url}");
+        // Plain add: real k3s adds learners and promotes them itself; the stand-in does not
+        // model that (yet).
         let initial = etcd::member_add(
             &endpoints,
             &client_tls(root),
             name,
             addr,
+            false,
             Duration::from_secs(30),
         )?;
         knobs.checkpoint("after-member-add")?;

@@ -197,6 +197,27 @@ pub fn parse_init(text: &str) -> Result<InitConfig> {
     Ok(cfg)
 }
 
+/// Whether a control-plane join adds its etcd member as a learner and promotes it once in
+/// sync (kubeadm's `EtcdLearnerMode`): alpha in v1.27–v1.28 (off unless the
+/// ClusterConfiguration's `featureGates` turn it on), beta and on by default from v1.29,
+/// GA (always on) from v1.32. `kubeadm_version` is this kubeadm's own version.
+pub fn etcd_learner_mode(kubeadm_version: &str, cluster_configuration: &str) -> bool {
+    let minor = kubeadm_version
+        .trim_start_matches('v')
+        .split('.')
+        .nth(1)
+        .and_then(|m| m.parse::<u32>().ok())
+        .unwrap_or(0);
+    let gate = serde_yaml::from_str::<serde_yaml::Value>(cluster_configuration)
+        .ok()
+        .and_then(|doc| doc["featureGates"]["EtcdLearnerMode"].as_bool());
+    match minor {
+        0..=26 => false,
+        27..=31 => gate.unwrap_or(minor >= 29),
+        _ => true,
+    }
+}
+
 pub fn parse_join(text: &str) -> Result<JoinConfig> {
     let docs = kubeadm_documents(text)?;
     let Some((_, doc)) = docs.iter().find(|(k, _)| k == "JoinConfiguration") else {
@@ -269,6 +290,33 @@ pub fn parse_join(text: &str) -> Result<JoinConfig> {
         ignore_preflight_errors: strings_at(doc, &["nodeRegistration", "ignorePreflightErrors"]),
         control_plane,
     })
+}
+
+#[cfg(test)]
+mod learner_tests {
+    use super::etcd_learner_mode;
+
+    #[test]
+    fn learner_mode_follows_the_kubeadm_version_and_the_gate() {
+        assert!(!etcd_learner_mode("v1.28.9", ""));
+        assert!(etcd_learner_mode(
+            "v1.28.9",
+            "featureGates:\n  EtcdLearnerMode: true\n"
+        ));
+        assert!(etcd_learner_mode("v1.29.0", ""));
+        assert!(!etcd_learner_mode(
+            "v1.30.2",
+            "featureGates:\n  EtcdLearnerMode: false\n"
+        ));
+        assert!(etcd_learner_mode(
+            "v1.32.0",
+            "featureGates:\n  EtcdLearnerMode: false\n"
+        ));
+        assert!(!etcd_learner_mode(
+            "v1.26.0",
+            "featureGates:\n  EtcdLearnerMode: true\n"
+        ));
+    }
 }
 
 #[cfg(test)]

@@ -1392,11 +1392,21 @@ async fn join_control_plane(
     if endpoints.is_empty() {
         endpoints.push(format!("https://{ep_host}:2379"));
     }
+    let learner = config::etcd_learner_mode(
+        &version(),
+        kc.body["data"]["ClusterConfiguration"]
+            .as_str()
+            .unwrap_or(""),
+    );
+    if learner {
+        println!("[etcd] Adding etcd member as learner");
+    }
     println!("[etcd] Announced new etcd member joining to the existing etcd cluster");
     let patience = std::env::var("MUSTER_STANDIN_MEMBER_ADD_PATIENCE")
         .ok()
         .and_then(|v| clock::parse_duration(&v).ok())
         .unwrap_or(30);
+    let patience = Duration::from_secs(patience.max(0) as u64);
     let initial = phase(
         "control-plane-join/etcd",
         etcd::member_add(
@@ -1404,7 +1414,8 @@ async fn join_control_plane(
             &etcd_client_tls(root),
             name,
             &addr,
-            Duration::from_secs(patience.max(0) as u64),
+            learner,
+            patience,
         ),
     )?;
     phase(
@@ -1416,6 +1427,17 @@ async fn join_control_plane(
         "control-plane-join/etcd",
         start_etcd(root, name, &addr, "/var/lib/etcd", &initial, "existing"),
     )?;
+    if learner {
+        // kubeadm writes the static pod, then promotes the learner once it is in sync.
+        phase(
+            "control-plane-join/etcd",
+            knobs.checkpoint("before-promote"),
+        )?;
+        phase(
+            "control-plane-join/etcd",
+            etcd::member_promote(&endpoints, &etcd_client_tls(root), &addr, patience),
+        )?;
+    }
     println!("[etcd] Waiting for the new etcd member to join the cluster. This can take up to 40s");
     let local_etcd = vec!["https://127.0.0.1:2379".to_string()];
     let deadline = Instant::now() + Duration::from_secs(60);

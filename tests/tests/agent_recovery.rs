@@ -1,0 +1,531 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+//! Control-plane recovery with real agents in namespaces: three control planes (no
+//! workers) built by a real `muster build`, a real `muster rendezvous`, real etcd 3.4
+//! members; kubeadm, the kubelet and the API server are the stand-ins (tests/README.md).
+//!
+//! The VIP is a static address on cp1, which is started first and initializes; cp2 and cp3
+//! start once it is done (keepalived, as in `assembly.rs`, is not needed for what these
+//! tests force). Each test asserts the end state through etcd itself and through
+//! `nodeagent status` run in a node's namespace.
+//!
+//! - the FIRST control-plane join dies right after `etcdctl member add` (kubeadm ≥ v1.29
+//!   adds a learner, which costs no vote): the stale learner is removed, the join retried,
+//!   and the cluster ends with exactly the three planned voting members;
+//! - the same with kubeadm v1.28 (plain member add, no learner mode): quorum is lost and
+//!   the cluster cannot recover on its own — the known limit docs/testing.md describes —
+//!   and `nodeagent status` says so (exit code 1, `etcdQuorumLost`);
+//! - a re-imaged control plane (same name and address, wiped disk) whose old member is
+//!   still in etcd: its agent removes the old member and joins again.
+//!
+//! Needs root, iproute2, etcd-server, etcd-client, util-linux, and the `muster` and
+//! `nodeagent` binaries in `target/debug` (`cargo build --workspace --bins`).
+
+use muster_tests::netns::{self, Daemon, Lab};
+use muster_tests::standin::{STATE_DIR, daemon, kubeadm::COMMAND_LOG};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CPS: [(&str, &str, u8); 3] = [
+    ("cp1", "rec-cp-1", 11),
+    ("cp2", "rec-cp-2", 12),
+    ("cp3", "rec-cp-3", 13),
+];
+const RENDEZVOUS_OCTET: u8 = 2;
+const VIP_OCTET: u8 = 10;
+const PATIENCE: Duration = Duration::from_secs(75);
+
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let p = exe.parent().unwrap().parent().unwrap().join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo build --workspace --bins`",
+        p.display()
+    );
+    p
+}
+
+fn spec(lab: &Lab) -> String {
+    let net = lab.subnet();
+    format!(
+        "apiVersion: muster.dev/v1
+kind: Cluster
+metadata:
+  name: rec
+spec:
+  distribution:
+    kind: kubeadm
+    version: \"v1.31.4\"
+  topology:
+    controlPlanes: 3
+    workers: 0
+  network:
+    subnet: {net}.0/24
+    gateway: {net}.1
+    dns: [{net}.1]
+    interface: eth0
+    addressPlan:
+      controlPlanes: 11
+      workers: 21
+  ha:
+    provider: kube-vip
+    vip: {net}.{VIP_OCTET}
+  rendezvous:
+    url: \"https://{net}.{RENDEZVOUS_OCTET}:7443\"
+  platform:
+    type: vagrant
+    provider: libvirt
+    box: debian/bookworm64
+"
+    )
+}
+
+struct Rig {
+    lab: Lab,
+    build: PathBuf,
+    /// Extra environment of every agent (and so of the stand-ins it runs).
+    env: Vec<(&'static str, String)>,
+    /// Agents by host, then the rendezvous (dropped last).
+    agents: Vec<(String, Daemon)>,
+    rendezvous: Option<Daemon>,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        for (_, d) in self.agents.iter_mut().rev() {
+            d.stop(Duration::from_secs(3));
+        }
+        if let Some(r) = &mut self.rendezvous {
+            r.stop(Duration::from_secs(3));
+        }
+        if std::thread::panicking() {
+            for (host, _, _) in CPS {
+                let log = self.lab.dir().join(format!("{host}-agent.log"));
+                if let Ok(t) = std::fs::read_to_string(&log) {
+                    eprintln!("==== {host} agent log (last 30 lines)");
+                    let lines: Vec<&str> = t.lines().collect();
+                    for l in &lines[lines.len().saturating_sub(30)..] {
+                        eprintln!("{l}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The node's disk as the image and cloud-init leave it: the payload, then every
+/// `write_files` entry of its user-data.
+fn image_disk(build: &Path, name: &str, root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(root).unwrap();
+    let st = Command::new("tar")
+        .arg("xzf")
+        .arg(build.join("payload.tar.gz"))
+        .arg("-C")
+        .arg(root)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let text = std::fs::read_to_string(build.join("nodes").join(name).join("user-data")).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    for f in doc["write_files"].as_sequence().expect("write_files") {
+        let dst = root.join(f["path"].as_str().unwrap().trim_start_matches('/'));
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::write(&dst, f["content"].as_str().unwrap()).unwrap();
+        let mode = u32::from_str_radix(f["permissions"].as_str().unwrap_or("0644"), 8).unwrap();
+        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    std::fs::create_dir_all(root.join("etc/kubernetes/manifests")).unwrap();
+}
+
+impl Rig {
+    /// Lab, `muster build`, node disks, the rendezvous and the static VIP on cp1.
+    fn new(tag: &str, env: Vec<(&'static str, String)>) -> Rig {
+        netns::require(&[("unshare", "util-linux")]).unwrap();
+        let standins = Path::new(env!("CARGO_BIN_EXE_kubeadm-standin"))
+            .parent()
+            .unwrap();
+        let hosts: Vec<(&str, u8)> = CPS.iter().map(|(h, _, o)| (*h, *o)).collect();
+        let lab = Lab::new(tag, standins, &hosts).unwrap();
+        let build = lab.dir().join("build");
+        let spec_path = lab.dir().join("cluster.yaml");
+        std::fs::write(&spec_path, spec(&lab)).unwrap();
+        let out = Command::new(bin("muster"))
+            .arg("build")
+            .arg(&spec_path)
+            .arg("--out")
+            .arg(&build)
+            .arg("--agent-bin")
+            .arg(bin("nodeagent"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "muster build: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for (host, name, _) in CPS {
+            image_disk(&build, name, &lab.root(host));
+        }
+        let rdv_ip = lab.bridge_addr(RENDEZVOUS_OCTET).unwrap();
+        let file = |f: &str| build.join(f).display().to_string();
+        let data = lab.dir().join("rendezvous").display().to_string();
+        let listen = format!("{rdv_ip}:7443");
+        let muster = bin("muster");
+        let args = [
+            muster.to_str().unwrap(),
+            "rendezvous",
+            "--listen",
+            &listen,
+            "--data",
+            &data,
+            "--keys",
+            &file("rendezvous-keys"),
+            "--cert",
+            &file("rendezvous.crt"),
+            "--key",
+            &file("rendezvous.key"),
+        ];
+        let log = lab.dir().join("rendezvous.log");
+        let rendezvous = lab
+            .spawn_in("rendezvous", &lab.bridge_ns(), &[], &args, &log)
+            .unwrap();
+        netns::must(
+            "ip",
+            &[
+                "-n",
+                &lab.ns("cp1"),
+                "addr",
+                "add",
+                &format!("{}/32", lab.ip(VIP_OCTET)),
+                "dev",
+                "eth0",
+            ],
+        )
+        .unwrap();
+        Rig {
+            lab,
+            build,
+            env,
+            agents: Vec::new(),
+            rendezvous: Some(rendezvous),
+        }
+    }
+
+    fn name(host: &str) -> &'static str {
+        CPS.iter().find(|(h, _, _)| *h == host).unwrap().1
+    }
+
+    /// Starts `host`'s agent as its image boots it: the payload's `nodeagent`, in the
+    /// node's namespace with its hostname, the stand-ins first on PATH.
+    fn start(&mut self, host: &str) {
+        let root = self.lab.root(host);
+        let script = format!(
+            "hostname {} && exec {} run --lab --root {}",
+            Rig::name(host),
+            root.join("usr/bin/nodeagent").display(),
+            root.display()
+        );
+        let mut env = vec![
+            ("MUSTER_NODE_ROOT", root.display().to_string()),
+            ("NODEAGENT_LOG", "info".to_string()),
+            // Plain `key=value` lines (no colours) that the tests search.
+            ("NODEAGENT_LOG_FORMAT", "journald".to_string()),
+        ];
+        env.extend(self.env.iter().cloned());
+        let d = self
+            .lab
+            .spawn_in(
+                &format!("{host}/nodeagent"),
+                &self.lab.ns(host),
+                &env,
+                &["unshare", "--uts", "sh", "-c", &script],
+                &self.lab.dir().join(format!("{host}-agent.log")),
+            )
+            .unwrap();
+        self.agents.push((host.to_string(), d));
+    }
+
+    /// `nodeagent status --json` in the node's namespace, and its exit code.
+    fn status(&self, host: &str) -> (serde_json::Value, i32) {
+        let out = Command::new("ip")
+            .args(["netns", "exec"])
+            .arg(self.lab.ns(host))
+            .arg(bin("nodeagent"))
+            .args(["status", "--json", "--root"])
+            .arg(self.lab.root(host))
+            .output()
+            .unwrap();
+        (
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null),
+            out.status.code().unwrap_or(-1),
+        )
+    }
+
+    fn phase(&self, host: &str) -> String {
+        let s = std::fs::read_to_string(
+            self.lab
+                .root(host)
+                .join(model::node_files::AGENT_STATE.trim_start_matches('/')),
+        )
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .unwrap_or_default();
+        let p = s["state"]["phase"].as_str().unwrap_or("-").to_string();
+        match s["state"]["attempt"].as_u64() {
+            Some(a) if a > 0 => format!("{p}#{a}"),
+            _ => p,
+        }
+    }
+
+    /// Waits until every host in `which` is done, printing phase changes.
+    fn wait_done(&mut self, t0: Instant, which: &[&str]) {
+        let mut last = String::new();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let line: Vec<String> = CPS
+                .iter()
+                .map(|(h, _, _)| format!("{h}={}", self.phase(h)))
+                .collect();
+            let line = line.join(" ");
+            if line != last {
+                eprintln!("[{:>5.1}s] {line}", t0.elapsed().as_secs_f64());
+                last.clone_from(&line);
+            }
+            if which.iter().all(|h| self.phase(h) == "done") {
+                return;
+            }
+            for (_, d) in &mut self.agents {
+                if let Some(st) = d.exited() {
+                    panic!("{} exited early: {st}", d.name);
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not done within {PATIENCE:?}: {line}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn commands(&self, host: &str) -> Vec<String> {
+        std::fs::read_to_string(self.lab.root(host).join(STATE_DIR).join(COMMAND_LOG))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split_once(' ').map_or(l, |(_, rest)| rest).to_string())
+            .collect()
+    }
+
+    fn agent_log(&self, host: &str) -> String {
+        std::fs::read_to_string(self.lab.dir().join(format!("{host}-agent.log"))).unwrap()
+    }
+
+    fn knob(&self, host: &str, text: &str) {
+        self.lab
+            .write(host, &format!("{STATE_DIR}/knobs"), text)
+            .unwrap();
+    }
+
+    /// cp1 alone first (it initializes: the VIP is its address), then `rest`.
+    fn assemble(&mut self, rest: &[&str]) -> Instant {
+        let t0 = Instant::now();
+        self.start("cp1");
+        self.wait_done(t0, &["cp1"]);
+        for h in rest {
+            self.start(h);
+        }
+        t0
+    }
+
+    /// etcd has exactly the three planned members, all started voters, all healthy; and
+    /// `nodeagent status` on cp1 (live) and on `reported_on` (from the reports) say so.
+    fn assert_three_voters(&self, reported_on: &str) {
+        let members = self.lab.members("cp1").unwrap();
+        let mut names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+        names.sort_unstable();
+        let planned: Vec<&str> = CPS.iter().map(|(_, n, _)| *n).collect();
+        assert_eq!(names, planned, "{members:?}");
+        assert!(
+            members.iter().all(|m| m.started() && !m.learner),
+            "{members:?}"
+        );
+        for (_, _, octet) in CPS {
+            let peer = format!("https://{}:2380", self.lab.ip(octet));
+            assert!(members.iter().any(|m| m.peer_urls.contains(&peer)));
+        }
+        let health = self
+            .lab
+            .etcdctl("cp1", &["endpoint", "health", "--cluster"])
+            .unwrap();
+        assert!(health.ok(), "{}", health.all());
+
+        let (s, code) = self.status("cp1");
+        assert_eq!(code, 0, "{s:#}");
+        let live = &s["localEtcd"]["view"];
+        assert_eq!(live["source"], "live", "{s:#}");
+        assert_eq!(live["quorum"]["voting"], 3, "{s:#}");
+        assert_eq!(live["quorum"]["healthyVoting"], 3, "{s:#}");
+        assert_eq!(live["quorum"]["learners"], 0, "{s:#}");
+        assert_eq!(live["quorum"]["failuresTolerated"], 1, "{s:#}");
+        assert_eq!(s["etcdQuorumLost"], false);
+        // Another node sees a control plane's reported view through the rendezvous.
+        let (s, code) = self.status(reported_on);
+        assert_eq!(code, 0, "{s:#}");
+        let rep = &s["cluster"]["etcd"];
+        assert_eq!(rep["source"], "reported", "{s:#}");
+        assert!(rep["quorum"]["hasQuorum"] == true, "{s:#}");
+        assert!(rep["ageSeconds"].as_u64().unwrap() < 90, "{s:#}");
+    }
+}
+
+#[test]
+fn the_first_control_plane_join_dying_after_member_add_is_recovered() {
+    let mut r = Rig::new("first", Vec::new());
+    // Both joiners die right after their first `member add` (once per node root): the one
+    // that gets the join slot first leaves a learner next to the single voter.
+    for h in ["cp2", "cp3"] {
+        r.knob(h, "crash_at=after-member-add\n");
+    }
+    let t0 = r.assemble(&["cp2", "cp3"]);
+    r.wait_done(t0, &["cp1", "cp2", "cp3"]);
+    eprintln!("assembled in {:.1}s", t0.elapsed().as_secs_f64());
+    r.assert_three_voters("cp2");
+    for h in ["cp2", "cp3"] {
+        let cmds = r.commands(h);
+        let first = cmds.iter().position(|l| l == "join started").unwrap();
+        assert_eq!(
+            cmds.get(first + 1).map(String::as_str),
+            Some("reset started"),
+            "{h}: the first join did not die: {cmds:?}"
+        );
+        assert_eq!(cmds.last().map(String::as_str), Some("join ok"), "{h}");
+        let log = r.agent_log(h);
+        assert!(
+            log.contains("removing stale etcd member") && log.contains("learner=true"),
+            "{h} never removed its stale learner"
+        );
+    }
+    // cp1 initialized once and never had to undo anything.
+    let cmds = r.commands("cp1");
+    assert_eq!(cmds.iter().filter(|l| *l == "init started").count(), 1);
+    let init = cmds.iter().position(|l| l == "init ok").unwrap();
+    assert!(
+        !cmds[init..].iter().any(|l| l.starts_with("reset")),
+        "{cmds:?}"
+    );
+}
+
+#[test]
+fn without_learner_mode_a_dead_second_member_costs_the_quorum_and_status_says_so() {
+    // kubeadm v1.28: no learner mode by default; `member add` adds a voting member.
+    let mut r = Rig::new(
+        "nolearner",
+        vec![("MUSTER_STANDIN_K8S_VERSION", "v1.28.15".to_string())],
+    );
+    r.knob("cp2", "crash_at=after-member-add\n");
+    let t0 = r.assemble(&["cp2"]);
+    netns::wait_until(
+        "cp2's first join to die",
+        PATIENCE,
+        Duration::from_millis(500),
+        || {
+            // The reset that compensates the join (cleaning resets before a join, too).
+            let c = r.commands("cp2");
+            c.iter()
+                .position(|l| l == "join started")
+                .is_some_and(|j| c[j..].iter().any(|l| l == "reset started"))
+        },
+    )
+    .unwrap();
+    eprintln!(
+        "cp2 died after member add at {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    let members = r.lab.members("cp1").unwrap();
+    assert_eq!(members.len(), 2, "{members:?}");
+    assert!(members.iter().all(|m| !m.learner), "{members:?}");
+    // The truth from cp1 (its daemon stopped: `status` works without it).
+    r.agents.retain_mut(|(h, d)| {
+        if h == "cp1" {
+            d.stop(Duration::from_secs(3));
+        }
+        h != "cp1"
+    });
+    let (s, code) = r.status("cp1");
+    assert_eq!(code, 1, "{s:#}");
+    assert_eq!(s["thisNode"]["phase"], "done", "{s:#}");
+    assert_eq!(s["etcdQuorumLost"], true, "{s:#}");
+    let q = &s["localEtcd"]["view"]["quorum"];
+    assert_eq!(
+        (q["voting"].as_u64(), q["healthyVoting"].as_u64()),
+        // etcd's own `/health` is false on every member once the quorum is gone.
+        (Some(2), Some(0)),
+        "{s:#}"
+    );
+    assert_eq!(q["hasQuorum"], false, "{s:#}");
+    let text = Command::new("ip")
+        .args(["netns", "exec"])
+        .arg(r.lab.ns("cp1"))
+        .arg(bin("nodeagent"))
+        .args(["status", "--root"])
+        .arg(r.lab.root("cp1"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("LOST") && text.contains("(unstarted)"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("not healthy: etcd has lost its quorum\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_reimaged_control_plane_replaces_its_old_member() {
+    let mut r = Rig::new("reimage", Vec::new());
+    let t0 = r.assemble(&["cp2", "cp3"]);
+    r.wait_done(t0, &["cp1", "cp2", "cp3"]);
+    let old = r.lab.members("cp1").unwrap();
+    let old_id = old.iter().find(|m| m.name == Rig::name("cp3")).unwrap().id;
+
+    // cp3 dies and comes back from its image: same name and address, empty disk.
+    eprintln!("[{:>5.1}s] re-imaging cp3", t0.elapsed().as_secs_f64());
+    r.agents.retain_mut(|(h, d)| {
+        if h == "cp3" {
+            d.stop(Duration::from_secs(3));
+        }
+        h != "cp3"
+    });
+    let root3 = r.lab.node_root("cp3");
+    for d in [muster_tests::standin::api::DAEMON, "etcd"] {
+        daemon::stop(&root3, d, Duration::from_secs(5)).unwrap();
+    }
+    std::fs::remove_dir_all(r.lab.root("cp3")).unwrap();
+    image_disk(&r.build, Rig::name("cp3"), &r.lab.root("cp3"));
+    let members = r.lab.members("cp1").unwrap();
+    assert!(
+        members.iter().any(|m| m.id == old_id),
+        "the old member is still there: {members:?}"
+    );
+    r.start("cp3");
+    r.wait_done(t0, &["cp3"]);
+    eprintln!("[{:>5.1}s] cp3 rejoined", t0.elapsed().as_secs_f64());
+    r.assert_three_voters("cp2");
+    let members = r.lab.members("cp1").unwrap();
+    assert!(
+        !members.iter().any(|m| m.id == old_id),
+        "the old member was not replaced: {members:?}"
+    );
+    let log = r.agent_log("cp3");
+    assert!(
+        log.contains("removing stale etcd member") && log.contains(&format!("id={old_id}")),
+        "cp3 never removed its old member"
+    );
+    assert_eq!(
+        r.commands("cp3"),
+        ["reset started", "reset ok", "join started", "join ok"]
+    );
+}
