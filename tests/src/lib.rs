@@ -2,5 +2,4 @@
 //! (see `tests/README.md`). The stand-ins are NOT kubeadm or k3s: they accept the same
 //! command lines and config files and do real etcd, TLS and quorum work underneath.
 
-pub mod netns;
 pub mod standin;

@@ -376,6 +376,7 @@ impl Lab {
                 });
             }
         }
+        clear_stale_pid_files(&node.dir.join("run"));
         for s in &node.services {
             let mut s = s.clone();
             s.env.extend(env.iter().cloned());
@@ -410,9 +411,7 @@ impl Lab {
         self.rec.node_mut(name)?.halted = true;
         self.rec.save()?;
         let left = netns::kill_all(&node.ns);
-        for s in &node.services {
-            let _ = std::fs::remove_file(&s.pid_file);
-        }
+        clear_stale_pid_files(&node.dir.join("run"));
         if let Some(vip) = self.rec.vip {
             let prefix = self.prefix()?;
             netns::remove_addr(&node.ns, &node.iface, &format!("{vip}/{prefix}"));
@@ -583,6 +582,20 @@ fn agent_service(n: &NodeRecord) -> Service {
         env: Vec::new(),
         log: n.dir.join("agent.log"),
         pid_file: n.dir.join("run").join("agent.pid"),
+    }
+}
+
+/// A booting machine has an empty /run: pid files of dead processes go (keepalived refuses
+/// to start over its own pid file while PID 1 has not reaped the old, killed process yet).
+fn clear_stale_pid_files(run: &Path) {
+    let Ok(entries) = std::fs::read_dir(run) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if process::running(&p).is_none() {
+            let _ = std::fs::remove_file(&p);
+        }
     }
 }
 
