@@ -669,27 +669,19 @@ fn muster_lab_rehearses_a_halted_control_plane() {
         || status_json(&state).0,
     )
     .unwrap();
-    let pki = root_of(&holder).join("etc/kubernetes/pki");
-    let health = muster_lab(
-        &state,
-        &[
-            "exec",
-            &holder,
-            "--",
-            "env",
-            "ETCDCTL_API=3",
-            "etcdctl",
-            "--endpoints=https://127.0.0.1:2379",
-            &format!("--cacert={}", pki.join("etcd/ca.crt").display()),
-            &format!("--cert={}", pki.join("apiserver-etcd-client.crt").display()),
-            &format!("--key={}", pki.join("apiserver-etcd-client.key").display()),
-            "endpoint",
-            "health",
-            "--cluster",
-        ],
-    );
+    let mut argv: Vec<String> = ["exec", &holder, "--", "env", "ETCDCTL_API=3", "etcdctl"]
+        .map(String::from)
+        .to_vec();
+    argv.extend(muster::lab::etcdctl_flags(&root_of(&holder)));
+    argv.extend(["endpoint", "health", "--cluster"].map(String::from));
+    let health = muster_lab(&state, &argv.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(health.ok(), "etcd after the restart: {}", health.all());
-    assert_eq!(health.all().matches("is healthy").count(), 3, "{}", health.all());
+    assert_eq!(
+        health.all().matches("is healthy").count(),
+        3,
+        "{}",
+        health.all()
+    );
     // What was written while it was down is there, read through its own API server.
     let kubeconfig = root_of(&holder).join("etc/kubernetes/admin.conf");
     let ip = nodes_named(&s, &holder)["ip"].as_str().unwrap().to_string();

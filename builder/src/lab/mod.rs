@@ -494,17 +494,9 @@ impl Lab {
 
     /// `etcdctl` against the node's local member with kubeadm's API-server client certificate.
     pub fn etcdctl(&self, name: &str, args: &[&str]) -> Result<netns::Out> {
-        let pki = self.rec.node(name)?.root.join("etc/kubernetes/pki");
-        let mut argv = vec![
-            "env".to_string(),
-            "ETCDCTL_API=3".into(),
-            "etcdctl".into(),
-            "--endpoints=https://127.0.0.1:2379".into(),
-            format!("--cacert={}", pki.join("etcd/ca.crt").display()),
-            format!("--cert={}", pki.join("apiserver-etcd-client.crt").display()),
-            format!("--key={}", pki.join("apiserver-etcd-client.key").display()),
-            "--command-timeout=5s".into(),
-        ];
+        let root = &self.rec.node(name)?.root;
+        let mut argv = vec!["env".to_string(), "ETCDCTL_API=3".into(), "etcdctl".into()];
+        argv.extend(etcdctl_flags(root));
         argv.extend(args.iter().map(|a| a.to_string()));
         let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
         self.exec(name, &refs)
@@ -558,6 +550,19 @@ impl Lab {
         left.extend(remove_state(&self.rec.state_dir));
         left
     }
+}
+
+/// `etcdctl` flags for a node's local member with kubeadm's API-server client certificate
+/// (kubeadm's own paths under the node's root).
+pub fn etcdctl_flags(root: &Path) -> Vec<String> {
+    let pki = root.join("etc/kubernetes/pki");
+    vec![
+        "--endpoints=https://127.0.0.1:2379".into(),
+        format!("--cacert={}", pki.join("etcd/ca.crt").display()),
+        format!("--cert={}", pki.join("apiserver-etcd-client.crt").display()),
+        format!("--key={}", pki.join("apiserver-etcd-client.key").display()),
+        "--command-timeout=5s".into(),
+    ]
 }
 
 /// Agent: the payload's own `nodeagent`, with the node's hostname (`unshare --uts`).

@@ -200,14 +200,7 @@ impl ScratchLab {
 
     /// `etcdctl` against the host's local member with the kubeadm API-server client cert.
     pub fn etcdctl(&self, host: &str, args: &[&str]) -> Result<Out> {
-        let pki = self.root(host).join("etc/kubernetes/pki");
-        let mut full = vec![
-            "--endpoints=https://127.0.0.1:2379".to_string(),
-            format!("--cacert={}", pki.join("etcd/ca.crt").display()),
-            format!("--cert={}", pki.join("apiserver-etcd-client.crt").display()),
-            format!("--key={}", pki.join("apiserver-etcd-client.key").display()),
-            "--command-timeout=5s".to_string(),
-        ];
+        let mut full = super::etcdctl_flags(&self.root(host));
         full.extend(args.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = full.iter().map(String::as_str).collect();
         self.exec(host, &[("ETCDCTL_API", "3")], "etcdctl", &refs)

@@ -165,29 +165,19 @@ pub fn services(
     let Some(vip) = cluster.ha.vip else {
         return Ok(out);
     };
-    let keepalived_bin = || tool("keepalived", "keepalived");
-    if cluster.ha.provider == VipProvider::KubeVip && node.role == Role::ControlPlane {
-        // The same renderer `muster build` uses for provider `keepalived`.
-        let check = d.dir.join("check_apiserver.sh");
-        write(&check, &keepalived::check_script(&input), 0o755)?;
-        let conf = keepalived::config(&input, node, vip);
-        out.push(keepalived_service(
-            d,
-            ns,
-            &conf,
-            &check,
-            &keepalived_bin()?,
-        )?);
-    } else if keepalived::role(&input) == Some(node.role) {
-        let check = d.baked(node, nf::KEEPALIVED_CHECK);
-        let conf = read(&d.baked(node, nf::KEEPALIVED_CONF))?;
-        out.push(keepalived_service(
-            d,
-            ns,
-            &conf,
-            &check,
-            &keepalived_bin()?,
-        )?);
-    }
+    let (conf, check) =
+        if cluster.ha.provider == VipProvider::KubeVip && node.role == Role::ControlPlane {
+            // The same renderer `muster build` uses for provider `keepalived`.
+            let check = d.dir.join("check_apiserver.sh");
+            write(&check, &keepalived::check_script(&input), 0o755)?;
+            (keepalived::config(&input, node, vip), check)
+        } else if keepalived::role(&input) == Some(node.role) {
+            let conf = read(&d.baked(node, nf::KEEPALIVED_CONF))?;
+            (conf, d.baked(node, nf::KEEPALIVED_CHECK))
+        } else {
+            return Ok(out);
+        };
+    let bin = tool("keepalived", "keepalived")?;
+    out.push(keepalived_service(d, ns, &conf, &check, &bin)?);
     Ok(out)
 }
