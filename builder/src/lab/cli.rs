@@ -154,6 +154,10 @@ fn up(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let loaded = crate::spec_source::load(spec.as_deref())?;
+    let why = super::prereq::unsupported(&loaded.cluster);
+    if !why.is_empty() {
+        return Err(super::LabError::Unsupported(why).into());
+    }
     let standins = standins.unwrap_or_else(super::standins::default_dir);
     let mut opts = UpOptions::new(state, &standins);
     opts.agent_bin = match agent_bin {
