@@ -697,3 +697,42 @@ pub fn down_dir(state_dir: &Path) -> Vec<String> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_with_url(url: &str) -> LoadedSpec {
+        let text = crate::spec_source::DEFAULT_SPEC.replace("https://10.240.0.2:7443", url);
+        let (cluster, warnings) = model::spec::load("t", &text).unwrap();
+        LoadedSpec {
+            origin: "t".into(),
+            text,
+            cluster,
+            warnings,
+        }
+    }
+
+    #[test]
+    fn the_rendezvous_must_be_an_address_on_the_cluster_subnet() {
+        let ok = rendezvous_addr(&spec_with_url("https://10.240.0.2:7443")).unwrap();
+        assert_eq!(ok.to_string(), "10.240.0.2:7443");
+        let default_port = rendezvous_addr(&spec_with_url("https://10.240.0.3")).unwrap();
+        assert_eq!(default_port.port(), 443);
+        let outside = rendezvous_addr(&spec_with_url("https://192.168.9.1:7443")).unwrap_err();
+        assert!(
+            outside.to_string().contains("outside network.subnet"),
+            "{outside}"
+        );
+        let name = rendezvous_addr(&spec_with_url("https://rdv.lan:7443")).unwrap_err();
+        assert!(name.to_string().contains("not a name"), "{name}");
+    }
+
+    #[test]
+    fn the_lab_id_is_short_and_follows_the_state_dir() {
+        let a = lab_id(Path::new("/nonexistent/a"));
+        assert_eq!(a, lab_id(Path::new("/nonexistent/a")));
+        assert_ne!(a, lab_id(Path::new("/nonexistent/b")));
+        assert_eq!(a.len(), 8);
+    }
+}

@@ -114,3 +114,43 @@ pub fn unsupported(c: &Cluster) -> Vec<String> {
     }
     why
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(name: &str) -> Cluster {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples")
+            .join(name);
+        crate::spec_source::load(Some(&path)).unwrap().cluster
+    }
+
+    #[test]
+    fn kubeadm_with_stacked_etcd_runs_and_the_rest_says_why_not() {
+        for ok in [
+            "default.yaml",
+            "seed-000-kubeadm-kube-vip.yaml",
+            "seed-004-kubeadm-haproxy.yaml",
+        ] {
+            assert!(unsupported(&example(ok)).is_empty(), "{ok}");
+        }
+        let ext = unsupported(&example("seed-004-kubeadm-external-etcd.yaml"));
+        assert_eq!(ext.len(), 1);
+        assert!(ext[0].contains("external-etcd"), "{ext:?}");
+        let sql = unsupported(&example("seed-002-k3s-nginx-mariadb.yaml"));
+        assert!(sql.iter().any(|w| w.starts_with("k3s")), "{sql:?}");
+        assert!(sql.iter().any(|w| w.contains("external-sql")), "{sql:?}");
+    }
+
+    #[test]
+    fn tools_follow_the_provider() {
+        let kv = for_cluster(&example("default.yaml"));
+        assert_eq!(kv, vec![("keepalived", "keepalived")]);
+        let hap = for_cluster(&example("seed-004-kubeadm-haproxy.yaml"));
+        assert_eq!(
+            hap,
+            vec![("haproxy", "haproxy"), ("keepalived", "keepalived")]
+        );
+    }
+}
