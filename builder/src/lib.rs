@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod image;
+pub mod lab;
 pub mod ops;
 pub mod plan_table;
 pub mod render;

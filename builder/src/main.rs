@@ -72,6 +72,9 @@ enum Command {
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// The whole cluster on this machine, one network namespace per node (needs root):
+    /// `up`, `status`, `stop`/`start`/`cut`/`heal` a node, `exec` on it, `down`.
+    Lab(muster::lab::cli::LabArgs),
     /// Node images.
     Image {
         #[command(subcommand)]
@@ -248,6 +251,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Lab(args) => muster::lab::cli::run(args),
         Command::Rendezvous(args) => {
             serve_rendezvous(args)?;
             Ok(ExitCode::SUCCESS)

@@ -4,5 +4,4 @@
 //! an external SQL datastore: a real MariaDB, [`mariadb`]).
 
 pub mod mariadb;
-pub mod netns;
 pub mod standin;

@@ -20,8 +20,9 @@
 //! Needs root, iproute2, etcd-server, etcd-client, util-linux, and the `muster` and
 //! `nodeagent` binaries in `target/debug` (`cargo build --workspace --bins`).
 
-use muster_tests::netns::{self, Daemon, Lab};
-use muster_tests::standin::{STATE_DIR, daemon, kubeadm::COMMAND_LOG};
+use muster::lab::netns::{self, Daemon};
+use muster::lab::scratch::ScratchLab as Lab;
+use muster_tests::standin::{STATE_DIR, daemon, etcd, kubeadm::COMMAND_LOG};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -142,7 +143,6 @@ fn image_disk(build: &Path, name: &str, root: &Path) {
 impl Rig {
     /// Lab, `muster build`, node disks, the rendezvous and the static VIP on cp1.
     fn new(tag: &str, env: Vec<(&'static str, String)>) -> Rig {
-        netns::require(&[("unshare", "util-linux")]).unwrap();
         let standins = Path::new(env!("CARGO_BIN_EXE_kubeadm-standin"))
             .parent()
             .unwrap();
@@ -341,7 +341,7 @@ impl Rig {
     /// etcd has exactly the three planned members, all started voters, all healthy; and
     /// `nodeagent status` on cp1 (live) and on `reported_on` (from the reports) say so.
     fn assert_three_voters(&self, reported_on: &str) {
-        let members = self.lab.members("cp1").unwrap();
+        let members = etcd_members(&self.lab, "cp1");
         let mut names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
         names.sort_unstable();
         let planned: Vec<&str> = CPS.iter().map(|(_, n, _)| *n).collect();
@@ -442,7 +442,7 @@ fn without_learner_mode_a_dead_second_member_costs_the_quorum_and_status_says_so
         "cp2 died after member add at {:.1}s",
         t0.elapsed().as_secs_f64()
     );
-    let members = r.lab.members("cp1").unwrap();
+    let members = etcd_members(&r.lab, "cp1");
     assert_eq!(members.len(), 2, "{members:?}");
     assert!(members.iter().all(|m| !m.learner), "{members:?}");
     // The truth from cp1 (its daemon stopped: `status` works without it).
@@ -488,7 +488,7 @@ fn a_reimaged_control_plane_replaces_its_old_member() {
     let mut r = Rig::new("reimage", Vec::new());
     let t0 = r.assemble(&["cp2", "cp3"]);
     r.wait_done(t0, &["cp1", "cp2", "cp3"]);
-    let old = r.lab.members("cp1").unwrap();
+    let old = etcd_members(&r.lab, "cp1");
     let old_id = old.iter().find(|m| m.name == Rig::name("cp3")).unwrap().id;
 
     // cp3 dies and comes back from its image: same name and address, empty disk.
@@ -505,7 +505,7 @@ fn a_reimaged_control_plane_replaces_its_old_member() {
     }
     std::fs::remove_dir_all(r.lab.root("cp3")).unwrap();
     image_disk(&r.build, Rig::name("cp3"), &r.lab.root("cp3"));
-    let members = r.lab.members("cp1").unwrap();
+    let members = etcd_members(&r.lab, "cp1");
     assert!(
         members.iter().any(|m| m.id == old_id),
         "the old member is still there: {members:?}"
@@ -514,7 +514,7 @@ fn a_reimaged_control_plane_replaces_its_old_member() {
     r.wait_done(t0, &["cp3"]);
     eprintln!("[{:>5.1}s] cp3 rejoined", t0.elapsed().as_secs_f64());
     r.assert_three_voters("cp2");
-    let members = r.lab.members("cp1").unwrap();
+    let members = etcd_members(&r.lab, "cp1");
     assert!(
         !members.iter().any(|m| m.id == old_id),
         "the old member was not replaced: {members:?}"
@@ -528,4 +528,13 @@ fn a_reimaged_control_plane_replaces_its_old_member() {
         r.commands("cp3"),
         ["reset started", "reset ok", "join started", "join ok"]
     );
+}
+
+/// `etcdctl member list` through the host's local member.
+fn etcd_members(lab: &Lab, host: &str) -> Vec<etcd::Member> {
+    let out = lab
+        .etcdctl(host, &["member", "list", "-w", "json"])
+        .unwrap();
+    assert!(out.ok(), "member list on {host}: {}", out.all());
+    etcd::parse_member_list(&out.stdout).unwrap()
 }

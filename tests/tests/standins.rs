@@ -1,9 +1,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 //! The stand-ins in a namespace lab: real etcd members, real TLS, real quorum.
 //! Needs root, iproute2, etcd-server and etcd-client (scripts/install-test-deps.sh).
-//! The lab itself (namespaces, cleanup) is `muster_tests::netns`.
+//! The lab itself (namespaces, cleanup) is the builder's `muster::lab::scratch`.
 
-use muster_tests::netns::{self, Daemon, Lab, Out};
+use muster::lab::netns::{self, Daemon, Out};
+use muster::lab::scratch::ScratchLab as Lab;
 use muster_tests::standin::{daemon, etcd, pki};
 use std::path::Path;
 use std::time::Duration;
@@ -46,7 +47,9 @@ impl LabExt for Lab {
     }
 
     fn members_of(&self, host: &str) -> Vec<etcd::Member> {
-        self.members(host).unwrap()
+        let out = self.ctl(host, &["member", "list", "-w", "json"]);
+        assert!(out.ok(), "member list on {host}: {}", out.all());
+        etcd::parse_member_list(&out.stdout).unwrap()
     }
 
     fn ctl(&self, host: &str, args: &[&str]) -> Out {

@@ -137,15 +137,7 @@ pub async fn gather(dir: &BuildDir, timeout: Duration) -> Result<ClusterStatus, 
             })?,
         ),
     };
-    let mut audit = Vec::new();
-    loop {
-        let after = audit.last().map_or(0, |e: &AuditEntry| e.seq);
-        let page = client.audit(after).await.map_err(wrap)?;
-        if page.is_empty() {
-            break;
-        }
-        audit.extend(page);
-    }
+    let audit = audit_log(&client).await.map_err(wrap)?;
     // With the admin kubeconfig's CA the endpoint must also pass TLS verification.
     let roots = material
         .as_ref()
@@ -177,6 +169,21 @@ pub async fn gather(dir: &BuildDir, timeout: Duration) -> Result<ClusterStatus, 
         api,
         all_done,
     })
+}
+
+/// The whole audit log, page by page.
+pub async fn audit_log(
+    client: &nodeagent::rendezvous::Client,
+) -> Result<Vec<AuditEntry>, nodeagent::rendezvous::ClientError> {
+    let mut audit: Vec<AuditEntry> = Vec::new();
+    loop {
+        let after = audit.last().map_or(0, |e| e.seq);
+        let page = client.audit(after).await?;
+        if page.is_empty() {
+            return Ok(audit);
+        }
+        audit.extend(page);
+    }
 }
 
 fn holders(h: &[SlotHolder]) -> String {

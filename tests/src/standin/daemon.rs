@@ -78,18 +78,7 @@ pub fn respawn(root: &NodeRoot, name: &str) -> Result<Option<u32>> {
 }
 
 /// Whether `pid` is a live process (a zombie counts as dead).
-pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            // The state follows the `)` that closes the command name.
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.trim_start().chars().next());
-            !matches!(state, Some('Z') | Some('X') | None)
-        }
-        Err(_) => false,
-    }
-}
+pub use muster::lab::netns::alive;
 
 /// The daemon's pid if its pid file names a live process.
 pub fn running_pid(root: &NodeRoot, name: &str) -> Result<Option<u32>> {

@@ -29,10 +29,8 @@ pub const NODE_ROOT_ENV: &str = "MUSTER_NODE_ROOT";
 /// Where the stand-ins keep pid files, logs, knobs and their own records, under the root.
 pub const STATE_DIR: &str = "var/lib/muster-standin";
 
-/// Names of the stand-in binaries cargo builds.
-pub const KUBEADM_STANDIN: &str = "kubeadm-standin";
-pub const K3S_STANDIN: &str = "k3s-standin";
-pub const APISERVER_STANDIN: &str = "apiserver-standin";
+/// Names of the stand-in binaries cargo builds (one list, in the lab library that links them).
+pub use muster::lab::standins::{APISERVER_STANDIN, K3S_STANDIN, KUBEADM_STANDIN};
 
 /// The node root of this process: `$MUSTER_NODE_ROOT` or `/`.
 pub fn node_root() -> model::node_files::NodeRoot {
@@ -47,42 +45,6 @@ pub fn node_root() -> model::node_files::NodeRoot {
 pub fn state_dir(root: &model::node_files::NodeRoot) -> Result<PathBuf> {
     let dir = root.path(STATE_DIR);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
-}
-
-/// Makes `<target_bin_dir>/standin-path/` holding `kubeadm → kubeadm-standin`,
-/// `k3s → k3s-standin`, `k3s-killall.sh → k3s-standin` and links to the stand-ins under
-/// their own names, and returns it. Put it first on `PATH` of the agent under test.
-///
-/// `target_bin_dir` is where cargo put the stand-in binaries (e.g. `target/debug`; in an
-/// integration test `env!("CARGO_BIN_EXE_kubeadm-standin")`'s parent).
-pub fn path_dir(target_bin_dir: &Path) -> Result<PathBuf> {
-    let dir = target_bin_dir.join("standin-path");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let links = [
-        ("kubeadm", KUBEADM_STANDIN),
-        ("k3s", K3S_STANDIN),
-        ("k3s-killall.sh", K3S_STANDIN),
-        (KUBEADM_STANDIN, KUBEADM_STANDIN),
-        (K3S_STANDIN, K3S_STANDIN),
-        (APISERVER_STANDIN, APISERVER_STANDIN),
-    ];
-    for (name, target) in links {
-        let bin = target_bin_dir.join(target);
-        if !bin.exists() {
-            anyhow::bail!(
-                "stand-in binary {} is missing: build it with `cargo build -p muster-tests --bins`",
-                bin.display()
-            );
-        }
-        let link = dir.join(name);
-        // Replace atomically so concurrent harnesses never see a missing link.
-        let tmp = dir.join(format!(".{name}.{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&bin, &tmp)
-            .with_context(|| format!("linking {}", tmp.display()))?;
-        std::fs::rename(&tmp, &link).with_context(|| format!("placing {}", link.display()))?;
-    }
     Ok(dir)
 }
 
@@ -101,17 +63,7 @@ pub fn sibling_binary(name: &str) -> PathBuf {
 
 /// Finds a required external tool on PATH, with an install hint when missing.
 pub fn require_tool(name: &str, debian_package: &str) -> Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join(name);
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    anyhow::bail!(
-        "`{name}` not found on PATH: install it with `apt-get install -y {debian_package}` \
-         (scripts/install-test-deps.sh does)"
-    )
+    Ok(muster::lab::prereq::require(name, debian_package)?)
 }
 
 /// Writes a file atomically (temp file + rename), creating parent directories.

@@ -1,0 +1,214 @@
+//! `muster lab …`: the command line over [`super::Lab`].
+
+use super::{DEFAULT_STATE_DIR, Lab, UpOptions, status};
+use anyhow::Context;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct LabArgs {
+    /// The lab's state dir (lab.json, build output, node disks, logs).
+    #[arg(long, global = true, default_value = DEFAULT_STATE_DIR)]
+    state: PathBuf,
+    #[command(subcommand)]
+    command: LabCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum LabCommand {
+    /// Assemble the cluster on this machine: one network namespace per planned node, the
+    /// real rendezvous, agents, etcd and VIP provider, stand-ins for kubeadm/k3s. Needs root.
+    Up {
+        /// The cluster spec (YAML). Without it, the built-in default (3 control planes
+        /// behind a VIP, 3 workers).
+        spec: Option<PathBuf>,
+        /// Directory of the stand-in binaries [default: the directory of this executable].
+        #[arg(long)]
+        standins: Option<PathBuf>,
+        /// The nodeagent binary to pack [default: `nodeagent` next to this executable].
+        #[arg(long)]
+        agent_bin: Option<PathBuf>,
+        /// Give up waiting for the nodes after this long (the lab stays up to inspect).
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Print the final status as JSON (progress goes to stderr).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every node's role, IP, phase and daemons, the VIP holder. Exit 1 when not healthy.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Halt a node: kill every process on it (agent, etcd, API server, VIP daemons).
+    Stop { node: String },
+    /// Boot a halted node: the kubelet stand-in restarts its static pods, then its VIP
+    /// daemons and agent start.
+    Start { node: String },
+    /// Pull a node's network cable (link down).
+    Cut { node: String },
+    /// Plug it back in.
+    Heal { node: String },
+    /// Run a command on a node: its namespace, its root in MUSTER_NODE_ROOT, the stand-ins
+    /// first on PATH. `muster lab exec lab-cp-1 -- etcdctl member list`
+    Exec {
+        node: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Kill everything, delete the namespaces and the state dir; exit 1 if anything is left.
+    Down,
+}
+
+pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
+    let state = args.state;
+    match args.command {
+        LabCommand::Up {
+            spec,
+            standins,
+            agent_bin,
+            timeout,
+            json,
+        } => up(state, spec, standins, agent_bin, timeout, json),
+        LabCommand::Status { json } => {
+            let lab = Lab::open(&state)?;
+            let s = lab.status()?;
+            print_status(&s, json)?;
+            Ok(exit(s.healthy))
+        }
+        LabCommand::Stop { node } => {
+            Lab::open(&state)?.stop(&node)?;
+            println!("{node}: halted (every process killed, link down)");
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Start { node } => {
+            Lab::open(&state)?.start(&node)?;
+            println!("{node}: booted (static pods restarted, VIP daemons and agent started)");
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Cut { node } => {
+            Lab::open(&state)?.cut(&node)?;
+            println!("{node}: link down");
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Heal { node } => {
+            Lab::open(&state)?.heal(&node)?;
+            println!("{node}: link up");
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Exec { node, command } => {
+            let lab = Lab::open(&state)?;
+            let status = lab
+                .command(&node, &command)?
+                .stdin(std::process::Stdio::inherit())
+                .status()
+                .with_context(|| format!("running {command:?} on {node}"))?;
+            Ok(ExitCode::from(
+                status
+                    .code()
+                    .and_then(|c| u8::try_from(c).ok())
+                    .unwrap_or(1),
+            ))
+        }
+        LabCommand::Down => {
+            let left = super::down_dir(&state);
+            if left.is_empty() {
+                println!("lab in {} is down; nothing left", state.display());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for l in &left {
+                    eprintln!("left behind: {l}");
+                }
+                Ok(ExitCode::from(1))
+            }
+        }
+    }
+}
+
+fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn print_status(s: &status::LabStatus, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(s).context("serializing the status")?
+        );
+    } else {
+        print!("{}", status::render(s));
+    }
+    Ok(())
+}
+
+fn up(
+    state: PathBuf,
+    spec: Option<PathBuf>,
+    standins: Option<PathBuf>,
+    agent_bin: Option<PathBuf>,
+    timeout: std::time::Duration,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let loaded = crate::spec_source::load(spec.as_deref())?;
+    let why = super::prereq::unsupported(&loaded.cluster);
+    if !why.is_empty() {
+        return Err(super::LabError::Unsupported(why).into());
+    }
+    let standins = standins.unwrap_or_else(super::standins::default_dir);
+    let mut opts = UpOptions::new(state, &standins);
+    opts.agent_bin = match agent_bin {
+        Some(p) => p,
+        None => crate::build::default_agent_bin()?,
+    };
+    opts.muster_bin = std::env::current_exe().context("finding this muster executable")?;
+    let say = |line: &str| {
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    say(&format!(
+        "lab: {} ({}), state in {}",
+        loaded.cluster.name,
+        loaded.origin,
+        opts.state_dir.display()
+    ));
+    say(&format!("lab: {}", super::vip::describe(&loaded.cluster)));
+    say("lab: stand-ins (NOT the real tools) for kubeadm, k3s, the API server and the kubelet");
+    let t = std::time::Instant::now();
+    let lab = Lab::create(&loaded, &opts)?;
+    say(&format!(
+        "lab: {} namespaces, payload built, rendezvous on {} ({:.1}s); booting every node",
+        lab.record().nodes.len() + 1,
+        lab.record().rendezvous_listen,
+        t.elapsed().as_secs_f64()
+    ));
+    let mut lab = lab;
+    let started = std::time::Instant::now();
+    lab.boot_all()?;
+    let names: Vec<String> = lab.record().nodes.iter().map(|n| n.name.clone()).collect();
+    let took = lab.wait_assembled(&names, started, timeout, |c| say(&c.to_string()));
+    let took = match took {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "lab: the lab stays up to inspect: `muster lab status`, logs under {}/nodes/*/; `muster lab down` removes it",
+                lab.record().state_dir.display()
+            );
+            return Err(e.into());
+        }
+    };
+    lab.set_assembled(took)?;
+    let s = lab.status()?;
+    print_status(&s, json)?;
+    say(&format!(
+        "assembly took {:.1}s (first agent start to the last node done)",
+        took.as_secs_f64()
+    ));
+    Ok(exit(s.healthy))
+}

@@ -1,0 +1,738 @@
+//! `muster lab`: the whole cluster on one machine, one network namespace per planned node
+//! (docs/lab.md). Real: the build output, the rendezvous, the agents, etcd, keepalived,
+//! HAProxy, nginx, TLS. Stand-ins (package `muster-tests`): kubeadm, k3s, the API server and
+//! the kubelet's restart of static pods.
+//!
+//! The API tests drive:
+//! ```text
+//! let lab = Lab::create(&spec, &UpOptions::new(state_dir, bin_dir))?;  // nothing booted
+//! lab.boot_all()?;  /  lab.boot("lab-cp-3")?;                         // like power-on
+//! lab.wait_assembled(&names, patience, |change| ...)?;
+//! lab.stop(node) / lab.start(node) / lab.cut(node) / lab.heal(node);
+//! lab.exec(node, &["etcdctl", ...])?;  lab.status()?;  lab.audit()?;  lab.down()?;
+//! ```
+//! `Lab::up` is create + boot_all + wait_assembled. Every daemon is detached: a lab outlives
+//! the process that made it, and `Lab::open(state_dir)` finds it again from `lab.json`.
+
+pub mod cli;
+pub mod disk;
+pub mod error;
+pub mod netns;
+pub mod prereq;
+pub mod process;
+pub mod record;
+pub mod scratch;
+pub mod standins;
+pub mod status;
+pub mod vip;
+
+pub use error::{LabError, Result};
+pub use record::{LabRecord, NodeRecord};
+pub use status::{LabStatus, PhaseChange};
+
+use crate::spec_source::LoadedSpec;
+use model::rendezvous::AuditEntry;
+use model::spec::{DistroKind, Role};
+use process::Service;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Where `muster lab` keeps a lab unless told otherwise: under /run, because neither the
+/// namespaces nor the processes survive a reboot, so the state should not either.
+pub const DEFAULT_STATE_DIR: &str = "/run/muster/lab";
+/// How long `lab up` waits for the nodes to assemble.
+pub const DEFAULT_PATIENCE: Duration = Duration::from_secs(300);
+
+/// Where the lab's programs come from and where it lives.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub state_dir: PathBuf,
+    /// The stand-in binaries (kubeadm-standin, ...).
+    pub standins: PathBuf,
+    /// The nodeagent packed into the payload.
+    pub agent_bin: PathBuf,
+    /// The `muster` that serves the rendezvous.
+    pub muster_bin: PathBuf,
+    /// Extra environment for every process on every node (stand-in knobs).
+    pub node_env: Vec<(String, String)>,
+}
+
+impl UpOptions {
+    /// Everything from one cargo target dir (`target/release`, `target/debug`).
+    pub fn new(state_dir: impl Into<PathBuf>, bin_dir: &Path) -> UpOptions {
+        UpOptions {
+            state_dir: state_dir.into(),
+            standins: bin_dir.to_path_buf(),
+            agent_bin: bin_dir.join("nodeagent"),
+            muster_bin: bin_dir.join("muster"),
+            node_env: Vec::new(),
+        }
+    }
+}
+
+/// One lab, on disk in its state dir (`lab.json`).
+#[derive(Debug)]
+pub struct Lab {
+    rec: LabRecord,
+}
+
+/// The namespace prefix of the lab in `state_dir`: short (interface and namespace names
+/// stay small) and the same for every command that names the same dir.
+pub fn lab_id(state_dir: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let canonical = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    let hash = Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+    format!("ml{}", &hex::encode(hash)[..6])
+}
+
+fn rendezvous_addr(spec: &LoadedSpec) -> Result<SocketAddrV4> {
+    let url = &spec.cluster.rendezvous.url;
+    let auth = url.authority();
+    let default_port = if url.is_https() { 443 } else { 80 };
+    let parsed = auth.parse::<SocketAddrV4>().ok().or_else(|| {
+        auth.parse::<Ipv4Addr>()
+            .ok()
+            .map(|ip| SocketAddrV4::new(ip, default_port))
+    });
+    let addr = parsed.ok_or_else(|| {
+        LabError::Unsupported(vec![format!(
+            "rendezvous url {}: the lab needs an IPv4 address there, not a name",
+            url.as_str()
+        )])
+    })?;
+    if !spec.cluster.network.subnet.contains(addr.ip()) {
+        return Err(LabError::Unsupported(vec![format!(
+            "rendezvous {} is outside network.subnet {}: the lab serves it on the cluster's own subnet",
+            addr.ip(),
+            spec.cluster.network.subnet
+        )]));
+    }
+    Ok(addr)
+}
+
+fn role_name(r: Role) -> String {
+    match r {
+        Role::ControlPlane => "control-plane",
+        Role::Worker => "worker",
+        Role::LoadBalancer => "load-balancer",
+    }
+    .to_string()
+}
+
+impl Lab {
+    /// Builds the payload, the namespaces, the node disks and starts the rendezvous; boots no
+    /// node. Sweeps what a crashed lab in the same state dir left; refuses a running one.
+    pub fn create(spec: &LoadedSpec, opts: &UpOptions) -> Result<Lab> {
+        let c = &spec.cluster;
+        let why = prereq::unsupported(c);
+        if !why.is_empty() {
+            return Err(LabError::Unsupported(why));
+        }
+        let rdv = rendezvous_addr(spec)?;
+        prereq::check(c)?;
+        standins::check(&opts.standins)?;
+        for (what, path, flag) in [
+            ("nodeagent", &opts.agent_bin, "--agent-bin"),
+            ("muster", &opts.muster_bin, "the muster binary"),
+        ] {
+            if !path.is_file() {
+                return Err(LabError::MissingBinary {
+                    what: what.into(),
+                    path: path.clone(),
+                    flag,
+                });
+            }
+        }
+        let state = &opts.state_dir;
+        std::fs::create_dir_all(state).map_err(LabError::io(state))?;
+        let id = lab_id(state);
+        sweep(state, &id)?;
+        std::fs::create_dir_all(state).map_err(LabError::io(state))?;
+        let state = std::fs::canonicalize(state).map_err(LabError::io(state))?;
+
+        // ---- the build, as an operator runs it
+        let build_dir = state.join("build");
+        let bopts = crate::build::BuildOptions {
+            agent_bin: opts.agent_bin.clone(),
+            mtime: 0,
+        };
+        crate::build::build(spec, &build_dir, &bopts)?;
+        let plan = model::plan::resolve(c, spec.warnings.items.clone());
+        let path_dir = standins::path_dir(&opts.standins, &state.join("standin-path"))?;
+
+        // ---- the record first, so a failure below can be swept
+        let bridge_ns = format!("{id}-br");
+        let prefix = c.network.subnet.prefix_len();
+        let iface = c.network.interface.to_string();
+        let mut nodes = Vec::new();
+        for (i, n) in plan.nodes.iter().enumerate() {
+            let dir = state.join("nodes").join(n.name.as_str());
+            nodes.push(NodeRecord {
+                name: n.name.to_string(),
+                role: role_name(n.role),
+                ip: n.ip,
+                ns: format!("{id}-{}", n.name),
+                veth: format!("v{i}"),
+                iface: iface.clone(),
+                root: dir.join("root"),
+                dir,
+                services: Vec::new(),
+                halted: false,
+                cut: false,
+            });
+        }
+        let rdv_ns = nodes
+            .iter()
+            .find(|n| n.ip == *rdv.ip())
+            .map_or_else(|| bridge_ns.clone(), |n| n.ns.clone());
+        let rdv_dir = state.join("rendezvous");
+        let b = |f: &str| build_dir.join(f).display().to_string();
+        let rendezvous = Service {
+            name: "rendezvous".into(),
+            ns: rdv_ns,
+            argv: vec![
+                opts.muster_bin.display().to_string(),
+                "rendezvous".into(),
+                "--listen".into(),
+                rdv.to_string(),
+                "--data".into(),
+                rdv_dir.join("data").display().to_string(),
+                "--keys".into(),
+                b(crate::build::RENDEZVOUS_KEYS_DIR),
+                "--cert".into(),
+                b("rendezvous.crt"),
+                "--key".into(),
+                b("rendezvous.key"),
+            ],
+            env: Vec::new(),
+            log: rdv_dir.join("rendezvous.log"),
+            pid_file: rdv_dir.join("rendezvous.pid"),
+        };
+        let mut lab = Lab {
+            rec: LabRecord {
+                format: record::FORMAT,
+                id,
+                state_dir: state.clone(),
+                cluster: c.name.to_string(),
+                spec_origin: spec.origin.clone(),
+                spec_text: spec.text.clone(),
+                build_dir: build_dir.clone(),
+                standins_dir: opts.standins.clone(),
+                path_dir,
+                bridge_ns: bridge_ns.clone(),
+                rendezvous,
+                rendezvous_listen: rdv,
+                api_endpoint: plan.api_endpoint.clone(),
+                vip: c.ha.vip,
+                vip_provider: plan.vip_provider.to_string(),
+                vip_in_lab: vip::describe(c),
+                nodes,
+                node_env: opts.node_env.clone(),
+                created_ms: crate::ops::now_ms(),
+                assembled_ms: None,
+            },
+        };
+        lab.rec.save()?;
+        if let Err(e) = lab.materialize(spec, &plan, prefix) {
+            let _ = lab.teardown();
+            return Err(e);
+        }
+        Ok(lab)
+    }
+
+    /// Namespaces, disks, VIP configs, the rendezvous.
+    fn materialize(&mut self, spec: &LoadedSpec, plan: &model::Plan, prefix: u8) -> Result<()> {
+        let rec = &mut self.rec;
+        netns::create_bridge(&rec.bridge_ns)?;
+        let payload = rec.build_dir.join(crate::build::PAYLOAD_FILE);
+        for (n, planned) in rec.nodes.iter_mut().zip(&plan.nodes) {
+            netns::add_host(
+                &rec.bridge_ns,
+                &netns::HostLink {
+                    ns: &n.ns,
+                    veth: &n.veth,
+                    iface: &n.iface,
+                    cidr: &format!("{}/{prefix}", n.ip),
+                },
+            )?;
+            disk::unpack_payload(&payload, &n.root)?;
+            let user_data = rec
+                .build_dir
+                .join(crate::build::NODES_DIR)
+                .join(&n.name)
+                .join(crate::render::cloud_init::USER_DATA);
+            disk::apply_user_data(&user_data, &n.root)?;
+            let dirs = vip::NodeDirs {
+                dir: &n.dir,
+                root: &n.root,
+            };
+            n.services = vip::services(&spec.cluster, plan, planned, &n.ns, &dirs)?;
+            n.services.push(agent_service(n));
+        }
+        if rec.rendezvous.ns == rec.bridge_ns {
+            let cidr = format!("{}/{prefix}", rec.rendezvous_listen.ip());
+            netns::add_addr(&rec.bridge_ns, netns::BRIDGE, &cidr)?;
+        }
+        rec.save()?;
+        process::start(&rec.rendezvous)?;
+        let (ns, addr) = (rec.rendezvous.ns.clone(), rec.rendezvous_listen);
+        let log = rec.rendezvous.log.clone();
+        let pid_file = rec.rendezvous.pid_file.clone();
+        netns::wait_until(
+            "the rendezvous to listen",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || {
+                let addr = std::net::SocketAddr::V4(addr);
+                netns::in_netns(&ns, move || {
+                    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
+                })
+                .unwrap_or(false)
+                    || process::running(&pid_file).is_none()
+            },
+        )?;
+        if process::running(&pid_file).is_none() {
+            return Err(LabError::Died {
+                node: "rendezvous".into(),
+                what: "muster rendezvous".into(),
+                log,
+            });
+        }
+        Ok(())
+    }
+
+    /// create + boot every node + wait until every node is done, reporting each phase change.
+    pub fn up(
+        spec: &LoadedSpec,
+        opts: &UpOptions,
+        patience: Duration,
+        on_change: impl FnMut(&PhaseChange),
+    ) -> Result<(Lab, Duration)> {
+        let mut lab = Lab::create(spec, opts)?;
+        let started = Instant::now();
+        lab.boot_all()?;
+        let names: Vec<String> = lab.rec.nodes.iter().map(|n| n.name.clone()).collect();
+        let took = lab.wait_assembled(&names, started, patience, on_change)?;
+        lab.set_assembled(took)?;
+        Ok((lab, took))
+    }
+
+    /// Records how long assembly took (shown by `lab status`).
+    pub fn set_assembled(&mut self, took: Duration) -> Result<()> {
+        self.rec.assembled_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
+        self.rec.save()
+    }
+
+    /// The lab recorded in `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<Lab> {
+        Ok(Lab {
+            rec: LabRecord::load(state_dir)?,
+        })
+    }
+
+    pub fn record(&self) -> &LabRecord {
+        &self.rec
+    }
+
+    pub fn node(&self, name: &str) -> Result<&NodeRecord> {
+        self.rec.node(name)
+    }
+
+    /// The environment of every process on `node`: the stand-ins first on PATH, the node root.
+    pub fn node_env(&self, node: &NodeRecord) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("PATH".to_string(), standins::path_env(&self.rec.path_dir)),
+            (
+                "MUSTER_NODE_ROOT".to_string(),
+                node.root.display().to_string(),
+            ),
+            ("NODEAGENT_LOG".to_string(), "info".to_string()),
+        ];
+        env.extend(self.rec.node_env.iter().cloned());
+        env
+    }
+
+    /// Powers a node on: the kubelet (stand-in: `kubeadm kubelet-sync`) starts the static
+    /// pods whose manifests are on its disk, then its VIP/LB daemons and its agent start.
+    pub fn boot(&mut self, name: &str) -> Result<()> {
+        let node = self.rec.node(name)?.clone();
+        let env = self.node_env(&node);
+        let kubeadm = self.spec_kind()? == DistroKind::Kubeadm;
+        if kubeadm && node.role != "load-balancer" {
+            let mut cmd = netns::command(&node.ns, &env, "kubeadm");
+            cmd.arg("kubelet-sync");
+            let out = netns::run(
+                cmd,
+                &format!("{name}: kubeadm kubelet-sync"),
+                Duration::from_secs(60),
+            )?;
+            let log = node.dir.join("kubelet.log");
+            append(&log, &out.all())?;
+            if !out.ok() {
+                return Err(LabError::Command {
+                    cmd: format!("{name}: kubeadm kubelet-sync (the kubelet stand-in)"),
+                    detail: out.all(),
+                });
+            }
+        }
+        clear_stale_pid_files(&node.dir.join("run"));
+        for s in &node.services {
+            let mut s = s.clone();
+            s.env.extend(env.iter().cloned());
+            process::start(&s)?;
+        }
+        Ok(())
+    }
+
+    pub fn boot_all(&mut self) -> Result<()> {
+        let names: Vec<String> = self.rec.nodes.iter().map(|n| n.name.clone()).collect();
+        for n in names {
+            self.boot(&n)?;
+        }
+        Ok(())
+    }
+
+    fn spec_kind(&self) -> Result<DistroKind> {
+        let (cluster, _) =
+            model::spec::load(&self.rec.spec_origin, &self.rec.spec_text).map_err(|e| {
+                LabError::Bad {
+                    path: LabRecord::path(&self.rec.state_dir),
+                    detail: format!("the recorded spec no longer loads: {e}"),
+                }
+            })?;
+        Ok(cluster.distribution.kind)
+    }
+
+    /// Halts a node: every process in its namespace is killed (agent, VIP daemons, etcd, the
+    /// API server), the VIP it may hold is gone with it, its link goes down.
+    pub fn stop(&mut self, name: &str) -> Result<()> {
+        let node = self.rec.node(name)?.clone();
+        self.rec.node_mut(name)?.halted = true;
+        self.rec.save()?;
+        let left = netns::kill_all(&node.ns);
+        clear_stale_pid_files(&node.dir.join("run"));
+        if let Some(vip) = self.rec.vip {
+            let prefix = self.prefix()?;
+            netns::remove_addr(&node.ns, &node.iface, &format!("{vip}/{prefix}"));
+        }
+        netns::set_link(&self.rec.bridge_ns, &node.veth, false)?;
+        if !left.is_empty() {
+            return Err(LabError::Command {
+                cmd: format!("halting {name}"),
+                detail: format!("processes still alive: {left:?}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Powers a halted node on again ([`Lab::boot`]); its link comes up unless it is cut.
+    pub fn start(&mut self, name: &str) -> Result<()> {
+        let node = self.rec.node(name)?.clone();
+        if !node.cut {
+            netns::set_link(&self.rec.bridge_ns, &node.veth, true)?;
+        }
+        self.rec.node_mut(name)?.halted = false;
+        self.rec.save()?;
+        self.boot(name)
+    }
+
+    /// Link loss: the node's cable is pulled (its processes keep running).
+    pub fn cut(&mut self, name: &str) -> Result<()> {
+        let node = self.rec.node(name)?.clone();
+        netns::set_link(&self.rec.bridge_ns, &node.veth, false)?;
+        self.rec.node_mut(name)?.cut = true;
+        self.rec.save()
+    }
+
+    /// Plugs the cable back in (a halted node's link stays down until `start`).
+    pub fn heal(&mut self, name: &str) -> Result<()> {
+        let node = self.rec.node(name)?.clone();
+        if !node.halted {
+            netns::set_link(&self.rec.bridge_ns, &node.veth, true)?;
+        }
+        self.rec.node_mut(name)?.cut = false;
+        self.rec.save()
+    }
+
+    fn prefix(&self) -> Result<u8> {
+        let (cluster, _) =
+            model::spec::load(&self.rec.spec_origin, &self.rec.spec_text).map_err(|e| {
+                LabError::Bad {
+                    path: LabRecord::path(&self.rec.state_dir),
+                    detail: e.to_string(),
+                }
+            })?;
+        Ok(cluster.network.subnet.prefix_len())
+    }
+
+    /// `ip netns exec` into the node with its environment (root, stand-ins on PATH).
+    pub fn command(
+        &self,
+        name: &str,
+        argv: &[impl AsRef<std::ffi::OsStr>],
+    ) -> Result<std::process::Command> {
+        let node = self.rec.node(name)?;
+        let (program, args) = argv.split_first().ok_or_else(|| LabError::Command {
+            cmd: format!("exec on {name}"),
+            detail: "no command given".into(),
+        })?;
+        let mut cmd = netns::command(&node.ns, &self.node_env(node), program);
+        cmd.args(args);
+        Ok(cmd)
+    }
+
+    /// Runs `argv` on the node to completion and returns what it printed.
+    pub fn exec(&self, name: &str, argv: &[&str]) -> Result<netns::Out> {
+        let cmd = self.command(name, argv)?;
+        netns::run(
+            cmd,
+            &format!("{name}: {}", argv.join(" ")),
+            netns::EXEC_DEADLINE,
+        )
+    }
+
+    /// `etcdctl` against the node's local member with kubeadm's API-server client certificate.
+    pub fn etcdctl(&self, name: &str, args: &[&str]) -> Result<netns::Out> {
+        let root = &self.rec.node(name)?.root;
+        let mut argv = vec!["env".to_string(), "ETCDCTL_API=3".into(), "etcdctl".into()];
+        argv.extend(etcdctl_flags(root));
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        self.exec(name, &refs)
+    }
+
+    /// Nodes whose interface holds the VIP right now.
+    pub fn vip_holders(&self) -> Vec<String> {
+        let Some(vip) = self.rec.vip else {
+            return Vec::new();
+        };
+        self.rec
+            .nodes
+            .iter()
+            .filter(|n| netns::has_addr(&n.ns, &n.iface, &vip.to_string()))
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    /// The rendezvous audit log, read as the operator (the build dir's secret) from inside
+    /// the rendezvous' namespace.
+    pub fn audit(&self) -> Result<Vec<AuditEntry>> {
+        let build = self.rec.build_dir.clone();
+        netns::in_netns(
+            &self.rec.rendezvous.ns,
+            move || -> Result<Vec<AuditEntry>> {
+                let dir = crate::ops::BuildDir::load(&build)?;
+                let client = dir.client(Duration::from_secs(5))?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(LabError::io("tokio runtime"))?;
+                rt.block_on(crate::ops::status::audit_log(&client))
+                    .map_err(|e| LabError::Ops(dir.rendezvous_error(e)))
+            },
+        )?
+    }
+
+    /// Kills everything, deletes the namespaces and the state dir. Returns what could not be
+    /// removed (empty when all is gone).
+    pub fn down(self) -> Vec<String> {
+        self.teardown()
+    }
+
+    fn teardown(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        for ns in self.rec.namespaces() {
+            if let Err(e) = netns::delete(&ns) {
+                left.push(e.to_string());
+            }
+        }
+        left.extend(remove_state(&self.rec.state_dir));
+        left
+    }
+}
+
+/// `etcdctl` flags for a node's local member with kubeadm's API-server client certificate
+/// (kubeadm's own paths under the node's root).
+pub fn etcdctl_flags(root: &Path) -> Vec<String> {
+    let pki = root.join("etc/kubernetes/pki");
+    vec![
+        "--endpoints=https://127.0.0.1:2379".into(),
+        format!("--cacert={}", pki.join("etcd/ca.crt").display()),
+        format!("--cert={}", pki.join("apiserver-etcd-client.crt").display()),
+        format!("--key={}", pki.join("apiserver-etcd-client.key").display()),
+        "--command-timeout=5s".into(),
+    ]
+}
+
+/// Agent: the payload's own `nodeagent`, with the node's hostname (`unshare --uts`).
+fn agent_service(n: &NodeRecord) -> Service {
+    let agent = n.root.join(model::node_files::AGENT_BINARY);
+    let script = format!(
+        "hostname {} && exec {} run --lab --root {}",
+        n.name,
+        agent.display(),
+        n.root.display()
+    );
+    Service {
+        name: "agent".into(),
+        ns: n.ns.clone(),
+        argv: vec![
+            "unshare".into(),
+            "--uts".into(),
+            "sh".into(),
+            "-c".into(),
+            script,
+        ],
+        env: Vec::new(),
+        log: n.dir.join("agent.log"),
+        pid_file: n.dir.join("run").join("agent.pid"),
+    }
+}
+
+/// A booting machine has an empty /run: pid files of dead processes go (keepalived refuses
+/// to start over its own pid file while PID 1 has not reaped the old, killed process yet).
+fn clear_stale_pid_files(run: &Path) {
+    let Ok(entries) = std::fs::read_dir(run) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if process::running(&p).is_none() {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}
+
+fn append(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(LabError::io(path))?;
+    f.write_all(text.as_bytes()).map_err(LabError::io(path))
+}
+
+/// What the lab puts in its state dir; nothing else there is touched.
+const STATE_ENTRIES: [&str; 5] = [record::FILE, "build", "standin-path", "rendezvous", "nodes"];
+
+/// Removes the lab's entries from `dir`, then `dir` itself if that left it empty. Returns
+/// what could not be removed.
+fn remove_state(dir: &Path) -> Vec<String> {
+    let mut left = Vec::new();
+    for entry in STATE_ENTRIES {
+        let p = dir.join(entry);
+        let r = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        match r {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                left.push(format!("{}: {e}", p.display()));
+            }
+            _ => {}
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            left.push(format!("{}: {e}", dir.display()));
+        }
+        _ => {}
+    }
+    left
+}
+
+/// What a crashed lab in `state_dir` left (namespaces `<id>-*`, processes, files) is removed;
+/// a lab whose rendezvous still runs is refused.
+pub fn sweep(state_dir: &Path, id: &str) -> Result<()> {
+    if let Ok(rec) = LabRecord::load(state_dir)
+        && let Some(pid) = process::running(&rec.rendezvous.pid_file)
+    {
+        return Err(LabError::AlreadyUp {
+            dir: state_dir.to_path_buf(),
+            pid,
+        });
+    }
+    let mine = format!("{id}-");
+    let mut left = Vec::new();
+    for ns in netns::list().into_iter().filter(|n| n.starts_with(&mine)) {
+        tracing::info!(namespace = %ns, "sweeping a namespace a crashed lab left");
+        if let Err(e) = netns::delete(&ns) {
+            left.push(e.to_string());
+        }
+    }
+    // The dir itself may hold the user's other files; only the lab's entries must go.
+    left.extend(
+        remove_state(state_dir)
+            .into_iter()
+            .filter(|l| !l.starts_with(&format!("{}:", state_dir.display()))),
+    );
+    if left.is_empty() {
+        Ok(())
+    } else {
+        Err(LabError::Command {
+            cmd: format!("sweeping the earlier lab in {}", state_dir.display()),
+            detail: left.join("; "),
+        })
+    }
+}
+
+/// Removes the lab in `state_dir` from whatever is there (a record or only namespaces):
+/// `muster lab down`. Returns the leftovers.
+pub fn down_dir(state_dir: &Path) -> Vec<String> {
+    match Lab::open(state_dir) {
+        Ok(lab) => lab.down(),
+        Err(_) => {
+            let id = lab_id(state_dir);
+            let mine = format!("{id}-");
+            let mut left: Vec<String> = netns::list()
+                .into_iter()
+                .filter(|n| n.starts_with(&mine))
+                .filter_map(|ns| netns::delete(&ns).err().map(|e| e.to_string()))
+                .collect();
+            left.extend(remove_state(state_dir));
+            left
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_with_url(url: &str) -> LoadedSpec {
+        let text = crate::spec_source::DEFAULT_SPEC.replace("https://10.240.0.2:7443", url);
+        let (cluster, warnings) = model::spec::load("t", &text).unwrap();
+        LoadedSpec {
+            origin: "t".into(),
+            text,
+            cluster,
+            warnings,
+        }
+    }
+
+    #[test]
+    fn the_rendezvous_must_be_an_address_on_the_cluster_subnet() {
+        let ok = rendezvous_addr(&spec_with_url("https://10.240.0.2:7443")).unwrap();
+        assert_eq!(ok.to_string(), "10.240.0.2:7443");
+        let default_port = rendezvous_addr(&spec_with_url("https://10.240.0.3")).unwrap();
+        assert_eq!(default_port.port(), 443);
+        let outside = rendezvous_addr(&spec_with_url("https://192.168.9.1:7443")).unwrap_err();
+        assert!(
+            outside.to_string().contains("outside network.subnet"),
+            "{outside}"
+        );
+        let name = rendezvous_addr(&spec_with_url("https://rdv.lan:7443")).unwrap_err();
+        assert!(name.to_string().contains("not a name"), "{name}");
+    }
+
+    #[test]
+    fn the_lab_id_is_short_and_follows_the_state_dir() {
+        let a = lab_id(Path::new("/nonexistent/a"));
+        assert_eq!(a, lab_id(Path::new("/nonexistent/a")));
+        assert_ne!(a, lab_id(Path::new("/nonexistent/b")));
+        assert_eq!(a.len(), 8);
+    }
+}

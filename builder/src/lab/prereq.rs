@@ -1,0 +1,156 @@
+//! What the lab needs on this machine, and the Debian package that provides each tool.
+
+use super::error::{LabError, Result};
+use model::Cluster;
+use model::spec::VipProvider;
+use std::path::PathBuf;
+
+/// `(tool, Debian package)` the lab always needs.
+pub const ALWAYS: [(&str, &str); 5] = [
+    ("ip", "iproute2"),
+    ("unshare", "util-linux"),
+    ("setsid", "util-linux"),
+    ("etcd", "etcd-server"),
+    ("etcdctl", "etcd-client"),
+];
+
+/// Finds `tool` on PATH, then in the sbin dirs (sudo's PATH may lack them).
+pub fn find(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(tool))
+        .find(|c| c.is_file())
+}
+
+/// The tool's path, or an error naming the package to install.
+pub fn require(tool: &str, package: &str) -> Result<PathBuf> {
+    find(tool).ok_or_else(|| LabError::MissingTool {
+        tool: tool.to_string(),
+        package: package.to_string(),
+    })
+}
+
+/// Tools this cluster's lab runs, beyond [`ALWAYS`].
+pub fn for_cluster(c: &Cluster) -> Vec<(&'static str, &'static str)> {
+    let mut v = Vec::new();
+    let lbs = c.topology.load_balancers > 0;
+    match c.ha.provider {
+        VipProvider::KubeVip | VipProvider::Keepalived => v.push(("keepalived", "keepalived")),
+        VipProvider::Haproxy => v.push(("haproxy", "haproxy")),
+        VipProvider::Nginx => v.push(("nginx", "nginx-light libnginx-mod-stream")),
+    }
+    if lbs
+        && c.ha.vip.is_some()
+        && matches!(c.ha.provider, VipProvider::Haproxy | VipProvider::Nginx)
+    {
+        v.push(("keepalived", "keepalived"));
+    }
+    v
+}
+
+/// Fails unless we are root and every tool this cluster's lab runs is installed. Every
+/// missing tool is named at once with its package.
+pub fn check(c: &Cluster) -> Result<()> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Err(LabError::NotRoot);
+    }
+    let mut missing: Vec<(&str, &str)> = ALWAYS
+        .iter()
+        .copied()
+        .chain(for_cluster(c))
+        .filter(|(t, _)| find(t).is_none())
+        .collect();
+    missing.dedup();
+    if c.ha.provider == VipProvider::Nginx
+        && !std::path::Path::new(crate::render::nginx::STREAM_MODULE).is_file()
+    {
+        missing.push((crate::render::nginx::STREAM_MODULE, "libnginx-mod-stream"));
+    }
+    match missing.as_slice() {
+        [] => Ok(()),
+        [(tool, package)] => Err(LabError::MissingTool {
+            tool: tool.to_string(),
+            package: package.to_string(),
+        }),
+        many => {
+            let mut packages: Vec<&str> = many.iter().map(|(_, p)| *p).collect();
+            packages.dedup();
+            Err(LabError::MissingTool {
+                tool: many
+                    .iter()
+                    .map(|(t, _)| *t)
+                    .collect::<Vec<_>>()
+                    .join("`, `"),
+                package: packages.join(" "),
+            })
+        }
+    }
+}
+
+/// Why this spec cannot be assembled in the lab yet, if it cannot.
+pub fn unsupported(c: &Cluster) -> Vec<String> {
+    use model::spec::{Datastore, DistroKind};
+    let mut why = Vec::new();
+    if c.distribution.kind == DistroKind::K3s {
+        why.push(
+            "k3s: the agent's lab mode has no service manager to run the k3s server/agent units \
+             (only kubeadm, whose stand-in starts etcd and the API server like static pods)"
+                .to_string(),
+        );
+    }
+    match &c.datastore {
+        Datastore::StackedEtcd => {}
+        Datastore::ExternalEtcd { .. } => why.push(
+            "datastore external-etcd: the lab does not run the external etcd cluster, and the \
+             kubeadm stand-in does not support external etcd"
+                .to_string(),
+        ),
+        Datastore::ExternalSql { .. } => why.push(
+            "datastore external-sql: the lab runs no SQL server, and the k3s stand-in does not \
+             support datastore-endpoint"
+                .to_string(),
+        ),
+    }
+    why
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(name: &str) -> Cluster {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples")
+            .join(name);
+        crate::spec_source::load(Some(&path)).unwrap().cluster
+    }
+
+    #[test]
+    fn kubeadm_with_stacked_etcd_runs_and_the_rest_says_why_not() {
+        for ok in [
+            "default.yaml",
+            "seed-000-kubeadm-kube-vip.yaml",
+            "seed-004-kubeadm-haproxy.yaml",
+        ] {
+            assert!(unsupported(&example(ok)).is_empty(), "{ok}");
+        }
+        let ext = unsupported(&example("seed-004-kubeadm-external-etcd.yaml"));
+        assert_eq!(ext.len(), 1);
+        assert!(ext[0].contains("external-etcd"), "{ext:?}");
+        let sql = unsupported(&example("seed-002-k3s-nginx-mariadb.yaml"));
+        assert!(sql.iter().any(|w| w.starts_with("k3s")), "{sql:?}");
+        assert!(sql.iter().any(|w| w.contains("external-sql")), "{sql:?}");
+    }
+
+    #[test]
+    fn tools_follow_the_provider() {
+        let kv = for_cluster(&example("default.yaml"));
+        assert_eq!(kv, vec![("keepalived", "keepalived")]);
+        let hap = for_cluster(&example("seed-004-kubeadm-haproxy.yaml"));
+        assert_eq!(
+            hap,
+            vec![("haproxy", "haproxy"), ("keepalived", "keepalived")]
+        );
+    }
+}

@@ -1,0 +1,72 @@
+//! The stand-ins (package `muster-tests`, tests/README.md) the lab puts first on each node's
+//! PATH: kubeadm, k3s and the API server cannot be downloaded here, so these programs accept
+//! the same command lines and do real etcd, TLS and quorum work underneath. They are NOT
+//! kubeadm or k3s.
+
+use super::error::{LabError, Result};
+use std::path::{Path, PathBuf};
+
+/// Names of the stand-in binaries cargo builds (`tests/src/bin`).
+pub const KUBEADM_STANDIN: &str = "kubeadm-standin";
+pub const K3S_STANDIN: &str = "k3s-standin";
+pub const APISERVER_STANDIN: &str = "apiserver-standin";
+
+/// `(name on PATH, stand-in binary)`.
+pub const LINKS: [(&str, &str); 6] = [
+    ("kubeadm", KUBEADM_STANDIN),
+    ("k3s", K3S_STANDIN),
+    ("k3s-killall.sh", K3S_STANDIN),
+    (KUBEADM_STANDIN, KUBEADM_STANDIN),
+    (K3S_STANDIN, K3S_STANDIN),
+    (APISERVER_STANDIN, APISERVER_STANDIN),
+];
+
+/// The directory of the running executable (cargo puts the stand-ins next to `muster`).
+pub fn default_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Fails unless every stand-in binary is in `bin_dir`.
+pub fn check(bin_dir: &Path) -> Result<()> {
+    for (_, bin) in LINKS {
+        let p = bin_dir.join(bin);
+        if !p.is_file() {
+            return Err(LabError::MissingBinary {
+                what: format!("the stand-in `{bin}`"),
+                path: p,
+                flag: "--standins DIR",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Makes `dir` hold `kubeadm → kubeadm-standin`, `k3s → k3s-standin`, `k3s-killall.sh →
+/// k3s-standin` and links to the stand-ins under their own names (from `bin_dir`), and
+/// returns it: put it first on the `PATH` of the agent under test.
+pub fn path_dir(bin_dir: &Path, dir: &Path) -> Result<PathBuf> {
+    check(bin_dir)?;
+    std::fs::create_dir_all(dir).map_err(LabError::io(dir))?;
+    let bin_dir = std::fs::canonicalize(bin_dir).map_err(LabError::io(bin_dir))?;
+    for (name, target) in LINKS {
+        let link = dir.join(name);
+        // Replace atomically so concurrent harnesses never see a missing link.
+        let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(bin_dir.join(target), &tmp).map_err(LabError::io(&tmp))?;
+        std::fs::rename(&tmp, &link).map_err(LabError::io(&link))?;
+    }
+    Ok(dir.to_path_buf())
+}
+
+/// `PATH` with `first` in front of this process's own.
+pub fn path_env(first: &Path) -> String {
+    format!(
+        "{}:{}",
+        first.display(),
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
+    )
+}

@@ -1,0 +1,381 @@
+//! Watching a lab: phase changes while it assembles (from each node's own status file), and
+//! the status table (each node's `nodeagent status --json`, run in its namespace, plus the
+//! lab's daemons and who holds the VIP).
+
+use super::error::{LabError, Result};
+use super::{Lab, NodeRecord, netns, process};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+/// One node's phase changed (`phase#attempt` when retrying).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseChange {
+    pub elapsed: Duration,
+    pub node: String,
+    pub from: String,
+    pub to: String,
+}
+
+impl std::fmt::Display for PhaseChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "[{:>6.1}s] {}: {} -> {}",
+            self.elapsed.as_secs_f64(),
+            self.node,
+            self.from,
+            self.to
+        )
+    }
+}
+
+/// `phase` or `phase#attempt`, from the node's own files; `-` before its agent wrote any.
+pub fn local_phase(node: &NodeRecord) -> String {
+    let root = model::node_files::NodeRoot::new(&node.root);
+    match nodeagent::status::local(&root, crate::ops::now_ms()) {
+        Ok(Some(s)) if s.attempt > 0 => format!("{}#{}", s.phase, s.attempt),
+        Ok(Some(s)) => s.phase,
+        Ok(None) => "-".into(),
+        Err(e) => format!("unreadable ({e})"),
+    }
+}
+
+fn is_done(phase: &str) -> bool {
+    phase == "done"
+}
+
+/// A lab daemon and whether it runs.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonRow {
+    pub name: String,
+    pub pid: Option<u32>,
+    pub alive: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRow {
+    pub name: String,
+    pub role: String,
+    pub ip: String,
+    pub namespace: String,
+    pub halted: bool,
+    pub cut: bool,
+    pub phase: String,
+    pub attempt: u64,
+    pub last_error: Option<String>,
+    /// `nodeagent status` says healthy (its phase is done).
+    pub agent_healthy: bool,
+    pub daemons: Vec<DaemonRow>,
+    /// Up, not cut, agent healthy, every daemon alive.
+    pub healthy: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabStatus {
+    pub cluster: String,
+    pub state_dir: String,
+    pub rendezvous: DaemonRow,
+    pub rendezvous_url: String,
+    pub api_endpoint: String,
+    pub vip: Option<String>,
+    pub vip_in_lab: String,
+    pub vip_holders: Vec<String>,
+    pub initialized_by: Option<String>,
+    pub nodes: Vec<NodeRow>,
+    pub assembled_ms: Option<u64>,
+    /// What keeps the lab from being healthy (empty when healthy).
+    pub problems: Vec<String>,
+    pub healthy: bool,
+}
+
+fn daemon(name: &str, pid_file: &std::path::Path) -> DaemonRow {
+    let pid = process::running(pid_file);
+    DaemonRow {
+        name: name.to_string(),
+        pid,
+        alive: pid.is_some(),
+    }
+}
+
+/// `nodeagent status --json` in the node's namespace (its own view, and the cluster's as the
+/// rendezvous tells it).
+fn agent_status(lab: &Lab, node: &NodeRecord) -> serde_json::Value {
+    let agent = node.root.join(model::node_files::AGENT_BINARY);
+    let root = node.root.display().to_string();
+    let argv = [
+        agent.display().to_string(),
+        "status".into(),
+        "--json".into(),
+        "--root".into(),
+        root,
+    ];
+    lab.command(&node.name, &argv)
+        .and_then(|cmd| netns::run(cmd, "nodeagent status", Duration::from_secs(30)))
+        .ok()
+        .and_then(|o| serde_json::from_str(&o.stdout).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+impl Lab {
+    /// Polls every node's phase (its status file) until the `which` nodes are done,
+    /// calling `on_change` for each change; fails when an agent died or `patience` ran out.
+    pub fn wait_assembled(
+        &self,
+        which: &[String],
+        started: Instant,
+        patience: Duration,
+        mut on_change: impl FnMut(&PhaseChange),
+    ) -> Result<Duration> {
+        let mut last: BTreeMap<String, String> = BTreeMap::new();
+        let deadline = started + patience;
+        loop {
+            for n in &self.rec.nodes {
+                let now = local_phase(n);
+                let before = last.get(&n.name).cloned().unwrap_or_else(|| "-".into());
+                if now != before {
+                    on_change(&PhaseChange {
+                        elapsed: started.elapsed(),
+                        node: n.name.clone(),
+                        from: before,
+                        to: now.clone(),
+                    });
+                    last.insert(n.name.clone(), now);
+                }
+            }
+            if which
+                .iter()
+                .all(|w| last.get(w).is_some_and(|p| is_done(p)))
+            {
+                return Ok(started.elapsed());
+            }
+            for n in self.rec.nodes.iter().filter(|n| !n.halted) {
+                for s in n.services.iter().filter(|s| s.name == "agent") {
+                    if s.pid_file.exists() && process::running(&s.pid_file).is_none() {
+                        return Err(LabError::Died {
+                            node: n.name.clone(),
+                            what: "nodeagent".into(),
+                            log: s.log.clone(),
+                        });
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                let waiting: Vec<String> = which
+                    .iter()
+                    .filter(|w| !last.get(*w).is_some_and(|p| is_done(p)))
+                    .map(|w| format!("{w} ({})", last.get(w).map_or("-", String::as_str)))
+                    .collect();
+                return Err(LabError::Timeout {
+                    what: format!("the nodes to assemble; not done: {}", waiting.join(", ")),
+                    patience,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Every node from its own `nodeagent status`, the lab's daemons, the VIP holder.
+    pub fn status(&self) -> Result<LabStatus> {
+        let rec = &self.rec;
+        let views: Vec<serde_json::Value> = std::thread::scope(|s| {
+            let handles: Vec<_> = rec
+                .nodes
+                .iter()
+                .map(|n| {
+                    s.spawn(move || {
+                        if n.halted {
+                            serde_json::Value::Null
+                        } else {
+                            agent_status(self, n)
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(serde_json::Value::Null))
+                .collect()
+        });
+        let mut problems = Vec::new();
+        let mut initialized_by = None;
+        let mut nodes = Vec::new();
+        for (n, v) in rec.nodes.iter().zip(&views) {
+            let this = &v["thisNode"];
+            let phase = if n.halted {
+                super::status::local_phase(n)
+            } else {
+                this["phase"].as_str().unwrap_or("-").to_string()
+            };
+            if initialized_by.is_none() {
+                initialized_by = v["cluster"]["initializedBy"].as_str().map(str::to_string);
+            }
+            let daemons: Vec<DaemonRow> = n
+                .services
+                .iter()
+                .map(|s| daemon(&s.name, &s.pid_file))
+                .collect();
+            let agent_healthy = v["healthy"].as_bool().unwrap_or(false);
+            let dead: Vec<&str> = daemons
+                .iter()
+                .filter(|d| !d.alive)
+                .map(|d| d.name.as_str())
+                .collect();
+            if n.halted {
+                problems.push(format!("{} is halted", n.name));
+            } else if n.cut {
+                problems.push(format!("{} is cut off", n.name));
+            }
+            if !n.halted && !agent_healthy {
+                problems.push(format!(
+                    "{}: nodeagent status says not healthy ({phase})",
+                    n.name
+                ));
+            }
+            if !n.halted && !dead.is_empty() {
+                problems.push(format!("{}: not running: {}", n.name, dead.join(", ")));
+            }
+            nodes.push(NodeRow {
+                name: n.name.clone(),
+                role: n.role.clone(),
+                ip: n.ip.to_string(),
+                namespace: n.ns.clone(),
+                halted: n.halted,
+                cut: n.cut,
+                phase,
+                attempt: this["attempt"].as_u64().unwrap_or(0),
+                last_error: this["lastError"].as_str().map(str::to_string),
+                agent_healthy,
+                healthy: !n.halted && !n.cut && agent_healthy && dead.is_empty(),
+                daemons,
+            });
+        }
+        let rendezvous = daemon("rendezvous", &rec.rendezvous.pid_file);
+        if !rendezvous.alive {
+            problems.push("the rendezvous is not running".into());
+        }
+        let vip_holders = self.vip_holders();
+        if let Some(vip) = rec.vip
+            && vip_holders.len() != 1
+        {
+            problems.push(format!(
+                "VIP {vip} is held by {} nodes ({})",
+                vip_holders.len(),
+                vip_holders.join(", ")
+            ));
+        }
+        Ok(LabStatus {
+            cluster: rec.cluster.clone(),
+            state_dir: rec.state_dir.display().to_string(),
+            rendezvous,
+            rendezvous_url: format!("https://{}", rec.rendezvous_listen),
+            api_endpoint: rec.api_endpoint.clone(),
+            vip: rec.vip.map(|v| v.to_string()),
+            vip_in_lab: rec.vip_in_lab.clone(),
+            vip_holders,
+            initialized_by,
+            nodes,
+            assembled_ms: rec.assembled_ms,
+            healthy: problems.is_empty(),
+            problems,
+        })
+    }
+}
+
+/// The status table.
+pub fn render(s: &LabStatus) -> String {
+    let mut out = String::new();
+    let w = s
+        .nodes
+        .iter()
+        .map(|n| n.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let _ = writeln!(
+        out,
+        "{:<w$}  {:<13}  {:<15}  {:<22}  {:>7}  {:<26}  STATE",
+        "NODE", "ROLE", "IP", "PHASE", "ATTEMPT", "DAEMONS"
+    );
+    for n in &s.nodes {
+        let daemons: Vec<String> = n
+            .daemons
+            .iter()
+            .map(|d| {
+                if d.alive {
+                    d.name.clone()
+                } else {
+                    format!("{}(down)", d.name)
+                }
+            })
+            .collect();
+        let state = if n.halted {
+            "halted"
+        } else if n.cut {
+            "cut"
+        } else if n.healthy {
+            "ok"
+        } else {
+            "NOT OK"
+        };
+        let _ = writeln!(
+            out,
+            "{:<w$}  {:<13}  {:<15}  {:<22}  {:>7}  {:<26}  {state}",
+            n.name,
+            n.role,
+            n.ip,
+            n.phase,
+            n.attempt,
+            daemons.join(" ")
+        );
+        if let Some(e) = &n.last_error {
+            let _ = writeln!(out, "{:<w$}  last error: {e}", "");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "initialized by: {}",
+        s.initialized_by.as_deref().unwrap_or("(nobody yet)")
+    );
+    let _ = writeln!(out, "{}", s.vip_in_lab);
+    if s.vip.is_some() {
+        let _ = writeln!(
+            out,
+            "VIP holder: {}",
+            if s.vip_holders.is_empty() {
+                "(none)".to_string()
+            } else {
+                s.vip_holders.join(", ")
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "API endpoint: {}; rendezvous: {} ({})",
+        s.api_endpoint,
+        s.rendezvous_url,
+        if s.rendezvous.alive {
+            "running"
+        } else {
+            "DOWN"
+        }
+    );
+    if let Some(ms) = s.assembled_ms {
+        let _ = writeln!(
+            out,
+            "assembled in {:.1}s",
+            Duration::from_millis(ms).as_secs_f64()
+        );
+    }
+    if s.healthy {
+        out.push_str("healthy\n");
+    } else {
+        let _ = writeln!(out, "NOT healthy: {}", s.problems.join("; "));
+    }
+    out
+}
