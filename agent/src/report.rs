@@ -58,6 +58,14 @@ impl MemberReport {
     }
 }
 
+/// The freshest etcd view any member reported (control planes report one once done).
+pub fn freshest_etcd(members: &[crate::rendezvous::PlainMember]) -> Option<EtcdView> {
+    members
+        .iter()
+        .filter_map(|m| MemberReport::from_json(&m.report).and_then(|r| r.etcd))
+        .max_by_key(|v| v.observed_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -162,11 +162,8 @@ impl ClusterStatus {
         audit: &[AuditEntry],
         now: Millis,
     ) -> ClusterStatus {
-        let etcd = members
-            .iter()
-            .filter_map(|m| MemberReport::from_json(&m.report).and_then(|r| r.etcd))
-            .max_by_key(|v| v.observed_ms)
-            .map(|v| EtcdSeen::new("reported", v, now));
+        let etcd =
+            crate::report::freshest_etcd(&members).map(|v| EtcdSeen::new("reported", v, now));
         let str_of =
             |r: &serde_json::Value, k: &str| r.get(k).and_then(|v| v.as_str()).map(str::to_string);
         let mut members: Vec<MemberStatus> = members

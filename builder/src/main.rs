@@ -225,7 +225,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", muster::ops::status::render(&status));
             }
-            Ok(if status.all_done {
+            Ok(if status.healthy() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

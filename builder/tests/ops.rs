@@ -16,6 +16,8 @@ use muster::build::{BuildOptions, build, rendezvous_cert};
 use muster::rendezvous::{Limits, tls};
 use nodeagent::bootstrap::{Persisted, Phase, State};
 use nodeagent::coord::keys;
+use nodeagent::distro::EtcdMember;
+use nodeagent::etcd_view::EtcdView;
 use nodeagent::material::{InitRecord, JoinMaterial, Secret};
 use nodeagent::rendezvous::Client;
 use nodeagent::report::MemberReport;
@@ -91,10 +93,24 @@ impl Cluster {
 
     /// Registers `name` with the report the agent's driver heartbeats.
     async fn report(&self, name: &str, role: &str, state: State, since_ms: u64) {
+        self.report_etcd(name, role, state, since_ms, None).await;
+    }
+
+    /// A report carrying the etcd view a done control plane adds.
+    async fn report_etcd(
+        &self,
+        name: &str,
+        role: &str,
+        state: State,
+        since_ms: u64,
+        etcd: Option<EtcdView>,
+    ) {
         let mut p = Persisted::new(name, since_ms);
         p.enter(state, since_ms);
         let role_kind = model::Role::parse(role).unwrap();
-        let report = MemberReport::new(role_kind, &p, since_ms).to_json();
+        let report = MemberReport::new(role_kind, &p, since_ms)
+            .with_etcd(etcd)
+            .to_json();
         self.node(name)
             .register(name, role, &report, Duration::from_secs(60))
             .await
@@ -372,6 +388,36 @@ async fn status_shows_members_phases_slots_and_absent_nodes() {
     assert_eq!(code, 0, "{out}\n{err}");
     let s: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(s["allDone"], true);
+
+    // Every node done, but the freshest etcd view says quorum is lost: exit 1, and why.
+    let member = |id: u64, name: &str, ip: &str| EtcdMember {
+        id,
+        name: name.into(),
+        peer_urls: vec![format!("https://{ip}:2380")],
+        client_urls: vec![format!("https://{ip}:2379")],
+        is_learner: false,
+    };
+    let members = [
+        member(1, "lab-cp-1", "10.0.0.11"),
+        member(2, "lab-cp-2", "10.0.0.12"),
+        member(3, "lab-cp-3", "10.0.0.13"),
+    ];
+    let older = EtcdView::new("lab-cp-2", now_ms() - 5_000, &members, &[true; 3]);
+    let lost = EtcdView::new("lab-cp-1", now_ms(), &members, &[true, false, false]);
+    let done = || state(Phase::Done, 0, None);
+    c.report_etcd("lab-cp-2", "control-plane", done(), now_ms(), Some(older))
+        .await;
+    c.report_etcd("lab-cp-1", "control-plane", done(), now_ms(), Some(lost))
+        .await;
+    let (code, out, err) = c.muster(&["status", "--json"]).await;
+    assert_eq!(code, 1, "quorum lost: {out}\n{err}");
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["allDone"], true);
+    assert_eq!(s["etcd"]["observedBy"], "lab-cp-1", "the freshest view");
+    assert_eq!(s["etcd"]["quorum"]["hasQuorum"], false);
+    let (_, text, _) = c.muster(&["status"]).await;
+    assert!(text.contains("etcd, as lab-cp-1 reported it"), "{text}");
+    assert!(text.contains("LOST"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

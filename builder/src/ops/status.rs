@@ -6,6 +6,7 @@ use super::probe::{self, ProbeResult};
 use super::{BuildDir, OpsError};
 use model::rendezvous::AuditEntry;
 use nodeagent::coord::keys;
+use nodeagent::etcd_view::EtcdView;
 use nodeagent::material::{InitRecord, JoinMaterial};
 use nodeagent::rendezvous::PlainMember;
 pub use nodeagent::rendezvous::{SlotHolder, holders_from_audit};
@@ -56,8 +57,17 @@ pub struct ClusterStatus {
     pub cp_join_holders: Vec<SlotHolder>,
     pub worker_join_holders: Vec<SlotHolder>,
     pub api: ProbeResult,
+    /// The freshest etcd view a control plane reported (stacked etcd), with its age.
+    pub etcd: Option<EtcdView>,
     /// Every planned node reports done.
     pub all_done: bool,
+}
+
+impl ClusterStatus {
+    /// Every node done, and etcd's quorum held as last reported.
+    pub fn healthy(&self) -> bool {
+        self.all_done && self.etcd.as_ref().is_none_or(|e| e.quorum.has_quorum)
+    }
 }
 
 /// One row per planned node, from the live members' opened reports.
@@ -154,6 +164,7 @@ pub async fn gather(dir: &BuildDir, timeout: Duration) -> Result<ClusterStatus, 
         },
     };
     let all_done = !nodes.is_empty() && nodes.iter().all(|n| n.done);
+    let etcd = nodeagent::report::freshest_etcd(&members);
     Ok(ClusterStatus {
         cluster: dir.baked.spec.name.to_string(),
         cluster_id: dir.baked.cluster_id.clone(),
@@ -167,6 +178,7 @@ pub async fn gather(dir: &BuildDir, timeout: Duration) -> Result<ClusterStatus, 
         cp_join_holders: holders_from_audit(&audit, keys::CP_JOIN_SEMAPHORE),
         worker_join_holders: holders_from_audit(&audit, keys::WORKER_JOIN_SEMAPHORE),
         api,
+        etcd,
         all_done,
     })
 }
@@ -254,6 +266,15 @@ pub fn render(s: &ClusterStatus) -> String {
             n.attempt.map_or("-".to_string(), |x| x.to_string()),
             n.last_error.as_deref().unwrap_or("")
         );
+    }
+    if let Some(e) = &s.etcd {
+        let _ = writeln!(
+            o,
+            "\netcd, as {} reported it {}s ago:",
+            e.observed_by,
+            super::now_ms().saturating_sub(e.observed_ms) / 1000
+        );
+        o.push_str(&e.render("  "));
     }
     if !s.unplanned_members.is_empty() {
         let _ = writeln!(
