@@ -275,7 +275,7 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
             l.what, l.source
         );
     }
-    let mut progress = run::Progress::new(13 + usize::from(opts.test_standins.is_some()));
+    let mut progress = run::Progress::new(13 + 2 * usize::from(opts.test_standins.is_some()));
     sweep_dead_scratch(&opts.cache.join("work"));
     let scratch = Scratch(opts.cache.join("work").join(std::process::id().to_string()));
     std::fs::create_dir_all(&scratch.0).map_err(io_err("making scratch dir", &scratch.0))?;
