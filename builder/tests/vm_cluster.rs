@@ -369,11 +369,11 @@ fn a_cluster_of_vms_assembles_from_its_seeds() {
     for n in &names {
         let t = c.boot_times(n).unwrap();
         eprintln!(
-            "{n:<14} seed read {:>6.1}s  agent started {:>6.1}s  registered {:>6.1}s  joined {:>6.1}s",
-            t.seed_read.unwrap_or(f64::NAN),
+            "{n:<14} agent started {:>6.1}s  registered {:>6.1}s  joined {:>6.1}s  cloud-init finished {:>6.1}s",
             t.agent_started.unwrap_or(f64::NAN),
             t.registered.unwrap_or(f64::NAN),
             t.joined.unwrap_or(f64::NAN),
+            t.cloud_init_finished.unwrap_or(f64::NAN),
         );
         booted.push(t.agent_started.or(t.registered).unwrap_or(f64::NAN));
     }

@@ -127,8 +127,10 @@ impl VmImage {
 /// When the host saw each boot milestone of one VM, in seconds after the VMs were started.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BootTimes {
-    /// cloud-init read the node's seed (`DataSourceNoCloud [seed=/dev/vdb]` on the console).
-    pub seed_read: Option<f64>,
+    /// cloud-init finished all its stages with the node's seed as its datasource (its
+    /// last console line names `DataSourceNoCloud [seed=/dev/vdb]`). The agent does not
+    /// wait for this: it is ordered after the network, not after `cloud-final`.
+    pub cloud_init_finished: Option<f64>,
     /// The agent's first output on the console (it logs its preflight checks first).
     pub agent_started: Option<f64>,
     /// The rendezvous first listed the node as a member.
@@ -137,7 +139,7 @@ pub struct BootTimes {
     pub joined: Option<f64>,
 }
 
-/// Console text meaning cloud-init used the NoCloud seed volume.
+/// Console text of cloud-init's last line when it used the NoCloud seed volume.
 pub const SEED_MARKER: &str = "DataSourceNoCloud [seed=/dev/vdb]";
 /// Console text of the agent's first log lines (`nodeagent::host: preflight …`).
 pub const AGENT_MARKER: &str = "nodeagent::host: preflight";
@@ -584,8 +586,8 @@ impl VmCluster {
                     tail: tail(&vm.serial, 30),
                 });
             }
-            if vm.times.seed_read.is_none() && contains(&vm.serial, SEED_MARKER) {
-                vm.times.seed_read = Some(now);
+            if vm.times.cloud_init_finished.is_none() && contains(&vm.serial, SEED_MARKER) {
+                vm.times.cloud_init_finished = Some(now);
             }
             if vm.times.agent_started.is_none() && contains(&vm.serial, AGENT_MARKER) {
                 vm.times.agent_started = Some(now);
@@ -620,17 +622,16 @@ impl VmCluster {
                 if done && vm.times.joined.is_none() {
                     vm.times.joined = Some(now);
                 }
-                let phase = match (m, vm.times.agent_started, vm.times.seed_read) {
-                    (Some(m), _, _) => {
+                let phase = match (m, vm.times.agent_started) {
+                    (Some(m), _) => {
                         let p = m.report["phase"].as_str().unwrap_or("?").to_string();
                         match m.report["attempt"].as_u64() {
                             Some(a) if a > 0 => format!("{p}#{a}"),
                             _ => p,
                         }
                     }
-                    (None, Some(_), _) => "agent-started".into(),
-                    (None, None, Some(_)) => "cloud-init".into(),
-                    (None, None, None) => "booting".into(),
+                    (None, Some(_)) => "agent-started".into(),
+                    (None, None) => "booting".into(),
                 };
                 phases.insert(vm.name.clone(), phase);
             }
