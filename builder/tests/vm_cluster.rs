@@ -165,8 +165,7 @@ fn a_cluster_of_vms_assembles_from_its_seeds() {
     );
 
     // ---- the VMs
-    let mut opts = ClusterOptions::new(d.join("vms"), muster.clone());
-    opts.netns = format!("musvmt{}", std::process::id());
+    let opts = ClusterOptions::new(d.join("vms"), muster.clone());
     let image = VmImage::from_dir(&image_dir).unwrap();
     let mut c = VmCluster::up(&build, &image, opts).unwrap();
     let result = c.wait_assembled(PATIENCE);

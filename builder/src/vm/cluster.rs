@@ -77,12 +77,15 @@ pub struct ClusterOptions {
     pub accel: Option<Accel>,
 }
 
+/// Namespaces of VM labs are `musvm<pid>`; a lab whose process died is swept by the next.
+pub const NETNS_PREFIX: &str = "musvm";
+
 impl ClusterOptions {
     /// Defaults that fit a 2-core, 23 GB machine with 6 VMs (about 5 GiB in all).
     pub fn new(work_dir: PathBuf, muster_bin: PathBuf) -> ClusterOptions {
         ClusterOptions {
             work_dir,
-            netns: format!("musvm{}", std::process::id()),
+            netns: format!("{NETNS_PREFIX}{}", std::process::id()),
             muster_bin,
             control_plane_memory_mib: 1024,
             worker_memory_mib: 768,
@@ -220,6 +223,45 @@ fn url_addr(url: &str) -> Option<(Ipv4Addr, u16)> {
     Some((host.parse().ok()?, port.parse().ok()?))
 }
 
+/// Labs left behind by killed runs: `musvm<pid>` namespaces whose pid is gone. Their
+/// processes (QEMU, the rendezvous) are killed and the namespaces deleted.
+fn sweep_stale_labs() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(pid) = name
+            .strip_prefix(NETNS_PREFIX)
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        eprintln!("vm lab: removing {name}, left by a run that died");
+        if let Ok(pids) = Command::new("ip").args(["netns", "pids", name]).output() {
+            for p in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                if let Ok(p) = p.parse::<i32>() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(p),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        if let Err(e) = sh(
+            "deleting a stale namespace",
+            Command::new("ip").args(["netns", "del", name]),
+        ) {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
 /// Stops a child: SIGTERM, then SIGKILL after `grace`.
 fn stop_child(child: &mut Child, grace: Duration) {
     if let Ok(pid) = i32::try_from(child.id()) {
@@ -302,6 +344,7 @@ impl VmCluster {
 
     /// The namespace, its bridge with the gateway and rendezvous addresses, a tap per node.
     fn network(&mut self) -> Result<(), ClusterError> {
+        sweep_stale_labs();
         let ns = self.opts.netns.clone();
         if Path::new("/var/run/netns").join(&ns).exists() {
             sh(
