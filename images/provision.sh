@@ -86,7 +86,7 @@ present=$(cd "$stage" && find . -type f ! -path ./SHA256SUMS -printf '%P\n' | so
 # (no process substitution: a chroot may have no /dev/fd)
 unlisted=
 while IFS= read -r f; do
-  [ -n "$f" ] && [ "$f" != "$sums" ] || continue
+  if [ -z "$f" ] || [ "$f" = "$sums" ]; then continue; fi
   grep -Fxq -- "$f" <<<"$listed" || unlisted="$unlisted $f"
 done <<<"$present"
 [ -z "$unlisted" ] || die "payload holds files SHA256SUMS does not list: $unlisted"

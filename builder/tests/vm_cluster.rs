@@ -28,8 +28,9 @@ use std::time::{Duration, Instant};
 const NET: &str = "10.252.0";
 const VIP_OCTET: u8 = 10;
 const WORKER_CAP: usize = 2;
-/// From VM start to every node done (the CI budget for the whole test is ~25 minutes).
-const PATIENCE: Duration = Duration::from_secs(20 * 60);
+/// From VM start to every node done: twice the 462 s measured for 3 + 2 on 2 busy cores
+/// (the CI budget for the whole test, image build included, is ~25 minutes).
+const PATIENCE: Duration = Duration::from_secs(15 * 60);
 
 fn enabled() -> bool {
     if std::env::var("MUSTER_VM_TESTS").as_deref() == Ok("1") {
