@@ -7,8 +7,9 @@
 #
 # PAYLOAD_TARBALL (gzip tar) holds files at their paths relative to / (e.g.
 # usr/bin/nodeagent, usr/lib/muster/cluster.json, etc/systemd/system/nodeagent.service)
-# and a SHA256SUMS at its top listing every one of them (`sha256sum` format). Nothing is
-# installed unless the tarball (when a digest is given) and every file in it verify.
+# and a SHA256SUMS listing every one of them (`sha256sum` format): at its top, or at
+# usr/lib/muster/SHA256SUMS as `muster build` writes it (then installed with the rest).
+# Nothing is installed unless the tarball (when a digest is given) and every file verify.
 set -euo pipefail
 umask 022
 export LC_ALL=C
@@ -65,23 +66,27 @@ stage=$(mktemp -d /tmp/muster-payload.XXXXXX)
 trap 'rm -rf "$stage"' EXIT
 tar -xzf "$payload" -C "$stage" --no-same-owner ||
   die "payload $payload is not a readable gzip tar"
-[ -f "$stage/SHA256SUMS" ] || die "payload $payload has no SHA256SUMS at its top"
+sums=SHA256SUMS
+if [ ! -f "$stage/$sums" ] && [ -f "$stage/usr/lib/muster/SHA256SUMS" ]; then
+  sums=usr/lib/muster/SHA256SUMS
+fi
+[ -f "$stage/$sums" ] || die "payload $payload has no SHA256SUMS (at its top or in usr/lib/muster/)"
 bad=$(find "$stage" -mindepth 1 ! -type f ! -type d -printf '%P\n')
 [ -z "$bad" ] || die "payload holds entries that are neither files nor directories: $bad"
-listed=$(sed -E -e 's/^[0-9a-fA-F]{64} [ *]?//' -e 's|^\./||' "$stage/SHA256SUMS" | sort -u)
+listed=$(sed -E -e 's/^[0-9a-fA-F]{64} [ *]?//' -e 's|^\./||' "$stage/$sums" | sort -u)
 while IFS= read -r rel; do
   case "$rel" in
     /* | ../* | */../* | *..) die "payload path escapes the root: $rel" ;;
   esac
 done <<<"$listed"
-if ! (cd "$stage" && sha256sum --check --strict --quiet SHA256SUMS) >&2; then
+if ! (cd "$stage" && sha256sum --check --strict --quiet "$sums") >&2; then
   die "payload $payload: files do not match its SHA256SUMS: refusing it"
 fi
 present=$(cd "$stage" && find . -type f ! -path ./SHA256SUMS -printf '%P\n' | sort)
 # (no process substitution: a chroot may have no /dev/fd)
 unlisted=
 while IFS= read -r f; do
-  [ -n "$f" ] || continue
+  if [ -z "$f" ] || [ "$f" = "$sums" ]; then continue; fi
   grep -Fxq -- "$f" <<<"$listed" || unlisted="$unlisted $f"
 done <<<"$present"
 [ -z "$unlisted" ] || die "payload holds files SHA256SUMS does not list: $unlisted"
@@ -93,6 +98,9 @@ while IFS= read -r rel; do
   mode=$(stat -c %a "$stage/$rel")
   install -D -o root -g root -m "$mode" "$stage/$rel" "/$rel"
 done <<<"$listed"
+if [ "$sums" != SHA256SUMS ]; then
+  install -D -o root -g root -m 0644 "$stage/$sums" "/$sums"
+fi
 say "payload installed"
 
 # 4. The node agent starts on first boot.

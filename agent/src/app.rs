@@ -143,7 +143,7 @@ pub async fn run_node<C: Coordinator>(
     preflight.runtime_socket = "run/containerd/containerd.sock".into();
     preflight.interface = Some(baked.spec.network.interface.to_string());
     preflight.address = Some(settings.ip);
-    preflight.ip_addr_json = RealRunner::default().run_json_ip().await;
+    preflight.probe_host = true;
     let host = FsHost {
         root: root.clone(),
         node: id.name.clone(),
@@ -198,15 +198,4 @@ async fn drive<C: Coordinator, D: crate::distro::Distro>(
     )?;
     d.run(stop).await;
     Ok(())
-}
-
-impl RealRunner {
-    /// `ip -j addr show`, for the cluster-address preflight check.
-    pub async fn run_json_ip(&self) -> Option<String> {
-        use crate::exec::CommandRunner;
-        match self.run("ip", &["-j", "addr", "show"]).await {
-            Ok(o) if o.status == 0 => Some(o.stdout),
-            _ => None,
-        }
-    }
 }

@@ -55,7 +55,11 @@ impl Host for FsHost {
     }
 
     fn preflight(&self) -> Result<(), String> {
-        let report = preflight::run(&self.root, &self.preflight);
+        let mut options = self.preflight.clone();
+        if options.probe_host {
+            preflight::probe_host(&mut options);
+        }
+        let report = preflight::run(&self.root, &options);
         for c in &report.checks {
             tracing::info!(check = c.name, outcome = ?c.outcome, "preflight");
         }

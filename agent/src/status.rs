@@ -13,7 +13,6 @@ use crate::material::InitRecord;
 use crate::rendezvous::{
     AuditEntry, Client, ClientError, PlainMember, RetryPolicy, holders_from_audit,
 };
-use crate::report::MemberReport;
 use model::node_files::NodeRoot;
 use serde::Serialize;
 use std::time::Duration;

@@ -136,6 +136,11 @@ enum ImageCommand {
         /// Print the build report as JSON.
         #[arg(long)]
         json: bool,
+        /// TEST IMAGE ONLY: install muster's stand-ins for kubeadm, k3s and kube-apiserver
+        /// from DIR (kubeadm-standin, k3s-standin, apiserver-standin), chrony pointed at the
+        /// spec's gateway and a reporter on ttyS1, for the VM test. Never for real clusters.
+        #[arg(long, value_name = "DIR")]
+        test_standins: Option<PathBuf>,
     },
 }
 
@@ -265,6 +270,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     cache,
                     disk_size,
                     json,
+                    test_standins,
                 },
         } => {
             let loaded = spec_source::load(spec.as_deref())?;
@@ -274,6 +280,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 payload,
                 cache: cache.unwrap_or_else(muster::image::default_cache_dir),
                 disk_bytes: disk_size,
+                test_standins,
             };
             let report = muster::image::build(&opts).context("image build failed")?;
             if json {

@@ -270,6 +270,7 @@ fn image_builds_and_boots_with_nocloud_seed() {
         cpus: 1,
         memory_mib: 512,
         serial_log: serial.clone(),
+        report_log: None,
     };
     let q = vm.command(probe.accel);
     let booted = Instant::now();

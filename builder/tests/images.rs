@@ -301,6 +301,8 @@ fn shell_scripts_pass_bash_n_and_shellcheck() {
     let mut scripts: Vec<PathBuf> = vec![
         repo().join("images/provision.sh"),
         repo().join("images/install-kubernetes.sh"),
+        repo().join("images/image-build.sh"),
+        repo().join("images/test-image.sh"),
         repo().join("scripts/make-test-rootfs.sh"),
         repo().join("scripts/deps/images.sh"),
     ];

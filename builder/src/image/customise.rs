@@ -30,7 +30,7 @@ pub fn chroot(rootfs: &Path) -> Command {
 }
 
 /// Copies `text` to `ROOTFS/tmp/NAME`, runs it with bash in the chroot, removes it.
-fn run_script(
+pub(crate) fn run_script(
     step: &str,
     rootfs: &Path,
     name: &str,

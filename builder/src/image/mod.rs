@@ -11,6 +11,7 @@ pub mod files;
 pub mod packages;
 pub mod payload;
 pub mod run;
+pub mod test_variant;
 pub mod vagrant;
 
 use crate::render::FileSet;
@@ -76,6 +77,9 @@ pub struct BuildOptions {
     pub payload: Option<PathBuf>,
     pub cache: PathBuf,
     pub disk_bytes: u64,
+    /// TEST IMAGE ONLY: a directory with the stand-in binaries (`test_variant::STANDINS`);
+    /// `images/test-image.sh` installs them. `None` for every user image.
+    pub test_standins: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,6 +130,9 @@ pub struct ImageReport {
     pub kernel_cmdline: String,
     pub virtual_size_bytes: u64,
     pub artifacts: Vec<ArtifactReport>,
+    /// Present only on a TEST image: the stand-ins it carries instead of the real programs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_variant: Option<test_variant::TestVariant>,
     pub steps: Vec<StepTiming>,
     pub total_seconds: f64,
 }
@@ -134,8 +141,14 @@ pub struct ImageReport {
 const IMAGE_RECIPE: &str = "muster-image-1";
 
 /// The build key: first 16 hex digits of SHA-256 over the recipe, muster's version, the base
-/// key, the payload's sha256 (or `none`), both scripts, the box's Vagrantfile and the disk size.
-pub fn build_key(base_key: &str, payload_sha256: Option<&str>, disk_bytes: u64) -> String {
+/// key, the payload's sha256 (or `none`), both scripts, the box's Vagrantfile, the disk size
+/// and, for a test image, its stand-ins and test step (`test_part`, empty otherwise).
+pub fn build_key(
+    base_key: &str,
+    payload_sha256: Option<&str>,
+    disk_bytes: u64,
+    test_part: &str,
+) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     for part in [
@@ -147,6 +160,7 @@ pub fn build_key(base_key: &str, payload_sha256: Option<&str>, disk_bytes: u64) 
         customise::IMAGE_BUILD_SH,
         &vagrant::vagrantfile(),
         &disk_bytes.to_string(),
+        test_part,
     ] {
         h.update(part.as_bytes());
         h.update(b"\0");
@@ -261,7 +275,7 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
             l.what, l.source
         );
     }
-    let mut progress = run::Progress::new(13);
+    let mut progress = run::Progress::new(13 + 2 * usize::from(opts.test_standins.is_some()));
     sweep_dead_scratch(&opts.cache.join("work"));
     let scratch = Scratch(opts.cache.join("work").join(std::process::id().to_string()));
     std::fs::create_dir_all(&scratch.0).map_err(io_err("making scratch dir", &scratch.0))?;
@@ -293,10 +307,24 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
         }
     };
 
+    let test = match &opts.test_standins {
+        Some(dir) => Some(progress.step("TEST IMAGE: checking the stand-ins", || {
+            eprintln!(
+                "    TEST IMAGE: stand-ins from {} replace kubeadm/k3s/kube-apiserver",
+                dir.display()
+            );
+            test_variant::inspect(dir, &cluster.network.gateway.to_string())
+        })?),
+        None => None,
+    };
     let key = build_key(
         &base::key(&selection),
         payload_info.as_ref().map(|p| p.sha256.as_str()),
         opts.disk_bytes,
+        &test
+            .as_ref()
+            .map(test_variant::key_part)
+            .unwrap_or_default(),
     );
     if let Some(previous) = progress.step("looking for up-to-date outputs", || {
         up_to_date(&opts.out, &key)
@@ -335,6 +363,12 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
     progress.step("node preparation (images/provision.sh PAYLOAD)", || {
         customise::provision(&rootfs, &payload_path)
     })?;
+    if let (Some(dir), Some(t)) = (&opts.test_standins, &test) {
+        progress.step(
+            "TEST IMAGE: stand-ins and reporter (images/test-image.sh)",
+            || test_variant::apply(&rootfs, dir, t),
+        )?;
+    }
     let (kernel, initrd) = (opts.out.join(KERNEL), opts.out.join(INITRD));
     let kernel_version = progress.step("extracting kernel and initrd", || {
         let v = customise::extract_boot(&rootfs, &staging(&kernel), &staging(&initrd))?;
@@ -414,6 +448,7 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
         kernel_cmdline: vagrant::KERNEL_CMDLINE.into(),
         virtual_size_bytes: opts.disk_bytes,
         artifacts,
+        test_variant: test,
         total_seconds: progress.elapsed(),
         steps: progress.timings,
     };
@@ -454,6 +489,14 @@ pub fn summary(report: &ImageReport, out: &Path) -> String {
             out.join(&a.name).display()
         ));
     }
+    if let Some(t) = &report.test_variant {
+        let names: Vec<&str> = t.stand_ins.iter().map(|a| a.name.as_str()).collect();
+        s.push_str(&format!(
+            "TEST IMAGE: stand-ins {} (not kubeadm/k3s/kube-apiserver); see {}\n",
+            names.join(", "),
+            t.manifest
+        ));
+    }
     match &report.payload {
         Some(p) => s.push_str(&format!("payload: {} ({} files)\n", p.path, p.files.len())),
         None => s.push_str("payload: none (no agent in the image)\n"),
@@ -476,13 +519,14 @@ mod tests {
 
     #[test]
     fn build_key_follows_payload_base_and_disk() {
-        let k = build_key("base1", Some("aa"), 2 << 30);
+        let k = build_key("base1", Some("aa"), 2 << 30, "");
         assert_eq!(k.len(), 16);
-        assert_eq!(k, build_key("base1", Some("aa"), 2 << 30));
-        assert_ne!(k, build_key("base1", Some("bb"), 2 << 30));
-        assert_ne!(k, build_key("base2", Some("aa"), 2 << 30));
-        assert_ne!(k, build_key("base1", None, 2 << 30));
-        assert_ne!(k, build_key("base1", Some("aa"), 4 << 30));
+        assert_eq!(k, build_key("base1", Some("aa"), 2 << 30, ""));
+        assert_ne!(k, build_key("base1", Some("bb"), 2 << 30, ""));
+        assert_ne!(k, build_key("base2", Some("aa"), 2 << 30, ""));
+        assert_ne!(k, build_key("base1", None, 2 << 30, ""));
+        assert_ne!(k, build_key("base1", Some("aa"), 4 << 30, ""));
+        assert_ne!(k, build_key("base1", Some("aa"), 2 << 30, "test"));
     }
 
     #[test]

@@ -47,7 +47,8 @@ pub fn inspect(path: &Path) -> Result<PayloadInfo, ImageError> {
     let sha256 = hex::encode(Sha256::digest(&raw));
     let mut archive = tar::Archive::new(GzDecoder::new(raw.as_slice()));
     let mut files: BTreeMap<String, String> = BTreeMap::new();
-    let mut sums_text: Option<String> = None;
+    // The sums at the top, or where `muster build` puts them (installed with the rest).
+    let mut sums_texts: BTreeMap<String, String> = BTreeMap::new();
     let entries = archive
         .entries()
         .map_err(|e| bad(path, format!("not a tar.gz: {e}")))?;
@@ -86,29 +87,50 @@ pub fn inspect(path: &Path) -> Result<PayloadInfo, ImageError> {
         entry
             .read_to_end(&mut data)
             .map_err(|e| bad(path, format!("reading {rel}: {e}")))?;
-        if rel == SUMS {
-            sums_text = Some(String::from_utf8_lossy(&data).into_owned());
-        } else {
+        if rel == SUMS || rel == model::node_files::PAYLOAD_SUMS {
+            sums_texts.insert(rel.clone(), String::from_utf8_lossy(&data).into_owned());
+        }
+        if rel != SUMS {
             files.insert(rel, hex::encode(Sha256::digest(&data)));
         }
     }
-    let sums_text = sums_text.ok_or_else(|| bad(path, format!("no {SUMS} inside")))?;
-    let listed = parse_sums(&sums_text).ok_or_else(|| bad(path, format!("{SUMS} is malformed")))?;
+    let (sums_name, sums_text) = [SUMS, model::node_files::PAYLOAD_SUMS]
+        .into_iter()
+        .find_map(|n| sums_texts.get(n).map(|t| (n, t)))
+        .ok_or_else(|| {
+            bad(
+                path,
+                format!(
+                    "no {SUMS} inside (at its top or {})",
+                    model::node_files::PAYLOAD_SUMS
+                ),
+            )
+        })?;
+    let listed =
+        parse_sums(sums_text).ok_or_else(|| bad(path, format!("{sums_name} is malformed")))?;
     let mut listed_names = Vec::new();
     for (name, sum) in &listed {
         match files.get(name) {
-            None => return Err(bad(path, format!("{SUMS} lists {name}, which is missing"))),
+            None => {
+                return Err(bad(
+                    path,
+                    format!("{sums_name} lists {name}, which is missing"),
+                ));
+            }
             Some(actual) if actual != sum => {
                 return Err(bad(
                     path,
-                    format!("{name}: sha256 {actual}, {SUMS} says {sum}"),
+                    format!("{name}: sha256 {actual}, {sums_name} says {sum}"),
                 ));
             }
             Some(_) => listed_names.push(name.as_str()),
         }
     }
-    if let Some(extra) = files.keys().find(|f| !listed_names.contains(&f.as_str())) {
-        return Err(bad(path, format!("{extra} is not listed in {SUMS}")));
+    if let Some(extra) = files
+        .keys()
+        .find(|f| !listed_names.contains(&f.as_str()) && f.as_str() != sums_name)
+    {
+        return Err(bad(path, format!("{extra} is not listed in {sums_name}")));
     }
     Ok(PayloadInfo {
         path: path.display().to_string(),
@@ -167,6 +189,26 @@ mod tests {
         assert_eq!(info.sha256.len(), 64);
         let empty = inspect(&write(d.path(), &FileSet::default())).unwrap();
         assert!(empty.files.is_empty());
+    }
+
+    #[test]
+    fn muster_build_payload_with_sums_in_usr_lib_muster_verifies() {
+        let d = tempfile::tempdir().unwrap();
+        let mut fs = FileSet::default();
+        fs.add("usr/bin/nodeagent", 0o755, "#!/bin/sh\n");
+        let sums = crate::build::payload::sha256sums(&fs);
+        fs.add(model::node_files::PAYLOAD_SUMS, 0o644, sums);
+        let p = d.path().join("payload.tar.gz");
+        std::fs::write(&p, crate::build::payload::pack(&fs, 0).unwrap()).unwrap();
+        let info = inspect(&p).unwrap();
+        assert_eq!(
+            info.files,
+            ["usr/bin/nodeagent", model::node_files::PAYLOAD_SUMS]
+        );
+        fs.add("usr/bin/extra", 0o755, "unlisted");
+        std::fs::write(&p, crate::build::payload::pack(&fs, 0).unwrap()).unwrap();
+        let err = inspect(&p).unwrap_err().to_string();
+        assert!(err.contains("usr/bin/extra is not listed"), "{err}");
     }
 
     #[test]

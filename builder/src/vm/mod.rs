@@ -2,6 +2,9 @@
 //! kernel boot command line. Shared by the image test and the VM lab.
 
 pub mod accel;
+pub mod cluster;
+pub mod ntp;
+pub mod report;
 
 use accel::Accel;
 use std::path::PathBuf;
@@ -22,6 +25,8 @@ pub struct DirectBoot {
     pub cpus: u32,
     pub memory_mib: u64,
     pub serial_log: PathBuf,
+    /// A second serial port (ttyS1) to a file: where a test image's reporter writes.
+    pub report_log: Option<PathBuf>,
 }
 
 impl DirectBoot {
@@ -68,6 +73,9 @@ impl DirectBoot {
         }
         c.arg("-serial")
             .arg(format!("file:{}", self.serial_log.display()));
+        if let Some(r) = &self.report_log {
+            c.arg("-serial").arg(format!("file:{}", r.display()));
+        }
         c
     }
 }
@@ -88,6 +96,7 @@ mod tests {
             cpus: 1,
             memory_mib: 512,
             serial_log: "s.log".into(),
+            report_log: Some("r.log".into()),
         };
         let c = vm.command(Accel::Tcg);
         let args: Vec<_> = c
@@ -100,6 +109,6 @@ mod tests {
         assert!(line.contains("-drive file=n.qcow2,if=virtio,format=qcow2"));
         assert!(line.contains("-drive file=seed.vfat,if=virtio,format=raw,readonly=on"));
         assert!(line.contains("tap,id=n0,ifname=tap0,script=no,downscript=no"));
-        assert!(line.ends_with("-serial file:s.log"));
+        assert!(line.ends_with("-serial file:s.log -serial file:r.log"));
     }
 }

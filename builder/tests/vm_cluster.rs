@@ -1,0 +1,387 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+//! Issue #7's VM end-to-end test: a cluster of real VMs assembles from the seed volumes
+//! alone. `muster build` (3 control planes + 2 workers, keepalived on the control planes,
+//! addresses on the lab bridge), `muster image build --test-standins` (the base comes from
+//! the image cache when there is one), then one QEMU VM per node (`muster::vm::cluster`),
+//! and every check is made from OUTSIDE the VMs: their consoles (ttyS0), the test image's
+//! reporter (ttyS1: `systemctl show`, `nodeagent status --json`, `etcdctl member list`),
+//! and the rendezvous (member reports, audit log) read with the agent's own client.
+//!
+//! Real: the image (debootstrap, provision.sh, mkfs.ext4 -d, qcow2), the kernel, systemd,
+//! D-Bus, cloud-init with the NoCloud seed, networkd, chrony, containerd, keepalived,
+//! Debian's etcd, the muster nodeagent (Type=notify, units over D-Bus), the rendezvous.
+//! Stand-ins (baked into the TEST image only, images/test-image.sh): kubeadm, k3s and
+//! kube-apiserver (tests/src/bin), which cannot be downloaded here.
+//!
+//! Root, slow (minutes of emulated boot): runs only with `MUSTER_VM_TESTS=1` (`.ci/run`).
+//! `MUSTER_VM_WORKERS=3` runs 3 + 3 (on demand). Needs the binaries `cargo test
+//! --workspace` builds (`cargo build --workspace --bins` otherwise): muster, nodeagent and
+//! the stand-ins, in this test's target directory.
+
+use model::Role;
+use model::rendezvous::AuditEvent;
+use muster::vm::cluster::{ClusterOptions, SEED_MARKER, VmCluster, VmImage};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NET: &str = "10.252.0";
+const VIP_OCTET: u8 = 10;
+const WORKER_CAP: usize = 2;
+/// From VM start to every node done: twice the 462 s measured for 3 + 2 on 2 busy cores
+/// (the CI budget for the whole test, image build included, is ~25 minutes).
+const PATIENCE: Duration = Duration::from_secs(15 * 60);
+
+fn enabled() -> bool {
+    if std::env::var("MUSTER_VM_TESTS").as_deref() == Ok("1") {
+        return true;
+    }
+    eprintln!("skipped: set MUSTER_VM_TESTS=1 to boot a cluster of VMs (slow, root)");
+    false
+}
+
+/// `target/debug` (this test binary is `target/debug/deps/vm_cluster-…`).
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+fn binary(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: `cargo test --workspace` builds it, or run `cargo build --workspace --bins`",
+        p.display()
+    );
+    p
+}
+
+fn spec(workers: usize) -> String {
+    format!(
+        "apiVersion: muster.dev/v1
+kind: Cluster
+metadata:
+  name: vmlab
+spec:
+  distribution:
+    kind: kubeadm
+    version: \"v1.31.4\"
+  topology:
+    controlPlanes: 3
+    workers: {workers}
+  network:
+    subnet: {NET}.0/24
+    gateway: {NET}.1
+    dns: [{NET}.1]
+    interface: eth0
+    addressPlan:
+      controlPlanes: 11
+      workers: 21
+  ha:
+    provider: keepalived
+    vip: {NET}.{VIP_OCTET}
+  rendezvous:
+    url: \"https://{NET}.2:7443\"
+    workerJoinCap: {WORKER_CAP}
+  platform:
+    type: qemu
+"
+    )
+}
+
+fn run(what: &str, cmd: &mut Command) -> Vec<u8> {
+    let o = cmd.stderr(Stdio::inherit()).output().unwrap();
+    assert!(o.status.success(), "{what} failed ({})", o.status);
+    o.stdout
+}
+
+fn console(c: &VmCluster, node: &str) -> String {
+    String::from_utf8_lossy(&std::fs::read(c.console_log(node).unwrap()).unwrap()).replace('\r', "")
+}
+
+#[test]
+fn a_cluster_of_vms_assembles_from_its_seeds() {
+    if !enabled() {
+        return;
+    }
+    let workers: usize = std::env::var("MUSTER_VM_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(2);
+    let muster = binary("muster");
+    let nodeagent = binary("nodeagent");
+    for s in ["kubeadm-standin", "k3s-standin", "apiserver-standin"] {
+        binary(s);
+    }
+    let tmp =
+        tempfile::tempdir_in(std::env::var_os("MUSTER_VM_WORKDIR").unwrap_or("/var/tmp".into()))
+            .unwrap();
+    let d = tmp.path();
+    let spec_path = d.join("cluster.yaml");
+    std::fs::write(&spec_path, spec(workers)).unwrap();
+
+    // ---- muster build, as an operator runs it
+    let build = d.join("build");
+    run(
+        "muster build",
+        Command::new(&muster)
+            .arg("build")
+            .arg(&spec_path)
+            .arg("--out")
+            .arg(&build)
+            .arg("--agent-bin")
+            .arg(&nodeagent)
+            .stdout(Stdio::null()),
+    );
+
+    // ---- the TEST image: the payload, the stand-ins, chrony on the lab's NTP server
+    let image_dir = d.join("image");
+    let t = Instant::now();
+    let report: serde_json::Value = serde_json::from_slice(&run(
+        "muster image build",
+        Command::new(&muster)
+            .args(["image", "build", "--json", "--out"])
+            .arg(&image_dir)
+            .arg(&spec_path)
+            .arg("--payload")
+            .arg(build.join("payload.tar.gz"))
+            .arg("--test-standins")
+            .arg(bin_dir()),
+    ))
+    .unwrap();
+    let image_secs = t.elapsed().as_secs_f64();
+    eprintln!(
+        "MEASURED image build: {image_secs:.1}s (base rootfs cached: {})",
+        report["base"]["cached"]
+    );
+    let stand_ins: Vec<&str> = report["testVariant"]["standIns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stand_ins,
+        ["kubeadm-standin", "k3s-standin", "apiserver-standin"]
+    );
+
+    // ---- the VMs
+    let opts = ClusterOptions::new(d.join("vms"), muster.clone());
+    let image = VmImage::from_dir(&image_dir).unwrap();
+    let mut c = VmCluster::up(&build, &image, opts).unwrap();
+    let result = c.wait_assembled(PATIENCE);
+    if let Err(e) = &result {
+        for n in c.nodes() {
+            eprintln!("==== {n}: console, last lines");
+            let text = console(&c, &n);
+            let lines: Vec<&str> = text.lines().collect();
+            for l in &lines[lines.len().saturating_sub(40)..] {
+                eprintln!("{l}");
+            }
+            if let Some(r) = c.report(&n) {
+                eprintln!("==== {n}: last report {:#?}", r.sections);
+            }
+        }
+        panic!("{e}");
+    }
+    let assembled = result.unwrap();
+    let names = c.nodes();
+    let cps = c.nodes_with(Role::ControlPlane);
+    let wks = c.nodes_with(Role::Worker);
+
+    // ---- the reports written after assembly (the reporter writes every ~10 s)
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let reports = loop {
+        let rs: Vec<_> = names.iter().map(|n| c.report(n)).collect();
+        let all_done = rs.iter().all(|r| {
+            r.as_ref().is_some_and(|r| {
+                r.json("nodeagent status")
+                    .is_some_and(|s| s["thisNode"]["phase"] == "done")
+            })
+        });
+        if all_done {
+            break rs.into_iter().map(Option::unwrap).collect::<Vec<_>>();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no report with phase done from every node"
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    };
+
+    for (n, r) in names.iter().zip(&reports) {
+        let planned = c
+            .baked()
+            .nodes
+            .iter()
+            .find(|p| p.name.as_str() == n)
+            .unwrap();
+        let ip = planned.ip.to_string();
+        // cloud-init applied the node's identity and address from its seed volume
+        let con = console(&c, n);
+        assert!(
+            con.contains(SEED_MARKER),
+            "{n}: cloud-init never read the seed"
+        );
+        assert!(
+            con.lines()
+                .any(|l| l.contains("ci-info") && l.contains("eth0") && l.contains(&ip)),
+            "{n}: cloud-init's network table has no eth0 with {ip}"
+        );
+        assert_eq!(r.hostname, *n, "{n}: host name");
+        assert_eq!(r.json("identity").unwrap()["name"], n.as_str());
+        assert!(
+            r.text("addresses")
+                .lines()
+                .any(|l| l.contains("eth0") && l.contains(&format!("inet {ip}/24"))),
+            "{n}: {}",
+            r.text("addresses")
+        );
+        // the agent ran under systemd as Type=notify and told systemd it was ready
+        let unit = r.unit("nodeagent.service");
+        assert_eq!(unit["Type"], "notify", "{n}: {unit:?}");
+        assert_eq!(unit["NotifyAccess"], "main", "{n}: {unit:?}");
+        assert_eq!(unit["ActiveState"], "active", "{n}: {unit:?}");
+        assert_eq!(unit["SubState"], "running", "{n}: {unit:?}");
+        assert!(
+            !unit["StatusText"].is_empty(),
+            "{n}: no STATUS= from the agent: {unit:?}"
+        );
+        // preflight passed for real: the runtime runs and the clock is synchronized
+        assert_eq!(r.unit("containerd.service")["ActiveState"], "active", "{n}");
+        assert!(
+            r.text("time").contains("NTPSynchronized=yes"),
+            "{n}: {}",
+            r.text("time")
+        );
+        // the node's own view: joined and healthy
+        let s = r.json("nodeagent status").unwrap();
+        assert_eq!(s["healthy"], true, "{n}: {s:#}");
+        assert_eq!(s["thisNode"]["node"], n.as_str(), "{n}: {s:#}");
+        assert!(s["thisNode"]["lastError"].is_null(), "{n}: {s:#}");
+        eprintln!(
+            "{n}: nodeagent Type={} {}/{} NRestarts={} status=\"{}\"; keepalived {} ({})",
+            unit["Type"],
+            unit["ActiveState"],
+            unit["SubState"],
+            unit["NRestarts"],
+            unit["StatusText"],
+            r.unit("keepalived.service")
+                .get("ActiveState")
+                .map_or("-", String::as_str),
+            r.unit("keepalived.service")
+                .get("UnitFileState")
+                .map_or("-", String::as_str),
+        );
+    }
+
+    // ---- units driven over D-Bus: the image ships keepalived disabled (the workers, whose
+    // agent never touches it, show that); on every control plane the agent enabled and
+    // started it over D-Bus.
+    for (n, r) in names.iter().zip(&reports) {
+        let k = r.unit("keepalived.service");
+        if cps.iter().any(|(c, _)| c == n) {
+            assert_eq!(k["UnitFileState"], "enabled", "{n}: {k:?}");
+            assert_eq!(k["ActiveState"], "active", "{n}: {k:?}");
+        } else {
+            assert_eq!(k["UnitFileState"], "disabled", "{n}: {k:?}");
+            assert_eq!(k["ActiveState"], "inactive", "{n}: {k:?}");
+        }
+    }
+    // keepalived holds the VIP on exactly one control plane
+    let vip = format!("inet {NET}.{VIP_OCTET}/");
+    let holders: Vec<&String> = names
+        .iter()
+        .zip(&reports)
+        .filter(|(_, r)| r.text("addresses").contains(&vip))
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(holders.len(), 1, "VIP holders: {holders:?}");
+
+    // ---- exactly one init; control-plane joins never overlapped (the audit log)
+    let audit = c.audit().unwrap();
+    let grants = |sem: &str| {
+        audit
+            .iter()
+            .filter(|e| e.subject == sem && e.event == AuditEvent::Granted)
+            .count()
+    };
+    assert_eq!(grants("init"), 1, "init grants");
+    let initializer = audit
+        .iter()
+        .find(|e| e.subject == "init" && e.event == AuditEvent::Granted)
+        .and_then(|e| e.holder.clone())
+        .unwrap();
+    let inits: Vec<&String> = names
+        .iter()
+        .zip(&reports)
+        .filter(|(_, r)| r.text("kubeadm commands").contains("init started"))
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(inits, [&initializer], "nodes that ran kubeadm init");
+    let cp = muster::rendezvous::audit::max_concurrent_holders(&audit, "cp-join").unwrap();
+    assert_eq!(cp, 1, "control-plane joins overlapped");
+    assert_eq!(grants("cp-join"), 2, "two control planes joined once each");
+    let w = muster::rendezvous::audit::max_concurrent_holders(&audit, "worker-join").unwrap();
+    assert!((1..=WORKER_CAP).contains(&w), "worker joins at once: {w}");
+    assert!(grants("worker-join") >= wks.len());
+
+    // ---- the rendezvous lists every planned node, done
+    let members = c.members().unwrap();
+    for n in &names {
+        let m = members.iter().find(|m| &m.name == n).unwrap();
+        assert_eq!(m.report["done"], true, "{n}: {:?}", m.report);
+    }
+
+    // ---- etcd has exactly the planned control planes as started members
+    let init_report = &reports[names.iter().position(|n| *n == initializer).unwrap()];
+    let etcd = init_report.json("etcd members").unwrap();
+    let mut etcd_names: Vec<String> = etcd["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    etcd_names.sort();
+    let mut planned: Vec<String> = cps.iter().map(|(n, _)| n.clone()).collect();
+    planned.sort();
+    assert_eq!(etcd_names, planned, "{etcd:#}");
+    for (n, ip) in &cps {
+        assert!(
+            etcd["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["peerURLs"]
+                    .as_array()
+                    .is_some_and(|u| u.iter().any(|u| u == &format!("https://{ip}:2380"))))
+                && etcd["members"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|m| m["clientURLs"].as_array().is_some_and(|u| !u.is_empty())),
+            "{n}: {etcd:#}"
+        );
+    }
+
+    // ---- the timings
+    let mut booted = Vec::new();
+    for n in &names {
+        let t = c.boot_times(n).unwrap();
+        eprintln!(
+            "{n:<14} agent started {:>6.1}s  registered {:>6.1}s  joined {:>6.1}s  cloud-init finished {:>6.1}s",
+            t.agent_started.unwrap_or(f64::NAN),
+            t.registered.unwrap_or(f64::NAN),
+            t.joined.unwrap_or(f64::NAN),
+            t.cloud_init_finished.unwrap_or(f64::NAN),
+        );
+        booted.push(t.agent_started.or(t.registered).unwrap_or(f64::NAN));
+    }
+    let slowest_boot = booted.iter().copied().fold(0.0, f64::max);
+    eprintln!(
+        "MEASURED {} VMs under {:?}: booted (agent started) in {slowest_boot:.1}s; VM start to assembled cluster {assembled:.1}s; image build {image_secs:.1}s",
+        names.len(),
+        c.accel().accel
+    );
+    c.down();
+}

@@ -1,0 +1,129 @@
+#!/bin/bash
+# TEST IMAGE ONLY. `muster image build --test-standins DIR` runs this after the shared node
+# preparation (images/provision.sh); a user's image never gets it. It makes the image the
+# VM end-to-end test boots (builder/tests/vm_cluster.rs):
+#
+#   chroot ROOTFS /bin/bash /tmp/test-image.sh STAGE_DIR NTP_SERVER
+#
+# STAGE_DIR (inside the chroot) holds muster's STAND-INS for programs that cannot be
+# downloaded on the test machines: kubeadm-standin, k3s-standin, apiserver-standin (built
+# from tests/src/bin; NOT kubeadm, k3s or kube-apiserver). They are installed under their
+# own names and linked as /usr/bin/kubeadm, /usr/bin/k3s, /usr/bin/k3s-killall.sh.
+# NTP_SERVER is the address chrony syncs with (the VM lab serves the host's clock there).
+# Also installed: a reporter that writes this node's state to the second serial port
+# (ttyS1) for the test to read from outside. Everything is listed in
+# /usr/share/doc/muster/TEST-IMAGE.
+set -euo pipefail
+umask 022
+export LC_ALL=C
+
+say() { printf 'test-image: %s\n' "$*" >&2; }
+die() {
+  printf 'test-image: error: %s\n' "$*" >&2
+  exit 1
+}
+
+[ $# -eq 2 ] || die "usage: test-image.sh STAGE_DIR NTP_SERVER"
+stage=$1
+ntp=$2
+[[ $ntp =~ ^[0-9a-fA-F.:]+$ ]] || die "NTP_SERVER must be an address, got $ntp"
+
+# 1. The stand-ins, under their own names, and the names the agent calls.
+for bin in kubeadm-standin k3s-standin apiserver-standin; do
+  [ -x "$stage/$bin" ] || die "$stage/$bin is missing"
+  install -m 0755 "$stage/$bin" "/usr/bin/$bin"
+done
+ln -sf kubeadm-standin /usr/bin/kubeadm
+ln -sf k3s-standin /usr/bin/k3s
+ln -sf k3s-standin /usr/bin/k3s-killall.sh
+# The kubeadm stand-in runs Debian's etcd itself (like kubeadm's static pod would).
+command -v etcd >/dev/null || die "etcd (Debian etcd-server) is not in the image"
+command -v etcdctl >/dev/null || die "etcdctl (Debian etcd-client) is not in the image"
+say "stand-ins installed: kubeadm, k3s, apiserver (muster test stand-ins)"
+
+# 2. Time: chrony syncs with the lab's NTP server (the default pool is unreachable there).
+mkdir -p /etc/chrony/sources.d
+cat >/etc/chrony/sources.d/muster-test.sources <<CONF
+# muster TEST IMAGE: the VM lab serves the host's clock here.
+server $ntp iburst minpoll 2 maxpoll 4
+CONF
+say "chrony: server $ntp"
+
+# 3. The reporter: this node's state on ttyS1, every few seconds.
+mkdir -p /usr/lib/muster-test
+cat >/usr/lib/muster-test/report <<'SCRIPT'
+#!/bin/bash
+# muster TEST IMAGE reporter: writes this node's state to /dev/ttyS1 (a serial port only
+# the VM test reads), as blocks between BEGIN and END lines.
+set -u
+port=/dev/ttyS1
+pki=/etc/kubernetes/pki
+section() { printf '@@ %s\n' "$1"; }
+while :; do
+  block=$(
+    echo "=== MUSTER-TEST-REPORT BEGIN $(hostname) $(cut -d' ' -f1 /proc/uptime)"
+    section identity
+    cat /etc/muster/node.json 2>/dev/null | tr -d '\n'
+    echo
+    section addresses
+    ip -4 -o addr show 2>/dev/null
+    for u in nodeagent.service keepalived.service containerd.service chrony.service; do
+      section "unit $u"
+      systemctl show "$u" -p Type -p ActiveState -p SubState -p UnitFileState \
+        -p NotifyAccess -p NRestarts -p StatusText -p MainPID 2>/dev/null
+    done
+    section "time"
+    timedatectl show -p NTPSynchronized 2>/dev/null
+    section "nodeagent status"
+    nodeagent status --json 2>/dev/null
+    if [ -f "$pki/etcd/healthcheck-client.crt" ]; then
+      section "etcd members"
+      ETCDCTL_API=3 timeout 10 etcdctl --endpoints=https://127.0.0.1:2379 \
+        --cacert="$pki/etcd/ca.crt" --cert="$pki/etcd/healthcheck-client.crt" \
+        --key="$pki/etcd/healthcheck-client.key" member list -w json 2>&1
+    fi
+    section "kubeadm commands"
+    cat /var/lib/muster-standin/commands.log 2>/dev/null
+    section "agent journal"
+    journalctl -u nodeagent.service -o cat --no-pager 2>/dev/null |
+      grep -E 'WARN|ERROR|preflight' | tail -n 20
+    echo "=== MUSTER-TEST-REPORT END"
+  )
+  printf '%s\n' "$block" >"$port"
+  sleep 10
+done
+SCRIPT
+chmod 0755 /usr/lib/muster-test/report
+cat >/etc/systemd/system/muster-test-report.service <<'UNIT'
+[Unit]
+Description=muster TEST IMAGE reporter: node state on ttyS1 for the VM test
+After=systemd-networkd.service
+
+[Service]
+ExecStart=/usr/lib/muster-test/report
+Restart=always
+RestartSec=2s
+Nice=10
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+systemctl enable muster-test-report.service
+say "reporter on ttyS1 enabled"
+
+# 4. The manifest: what in this image is a stand-in or test-only.
+mkdir -p /usr/share/doc/muster
+cat >/usr/share/doc/muster/TEST-IMAGE <<DOC
+muster TEST IMAGE (muster image build --test-standins): not for clusters.
+
+STAND-INS (muster's test programs, NOT the real ones; tests/src/bin):
+  /usr/bin/kubeadm -> kubeadm-standin   stands in for kubeadm (and the kubelet's static pods)
+  /usr/bin/k3s -> k3s-standin           stands in for k3s
+  /usr/bin/k3s-killall.sh -> k3s-standin
+  /usr/bin/apiserver-standin            stands in for kube-apiserver
+Real, from Debian: etcd, etcdctl, containerd, chrony, keepalived/haproxy/nginx when the
+spec needs them, systemd, cloud-init, and muster's nodeagent from the payload.
+Test-only: /usr/lib/muster-test/report (muster-test-report.service, writes to ttyS1);
+chrony source $ntp (/etc/chrony/sources.d/muster-test.sources).
+DOC
+say "manifest: /usr/share/doc/muster/TEST-IMAGE"
