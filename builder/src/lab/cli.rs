@@ -28,12 +28,20 @@ enum LabCommand {
         /// The nodeagent binary to pack [default: `nodeagent` next to this executable].
         #[arg(long)]
         agent_bin: Option<PathBuf>,
-        /// Give up waiting for the nodes after this long (the lab stays up to inspect).
-        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
-        timeout: std::time::Duration,
+        /// Give up waiting for the nodes after this long (the lab stays up to inspect)
+        /// [default: 5m, 20m with --vms].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
         /// Print the final status as JSON (progress goes to stderr).
         #[arg(long)]
         json: bool,
+        /// QEMU VMs from a TEST image instead of namespaces (root, minutes under TCG);
+        /// runs in the foreground until Ctrl-C.
+        #[arg(long, conflicts_with = "json")]
+        vms: bool,
+        /// With --vms: stop the VMs once assembled and the times are printed.
+        #[arg(long, requires = "vms")]
+        exit: bool,
     },
     /// Every node's role, IP, phase and daemons, the VIP holder. Exit 1 when not healthy.
     Status {
@@ -69,7 +77,17 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             agent_bin,
             timeout,
             json,
-        } => up(state, spec, standins, agent_bin, timeout, json),
+            vms,
+            exit,
+        } => {
+            if vms {
+                let timeout = timeout.unwrap_or(std::time::Duration::from_secs(20 * 60));
+                up_vms(state, spec, standins, agent_bin, timeout, exit)
+            } else {
+                let timeout = timeout.unwrap_or(std::time::Duration::from_secs(5 * 60));
+                up(state, spec, standins, agent_bin, timeout, json)
+            }
+        }
         LabCommand::Status { json } => {
             let lab = Lab::open(&state)?;
             let s = lab.status()?;
@@ -143,6 +161,29 @@ fn print_status(s: &status::LabStatus, json: bool) -> anyhow::Result<()> {
         print!("{}", status::render(s));
     }
     Ok(())
+}
+
+fn up_vms(
+    state: PathBuf,
+    spec: Option<PathBuf>,
+    standins: Option<PathBuf>,
+    agent_bin: Option<PathBuf>,
+    timeout: std::time::Duration,
+    exit_when_assembled: bool,
+) -> anyhow::Result<ExitCode> {
+    let loaded = crate::spec_source::load(spec.as_deref())?;
+    let o = super::vms::VmsOptions {
+        state_dir: state,
+        standins: standins.unwrap_or_else(super::standins::default_dir),
+        agent_bin: match agent_bin {
+            Some(p) => p,
+            None => crate::build::default_agent_bin()?,
+        },
+        muster_bin: std::env::current_exe().context("finding this muster executable")?,
+        timeout,
+        exit_when_assembled,
+    };
+    super::vms::up(&loaded, &o)
 }
 
 fn up(

@@ -25,6 +25,7 @@ pub mod scratch;
 pub mod standins;
 pub mod status;
 pub mod vip;
+pub mod vms;
 
 pub use error::{LabError, Result};
 pub use record::{LabRecord, NodeRecord};

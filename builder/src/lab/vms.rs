@@ -1,0 +1,120 @@
+//! `muster lab up --vms`: the cluster as QEMU VMs instead of namespaces. Builds the
+//! payload and seeds, a TEST image with the stand-ins baked in (kubeadm, k3s and the API
+//! server cannot be downloaded here), boots one VM per planned node with its seed volume
+//! on a bridge in a network namespace with the rendezvous, waits until every node reports
+//! `done`, prints each node's times, then keeps the VMs up until Ctrl-C.
+//!
+//! Unlike the namespace lab it runs in the foreground: the VMs belong to this process.
+
+use crate::build::BuildOptions;
+use crate::image;
+use crate::spec_source::LoadedSpec;
+use crate::vm::cluster::{ClusterOptions, VmCluster, VmImage};
+use anyhow::Context;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// What `up` needs besides the spec.
+#[derive(Debug, Clone)]
+pub struct VmsOptions {
+    /// Build output, image and VM files go under `<state>/vms`.
+    pub state_dir: PathBuf,
+    /// The stand-in binaries baked into the TEST image.
+    pub standins: PathBuf,
+    pub agent_bin: PathBuf,
+    /// Serves the rendezvous inside the VMs' namespace.
+    pub muster_bin: PathBuf,
+    pub timeout: Duration,
+    /// Tear the VMs down right after printing (scripts, CI) instead of waiting for Ctrl-C.
+    pub exit_when_assembled: bool,
+}
+
+pub fn up(loaded: &LoadedSpec, o: &VmsOptions) -> anyhow::Result<ExitCode> {
+    let dir = o.state_dir.join("vms");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let build_dir = dir.join("build");
+    let t = Instant::now();
+    crate::build::build(
+        loaded,
+        &build_dir,
+        &BuildOptions {
+            agent_bin: o.agent_bin.clone(),
+            mtime: 0,
+        },
+    )
+    .context("muster build")?;
+    println!(
+        "lab --vms: payload and seeds built ({:.1}s)",
+        t.elapsed().as_secs_f64()
+    );
+
+    let t = Instant::now();
+    let image_dir = dir.join("image");
+    image::build(&image::BuildOptions {
+        spec: loaded.clone(),
+        out: image_dir.clone(),
+        payload: Some(build_dir.join("payload.tar.gz")),
+        cache: image::default_cache_dir(),
+        disk_bytes: 4 << 30,
+        test_standins: Some(o.standins.clone()),
+    })
+    .context("building the TEST image (stand-ins baked in)")?;
+    println!(
+        "lab --vms: TEST image built with the stand-ins ({:.1}s)",
+        t.elapsed().as_secs_f64()
+    );
+
+    let image = VmImage::from_dir(&image_dir)?;
+    let opts = ClusterOptions::new(dir.join("run"), o.muster_bin.clone());
+    let mut cluster = VmCluster::up(&build_dir, &image, opts)?;
+    println!(
+        "lab --vms: {} VMs started ({:?}: {}); waiting for assembly",
+        cluster.nodes().len(),
+        cluster.accel().accel,
+        cluster.accel().reason
+    );
+    let took = match cluster.wait_assembled(o.timeout) {
+        Ok(t) => t,
+        Err(e) => {
+            for n in cluster.nodes() {
+                if let Some(p) = cluster.console_log(&n) {
+                    eprintln!("lab --vms: {n}: console log {}", p.display());
+                }
+            }
+            cluster.down();
+            return Err(e.into());
+        }
+    };
+    println!(
+        "\n{:<20} {:>10} {:>12} {:>10} {:>8}",
+        "NODE", "AGENT UP", "REGISTERED", "JOINED", "PHASE"
+    );
+    let secs = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{s:.1}s"));
+    for n in cluster.nodes() {
+        let phase = cluster
+            .status(&n)
+            .and_then(|s| s["thisNode"]["phase"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "?".into());
+        let t = cluster.boot_times(&n).cloned().unwrap_or_default();
+        println!(
+            "{n:<20} {:>10} {:>12} {:>10} {phase:>8}",
+            secs(t.agent_started),
+            secs(t.registered),
+            secs(t.joined)
+        );
+    }
+    println!("\nlab --vms: assembled {took:.1}s after the VMs started");
+    if !o.exit_when_assembled {
+        println!("lab --vms: the VMs stay up; Ctrl-C stops them");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting a runtime to wait for Ctrl-C")?;
+        rt.block_on(tokio::signal::ctrl_c())
+            .context("waiting for Ctrl-C")?;
+    }
+    cluster.down();
+    println!("lab --vms: VMs stopped, namespace removed");
+    Ok(ExitCode::SUCCESS)
+}
