@@ -40,20 +40,12 @@ fn enabled() -> bool {
     false
 }
 
-/// `target/debug` (this test binary is `target/debug/deps/vm_cluster-…`).
 fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
+    muster::lab::standins::target_bin_dir()
 }
 
 fn binary(name: &str) -> PathBuf {
-    let p = bin_dir().join(name);
-    assert!(
-        p.is_file(),
-        "{} is missing: `cargo test --workspace` builds it, or run `cargo build --workspace --bins`",
-        p.display()
-    );
-    p
+    muster::lab::standins::target_binary(name).unwrap()
 }
 
 fn spec(workers: usize) -> String {

@@ -37,14 +37,7 @@ const VIP_OCTET: u8 = 10;
 const PATIENCE: Duration = Duration::from_secs(75);
 
 fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo build --workspace --bins`",
-        p.display()
-    );
-    p
+    muster::lab::standins::target_binary(name).unwrap()
 }
 
 fn spec(lab: &Lab) -> String {

@@ -32,20 +32,12 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// `target/debug` (this test binary is `target/debug/deps/assembly-…`).
 fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
+    muster::lab::standins::target_bin_dir()
 }
 
 fn binary(name: &str) -> PathBuf {
-    let p = bin_dir().join(name);
-    assert!(
-        p.is_file(),
-        "{} is missing: `cargo test --workspace` builds it, or run `cargo build --workspace --bins`",
-        p.display()
-    );
-    p
+    muster::lab::standins::target_binary(name).unwrap()
 }
 
 /// A fixed dir per test under this worktree's target: a rerun sweeps what a crashed run left.

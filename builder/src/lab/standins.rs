@@ -29,6 +29,27 @@ pub fn default_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Where cargo put the workspace's binaries, seen from a running test or bench
+/// (`target/<profile>/deps/<test>` → `target/<profile>`).
+pub fn target_bin_dir() -> PathBuf {
+    let deps = default_dir();
+    deps.parent().map_or(deps.clone(), Path::to_path_buf)
+}
+
+/// A workspace binary (`muster`, `nodeagent`, a stand-in) beside the running test.
+pub fn target_binary(name: &str) -> Result<PathBuf> {
+    let p = target_bin_dir().join(name);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(LabError::MissingBinary {
+            what: format!("`{name}`"),
+            path: p,
+            flag: "a debug build from `cargo build --workspace --bins`",
+        })
+    }
+}
+
 /// Fails unless every stand-in binary is in `bin_dir`.
 pub fn check(bin_dir: &Path) -> Result<()> {
     for (_, bin) in LINKS {
