@@ -96,25 +96,20 @@ fn main() -> anyhow::Result<()> {
             .trim()
     );
     let mut results = Vec::new();
-    let mut per_node_kib: Option<u64> = None;
+    // Measured per node in the previous size: (RSS KiB, state dir KiB).
+    let mut per_node: Option<(u64, u64)> = None;
     for size in sizes {
         let nodes = u64::from(size.control_planes + size.workers);
-        let avail = mem_available_kib();
-        if let (Some(per), Some(avail)) = (per_node_kib, avail) {
-            println!(
-                "{size}: memory check: {nodes} nodes x {} MiB measured per node in the previous size = {} MiB, {} MiB available",
-                per / 1024,
-                nodes * per / 1024,
-                avail / 1024
-            );
-            if nodes * per > avail {
-                println!("{size}: SKIPPED: it would not fit in the memory available");
+        if let Some((rss, disk)) = per_node {
+            let memory = fits(size, "memory", nodes, rss, mem_available_kib());
+            let disk = fits(size, "disk", nodes, disk, disk_available_kib());
+            if !(memory && disk) {
                 continue;
             }
         }
         match run_size(size, &default, &bins) {
             Ok(r) => {
-                per_node_kib = Some(r.lab_rss_kib / nodes.max(1));
+                per_node = Some((r.lab_rss_kib / nodes.max(1), r.disk_kib / nodes.max(1)));
                 results.push(r);
             }
             Err(e) => println!("{size}: could not run: {e:#}"),
@@ -183,6 +178,8 @@ struct SizeResult {
     agent_hwm_kib: Vec<u64>,
     /// Every process in every node namespace, summed (for the next size's memory check).
     lab_rss_kib: u64,
+    /// The state dir after the failovers (for the next size's disk check).
+    disk_kib: u64,
 }
 
 /// Tears the lab down however the run ends.
@@ -251,6 +248,7 @@ fn run_size(size: Size, default: &serde_yaml::Value, bins: &Path) -> anyhow::Res
 
     let (agent_rss_kib, agent_hwm_kib, lab_rss_kib) = rss(lab);
     let failovers = failover(lab, size)?;
+    let disk_kib = disk_kib().unwrap_or(0);
     Ok(SizeResult {
         size,
         boot,
@@ -262,6 +260,7 @@ fn run_size(size: Size, default: &serde_yaml::Value, bins: &Path) -> anyhow::Res
         agent_rss_kib,
         agent_hwm_kib,
         lab_rss_kib,
+        disk_kib,
     })
 }
 
@@ -389,11 +388,16 @@ fn max_concurrent<'a>(runs: impl Iterator<Item = &'a Run>) -> usize {
     usize::try_from(max).unwrap_or(0)
 }
 
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+/// `Field:   123 kB` of a /proc file, in KiB.
+fn kib_field(path: &str, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(path).ok()?;
     s.lines()
         .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    kib_field(&format!("/proc/{pid}/status"), field)
 }
 
 fn comm(pid: u32) -> String {
@@ -509,11 +513,57 @@ fn settle(lab: &Lab, patience: Duration) -> anyhow::Result<()> {
     )
 }
 
+/// Prints the check of `nodes` x the measured `per` node (KiB) against what is available.
+fn fits(size: Size, what: &str, nodes: u64, per: u64, avail: Option<u64>) -> bool {
+    let Some(avail) = avail else {
+        println!("{size}: {what} check: cannot tell what is available");
+        return true;
+    };
+    let need = nodes * per;
+    println!(
+        "{size}: {what} check: {nodes} nodes x {} MiB measured per node in the previous size = {} MiB, {} MiB available",
+        per / 1024,
+        need / 1024,
+        avail / 1024
+    );
+    if need > avail {
+        println!("{size}: SKIPPED: it would not fit in the {what} available");
+    }
+    need <= avail
+}
+
+/// KiB free on the file system of the state dir.
+fn disk_available_kib() -> Option<u64> {
+    let dir = Path::new(STATE_DIR).parent()?;
+    std::fs::create_dir_all(dir).ok()?;
+    let out = std::process::Command::new("df")
+        .args(["-k", "--output=avail"])
+        .arg(dir)
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// KiB the lab's state dir takes (node roots: the payload unpacked, etcd data, logs).
+fn disk_kib() -> Option<u64> {
+    let out = std::process::Command::new("du")
+        .args(["-sk", STATE_DIR])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn mem_available_kib() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    kib_field("/proc/meminfo", "MemAvailable:")
 }
 
 fn median<T: Copy + Ord>(v: &[T]) -> Option<T> {
@@ -601,12 +651,13 @@ fn print_table(results: &[SizeResult]) {
             }
         };
         println!(
-            "{:<7} {} agents: VmRSS {}, VmHWM {}; every process of the lab's nodes: {:.0} MiB",
+            "{:<7} {} agents: VmRSS {}, VmHWM {}; every process of the lab's nodes: {:.0} MiB; state dir {:.0} MiB",
             r.size.to_string(),
             r.agent_rss_kib.len(),
             mib(&r.agent_rss_kib),
             mib(&r.agent_hwm_kib),
-            r.lab_rss_kib as f64 / 1024.0
+            r.lab_rss_kib as f64 / 1024.0,
+            r.disk_kib as f64 / 1024.0
         );
     }
 }
