@@ -1,0 +1,663 @@
+//! Assembly benchmark (issue #6, "Figures"): whole clusters assembled by `muster::lab` in
+//! network namespaces on this machine (real rendezvous, agents, etcd, keepalived; kubeadm and
+//! the API server are the STAND-INS of package `muster-tests`). Prints measured figures only:
+//!
+//! 1. assembly wall time against the ideal critical path measured in the same run: the
+//!    `kubeadm init` of the initializing node + every control-plane `kubeadm join` one after
+//!    the other + the worker joins packed into `workerJoinCap` parallel slots (longest first),
+//!    each step as long as the stand-in's successful run took (its `commands.log`);
+//! 2. VIP failover: the VIP holder halted (`Lab::stop`) until a TCP connect to VIP:6443 from
+//!    a worker's namespace succeeds again, three times;
+//! 3. the agents' VmRSS/VmHWM.
+//!
+//! Needs root and the binaries next to `muster` (`cargo build --workspace --bins`, or
+//! `--release` for `cargo bench`); `MUSTER_BENCH_BINS=DIR` takes them from elsewhere.
+//! Sizes: `CP+W[/CAP]` as arguments or `MUSTER_BENCH_SIZES=3+3,5+20` (default
+//! `3+3,5+20/5,3+100/10`). Run: `cargo bench -p muster --bench lab -- 3+3`.
+#![allow(clippy::expect_used, reason = "a benchmark, not shipped code")]
+
+use anyhow::{Context, bail};
+use muster::lab::{Lab, UpOptions, netns};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The stand-in's command log under a node's root (`muster_tests::standin::STATE_DIR` and
+/// `kubeadm::COMMAND_LOG`): `<unix ms> <subcommand words> started|ok|failed` per line.
+const COMMAND_LOG: &str = "var/lib/muster-standin/commands.log";
+const STATE_DIR: &str = "/run/muster/bench-lab";
+const FAILOVERS: usize = 3;
+const API_PORT: u16 = 6443;
+
+#[derive(Debug, Clone, Copy)]
+struct Size {
+    control_planes: u32,
+    workers: u32,
+    cap: u32,
+}
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}+{}", self.control_planes, self.workers)
+    }
+}
+
+fn parse_size(s: &str, default_cap: u32) -> anyhow::Result<Size> {
+    let (counts, cap) = match s.split_once('/') {
+        Some((c, k)) => (c, Some(k.parse().context("CAP")?)),
+        None => (s, None),
+    };
+    let (cp, w) = counts
+        .split_once('+')
+        .with_context(|| format!("size {s}: expected CP+W[/CAP], e.g. 5+20/5"))?;
+    let (control_planes, workers): (u32, u32) = (cp.parse()?, w.parse()?);
+    let cap = cap.unwrap_or(match (control_planes, workers) {
+        (5, 20) => 5,
+        (3, 100) => 10,
+        _ => default_cap,
+    });
+    Ok(Size {
+        control_planes,
+        workers,
+        cap,
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("the lab benchmark needs root (network namespaces)");
+    }
+    let default: serde_yaml::Value = serde_yaml::from_str(muster::spec_source::DEFAULT_SPEC)?;
+    let default_cap = default["spec"]["rendezvous"]["workerJoinCap"]
+        .as_u64()
+        .and_then(|c| u32::try_from(c).ok())
+        .context("examples/default.yaml: spec.rendezvous.workerJoinCap")?;
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let list = if args.is_empty() {
+        std::env::var("MUSTER_BENCH_SIZES").unwrap_or_else(|_| "3+3,5+20/5,3+100/10".into())
+    } else {
+        args.join(",")
+    };
+    let sizes = list
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| parse_size(s.trim(), default_cap))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let bins = bin_dir()?;
+    println!(
+        "lab bench: sizes {list}; binaries from {}; {} cores; load {}",
+        bins.display(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    let mut results = Vec::new();
+    // Measured per node in the previous size: (RSS KiB, state dir KiB).
+    let mut per_node: Option<(u64, u64)> = None;
+    for size in sizes {
+        let nodes = u64::from(size.control_planes + size.workers);
+        if let Some((rss, disk)) = per_node {
+            let memory = fits(size, "memory", nodes, rss, mem_available_kib());
+            let disk = fits(size, "disk", nodes, disk, disk_available_kib());
+            if !(memory && disk) {
+                continue;
+            }
+        }
+        match run_size(size, &default, &bins) {
+            Ok(r) => {
+                per_node = Some((r.lab_rss_kib / nodes.max(1), r.disk_kib / nodes.max(1)));
+                results.push(r);
+            }
+            Err(e) => println!("{size}: could not run: {e:#}"),
+        }
+    }
+    print_table(&results);
+    Ok(())
+}
+
+/// `target/<profile>` of this bench, or `MUSTER_BENCH_BINS`.
+fn bin_dir() -> anyhow::Result<PathBuf> {
+    let dir = match std::env::var_os("MUSTER_BENCH_BINS") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_BIN_EXE_muster"))
+            .parent()
+            .context("the muster binary's dir")?
+            .to_path_buf(),
+    };
+    for b in [
+        "muster",
+        "nodeagent",
+        "kubeadm-standin",
+        "k3s-standin",
+        "apiserver-standin",
+    ] {
+        if !dir.join(b).is_file() {
+            bail!(
+                "{} is missing: `cargo build --workspace --bins` (add --release for `cargo bench`) or MUSTER_BENCH_BINS=DIR",
+                dir.join(b).display()
+            );
+        }
+    }
+    Ok(dir)
+}
+
+/// examples/default.yaml with the size's counts and worker join cap.
+fn spec_for(size: Size, default: &serde_yaml::Value) -> anyhow::Result<tempfile::NamedTempFile> {
+    let mut v = default.clone();
+    let first_worker = v["spec"]["network"]["addressPlan"]["workers"]
+        .as_u64()
+        .context("spec.network.addressPlan.workers")?;
+    if first_worker + u64::from(size.workers) > 254 {
+        bail!(
+            "{size}: the default /24 address plan has no room for {} workers",
+            size.workers
+        );
+    }
+    v["metadata"]["name"] = "bench".into();
+    v["spec"]["topology"]["controlPlanes"] = size.control_planes.into();
+    v["spec"]["topology"]["workers"] = size.workers.into();
+    v["spec"]["rendezvous"]["workerJoinCap"] = size.cap.into();
+    let mut f = tempfile::Builder::new().suffix(".yaml").tempfile()?;
+    std::io::Write::write_all(&mut f, serde_yaml::to_string(&v)?.as_bytes())?;
+    Ok(f)
+}
+
+struct SizeResult {
+    size: Size,
+    boot: Duration,
+    wall: Duration,
+    ideal: Ideal,
+    max_worker_joins: usize,
+    retries: usize,
+    failovers: Vec<Duration>,
+    agent_rss_kib: Vec<u64>,
+    agent_hwm_kib: Vec<u64>,
+    /// Every process in every node namespace, summed (for the next size's memory check).
+    lab_rss_kib: u64,
+    /// The state dir after the failovers (for the next size's disk check).
+    disk_kib: u64,
+}
+
+/// Tears the lab down however the run ends.
+struct Guard(Option<Lab>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(lab) = self.0.take() {
+            let left = lab.down();
+            if !left.is_empty() {
+                eprintln!("lab down left: {left:?}");
+            }
+        }
+    }
+}
+
+fn run_size(size: Size, default: &serde_yaml::Value, bins: &Path) -> anyhow::Result<SizeResult> {
+    let spec_file = spec_for(size, default)?;
+    let spec = muster::spec_source::load(Some(spec_file.path()))?;
+    println!("{size}: creating the lab (worker join cap {})...", size.cap);
+    let lab = Lab::create(&spec, &UpOptions::new(STATE_DIR, bins))?;
+    let mut guard = Guard(Some(lab));
+    let lab = guard.0.as_mut().context("lab")?;
+    let started = Instant::now();
+    lab.boot_all()?;
+    let boot = started.elapsed();
+    let names: Vec<String> = lab.record().nodes.iter().map(|n| n.name.clone()).collect();
+    let patience = Duration::from_secs(120 + 10 * names.len() as u64);
+    let mut done = 0;
+    let wall = lab.wait_assembled(&names, started, patience, |c| {
+        if c.to == "done" {
+            done += 1;
+            if done % 10 == 0 || done == names.len() {
+                eprintln!(
+                    "  {:>6.1}s {done}/{} done",
+                    c.elapsed.as_secs_f64(),
+                    names.len()
+                );
+            }
+        }
+    })?;
+    println!(
+        "{size}: assembled in {:.1} s (booting the {} nodes took {:.1} s of it)",
+        wall.as_secs_f64(),
+        names.len(),
+        boot.as_secs_f64()
+    );
+
+    let logs = command_logs(lab)?;
+    let ideal = ideal(&logs, size.cap)?;
+    let max_worker_joins = max_concurrent(
+        logs.iter()
+            .filter(|l| l.role == "worker")
+            .flat_map(|l| l.runs.iter().filter(|r| r.words == "join")),
+    );
+    let retries = logs
+        .iter()
+        .map(|l| {
+            l.runs
+                .iter()
+                .filter(|r| r.words == "init" || r.words == "join")
+                .count()
+                .saturating_sub(1)
+        })
+        .sum();
+
+    let (agent_rss_kib, agent_hwm_kib, lab_rss_kib) = rss(lab);
+    let failovers = failover(lab, size)?;
+    let disk_kib = disk_kib().unwrap_or(0);
+    Ok(SizeResult {
+        size,
+        boot,
+        wall,
+        ideal,
+        max_worker_joins,
+        retries,
+        failovers,
+        agent_rss_kib,
+        agent_hwm_kib,
+        lab_rss_kib,
+        disk_kib,
+    })
+}
+
+/// One stand-in command from `started` to its outcome.
+#[derive(Debug, Clone)]
+struct Run {
+    words: String,
+    start_ms: u64,
+    end_ms: u64,
+    ok: bool,
+}
+
+struct NodeLog {
+    role: String,
+    runs: Vec<Run>,
+}
+
+fn command_logs(lab: &Lab) -> anyhow::Result<Vec<NodeLog>> {
+    let mut out = Vec::new();
+    for n in &lab.record().nodes {
+        let path = n.root.join(COMMAND_LOG);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        out.push(NodeLog {
+            role: n.role.clone(),
+            runs: parse_runs(&text).with_context(|| path.display().to_string())?,
+        });
+    }
+    Ok(out)
+}
+
+fn parse_runs(text: &str) -> anyhow::Result<Vec<Run>> {
+    let mut open: Vec<(String, u64)> = Vec::new();
+    let mut runs = Vec::new();
+    for line in text.lines() {
+        let mut parts: Vec<&str> = line.split_whitespace().collect();
+        let (Some(outcome), true) = (parts.pop(), !parts.is_empty()) else {
+            bail!("line {line:?}: expected `<ms> <words> <outcome>`");
+        };
+        let ms: u64 = parts[0].parse().with_context(|| format!("line {line:?}"))?;
+        let words = parts[1..].join(" ");
+        if outcome == "started" {
+            open.push((words, ms));
+        } else if let Some(i) = open.iter().rposition(|(w, _)| *w == words) {
+            let (words, start_ms) = open.remove(i);
+            runs.push(Run {
+                words,
+                start_ms,
+                end_ms: ms,
+                ok: outcome == "ok",
+            });
+        }
+    }
+    runs.sort_by_key(|r| r.start_ms);
+    Ok(runs)
+}
+
+struct Ideal {
+    init: Duration,
+    cp_joins: Duration,
+    worker_makespan: Duration,
+}
+
+impl Ideal {
+    fn total(&self) -> Duration {
+        self.init + self.cp_joins + self.worker_makespan
+    }
+
+    /// Workers may join as soon as the cluster is initialized, beside the control-plane
+    /// joins (agent/src/bootstrap/state.rs): the shorter path that protocol allows.
+    fn overlapped(&self) -> Duration {
+        self.init + self.cp_joins.max(self.worker_makespan)
+    }
+}
+
+fn took(r: &Run) -> Duration {
+    Duration::from_millis(r.end_ms.saturating_sub(r.start_ms))
+}
+
+/// The critical path if nothing but the stand-in's own work took time: the successful init,
+/// the successful control-plane joins one after the other, the successful worker joins in
+/// `cap` slots (longest first; a schedule at most 4/3 of the optimal one and here, with
+/// joins of near-equal length, the optimum).
+fn ideal(logs: &[NodeLog], cap: u32) -> anyhow::Result<Ideal> {
+    let ok = |role: &str, words: &str| -> Vec<Duration> {
+        logs.iter()
+            .filter(|l| l.role == role)
+            .flat_map(|l| l.runs.iter().filter(|r| r.ok && r.words == words).map(took))
+            .collect()
+    };
+    let inits = ok("control-plane", "init");
+    let [init] = inits[..] else {
+        bail!(
+            "expected one successful `kubeadm init`, found {}",
+            inits.len()
+        );
+    };
+    let cp_joins = ok("control-plane", "join").into_iter().sum();
+    let mut workers = ok("worker", "join");
+    workers.sort_unstable_by(|a, b| b.cmp(a));
+    let mut slots = vec![Duration::ZERO; cap.max(1) as usize];
+    for d in workers {
+        if let Some(s) = slots.iter_mut().min() {
+            *s += d;
+        }
+    }
+    Ok(Ideal {
+        init,
+        cp_joins,
+        worker_makespan: slots.into_iter().max().unwrap_or_default(),
+    })
+}
+
+/// The most runs overlapping at one instant.
+fn max_concurrent<'a>(runs: impl Iterator<Item = &'a Run>) -> usize {
+    let mut edges: Vec<(u64, i32)> = runs
+        .flat_map(|r| [(r.start_ms, 1), (r.end_ms, -1)])
+        .collect();
+    // An end sorts before a start at the same millisecond.
+    edges.sort_unstable();
+    let (mut now, mut max) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        max = max.max(now);
+    }
+    usize::try_from(max).unwrap_or(0)
+}
+
+/// `Field:   123 kB` of a /proc file, in KiB.
+fn kib_field(path: &str, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(path).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    kib_field(&format!("/proc/{pid}/status"), field)
+}
+
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// The agents' VmRSS and VmHWM (KiB), and the RSS of everything in the node namespaces.
+fn rss(lab: &Lab) -> (Vec<u64>, Vec<u64>, u64) {
+    let (mut rss, mut hwm, mut all) = (Vec::new(), Vec::new(), 0);
+    for n in &lab.record().nodes {
+        for pid in netns::pids(&n.ns) {
+            let r = status_kib(pid, "VmRSS:").unwrap_or(0);
+            all += r;
+            if comm(pid) == "nodeagent" {
+                rss.push(r);
+                hwm.push(status_kib(pid, "VmHWM:").unwrap_or(0));
+            }
+        }
+    }
+    (rss, hwm, all)
+}
+
+fn connects(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+/// From inside `ns`: the time from `since` until `addr` accepts a TCP connection.
+fn until_connect(
+    ns: &str,
+    addr: SocketAddr,
+    since: Instant,
+    patience: Duration,
+) -> anyhow::Result<Duration> {
+    let polled = netns::in_netns(ns, move || {
+        while since.elapsed() < patience {
+            if connects(addr) {
+                return Some(since.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    })?;
+    polled.with_context(|| format!("{addr} did not accept within {patience:?}"))
+}
+
+/// Halts the VIP holder FAILOVERS times, each time until VIP:6443 answers again from a
+/// worker's namespace, then boots it again and waits until it is done and the VIP is settled.
+fn failover(lab: &mut Lab, size: Size) -> anyhow::Result<Vec<Duration>> {
+    let vip: Ipv4Addr = lab.record().vip.context("the spec has no VIP")?;
+    let vip_addr = SocketAddr::from((vip, API_PORT));
+    let observer = lab
+        .record()
+        .nodes
+        .iter()
+        .find(|n| n.role == "worker")
+        .context("no worker to observe from")?
+        .ns
+        .clone();
+    let patience = Duration::from_secs(60);
+    let mut out = Vec::new();
+    for i in 1..=FAILOVERS {
+        until_connect(&observer, vip_addr, Instant::now(), patience)?;
+        let holders = lab.vip_holders();
+        let [holder] = &holders[..] else {
+            bail!("expected one VIP holder, found {holders:?}");
+        };
+        let holder = holder.clone();
+        let t0 = Instant::now();
+        lab.stop(&holder)?;
+        let stopped = t0.elapsed();
+        let back = until_connect(&observer, vip_addr, t0, patience)?;
+        println!(
+            "{size}: failover {i}: halted {holder} (stop took {:.2} s), VIP:{API_PORT} answered after {:.2} s, now held by {:?}",
+            stopped.as_secs_f64(),
+            back.as_secs_f64(),
+            lab.vip_holders()
+        );
+        out.push(back);
+        lab.start(&holder)?;
+        let own = SocketAddr::from((lab.node(&holder)?.ip, API_PORT));
+        until_connect(&observer, own, Instant::now(), patience)?;
+        lab.wait_assembled(
+            std::slice::from_ref(&holder),
+            Instant::now(),
+            patience,
+            |_| {},
+        )?;
+        settle(lab, patience)?;
+    }
+    Ok(out)
+}
+
+/// Waits until one node has held the VIP for `SETTLED` (VRRP done with the restarted node).
+fn settle(lab: &Lab, patience: Duration) -> anyhow::Result<()> {
+    const SETTLED: Duration = Duration::from_secs(10);
+    let t0 = Instant::now();
+    let mut since = (Vec::new(), Instant::now());
+    while t0.elapsed() < patience {
+        let now = lab.vip_holders();
+        if now != since.0 {
+            since = (now, Instant::now());
+        } else if since.0.len() == 1 && since.1.elapsed() >= SETTLED {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    bail!(
+        "the VIP did not settle on one holder within {patience:?}: {:?}",
+        since.0
+    )
+}
+
+/// Prints the check of `nodes` x the measured `per` node (KiB) against what is available.
+fn fits(size: Size, what: &str, nodes: u64, per: u64, avail: Option<u64>) -> bool {
+    let Some(avail) = avail else {
+        println!("{size}: {what} check: cannot tell what is available");
+        return true;
+    };
+    let need = nodes * per;
+    println!(
+        "{size}: {what} check: {nodes} nodes x {} MiB measured per node in the previous size = {} MiB, {} MiB available",
+        per / 1024,
+        need / 1024,
+        avail / 1024
+    );
+    if need > avail {
+        println!("{size}: SKIPPED: it would not fit in the {what} available");
+    }
+    need <= avail
+}
+
+/// KiB free on the file system of the state dir.
+fn disk_available_kib() -> Option<u64> {
+    let dir = Path::new(STATE_DIR).parent()?;
+    std::fs::create_dir_all(dir).ok()?;
+    let out = std::process::Command::new("df")
+        .args(["-k", "--output=avail"])
+        .arg(dir)
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// KiB the lab's state dir takes (node roots: the payload unpacked, etcd data, logs).
+fn disk_kib() -> Option<u64> {
+    let out = std::process::Command::new("du")
+        .args(["-sk", STATE_DIR])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn mem_available_kib() -> Option<u64> {
+    kib_field("/proc/meminfo", "MemAvailable:")
+}
+
+fn median<T: Copy + Ord>(v: &[T]) -> Option<T> {
+    let mut s = v.to_vec();
+    s.sort_unstable();
+    s.get(s.len() / 2).copied()
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64())
+}
+
+fn print_table(results: &[SizeResult]) {
+    println!();
+    println!(
+        "assembly (wall: first boot to every node done; ideal: init + control-plane joins + worker joins packed into CAP slots, as long as the stand-ins took in this run; ideal||: the worker joins beside the control-plane joins, as the protocol allows)"
+    );
+    println!(
+        "{:<7} {:>5} {:>4} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>6} {:>9} {:>7} {:>8} {:>7}",
+        "size",
+        "nodes",
+        "cap",
+        "boot s",
+        "wall s",
+        "ideal s",
+        "init s",
+        "cpj s",
+        "wrk s",
+        "ratio",
+        "ideal|| s",
+        "ratio||",
+        "max wj",
+        "retries"
+    );
+    for r in results {
+        let ratio = |ideal: Duration| r.wall.as_secs_f64() / ideal.as_secs_f64().max(f64::EPSILON);
+        println!(
+            "{:<7} {:>5} {:>4} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>6.2} {:>9} {:>7.2} {:>8} {:>7}",
+            r.size.to_string(),
+            r.size.control_planes + r.size.workers,
+            r.size.cap,
+            secs(r.boot),
+            secs(r.wall),
+            secs(r.ideal.total()),
+            secs(r.ideal.init),
+            secs(r.ideal.cp_joins),
+            secs(r.ideal.worker_makespan),
+            ratio(r.ideal.total()),
+            secs(r.ideal.overlapped()),
+            ratio(r.ideal.overlapped()),
+            r.max_worker_joins,
+            r.retries
+        );
+    }
+    println!();
+    println!(
+        "VIP failover (holder halted until VIP:{API_PORT} accepts a TCP connect from a worker)"
+    );
+    for r in results {
+        let each: Vec<String> = r
+            .failovers
+            .iter()
+            .map(|d| format!("{:.2}", d.as_secs_f64()))
+            .collect();
+        println!(
+            "{:<7} each {} s, median {} s",
+            r.size.to_string(),
+            each.join(" / "),
+            median(&r.failovers).map_or("-".into(), |d| format!("{:.2}", d.as_secs_f64()))
+        );
+    }
+    println!();
+    println!("agent memory (nodeagent per node after assembly, MiB: min / median / max)");
+    for r in results {
+        let mib = |v: &[u64]| {
+            let (lo, mid, hi) = (v.iter().min(), median(v), v.iter().max());
+            match (lo, mid, hi) {
+                (Some(lo), Some(mid), Some(hi)) => format!(
+                    "{:.1} / {:.1} / {:.1}",
+                    *lo as f64 / 1024.0,
+                    mid as f64 / 1024.0,
+                    *hi as f64 / 1024.0
+                ),
+                _ => "-".into(),
+            }
+        };
+        println!(
+            "{:<7} {} agents: VmRSS {}, VmHWM {}; every process of the lab's nodes: {:.0} MiB; state dir {:.0} MiB",
+            r.size.to_string(),
+            r.agent_rss_kib.len(),
+            mib(&r.agent_rss_kib),
+            mib(&r.agent_hwm_kib),
+            r.lab_rss_kib as f64 / 1024.0,
+            r.disk_kib as f64 / 1024.0
+        );
+    }
+}
