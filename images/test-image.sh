@@ -36,6 +36,9 @@ done
 ln -sf kubeadm-standin /usr/bin/kubeadm
 ln -sf k3s-standin /usr/bin/k3s
 ln -sf k3s-standin /usr/bin/k3s-killall.sh
+# Where muster's k3s units (units/k3s*.service) and install-kubernetes.sh put k3s.
+mkdir -p /usr/local/bin
+ln -sf /usr/bin/k3s-standin /usr/local/bin/k3s
 # The kubeadm stand-in runs Debian's etcd itself (like kubeadm's static pod would).
 command -v etcd >/dev/null || die "etcd (Debian etcd-server) is not in the image"
 command -v etcdctl >/dev/null || die "etcdctl (Debian etcd-client) is not in the image"

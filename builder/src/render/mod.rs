@@ -69,6 +69,16 @@ pub const UNITS: [(&str, &str); 1] = [(
     include_str!("../../../units/nodeagent.service"),
 )];
 
+/// The k3s units (k3s payloads only): images install the k3s binary without the upstream
+/// install script that would write them.
+pub const K3S_UNITS: [(&str, &str); 2] = [
+    ("k3s.service", include_str!("../../../units/k3s.service")),
+    (
+        "k3s-agent.service",
+        include_str!("../../../units/k3s-agent.service"),
+    ),
+];
+
 /// What the build adds to the spec: the cluster's identity and the rendezvous pin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bake {
@@ -168,8 +178,12 @@ pub fn cluster_files(input: &Input<'_>, bake: &Bake) -> Result<FileSet, RenderEr
         source,
     })?;
     fs.add(nf::CLUSTER_CONFIG, 0o644, json + "\n");
-    for (name, text) in UNITS {
-        fs.add(format!("{}/{name}", nf::SYSTEMD_UNITS), 0o644, text);
+    let k3s: &[(&str, &str)] = match input.cluster.distribution.kind {
+        DistroKind::K3s => &K3S_UNITS,
+        DistroKind::Kubeadm => &[],
+    };
+    for (name, text) in UNITS.iter().chain(k3s) {
+        fs.add(format!("{}/{name}", nf::SYSTEMD_UNITS), 0o644, *text);
     }
     if input.cluster.ha.provider == VipProvider::KubeVip {
         fs.add(nf::KUBE_VIP_PRISTINE, 0o644, kube_vip::manifest(input)?);
