@@ -8,7 +8,7 @@
 
 use muster::lab::netns::{self, Daemon, Out};
 use muster::lab::scratch::ScratchLab as Lab;
-use muster_tests::mariadb::Mariadb;
+use muster::lab::mariadb::Mariadb;
 use muster_tests::standin::{daemon, k3s::BOOTSTRAP_KEY};
 use std::path::Path;
 use std::time::Duration;
