@@ -209,7 +209,10 @@ mod tests {
             u.pid_file,
             dir.path().join("run/muster-lab/k3s-agent.service.pid")
         );
-        assert_eq!(u.log, dir.path().join("run/muster-lab/k3s-agent.service.log"));
+        assert_eq!(
+            u.log,
+            dir.path().join("run/muster-lab/k3s-agent.service.log")
+        );
     }
 
     #[test]

@@ -227,6 +227,28 @@ fn seed_003_k3s_keepalived_assembles() {
     let third = seed.names("control-plane")[2].clone();
     assert_endpoint_answers(&seed, &third);
     assert_etcd_members(&seed);
+    // A done server halted and booted again: its enabled k3s unit (and etcd member) comes
+    // back through the lab's boot step, as systemd starts enabled units at boot.
+    let mut seed = seed;
+    let lab = seed.lab.as_mut().unwrap();
+    lab.stop(&third).unwrap();
+    let root = lab.node(&third).unwrap().root.clone();
+    let pid_file = root.join("run/muster-lab/k3s.service.pid");
+    let halted_pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
+    let t_boot = Instant::now();
+    lab.start(&third).unwrap();
+    let own = format!("https://{}:6443", lab.node(&third).unwrap().ip);
+    netns::wait_until(
+        "the rebooted server's k3s to answer",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || seed.api(&third, &third, &own, "get", "/readyz", None).ok(),
+    )
+    .unwrap();
+    let booted_pid = std::fs::read_to_string(&pid_file).unwrap();
+    assert_ne!(halted_pid, booted_pid, "k3s was not started again");
+    eprintln!("{third}: k3s back after boot in {:?}", t_boot.elapsed());
+    assert_etcd_members(&seed);
     eprintln!("seed_003_k3s_keepalived_assembles: {:?}", t.elapsed());
 }
 

@@ -388,6 +388,12 @@ impl Lab {
             self.start_enabled_units(&node, &env)?;
         }
         clear_stale_pid_files(&node.dir.join("run"));
+        if self.rec.rendezvous.ns == node.ns {
+            // The rendezvous runs on this machine (seed 002's infra host): it boots with it.
+            let mut r = self.rec.rendezvous.clone();
+            r.env.extend(env.iter().cloned());
+            process::start(&r)?;
+        }
         for s in &node.services {
             let mut s = s.clone();
             s.env.extend(env.iter().cloned());
