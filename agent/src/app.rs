@@ -150,7 +150,7 @@ pub async fn run_node<C: Coordinator>(
         preflight,
     };
     // A namespace lab has no system bus: `--lab` uses the lab stand-in (systemd.rs).
-    let systemd = NodeSystemd::for_run(lab).await?;
+    let systemd = NodeSystemd::for_run(lab.then(|| root.clone())).await?;
     let store = FileStore::new(root.clone());
     let seed = rand::random::<u64>();
     let parts = Parts {

@@ -13,6 +13,7 @@ pub mod exec;
 pub mod fsutil;
 pub mod host;
 pub mod kube_vip;
+pub mod lab_units;
 pub mod material;
 pub mod preflight;
 pub mod rendezvous;

@@ -1,6 +1,8 @@
 //! systemd: units over D-Bus (zbus `#[proxy]` for the Manager and Unit interfaces) behind
 //! the `Systemd` trait, with a fake for tests; and `sd_notify` for READY/STATUS/STOPPING.
 
+use crate::lab_units;
+use model::node_files::NodeRoot;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -144,33 +146,75 @@ impl Systemd for DbusSystemd {
 }
 
 /// LAB ONLY (`nodeagent run --lab`): a network namespace has no service manager of its own
-/// and no system bus. Enabling or starting a unit is logged and the unit then reads as
-/// `active`; whatever the unit would run, the lab runs itself (the kubeadm stand-in starts
-/// its own etcd and API server like static pods; the lab harness runs keepalived).
-/// Real nodes always use [`DbusSystemd`].
-#[derive(Debug, Clone, Default)]
+/// and no system bus. The k3s units really run, through the lab's service runner
+/// ([`crate::lab_units`]: `k3s server` / `k3s agent` detached, pid file under the node's
+/// root). Every other unit is only recorded and then reads as `active`: what it would run,
+/// the lab runs itself (the kubeadm stand-in starts its own etcd and API server like static
+/// pods; the lab harness runs keepalived, HAProxy, nginx). Real nodes always use
+/// [`DbusSystemd`].
+#[derive(Debug, Clone)]
 pub struct LabSystemd {
+    root: NodeRoot,
     units: FakeSystemd,
+}
+
+impl LabSystemd {
+    /// The lab stand-in for the node whose disk is `root`.
+    pub fn new(root: NodeRoot) -> Self {
+        LabSystemd {
+            root,
+            units: FakeSystemd::default(),
+        }
+    }
+
+    fn runnable(&self, unit: &str) -> Option<lab_units::LabUnit> {
+        lab_units::unit(&self.root, unit)
+    }
+}
+
+fn lab_err(op: &'static str) -> impl Fn(lab_units::LabUnitError) -> SystemdError {
+    move |e| SystemdError {
+        op,
+        unit: e.unit.clone(),
+        detail: e.detail,
+    }
 }
 
 impl Systemd for LabSystemd {
     async fn start(&self, unit: &str) -> Result<(), SystemdError> {
+        if let Some(u) = self.runnable(unit) {
+            return u.start().map(|_| ()).map_err(lab_err("start"));
+        }
         tracing::info!(unit, "lab: no service manager; start recorded");
         self.units.start(unit).await
     }
     async fn stop(&self, unit: &str) -> Result<(), SystemdError> {
+        if let Some(u) = self.runnable(unit) {
+            u.stop();
+            return Ok(());
+        }
         tracing::info!(unit, "lab: no service manager; stop recorded");
         self.units.stop(unit).await
     }
     async fn restart(&self, unit: &str) -> Result<(), SystemdError> {
+        if let Some(u) = self.runnable(unit) {
+            u.stop();
+            return u.start().map(|_| ()).map_err(lab_err("restart"));
+        }
         tracing::info!(unit, "lab: no service manager; restart recorded");
         self.units.restart(unit).await
     }
     async fn enable(&self, units: &[&str]) -> Result<(), SystemdError> {
-        tracing::info!(?units, "lab: no service manager; enable recorded");
+        for u in units.iter().filter_map(|u| self.runnable(u)) {
+            u.enable(&self.root).map_err(lab_err("enable"))?;
+        }
+        tracing::info!(?units, "lab: enable recorded");
         self.units.enable(units).await
     }
     async fn active_state(&self, unit: &str) -> Result<String, SystemdError> {
+        if let Some(u) = self.runnable(unit) {
+            return Ok(u.active_state().to_string());
+        }
         self.units.active_state(unit).await
     }
 }
@@ -183,12 +227,12 @@ pub enum NodeSystemd {
 }
 
 impl NodeSystemd {
-    /// `LabSystemd` when `lab`, else a connection to systemd on the system bus.
-    pub async fn for_run(lab: bool) -> Result<Self, SystemdError> {
-        if lab {
-            Ok(NodeSystemd::Lab(LabSystemd::default()))
-        } else {
-            DbusSystemd::connect().await.map(NodeSystemd::Dbus)
+    /// `LabSystemd` for the node at `lab` when given, else a connection to systemd on the
+    /// system bus.
+    pub async fn for_run(lab: Option<NodeRoot>) -> Result<Self, SystemdError> {
+        match lab {
+            Some(root) => Ok(NodeSystemd::Lab(LabSystemd::new(root))),
+            None => DbusSystemd::connect().await.map(NodeSystemd::Dbus),
         }
     }
 }
@@ -380,7 +424,10 @@ mod tests {
 
     #[tokio::test]
     async fn lab_needs_no_bus() {
-        let s = NodeSystemd::for_run(true).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let s = NodeSystemd::for_run(Some(NodeRoot::new(dir.path())))
+            .await
+            .unwrap();
         assert!(matches!(s, NodeSystemd::Lab(_)));
         s.enable(&["keepalived.service"]).await.unwrap();
         s.start("keepalived.service").await.unwrap();
@@ -388,6 +435,35 @@ mod tests {
             s.active_state("keepalived.service").await.unwrap(),
             "active"
         );
+    }
+
+    #[tokio::test]
+    async fn lab_runs_the_k3s_units_and_records_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = NodeRoot::new(dir.path());
+        let s = LabSystemd::new(root.clone());
+        // `k3s` is not on this test's PATH: the start fails and the unit reads failed, proof
+        // that it was really run rather than recorded.
+        s.enable(&["k3s-agent.service"]).await.unwrap();
+        let names: Vec<String> = lab_units::enabled(&root)
+            .into_iter()
+            .map(|u| u.unit)
+            .collect();
+        assert_eq!(names, vec!["k3s-agent.service".to_string()]);
+        let _ = s.start("k3s-agent.service").await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while s.active_state("k3s-agent.service").await.unwrap() == "active" {
+            assert!(std::time::Instant::now() < deadline);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(s.active_state("k3s-agent.service").await.unwrap(), "failed");
+        s.stop("k3s-agent.service").await.unwrap();
+        assert_eq!(
+            s.active_state("k3s-agent.service").await.unwrap(),
+            "inactive"
+        );
+        s.start("haproxy.service").await.unwrap();
+        assert_eq!(s.active_state("haproxy.service").await.unwrap(), "active");
     }
 
     #[test]

@@ -6,9 +6,9 @@
 //! Needs root, iproute2, etcd (the lab checks), mariadb-server and mariadb-client
 //! (scripts/install-test-deps.sh).
 
+use muster::lab::mariadb::Mariadb;
 use muster::lab::netns::{self, Daemon, Out};
 use muster::lab::scratch::ScratchLab as Lab;
-use muster_tests::mariadb::Mariadb;
 use muster_tests::standin::{daemon, k3s::BOOTSTRAP_KEY};
 use std::path::Path;
 use std::time::Duration;

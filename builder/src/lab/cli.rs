@@ -50,8 +50,8 @@ enum LabCommand {
     },
     /// Halt a node: kill every process on it (agent, etcd, API server, VIP daemons).
     Stop { node: String },
-    /// Boot a halted node: the kubelet stand-in restarts its static pods, then its VIP
-    /// daemons and agent start.
+    /// Boot a halted node: the kubelet stand-in restarts its static pods (k3s: the enabled
+    /// k3s units start), then its daemons and agent start.
     Start { node: String },
     /// Pull a node's network cable (link down).
     Cut { node: String },
@@ -101,7 +101,9 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
         }
         LabCommand::Start { node } => {
             Lab::open(&state)?.start(&node)?;
-            println!("{node}: booted (static pods restarted, VIP daemons and agent started)");
+            println!(
+                "{node}: booted (static pods or enabled k3s units restarted, daemons and agent started)"
+            );
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Cut { node } => {

@@ -17,6 +17,7 @@
 pub mod cli;
 pub mod disk;
 pub mod error;
+pub mod mariadb;
 pub mod netns;
 pub mod prereq;
 pub mod process;
@@ -232,6 +233,8 @@ impl Lab {
                 node_env: opts.node_env.clone(),
                 created_ms: crate::ops::now_ms(),
                 assembled_ms: None,
+                datastore_ns: None,
+                datastore: None,
             },
         };
         lab.rec.save()?;
@@ -270,6 +273,9 @@ impl Lab {
             };
             n.services = vip::services(&spec.cluster, plan, planned, &n.ns, &dirs)?;
             n.services.push(agent_service(n));
+        }
+        if let model::spec::Datastore::ExternalSql { endpoint } = &spec.cluster.datastore {
+            start_datastore(rec, &spec.cluster, endpoint)?;
         }
         if rec.rendezvous.ns == rec.bridge_ns {
             let cidr = format!("{}/{prefix}", rec.rendezvous_listen.ip());
@@ -355,7 +361,9 @@ impl Lab {
     }
 
     /// Powers a node on: the kubelet (stand-in: `kubeadm kubelet-sync`) starts the static
-    /// pods whose manifests are on its disk, then its VIP/LB daemons and its agent start.
+    /// pods whose manifests are on its disk, or (k3s) the enabled k3s units start as
+    /// systemd starts them at boot; then its daemons (the SQL datastore on its host, the
+    /// VIP/LB daemons) and its agent start.
     pub fn boot(&mut self, name: &str) -> Result<()> {
         let node = self.rec.node(name)?.clone();
         let env = self.node_env(&node);
@@ -377,11 +385,42 @@ impl Lab {
                 });
             }
         }
+        if !kubeadm {
+            self.start_enabled_units(&node, &env)?;
+        }
         clear_stale_pid_files(&node.dir.join("run"));
+        if self.rec.rendezvous.ns == node.ns {
+            // The rendezvous runs on this machine (seed 002's infra host): it boots with it.
+            let mut r = self.rec.rendezvous.clone();
+            r.env.extend(env.iter().cloned());
+            process::start(&r)?;
+        }
         for s in &node.services {
             let mut s = s.clone();
             s.env.extend(env.iter().cloned());
             process::start(&s)?;
+        }
+        Ok(())
+    }
+
+    /// What systemd does at boot for the units the agent enabled (`k3s.service`,
+    /// `k3s-agent.service`): their commands start, detached, with the node's hostname and
+    /// environment, pid files where the agent's lab runner looks
+    /// ([`nodeagent::lab_units`]), so the agent finds them running.
+    fn start_enabled_units(&self, node: &NodeRecord, env: &[(String, String)]) -> Result<()> {
+        use nodeagent::lab_units;
+        let root = model::node_files::NodeRoot::new(&node.root);
+        // A booting machine has an empty /run.
+        clear_stale_pid_files(&root.path(lab_units::RUN_DIR));
+        for u in lab_units::enabled(&root) {
+            process::start(&Service {
+                name: u.unit,
+                ns: node.ns.clone(),
+                argv: as_host(&node.name, &u.argv.join(" ")),
+                env: env.to_vec(),
+                log: u.log,
+                pid_file: u.pid_file,
+            })?;
         }
         Ok(())
     }
@@ -553,53 +592,70 @@ impl Lab {
     }
 }
 
-/// `etcdctl` flags for a node's local member with kubeadm's API-server client certificate
-/// (kubeadm's own paths under the node's root).
+/// `etcdctl` flags for a node's local member: with kubeadm's API-server client certificate
+/// (kubeadm's own paths under the node's root), or on a k3s server with embedded etcd, with
+/// k3s's etcd client certificate.
 pub fn etcdctl_flags(root: &Path) -> Vec<String> {
-    let pki = root.join("etc/kubernetes/pki");
+    let k3s = root.join("var/lib/rancher/k3s/server/tls/etcd");
+    let (ca, cert, key) = if k3s.join("client.crt").is_file() {
+        (
+            k3s.join("server-ca.crt"),
+            k3s.join("client.crt"),
+            k3s.join("client.key"),
+        )
+    } else {
+        let pki = root.join("etc/kubernetes/pki");
+        (
+            pki.join("etcd/ca.crt"),
+            pki.join("apiserver-etcd-client.crt"),
+            pki.join("apiserver-etcd-client.key"),
+        )
+    };
     vec![
         "--endpoints=https://127.0.0.1:2379".into(),
-        format!("--cacert={}", pki.join("etcd/ca.crt").display()),
-        format!("--cert={}", pki.join("apiserver-etcd-client.crt").display()),
-        format!("--key={}", pki.join("apiserver-etcd-client.key").display()),
+        format!("--cacert={}", ca.display()),
+        format!("--cert={}", cert.display()),
+        format!("--key={}", key.display()),
         "--command-timeout=5s".into(),
+    ]
+}
+
+/// `command` (a shell command line) with the node's hostname: `unshare --uts`, then
+/// `hostname`, then exec (the pid stays the command's).
+fn as_host(node: &str, command: &str) -> Vec<String> {
+    vec![
+        "unshare".into(),
+        "--uts".into(),
+        "sh".into(),
+        "-c".into(),
+        format!("hostname {node} && exec {command}"),
     ]
 }
 
 /// Agent: the payload's own `nodeagent`, with the node's hostname (`unshare --uts`).
 fn agent_service(n: &NodeRecord) -> Service {
     let agent = n.root.join(model::node_files::AGENT_BINARY);
-    let script = format!(
-        "hostname {} && exec {} run --lab --root {}",
-        n.name,
-        agent.display(),
-        n.root.display()
-    );
+    let command = format!("{} run --lab --root {}", agent.display(), n.root.display());
     Service {
         name: "agent".into(),
         ns: n.ns.clone(),
-        argv: vec![
-            "unshare".into(),
-            "--uts".into(),
-            "sh".into(),
-            "-c".into(),
-            script,
-        ],
+        argv: as_host(&n.name, &command),
         env: Vec::new(),
         log: n.dir.join("agent.log"),
         pid_file: n.dir.join("run").join("agent.pid"),
     }
 }
 
-/// A booting machine has an empty /run: pid files of dead processes go (keepalived refuses
-/// to start over its own pid file while PID 1 has not reaped the old, killed process yet).
+/// A booting machine has an empty /run: pid files (`*.pid`) of dead processes go
+/// (keepalived refuses to start over its own pid file while PID 1 has not reaped the old,
+/// killed process yet).
 fn clear_stale_pid_files(run: &Path) {
     let Ok(entries) = std::fs::read_dir(run) else {
         return;
     };
     for e in entries.flatten() {
         let p = e.path();
-        if process::running(&p).is_none() {
+        if p.extension().is_some_and(|x| x == "pid") && process::running(&p).is_none() {
             let _ = std::fs::remove_file(&p);
         }
     }
@@ -615,8 +671,65 @@ fn append(path: &Path, text: &str) -> Result<()> {
     f.write_all(text.as_bytes()).map_err(LabError::io(path))
 }
 
+/// Where the lab's SQL datastore server lives in the state dir.
+const DATASTORE_DIR: &str = "mariadb";
 /// What the lab puts in its state dir; nothing else there is touched.
-const STATE_ENTRIES: [&str; 5] = [record::FILE, "build", "standin-path", "rendezvous", "nodes"];
+const STATE_ENTRIES: [&str; 6] = [
+    record::FILE,
+    "build",
+    "standin-path",
+    "rendezvous",
+    "nodes",
+    DATASTORE_DIR,
+];
+
+/// Starts the external-sql datastore (MariaDB) at the endpoint's address before any node
+/// boots: in the namespace of the planned node that owns the address (then it is one of
+/// that node's services, halted and booted with it), else in a namespace of its own on the
+/// bridge (`<id>-datastore`).
+fn start_datastore(rec: &mut LabRecord, c: &model::Cluster, endpoint: &str) -> Result<()> {
+    let dsn = mariadb::endpoint_dsn(endpoint)?;
+    let ip: Ipv4Addr = dsn.host.parse().map_err(|_| {
+        LabError::Unsupported(vec![format!(
+            "datastore endpoint host {}: the lab needs an IPv4 address there, not a name",
+            dsn.host
+        )])
+    })?;
+    if !c.network.subnet.contains(&ip) {
+        return Err(LabError::Unsupported(vec![format!(
+            "datastore endpoint {ip} is outside network.subnet {}: the lab serves it on the \
+             cluster's own subnet",
+            c.network.subnet
+        )]));
+    }
+    let on_node = rec.nodes.iter().position(|n| n.ip == ip);
+    let ns = match on_node {
+        Some(i) => rec.nodes[i].ns.clone(),
+        None => {
+            let ns = format!("{}-datastore", rec.id);
+            rec.datastore_ns = Some(ns.clone());
+            rec.save()?;
+            netns::add_host(
+                &rec.bridge_ns,
+                &netns::HostLink {
+                    ns: &ns,
+                    veth: "vdb",
+                    iface: &c.network.interface.to_string(),
+                    cidr: &format!("{ip}/{}", c.network.subnet.prefix_len()),
+                },
+            )?;
+            ns
+        }
+    };
+    let listen = std::net::SocketAddr::from((ip, dsn.port));
+    let dir = rec.state_dir.join(DATASTORE_DIR);
+    let svc = mariadb::launch(&dir, Some(&ns), listen, endpoint)?;
+    match on_node {
+        Some(i) => rec.nodes[i].services.insert(0, svc),
+        None => rec.datastore = Some(svc),
+    }
+    rec.save()
+}
 
 /// Removes the lab's entries from `dir`, then `dir` itself if that left it empty. Returns
 /// what could not be removed.

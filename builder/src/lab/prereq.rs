@@ -46,6 +46,9 @@ pub fn for_cluster(c: &Cluster) -> Vec<(&'static str, &'static str)> {
     {
         v.push(("keepalived", "keepalived"));
     }
+    if matches!(c.datastore, model::spec::Datastore::ExternalSql { .. }) {
+        v.extend(super::mariadb::TOOLS);
+    }
     v
 }
 
@@ -90,15 +93,8 @@ pub fn check(c: &Cluster) -> Result<()> {
 
 /// Why this spec cannot be assembled in the lab yet, if it cannot.
 pub fn unsupported(c: &Cluster) -> Vec<String> {
-    use model::spec::{Datastore, DistroKind};
+    use model::spec::Datastore;
     let mut why = Vec::new();
-    if c.distribution.kind == DistroKind::K3s {
-        why.push(
-            "k3s: the agent's lab mode has no service manager to run the k3s server/agent units \
-             (only kubeadm, whose stand-in starts etcd and the API server like static pods)"
-                .to_string(),
-        );
-    }
     match &c.datastore {
         Datastore::StackedEtcd => {}
         Datastore::ExternalEtcd { .. } => why.push(
@@ -106,11 +102,11 @@ pub fn unsupported(c: &Cluster) -> Vec<String> {
              kubeadm stand-in does not support external etcd"
                 .to_string(),
         ),
-        Datastore::ExternalSql { .. } => why.push(
-            "datastore external-sql: the lab runs no SQL server, and the k3s stand-in does not \
-             support datastore-endpoint"
-                .to_string(),
-        ),
+        Datastore::ExternalSql { endpoint } => {
+            if let Err(e) = super::mariadb::endpoint_dsn(endpoint) {
+                why.push(format!("datastore external-sql: {e}"));
+            }
+        }
     }
     why
 }
@@ -127,10 +123,13 @@ mod tests {
     }
 
     #[test]
-    fn kubeadm_with_stacked_etcd_runs_and_the_rest_says_why_not() {
+    fn every_example_runs_but_external_etcd() {
         for ok in [
             "default.yaml",
             "seed-000-kubeadm-kube-vip.yaml",
+            "seed-001-k3s-haproxy-proxmox.yaml",
+            "seed-002-k3s-nginx-mariadb.yaml",
+            "seed-003-k3s-keepalived.yaml",
             "seed-004-kubeadm-haproxy.yaml",
         ] {
             assert!(unsupported(&example(ok)).is_empty(), "{ok}");
@@ -138,9 +137,6 @@ mod tests {
         let ext = unsupported(&example("seed-004-kubeadm-external-etcd.yaml"));
         assert_eq!(ext.len(), 1);
         assert!(ext[0].contains("external-etcd"), "{ext:?}");
-        let sql = unsupported(&example("seed-002-k3s-nginx-mariadb.yaml"));
-        assert!(sql.iter().any(|w| w.starts_with("k3s")), "{sql:?}");
-        assert!(sql.iter().any(|w| w.contains("external-sql")), "{sql:?}");
     }
 
     #[test]
@@ -152,5 +148,10 @@ mod tests {
             hap,
             vec![("haproxy", "haproxy"), ("keepalived", "keepalived")]
         );
+        let sql = for_cluster(&example("seed-002-k3s-nginx-mariadb.yaml"));
+        for t in ["mariadbd", "mariadb-install-db", "mariadb"] {
+            assert!(sql.iter().any(|(tool, _)| *tool == t), "{t}: {sql:?}");
+        }
+        assert!(sql.contains(&("mariadbd", "mariadb-server")), "{sql:?}");
     }
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 pub struct Service {
     /// `agent`, `keepalived`, `haproxy`, `nginx`, `rendezvous`.
     pub name: String,
+    /// The network namespace; empty: this machine's own.
     pub ns: String,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -53,8 +54,10 @@ pub fn start(s: &Service) -> Result<u32> {
         .map_err(LabError::io(&s.log))?;
     let err = log.try_clone().map_err(LabError::io(&s.log))?;
     let mut cmd = std::process::Command::new("setsid");
-    cmd.args(["ip", "netns", "exec", &s.ns])
-        .arg(program)
+    if !s.ns.is_empty() {
+        cmd.args(["ip", "netns", "exec", &s.ns]);
+    }
+    cmd.arg(program)
         .args(args)
         .envs(s.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())

@@ -6,6 +6,8 @@
 //! - `build/`: the `muster build` output (cluster secret, payload, seeds, rendezvous cert);
 //! - `standin-path/`: `kubeadm`, `k3s`, ... links to the stand-ins;
 //! - `rendezvous/{data/,rendezvous.log,rendezvous.pid}`;
+//! - `mariadb/{data/,mariadbd.log,mariadbd.pid,mysqld.sock}`: the SQL datastore
+//!   (external-sql specs);
 //! - `nodes/<node>/root/`: the node's disk (payload + cloud-init files + what the agent and
 //!   the stand-ins write); `nodes/<node>/{agent,keepalived,haproxy,nginx,kubelet}.log`,
 //!   `nodes/<node>/run/*.pid` and the lab's copies of VIP configs.
@@ -48,6 +50,13 @@ pub struct LabRecord {
     pub created_ms: u64,
     /// Milliseconds from the first agent start until every node was done, once it was.
     pub assembled_ms: Option<u64>,
+    /// The namespace of the SQL datastore's host (external-sql specs) when that host is not
+    /// a planned node (then the server runs in that node's namespace, among its services).
+    #[serde(default)]
+    pub datastore_ns: Option<String>,
+    /// The MariaDB server in [`Self::datastore_ns`].
+    #[serde(default)]
+    pub datastore: Option<Service>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -136,6 +145,7 @@ impl LabRecord {
         self.nodes
             .iter()
             .map(|n| n.ns.clone())
+            .chain(self.datastore_ns.clone())
             .chain([self.bridge_ns.clone()])
             .collect()
     }

@@ -767,6 +767,11 @@ async fn agent(flags: &Flags) -> Result<()> {
         .and_then(|s| B64.decode(s).ok())
         .and_then(|b| String::from_utf8(b).ok())
         .context("no certificate returned")?;
+    // Where k3s's agent keeps the kubelet's client certificate and the server CA.
+    let agent_dir = root.path(AGENT_DIR);
+    write_file(&agent_dir.join("server-ca.crt"), &ca_pem, 0o644)?;
+    write_file(&agent_dir.join("client-kubelet.crt"), &cert, 0o644)?;
+    write_file(&agent_dir.join("client-kubelet.key"), &key_pem, 0o600)?;
     let kc = pki::kubeconfig(
         "default",
         &url,
@@ -777,7 +782,7 @@ async fn agent(flags: &Flags) -> Result<()> {
             key_pem,
         },
     );
-    write_file(&root.path(AGENT_DIR).join("kubelet.kubeconfig"), &kc, 0o600)?;
+    write_file(&agent_dir.join("kubelet.kubeconfig"), &kc, 0o600)?;
     let api = Api::from_kubeconfig(&kc, Duration::from_secs(10))?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     println!("level=info msg=\"k3s agent is up and running\" (muster stand-in; node {name})");

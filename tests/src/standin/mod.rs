@@ -3,7 +3,7 @@
 //!
 //! Underneath they do real work: etcd members ([`etcd`]), TLS ([`pki`]), and for k3s on an
 //! external SQL datastore a real MariaDB holding the API objects and the bootstrap data
-//! ([`sql`]; the server itself is started by [`crate::mariadb`]).
+//! ([`sql`]; the server itself is started by `muster::lab::mariadb`).
 //!
 //! Every stand-in resolves its files under a node root taken from `MUSTER_NODE_ROOT`
 //! (default `/`), so several lab nodes can share one machine, each in its own network
