@@ -22,6 +22,9 @@ pub const PKI: &str = "etc/kubernetes/pki";
 pub const KUBELET_DIR: &str = "var/lib/kubelet";
 /// The `kubeadm-certs` Secret lives 2 h, like kubeadm's.
 pub const CERTS_TTL_SECS: i64 = 2 * 3600;
+/// How long a learner may take to catch up before `member promote` gives up: kubeadm's
+/// `timeouts.etcdAPICall` default (v1beta4), 2 minutes. A slow machine (TCG) needs it.
+const PROMOTE_PATIENCE: Duration = Duration::from_secs(120);
 const DEFAULT_TOKEN_TTL: i64 = 24 * 3600;
 /// Files in the `kubeadm-certs` bundle: (name in the Secret, path under pki/).
 const SHARED_CERTS: &[(&str, &str)] = &[
@@ -1435,7 +1438,7 @@ async fn join_control_plane(
         )?;
         phase(
             "control-plane-join/etcd",
-            etcd::member_promote(&endpoints, &etcd_client_tls(root), &addr, patience),
+            etcd::member_promote(&endpoints, &etcd_client_tls(root), &addr, PROMOTE_PATIENCE),
         )?;
     }
     println!("[etcd] Waiting for the new etcd member to join the cluster. This can take up to 40s");
