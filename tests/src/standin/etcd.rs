@@ -190,29 +190,44 @@ pub fn member_promote(
 ) -> Result<()> {
     let url = format!("https://{addr}:2380");
     let deadline = Instant::now() + patience;
-    loop {
+    // One try: Ok(None) promoted (or already a voter), Ok(Some(why)) not yet in sync.
+    let try_once = || -> Result<Option<String>> {
         let members = member_list(endpoints, tls)?;
         let m = members
             .iter()
             .find(|m| m.peer_urls.contains(&url))
             .with_context(|| format!("no etcd member with peer URL {url} to promote"))?;
         if !m.learner {
-            return Ok(());
+            return Ok(None);
         }
         let out = etcdctl(
             endpoints,
             tls,
             &["member", "promote", &format!("{:x}", m.id)],
         )?;
-        if out.success {
-            println!(
-                "[etcd] Promoted learner member {:x} to a voting member",
-                m.id
-            );
-            return Ok(());
+        if !out.success {
+            return Ok(Some(format!(
+                "etcdctl member promote {:x}: {}",
+                m.id,
+                out.stderr.trim()
+            )));
         }
+        println!(
+            "[etcd] Promoted learner member {:x} to a voting member",
+            m.id
+        );
+        Ok(None)
+    };
+    loop {
+        // Like kubeadm, keep trying through slow answers and a learner still catching up
+        // until the patience runs out.
+        let why = match try_once() {
+            Ok(None) => return Ok(()),
+            Ok(Some(why)) => why,
+            Err(e) => format!("{e:#}"),
+        };
         if Instant::now() >= deadline {
-            bail!("etcdctl member promote {:x}: {}", m.id, out.stderr.trim());
+            bail!("{why}");
         }
         std::thread::sleep(Duration::from_millis(500));
     }
