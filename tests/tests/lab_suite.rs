@@ -257,6 +257,27 @@ impl Suite {
         self.lab().exec(&self.workers[0], &argv).unwrap()
     }
 
+    /// `kubeadm init` completed once on `host`; a run before that one is allowed only if it
+    /// was cut short (the node halted during init) and undone by a reset before the rerun.
+    fn assert_one_completed_init(&self, host: &str) {
+        let cmds = self.commands(host);
+        let runs: Vec<&[String]> = cmds.split(|l| l == "init started").skip(1).collect();
+        let (last, earlier) = runs.split_last().expect("no init started");
+        assert!(last.iter().any(|l| l == "init ok"), "{host}: {cmds:?}");
+        for run in earlier {
+            assert!(
+                !run.iter().any(|l| l.starts_with("init ")) && run.iter().any(|l| l == "reset ok"),
+                "{host}: an earlier init finished or was not reset: {cmds:?}"
+            );
+        }
+        if !earlier.is_empty() {
+            eprintln!(
+                "{host}: kubeadm init interrupted {} time(s), reset, run again",
+                earlier.len()
+            );
+        }
+    }
+
     /// The checks every test ends with (issue #6).
     fn assert_invariants(&self) {
         let all = self.all();
@@ -287,7 +308,7 @@ impl Suite {
             .filter(|(_, n)| *n > 0)
             .collect();
         assert_eq!(inits.len(), 1, "nodes that ran kubeadm init: {inits:?}");
-        assert_eq!(inits[0].1, 1, "kubeadm init ran more than once: {inits:?}");
+        self.assert_one_completed_init(&inits[0].0);
         assert_eq!(init_grants[0].holder.as_deref(), Some(inits[0].0.as_str()));
         // ---- control-plane joins one at a time, worker joins within the cap
         let held = |sem| muster::rendezvous::audit::max_concurrent_holders(&audit, sem).unwrap();
@@ -370,16 +391,14 @@ fn seed_004_haproxy_staggered_and_a_node_with_the_wrong_secret() {
     // ---- the intruder was refused and learned nothing
     let phase = s.phase(&intruder);
     assert!(
-        ["-", "preflight", "registering"].contains(&bare(&phase)),
+        ["-", "preflight", "registering", "backoff"].contains(&bare(&phase)),
         "{intruder} got to {phase}"
     );
     let log = s.log(&intruder, "agent.log");
     assert!(log.contains("401"), "{intruder}: no 401 in its log:\n{log}");
-    assert!(
-        s.commands(&intruder).is_empty(),
-        "{:?}",
-        s.commands(&intruder)
-    );
+    let ran = s.commands(&intruder);
+    // Only the lab's kubelet stand-in at boot: the agent never ran kubeadm.
+    assert!(ran.iter().all(|l| l.starts_with("kubelet-sync")), "{ran:?}");
     let pki = s.root(&intruder).join("etc/kubernetes/pki/ca.crt");
     assert!(!pki.exists(), "{intruder} holds the cluster CA");
     let st = s.status(&intruder);
@@ -425,9 +444,17 @@ fn seed_000_kube_vip_assembles_and_rehearses_quorum_loss_and_vip_failover() {
         "the failed write says no clear status: {}",
         w.all()
     );
+    // Its own member either says the quorum is lost or does not answer at all.
     let st = s.status(&holder);
-    assert_eq!(st["etcdQuorumLost"], true, "{st:#}");
+    eprintln!(
+        "survivor {holder}: etcdQuorumLost {}, localEtcd {}",
+        st["etcdQuorumLost"], st["localEtcd"]
+    );
     assert_eq!(st["healthy"], false, "{st:#}");
+    assert!(
+        st["etcdQuorumLost"] == true || st["localEtcd"]["error"].is_string(),
+        "{st:#}"
+    );
     let lab_status = s.lab().status().unwrap();
     eprintln!("{}", serde_json::to_string_pretty(&lab_status).unwrap());
     assert!(!lab_status.healthy);
