@@ -2,13 +2,16 @@
 # The project's test command: installs what the tests need, then format, lint and test.
 #   scripts/test.sh          fast suite (unit, integration, namespace lab)
 #   scripts/test.sh --vms    also the VM end-to-end tier (slow under TCG; CI always runs it)
+#   scripts/test.sh --e2e    also the lab end-to-end suite (tests/tests/lab_suite.rs; CI runs it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 vms=0
+e2e=0
 for arg in "$@"; do
   case "$arg" in
     --vms) vms=1 ;;
-    -h|--help) sed -n '2,4p' "$0"; exit 0 ;;
+    --e2e) e2e=1 ;;
+    -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
     *) echo "test.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -23,4 +26,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 if [ "$vms" = 1 ]; then export MUSTER_VM_TESTS=1; fi
+if [ "$e2e" = 1 ]; then export MUSTER_E2E_TESTS=1; fi
 cargo test --workspace

@@ -336,7 +336,9 @@ impl Status {
     }
 
     /// Healthy: this node is done and etcd's quorum holds by the best view there is (the
-    /// live one, else the freshest reported; no view at all does not count against it).
+    /// live one, else the freshest reported; no view at all does not count against it). A
+    /// control plane whose own etcd did not answer is not healthy, whatever an older report
+    /// says (its member not answering is how a lost quorum looks from inside).
     pub fn with_local_etcd(
         this_node: Option<NodeStatus>,
         cluster: Option<ClusterStatus>,
@@ -347,7 +349,10 @@ impl Status {
             .and_then(|l| l.view.as_ref())
             .or_else(|| cluster.as_ref().and_then(|c| c.etcd.as_ref()));
         let etcd_quorum_lost = best.is_some_and(|v| !v.view.quorum.has_quorum);
-        let healthy = this_node.as_ref().is_some_and(|n| n.phase == "done") && !etcd_quorum_lost;
+        let live_failed = local_etcd.as_ref().is_some_and(|l| l.view.is_none());
+        let healthy = this_node.as_ref().is_some_and(|n| n.phase == "done")
+            && !etcd_quorum_lost
+            && !live_failed;
         Status {
             this_node,
             cluster,

@@ -282,6 +282,12 @@ impl Lab {
             netns::add_addr(&rec.bridge_ns, netns::BRIDGE, &cidr)?;
         }
         rec.save()?;
+        self.start_rendezvous()
+    }
+
+    /// Starts the rendezvous (same arguments, same data dir) and waits until it listens.
+    fn start_rendezvous(&self) -> Result<()> {
+        let rec = &self.rec;
         process::start(&rec.rendezvous)?;
         let (ns, addr) = (rec.rendezvous.ns.clone(), rec.rendezvous_listen);
         let log = rec.rendezvous.log.clone();
@@ -307,6 +313,30 @@ impl Lab {
             });
         }
         Ok(())
+    }
+
+    /// Kills the rendezvous (SIGKILL, as a crash) and starts it again from its data dir.
+    pub fn restart_rendezvous(&self) -> Result<()> {
+        process::stop(&self.rec.rendezvous.pid_file, Duration::ZERO);
+        self.start_rendezvous()
+    }
+
+    /// Kills one daemon of a running node (`agent`, `keepalived`, ...; SIGKILL to its
+    /// session, as a crash) and starts it again with the node's environment.
+    pub fn restart_service(&self, name: &str, service: &str) -> Result<()> {
+        let node = self.rec.node(name)?;
+        let mut s = node
+            .services
+            .iter()
+            .find(|s| s.name == service)
+            .cloned()
+            .ok_or_else(|| LabError::Command {
+                cmd: format!("restarting {service} on {name}"),
+                detail: "the node runs no such service".into(),
+            })?;
+        process::stop(&s.pid_file, Duration::ZERO);
+        s.env.extend(self.node_env(node));
+        process::start(&s).map(|_| ())
     }
 
     /// create + boot every node + wait until every node is done, reporting each phase change.
