@@ -97,6 +97,7 @@ pub fn configure(baked: &BakedCluster, id: &NodeIdentity) -> Result<(Config, Set
             .collect(),
         // Longer than the slowest kubeadm init/join (about a minute) with room to spare.
         lease_ttl: Duration::from_secs(300),
+        step_timeout: DEFAULT_STEP_TIMEOUT,
         heartbeat_ttl: Duration::from_secs(90),
         heartbeat_every_ms: 20_000,
         token_ttl_ms: match kind {
@@ -118,15 +119,20 @@ pub fn configure(baked: &BakedCluster, id: &NodeIdentity) -> Result<(Config, Set
     Ok((cfg, settings))
 }
 
+/// How long an init or join may run before it is abandoned and undone (`--step-timeout`).
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(240);
+
 /// Runs the bootstrap on a real node until `stop` resolves.
 pub async fn run_node<C: Coordinator>(
     root: NodeRoot,
     lab: bool,
+    step_timeout: Duration,
     coord: C,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), AppError> {
     let (baked, id) = load(&root)?;
-    let (cfg, settings) = configure(&baked, &id)?;
+    let (cfg, mut settings) = configure(&baked, &id)?;
+    settings.step_timeout = step_timeout;
     let port = baked.spec.ha.api_port;
     let ctx = NodeContext {
         root: root.clone(),

@@ -24,6 +24,10 @@ enum Cmd {
         /// satisfy and use the lab service manager instead of systemd (no system bus).
         #[arg(long, env = "NODEAGENT_LAB")]
         lab: bool,
+        /// Abandon (and undo, then retry) an init or join that runs longer than this many
+        /// seconds; must stay below the 300 s join lease.
+        #[arg(long, env = "NODEAGENT_STEP_TIMEOUT", default_value_t = nodeagent::app::DEFAULT_STEP_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..300))]
+        step_timeout: u64,
     },
     /// This node's bootstrap phase (works with the daemon down) and the cluster as the
     /// rendezvous sees it, when reachable; exit 0 healthy, 1 not.
@@ -56,7 +60,11 @@ fn now_ms() -> u64 {
 
 async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
-        Cmd::Run { root, lab } => {
+        Cmd::Run {
+            root,
+            lab,
+            step_timeout,
+        } => {
             let root = NodeRoot::new(root);
             let (baked, id) = nodeagent::app::load(&root).context("loading the baked config")?;
             let secret =
@@ -67,9 +75,15 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 id.name.as_str(),
             )
             .context("setting up the rendezvous client")?;
-            nodeagent::app::run_node(root, lab, client, shutdown_signal())
-                .await
-                .with_context(|| format!("node {}", id.name))?;
+            nodeagent::app::run_node(
+                root,
+                lab,
+                std::time::Duration::from_secs(step_timeout),
+                client,
+                shutdown_signal(),
+            )
+            .await
+            .with_context(|| format!("node {}", id.name))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Status { root, json } => {

@@ -25,6 +25,11 @@ pub struct Settings {
     /// Every control plane (name, address), this node included if it is one.
     pub control_planes: Vec<(String, Ipv4Addr)>,
     pub lease_ttl: Duration,
+    /// The longest an init or join may run: past it the call is abandoned (its process
+    /// killed) and compensated like a failure. Below `lease_ttl`, so a hung kubeadm never
+    /// holds a join slot until its lease runs out (it would not: the lease is renewed
+    /// while the call runs).
+    pub step_timeout: Duration,
     pub heartbeat_ttl: Duration,
     pub heartbeat_every_ms: u64,
     pub token_ttl_ms: u64,
@@ -500,6 +505,21 @@ where
                 DistroCall::Init(s) => self.distro.init(s).await.map(|_| ()),
                 DistroCall::JoinControlPlane(m) => self.distro.join_control_plane(m).await,
                 DistroCall::JoinWorker(m) => self.distro.join_worker(m).await,
+            }
+        };
+        let what = match call {
+            DistroCall::Init(_) => "init",
+            DistroCall::JoinControlPlane(_) => "join control plane",
+            DistroCall::JoinWorker(_) => "join worker",
+        };
+        let limit = self.settings.step_timeout;
+        let fut = async {
+            tokio::select! {
+                r = fut => r,
+                () = self.clock.sleep(limit) => Err(crate::distro::DistroError::Other {
+                    step: what,
+                    detail: format!("did not finish within {limit:?}; abandoned (its process killed) to be undone and retried"),
+                }),
             }
         };
         let period = self.settings.lease_ttl / 3;
