@@ -78,7 +78,8 @@ while :; do
     section "time"
     timedatectl show -p NTPSynchronized 2>/dev/null
     section "nodeagent status"
-    nodeagent status --json 2>/dev/null
+    # TCG is slow: give the rendezvous and etcd more than the default 3 s.
+    nodeagent status --json --timeout 15 2>/dev/null
     if [ -f "$pki/etcd/healthcheck-client.crt" ]; then
       section "etcd members"
       ETCDCTL_API=3 timeout 10 etcdctl --endpoints=https://127.0.0.1:2379 \

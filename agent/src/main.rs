@@ -36,6 +36,10 @@ enum Cmd {
         root: PathBuf,
         #[arg(long)]
         json: bool,
+        /// Seconds to wait for the rendezvous and for this node's etcd (a slow machine,
+        /// e.g. under emulation, may need more).
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
     },
 }
 
@@ -86,12 +90,16 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("node {}", id.name))?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Status { root, json } => {
+        Cmd::Status {
+            root,
+            json,
+            timeout,
+        } => {
             let root = NodeRoot::new(root);
             let node =
                 nodeagent::status::local(&root, now_ms()).context("reading the agent state")?;
             // The cluster view is best effort: a down rendezvous is reported, not fatal.
-            let timeout = std::time::Duration::from_secs(3);
+            let timeout = std::time::Duration::from_secs(timeout);
             let (cluster, local_etcd) = tokio::join!(
                 nodeagent::status::cluster_for(&root, timeout),
                 nodeagent::status::local_etcd_for(&root, timeout)
