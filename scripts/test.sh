@@ -2,7 +2,7 @@
 # The project's test command: installs what the tests need, then format, lint and test.
 #   scripts/test.sh          fast suite (unit, integration, namespace lab)
 #   scripts/test.sh --vms    also the VM end-to-end tier (slow under TCG; CI always runs it)
-#   scripts/test.sh --e2e    also the lab end-to-end suite (tests/tests/lab_suite.rs; CI runs it)
+#   scripts/test.sh --e2e    also the lab end-to-end suite (lab_suite.rs, lab_k3s.rs; CI runs it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 vms=0
