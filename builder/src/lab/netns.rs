@@ -65,17 +65,7 @@ pub fn pids(ns: &str) -> Vec<u32> {
 }
 
 /// Whether `pid` is a live process (a zombie counts as dead: PID 1 here reaps orphans late).
-pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.trim_start().chars().next());
-            !matches!(state, Some('Z') | Some('X') | None)
-        }
-        Err(_) => false,
-    }
-}
+pub use nodeagent::lab_units::alive;
 
 fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     if let Ok(raw) = i32::try_from(pid) {

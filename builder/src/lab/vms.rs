@@ -31,6 +31,13 @@ pub struct VmsOptions {
 }
 
 pub fn up(loaded: &LoadedSpec, o: &VmsOptions) -> anyhow::Result<ExitCode> {
+    if loaded.cluster.ha.provider == model::spec::VipProvider::KubeVip {
+        // The namespace lab stands keepalived in for kube-vip; a VM runs the image as
+        // built, and kube-vip is a static pod that needs a real kubelet.
+        anyhow::bail!(
+            "lab --vms cannot run kube-vip: it is a static pod and the TEST image has a kubelet stand-in that runs no pods; use ha.provider keepalived or haproxy in the spec"
+        );
+    }
     let dir = o.state_dir.join("vms");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let build_dir = dir.join("build");
