@@ -3,4 +3,5 @@
 //! command lines and config files and do real etcd, TLS and quorum work underneath (k3s on
 //! an external SQL datastore: a real MariaDB, `muster::lab::mariadb`).
 
+pub mod harness;
 pub mod standin;

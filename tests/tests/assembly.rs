@@ -80,18 +80,7 @@ impl Drop for Cluster {
         if std::thread::panicking() {
             print_agent_logs(&lab);
         }
-        if std::env::var_os("MUSTER_LAB_KEEP").is_some() {
-            eprintln!(
-                "MUSTER_LAB_KEEP: lab kept in {}; `muster lab down --state {0}` removes it",
-                lab.record().state_dir.display()
-            );
-            return;
-        }
-        let left = lab.down();
-        assert!(
-            left.is_empty() || std::thread::panicking(),
-            "left behind: {left:?}"
-        );
+        muster_tests::harness::finish(lab);
     }
 }
 

@@ -62,18 +62,7 @@ impl Drop for Seed {
                 }
             }
         }
-        if std::env::var_os("MUSTER_LAB_KEEP").is_some() {
-            eprintln!(
-                "MUSTER_LAB_KEEP: lab kept in {}",
-                lab.record().state_dir.display()
-            );
-            return;
-        }
-        let left = lab.down();
-        assert!(
-            left.is_empty() || std::thread::panicking(),
-            "left behind: {left:?}"
-        );
+        muster_tests::harness::finish(lab);
     }
 }
 

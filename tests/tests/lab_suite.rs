@@ -73,23 +73,12 @@ impl Drop for Suite {
                 t.lines().rev().take(25).for_each(|l| eprintln!("{l}"));
             }
         }
-        if std::env::var_os("MUSTER_LAB_KEEP").is_some() {
-            eprintln!(
-                "MUSTER_LAB_KEEP: lab kept in {}",
-                lab.record().state_dir.display()
-            );
-            return;
-        }
-        let left = lab.down();
         eprintln!(
             "TEST DURATION {}: {:.1}s",
             self.tag,
             self.began.elapsed().as_secs_f64()
         );
-        assert!(
-            left.is_empty() || std::thread::panicking(),
-            "left behind: {left:?}"
-        );
+        muster_tests::harness::finish(lab);
     }
 }
 
