@@ -98,10 +98,14 @@ pub fn up(loaded: &LoadedSpec, o: &VmsOptions) -> anyhow::Result<ExitCode> {
         "NODE", "AGENT UP", "REGISTERED", "JOINED", "PHASE"
     );
     let secs = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{s:.1}s"));
+    // The phases as the rendezvous has them (what `wait_assembled` decided on); the serial
+    // reports lag by up to their period.
+    let members = cluster.members().unwrap_or_default();
     for n in cluster.nodes() {
-        let phase = cluster
-            .status(&n)
-            .and_then(|s| s["thisNode"]["phase"].as_str().map(str::to_string))
+        let phase = members
+            .iter()
+            .find(|m| m.name == n)
+            .and_then(|m| m.report["phase"].as_str().map(str::to_string))
             .unwrap_or_else(|| "?".into());
         let t = cluster.boot_times(&n).cloned().unwrap_or_default();
         println!(
