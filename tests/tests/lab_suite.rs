@@ -561,7 +561,13 @@ fn agents_restarted_at_phase_boundaries_and_a_control_plane_cut_during_its_join(
     if !enabled() {
         return;
     }
-    let mut s = Suite::new(None, "restarts");
+    // Every joiner's first join hangs until the agent abandons it (step timeout 25 s), so
+    // the other control plane surely waits for the slot meanwhile: a join slot freed in
+    // milliseconds left that phase unobservable in some runs.
+    let mut s = Suite::with_env(None, "restarts", &[("NODEAGENT_STEP_TIMEOUT", "25")]);
+    for c in &s.cps {
+        s.knob(c, "hang_at=etcd-join");
+    }
     let all = s.all();
     s.boot(&all);
     // A worker's agent dies while it waits for init, a control plane's while it waits for
