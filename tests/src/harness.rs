@@ -18,3 +18,23 @@ pub fn finish(lab: Lab) {
         "left behind: {left:?}"
     );
 }
+
+/// The command line that writes ConfigMap `name` through the API server `cp_root`'s admin
+/// kubeconfig names (the VIP), with the API stand-in's client; run it in a node's namespace.
+pub fn configmap_post_argv(cp_root: &std::path::Path, name: &str) -> Vec<String> {
+    let kubeconfig = cp_root.join("etc/kubernetes/admin.conf");
+    let body = format!("{{\"metadata\":{{\"name\":\"{name}\"}},\"data\":{{\"k\":\"v\"}}}}");
+    [
+        "apiserver-standin",
+        "post",
+        "/api/v1/namespaces/default/configmaps",
+        "--data",
+        &body,
+        "--kubeconfig",
+        &kubeconfig.display().to_string(),
+        "--timeout-secs",
+        "5",
+    ]
+    .map(str::to_string)
+    .to_vec()
+}

@@ -538,25 +538,10 @@ fn status_json(state: &Path) -> (bool, serde_json::Value) {
 /// A write through the VIP: the API stand-in's client posts a ConfigMap with the admin
 /// kubeconfig of `cp` (its server is the VIP), from a worker's namespace.
 fn write_through_vip(state: &Path, cp_root: &Path, from: &str, name: &str) -> netns::Out {
-    let kubeconfig = cp_root.join("etc/kubernetes/admin.conf");
-    let body = format!("{{\"metadata\":{{\"name\":\"{name}\"}},\"data\":{{\"k\":\"v\"}}}}");
-    muster_lab(
-        state,
-        &[
-            "exec",
-            from,
-            "--",
-            "apiserver-standin",
-            "post",
-            "/api/v1/namespaces/default/configmaps",
-            "--data",
-            &body,
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "--timeout-secs",
-            "5",
-        ],
-    )
+    let post = muster_tests::harness::configmap_post_argv(cp_root, name);
+    let mut argv = vec!["exec", from, "--"];
+    argv.extend(post.iter().map(String::as_str));
+    muster_lab(state, &argv)
 }
 
 #[test]

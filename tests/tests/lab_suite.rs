@@ -240,19 +240,8 @@ impl Suite {
     /// A ConfigMap write through the VIP (the admin kubeconfig of `cp` names the VIP), from
     /// the first worker's namespace.
     fn write_through_vip(&self, cp: &str, name: &str) -> netns::Out {
-        let kubeconfig = self.root(cp).join("etc/kubernetes/admin.conf");
-        let body = format!("{{\"metadata\":{{\"name\":\"{name}\"}},\"data\":{{\"k\":\"v\"}}}}");
-        let argv = [
-            "apiserver-standin",
-            "post",
-            "/api/v1/namespaces/default/configmaps",
-            "--data",
-            &body,
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "--timeout-secs",
-            "5",
-        ];
+        let argv = muster_tests::harness::configmap_post_argv(&self.root(cp), name);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         self.lab().exec(&self.workers[0], &argv).unwrap()
     }
 
