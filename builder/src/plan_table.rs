@@ -112,11 +112,22 @@ pub fn render(plan: &Plan) -> String {
 
     match &plan.quorum {
         Some(q) => {
-            let _ = writeln!(
-                out,
-                "\netcd quorum (stacked on the control planes, {} members):",
-                q.members
-            );
+            if q.external.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "\netcd quorum (stacked on the control planes, {} members):",
+                    q.members
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "\netcd quorum (external etcd cluster, {} members; the control planes are not members):",
+                    q.members
+                );
+                for e in &q.external {
+                    let _ = writeln!(out, "  member {e}");
+                }
+            }
             let mut rows = vec![vec![
                 "".into(),
                 "MEMBERS".into(),
@@ -137,10 +148,7 @@ pub fn render(plan: &Plan) -> String {
             }
         }
         None => {
-            let _ = writeln!(
-                out,
-                "\nDatastore is external: no etcd quorum on the control planes."
-            );
+            let _ = writeln!(out, "\nDatastore is external SQL: no etcd quorum.");
         }
     }
 

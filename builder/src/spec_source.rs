@@ -28,6 +28,20 @@ pub struct LoadedSpec {
     pub warnings: Problems,
 }
 
+impl LoadedSpec {
+    /// The directory the spec's relative file paths (e.g. `spec.datastore.caFile`) start
+    /// from: the spec file's, or the current dir for the built-in default.
+    pub fn dir(&self) -> std::path::PathBuf {
+        if self.origin == DEFAULT_NAME {
+            return std::path::PathBuf::from(".");
+        }
+        match Path::new(&self.origin).parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        }
+    }
+}
+
 pub fn load(path: Option<&Path>) -> Result<LoadedSpec, LoadError> {
     let (origin, text) = match path {
         None => (DEFAULT_NAME.to_string(), DEFAULT_SPEC.to_string()),

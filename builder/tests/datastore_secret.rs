@@ -1,16 +1,12 @@
-//! The SQL datastore endpoint carries the database password: it must reach the k3s servers
-//! through their own cloud-init seeds only, never the shared payload (every image holds it)
-//! nor any other node's seed.
+//! Datastore secrets reach the control planes through their own cloud-init seeds only,
+//! never the shared payload (every image holds it) nor any other node's seed: the SQL
+//! datastore endpoint (it carries the database password) and the external etcd's client key.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 mod common;
 
-use model::node_files::K3S_DATASTORE_DROPIN;
+use model::node_files::{self as nf, K3S_DATASTORE_DROPIN};
 use model::spec::Datastore;
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
 
 #[test]
 fn datastore_password_reaches_only_the_servers_seeds() {
@@ -24,53 +20,26 @@ fn datastore_password_reaches_only_the_servers_seeds() {
         .password
         .expect("seed 002's endpoint has a password");
     let r = common::render(&path);
-    for (p, a) in &r.files.files {
-        assert!(
-            !contains(&a.contents, password.as_bytes()),
-            "payload file {p} holds the datastore password"
-        );
-    }
     let plan = model::plan::resolve(&loaded.cluster, vec![]);
-    let mut servers = 0;
+    let servers = common::secret_only_in_control_plane_seeds(
+        &r,
+        &plan,
+        password.as_bytes(),
+        "the datastore password",
+    );
+    for (node, ud) in &servers {
+        let f = common::write_file(ud, K3S_DATASTORE_DROPIN);
+        assert_eq!(f["permissions"], "0600", "{node}");
+        assert_eq!(f["owner"], "root:root", "{node}");
+        let drop: serde_json::Value = serde_yaml::from_str(f["content"].as_str().unwrap()).unwrap();
+        assert_eq!(drop["datastore-endpoint"], endpoint.as_str(), "{node}");
+    }
+    assert_eq!(servers.len(), 2);
     for (node, seed) in &r.seeds {
-        let role = plan
-            .nodes
-            .iter()
-            .find(|n| n.name.as_str() == node)
-            .unwrap()
-            .role;
-        let user_data = seed.user_data.as_bytes();
-        if role == model::Role::ControlPlane {
-            servers += 1;
-            let ud: serde_json::Value = serde_yaml::from_str(&seed.user_data).unwrap();
-            let f = ud["write_files"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|f| f["path"] == format!("/{K3S_DATASTORE_DROPIN}"))
-                .unwrap_or_else(|| panic!("{node}: no datastore drop-in"));
-            assert_eq!(f["permissions"], "0600", "{node}");
-            assert_eq!(f["owner"], "root:root", "{node}");
-            let drop: serde_json::Value =
-                serde_yaml::from_str(f["content"].as_str().unwrap()).unwrap();
-            assert_eq!(drop["datastore-endpoint"], endpoint.as_str(), "{node}");
-        } else {
-            assert!(
-                !contains(user_data, password.as_bytes()),
-                "{node} ({role:?}) seed holds the datastore password"
-            );
+        if !servers.iter().any(|(s, _)| s == node) {
             assert!(!seed.user_data.contains(K3S_DATASTORE_DROPIN), "{node}");
         }
-        for (f, text) in seed.files() {
-            if f != "user-data" {
-                assert!(
-                    !contains(text.as_bytes(), password.as_bytes()),
-                    "{node}/{f}"
-                );
-            }
-        }
     }
-    assert_eq!(servers, 2);
     // The shared config still says the datastore is external, without the password.
     let baked = r.files.get(model::node_files::CLUSTER_CONFIG).unwrap();
     let baked: model::baked::BakedCluster = serde_json::from_slice(&baked.contents).unwrap();
@@ -80,6 +49,61 @@ fn datastore_password_reaches_only_the_servers_seeds() {
             endpoint: "mysql://k3s:REDACTED@tcp(192.168.0.156:3306)/k3s".into()
         }
     );
+}
+
+/// The external etcd's client key (and its cert and CA) reach the kubeadm control planes
+/// through their own seeds only, at kubeadm's paths, the key 0600 root-owned.
+#[test]
+fn external_etcd_client_key_reaches_only_the_control_planes_seeds() {
+    let path = common::repo().join("examples/seed-004-kubeadm-external-etcd.yaml");
+    let loaded = muster::spec_source::load(Some(path.as_path())).unwrap();
+    let tls = muster::build::etcd_tls::load(&loaded.cluster, &loaded.dir())
+        .unwrap()
+        .expect("seed 004 names its etcd TLS files");
+    // The PEM body, not the armour lines every key shares.
+    let key_body = tls.key_pem.lines().nth(1).unwrap();
+    assert!(key_body.len() > 40, "{key_body}");
+    let r = common::render(&path);
+    let plan = model::plan::resolve(&loaded.cluster, vec![]);
+    let cps = common::secret_only_in_control_plane_seeds(
+        &r,
+        &plan,
+        key_body.as_bytes(),
+        "the etcd client key",
+    );
+    assert_eq!(cps.len(), 3);
+    for (node, ud) in &cps {
+        for (p, mode, pem) in [
+            (nf::ETCD_EXTERNAL_CA, "0644", &tls.ca_pem),
+            (nf::ETCD_EXTERNAL_CLIENT_CERT, "0644", &tls.cert_pem),
+            (nf::ETCD_EXTERNAL_CLIENT_KEY, "0600", &tls.key_pem),
+        ] {
+            let f = common::write_file(ud, p);
+            assert_eq!(f["permissions"], mode, "{node} {p}");
+            assert_eq!(f["owner"], "root:root", "{node} {p}");
+            assert_eq!(f["content"].as_str().unwrap(), pem.as_str(), "{node} {p}");
+        }
+    }
+    // Workers and load balancers get none of the three files.
+    for (node, seed) in &r.seeds {
+        if !cps.iter().any(|(c, _)| c == node) {
+            assert!(!seed.user_data.contains("apiserver-etcd-client"), "{node}");
+        }
+    }
+    // The shared config says the datastore is external etcd, without build-host paths.
+    let baked = r.files.get(nf::CLUSTER_CONFIG).unwrap();
+    let baked: model::baked::BakedCluster = serde_json::from_slice(&baked.contents).unwrap();
+    let Datastore::ExternalEtcd {
+        endpoints,
+        ca_file,
+        cert_file,
+        key_file,
+    } = &baked.spec.datastore
+    else {
+        panic!("baked datastore: {:?}", baked.spec.datastore);
+    };
+    assert_eq!(endpoints.len(), 3);
+    assert_eq!((ca_file, cert_file, key_file), (&None, &None, &None));
 }
 
 #[test]

@@ -29,6 +29,12 @@ pub const K3S_CONFIG: &str = "etc/rancher/k3s/config.yaml";
 /// password). Written by cloud-init on servers only, mode 0600; k3s merges
 /// `config.yaml.d/*.yaml` after `config.yaml`, in file-name order.
 pub const K3S_DATASTORE_DROPIN: &str = "etc/rancher/k3s/config.yaml.d/50-muster-datastore.yaml";
+/// An external etcd cluster's CA, and the API server's client certificate and key for it
+/// (kubeadm's paths). Control planes only, from their own cloud-init seeds (the key is a
+/// secret: never in the shared payload).
+pub const ETCD_EXTERNAL_CA: &str = "etc/kubernetes/pki/etcd/ca.crt";
+pub const ETCD_EXTERNAL_CLIENT_CERT: &str = "etc/kubernetes/pki/apiserver-etcd-client.crt";
+pub const ETCD_EXTERNAL_CLIENT_KEY: &str = "etc/kubernetes/pki/apiserver-etcd-client.key";
 
 /// Paths resolved against a root.
 #[derive(Debug, Clone, PartialEq, Eq)]

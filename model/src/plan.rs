@@ -58,6 +58,10 @@ pub struct Budget {
 pub struct Quorum {
     pub members: u32,
     pub table: Vec<QuorumRow>,
+    /// The external etcd cluster's client URLs (one member each); empty when etcd is
+    /// stacked on the control planes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub external: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -210,12 +214,28 @@ pub fn resolve(c: &Cluster, warnings: Vec<Problem>) -> Plan {
         nodes,
         totals,
         budget,
-        quorum: c.stacked_etcd().then(|| Quorum {
-            members: c.topology.control_planes,
-            table: quorum::table(c.topology.control_planes),
-        }),
+        quorum: quorum_of(c),
         warnings,
     }
+}
+
+/// etcd's members: the control planes when stacked, the endpoints when external; none for
+/// an SQL datastore.
+fn quorum_of(c: &Cluster) -> Option<Quorum> {
+    if c.stacked_etcd() {
+        return Some(Quorum {
+            members: c.topology.control_planes,
+            table: quorum::table(c.topology.control_planes),
+            external: vec![],
+        });
+    }
+    let endpoints = c.external_etcd()?;
+    let members = u32::try_from(endpoints.len()).unwrap_or(u32::MAX);
+    Some(Quorum {
+        members,
+        table: quorum::table(members),
+        external: endpoints.iter().map(|e| e.to_string()).collect(),
+    })
 }
 
 impl Plan {

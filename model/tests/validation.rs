@@ -241,6 +241,53 @@ fn external_datastore_without_endpoint() {
     );
 }
 
+/// https etcd endpoints need the CA and the client cert and key: each missing one is its
+/// own located error, all reported at once; http endpoints are a warning, not an error.
+#[test]
+fn external_etcd_tls_files() {
+    let https = format!(
+        "{BASE}  datastore:\n    type: external-etcd\n    endpoints: [\"https://10.1.0.81:2379\", \"https://10.1.0.82:2379\", \"https://10.1.0.83:2379\"]\n"
+    );
+    let ps = problems(&https);
+    for field in ["caFile", "certFile", "keyFile"] {
+        let p = ps
+            .iter()
+            .find(|p| p.0 == format!("spec.datastore.{field}"))
+            .unwrap_or_else(|| panic!("no {field} problem in {ps:?}"));
+        assert_eq!(p.2, Severity::Error, "{p:?}");
+        assert!(p.1 >= 18, "located in the datastore section: {p:?}");
+    }
+    let full =
+        format!("{https}    caFile: pki/ca.crt\n    certFile: pki/c.crt\n    keyFile: pki/c.key\n");
+    // The files need not exist for the spec (plan) to be valid.
+    assert!(problems(&full).is_empty(), "{:?}", problems(&full));
+    let (c, _) = spec::load("t.yaml", &full).unwrap();
+    let plan = model::plan::resolve(&c, vec![]);
+    let q = plan.quorum.unwrap();
+    assert_eq!(q.members, 3, "the endpoints, not the control planes");
+    assert_eq!(q.external.len(), 3);
+
+    let http = format!(
+        "{BASE}  datastore:\n    type: external-etcd\n    endpoints: [\"http://10.1.0.81:2379\", \"http://10.1.0.82:2379\"]\n"
+    );
+    let ps = problems(&http);
+    assert!(ps.iter().all(|p| p.2 == Severity::Warning), "{ps:?}");
+    has(
+        &ps,
+        "spec.datastore.endpoints",
+        21,
+        Severity::Warning,
+        "no TLS to etcd",
+    );
+    has(
+        &ps,
+        "spec.datastore.endpoints",
+        21,
+        Severity::Warning,
+        "even count",
+    );
+}
+
 #[test]
 fn providers_and_load_balancers_must_agree() {
     let ps = problems(

@@ -9,6 +9,7 @@
 //! - `cluster.json`: the baked cluster config, the same bytes as inside the payload;
 //! - `nodes/<name>/{meta-data,network-config,user-data,seed.img}`: per node.
 
+pub mod etcd_tls;
 pub mod payload;
 pub mod rendezvous_cert;
 pub mod secret;
@@ -98,6 +99,8 @@ pub enum BuildError {
     Fingerprint(String),
     #[error(transparent)]
     RendezvousKey(#[from] crate::rendezvous::keys::KeyError),
+    #[error(transparent)]
+    EtcdTls(#[from] etcd_tls::EtcdTlsError),
 }
 
 /// One file the build wrote.
@@ -148,6 +151,8 @@ pub fn build(
     let cluster = &spec.cluster;
     let plan = model::plan::resolve(cluster, spec.warnings.items.clone());
     let input = Input::new(cluster, &plan);
+    // Before anything is written: a wrong etcd file fails the build, not a first boot.
+    let etcd_tls = etcd_tls::load(cluster, &spec.dir())?;
 
     let (secret, new_secret) = secret::claim_dir(out, cluster.name.as_str())?;
     let cluster_id = secret.cluster_id();
@@ -190,7 +195,14 @@ pub fn build(
     let total = plan.nodes.len();
     for (i, node) in plan.nodes.iter().enumerate() {
         tracing::debug!(node = %node.name, "seed volume {}/{total}", i + 1);
-        let seed = cloud_init::render(&input, node, &cluster_id, &secret_hex, &payload_sha256)?;
+        let seed = cloud_init::render(
+            &input,
+            node,
+            &cluster_id,
+            &secret_hex,
+            &payload_sha256,
+            etcd_tls.as_ref(),
+        )?;
         let dir = format!("{NODES_DIR}/{}", node.name);
         let img = seed_volume::build(&seed.files()).map_err(|source| BuildError::Io {
             path: out.join(format!("{dir}/{SEED_FILE}")),

@@ -3,15 +3,17 @@
 //! static address, default route as `to: 0.0.0.0/0`, name servers) and `user-data`
 //! (`#cloud-config`: host name, the login user with its ssh keys, and the node identity
 //! and cluster secret as files; on k3s servers with an external SQL datastore also the
-//! `datastore-endpoint` drop-in, which holds the database password). Strings that YAML 1.1 could misread (MACs, modes,
+//! `datastore-endpoint` drop-in, which holds the database password; on kubeadm control planes
+//! with an external etcd the etcd CA and the API server's etcd client cert and key). Strings that YAML 1.1 could misread (MACs, modes,
 //! addresses) are always quoted by `render::yaml`.
 
 use super::common::{Input, RenderError};
 use super::yaml::to_yaml;
+use crate::build::etcd_tls::EtcdClientTls;
 use model::PlannedNode;
 use model::baked::NodeIdentity;
-use model::node_files::{CLUSTER_SECRET, NODE_IDENTITY};
-use model::spec::Platform;
+use model::node_files::{self as nf, CLUSTER_SECRET, NODE_IDENTITY};
+use model::spec::{Platform, Role};
 use serde_json::{Map, Value, json};
 
 pub const META_DATA: &str = "meta-data";
@@ -49,6 +51,7 @@ pub fn render(
     cluster_id: &str,
     secret_hex: &str,
     payload_sha256: &str,
+    etcd_tls: Option<&EtcdClientTls>,
 ) -> Result<NodeSeed, RenderError> {
     let c = input.cluster;
     let meta = json!({
@@ -127,6 +130,23 @@ pub fn render(
             "permissions": "0600",
             "content": content,
         }));
+    }
+    if node.role == Role::ControlPlane
+        && let Some(tls) = etcd_tls
+    {
+        // The external etcd's client key is a secret: control-plane seeds only.
+        for (path, mode, content) in [
+            (nf::ETCD_EXTERNAL_CA, "0644", &tls.ca_pem),
+            (nf::ETCD_EXTERNAL_CLIENT_CERT, "0644", &tls.cert_pem),
+            (nf::ETCD_EXTERNAL_CLIENT_KEY, "0600", &tls.key_pem),
+        ] {
+            write_files.push(json!({
+                "path": format!("/{path}"),
+                "owner": "root:root",
+                "permissions": mode,
+                "content": content,
+            }));
+        }
     }
     let user_data = json!({
         "hostname": node.name.as_str(),

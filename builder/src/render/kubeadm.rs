@@ -8,6 +8,7 @@
 use super::common::{Input, RenderError, parse_taints};
 use super::yaml::to_yaml;
 use model::PlannedNode;
+use model::node_files as nf;
 use model::spec::{Datastore, Role};
 use model::templates::{CA_CERT_HASH, CERTIFICATE_KEY, TOKEN};
 use serde::{Deserialize, Serialize};
@@ -15,10 +16,6 @@ use std::collections::BTreeMap;
 
 pub const KUBELET_API: &str = "kubelet.config.k8s.io/v1beta1";
 pub const CRI_SOCKET: &str = "unix:///run/containerd/containerd.sock";
-/// Client certificate the API server uses towards an external etcd (kubeadm's convention).
-pub const ETCD_CA: &str = "/etc/kubernetes/pki/etcd/ca.crt";
-pub const ETCD_CLIENT_CERT: &str = "/etc/kubernetes/pki/apiserver-etcd-client.crt";
-pub const ETCD_CLIENT_KEY: &str = "/etc/kubernetes/pki/apiserver-etcd-client.key";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -235,12 +232,13 @@ pub fn cluster_configuration(input: &Input<'_>) -> Result<ClusterConfiguration, 
         }
     }
     let etcd = match &c.datastore {
-        Datastore::ExternalEtcd { endpoints } => Some(Etcd {
+        // kubeadm's own paths for the external etcd's CA and the API server's client cert.
+        Datastore::ExternalEtcd { endpoints, .. } => Some(Etcd {
             external: ExternalEtcd {
                 endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
-                ca_file: ETCD_CA.into(),
-                cert_file: ETCD_CLIENT_CERT.into(),
-                key_file: ETCD_CLIENT_KEY.into(),
+                ca_file: format!("/{}", nf::ETCD_EXTERNAL_CA),
+                cert_file: format!("/{}", nf::ETCD_EXTERNAL_CLIENT_CERT),
+                key_file: format!("/{}", nf::ETCD_EXTERNAL_CLIENT_KEY),
             },
         }),
         _ => None,

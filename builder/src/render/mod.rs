@@ -88,11 +88,25 @@ pub struct Bake {
 
 /// The config every node's image shares. An SQL datastore endpoint is kept with its
 /// password redacted (the agent only needs to know the datastore is external; the servers
-/// get the real endpoint from their own seeds).
+/// get the real endpoint from their own seeds); an external etcd keeps its endpoints but
+/// not the build host's paths of its TLS files.
 pub fn baked_cluster(input: &Input<'_>, bake: &Bake) -> BakedCluster {
     let mut spec = input.cluster.clone();
-    if let Datastore::ExternalSql { endpoint } = &mut spec.datastore {
-        *endpoint = model::dsn::redact(endpoint);
+    match &mut spec.datastore {
+        Datastore::ExternalSql { endpoint } => *endpoint = model::dsn::redact(endpoint),
+        // Paths on the build host mean nothing on a node: the files land at kubeadm's
+        // paths (`node_files::ETCD_EXTERNAL_*`) on the control planes.
+        Datastore::ExternalEtcd {
+            ca_file,
+            cert_file,
+            key_file,
+            ..
+        } => {
+            *ca_file = None;
+            *cert_file = None;
+            *key_file = None;
+        }
+        Datastore::StackedEtcd => {}
     }
     BakedCluster {
         format: BAKED_FORMAT,

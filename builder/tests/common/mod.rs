@@ -45,6 +45,7 @@ pub fn render(path: &Path) -> Rendered {
         rendezvous_cert_sha256: Some("ab".repeat(32).parse().unwrap()),
     };
     let files = render::cluster_files(&input, &bake).unwrap();
+    let etcd_tls = muster::build::etcd_tls::load(&loaded.cluster, &loaded.dir()).unwrap();
     let seeds = plan
         .nodes
         .iter()
@@ -55,6 +56,7 @@ pub fn render(path: &Path) -> Rendered {
                 &bake.cluster_id,
                 &secret().to_hex(),
                 FAKE_PAYLOAD_SHA,
+                etcd_tls.as_ref(),
             )
             .unwrap();
             (n.name.to_string(), s)
@@ -92,4 +94,56 @@ pub fn show(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Asserts `secret` is in no payload file and in no seed file but the control planes'
+/// user-data; returns each control plane's user-data, parsed, for the caller's checks.
+pub fn secret_only_in_control_plane_seeds(
+    r: &Rendered,
+    plan: &model::Plan,
+    secret: &[u8],
+    what: &str,
+) -> Vec<(String, serde_json::Value)> {
+    assert!(!secret.is_empty());
+    for (p, a) in &r.files.files {
+        assert!(
+            !contains(&a.contents, secret),
+            "payload file {p} holds {what}"
+        );
+    }
+    let mut cps = Vec::new();
+    for (node, seed) in &r.seeds {
+        let role = plan.node(node).unwrap().role;
+        for (f, text) in seed.files() {
+            let cp_user_data = role == model::Role::ControlPlane && f == cloud_init::USER_DATA;
+            if !cp_user_data {
+                assert!(
+                    !contains(text.as_bytes(), secret),
+                    "{node} ({role:?}) {f} holds {what}"
+                );
+            }
+        }
+        if role == model::Role::ControlPlane {
+            assert!(
+                contains(seed.user_data.as_bytes(), secret),
+                "{node}: its user-data lacks {what}"
+            );
+            cps.push((node.clone(), serde_yaml::from_str(&seed.user_data).unwrap()));
+        }
+    }
+    cps
+}
+
+/// The `write_files` entry of a parsed user-data at `path` (relative to /).
+pub fn write_file<'a>(user_data: &'a serde_json::Value, path: &str) -> &'a serde_json::Value {
+    user_data["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == format!("/{path}"))
+        .unwrap_or_else(|| panic!("no write_files entry for /{path}"))
 }

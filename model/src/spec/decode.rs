@@ -440,6 +440,9 @@ fn datastore(ctx: &mut Ctx, spec: &mut Map<'_>) -> Datastore {
     .unwrap_or(T::Stacked);
     let endpoints: Vec<HttpUrl> = list(ctx, &mut m, "endpoints");
     let endpoint: Option<String> = parse(ctx, &mut m, "endpoint");
+    let ca_file: Option<String> = parse(ctx, &mut m, "caFile");
+    let cert_file: Option<String> = parse(ctx, &mut m, "certFile");
+    let key_file: Option<String> = parse(ctx, &mut m, "keyFile");
     done(ctx, m);
     match t {
         T::Stacked => Datastore::StackedEtcd,
@@ -451,7 +454,12 @@ fn datastore(ctx: &mut Ctx, spec: &mut Map<'_>) -> Datastore {
                     Some("list the etcd client URLs, e.g. [\"https://10.0.0.5:2379\"]".into()),
                 );
             }
-            Datastore::ExternalEtcd { endpoints }
+            Datastore::ExternalEtcd {
+                endpoints,
+                ca_file,
+                cert_file,
+                key_file,
+            }
         }
         T::Sql => {
             if endpoint.is_none() {

@@ -231,8 +231,19 @@ pub struct Ha {
 pub enum Datastore {
     /// etcd on each control plane, as kubeadm and k3s `--cluster-init` do it.
     StackedEtcd,
-    /// An etcd cluster of its own (kubeadm only).
-    ExternalEtcd { endpoints: Vec<HttpUrl> },
+    /// An etcd cluster of its own (kubeadm only). The three files are the etcd CA and the
+    /// API server's etcd client certificate and key, as paths relative to the spec file
+    /// (`muster build` reads them; `muster plan` does not need them). https endpoints need
+    /// all three; http endpoints need none.
+    ExternalEtcd {
+        endpoints: Vec<HttpUrl>,
+        #[serde(rename = "caFile", default, skip_serializing_if = "Option::is_none")]
+        ca_file: Option<String>,
+        #[serde(rename = "certFile", default, skip_serializing_if = "Option::is_none")]
+        cert_file: Option<String>,
+        #[serde(rename = "keyFile", default, skip_serializing_if = "Option::is_none")]
+        key_file: Option<String>,
+    },
     /// A MySQL/MariaDB/PostgreSQL endpoint for k3s `--datastore-endpoint`.
     ExternalSql { endpoint: String },
 }
@@ -313,6 +324,14 @@ impl Cluster {
 
     pub fn stacked_etcd(&self) -> bool {
         matches!(self.datastore, Datastore::StackedEtcd)
+    }
+
+    /// The external etcd endpoints, when the datastore is an external etcd cluster.
+    pub fn external_etcd(&self) -> Option<&[HttpUrl]> {
+        match &self.datastore {
+            Datastore::ExternalEtcd { endpoints, .. } => Some(endpoints),
+            _ => None,
+        }
     }
 
     pub fn size(&self, role: Role) -> Size {

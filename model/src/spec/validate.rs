@@ -111,24 +111,7 @@ fn topology(ctx: &mut Ctx, c: &Cluster) {
             Some("use 3 or 5".into()),
         );
     } else if c.stacked_etcd() && cp.is_multiple_of(2) {
-        let table: Vec<String> = [cp - 1, cp, cp + 1]
-            .iter()
-            .map(|&n| {
-                let r = quorum::row(n);
-                format!(
-                    "{} members: quorum {}, can lose {}",
-                    r.members, r.quorum, r.can_lose
-                )
-            })
-            .collect();
-        ctx.warn(
-            path,
-            format!(
-                "an even count adds cost without more fault tolerance ({})",
-                table.join("; ")
-            ),
-            Some(format!("use {} or {}", cp - 1, cp + 1)),
-        );
+        even_members(ctx, path, cp);
     } else if cp == 1 {
         ctx.warn(
             path,
@@ -171,6 +154,29 @@ fn topology(ctx: &mut Ctx, c: &Cluster) {
             Some("use 2 so keepalived can fail over".into()),
         );
     }
+}
+
+/// The warning for an even etcd member count (stacked: the control planes; external: the
+/// endpoints), with the quorum rows around it.
+fn even_members(ctx: &mut Ctx, path: &str, n: u32) {
+    let table: Vec<String> = [n - 1, n, n + 1]
+        .iter()
+        .map(|&m| {
+            let r = quorum::row(m);
+            format!(
+                "{} members: quorum {}, can lose {}",
+                r.members, r.quorum, r.can_lose
+            )
+        })
+        .collect();
+    ctx.warn(
+        path,
+        format!(
+            "an even count adds cost without more fault tolerance ({})",
+            table.join("; ")
+        ),
+        Some(format!("use {} or {}", n - 1, n + 1)),
+    );
 }
 
 fn sizes(ctx: &mut Ctx, c: &Cluster) {
@@ -523,6 +529,7 @@ fn datastore(ctx: &mut Ctx, c: &Cluster) {
             "external etcd is wired for kubeadm here; k3s takes an external datastore as external-sql",
             None,
         ),
+        (Datastore::ExternalEtcd { .. }, DistroKind::Kubeadm) => external_etcd(ctx, c),
         (Datastore::ExternalSql { .. }, DistroKind::Kubeadm) => ctx.error(
             "spec.datastore.type",
             "kubeadm cannot use an SQL datastore",
@@ -545,6 +552,62 @@ fn datastore(ctx: &mut Ctx, c: &Cluster) {
             }
         }
         _ => {}
+    }
+}
+
+/// External etcd: https endpoints need the CA and the API server's client cert and key
+/// (each missing one is its own error); http endpoints work without TLS, with a warning.
+fn external_etcd(ctx: &mut Ctx, c: &Cluster) {
+    let Datastore::ExternalEtcd {
+        endpoints,
+        ca_file,
+        cert_file,
+        key_file,
+    } = &c.datastore
+    else {
+        return;
+    };
+    if endpoints.iter().any(|e| e.is_https()) {
+        let files = [
+            ("caFile", ca_file, "the etcd cluster's CA certificate (PEM)"),
+            (
+                "certFile",
+                cert_file,
+                "the API server's etcd client certificate (PEM), signed by that CA",
+            ),
+            (
+                "keyFile",
+                key_file,
+                "the private key of that client certificate (PEM)",
+            ),
+        ];
+        for (field, value, what) in files {
+            if value.is_none() {
+                ctx.error(
+                    &format!("spec.datastore.{field}"),
+                    format!("https etcd endpoints need {field}: {what}"),
+                    Some(format!(
+                        "add `{field}: pki/{}` (a path relative to the spec file)",
+                        match field {
+                            "caFile" => "etcd-ca.crt",
+                            "certFile" => "apiserver-etcd-client.crt",
+                            _ => "apiserver-etcd-client.key",
+                        }
+                    )),
+                );
+            }
+        }
+    }
+    if let Some(plain) = endpoints.iter().find(|e| !e.is_https()) {
+        ctx.warn(
+            "spec.datastore.endpoints",
+            format!("{plain} is plain http: no TLS to etcd, anyone on the network can read and write the cluster's state"),
+            Some("serve etcd over https with client-certificate auth".into()),
+        );
+    }
+    let n = u32::try_from(endpoints.len()).unwrap_or(u32::MAX);
+    if n > 1 && n.is_multiple_of(2) {
+        even_members(ctx, "spec.datastore.endpoints", n);
     }
 }
 
