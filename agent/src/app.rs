@@ -115,6 +115,10 @@ pub fn configure(baked: &BakedCluster, id: &NodeIdentity) -> Result<(Config, Set
         kube_vip_super_admin: kind == DistroKind::Kubeadm
             && provider == VipProvider::KubeVip
             && spec.distribution.version.needs_super_admin_conf(),
+        external_etcd: spec
+            .external_etcd()
+            .map(|e| e.iter().map(|u| u.to_string()).collect())
+            .unwrap_or_default(),
     };
     Ok((cfg, settings))
 }
@@ -140,6 +144,7 @@ pub async fn run_node<C: Coordinator>(
         advertise: settings.ip,
         api_endpoint: baked.api_endpoint.clone(),
         api_port: port,
+        external_etcd: baked.spec.external_etcd().is_some(),
     };
     let mut preflight = if lab {
         Options::lab()

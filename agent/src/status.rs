@@ -95,7 +95,7 @@ pub struct ClusterStatus {
     pub cp_join_holders: Vec<String>,
     /// Holders of the `worker-join` slots, from the audit log.
     pub worker_join_holders: Vec<String>,
-    /// The freshest etcd view any control plane reported (stacked etcd only).
+    /// The freshest etcd view any control plane reported (stacked or external etcd).
     pub etcd: Option<EtcdSeen>,
     pub api: Option<ApiCheck>,
 }
@@ -264,14 +264,16 @@ fn now_ms() -> Millis {
     crate::clock::SystemClock.now_ms()
 }
 
-/// On a control plane with stacked etcd: ask etcd now, with this node's own credentials,
-/// its own endpoint first, within `timeout`. `None` on other nodes.
+/// On a control plane: ask etcd now, with this node's own credentials (stacked: its own
+/// endpoint first; external: the external cluster with the API server's client
+/// certificate), within `timeout`. `None` on other nodes.
 pub async fn local_etcd_for(root: &NodeRoot, timeout: Duration) -> Option<LocalEtcd> {
     let (baked, id) = crate::app::load(root).ok()?;
     let (cfg, settings) = crate::app::configure(&baked, &id).ok()?;
-    if cfg.role != model::Role::ControlPlane || !cfg.stacked_etcd {
+    if cfg.role != model::Role::ControlPlane || !settings.has_etcd_view(cfg.stacked_etcd) {
         return None;
     }
+    let external = !settings.external_etcd.is_empty();
     let failed = |e: String| {
         Some(LocalEtcd {
             view: None,
@@ -279,7 +281,9 @@ pub async fn local_etcd_for(root: &NodeRoot, timeout: Duration) -> Option<LocalE
         })
     };
     let creds = match cfg.distro {
-        model::spec::DistroKind::Kubeadm => crate::distro::kubeadm::etcd_creds(root).map(Some),
+        model::spec::DistroKind::Kubeadm => {
+            crate::distro::kubeadm::view_creds(root, external).map(Some)
+        }
         model::spec::DistroKind::K3s => crate::distro::k3s::etcd_creds(root),
     };
     let creds = match creds {
@@ -288,7 +292,7 @@ pub async fn local_etcd_for(root: &NodeRoot, timeout: Duration) -> Option<LocalE
         Err(e) => return failed(format!("no etcd credentials here (not joined yet?): {e}")),
     };
     let access = crate::distro::EtcdAccess {
-        endpoints: settings.etcd_endpoints_own_first(),
+        endpoints: settings.etcd_view_endpoints(),
         creds,
     };
     let ask = EtcdView::observe(
@@ -296,6 +300,9 @@ pub async fn local_etcd_for(root: &NodeRoot, timeout: Duration) -> Option<LocalE
         &access,
         &settings.node,
         now_ms(),
+        // The list, then the health probes: each within a third, so a member that hangs
+        // counts as down and the view still arrives within `timeout`.
+        (timeout / 3).max(Duration::from_millis(500)),
     );
     match tokio::time::timeout(timeout, ask).await {
         Ok(Ok(v)) => Some(LocalEtcd {

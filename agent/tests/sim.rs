@@ -968,6 +968,7 @@ async fn simulate(seed: u64) -> Outcome {
         lb_units: Vec::new(),
         vip_units: Vec::new(),
         kube_vip_super_admin: true,
+        external_etcd: Vec::new(),
     };
     let clock = TokioClock::new(1_700_000_000_000);
     let start = Instant::now();

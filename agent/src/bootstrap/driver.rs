@@ -43,6 +43,9 @@ pub struct Settings {
     pub vip_units: Vec<String>,
     /// kubeadm ≥ 1.29 with kube-vip: the init node mounts super-admin.conf during init.
     pub kube_vip_super_admin: bool,
+    /// The external etcd cluster's client URLs (kubeadm `etcd.external`); empty when etcd
+    /// is stacked on the control planes (or there is none).
+    pub external_etcd: Vec<String>,
 }
 
 impl Settings {
@@ -56,6 +59,21 @@ impl Settings {
         let mine = format!("https://{}:2379", self.ip);
         own.sort_by_key(|e| *e != mine);
         own
+    }
+
+    /// Where this node's view of etcd asks: the external cluster's endpoints, or every
+    /// control plane's (its own first) when etcd is stacked.
+    pub fn etcd_view_endpoints(&self) -> Vec<String> {
+        if self.external_etcd.is_empty() {
+            self.etcd_endpoints_own_first()
+        } else {
+            self.external_etcd.clone()
+        }
+    }
+
+    /// A control plane has a view of etcd: stacked members, or an external cluster.
+    pub fn has_etcd_view(&self, stacked_etcd: bool) -> bool {
+        stacked_etcd || !self.external_etcd.is_empty()
     }
 
     fn etcd_endpoints(&self, include_self: bool) -> Vec<String> {
@@ -159,25 +177,26 @@ where
         MemberReport::new(self.cfg.role, &self.persisted, self.clock.now_ms()).to_json()
     }
 
-    /// On a joined control plane with stacked etcd: its view of etcd (members, health,
-    /// quorum) through its own credentials, its own endpoint first. `None` elsewhere or
-    /// when no member answers (logged).
+    /// On a joined control plane: its view of etcd (members, health, quorum) through its
+    /// own credentials; stacked: its own endpoint first; external: the external cluster's
+    /// endpoints with the API server's client certificate. `None` elsewhere or when no
+    /// member answers (logged).
     pub async fn etcd_view(&self) -> Option<EtcdView> {
         if !(self.cfg.role == model::Role::ControlPlane
-            && self.cfg.stacked_etcd
+            && self.settings.has_etcd_view(self.cfg.stacked_etcd)
             && self.persisted.state.phase == Phase::Done)
         {
             return None;
         }
-        let creds = match self.distro.credentials().await {
-            Ok(c) => c.etcd?,
+        let creds = match self.distro.etcd_view_creds().await {
+            Ok(c) => c?,
             Err(e) => {
                 tracing::debug!(error = %e, "no etcd credentials for the etcd view");
                 return None;
             }
         };
         let access = EtcdAccess {
-            endpoints: self.settings.etcd_endpoints_own_first(),
+            endpoints: self.settings.etcd_view_endpoints(),
             creds,
         };
         match EtcdView::observe(
@@ -185,6 +204,7 @@ where
             &access,
             &self.settings.node,
             self.clock.now_ms(),
+            crate::etcd_view::MEMBER_DEADLINE,
         )
         .await
         {

@@ -985,6 +985,45 @@ mod tests {
         );
     }
 
+    /// kubeadm on an external etcd: a control plane is no etcd member, so neither the
+    /// join nor its compensation touches etcd membership (kubeadm reset only); joins still
+    /// go one at a time.
+    #[test]
+    fn kubeadm_on_external_etcd_never_touches_members() {
+        let c = Config::new(Role::ControlPlane, DistroKind::Kubeadm, false, 1);
+        assert_eq!(
+            actions(&c, &P::AcquiringJoinSlot)[1],
+            Action::Acquire {
+                semaphore: keys::CP_JOIN_SEMAPHORE,
+                slots: 1
+            }
+        );
+        let granted = go(&c, P::AcquiringJoinSlot, E::Granted { token: 1 });
+        for s in [
+            granted.clone(),
+            go(&c, P::Joining { token: 1 }, E::Failed("x".into())),
+            State {
+                phase: P::Joining { token: 1 },
+                attempt: 1,
+                last_error: None,
+            }
+            .resume(),
+        ] {
+            let a = actions(&c, &s.phase);
+            assert!(
+                !a.contains(&Action::RemoveOwnMember) && !a.contains(&Action::RemoveStaleMembers),
+                "{:?}: {a:?}",
+                s.phase
+            );
+        }
+        let failed = go(&c, P::Joining { token: 1 }, E::Failed("x".into()));
+        assert!(matches!(failed.phase, P::Compensating { .. }), "{failed:?}");
+        assert!(
+            actions(&c, &failed.phase).contains(&Action::Reset),
+            "{failed:?}"
+        );
+    }
+
     #[test]
     fn k3s_on_sql_uses_many_join_slots_and_no_cleaning() {
         let mut c = Config::new(Role::ControlPlane, DistroKind::K3s, false, 1);

@@ -229,6 +229,7 @@ mod tests {
             advertise: "10.0.0.11".parse().unwrap(),
             api_endpoint: "10.0.0.10:6443".into(),
             api_port: 6443,
+            external_etcd: false,
         };
         let tree = ctx.root.node_tree(&ctx.node);
         std::fs::create_dir_all(tree.join(CONFIG_INIT_TEMPLATE).parent().unwrap()).unwrap();

@@ -32,6 +32,29 @@ pub fn etcd_creds(root: &model::node_files::NodeRoot) -> DistroResult<EtcdCreds>
     })
 }
 
+/// The API server's client credentials for an external etcd cluster: the etcd CA and the
+/// `apiserver-etcd-client` pair the control plane's own seed delivered (kubeadm's paths).
+pub fn external_etcd_creds(root: &model::node_files::NodeRoot) -> DistroResult<EtcdCreds> {
+    use model::node_files as nf;
+    const STEP: &str = "read the external etcd client credentials";
+    let read = |rel: &str| http::read(STEP, &root.path(rel));
+    Ok(EtcdCreds {
+        ca_pem: read(nf::ETCD_EXTERNAL_CA)?,
+        cert_pem: read(nf::ETCD_EXTERNAL_CLIENT_CERT)?,
+        key_pem: Secret(read(nf::ETCD_EXTERNAL_CLIENT_KEY)?),
+    })
+}
+
+/// The credentials a kubeadm control plane asks etcd with for its view: the external
+/// cluster's client pair, or the stacked etcd's health-check client.
+pub fn view_creds(root: &model::node_files::NodeRoot, external: bool) -> DistroResult<EtcdCreds> {
+    if external {
+        external_etcd_creds(root)
+    } else {
+        etcd_creds(root)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Kubeadm<R> {
     pub ctx: NodeContext,
@@ -192,8 +215,19 @@ impl<R: CommandRunner> Distro for Kubeadm<R> {
         let admin = http::read(STEP, &self.file("etc/kubernetes/admin.conf"))?;
         Ok(Credentials {
             admin_kubeconfig: Some(Secret(admin)),
-            etcd: Some(etcd_creds(&self.ctx.root)?),
+            // Joiners get etcd access to clean stale members of a stacked etcd; an external
+            // etcd has no control-plane members, and its client key stays on the control
+            // planes that got it from their seeds.
+            etcd: if self.ctx.external_etcd {
+                None
+            } else {
+                Some(etcd_creds(&self.ctx.root)?)
+            },
         })
+    }
+
+    async fn etcd_view_creds(&self) -> DistroResult<Option<EtcdCreds>> {
+        view_creds(&self.ctx.root, self.ctx.external_etcd).map(Some)
     }
 
     async fn local_api_ready(&self) -> DistroResult<bool> {
@@ -244,6 +278,7 @@ mod tests {
             advertise: "10.0.0.11".parse().unwrap(),
             api_endpoint: "10.0.0.10:6443".into(),
             api_port: 6443,
+            external_etcd: false,
         };
         let tree = ctx.root.node_tree(&ctx.node);
         std::fs::create_dir_all(tree.join("etc/muster/kubeadm")).unwrap();
@@ -330,5 +365,38 @@ mod tests {
         let e = k.join_control_plane(&m).await.unwrap_err().to_string();
         assert!(e.contains("join control plane"), "{e}");
         assert!(!e.contains("0123456789abcdef"), "no secret in errors: {e}");
+    }
+
+    /// With an external etcd, joiners get no etcd access (the control planes are not
+    /// members, the client key stays where the seeds put it), and the view asks with the
+    /// API server's external-etcd client pair.
+    #[tokio::test]
+    async fn external_etcd_creds_are_the_api_servers_client_pair() {
+        let (dir, mut k) = setup();
+        k.ctx.external_etcd = true;
+        let put = |rel: &str, text: &str| {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        put("etc/kubernetes/admin.conf", "admin");
+        let e = k.etcd_view_creds().await.unwrap_err().to_string();
+        assert!(
+            e.contains("apiserver-etcd-client") || e.contains("etcd/ca.crt"),
+            "{e}"
+        );
+        put(model::node_files::ETCD_EXTERNAL_CA, "ca");
+        put(model::node_files::ETCD_EXTERNAL_CLIENT_CERT, "cert");
+        put(model::node_files::ETCD_EXTERNAL_CLIENT_KEY, "key");
+        assert!(k.credentials().await.unwrap().etcd.is_none());
+        let c = k.etcd_view_creds().await.unwrap().unwrap();
+        assert_eq!((c.ca_pem.as_str(), c.cert_pem.as_str()), ("ca", "cert"));
+        assert_eq!(c.key_pem.expose(), "key");
+        k.ctx.external_etcd = false;
+        let e = k.credentials().await.unwrap_err().to_string();
+        assert!(
+            e.contains("healthcheck-client") || e.contains("etcd/ca.crt"),
+            "{e}"
+        );
     }
 }

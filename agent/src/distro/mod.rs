@@ -127,6 +127,11 @@ pub trait Distro: EtcdApi {
     -> DistroResult<Issued>;
     /// Admin kubeconfig and etcd client credentials of this (joined or initialized) node.
     async fn credentials(&self) -> DistroResult<Credentials>;
+    /// The credentials this node asks etcd with for its view (member report, `nodeagent
+    /// status`): by default the ones `credentials` hands joiners.
+    async fn etcd_view_creds(&self) -> DistroResult<Option<EtcdCreds>> {
+        Ok(self.credentials().await?.etcd)
+    }
     /// `GET https://ADVERTISE:6443/readyz` answers 200 `ok`.
     async fn local_api_ready(&self) -> DistroResult<bool>;
     /// The same through the API endpoint (VIP or load balancer).
@@ -144,6 +149,9 @@ pub struct NodeContext {
     /// `address:port` of the API endpoint.
     pub api_endpoint: String,
     pub api_port: u16,
+    /// kubeadm on an external etcd cluster: the control planes are not etcd members and
+    /// reach etcd with the API server's client certificate (`node_files::ETCD_EXTERNAL_*`).
+    pub external_etcd: bool,
 }
 
 impl NodeContext {
