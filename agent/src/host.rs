@@ -11,6 +11,7 @@ pub trait Host {
     fn preflight(&self) -> Result<(), String>;
     fn kube_vip_super_admin(&self) -> Result<(), String>;
     fn restore_kube_vip(&self) -> Result<(), String>;
+    fn restore_external_etcd(&self) -> Result<(), String>;
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +88,21 @@ impl Host for FsHost {
         };
         write_manifest(&self.root, &crate::kube_vip::to_admin(&pristine))
     }
+
+    fn restore_external_etcd(&self) -> Result<(), String> {
+        for (from, to, mode) in model::node_files::ETCD_EXTERNAL_FILES {
+            let src = self.root.path(from);
+            let bytes = match std::fs::read(&src) {
+                Ok(b) => b,
+                // No external etcd (or not a control plane): nothing to restore.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(format!("{}: {e}", src.display())),
+            };
+            crate::fsutil::write_atomic(&self.root.path(to), &bytes, mode)
+                .map_err(|e| format!("{to}: {e}"))?;
+        }
+        Ok(())
+    }
 }
 
 impl FsHost {
@@ -127,6 +143,9 @@ impl Host for NullHost {
         Ok(())
     }
     fn restore_kube_vip(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn restore_external_etcd(&self) -> Result<(), String> {
         Ok(())
     }
 }
@@ -185,5 +204,36 @@ mod tests {
         h.install_node_tree().unwrap();
         h.restore_kube_vip().unwrap();
         assert!(!root.path(KUBE_VIP_MANIFEST).exists());
+    }
+
+    #[test]
+    fn external_etcd_files_come_back_after_a_reset() {
+        use model::node_files as nf;
+        let dir = tempfile::tempdir().unwrap();
+        let root = NodeRoot::new(dir.path());
+        let h = FsHost {
+            root: root.clone(),
+            node: "cp-1".parse().unwrap(),
+            preflight: Options::lab(),
+        };
+        h.restore_external_etcd().unwrap();
+        assert!(
+            !root.path(nf::ETCD_EXTERNAL_CA).exists(),
+            "no seed copy: nothing"
+        );
+        for (seed, _, _) in nf::ETCD_EXTERNAL_FILES {
+            std::fs::create_dir_all(root.path(seed).parent().unwrap()).unwrap();
+            std::fs::write(root.path(seed), seed).unwrap();
+        }
+        h.restore_external_etcd().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        for (seed, kubeadm, mode) in nf::ETCD_EXTERNAL_FILES {
+            let p = root.path(kubeadm);
+            assert_eq!(std::fs::read_to_string(&p).unwrap(), seed);
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                mode
+            );
+        }
     }
 }

@@ -52,7 +52,8 @@ fn datastore_password_reaches_only_the_servers_seeds() {
 }
 
 /// The external etcd's client key (and its cert and CA) reach the kubeadm control planes
-/// through their own seeds only, at kubeadm's paths, the key 0600 root-owned.
+/// through their own seeds only (where the agent copies them to kubeadm's paths from), the
+/// key 0600 root-owned.
 #[test]
 fn external_etcd_client_key_reaches_only_the_control_planes_seeds() {
     let path = common::repo().join("examples/seed-004-kubeadm-external-etcd.yaml");
@@ -74,9 +75,9 @@ fn external_etcd_client_key_reaches_only_the_control_planes_seeds() {
     assert_eq!(cps.len(), 3);
     for (node, ud) in &cps {
         for (p, mode, pem) in [
-            (nf::ETCD_EXTERNAL_CA, "0644", &tls.ca_pem),
-            (nf::ETCD_EXTERNAL_CLIENT_CERT, "0644", &tls.cert_pem),
-            (nf::ETCD_EXTERNAL_CLIENT_KEY, "0600", &tls.key_pem),
+            (nf::ETCD_EXTERNAL_SEED_CA, "0644", &tls.ca_pem),
+            (nf::ETCD_EXTERNAL_SEED_CLIENT_CERT, "0644", &tls.cert_pem),
+            (nf::ETCD_EXTERNAL_SEED_CLIENT_KEY, "0600", &tls.key_pem),
         ] {
             let f = common::write_file(ud, p);
             assert_eq!(f["permissions"], mode, "{node} {p}");

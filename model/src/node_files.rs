@@ -30,11 +30,32 @@ pub const K3S_CONFIG: &str = "etc/rancher/k3s/config.yaml";
 /// `config.yaml.d/*.yaml` after `config.yaml`, in file-name order.
 pub const K3S_DATASTORE_DROPIN: &str = "etc/rancher/k3s/config.yaml.d/50-muster-datastore.yaml";
 /// An external etcd cluster's CA, and the API server's client certificate and key for it
-/// (kubeadm's paths). Control planes only, from their own cloud-init seeds (the key is a
-/// secret: never in the shared payload).
+/// (kubeadm's paths, what the ClusterConfiguration's `etcd.external` names).
 pub const ETCD_EXTERNAL_CA: &str = "etc/kubernetes/pki/etcd/ca.crt";
 pub const ETCD_EXTERNAL_CLIENT_CERT: &str = "etc/kubernetes/pki/apiserver-etcd-client.crt";
 pub const ETCD_EXTERNAL_CLIENT_KEY: &str = "etc/kubernetes/pki/apiserver-etcd-client.key";
+/// Where a control plane's own cloud-init seed delivers those three (the key is a secret:
+/// never in the shared payload). `kubeadm reset` empties `/etc/kubernetes/pki`, so the
+/// agent copies them to kubeadm's paths after every reset, before init or join.
+pub const ETCD_EXTERNAL_SEED_CA: &str = "etc/muster/etcd-external/ca.crt";
+pub const ETCD_EXTERNAL_SEED_CLIENT_CERT: &str =
+    "etc/muster/etcd-external/apiserver-etcd-client.crt";
+pub const ETCD_EXTERNAL_SEED_CLIENT_KEY: &str =
+    "etc/muster/etcd-external/apiserver-etcd-client.key";
+/// (seed copy, kubeadm path, mode) of each external etcd file.
+pub const ETCD_EXTERNAL_FILES: [(&str, &str, u32); 3] = [
+    (ETCD_EXTERNAL_SEED_CA, ETCD_EXTERNAL_CA, 0o644),
+    (
+        ETCD_EXTERNAL_SEED_CLIENT_CERT,
+        ETCD_EXTERNAL_CLIENT_CERT,
+        0o644,
+    ),
+    (
+        ETCD_EXTERNAL_SEED_CLIENT_KEY,
+        ETCD_EXTERNAL_CLIENT_KEY,
+        0o600,
+    ),
+];
 
 /// Paths resolved against a root.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -417,6 +417,11 @@ where
                 r.map(|()| Event::Done)
                     .map_err(|e| failed("kube-vip manifest", &e))
             }
+            Action::RestoreExternalEtcd => self
+                .host
+                .restore_external_etcd()
+                .map(|()| Event::Done)
+                .map_err(|e| failed("restore the external etcd client files", &e)),
             Action::RestoreKubeVip => self
                 .host
                 .restore_kube_vip()

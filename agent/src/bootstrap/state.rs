@@ -197,6 +197,9 @@ pub enum Action {
     Reset,
     KubeVipSuperAdmin,
     RestoreKubeVip,
+    /// Put the external etcd's CA and client pair back at kubeadm's paths from the copy the
+    /// seed delivered (`kubeadm reset` empties `/etc/kubernetes/pki`); nothing without one.
+    RestoreExternalEtcd,
     Init(Fence),
     /// Local `/readyz`, then through the VIP → `Probe(bool)`.
     ProbeInitHealth,
@@ -307,6 +310,7 @@ pub fn actions(cfg: &Config, phase: &Phase) -> Vec<Action> {
             Action::Renew(init_fence(*token)),
             Action::EnsureNotInitialized,
             Action::Reset,
+            Action::RestoreExternalEtcd,
             Action::KubeVipSuperAdmin,
             Action::Init(init_fence(*token)),
             Action::RestoreKubeVip,
@@ -331,7 +335,11 @@ pub fn actions(cfg: &Config, phase: &Phase) -> Vec<Action> {
             if cfg.cleans_members() {
                 a.push(Action::RemoveStaleMembers);
             }
-            a.extend([Action::Reset, Action::RestoreKubeVip]);
+            a.extend([
+                Action::Reset,
+                Action::RestoreExternalEtcd,
+                Action::RestoreKubeVip,
+            ]);
             a
         }
         Phase::Joining { token } => vec![
@@ -356,7 +364,11 @@ pub fn actions(cfg: &Config, phase: &Phase) -> Vec<Action> {
             if *remove_own_member && cfg.cleans_members() {
                 a.push(Action::RemoveOwnMember);
             }
-            a.extend([Action::Reset, Action::RestoreKubeVip]);
+            a.extend([
+                Action::Reset,
+                Action::RestoreExternalEtcd,
+                Action::RestoreKubeVip,
+            ]);
             if let Some(f) = slot {
                 a.push(Action::Release(f.clone()));
             }
@@ -902,6 +914,7 @@ mod tests {
             vec![
                 Action::RemoveOwnMember,
                 Action::Reset,
+                Action::RestoreExternalEtcd,
                 Action::RestoreKubeVip,
                 Action::Release(fence.clone())
             ]

@@ -134,11 +134,12 @@ pub fn render(
     if node.role == Role::ControlPlane
         && let Some(tls) = etcd_tls
     {
-        // The external etcd's client key is a secret: control-plane seeds only.
+        // The external etcd's client key is a secret: control-plane seeds only. The agent
+        // copies the three to kubeadm's paths after each `kubeadm reset`, before init/join.
         for (path, mode, content) in [
-            (nf::ETCD_EXTERNAL_CA, "0644", &tls.ca_pem),
-            (nf::ETCD_EXTERNAL_CLIENT_CERT, "0644", &tls.cert_pem),
-            (nf::ETCD_EXTERNAL_CLIENT_KEY, "0600", &tls.key_pem),
+            (nf::ETCD_EXTERNAL_SEED_CA, "0644", &tls.ca_pem),
+            (nf::ETCD_EXTERNAL_SEED_CLIENT_CERT, "0644", &tls.cert_pem),
+            (nf::ETCD_EXTERNAL_SEED_CLIENT_KEY, "0600", &tls.key_pem),
         ] {
             write_files.push(json!({
                 "path": format!("/{path}"),
