@@ -297,10 +297,14 @@ pub fn parse_member_list(json: &str) -> Result<Vec<Member>> {
         .unwrap_or_default())
 }
 
-/// etcd's v3 JSON gateway (`/v3/kv/*`) over TLS with a client certificate.
-#[derive(Debug, Clone)]
+/// etcd's v3 JSON gateway (`/v3/kv/*`) over TLS with a client certificate, on one or more
+/// endpoints (comma-separated, like kube-apiserver's `--etcd-servers`): a call goes to the
+/// endpoint that answered last and moves on to the next when one cannot be reached. An
+/// answer with an error status (e.g. no quorum) is final.
+#[derive(Debug)]
 pub struct Gateway {
-    base: String,
+    bases: Vec<String>,
+    current: std::sync::atomic::AtomicUsize,
     http: reqwest::Client,
 }
 
@@ -322,20 +326,41 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 
 impl Gateway {
     pub fn new(endpoint: &str, ca_pem: &str, client: &CertKey, timeout: Duration) -> Result<Self> {
+        let bases: Vec<String> = endpoint
+            .split(',')
+            .map(|e| e.trim().trim_end_matches('/').to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        anyhow::ensure!(!bases.is_empty(), "no etcd endpoint in `{endpoint}`");
         Ok(Gateway {
-            base: endpoint.trim_end_matches('/').to_string(),
+            bases,
+            current: std::sync::atomic::AtomicUsize::new(0),
             http: http_client(&Trust::Ca(ca_pem.to_string()), Some(client), timeout)?,
         })
     }
 
+    /// Sends to the endpoints in turn, from the one that answered last; the last
+    /// transport error when none answers.
+    async fn send(&self, path: &str, body: &serde_json::Value) -> Result<reqwest::Response> {
+        use std::sync::atomic::Ordering;
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..self.bases.len() {
+            let at = (start + i) % self.bases.len();
+            let url = format!("{}{}", self.bases[at], path);
+            match self.http.post(&url).json(body).send().await {
+                Ok(r) => {
+                    self.current.store(at, Ordering::Relaxed);
+                    return Ok(r);
+                }
+                Err(e) => last = Some(anyhow::Error::new(e).context(format!("etcd {url}"))),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("etcd {path}: no endpoint")))
+    }
+
     async fn call(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value> {
-        let resp = self
-            .http
-            .post(format!("{}{}", self.base, path))
-            .json(&body)
-            .send()
-            .await
-            .with_context(|| format!("etcd {path}"))?;
+        let resp = self.send(path, &body).await?;
         let status = resp.status();
         let v: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
         if !status.is_success() {

@@ -434,7 +434,7 @@ async fn server(flags: &Flags) -> Result<()> {
     kubeadm::register_node(&admin, &name, Some(&addr), true).await?;
     if embedded {
         // Announces this etcd member to joining servers (and to muster's compensation).
-        kubeadm::mirror_pods(&admin, &name, &addr, 6443).await?;
+        kubeadm::mirror_pods(&admin, &name, &addr, 6443, true).await?;
     }
     println!("level=info msg=\"k3s is up and running\" (muster stand-in; node {name})");
     // Foreground until SIGTERM/SIGINT, like `k3s server`.

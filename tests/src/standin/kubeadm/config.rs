@@ -27,8 +27,53 @@ pub struct InitConfig {
     pub cluster_name: String,
     pub kubernetes_version: String,
     pub etcd_data_dir: String,
+    /// `etcd.external`: no local etcd member; the API server uses this cluster.
+    pub external_etcd: Option<ExternalEtcd>,
     /// The ClusterConfiguration document as given (uploaded to `kubeadm-config`).
     pub cluster_configuration: String,
+}
+
+/// A ClusterConfiguration's `etcd.external`: client URLs and the API server's TLS files
+/// (absolute paths on the node).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExternalEtcd {
+    pub endpoints: Vec<String>,
+    pub ca_file: String,
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+/// `etcd.external` of a ClusterConfiguration document, checked like kubeadm does (local
+/// and external are mutually exclusive; https endpoints need the three files).
+pub fn external_etcd(doc: &Value) -> Result<Option<ExternalEtcd>> {
+    if yaml::at(doc, &["etcd", "external"]).is_none() {
+        return Ok(None);
+    }
+    if yaml::at(doc, &["etcd", "local"]).is_some() {
+        bail!("etcd.local and etcd.external are mutually exclusive");
+    }
+    let f = |k: &str| {
+        str_at(doc, &["etcd", "external", k])
+            .unwrap_or("")
+            .to_string()
+    };
+    let e = ExternalEtcd {
+        endpoints: strings_at(doc, &["etcd", "external", "endpoints"]),
+        ca_file: f("caFile"),
+        cert_file: f("certFile"),
+        key_file: f("keyFile"),
+    };
+    if e.endpoints.is_empty() {
+        bail!("etcd.external.endpoints: Required value: empty etcd.external.endpoints");
+    }
+    if e.endpoints.iter().any(|u| u.starts_with("https://"))
+        && (e.ca_file.is_empty() || e.cert_file.is_empty() || e.key_file.is_empty())
+    {
+        bail!(
+            "etcd.external: Invalid value: caFile, certFile and keyFile are required for https endpoints"
+        );
+    }
+    Ok(Some(e))
 }
 
 #[derive(Debug, Clone, Default)]
@@ -173,9 +218,7 @@ pub fn parse_init(text: &str) -> Result<InitConfig> {
                 if let Some(v) = str_at(doc, &["kubernetesVersion"]) {
                     cfg.kubernetes_version = v.to_string();
                 }
-                if yaml::at(doc, &["etcd", "external"]).is_some() {
-                    bail!("muster stand-in: external etcd is not supported (stacked etcd only)");
-                }
+                cfg.external_etcd = external_etcd(doc)?;
                 if let Some(d) = str_at(doc, &["etcd", "local", "dataDir"]) {
                     cfg.etcd_data_dir = d.to_string();
                 }
@@ -358,6 +401,22 @@ cgroupDriver: systemd
         assert_eq!(c.control_plane_endpoint.as_deref(), Some("10.0.0.10:6443"));
         assert_eq!(c.cert_sans, vec!["10.0.0.10", "k8s.lab"]);
         assert_eq!(c.bootstrap_tokens[0].ttl, Some(86400));
+    }
+
+    #[test]
+    fn external_etcd_is_read_and_checked() {
+        assert_eq!(parse_init(INIT).unwrap().external_etcd, None);
+        let ext = "apiServer:\n  certSANs: [10.0.0.10, k8s.lab]\netcd:\n  external:\n    endpoints: [\"https://10.0.0.81:2379\"]\n    caFile: /etc/kubernetes/pki/etcd/ca.crt\n    certFile: /etc/kubernetes/pki/apiserver-etcd-client.crt\n    keyFile: /etc/kubernetes/pki/apiserver-etcd-client.key\n";
+        let text = INIT.replace("apiServer:\n  certSANs: [10.0.0.10, k8s.lab]\n", ext);
+        let e = parse_init(&text).unwrap().external_etcd.unwrap();
+        assert_eq!(e.endpoints, vec!["https://10.0.0.81:2379"]);
+        assert_eq!(e.key_file, "/etc/kubernetes/pki/apiserver-etcd-client.key");
+        let no_key = text.replace(
+            "    keyFile: /etc/kubernetes/pki/apiserver-etcd-client.key\n",
+            "",
+        );
+        let err = parse_init(&no_key).unwrap_err().to_string();
+        assert!(err.contains("required for https"), "{err}");
     }
 
     #[test]

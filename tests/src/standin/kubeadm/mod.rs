@@ -2,6 +2,7 @@
 //! underneath (real certificates, a real etcd member, a TLS API endpoint). NOT kubeadm.
 
 pub mod config;
+pub mod external;
 
 use crate::standin::api::EXPIRES_ANNOTATION;
 use crate::standin::client::{Api, Trust, http_client};
@@ -13,6 +14,7 @@ use crate::standin::{clock, node_root, read_file, write_file};
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use config::ExternalEtcd;
 use model::node_files::{KUBE_MANIFESTS, NodeRoot};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -26,17 +28,6 @@ pub const CERTS_TTL_SECS: i64 = 2 * 3600;
 /// `timeouts.etcdAPICall` default (v1beta4), 2 minutes. A slow machine (TCG) needs it.
 const PROMOTE_PATIENCE: Duration = Duration::from_secs(120);
 const DEFAULT_TOKEN_TTL: i64 = 24 * 3600;
-/// Files in the `kubeadm-certs` bundle: (name in the Secret, path under pki/).
-const SHARED_CERTS: &[(&str, &str)] = &[
-    ("ca.crt", "ca.crt"),
-    ("ca.key", "ca.key"),
-    ("sa.key", "sa.key"),
-    ("sa.pub", "sa.pub"),
-    ("front-proxy-ca.crt", "front-proxy-ca.crt"),
-    ("front-proxy-ca.key", "front-proxy-ca.key"),
-    ("etcd-ca.crt", "etcd/ca.crt"),
-    ("etcd-ca.key", "etcd/ca.key"),
-];
 
 /// Command-line flags, parsed leniently (`--a=b`, `--a b`, `-v=5`, bare flags).
 #[derive(Debug, Default)]
@@ -279,22 +270,34 @@ fn control_plane_checks(
     addr: &str,
     port: u16,
     data_dir: &str,
+    external_etcd: bool,
 ) -> Vec<(String, String)> {
     let mut checks = Vec::new();
     if port_in_use("0.0.0.0", port) {
         checks.push((format!("Port-{port}"), format!("Port {port} is in use")));
     }
-    for p in [2379u16, 2380] {
+    // With an external etcd there is no local member: no etcd ports, manifest or data.
+    let local_etcd: &[u16] = if external_etcd { &[] } else { &[2379, 2380] };
+    for &p in local_etcd {
         if port_in_use(addr, p) {
             checks.push((format!("Port-{p}"), format!("Port {p} is in use")));
         }
     }
-    for m in [
-        "kube-apiserver",
-        "kube-controller-manager",
-        "kube-scheduler",
-        "etcd",
-    ] {
+    let manifests: &[&str] = if external_etcd {
+        &[
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+        ]
+    } else {
+        &[
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "etcd",
+        ]
+    };
+    for m in manifests {
         let f = root.path(KUBE_MANIFESTS).join(format!("{m}.yaml"));
         if f.exists() {
             checks.push((
@@ -304,7 +307,7 @@ fn control_plane_checks(
         }
     }
     let data = root.path(data_dir);
-    if dir_nonempty(&data) {
+    if !external_etcd && dir_nonempty(&data) {
         let dashed = data_dir.trim_matches('/').replace('/', "-");
         checks.push((
             format!("DirAvailable--{dashed}"),
@@ -338,18 +341,27 @@ fn join_checks(root: &NodeRoot) -> Vec<(String, String)> {
 /// The CAs shared by every control plane.
 struct Cas {
     ca: CertKey,
-    etcd: CertKey,
+    /// `None` with an external etcd (its CA is the user's; kubeadm makes none).
+    etcd: Option<CertKey>,
     front_proxy: CertKey,
 }
 
-fn new_cas(pki: &Path) -> Result<Cas> {
+fn new_cas(pki: &Path, external_etcd: bool) -> Result<Cas> {
     let cas = Cas {
         ca: pki::new_ca("kubernetes")?,
-        etcd: pki::new_ca("etcd-ca")?,
+        etcd: if external_etcd {
+            None
+        } else {
+            Some(pki::new_ca("etcd-ca")?)
+        },
         front_proxy: pki::new_ca("front-proxy-ca")?,
     };
     pki::write_pair(pki, "ca", &cas.ca)?;
-    pki::write_pair(&pki.join("etcd"), "ca", &cas.etcd)?;
+    if let Some(etcd) = &cas.etcd {
+        pki::write_pair(&pki.join("etcd"), "ca", etcd)?;
+    } else {
+        println!("[certs] External etcd mode: Skipping etcd/ca certificate authority generation");
+    }
     pki::write_pair(pki, "front-proxy-ca", &cas.front_proxy)?;
     let sa = rcgen::KeyPair::generate()?;
     write_file(&pki.join("sa.key"), sa.serialize_pem(), 0o600)?;
@@ -357,10 +369,14 @@ fn new_cas(pki: &Path) -> Result<Cas> {
     Ok(cas)
 }
 
-fn read_cas(pki: &Path) -> Result<Cas> {
+fn read_cas(pki: &Path, external_etcd: bool) -> Result<Cas> {
     Ok(Cas {
         ca: pki::read_pair(pki, "ca")?,
-        etcd: pki::read_pair(&pki.join("etcd"), "ca")?,
+        etcd: if external_etcd {
+            None
+        } else {
+            Some(pki::read_pair(&pki.join("etcd"), "ca")?)
+        },
         front_proxy: pki::read_pair(pki, "front-proxy-ca")?,
     })
 }
@@ -427,6 +443,12 @@ fn issue_node_certs(
             Usage::Client,
         )?,
     )?;
+    let Some(etcd_ca) = &cas.etcd else {
+        println!(
+            "[certs] External etcd mode: Skipping etcd/server, etcd/peer, etcd/healthcheck-client and apiserver-etcd-client certificates"
+        );
+        return Ok(());
+    };
     let etcd_sans: Vec<String> = vec![
         name.into(),
         "localhost".into(),
@@ -439,19 +461,19 @@ fn issue_node_certs(
     pki::write_pair(
         &etcd_dir,
         "server",
-        &pki::issue(&cas.etcd, name, &[], &etcd_sans, Usage::ServerAndClient)?,
+        &pki::issue(etcd_ca, name, &[], &etcd_sans, Usage::ServerAndClient)?,
     )?;
     println!("[certs] Generating \"etcd/peer\" certificate and key");
     pki::write_pair(
         &etcd_dir,
         "peer",
-        &pki::issue(&cas.etcd, name, &[], &etcd_sans, Usage::ServerAndClient)?,
+        &pki::issue(etcd_ca, name, &[], &etcd_sans, Usage::ServerAndClient)?,
     )?;
     pki::write_pair(
         &etcd_dir,
         "healthcheck-client",
         &pki::issue(
-            &cas.etcd,
+            etcd_ca,
             "kube-etcd-healthcheck-client",
             &[],
             &[],
@@ -462,7 +484,7 @@ fn issue_node_certs(
         pki,
         "apiserver-etcd-client",
         &pki::issue(
-            &cas.etcd,
+            etcd_ca,
             "kube-apiserver-etcd-client",
             &[],
             &[],
@@ -565,9 +587,18 @@ fn start_etcd(
     Ok(())
 }
 
-fn apiserver_spec(root: &NodeRoot, port: u16) -> DaemonSpec {
+fn apiserver_spec(root: &NodeRoot, port: u16, ext: Option<&ExternalEtcd>) -> DaemonSpec {
     let p = pki_dir(root);
     let s = |x: &str| p.join(x).display().to_string();
+    let etcd_args = match ext {
+        Some(e) => external::apiserver_etcd_args(root, e),
+        None => [
+            "--etcd-endpoint=https://127.0.0.1:2379".into(),
+            format!("--etcd-cafile={}", s("etcd/ca.crt")),
+            format!("--etcd-certfile={}", s("apiserver-etcd-client.crt")),
+            format!("--etcd-keyfile={}", s("apiserver-etcd-client.key")),
+        ],
+    };
     DaemonSpec {
         name: crate::standin::api::DAEMON.to_string(),
         program: crate::standin::sibling_binary(crate::standin::APISERVER_STANDIN),
@@ -579,11 +610,10 @@ fn apiserver_spec(root: &NodeRoot, port: u16) -> DaemonSpec {
             format!("--key={}", s("apiserver.key")),
             format!("--client-ca={}", s("ca.crt")),
             format!("--client-ca-key={}", s("ca.key")),
-            "--etcd-endpoint=https://127.0.0.1:2379".into(),
-            format!("--etcd-cafile={}", s("etcd/ca.crt")),
-            format!("--etcd-certfile={}", s("apiserver-etcd-client.crt")),
-            format!("--etcd-keyfile={}", s("apiserver-etcd-client.key")),
-        ],
+        ]
+        .into_iter()
+        .chain(etcd_args)
+        .collect(),
         env: vec![(
             crate::standin::NODE_ROOT_ENV.to_string(),
             root.root().display().to_string(),
@@ -591,9 +621,14 @@ fn apiserver_spec(root: &NodeRoot, port: u16) -> DaemonSpec {
     }
 }
 
-fn start_apiserver(root: &NodeRoot, addr: &str, port: u16) -> Result<()> {
+fn start_apiserver(
+    root: &NodeRoot,
+    addr: &str,
+    port: u16,
+    ext: Option<&ExternalEtcd>,
+) -> Result<()> {
     let _ = addr;
-    let spec = apiserver_spec(root, port);
+    let spec = apiserver_spec(root, port, ext);
     let manifests = root.path(KUBE_MANIFESTS);
     write_file(
         &manifests.join("kube-apiserver.yaml"),
@@ -711,12 +746,12 @@ pub(crate) fn cipher(key_hex: &str) -> Result<chacha20poly1305::ChaCha20Poly1305
 
 /// Encrypts the shared CAs with the certificate key and stores them as `kubeadm-certs`
 /// (ChaCha20-Poly1305, random 12-byte nonce prefixed; kubeadm uses AES-GCM the same way).
-async fn upload_certs(api: &Api, root: &NodeRoot, key_hex: &str) -> Result<()> {
+async fn upload_certs(api: &Api, root: &NodeRoot, key_hex: &str, external: bool) -> Result<()> {
     use chacha20poly1305::aead::Aead;
     let c = cipher(key_hex)?;
     let pki = pki_dir(root);
     let mut data = serde_json::Map::new();
-    for (name, rel) in SHARED_CERTS {
+    for (name, rel) in external::shared_certs(external) {
         let plain = std::fs::read(pki.join(rel)).with_context(|| format!("reading {rel}"))?;
         let nonce: [u8; 12] = rand::random();
         let ct = c
@@ -743,7 +778,7 @@ async fn upload_certs(api: &Api, root: &NodeRoot, key_hex: &str) -> Result<()> {
 
 const CERTS_GONE: &str = "error downloading the secret: Secret \"kubeadm-certs\" was not found in the \"kube-system\" Namespace. This Secret might have expired. Please, run `kubeadm init phase upload-certs --upload-certs` on a control plane to generate a new one";
 
-async fn download_certs(api: &Api, root: &NodeRoot, key_hex: &str) -> Result<()> {
+async fn download_certs(api: &Api, root: &NodeRoot, key_hex: &str, external: bool) -> Result<()> {
     use chacha20poly1305::aead::Aead;
     let r = api
         .get("/api/v1/namespaces/kube-system/secrets/kubeadm-certs")
@@ -761,8 +796,8 @@ async fn download_certs(api: &Api, root: &NodeRoot, key_hex: &str) -> Result<()>
     }
     let c = cipher(key_hex)?;
     let pki = pki_dir(root);
-    for (name, rel) in SHARED_CERTS {
-        let blob = r.body["stringData"][*name]
+    for (name, rel) in external::shared_certs(external) {
+        let blob = r.body["stringData"][name]
             .as_str()
             .with_context(|| format!("the kubeadm-certs Secret lacks {name}"))
             .and_then(|s| Ok(B64.decode(s)?))?;
@@ -826,7 +861,20 @@ pub(crate) async fn register_node(
     .await
 }
 
-pub(crate) async fn mirror_pods(api: &Api, name: &str, addr: &str, port: u16) -> Result<()> {
+pub(crate) async fn mirror_pods(
+    api: &Api,
+    name: &str,
+    addr: &str,
+    port: u16,
+    local_etcd: bool,
+) -> Result<()> {
+    if local_etcd {
+        mirror_etcd_pod(api, name, addr).await?;
+    }
+    mirror_apiserver_pod(api, name, addr, port).await
+}
+
+async fn mirror_etcd_pod(api: &Api, name: &str, addr: &str) -> Result<()> {
     api.must_put(
         &format!("/api/v1/namespaces/kube-system/pods/etcd-{name}"),
         &json!({
@@ -837,7 +885,10 @@ pub(crate) async fn mirror_pods(api: &Api, name: &str, addr: &str, port: u16) ->
             "spec": { "nodeName": name },
         }),
     )
-    .await?;
+    .await
+}
+
+async fn mirror_apiserver_pod(api: &Api, name: &str, addr: &str, port: u16) -> Result<()> {
     api.must_put(
         &format!("/api/v1/namespaces/kube-system/pods/kube-apiserver-{name}"),
         &json!({
@@ -912,18 +963,20 @@ async fn init(flags: &Flags) -> Result<()> {
     );
     println!("[preflight] Running pre-flight checks");
     phase("preflight", knobs.checkpoint("preflight"))?;
+    let ext = cfg.external_etcd.clone();
+    let mut checks = control_plane_checks(&root, &addr, port, &cfg.etcd_data_dir, ext.is_some());
+    if let Some(e) = &ext {
+        checks.extend(external::preflight(&root, e).await);
+    }
     phase(
         "preflight",
-        run_checks(
-            control_plane_checks(&root, &addr, port, &cfg.etcd_data_dir),
-            &cfg.ignore_preflight_errors,
-        ),
+        run_checks(checks, &cfg.ignore_preflight_errors),
     )?;
 
     println!("[certs] Using certificateDir folder \"/etc/kubernetes/pki\"");
     phase("certs", knobs.checkpoint("certs"))?;
     let pki = pki_dir(&root);
-    let cas = phase("certs", new_cas(&pki))?;
+    let cas = phase("certs", new_cas(&pki, ext.is_some()))?;
     phase(
         "certs",
         issue_node_certs(
@@ -948,19 +1001,26 @@ async fn init(flags: &Flags) -> Result<()> {
     )?;
 
     phase("etcd", knobs.checkpoint("etcd"))?;
-    phase(
-        "etcd",
-        start_etcd(
-            &root,
-            &name,
-            &addr,
-            &cfg.etcd_data_dir,
-            &format!("{name}=https://{addr}:2380"),
-            "new",
-        ),
-    )?;
+    if ext.is_none() {
+        phase(
+            "etcd",
+            start_etcd(
+                &root,
+                &name,
+                &addr,
+                &cfg.etcd_data_dir,
+                &format!("{name}=https://{addr}:2380"),
+                "new",
+            ),
+        )?;
+    } else {
+        println!("[etcd] External etcd mode: Skipping the local etcd static Pod manifest");
+    }
     phase("control-plane", knobs.checkpoint("control-plane"))?;
-    phase("control-plane", start_apiserver(&root, &addr, port))?;
+    phase(
+        "control-plane",
+        start_apiserver(&root, &addr, port, ext.as_ref()),
+    )?;
 
     println!(
         "[wait-control-plane] Waiting for the kubelet to boot up the control plane as static Pods from directory \"/etc/kubernetes/manifests\""
@@ -1007,7 +1067,10 @@ async fn init(flags: &Flags) -> Result<()> {
     if flags.flag("upload-certs") {
         phase("upload-certs", knobs.checkpoint("upload-certs"))?;
         let key = cfg.certificate_key.clone().unwrap_or_else(random_key);
-        phase("upload-certs", upload_certs(&api, &root, &key).await)?;
+        phase(
+            "upload-certs",
+            upload_certs(&api, &root, &key, ext.is_some()).await,
+        )?;
         println!("[upload-certs] Using certificate key:\n{key}");
         cert_key = Some(key);
     } else {
@@ -1024,7 +1087,7 @@ async fn init(flags: &Flags) -> Result<()> {
     )?;
     phase(
         "mark-control-plane",
-        mirror_pods(&api, &name, &addr, port).await,
+        mirror_pods(&api, &name, &addr, port, ext.is_none()).await,
     )?;
 
     phase("bootstrap-token", knobs.checkpoint("bootstrap-token"))?;
@@ -1285,101 +1348,19 @@ async fn join(flags: &Flags) -> Result<()> {
     }
 }
 
-async fn join_control_plane(
+/// A control-plane join on a stacked etcd: find the members through the mirror pods, a
+/// REAL member add (as a learner where kubeadm does), the local member started, promoted,
+/// healthy.
+async fn join_local_etcd(
     root: &NodeRoot,
     knobs: &Knobs,
-    cfg: &config::JoinConfig,
-    cp: &config::JoinControlPlane,
     name: &str,
+    addr: &str,
     boot: &Api,
-    disc: &Discovered,
+    ep_host: &str,
+    cluster_configuration: &str,
 ) -> Result<()> {
-    let addr = cp
-        .advertise_address
-        .clone()
-        .filter(|a| !a.is_empty())
-        .context("unable to select an IP from default routes.")?;
-    let port = cp.bind_port;
-    println!(
-        "[preflight] Running pre-flight checks before initializing the new control plane instance"
-    );
-    phase(
-        "preflight",
-        run_checks(
-            control_plane_checks(root, &addr, port, "/var/lib/etcd"),
-            &cfg.ignore_preflight_errors,
-        ),
-    )?;
-    let kc = phase(
-        "preflight",
-        boot.get("/api/v1/namespaces/kube-system/configmaps/kubeadm-config")
-            .await,
-    )?;
-    if !kc.ok() {
-        bail!(
-            "error execution phase preflight: unable to fetch the kubeadm-config ConfigMap: {}",
-            kc.message()
-        );
-    }
-    let endpoint = kc.body["data"]["controlPlaneEndpoint"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
-    if endpoint.is_empty() {
-        bail!(
-            "error execution phase preflight: \nOne or more conditions for hosting a new control plane instance is not satisfied.\n\nunable to add a new control plane instance to a cluster that doesn't have a stable controlPlaneEndpoint address"
-        );
-    }
-    let cert_sans: Vec<String> = kc.body["data"]["certSANs"]
-        .as_str()
-        .unwrap_or("")
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
-    let (ep_host, _) = split_host_port(&endpoint);
-
-    println!(
-        "[download-certs] Downloading the certificates in Secret \"kubeadm-certs\" in the \"kube-system\" Namespace"
-    );
-    let phase_dl = "control-plane-prepare/download-certs";
-    phase(phase_dl, knobs.checkpoint("download-certs"))?;
-    let key = cp.certificate_key.clone().context(
-        "error execution phase control-plane-prepare/download-certs: a certificate key is required to download the certificates (controlPlane.certificateKey / --certificate-key)",
-    )?;
-    phase(
-        phase_dl,
-        download_certs(boot, root, &key)
-            .await
-            .context("error downloading certs"),
-    )?;
-
-    phase("control-plane-prepare/certs", knobs.checkpoint("certs"))?;
-    let pki = pki_dir(root);
-    let cas = read_cas(&pki)?;
-    phase(
-        "control-plane-prepare/certs",
-        issue_node_certs(
-            &pki,
-            &cas,
-            name,
-            &addr,
-            apiserver_sans(name, &addr, Some(&ep_host), &cert_sans),
-        ),
-    )?;
-    phase(
-        "control-plane-prepare/kubeconfig",
-        write_kubeconfigs(
-            root,
-            &cas,
-            name,
-            "kubernetes",
-            &format!("https://{endpoint}"),
-            &format!("https://{addr}:{port}"),
-        ),
-    )?;
-
-    // etcd: find the members through the mirror pods, then a REAL member add.
+    let addr = addr.to_string();
     phase("control-plane-join/etcd", knobs.checkpoint("member-add"))?;
     let pods = boot.get("/api/v1/namespaces/kube-system/pods").await?;
     let mut endpoints: Vec<String> = pods.body["items"]
@@ -1395,12 +1376,7 @@ async fn join_control_plane(
     if endpoints.is_empty() {
         endpoints.push(format!("https://{ep_host}:2379"));
     }
-    let learner = config::etcd_learner_mode(
-        &version(),
-        kc.body["data"]["ClusterConfiguration"]
-            .as_str()
-            .unwrap_or(""),
-    );
+    let learner = config::etcd_learner_mode(&version(), cluster_configuration);
     if learner {
         println!("[etcd] Adding etcd member as learner");
     }
@@ -1458,13 +1434,136 @@ async fn join_control_plane(
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
+    Ok(())
+}
+
+async fn join_control_plane(
+    root: &NodeRoot,
+    knobs: &Knobs,
+    cfg: &config::JoinConfig,
+    cp: &config::JoinControlPlane,
+    name: &str,
+    boot: &Api,
+    disc: &Discovered,
+) -> Result<()> {
+    let addr = cp
+        .advertise_address
+        .clone()
+        .filter(|a| !a.is_empty())
+        .context("unable to select an IP from default routes.")?;
+    let port = cp.bind_port;
+    println!(
+        "[preflight] Running pre-flight checks before initializing the new control plane instance"
+    );
+    let kc = phase(
+        "preflight",
+        boot.get("/api/v1/namespaces/kube-system/configmaps/kubeadm-config")
+            .await,
+    )?;
+    if !kc.ok() {
+        bail!(
+            "error execution phase preflight: unable to fetch the kubeadm-config ConfigMap: {}",
+            kc.message()
+        );
+    }
+    // Like kubeadm: the cluster's ClusterConfiguration says where etcd is.
+    let cluster_configuration = kc.body["data"]["ClusterConfiguration"]
+        .as_str()
+        .unwrap_or("");
+    let ext = match serde_yaml::from_str::<crate::standin::yaml::Value>(cluster_configuration) {
+        Ok(doc) => phase("preflight", config::external_etcd(&doc))?,
+        Err(_) => None,
+    };
+    let mut checks = control_plane_checks(root, &addr, port, "/var/lib/etcd", ext.is_some());
+    if let Some(e) = &ext {
+        checks.extend(external::preflight(root, e).await);
+    }
+    phase(
+        "preflight",
+        run_checks(checks, &cfg.ignore_preflight_errors),
+    )?;
+    let endpoint = kc.body["data"]["controlPlaneEndpoint"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    if endpoint.is_empty() {
+        bail!(
+            "error execution phase preflight: \nOne or more conditions for hosting a new control plane instance is not satisfied.\n\nunable to add a new control plane instance to a cluster that doesn't have a stable controlPlaneEndpoint address"
+        );
+    }
+    let cert_sans: Vec<String> = kc.body["data"]["certSANs"]
+        .as_str()
+        .unwrap_or("")
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    let (ep_host, _) = split_host_port(&endpoint);
+
+    println!(
+        "[download-certs] Downloading the certificates in Secret \"kubeadm-certs\" in the \"kube-system\" Namespace"
+    );
+    let phase_dl = "control-plane-prepare/download-certs";
+    phase(phase_dl, knobs.checkpoint("download-certs"))?;
+    let key = cp.certificate_key.clone().context(
+        "error execution phase control-plane-prepare/download-certs: a certificate key is required to download the certificates (controlPlane.certificateKey / --certificate-key)",
+    )?;
+    phase(
+        phase_dl,
+        download_certs(boot, root, &key, ext.is_some())
+            .await
+            .context("error downloading certs"),
+    )?;
+
+    phase("control-plane-prepare/certs", knobs.checkpoint("certs"))?;
+    let pki = pki_dir(root);
+    let cas = read_cas(&pki, ext.is_some())?;
+    phase(
+        "control-plane-prepare/certs",
+        issue_node_certs(
+            &pki,
+            &cas,
+            name,
+            &addr,
+            apiserver_sans(name, &addr, Some(&ep_host), &cert_sans),
+        ),
+    )?;
+    phase(
+        "control-plane-prepare/kubeconfig",
+        write_kubeconfigs(
+            root,
+            &cas,
+            name,
+            "kubernetes",
+            &format!("https://{endpoint}"),
+            &format!("https://{addr}:{port}"),
+        ),
+    )?;
+
+    match &ext {
+        None => {
+            join_local_etcd(
+                root,
+                knobs,
+                name,
+                &addr,
+                boot,
+                &ep_host,
+                cluster_configuration,
+            )
+            .await?
+        }
+        Some(_) => println!(
+            "[etcd] External etcd mode: Skipping the local etcd member (no member add, no static Pod)"
+        ),
+    }
     phase(
         "control-plane-prepare/control-plane",
         knobs.checkpoint("control-plane"),
     )?;
     phase(
         "control-plane-prepare/control-plane",
-        start_apiserver(root, &addr, port),
+        start_apiserver(root, &addr, port, ext.as_ref()),
     )?;
     let local =
         admin_api(root, Duration::from_secs(10))?.with_base(&format!("https://{addr}:{port}"));
@@ -1479,7 +1578,7 @@ async fn join_control_plane(
     )?;
     phase(
         "control-plane-join/mark-control-plane",
-        mirror_pods(&local, name, &addr, port).await,
+        mirror_pods(&local, name, &addr, port, ext.is_none()).await,
     )?;
     let _ = disc;
     println!(
@@ -1586,11 +1685,19 @@ fn reset(flags: &Flags) -> Result<()> {
     }
     println!("[preflight] Running pre-flight checks");
     phase("preflight", knobs.checkpoint("reset"))?;
-    // Real kubeadm would try to remove this node's etcd member here and often cannot;
-    // the stand-in leaves it (the agent removes stale members).
-    println!(
-        "W0000 muster-standin: [reset] The etcd member of this node is NOT removed from the cluster (stand-in behaviour; remove it from a healthy member)"
-    );
+    if external::node_is_external(&root) {
+        // Like kubeadm: without a local etcd manifest the cluster is external, and reset
+        // leaves it alone.
+        println!(
+            "[reset] No etcd config found. Assuming external etcd\n[reset] Please, manually reset etcd to prevent further issues"
+        );
+    } else {
+        // Real kubeadm would try to remove this node's etcd member here and often cannot;
+        // the stand-in leaves it (the agent removes stale members).
+        println!(
+            "W0000 muster-standin: [reset] The etcd member of this node is NOT removed from the cluster (stand-in behaviour; remove it from a healthy member)"
+        );
+    }
     println!("[reset] Stopping the kubelet service");
     for name in [crate::standin::api::DAEMON, etcd::DAEMON, "kubelet"] {
         daemon::stop(&root, name, Duration::from_secs(5))?;
@@ -1656,7 +1763,10 @@ async fn upload_certs_phase(flags: &Flags) -> Result<()> {
     let key = key.unwrap_or_else(random_key);
     config::validate_certificate_key(&key)?;
     let api = admin_api(&root, Duration::from_secs(10))?;
-    phase("upload-certs", upload_certs(&api, &root, &key).await)?;
+    phase(
+        "upload-certs",
+        upload_certs(&api, &root, &key, external::node_is_external(&root)).await,
+    )?;
     println!("[upload-certs] Using certificate key:\n{key}");
     Ok(())
 }
