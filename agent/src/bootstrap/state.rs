@@ -342,13 +342,18 @@ pub fn actions(cfg: &Config, phase: &Phase) -> Vec<Action> {
             ]);
             a
         }
-        Phase::Joining { token } => vec![
-            Action::Renew(join_fence(cfg, *token)),
-            Action::Join {
+        Phase::Joining { token } => {
+            let mut a = vec![Action::Renew(join_fence(cfg, *token))];
+            if cp {
+                // The first join may come without a reset before it.
+                a.push(Action::RestoreExternalEtcd);
+            }
+            a.push(Action::Join {
                 control_plane: cp,
                 fence: join_fence(cfg, *token),
-            },
-        ],
+            });
+            a
+        }
         Phase::Verifying { token, .. } => vec![
             Action::Renew(join_fence(cfg, *token)),
             Action::VerifyJoin { control_plane: cp },

@@ -222,6 +222,9 @@ fn up(
         opts.state_dir.display()
     ));
     say(&format!("lab: {}", super::vip::describe(&loaded.cluster)));
+    if let Some(d) = super::describe_datastore(&loaded.cluster) {
+        say(&format!("lab: {d}"));
+    }
     say("lab: stand-ins (NOT the real tools) for kubeadm, k3s, the API server and the kubelet");
     let t = std::time::Instant::now();
     let lab = Lab::create(&loaded, &opts)?;

@@ -17,6 +17,7 @@
 pub mod cli;
 pub mod disk;
 pub mod error;
+pub mod etcd;
 pub mod mariadb;
 pub mod netns;
 pub mod prereq;
@@ -159,7 +160,9 @@ impl Lab {
             agent_bin: opts.agent_bin.clone(),
             mtime: 0,
         };
-        crate::build::build(spec, &build_dir, &bopts)?;
+        // External etcd: the lab's own PKI replaces the spec's files (lab_etcd_spec).
+        let lab_spec = lab_etcd_spec(spec, &state)?;
+        crate::build::build(lab_spec.as_ref().unwrap_or(spec), &build_dir, &bopts)?;
         let plan = model::plan::resolve(c, spec.warnings.items.clone());
         let path_dir = standins::path_dir(&opts.standins, &state.join("standin-path"))?;
 
@@ -235,6 +238,7 @@ impl Lab {
                 assembled_ms: None,
                 datastore_ns: None,
                 datastore: None,
+                external_etcd: Vec::new(),
             },
         };
         lab.rec.save()?;
@@ -274,8 +278,14 @@ impl Lab {
             n.services = vip::services(&spec.cluster, plan, planned, &n.ns, &dirs)?;
             n.services.push(agent_service(n));
         }
-        if let model::spec::Datastore::ExternalSql { endpoint } = &spec.cluster.datastore {
-            start_datastore(rec, &spec.cluster, endpoint)?;
+        match &spec.cluster.datastore {
+            model::spec::Datastore::ExternalSql { endpoint } => {
+                start_datastore(rec, &spec.cluster, endpoint)?;
+            }
+            model::spec::Datastore::ExternalEtcd { .. } => {
+                start_external_etcd(rec, &spec.cluster)?;
+            }
+            model::spec::Datastore::StackedEtcd => {}
         }
         if rec.rendezvous.ns == rec.bridge_ns {
             let cidr = format!("{}/{prefix}", rec.rendezvous_listen.ip());
@@ -572,6 +582,87 @@ impl Lab {
         self.exec(name, &refs)
     }
 
+    /// The external etcd's members (external-etcd specs; empty otherwise).
+    pub fn external_etcd(&self) -> &[etcd::Member] {
+        &self.rec.external_etcd
+    }
+
+    fn etcd_member(&self, name: &str) -> Result<&etcd::Member> {
+        self.rec
+            .external_etcd
+            .iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| LabError::UnknownNode {
+                name: name.to_string(),
+                known: self
+                    .rec
+                    .external_etcd
+                    .iter()
+                    .map(|m| m.name.clone())
+                    .collect(),
+            })
+    }
+
+    /// Stops one external etcd member (SIGTERM, as `systemctl stop etcd` would).
+    pub fn etcd_stop(&self, name: &str) -> Result<()> {
+        let m = self.etcd_member(name)?;
+        process::stop(&m.service.pid_file, Duration::from_secs(5));
+        Ok(())
+    }
+
+    /// Starts a stopped external etcd member again from its data dir.
+    pub fn etcd_start(&self, name: &str) -> Result<()> {
+        let m = self.etcd_member(name)?;
+        // Past the first start the cluster exists: the member rejoins from its data dir.
+        process::start(&m.service)?;
+        Ok(())
+    }
+
+    /// `etcdctl` against the external etcd cluster (every endpoint) with the API server's
+    /// client certificate, run from the first member's namespace.
+    pub fn external_etcdctl(&self, args: &[&str]) -> Result<netns::Out> {
+        let first = self.rec.external_etcd.first().ok_or_else(|| {
+            LabError::Unsupported(vec!["this lab has no external etcd cluster".into()])
+        })?;
+        let pki = etcd::Pki {
+            dir: self.rec.state_dir.join(etcd::DIR).join("pki"),
+        };
+        let urls: Vec<String> = self
+            .rec
+            .external_etcd
+            .iter()
+            .map(|m| m.client_url())
+            .collect();
+        let mut cmd = netns::command(&first.ns, &[("ETCDCTL_API".into(), "3".into())], "etcdctl");
+        cmd.args(etcd::etcdctl_flags(&pki, &urls)).args(args);
+        netns::run(
+            cmd,
+            &format!("etcdctl {}", args.join(" ")),
+            netns::EXEC_DEADLINE,
+        )
+    }
+
+    /// Each external etcd member and whether `etcdctl endpoint health` says it is healthy.
+    pub fn external_etcd_health(&self) -> Vec<(String, bool)> {
+        let pki = etcd::Pki {
+            dir: self.rec.state_dir.join(etcd::DIR).join("pki"),
+        };
+        self.rec
+            .external_etcd
+            .iter()
+            .map(|m| {
+                let mut cmd =
+                    netns::command(&m.ns, &[("ETCDCTL_API".into(), "3".into())], "etcdctl");
+                cmd.args(etcd::etcdctl_flags(&pki, &[m.client_url()]))
+                    .args(["endpoint", "health"]);
+                let ok = process::running(&m.service.pid_file).is_some()
+                    && netns::run(cmd, "etcdctl endpoint health", Duration::from_secs(10))
+                        .is_ok_and(|o| o.ok());
+                (m.name.clone(), ok)
+            })
+            .collect()
+    }
+
     /// Nodes whose interface holds the VIP right now.
     pub fn vip_holders(&self) -> Vec<String> {
         let Some(vip) = self.rec.vip else {
@@ -704,13 +795,14 @@ fn append(path: &Path, text: &str) -> Result<()> {
 /// Where the lab's SQL datastore server lives in the state dir.
 const DATASTORE_DIR: &str = "mariadb";
 /// What the lab puts in its state dir; nothing else there is touched.
-const STATE_ENTRIES: [&str; 6] = [
+const STATE_ENTRIES: [&str; 7] = [
     record::FILE,
     "build",
     "standin-path",
     "rendezvous",
     "nodes",
     DATASTORE_DIR,
+    etcd::DIR,
 ];
 
 /// Starts the external-sql datastore (MariaDB) at the endpoint's address before any node
@@ -759,6 +851,113 @@ fn start_datastore(rec: &mut LabRecord, c: &model::Cluster, endpoint: &str) -> R
         None => rec.datastore = Some(svc),
     }
     rec.save()
+}
+
+/// The members of the lab's external etcd: `etcd-N` at the N-th endpoint's address.
+fn etcd_members(c: &model::Cluster) -> Result<Vec<(String, Ipv4Addr, u16)>> {
+    let Some(endpoints) = c.external_etcd() else {
+        return Ok(Vec::new());
+    };
+    endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let (ip, port) = etcd::endpoint_addr(e)?;
+            if !c.network.subnet.contains(&ip) {
+                return Err(LabError::Unsupported(vec![format!(
+                    "etcd endpoint {ip} is outside network.subnet {}: the lab serves it on the \
+                     cluster's own subnet",
+                    c.network.subnet
+                )]));
+            }
+            Ok((format!("etcd-{}", i + 1), ip, port))
+        })
+        .collect()
+}
+
+/// For an external-etcd spec: the spec with the lab's etcd PKI (made in the state dir) in
+/// place of its `caFile`/`certFile`/`keyFile`; `None` for every other spec.
+fn lab_etcd_spec(spec: &LoadedSpec, state: &Path) -> Result<Option<LoadedSpec>> {
+    let members = etcd_members(&spec.cluster)?;
+    if members.is_empty() {
+        return Ok(None);
+    }
+    let named: Vec<(String, Ipv4Addr)> =
+        members.iter().map(|(n, ip, _)| (n.clone(), *ip)).collect();
+    let pki = etcd::generate(&state.join(etcd::DIR).join("pki"), &named)?;
+    let mut lab = spec.clone();
+    if let model::spec::Datastore::ExternalEtcd {
+        ca_file,
+        cert_file,
+        key_file,
+        ..
+    } = &mut lab.cluster.datastore
+    {
+        *ca_file = Some(pki.ca().display().to_string());
+        *cert_file = Some(pki.client_cert().display().to_string());
+        *key_file = Some(pki.client_key().display().to_string());
+    }
+    Ok(Some(lab))
+}
+
+/// What the lab runs for the datastore, in words (says when it differs from the spec).
+pub fn describe_datastore(c: &model::Cluster) -> Option<String> {
+    let endpoints = c.external_etcd()?;
+    Some(format!(
+        "external etcd: a REAL {}-member etcd cluster (TLS, client-cert auth) at {}; the lab \
+         makes its own etcd CA and API-server client certificate (in <state>/etcd/pki) and \
+         builds with them instead of the spec's caFile/certFile/keyFile",
+        endpoints.len(),
+        endpoints
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+/// Starts the external etcd cluster, each member in a namespace of its own on the bridge
+/// at its endpoint's address, before any node boots; waits until every member is healthy.
+fn start_external_etcd(rec: &mut LabRecord, c: &model::Cluster) -> Result<()> {
+    let members = etcd_members(c)?;
+    let dir = rec.state_dir.join(etcd::DIR);
+    let pki = etcd::Pki {
+        dir: dir.join("pki"),
+    };
+    let named: Vec<(String, Ipv4Addr)> =
+        members.iter().map(|(n, ip, _)| (n.clone(), *ip)).collect();
+    let initial = etcd::initial_cluster(&named);
+    for (i, (name, ip, port)) in members.iter().enumerate() {
+        let ns = format!("{}-{name}", rec.id);
+        let service = etcd::member_service(&dir, &pki, &ns, (name, *ip, *port), &initial)?;
+        rec.external_etcd.push(etcd::Member {
+            name: name.clone(),
+            ip: *ip,
+            client_port: *port,
+            ns: ns.clone(),
+            service,
+        });
+        rec.save()?;
+        netns::add_host(
+            &rec.bridge_ns,
+            &netns::HostLink {
+                ns: &ns,
+                veth: &format!("ve{i}"),
+                iface: &c.network.interface.to_string(),
+                cidr: &format!("{ip}/{}", c.network.subnet.prefix_len()),
+            },
+        )?;
+    }
+    for m in &rec.external_etcd {
+        process::start(&m.service)?;
+    }
+    let lab = Lab { rec: rec.clone() };
+    netns::wait_until(
+        "the external etcd cluster to be healthy",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || lab.external_etcd_health().iter().all(|(_, ok)| *ok),
+    )
 }
 
 /// Removes the lab's entries from `dir`, then `dir` itself if that left it empty. Returns

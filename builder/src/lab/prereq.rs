@@ -46,8 +46,10 @@ pub fn for_cluster(c: &Cluster) -> Vec<(&'static str, &'static str)> {
     {
         v.push(("keepalived", "keepalived"));
     }
-    if matches!(c.datastore, model::spec::Datastore::ExternalSql { .. }) {
-        v.extend(super::mariadb::TOOLS);
+    match c.datastore {
+        model::spec::Datastore::ExternalSql { .. } => v.extend(super::mariadb::TOOLS),
+        model::spec::Datastore::ExternalEtcd { .. } => v.extend(super::etcd::TOOLS),
+        model::spec::Datastore::StackedEtcd => {}
     }
     v
 }
@@ -97,11 +99,13 @@ pub fn unsupported(c: &Cluster) -> Vec<String> {
     let mut why = Vec::new();
     match &c.datastore {
         Datastore::StackedEtcd => {}
-        Datastore::ExternalEtcd { .. } => why.push(
-            "datastore external-etcd: the lab does not run the external etcd cluster, and the \
-             kubeadm stand-in does not support external etcd"
-                .to_string(),
-        ),
+        Datastore::ExternalEtcd { endpoints, .. } => {
+            for e in endpoints {
+                if let Err(e) = super::etcd::endpoint_addr(e) {
+                    why.push(e.to_string());
+                }
+            }
+        }
         Datastore::ExternalSql { endpoint } => {
             if let Err(e) = super::mariadb::endpoint_dsn(endpoint) {
                 why.push(format!("datastore external-sql: {e}"));
@@ -123,7 +127,7 @@ mod tests {
     }
 
     #[test]
-    fn every_example_runs_but_external_etcd() {
+    fn every_example_runs() {
         for ok in [
             "default.yaml",
             "seed-000-kubeadm-kube-vip.yaml",
@@ -131,12 +135,19 @@ mod tests {
             "seed-002-k3s-nginx-mariadb.yaml",
             "seed-003-k3s-keepalived.yaml",
             "seed-004-kubeadm-haproxy.yaml",
+            "seed-004-kubeadm-external-etcd.yaml",
         ] {
             assert!(unsupported(&example(ok)).is_empty(), "{ok}");
         }
-        let ext = unsupported(&example("seed-004-kubeadm-external-etcd.yaml"));
-        assert_eq!(ext.len(), 1);
-        assert!(ext[0].contains("external-etcd"), "{ext:?}");
+        let mut c = example("seed-004-kubeadm-external-etcd.yaml");
+        if let model::spec::Datastore::ExternalEtcd { endpoints, .. } = &mut c.datastore {
+            endpoints[1] = serde_json::from_str("\"https://etcd-2.lab:2379\"").unwrap();
+        }
+        let why = unsupported(&c);
+        assert_eq!(why.len(), 1, "{why:?}");
+        assert!(why[0].contains("IPv4"), "{why:?}");
+        let ext = for_cluster(&example("seed-004-kubeadm-external-etcd.yaml"));
+        assert!(ext.contains(&("etcd", "etcd-server")), "{ext:?}");
     }
 
     #[test]

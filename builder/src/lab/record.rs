@@ -57,6 +57,10 @@ pub struct LabRecord {
     /// The MariaDB server in [`Self::datastore_ns`].
     #[serde(default)]
     pub datastore: Option<Service>,
+    /// The members of the external etcd cluster (external-etcd specs), each in a
+    /// namespace of its own.
+    #[serde(default)]
+    pub external_etcd: Vec<super::etcd::Member>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -146,6 +150,7 @@ impl LabRecord {
             .iter()
             .map(|n| n.ns.clone())
             .chain(self.datastore_ns.clone())
+            .chain(self.external_etcd.iter().map(|m| m.ns.clone()))
             .chain([self.bridge_ns.clone()])
             .collect()
     }

@@ -75,6 +75,18 @@ pub struct NodeRow {
     pub healthy: bool,
 }
 
+/// One member of the lab's external etcd.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdRow {
+    pub name: String,
+    pub client_url: String,
+    pub namespace: String,
+    pub pid: Option<u32>,
+    /// `etcdctl endpoint health` with the API server's client certificate.
+    pub healthy: bool,
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LabStatus {
@@ -88,6 +100,9 @@ pub struct LabStatus {
     pub vip_holders: Vec<String>,
     pub initialized_by: Option<String>,
     pub nodes: Vec<NodeRow>,
+    /// The external etcd cluster's members (external-etcd specs), with their health.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub external_etcd: Vec<EtcdRow>,
     pub assembled_ms: Option<u64>,
     /// What keeps the lab from being healthy (empty when healthy).
     pub problems: Vec<String>,
@@ -259,6 +274,22 @@ impl Lab {
         if !rendezvous.alive {
             problems.push("the rendezvous is not running".into());
         }
+        let health = self.external_etcd_health();
+        let external_etcd: Vec<EtcdRow> = rec
+            .external_etcd
+            .iter()
+            .zip(health)
+            .map(|(m, (_, healthy))| EtcdRow {
+                name: m.name.clone(),
+                client_url: m.client_url(),
+                namespace: m.ns.clone(),
+                pid: process::running(&m.service.pid_file),
+                healthy,
+            })
+            .collect();
+        for e in external_etcd.iter().filter(|e| !e.healthy) {
+            problems.push(format!("external etcd member {} is not healthy", e.name));
+        }
         let vip_holders = self.vip_holders();
         if let Some(vip) = rec.vip
             && vip_holders.len() != 1
@@ -280,6 +311,7 @@ impl Lab {
             vip_holders,
             initialized_by,
             nodes,
+            external_etcd,
             assembled_ms: rec.assembled_ms,
             healthy: problems.is_empty(),
             problems,
@@ -336,6 +368,20 @@ pub fn render(s: &LabStatus) -> String {
         if let Some(e) = &n.last_error {
             let _ = writeln!(out, "{:<w$}  last error: {e}", "");
         }
+    }
+    for e in &s.external_etcd {
+        let _ = writeln!(
+            out,
+            "{:<w$}  {:<13}  {:<15}  {}",
+            e.name,
+            "external-etcd",
+            e.client_url,
+            match (e.pid, e.healthy) {
+                (Some(_), true) => "healthy",
+                (Some(_), false) => "NOT healthy",
+                (None, _) => "stopped",
+            }
+        );
     }
     let _ = writeln!(
         out,
