@@ -300,9 +300,9 @@ pub async fn local_etcd_for(root: &NodeRoot, timeout: Duration) -> Option<LocalE
         &access,
         &settings.node,
         now_ms(),
-        // The list, then the health probes: each within a third, so a member that hangs
+        // The list, then the health probes: each within half, so a member that hangs
         // counts as down and the view still arrives within `timeout`.
-        (timeout / 3).max(Duration::from_millis(500)),
+        (timeout / 2).max(Duration::from_millis(500)),
     );
     match tokio::time::timeout(timeout, ask).await {
         Ok(Ok(v)) => Some(LocalEtcd {

@@ -266,6 +266,81 @@ impl Suite {
         }
     }
 
+    /// Stacked etcd: exactly the control planes are members, started voters, healthy.
+    fn assert_stacked_etcd(&self, init_node: &str) {
+        let out = self
+            .lab()
+            .etcdctl(init_node, &["member", "list", "-w", "json"])
+            .unwrap();
+        assert!(out.ok(), "{}", out.all());
+        let members = muster_tests::standin::etcd::parse_member_list(&out.stdout).unwrap();
+        let mut names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+        names.sort();
+        let mut planned = self.cps.clone();
+        planned.sort();
+        assert_eq!(names, planned, "{members:?}");
+        assert!(
+            members.iter().all(|m| m.started() && !m.learner),
+            "{members:?}"
+        );
+        let health = self
+            .lab()
+            .etcdctl(init_node, &["endpoint", "health", "--cluster"])
+            .unwrap();
+        assert!(health.ok(), "{}", health.all());
+        assert_eq!(
+            health.all().matches("is healthy").count(),
+            self.cps.len(),
+            "{}",
+            health.all()
+        );
+    }
+
+    /// External etcd: exactly its own members (one per endpoint), started voters, all
+    /// healthy; no control plane is a member or runs a local etcd.
+    fn assert_external_etcd(&self) {
+        let ext = self.lab().external_etcd();
+        let out = self
+            .lab()
+            .external_etcdctl(&["member", "list", "-w", "json"])
+            .unwrap();
+        assert!(out.ok(), "{}", out.all());
+        let members = muster_tests::standin::etcd::parse_member_list(&out.stdout).unwrap();
+        let mut names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+        names.sort();
+        let want: Vec<String> = ext.iter().map(|m| m.name.clone()).collect();
+        assert_eq!(names, want, "{members:?}");
+        assert!(
+            members.iter().all(|m| m.started() && !m.learner),
+            "{members:?}"
+        );
+        for cp in &self.cps {
+            let ip = self.lab().node(cp).unwrap().ip.to_string();
+            assert!(
+                !out.stdout.contains(&format!("{ip}:")),
+                "{cp} ({ip}) is an etcd member: {}",
+                out.stdout
+            );
+            let root = self.root(cp);
+            assert!(
+                !root.join("etc/kubernetes/manifests/etcd.yaml").exists()
+                    && !root.join("var/lib/etcd").exists(),
+                "{cp} runs a local etcd"
+            );
+        }
+        let health = self
+            .lab()
+            .external_etcdctl(&["endpoint", "health"])
+            .unwrap();
+        assert!(health.ok(), "{}", health.all());
+        assert_eq!(
+            health.all().matches("is healthy").count(),
+            ext.len(),
+            "{}",
+            health.all()
+        );
+    }
+
     /// The checks every test ends with (issue #6).
     fn assert_invariants(&self) {
         let all = self.all();
@@ -312,32 +387,11 @@ impl Suite {
             self.worker_cap
         );
         // ---- etcd: the planned members, all started voters, all healthy
-        let out = self
-            .lab()
-            .etcdctl(&inits[0].0, &["member", "list", "-w", "json"])
-            .unwrap();
-        assert!(out.ok(), "{}", out.all());
-        let members = muster_tests::standin::etcd::parse_member_list(&out.stdout).unwrap();
-        let mut names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
-        names.sort();
-        let mut planned = self.cps.clone();
-        planned.sort();
-        assert_eq!(names, planned, "{members:?}");
-        assert!(
-            members.iter().all(|m| m.started() && !m.learner),
-            "{members:?}"
-        );
-        let health = self
-            .lab()
-            .etcdctl(&inits[0].0, &["endpoint", "health", "--cluster"])
-            .unwrap();
-        assert!(health.ok(), "{}", health.all());
-        assert_eq!(
-            health.all().matches("is healthy").count(),
-            self.cps.len(),
-            "{}",
-            health.all()
-        );
+        if self.lab().external_etcd().is_empty() {
+            self.assert_stacked_etcd(&inits[0].0);
+        } else {
+            self.assert_external_etcd();
+        }
         // ---- the VIP: one holder, and it answers from a worker
         let holders = self.lab().vip_holders();
         assert_eq!(holders.len(), 1, "VIP holders: {holders:?}");
@@ -499,6 +553,123 @@ fn seed_000_kube_vip_assembles_and_rehearses_quorum_loss_and_vip_failover() {
         PATIENCE,
         Duration::from_secs(1),
         || s.status(&holder)["healthy"] == true,
+    )
+    .unwrap();
+    s.assert_invariants();
+}
+
+#[test]
+fn seed_004_external_etcd_assembles_and_survives_control_plane_loss_not_etcd_loss() {
+    if !enabled() {
+        return;
+    }
+    let mut s = Suite::new(Some("seed-004-kubeadm-external-etcd.yaml"), "seed004ext");
+    let ext: Vec<String> = s
+        .lab()
+        .external_etcd()
+        .iter()
+        .map(|m| m.name.clone())
+        .collect();
+    assert_eq!(ext.len(), 3, "one member per endpoint");
+    let all = s.all();
+    s.boot(&all);
+    let took = s.wait_done(&all);
+    eprintln!(
+        "ASSEMBLY seed 004 external etcd: {:.1}s",
+        took.as_secs_f64()
+    );
+    s.assert_invariants();
+
+    // ---- a write through the VIP lands in the external etcd
+    let cp = s.cps[0].clone();
+    let w = s.write_through_vip(&cp, "ext-first");
+    assert!(w.ok(), "{}", w.all());
+    let key = "/registry/configmaps/default/ext-first";
+    let got = s
+        .lab()
+        .external_etcdctl(&["get", key, "--print-value-only"])
+        .unwrap();
+    assert!(
+        got.ok() && got.stdout.contains("ext-first"),
+        "{}",
+        got.all()
+    );
+
+    // ---- two control planes stopped: writes through the VIP still succeed
+    let (keep, gone) = (s.cps[0].clone(), s.cps[1..].to_vec());
+    for c in &gone {
+        s.lab_mut().stop(c).unwrap();
+    }
+    s.note(&format!("stopped {gone:?}"));
+    let t = Instant::now();
+    netns::wait_until(
+        "a write through the VIP with one control plane",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || s.write_through_vip(&keep, "one-cp-left").ok(),
+    )
+    .unwrap();
+    eprintln!(
+        "WRITE with 2 of 3 control planes down: ok after {:.1}s (HAProxy health checks)",
+        t.elapsed().as_secs_f64()
+    );
+    for c in &gone {
+        s.lab_mut().start(c).unwrap();
+    }
+    s.wait_done(&all);
+
+    // ---- two external etcd members stopped: writes fail clearly, the CPs say quorum lost
+    for m in &ext[1..] {
+        s.lab().etcd_stop(m).unwrap();
+    }
+    s.note(&format!("stopped etcd members {:?}", &ext[1..]));
+    let w = s.write_through_vip(&keep, "no-etcd-quorum");
+    eprintln!("write without etcd quorum -> {:?}\n{}", w.code, w.all());
+    assert!(!w.ok(), "a write succeeded without etcd quorum");
+    assert!(
+        w.all().contains("504") && w.all().contains("quorum"),
+        "the failed write says no clear status: {}",
+        w.all()
+    );
+    let st = s.status(&keep);
+    eprintln!(
+        "{keep}: etcdQuorumLost {}, localEtcd {}",
+        st["etcdQuorumLost"], st["localEtcd"]
+    );
+    assert_eq!(st["etcdQuorumLost"], true, "{st:#}");
+    assert_eq!(st["healthy"], false, "{st:#}");
+    let lab_status = s.lab().status().unwrap();
+    assert!(!lab_status.healthy);
+    assert!(
+        lab_status
+            .problems
+            .iter()
+            .any(|p| p.contains("external etcd member")),
+        "{:?}",
+        lab_status.problems
+    );
+
+    // ---- one member back: quorum again, writes succeed
+    s.lab().etcd_start(&ext[1]).unwrap();
+    let back = Instant::now();
+    netns::wait_until(
+        "a write with etcd quorum back",
+        PATIENCE,
+        Duration::from_secs(1),
+        || s.write_through_vip(&keep, "etcd-quorum-back").ok(),
+    )
+    .unwrap();
+    eprintln!(
+        "writes succeed {:.1}s after starting {}",
+        back.elapsed().as_secs_f64(),
+        ext[1]
+    );
+    s.lab().etcd_start(&ext[2]).unwrap();
+    netns::wait_until(
+        "every external member healthy",
+        PATIENCE,
+        Duration::from_secs(1),
+        || s.lab().external_etcd_health().iter().all(|(_, ok)| *ok),
     )
     .unwrap();
     s.assert_invariants();

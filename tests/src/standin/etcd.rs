@@ -344,7 +344,7 @@ impl Gateway {
     async fn send(&self, path: &str, body: &serde_json::Value) -> Result<reqwest::Response> {
         use std::sync::atomic::Ordering;
         let start = self.current.load(Ordering::Relaxed);
-        let mut last = None;
+        let mut failed = Vec::new();
         for i in 0..self.bases.len() {
             let at = (start + i) % self.bases.len();
             let url = format!("{}{}", self.bases[at], path);
@@ -353,10 +353,17 @@ impl Gateway {
                     self.current.store(at, Ordering::Relaxed);
                     return Ok(r);
                 }
-                Err(e) => last = Some(anyhow::Error::new(e).context(format!("etcd {url}"))),
+                Err(e) => {
+                    let why = if e.is_timeout() {
+                        "no answer in time".to_string()
+                    } else {
+                        format!("{:#}", anyhow::Error::new(e))
+                    };
+                    failed.push(format!("{}: {why}", self.bases[at]));
+                }
             }
         }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("etcd {path}: no endpoint")))
+        anyhow::bail!("etcd {path}: no endpoint answered ({})", failed.join("; "))
     }
 
     async fn call(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value> {
