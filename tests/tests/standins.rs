@@ -601,3 +601,152 @@ fn k3s_standin_server_join_agent() {
     assert!(!lab.root("s2").join("var/lib/rancher/k3s").exists());
     assert!(lab.root("s2").join("etc/rancher/k3s/config.yaml").exists());
 }
+
+/// The kubeadm stand-in's external-etcd mode against a REAL one-member etcd with TLS and
+/// client-cert auth in its own namespace (the lab's PKI maker): init fails clearly while
+/// etcd is unreachable, then succeeds without a local member; the API server stores in the
+/// external etcd; `kubeadm reset` leaves that cluster alone.
+#[test]
+fn kubeadm_standin_on_an_external_etcd() {
+    let lab = new_lab("kext", &[("cp1", 11), ("etcd1", 81)]);
+    let vip = lab.ip(11);
+    let etcd_ip: std::net::Ipv4Addr = lab.ip(81).parse().unwrap();
+    let members = vec![("etcd-1".to_string(), etcd_ip)];
+    let pki = muster::lab::etcd::generate(&lab.dir().join("etcd-pki"), &members).unwrap();
+    // The control plane's files at kubeadm's paths, as the agent puts them from its seed.
+    for (src, rel) in [
+        (pki.ca(), model::node_files::ETCD_EXTERNAL_CA),
+        (
+            pki.client_cert(),
+            model::node_files::ETCD_EXTERNAL_CLIENT_CERT,
+        ),
+        (
+            pki.client_key(),
+            model::node_files::ETCD_EXTERNAL_CLIENT_KEY,
+        ),
+    ] {
+        lab.put("cp1", rel, &std::fs::read_to_string(src).unwrap());
+    }
+    let endpoint = format!("https://{etcd_ip}:2379");
+    let cfg = init_config(&lab, &vip).replace(
+        "apiServer:\n",
+        &format!(
+            "etcd:\n  external:\n    endpoints: [\"{endpoint}\"]\n    caFile: /{}\n    certFile: /{}\n    keyFile: /{}\napiServer:\n",
+            model::node_files::ETCD_EXTERNAL_CA,
+            model::node_files::ETCD_EXTERNAL_CLIENT_CERT,
+            model::node_files::ETCD_EXTERNAL_CLIENT_KEY
+        ),
+    );
+    let cfg = lab.put("cp1", "etc/muster/kubeadm.yaml", &cfg);
+
+    // ---- etcd not running yet: init fails in preflight, naming the check
+    let out = lab.kubeadm("cp1", &[], &["init", "--config", &cfg, "--upload-certs"]);
+    assert!(!out.ok(), "init succeeded without etcd: {}", out.all());
+    assert!(
+        out.all().contains("[ERROR ExternalEtcdVersion]") && out.all().contains(&endpoint),
+        "{}",
+        out.all()
+    );
+
+    // ---- a real member with client-cert auth
+    let svc = muster::lab::etcd::member_service(
+        &lab.dir().join("etcd"),
+        &pki,
+        &lab.ns("etcd1"),
+        ("etcd-1", etcd_ip, 2379),
+        &muster::lab::etcd::initial_cluster(&members),
+    )
+    .unwrap();
+    let argv: Vec<&str> = svc.argv.iter().map(String::as_str).collect();
+    std::fs::create_dir_all(svc.log.parent().unwrap()).unwrap();
+    let _etcd = lab
+        .spawn_in("etcd-1", &lab.ns("etcd1"), &[], &argv, &svc.log)
+        .unwrap();
+    let ctl = |args: &[&str]| {
+        let mut full = muster::lab::etcd::etcdctl_flags(&pki, std::slice::from_ref(&endpoint));
+        full.extend(args.iter().map(|a| a.to_string()));
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        lab.run("etcd1", &[("ETCDCTL_API", "3")], "etcdctl", &refs)
+    };
+    wait_until("etcd-1 healthy", Duration::from_secs(30), || {
+        ctl(&["endpoint", "health"]).ok()
+    });
+    // Without a client certificate etcd refuses (client-cert auth is on).
+    let anon = lab.run(
+        "etcd1",
+        &[("ETCDCTL_API", "3")],
+        "etcdctl",
+        &[
+            &format!("--endpoints={endpoint}"),
+            &format!("--cacert={}", pki.ca().display()),
+            "--command-timeout=3s",
+            "get",
+            "x",
+        ],
+    );
+    assert!(!anon.ok(), "etcd answered without a client certificate");
+
+    // ---- init: no local member, the API server on the external etcd
+    let reset = lab.kubeadm("cp1", &[], &["reset", "-f"]);
+    assert!(reset.ok(), "{}", reset.all());
+    for (src, rel) in [
+        (pki.ca(), model::node_files::ETCD_EXTERNAL_CA),
+        (
+            pki.client_cert(),
+            model::node_files::ETCD_EXTERNAL_CLIENT_CERT,
+        ),
+        (
+            pki.client_key(),
+            model::node_files::ETCD_EXTERNAL_CLIENT_KEY,
+        ),
+    ] {
+        lab.put("cp1", rel, &std::fs::read_to_string(src).unwrap());
+    }
+    let out = lab.kubeadm("cp1", &[], &["init", "--config", &cfg, "--upload-certs"]);
+    assert!(out.ok(), "init failed: {}", out.all());
+    let root = lab.root("cp1");
+    assert!(!root.join("etc/kubernetes/manifests/etcd.yaml").exists());
+    assert!(!root.join("etc/kubernetes/pki/etcd/ca.key").exists());
+    assert_eq!(
+        std::fs::read_to_string(root.join(model::node_files::ETCD_EXTERNAL_CLIENT_KEY)).unwrap(),
+        std::fs::read_to_string(pki.client_key()).unwrap(),
+        "init replaced the user's client key"
+    );
+    let w = lab.api(
+        "cp1",
+        "post",
+        "/api/v1/namespaces/default/configmaps",
+        Some(r#"{"metadata":{"name":"ext"},"data":{"k":"v"}}"#),
+    );
+    assert!(w.ok(), "{}", w.all());
+    let got = ctl(&[
+        "get",
+        "/registry/configmaps/default/ext",
+        "--print-value-only",
+    ]);
+    assert!(got.ok() && got.stdout.contains("\"ext\""), "{}", got.all());
+    let list = ctl(&["member", "list", "-w", "json"]);
+    let ms = etcd::parse_member_list(&list.stdout).unwrap();
+    assert_eq!(ms.len(), 1, "{ms:?}");
+
+    // ---- reset leaves the external cluster and its data alone
+    let reset = lab.kubeadm("cp1", &[], &["reset", "-f"]);
+    assert!(reset.ok(), "{}", reset.all());
+    assert!(
+        reset.stdout.contains("Assuming external etcd"),
+        "{}",
+        reset.all()
+    );
+    let got = ctl(&[
+        "get",
+        "/registry/configmaps/default/ext",
+        "--print-value-only",
+    ]);
+    assert!(got.ok() && got.stdout.contains("\"ext\""), "{}", got.all());
+    assert_eq!(
+        etcd::parse_member_list(&ctl(&["member", "list", "-w", "json"]).stdout)
+            .unwrap()
+            .len(),
+        1
+    );
+}
