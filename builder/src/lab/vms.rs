@@ -38,6 +38,12 @@ pub fn up(loaded: &LoadedSpec, o: &VmsOptions) -> anyhow::Result<ExitCode> {
             "lab --vms cannot run kube-vip: it is a static pod and the TEST image has a kubelet stand-in that runs no pods; use ha.provider keepalived or haproxy in the spec"
         );
     }
+    if loaded.cluster.external_etcd().is_some() {
+        // The namespace lab runs the external etcd cluster; the VM lab has no VMs for it.
+        anyhow::bail!(
+            "lab --vms does not run an external etcd cluster: use the namespace lab (`muster lab up` without --vms), which runs a real one"
+        );
+    }
     let dir = o.state_dir.join("vms");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let build_dir = dir.join("build");
