@@ -613,20 +613,24 @@ fn kubeadm_standin_on_an_external_etcd() {
     let etcd_ip: std::net::Ipv4Addr = lab.ip(81).parse().unwrap();
     let members = vec![("etcd-1".to_string(), etcd_ip)];
     let pki = muster::lab::etcd::generate(&lab.dir().join("etcd-pki"), &members).unwrap();
-    // The control plane's files at kubeadm's paths, as the agent puts them from its seed.
-    for (src, rel) in [
-        (pki.ca(), model::node_files::ETCD_EXTERNAL_CA),
-        (
-            pki.client_cert(),
-            model::node_files::ETCD_EXTERNAL_CLIENT_CERT,
-        ),
-        (
-            pki.client_key(),
-            model::node_files::ETCD_EXTERNAL_CLIENT_KEY,
-        ),
-    ] {
-        lab.put("cp1", rel, &std::fs::read_to_string(src).unwrap());
-    }
+    // The control plane's files at kubeadm's paths, as the agent puts them from its seed
+    // (again after each reset, which empties the pki dir).
+    let place_files = || {
+        for (src, rel) in [
+            (pki.ca(), model::node_files::ETCD_EXTERNAL_CA),
+            (
+                pki.client_cert(),
+                model::node_files::ETCD_EXTERNAL_CLIENT_CERT,
+            ),
+            (
+                pki.client_key(),
+                model::node_files::ETCD_EXTERNAL_CLIENT_KEY,
+            ),
+        ] {
+            lab.put("cp1", rel, &std::fs::read_to_string(src).unwrap());
+        }
+    };
+    place_files();
     let endpoint = format!("https://{etcd_ip}:2379");
     let cfg = init_config(&lab, &vip).replace(
         "apiServer:\n",
@@ -689,19 +693,7 @@ fn kubeadm_standin_on_an_external_etcd() {
     // ---- init: no local member, the API server on the external etcd
     let reset = lab.kubeadm("cp1", &[], &["reset", "-f"]);
     assert!(reset.ok(), "{}", reset.all());
-    for (src, rel) in [
-        (pki.ca(), model::node_files::ETCD_EXTERNAL_CA),
-        (
-            pki.client_cert(),
-            model::node_files::ETCD_EXTERNAL_CLIENT_CERT,
-        ),
-        (
-            pki.client_key(),
-            model::node_files::ETCD_EXTERNAL_CLIENT_KEY,
-        ),
-    ] {
-        lab.put("cp1", rel, &std::fs::read_to_string(src).unwrap());
-    }
+    place_files();
     let out = lab.kubeadm("cp1", &[], &["init", "--config", &cfg, "--upload-certs"]);
     assert!(out.ok(), "init failed: {}", out.all());
     let root = lab.root("cp1");
