@@ -610,7 +610,7 @@ fn seed_004_external_etcd_assembles_and_survives_control_plane_loss_not_etcd_los
     )
     .unwrap();
     eprintln!(
-        "WRITE with 2 of 3 control planes down: ok after {:.1}s (HAProxy health checks)",
+        "WRITE with 2 of 3 control planes down: ok after {:.1}s",
         t.elapsed().as_secs_f64()
     );
     for c in &gone {
