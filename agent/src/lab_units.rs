@@ -231,15 +231,17 @@ mod tests {
         // A second runner (a restarted agent) finds it through the pid file.
         let again = unit(&root, "k3s.service").unwrap();
         assert_eq!(again.running(), Some(pid));
-        assert!(u.stop_within(Duration::from_secs(5)));
-        assert!(!alive(pid));
-        assert_eq!(u.active_state(), "inactive");
-        assert!(!u.stop_within(Duration::from_secs(1)));
+        // Its output goes to the unit's log (waited for before the stop: a loaded machine
+        // may not have run the `echo` yet).
         let deadline = Instant::now() + Duration::from_secs(5);
         while !std::fs::read_to_string(&u.log).unwrap().contains("up") {
             assert!(Instant::now() < deadline, "nothing logged");
             std::thread::sleep(Duration::from_millis(20));
         }
+        assert!(u.stop_within(Duration::from_secs(5)));
+        assert!(!alive(pid));
+        assert_eq!(u.active_state(), "inactive");
+        assert!(!u.stop_within(Duration::from_secs(1)));
     }
 
     #[test]
