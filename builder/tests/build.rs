@@ -340,6 +340,39 @@ fn kubeadm_templates_round_trip_through_strict_types() {
     assert!(serde_json::from_value::<KubeletConfiguration>(bad).is_err());
 }
 
+/// The ClusterConfiguration of `default.yaml` with its kubeadm version replaced.
+fn cluster_configuration_at(version: &str) -> ClusterConfiguration {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(common::repo().join("examples/default.yaml")).unwrap();
+    let spec = dir.path().join("cluster.yaml");
+    std::fs::write(
+        &spec,
+        text.replace("\"v1.31.4\"", &format!("\"{version}\"")),
+    )
+    .unwrap();
+    let r = common::render(&spec);
+    let (_, init) = r
+        .files
+        .files
+        .iter()
+        .find(|(p, _)| p.ends_with("kubeadm/init.yaml"))
+        .unwrap();
+    let d = docs(std::str::from_utf8(&init.contents).unwrap());
+    serde_json::from_value(d[1].clone()).unwrap()
+}
+
+#[test]
+fn kubeadm_before_1_29_gets_the_etcd_learner_gate() {
+    for (version, gated) in [("v1.27.3", true), ("v1.28.9", true), ("v1.29.0", false)] {
+        let cc = cluster_configuration_at(version);
+        assert_eq!(
+            cc.feature_gates.get("EtcdLearnerMode"),
+            gated.then_some(&true),
+            "{version}"
+        );
+    }
+}
+
 #[test]
 fn k3s_templates_round_trip_and_pick_variants() {
     for name in [

@@ -22,6 +22,13 @@ impl KubeVersion {
         (self.major, self.minor) >= (1, 29)
     }
 
+    /// kubeadm before 1.29 adds a joining control plane's etcd member as a voter unless the
+    /// `EtcdLearnerMode` gate (alpha in 1.27 and 1.28, on by default from 1.29) is set: a
+    /// join dying after its `member add` then costs a two-member cluster its quorum.
+    pub fn needs_etcd_learner_gate(&self) -> bool {
+        (self.major, self.minor) < (1, 29)
+    }
+
     /// kubeadm config API version for this release: v1beta4 from 1.31, v1beta3 before.
     pub fn kubeadm_api(&self) -> &'static str {
         if (self.major, self.minor) >= (1, 31) {

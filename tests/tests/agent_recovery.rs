@@ -411,7 +411,8 @@ fn the_first_control_plane_join_dying_after_member_add_is_recovered() {
 
 #[test]
 fn without_learner_mode_a_dead_second_member_costs_the_quorum_and_status_says_so() {
-    // kubeadm v1.28: no learner mode by default; `member add` adds a voting member.
+    // kubeadm v1.28 on a v1.31 spec (so no EtcdLearnerMode gate baked): `member add` adds a
+    // voting member.
     let mut r = Rig::new(
         "nolearner",
         vec![("MUSTER_STANDIN_K8S_VERSION", "v1.28.15".to_string())],

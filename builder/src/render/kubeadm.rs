@@ -110,6 +110,8 @@ pub struct ClusterConfiguration {
     pub api_server: ApiServer,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub etcd: Option<Etcd>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub feature_gates: BTreeMap<String, bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -243,6 +245,12 @@ pub fn cluster_configuration(input: &Input<'_>) -> Result<ClusterConfiguration, 
         }),
         _ => None,
     };
+    let mut feature_gates = BTreeMap::new();
+    // Stacked etcd only: joins add members as learners, so one dying mid-join never costs
+    // the quorum (docs/testing.md, "etcd learners").
+    if etcd.is_none() && c.distribution.version.needs_etcd_learner_gate() {
+        feature_gates.insert("EtcdLearnerMode".to_string(), true);
+    }
     Ok(ClusterConfiguration {
         api_version: c.distribution.version.kubeadm_api().into(),
         kind: "ClusterConfiguration".into(),
@@ -255,6 +263,7 @@ pub fn cluster_configuration(input: &Input<'_>) -> Result<ClusterConfiguration, 
         },
         api_server: ApiServer { cert_sans: sans },
         etcd,
+        feature_gates,
     })
 }
 
