@@ -767,3 +767,53 @@ fn a_failed_and_a_hung_control_plane_join_are_compensated() {
         );
     }
 }
+
+/// A control plane that boots after the uploaded certificates expired still joins. The
+/// stand-ins' clock jumps 3 h ahead on every node (`clock_offset` in each node's knob file,
+/// which every stand-in process reads at each use: the API servers' expiry of stored
+/// objects and kubeadm's); the agents keep the real clock, so the published material looks
+/// fresh to them, and kubeadm's refusal must get it refreshed by a joined control plane.
+#[test]
+fn a_control_plane_booted_after_the_certificate_key_expired_still_joins() {
+    if !enabled() {
+        return;
+    }
+    let mut s = Suite::new(None, "latecp");
+    let late = s.cps.last().unwrap().clone();
+    let all = s.all();
+    let early: Vec<String> = all.iter().filter(|h| **h != late).cloned().collect();
+    s.boot(&early);
+    s.wait_done(&early);
+    for h in &all {
+        s.knob(h, "clock_offset=3h");
+    }
+    s.note("the stand-ins' clock is 3 h ahead: the uploaded certificates (2 h) expired");
+    s.boot(std::slice::from_ref(&late));
+    let took = s.wait_done(&all);
+    eprintln!(
+        "ASSEMBLY with a control plane booted after the certificate key expired: {:.1}s",
+        took.as_secs_f64()
+    );
+    s.assert_invariants();
+    // ---- its first join was refused for the expired certificates, the material refreshed
+    let cmds = s.commands(&late);
+    let first = cmds.iter().find(|l| l.starts_with("join ")).unwrap();
+    assert_eq!(first, "join failed", "{late}: {cmds:?}");
+    let log = s.log(&late, "agent.log");
+    assert!(
+        log.contains("the join material was refused"),
+        "{late} did not see its material refused:\n{log}"
+    );
+    let refreshed: Vec<&String> = early
+        .iter()
+        .filter(|h| {
+            s.log(h, "agent.log")
+                .contains("refreshing the join material")
+        })
+        .collect();
+    assert!(
+        !refreshed.is_empty(),
+        "no control plane refreshed the material"
+    );
+    eprintln!("material refreshed by {refreshed:?} for {late}");
+}
