@@ -797,7 +797,8 @@ fn a_control_plane_booted_after_the_certificate_key_expired_still_joins() {
     s.assert_invariants();
     // ---- its first join was refused for the expired certificates, the material refreshed
     let cmds = s.commands(&late);
-    let first = cmds.iter().find(|l| l.starts_with("join ")).unwrap();
+    let ended = |l: &&String| l.starts_with("join ") && *l != "join started";
+    let first = cmds.iter().find(ended).unwrap();
     assert_eq!(first, "join failed", "{late}: {cmds:?}");
     let log = s.log(&late, "agent.log");
     assert!(
