@@ -970,12 +970,12 @@ async fn simulate(seed: u64) -> Outcome {
         heartbeat_ttl: Duration::from_secs(30),
         heartbeat_every_ms: 10_000,
         token_ttl_ms: w.borrow().params.token_ttl.as_millis() as u64,
-        // On odd seeds the agents' clock runs behind the cluster's: they believe the
-        // uploaded certificates live half again as long as they do, so joins with
-        // material that looks fresh are refused and must get it refreshed.
+        // On odd seeds the agents' clock runs 12 h behind the cluster's: they believe the
+        // uploaded certificates live that much longer than they do, so a join with
+        // material that looks fresh is refused and must get the material refreshed.
         cert_key_ttl_ms: Some(
-            (w.borrow().params.cert_key_ttl.as_millis() as u64) * if seed % 2 == 1 { 3 } else { 2 }
-                / 2,
+            w.borrow().params.cert_key_ttl.as_millis() as u64
+                + if seed % 2 == 1 { 12 * 3_600_000 } else { 0 },
         ),
         material_margin_ms: 60_000,
         lb_units: Vec::new(),
