@@ -478,7 +478,14 @@ fn seed_004_haproxy_staggered_and_a_node_with_the_wrong_secret() {
         took.as_secs_f64()
     );
 
-    // ---- the intruder was refused and learned nothing
+    // ---- the intruder was refused and learned nothing (it may have booted last)
+    netns::wait_until(
+        "the intruder to be refused",
+        PATIENCE,
+        Duration::from_millis(200),
+        || s.log(&intruder, "agent.log").contains("401"),
+    )
+    .unwrap_or_else(|e| eprintln!("{e}"));
     let phase = s.phase(&intruder);
     assert!(
         ["-", "preflight", "registering", "backoff"].contains(&bare(&phase)),
