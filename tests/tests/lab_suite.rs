@@ -251,10 +251,12 @@ impl Suite {
         }
     }
 
+    /// Waits (PATIENCE from now) until `which` are done; returns the time since the start.
     fn wait_done(&self, which: &[String]) -> Duration {
+        let patience = self.began.elapsed() + PATIENCE;
         let took = self
             .lab()
-            .wait_assembled(which, self.began, PATIENCE, |c| eprintln!("{c}"))
+            .wait_assembled(which, self.began, patience, |c| eprintln!("{c}"))
             .unwrap();
         self.note(&format!("{} nodes done", which.len()));
         took
