@@ -52,11 +52,14 @@ fn bare(phase: &str) -> &str {
 }
 
 /// Restart an agent of `hosts` when it is in `phase` (a backoff counts as the phase it
-/// resumes) and, if set, the stand-in knob `hung` fired there (`<state>/fired/<hung>`).
+/// resumes) and, if set, the stand-in knob `hung` fired there (`<state>/fired/<hung>`) and
+/// `behind.1` other hosts are `joining` hung at knob `behind.0` (so this one surely waits
+/// for a join slot).
 struct Catch {
     hosts: Vec<String>,
     phase: &'static str,
     hung: Option<&'static str>,
+    behind: Option<(&'static str, usize)>,
 }
 
 /// One lab for one test; taken down (and the test's duration printed) when dropped.
@@ -204,35 +207,46 @@ impl Suite {
         dir.join("fired").join(marker).exists()
     }
 
-    /// Kills (SIGKILL, with the commands it runs) and starts the agent of the first node
-    /// each catch matches, in whatever order the nodes get there; returns who was caught.
-    fn restart_agents_at(&self, catches: &[Catch]) -> Vec<String> {
-        let mut caught: Vec<Option<String>> = vec![None; catches.len()];
+    fn matches(&self, c: &Catch, h: &str) -> bool {
+        let hung_joiners = |m: &str| {
+            let others = c.hosts.iter().filter(|o| *o != h);
+            others
+                .filter(|o| self.resumes(o) == "joining" && self.fired(o, m))
+                .count()
+        };
+        self.resumes(h) == c.phase
+            && c.hung.is_none_or(|m| self.fired(h, m))
+            && c.behind.is_none_or(|(m, n)| hung_joiners(m) >= n)
+    }
+
+    /// Walks each path (a list of catches, in order; the paths side by side): kills
+    /// (SIGKILL, with the commands it runs) and starts the agent of the first node the
+    /// path's next catch matches. Returns who was caught, per path.
+    fn restart_agents_at(&self, paths: &[Vec<Catch>]) -> Vec<Vec<String>> {
+        let mut caught: Vec<Vec<String>> = vec![Vec::new(); paths.len()];
         let deadline = Instant::now() + 2 * PATIENCE;
-        while caught.iter().any(Option::is_none) {
-            for (c, got) in catches.iter().zip(caught.iter_mut()) {
-                if got.is_some() {
+        loop {
+            for (path, got) in paths.iter().zip(caught.iter_mut()) {
+                let Some(c) = path.get(got.len()) else {
                     continue;
-                }
-                let hit = c.hosts.iter().find(|h| {
-                    self.resumes(h) == c.phase && c.hung.is_none_or(|m| self.fired(h, m))
-                });
-                if let Some(h) = hit {
+                };
+                if let Some(h) = c.hosts.iter().find(|h| self.matches(c, h)) {
                     self.lab().restart_service(h, "agent").unwrap();
                     self.note(&format!("restarted {h}'s agent in {}", c.phase));
-                    *got = Some(h.clone());
+                    got.push(h.clone());
                 }
             }
-            let missing: Vec<&str> = catches
+            let missing: Vec<&str> = paths
                 .iter()
                 .zip(&caught)
-                .filter(|(_, g)| g.is_none())
-                .map(|(c, _)| c.phase)
+                .filter_map(|(p, g)| p.get(g.len()).map(|c| c.phase))
                 .collect();
+            if missing.is_empty() {
+                return caught;
+            }
             assert!(Instant::now() < deadline, "never caught: {missing:?}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        caught.into_iter().flatten().collect()
     }
 
     /// Waits until one of `hosts` is in `phase` (ignoring the attempt); returns which.
@@ -685,30 +699,45 @@ fn agents_restarted_at_every_phase_and_a_control_plane_cut_during_its_join() {
     let all = s.all();
     s.boot(&all);
     let (cps, workers) = (s.cps.clone(), s.workers.clone());
+    assert!(
+        workers.len() > s.worker_cap,
+        "no worker would wait for a slot"
+    );
     let catch = |hosts: &[String], phase, hung| Catch {
         hosts: hosts.to_vec(),
         phase,
         hung,
+        behind: None,
+    };
+    let waiting = |hosts: &[String], behind| Catch {
+        behind: Some(behind),
+        ..catch(hosts, "acquiring-join-slot", None)
     };
     let caught = s.restart_agents_at(&[
-        // ---- the init path (the winner)
-        catch(&cps, "initializing", Some("hang-kubelet-finalize")),
-        catch(&cps, "checking-health", None),
-        catch(&cps, "publishing", Some("hang-token-create")),
-        // ---- the control-plane join path
-        catch(&cps, "waiting-for-init", None),
-        catch(&cps, "acquiring-join-slot", None),
-        catch(&cps, "joining", Some("hang-etcd-join")),
-        catch(&cps, "verifying", None),
-        // ---- the worker join path
-        catch(&workers, "waiting-for-init", None),
-        catch(&workers, "acquiring-join-slot", None),
-        catch(&workers, "joining", Some("hang-kubelet-start")),
-        catch(&workers, "verifying", None),
+        vec![
+            // ---- the init path (the winner)
+            catch(&cps, "initializing", Some("hang-kubelet-finalize")),
+            catch(&cps, "checking-health", None),
+            catch(&cps, "publishing", Some("hang-token-create")),
+        ],
+        vec![
+            // ---- the control-plane join path: waiting while the other one's join hangs
+            catch(&cps, "waiting-for-init", None),
+            waiting(&cps, ("hang-etcd-join", 1)),
+            catch(&cps, "joining", Some("hang-etcd-join")),
+            catch(&cps, "verifying", None),
+        ],
+        vec![
+            // ---- the worker join path: waiting while the cap's worth of joins hang
+            catch(&workers, "waiting-for-init", None),
+            waiting(&workers, ("hang-kubelet-start", s.worker_cap)),
+            catch(&workers, "joining", Some("hang-kubelet-start")),
+            catch(&workers, "verifying", None),
+        ],
     ]);
     // The winner's first `kubeadm init` was killed after doing all its work; the restarted
     // agent reset it and ran it again (`assert_invariants` checks the reset in between).
-    let winner = &caught[0];
+    let winner = &caught[0][0];
     let inits = s.commands(winner);
     let inits = inits.iter().filter(|l| *l == "init started").count();
     assert_eq!(inits, 2, "{winner}: {:?}", s.commands(winner));
