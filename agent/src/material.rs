@@ -79,6 +79,22 @@ pub struct InitRecord {
 pub struct RefreshRequest {
     pub by: String,
     pub at_ms: Millis,
+    /// The `join-material` revision a join was refused with (kubeadm said it expired): it
+    /// is refreshed whatever its expiry times say, and joiners wait for that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_revision: Option<u64>,
+}
+
+impl RefreshRequest {
+    /// Whether this request says the material at `revision` was refused.
+    pub fn rejects(&self, revision: u64) -> bool {
+        self.rejected_revision == Some(revision)
+    }
+
+    /// A request as stored (`None` if unreadable: then it only asks for a refresh).
+    pub fn parse(bytes: &[u8]) -> Option<RefreshRequest> {
+        serde_json::from_slice(bytes).ok()
+    }
 }
 
 /// A kubeadm bootstrap token `[a-z0-9]{6}.[a-z0-9]{16}` (also fine as a k3s token).
@@ -128,6 +144,23 @@ mod tests {
         );
         assert!(m.fresh_for(false, 49_500, 1_000), "workers need no key");
         assert!(!m.fresh_for(false, 99_500, 1_000), "token expiring");
+    }
+
+    #[test]
+    fn a_request_rejects_only_its_revision() {
+        let plain = br#"{"by":"cp-3","atMs":5}"#;
+        let r = RefreshRequest::parse(plain).unwrap();
+        assert!(
+            !r.rejects(7),
+            "a request from before the field rejects nothing"
+        );
+        let r = RefreshRequest {
+            rejected_revision: Some(7),
+            ..r
+        };
+        let back = RefreshRequest::parse(&serde_json::to_vec(&r).unwrap()).unwrap();
+        assert!(back.rejects(7));
+        assert!(!back.rejects(8), "refreshed material is not rejected");
     }
 
     #[test]

@@ -455,24 +455,31 @@ impl SimDistro {
         self.w.borrow().local.get(&self.node).copied().flatten()
     }
 
-    fn check_material(w: &World, m: &JoinMaterial, cp: bool) -> Result<usize, String> {
+    /// Like kubeadm: material the cluster holds expired is refused as such
+    /// ([`DistroError::MaterialRejected`]), whatever expiry times the agent keeps.
+    fn check_material(w: &World, m: &JoinMaterial, cp: bool) -> Result<usize, DistroError> {
         let now = Instant::now();
-        let c = Self::cluster_of_hash(&m.ca_cert_hash).ok_or("bad CA hash")?;
+        let expired = |detail: &str| DistroError::MaterialRejected {
+            step: "kubeadm join",
+            detail: detail.into(),
+        };
+        let c =
+            Self::cluster_of_hash(&m.ca_cert_hash).ok_or(derr("kubeadm join", "bad CA hash"))?;
         let cl = &w.clusters[c];
         if !cl
             .tokens
             .iter()
             .any(|(t, exp)| t == m.token.expose() && *exp > now)
         {
-            return Err("bootstrap token unknown or expired".into());
+            return Err(expired("bootstrap token unknown or expired"));
         }
         if cp {
             match (&cl.cert_key, &m.certificate_key) {
                 (Some((k, exp)), Some(mk)) if k == mk.expose() && *exp > now => {}
                 _ => {
-                    return Err(
-                        "error downloading certs: the certificate key is wrong or expired".into(),
-                    );
+                    return Err(expired(
+                        "error downloading certs: the certificate key is wrong or expired",
+                    ));
                 }
             }
         }
@@ -568,7 +575,7 @@ impl Distro for SimDistro {
         let (c, guard, id) = {
             let mut w = self.w.borrow_mut();
             w.note(&format!("join-cp {}", self.node));
-            let c = Self::check_material(&w, m, true).map_err(|e| derr("kubeadm join", e))?;
+            let c = Self::check_material(&w, m, true)?;
             if !w.active_cp_joins.is_empty() {
                 let msg = format!(
                     "two control-plane joins at once: {} while {:?}",
@@ -664,7 +671,7 @@ impl Distro for SimDistro {
         let (c, guard) = {
             let mut w = self.w.borrow_mut();
             w.note("join-worker");
-            let c = Self::check_material(&w, m, false).map_err(|e| derr("kubeadm join", e))?;
+            let c = Self::check_material(&w, m, false)?;
             if w.active_worker_joins.len() >= w.params.worker_cap as usize {
                 let msg = format!(
                     "more worker joins than the cap: {} while {:?}",
@@ -963,7 +970,13 @@ async fn simulate(seed: u64) -> Outcome {
         heartbeat_ttl: Duration::from_secs(30),
         heartbeat_every_ms: 10_000,
         token_ttl_ms: w.borrow().params.token_ttl.as_millis() as u64,
-        cert_key_ttl_ms: Some(w.borrow().params.cert_key_ttl.as_millis() as u64),
+        // On odd seeds the agents' clock runs 12 h behind the cluster's: they believe the
+        // uploaded certificates live that much longer than they do, so a join with
+        // material that looks fresh is refused and must get the material refreshed.
+        cert_key_ttl_ms: Some(
+            w.borrow().params.cert_key_ttl.as_millis() as u64
+                + if seed % 2 == 1 { 12 * 3_600_000 } else { 0 },
+        ),
         material_margin_ms: 60_000,
         lb_units: Vec::new(),
         vip_units: Vec::new(),

@@ -51,6 +51,17 @@ fn bare(phase: &str) -> &str {
     phase.split('#').next().unwrap_or(phase)
 }
 
+/// Restart an agent of `hosts` when it is in `phase` (a backoff counts as the phase it
+/// resumes) and, if set, the stand-in knob `hung` fired there (`<state>/fired/<hung>`) and
+/// `behind.1` other hosts are `joining` hung at knob `behind.0` (so this one surely waits
+/// for a join slot).
+struct Catch {
+    hosts: Vec<String>,
+    phase: &'static str,
+    hung: Option<&'static str>,
+    behind: Option<(&'static str, usize)>,
+}
+
 /// One lab for one test; taken down (and the test's duration printed) when dropped.
 struct Suite {
     lab: Option<Lab>,
@@ -174,6 +185,70 @@ impl Suite {
         muster::lab::status::local_phase(self.lab().node(host).unwrap())
     }
 
+    /// The persisted phase of a node's agent; a backoff counts as the phase it resumes.
+    fn resumes(&self, host: &str) -> String {
+        let p = self.root(host).join(model::node_files::AGENT_STATE);
+        let v: Value = std::fs::read_to_string(p)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null);
+        let st = &v["state"];
+        let phase = if st["phase"] == "backoff" {
+            &st["then"]["phase"]
+        } else {
+            &st["phase"]
+        };
+        phase.as_str().unwrap_or("-").to_string()
+    }
+
+    /// Whether the stand-in knob `marker` (`hang-STEP`, ...) fired on `host`.
+    fn fired(&self, host: &str, marker: &str) -> bool {
+        let dir = self.root(host).join(muster_tests::standin::STATE_DIR);
+        dir.join("fired").join(marker).exists()
+    }
+
+    fn matches(&self, c: &Catch, h: &str) -> bool {
+        let hung_joiners = |m: &str| {
+            let others = c.hosts.iter().filter(|o| *o != h);
+            others
+                .filter(|o| self.resumes(o) == "joining" && self.fired(o, m))
+                .count()
+        };
+        self.resumes(h) == c.phase
+            && c.hung.is_none_or(|m| self.fired(h, m))
+            && c.behind.is_none_or(|(m, n)| hung_joiners(m) >= n)
+    }
+
+    /// Walks each path (a list of catches, in order; the paths side by side): kills
+    /// (SIGKILL, with the commands it runs) and starts the agent of the first node the
+    /// path's next catch matches. Returns who was caught, per path.
+    fn restart_agents_at(&self, paths: &[Vec<Catch>]) -> Vec<Vec<String>> {
+        let mut caught: Vec<Vec<String>> = vec![Vec::new(); paths.len()];
+        let deadline = Instant::now() + 2 * PATIENCE;
+        loop {
+            for (path, got) in paths.iter().zip(caught.iter_mut()) {
+                let Some(c) = path.get(got.len()) else {
+                    continue;
+                };
+                if let Some(h) = c.hosts.iter().find(|h| self.matches(c, h)) {
+                    self.lab().restart_service(h, "agent").unwrap();
+                    self.note(&format!("restarted {h}'s agent in {}", c.phase));
+                    got.push(h.clone());
+                }
+            }
+            let missing: Vec<&str> = paths
+                .iter()
+                .zip(&caught)
+                .filter_map(|(p, g)| p.get(g.len()).map(|c| c.phase))
+                .collect();
+            if missing.is_empty() {
+                return caught;
+            }
+            assert!(Instant::now() < deadline, "never caught: {missing:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits until one of `hosts` is in `phase` (ignoring the attempt); returns which.
     fn await_phase(&self, hosts: &[String], phase: &str) -> String {
         let deadline = Instant::now() + PATIENCE;
@@ -190,10 +265,12 @@ impl Suite {
         }
     }
 
+    /// Waits (PATIENCE from now) until `which` are done; returns the time since the start.
     fn wait_done(&self, which: &[String]) -> Duration {
+        let patience = self.began.elapsed() + PATIENCE;
         let took = self
             .lab()
-            .wait_assembled(which, self.began, PATIENCE, |c| eprintln!("{c}"))
+            .wait_assembled(which, self.began, patience, |c| eprintln!("{c}"))
             .unwrap();
         self.note(&format!("{} nodes done", which.len()));
         took
@@ -404,6 +481,31 @@ impl Suite {
 
 // ------------------------------------------------------------------ example specs
 
+/// Over how long the staggered test boots its nodes.
+const STAGGER: Duration = Duration::from_secs(180);
+
+/// `hosts` shuffled by `seed` (splitmix64), then the first worker moved to the front if a
+/// control plane came before every worker: workers boot before control planes.
+fn boot_order(mut hosts: Vec<String>, workers: &[String], seed: u64) -> Vec<String> {
+    let mut z = seed;
+    let mut next = || {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut x = z;
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^ (x >> 31)
+    };
+    for i in (1..hosts.len()).rev() {
+        let j = usize::try_from(next() % (i as u64 + 1)).unwrap();
+        hosts.swap(i, j);
+    }
+    if let Some(w) = hosts.iter().position(|h| workers.contains(h)) {
+        let first = hosts.remove(w);
+        hosts.insert(0, first);
+    }
+    hosts
+}
+
 #[test]
 fn seed_004_haproxy_staggered_and_a_node_with_the_wrong_secret() {
     if !enabled() {
@@ -415,22 +517,45 @@ fn seed_004_haproxy_staggered_and_a_node_with_the_wrong_secret() {
     let secret_file = s.root(&intruder).join(model::node_files::CLUSTER_SECRET);
     let good_secret = std::fs::read_to_string(&secret_file).unwrap();
     std::fs::write(&secret_file, format!("{}\n", "ab".repeat(32))).unwrap();
-    // Staggered: workers and load balancers first, the control planes 15 s later.
-    let first: Vec<String> = s.all().into_iter().filter(|h| !s.cps.contains(h)).collect();
-    s.boot(&first);
-    s.note("workers and load balancers booted");
-    std::thread::sleep(Duration::from_secs(15));
-    let cps = s.cps.clone();
-    s.boot(&cps);
-    s.note("control planes booted");
+    // Staggered: the load balancers first (the init's health check through the VIP gives
+    // up after ~3 min), then the control planes and workers one by one in a shuffled order
+    // (a worker first), spread over STAGGER. MUSTER_STAGGER_SEED replays an order.
+    let lbs: Vec<String> = s
+        .all()
+        .into_iter()
+        .filter(|h| !s.cps.contains(h) && !s.workers.contains(h))
+        .collect();
+    s.boot(&lbs);
+    let seed = std::env::var("MUSTER_STAGGER_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| u64::from(std::process::id()) ^ s.began.elapsed().as_nanos() as u64);
+    let nodes: Vec<String> = s.all().into_iter().filter(|h| !lbs.contains(h)).collect();
+    let order = boot_order(nodes, &s.workers, seed);
+    eprintln!("boot order (MUSTER_STAGGER_SEED={seed}): {lbs:?} then {order:?}");
+    let gap = STAGGER / u32::try_from(order.len() - 1).unwrap();
+    let start = Instant::now();
+    for (i, h) in order.iter().enumerate() {
+        let at = start + gap * u32::try_from(i).unwrap();
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        s.boot(std::slice::from_ref(h));
+        s.note(&format!("booted {h}"));
+    }
     let rest: Vec<String> = s.all().into_iter().filter(|h| *h != intruder).collect();
     let took = s.wait_done(&rest);
     eprintln!(
-        "ASSEMBLY (staggered by 15 s, one node refused): {:.1}s",
+        "ASSEMBLY (staggered over {STAGGER:?}, one node refused): {:.1}s",
         took.as_secs_f64()
     );
 
-    // ---- the intruder was refused and learned nothing
+    // ---- the intruder was refused and learned nothing (it may have booted last)
+    netns::wait_until(
+        "the intruder to be refused",
+        PATIENCE,
+        Duration::from_millis(200),
+        || s.log(&intruder, "agent.log").contains("401"),
+    )
+    .unwrap_or_else(|e| eprintln!("{e}"));
     let phase = s.phase(&intruder);
     assert!(
         ["-", "preflight", "registering", "backoff"].contains(&bare(&phase)),
@@ -716,28 +841,77 @@ fn init_winner_halted_during_init_and_rendezvous_restarted_mid_assembly() {
     s.assert_invariants();
 }
 
+/// The init winner's agent is killed (with its `kubeadm init`) when the init did all its work
+/// but the agent never saw it finish, then in `checking-health`, then in `publishing` (init
+/// done, nothing published): it must converge on its own init, no other node inits. Every
+/// other phase a node can be caught in on the control-plane and worker join paths gets an
+/// agent restart too, and a control plane loses its cable during its join.
 #[test]
-fn agents_restarted_at_phase_boundaries_and_a_control_plane_cut_during_its_join() {
+fn agents_restarted_at_every_phase_and_a_control_plane_cut_during_its_join() {
     if !enabled() {
         return;
     }
-    // Every joiner's first join hangs until the agent abandons it (step timeout 25 s), so
-    // the other control plane surely waits for the slot meanwhile: a join slot freed in
-    // milliseconds left that phase unobservable in some runs.
+    // Joins hang once until the agent abandons them (step timeout 25 s), so the joiners
+    // behind them surely wait for a slot meanwhile (a slot freed in milliseconds left that
+    // phase unobservable), and a hung join can be caught. On the control planes the init
+    // hangs once after all its work (`kubelet-finalize`, its last step: certificates,
+    // etcd, API server, uploaded certs, token all in place, the output never printed), and
+    // the join material's `kubeadm token create` hangs once (the winner is then in
+    // `publishing`).
     let mut s = Suite::with_env(None, "restarts", &[("NODEAGENT_STEP_TIMEOUT", "25")]);
     for c in &s.cps {
         s.knob(c, "hang_at=etcd-join");
+        s.knob(c, "hang_at=kubelet-finalize");
+        s.knob(c, "hang_at=token-create");
+    }
+    for w in &s.workers {
+        s.knob(w, "hang_at=kubelet-start");
     }
     let all = s.all();
     s.boot(&all);
-    // A worker's agent dies while it waits for init, a control plane's while it waits for
-    // the join slot.
-    let w = s.await_phase(&s.workers, "waiting-for-init");
-    s.lab().restart_service(&w, "agent").unwrap();
-    s.note(&format!("restarted {w}'s agent"));
-    let cp = s.await_phase(&s.cps, "acquiring-join-slot");
-    s.lab().restart_service(&cp, "agent").unwrap();
-    s.note(&format!("restarted {cp}'s agent"));
+    let (cps, workers) = (s.cps.clone(), s.workers.clone());
+    assert!(
+        workers.len() > s.worker_cap,
+        "no worker would wait for a slot"
+    );
+    let catch = |hosts: &[String], phase, hung| Catch {
+        hosts: hosts.to_vec(),
+        phase,
+        hung,
+        behind: None,
+    };
+    let waiting = |hosts: &[String], behind| Catch {
+        behind: Some(behind),
+        ..catch(hosts, "acquiring-join-slot", None)
+    };
+    let caught = s.restart_agents_at(&[
+        vec![
+            // ---- the init path (the winner)
+            catch(&cps, "initializing", Some("hang-kubelet-finalize")),
+            catch(&cps, "checking-health", None),
+            catch(&cps, "publishing", Some("hang-token-create")),
+        ],
+        vec![
+            // ---- the control-plane join path: waiting while the other one's join hangs
+            catch(&cps, "waiting-for-init", None),
+            waiting(&cps, ("hang-etcd-join", 1)),
+            catch(&cps, "joining", Some("hang-etcd-join")),
+            catch(&cps, "verifying", None),
+        ],
+        vec![
+            // ---- the worker join path: waiting while the cap's worth of joins hang
+            catch(&workers, "waiting-for-init", None),
+            waiting(&workers, ("hang-kubelet-start", s.worker_cap)),
+            catch(&workers, "joining", Some("hang-kubelet-start")),
+            catch(&workers, "verifying", None),
+        ],
+    ]);
+    // The winner's first `kubeadm init` was killed after doing all its work; the restarted
+    // agent reset it and ran it again (`assert_invariants` checks the reset in between).
+    let winner = &caught[0][0];
+    let inits = s.commands(winner);
+    let inits = inits.iter().filter(|l| *l == "init started").count();
+    assert_eq!(inits, 2, "{winner}: {:?}", s.commands(winner));
     // A control plane loses its cable while it joins, for 10 s.
     let cut = s.await_phase(&s.cps, "joining");
     s.lab_mut().cut(&cut).unwrap();
@@ -747,21 +921,24 @@ fn agents_restarted_at_phase_boundaries_and_a_control_plane_cut_during_its_join(
     s.note(&format!("healed {cut}"));
     let took = s.wait_done(&all);
     eprintln!(
-        "ASSEMBLY with restarts + a cut join: {:.1}s",
+        "ASSEMBLY with restarts at every phase + a cut join: {:.1}s",
         took.as_secs_f64()
     );
     s.assert_invariants();
 }
 
-/// A control-plane join that hangs is abandoned at the agent's step timeout (short here),
-/// undone and retried, so the join slot is not held until the lease runs out.
+/// Every control-plane join fails once after its etcd member was added (compensated: the
+/// member removed, the node reset, the slot released) and then hangs once: abandoned at the
+/// agent's step timeout (short here), undone and retried, so the join slot is not held
+/// until the lease runs out.
 #[test]
-fn a_hung_control_plane_join_expires_and_is_compensated() {
+fn a_failed_and_a_hung_control_plane_join_are_compensated() {
     if !enabled() {
         return;
     }
     let mut s = Suite::with_env(None, "hang", &[("NODEAGENT_STEP_TIMEOUT", "25")]);
     for c in &s.cps {
+        s.knob(c, "fail_at=after-member-add");
         s.knob(c, "hang_at=etcd-join");
     }
     let all = s.all();
@@ -775,7 +952,7 @@ fn a_hung_control_plane_join_expires_and_is_compensated() {
         .filter(|c| {
             let st = s.status(c);
             let n = &st["thisNode"];
-            n["failures"].as_u64().unwrap_or(0) >= 1
+            n["failures"].as_u64().unwrap_or(0) >= 2
                 && n["lastFailure"]["error"]
                     .as_str()
                     .is_some_and(|e| e.contains("did not finish within"))
@@ -784,6 +961,69 @@ fn a_hung_control_plane_join_expires_and_is_compensated() {
     assert_eq!(
         hung.len(),
         s.cps.len() - 1,
-        "joiners abandoned at the step timeout: {hung:?}"
+        "joiners that failed once, then were abandoned at the step timeout: {hung:?}"
     );
+    // The failed join was compensated: a `kubeadm join` failed, a reset followed it.
+    for c in &hung {
+        let cmds = s.commands(c);
+        let failed = cmds
+            .iter()
+            .position(|l| l.starts_with("join ") && l.ends_with(" failed"));
+        let failed = failed.unwrap_or_else(|| panic!("{c}: no failed join: {cmds:?}"));
+        assert!(
+            cmds[failed..].iter().any(|l| l == "reset ok"),
+            "{c}: no reset after the failed join: {cmds:?}"
+        );
+    }
+}
+
+/// A control plane that boots after the uploaded certificates expired still joins. The
+/// stand-ins' clock jumps 3 h ahead on every node (`clock_offset` in each node's knob file,
+/// which every stand-in process reads at each use: the API servers' expiry of stored
+/// objects and kubeadm's); the agents keep the real clock, so the published material looks
+/// fresh to them, and kubeadm's refusal must get it refreshed by a joined control plane.
+#[test]
+fn a_control_plane_booted_after_the_certificate_key_expired_still_joins() {
+    if !enabled() {
+        return;
+    }
+    let mut s = Suite::new(None, "latecp");
+    let late = s.cps.last().unwrap().clone();
+    let all = s.all();
+    let early: Vec<String> = all.iter().filter(|h| **h != late).cloned().collect();
+    s.boot(&early);
+    s.wait_done(&early);
+    for h in &all {
+        s.knob(h, "clock_offset=3h");
+    }
+    s.note("the stand-ins' clock is 3 h ahead: the uploaded certificates (2 h) expired");
+    s.boot(std::slice::from_ref(&late));
+    let took = s.wait_done(&all);
+    eprintln!(
+        "ASSEMBLY with a control plane booted after the certificate key expired: {:.1}s",
+        took.as_secs_f64()
+    );
+    s.assert_invariants();
+    // ---- its first join was refused for the expired certificates, the material refreshed
+    let cmds = s.commands(&late);
+    let ended = |l: &&String| l.starts_with("join ") && *l != "join started";
+    let first = cmds.iter().find(ended).unwrap();
+    assert_eq!(first, "join failed", "{late}: {cmds:?}");
+    let log = s.log(&late, "agent.log");
+    assert!(
+        log.contains("the join material was refused"),
+        "{late} did not see its material refused:\n{log}"
+    );
+    let refreshed: Vec<&String> = early
+        .iter()
+        .filter(|h| {
+            s.log(h, "agent.log")
+                .contains("refreshing the join material")
+        })
+        .collect();
+    assert!(
+        !refreshed.is_empty(),
+        "no control plane refreshed the material"
+    );
+    eprintln!("material refreshed by {refreshed:?} for {late}");
 }

@@ -452,15 +452,26 @@ where
                 control_plane,
                 fence,
             } => {
-                let m = self.fresh_material(*control_plane).await?;
+                let (m, revision) = self.fresh_material(*control_plane).await?;
                 let call = if *control_plane {
                     DistroCall::JoinControlPlane(&m)
                 } else {
                     DistroCall::JoinWorker(&m)
                 };
-                let r = self.with_lease(fence, call).await?;
-                r.map_err(|e| failed("join", &e))?;
-                Ok(Event::Done)
+                match self.with_lease(fence, call).await? {
+                    // The cluster's clock says the material expired, ours did not: have it
+                    // refreshed rather than retry with it until it is (never).
+                    Err(e @ crate::distro::DistroError::MaterialRejected { .. }) => {
+                        tracing::warn!(error = %e, revision,
+                            "the join material was refused; requesting fresh material");
+                        self.request_refresh(Some(revision)).await?;
+                        Err(Event::MaterialStale)
+                    }
+                    r => {
+                        r.map_err(|e| failed("join", &e))?;
+                        Ok(Event::Done)
+                    }
+                }
             }
             Action::VerifyJoin { control_plane } => {
                 let ok = if *control_plane {
@@ -596,40 +607,82 @@ where
         }
     }
 
-    /// The published material, if it belongs to the published init and is fresh enough;
-    /// otherwise a refresh request is written and `MaterialStale` returned.
-    async fn fresh_material(&self, control_plane: bool) -> Result<JoinMaterial, Event> {
+    /// The published material and its revision, if it belongs to the published init, is
+    /// fresh enough and no join was refused with it; otherwise a refresh is requested (or
+    /// already pending) and `MaterialStale` returned.
+    async fn fresh_material(&self, control_plane: bool) -> Result<(JoinMaterial, u64), Event> {
         let init: Option<(InitRecord, u64)> = self.read_json(keys::INITIALIZED).await?;
         let Some((init, _)) = init else {
             return Err(Event::Failed("the cluster is not initialized yet".into()));
         };
         let m: Option<(JoinMaterial, u64)> = self.read_json(keys::JOIN_MATERIAL).await?;
+        let pending = self.refresh_request().await?;
         let now = self.clock.now_ms();
         match m {
-            Some((m, _))
+            Some((_, rev)) if pending.as_ref().is_some_and(|r| r.rejects(rev)) => {
+                Err(Event::MaterialStale)
+            }
+            Some((m, rev))
                 if m.init_token == init.token
                     && m.fresh_for(control_plane, now, self.settings.material_margin_ms) =>
             {
-                Ok(m)
+                Ok((m, rev))
             }
             _ => {
-                let req = serde_json::to_vec(&RefreshRequest {
-                    by: self.settings.node.clone(),
-                    at_ms: now,
-                })
-                .unwrap_or_default();
-                self.coord
-                    .create(
-                        keys::REFRESH_REQUEST,
-                        &req,
-                        Some(Duration::from_secs(600)),
-                        None,
-                    )
-                    .await
-                    .map_err(|e| Event::Failed(format!("request fresh join material: {e}")))?;
+                self.request_refresh(None).await?;
                 Err(Event::MaterialStale)
             }
         }
+    }
+
+    async fn refresh_request(&self) -> Result<Option<RefreshRequest>, Event> {
+        let r = self
+            .coord
+            .get(keys::REFRESH_REQUEST)
+            .await
+            .map_err(|e| Event::Failed(format!("read refresh request: {e}")))?;
+        Ok(r.map(|r| {
+            RefreshRequest::parse(&r.value).unwrap_or(RefreshRequest {
+                by: String::new(),
+                at_ms: 0,
+                rejected_revision: None,
+            })
+        }))
+    }
+
+    /// Asks the joined control planes for fresh material; with `rejected_revision`, says
+    /// that material was refused (replacing a plain request, so it is refreshed for sure).
+    async fn request_refresh(&self, rejected_revision: Option<u64>) -> Result<(), Event> {
+        let failed = |e: crate::coord::CoordError| {
+            Event::Failed(format!("request fresh join material: {e}"))
+        };
+        let req = serde_json::to_vec(&RefreshRequest {
+            by: self.settings.node.clone(),
+            at_ms: self.clock.now_ms(),
+            rejected_revision,
+        })
+        .unwrap_or_default();
+        let ttl = Some(Duration::from_secs(600));
+        let created = self
+            .coord
+            .create(keys::REFRESH_REQUEST, &req, ttl, None)
+            .await
+            .map_err(failed)?;
+        if let (Created::Exists { value, revision }, Some(rejected)) = (created, rejected_revision)
+            && !RefreshRequest::parse(&value).is_some_and(|r| r.rejects(rejected))
+        {
+            match self
+                .coord
+                .compare_and_swap(keys::REFRESH_REQUEST, revision, &req, None)
+                .await
+            {
+                // Changed meanwhile (served, or replaced): the next join attempt sees which.
+                Ok(_) => {}
+                Err(e) if e.kind == ErrorKind::Conflict => {}
+                Err(e) => return Err(failed(e)),
+            }
+        }
+        Ok(())
     }
 
     async fn new_material(
@@ -799,14 +852,9 @@ where
 
     /// On a joined control plane: answer a joiner's request for fresh material.
     async fn serve_refresh(&mut self) -> Outcome {
-        let req = self
-            .coord
-            .get(keys::REFRESH_REQUEST)
-            .await
-            .map_err(|e| Event::Failed(format!("read refresh request: {e}")))?;
-        if req.is_none() {
+        let Some(req) = self.refresh_request().await? else {
             return Ok(Event::Done);
-        }
+        };
         let init: Option<(InitRecord, u64)> = self.read_json(keys::INITIALIZED).await?;
         let Some((init, _)) = init else {
             return Ok(Event::Done);
@@ -817,7 +865,10 @@ where
         let fresh_margin = self.settings.material_margin_ms.saturating_mul(2);
         let (key, rev) = match &cur {
             Some((m, rev)) if m.init_token == init.token => {
-                if m.fresh_for(true, now, fresh_margin) && m.fresh_for(false, now, fresh_margin) {
+                if !req.rejects(*rev)
+                    && m.fresh_for(true, now, fresh_margin)
+                    && m.fresh_for(false, now, fresh_margin)
+                {
                     let _ = self.coord.delete(keys::REFRESH_REQUEST, None).await;
                     return Ok(Event::Done);
                 }
@@ -826,7 +877,8 @@ where
             Some((_, rev)) => (None, Some(*rev)),
             None => (None, None),
         };
-        tracing::info!("refreshing the join material for a late joiner");
+        tracing::info!(by = %req.by, rejected = ?req.rejected_revision,
+            "refreshing the join material for a late joiner");
         let m = self.new_material(init.token, key).await?;
         let bytes = serde_json::to_vec(&m).unwrap_or_default();
         let written = match rev {

@@ -109,8 +109,16 @@ impl<R: CommandRunner> Kubeadm<R> {
         {
             args.push(IGNORE_MANIFESTS_DIR);
         }
-        self.kubeadm(step, &args).await?;
-        Ok(())
+        match self.kubeadm(step, &args).await {
+            Err(DistroError::Exec {
+                source: crate::exec::ExecError::Failed { stderr_tail, .. },
+                ..
+            }) if parse::material_expired(&stderr_tail) => Err(DistroError::MaterialRejected {
+                step,
+                detail: stderr_tail,
+            }),
+            r => r.map(|_| ()),
+        }
     }
 
     fn api_client(&self, step: &'static str) -> DistroResult<reqwest::Client> {

@@ -36,6 +36,10 @@ pub enum DistroError {
     Unit { step: &'static str, detail: String },
     #[error("{step}: {detail}")]
     Other { step: &'static str, detail: String },
+    /// The join material was refused as expired (kubeadm: the uploaded certificates or the
+    /// bootstrap token are gone), whatever its expiry times say: only fresh material helps.
+    #[error("{step}: the join material was refused as expired: {detail}")]
+    MaterialRejected { step: &'static str, detail: String },
 }
 
 pub type DistroResult<T> = Result<T, DistroError>;

@@ -92,6 +92,19 @@ fn is_cert_key(s: &str) -> bool {
 }
 
 /// The key printed after `[upload-certs] Using certificate key:`.
+/// Whether a failed `kubeadm join` says its material expired: the uploaded certificates
+/// (`kubeadm-certs`, 2 h) or the bootstrap token are gone. kubeadm's own words; the
+/// cluster's clock decides, which may disagree with the expiry times the agent keeps.
+pub fn material_expired(stderr: &str) -> bool {
+    const SIGNS: &[&str] = &[
+        "Secret \"kubeadm-certs\" was not found",
+        "This Secret might have expired",
+        "is invalid for this cluster or it has expired",
+        "could not find a JWS signature in the cluster-info ConfigMap",
+    ];
+    SIGNS.iter().any(|s| stderr.contains(s))
+}
+
 pub fn certificate_key(text: &str) -> Result<Secret, String> {
     let mut lines = text.lines().map(str::trim);
     while let Some(l) = lines.next() {
@@ -268,5 +281,15 @@ mod tests {
         assert_eq!(m[0].id, 6636428871878721128);
         assert!(!m[0].started());
         assert!(m[0].is_learner);
+    }
+
+    #[test]
+    fn expired_material_is_recognized() {
+        let certs = "error execution phase control-plane-prepare/download-certs: error downloading certs: error downloading the secret: Secret \"kubeadm-certs\" was not found in the \"kube-system\" Namespace. This Secret might have expired. Please, run `kubeadm init phase upload-certs --upload-certs` on a control plane to generate a new one\nTo see the stack trace of this error execute with --v=5 or higher";
+        assert!(material_expired(certs));
+        let token = "error execution phase preflight: couldn't validate the identity of the API Server: could not find a JWS signature in the cluster-info ConfigMap for token ID \"abcdef\"";
+        assert!(material_expired(token));
+        let other = "error execution phase kubelet-start: timed out waiting for the condition";
+        assert!(!material_expired(other));
     }
 }
