@@ -85,6 +85,7 @@ pub fn service(dir: &Path, ns: Option<&str>, listen: SocketAddr) -> Result<Servi
             tool("mariadbd")?.display().to_string(),
             "--no-defaults".into(),
             format!("--datadir={}", data.display()),
+            format!("--tmpdir={}", tmp(dir).display()),
             format!("--socket={}", socket(dir).display()),
             format!("--pid-file={}", dir.join("mysqld.pid").display()),
             format!("--bind-address={}", listen.ip()),
@@ -105,12 +106,19 @@ fn socket(dir: &Path) -> PathBuf {
     dir.join("mysqld.sock")
 }
 
+/// The server's own temporary directory: in the shared /tmp, concurrent servers (tests run
+/// several) and /tmp cleaners have removed each other's temporary tables mid-bootstrap.
+fn tmp(dir: &Path) -> PathBuf {
+    dir.join("tmp")
+}
+
 /// Wipes `dir` and makes a fresh data directory in it.
 fn init_data(dir: &Path) -> Result<()> {
     let install_db = tool("mariadb-install-db")?;
     let _ = std::fs::remove_dir_all(dir);
     let data = dir.join("data");
     std::fs::create_dir_all(&data).map_err(LabError::io(&data))?;
+    std::fs::create_dir_all(tmp(dir)).map_err(LabError::io(tmp(dir)))?;
     let out = Command::new(&install_db)
         .args([
             "--no-defaults",
@@ -120,6 +128,8 @@ fn init_data(dir: &Path) -> Result<()> {
             "--user=root",
         ])
         .arg(format!("--datadir={}", data.display()))
+        // Handed on to the bootstrapping mariadbd.
+        .arg(format!("--tmpdir={}", tmp(dir).display()))
         .stdin(Stdio::null())
         .output()
         .map_err(LabError::io(&install_db))?;
