@@ -437,6 +437,7 @@ async fn server(flags: &Flags) -> Result<()> {
         kubeadm::mirror_pods(&admin, &name, &addr, 6443).await?;
     }
     println!("level=info msg=\"k3s is up and running\" (muster stand-in; node {name})");
+    super::notify_ready();
     // Foreground until SIGTERM/SIGINT, like `k3s server`.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -786,6 +787,7 @@ async fn agent(flags: &Flags) -> Result<()> {
     let api = Api::from_kubeconfig(&kc, Duration::from_secs(10))?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     println!("level=info msg=\"k3s agent is up and running\" (muster stand-in; node {name})");
+    super::notify_ready();
     loop {
         // Heartbeat: the stand-in kubelet re-registers the Node (Ready) every 10 s.
         if let Err(e) = kubeadm::register_node(&api, &name, cfg.node_ip.as_deref(), false).await {
