@@ -97,6 +97,8 @@ while :; do
     fi
     section "kubeadm commands"
     cat /var/lib/muster-standin/commands.log 2>/dev/null
+    section "k3s journal"
+    journalctl -u k3s.service -u k3s-agent.service -o cat --no-pager 2>/dev/null | tail -n 8
     section "agent journal"
     journalctl -u nodeagent.service -o cat --no-pager 2>/dev/null |
       grep -E 'WARN|ERROR|preflight' | tail -n 20

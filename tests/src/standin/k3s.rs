@@ -40,6 +40,9 @@ pub const SERVER_DIR: &str = "var/lib/rancher/k3s/server";
 pub const TLS_DIR: &str = "var/lib/rancher/k3s/server/tls";
 pub const AGENT_DIR: &str = "var/lib/rancher/k3s/agent";
 pub const KUBECONFIG: &str = "etc/rancher/k3s/k3s.yaml";
+/// How long a joining server's learner may take to catch up before promotion gives up
+/// (as the kubeadm stand-in: 2 min, which a slow machine under TCG needs).
+const PROMOTE_PATIENCE: Duration = Duration::from_secs(120);
 const ETCD_DAEMON: &str = "k3s-etcd";
 const SELF_DAEMON: &str = "k3s";
 /// CA files shipped to joining servers (name, path under tls/).
@@ -513,18 +516,20 @@ async fn embedded_etcd(
             .map(str::to_string)
             .collect();
         anyhow::ensure!(!endpoints.is_empty(), "no etcd members announced by {url}");
-        // Plain add: real k3s adds learners and promotes them itself; the stand-in does not
-        // model that (yet).
+        // As k3s does: the new member joins as a learner (it does not vote, so a slow start
+        // cannot cost the cluster its quorum; a plain add wedged etcd under TCG: two voters,
+        // one started) and is promoted once it has caught up.
         let initial = etcd::member_add(
             &endpoints,
             &client_tls(root),
             name,
             addr,
-            false,
+            true,
             Duration::from_secs(30),
         )?;
         knobs.checkpoint("after-member-add")?;
         start_etcd(root, name, addr, &initial, "existing")?;
+        etcd::member_promote(&endpoints, &client_tls(root), addr, PROMOTE_PATIENCE)?;
     } else {
         if !cfg.cluster_init {
             bail!(
