@@ -19,6 +19,13 @@ cat > /etc/cloud/cloud.cfg.d/90-muster-datasource.cfg <<'CFG'
 # Written by muster image build.
 datasource_list: [ NoCloud, None ]
 CFG
+# (provision.sh writes that file again; this one is the image's own.) The minimal base has
+# no `locales` (update-locale): cloud-init's locale module would fail and leave `cloud-init
+# status` at error. The image keeps its C.UTF-8 default.
+cat > /etc/cloud/cloud.cfg.d/91-muster-image.cfg <<'CFG'
+# Written by muster image build.
+locale: false
+CFG
 
 # cloud-init renders network-config v2 for systemd-networkd; resolved takes the DNS servers.
 systemctl enable systemd-networkd.service systemd-resolved.service

@@ -61,6 +61,7 @@ cat >/usr/lib/muster-test/report <<'SCRIPT'
 set -u
 port=/dev/ttyS1
 pki=/etc/kubernetes/pki
+k3s_etcd=/var/lib/rancher/k3s/server/tls/etcd
 section() { printf '@@ %s\n' "$1"; }
 while :; do
   block=$(
@@ -70,7 +71,8 @@ while :; do
     echo
     section addresses
     ip -4 -o addr show 2>/dev/null
-    for u in nodeagent.service keepalived.service containerd.service chrony.service; do
+    for u in nodeagent.service keepalived.service containerd.service chrony.service \
+      k3s.service k3s-agent.service; do
       section "unit $u"
       systemctl show "$u" -p Type -p ActiveState -p SubState -p UnitFileState \
         -p NotifyAccess -p NRestarts -p StatusText -p MainPID 2>/dev/null
@@ -86,8 +88,17 @@ while :; do
         --cacert="$pki/etcd/ca.crt" --cert="$pki/etcd/healthcheck-client.crt" \
         --key="$pki/etcd/healthcheck-client.key" member list -w json 2>&1
     fi
+    # The k3s stand-in's embedded member (Debian's etcd) has its certificates where k3s's are.
+    if [ -f "$k3s_etcd/server-client.crt" ]; then
+      section "etcd members"
+      ETCDCTL_API=3 timeout 10 etcdctl --endpoints=https://127.0.0.1:2379 \
+        --cacert="$k3s_etcd/server-ca.crt" --cert="$k3s_etcd/server-client.crt" \
+        --key="$k3s_etcd/server-client.key" member list -w json 2>&1
+    fi
     section "kubeadm commands"
     cat /var/lib/muster-standin/commands.log 2>/dev/null
+    section "k3s journal"
+    journalctl -u k3s.service -u k3s-agent.service -o cat --no-pager 2>/dev/null | tail -n 8
     section "agent journal"
     journalctl -u nodeagent.service -o cat --no-pager 2>/dev/null |
       grep -E 'WARN|ERROR|preflight' | tail -n 20

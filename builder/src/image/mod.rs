@@ -265,7 +265,10 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
         ..opts.clone()
     };
     let cluster = &opts.spec.cluster;
-    let selection = packages::select(cluster);
+    let mut selection = packages::select(cluster);
+    if opts.test_standins.is_some() {
+        test_variant::add_packages(&mut selection, cluster);
+    }
     let cached_base = base::cached(&opts.cache, &selection);
     check_host(cached_base.is_none())?;
 

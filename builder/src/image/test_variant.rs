@@ -15,6 +15,20 @@ pub const TEST_IMAGE_SH: &str = include_str!("../../../images/test-image.sh");
 /// The stand-in binaries the step installs (cargo builds them from tests/src/bin).
 pub const STANDINS: [&str; 3] = ["kubeadm-standin", "k3s-standin", "apiserver-standin"];
 
+/// Debian packages only the TEST image needs: real k3s embeds etcd, its stand-in runs
+/// Debian's etcd (and `etcdctl`, which the stand-in, the reporter and test-image.sh use).
+/// kubeadm specs already get them (Debian's etcd stands in for the static-pod image).
+pub fn add_packages(selection: &mut super::packages::Selection, cluster: &model::Cluster) {
+    if cluster.distribution.kind == model::spec::DistroKind::K3s {
+        for p in ["etcd-server", "etcd-client"] {
+            if !selection.packages.iter().any(|have| have == p) {
+                selection.packages.push(p.to_string());
+            }
+        }
+        selection.packages.sort();
+    }
+}
+
 /// What the test variant put into the image, for `image.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -102,5 +116,32 @@ mod tests {
         std::fs::write(d.path().join("k3s-standin"), "changed").unwrap();
         assert_ne!(k, key_part(&inspect(d.path(), "10.0.0.1").unwrap()));
         assert_ne!(k, key_part(&inspect(d.path(), "10.0.0.9").unwrap()));
+    }
+
+    #[test]
+    fn k3s_test_images_get_debian_etcd_and_kubeadm_ones_are_unchanged() {
+        let load = |name: &str| {
+            let path = format!("{}/../examples/{name}", env!("CARGO_MANIFEST_DIR"));
+            model::spec::load(name, &std::fs::read_to_string(path).unwrap())
+                .unwrap()
+                .0
+        };
+        let k3s = load("seed-003-k3s-keepalived.yaml");
+        let mut sel = super::super::packages::select(&k3s);
+        assert!(!sel.packages.iter().any(|p| p.starts_with("etcd")));
+        add_packages(&mut sel, &k3s);
+        let mut sorted = sel.packages.clone();
+        sorted.sort();
+        assert_eq!(sel.packages, sorted);
+        assert!(sel.packages.iter().any(|p| p == "etcd-server"));
+        assert!(sel.packages.iter().any(|p| p == "etcd-client"));
+        // Debian's etcd.service is disabled in the image: the stand-in runs its own member.
+        assert!(super::super::packages::disabled_services(&sel).contains(&"etcd.service"));
+
+        let kubeadm = load("default.yaml");
+        let before = super::super::packages::select(&kubeadm);
+        let mut after = before.clone();
+        add_packages(&mut after, &kubeadm);
+        assert_eq!(before, after);
     }
 }

@@ -90,6 +90,8 @@ end
                 out,
                 r##"LIBVIRT_URI = ENV.fetch('MUSTER_LIBVIRT_URI', 'qemu:///system')
 LIBVIRT_POOL = ENV.fetch('MUSTER_LIBVIRT_POOL', 'default')
+# 'kvm' (the default) or 'qemu': software emulation (TCG) for hosts without working KVM.
+LIBVIRT_DRIVER = ENV.fetch('MUSTER_LIBVIRT_DRIVER', 'kvm')
 NETWORK = {network}
 
 def seed_volume(node)
@@ -145,6 +147,8 @@ end
   config.ssh.username = {user}
   config.ssh.insert_key = false
   config.ssh.keys_only = false
+  # Seconds to wait for the first boot (Vagrant's default 300 s is short under emulation).
+  config.vm.boot_timeout = Integer(ENV['MUSTER_BOOT_TIMEOUT']) if ENV['MUSTER_BOOT_TIMEOUT']
 
   NODES.each do |n|
     config.vm.define n[:name] do |node|
@@ -164,6 +168,11 @@ end
         t.ruby { |_env, _machine| upload_seed(n) }
       end
       node.vm.provider :libvirt do |lv|
+        lv.driver = LIBVIRT_DRIVER
+        # The host's CPU model needs KVM; under emulation QEMU offers everything it can.
+        lv.cpu_mode = 'maximum' if LIBVIRT_DRIVER == 'qemu'
+        # The seed volume is looked up in the domain's pool: the same pool as the upload.
+        lv.storage_pool_name = LIBVIRT_POOL
         lv.cpus = n[:cpus]
         lv.memory = n[:memory]
         lv.machine_virtual_size = n[:disk_gib]

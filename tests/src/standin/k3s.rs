@@ -40,6 +40,9 @@ pub const SERVER_DIR: &str = "var/lib/rancher/k3s/server";
 pub const TLS_DIR: &str = "var/lib/rancher/k3s/server/tls";
 pub const AGENT_DIR: &str = "var/lib/rancher/k3s/agent";
 pub const KUBECONFIG: &str = "etc/rancher/k3s/k3s.yaml";
+/// How long a joining server's learner may take to catch up before promotion gives up
+/// (as the kubeadm stand-in: 2 min, which a slow machine under TCG needs).
+const PROMOTE_PATIENCE: Duration = Duration::from_secs(120);
 const ETCD_DAEMON: &str = "k3s-etcd";
 const SELF_DAEMON: &str = "k3s";
 /// CA files shipped to joining servers (name, path under tls/).
@@ -437,6 +440,7 @@ async fn server(flags: &Flags) -> Result<()> {
         kubeadm::mirror_pods(&admin, &name, &addr, 6443, true).await?;
     }
     println!("level=info msg=\"k3s is up and running\" (muster stand-in; node {name})");
+    super::notify_ready();
     // Foreground until SIGTERM/SIGINT, like `k3s server`.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -512,18 +516,20 @@ async fn embedded_etcd(
             .map(str::to_string)
             .collect();
         anyhow::ensure!(!endpoints.is_empty(), "no etcd members announced by {url}");
-        // Plain add: real k3s adds learners and promotes them itself; the stand-in does not
-        // model that (yet).
+        // As k3s does: the new member joins as a learner (it does not vote, so a slow start
+        // cannot cost the cluster its quorum; a plain add wedged etcd under TCG: two voters,
+        // one started) and is promoted once it has caught up.
         let initial = etcd::member_add(
             &endpoints,
             &client_tls(root),
             name,
             addr,
-            false,
+            true,
             Duration::from_secs(30),
         )?;
         knobs.checkpoint("after-member-add")?;
         start_etcd(root, name, addr, &initial, "existing")?;
+        etcd::member_promote(&endpoints, &client_tls(root), addr, PROMOTE_PATIENCE)?;
     } else {
         if !cfg.cluster_init {
             bail!(
@@ -786,6 +792,7 @@ async fn agent(flags: &Flags) -> Result<()> {
     let api = Api::from_kubeconfig(&kc, Duration::from_secs(10))?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     println!("level=info msg=\"k3s agent is up and running\" (muster stand-in; node {name})");
+    super::notify_ready();
     loop {
         // Heartbeat: the stand-in kubelet re-registers the Node (Ready) every 10 s.
         if let Err(e) = kubeadm::register_node(&api, &name, cfg.node_ip.as_deref(), false).await {

@@ -32,6 +32,19 @@ pub const STATE_DIR: &str = "var/lib/muster-standin";
 /// Names of the stand-in binaries cargo builds (one list, in the lab library that links them).
 pub use muster::lab::standins::{APISERVER_STANDIN, K3S_STANDIN, KUBEADM_STANDIN};
 
+/// Tells systemd the service is up (`READY=1`), as k3s does under its `Type=notify` units
+/// (`units/k3s.service`, `k3s-agent.service`): without it the unit stays `activating`.
+/// Nothing when not started by systemd (`NOTIFY_SOCKET` unset, e.g. in the netns lab).
+pub fn notify_ready() {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    match sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        Ok(()) => println!("level=info msg=\"sent READY=1 to systemd\" (muster stand-in)"),
+        Err(e) => eprintln!("level=warning msg=\"sd_notify READY=1: {e}\""),
+    }
+}
+
 /// The node root of this process: `$MUSTER_NODE_ROOT` or `/`.
 pub fn node_root() -> model::node_files::NodeRoot {
     let root = std::env::var_os(NODE_ROOT_ENV)
