@@ -21,6 +21,8 @@
 //! Starts `virtlogd` and `libvirtd` itself when libvirt does not answer (and stops what it
 //! started). Needs scripts/deps/images.sh and vagrant-libvirt.sh.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -300,13 +302,7 @@ fn the_vagrant_box_boots_under_vagrant_libvirt() {
     let build = d.join("build");
     output(
         "muster build",
-        Command::new(&muster)
-            .arg("build")
-            .arg(&spec_path)
-            .arg("--out")
-            .arg(&build)
-            .arg("--agent-bin")
-            .arg(&nodeagent),
+        &mut common::muster_build(&muster, &spec_path, &build, &nodeagent),
     );
     let image_dir = d.join("image");
     let t = Instant::now();

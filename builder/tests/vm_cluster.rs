@@ -25,6 +25,8 @@
 //! --workspace` builds (`cargo build --workspace --bins` otherwise): muster, nodeagent and
 //! the stand-ins, in this test's target directory.
 
+mod common;
+
 use model::Role;
 use model::rendezvous::AuditEvent;
 use muster::vm::cluster::{ClusterOptions, SEED_MARKER, VmCluster, VmImage};
@@ -160,14 +162,7 @@ fn assembles(distro: Distro, workers: usize) {
     let build = d.join("build");
     run(
         "muster build",
-        Command::new(&muster)
-            .arg("build")
-            .arg(&spec_path)
-            .arg("--out")
-            .arg(&build)
-            .arg("--agent-bin")
-            .arg(&nodeagent)
-            .stdout(Stdio::null()),
+        common::muster_build(&muster, &spec_path, &build, &nodeagent).stdout(Stdio::null()),
     );
 
     // ---- the TEST image: the payload, the stand-ins, chrony on the lab's NTP server

@@ -6,7 +6,7 @@ use model::secret::ClusterSecret;
 use muster::render::cloud_init::{self, NodeSeed};
 use muster::render::{self, Bake, FileSet, Input};
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
 pub const FAKE_PAYLOAD_SHA: &str =
     "0000000000000000000000000000000000000000000000000000000000000000";
@@ -24,6 +24,18 @@ pub fn examples() -> Vec<PathBuf> {
     v.sort();
     assert!(v.len() >= 7, "expected every example spec, found {v:?}");
     v
+}
+
+/// `muster build SPEC --out OUT --agent-bin AGENT`, as an operator runs it.
+pub fn muster_build(muster: &Path, spec: &Path, out: &Path, agent: &Path) -> Command {
+    let mut cmd = Command::new(muster);
+    cmd.arg("build")
+        .arg(spec)
+        .arg("--out")
+        .arg(out)
+        .arg("--agent-bin")
+        .arg(agent);
+    cmd
 }
 
 pub fn secret() -> ClusterSecret {

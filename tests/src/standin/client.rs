@@ -200,6 +200,22 @@ impl Api {
         self.request(reqwest::Method::POST, path, Some(body)).await
     }
 
+    /// The etcd client URLs the control planes announce on their mirror pods (kubeadm's
+    /// `etcd.advertise-client-urls` annotation).
+    pub async fn announced_etcd_endpoints(&self) -> Result<Vec<String>> {
+        let pods = self.get("/api/v1/namespaces/kube-system/pods").await?;
+        Ok(pods.body["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                p["metadata"]["annotations"]["kubeadm.kubernetes.io/etcd.advertise-client-urls"]
+                    .as_str()
+            })
+            .map(str::to_string)
+            .collect())
+    }
+
     /// PUT that must succeed.
     pub async fn must_put(&self, path: &str, body: &serde_json::Value) -> Result<()> {
         let r = self.put(path, body).await?;

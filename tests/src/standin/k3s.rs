@@ -504,17 +504,7 @@ async fn embedded_etcd(
         write_shared(&t, SHARED, &files)?;
         issue_server_certs(root, name, addr, &cfg.tls_san, true)?;
         knobs.checkpoint("member-add")?;
-        let pods = boot.get("/api/v1/namespaces/kube-system/pods").await?;
-        let endpoints: Vec<String> = pods.body["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| {
-                p["metadata"]["annotations"]["kubeadm.kubernetes.io/etcd.advertise-client-urls"]
-                    .as_str()
-            })
-            .map(str::to_string)
-            .collect();
+        let endpoints = boot.announced_etcd_endpoints().await?;
         anyhow::ensure!(!endpoints.is_empty(), "no etcd members announced by {url}");
         // As k3s does: the new member joins as a learner (it does not vote, so a slow start
         // cannot cost the cluster its quorum; a plain add wedged etcd under TCG: two voters,

@@ -1362,17 +1362,7 @@ async fn join_local_etcd(
 ) -> Result<()> {
     let addr = addr.to_string();
     phase("control-plane-join/etcd", knobs.checkpoint("member-add"))?;
-    let pods = boot.get("/api/v1/namespaces/kube-system/pods").await?;
-    let mut endpoints: Vec<String> = pods.body["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| {
-            p["metadata"]["annotations"]["kubeadm.kubernetes.io/etcd.advertise-client-urls"]
-                .as_str()
-        })
-        .map(str::to_string)
-        .collect();
+    let mut endpoints = boot.announced_etcd_endpoints().await?;
     if endpoints.is_empty() {
         endpoints.push(format!("https://{ep_host}:2379"));
     }
