@@ -332,7 +332,9 @@ fn start_etcd(root: &NodeRoot, name: &str, addr: &str, initial: &str, state: &st
 }
 
 async fn wait_etcd(root: &NodeRoot) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Real k3s keeps waiting for its embedded etcd; a bounded wait (as long as kubeadm's
+    // API check) still ends a stand-in whose member can never start.
+    let deadline = Instant::now() + kubeadm::API_CHECK_PATIENCE;
     loop {
         let out = etcd::etcdctl(
             &["https://127.0.0.1:2379".to_string()],
@@ -422,7 +424,7 @@ async fn server(flags: &Flags) -> Result<()> {
     knobs.checkpoint("control-plane")?;
     let server_task = tokio::spawn(api::serve(api_config(&root, storage)?));
     let admin = Api::from_kubeconfig(&read_file(&root.path(KUBECONFIG))?, Duration::from_secs(10))?;
-    kubeadm::wait_ready(&admin, Duration::from_secs(60)).await?;
+    kubeadm::wait_ready(&admin, kubeadm::API_CHECK_PATIENCE).await?;
     kubeadm::store_token(
         &admin,
         &bearer_for(&password),

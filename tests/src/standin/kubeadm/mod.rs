@@ -666,6 +666,11 @@ pub fn kubelet_sync() -> Result<()> {
     Ok(())
 }
 
+/// How long kubeadm's `api-check` waits for a healthy API server (its
+/// `controlPlaneComponentHealthCheck` default, printed as "This can take up to 4m0s").
+/// Under TCG a fresh etcd member has needed more than a minute.
+pub(crate) const API_CHECK_PATIENCE: Duration = Duration::from_secs(240);
+
 pub(crate) async fn wait_ready(api: &Api, patience: Duration) -> Result<()> {
     let deadline = Instant::now() + patience;
     let mut last;
@@ -1031,7 +1036,7 @@ async fn init(flags: &Flags) -> Result<()> {
         admin_api(&root, Duration::from_secs(10))?.with_base(&format!("https://{addr}:{port}"));
     phase(
         "wait-control-plane",
-        wait_ready(&local, Duration::from_secs(60)).await,
+        wait_ready(&local, API_CHECK_PATIENCE).await,
     )?;
     println!("[api-check] The API server is healthy");
     let api = through_endpoint(&root, &local).await?;
@@ -1559,7 +1564,7 @@ async fn join_control_plane(
         admin_api(root, Duration::from_secs(10))?.with_base(&format!("https://{addr}:{port}"));
     phase(
         "wait-control-plane",
-        wait_ready(&local, Duration::from_secs(60)).await,
+        wait_ready(&local, API_CHECK_PATIENCE).await,
     )?;
     phase("kubelet-start", knobs.checkpoint("kubelet-start"))?;
     phase(
