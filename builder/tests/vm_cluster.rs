@@ -47,9 +47,11 @@ enum Distro {
 const NET: &str = "10.252.0";
 const VIP_OCTET: u8 = 10;
 const WORKER_CAP: usize = 2;
-/// From VM start to every node done: twice the 462 s measured for 3 + 2 on 2 busy cores
-/// (the CI budget for the whole test, image build included, is ~25 minutes).
-const PATIENCE: Duration = Duration::from_secs(15 * 60);
+/// From VM start to every node done. 3 + 2 assembled in 440–531 s on 2 shared cores, but
+/// five VMs' boot alone (QEMU start to the agent's first line) has ranged from ~290 s to
+/// ~450 s, and a run with the slow boot needed more than 15 min; the VM tier's CI budget
+/// (~25 min) is spent on this test when the machine is slow.
+const PATIENCE: Duration = Duration::from_secs(22 * 60);
 
 fn enabled() -> bool {
     if std::env::var("MUSTER_VM_TESTS").as_deref() == Ok("1") {
