@@ -44,6 +44,15 @@ command -v etcd >/dev/null || die "etcd (Debian etcd-server) is not in the image
 command -v etcdctl >/dev/null || die "etcdctl (Debian etcd-client) is not in the image"
 say "stand-ins installed: kubeadm, k3s, apiserver (muster test stand-ins)"
 
+# Under software emulation a stand-in's `kubeadm init` has taken more than the agent's
+# default 240 s step timeout (it would be abandoned and retried for ever).
+mkdir -p /etc/systemd/system/nodeagent.service.d
+cat >/etc/systemd/system/nodeagent.service.d/muster-test.conf <<'UNIT'
+# muster TEST IMAGE: TCG is slow.
+[Service]
+Environment=NODEAGENT_STEP_TIMEOUT=900
+UNIT
+
 # 2. Time: chrony syncs with the lab's NTP server (the default pool is unreachable there).
 mkdir -p /etc/chrony/sources.d
 cat >/etc/chrony/sources.d/muster-test.sources <<CONF
@@ -139,6 +148,7 @@ STAND-INS (muster's test programs, NOT the real ones; tests/src/bin):
 Real, from Debian: etcd, etcdctl, containerd, chrony, keepalived/haproxy/nginx when the
 spec needs them, systemd, cloud-init, and muster's nodeagent from the payload.
 Test-only: /usr/lib/muster-test/report (muster-test-report.service, writes to ttyS1);
-chrony source $ntp (/etc/chrony/sources.d/muster-test.sources).
+chrony source $ntp (/etc/chrony/sources.d/muster-test.sources); NODEAGENT_STEP_TIMEOUT=900
+(/etc/systemd/system/nodeagent.service.d/muster-test.conf).
 DOC
 say "manifest: /usr/share/doc/muster/TEST-IMAGE"

@@ -25,8 +25,9 @@ enum Cmd {
         #[arg(long, env = "NODEAGENT_LAB")]
         lab: bool,
         /// Abandon (and undo, then retry) an init or join that runs longer than this many
-        /// seconds; must stay below the 300 s join lease.
-        #[arg(long, env = "NODEAGENT_STEP_TIMEOUT", default_value_t = nodeagent::app::DEFAULT_STEP_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..300))]
+        /// seconds (the join lease is renewed while it runs; this bounds how long a hung
+        /// step holds the slot). Raise it on slow machines (software emulation).
+        #[arg(long, env = "NODEAGENT_STEP_TIMEOUT", default_value_t = nodeagent::app::DEFAULT_STEP_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
         step_timeout: u64,
     },
     /// This node's bootstrap phase (works with the daemon down) and the cluster as the
