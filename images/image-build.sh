@@ -21,10 +21,11 @@ datasource_list: [ NoCloud, None ]
 CFG
 # (provision.sh writes that file again; this one is the image's own.) The minimal base has
 # no `locales` (update-locale): cloud-init's locale module would fail and leave `cloud-init
-# status` at error. The image keeps its C.UTF-8 default.
+# status` at error. The image keeps its C.UTF-8 default. A string: the module skips on
+# "false", and the schema (a string) rejects the boolean ("Invalid cloud-config" at boot).
 cat > /etc/cloud/cloud.cfg.d/91-muster-image.cfg <<'CFG'
 # Written by muster image build.
-locale: false
+locale: "false"
 CFG
 
 # cloud-init renders network-config v2 for systemd-networkd; resolved takes the DNS servers.

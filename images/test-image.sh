@@ -53,6 +53,54 @@ cat >/etc/systemd/system/nodeagent.service.d/muster-test.conf <<'UNIT'
 Environment=NODEAGENT_STEP_TIMEOUT=900
 UNIT
 
+# 1b. The kube-vip stand-in (specs with ha.provider kube-vip only). kube-vip is a static pod
+# and this image has no kubelet: keepalived floats the VIP on the control planes instead,
+# with configs muster rendered per control plane (as the namespace lab does). Like the
+# kubelet starting the static pod, a path unit starts it once kube-vip's manifest is where
+# the agent puts it.
+if [ -d "$stage/kube-vip" ]; then
+  command -v keepalived >/dev/null || die "keepalived is not in the image (kube-vip stand-in)"
+  kv=/usr/lib/muster-test/kube-vip-standin
+  mkdir -p "$kv"
+  install -m 0755 "$stage/kube-vip/check_apiserver.sh" "$kv/check_apiserver.sh"
+  for conf in "$stage"/kube-vip/*.conf; do
+    install -m 0644 "$conf" "$kv/"
+  done
+  cat >"$kv/run" <<'SCRIPT'
+#!/bin/bash
+# muster TEST IMAGE: the kube-vip stand-in. keepalived with this control plane's config.
+set -eu
+node=$(hostname -s)
+conf=/usr/lib/muster-test/kube-vip-standin/$node.conf
+[ -f "$conf" ] || { echo "kube-vip stand-in: no config for $node (not a control plane)"; exit 0; }
+exec /usr/sbin/keepalived -n -l -D -f "$conf"
+SCRIPT
+  chmod 0755 "$kv/run"
+  cat >/etc/systemd/system/kube-vip-standin.path <<'UNIT'
+[Unit]
+Description=muster TEST IMAGE: start the kube-vip stand-in once kube-vip's manifest is in place
+
+[Path]
+PathExists=/etc/kubernetes/manifests/kube-vip.yaml
+PathExists=/var/lib/rancher/k3s/agent/pod-manifests/kube-vip.yaml
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+  cat >/etc/systemd/system/kube-vip-standin.service <<'UNIT'
+[Unit]
+Description=muster TEST IMAGE: kube-vip stand-in (keepalived floats the VIP kube-vip would)
+After=network-online.target
+
+[Service]
+ExecStart=/usr/lib/muster-test/kube-vip-standin/run
+Restart=always
+RestartSec=2s
+UNIT
+  systemctl enable kube-vip-standin.path
+  say "kube-vip stand-in: keepalived for $(ls "$stage"/kube-vip/*.conf | wc -l) control planes"
+fi
+
 # 2. Time: chrony syncs with the lab's NTP server (the default pool is unreachable there).
 mkdir -p /etc/chrony/sources.d
 cat >/etc/chrony/sources.d/muster-test.sources <<CONF
@@ -80,8 +128,8 @@ while :; do
     echo
     section addresses
     ip -4 -o addr show 2>/dev/null
-    for u in nodeagent.service keepalived.service containerd.service chrony.service \
-      k3s.service k3s-agent.service; do
+    for u in nodeagent.service keepalived.service kube-vip-standin.service \
+      containerd.service chrony.service k3s.service k3s-agent.service; do
       section "unit $u"
       systemctl show "$u" -p Type -p ActiveState -p SubState -p UnitFileState \
         -p NotifyAccess -p NRestarts -p StatusText -p MainPID 2>/dev/null
@@ -108,6 +156,9 @@ while :; do
     cat /var/lib/muster-standin/commands.log 2>/dev/null
     section "k3s journal"
     journalctl -u k3s.service -u k3s-agent.service -o cat --no-pager 2>/dev/null | tail -n 8
+    section "keepalived journal"
+    journalctl -u keepalived.service -u kube-vip-standin.service -o cat --no-pager 2>/dev/null |
+      grep -E 'Entering|VRRP_Script|removing|Netlink' | tail -n 8
     section "agent journal"
     journalctl -u nodeagent.service -o cat --no-pager 2>/dev/null |
       grep -E 'WARN|ERROR|preflight' | tail -n 20
@@ -147,6 +198,8 @@ STAND-INS (muster's test programs, NOT the real ones; tests/src/bin):
   /usr/bin/apiserver-standin            stands in for kube-apiserver
 Real, from Debian: etcd, etcdctl, containerd, chrony, keepalived/haproxy/nginx when the
 spec needs them, systemd, cloud-init, and muster's nodeagent from the payload.
+/usr/lib/muster-test/kube-vip-standin (kube-vip specs only) stands in for kube-vip: keepalived
+  floats the VIP on the control planes (kube-vip-standin.path/.service), no kubelet here.
 Test-only: /usr/lib/muster-test/report (muster-test-report.service, writes to ttyS1);
 chrony source $ntp (/etc/chrony/sources.d/muster-test.sources); NODEAGENT_STEP_TIMEOUT=900
 (/etc/systemd/system/nodeagent.service.d/muster-test.conf).

@@ -296,6 +296,59 @@ fn cloud_init_files_pass_schema_and_net_convert() {
     assert!(text.contains("Gateway="), "{text}");
 }
 
+/// The `/etc/cloud/cloud.cfg.d/*.cfg` drop-ins the image scripts write (heredocs), by name:
+/// cloud-init merges them into every node's config and warns "Invalid cloud-config
+/// provided" at boot when one breaks its schema.
+fn image_cloud_cfg_dropins() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for script in ["images/image-build.sh", "images/provision.sh"] {
+        let path = format!("{}/../{script}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut lines = text.lines();
+        while let Some(l) = lines.next() {
+            let Some(rest) = l.split_once("/etc/cloud/cloud.cfg.d/").map(|(_, r)| r) else {
+                continue;
+            };
+            let Some((name, marker)) = rest.split_once(" <<") else {
+                continue;
+            };
+            let marker = marker.trim_matches(|c| c == '\'' || c == '"');
+            let body: Vec<&str> = lines.by_ref().take_while(|b| *b != marker).collect();
+            out.push((format!("{script}: {name}"), body.join("\n") + "\n"));
+        }
+    }
+    out
+}
+
+#[test]
+fn image_cloud_cfg_dropins_pass_the_schema() {
+    let dropins = image_cloud_cfg_dropins();
+    let names: Vec<&str> = dropins.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        names.iter().any(|n| n.ends_with("91-muster-image.cfg")),
+        "{names:?}"
+    );
+    let d = tmp();
+    let mut jobs = Vec::new();
+    for (i, (_, body)) in dropins.iter().enumerate() {
+        // `schema -c` wants the user-data header; the drop-in's keys are the same schema.
+        let p = d.path().join(format!("{i}.cfg"));
+        std::fs::write(&p, format!("#cloud-config\n{body}")).unwrap();
+        jobs.push(schema_job(&p));
+    }
+    // A broken sample: the boolean `locale: false`, which cloud-init honours but its
+    // schema (a string) rejects.
+    let bad = d.path().join("bad.cfg");
+    std::fs::write(&bad, "#cloud-config\nlocale: false\n").unwrap();
+    jobs.push(schema_job(&bad));
+    let results = cloud_init_batch(&jobs);
+    for ((label, _), (rc, out)) in dropins.iter().zip(&results) {
+        assert_eq!(*rc, 0, "{label}: {out}");
+    }
+    let (rc, out) = results.last().unwrap();
+    assert_ne!(*rc, 0, "broken drop-in passed: {out}");
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut v = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {

@@ -77,7 +77,18 @@ fn binary(name: &str) -> PathBuf {
     muster::lab::standins::target_binary(name).unwrap()
 }
 
-fn spec(distro: Distro, workers: usize) -> String {
+/// The spec's VIP provider: `keepalived` (CI: the agent enables and starts keepalived over
+/// D-Bus), or `kube-vip` with `MUSTER_VM_HA=kube-vip` (on demand: the built-in default's
+/// provider, floated by the TEST image's kube-vip stand-in).
+fn ha_provider() -> &'static str {
+    match std::env::var("MUSTER_VM_HA").as_deref() {
+        Ok("kube-vip") => "kube-vip",
+        Ok("keepalived") | Err(_) => "keepalived",
+        Ok(other) => panic!("MUSTER_VM_HA={other}: use keepalived or kube-vip"),
+    }
+}
+
+fn spec(distro: Distro, workers: usize, provider: &str) -> String {
     let (name, distribution) = match distro {
         Distro::Kubeadm => ("vmlab", "kind: kubeadm\n    version: \"v1.31.4\""),
         Distro::K3s => (
@@ -105,7 +116,7 @@ spec:
       controlPlanes: 11
       workers: 21
   ha:
-    provider: keepalived
+    provider: {provider}
     vip: {NET}.{VIP_OCTET}
   rendezvous:
     url: \"https://{NET}.2:7443\"
@@ -158,7 +169,8 @@ fn assembles(distro: Distro, workers: usize) {
             .unwrap();
     let d = tmp.path();
     let spec_path = d.join("cluster.yaml");
-    std::fs::write(&spec_path, spec(distro, workers)).unwrap();
+    let provider = ha_provider();
+    std::fs::write(&spec_path, spec(distro, workers, provider)).unwrap();
 
     // ---- muster build, as an operator runs it
     let build = d.join("build");
@@ -329,15 +341,28 @@ fn assembles(distro: Distro, workers: usize) {
 
     // ---- units driven over D-Bus: the image ships keepalived disabled (the workers, whose
     // agent never touches it, show that); on every control plane the agent enabled and
-    // started it over D-Bus.
+    // started it over D-Bus. Under kube-vip the agent leaves keepalived alone and the
+    // kube-vip stand-in (started by its path unit when the agent put kube-vip's manifest in
+    // place) runs on the control planes only.
     for (n, r) in names.iter().zip(&reports) {
+        let is_cp = cps.iter().any(|(c, _)| c == n);
         let k = r.unit("keepalived.service");
-        if cps.iter().any(|(c, _)| c == n) {
-            assert_eq!(k["UnitFileState"], "enabled", "{n}: {k:?}");
-            assert_eq!(k["ActiveState"], "active", "{n}: {k:?}");
-        } else {
-            assert_eq!(k["UnitFileState"], "disabled", "{n}: {k:?}");
-            assert_eq!(k["ActiveState"], "inactive", "{n}: {k:?}");
+        let kv = r.unit("kube-vip-standin.service");
+        let expect = |unit: &std::collections::BTreeMap<String, String>, file, active| {
+            assert_eq!(unit["UnitFileState"], file, "{n}: {unit:?}");
+            assert_eq!(unit["ActiveState"], active, "{n}: {unit:?}");
+        };
+        match (provider, is_cp) {
+            ("kube-vip", true) => {
+                expect(&k, "disabled", "inactive");
+                expect(&kv, "static", "active");
+            }
+            ("kube-vip", false) => {
+                expect(&k, "disabled", "inactive");
+                expect(&kv, "static", "inactive");
+            }
+            (_, true) => expect(&k, "enabled", "active"),
+            (_, false) => expect(&k, "disabled", "inactive"),
         }
     }
     // keepalived holds the VIP on exactly one control plane

@@ -316,7 +316,8 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
                 "    TEST IMAGE: stand-ins from {} replace kubeadm/k3s/kube-apiserver",
                 dir.display()
             );
-            test_variant::inspect(dir, &cluster.network.gateway.to_string())
+            let plan = model::plan::resolve(cluster, opts.spec.warnings.items.clone());
+            test_variant::inspect(dir, &cluster.network.gateway.to_string(), cluster, &plan)
         })?),
         None => None,
     };

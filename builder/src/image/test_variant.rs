@@ -6,6 +6,8 @@
 
 use super::ImageError;
 use super::files::{io_err, remove_tree, sha256_file};
+use crate::render::{Input, keepalived};
+use model::spec::{DistroKind, Role, VipProvider};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -16,17 +18,51 @@ pub const TEST_IMAGE_SH: &str = include_str!("../../../images/test-image.sh");
 pub const STANDINS: [&str; 3] = ["kubeadm-standin", "k3s-standin", "apiserver-standin"];
 
 /// Debian packages only the TEST image needs: real k3s embeds etcd, its stand-in runs
-/// Debian's etcd (and `etcdctl`, which the stand-in, the reporter and test-image.sh use).
-/// kubeadm specs already get them (Debian's etcd stands in for the static-pod image).
+/// Debian's etcd (and `etcdctl`, which the stand-in, the reporter and test-image.sh use;
+/// kubeadm specs already get them: Debian's etcd stands in for the static-pod image); the
+/// kube-vip stand-in is keepalived.
 pub fn add_packages(selection: &mut super::packages::Selection, cluster: &model::Cluster) {
-    if cluster.distribution.kind == model::spec::DistroKind::K3s {
-        for p in ["etcd-server", "etcd-client"] {
-            if !selection.packages.iter().any(|have| have == p) {
-                selection.packages.push(p.to_string());
-            }
-        }
-        selection.packages.sort();
+    let mut extra = Vec::new();
+    if cluster.distribution.kind == DistroKind::K3s {
+        extra.extend(["etcd-server", "etcd-client"]);
     }
+    if cluster.ha.provider == VipProvider::KubeVip && cluster.ha.vip.is_some() {
+        extra.push("keepalived");
+    }
+    for p in extra {
+        if !selection.packages.iter().any(|have| have == p) {
+            selection.packages.push(p.to_string());
+        }
+    }
+    selection.packages.sort();
+}
+
+/// Where the kube-vip stand-in's files are installed in the TEST image.
+pub const KUBE_VIP_STANDIN_DIR: &str = "/usr/lib/muster-test/kube-vip-standin";
+
+/// The kube-vip stand-in's files, relative to [`KUBE_VIP_STANDIN_DIR`]: kube-vip is a static
+/// pod and the TEST image has no kubelet, so where the spec says kube-vip, keepalived on the
+/// control planes floats the VIP (muster's keepalived renderer, as the namespace lab does):
+/// `<node>.conf` per control plane and `check_apiserver.sh`. Empty for other providers.
+pub fn kube_vip_standin(cluster: &model::Cluster, plan: &model::Plan) -> Vec<(String, String)> {
+    let Some(vip) = cluster
+        .ha
+        .vip
+        .filter(|_| cluster.ha.provider == VipProvider::KubeVip)
+    else {
+        return Vec::new();
+    };
+    let input = Input::new(cluster, plan);
+    let check = format!("{KUBE_VIP_STANDIN_DIR}/check_apiserver.sh");
+    let mut files = vec![(
+        "check_apiserver.sh".to_string(),
+        keepalived::check_script(&input),
+    )];
+    for node in plan.nodes.iter().filter(|n| n.role == Role::ControlPlane) {
+        let conf = keepalived::rehome_check(&keepalived::config(&input, node, vip), &check);
+        files.push((format!("{}.conf", node.name), conf));
+    }
+    files
 }
 
 /// What the test variant put into the image, for `image.json`.
@@ -39,10 +75,23 @@ pub struct TestVariant {
     pub ntp_server: String,
     /// Where the image's manifest of stand-ins and test-only files is.
     pub manifest: String,
+    /// Control planes whose VIP the kube-vip stand-in (keepalived) floats; empty unless
+    /// the spec says kube-vip.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kube_vip_stand_in: Vec<String>,
+    /// The stand-in's files ([`kube_vip_standin`]); in the build key, not in image.json.
+    #[serde(skip)]
+    pub kube_vip_files: Vec<(String, String)>,
 }
 
-/// Hashes the stand-ins in `dir`; fails naming the first one missing.
-pub fn inspect(dir: &Path, ntp_server: &str) -> Result<TestVariant, ImageError> {
+/// Hashes the stand-ins in `dir` (fails naming the first one missing) and renders the
+/// kube-vip stand-in's files for `plan`.
+pub fn inspect(
+    dir: &Path,
+    ntp_server: &str,
+    cluster: &model::Cluster,
+    plan: &model::Plan,
+) -> Result<TestVariant, ImageError> {
     let mut stand_ins = Vec::new();
     for name in STANDINS {
         let path = dir.join(name);
@@ -59,10 +108,17 @@ pub fn inspect(dir: &Path, ntp_server: &str) -> Result<TestVariant, ImageError> 
             sha256: sha256_file(&path)?,
         });
     }
+    let kube_vip_files = kube_vip_standin(cluster, plan);
+    let kube_vip_stand_in = kube_vip_files
+        .iter()
+        .filter_map(|(name, _)| name.strip_suffix(".conf").map(str::to_string))
+        .collect();
     Ok(TestVariant {
         stand_ins,
         ntp_server: ntp_server.to_string(),
         manifest: "/usr/share/doc/muster/TEST-IMAGE".into(),
+        kube_vip_stand_in,
+        kube_vip_files,
     })
 }
 
@@ -71,6 +127,9 @@ pub fn key_part(v: &TestVariant) -> String {
     let mut s = format!("test-image {} ", v.ntp_server);
     for a in &v.stand_ins {
         s.push_str(&format!("{}={} ", a.name, a.sha256));
+    }
+    for (name, text) in &v.kube_vip_files {
+        s.push_str(&format!("{name}:{text} "));
     }
     s.push_str(TEST_IMAGE_SH);
     s
@@ -87,6 +146,15 @@ pub fn apply(rootfs: &Path, dir: &Path, v: &TestVariant) -> Result<(), ImageErro
         let from = dir.join(&a.name);
         std::fs::copy(&from, stage.join(&a.name)).map_err(io_err(step, &from))?;
     }
+    if !v.kube_vip_files.is_empty() {
+        // test-image.sh installs what it finds here as the kube-vip stand-in.
+        let kv = stage.join("kube-vip");
+        std::fs::create_dir_all(&kv).map_err(io_err(step, &kv))?;
+        for (name, text) in &v.kube_vip_files {
+            let p = kv.join(name);
+            std::fs::write(&p, text).map_err(io_err(step, &p))?;
+        }
+    }
     let result = super::customise::run_script(
         step,
         rootfs,
@@ -102,31 +170,89 @@ pub fn apply(rootfs: &Path, dir: &Path, v: &TestVariant) -> Result<(), ImageErro
 mod tests {
     use super::*;
 
+    fn load(name: &str) -> (model::Cluster, model::Plan) {
+        let path = format!("{}/../examples/{name}", env!("CARGO_MANIFEST_DIR"));
+        let (c, warnings) =
+            model::spec::load(name, &std::fs::read_to_string(path).unwrap()).unwrap();
+        let plan = model::plan::resolve(&c, warnings.items);
+        (c, plan)
+    }
+
     #[test]
     fn missing_standin_is_named_and_key_follows_binaries() {
+        let (c, plan) = load("seed-003-k3s-keepalived.yaml");
         let d = tempfile::tempdir().unwrap();
-        let err = inspect(d.path(), "10.0.0.1").unwrap_err().to_string();
+        let err = inspect(d.path(), "10.0.0.1", &c, &plan)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("kubeadm-standin"), "{err}");
         for n in STANDINS {
             std::fs::write(d.path().join(n), n).unwrap();
         }
-        let v = inspect(d.path(), "10.0.0.1").unwrap();
+        let v = inspect(d.path(), "10.0.0.1", &c, &plan).unwrap();
         assert_eq!(v.stand_ins.len(), 3);
+        assert!(
+            v.kube_vip_stand_in.is_empty(),
+            "keepalived spec: no kube-vip stand-in"
+        );
         let k = key_part(&v);
         std::fs::write(d.path().join("k3s-standin"), "changed").unwrap();
-        assert_ne!(k, key_part(&inspect(d.path(), "10.0.0.1").unwrap()));
-        assert_ne!(k, key_part(&inspect(d.path(), "10.0.0.9").unwrap()));
+        assert_ne!(
+            k,
+            key_part(&inspect(d.path(), "10.0.0.1", &c, &plan).unwrap())
+        );
+        assert_ne!(
+            k,
+            key_part(&inspect(d.path(), "10.0.0.9", &c, &plan).unwrap())
+        );
+    }
+
+    #[test]
+    fn kube_vip_specs_get_keepalived_on_the_control_planes_as_the_stand_in() {
+        let (c, plan) = load("default.yaml");
+        let files = kube_vip_standin(&c, &plan);
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        let cps: Vec<String> = plan
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::ControlPlane)
+            .map(|n| format!("{}.conf", n.name))
+            .collect();
+        assert_eq!(names[0], "check_apiserver.sh");
+        assert_eq!(
+            names[1..],
+            cps.iter().map(String::as_str).collect::<Vec<_>>()[..]
+        );
+        let vip = c.ha.vip.unwrap().to_string();
+        for (name, text) in &files[1..] {
+            assert!(text.contains(&vip), "{name} floats {vip}");
+            assert!(
+                text.contains(&format!("\"{KUBE_VIP_STANDIN_DIR}/check_apiserver.sh\"")),
+                "{name}: the check is the stand-in's own\n{text}"
+            );
+            assert!(!text.contains("/etc/keepalived/"), "{name}");
+        }
+        let mut sel = super::super::packages::select(&c);
+        assert!(!sel.packages.iter().any(|p| p == "keepalived"));
+        add_packages(&mut sel, &c);
+        assert!(sel.packages.iter().any(|p| p == "keepalived"));
+
+        // The key follows the rendered configs (a different VIP, a different image).
+        let d = tempfile::tempdir().unwrap();
+        for n in STANDINS {
+            std::fs::write(d.path().join(n), n).unwrap();
+        }
+        let v = inspect(d.path(), "10.0.0.1", &c, &plan).unwrap();
+        assert_eq!(v.kube_vip_stand_in.len(), cps.len());
+        let mut other = c.clone();
+        other.ha.vip = Some("192.168.10.99".parse().unwrap());
+        let w = inspect(d.path(), "10.0.0.1", &other, &plan).unwrap();
+        assert_ne!(key_part(&v), key_part(&w));
     }
 
     #[test]
     fn k3s_test_images_get_debian_etcd_and_kubeadm_ones_are_unchanged() {
-        let load = |name: &str| {
-            let path = format!("{}/../examples/{name}", env!("CARGO_MANIFEST_DIR"));
-            model::spec::load(name, &std::fs::read_to_string(path).unwrap())
-                .unwrap()
-                .0
-        };
-        let k3s = load("seed-003-k3s-keepalived.yaml");
+        let k3s = load("seed-003-k3s-keepalived.yaml").0;
         let mut sel = super::super::packages::select(&k3s);
         assert!(!sel.packages.iter().any(|p| p.starts_with("etcd")));
         add_packages(&mut sel, &k3s);
@@ -138,7 +264,7 @@ mod tests {
         // Debian's etcd.service is disabled in the image: the stand-in runs its own member.
         assert!(super::super::packages::disabled_services(&sel).contains(&"etcd.service"));
 
-        let kubeadm = load("default.yaml");
+        let kubeadm = load("seed-004-kubeadm-haproxy.yaml").0;
         let before = super::super::packages::select(&kubeadm);
         let mut after = before.clone();
         add_packages(&mut after, &kubeadm);

@@ -88,10 +88,7 @@ fn keepalived_service(
     tool: &Path,
 ) -> Result<Service> {
     let conf = d.dir.join("keepalived.conf");
-    let text = conf_text.replace(
-        &format!("\"/{}\"", nf::KEEPALIVED_CHECK),
-        &format!("\"{}\"", check.display()),
-    );
+    let text = keepalived::rehome_check(conf_text, &s(check));
     write(&conf, &text, 0o644)?;
     let run = d.dir.join("run");
     std::fs::create_dir_all(&run).map_err(LabError::io(&run))?;

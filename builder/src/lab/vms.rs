@@ -31,11 +31,11 @@ pub struct VmsOptions {
 }
 
 pub fn up(loaded: &LoadedSpec, o: &VmsOptions) -> anyhow::Result<ExitCode> {
-    if loaded.cluster.ha.provider == model::spec::VipProvider::KubeVip {
-        // The namespace lab stands keepalived in for kube-vip; a VM runs the image as
-        // built, and kube-vip is a static pod that needs a real kubelet.
-        anyhow::bail!(
-            "lab --vms cannot run kube-vip: it is a static pod and the TEST image has a kubelet stand-in that runs no pods; use ha.provider keepalived or haproxy in the spec"
+    if loaded.cluster.ha.provider == model::spec::VipProvider::KubeVip
+        && let Some(vip) = loaded.cluster.ha.vip
+    {
+        println!(
+            "lab --vms: VIP {vip}: the spec says kube-vip (a static pod that needs a kubelet); the TEST image's kube-vip stand-in floats it with keepalived on the control planes"
         );
     }
     if loaded.cluster.external_etcd().is_some() {

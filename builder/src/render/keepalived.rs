@@ -40,6 +40,13 @@ pub fn check_script(input: &Input<'_>) -> String {
     )
 }
 
+/// `conf` with its check script at `check` instead of the baked `/etc/keepalived` path: for
+/// keepalived run where the spec's files do not live (the lab's shared filesystem, the
+/// TEST image's kube-vip stand-in).
+pub fn rehome_check(conf: &str, check: &str) -> String {
+    conf.replace(&format!("\"/{KEEPALIVED_CHECK}\""), &format!("\"{check}\""))
+}
+
 pub fn config(input: &Input<'_>, node: &PlannedNode, vip: Ipv4Addr) -> String {
     let c = input.cluster;
     let iface = &c.network.interface;
