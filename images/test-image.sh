@@ -155,7 +155,7 @@ while :; do
     section "kubeadm commands"
     cat /var/lib/muster-standin/commands.log 2>/dev/null
     section "k3s journal"
-    journalctl -u k3s.service -u k3s-agent.service -o cat --no-pager 2>/dev/null | tail -n 8
+    journalctl -u k3s.service -u k3s-agent.service -o cat --no-pager 2>/dev/null | tail -n 20
     section "keepalived journal"
     journalctl -u keepalived.service -u kube-vip-standin.service -o cat --no-pager 2>/dev/null |
       grep -E 'Entering|VRRP_Script|removing|Netlink' | tail -n 8

@@ -133,6 +133,49 @@ fn run(what: &str, cmd: &mut Command) -> Vec<u8> {
     o.stdout
 }
 
+/// The test's files (consoles, reports, rendezvous log), removed after a pass and kept for
+/// diagnosis after a failure (the VMs are stopped first: the cluster is dropped before).
+struct KeptOnFailure(Option<tempfile::TempDir>);
+
+impl KeptOnFailure {
+    fn path(&self) -> &std::path::Path {
+        self.0.as_ref().unwrap().path()
+    }
+}
+
+impl Drop for KeptOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(t) = self.0.take()
+        {
+            eprintln!("kept for diagnosis: {}", t.keep().display());
+        }
+    }
+}
+
+/// The nodes holding the VIP, each read from a report written after `since` (seconds since
+/// the VMs started): snapshots of different moments could show a VIP that moved as two.
+fn vip_holders(c: &VmCluster, names: &[String], since: f64) -> Vec<String> {
+    let vip = format!("inet {NET}.{VIP_OCTET}/");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let rs: Vec<_> = names.iter().map(|n| c.report(n)).collect();
+        let fresh = rs
+            .iter()
+            .all(|r| r.as_ref().is_some_and(|r| r.uptime_s >= since));
+        if fresh || Instant::now() >= deadline {
+            assert!(fresh, "a node wrote no report since {since:.0}s");
+            return names
+                .iter()
+                .zip(&rs)
+                .filter(|(_, r)| r.as_ref().unwrap().text("addresses").contains(&vip))
+                .map(|(n, _)| n.clone())
+                .collect();
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
 fn console(c: &VmCluster, node: &str) -> String {
     String::from_utf8_lossy(&std::fs::read(c.console_log(node).unwrap()).unwrap()).replace('\r', "")
 }
@@ -164,9 +207,10 @@ fn assembles(distro: Distro, workers: usize) {
     for s in ["kubeadm-standin", "k3s-standin", "apiserver-standin"] {
         binary(s);
     }
-    let tmp =
+    let tmp = KeptOnFailure(Some(
         tempfile::tempdir_in(std::env::var_os("MUSTER_VM_WORKDIR").unwrap_or("/var/tmp".into()))
-            .unwrap();
+            .unwrap(),
+    ));
     let d = tmp.path();
     let spec_path = d.join("cluster.yaml");
     let provider = ha_provider();
@@ -365,15 +409,21 @@ fn assembles(distro: Distro, workers: usize) {
             (_, false) => expect(&k, "disabled", "inactive"),
         }
     }
-    // keepalived holds the VIP on exactly one control plane
-    let vip = format!("inet {NET}.{VIP_OCTET}/");
-    let holders: Vec<&String> = names
-        .iter()
-        .zip(&reports)
-        .filter(|(_, r)| r.text("addresses").contains(&vip))
-        .map(|(n, _)| n)
-        .collect();
-    assert_eq!(holders.len(), 1, "VIP holders: {holders:?}");
+    // keepalived holds the VIP on exactly one control plane: in one round of reports all
+    // written after this point; a VIP still moving gets two more rounds, two holders that
+    // stay are a split brain.
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        let holders = vip_holders(&c, &names, c.elapsed());
+        eprintln!("VIP holders at {:.0}s: {holders:?}", c.elapsed());
+        let settled = holders.len() == 1 && cps.iter().any(|(n, _)| *n == holders[0]);
+        rounds.push(holders);
+        if settled {
+            break;
+        }
+    }
+    let last = rounds.last().unwrap();
+    assert_eq!(last.len(), 1, "VIP holders, round by round: {rounds:?}");
 
     // ---- exactly one init; control-plane joins never overlapped (the audit log)
     let audit = c.audit().unwrap();

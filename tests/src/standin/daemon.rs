@@ -50,6 +50,10 @@ pub fn spawn(root: &NodeRoot, spec: &DaemonSpec) -> Result<u32> {
     let child = Command::new(&spec.program)
         .args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        // Under a `Type=notify` unit (k3s.service) the stand-in alone speaks for the unit;
+        // Debian's etcd would send its own READY=1, which systemd rejects from a child
+        // (real k3s embeds etcd in its own process).
+        .env_remove("NOTIFY_SOCKET")
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2)
