@@ -78,6 +78,9 @@ impl EtcdSeen {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LocalEtcd {
+    /// Which etcd was asked: `stacked` (kubeadm's member on this node), `external` (the
+    /// spec's external cluster), `embedded` (k3s's).
+    pub kind: &'static str,
     pub view: Option<EtcdSeen>,
     pub error: Option<String>,
 }
@@ -274,8 +277,14 @@ pub async fn local_etcd_for(root: &NodeRoot, timeout: Duration) -> Option<LocalE
         return None;
     }
     let external = !settings.external_etcd.is_empty();
+    let kind = match (cfg.distro, external) {
+        (model::spec::DistroKind::K3s, _) => "embedded",
+        (_, true) => "external",
+        (_, false) => "stacked",
+    };
     let failed = |e: String| {
         Some(LocalEtcd {
+            kind,
             view: None,
             error: Some(e),
         })
@@ -306,6 +315,7 @@ pub async fn local_etcd_for(root: &NodeRoot, timeout: Duration) -> Option<LocalE
     );
     match tokio::time::timeout(timeout, ask).await {
         Ok(Ok(v)) => Some(LocalEtcd {
+            kind,
             view: Some(EtcdSeen::new("live", v, now_ms())),
             error: None,
         }),
@@ -431,14 +441,15 @@ impl Status {
                 ));
             }
             if let Some(e) = &c.etcd {
-                s.push_str(&etcd_lines(e));
+                s.push_str(&etcd_lines(e, None));
             }
         }
         if let Some(l) = &self.local_etcd {
             match (&l.view, &l.error) {
-                (Some(v), _) => s.push_str(&etcd_lines(v)),
+                (Some(v), _) => s.push_str(&etcd_lines(v, Some(l.kind))),
                 (None, e) => s.push_str(&format!(
-                    "etcd (live from this node): cannot ask ({})\n",
+                    "{} etcd (live from this node): cannot ask ({})\n",
+                    l.kind,
                     e.as_deref().unwrap_or("?")
                 )),
             }
@@ -454,13 +465,15 @@ impl Status {
     }
 }
 
-fn etcd_lines(e: &EtcdSeen) -> String {
+/// `kind` (`stacked`, `external`, `embedded`) when this node knows which etcd it asked.
+fn etcd_lines(e: &EtcdSeen, kind: Option<&str>) -> String {
     let from = match e.source {
         "live" => "live from this node".to_string(),
         _ => format!("reported by {}", e.view.observed_by),
     };
+    let kind = kind.map_or(String::new(), |k| format!("{k} "));
     format!(
-        "etcd ({from}, {}s ago):\n{}",
+        "{kind}etcd ({from}, {}s ago):\n{}",
         e.age_seconds,
         e.view.render("  ")
     )
@@ -707,6 +720,7 @@ mod tests {
             Some(done_node()),
             Some(lost()),
             Some(LocalEtcd {
+                kind: "external",
                 view: Some(EtcdSeen::new("live", live, 2_000)),
                 error: None,
             }),
@@ -714,10 +728,11 @@ mod tests {
         assert!(st.healthy && !st.etcd_quorum_lost);
         let text = st.render();
         assert!(
-            text.contains("etcd (live from this node, 0s ago):"),
+            text.contains("external etcd (live from this node, 0s ago):"),
             "{text}"
         );
         let j = serde_json::to_value(&st).unwrap();
+        assert_eq!(j["localEtcd"]["kind"], "external");
         assert_eq!(j["localEtcd"]["view"]["source"], "live");
         assert_eq!(j["localEtcd"]["view"]["quorum"]["hasQuorum"], true);
         // A failed live query is shown and falls back to the reported view.
@@ -725,6 +740,7 @@ mod tests {
             Some(done_node()),
             Some(lost()),
             Some(LocalEtcd {
+                kind: "stacked",
                 view: None,
                 error: Some("connection refused".into()),
             }),
@@ -732,7 +748,7 @@ mod tests {
         assert!(!st.healthy);
         assert!(
             st.render()
-                .contains("etcd (live from this node): cannot ask (connection refused)")
+                .contains("stacked etcd (live from this node): cannot ask (connection refused)")
         );
     }
 

@@ -433,24 +433,55 @@ fn assembles(distro: Distro, workers: usize) {
             .filter(|e| e.subject == sem && e.event == AuditEvent::Granted)
             .count()
     };
-    assert_eq!(grants("init"), 1, "init grants");
+    // Exactly one init completed: init grants never overlapped, and under TCG a first init
+    // can fail (the stand-in's etcd write timed out): then it was undone (`kubeadm reset`)
+    // before the slot passed on, and the last grant's holder initialized the cluster.
+    let init = muster::rendezvous::audit::max_concurrent_holders(&audit, "init").unwrap();
+    assert_eq!(init, 1, "init grants overlapped");
     let initializer = audit
         .iter()
-        .find(|e| e.subject == "init" && e.event == AuditEvent::Granted)
+        .rfind(|e| e.subject == "init" && e.event == AuditEvent::Granted)
         .and_then(|e| e.holder.clone())
         .unwrap();
+    eprintln!(
+        "init grants: {}; initialized by {initializer}",
+        grants("init")
+    );
+    for (n, r) in names.iter().zip(&reports) {
+        let by = &r.json("nodeagent status").unwrap()["cluster"]["initializedBy"];
+        assert_eq!(by, initializer.as_str(), "{n}: initializedBy");
+    }
     if distro == Distro::Kubeadm {
-        let inits: Vec<&String> = names
-            .iter()
-            .zip(&reports)
-            .filter(|(_, r)| r.text("kubeadm commands").contains("init started"))
-            .map(|(n, _)| n)
-            .collect();
-        assert_eq!(inits, [&initializer], "nodes that ran kubeadm init");
+        for (n, r) in names.iter().zip(&reports) {
+            let log = r.text("kubeadm commands");
+            let lines: Vec<&str> = log
+                .lines()
+                .filter_map(|l| l.split_once(' '))
+                .map(|(_, e)| e)
+                .collect();
+            let completed = lines.contains(&"init ok");
+            assert_eq!(
+                completed,
+                *n == initializer,
+                "{n}: kubeadm init completed?\n{log}"
+            );
+            if let Some(last_failed) = lines.iter().rposition(|l| *l == "init failed") {
+                assert!(
+                    lines[last_failed..].contains(&"reset ok"),
+                    "{n}: a failed init was not undone:\n{log}"
+                );
+                eprintln!("{n}: a failed kubeadm init, undone by kubeadm reset");
+            }
+        }
     }
     let cp = muster::rendezvous::audit::max_concurrent_holders(&audit, "cp-join").unwrap();
     assert_eq!(cp, 1, "control-plane joins overlapped");
-    assert_eq!(grants("cp-join"), 2, "two control planes joined once each");
+    // Each joining control plane at least once (a failed join is undone and retried).
+    assert!(
+        grants("cp-join") >= 2,
+        "cp-join grants: {}",
+        grants("cp-join")
+    );
     let w = muster::rendezvous::audit::max_concurrent_holders(&audit, "worker-join").unwrap();
     assert!((1..=WORKER_CAP).contains(&w), "worker joins at once: {w}");
     assert!(grants("worker-join") >= wks.len());

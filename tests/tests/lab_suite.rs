@@ -763,6 +763,7 @@ fn seed_004_external_etcd_assembles_and_survives_control_plane_loss_not_etcd_los
     );
     assert_eq!(st["etcdQuorumLost"], true, "{st:#}");
     assert_eq!(st["healthy"], false, "{st:#}");
+    assert_eq!(st["localEtcd"]["kind"], "external", "{st:#}");
     let lab_status = s.lab().status().unwrap();
     assert!(!lab_status.healthy);
     assert!(
