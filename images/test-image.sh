@@ -98,7 +98,8 @@ Restart=always
 RestartSec=2s
 UNIT
   systemctl enable kube-vip-standin.path
-  say "kube-vip stand-in: keepalived for $(ls "$stage"/kube-vip/*.conf | wc -l) control planes"
+  confs=("$stage"/kube-vip/*.conf)
+  say "kube-vip stand-in: keepalived for ${#confs[@]} control planes"
 fi
 
 # 2. Time: chrony syncs with the lab's NTP server (the default pool is unreachable there).
