@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test file: helpers panic on failure
 
+mod common;
+
 use muster::image;
 use muster::render::FileSet;
 use muster::vm::{DirectBoot, accel};
@@ -137,16 +139,16 @@ fn image_builds_and_boots_with_nocloud_seed() {
     std::fs::create_dir_all(d.join("p2")).unwrap();
     let (first, first_wall) = build(&d.join("out1"), &payload(&d.join("p1"), r#"{"v":1}"#));
     let (second, second_wall) = build(&d.join("out2"), &payload(&d.join("p2"), r#"{"v":2}"#));
-    eprintln!(
-        "MEASURED first build {first_wall:.1}s (base cached: {}); rebuild after payload change {second_wall:.1}s (base cached: {})",
+    common::measured(format_args!(
+        "first build {first_wall:.1}s (base cached: {}); rebuild after payload change {second_wall:.1}s (base cached: {})",
         first["base"]["cached"], second["base"]["cached"]
-    );
+    ));
     assert_eq!(second["base"]["cached"], true);
     let (third, third_wall) = build(&d.join("out2"), &d.join("p2/payload.tar.gz"));
-    eprintln!(
-        "MEASURED same inputs again: {third_wall:.1}s (up to date: {})",
+    common::measured(format_args!(
+        "same inputs again: {third_wall:.1}s (up to date: {})",
         third["upToDate"]
-    );
+    ));
     assert_eq!(third["upToDate"], true);
     assert_eq!(third["buildKey"], second["buildKey"]);
     assert_ne!(first["buildKey"], second["buildKey"]);
@@ -313,11 +315,11 @@ fn image_builds_and_boots_with_nocloud_seed() {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    eprintln!(
-        "MEASURED boot to agent marker: {:.1}s under {:?}",
+    common::measured(format_args!(
+        "boot to agent marker: {:.1}s under {:?}",
         seen[0].unwrap_or_default(),
         probe.accel
-    );
+    ));
     // The static address from network-config answers on the tap, and sshd runs there (its
     // host keys were removed by sysprep and made at first boot by the drop-in).
     let ssh = (0..20).any(|_| {

@@ -478,8 +478,8 @@ fn the_vagrant_box_boots_under_vagrant_libvirt() {
 
     let t = Instant::now();
     drop(v);
-    eprintln!(
-        "MEASURED vagrant box (TCG): image build {image_secs:.1}s, box add {box_add_secs:.1}s, vagrant up {up_secs:.1}s, destroy + clean-up {:.1}s",
+    common::measured(format_args!(
+        "vagrant box (TCG): image build {image_secs:.1}s, box add {box_add_secs:.1}s, vagrant up {up_secs:.1}s, destroy + clean-up {:.1}s",
         t.elapsed().as_secs_f64()
-    );
+    ));
 }

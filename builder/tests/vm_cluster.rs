@@ -239,10 +239,10 @@ fn assembles(distro: Distro, workers: usize) {
     ))
     .unwrap();
     let image_secs = t.elapsed().as_secs_f64();
-    eprintln!(
-        "MEASURED image build: {image_secs:.1}s (base rootfs cached: {})",
+    common::measured(format_args!(
+        "image build: {image_secs:.1}s (base rootfs cached: {})",
         report["base"]["cached"]
-    );
+    ));
     let stand_ins: Vec<&str> = report["testVariant"]["standIns"]
         .as_array()
         .unwrap()
@@ -538,10 +538,10 @@ fn assembles(distro: Distro, workers: usize) {
         booted.push(t.agent_started.or(t.registered).unwrap_or(f64::NAN));
     }
     let slowest_boot = booted.iter().copied().fold(0.0, f64::max);
-    eprintln!(
-        "MEASURED {distro:?}: {} VMs under {:?}: booted (agent started) in {slowest_boot:.1}s; VM start to assembled cluster {assembled:.1}s; image build {image_secs:.1}s",
+    common::measured(format_args!(
+        "{distro:?}: {} VMs under {:?}: booted (agent started) in {slowest_boot:.1}s; VM start to assembled cluster {assembled:.1}s; image build {image_secs:.1}s",
         names.len(),
         c.accel().accel
-    );
+    ));
     c.down();
 }
