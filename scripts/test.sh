@@ -28,11 +28,13 @@ echo "== cargo test"
 if [ "$vms" = 1 ]; then export MUSTER_VM_TESTS=1; fi
 if [ "$e2e" = 1 ]; then export MUSTER_E2E_TESTS=1; fi
 # Measured figures (VM boot and assembly times, image builds): printed after the run,
-# since libtest hides a passing test's output.
-measured=target/tmp/measured.txt
+# since libtest hides a passing test's output; also when a test failed (they help there).
+measured=${CARGO_TARGET_DIR:-target}/tmp/measured.txt
 rm -f "$measured"
-cargo test --workspace
+status=0
+cargo test --workspace || status=$?
 if [ -s "$measured" ]; then
   echo "== measured"
   cat "$measured"
 fi
+exit "$status"
