@@ -81,6 +81,23 @@ pub fn enabled(root: &NodeRoot) -> Vec<LabUnit> {
     names.iter().filter_map(|n| unit(root, n)).collect()
 }
 
+/// Waits (up to 5 s) until `setsid` has made `pid` the leader of its own session, so a
+/// stop right after the start reaches the whole group (the child runs `setsid()` only
+/// after the fork returned here). Returns early when the process is gone.
+fn wait_for_own_session(pid: u32) {
+    let Ok(raw) = i32::try_from(pid) else {
+        return;
+    };
+    let target = nix::unistd::Pid::from_raw(raw);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && alive(pid) {
+        if nix::unistd::getsid(Some(target)).is_ok_and(|sid| sid == target) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Whether `pid` names a live process (not a zombie).
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -148,6 +165,7 @@ impl LabUnit {
         std::thread::spawn(move || {
             let _ = child.wait();
         });
+        wait_for_own_session(pid);
         write_atomic(&self.pid_file, format!("{pid}\n").as_bytes(), 0o644)
             .map_err(|e| fail(&self.unit, e))?;
         tracing::info!(unit = %self.unit, pid, cmd = %self.argv.join(" "), "lab: unit started");
@@ -225,7 +243,9 @@ mod tests {
         assert_eq!(u.active_state(), "active");
         // Started again while it runs: the same process.
         assert_eq!(u.start().unwrap(), pid);
-        // Its own session: a process group of its own.
+        // Its own session (start waits for `setsid`): a process group of its own.
+        let sid = nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(pid as i32))).unwrap();
+        assert_eq!(sid.as_raw(), pid as i32);
         let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32))).unwrap();
         assert_eq!(pgid.as_raw(), pid as i32);
         // A second runner (a restarted agent) finds it through the pid file.
