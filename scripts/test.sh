@@ -29,10 +29,11 @@ if [ "$vms" = 1 ]; then export MUSTER_VM_TESTS=1; fi
 if [ "$e2e" = 1 ]; then export MUSTER_E2E_TESTS=1; fi
 # Measured figures (VM boot and assembly times, image builds): printed after the run,
 # since libtest hides a passing test's output; also when a test failed (they help there).
+# --no-fail-fast: one failing test binary does not hide the results of the others.
 measured=${CARGO_TARGET_DIR:-target}/tmp/measured.txt
 rm -f "$measured"
 status=0
-cargo test --workspace || status=$?
+cargo test --workspace --no-fail-fast || status=$?
 if [ -s "$measured" ]; then
   echo "== measured"
   cat "$measured"
