@@ -4,4 +4,29 @@
 //! an external SQL datastore: a real MariaDB, `muster::lab::mariadb`).
 
 pub mod harness;
+pub mod measured;
 pub mod standin;
+
+/// `measured!("...", args)` in an integration test: [`measured::record`] into that test's
+/// `CARGO_TARGET_TMPDIR` (the macro expands there, where cargo sets it).
+#[macro_export]
+macro_rules! measured {
+    ($($arg:tt)*) => {
+        $crate::measured::record(
+            ::std::path::Path::new(env!("CARGO_TARGET_TMPDIR")),
+            format_args!($($arg)*),
+        )
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn measured_appends_one_line_per_figure() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::measured::record(dir.path(), format_args!("first {:.1}s", 2.0));
+        crate::measured::record(dir.path(), format_args!("second"));
+        let text = std::fs::read_to_string(dir.path().join("measured.txt")).unwrap();
+        assert_eq!(text, "MEASURED first 2.0s\nMEASURED second\n");
+    }
+}

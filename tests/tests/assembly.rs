@@ -340,7 +340,7 @@ fn six_agents_assemble_one_cluster() {
     c.start_agents();
     let took = c.wait_assembled(t);
     c.assert_assembled();
-    eprintln!(
+    muster_tests::measured!(
         "ASSEMBLY WALL TIME: {:.1}s (3 control planes + 3 workers)",
         took.as_secs_f64()
     );
@@ -415,7 +415,7 @@ fn a_failed_control_plane_join_is_compensated() {
             .count();
         assert!(grants >= 2, "{host}: cp-join grants {grants}");
     }
-    eprintln!(
+    muster_tests::measured!(
         "ASSEMBLY WALL TIME with failed joins: {:.1}s",
         took.as_secs_f64()
     );
@@ -489,7 +489,7 @@ fn a_crashed_third_member_is_cleaned_and_retried() {
         !log.contains("the join reuses it"),
         "{late} could not remove its stale member"
     );
-    eprintln!(
+    muster_tests::measured!(
         "ASSEMBLY WALL TIME with a crashed third member: {:.1}s",
         took.as_secs_f64()
     );

@@ -139,7 +139,7 @@ fn assemble(example: &str, tag: &str) -> Seed {
     let took = lab
         .wait_assembled(&names, started, PATIENCE, |c| eprintln!("{c}"))
         .unwrap();
-    eprintln!("{example}: assembled in {took:?}");
+    muster_tests::measured!("ASSEMBLY {example}: {:.1}s", took.as_secs_f64());
     seed
 }
 

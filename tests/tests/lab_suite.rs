@@ -543,7 +543,7 @@ fn seed_004_haproxy_staggered_and_a_node_with_the_wrong_secret() {
     }
     let rest: Vec<String> = s.all().into_iter().filter(|h| *h != intruder).collect();
     let took = s.wait_done(&rest);
-    eprintln!(
+    muster_tests::measured!(
         "ASSEMBLY (staggered over {STAGGER:?}, one node refused): {:.1}s",
         took.as_secs_f64()
     );
@@ -589,7 +589,7 @@ fn seed_000_kube_vip_assembles_and_rehearses_quorum_loss_and_vip_failover() {
     let all = s.all();
     s.boot(&all);
     let took = s.wait_done(&all);
-    eprintln!("ASSEMBLY seed 000: {:.1}s", took.as_secs_f64());
+    muster_tests::measured!("ASSEMBLY seed 000: {:.1}s", took.as_secs_f64());
     s.assert_invariants();
 
     // ---- stop two control planes: writes through the VIP fail, the survivor says why
@@ -699,7 +699,7 @@ fn seed_004_external_etcd_assembles_and_survives_control_plane_loss_not_etcd_los
     let all = s.all();
     s.boot(&all);
     let took = s.wait_done(&all);
-    eprintln!(
+    muster_tests::measured!(
         "ASSEMBLY seed 004 external etcd: {:.1}s",
         took.as_secs_f64()
     );
@@ -835,7 +835,7 @@ fn init_winner_halted_during_init_and_rendezvous_restarted_mid_assembly() {
     s.lab().restart_rendezvous().unwrap();
     s.note(&format!("rendezvous restarted while {joiner} joins"));
     let took = s.wait_done(&all);
-    eprintln!(
+    muster_tests::measured!(
         "ASSEMBLY with init halted + rendezvous restart: {:.1}s",
         took.as_secs_f64()
     );
@@ -921,7 +921,7 @@ fn agents_restarted_at_every_phase_and_a_control_plane_cut_during_its_join() {
     s.lab_mut().heal(&cut).unwrap();
     s.note(&format!("healed {cut}"));
     let took = s.wait_done(&all);
-    eprintln!(
+    muster_tests::measured!(
         "ASSEMBLY with restarts at every phase + a cut join: {:.1}s",
         took.as_secs_f64()
     );
@@ -1000,7 +1000,7 @@ fn a_control_plane_booted_after_the_certificate_key_expired_still_joins() {
     s.note("the stand-ins' clock is 3 h ahead: the uploaded certificates (2 h) expired");
     s.boot(std::slice::from_ref(&late));
     let took = s.wait_done(&all);
-    eprintln!(
+    muster_tests::measured!(
         "ASSEMBLY with a control plane booted after the certificate key expired: {:.1}s",
         took.as_secs_f64()
     );

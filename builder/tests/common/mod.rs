@@ -160,19 +160,11 @@ pub fn write_file<'a>(user_data: &'a serde_json::Value, path: &str) -> &'a serde
         .unwrap_or_else(|| panic!("no write_files entry for /{path}"))
 }
 
+#[path = "../../../tests/src/measured.rs"]
+mod measured_file;
+
 /// Prints a measured figure and appends it to `target/tmp/measured.txt`, which
 /// `scripts/test.sh` prints after the run (libtest hides a passing test's output).
 pub fn measured(line: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let line = format!("MEASURED {line}");
-    eprintln!("{line}");
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("measured.txt");
-    let appended = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut f| writeln!(f, "{line}"));
-    if let Err(e) = appended {
-        eprintln!("could not append to {}: {e}", path.display());
-    }
+    measured_file::record(Path::new(env!("CARGO_TARGET_TMPDIR")), line);
 }
