@@ -44,13 +44,26 @@ command -v etcd >/dev/null || die "etcd (Debian etcd-server) is not in the image
 command -v etcdctl >/dev/null || die "etcdctl (Debian etcd-client) is not in the image"
 say "stand-ins installed: kubeadm, k3s, apiserver (muster test stand-ins)"
 
-# Under software emulation a stand-in's `kubeadm init` has taken more than the agent's
-# default 240 s step timeout (it would be abandoned and retried for ever).
-mkdir -p /etc/systemd/system/nodeagent.service.d
-cat >/etc/systemd/system/nodeagent.service.d/muster-test.conf <<'UNIT'
+# Software emulation (TCG) is slow, and the etcd members and API stand-ins inherit the
+# environment of the unit that starts them (nodeagent.service runs kubeadm, k3s.service the
+# k3s server). etcd reads ETCD_* like its flags: three members on emulated vCPUs missed the
+# default 100 ms heartbeats and kept electing leaders ("etcdserver: leader changed"), so
+# they get etcd's slow-host tuning; the API stand-ins wait 8 s for etcd instead of 3 s.
+tcg_env='Environment=ETCD_HEARTBEAT_INTERVAL=500 ETCD_ELECTION_TIMEOUT=5000
+Environment=MUSTER_STANDIN_ETCD_TIMEOUT_SECS=8'
+# A stand-in's `kubeadm init` has taken more than the agent's default 240 s step timeout
+# (it would be abandoned and retried for ever).
+mkdir -p /etc/systemd/system/nodeagent.service.d /etc/systemd/system/k3s.service.d
+cat >/etc/systemd/system/nodeagent.service.d/muster-test.conf <<UNIT
 # muster TEST IMAGE: TCG is slow.
 [Service]
 Environment=NODEAGENT_STEP_TIMEOUT=900
+$tcg_env
+UNIT
+cat >/etc/systemd/system/k3s.service.d/muster-test.conf <<UNIT
+# muster TEST IMAGE: TCG is slow.
+[Service]
+$tcg_env
 UNIT
 
 # 1b. The kube-vip stand-in (specs with ha.provider kube-vip only). kube-vip is a static pod
@@ -202,7 +215,8 @@ spec needs them, systemd, cloud-init, and muster's nodeagent from the payload.
 /usr/lib/muster-test/kube-vip-standin (kube-vip specs only) stands in for kube-vip: keepalived
   floats the VIP on the control planes (kube-vip-standin.path/.service), no kubelet here.
 Test-only: /usr/lib/muster-test/report (muster-test-report.service, writes to ttyS1);
-chrony source $ntp (/etc/chrony/sources.d/muster-test.sources); NODEAGENT_STEP_TIMEOUT=900
-(/etc/systemd/system/nodeagent.service.d/muster-test.conf).
+chrony source $ntp (/etc/chrony/sources.d/muster-test.sources); for TCG: NODEAGENT_STEP_TIMEOUT=900,
+etcd's heartbeat 500 ms and election timeout 5 s, the API stand-ins' etcd wait 8 s
+(/etc/systemd/system/{nodeagent,k3s}.service.d/muster-test.conf).
 DOC
 say "manifest: /usr/share/doc/muster/TEST-IMAGE"

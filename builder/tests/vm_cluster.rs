@@ -50,8 +50,10 @@ const WORKER_CAP: usize = 2;
 /// From VM start to every node done. 3 + 2 assembled in 440–531 s on 2 shared cores, but
 /// five VMs' boot alone (QEMU start to the agent's first line) has ranged from ~290 s to
 /// ~450 s, and a run with the slow boot needed more than 15 min; the VM tier's CI budget
-/// (~25 min) is spent on this test when the machine is slow.
-const PATIENCE: Duration = Duration::from_secs(22 * 60);
+/// (~25 min) is spent on this test when the machine is slow. A CI run (2026-11-23) ran
+/// out of 22 min with one control plane still verifying: its etcd kept electing leaders
+/// under TCG (the TEST image now tunes etcd for slow hosts); 26 min keeps the margin.
+const PATIENCE: Duration = Duration::from_secs(26 * 60);
 
 fn enabled() -> bool {
     if std::env::var("MUSTER_VM_TESTS").as_deref() == Ok("1") {

@@ -98,7 +98,7 @@ async fn run(cli: Cli) -> Result<i32> {
                         cert_pem: read_file(&etcd_certfile)?,
                         key_pem: read_file(&etcd_keyfile)?,
                     },
-                    Duration::from_secs(3),
+                    etcd::gateway_timeout()?,
                 )?),
             })
             .await?;

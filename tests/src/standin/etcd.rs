@@ -324,6 +324,26 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// Overrides how long the API stand-ins wait for etcd per request (whole seconds). The
+/// default, 3 s, keeps a lost quorum quick to see in the namespace lab; the VM TEST image
+/// sets more (software-emulated CPUs made single-member puts miss 3 s).
+pub const GATEWAY_TIMEOUT_ENV: &str = "MUSTER_STANDIN_ETCD_TIMEOUT_SECS";
+
+/// The per-request etcd wait of the API stand-ins: [`GATEWAY_TIMEOUT_ENV`] or 3 s.
+pub fn gateway_timeout() -> Result<Duration> {
+    parse_gateway_timeout(std::env::var(GATEWAY_TIMEOUT_ENV).ok().as_deref())
+}
+
+fn parse_gateway_timeout(value: Option<&str>) -> Result<Duration> {
+    let Some(v) = value else {
+        return Ok(Duration::from_secs(3));
+    };
+    match v.trim().parse::<u64>() {
+        Ok(secs @ 1..=60) => Ok(Duration::from_secs(secs)),
+        _ => bail!("{GATEWAY_TIMEOUT_ENV}={v:?}: expected whole seconds from 1 to 60"),
+    }
+}
+
 impl Gateway {
     pub fn new(endpoint: &str, ca_pem: &str, client: &CertKey, timeout: Duration) -> Result<Self> {
         let bases: Vec<String> = endpoint
@@ -451,5 +471,18 @@ mod tests {
         assert!(ms[0].started() && !ms[0].learner);
         assert!(!ms[1].started() && ms[1].learner);
         assert_eq!(prefix_end(b"/a"), b"/b".to_vec());
+    }
+
+    #[test]
+    fn gateway_timeout_defaults_to_3_s_and_refuses_nonsense() {
+        assert_eq!(parse_gateway_timeout(None).unwrap(), Duration::from_secs(3));
+        assert_eq!(
+            parse_gateway_timeout(Some(" 8 ")).unwrap(),
+            Duration::from_secs(8)
+        );
+        for bad in ["0", "61", "8s", ""] {
+            let e = parse_gateway_timeout(Some(bad)).unwrap_err().to_string();
+            assert!(e.contains(GATEWAY_TIMEOUT_ENV), "{e}");
+        }
     }
 }

@@ -358,7 +358,7 @@ fn etcd_gateway(root: &NodeRoot) -> Result<etcd::Gateway> {
         "https://127.0.0.1:2379",
         &read_file(&e.join("server-ca.crt"))?,
         &pki::read_pair(&e, "client")?,
-        Duration::from_secs(3),
+        etcd::gateway_timeout()?,
     )
 }
 
