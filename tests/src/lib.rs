@@ -19,6 +19,8 @@ macro_rules! measured {
     };
 }
 
+// `measured::record`'s test lives here, not in its file: the builder's integration tests
+// include that file by path, and would run the test again in each of their binaries.
 #[cfg(test)]
 mod tests {
     #[test]
