@@ -3,7 +3,6 @@
 
 use crate::bootstrap::driver::Settings;
 use crate::bootstrap::{Config, Driver, FileStore};
-use crate::clock::SystemClock;
 use crate::coord::Coordinator;
 use crate::distro::{NodeContext, k3s::K3s, kubeadm::Kubeadm};
 use crate::exec::RealRunner;
@@ -14,6 +13,7 @@ use model::Role;
 use model::baked::{BakedCluster, NodeIdentity};
 use model::node_files::{CLUSTER_CONFIG, NODE_IDENTITY, NodeRoot};
 use model::spec::{Datastore, DistroKind, VipProvider};
+use protocol::clock::SystemClock;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]

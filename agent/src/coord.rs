@@ -141,16 +141,3 @@ pub trait Coordinator {
     /// Waits until the revision passes `after_revision` or `timeout` passes.
     async fn watch(&self, after_revision: u64, timeout: Duration) -> CoordResult<Changes>;
 }
-
-/// Keys and semaphores the bootstrap uses at the rendezvous.
-pub mod keys {
-    pub const INIT_SEMAPHORE: &str = "init";
-    pub const CP_JOIN_SEMAPHORE: &str = "cp-join";
-    pub const WORKER_JOIN_SEMAPHORE: &str = "worker-join";
-    /// Durable: who initialized the cluster, with the fencing token of that init.
-    pub const INITIALIZED: &str = "initialized";
-    /// Sealed join material (token, CA hash, certificate key, admin kubeconfig, etcd access).
-    pub const JOIN_MATERIAL: &str = "join-material";
-    /// A joiner found the material expired; any joined control plane refreshes it.
-    pub const REFRESH_REQUEST: &str = "refresh-request";
-}

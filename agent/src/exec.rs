@@ -104,6 +104,7 @@ impl CommandRunner for RealRunner {
     }
 }
 
+#[cfg(any(test, feature = "testkit"))]
 /// A scripted runner: answers by the first matching prefix of the command line and records
 /// every call, for tests of the distro implementations.
 #[derive(Debug, Clone, Default)]
@@ -111,12 +112,14 @@ pub struct FakeRunner {
     inner: Arc<Mutex<FakeInner>>,
 }
 
+#[cfg(any(test, feature = "testkit"))]
 #[derive(Debug, Default)]
 struct FakeInner {
     rules: Vec<(String, Output)>,
     calls: Vec<String>,
 }
 
+#[cfg(any(test, feature = "testkit"))]
 impl FakeRunner {
     pub fn new() -> Self {
         FakeRunner::default()
@@ -149,6 +152,7 @@ impl FakeRunner {
     }
 }
 
+#[cfg(any(test, feature = "testkit"))]
 impl CommandRunner for FakeRunner {
     async fn run(&self, program: &str, args: &[&str]) -> Result<Output, ExecError> {
         let line = std::iter::once(program)

@@ -39,7 +39,7 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<(), String> {
                 .metadata()
                 .map(|m| m.permissions().mode() & 0o7777)
                 .unwrap_or(0o644);
-            crate::fsutil::write_atomic(&to, &bytes, mode).map_err(|e| e.to_string())?;
+            model::fsutil::write_atomic(&to, &bytes, mode).map_err(|e| e.to_string())?;
         }
     }
     Ok(())
@@ -98,7 +98,7 @@ impl Host for FsHost {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(format!("{}: {e}", src.display())),
             };
-            crate::fsutil::write_atomic(&self.root.path(to), &bytes, mode)
+            model::fsutil::write_atomic(&self.root.path(to), &bytes, mode)
                 .map_err(|e| format!("{to}: {e}"))?;
         }
         Ok(())
@@ -124,14 +124,16 @@ impl FsHost {
 }
 
 fn write_manifest(root: &NodeRoot, text: &str) -> Result<(), String> {
-    crate::fsutil::write_atomic(&root.path(KUBE_VIP_MANIFEST), text.as_bytes(), 0o600)
+    model::fsutil::write_atomic(&root.path(KUBE_VIP_MANIFEST), text.as_bytes(), 0o600)
         .map_err(|e| e.to_string())
 }
 
+#[cfg(any(test, feature = "testkit"))]
 /// Does nothing: for the simulation and tests of the state machine's other effects.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NullHost;
 
+#[cfg(any(test, feature = "testkit"))]
 impl Host for NullHost {
     fn install_node_tree(&self) -> Result<(), String> {
         Ok(())

@@ -5,16 +5,13 @@
 
 pub mod app;
 pub mod bootstrap;
-pub mod clock;
 pub mod coord;
 pub mod distro;
-pub mod etcd_view;
+pub mod etcd_query;
 pub mod exec;
-pub mod fsutil;
 pub mod host;
 pub mod kube_vip;
-pub mod lab_units;
-pub mod material;
+pub mod lab_systemd;
 pub mod preflight;
 pub mod rendezvous;
 pub mod report;

@@ -58,10 +58,7 @@ fn init_logging() {
     }
 }
 
-fn now_ms() -> u64 {
-    use nodeagent::clock::Clock;
-    nodeagent::clock::SystemClock.now_ms()
-}
+use protocol::clock::now_ms;
 
 async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
@@ -105,7 +102,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 nodeagent::status::cluster_for(&root, timeout),
                 nodeagent::status::local_etcd_for(&root, timeout)
             );
-            let st = nodeagent::status::Status::with_local_etcd(node, Some(cluster), local_etcd);
+            let st = protocol::status::Status::with_local_etcd(node, Some(cluster), local_etcd);
             if json {
                 println!("{}", serde_json::to_string_pretty(&st)?);
             } else {

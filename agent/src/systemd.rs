@@ -1,9 +1,12 @@
 //! systemd: units over D-Bus (zbus `#[proxy]` for the Manager and Unit interfaces) behind
-//! the `Systemd` trait, with a fake for tests; and `sd_notify` for READY/STATUS/STOPPING.
+//! the `Systemd` trait (the lab's stand-in: [`crate::lab_systemd`]; a fake for tests with
+//! the `testkit` feature); and `sd_notify` for READY/STATUS/STOPPING.
 
-use crate::lab_units;
+use crate::lab_systemd::LabSystemd;
 use model::node_files::NodeRoot;
+#[cfg(any(test, feature = "testkit"))]
 use std::collections::BTreeMap;
+#[cfg(any(test, feature = "testkit"))]
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
@@ -145,80 +148,6 @@ impl Systemd for DbusSystemd {
     }
 }
 
-/// LAB ONLY (`nodeagent run --lab`): a network namespace has no service manager of its own
-/// and no system bus. The k3s units really run, through the lab's service runner
-/// ([`crate::lab_units`]: `k3s server` / `k3s agent` detached, pid file under the node's
-/// root). Every other unit is only recorded and then reads as `active`: what it would run,
-/// the lab runs itself (the kubeadm stand-in starts its own etcd and API server like static
-/// pods; the lab harness runs keepalived, HAProxy, nginx). Real nodes always use
-/// [`DbusSystemd`].
-#[derive(Debug, Clone)]
-pub struct LabSystemd {
-    root: NodeRoot,
-    units: FakeSystemd,
-}
-
-impl LabSystemd {
-    /// The lab stand-in for the node whose disk is `root`.
-    pub fn new(root: NodeRoot) -> Self {
-        LabSystemd {
-            root,
-            units: FakeSystemd::default(),
-        }
-    }
-
-    fn runnable(&self, unit: &str) -> Option<lab_units::LabUnit> {
-        lab_units::unit(&self.root, unit)
-    }
-}
-
-fn lab_err(op: &'static str) -> impl Fn(lab_units::LabUnitError) -> SystemdError {
-    move |e| SystemdError {
-        op,
-        unit: e.unit.clone(),
-        detail: e.detail,
-    }
-}
-
-impl Systemd for LabSystemd {
-    async fn start(&self, unit: &str) -> Result<(), SystemdError> {
-        if let Some(u) = self.runnable(unit) {
-            return u.start().map(|_| ()).map_err(lab_err("start"));
-        }
-        tracing::info!(unit, "lab: no service manager; start recorded");
-        self.units.start(unit).await
-    }
-    async fn stop(&self, unit: &str) -> Result<(), SystemdError> {
-        if let Some(u) = self.runnable(unit) {
-            u.stop();
-            return Ok(());
-        }
-        tracing::info!(unit, "lab: no service manager; stop recorded");
-        self.units.stop(unit).await
-    }
-    async fn restart(&self, unit: &str) -> Result<(), SystemdError> {
-        if let Some(u) = self.runnable(unit) {
-            u.stop();
-            return u.start().map(|_| ()).map_err(lab_err("restart"));
-        }
-        tracing::info!(unit, "lab: no service manager; restart recorded");
-        self.units.restart(unit).await
-    }
-    async fn enable(&self, units: &[&str]) -> Result<(), SystemdError> {
-        for u in units.iter().filter_map(|u| self.runnable(u)) {
-            u.enable(&self.root).map_err(lab_err("enable"))?;
-        }
-        tracing::info!(?units, "lab: enable recorded");
-        self.units.enable(units).await
-    }
-    async fn active_state(&self, unit: &str) -> Result<String, SystemdError> {
-        if let Some(u) = self.runnable(unit) {
-            return Ok(u.active_state().to_string());
-        }
-        self.units.active_state(unit).await
-    }
-}
-
 /// The service manager `nodeagent run` talks to: systemd over D-Bus, or the lab stand-in.
 #[derive(Debug, Clone)]
 pub enum NodeSystemd {
@@ -271,11 +200,13 @@ impl Systemd for NodeSystemd {
 }
 
 /// A fake systemd: units become `active` when started; `fail` makes a unit fail to start.
+#[cfg(any(test, feature = "testkit"))]
 #[derive(Debug, Clone, Default)]
 pub struct FakeSystemd {
     inner: Arc<Mutex<FakeState>>,
 }
 
+#[cfg(any(test, feature = "testkit"))]
 #[derive(Debug, Default)]
 struct FakeState {
     states: BTreeMap<String, String>,
@@ -284,6 +215,7 @@ struct FakeState {
     log: Vec<String>,
 }
 
+#[cfg(any(test, feature = "testkit"))]
 impl FakeSystemd {
     pub fn fail(&self, unit: &str) {
         if let Ok(mut g) = self.inner.lock() {
@@ -322,6 +254,7 @@ impl FakeSystemd {
     }
 }
 
+#[cfg(any(test, feature = "testkit"))]
 impl Systemd for FakeSystemd {
     async fn start(&self, unit: &str) -> Result<(), SystemdError> {
         self.set("start", unit, "active")
@@ -379,11 +312,13 @@ impl Notifier for SdNotifier {
 }
 
 /// Records notifications, for tests.
+#[cfg(any(test, feature = "testkit"))]
 #[derive(Debug, Clone, Default)]
 pub struct RecordingNotifier {
     pub lines: Arc<Mutex<Vec<String>>>,
 }
 
+#[cfg(any(test, feature = "testkit"))]
 impl RecordingNotifier {
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().map(|g| g.clone()).unwrap_or_default()
@@ -395,6 +330,7 @@ impl RecordingNotifier {
     }
 }
 
+#[cfg(any(test, feature = "testkit"))]
 impl Notifier for RecordingNotifier {
     fn ready(&self) {
         self.push("READY=1".into());
@@ -435,35 +371,6 @@ mod tests {
             s.active_state("keepalived.service").await.unwrap(),
             "active"
         );
-    }
-
-    #[tokio::test]
-    async fn lab_runs_the_k3s_units_and_records_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = NodeRoot::new(dir.path());
-        let s = LabSystemd::new(root.clone());
-        // `k3s` is not on this test's PATH: the start fails and the unit reads failed, proof
-        // that it was really run rather than recorded.
-        s.enable(&["k3s-agent.service"]).await.unwrap();
-        let names: Vec<String> = lab_units::enabled(&root)
-            .into_iter()
-            .map(|u| u.unit)
-            .collect();
-        assert_eq!(names, vec!["k3s-agent.service".to_string()]);
-        let _ = s.start("k3s-agent.service").await;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while s.active_state("k3s-agent.service").await.unwrap() == "active" {
-            assert!(std::time::Instant::now() < deadline);
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        assert_eq!(s.active_state("k3s-agent.service").await.unwrap(), "failed");
-        s.stop("k3s-agent.service").await.unwrap();
-        assert_eq!(
-            s.active_state("k3s-agent.service").await.unwrap(),
-            "inactive"
-        );
-        s.start("haproxy.service").await.unwrap();
-        assert_eq!(s.active_state("haproxy.service").await.unwrap(), "active");
     }
 
     #[test]

@@ -22,18 +22,19 @@ use model::Role;
 use model::spec::DistroKind;
 use nodeagent::bootstrap::driver::Settings;
 use nodeagent::bootstrap::{Config, Driver, MemStore, Phase, Store};
-use nodeagent::clock::TokioClock;
 use nodeagent::coord::{
     Acquired, Changes, CoordError, CoordResult, Coordinator, Created, ErrorKind, Fence, Member,
-    Record, keys,
+    Record,
 };
 use nodeagent::distro::{
     Credentials, Distro, DistroError, DistroResult, EtcdAccess, EtcdApi, EtcdMember, InitSecrets,
     Issued,
 };
 use nodeagent::host::NullHost;
-use nodeagent::material::{EtcdCreds, JoinMaterial, Secret};
 use nodeagent::systemd::{FakeSystemd, RecordingNotifier};
+use protocol::clock::TokioClock;
+use protocol::keys;
+use protocol::records::{EtcdCreds, JoinMaterial, Secret};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cell::RefCell;
@@ -1091,7 +1092,7 @@ async fn simulate(seed: u64) -> Outcome {
 fn check_final(w: &W, nodes: &[NodeSpec]) {
     let mut wm = w.borrow_mut();
     let mut v = Vec::new();
-    let init: Option<nodeagent::material::InitRecord> = wm
+    let init: Option<protocol::records::InitRecord> = wm
         .records
         .get(keys::INITIALIZED)
         .and_then(|(b, _)| serde_json::from_slice(b).ok());

@@ -1,9 +1,9 @@
-//! Times `muster::build::build` (render + payload + seed volumes) on a generated 100-node
+//! Times `muster_build::bake::build` (render + payload + seed volumes) on a generated 100-node
 //! spec and prints the figure. Not an assert: the issue asks for "well under two seconds"
 //! shown by a measured number. `cargo bench -p muster --bench build`.
 #![allow(clippy::expect_used, reason = "a benchmark, not shipped code")]
 
-use muster::build::{BuildOptions, build};
+use muster_build::bake::{BuildOptions, build};
 use std::time::Instant;
 
 fn main() {
@@ -37,7 +37,7 @@ spec:
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("bench.yaml");
     std::fs::write(&path, spec).expect("write spec");
-    let loaded = muster::spec_source::load(Some(&path)).expect("valid spec");
+    let loaded = muster_build::spec_source::load(Some(&path)).expect("valid spec");
     // A stand-in agent binary of realistic size (pseudo-random, so gzip cannot shrink it).
     let agent_len = 8 * 1024 * 1024;
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;

@@ -17,12 +17,12 @@
 #![allow(clippy::expect_used, reason = "a benchmark, not shipped code")]
 
 use anyhow::{Context, bail};
-use muster::lab::{Lab, UpOptions, netns};
+use muster_lab::{Lab, UpOptions, netns};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The stand-in's command log under a node's root (`muster_tests::standin::STATE_DIR` and
+/// The stand-in's command log under a node's root (`muster_standins::STATE_DIR` and
 /// `kubeadm::COMMAND_LOG`): `<unix ms> <subcommand words> started|ok|failed` per line.
 const COMMAND_LOG: &str = "var/lib/muster-standin/commands.log";
 const STATE_DIR: &str = "/run/muster/bench-lab";
@@ -67,7 +67,7 @@ fn main() -> anyhow::Result<()> {
     if !nix::unistd::Uid::effective().is_root() {
         bail!("the lab benchmark needs root (network namespaces)");
     }
-    let default: serde_yaml::Value = serde_yaml::from_str(muster::spec_source::DEFAULT_SPEC)?;
+    let default: serde_yaml::Value = serde_yaml::from_str(muster_build::spec_source::DEFAULT_SPEC)?;
     let default_cap = default["spec"]["rendezvous"]["workerJoinCap"]
         .as_u64()
         .and_then(|c| u32::try_from(c).ok())
@@ -198,7 +198,7 @@ impl Drop for Guard {
 
 fn run_size(size: Size, default: &serde_yaml::Value, bins: &Path) -> anyhow::Result<SizeResult> {
     let spec_file = spec_for(size, default)?;
-    let spec = muster::spec_source::load(Some(spec_file.path()))?;
+    let spec = muster_build::spec_source::load(Some(spec_file.path()))?;
     println!("{size}: creating the lab (worker join cap {})...", size.cap);
     let lab = Lab::create(&spec, &UpOptions::new(STATE_DIR, bins))?;
     let mut guard = Guard(Some(lab));

@@ -8,8 +8,8 @@
 
 use anyhow::{Context, bail};
 use model::secret::ClusterSecret;
-use muster::rendezvous::{keys, tls};
-use nodeagent::rendezvous::{Client, RetryPolicy, http_client};
+use muster_rendezvous::keys;
+use protocol::{Client, RetryPolicy, http_client};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,7 +57,7 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let secret = ClusterSecret::from_bytes(rand::random());
     keys::install(&dir.path().join("data/keys"), &secret)?;
-    let cert = tls::generate(&["127.0.0.1"])?;
+    let cert = muster_build::bake::rendezvous_cert::generate_for(&["127.0.0.1"])?;
     std::fs::write(dir.path().join("tls.crt"), &cert.cert_pem)?;
     std::fs::write(dir.path().join("tls.key"), &cert.key_pem)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -224,9 +224,7 @@ async fn wait_ready(c: &Client) -> anyhow::Result<()> {
 async fn for_all<F, Fut>(clients: &Arc<Vec<Client>>, f: F) -> anyhow::Result<Duration>
 where
     F: Fn(Client, usize) -> Fut,
-    Fut: std::future::Future<Output = Result<(), nodeagent::rendezvous::ClientError>>
-        + Send
-        + 'static,
+    Fut: std::future::Future<Output = Result<(), protocol::ClientError>> + Send + 'static,
 {
     let gate = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let start = Instant::now();

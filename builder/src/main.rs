@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use muster::spec_source::{self, LoadError};
+use muster_build::spec_source::{self, LoadError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -74,7 +74,7 @@ enum Command {
     },
     /// The whole cluster on this machine, one network namespace per node (needs root):
     /// `up`, `status`, `stop`/`start`/`cut`/`heal` a node, `exec` on it, `down`.
-    Lab(muster::lab::cli::LabArgs),
+    Lab(muster_lab::cli::LabArgs),
     /// Node images.
     Image {
         #[command(subcommand)]
@@ -103,13 +103,13 @@ struct RendezvousArgs {
     #[arg(long, conflicts_with_all = ["cert", "key"])]
     insecure_http: bool,
     /// Most live members per cluster.
-    #[arg(long, default_value_t = muster::rendezvous::Limits::default().max_members)]
+    #[arg(long, default_value_t = muster_rendezvous::Limits::default().max_members)]
     max_members: usize,
     /// Most records per cluster.
-    #[arg(long, default_value_t = muster::rendezvous::Limits::default().max_records)]
+    #[arg(long, default_value_t = muster_rendezvous::Limits::default().max_records)]
     max_records: usize,
     /// Sustained requests per second allowed per client.
-    #[arg(long, default_value_t = muster::rendezvous::Limits::default().rate_per_second)]
+    #[arg(long, default_value_t = muster_rendezvous::Limits::default().rate_per_second)]
     rate: f64,
 }
 
@@ -136,16 +136,11 @@ enum ImageCommand {
         /// Print the build report as JSON.
         #[arg(long)]
         json: bool,
-        /// TEST IMAGE ONLY: install muster's stand-ins for kubeadm, k3s and kube-apiserver
-        /// from DIR (kubeadm-standin, k3s-standin, apiserver-standin), chrony pointed at the
-        /// spec's gateway and a reporter on ttyS1, for the VM test. Never for real clusters.
-        #[arg(long, value_name = "DIR")]
-        test_standins: Option<PathBuf>,
     },
 }
 
 fn parse_disk_size(text: &str) -> Result<u64, String> {
-    match muster::image::disk::parse_size(text) {
+    match muster_build::image::disk::parse_size(text) {
         Some(b) if b >= 1 << 30 => Ok(b),
         Some(_) => Err("at least 1G: the base alone takes about 500 MiB".into()),
         None => Err("a size like 2G, 4096M".into()),
@@ -195,7 +190,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let text = serde_json::to_string_pretty(&plan).context("serializing the plan")?;
                 println!("{text}");
             } else {
-                print!("{}", muster::plan_table::render(&plan));
+                print!("{}", muster_build::plan_table::render(&plan));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -208,27 +203,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let loaded = spec_source::load(spec.as_deref())?;
             // Spec warnings (e.g. a placeholder datastore password) on stderr: stdout may be JSON.
             eprint!("{}", loaded.warnings);
-            let opts = muster::build::BuildOptions::new(agent_bin)?;
-            let report = muster::build::build(&loaded, &out, &opts)
+            let opts = muster_build::bake::BuildOptions::new(agent_bin)?;
+            let report = muster_build::bake::build(&loaded, &out, &opts)
                 .with_context(|| format!("building {} into {}", loaded.origin, out.display()))?;
             if json {
                 let text =
                     serde_json::to_string_pretty(&report).context("serializing the report")?;
                 println!("{text}");
             } else {
-                print!("{}", muster::build::report_table(&report));
+                print!("{}", muster_build::bake::report_table(&report));
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { out, json, timeout } => {
-            let dir = muster::ops::BuildDir::load(&out)?;
-            let status = runtime()?.block_on(muster::ops::status::gather(&dir, timeout))?;
+            let dir = muster_build::ops::BuildDir::load(&out)?;
+            let status = runtime()?.block_on(muster_build::ops::status::gather(&dir, timeout))?;
             if json {
                 let text =
                     serde_json::to_string_pretty(&status).context("serializing the status")?;
                 println!("{text}");
             } else {
-                print!("{}", muster::ops::status::render(&status));
+                print!("{}", muster_build::ops::status::render(&status));
             }
             Ok(if status.healthy() {
                 ExitCode::SUCCESS
@@ -241,10 +236,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             write,
             timeout,
         } => {
-            let dir = muster::ops::BuildDir::load(&out)?;
-            let path = write.unwrap_or_else(|| out.join(muster::ops::kubeconfig::DEFAULT_FILE));
+            let dir = muster_build::ops::BuildDir::load(&out)?;
+            let path =
+                write.unwrap_or_else(|| out.join(muster_build::ops::kubeconfig::DEFAULT_FILE));
             let written =
-                runtime()?.block_on(muster::ops::kubeconfig::run(&dir, &path, timeout))?;
+                runtime()?.block_on(muster_build::ops::kubeconfig::run(&dir, &path, timeout))?;
             if let Some(w) = written.choice.warning() {
                 eprintln!("warning: {w}");
             }
@@ -256,7 +252,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Lab(args) => muster::lab::cli::run(args),
+        Command::Lab(args) => muster_lab::cli::run(args),
         Command::Rendezvous(args) => {
             serve_rendezvous(args)?;
             Ok(ExitCode::SUCCESS)
@@ -270,25 +266,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     cache,
                     disk_size,
                     json,
-                    test_standins,
                 },
         } => {
             let loaded = spec_source::load(spec.as_deref())?;
-            let opts = muster::image::BuildOptions {
+            let opts = muster_build::image::BuildOptions {
                 spec: loaded,
                 out: out.clone(),
                 payload,
-                cache: cache.unwrap_or_else(muster::image::default_cache_dir),
+                cache: cache.unwrap_or_else(muster_build::image::default_cache_dir),
                 disk_bytes: disk_size,
-                test_standins,
+                variant: None,
             };
-            let report = muster::image::build(&opts).context("image build failed")?;
+            let report = muster_build::image::build(&opts).context("image build failed")?;
             if json {
                 let text =
                     serde_json::to_string_pretty(&report).context("serializing the report")?;
                 println!("{text}");
             } else {
-                print!("{}", muster::image::summary(&report, &out));
+                print!("{}", muster_build::image::summary(&report, &out));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -303,7 +298,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn serve_rendezvous(args: RendezvousArgs) -> anyhow::Result<()> {
-    use muster::rendezvous::{self, Limits, tls};
+    use muster_rendezvous::{Limits, tls};
     let limits = Limits {
         max_members: args.max_members,
         max_records: args.max_records,
@@ -318,7 +313,7 @@ fn serve_rendezvous(args: RendezvousArgs) -> anyhow::Result<()> {
     let keys = args.keys.clone().unwrap_or_else(|| args.data.join("keys"));
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        let svc = rendezvous::open(&args.data, &keys, limits)
+        let svc = muster_rendezvous::open(&args.data, &keys, limits)
             .with_context(|| format!("opening the rendezvous data in {}", args.data.display()))?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -334,7 +329,7 @@ fn serve_rendezvous(args: RendezvousArgs) -> anyhow::Result<()> {
             args.data.display(),
             keys.display()
         );
-        rendezvous::run(listener, tls_config, svc, shutdown_signal()).await;
+        muster_rendezvous::run(listener, tls_config, svc, shutdown_signal()).await;
         tracing::info!("rendezvous stopped");
         Ok(())
     })

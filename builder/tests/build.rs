@@ -1,14 +1,14 @@
-//! `muster::build::build` end to end into temp dirs: reproducible payload, secret kept out
+//! `muster_build::bake::build` end to end into temp dirs: reproducible payload, secret kept out
 //! of the payload and reused, dir ownership, and the renderers' errors on bad input.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 mod common;
 
-use muster::build::{BuildOptions, build, payload};
-use muster::render::kubeadm::{
+use muster_build::bake::{BuildOptions, build, payload};
+use muster_build::render::kubeadm::{
     ClusterConfiguration, ExtraArgs, InitConfiguration, JoinConfiguration, KubeletConfiguration,
 };
-use muster::render::{Bake, Input, RenderError, cluster_files, k3s};
+use muster_build::render::{Bake, Input, RenderError, cluster_files, k3s};
 use std::path::Path;
 
 fn opts(dir: &Path) -> BuildOptions {
@@ -20,8 +20,8 @@ fn opts(dir: &Path) -> BuildOptions {
     }
 }
 
-fn spec(name: &str) -> muster::spec_source::LoadedSpec {
-    muster::spec_source::load(Some(&common::repo().join("examples").join(name))).unwrap()
+fn spec(name: &str) -> muster_build::spec_source::LoadedSpec {
+    muster_build::spec_source::load(Some(&common::repo().join("examples").join(name))).unwrap()
 }
 
 fn untar(tgz: &[u8]) -> Vec<(String, Vec<u8>, u32, u64, u64)> {

@@ -11,7 +11,7 @@ use model::spec::Datastore;
 #[test]
 fn datastore_password_reaches_only_the_servers_seeds() {
     let path = common::repo().join("examples/seed-002-k3s-nginx-mariadb.yaml");
-    let loaded = muster::spec_source::load(Some(path.as_path())).unwrap();
+    let loaded = muster_build::spec_source::load(Some(path.as_path())).unwrap();
     let Datastore::ExternalSql { endpoint } = &loaded.cluster.datastore else {
         panic!("seed 002 is on an external SQL datastore");
     };
@@ -57,8 +57,8 @@ fn datastore_password_reaches_only_the_servers_seeds() {
 #[test]
 fn external_etcd_client_key_reaches_only_the_control_planes_seeds() {
     let path = common::repo().join("examples/seed-004-kubeadm-external-etcd.yaml");
-    let loaded = muster::spec_source::load(Some(path.as_path())).unwrap();
-    let tls = muster::build::etcd_tls::load(&loaded.cluster, &loaded.dir())
+    let loaded = muster_build::spec_source::load(Some(path.as_path())).unwrap();
+    let tls = muster_build::bake::etcd_tls::load(&loaded.cluster, &loaded.dir())
         .unwrap()
         .expect("seed 004 names its etcd TLS files");
     // The PEM body, not the armour lines every key shares.

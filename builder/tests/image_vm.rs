@@ -10,9 +10,9 @@
 
 mod common;
 
-use muster::image;
-use muster::render::FileSet;
-use muster::vm::{DirectBoot, accel};
+use muster_build::image;
+use muster_build::render::FileSet;
+use muster_lab::vm::{DirectBoot, accel};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -7,7 +7,7 @@
 mod common;
 use common::{repo, show};
 
-use muster::render::{FileSet, images, packer, proxmox, vagrant};
+use muster_build::render::{FileSet, images, packer, proxmox, vagrant};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -12,15 +12,14 @@ mod support;
 use base64::Engine as _;
 use model::baked::BakedCluster;
 use model::secret::ClusterSecret;
-use muster::build::{BuildOptions, build, rendezvous_cert};
-use muster::rendezvous::{Limits, tls};
+use muster_build::bake::{BuildOptions, build, rendezvous_cert};
+use muster_rendezvous::{Limits, tls};
 use nodeagent::bootstrap::{Persisted, Phase, State};
-use nodeagent::coord::keys;
 use nodeagent::distro::EtcdMember;
-use nodeagent::etcd_view::EtcdView;
-use nodeagent::material::{InitRecord, JoinMaterial, Secret};
-use nodeagent::rendezvous::Client;
-use nodeagent::report::MemberReport;
+use protocol::Client;
+use protocol::etcd_view::EtcdView;
+use protocol::keys;
+use protocol::records::{InitRecord, JoinMaterial, Secret};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -44,8 +43,8 @@ async fn cluster(edit: impl FnOnce(&mut Value)) -> Cluster {
     let agent = tmp.path().join("nodeagent");
     std::fs::write(&agent, b"\x7fELF fake nodeagent for tests\n").unwrap();
     let dir = tmp.path().join("out");
-    let spec =
-        muster::spec_source::load(Some(&common::repo().join("examples/default.yaml"))).unwrap();
+    let spec = muster_build::spec_source::load(Some(&common::repo().join("examples/default.yaml")))
+        .unwrap();
     build(
         &spec,
         &dir,
@@ -108,7 +107,7 @@ impl Cluster {
         let mut p = Persisted::new(name, since_ms);
         p.enter(state, since_ms);
         let role_kind = model::Role::parse(role).unwrap();
-        let report = MemberReport::new(role_kind, &p, since_ms)
+        let report = nodeagent::report::member_report(role_kind, &p, since_ms)
             .with_etcd(etcd)
             .to_json();
         self.node(name)
@@ -126,11 +125,11 @@ impl Cluster {
             .await
             .unwrap()
         {
-            nodeagent::rendezvous::AcquireResponse::Granted { token, .. } => token,
+            protocol::AcquireResponse::Granted { token, .. } => token,
             other => panic!("{other:?}"),
         };
         let fence = || {
-            Some(nodeagent::rendezvous::Fence {
+            Some(protocol::Fence {
                 semaphore: keys::INIT_SEMAPHORE.into(),
                 token,
             })
@@ -187,7 +186,7 @@ impl Cluster {
 }
 
 fn now_ms() -> u64 {
-    muster::ops::now_ms()
+    muster_build::ops::now_ms()
 }
 
 fn state(phase: Phase, attempt: u32, last_error: Option<&str>) -> State {
@@ -291,7 +290,7 @@ async fn status_shows_members_phases_slots_and_absent_nodes() {
     .await
     .unwrap();
     let w1 = c.node("lab-w-1");
-    let nodeagent::rendezvous::AcquireResponse::Granted { token, .. } = w1
+    let protocol::AcquireResponse::Granted { token, .. } = w1
         .acquire(
             keys::WORKER_JOIN_SEMAPHORE,
             2,
@@ -545,8 +544,8 @@ fn build_writes_the_baked_config_beside_the_payload() {
     let agent = tmp.path().join("nodeagent");
     std::fs::write(&agent, b"fake").unwrap();
     let dir = tmp.path().join("out");
-    let spec =
-        muster::spec_source::load(Some(&common::repo().join("examples/default.yaml"))).unwrap();
+    let spec = muster_build::spec_source::load(Some(&common::repo().join("examples/default.yaml")))
+        .unwrap();
     build(
         &spec,
         &dir,
@@ -574,7 +573,7 @@ fn build_writes_the_baked_config_beside_the_payload() {
     assert_eq!(beside, inside);
     // And the operator commands can still read a dir built before cluster.json existed.
     std::fs::remove_file(dir.join("cluster.json")).unwrap();
-    let d = muster::ops::BuildDir::load(&dir).unwrap();
+    let d = muster_build::ops::BuildDir::load(&dir).unwrap();
     assert_eq!(d.baked.nodes.len(), 6);
     let _: &Path = &d.dir;
 }

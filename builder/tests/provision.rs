@@ -113,7 +113,7 @@ fn provision_sh_prepares_a_debian_root_and_refuses_tampered_payloads() {
     assert!(cp.status.success(), "copying the test root\n{}", show(&cp));
     std::fs::write(
         root.join("tmp/provision.sh"),
-        muster::render::images::PROVISION_SH,
+        muster_build::render::images::PROVISION_SH,
     )
     .unwrap();
     // A swap line the script must turn off.
@@ -253,11 +253,11 @@ fn provision_sh_prepares_a_debian_root_and_refuses_tampered_payloads() {
 
     // 4. A payload as `muster build` packs it: its sums in usr/lib/muster/SHA256SUMS, which
     //    is installed with the rest; a file it does not list is refused.
-    let mut built = muster::render::FileSet::default();
+    let mut built = muster_build::render::FileSet::default();
     built.add("usr/bin/nodeagent", 0o755, "#!/bin/sh\necho built\n");
-    let sums = muster::build::payload::sha256sums(&built);
+    let sums = muster_build::bake::payload::sha256sums(&built);
     built.add(model::node_files::PAYLOAD_SUMS, 0o644, sums.clone());
-    let tarball = muster::build::payload::pack(&built, 0).unwrap();
+    let tarball = muster_build::bake::payload::pack(&built, 0).unwrap();
     let o = run_provision(&root, &tarball, None);
     assert!(
         o.status.success(),
@@ -267,7 +267,7 @@ fn provision_sh_prepares_a_debian_root_and_refuses_tampered_payloads() {
     assert_eq!(read("usr/bin/nodeagent"), "#!/bin/sh\necho built\n");
     assert_eq!(read(model::node_files::PAYLOAD_SUMS), sums);
     built.add("usr/bin/unlisted", 0o755, "#!/bin/sh\n");
-    let tarball = muster::build::payload::pack(&built, 0).unwrap();
+    let tarball = muster_build::bake::payload::pack(&built, 0).unwrap();
     let o = run_provision(&root, &tarball, None);
     assert!(!o.status.success(), "unlisted file accepted\n{}", show(&o));
     assert!(!root.join("usr/bin/unlisted").exists());

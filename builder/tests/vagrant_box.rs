@@ -117,7 +117,7 @@ fn network_xml() -> String {
 }
 
 fn muster_bin(name: &str) -> PathBuf {
-    muster::lab::standins::target_binary(name).unwrap()
+    muster_lab::standins::target_binary(name).unwrap()
 }
 
 fn output(what: &str, cmd: &mut Command) -> String {
@@ -442,7 +442,7 @@ fn the_vagrant_box_boots_under_vagrant_libvirt() {
     assert!(
         v1["datasource"]
             .as_str()
-            .is_some_and(|d| d.starts_with(muster::vm::cluster::SEED_MARKER)),
+            .is_some_and(|d| d.starts_with(muster_lab::vm::cluster::SEED_MARKER)),
         "{v1:#}"
     );
     for stage in ["init-local", "init", "modules-config"] {

@@ -127,7 +127,7 @@ fn nginx_check(text: &[u8]) -> Output {
     let d = tmp();
     let f = d.path().join("nginx.conf");
     std::fs::write(&f, text).unwrap();
-    let module = muster::render::nginx::STREAM_MODULE;
+    let module = muster_build::render::nginx::STREAM_MODULE;
     assert!(
         Path::new(module).exists(),
         "{module} missing (libnginx-mod-stream): {INSTALL}"
@@ -452,12 +452,12 @@ fn seed_volumes_pass_fsck_blkid_and_read_back() {
     let r = common::render(&common::examples()[0]);
     for (node, seed) in &r.seeds {
         let files = seed.files();
-        let img = muster::build::seed_volume::build(&files).unwrap();
+        let img = muster_build::bake::seed_volume::build(&files).unwrap();
         seed_checks(&img, &files).unwrap_or_else(|e| panic!("{node}: {e}"));
-        assert_eq!(img, muster::build::seed_volume::build(&files).unwrap());
+        assert_eq!(img, muster_build::bake::seed_volume::build(&files).unwrap());
     }
     let files = r.seeds[0].1.files();
-    let mut img = muster::build::seed_volume::build(&files).unwrap();
+    let mut img = muster_build::bake::seed_volume::build(&files).unwrap();
     // Broken: wipe the boot sector.
     img[..512].fill(0);
     assert!(seed_checks(&img, &files).is_err(), "broken sample passed");

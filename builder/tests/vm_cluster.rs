@@ -1,8 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 //! Issue #7's VM end-to-end test: a cluster of real VMs assembles from the seed volumes
 //! alone. `muster build` (3 control planes + 2 workers, keepalived on the control planes,
-//! addresses on the lab bridge), `muster image build --test-standins` (the base comes from
-//! the image cache when there is one), then one QEMU VM per node (`muster::vm::cluster`),
+//! addresses on the lab bridge), `muster lab image` (the base comes from
+//! the image cache when there is one), then one QEMU VM per node (`muster_lab::vm::cluster`),
 //! and every check is made from OUTSIDE the VMs: their consoles (ttyS0), the test image's
 //! reporter (ttyS1: `systemctl show`, `nodeagent status --json`, `etcdctl member list`),
 //! and the rendezvous (member reports, audit log) read with the agent's own client.
@@ -28,8 +28,8 @@
 mod common;
 
 use model::Role;
-use model::rendezvous::AuditEvent;
-use muster::vm::cluster::{ClusterOptions, SEED_MARKER, VmCluster, VmImage};
+use muster_lab::vm::cluster::{ClusterOptions, SEED_MARKER, VmCluster, VmImage};
+use protocol::wire::AuditEvent;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -74,11 +74,11 @@ fn k3s_enabled() -> bool {
 }
 
 fn bin_dir() -> PathBuf {
-    muster::lab::standins::target_bin_dir()
+    muster_lab::standins::target_bin_dir()
 }
 
 fn binary(name: &str) -> PathBuf {
-    muster::lab::standins::target_binary(name).unwrap()
+    muster_lab::standins::target_binary(name).unwrap()
 }
 
 /// The spec's VIP provider: `keepalived` (CI: the agent enables and starts keepalived over
@@ -231,14 +231,14 @@ fn assembles(distro: Distro, workers: usize) {
     let image_dir = d.join("image");
     let t = Instant::now();
     let report: serde_json::Value = serde_json::from_slice(&run(
-        "muster image build",
+        "muster lab image",
         Command::new(&muster)
-            .args(["image", "build", "--json", "--out"])
+            .args(["lab", "image", "--json", "--out"])
             .arg(&image_dir)
             .arg(&spec_path)
             .arg("--payload")
             .arg(build.join("payload.tar.gz"))
-            .arg("--test-standins")
+            .arg("--standins")
             .arg(bin_dir()),
     ))
     .unwrap();
@@ -440,7 +440,7 @@ fn assembles(distro: Distro, workers: usize) {
     // Exactly one init completed: init grants never overlapped, and under TCG a first init
     // can fail (the stand-in's etcd write timed out): then it was undone (`kubeadm reset`)
     // before the slot passed on, and the last grant's holder initialized the cluster.
-    let init = muster::rendezvous::audit::max_concurrent_holders(&audit, "init").unwrap();
+    let init = muster_rendezvous::audit::max_concurrent_holders(&audit, "init").unwrap();
     assert_eq!(init, 1, "init grants overlapped");
     let initializer = audit
         .iter()
@@ -478,7 +478,7 @@ fn assembles(distro: Distro, workers: usize) {
             }
         }
     }
-    let cp = muster::rendezvous::audit::max_concurrent_holders(&audit, "cp-join").unwrap();
+    let cp = muster_rendezvous::audit::max_concurrent_holders(&audit, "cp-join").unwrap();
     assert_eq!(cp, 1, "control-plane joins overlapped");
     // Each joining control plane at least once (a failed join is undone and retried).
     assert!(
@@ -486,7 +486,7 @@ fn assembles(distro: Distro, workers: usize) {
         "cp-join grants: {}",
         grants("cp-join")
     );
-    let w = muster::rendezvous::audit::max_concurrent_holders(&audit, "worker-join").unwrap();
+    let w = muster_rendezvous::audit::max_concurrent_holders(&audit, "worker-join").unwrap();
     assert!((1..=WORKER_CAP).contains(&w), "worker joins at once: {w}");
     assert!(grants("worker-join") >= wks.len());
 

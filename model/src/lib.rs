@@ -3,14 +3,13 @@
 
 pub mod baked;
 pub mod dsn;
+pub mod fsutil;
 pub mod kube_vip;
 pub mod names;
 pub mod node_files;
 pub mod plan;
 pub mod problem;
 pub mod quorum;
-pub mod rendezvous;
-pub mod seal;
 pub mod secret;
 pub mod spec;
 pub mod templates;

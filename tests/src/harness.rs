@@ -1,6 +1,6 @@
 //! What the lab end-to-end tests share at teardown.
 
-use muster::lab::Lab;
+use muster_lab::Lab;
 
 /// Ends a test's lab: with `MUSTER_LAB_KEEP` set it stays up to inspect (and says where);
 /// otherwise `down`, and anything left behind fails the test (unless it already failed).

@@ -1,11 +1,10 @@
 //! Test support for muster, and the named stand-ins for kubeadm, the kubelet and k3s
 //! (see `tests/README.md`). The stand-ins are NOT kubeadm or k3s: they accept the same
 //! command lines and config files and do real etcd, TLS and quorum work underneath (k3s on
-//! an external SQL datastore: a real MariaDB, `muster::lab::mariadb`).
+//! an external SQL datastore: a real MariaDB, `muster_lab::mariadb`).
 
 pub mod harness;
 pub mod measured;
-pub mod standin;
 
 /// `measured!("...", args)` in an integration test: [`measured::record`] into that test's
 /// `CARGO_TARGET_TMPDIR` (the macro expands there, where cargo sets it).

@@ -20,9 +20,9 @@
 //! Needs root, iproute2, etcd-server, etcd-client, util-linux, and the `muster` and
 //! `nodeagent` binaries in `target/debug` (`cargo build --workspace --bins`).
 
-use muster::lab::netns::{self, Daemon};
-use muster::lab::scratch::ScratchLab as Lab;
-use muster_tests::standin::{STATE_DIR, daemon, etcd, kubeadm::COMMAND_LOG};
+use muster_lab::netns::{self, Daemon};
+use muster_lab::scratch::ScratchLab as Lab;
+use muster_standins::{STATE_DIR, daemon, etcd, kubeadm::COMMAND_LOG};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ const VIP_OCTET: u8 = 10;
 const PATIENCE: Duration = Duration::from_secs(75);
 
 fn bin(name: &str) -> PathBuf {
-    muster::lab::standins::target_binary(name).unwrap()
+    muster_lab::standins::target_binary(name).unwrap()
 }
 
 fn spec(lab: &Lab) -> String {
@@ -136,9 +136,8 @@ fn image_disk(build: &Path, name: &str, root: &Path) {
 impl Rig {
     /// Lab, `muster build`, node disks, the rendezvous and the static VIP on cp1.
     fn new(tag: &str, env: Vec<(&'static str, String)>) -> Rig {
-        let standins = Path::new(env!("CARGO_BIN_EXE_kubeadm-standin"))
-            .parent()
-            .unwrap();
+        let standins = muster_lab::standins::target_bin_dir();
+        let standins = standins.as_path();
         let hosts: Vec<(&str, u8)> = CPS.iter().map(|(h, _, o)| (*h, *o)).collect();
         let lab = Lab::new(tag, standins, &hosts).unwrap();
         let build = lab.dir().join("build");
@@ -494,7 +493,7 @@ fn a_reimaged_control_plane_replaces_its_old_member() {
         h != "cp3"
     });
     let root3 = r.lab.node_root("cp3");
-    for d in [muster_tests::standin::api::DAEMON, "etcd"] {
+    for d in [muster_standins::api::DAEMON, "etcd"] {
         daemon::stop(&root3, d, Duration::from_secs(5)).unwrap();
     }
     std::fs::remove_dir_all(r.lab.root("cp3")).unwrap();

@@ -15,8 +15,8 @@
 //! and `nodeagent` binaries in this test's target dir: `cargo test --workspace` builds them
 //! (both packages have integration tests); alone, run `cargo build --workspace --bins` first.
 
-use model::rendezvous::{AuditEntry, AuditEvent};
-use muster::lab::{Lab, UpOptions, netns};
+use muster_lab::{Lab, UpOptions, netns};
+use protocol::wire::{AuditEntry, AuditEvent};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
@@ -33,11 +33,11 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 fn bin_dir() -> PathBuf {
-    muster::lab::standins::target_bin_dir()
+    muster_lab::standins::target_bin_dir()
 }
 
 fn binary(name: &str) -> PathBuf {
-    muster::lab::standins::target_binary(name).unwrap()
+    muster_lab::standins::target_binary(name).unwrap()
 }
 
 /// A fixed dir per test under this worktree's target: a rerun sweeps what a crashed run left.
@@ -47,7 +47,7 @@ fn state_dir(tag: &str) -> PathBuf {
 
 /// Namespaces of the lab in `state` still present.
 fn namespaces_of(state: &Path) -> Vec<String> {
-    let mine = format!("{}-", muster::lab::lab_id(state));
+    let mine = format!("{}-", muster_lab::lab_id(state));
     netns::list()
         .into_iter()
         .filter(|n| n.starts_with(&mine))
@@ -87,7 +87,7 @@ impl Drop for Cluster {
 /// The lab of the built-in default spec: namespaces, disks, rendezvous; no node booted yet.
 fn prepare(tag: &str) -> Cluster {
     let serial = serial();
-    let spec = muster::spec_source::load(None).unwrap();
+    let spec = muster_build::spec_source::load(None).unwrap();
     let opts = UpOptions::new(state_dir(tag), &bin_dir());
     let t = Instant::now();
     let lab = Lab::create(&spec, &opts).unwrap();
@@ -146,7 +146,7 @@ impl Cluster {
     fn knob(&self, host: &str, line: &str) {
         let p = self
             .root(host)
-            .join(muster_tests::standin::STATE_DIR)
+            .join(muster_standins::STATE_DIR)
             .join("knobs");
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, format!("{line}\n")).unwrap();
@@ -187,8 +187,8 @@ impl Cluster {
     fn commands(&self, host: &str) -> Vec<String> {
         std::fs::read_to_string(
             self.root(host)
-                .join(muster_tests::standin::STATE_DIR)
-                .join(muster_tests::standin::kubeadm::COMMAND_LOG),
+                .join(muster_standins::STATE_DIR)
+                .join(muster_standins::kubeadm::COMMAND_LOG),
         )
         .unwrap_or_default()
         .lines()
@@ -196,13 +196,13 @@ impl Cluster {
         .collect()
     }
 
-    fn members(&self, host: &str) -> Vec<muster_tests::standin::etcd::Member> {
+    fn members(&self, host: &str) -> Vec<muster_standins::etcd::Member> {
         let out = self
             .lab()
             .etcdctl(host, &["member", "list", "-w", "json"])
             .unwrap();
         assert!(out.ok(), "member list on {host}: {}", out.all());
-        muster_tests::standin::etcd::parse_member_list(&out.stdout).unwrap()
+        muster_standins::etcd::parse_member_list(&out.stdout).unwrap()
     }
 
     /// The checks every test shares; returns the audit log.
@@ -262,14 +262,14 @@ impl Cluster {
         );
 
         // ---- control-plane joins one at a time; workers at most the cap at once
-        let cp = muster::rendezvous::audit::max_concurrent_holders(&audit, "cp-join").unwrap();
+        let cp = muster_rendezvous::audit::max_concurrent_holders(&audit, "cp-join").unwrap();
         assert_eq!(cp, 1, "control-plane joins overlapped");
         assert!(
             grants("cp-join").len() >= 2,
             "two control planes must have joined"
         );
         let cap = self.worker_cap;
-        let w = muster::rendezvous::audit::max_concurrent_holders(&audit, "worker-join").unwrap();
+        let w = muster_rendezvous::audit::max_concurrent_holders(&audit, "worker-join").unwrap();
         assert!(
             (1..=cap).contains(&w),
             "worker joins: {w} at once (cap {cap})"
@@ -638,7 +638,7 @@ fn muster_lab_rehearses_a_halted_control_plane() {
     let mut argv: Vec<String> = ["exec", &holder, "--", "env", "ETCDCTL_API=3", "etcdctl"]
         .map(String::from)
         .to_vec();
-    argv.extend(muster::lab::etcdctl_flags(&root_of(&holder)));
+    argv.extend(muster_lab::etcdctl_flags(&root_of(&holder)));
     argv.extend(["endpoint", "health", "--cluster"].map(String::from));
     let health = muster_lab(&state, &argv.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(health.ok(), "etcd after the restart: {}", health.all());

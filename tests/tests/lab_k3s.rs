@@ -12,8 +12,8 @@
 //! Needs root, the lab's packages (scripts/deps/*.sh) and the binaries in this test's target
 //! dir: `cargo build --workspace --bins` first when run alone.
 
-use model::rendezvous::{AuditEntry, AuditEvent};
-use muster::lab::{Lab, UpOptions, netns};
+use muster_lab::{Lab, UpOptions, netns};
+use protocol::wire::{AuditEntry, AuditEvent};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -123,7 +123,7 @@ fn assemble(example: &str, tag: &str) -> Seed {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../examples")
         .join(example);
-    let spec = muster::spec_source::load(Some(&path)).unwrap();
+    let spec = muster_build::spec_source::load(Some(&path)).unwrap();
     let state = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("lab-k3s-{tag}"));
     let opts = UpOptions::new(state, &bin_dir());
     let t = Instant::now();
@@ -157,7 +157,7 @@ fn assert_assembled(seed: &Seed) -> Vec<AuditEntry> {
         seed.names("control-plane").contains(&initializer),
         "{initializer} initialized but is no server"
     );
-    let cp = muster::rendezvous::audit::max_concurrent_holders(&audit, "cp-join").unwrap();
+    let cp = muster_rendezvous::audit::max_concurrent_holders(&audit, "cp-join").unwrap();
     assert_eq!(cp, 1, "control-plane joins overlapped");
     for n in &seed.lab().record().nodes {
         let agent = n.root.join("usr/bin/nodeagent");
@@ -195,7 +195,7 @@ fn assert_etcd_members(seed: &Seed) {
             .etcdctl(host, &["member", "list", "-w", "json"])
             .unwrap();
         assert!(out.ok(), "member list on {host}: {}", out.all());
-        let members = muster_tests::standin::etcd::parse_member_list(&out.stdout).unwrap();
+        let members = muster_standins::etcd::parse_member_list(&out.stdout).unwrap();
         let mut names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
         names.sort();
         let mut want = servers.clone();

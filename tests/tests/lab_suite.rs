@@ -11,9 +11,9 @@
 //! Needs root, the packages of scripts/deps/*.sh, and the `muster`/`nodeagent` binaries in
 //! this test's target dir (`cargo test --workspace` builds them).
 
-use model::rendezvous::{AuditEntry, AuditEvent};
-use muster::lab::{Lab, UpOptions, netns};
-use muster::spec_source::LoadedSpec;
+use muster_build::spec_source::LoadedSpec;
+use muster_lab::{Lab, UpOptions, netns};
+use protocol::wire::{AuditEntry, AuditEvent};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -43,7 +43,7 @@ fn load(example: Option<&str>) -> LoadedSpec {
             .join("../examples")
             .join(f)
     });
-    muster::spec_source::load(path.as_deref()).unwrap()
+    muster_build::spec_source::load(path.as_deref()).unwrap()
 }
 
 /// A phase without its `#attempt`.
@@ -169,9 +169,7 @@ impl Suite {
     /// Arms a stand-in knob (`<root>/var/lib/muster-standin/knobs`, appended).
     fn knob(&self, host: &str, line: &str) {
         use std::io::Write;
-        let p = self
-            .root(host)
-            .join(muster_tests::standin::knobs::KNOB_FILE);
+        let p = self.root(host).join(muster_standins::knobs::KNOB_FILE);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -182,7 +180,7 @@ impl Suite {
     }
 
     fn phase(&self, host: &str) -> String {
-        muster::lab::status::local_phase(self.lab().node(host).unwrap())
+        muster_lab::status::local_phase(self.lab().node(host).unwrap())
     }
 
     /// The persisted phase of a node's agent; a backoff counts as the phase it resumes.
@@ -203,7 +201,7 @@ impl Suite {
 
     /// Whether the stand-in knob `marker` (`hang-STEP`, ...) fired on `host`.
     fn fired(&self, host: &str, marker: &str) -> bool {
-        let dir = self.root(host).join(muster_tests::standin::STATE_DIR);
+        let dir = self.root(host).join(muster_standins::STATE_DIR);
         dir.join("fired").join(marker).exists()
     }
 
@@ -295,8 +293,8 @@ impl Suite {
     fn commands(&self, host: &str) -> Vec<String> {
         let log = self
             .root(host)
-            .join(muster_tests::standin::STATE_DIR)
-            .join(muster_tests::standin::kubeadm::COMMAND_LOG);
+            .join(muster_standins::STATE_DIR)
+            .join(muster_standins::kubeadm::COMMAND_LOG);
         let text = std::fs::read_to_string(log).unwrap_or_default();
         text.lines()
             .map(|l| l.split_once(' ').map_or(l, |(_, rest)| rest).to_string())
@@ -350,7 +348,7 @@ impl Suite {
             .etcdctl(init_node, &["member", "list", "-w", "json"])
             .unwrap();
         assert!(out.ok(), "{}", out.all());
-        let members = muster_tests::standin::etcd::parse_member_list(&out.stdout).unwrap();
+        let members = muster_standins::etcd::parse_member_list(&out.stdout).unwrap();
         let mut names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
         names.sort();
         let mut planned = self.cps.clone();
@@ -382,7 +380,7 @@ impl Suite {
             .external_etcdctl(&["member", "list", "-w", "json"])
             .unwrap();
         assert!(out.ok(), "{}", out.all());
-        let members = muster_tests::standin::etcd::parse_member_list(&out.stdout).unwrap();
+        let members = muster_standins::etcd::parse_member_list(&out.stdout).unwrap();
         let mut names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
         names.sort();
         let want: Vec<String> = ext.iter().map(|m| m.name.clone()).collect();
@@ -451,7 +449,7 @@ impl Suite {
         self.assert_one_completed_init(&inits[0].0);
         assert_eq!(init_grants[0].holder.as_deref(), Some(inits[0].0.as_str()));
         // ---- control-plane joins one at a time, worker joins within the cap
-        let held = |sem| muster::rendezvous::audit::max_concurrent_holders(&audit, sem).unwrap();
+        let held = |sem| muster_rendezvous::audit::max_concurrent_holders(&audit, sem).unwrap();
         assert_eq!(held("cp-join"), 1, "control-plane joins overlapped");
         let w = held("worker-join");
         assert!(
@@ -819,7 +817,7 @@ fn init_winner_halted_during_init_and_rendezvous_restarted_mid_assembly() {
     let winner = s.await_phase(&s.cps, "initializing");
     let fired = s
         .root(&winner)
-        .join(muster_tests::standin::STATE_DIR)
+        .join(muster_standins::STATE_DIR)
         .join("fired/hang-upload-config");
     netns::wait_until("init to hang", PATIENCE, Duration::from_millis(100), || {
         fired.exists()

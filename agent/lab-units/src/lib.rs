@@ -11,7 +11,7 @@
 //! multi-user.target.wants/<unit>`); the lab's boot step starts the enabled units, as
 //! systemd does at boot ([`enabled`]).
 
-use crate::fsutil::write_atomic;
+use model::fsutil::write_atomic;
 use model::node_files::NodeRoot;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -202,6 +202,15 @@ impl LabUnit {
         write_atomic(&root.path(WANTS_DIR).join(&self.unit), b"", 0o644)
             .map_err(|e| fail(&self.unit, e))
     }
+}
+
+/// Finds `tool` on PATH, then in the sbin dirs (sudo's PATH may lack them).
+pub fn find_tool(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(tool))
+        .find(|c| c.is_file())
 }
 
 #[cfg(test)]

@@ -4,16 +4,16 @@
 
 use super::state::{self, Action, Config, Event, Phase, State};
 use super::store::{Persisted, Store};
-use crate::clock::{Clock, Millis};
-use crate::coord::{Acquired, Coordinator, Created, ErrorKind, Fence, keys};
+use crate::coord::{Acquired, Coordinator, Created, ErrorKind, Fence};
 use crate::distro::{Distro, EtcdAccess, InitSecrets};
-use crate::etcd_view::EtcdView;
 use crate::host::Host;
-use crate::material::{
+use crate::systemd::{Notifier, Systemd};
+use protocol::clock::{Clock, Millis};
+use protocol::etcd_view::EtcdView;
+use protocol::keys;
+use protocol::records::{
     InitRecord, JoinMaterial, RefreshRequest, new_bootstrap_token, new_certificate_key,
 };
-use crate::report::MemberReport;
-use crate::systemd::{Notifier, Systemd};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -174,7 +174,7 @@ where
 
     /// The member report: heartbeated to the rendezvous and written to `AGENT_STATUS`.
     pub fn report(&self) -> serde_json::Value {
-        MemberReport::new(self.cfg.role, &self.persisted, self.clock.now_ms()).to_json()
+        crate::report::member_report(self.cfg.role, &self.persisted, self.clock.now_ms()).to_json()
     }
 
     /// On a joined control plane: its view of etcd (members, health, quorum) through its
@@ -199,12 +199,12 @@ where
             endpoints: self.settings.etcd_view_endpoints(),
             creds,
         };
-        match EtcdView::observe(
+        match crate::etcd_query::observe(
             &self.distro,
             &access,
             &self.settings.node,
             self.clock.now_ms(),
-            crate::etcd_view::MEMBER_DEADLINE,
+            crate::etcd_query::MEMBER_DEADLINE,
         )
         .await
         {
@@ -303,9 +303,10 @@ where
     }
 
     async fn heartbeat(&mut self) {
-        let report = MemberReport::new(self.cfg.role, &self.persisted, self.clock.now_ms())
-            .with_etcd(self.etcd_view().await)
-            .to_json();
+        let report =
+            crate::report::member_report(self.cfg.role, &self.persisted, self.clock.now_ms())
+                .with_etcd(self.etcd_view().await)
+                .to_json();
         match self
             .coord
             .heartbeat(
@@ -688,7 +689,7 @@ where
     async fn new_material(
         &mut self,
         init_token: u64,
-        key: Option<crate::material::Secret>,
+        key: Option<protocol::records::Secret>,
     ) -> Result<JoinMaterial, Event> {
         let key = match (key, self.settings.cert_key_ttl_ms) {
             (Some(k), Some(_)) => Some(k),

@@ -7,4 +7,6 @@ pub mod store;
 
 pub use driver::{Driver, Tick};
 pub use state::{Action, Config, Event, Phase, State, step};
-pub use store::{FileStore, MemStore, Persisted, Store};
+#[cfg(any(test, feature = "testkit"))]
+pub use store::MemStore;
+pub use store::{FileStore, Persisted, Store};

@@ -11,9 +11,10 @@
 //! destructive step go through `Compensating` (remove own etcd member, reset, restore the
 //! kube-vip manifest, release the slot) and `Backoff`.
 
-use crate::coord::{Fence, keys};
+use crate::coord::Fence;
 use model::Role;
 use model::spec::DistroKind;
+use protocol::keys;
 use serde::{Deserialize, Serialize};
 
 /// Everything `step` needs to know about this node and cluster; fixed for a run.

@@ -2,8 +2,8 @@
 //! atomically to `AGENT_STATE` after each transition so a restart resumes where it stopped.
 
 use super::state::State;
-use crate::clock::Millis;
 use model::node_files::{AGENT_STATE, AGENT_STATUS, NodeRoot};
+use protocol::clock::Millis;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -21,17 +21,7 @@ pub struct PhaseSpan {
     pub attempt: u32,
 }
 
-/// The most recent failure, kept after the node recovers (the state's `last_error` is
-/// cleared by the next success), so `nodeagent status` can say what was overcome.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Failure {
-    /// The phase the node moved to because of the failure (e.g. `compensating`).
-    pub phase: String,
-    pub attempt: u32,
-    pub error: String,
-    pub at_ms: Millis,
-}
+pub use protocol::status::Failure;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -112,7 +102,7 @@ pub enum StoreError {
     #[error("cannot read the agent state {path}: {detail}")]
     Read { path: PathBuf, detail: String },
     #[error(transparent)]
-    Write(#[from] crate::fsutil::WriteError),
+    Write(#[from] model::fsutil::WriteError),
 }
 
 pub trait Store {
@@ -158,24 +148,26 @@ impl Store for FileStore {
     fn save(&self, p: &Persisted) -> Result<(), StoreError> {
         let mut bytes = serde_json::to_vec_pretty(p).unwrap_or_default();
         bytes.push(b'\n');
-        crate::fsutil::write_atomic(&self.root.path(AGENT_STATE), &bytes, 0o600)?;
+        model::fsutil::write_atomic(&self.root.path(AGENT_STATE), &bytes, 0o600)?;
         Ok(())
     }
 
     fn save_status(&self, report: &serde_json::Value) -> Result<(), StoreError> {
         let mut bytes = serde_json::to_vec_pretty(report).unwrap_or_default();
         bytes.push(b'\n');
-        crate::fsutil::write_atomic(&self.root.path(AGENT_STATUS), &bytes, 0o644)?;
+        model::fsutil::write_atomic(&self.root.path(AGENT_STATUS), &bytes, 0o644)?;
         Ok(())
     }
 }
 
+#[cfg(any(test, feature = "testkit"))]
 /// In memory; clones share the content, so it survives a simulated crash of the driver.
 #[derive(Debug, Clone, Default)]
 pub struct MemStore {
     inner: Arc<Mutex<(Option<Persisted>, Option<serde_json::Value>)>>,
 }
 
+#[cfg(any(test, feature = "testkit"))]
 impl MemStore {
     /// Loses everything, as re-imaging a node does.
     pub fn wipe(&self) {
@@ -188,6 +180,7 @@ impl MemStore {
     }
 }
 
+#[cfg(any(test, feature = "testkit"))]
 impl Store for MemStore {
     fn load(&self) -> Result<Option<Persisted>, StoreError> {
         Ok(self.inner.lock().ok().and_then(|g| g.0.clone()))

@@ -3,7 +3,7 @@
 //! builds its TLS config from PEM text (CA, optional client identity).
 
 use super::{DistroError, DistroResult, EtcdMember};
-use crate::material::EtcdCreds;
+use protocol::records::EtcdCreds;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -7,9 +7,9 @@ use super::http;
 use super::template::{self, Values};
 use super::{Credentials, Distro, DistroError, DistroResult, InitSecrets, Issued, NodeContext};
 use crate::exec::CommandRunner;
-use crate::material::{EtcdCreds, JoinMaterial, Secret};
 use crate::systemd::Systemd;
 use model::node_files::K3S_CONFIG;
+use protocol::records::{EtcdCreds, JoinMaterial, Secret};
 use std::path::PathBuf;
 
 pub const CONFIG_INIT_TEMPLATE: &str = model::node_files::K3S_INIT_TEMPLATE;

@@ -7,7 +7,7 @@ use super::{
     Credentials, Distro, DistroError, DistroResult, InitSecrets, Issued, NodeContext, parse,
 };
 use crate::exec::CommandRunner;
-use crate::material::{EtcdCreds, JoinMaterial, Secret};
+use protocol::records::{EtcdCreds, JoinMaterial, Secret};
 use std::path::PathBuf;
 
 /// The builder bakes one join template per node (`controlPlane` only on control planes).

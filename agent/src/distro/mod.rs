@@ -8,7 +8,7 @@ pub mod kubeadm;
 pub mod parse;
 pub mod template;
 
-use crate::material::{EtcdCreds, JoinMaterial, Secret};
+use protocol::records::{EtcdCreds, JoinMaterial, Secret};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DistroError {
@@ -66,21 +66,7 @@ pub struct Credentials {
     pub etcd: Option<EtcdCreds>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EtcdMember {
-    pub id: u64,
-    /// Empty until the member has started.
-    pub name: String,
-    pub peer_urls: Vec<String>,
-    pub client_urls: Vec<String>,
-    pub is_learner: bool,
-}
-
-impl EtcdMember {
-    pub fn started(&self) -> bool {
-        !self.name.is_empty() && !self.client_urls.is_empty()
-    }
-}
+pub use protocol::etcd_view::EtcdMember;
 
 /// How to reach etcd's v3 JSON gateway: endpoints (`https://IP:2379`) and credentials.
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 //! real output (`tests/fixtures/`).
 
 use super::EtcdMember;
-use crate::material::Secret;
+use protocol::records::Secret;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinCommand {

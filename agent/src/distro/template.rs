@@ -2,7 +2,7 @@
 //! the secrets and writes the result 0600 where the tool reads it.
 
 use super::{DistroError, DistroResult};
-use crate::material::Secret;
+use protocol::records::Secret;
 use std::path::Path;
 
 pub const TOKEN: &str = "@@TOKEN@@";
@@ -48,7 +48,7 @@ pub fn render_file(step: &'static str, src: &Path, dst: &Path, v: &Values<'_>) -
         path: src.to_path_buf(),
         detail,
     })?;
-    crate::fsutil::write_atomic(dst, rendered.as_bytes(), 0o600).map_err(|e| DistroError::File {
+    model::fsutil::write_atomic(dst, rendered.as_bytes(), 0o600).map_err(|e| DistroError::File {
         step,
         path: dst.to_path_buf(),
         detail: e.source.to_string(),

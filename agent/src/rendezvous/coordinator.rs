@@ -1,13 +1,13 @@
 //! The bootstrap's `Coordinator` over the real HTTP client: the one place where the wire
 //! protocol's answers become the state machine's vocabulary.
 
-use super::client::{Client, ClientError};
 use crate::coord::{
     Acquired, Changes, CoordError, CoordResult, Coordinator, Created, ErrorKind, Fence, Member,
     Record,
 };
 use model::Role;
-use model::rendezvous::{AcquireResponse, ErrorKind as Wire};
+use protocol::wire::{AcquireResponse, ErrorKind as Wire};
+use protocol::{Client, ClientError};
 use std::time::Duration;
 
 impl Coordinator for Client {
@@ -169,8 +169,8 @@ impl Coordinator for Client {
     }
 }
 
-fn wire_fence(f: &Fence) -> model::rendezvous::Fence {
-    model::rendezvous::Fence {
+fn wire_fence(f: &Fence) -> protocol::wire::Fence {
+    protocol::wire::Fence {
         semaphore: f.semaphore.clone(),
         token: f.token,
     }

@@ -4,7 +4,7 @@ use model::{Cluster, Problems, SpecError};
 use std::path::Path;
 
 /// The built-in default cluster: 3 control planes behind a VIP and 3 workers.
-pub const DEFAULT_SPEC: &str = include_str!("../../examples/default.yaml");
+pub const DEFAULT_SPEC: &str = include_str!("../../../examples/default.yaml");
 pub const DEFAULT_NAME: &str = "(built-in default)";
 
 #[derive(Debug, thiserror::Error)]

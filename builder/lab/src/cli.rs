@@ -1,6 +1,6 @@
-//! `muster lab …`: the command line over [`super::Lab`].
+//! `muster lab …`: the command line over [`crate::Lab`].
 
-use super::{DEFAULT_STATE_DIR, Lab, UpOptions, status};
+use crate::{DEFAULT_STATE_DIR, Lab, UpOptions, status};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +66,29 @@ enum LabCommand {
     },
     /// Kill everything, delete the namespaces and the state dir; exit 1 if anything is left.
     Down,
+    /// Build the TEST node image the VM lab boots: `muster image build` plus muster's
+    /// stand-ins for kubeadm, k3s and kube-apiserver, chrony pointed at the spec's gateway
+    /// and a reporter on ttyS1. Never for real clusters. (Was `muster image build
+    /// --test-standins DIR`.)
+    Image {
+        /// The cluster spec (YAML). Without it, the built-in default cluster.
+        spec: Option<PathBuf>,
+        /// Output dir for the image and its report.
+        #[arg(long)]
+        out: PathBuf,
+        /// The payload from `muster build` (the agent and the cluster's files).
+        #[arg(long)]
+        payload: Option<PathBuf>,
+        /// Directory of the stand-in binaries [default: the directory of this executable].
+        #[arg(long)]
+        standins: Option<PathBuf>,
+        /// Cache for .debs and debootstrapped bases [default: ~/.cache/muster/image].
+        #[arg(long, env = "MUSTER_IMAGE_CACHE")]
+        cache: Option<PathBuf>,
+        /// Print the build report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
@@ -88,6 +111,14 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
                 up(state, spec, standins, agent_bin, timeout, json)
             }
         }
+        LabCommand::Image {
+            spec,
+            out,
+            payload,
+            standins,
+            cache,
+            json,
+        } => test_image(spec, out, payload, standins, cache, json),
         LabCommand::Status { json } => {
             let lab = Lab::open(&state)?;
             let s = lab.status()?;
@@ -131,7 +162,7 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             ))
         }
         LabCommand::Down => {
-            let left = super::down_dir(&state);
+            let left = crate::down_dir(&state);
             if left.is_empty() {
                 println!("lab in {} is down; nothing left", state.display());
                 Ok(ExitCode::SUCCESS)
@@ -173,19 +204,19 @@ fn up_vms(
     timeout: std::time::Duration,
     exit_when_assembled: bool,
 ) -> anyhow::Result<ExitCode> {
-    let loaded = crate::spec_source::load(spec.as_deref())?;
-    let o = super::vms::VmsOptions {
+    let loaded = muster_build::spec_source::load(spec.as_deref())?;
+    let o = crate::vms::VmsOptions {
         state_dir: state,
-        standins: standins.unwrap_or_else(super::standins::default_dir),
+        standins: standins.unwrap_or_else(crate::standins::default_dir),
         agent_bin: match agent_bin {
             Some(p) => p,
-            None => crate::build::default_agent_bin()?,
+            None => muster_build::bake::default_agent_bin()?,
         },
         muster_bin: std::env::current_exe().context("finding this muster executable")?,
         timeout,
         exit_when_assembled,
     };
-    super::vms::up(&loaded, &o)
+    crate::vms::up(&loaded, &o)
 }
 
 fn up(
@@ -196,16 +227,16 @@ fn up(
     timeout: std::time::Duration,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let loaded = crate::spec_source::load(spec.as_deref())?;
-    let why = super::prereq::unsupported(&loaded.cluster);
+    let loaded = muster_build::spec_source::load(spec.as_deref())?;
+    let why = crate::prereq::unsupported(&loaded.cluster);
     if !why.is_empty() {
-        return Err(super::LabError::Unsupported(why).into());
+        return Err(crate::LabError::Unsupported(why).into());
     }
-    let standins = standins.unwrap_or_else(super::standins::default_dir);
+    let standins = standins.unwrap_or_else(crate::standins::default_dir);
     let mut opts = UpOptions::new(state, &standins);
     opts.agent_bin = match agent_bin {
         Some(p) => p,
-        None => crate::build::default_agent_bin()?,
+        None => muster_build::bake::default_agent_bin()?,
     };
     opts.muster_bin = std::env::current_exe().context("finding this muster executable")?;
     let say = |line: &str| {
@@ -221,8 +252,8 @@ fn up(
         loaded.origin,
         opts.state_dir.display()
     ));
-    say(&format!("lab: {}", super::vip::describe(&loaded.cluster)));
-    if let Some(d) = super::describe_datastore(&loaded.cluster) {
+    say(&format!("lab: {}", crate::vip::describe(&loaded.cluster)));
+    if let Some(d) = crate::describe_datastore(&loaded.cluster) {
         say(&format!("lab: {d}"));
     }
     say("lab: stand-ins (NOT the real tools) for kubeadm, k3s, the API server and the kubelet");
@@ -257,4 +288,35 @@ fn up(
         took.as_secs_f64()
     ));
     Ok(exit(s.healthy))
+}
+
+fn test_image(
+    spec: Option<PathBuf>,
+    out: PathBuf,
+    payload: Option<PathBuf>,
+    standins: Option<PathBuf>,
+    cache: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use muster_build::image;
+    let opts = image::BuildOptions {
+        spec: muster_build::spec_source::load(spec.as_deref())?,
+        out: out.clone(),
+        payload,
+        cache: cache.unwrap_or_else(image::default_cache_dir),
+        disk_bytes: 4 << 30,
+        variant: Some(std::sync::Arc::new(crate::test_image::TestImage {
+            standins: standins.unwrap_or_else(crate::standins::default_dir),
+        })),
+    };
+    let report = image::build(&opts).context("TEST image build failed")?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("serializing the report")?
+        );
+    } else {
+        print!("{}", image::summary(&report, &out));
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -2,7 +2,7 @@
 //! into the node's root, then every `write_files` entry of the node's user-data (identity,
 //! cluster secret) written under that root.
 
-use super::error::{LabError, Result};
+use crate::error::{LabError, Result};
 use std::path::Path;
 
 /// Unpacks `payload.tar.gz` into `root`.
@@ -39,7 +39,7 @@ pub fn apply_user_data(user_data: &Path, root: &Path) -> Result<usize> {
         let mode = u32::from_str_radix(mode_text, 8)
             .map_err(|_| bad(format!("{path}: permissions `{mode_text}`")))?;
         let dst = root.join(path.trim_start_matches('/'));
-        crate::build::write::write_atomic(&dst, content.as_bytes(), mode)
+        muster_build::bake::write::write_atomic(&dst, content.as_bytes(), mode)
             .map_err(LabError::io(&dst))?;
         std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(mode))
             .map_err(LabError::io(&dst))?;

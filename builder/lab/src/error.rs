@@ -50,11 +50,11 @@ pub enum LabError {
         log: PathBuf,
     },
     #[error(transparent)]
-    Spec(#[from] crate::spec_source::LoadError),
+    Spec(#[from] muster_build::spec_source::LoadError),
     #[error("building the payload: {0}")]
-    Build(#[from] crate::build::BuildError),
+    Build(#[from] muster_build::bake::BuildError),
     #[error(transparent)]
-    Ops(#[from] crate::ops::OpsError),
+    Ops(#[from] muster_build::ops::OpsError),
 }
 
 impl LabError {

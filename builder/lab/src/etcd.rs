@@ -1,7 +1,7 @@
 //! A REAL external etcd cluster for `muster lab` (`datastore: {type: external-etcd}`):
 //! Debian's `etcd` 3.4, one member per spec endpoint, each in a namespace of its own on the
 //! lab bridge at the endpoint's address (`<id>-etcd-N`), detached like every lab daemon
-//! ([`super::process`]), started before any node boots. TLS everywhere: client-cert auth
+//! ([`crate::process`]), started before any node boots. TLS everywhere: client-cert auth
 //! (`--client-cert-auth`, `--trusted-ca-file`) and peer TLS with peer client-cert auth.
 //!
 //! The lab makes the PKI in its state dir (`etcd/pki/`): an etcd CA, one server/peer
@@ -9,8 +9,8 @@
 //! certificate. The lab builds the cluster with those three client files in place of the
 //! spec's `caFile`/`certFile`/`keyFile` (and says so).
 
-use super::error::{LabError, Result};
-use super::process::Service;
+use crate::error::{LabError, Result};
+use crate::process::Service;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
@@ -88,7 +88,7 @@ fn pki_err(e: rcgen::Error) -> LabError {
 }
 
 fn write(path: &Path, text: &str, mode: u32) -> Result<()> {
-    crate::build::write::write_atomic(path, text.as_bytes(), mode).map_err(LabError::io(path))
+    muster_build::bake::write::write_atomic(path, text.as_bytes(), mode).map_err(LabError::io(path))
 }
 
 fn leaf(
@@ -184,7 +184,7 @@ pub fn member_service(
     (name, ip, client_port): (&str, Ipv4Addr, u16),
     initial: &str,
 ) -> Result<Service> {
-    let etcd = super::prereq::require("etcd", "etcd-server")?;
+    let etcd = crate::prereq::require("etcd", "etcd-server")?;
     let p = |p: PathBuf| p.display().to_string();
     let data = dir.join(name);
     Ok(Service {
@@ -245,9 +245,9 @@ mod tests {
         // The build's own check: the client pair chains to the CA and matches its key.
         let ca = std::fs::read_to_string(pki.ca()).unwrap();
         assert!(ca.contains("BEGIN CERTIFICATE"));
-        let spec = crate::spec_source::load(Some(
+        let spec = muster_build::spec_source::load(Some(
             &Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../examples/seed-004-kubeadm-external-etcd.yaml"),
+                .join("../../examples/seed-004-kubeadm-external-etcd.yaml"),
         ))
         .unwrap();
         let mut c = spec.cluster;
@@ -263,7 +263,7 @@ mod tests {
             *key_file = Some(pki.client_key().display().to_string());
         }
         assert!(
-            crate::build::etcd_tls::load(&c, Path::new("/"))
+            muster_build::bake::etcd_tls::load(&c, Path::new("/"))
                 .unwrap()
                 .is_some()
         );

@@ -1,6 +1,6 @@
 //! `muster lab`: the whole cluster on one machine, one network namespace per planned node
 //! (docs/lab.md). Real: the build output, the rendezvous, the agents, etcd, keepalived,
-//! HAProxy, nginx, TLS. Stand-ins (package `muster-tests`): kubeadm, k3s, the API server and
+//! HAProxy, nginx, TLS. Stand-ins (package `muster-standins`): kubeadm, k3s, the API server and
 //! the kubelet's restart of static pods.
 //!
 //! The API tests drive:
@@ -26,17 +26,19 @@ pub mod record;
 pub mod scratch;
 pub mod standins;
 pub mod status;
+pub mod test_image;
 pub mod vip;
+pub mod vm;
 pub mod vms;
 
 pub use error::{LabError, Result};
 pub use record::{LabRecord, NodeRecord};
 pub use status::{LabStatus, PhaseChange};
 
-use crate::spec_source::LoadedSpec;
-use model::rendezvous::AuditEntry;
 use model::spec::{DistroKind, Role};
+use muster_build::spec_source::LoadedSpec;
 use process::Service;
+use protocol::wire::AuditEntry;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -156,13 +158,13 @@ impl Lab {
 
         // ---- the build, as an operator runs it
         let build_dir = state.join("build");
-        let bopts = crate::build::BuildOptions {
+        let bopts = muster_build::bake::BuildOptions {
             agent_bin: opts.agent_bin.clone(),
             mtime: 0,
         };
         // External etcd: the lab's own PKI replaces the spec's files (lab_etcd_spec).
         let lab_spec = lab_etcd_spec(spec, &state)?;
-        crate::build::build(lab_spec.as_ref().unwrap_or(spec), &build_dir, &bopts)?;
+        muster_build::bake::build(lab_spec.as_ref().unwrap_or(spec), &build_dir, &bopts)?;
         let plan = model::plan::resolve(c, spec.warnings.items.clone());
         let path_dir = standins::path_dir(&opts.standins, &state.join("standin-path"))?;
 
@@ -204,7 +206,7 @@ impl Lab {
                 "--data".into(),
                 rdv_dir.join("data").display().to_string(),
                 "--keys".into(),
-                b(crate::build::RENDEZVOUS_KEYS_DIR),
+                b(muster_build::bake::RENDEZVOUS_KEYS_DIR),
                 "--cert".into(),
                 b("rendezvous.crt"),
                 "--key".into(),
@@ -234,7 +236,7 @@ impl Lab {
                 vip_in_lab: vip::describe(c),
                 nodes,
                 node_env: opts.node_env.clone(),
-                created_ms: crate::ops::now_ms(),
+                created_ms: muster_build::ops::now_ms(),
                 assembled_ms: None,
                 datastore_ns: None,
                 datastore: None,
@@ -253,7 +255,7 @@ impl Lab {
     fn materialize(&mut self, spec: &LoadedSpec, plan: &model::Plan, prefix: u8) -> Result<()> {
         let rec = &mut self.rec;
         netns::create_bridge(&rec.bridge_ns)?;
-        let payload = rec.build_dir.join(crate::build::PAYLOAD_FILE);
+        let payload = rec.build_dir.join(muster_build::bake::PAYLOAD_FILE);
         for (n, planned) in rec.nodes.iter_mut().zip(&plan.nodes) {
             netns::add_host(
                 &rec.bridge_ns,
@@ -267,9 +269,9 @@ impl Lab {
             disk::unpack_payload(&payload, &n.root)?;
             let user_data = rec
                 .build_dir
-                .join(crate::build::NODES_DIR)
+                .join(muster_build::bake::NODES_DIR)
                 .join(&n.name)
-                .join(crate::render::cloud_init::USER_DATA);
+                .join(muster_build::render::cloud_init::USER_DATA);
             disk::apply_user_data(&user_data, &n.root)?;
             let dirs = vip::NodeDirs {
                 dir: &n.dir,
@@ -446,9 +448,9 @@ impl Lab {
     /// What systemd does at boot for the units the agent enabled (`k3s.service`,
     /// `k3s-agent.service`): their commands start, detached, with the node's hostname and
     /// environment, pid files where the agent's lab runner looks
-    /// ([`nodeagent::lab_units`]), so the agent finds them running.
+    /// ([`muster_lab_units`]), so the agent finds them running.
     fn start_enabled_units(&self, node: &NodeRecord, env: &[(String, String)]) -> Result<()> {
-        use nodeagent::lab_units;
+        use muster_lab_units as lab_units;
         let root = model::node_files::NodeRoot::new(&node.root);
         // A booting machine has an empty /run.
         clear_stale_pid_files(&root.path(lab_units::RUN_DIR));
@@ -683,13 +685,13 @@ impl Lab {
         netns::in_netns(
             &self.rec.rendezvous.ns,
             move || -> Result<Vec<AuditEntry>> {
-                let dir = crate::ops::BuildDir::load(&build)?;
+                let dir = muster_build::ops::BuildDir::load(&build)?;
                 let client = dir.client(Duration::from_secs(5))?;
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .map_err(LabError::io("tokio runtime"))?;
-                rt.block_on(crate::ops::status::audit_log(&client))
+                rt.block_on(protocol::status::audit_log(&client))
                     .map_err(|e| LabError::Ops(dir.rendezvous_error(e)))
             },
         )?
@@ -1046,7 +1048,7 @@ mod tests {
     use super::*;
 
     fn spec_with_url(url: &str) -> LoadedSpec {
-        let text = crate::spec_source::DEFAULT_SPEC.replace("https://10.240.0.2:7443", url);
+        let text = muster_build::spec_source::DEFAULT_SPEC.replace("https://10.240.0.2:7443", url);
         let (cluster, warnings) = model::spec::load("t", &text).unwrap();
         LoadedSpec {
             origin: "t".into(),

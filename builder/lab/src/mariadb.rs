@@ -1,6 +1,6 @@
 //! A REAL MariaDB server for `muster lab` and the tests: Debian's `mariadbd` run as root
 //! with its own data directory (made by `mariadb-install-db`), listening on one address
-//! inside a network namespace, detached like every lab daemon ([`super::process`]); the
+//! inside a network namespace, detached like every lab daemon ([`crate::process`]); the
 //! database and user of a k3s `datastore-endpoint` (`mysql://user:pass@tcp(host:port)/db`)
 //! created in it.
 //!
@@ -11,8 +11,8 @@
 //! Root reaches the server through its unix socket in the data directory (a path socket
 //! works across network namespaces), as `root` without a password.
 
-use super::error::{LabError, Result};
-use super::process::{self, Service};
+use crate::error::{LabError, Result};
+use crate::process::{self, Service};
 use model::dsn::{Dsn, Scheme};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,7 +33,7 @@ fn tool(name: &str) -> Result<PathBuf> {
         .iter()
         .find(|(t, _)| *t == name)
         .map_or("mariadb-server", |(_, p)| *p);
-    super::prereq::require(name, package)
+    crate::prereq::require(name, package)
 }
 
 /// `'text'` as an SQL string literal.

@@ -4,7 +4,7 @@
 //! and teardown that kills every process inside a namespace before deleting it (`ip netns
 //! del` alone leaves them running in an anonymous namespace). Needs root and iproute2.
 
-use super::error::{LabError, Result};
+use crate::error::{LabError, Result};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -65,7 +65,7 @@ pub fn pids(ns: &str) -> Vec<u32> {
 }
 
 /// Whether `pid` is a live process (a zombie counts as dead: PID 1 here reaps orphans late).
-pub use nodeagent::lab_units::alive;
+pub use muster_lab_units::alive;
 
 fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     if let Ok(raw) = i32::try_from(pid) {

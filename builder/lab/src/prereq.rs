@@ -1,6 +1,6 @@
 //! What the lab needs on this machine, and the Debian package that provides each tool.
 
-use super::error::{LabError, Result};
+use crate::error::{LabError, Result};
 use model::Cluster;
 use model::spec::VipProvider;
 use std::path::PathBuf;
@@ -14,14 +14,7 @@ pub const ALWAYS: [(&str, &str); 5] = [
     ("etcdctl", "etcd-client"),
 ];
 
-/// Finds `tool` on PATH, then in the sbin dirs (sudo's PATH may lack them).
-pub fn find(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(tool))
-        .find(|c| c.is_file())
-}
+pub use muster_lab_units::find_tool as find;
 
 /// The tool's path, or an error naming the package to install.
 pub fn require(tool: &str, package: &str) -> Result<PathBuf> {
@@ -47,8 +40,8 @@ pub fn for_cluster(c: &Cluster) -> Vec<(&'static str, &'static str)> {
         v.push(("keepalived", "keepalived"));
     }
     match c.datastore {
-        model::spec::Datastore::ExternalSql { .. } => v.extend(super::mariadb::TOOLS),
-        model::spec::Datastore::ExternalEtcd { .. } => v.extend(super::etcd::TOOLS),
+        model::spec::Datastore::ExternalSql { .. } => v.extend(crate::mariadb::TOOLS),
+        model::spec::Datastore::ExternalEtcd { .. } => v.extend(crate::etcd::TOOLS),
         model::spec::Datastore::StackedEtcd => {}
     }
     v
@@ -68,9 +61,12 @@ pub fn check(c: &Cluster) -> Result<()> {
         .collect();
     missing.dedup();
     if c.ha.provider == VipProvider::Nginx
-        && !std::path::Path::new(crate::render::nginx::STREAM_MODULE).is_file()
+        && !std::path::Path::new(muster_build::render::nginx::STREAM_MODULE).is_file()
     {
-        missing.push((crate::render::nginx::STREAM_MODULE, "libnginx-mod-stream"));
+        missing.push((
+            muster_build::render::nginx::STREAM_MODULE,
+            "libnginx-mod-stream",
+        ));
     }
     match missing.as_slice() {
         [] => Ok(()),
@@ -101,13 +97,13 @@ pub fn unsupported(c: &Cluster) -> Vec<String> {
         Datastore::StackedEtcd => {}
         Datastore::ExternalEtcd { endpoints, .. } => {
             for e in endpoints {
-                if let Err(e) = super::etcd::endpoint_addr(e) {
+                if let Err(e) = crate::etcd::endpoint_addr(e) {
                     why.push(e.to_string());
                 }
             }
         }
         Datastore::ExternalSql { endpoint } => {
-            if let Err(e) = super::mariadb::endpoint_dsn(endpoint) {
+            if let Err(e) = crate::mariadb::endpoint_dsn(endpoint) {
                 why.push(format!("datastore external-sql: {e}"));
             }
         }
@@ -121,9 +117,11 @@ mod tests {
 
     fn example(name: &str) -> Cluster {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../examples")
+            .join("../../examples")
             .join(name);
-        crate::spec_source::load(Some(&path)).unwrap().cluster
+        muster_build::spec_source::load(Some(&path))
+            .unwrap()
+            .cluster
     }
 
     #[test]

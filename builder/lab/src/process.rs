@@ -3,8 +3,8 @@
 //! the pid is the daemon's), output appended to its log, its pid in a pid file. They outlive
 //! the `muster lab` command that started them; later commands find them by pid file.
 
-use super::error::{LabError, Result};
-use super::netns;
+use crate::error::{LabError, Result};
+use crate::netns;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -71,7 +71,7 @@ pub fn start(s: &Service) -> Result<u32> {
     std::thread::spawn(move || {
         let _ = child.wait();
     });
-    crate::build::write::write_atomic(&s.pid_file, format!("{pid}\n").as_bytes(), 0o644)
+    muster_build::bake::write::write_atomic(&s.pid_file, format!("{pid}\n").as_bytes(), 0o644)
         .map_err(LabError::io(&s.pid_file))?;
     Ok(pid)
 }

@@ -12,8 +12,8 @@
 //!   the stand-ins write); `nodes/<node>/{agent,keepalived,haproxy,nginx,kubelet}.log`,
 //!   `nodes/<node>/run/*.pid` and the lab's copies of VIP configs.
 
-use super::error::{LabError, Result};
-use super::process::Service;
+use crate::error::{LabError, Result};
+use crate::process::Service;
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -60,7 +60,7 @@ pub struct LabRecord {
     /// The members of the external etcd cluster (external-etcd specs), each in a
     /// namespace of its own.
     #[serde(default)]
-    pub external_etcd: Vec<super::etcd::Member>,
+    pub external_etcd: Vec<crate::etcd::Member>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,7 +121,7 @@ impl LabRecord {
             detail: e.to_string(),
         })?;
         text.push('\n');
-        crate::build::write::write_atomic(&path, text.as_bytes(), 0o644)
+        muster_build::bake::write::write_atomic(&path, text.as_bytes(), 0o644)
             .map_err(LabError::io(&path))
     }
 

@@ -2,10 +2,10 @@
 //! on a bridge, a per-process prefix (`mst<pid>-<tag>`) and subnet, a sweep of what crashed
 //! earlier test processes left, daemons owned by the test ([`netns::Daemon`]), and a `Drop`
 //! that kills every process in the namespaces and deletes them. One at a time per process.
-//! Whole clusters use [`super::Lab`] instead.
+//! Whole clusters use [`crate::Lab`] instead.
 
-use super::error::{LabError, Result};
-use super::netns::{self, Daemon, Out};
+use crate::error::{LabError, Result};
+use crate::netns::{self, Daemon, Out};
 use std::path::{Path, PathBuf};
 
 /// Namespaces of every scratch lab start with this, then the owning process id.
@@ -83,8 +83,8 @@ impl ScratchLab {
         if !nix::unistd::Uid::effective().is_root() {
             return Err(LabError::NotRoot);
         }
-        for (tool, package) in super::prereq::ALWAYS {
-            super::prereq::require(tool, package)?;
+        for (tool, package) in crate::prereq::ALWAYS {
+            crate::prereq::require(tool, package)?;
         }
         sweep_leftovers();
         let pid = std::process::id();
@@ -92,7 +92,7 @@ impl ScratchLab {
             .join(format!("{DIR_PREFIX}{pid}"))
             .join(tag);
         std::fs::create_dir_all(&dir).map_err(LabError::io(&dir))?;
-        let path_dir = super::standins::path_dir(bin_dir, &dir.join("standin-path"))?;
+        let path_dir = crate::standins::path_dir(bin_dir, &dir.join("standin-path"))?;
         let mut lab = ScratchLab {
             _serial: serial,
             id: format!("{PREFIX}{pid}-{tag}"),
@@ -146,7 +146,7 @@ impl ScratchLab {
 
     fn env(&self, host: &str) -> Vec<(String, String)> {
         vec![
-            ("PATH".into(), super::standins::path_env(&self.path_dir)),
+            ("PATH".into(), crate::standins::path_env(&self.path_dir)),
             (
                 "MUSTER_NODE_ROOT".into(),
                 self.root(host).display().to_string(),
@@ -157,7 +157,8 @@ impl ScratchLab {
     /// Writes `rel` under the host's root; returns the absolute path.
     pub fn write(&self, host: &str, rel: &str, text: &str) -> Result<String> {
         let p = self.root(host).join(rel);
-        crate::build::write::write_atomic(&p, text.as_bytes(), 0o644).map_err(LabError::io(&p))?;
+        muster_build::bake::write::write_atomic(&p, text.as_bytes(), 0o644)
+            .map_err(LabError::io(&p))?;
         Ok(p.display().to_string())
     }
 
@@ -210,7 +211,7 @@ impl ScratchLab {
         })?;
         let mut all = vec![(
             "PATH".to_string(),
-            super::standins::path_env(&self.path_dir),
+            crate::standins::path_env(&self.path_dir),
         )];
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.clone())));
         let mut cmd = netns::command(ns, &all, program);
@@ -232,7 +233,7 @@ impl ScratchLab {
 
     /// `etcdctl` against the host's local member with the kubeadm API-server client cert.
     pub fn etcdctl(&self, host: &str, args: &[&str]) -> Result<Out> {
-        let mut full = super::etcdctl_flags(&self.root(host));
+        let mut full = crate::etcdctl_flags(&self.root(host));
         full.extend(args.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = full.iter().map(String::as_str).collect();
         self.exec(host, &[("ETCDCTL_API", "3")], "etcdctl", &refs)

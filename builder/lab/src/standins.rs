@@ -3,7 +3,7 @@
 //! the same command lines and do real etcd, TLS and quorum work underneath. They are NOT
 //! kubeadm or k3s.
 
-use super::error::{LabError, Result};
+use crate::error::{LabError, Result};
 use std::path::{Path, PathBuf};
 
 /// Names of the stand-in binaries cargo builds (`tests/src/bin`).

@@ -2,8 +2,10 @@
 //! the status table (each node's `nodeagent status --json`, run in its namespace, plus the
 //! lab's daemons and who holds the VIP).
 
-use super::error::{LabError, Result};
-use super::{Lab, NodeRecord, netns, process};
+use crate::error::{LabError, Result};
+use crate::{Lab, NodeRecord, netns, process};
+use protocol::report::MemberReport;
+use protocol::status::Status;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -32,13 +34,18 @@ impl std::fmt::Display for PhaseChange {
     }
 }
 
-/// `phase` or `phase#attempt`, from the node's own files; `-` before its agent wrote any.
+/// `phase` or `phase#attempt`, from the report the node's agent writes to its own disk at
+/// every change (`AGENT_STATUS`); `-` before its agent wrote any.
 pub fn local_phase(node: &NodeRecord) -> String {
-    let root = model::node_files::NodeRoot::new(&node.root);
-    match nodeagent::status::local(&root, crate::ops::now_ms()) {
-        Ok(Some(s)) if s.attempt > 0 => format!("{}#{}", s.phase, s.attempt),
-        Ok(Some(s)) => s.phase,
-        Ok(None) => "-".into(),
+    let path = model::node_files::NodeRoot::new(&node.root).path(model::node_files::AGENT_STATUS);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return "-".into(),
+        Err(e) => return format!("unreadable ({e})"),
+    };
+    match serde_json::from_slice::<MemberReport>(&bytes) {
+        Ok(r) if r.attempt > 0 => format!("{}#{}", r.phase, r.attempt),
+        Ok(r) => r.phase,
         Err(e) => format!("unreadable ({e})"),
     }
 }
@@ -119,8 +126,8 @@ fn daemon(name: &str, pid_file: &std::path::Path) -> DaemonRow {
 }
 
 /// `nodeagent status --json` in the node's namespace (its own view, and the cluster's as the
-/// rendezvous tells it).
-fn agent_status(lab: &Lab, node: &NodeRecord) -> serde_json::Value {
+/// rendezvous tells it), or why there is none.
+fn agent_status(lab: &Lab, node: &NodeRecord) -> std::result::Result<Status, String> {
     let agent = node.root.join(model::node_files::AGENT_BINARY);
     let root = node.root.display().to_string();
     let argv = [
@@ -130,11 +137,11 @@ fn agent_status(lab: &Lab, node: &NodeRecord) -> serde_json::Value {
         "--root".into(),
         root,
     ];
-    lab.command(&node.name, &argv)
+    let out = lab
+        .command(&node.name, &argv)
         .and_then(|cmd| netns::run(cmd, "nodeagent status", Duration::from_secs(30)))
-        .ok()
-        .and_then(|o| serde_json::from_str(&o.stdout).ok())
-        .unwrap_or(serde_json::Value::Null)
+        .map_err(|e| e.to_string())?;
+    serde_json::from_str(&out.stdout).map_err(|e| format!("`nodeagent status --json`: {e}"))
 }
 
 impl Lab {
@@ -198,14 +205,14 @@ impl Lab {
     /// Every node from its own `nodeagent status`, the lab's daemons, the VIP holder.
     pub fn status(&self) -> Result<LabStatus> {
         let rec = &self.rec;
-        let views: Vec<serde_json::Value> = std::thread::scope(|s| {
+        let views: Vec<std::result::Result<Status, String>> = std::thread::scope(|s| {
             let handles: Vec<_> = rec
                 .nodes
                 .iter()
                 .map(|n| {
                     s.spawn(move || {
                         if n.halted {
-                            serde_json::Value::Null
+                            Err("halted".to_string())
                         } else {
                             agent_status(self, n)
                         }
@@ -214,28 +221,34 @@ impl Lab {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or(serde_json::Value::Null))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err("the status thread panicked".into()))
+                })
                 .collect()
         });
         let mut problems = Vec::new();
         let mut initialized_by = None;
         let mut nodes = Vec::new();
         for (n, v) in rec.nodes.iter().zip(&views) {
-            let this = &v["thisNode"];
-            let phase = if n.halted {
-                super::status::local_phase(n)
-            } else {
-                this["phase"].as_str().unwrap_or("-").to_string()
+            let this = v.as_ref().ok().and_then(|v| v.this_node.as_ref());
+            let phase = match this {
+                Some(t) if !n.halted => t.phase.clone(),
+                _ => crate::status::local_phase(n),
             };
             if initialized_by.is_none() {
-                initialized_by = v["cluster"]["initializedBy"].as_str().map(str::to_string);
+                initialized_by = v
+                    .as_ref()
+                    .ok()
+                    .and_then(|v| v.cluster.as_ref())
+                    .and_then(|c| c.initialized_by.clone());
             }
             let daemons: Vec<DaemonRow> = n
                 .services
                 .iter()
                 .map(|s| daemon(&s.name, &s.pid_file))
                 .collect();
-            let agent_healthy = v["healthy"].as_bool().unwrap_or(false);
+            let agent_healthy = v.as_ref().is_ok_and(|v| v.healthy);
             let dead: Vec<&str> = daemons
                 .iter()
                 .filter(|d| !d.alive)
@@ -247,10 +260,10 @@ impl Lab {
                 problems.push(format!("{} is cut off", n.name));
             }
             if !n.halted && !agent_healthy {
-                problems.push(format!(
-                    "{}: nodeagent status says not healthy ({phase})",
-                    n.name
-                ));
+                problems.push(match v {
+                    Ok(_) => format!("{}: nodeagent status says not healthy ({phase})", n.name),
+                    Err(e) => format!("{}: no nodeagent status: {e}", n.name),
+                });
             }
             if !n.halted && !dead.is_empty() {
                 problems.push(format!("{}: not running: {}", n.name, dead.join(", ")));
@@ -263,8 +276,8 @@ impl Lab {
                 halted: n.halted,
                 cut: n.cut,
                 phase,
-                attempt: this["attempt"].as_u64().unwrap_or(0),
-                last_error: this["lastError"].as_str().map(str::to_string),
+                attempt: this.map_or(0, |t| u64::from(t.attempt)),
+                last_error: this.and_then(|t| t.last_error.clone()),
                 agent_healthy,
                 healthy: !n.halted && !n.cut && agent_healthy && dead.is_empty(),
                 daemons,
@@ -423,5 +436,5 @@ pub fn render(s: &LabStatus) -> String {
     } else {
         let _ = writeln!(out, "NOT healthy: {}", s.problems.join("; "));
     }
-    out
+    protocol::status::printable(&out).into_owned()
 }

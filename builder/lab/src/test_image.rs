@@ -1,13 +1,16 @@
-//! The TEST image variant (`muster image build --test-standins DIR`): after the shared node
+//! The TEST image variant (`muster lab image --standins DIR`): after the shared node
 //! preparation, `images/test-image.sh` installs muster's stand-ins for kubeadm, k3s and
 //! kube-apiserver (which cannot be downloaded on the test machines), points chrony at the
 //! VM lab's NTP server (the spec's gateway) and adds a reporter on the second serial port.
 //! Never part of a user's image: only this option runs it, and the report lists it.
 
-use super::ImageError;
-use super::files::{io_err, remove_tree, sha256_file};
-use crate::render::{Input, keepalived};
 use model::spec::{DistroKind, Role, VipProvider};
+use muster_build::image::files::{io_err, remove_tree, sha256_file};
+use muster_build::image::packages::Selection;
+use muster_build::image::variant::{ImageVariant, PreparedVariant};
+use muster_build::image::{ArtifactReport, ImageError};
+use muster_build::render::{Input, keepalived};
+use muster_build::spec_source::LoadedSpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -21,7 +24,10 @@ pub const STANDINS: [&str; 3] = ["kubeadm-standin", "k3s-standin", "apiserver-st
 /// Debian's etcd (and `etcdctl`, which the stand-in, the reporter and test-image.sh use;
 /// kubeadm specs already get them: Debian's etcd stands in for the static-pod image); the
 /// kube-vip stand-in is keepalived.
-pub fn add_packages(selection: &mut super::packages::Selection, cluster: &model::Cluster) {
+pub fn add_packages(
+    selection: &mut muster_build::image::packages::Selection,
+    cluster: &model::Cluster,
+) {
     let mut extra = Vec::new();
     if cluster.distribution.kind == DistroKind::K3s {
         extra.extend(["etcd-server", "etcd-client"]);
@@ -70,7 +76,7 @@ pub fn kube_vip_standin(cluster: &model::Cluster, plan: &model::Plan) -> Vec<(St
 #[serde(rename_all = "camelCase")]
 pub struct TestVariant {
     /// Stand-ins (NOT the real programs): name and sha256 of each binary.
-    pub stand_ins: Vec<super::ArtifactReport>,
+    pub stand_ins: Vec<ArtifactReport>,
     /// The address chrony in the image syncs with.
     pub ntp_server: String,
     /// Where the image's manifest of stand-ins and test-only files is.
@@ -98,11 +104,11 @@ pub fn inspect(
         let meta = std::fs::metadata(&path).map_err(|_| ImageError::Missing {
             step: "test stand-ins".into(),
             what: format!(
-                "{} (build it with `cargo build -p muster-tests --bins`)",
+                "{} (build it with `cargo build -p muster-standins --bins`)",
                 path.display()
             ),
         })?;
-        stand_ins.push(super::ArtifactReport {
+        stand_ins.push(ArtifactReport {
             name: name.to_string(),
             bytes: meta.len(),
             sha256: sha256_file(&path)?,
@@ -155,7 +161,7 @@ pub fn apply(rootfs: &Path, dir: &Path, v: &TestVariant) -> Result<(), ImageErro
             std::fs::write(&p, text).map_err(io_err(step, &p))?;
         }
     }
-    let result = super::customise::run_script(
+    let result = muster_build::image::customise::run_script(
         step,
         rootfs,
         "test-image.sh",
@@ -166,12 +172,87 @@ pub fn apply(rootfs: &Path, dir: &Path, v: &TestVariant) -> Result<(), ImageErro
     result
 }
 
+/// The TEST image: [`ImageVariant`] over the functions above, with the stand-ins from
+/// `standins` (a dir holding [`STANDINS`]).
+#[derive(Debug, Clone)]
+pub struct TestImage {
+    pub standins: PathBuf,
+}
+
+/// The TEST image checked against one spec.
+#[derive(Debug)]
+struct PreparedTestImage {
+    standins: PathBuf,
+    variant: TestVariant,
+}
+
+impl ImageVariant for TestImage {
+    fn label(&self) -> &'static str {
+        "TEST IMAGE"
+    }
+
+    fn add_packages(&self, selection: &mut Selection, cluster: &model::Cluster) {
+        add_packages(selection, cluster);
+    }
+
+    fn prepare(&self, spec: &LoadedSpec) -> Result<Box<dyn PreparedVariant>, ImageError> {
+        let cluster = &spec.cluster;
+        eprintln!(
+            "    TEST IMAGE: stand-ins from {} replace kubeadm/k3s/kube-apiserver",
+            self.standins.display()
+        );
+        let plan = model::plan::resolve(cluster, spec.warnings.items.clone());
+        let variant = inspect(
+            &self.standins,
+            &cluster.network.gateway.to_string(),
+            cluster,
+            &plan,
+        )?;
+        Ok(Box::new(PreparedTestImage {
+            standins: self.standins.clone(),
+            variant,
+        }))
+    }
+}
+
+impl PreparedVariant for PreparedTestImage {
+    fn report(&self) -> Result<serde_json::Value, ImageError> {
+        serde_json::to_value(&self.variant).map_err(|e| ImageError::Io {
+            step: "TEST IMAGE report".into(),
+            path: self.standins.clone(),
+            source: std::io::Error::other(e),
+        })
+    }
+
+    fn key_part(&self) -> String {
+        key_part(&self.variant)
+    }
+
+    fn summary(&self) -> String {
+        let names: Vec<&str> = self
+            .variant
+            .stand_ins
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect();
+        format!(
+            "TEST IMAGE: stand-ins {} (not kubeadm/k3s/kube-apiserver); see {}",
+            names.join(", "),
+            self.variant.manifest
+        )
+    }
+
+    fn apply(&self, rootfs: &Path) -> Result<(), ImageError> {
+        apply(rootfs, &self.standins, &self.variant)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn load(name: &str) -> (model::Cluster, model::Plan) {
-        let path = format!("{}/../examples/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/../../examples/{name}", env!("CARGO_MANIFEST_DIR"));
         let (c, warnings) =
             model::spec::load(name, &std::fs::read_to_string(path).unwrap()).unwrap();
         let plan = model::plan::resolve(&c, warnings.items);
@@ -232,7 +313,7 @@ mod tests {
             );
             assert!(!text.contains("/etc/keepalived/"), "{name}");
         }
-        let mut sel = super::super::packages::select(&c);
+        let mut sel = muster_build::image::packages::select(&c);
         assert!(!sel.packages.iter().any(|p| p == "keepalived"));
         add_packages(&mut sel, &c);
         assert!(sel.packages.iter().any(|p| p == "keepalived"));
@@ -253,7 +334,7 @@ mod tests {
     #[test]
     fn k3s_test_images_get_debian_etcd_and_kubeadm_ones_are_unchanged() {
         let k3s = load("seed-003-k3s-keepalived.yaml").0;
-        let mut sel = super::super::packages::select(&k3s);
+        let mut sel = muster_build::image::packages::select(&k3s);
         assert!(!sel.packages.iter().any(|p| p.starts_with("etcd")));
         add_packages(&mut sel, &k3s);
         let mut sorted = sel.packages.clone();
@@ -262,10 +343,10 @@ mod tests {
         assert!(sel.packages.iter().any(|p| p == "etcd-server"));
         assert!(sel.packages.iter().any(|p| p == "etcd-client"));
         // Debian's etcd.service is disabled in the image: the stand-in runs its own member.
-        assert!(super::super::packages::disabled_services(&sel).contains(&"etcd.service"));
+        assert!(muster_build::image::packages::disabled_services(&sel).contains(&"etcd.service"));
 
         let kubeadm = load("seed-004-kubeadm-haproxy.yaml").0;
-        let before = super::super::packages::select(&kubeadm);
+        let before = muster_build::image::packages::select(&kubeadm);
         let mut after = before.clone();
         add_packages(&mut after, &kubeadm);
         assert_eq!(before, after);

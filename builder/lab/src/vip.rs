@@ -11,12 +11,12 @@
 //! the baked configs (keepalived's check script, nginx's pid file) are re-rooted; the lab
 //! writes those copies next to the node's logs, never into the node's root.
 
-use super::error::{LabError, Result};
-use super::process::Service;
-use crate::render::{Input, keepalived};
+use crate::error::{LabError, Result};
+use crate::process::Service;
 use model::node_files as nf;
 use model::spec::{Role, VipProvider};
 use model::{Cluster, Plan, PlannedNode};
+use muster_build::render::{Input, keepalived};
 use std::path::Path;
 
 /// What the lab runs for the spec's provider, in words.
@@ -68,7 +68,7 @@ impl NodeDirs<'_> {
 }
 
 fn write(path: &Path, text: &str, mode: u32) -> Result<()> {
-    crate::build::write::write_atomic(path, text.as_bytes(), mode).map_err(LabError::io(path))
+    muster_build::bake::write::write_atomic(path, text.as_bytes(), mode).map_err(LabError::io(path))
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -120,7 +120,7 @@ pub fn services(
     ns: &str,
     d: &NodeDirs<'_>,
 ) -> Result<Vec<Service>> {
-    let tool = |t: &str, pkg: &str| super::prereq::require(t, pkg);
+    let tool = |t: &str, pkg: &str| crate::prereq::require(t, pkg);
     let mut out = Vec::new();
     let input = Input::new(cluster, plan);
     if node.role == Role::LoadBalancer {

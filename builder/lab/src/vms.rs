@@ -6,11 +6,11 @@
 //!
 //! Unlike the namespace lab it runs in the foreground: the VMs belong to this process.
 
-use crate::build::BuildOptions;
-use crate::image;
-use crate::spec_source::LoadedSpec;
 use crate::vm::cluster::{ClusterOptions, VmCluster, VmImage};
 use anyhow::Context;
+use muster_build::bake::BuildOptions;
+use muster_build::image;
+use muster_build::spec_source::LoadedSpec;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -48,7 +48,7 @@ pub fn up(loaded: &LoadedSpec, o: &VmsOptions) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let build_dir = dir.join("build");
     let t = Instant::now();
-    crate::build::build(
+    muster_build::bake::build(
         loaded,
         &build_dir,
         &BuildOptions {
@@ -70,7 +70,9 @@ pub fn up(loaded: &LoadedSpec, o: &VmsOptions) -> anyhow::Result<ExitCode> {
         payload: Some(build_dir.join("payload.tar.gz")),
         cache: image::default_cache_dir(),
         disk_bytes: 4 << 30,
-        test_standins: Some(o.standins.clone()),
+        variant: Some(std::sync::Arc::new(crate::test_image::TestImage {
+            standins: o.standins.clone(),
+        })),
     })
     .context("building the TEST image (stand-ins baked in)")?;
     println!(

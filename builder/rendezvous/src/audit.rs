@@ -2,9 +2,9 @@
 //! creation and deletion, with time, revision and fencing token. Written by the service
 //! in the same batch as the change it describes; read here.
 
-use super::error::ApiError;
-use super::service::Service;
-use model::rendezvous::{AuditEntry, AuditEvent, ErrorKind};
+use crate::error::ApiError;
+use crate::service::Service;
+use protocol::wire::{AuditEntry, AuditEvent, ErrorKind};
 
 /// Entries of `cluster` after `after`, oldest first, at most one page.
 pub async fn read(

@@ -1,16 +1,16 @@
 //! Request authentication: every request under `/v1/clusters/{id}/` carries a timestamp,
-//! a nonce, a client name and an HMAC (see `model::seal::RequestToSign`). A request that
+//! a nonce, a client name and an HMAC (see `protocol::seal::RequestToSign`). A request that
 //! fails any check is answered 401 before it touches the cluster's state.
 
-use super::error::ApiError;
-use super::service::{ClusterCell, Service};
+use crate::error::ApiError;
+use crate::service::{ClusterCell, Service};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, Uri};
-use model::rendezvous::{
+use protocol::seal::RequestToSign;
+use protocol::wire::{
     ErrorKind, HEADER_CLIENT, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, check_name,
 };
-use model::seal::RequestToSign;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 

@@ -4,7 +4,7 @@
 //! Batches are committed in the order they were queued, so a later write is never
 //! durable before an earlier one it may depend on.
 
-use super::store::{Batch, Store, StoreError};
+use crate::store::{Batch, Store, StoreError};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use model::rendezvous::{ErrorBody, ErrorKind};
+use protocol::wire::{ErrorBody, ErrorKind};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{kind}: {value}")]

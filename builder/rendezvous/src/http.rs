@@ -1,15 +1,15 @@
 //! The HTTP routes of protocol v1 (`docs/rendezvous-protocol.md`). `app` is a plain
 //! router so tests can drive it with `oneshot` and no socket.
 
-use super::audit;
-use super::auth::Authed;
-use super::error::ApiError;
-use super::service::Service;
+use crate::audit;
+use crate::auth::Authed;
+use crate::error::ApiError;
+use crate::service::Service;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use model::rendezvous::{
+use protocol::wire::{
     AcquireResponse, AuditResponse, ErrorKind, MembersResponse, RecordList, RegisterResponse,
     WatchResponse, WriteResponse,
 };
@@ -78,7 +78,7 @@ struct RecordsQuery {
     prefix: Option<String>,
 }
 
-/// `?key=K` answers one [`model::rendezvous::Record`], `?prefix=P` a [`RecordList`].
+/// `?key=K` answers one [`protocol::wire::Record`], `?prefix=P` a [`RecordList`].
 async fn read_records(
     State(svc): State<Service>,
     a: Authed,

@@ -2,11 +2,10 @@
 //! holding the cluster's request-signing key (64 hex digits, mode 0600). The service never
 //! sees the cluster secret or the sealing key, so it cannot read what nodes store.
 
-use model::seal::{ClusterKeys, SigningKey};
-use model::secret::ClusterSecret;
+pub use protocol::key_file::{install, is_cluster_id};
+use protocol::seal::SigningKey;
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,47 +17,6 @@ pub enum KeyError {
     },
     #[error("cluster key {path} is not 64 hex digits")]
     Malformed { path: PathBuf },
-    #[error("writing cluster key {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-/// A cluster id is 24 lowercase hex digits (see `ClusterSecret::cluster_id`); checking
-/// it also keeps it safe to use as a file name.
-pub fn is_cluster_id(text: &str) -> bool {
-    text.len() == 24 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// Writes `dir/<cluster_id>.key` for `secret`, atomically, mode 0600. `muster build`
-/// calls this so the service it deploys accepts the cluster's nodes.
-pub fn install(dir: &Path, secret: &ClusterSecret) -> Result<PathBuf, KeyError> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let keys = ClusterKeys::derive(secret);
-    let path = dir.join(format!("{}.key", keys.cluster_id()));
-    let werr = |source| KeyError::Write {
-        path: path.clone(),
-        source,
-    };
-    std::fs::create_dir_all(dir).map_err(werr)?;
-    let tmp = dir.join(format!(".{}.key.tmp", keys.cluster_id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(werr)?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(werr)?;
-    writeln!(f, "{}", keys.signing_key().to_hex()).map_err(werr)?;
-    f.sync_all().map_err(werr)?;
-    std::fs::rename(&tmp, &path).map_err(werr)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(werr)?;
-    Ok(path)
 }
 
 /// The key directory, read lazily: a cluster added while the service runs is picked up
@@ -106,6 +64,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use model::secret::ClusterSecret;
+    use protocol::seal::ClusterKeys;
 
     #[test]
     fn installed_key_is_found_and_private() {

@@ -1,7 +1,7 @@
 //! The rendezvous service (`muster rendezvous`): a passive meeting point where nodes
 //! register, store sealed records, take leases on semaphores and watch for changes.
 //! It never tells a node what to do; it stores, orders and expires what nodes write.
-//! Protocol: `docs/rendezvous-protocol.md`; wire types: `model::rendezvous`.
+//! Protocol: `docs/rendezvous-protocol.md`; wire types: `protocol::wire`.
 
 pub mod audit;
 pub mod auth;

@@ -1,8 +1,8 @@
 //! The embedded [`Store`]: one redb file in the data dir, one fsync'd transaction per
 //! group of batches. Values are JSON (ciphertext stays base64, as on the wire).
 
-use super::store::{Batch, ClusterData, Meta, Op, Store, StoreError};
-use model::rendezvous::AuditEntry;
+use crate::store::{Batch, ClusterData, Meta, Op, Store, StoreError};
+use protocol::wire::AuditEntry;
 use redb::{Database, Durability, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -171,8 +171,8 @@ fn err(path: &Path, e: impl std::fmt::Display) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rendezvous::store::StoredRecord;
-    use model::rendezvous::{AuditEvent, Sealed};
+    use crate::store::StoredRecord;
+    use protocol::wire::{AuditEvent, Sealed};
 
     #[test]
     fn commits_are_visible_after_reopen_and_clusters_are_separate() {

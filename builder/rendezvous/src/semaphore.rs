@@ -2,8 +2,8 @@
 //! tokens come from `last_token`, which only grows, so a token identifies one grant
 //! forever.
 
-use super::store::StoredSemaphore;
-use model::rendezvous::Holder;
+use crate::store::StoredSemaphore;
+use protocol::wire::Holder;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Acquired {

@@ -2,8 +2,8 @@
 //! HTTP/1.1 over TLS (or plain, when the operator asked for it), one task per
 //! connection, a background sweeper for expiries, and a graceful drain at shutdown.
 
-use super::http::app;
-use super::service::Service;
+use crate::http::app;
+use crate::service::Service;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;

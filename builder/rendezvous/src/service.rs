@@ -2,23 +2,23 @@
 //! written through to the [`Store`] before any answer. One lock per cluster orders its
 //! changes; the cluster revision grows with each change and wakes watchers once durable.
 
-use super::auth::ReplayCache;
-use super::clock::Clock;
-use super::committer::Committer;
-use super::error::ApiError;
-use super::keys::{KeyDir, is_cluster_id};
-use super::limits::{Limits, RateLimiter};
-use super::semaphore::Acquired;
-use super::store::{
+use crate::auth::ReplayCache;
+use crate::clock::Clock;
+use crate::committer::Committer;
+use crate::error::ApiError;
+use crate::keys::{KeyDir, is_cluster_id};
+use crate::limits::{Limits, RateLimiter};
+use crate::semaphore::Acquired;
+use crate::store::{
     Batch, ClusterData, Meta, Op, Store, StoredMember, StoredRecord, StoredSemaphore,
 };
-use model::rendezvous::{
+use protocol::seal::SigningKey;
+use protocol::wire::{
     AcquireRequest, AcquireResponse, AuditEntry, AuditEvent, CasRequest, Change, ChangeKind,
     CreateRequest, DeleteRequest, ErrorKind, Fence, Member, MembersResponse, Record, RecordList,
     RegisterRequest, RegisterResponse, ReleaseRequest, ReleaseResponse, RenewRequest,
     RenewResponse, WatchResponse, WriteResponse, check_name,
 };
-use model::seal::SigningKey;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -634,7 +634,7 @@ impl ClusterState {
         &mut self,
         tx: &mut Txn,
         key: &str,
-        value: model::rendezvous::Sealed,
+        value: protocol::wire::Sealed,
         revision: u64,
         create_revision: u64,
         ttl: Option<u64>,

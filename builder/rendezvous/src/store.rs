@@ -2,7 +2,7 @@
 //! keeps each cluster's state in memory and writes every change as a [`Batch`]; a batch
 //! is acknowledged only once it is durable.
 
-use model::rendezvous::{AuditEntry, Holder, Sealed};
+use protocol::wire::{AuditEntry, Holder, Sealed};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -3,8 +3,8 @@
 #![allow(dead_code, clippy::unwrap_used, reason = "test helpers")]
 
 use model::secret::ClusterSecret;
-use muster::render::cloud_init::{self, NodeSeed};
-use muster::render::{self, Bake, FileSet, Input};
+use muster_build::render::cloud_init::{self, NodeSeed};
+use muster_build::render::{self, Bake, FileSet, Input};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -49,7 +49,7 @@ pub struct Rendered {
 }
 
 pub fn render(path: &Path) -> Rendered {
-    let loaded = muster::spec_source::load(Some(path)).unwrap();
+    let loaded = muster_build::spec_source::load(Some(path)).unwrap();
     let plan = model::plan::resolve(&loaded.cluster, vec![]);
     let input = Input::new(&loaded.cluster, &plan);
     let bake = Bake {
@@ -57,7 +57,7 @@ pub fn render(path: &Path) -> Rendered {
         rendezvous_cert_sha256: Some("ab".repeat(32).parse().unwrap()),
     };
     let files = render::cluster_files(&input, &bake).unwrap();
-    let etcd_tls = muster::build::etcd_tls::load(&loaded.cluster, &loaded.dir()).unwrap();
+    let etcd_tls = muster_build::bake::etcd_tls::load(&loaded.cluster, &loaded.dir()).unwrap();
     let seeds = plan
         .nodes
         .iter()

@@ -1,7 +1,7 @@
 use crate::support::random_secret;
 use model::secret::ClusterSecret;
-use muster::rendezvous::{keys, tls};
-use nodeagent::rendezvous::{AcquireResponse, Client, RetryPolicy, http_client};
+use muster_rendezvous::keys;
+use protocol::{AcquireResponse, Client, RetryPolicy, http_client};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -83,7 +83,7 @@ async fn acknowledged_writes_leases_and_tokens_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let secret = random_secret();
     keys::install(&dir.path().join("data/keys"), &secret).unwrap();
-    let cert = tls::generate(&["127.0.0.1"]).unwrap();
+    let cert = muster_build::bake::rendezvous_cert::generate_for(&["127.0.0.1"]).unwrap();
     std::fs::write(dir.path().join("tls.crt"), &cert.cert_pem).unwrap();
     std::fs::write(dir.path().join("tls.key"), &cert.key_pem).unwrap();
     let port = free_port();
@@ -158,7 +158,7 @@ async fn acknowledged_writes_leases_and_tokens_survive_kill_9() {
     let audit = c1.audit(0).await.unwrap();
     let grants: Vec<u64> = audit
         .iter()
-        .filter(|e| e.event == nodeagent::rendezvous::AuditEvent::Granted)
+        .filter(|e| e.event == protocol::AuditEvent::Granted)
         .filter_map(|e| e.token)
         .collect();
     assert_eq!(grants, [t1, t2, t3]);

@@ -1,9 +1,7 @@
 use crate::support::Server;
-use muster::rendezvous::Limits;
-use muster::rendezvous::audit::max_concurrent_holders;
-use nodeagent::rendezvous::{
-    AcquireResponse, AuditEvent, ChangeKind, ErrorKind, RetryPolicy, http_client,
-};
+use muster_rendezvous::Limits;
+use muster_rendezvous::audit::max_concurrent_holders;
+use protocol::{AcquireResponse, AuditEvent, ChangeKind, ErrorKind, RetryPolicy, http_client};
 use serde_json::json;
 use std::time::Duration;
 
@@ -143,11 +141,7 @@ async fn hundred_clients_never_share_a_one_slot_semaphore() {
     let mut entries = Vec::new();
     loop {
         let page = c
-            .audit(
-                entries
-                    .last()
-                    .map_or(0, |e: &nodeagent::rendezvous::AuditEntry| e.seq),
-            )
+            .audit(entries.last().map_or(0, |e: &protocol::AuditEntry| e.seq))
             .await
             .unwrap();
         if page.is_empty() {
@@ -176,7 +170,7 @@ async fn fenced_write_from_a_stale_holder_is_rejected() {
         panic!("first acquire must be granted")
     };
     let fence = |token| {
-        Some(nodeagent::rendezvous::Fence {
+        Some(protocol::Fence {
             semaphore: "init".into(),
             token,
         })

@@ -1,11 +1,11 @@
 use crate::support::{Server, contains, dump_dir, random_secret};
-use model::rendezvous::{
+use model::secret::ClusterSecret;
+use muster_rendezvous::Limits;
+use protocol::http_client;
+use protocol::seal::{ClusterKeys, RequestToSign};
+use protocol::wire::{
     ErrorBody, ErrorKind, HEADER_CLIENT, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP,
 };
-use model::seal::{ClusterKeys, RequestToSign};
-use model::secret::ClusterSecret;
-use muster::rendezvous::Limits;
-use nodeagent::rendezvous::http_client;
 use serde_json::json;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -286,7 +286,7 @@ async fn no_plaintext_on_the_wire_or_on_disk() {
     let target = server.base.socket_addrs(|| None).unwrap()[0];
     let (proxy, capture) = recording_proxy(target).await;
     let http = http_client(None, Duration::from_secs(10)).unwrap();
-    let c = nodeagent::rendezvous::Client::new(
+    let c = protocol::Client::new(
         format!("http://{proxy}").parse().unwrap(),
         http,
         &server.secret,

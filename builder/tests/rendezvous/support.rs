@@ -1,6 +1,6 @@
 use model::secret::ClusterSecret;
-use muster::rendezvous::{self, Limits, keys, tls};
-use nodeagent::rendezvous::{Client, RetryPolicy, http_client};
+use muster_rendezvous::{self, Limits, keys, tls};
+use protocol::{Client, RetryPolicy, http_client};
 use reqwest::Url;
 use std::time::Duration;
 use tempfile::TempDir;
@@ -24,7 +24,7 @@ pub struct Server {
 impl Server {
     pub async fn start(use_tls: bool, limits: Limits) -> Server {
         let tls = use_tls.then(|| {
-            let g = tls::generate(&["127.0.0.1"]).unwrap();
+            let g = muster_build::bake::rendezvous_cert::generate_for(&["127.0.0.1"]).unwrap();
             (g.cert_pem, g.key_pem, g.cert_sha256)
         });
         Server::start_with(random_secret(), tls, limits).await
@@ -40,7 +40,7 @@ impl Server {
         let data = tempfile::tempdir().unwrap();
         let keys_dir = data.path().join("keys");
         keys::install(&keys_dir, &secret).unwrap();
-        let svc = rendezvous::open(data.path(), &keys_dir, limits).unwrap();
+        let svc = muster_rendezvous::open(data.path(), &keys_dir, limits).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (config, pin, scheme) = match tls {
@@ -52,7 +52,7 @@ impl Server {
             None => (None, None, "http"),
         };
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(rendezvous::run(listener, config, svc, async {
+        let task = tokio::spawn(muster_rendezvous::run(listener, config, svc, async {
             let _ = stopped.await;
         }));
         Server {

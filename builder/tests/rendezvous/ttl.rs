@@ -4,12 +4,12 @@
 use crate::support::random_secret;
 use axum::body::Body;
 use axum::http::Request;
-use model::rendezvous::{
+use muster_rendezvous::{self, Clock, Limits, RedbStore, Service, TokioClock, keys};
+use protocol::seal::{ClusterKeys, RequestToSign};
+use protocol::wire::{
     AcquireResponse, AuditResponse, ChangeKind, HEADER_CLIENT, HEADER_NONCE, HEADER_SIGNATURE,
     HEADER_TIMESTAMP, MembersResponse, WatchResponse,
 };
-use model::seal::{ClusterKeys, RequestToSign};
-use muster::rendezvous::{self, Clock, Limits, RedbStore, Service, TokioClock, keys};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -72,7 +72,7 @@ impl Rig {
             .header(HEADER_SIGNATURE, sig)
             .body(Body::from(body))
             .unwrap();
-        let resp = rendezvous::app(self.svc.clone())
+        let resp = muster_rendezvous::app(self.svc.clone())
             .oneshot(req)
             .await
             .unwrap();
@@ -122,7 +122,7 @@ async fn a_holder_that_stops_renewing_loses_its_slot_at_the_ttl() {
 
     let audit: AuditResponse = rig.call("GET", "audit", Value::Null).await;
     let events: Vec<_> = audit.entries.iter().map(|e| (e.event, e.token)).collect();
-    use model::rendezvous::AuditEvent::*;
+    use protocol::wire::AuditEvent::*;
     assert_eq!(
         events,
         [

@@ -1,17 +1,17 @@
 //! `Client`: one cluster's view of the rendezvous. Holds no agent state; safe to share
 //! (`Clone` is cheap) across tasks.
 
-use super::pin::TlsError;
-use super::retry::RetryPolicy;
-use model::baked::BakedRendezvous;
-use model::rendezvous::{
+use crate::pin::TlsError;
+use crate::retry::RetryPolicy;
+use crate::seal::{ClusterKeys, RequestToSign, member_context, record_context};
+use crate::wire::{
     AcquireRequest, AcquireResponse, AuditEntry, AuditResponse, CasRequest, CreateRequest,
     DeleteRequest, ErrorBody, ErrorKind, Fence, HEADER_CLIENT, HEADER_NONCE, HEADER_SIGNATURE,
     HEADER_TIMESTAMP, MembersResponse, Record, RecordList, RegisterRequest, RegisterResponse,
     ReleaseRequest, ReleaseResponse, RenewRequest, RenewResponse, Sealed, WatchResponse,
     WriteResponse, check_name,
 };
-use model::seal::{ClusterKeys, RequestToSign, member_context, record_context};
+use model::baked::BakedRendezvous;
 use model::secret::ClusterSecret;
 use rand::Rng as _;
 use reqwest::{Method, Url};
@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Requests other than watches time out after this long (see [`super::http_client`]).
+/// Requests other than watches time out after this long (see [`crate::http_client`]).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A watch request may take its long-poll timeout plus this much.
 const WATCH_GRACE: Duration = Duration::from_secs(10);
@@ -51,7 +51,7 @@ pub enum ClientError {
         body: String,
     },
     #[error(transparent)]
-    Open(#[from] model::seal::OpenError),
+    Open(#[from] crate::seal::OpenError),
     #[error("member `{member}`: report is not JSON: {source}")]
     Report {
         member: String,
@@ -83,6 +83,28 @@ pub struct PlainMember {
     pub report: serde_json::Value,
     pub revision: u64,
     pub expires_at_ms: u64,
+}
+
+/// A member as listed, with its report opened or why it could not be.
+#[derive(Debug)]
+pub struct MemberRead {
+    pub name: String,
+    pub role: String,
+    pub report: Result<serde_json::Value, ClientError>,
+    pub revision: u64,
+    pub expires_at_ms: u64,
+}
+
+impl MemberRead {
+    pub fn into_result(self) -> Result<PlainMember, ClientError> {
+        Ok(PlainMember {
+            report: self.report?,
+            name: self.name,
+            role: self.role,
+            revision: self.revision,
+            expires_at_ms: self.expires_at_ms,
+        })
+    }
 }
 
 /// A record with its value opened.
@@ -136,7 +158,7 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     /// `base` is the service origin (`https://10.0.0.2:7443`); `http` comes from
-    /// [`super::http_client`] (or any client, in tests); `name` identifies this client
+    /// [`crate::http_client`] (or any client, in tests); `name` identifies this client
     /// (usually the node name) for rate limiting and logs.
     pub fn new(
         base: Url,
@@ -172,7 +194,7 @@ impl Client {
             problem: e.to_string(),
         })?;
         let pin = baked.cert_sha256.as_ref().map(|p| p.as_str());
-        let http = super::http_client(pin, DEFAULT_TIMEOUT)?;
+        let http = crate::http_client(pin, DEFAULT_TIMEOUT)?;
         Client::new(base, http, secret, name)
     }
 
@@ -232,25 +254,61 @@ impl Client {
 
     /// Live members, by name, with their reports opened; and the cluster revision.
     pub async fn members(&self) -> Result<(u64, Vec<PlainMember>), ClientError> {
+        let (revision, each) = self.members_each().await?;
+        let members = each
+            .into_iter()
+            .map(|m| m.into_result())
+            .collect::<Result<_, _>>()?;
+        Ok((revision, members))
+    }
+
+    /// Every live member, each with its report opened or why it could not be: one member
+    /// whose report does not open or parse does not hide the others (status views).
+    pub async fn members_each(&self) -> Result<(u64, Vec<MemberRead>), ClientError> {
         let r: MembersResponse = self
             .call::<(), _>(Method::GET, &["members"], &[], None, None)
             .await?;
-        let mut out = Vec::with_capacity(r.members.len());
-        for m in r.members {
-            let plain = self.keys.open(&member_context(&m.name), &m.report)?;
-            let report = serde_json::from_slice(&plain).map_err(|source| ClientError::Report {
-                member: m.name.clone(),
-                source,
-            })?;
-            out.push(PlainMember {
-                name: m.name,
-                role: m.role,
-                report,
-                revision: m.revision,
-                expires_at_ms: m.expires_at_ms,
-            });
-        }
+        let out = r
+            .members
+            .into_iter()
+            .map(|m| {
+                let report = self
+                    .keys
+                    .open(&member_context(&m.name), &m.report)
+                    .map_err(ClientError::from)
+                    .and_then(|plain| {
+                        serde_json::from_slice(&plain).map_err(|source| ClientError::Report {
+                            member: m.name.clone(),
+                            source,
+                        })
+                    });
+                MemberRead {
+                    name: m.name,
+                    role: m.role,
+                    report,
+                    revision: m.revision,
+                    expires_at_ms: m.expires_at_ms,
+                }
+            })
+            .collect();
         Ok((r.revision, out))
+    }
+
+    /// `key`'s record; a value that does not open is `Ok(Some(Err(..)))`, so a caller that
+    /// shows many records can mark the one and go on.
+    pub async fn get_each(
+        &self,
+        key: &str,
+    ) -> Result<Option<Result<PlainRecord, ClientError>>, ClientError> {
+        let query = [("key", key.to_string())];
+        match self
+            .call::<(), Record>(Method::GET, &["records"], &query, None, None)
+            .await
+        {
+            Ok(r) => Ok(Some(self.open_record(r))),
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Creates `key` if absent (else error kind `exists`). No `ttl`: never expires. With

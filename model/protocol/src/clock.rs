@@ -15,12 +15,17 @@ pub trait Clock {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
+/// Wall-clock milliseconds since the Unix epoch (0 before it, which no real clock is).
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 impl Clock for SystemClock {
     fn now_ms(&self) -> Millis {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0)
+        now_ms()
     }
 
     async fn sleep(&self, d: Duration) {

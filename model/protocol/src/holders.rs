@@ -1,7 +1,7 @@
 //! Who holds a semaphore's slots, replayed from the audit log: a grant counts until its
 //! token is released or expired. One copy, used by `nodeagent status` and `muster status`.
 
-use model::rendezvous::{AuditEntry, AuditEvent};
+use crate::wire::{AuditEntry, AuditEvent};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -40,27 +40,10 @@ pub fn holders_from_audit(entries: &[AuditEntry], semaphore: &str) -> Vec<SlotHo
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
-    pub(crate) fn e(
-        seq: u64,
-        event: AuditEvent,
-        sem: &str,
-        holder: &str,
-        token: u64,
-    ) -> AuditEntry {
-        AuditEntry {
-            seq,
-            time_ms: seq * 10,
-            revision: seq,
-            event,
-            subject: sem.into(),
-            holder: Some(holder.into()),
-            token: Some(token),
-            slots: Some(2),
-        }
-    }
+    use crate::testkit::e;
 
     #[test]
     fn holders_are_grants_not_released_or_expired() {

@@ -1,11 +1,10 @@
 //! The member report: what each agent heartbeats to the rendezvous (sealed with the cluster
 //! secret, like every value there) and writes to `AGENT_STATUS`. `nodeagent status` and
-//! `muster status` read it; tests build it with the same constructor as the driver.
+//! `muster status` read it; the agent builds it from its persisted state
+//! (`nodeagent::report::member_report`).
 
-use crate::bootstrap::{Persisted, Phase};
 use crate::clock::Millis;
 use crate::etcd_view::EtcdView;
-use model::Role;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,22 +25,6 @@ pub struct MemberReport {
 }
 
 impl MemberReport {
-    /// The report of the node whose persisted state is `p`, at `now`.
-    pub fn new(role: Role, p: &Persisted, now: Millis) -> MemberReport {
-        let s = &p.state;
-        MemberReport {
-            node: p.node.clone(),
-            role: role.as_str().to_string(),
-            phase: s.phase.name().to_string(),
-            since_ms: p.since_ms(),
-            attempt: s.attempt,
-            last_error: s.last_error.clone(),
-            updated_ms: now,
-            done: s.phase == Phase::Done,
-            etcd: None,
-        }
-    }
-
     pub fn with_etcd(mut self, etcd: Option<EtcdView>) -> MemberReport {
         self.etcd = etcd;
         self
@@ -59,51 +42,9 @@ impl MemberReport {
 }
 
 /// The freshest etcd view any member reported (control planes report one once done).
-pub fn freshest_etcd(members: &[crate::rendezvous::PlainMember]) -> Option<EtcdView> {
+pub fn freshest_etcd(members: &[crate::PlainMember]) -> Option<EtcdView> {
     members
         .iter()
         .filter_map(|m| MemberReport::from_json(&m.report).and_then(|r| r.etcd))
         .max_by_key(|v| v.observed_ms)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::bootstrap::State;
-
-    #[test]
-    fn the_report_shape_is_stable() {
-        let mut p = Persisted::new("cp-2", 1_000);
-        p.enter(
-            State {
-                phase: Phase::AcquiringJoinSlot,
-                attempt: 2,
-                last_error: Some("boom".into()),
-            },
-            5_000,
-        );
-        let r = MemberReport::new(Role::ControlPlane, &p, 9_000);
-        let j = r.to_json();
-        assert_eq!(
-            j,
-            serde_json::json!({
-                "node": "cp-2",
-                "role": "control-plane",
-                "phase": "acquiring-join-slot",
-                "sinceMs": 5_000,
-                "attempt": 2,
-                "lastError": "boom",
-                "updatedMs": 9_000,
-                "done": false,
-            })
-        );
-        assert_eq!(MemberReport::from_json(&j), Some(r.clone()));
-        let view = EtcdView::new("cp-2", 8_000, &[], &[]);
-        let with = r.with_etcd(Some(view.clone()));
-        assert_eq!(with.to_json()["etcd"]["observedMs"], 8_000);
-        assert_eq!(
-            MemberReport::from_json(&with.to_json()).unwrap().etcd,
-            Some(view)
-        );
-    }
 }

@@ -8,7 +8,7 @@ use std::fmt;
 /// Every route lives under this prefix, followed by `/clusters/{cluster_id}/…`.
 pub const API_PREFIX: &str = "/v1";
 
-/// Request headers of the signature scheme (see `model::seal::RequestToSign`).
+/// Request headers of the signature scheme (see `crate::seal::RequestToSign`).
 pub const HEADER_TIMESTAMP: &str = "x-muster-timestamp";
 pub const HEADER_NONCE: &str = "x-muster-nonce";
 pub const HEADER_CLIENT: &str = "x-muster-client";

@@ -1,7 +1,7 @@
 //! The apiserver stand-in: TLS on ADDR:6443 with the apiserver certificate, `/readyz` and
 //! `/livez` backed by a read from its storage, and a tiny Kubernetes-shaped JSON API kept
 //! in a [`Storage`]: etcd through its v3 JSON gateway (kubeadm, k3s with embedded etcd) or
-//! a kine-like table in a real MariaDB (k3s on an external SQL datastore, [`super::sql`]).
+//! a kine-like table in a real MariaDB (k3s on an external SQL datastore, [`crate::sql`]).
 //!
 //! Objects live under `/registry/minions/NAME` (nodes) and `/registry/RESOURCE/NS/NAME`
 //! (`configmaps`, `secrets`, `pods`). An object whose annotation
@@ -12,9 +12,9 @@
 //! bootstrap token `ID.SECRET` that matches an unexpired `bootstrap-token-ID` Secret is a
 //! bootstrapper; anything else is anonymous.
 
-use super::etcd::Gateway;
-use super::pki::CertKey;
-use super::sql::SqlStore;
+use crate::etcd::Gateway;
+use crate::pki::CertKey;
+use crate::sql::SqlStore;
 use anyhow::{Context, Result};
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -148,7 +148,7 @@ fn expired(obj: &Value) -> bool {
     obj["metadata"]["annotations"][EXPIRES_ANNOTATION]
         .as_str()
         .and_then(|s| s.parse::<i64>().ok())
-        .is_some_and(|t| t <= super::clock::now_unix())
+        .is_some_and(|t| t <= crate::clock::now_unix())
 }
 
 fn key_for(resource: &str, ns: Option<&str>, name: &str) -> String {
@@ -606,7 +606,7 @@ async fn csr_post(
             "spec.request: Required value".into(),
         );
     };
-    match super::pki::sign_client_csr(ca, &csr) {
+    match crate::pki::sign_client_csr(ca, &csr) {
         Ok(cert) => {
             let mut out = body.clone();
             out["status"] = json!({
@@ -662,9 +662,9 @@ fn common_name(der: &[u8]) -> String {
 pub async fn serve(cfg: ServerConfig) -> Result<()> {
     use hyper_util::rt::TokioIo;
     use hyper_util::service::TowerToHyperService;
-    let provider = super::client::provider();
+    let provider = crate::client::provider();
     let mut roots = rustls::RootCertStore::empty();
-    for c in super::client::parse_certs(&cfg.client_ca.cert_pem)? {
+    for c in crate::client::parse_certs(&cfg.client_ca.cert_pem)? {
         roots.add(c)?;
     }
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -677,8 +677,8 @@ pub async fn serve(cfg: ServerConfig) -> Result<()> {
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_single_cert(
-            super::client::parse_certs(&cfg.serving.cert_pem)?,
-            super::client::parse_key(&cfg.serving.key_pem)?,
+            crate::client::parse_certs(&cfg.serving.cert_pem)?,
+            crate::client::parse_key(&cfg.serving.key_pem)?,
         )?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let state = Arc::new(AppState {

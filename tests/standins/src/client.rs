@@ -1,6 +1,6 @@
 //! HTTPS clients of the stand-ins: to the apiserver stand-in and to etcd's v3 JSON gateway.
 
-use super::pki::CertKey;
+use crate::pki::CertKey;
 use anyhow::{Context, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -151,7 +151,7 @@ impl Reply {
 impl Api {
     /// From a kubeconfig file (admin.conf, kubelet.conf, ...).
     pub fn from_kubeconfig(text: &str, timeout: Duration) -> Result<Api> {
-        let parts = super::pki::parse_kubeconfig(text)?;
+        let parts = crate::pki::parse_kubeconfig(text)?;
         Ok(Api {
             base: parts.server.trim_end_matches('/').to_string(),
             http: http_client(&Trust::Ca(parts.ca_pem), parts.client.as_ref(), timeout)?,

@@ -62,8 +62,8 @@ pub fn offset_secs() -> i64 {
     {
         return parse_duration(&v).unwrap_or(0);
     }
-    let root = super::node_root();
-    super::knobs::Knobs::load(&root)
+    let root = crate::node_root();
+    crate::knobs::Knobs::load(&root)
         .ok()
         .and_then(|k| k.clock_offset)
         .unwrap_or(0)

@@ -25,7 +25,7 @@ pub struct DaemonSpec {
 }
 
 fn files(root: &NodeRoot, name: &str) -> Result<(PathBuf, PathBuf, PathBuf)> {
-    let dir = super::state_dir(root)?;
+    let dir = crate::state_dir(root)?;
     Ok((
         dir.join(format!("{name}.pid")),
         dir.join(format!("{name}.log")),
@@ -40,7 +40,7 @@ pub fn spawn(root: &NodeRoot, spec: &DaemonSpec) -> Result<u32> {
     if let Some(pid) = running_pid(root, &spec.name)? {
         anyhow::bail!("{} is already running (pid {pid})", spec.name);
     }
-    super::write_file(&cmd_file, serde_json::to_vec_pretty(spec)?, 0o600)?;
+    crate::write_file(&cmd_file, serde_json::to_vec_pretty(spec)?, 0o600)?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -64,7 +64,7 @@ pub fn spawn(root: &NodeRoot, spec: &DaemonSpec) -> Result<u32> {
     // The child outlives us like a static pod outlives `kubeadm`; it is reaped by whoever
     // inherits it. Dropping the handle does not kill it.
     drop(child);
-    super::write_file(&pid_file, format!("{pid}\n"), 0o644)?;
+    crate::write_file(&pid_file, format!("{pid}\n"), 0o644)?;
     Ok(pid)
 }
 
@@ -77,12 +77,12 @@ pub fn respawn(root: &NodeRoot, name: &str) -> Result<Option<u32>> {
     if running_pid(root, name)?.is_some() {
         return Ok(None);
     }
-    let spec: DaemonSpec = serde_json::from_str(&super::read_file(&cmd_file)?)?;
+    let spec: DaemonSpec = serde_json::from_str(&crate::read_file(&cmd_file)?)?;
     spawn(root, &spec).map(Some)
 }
 
 /// Whether `pid` is a live process (a zombie counts as dead).
-pub use muster::lab::netns::alive;
+pub use muster_lab_units::alive;
 
 /// The daemon's pid if its pid file names a live process.
 pub fn running_pid(root: &NodeRoot, name: &str) -> Result<Option<u32>> {

@@ -1,9 +1,9 @@
 //! The REAL etcd underneath the stand-ins: Debian's `etcd` 3.4 started as a detached member,
 //! `etcdctl` for membership, and the v3 JSON gateway for reads and writes.
 
-use super::client::{Trust, http_client};
-use super::daemon::DaemonSpec;
-use super::pki::CertKey;
+use crate::client::{Trust, http_client};
+use crate::daemon::DaemonSpec;
+use crate::pki::CertKey;
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -32,7 +32,7 @@ pub fn member_spec(
     initial_cluster: &str,
     state: &str,
 ) -> Result<DaemonSpec> {
-    let etcd = super::require_tool("etcd", "etcd-server")?;
+    let etcd = crate::require_tool("etcd", "etcd-server")?;
     let p = |p: &Path| p.display().to_string();
     let args = vec![
         format!("--name={name}"),
@@ -93,7 +93,7 @@ pub struct CtlOutput {
 
 /// Runs `etcdctl` (v3 API) against `endpoints` with `tls`.
 pub fn etcdctl(endpoints: &[String], tls: &ClientTls, args: &[&str]) -> Result<CtlOutput> {
-    let bin = super::require_tool("etcdctl", "etcd-client")?;
+    let bin = crate::require_tool("etcdctl", "etcd-client")?;
     let out = std::process::Command::new(bin)
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={}", endpoints.join(",")))

@@ -12,20 +12,20 @@
 //! With `datastore-endpoint: mysql://user:pass@tcp(host:port)/db` there is NO etcd: the
 //! server keeps the cluster's bootstrap data (the server CA cert and key) in a REAL MariaDB,
 //! sealed with a key derived from the token, and the apiserver stand-in stores its objects
-//! there too ([`super::sql`]), so every server serves the same cluster. The first server
+//! there too ([`crate::sql`]), so every server serves the same cluster. The first server
 //! creates the bootstrap data; one that finds it decrypts it with its token (a wrong token
 //! fails: "cannot be decrypted with the token"); two servers racing to create it cannot both
 //! succeed (the datastore refuses the second create) and the loser uses the winner's.
 //! Only `mysql://` endpoints over `tcp(...)` are supported (no PostgreSQL).
 
-use crate::standin::client::{Api, Trust, http_client};
-use crate::standin::daemon;
-use crate::standin::etcd::{self, ClientTls, MemberTls};
-use crate::standin::knobs::Knobs;
-use crate::standin::kubeadm::{self, Flags};
-use crate::standin::pki::{self, CertKey, Usage};
-use crate::standin::sql::SqlStore;
-use crate::standin::{api, clock, node_root, read_file, write_file, yaml};
+use crate::client::{Api, Trust, http_client};
+use crate::daemon;
+use crate::etcd::{self, ClientTls, MemberTls};
+use crate::knobs::Knobs;
+use crate::kubeadm::{self, Flags};
+use crate::pki::{self, CertKey, Usage};
+use crate::sql::SqlStore;
+use crate::{api, clock, node_root, read_file, write_file, yaml};
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -206,7 +206,7 @@ fn bundle_key(password: &str) -> String {
 }
 
 fn write_pid(root: &NodeRoot) -> Result<()> {
-    let dir = crate::standin::state_dir(root)?;
+    let dir = crate::state_dir(root)?;
     write_file(
         &dir.join(format!("{SELF_DAEMON}.pid")),
         format!("{}\n", std::process::id()),
@@ -442,7 +442,7 @@ async fn server(flags: &Flags) -> Result<()> {
         kubeadm::mirror_pods(&admin, &name, &addr, 6443, true).await?;
     }
     println!("level=info msg=\"k3s is up and running\" (muster stand-in; node {name})");
-    super::notify_ready();
+    crate::notify_ready();
     // Foreground until SIGTERM/SIGINT, like `k3s server`.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -784,7 +784,7 @@ async fn agent(flags: &Flags) -> Result<()> {
     let api = Api::from_kubeconfig(&kc, Duration::from_secs(10))?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     println!("level=info msg=\"k3s agent is up and running\" (muster stand-in; node {name})");
-    super::notify_ready();
+    crate::notify_ready();
     loop {
         // Heartbeat: the stand-in kubelet re-registers the Node (Ready) every 10 s.
         if let Err(e) = kubeadm::register_node(&api, &name, cfg.node_ip.as_deref(), false).await {

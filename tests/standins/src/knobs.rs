@@ -44,7 +44,7 @@ impl Knobs {
             hang_at: split_env("MUSTER_STANDIN_HANG_AT"),
             crash_at: split_env("MUSTER_STANDIN_CRASH_AT"),
             clock_offset: None,
-            fired_dir: Some(root.path(super::STATE_DIR).join("fired")),
+            fired_dir: Some(root.path(crate::STATE_DIR).join("fired")),
         };
         let file = root.path(KNOB_FILE);
         if let Ok(text) = std::fs::read_to_string(&file) {
@@ -62,7 +62,7 @@ impl Knobs {
                     "fail_always_at" => k.fail_always_at.push(value),
                     "hang_at" => k.hang_at.push(value),
                     "crash_at" => k.crash_at.push(value),
-                    "clock_offset" => k.clock_offset = Some(super::clock::parse_duration(&value)?),
+                    "clock_offset" => k.clock_offset = Some(crate::clock::parse_duration(&value)?),
                     other => anyhow::bail!("{}:{}: unknown knob {other:?}", file.display(), n + 1),
                 }
             }

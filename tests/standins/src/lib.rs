@@ -3,7 +3,7 @@
 //!
 //! Underneath they do real work: etcd members ([`etcd`]), TLS ([`pki`]), and for k3s on an
 //! external SQL datastore a real MariaDB holding the API objects and the bootstrap data
-//! ([`sql`]; the server itself is started by `muster::lab::mariadb`).
+//! ([`sql`]; the server itself is started by `muster_lab::mariadb`).
 //!
 //! Every stand-in resolves its files under a node root taken from `MUSTER_NODE_ROOT`
 //! (default `/`), so several lab nodes can share one machine, each in its own network
@@ -29,8 +29,12 @@ pub const NODE_ROOT_ENV: &str = "MUSTER_NODE_ROOT";
 /// Where the stand-ins keep pid files, logs, knobs and their own records, under the root.
 pub const STATE_DIR: &str = "var/lib/muster-standin";
 
-/// Names of the stand-in binaries cargo builds (one list, in the lab library that links them).
-pub use muster::lab::standins::{APISERVER_STANDIN, K3S_STANDIN, KUBEADM_STANDIN};
+/// Names of the stand-in binaries (this package's `[[bin]]`s). The lab, which puts them on
+/// each node's PATH, keeps its own list (`muster_lab::standins`); a test in `muster-tests`
+/// checks the two agree.
+pub const KUBEADM_STANDIN: &str = "kubeadm-standin";
+pub const K3S_STANDIN: &str = "k3s-standin";
+pub const APISERVER_STANDIN: &str = "apiserver-standin";
 
 /// Tells systemd the service is up (`READY=1`), as k3s does under its `Type=notify` units
 /// (`units/k3s.service`, `k3s-agent.service`): without it the unit stays `activating`.
@@ -76,7 +80,9 @@ pub fn sibling_binary(name: &str) -> PathBuf {
 
 /// Finds a required external tool on PATH, with an install hint when missing.
 pub fn require_tool(name: &str, debian_package: &str) -> Result<PathBuf> {
-    Ok(muster::lab::prereq::require(name, debian_package)?)
+    muster_lab_units::find_tool(name).with_context(|| {
+        format!("`{name}` not found on PATH or in the sbin dirs (install the Debian package {debian_package})")
+    })
 }
 
 /// Writes a file atomically (temp file + rename), creating parent directories.

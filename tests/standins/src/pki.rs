@@ -182,16 +182,16 @@ pub fn cert_sans(cert_pem: &str) -> Result<Vec<String>> {
 
 /// Writes `<dir>/<base>.crt` (0644) and `<dir>/<base>.key` (0600).
 pub fn write_pair(dir: &Path, base: &str, ck: &CertKey) -> Result<()> {
-    super::write_file(&dir.join(format!("{base}.crt")), &ck.cert_pem, 0o644)?;
-    super::write_file(&dir.join(format!("{base}.key")), &ck.key_pem, 0o600)?;
+    crate::write_file(&dir.join(format!("{base}.crt")), &ck.cert_pem, 0o644)?;
+    crate::write_file(&dir.join(format!("{base}.key")), &ck.key_pem, 0o600)?;
     Ok(())
 }
 
 /// Reads `<dir>/<base>.crt` and `.key`.
 pub fn read_pair(dir: &Path, base: &str) -> Result<CertKey> {
     Ok(CertKey {
-        cert_pem: super::read_file(&dir.join(format!("{base}.crt")))?,
-        key_pem: super::read_file(&dir.join(format!("{base}.key")))?,
+        cert_pem: crate::read_file(&dir.join(format!("{base}.crt")))?,
+        key_pem: crate::read_file(&dir.join(format!("{base}.key")))?,
     })
 }
 

@@ -183,7 +183,7 @@ mod tests {
     use super::*;
 
     fn example() -> (Cluster, PathBuf) {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
         let spec = crate::spec_source::load(Some(&dir.join("seed-004-kubeadm-external-etcd.yaml")))
             .unwrap();
         (spec.cluster, dir)

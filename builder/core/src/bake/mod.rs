@@ -98,7 +98,7 @@ pub enum BuildError {
     #[error("rendezvous certificate fingerprint `{0}` is not a SHA-256")]
     Fingerprint(String),
     #[error(transparent)]
-    RendezvousKey(#[from] crate::rendezvous::keys::KeyError),
+    RendezvousKey(#[from] model::fsutil::WriteError),
     #[error(transparent)]
     EtcdTls(#[from] etcd_tls::EtcdTlsError),
 }
@@ -158,7 +158,7 @@ pub fn build(
     let cluster_id = secret.cluster_id();
     // The rendezvous checks request signatures with this cluster's signing key (never the
     // secret itself); `muster rendezvous --keys OUT/rendezvous-keys` serves this cluster.
-    crate::rendezvous::keys::install(&out.join(RENDEZVOUS_KEYS_DIR), &secret)?;
+    protocol::key_file::install(&out.join(RENDEZVOUS_KEYS_DIR), &secret)?;
     let cert_sha = if cluster.rendezvous.url.is_https() {
         let cert = rendezvous_cert::load_or_create(out, &cluster.rendezvous.url)?;
         Some(

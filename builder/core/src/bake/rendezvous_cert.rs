@@ -1,9 +1,10 @@
 //! The rendezvous server's certificate in the build output dir: made once by
-//! `muster::rendezvous::tls::generate` for the rendezvous URL's host, then reused, so the
+//! [`generate_for`] for the rendezvous URL's host, then reused, so the
 //! fingerprint the agents pin stays the same across rebuilds.
 
-use crate::build::write::write_atomic;
+use crate::bake::write::write_atomic;
 use model::HttpUrl;
+use sha2::Digest as _;
 use std::path::{Path, PathBuf};
 
 pub const CERT_FILE: &str = "rendezvous.crt";
@@ -17,7 +18,7 @@ pub enum CertError {
     Generate {
         host: String,
         #[source]
-        source: crate::rendezvous::tls::TlsError,
+        source: rcgen::Error,
     },
     #[error("{path}: {source}")]
     Io {
@@ -58,7 +59,7 @@ pub fn url_host(url: &HttpUrl) -> Option<String> {
 
 /// Self-signed certificate with the host as its only SAN (an IP SAN for an address).
 pub fn generate(host: &str) -> Result<RendezvousCert, CertError> {
-    let c = crate::rendezvous::tls::generate(&[host]).map_err(|source| CertError::Generate {
+    let c = generate_for(&[host]).map_err(|source| CertError::Generate {
         host: host.to_string(),
         source,
     })?;
@@ -67,6 +68,40 @@ pub fn generate(host: &str) -> Result<RendezvousCert, CertError> {
         key_pem: c.key_pem,
         sha256: c.cert_sha256,
     })
+}
+
+/// A generated certificate and key (PEM) and the fingerprint nodes pin.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GeneratedCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// Lowercase hex SHA-256 of the certificate's DER; goes to
+    /// `BakedRendezvous::cert_sha256`.
+    pub cert_sha256: String,
+}
+
+impl std::fmt::Debug for GeneratedCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeneratedCert")
+            .field("cert_sha256", &self.cert_sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A self-signed certificate for `sans` (IP addresses or DNS names, e.g. `["10.0.0.2"]`).
+pub fn generate_for<S: AsRef<str>>(sans: &[S]) -> Result<GeneratedCert, rcgen::Error> {
+    let names: Vec<String> = sans.iter().map(|s| s.as_ref().to_string()).collect();
+    let ck = rcgen::generate_simple_self_signed(names)?;
+    Ok(GeneratedCert {
+        cert_pem: ck.cert.pem(),
+        key_pem: ck.signing_key.serialize_pem(),
+        cert_sha256: fingerprint(ck.cert.der()),
+    })
+}
+
+/// Lowercase hex SHA-256 of a DER certificate.
+pub fn fingerprint(der: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(der))
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CertError + '_ {
@@ -90,7 +125,7 @@ pub fn load_or_create(dir: &Path, url: &HttpUrl) -> Result<RendezvousCert, CertE
             .ok_or_else(|| CertError::NotPem {
                 path: cert_path.clone(),
             })?;
-        let sha256 = crate::build::payload::sha256_hex(&der);
+        let sha256 = crate::bake::payload::sha256_hex(&der);
         return Ok(RendezvousCert {
             cert_pem,
             key_pem,
@@ -102,4 +137,21 @@ pub fn load_or_create(dir: &Path, url: &HttpUrl) -> Result<RendezvousCert, CertE
     write_atomic(&key_path, cert.key_pem.as_bytes(), 0o600).map_err(io(&key_path))?;
     write_atomic(&cert_path, cert.cert_pem.as_bytes(), 0o644).map_err(io(&cert_path))?;
     Ok(cert)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_cert_has_the_fingerprint_of_its_der_and_hides_its_key() {
+        let g = generate_for(&["127.0.0.1", "rendezvous.local"]).unwrap();
+        assert_eq!(g.cert_sha256.len(), 64);
+        let der = rustls_pemfile::certs(&mut g.cert_pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(fingerprint(&der), g.cert_sha256);
+        assert!(!format!("{g:?}").contains("PRIVATE"));
+    }
 }

@@ -3,7 +3,7 @@
 //! secret; later builds reuse it, so a rebuild for an upgrade keeps the cluster id. A dir
 //! that belongs to another cluster, or holds files that are not a muster build, is refused.
 
-use crate::build::write::write_atomic;
+use crate::bake::write::write_atomic;
 use model::secret::ClusterSecret;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};

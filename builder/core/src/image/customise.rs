@@ -13,7 +13,7 @@ use std::process::Command;
 /// The shared node-preparation steps (also run by Packer); called by its interface.
 pub use crate::render::images::PROVISION_SH;
 /// Steps only this image needs: fstab, NoCloud datasource, networkd, no hostname.
-pub const IMAGE_BUILD_SH: &str = include_str!("../../../images/image-build.sh");
+pub const IMAGE_BUILD_SH: &str = include_str!("../../../../images/image-build.sh");
 
 /// `chroot ROOTFS …` with a clean environment (nothing of the build host's leaks in).
 pub fn chroot(rootfs: &Path) -> Command {
@@ -30,7 +30,7 @@ pub fn chroot(rootfs: &Path) -> Command {
 }
 
 /// Copies `text` to `ROOTFS/tmp/NAME`, runs it with bash in the chroot, removes it.
-pub(crate) fn run_script(
+pub fn run_script(
     step: &str,
     rootfs: &Path,
     name: &str,

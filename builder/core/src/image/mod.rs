@@ -11,8 +11,8 @@ pub mod files;
 pub mod packages;
 pub mod payload;
 pub mod run;
-pub mod test_variant;
 pub mod vagrant;
+pub mod variant;
 
 use crate::render::FileSet;
 use crate::spec_source::LoadedSpec;
@@ -77,9 +77,8 @@ pub struct BuildOptions {
     pub payload: Option<PathBuf>,
     pub cache: PathBuf,
     pub disk_bytes: u64,
-    /// TEST IMAGE ONLY: a directory with the stand-in binaries (`test_variant::STANDINS`);
-    /// `images/test-image.sh` installs them. `None` for every user image.
-    pub test_standins: Option<PathBuf>,
+    /// A variant of the image (the lab's TEST image); `None` for every user image.
+    pub variant: Option<std::sync::Arc<dyn variant::ImageVariant>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,9 +129,13 @@ pub struct ImageReport {
     pub kernel_cmdline: String,
     pub virtual_size_bytes: u64,
     pub artifacts: Vec<ArtifactReport>,
-    /// Present only on a TEST image: the stand-ins it carries instead of the real programs.
+    /// Present only on a variant's image (the lab's TEST image): what the variant added,
+    /// e.g. the stand-ins it carries instead of the real programs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub test_variant: Option<test_variant::TestVariant>,
+    pub test_variant: Option<serde_json::Value>,
+    /// The variant's line in the human summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant_summary: Option<String>,
     pub steps: Vec<StepTiming>,
     pub total_seconds: f64,
 }
@@ -266,8 +269,8 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
     };
     let cluster = &opts.spec.cluster;
     let mut selection = packages::select(cluster);
-    if opts.test_standins.is_some() {
-        test_variant::add_packages(&mut selection, cluster);
+    if let Some(v) = &opts.variant {
+        v.add_packages(&mut selection, cluster);
     }
     let cached_base = base::cached(&opts.cache, &selection);
     check_host(cached_base.is_none())?;
@@ -278,7 +281,7 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
             l.what, l.source
         );
     }
-    let mut progress = run::Progress::new(13 + 2 * usize::from(opts.test_standins.is_some()));
+    let mut progress = run::Progress::new(13 + 2 * usize::from(opts.variant.is_some()));
     sweep_dead_scratch(&opts.cache.join("work"));
     let scratch = Scratch(opts.cache.join("work").join(std::process::id().to_string()));
     std::fs::create_dir_all(&scratch.0).map_err(io_err("making scratch dir", &scratch.0))?;
@@ -310,25 +313,19 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
         }
     };
 
-    let test = match &opts.test_standins {
-        Some(dir) => Some(progress.step("TEST IMAGE: checking the stand-ins", || {
-            eprintln!(
-                "    TEST IMAGE: stand-ins from {} replace kubeadm/k3s/kube-apiserver",
-                dir.display()
-            );
-            let plan = model::plan::resolve(cluster, opts.spec.warnings.items.clone());
-            test_variant::inspect(dir, &cluster.network.gateway.to_string(), cluster, &plan)
-        })?),
+    let variant = match &opts.variant {
+        Some(v) => Some(
+            progress.step(&format!("{}: checking its inputs", v.label()), || {
+                v.prepare(&opts.spec)
+            })?,
+        ),
         None => None,
     };
     let key = build_key(
         &base::key(&selection),
         payload_info.as_ref().map(|p| p.sha256.as_str()),
         opts.disk_bytes,
-        &test
-            .as_ref()
-            .map(test_variant::key_part)
-            .unwrap_or_default(),
+        &variant.as_ref().map(|v| v.key_part()).unwrap_or_default(),
     );
     if let Some(previous) = progress.step("looking for up-to-date outputs", || {
         up_to_date(&opts.out, &key)
@@ -367,11 +364,10 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
     progress.step("node preparation (images/provision.sh PAYLOAD)", || {
         customise::provision(&rootfs, &payload_path)
     })?;
-    if let (Some(dir), Some(t)) = (&opts.test_standins, &test) {
-        progress.step(
-            "TEST IMAGE: stand-ins and reporter (images/test-image.sh)",
-            || test_variant::apply(&rootfs, dir, t),
-        )?;
+    if let (Some(v), Some(prepared)) = (&opts.variant, &variant) {
+        progress.step(&format!("{}: its step in the image", v.label()), || {
+            prepared.apply(&rootfs)
+        })?;
     }
     let (kernel, initrd) = (opts.out.join(KERNEL), opts.out.join(INITRD));
     let kernel_version = progress.step("extracting kernel and initrd", || {
@@ -452,7 +448,8 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
         kernel_cmdline: vagrant::KERNEL_CMDLINE.into(),
         virtual_size_bytes: opts.disk_bytes,
         artifacts,
-        test_variant: test,
+        test_variant: variant.as_ref().map(|v| v.report()).transpose()?,
+        variant_summary: variant.as_ref().map(|v| v.summary()),
         total_seconds: progress.elapsed(),
         steps: progress.timings,
     };
@@ -493,13 +490,9 @@ pub fn summary(report: &ImageReport, out: &Path) -> String {
             out.join(&a.name).display()
         ));
     }
-    if let Some(t) = &report.test_variant {
-        let names: Vec<&str> = t.stand_ins.iter().map(|a| a.name.as_str()).collect();
-        s.push_str(&format!(
-            "TEST IMAGE: stand-ins {} (not kubeadm/k3s/kube-apiserver); see {}\n",
-            names.join(", "),
-            t.manifest
-        ));
+    if let Some(line) = &report.variant_summary {
+        s.push_str(line);
+        s.push('\n');
     }
     match &report.payload {
         Some(p) => s.push_str(&format!("payload: {} ({} files)\n", p.path, p.files.len())),

@@ -118,9 +118,11 @@ mod tests {
     use super::*;
 
     fn spec(path: &str) -> Cluster {
-        let text =
-            std::fs::read_to_string(format!("{}/../examples/{path}", env!("CARGO_MANIFEST_DIR")))
-                .unwrap();
+        let text = std::fs::read_to_string(format!(
+            "{}/../../examples/{path}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
         model::spec::load(path, &text).unwrap().0
     }
 

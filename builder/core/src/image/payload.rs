@@ -196,17 +196,17 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut fs = FileSet::default();
         fs.add("usr/bin/nodeagent", 0o755, "#!/bin/sh\n");
-        let sums = crate::build::payload::sha256sums(&fs);
+        let sums = crate::bake::payload::sha256sums(&fs);
         fs.add(model::node_files::PAYLOAD_SUMS, 0o644, sums);
         let p = d.path().join("payload.tar.gz");
-        std::fs::write(&p, crate::build::payload::pack(&fs, 0).unwrap()).unwrap();
+        std::fs::write(&p, crate::bake::payload::pack(&fs, 0).unwrap()).unwrap();
         let info = inspect(&p).unwrap();
         assert_eq!(
             info.files,
             ["usr/bin/nodeagent", model::node_files::PAYLOAD_SUMS]
         );
         fs.add("usr/bin/extra", 0o755, "unlisted");
-        std::fs::write(&p, crate::build::payload::pack(&fs, 0).unwrap()).unwrap();
+        std::fs::write(&p, crate::bake::payload::pack(&fs, 0).unwrap()).unwrap();
         let err = inspect(&p).unwrap_err().to_string();
         assert!(err.contains("usr/bin/extra is not listed"), "{err}");
     }

@@ -12,8 +12,8 @@ use super::{BuildDir, OpsError};
 use base64::Engine as _;
 use model::baked::BakedCluster;
 use model::spec::Role;
-use nodeagent::coord::keys;
-use nodeagent::material::JoinMaterial;
+use protocol::keys;
+use protocol::records::JoinMaterial;
 use rustls::RootCertStore;
 use serde_yaml::Value;
 use std::net::SocketAddr;
@@ -240,14 +240,14 @@ pub async fn run(
 ) -> Result<Written, KubeconfigError> {
     let admin = fetch(dir, timeout).await?;
     let roots = admin.roots()?;
-    let cands = candidates(&dir.baked, &dir.dir.join(crate::build::CLUSTER_FILE))?;
+    let cands = candidates(&dir.baked, &dir.dir.join(crate::bake::CLUSTER_FILE))?;
     let choice = choose(&cands, |addr| {
         let roots = roots.clone();
         async move { probe::tls(addr, &roots, timeout).await }
     })
     .await?;
     let text = admin.with_server(&choice.server())?;
-    crate::build::write::write_atomic(path, text.as_bytes(), 0o600).map_err(|source| {
+    crate::bake::write::write_atomic(path, text.as_bytes(), 0o600).map_err(|source| {
         KubeconfigError::Write {
             path: path.to_path_buf(),
             source,

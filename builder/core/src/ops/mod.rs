@@ -10,12 +10,12 @@ pub mod kubeconfig;
 pub mod probe;
 pub mod status;
 
-use crate::build::secret::SECRET_FILE;
-use crate::build::{CLUSTER_FILE, PAYLOAD_FILE};
+use crate::bake::secret::SECRET_FILE;
+use crate::bake::{CLUSTER_FILE, PAYLOAD_FILE};
 use model::baked::BakedCluster;
 use model::node_files as nf;
 use model::secret::ClusterSecret;
-use nodeagent::rendezvous::{Client, ClientError, RetryPolicy, http_client};
+use protocol::{Client, ClientError, RetryPolicy, http_client};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -160,9 +160,4 @@ fn read_baked(dir: &Path) -> Result<(PathBuf, Vec<u8>), OpsError> {
 }
 
 /// Milliseconds since the Unix epoch, as the agents report them.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+pub use protocol::clock::now_ms;

@@ -4,18 +4,18 @@
 
 use super::probe::{self, ProbeResult};
 use super::{BuildDir, OpsError};
-use model::rendezvous::AuditEntry;
-use nodeagent::coord::keys;
-use nodeagent::etcd_view::EtcdView;
-use nodeagent::material::{InitRecord, JoinMaterial};
-use nodeagent::rendezvous::PlainMember;
-pub use nodeagent::rendezvous::{SlotHolder, holders_from_audit};
+use protocol::etcd_view::EtcdView;
+use protocol::keys;
+use protocol::status::{RendezvousView, fetch, printable};
+pub use protocol::{SlotHolder, holders_from_audit};
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 /// The phase shown for a planned node that is not a live member.
 pub const ABSENT: &str = "absent";
+/// The phase shown for a live member whose report could not be read.
+pub const UNREADABLE: &str = "unreadable";
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -59,6 +59,8 @@ pub struct ClusterStatus {
     pub api: ProbeResult,
     /// The freshest etcd view a control plane reported (stacked etcd), with its age.
     pub etcd: Option<EtcdView>,
+    /// Entries at the rendezvous that could not be read, each said once.
+    pub problems: Vec<String>,
     /// Every planned node reports done.
     pub all_done: bool,
 }
@@ -70,86 +72,54 @@ impl ClusterStatus {
     }
 }
 
-/// One row per planned node, from the live members' opened reports.
-pub fn rows(dir: &BuildDir, members: &[PlainMember], now_ms: u64) -> Vec<NodeRow> {
+/// One row per planned node, from the live members' typed reports; a member whose
+/// report could not be read shows `unreadable` and why.
+pub fn rows(dir: &BuildDir, view: &RendezvousView, now_ms: u64) -> Vec<NodeRow> {
     dir.baked
         .nodes
         .iter()
         .map(|n| {
             let name = n.name.as_str();
-            let m = members.iter().find(|m| m.name == name);
-            let r = m.map(|m| &m.report);
-            let str_of = |k: &str| {
-                r.and_then(|r| r.get(k))
-                    .and_then(|v| v.as_str())
-                    .map(str::to_string)
+            let entry = view.members.iter().find(|m| m.name == name);
+            let (phase, report, unreadable) = match entry.map(|m| &m.report) {
+                None => (ABSENT.to_string(), None, None),
+                Some(Ok(r)) => (r.phase.clone(), Some(r), None),
+                Some(Err(why)) => (UNREADABLE.to_string(), None, Some(why.clone())),
             };
-            let u64_of = |k: &str| r.and_then(|r| r.get(k)).and_then(serde_json::Value::as_u64);
-            let phase = match m {
-                None => ABSENT.to_string(),
-                Some(_) => str_of("phase").unwrap_or_else(|| "?".into()),
-            };
-            let done = r
-                .and_then(|r| r.get("done"))
-                .and_then(serde_json::Value::as_bool)
-                .unwrap_or(false)
-                || phase == "done";
             NodeRow {
                 name: name.to_string(),
                 role: n.role.as_str().to_string(),
                 ip: n.ip.to_string(),
-                live: m.is_some(),
-                seconds_in_phase: u64_of("sinceMs").map(|s| now_ms.saturating_sub(s) / 1000),
-                attempt: u64_of("attempt"),
-                last_error: str_of("lastError"),
+                live: entry.is_some(),
+                seconds_in_phase: report
+                    .and_then(|r| r.since_ms)
+                    .map(|s| now_ms.saturating_sub(s) / 1000),
+                attempt: report.map(|r| u64::from(r.attempt)),
+                last_error: unreadable.or_else(|| report.and_then(|r| r.last_error.clone())),
+                done: report.is_some_and(|r| r.done || r.phase == "done"),
                 phase,
-                done,
             }
         })
         .collect()
 }
 
-/// Asks the rendezvous and probes the API endpoint. Fails only when the rendezvous cannot
-/// be reached or answers nonsense.
+/// Asks the rendezvous (`protocol::status::fetch`) and probes the API endpoint. Fails only
+/// when the rendezvous cannot be reached or answers nonsense; an unreadable entry is
+/// marked in the table and said once under it.
 pub async fn gather(dir: &BuildDir, timeout: Duration) -> Result<ClusterStatus, OpsError> {
     let client = dir.client(timeout)?;
-    let wrap = |e| dir.rendezvous_error(e);
-    let (revision, members) = client.members().await.map_err(wrap)?;
+    let view = fetch(&client).await.map_err(|e| dir.rendezvous_error(e))?;
     let now = super::now_ms();
-    let nodes = rows(dir, &members, now);
-    let unplanned_members = members
+    let nodes = rows(dir, &view, now);
+    let unplanned_members = view
+        .members
         .iter()
         .filter(|m| !nodes.iter().any(|n| n.name == m.name))
         .map(|m| m.name.clone())
         .collect();
-    let url = dir.rendezvous_url();
-    let initialized = match client.get(keys::INITIALIZED).await.map_err(wrap)? {
-        None => None,
-        Some(r) => {
-            let rec: InitRecord =
-                serde_json::from_slice(&r.value).map_err(|e| OpsError::Record {
-                    url: url.clone(),
-                    what: format!("record `{}`: {e}", keys::INITIALIZED),
-                })?;
-            Some(Initialized {
-                node: rec.node,
-                token: rec.token,
-                at_ms: rec.at_ms,
-            })
-        }
-    };
-    let material = match client.get(keys::JOIN_MATERIAL).await.map_err(wrap)? {
-        None => None,
-        Some(r) => Some(
-            serde_json::from_slice::<JoinMaterial>(&r.value).map_err(|e| OpsError::Record {
-                url: url.clone(),
-                what: format!("record `{}`: {e}", keys::JOIN_MATERIAL),
-            })?,
-        ),
-    };
-    let audit = audit_log(&client).await.map_err(wrap)?;
     // With the admin kubeconfig's CA the endpoint must also pass TLS verification.
-    let roots = material
+    let roots = view
+        .join_material
         .as_ref()
         .and_then(|m| m.admin_kubeconfig.as_ref())
         .and_then(|k| super::kubeconfig::AdminKubeconfig::parse(k.expose()).ok())
@@ -164,38 +134,27 @@ pub async fn gather(dir: &BuildDir, timeout: Duration) -> Result<ClusterStatus, 
         },
     };
     let all_done = !nodes.is_empty() && nodes.iter().all(|n| n.done);
-    let etcd = nodeagent::report::freshest_etcd(&members);
     Ok(ClusterStatus {
         cluster: dir.baked.spec.name.to_string(),
         cluster_id: dir.baked.cluster_id.clone(),
-        rendezvous: url,
-        revision,
+        rendezvous: dir.rendezvous_url(),
+        revision: view.revision,
         nodes,
         unplanned_members,
-        initialized,
-        join_material: material.is_some(),
-        init_holders: holders_from_audit(&audit, keys::INIT_SEMAPHORE),
-        cp_join_holders: holders_from_audit(&audit, keys::CP_JOIN_SEMAPHORE),
-        worker_join_holders: holders_from_audit(&audit, keys::WORKER_JOIN_SEMAPHORE),
+        initialized: view.initialized.as_ref().map(|r| Initialized {
+            node: r.node.clone(),
+            token: r.token,
+            at_ms: r.at_ms,
+        }),
+        join_material: view.join_material.is_some(),
+        init_holders: holders_from_audit(&view.audit, keys::INIT_SEMAPHORE),
+        cp_join_holders: holders_from_audit(&view.audit, keys::CP_JOIN_SEMAPHORE),
+        worker_join_holders: holders_from_audit(&view.audit, keys::WORKER_JOIN_SEMAPHORE),
         api,
-        etcd,
+        etcd: view.freshest_etcd().cloned(),
+        problems: view.problems.clone(),
         all_done,
     })
-}
-
-/// The whole audit log, page by page.
-pub async fn audit_log(
-    client: &nodeagent::rendezvous::Client,
-) -> Result<Vec<AuditEntry>, nodeagent::rendezvous::ClientError> {
-    let mut audit: Vec<AuditEntry> = Vec::new();
-    loop {
-        let after = audit.last().map_or(0, |e| e.seq);
-        let page = client.audit(after).await?;
-        if page.is_empty() {
-            return Ok(audit);
-        }
-        audit.extend(page);
-    }
 }
 
 fn holders(h: &[SlotHolder]) -> String {
@@ -283,6 +242,9 @@ pub fn render(s: &ClusterStatus) -> String {
             s.unplanned_members.join(", ")
         );
     }
+    for p in &s.problems {
+        let _ = writeln!(o, "unreadable: {p}");
+    }
     let done = s.nodes.iter().filter(|n| n.done).count();
     let _ = writeln!(
         o,
@@ -290,5 +252,5 @@ pub fn render(s: &ClusterStatus) -> String {
         s.nodes.len(),
         if s.all_done { "" } else { ": not complete" }
     );
-    o
+    printable(&o).into_owned()
 }

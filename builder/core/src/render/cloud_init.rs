@@ -9,7 +9,7 @@
 
 use super::common::{Input, RenderError};
 use super::yaml::to_yaml;
-use crate::build::etcd_tls::EtcdClientTls;
+use crate::bake::etcd_tls::EtcdClientTls;
 use model::PlannedNode;
 use model::baked::NodeIdentity;
 use model::node_files::{self as nf, CLUSTER_SECRET, NODE_IDENTITY};

@@ -14,9 +14,9 @@ pub const PROVISION_PATH: &str = "images/provision.sh";
 pub const INSTALL_KUBERNETES_PATH: &str = "images/install-kubernetes.sh";
 
 /// `provision.sh PAYLOAD_TARBALL [SHA256_OF_TARBALL | SHA256SUMS_FILE]`.
-pub const PROVISION_SH: &str = include_str!("../../../images/provision.sh");
+pub const PROVISION_SH: &str = include_str!("../../../../images/provision.sh");
 /// `install-kubernetes.sh VERSION DISTRO`; exits 2 when upstream is unreachable.
-pub const INSTALL_KUBERNETES_SH: &str = include_str!("../../../images/install-kubernetes.sh");
+pub const INSTALL_KUBERNETES_SH: &str = include_str!("../../../../images/install-kubernetes.sh");
 
 /// The image scripts. They do not depend on the spec: the payload carries what does.
 pub fn render(_cluster: &Cluster, _plan: &Plan) -> FileSet {

@@ -66,16 +66,16 @@ use model::{PlannedNode, Sha256Hex};
 /// systemd units shipped in every payload, `(file name, contents)`.
 pub const UNITS: [(&str, &str); 1] = [(
     "nodeagent.service",
-    include_str!("../../../units/nodeagent.service"),
+    include_str!("../../../../units/nodeagent.service"),
 )];
 
 /// The k3s units (k3s payloads only): images install the k3s binary without the upstream
 /// install script that would write them.
 pub const K3S_UNITS: [(&str, &str); 2] = [
-    ("k3s.service", include_str!("../../../units/k3s.service")),
+    ("k3s.service", include_str!("../../../../units/k3s.service")),
     (
         "k3s-agent.service",
-        include_str!("../../../units/k3s-agent.service"),
+        include_str!("../../../../units/k3s-agent.service"),
     ),
 ];
 

@@ -17,9 +17,9 @@ use super::report::NodeReport;
 use super::{DirectBoot, accel::PANIC_MARKER};
 use model::Role;
 use model::baked::BakedCluster;
-use model::rendezvous::AuditEntry;
 use model::secret::ClusterSecret;
-use nodeagent::rendezvous::{Client, ClientError, PlainMember};
+use protocol::wire::AuditEntry;
+use protocol::{Client, ClientError, PlainMember};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -107,9 +107,9 @@ pub struct VmImage {
 impl VmImage {
     /// The outputs of `muster image build --out DIR`.
     pub fn from_dir(dir: &Path) -> Result<VmImage, ClusterError> {
-        let report_path = dir.join(crate::image::REPORT);
+        let report_path = dir.join(muster_build::image::REPORT);
         let text = std::fs::read(&report_path).map_err(io_err("image report", &report_path))?;
-        let report: crate::image::ImageReport =
+        let report: muster_build::image::ImageReport =
             serde_json::from_slice(&text).map_err(|e| ClusterError::Build {
                 path: report_path.clone(),
                 detail: e.to_string(),
@@ -119,9 +119,9 @@ impl VmImage {
             p.canonicalize().map_err(io_err("image file", &p))
         };
         Ok(VmImage {
-            qcow2: abs(crate::image::QCOW2)?,
-            kernel: abs(crate::image::KERNEL)?,
-            initrd: abs(crate::image::INITRD)?,
+            qcow2: abs(muster_build::image::QCOW2)?,
+            kernel: abs(muster_build::image::KERNEL)?,
+            initrd: abs(muster_build::image::INITRD)?,
             cmdline: report.kernel_cmdline,
         })
     }
@@ -181,7 +181,7 @@ impl std::fmt::Debug for VmCluster {
 }
 
 fn sh(what: &str, cmd: &mut Command) -> Result<String, ClusterError> {
-    let command = crate::image::run::describe(cmd);
+    let command = muster_build::image::run::describe(cmd);
     let out = cmd.output().map_err(|e| ClusterError::Command {
         what: what.into(),
         command: command.clone(),
@@ -289,14 +289,14 @@ impl VmCluster {
         image: &VmImage,
         opts: ClusterOptions,
     ) -> Result<VmCluster, ClusterError> {
-        let baked_path = build_dir.join(crate::build::CLUSTER_FILE);
+        let baked_path = build_dir.join(muster_build::bake::CLUSTER_FILE);
         let text = std::fs::read(&baked_path).map_err(io_err("the baked cluster", &baked_path))?;
         let baked: BakedCluster =
             serde_json::from_slice(&text).map_err(|e| ClusterError::Build {
                 path: baked_path.clone(),
                 detail: e.to_string(),
             })?;
-        let secret_path = build_dir.join(crate::build::secret::SECRET_FILE);
+        let secret_path = build_dir.join(muster_build::bake::secret::SECRET_FILE);
         let secret_text = std::fs::read_to_string(&secret_path)
             .map_err(io_err("cluster secret", &secret_path))?;
         let secret =
@@ -398,7 +398,7 @@ impl VmCluster {
     fn start_rendezvous(&mut self, build_dir: &Path) -> Result<(), ClusterError> {
         let url = self.baked.rendezvous.url.as_str().to_string();
         let (addr, port) = url_addr(&url).ok_or_else(|| ClusterError::Build {
-            path: build_dir.join(crate::build::CLUSTER_FILE),
+            path: build_dir.join(muster_build::bake::CLUSTER_FILE),
             detail: format!("rendezvous url {url} is not https://ADDRESS:PORT"),
         })?;
         let log_path = self.opts.work_dir.join("rendezvous.log");
@@ -414,11 +414,11 @@ impl VmCluster {
             .arg("--data")
             .arg(self.opts.work_dir.join("rendezvous-data"))
             .arg("--keys")
-            .arg(build_dir.join(crate::build::RENDEZVOUS_KEYS_DIR))
+            .arg(build_dir.join(muster_build::bake::RENDEZVOUS_KEYS_DIR))
             .arg("--cert")
-            .arg(build_dir.join(crate::build::rendezvous_cert::CERT_FILE))
+            .arg(build_dir.join(muster_build::bake::rendezvous_cert::CERT_FILE))
             .arg("--key")
-            .arg(build_dir.join(crate::build::rendezvous_cert::KEY_FILE))
+            .arg(build_dir.join(muster_build::bake::rendezvous_cert::KEY_FILE))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -470,9 +470,9 @@ impl VmCluster {
                     .arg(&overlay),
             )?;
             let seed = build_dir
-                .join(crate::build::NODES_DIR)
+                .join(muster_build::bake::NODES_DIR)
                 .join(&name)
-                .join(crate::build::SEED_FILE);
+                .join(muster_build::bake::SEED_FILE);
             if !seed.is_file() {
                 return Err(ClusterError::Build {
                     path: seed,

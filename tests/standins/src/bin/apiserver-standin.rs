@@ -8,7 +8,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use muster_tests::standin::{api, client, etcd, pki, read_file};
+use muster_standins::{api, client, etcd, pki, read_file};
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -18,6 +18,6 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = rt.block_on(muster_tests::standin::k3s::main(args));
+    let code = rt.block_on(muster_standins::k3s::main(args));
     std::process::exit(code);
 }

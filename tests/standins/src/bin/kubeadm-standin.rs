@@ -12,6 +12,6 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = rt.block_on(muster_tests::standin::kubeadm::main(args));
+    let code = rt.block_on(muster_standins::kubeadm::main(args));
     std::process::exit(code);
 }

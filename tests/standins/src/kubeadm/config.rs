@@ -1,7 +1,7 @@
 //! kubeadm configuration files (`kubeadm.k8s.io/v1beta4` and `v1beta3`), read leniently
 //! (unknown fields ignored) but failing like kubeadm on what it requires.
 
-use crate::standin::yaml::{self, Value, bool_at, str_at, strings_at};
+use crate::yaml::{self, Value, bool_at, str_at, strings_at};
 use anyhow::{Result, bail};
 
 pub const SUPPORTED: &[&str] = &["kubeadm.k8s.io/v1beta4", "kubeadm.k8s.io/v1beta3"];
@@ -193,7 +193,7 @@ pub fn parse_init(text: &str) -> Result<InitConfig> {
                         };
                         validate_token(token, &format!("bootstrapTokens[{i}].token"))?;
                         let ttl = match str_at(t, &["ttl"]) {
-                            Some(d) => Some(crate::standin::clock::parse_duration(d)?),
+                            Some(d) => Some(crate::clock::parse_duration(d)?),
                             None => None,
                         };
                         cfg.bootstrap_tokens.push(BootstrapToken {

@@ -6,8 +6,8 @@
 //! `ExternalEtcdVersion` check, so an unreachable cluster fails `init`/`join` clearly.
 
 use super::config::ExternalEtcd;
-use crate::standin::client::{Trust, http_client};
-use crate::standin::pki::CertKey;
+use crate::client::{Trust, http_client};
+use crate::pki::CertKey;
 use model::node_files::{KUBE_MANIFESTS, NodeRoot};
 use std::path::PathBuf;
 use std::time::Duration;

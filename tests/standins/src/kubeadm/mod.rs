@@ -4,13 +4,13 @@
 pub mod config;
 pub mod external;
 
-use crate::standin::api::EXPIRES_ANNOTATION;
-use crate::standin::client::{Api, Trust, http_client};
-use crate::standin::daemon::{self, DaemonSpec};
-use crate::standin::etcd::{self, ClientTls, MemberTls};
-use crate::standin::knobs::Knobs;
-use crate::standin::pki::{self, CertKey, Usage};
-use crate::standin::{clock, node_root, read_file, write_file};
+use crate::api::EXPIRES_ANNOTATION;
+use crate::client::{Api, Trust, http_client};
+use crate::daemon::{self, DaemonSpec};
+use crate::etcd::{self, ClientTls, MemberTls};
+use crate::knobs::Knobs;
+use crate::pki::{self, CertKey, Usage};
+use crate::{clock, node_root, read_file, write_file};
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -137,7 +137,7 @@ fn record(args: &[String], outcome: &str) {
             .unwrap_or(0),
         words.join(" ")
     );
-    let Ok(dir) = crate::standin::state_dir(&node_root()) else {
+    let Ok(dir) = crate::state_dir(&node_root()) else {
         return;
     };
     if let Ok(mut f) = std::fs::OpenOptions::new()
@@ -600,8 +600,8 @@ fn apiserver_spec(root: &NodeRoot, port: u16, ext: Option<&ExternalEtcd>) -> Dae
         ],
     };
     DaemonSpec {
-        name: crate::standin::api::DAEMON.to_string(),
-        program: crate::standin::sibling_binary(crate::standin::APISERVER_STANDIN),
+        name: crate::api::DAEMON.to_string(),
+        program: crate::sibling_binary(crate::APISERVER_STANDIN),
         args: vec![
             "serve".into(),
             // Like kube-apiserver's default --bind-address=0.0.0.0 (reachable on the VIP too).
@@ -615,7 +615,7 @@ fn apiserver_spec(root: &NodeRoot, port: u16, ext: Option<&ExternalEtcd>) -> Dae
         .chain(etcd_args)
         .collect(),
         env: vec![(
-            crate::standin::NODE_ROOT_ENV.to_string(),
+            crate::NODE_ROOT_ENV.to_string(),
             root.root().display().to_string(),
         )],
     }
@@ -1251,7 +1251,7 @@ async fn discover(
         .to_string();
     let id = token.split('.').next().unwrap_or("");
     let sig = reply.body["data"][format!("jws-kubeconfig-{id}")].as_str();
-    if sig != Some(crate::standin::api::token_signature(token, &kubeconfig).as_str()) {
+    if sig != Some(crate::api::token_signature(token, &kubeconfig).as_str()) {
         bail!(
             "failed to connect to API Server {endpoint:?}: token id {id:?} is invalid for this cluster or it has expired. Use \"kubeadm token create\" on the control-plane node to create a new valid token"
         );
@@ -1465,7 +1465,7 @@ async fn join_control_plane(
     let cluster_configuration = kc.body["data"]["ClusterConfiguration"]
         .as_str()
         .unwrap_or("");
-    let ext = match serde_yaml::from_str::<crate::standin::yaml::Value>(cluster_configuration) {
+    let ext = match serde_yaml::from_str::<crate::yaml::Value>(cluster_configuration) {
         Ok(doc) => phase("preflight", config::external_etcd(&doc))?,
         Err(_) => None,
     };
@@ -1694,7 +1694,7 @@ fn reset(flags: &Flags) -> Result<()> {
         );
     }
     println!("[reset] Stopping the kubelet service");
-    for name in [crate::standin::api::DAEMON, etcd::DAEMON, "kubelet"] {
+    for name in [crate::api::DAEMON, etcd::DAEMON, "kubelet"] {
         daemon::stop(&root, name, Duration::from_secs(5))?;
         daemon::forget(&root, name)?;
     }

@@ -6,10 +6,10 @@
 //! Needs root, iproute2, etcd (the lab checks), mariadb-server and mariadb-client
 //! (scripts/install-test-deps.sh).
 
-use muster::lab::mariadb::Mariadb;
-use muster::lab::netns::{self, Daemon, Out};
-use muster::lab::scratch::ScratchLab as Lab;
-use muster_tests::standin::{daemon, k3s::BOOTSTRAP_KEY};
+use muster_lab::mariadb::Mariadb;
+use muster_lab::netns::{self, Daemon, Out};
+use muster_lab::scratch::ScratchLab as Lab;
+use muster_standins::{daemon, k3s::BOOTSTRAP_KEY};
 use std::path::Path;
 use std::time::Duration;
 
@@ -306,7 +306,7 @@ fn racing_first_servers_create_one_bootstrap() {
 /// key at once on a REAL MariaDB (on loopback, no namespace) and exactly one wins.
 #[test]
 fn concurrent_creates_of_one_key_have_one_winner() {
-    use muster_tests::standin::sql::SqlStore;
+    use muster_standins::sql::SqlStore;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

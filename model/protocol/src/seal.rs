@@ -3,13 +3,13 @@
 //! Randomness (nonces) comes from the caller, so this module does no I/O and tests are
 //! deterministic.
 
-use crate::rendezvous::Sealed;
-use crate::secret::ClusterSecret;
+use crate::wire::Sealed;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use hmac::{Hmac, Mac};
+use model::secret::ClusterSecret;
 use sha2::{Digest, Sha256};
 use std::fmt;
 

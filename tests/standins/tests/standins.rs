@@ -1,11 +1,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 //! The stand-ins in a namespace lab: real etcd members, real TLS, real quorum.
 //! Needs root, iproute2, etcd-server and etcd-client (scripts/install-test-deps.sh).
-//! The lab itself (namespaces, cleanup) is the builder's `muster::lab::scratch`.
+//! The lab itself (namespaces, cleanup) is the builder's `muster_lab::scratch`.
 
-use muster::lab::netns::{self, Daemon, Out};
-use muster::lab::scratch::ScratchLab as Lab;
-use muster_tests::standin::{daemon, etcd, pki};
+use muster_lab::netns::{self, Daemon, Out};
+use muster_lab::scratch::ScratchLab as Lab;
+use muster_standins::{daemon, etcd, pki};
 use std::path::Path;
 use std::time::Duration;
 
@@ -612,7 +612,7 @@ fn kubeadm_standin_on_an_external_etcd() {
     let vip = lab.ip(11);
     let etcd_ip: std::net::Ipv4Addr = lab.ip(81).parse().unwrap();
     let members = vec![("etcd-1".to_string(), etcd_ip)];
-    let pki = muster::lab::etcd::generate(&lab.dir().join("etcd-pki"), &members).unwrap();
+    let pki = muster_lab::etcd::generate(&lab.dir().join("etcd-pki"), &members).unwrap();
     // The control plane's files at kubeadm's paths, as the agent puts them from its seed
     // (again after each reset, which empties the pki dir).
     let place_files = || {
@@ -653,12 +653,12 @@ fn kubeadm_standin_on_an_external_etcd() {
     );
 
     // ---- a real member with client-cert auth
-    let svc = muster::lab::etcd::member_service(
+    let svc = muster_lab::etcd::member_service(
         &lab.dir().join("etcd"),
         &pki,
         &lab.ns("etcd1"),
         ("etcd-1", etcd_ip, 2379),
-        &muster::lab::etcd::initial_cluster(&members),
+        &muster_lab::etcd::initial_cluster(&members),
     )
     .unwrap();
     let argv: Vec<&str> = svc.argv.iter().map(String::as_str).collect();
@@ -667,7 +667,7 @@ fn kubeadm_standin_on_an_external_etcd() {
         .spawn_in("etcd-1", &lab.ns("etcd1"), &[], &argv, &svc.log)
         .unwrap();
     let ctl = |args: &[&str]| {
-        let mut full = muster::lab::etcd::etcdctl_flags(&pki, std::slice::from_ref(&endpoint));
+        let mut full = muster_lab::etcd::etcdctl_flags(&pki, std::slice::from_ref(&endpoint));
         full.extend(args.iter().map(|a| a.to_string()));
         let refs: Vec<&str> = full.iter().map(String::as_str).collect();
         lab.run("etcd1", &[("ETCDCTL_API", "3")], "etcdctl", &refs)

@@ -1,0 +1,135 @@
+//! LAB ONLY: the service manager of `nodeagent run --lab`, isolated here. The agent under
+//! test is the same binary users run; only this module differs, chosen at run time.
+
+use crate::systemd::{Systemd, SystemdError};
+use model::node_files::NodeRoot;
+use muster_lab_units::{LabUnit, LabUnitError};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// LAB ONLY (`nodeagent run --lab`): a network namespace has no service manager of its own
+/// and no system bus. The k3s units really run, through the lab's service runner
+/// ([`muster_lab_units`]: `k3s server` / `k3s agent` detached, pid file under the node's
+/// root). Every other unit is only recorded and then reads as `active`: what it would run,
+/// the lab runs itself (the kubeadm stand-in starts its own etcd and API server like static
+/// pods; the lab harness runs keepalived, HAProxy, nginx). Real nodes always use
+/// [`DbusSystemd`].
+#[derive(Debug, Clone)]
+pub struct LabSystemd {
+    root: NodeRoot,
+    /// The recorded state of every unit the lab does not run itself.
+    recorded: Arc<Mutex<BTreeMap<String, &'static str>>>,
+}
+
+impl LabSystemd {
+    /// The lab stand-in for the node whose disk is `root`.
+    pub fn new(root: NodeRoot) -> Self {
+        LabSystemd {
+            root,
+            recorded: Arc::default(),
+        }
+    }
+
+    fn runnable(&self, unit: &str) -> Option<LabUnit> {
+        muster_lab_units::unit(&self.root, unit)
+    }
+
+    fn record(
+        &self,
+        op: &'static str,
+        unit: &str,
+        state: &'static str,
+    ) -> Result<(), SystemdError> {
+        tracing::info!(unit, "lab: no service manager; {op} recorded");
+        let mut g = self.recorded.lock().map_err(|_| SystemdError {
+            op,
+            unit: unit.into(),
+            detail: "lab unit record poisoned by a panic".into(),
+        })?;
+        g.insert(unit.to_string(), state);
+        Ok(())
+    }
+}
+
+fn lab_err(op: &'static str) -> impl Fn(LabUnitError) -> SystemdError {
+    move |e| SystemdError {
+        op,
+        unit: e.unit.clone(),
+        detail: e.detail,
+    }
+}
+
+impl Systemd for LabSystemd {
+    async fn start(&self, unit: &str) -> Result<(), SystemdError> {
+        if let Some(u) = self.runnable(unit) {
+            return u.start().map(|_| ()).map_err(lab_err("start"));
+        }
+        self.record("start", unit, "active")
+    }
+    async fn stop(&self, unit: &str) -> Result<(), SystemdError> {
+        if let Some(u) = self.runnable(unit) {
+            u.stop();
+            return Ok(());
+        }
+        self.record("stop", unit, "inactive")
+    }
+    async fn restart(&self, unit: &str) -> Result<(), SystemdError> {
+        if let Some(u) = self.runnable(unit) {
+            u.stop();
+            return u.start().map(|_| ()).map_err(lab_err("restart"));
+        }
+        self.record("restart", unit, "active")
+    }
+    async fn enable(&self, units: &[&str]) -> Result<(), SystemdError> {
+        for u in units.iter().filter_map(|u| self.runnable(u)) {
+            u.enable(&self.root).map_err(lab_err("enable"))?;
+        }
+        tracing::info!(?units, "lab: enable recorded");
+        Ok(())
+    }
+    async fn active_state(&self, unit: &str) -> Result<String, SystemdError> {
+        if let Some(u) = self.runnable(unit) {
+            return Ok(u.active_state().to_string());
+        }
+        let g = self.recorded.lock().map_err(|_| SystemdError {
+            op: "active-state",
+            unit: unit.into(),
+            detail: "lab unit record poisoned by a panic".into(),
+        })?;
+        Ok(g.get(unit).copied().unwrap_or("inactive").to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lab_runs_the_k3s_units_and_records_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = NodeRoot::new(dir.path());
+        let s = LabSystemd::new(root.clone());
+        // `k3s` is not on this test's PATH: the start fails and the unit reads failed, proof
+        // that it was really run rather than recorded.
+        s.enable(&["k3s-agent.service"]).await.unwrap();
+        let names: Vec<String> = muster_lab_units::enabled(&root)
+            .into_iter()
+            .map(|u| u.unit)
+            .collect();
+        assert_eq!(names, vec!["k3s-agent.service".to_string()]);
+        let _ = s.start("k3s-agent.service").await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while s.active_state("k3s-agent.service").await.unwrap() == "active" {
+            assert!(std::time::Instant::now() < deadline);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(s.active_state("k3s-agent.service").await.unwrap(), "failed");
+        s.stop("k3s-agent.service").await.unwrap();
+        assert_eq!(
+            s.active_state("k3s-agent.service").await.unwrap(),
+            "inactive"
+        );
+        s.start("haproxy.service").await.unwrap();
+        assert_eq!(s.active_state("haproxy.service").await.unwrap(), "active");
+    }
+}

@@ -1,0 +1,12 @@
+//! Keys and semaphores the bootstrap uses at the rendezvous; their values are the records
+//! in [`crate::records`] and [`crate::report`], sealed with the cluster secret.
+
+pub const INIT_SEMAPHORE: &str = "init";
+pub const CP_JOIN_SEMAPHORE: &str = "cp-join";
+pub const WORKER_JOIN_SEMAPHORE: &str = "worker-join";
+/// Durable: who initialized the cluster, with the fencing token of that init.
+pub const INITIALIZED: &str = "initialized";
+/// Sealed join material (token, CA hash, certificate key, admin kubeconfig, etcd access).
+pub const JOIN_MATERIAL: &str = "join-material";
+/// A joiner found the material expired; any joined control plane refreshes it.
+pub const REFRESH_REQUEST: &str = "refresh-request";

@@ -1,0 +1,31 @@
+//! The rendezvous protocol, shared by `nodeagent` (the agent) and `muster` (the operator
+//! commands and the lab): the wire types the server speaks ([`wire`]), the record keys and
+//! the records stored under them ([`keys`], [`records`]), the member report every agent
+//! heartbeats ([`report`]) with its etcd view ([`etcd_view`]), the signing and sealing client
+//! ([`client`]), and the one cluster status view built from all of them ([`status`]).
+//! The server itself (`muster-rendezvous`) stores only ciphertext and depends on [`wire`].
+
+pub mod client;
+pub mod clock;
+pub mod etcd_view;
+pub mod holders;
+pub mod key_file;
+pub mod keys;
+pub mod pin;
+pub mod records;
+pub mod report;
+pub mod retry;
+pub mod seal;
+pub mod status;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+pub mod wire;
+
+pub use client::{Client, ClientError, MemberRead, PlainMember, PlainRecord};
+pub use holders::{SlotHolder, holders_from_audit};
+pub use pin::{TlsError, http_client};
+pub use retry::RetryPolicy;
+pub use wire::{
+    AcquireResponse, AuditEntry, AuditEvent, Change, ChangeKind, ErrorKind, Fence, Holder,
+    WatchResponse,
+};
