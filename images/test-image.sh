@@ -1,5 +1,5 @@
 #!/bin/bash
-# TEST IMAGE ONLY. `muster image build --test-standins DIR` runs this after the shared node
+# TEST IMAGE ONLY. `muster lab image --standins DIR` runs this after the shared node
 # preparation (images/provision.sh); a user's image never gets it. It makes the image the
 # VM end-to-end test boots (builder/tests/vm_cluster.rs):
 #
@@ -7,7 +7,7 @@
 #
 # STAGE_DIR (inside the chroot) holds muster's STAND-INS for programs that cannot be
 # downloaded on the test machines: kubeadm-standin, k3s-standin, apiserver-standin (built
-# from tests/src/bin; NOT kubeadm, k3s or kube-apiserver). They are installed under their
+# from tests/standins/src/bin; NOT kubeadm, k3s or kube-apiserver). They are installed under their
 # own names and linked as /usr/bin/kubeadm, /usr/bin/k3s, /usr/bin/k3s-killall.sh.
 # NTP_SERVER is the address chrony syncs with (the VM lab serves the host's clock there).
 # Also installed: a reporter that writes this node's state to the second serial port
@@ -203,9 +203,9 @@ say "reporter on ttyS1 enabled"
 # 4. The manifest: what in this image is a stand-in or test-only.
 mkdir -p /usr/share/doc/muster
 cat >/usr/share/doc/muster/TEST-IMAGE <<DOC
-muster TEST IMAGE (muster image build --test-standins): not for clusters.
+muster TEST IMAGE (muster lab image): not for clusters.
 
-STAND-INS (muster's test programs, NOT the real ones; tests/src/bin):
+STAND-INS (muster's test programs, NOT the real ones; tests/standins/src/bin):
   /usr/bin/kubeadm -> kubeadm-standin   stands in for kubeadm (and the kubelet's static pods)
   /usr/bin/k3s -> k3s-standin           stands in for k3s
   /usr/bin/k3s-killall.sh -> k3s-standin

@@ -185,7 +185,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Plan { spec, json } => {
             let loaded = spec_source::load(spec.as_deref())?;
-            let plan = model::plan::resolve(&loaded.cluster, loaded.warnings.items.clone());
+            let plan = &loaded.plan;
             if json {
                 let text = serde_json::to_string_pretty(&plan).context("serializing the plan")?;
                 println!("{text}");

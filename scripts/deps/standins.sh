@@ -2,7 +2,7 @@
 # Stand-ins for kubeadm/k3s (tests/): real etcd 3.4 members and etcdctl, network
 # namespaces (iproute2, util-linux's unshare), keepalived (the assembly test's VIP),
 # openssl for certificate inspection, procps; MariaDB (server and client) as the real external
-# SQL datastore under the k3s stand-in (builder/src/lab/mariadb.rs starts its own servers).
+# SQL datastore under the k3s stand-in (builder/lab/src/mariadb.rs starts its own servers).
 set -euo pipefail
 apt-get install -y --no-install-recommends etcd-server etcd-client iproute2 openssl procps \
   keepalived util-linux mariadb-server mariadb-client

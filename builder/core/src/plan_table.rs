@@ -45,6 +45,10 @@ pub fn columns(rows: &[Vec<String>]) -> String {
     out
 }
 
+// Long on purpose: a renderer is one straight run of output lines in the order the
+
+// file shows them; split up, the layout of what it writes could no longer be read here.
+
 pub fn render(plan: &Plan) -> String {
     let mut out = String::new();
     let _ = writeln!(

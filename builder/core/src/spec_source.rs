@@ -1,6 +1,6 @@
 //! Where a spec comes from: a file the user names, or the built-in default.
 
-use model::{Cluster, Problems, SpecError};
+use model::{Cluster, Plan, Problems, SpecError};
 use std::path::Path;
 
 /// The built-in default cluster: 3 control planes behind a VIP and 3 workers.
@@ -19,16 +19,31 @@ pub enum LoadError {
     Invalid(#[from] SpecError),
 }
 
-/// A loaded, valid spec with its text (kept so outputs can record what they came from).
+/// A loaded, valid spec with its text (kept so outputs can record what they came from) and
+/// its plan, resolved once here for every command that needs it.
 #[derive(Debug, Clone)]
 pub struct LoadedSpec {
     pub origin: String,
     pub text: String,
     pub cluster: Cluster,
     pub warnings: Problems,
+    pub plan: Plan,
 }
 
 impl LoadedSpec {
+    /// Decodes, validates and plans `text`; `origin` names it in every problem.
+    pub fn parse(origin: String, text: String) -> Result<LoadedSpec, SpecError> {
+        let (cluster, warnings) = model::spec::load(&origin, &text)?;
+        let plan = model::plan::resolve(&cluster, warnings.items.clone());
+        Ok(LoadedSpec {
+            origin,
+            text,
+            cluster,
+            warnings,
+            plan,
+        })
+    }
+
     /// The directory the spec's relative file paths (e.g. `spec.datastore.caFile`) start
     /// from: the spec file's, or the current dir for the built-in default.
     pub fn dir(&self) -> std::path::PathBuf {
@@ -54,13 +69,7 @@ pub fn load(path: Option<&Path>) -> Result<LoadedSpec, LoadError> {
             (origin, text)
         }
     };
-    let (cluster, warnings) = model::spec::load(&origin, &text)?;
-    Ok(LoadedSpec {
-        origin,
-        text,
-        cluster,
-        warnings,
-    })
+    Ok(LoadedSpec::parse(origin, text)?)
 }
 
 #[cfg(test)]

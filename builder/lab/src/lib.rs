@@ -165,7 +165,7 @@ impl Lab {
         // External etcd: the lab's own PKI replaces the spec's files (lab_etcd_spec).
         let lab_spec = lab_etcd_spec(spec, &state)?;
         muster_build::bake::build(lab_spec.as_ref().unwrap_or(spec), &build_dir, &bopts)?;
-        let plan = model::plan::resolve(c, spec.warnings.items.clone());
+        let plan = &spec.plan;
         let path_dir = standins::path_dir(&opts.standins, &state.join("standin-path"))?;
 
         // ---- the record first, so a failure below can be swept
@@ -1049,13 +1049,7 @@ mod tests {
 
     fn spec_with_url(url: &str) -> LoadedSpec {
         let text = muster_build::spec_source::DEFAULT_SPEC.replace("https://10.240.0.2:7443", url);
-        let (cluster, warnings) = model::spec::load("t", &text).unwrap();
-        LoadedSpec {
-            origin: "t".into(),
-            text,
-            cluster,
-            warnings,
-        }
+        LoadedSpec::parse("t".into(), text).unwrap()
     }
 
     #[test]

@@ -332,6 +332,8 @@ impl Lab {
     }
 }
 
+// Long on purpose: a renderer is one straight run of output lines in the order the
+// file shows them; split up, the layout of what it writes could no longer be read here.
 /// The status table.
 pub fn render(s: &LabStatus) -> String {
     let mut out = String::new();

@@ -201,12 +201,11 @@ impl ImageVariant for TestImage {
             "    TEST IMAGE: stand-ins from {} replace kubeadm/k3s/kube-apiserver",
             self.standins.display()
         );
-        let plan = model::plan::resolve(cluster, spec.warnings.items.clone());
         let variant = inspect(
             &self.standins,
             &cluster.network.gateway.to_string(),
             cluster,
-            &plan,
+            &spec.plan,
         )?;
         Ok(Box::new(PreparedTestImage {
             standins: self.standins.clone(),

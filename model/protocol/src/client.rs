@@ -545,8 +545,10 @@ impl Client {
             None => url.path().to_string(),
         };
         let body = match body {
-            // Serializing the protocol's plain structs cannot fail.
-            Some(b) => serde_json::to_vec(b).unwrap_or_default(),
+            Some(b) => serde_json::to_vec(b).map_err(|e| ClientError::Invalid {
+                what: "request body",
+                problem: e.to_string(),
+            })?,
             None => Vec::new(),
         };
         let mut retry = 0;

@@ -403,6 +403,10 @@ impl Status {
         }
     }
 
+    // Long on purpose: a renderer is one straight run of output lines in the order the
+
+    // file shows them; split up, the layout of what it writes could no longer be read here.
+
     pub fn render(&self) -> String {
         let mut s = String::new();
         match &self.this_node {

@@ -149,8 +149,8 @@ pub fn build(
 ) -> Result<BuildReport, BuildError> {
     let started = Instant::now();
     let cluster = &spec.cluster;
-    let plan = model::plan::resolve(cluster, spec.warnings.items.clone());
-    let input = Input::new(cluster, &plan);
+    let plan = &spec.plan;
+    let input = Input::new(cluster, plan);
     // Before anything is written: a wrong etcd file fails the build, not a first boot.
     let etcd_tls = etcd_tls::load(cluster, &spec.dir())?;
 

@@ -31,15 +31,10 @@ fn write_tmp(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// One file, atomically: `model::fsutil::write_atomic`, the error as the I/O error the
+/// build's own errors wrap with the path.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let result = write_tmp(path, contents, mode)
-        .and_then(|()| fs::rename(tmp_of(path), path))
-        .and_then(|()| File::open(dir)?.sync_all());
-    if result.is_err() {
-        let _ = fs::remove_file(tmp_of(path));
-    }
-    result
+    model::fsutil::write_atomic(path, contents, mode).map_err(|e| e.source)
 }
 
 /// Writes many files, each atomically (temp file, fsync, rename), and fsyncs every

@@ -167,6 +167,8 @@ fn holders(h: &[SlotHolder]) -> String {
         .join(", ")
 }
 
+// Long on purpose: a renderer is one straight run of output lines in the order the
+// file shows them; split up, the layout of what it writes could no longer be read here.
 /// The human form.
 pub fn render(s: &ClusterStatus) -> String {
     use std::fmt::Write as _;

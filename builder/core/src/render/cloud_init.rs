@@ -45,6 +45,10 @@ pub fn instance_id(node: &PlannedNode, payload_sha256: &str) -> String {
     format!("{}-{short}", node.name)
 }
 
+// Long on purpose: a renderer is one straight run of output lines in the order the
+
+// file shows them; split up, the layout of what it writes could no longer be read here.
+
 pub fn render(
     input: &Input<'_>,
     node: &PlannedNode,

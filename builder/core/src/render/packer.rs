@@ -186,6 +186,8 @@ fn ssh_key_variable(cluster: &Cluster) -> Item {
     )
 }
 
+// Long on purpose: a renderer is one straight run of output lines in the order the
+// file shows them; split up, the layout of what it writes could no longer be read here.
 /// `packer/qemu/`: qcow2 and libvirt Vagrant box from the base cloud image.
 pub fn render_qemu(cluster: &Cluster, plan: &Plan) -> FileSet {
     let name = format!("muster-{}", cluster.name);
@@ -462,6 +464,8 @@ fn proxmox_build(cluster: &Cluster, source: &str) -> Item {
     block("build", build)
 }
 
+// Long on purpose: a renderer is one straight run of output lines in the order the
+// file shows them; split up, the layout of what it writes could no longer be read here.
 /// `packer/proxmox-clone/` and `packer/proxmox-iso/`; empty unless the platform is Proxmox.
 pub fn render_proxmox(cluster: &Cluster, plan: &Plan) -> FileSet {
     let mut files = FileSet::default();

@@ -30,6 +30,10 @@ pub fn render(cluster: &Cluster, plan: &Plan) -> FileSet {
     files
 }
 
+// Long on purpose: a renderer is one straight run of output lines in the order the
+
+// file shows them; split up, the layout of what it writes could no longer be read here.
+
 fn vagrantfile(
     cluster: &Cluster,
     plan: &Plan,
