@@ -1,14 +1,14 @@
 //! `nodeagent status`: works with the daemon down. Reads this node's `AGENT_STATUS` and
-//! `AGENT_STATE` (the view's types and rendering: `protocol::status`), and asks the rendezvous (when reachable) about the cluster: members'
+//! `AGENT_STATE`, and asks the rendezvous (when reachable) about the cluster: members'
 //! roles and phases, who initialized, who holds the join slot, and the freshest view of
 //! etcd (members, health, quorum) a control plane put in its report. On a control plane it
 //! also asks etcd directly. Exit code 0 healthy (this node done and etcd's quorum held),
-//! 1 not.
+//! 1 not. The view's types and its rendering are the protocol's (`protocol::status`), so the
+//! lab and `muster status` read the same thing.
 
 use crate::bootstrap::store::{FileStore, Persisted, Store};
 use model::node_files::NodeRoot;
-use protocol::clock::Millis;
-use protocol::clock::now_ms;
+use protocol::clock::{Millis, now_ms};
 use protocol::status::{ClusterStatus, EtcdSeen, LocalEtcd, NodeStatus, cluster};
 use protocol::{Client, RetryPolicy};
 use std::time::Duration;
@@ -22,10 +22,12 @@ pub fn local(
     let Some(p): Option<Persisted> = store.load()? else {
         return Ok(None);
     };
-    let role = std::fs::read_to_string(root.path(model::node_files::AGENT_STATUS))
+    // The role is in the report the agent writes beside its state; a missing or unreadable
+    // report only loses the role, the state still shows.
+    let role = std::fs::read(root.path(model::node_files::AGENT_STATUS))
         .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v.get("role").and_then(|r| r.as_str()).map(str::to_string));
+        .and_then(|b| serde_json::from_slice::<protocol::report::MemberReport>(&b).ok())
+        .map(|r| r.role);
     let since = p.since_ms();
     Ok(Some(NodeStatus {
         node: p.node.clone(),

@@ -294,3 +294,29 @@ fn seed_002_k3s_mariadb_assembles_and_both_servers_share_the_data() {
         t.elapsed()
     );
 }
+
+/// Issue 18, defect 11 (a spec the project had not seen): k3s servers on an external SQL
+/// datastore whose endpoint is the rendezvous host's address, not a node's. The lab used to
+/// put MariaDB in a namespace of its own with the rendezvous's address, so the servers got
+/// `Connection refused` and the lab timed out; the datastore now shares the rendezvous's
+/// namespace.
+#[test]
+fn k3s_on_sql_at_the_rendezvous_host_assembles() {
+    if !enabled() {
+        return;
+    }
+    let seed =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/seed-003-k3s-keepalived.yaml");
+    let text = std::fs::read_to_string(seed).unwrap().replace(
+        "  rendezvous:\n",
+        "  datastore:\n    type: external-sql\n    endpoint: \"mysql://k3s:lab-secret@tcp(192.168.26.1:3306)/k3s\"\n  rendezvous:\n",
+    );
+    assert!(
+        text.contains("tcp(192.168.26.1:3306)"),
+        "the datastore was not added"
+    );
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("k3s-sql-at-rendezvous.yaml");
+    std::fs::write(&path, text).unwrap();
+    let seed = assemble(path.to_str().unwrap(), "sql-at-rendezvous");
+    assert_assembled(&seed);
+}

@@ -280,6 +280,11 @@ impl Lab {
             n.services = vip::services(&spec.cluster, plan, planned, &n.ns, &dirs)?;
             n.services.push(agent_service(n));
         }
+        // The rendezvous host's address first: a datastore there shares it.
+        if rec.rendezvous.ns == rec.bridge_ns {
+            let cidr = format!("{}/{prefix}", rec.rendezvous_listen.ip());
+            netns::add_addr(&rec.bridge_ns, netns::BRIDGE, &cidr)?;
+        }
         match &spec.cluster.datastore {
             model::spec::Datastore::ExternalSql { endpoint } => {
                 start_datastore(rec, &spec.cluster, endpoint)?;
@@ -288,10 +293,6 @@ impl Lab {
                 start_external_etcd(rec, &spec.cluster)?;
             }
             model::spec::Datastore::StackedEtcd => {}
-        }
-        if rec.rendezvous.ns == rec.bridge_ns {
-            let cidr = format!("{}/{prefix}", rec.rendezvous_listen.ip());
-            netns::add_addr(&rec.bridge_ns, netns::BRIDGE, &cidr)?;
         }
         rec.save()?;
         self.start_rendezvous()
@@ -809,8 +810,10 @@ const STATE_ENTRIES: [&str; 7] = [
 
 /// Starts the external-sql datastore (MariaDB) at the endpoint's address before any node
 /// boots: in the namespace of the planned node that owns the address (then it is one of
-/// that node's services, halted and booted with it), else in a namespace of its own on the
-/// bridge (`<id>-datastore`).
+/// that node's services, halted and booted with it), in the rendezvous's namespace when the
+/// endpoint is the rendezvous host (one address, one host: a second namespace with the same
+/// address on the bridge took the traffic and refused it), else in a namespace of its own
+/// on the bridge (`<id>-datastore`).
 fn start_datastore(rec: &mut LabRecord, c: &model::Cluster, endpoint: &str) -> Result<()> {
     let dsn = mariadb::endpoint_dsn(endpoint)?;
     let ip: Ipv4Addr = dsn.host.parse().map_err(|_| {
@@ -829,6 +832,7 @@ fn start_datastore(rec: &mut LabRecord, c: &model::Cluster, endpoint: &str) -> R
     let on_node = rec.nodes.iter().position(|n| n.ip == ip);
     let ns = match on_node {
         Some(i) => rec.nodes[i].ns.clone(),
+        None if *rec.rendezvous_listen.ip() == ip => rec.rendezvous.ns.clone(),
         None => {
             let ns = format!("{}-datastore", rec.id);
             rec.datastore_ns = Some(ns.clone());

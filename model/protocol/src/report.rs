@@ -40,11 +40,3 @@ impl MemberReport {
         serde_json::from_value(v.clone()).ok()
     }
 }
-
-/// The freshest etcd view any member reported (control planes report one once done).
-pub fn freshest_etcd(members: &[crate::PlainMember]) -> Option<EtcdView> {
-    members
-        .iter()
-        .filter_map(|m| MemberReport::from_json(&m.report).and_then(|r| r.etcd))
-        .max_by_key(|v| v.observed_ms)
-}

@@ -818,4 +818,83 @@ mod tests {
         let addr = l.local_addr().unwrap().to_string();
         assert!(probe_api(&addr, Duration::from_secs(2)).await.answers);
     }
+
+    /// Issue 18, defect 10: one unreadable member report or record used to fail the whole
+    /// view (`members()` gave up on the first report it could not open).
+    #[test]
+    fn an_unreadable_report_or_record_marks_its_entry_and_the_rest_shows() {
+        let sealed_wrong = MemberRead {
+            name: "cp-2".into(),
+            role: "control-plane".into(),
+            report: Err(ClientError::Invalid {
+                what: "sealed report",
+                problem: "does not open with this cluster's key".into(),
+            }),
+            revision: 1,
+            expires_at_ms: 0,
+        };
+        let not_a_report = MemberRead {
+            report: Ok(serde_json::json!({"phase": 7})),
+            ..member("w-1", "worker", serde_json::json!({}))
+        };
+        let garbage_init = Some(Ok(PlainRecord {
+            key: keys::INITIALIZED.into(),
+            value: b"{not json".to_vec(),
+            revision: 1,
+            create_revision: 1,
+            expires_at_ms: None,
+        }));
+        let view = RendezvousView::from_parts(
+            9,
+            vec![
+                member(
+                    "cp-1",
+                    "control-plane",
+                    serde_json::json!({"phase": "done"}),
+                ),
+                sealed_wrong,
+                not_a_report,
+            ],
+            garbage_init,
+            None,
+            Vec::new(),
+        );
+        assert_eq!(view.members.len(), 3);
+        assert_eq!(view.report("cp-1").map(|r| r.phase.as_str()), Some("done"));
+        assert!(view.report("cp-2").is_none());
+        assert!(view.initialized.is_none());
+        assert_eq!(view.problems.len(), 3, "{:?}", view.problems);
+        let c = ClusterStatus::from_view(&view, 0);
+        let text = Status::new(Some(done_node()), Some(c)).render();
+        for want in [
+            "cp-1",
+            "cp-2",
+            "w-1",
+            "does not open with this cluster's key",
+            "record `initialized`: unreadable",
+        ] {
+            assert!(text.contains(want), "{want:?} not in:\n{text}");
+        }
+    }
+
+    /// Issue 18, defect 9: text from a member report (or any file or network answer) used
+    /// to reach the terminal raw: a report could set the title or clear the screen.
+    #[test]
+    fn control_characters_from_reports_are_escaped_when_printed() {
+        let evil = "boom\u{1b}]0;pwned\u{7}\u{1b}[2J\r";
+        let c = from_parts(
+            vec![member(
+                "cp-2",
+                "control-plane",
+                serde_json::json!({"phase": "joining", "lastError": evil}),
+            )],
+            None,
+            &[],
+            0,
+        );
+        let text = Status::new(Some(done_node()), Some(c)).render();
+        assert!(!text.contains('\u{1b}') && !text.contains('\u{7}') && !text.contains('\r'));
+        assert!(text.contains("boom\\u{1b}]0;pwned\\u{7}"), "{text}");
+        assert_eq!(printable("a\tb\nc"), "a\tb\nc", "tabs and newlines stay");
+    }
 }
