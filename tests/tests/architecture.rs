@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+
 //! The crate graph in docs/architecture.md is the one `cargo metadata` has, and it keeps
 //! the layering: no product crate depends on test code, the agent on nothing of the
 //! builder's, and the builder, the rendezvous server and the agent on none of each other.

@@ -227,10 +227,10 @@ pub fn build(
     }
     // Image recipes: provisioning scripts, Packer templates, Vagrantfile, Proxmox script.
     let recipes = [
-        crate::render::images::render(cluster, &plan),
-        crate::render::packer::render(cluster, &plan),
-        crate::render::vagrant::render(cluster, &plan),
-        crate::render::proxmox::render(cluster, &plan),
+        crate::render::images::render(cluster, plan),
+        crate::render::packer::render(cluster, plan),
+        crate::render::vagrant::render(cluster, plan),
+        crate::render::proxmox::render(cluster, plan),
     ];
     for set in recipes {
         pending.extend(
