@@ -20,6 +20,18 @@ use model::Role;
 use model::spec::DistroKind;
 use serde::{Deserialize, Serialize};
 
+/// Health confirmation probes this often: a healthy node is confirmed within
+/// `healthy_probes` intervals of becoming healthy (issue 17: probes were 2 s apart).
+pub const PROBE_INTERVAL_MS: u64 = 500;
+/// How long probes may keep failing before the init or join is undone (90 probes 2 s
+/// apart before the interval was shortened).
+pub const PROBE_PATIENCE_MS: u64 = 180_000;
+
+/// Failed probes `interval_ms` apart that take at least `patience_ms`.
+pub fn failed_probes_within(patience_ms: u64, interval_ms: u64) -> u32 {
+    u32::try_from(patience_ms.div_ceil(interval_ms.max(1))).unwrap_or(u32::MAX)
+}
+
 /// Everything `step` needs to know about this node and cluster; fixed for a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -53,11 +65,11 @@ impl Config {
             worker_join_slots: 2,
             jitter_seed: seed,
             healthy_probes: 3,
-            max_failed_probes: 90,
+            max_failed_probes: failed_probes_within(PROBE_PATIENCE_MS, PROBE_INTERVAL_MS),
             backoff_base_ms: 2_000,
             backoff_max_ms: 60_000,
             poll_ms: 3_000,
-            probe_interval_ms: 2_000,
+            probe_interval_ms: PROBE_INTERVAL_MS,
             idle_ms: 15_000,
         }
     }
@@ -207,6 +219,25 @@ mod tests {
             attempt: 0,
             last_error: None,
         }
+    }
+
+    /// A shorter probe interval confirms sooner, without giving up sooner and without
+    /// weakening the confirmation to fewer consecutive healthy probes.
+    #[test]
+    fn probes_are_frequent_but_patience_and_confirmation_are_kept() {
+        let c = Config::new(
+            Role::ControlPlane,
+            model::spec::DistroKind::Kubeadm,
+            true,
+            1,
+        );
+        assert!(c.probe_interval_ms <= 500, "{}", c.probe_interval_ms);
+        assert!(c.healthy_probes >= 3, "{}", c.healthy_probes);
+        let patience = u64::from(c.max_failed_probes) * c.probe_interval_ms;
+        assert!(patience >= PROBE_PATIENCE_MS, "{patience}");
+        assert_eq!(failed_probes_within(180_000, 2_000), 90, "as before");
+        assert_eq!(failed_probes_within(1_000, 300), 4, "rounded up");
+        assert_eq!(failed_probes_within(1_000, 0), 1_000, "no division by zero");
     }
 
     #[test]
