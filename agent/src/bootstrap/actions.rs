@@ -59,6 +59,9 @@ pub enum Action {
         control_plane: bool,
     },
     Release(Fence),
+    /// A worker's slot, given back as soon as its join returned: it verifies outside the
+    /// slot. Never fails the phase (the slot expires anyway; `Releasing` releases again).
+    ReleaseAfterJoin(Fence),
     StartLb,
     /// Answer a joiner's request for fresh join material; never fails the phase.
     ServeRefresh,
@@ -67,6 +70,14 @@ pub enum Action {
 /// Joined control planes answer refresh requests: they can issue join material. Workers
 /// and load balancers cannot; the initializer publishes its first material itself.
 pub fn serves_refresh(cfg: &Config) -> bool {
+    cfg.role == Role::ControlPlane
+}
+
+/// Control planes keep their join slot until their etcd member is a healthy voter, so
+/// their joins never overlap (etcd takes one learner at a time, and a second member
+/// joining before the first started costs quorum). A worker's registration depends on no
+/// other join: it gives the slot back when `kubeadm join`/the k3s agent returns.
+pub fn verifies_under_slot(cfg: &Config) -> bool {
     cfg.role == Role::ControlPlane
 }
 
@@ -120,10 +131,11 @@ pub fn actions(cfg: &Config, phase: &Phase) -> Vec<Action> {
             a
         }
         Phase::Joining { token } => joining(cfg, *token),
-        Phase::Verifying { token, .. } => vec![
+        Phase::Verifying { token, .. } if verifies_under_slot(cfg) => vec![
             Action::Renew(join_fence(cfg, *token)),
             Action::VerifyJoin { control_plane: cp },
         ],
+        Phase::Verifying { .. } => vec![Action::VerifyJoin { control_plane: cp }],
         Phase::Releasing { fence } => vec![Action::Release(fence.clone())],
         Phase::ConfiguringLb => vec![Action::StartLb],
         Phase::Compensating {
@@ -153,6 +165,9 @@ fn joining(cfg: &Config, token: u64) -> Vec<Action> {
         control_plane: cp,
         fence: join_fence(cfg, token),
     });
+    if !verifies_under_slot(cfg) {
+        a.push(Action::ReleaseAfterJoin(join_fence(cfg, token)));
+    }
     a
 }
 
@@ -300,6 +315,59 @@ mod tests {
                 ],
                 "material first: a slot is never held for a join that cannot run"
             );
+        }
+    }
+
+    #[test]
+    fn a_worker_gives_its_slot_back_when_its_join_returns_and_verifies_outside_it() {
+        let w = Config::new(Role::Worker, DistroKind::Kubeadm, true, 1);
+        let f = join_fence(&w, 5);
+        assert_eq!(
+            actions(&w, &P::Joining { token: 5 }),
+            vec![
+                Action::Renew(f.clone()),
+                Action::Join {
+                    control_plane: false,
+                    fence: f.clone()
+                },
+                Action::ReleaseAfterJoin(f.clone()),
+            ]
+        );
+        let verifying = P::Verifying {
+            token: 5,
+            successes: 0,
+            failures: 0,
+        };
+        assert_eq!(
+            actions(&w, &verifying),
+            vec![Action::VerifyJoin {
+                control_plane: false
+            }],
+            "no renewal of a slot given back"
+        );
+    }
+
+    #[test]
+    fn a_control_plane_keeps_its_slot_until_verified() {
+        for c in [
+            cp(),
+            Config::new(Role::ControlPlane, DistroKind::Kubeadm, false, 1),
+            Config::new(Role::ControlPlane, DistroKind::K3s, false, 1),
+        ] {
+            assert!(verifies_under_slot(&c));
+            let joining = actions(&c, &P::Joining { token: 5 });
+            assert!(
+                !joining
+                    .iter()
+                    .any(|a| matches!(a, Action::ReleaseAfterJoin(_))),
+                "{joining:?}"
+            );
+            let verifying = P::Verifying {
+                token: 5,
+                successes: 1,
+                failures: 0,
+            };
+            assert_eq!(actions(&c, &verifying)[0], Action::Renew(join_fence(&c, 5)));
         }
     }
 

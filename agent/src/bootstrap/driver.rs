@@ -412,6 +412,12 @@ where
             Action::Acquire { semaphore, slots } => self.acquire(semaphore, *slots).await,
             Action::Renew(f) => self.renew(f).await.map(|()| Outcome::Finished),
             Action::Release(f) => self.release(f).await,
+            Action::ReleaseAfterJoin(f) => {
+                if let Err(e) = self.release(f).await {
+                    tracing::warn!(stop = ?e, "giving the join slot back early");
+                }
+                Ok(Outcome::Finished)
+            }
             Action::Reset => self
                 .distro
                 .reset()

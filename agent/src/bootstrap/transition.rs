@@ -5,7 +5,7 @@
 //! new phase or a new event does not compile until each handler says what it does with
 //! it. Events a phase's actions cannot produce are listed and `Hold` the phase.
 
-use super::actions::{Action, actions};
+use super::actions::{Action, actions, verifies_under_slot};
 use super::state::{Config, Phase, State, init_fence, join_fence};
 use crate::coord::Fence;
 use model::Role;
@@ -332,11 +332,16 @@ fn joining(cfg: &Config, token: u64, e: Event) -> Decision {
 }
 
 fn verifying(cfg: &Config, token: u64, probes: (u32, u32), e: Event) -> Decision {
+    let under_slot = verifies_under_slot(cfg);
     let healthy = match e {
         E::Probe(healthy) => healthy,
         // A renewal that could not reach the rendezvous counts as a failed probe.
-        E::Failed(_) => false,
-        E::Fenced(e) => return undo_join(format!("lost the join slot: {e}"), None),
+        E::Failed(_) if under_slot => false,
+        E::Fenced(e) if under_slot => {
+            return undo_join(format!("lost the join slot: {e}"), None);
+        }
+        // A worker verifies outside its slot: nothing renews, nothing can be lost.
+        E::Failed(_) | E::Fenced(_) => return D::Hold,
         E::Done
         | E::Initialized(_)
         | E::AlreadyInitialized

@@ -272,6 +272,48 @@ fn control_plane_on_external_etcd_joins_without_cleaning() {
     );
 }
 
+#[test]
+fn a_worker_that_never_registers_is_undone_after_giving_its_slot_back() {
+    let mut w = worker();
+    w.max_failed_probes = 0;
+    let s = go(
+        &w,
+        P::Verifying {
+            token: 2,
+            successes: 0,
+            failures: 0,
+        },
+        E::Probe(false),
+    );
+    assert_eq!(
+        s.phase,
+        P::Compensating {
+            slot: Some(join_fence(&w, 2)),
+            remove_own_member: true,
+            then: Box::new(P::AcquiringJoinSlot)
+        },
+        "releasing a slot given back already is harmless"
+    );
+    let held = go(
+        &w,
+        P::Verifying {
+            token: 2,
+            successes: 0,
+            failures: 0,
+        },
+        E::Fenced("x".into()),
+    );
+    assert_eq!(
+        held.phase,
+        P::Verifying {
+            token: 2,
+            successes: 0,
+            failures: 0
+        },
+        "a worker renews nothing while verifying"
+    );
+}
+
 // ---- give-up paths ----
 
 #[test]
@@ -686,7 +728,7 @@ fn answers(a: &Action) -> Vec<Event> {
         }
         Action::FetchMaterial { .. } => vec![failed, E::MaterialStale],
         Action::Join { .. } => vec![failed, fenced, E::MaterialStale],
-        Action::ServeRefresh => vec![],
+        Action::ServeRefresh | Action::ReleaseAfterJoin(_) => vec![],
         Action::InstallNodeTree
         | Action::Preflight
         | Action::StartVipServices
