@@ -101,8 +101,22 @@ impl Persisted {
 pub enum StoreError {
     #[error("cannot read the agent state {path}: {detail}")]
     Read { path: PathBuf, detail: String },
+    #[error("cannot encode {path}: {detail}")]
+    Encode { path: PathBuf, detail: String },
     #[error(transparent)]
     Write(#[from] model::fsutil::WriteError),
+}
+
+/// Pretty JSON with a final newline, written atomically; an encoding failure is an error
+/// (never an empty file in place of the state).
+fn write_json<T: Serialize>(path: PathBuf, value: &T, mode: u32) -> Result<(), StoreError> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Encode {
+        path: path.clone(),
+        detail: e.to_string(),
+    })?;
+    bytes.push(b'\n');
+    model::fsutil::write_atomic(&path, &bytes, mode)?;
+    Ok(())
 }
 
 pub trait Store {
@@ -146,17 +160,11 @@ impl Store for FileStore {
     }
 
     fn save(&self, p: &Persisted) -> Result<(), StoreError> {
-        let mut bytes = serde_json::to_vec_pretty(p).unwrap_or_default();
-        bytes.push(b'\n');
-        model::fsutil::write_atomic(&self.root.path(AGENT_STATE), &bytes, 0o600)?;
-        Ok(())
+        write_json(self.root.path(AGENT_STATE), p, 0o600)
     }
 
     fn save_status(&self, report: &serde_json::Value) -> Result<(), StoreError> {
-        let mut bytes = serde_json::to_vec_pretty(report).unwrap_or_default();
-        bytes.push(b'\n');
-        model::fsutil::write_atomic(&self.root.path(AGENT_STATUS), &bytes, 0o644)?;
-        Ok(())
+        write_json(self.root.path(AGENT_STATUS), report, 0o644)
     }
 }
 

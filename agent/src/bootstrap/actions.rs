@@ -1,0 +1,420 @@
+//! What the driver does in each phase, in order, and how long it waits before doing it.
+//! Pure: the driver performs the list and feeds back one event (see `transition`).
+
+use super::state::{Config, Phase, State, init_fence, join_fence};
+use crate::coord::Fence;
+use model::Role;
+use protocol::keys;
+
+/// One effect the driver performs. Actions are idempotent (a restart may repeat them). The
+/// list of a phase stops at the first action that does not simply finish: its answer (or
+/// its failure) is the event fed back; after the last one it is `Event::Done`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    InstallNodeTree,
+    Preflight,
+    StartVipServices,
+    Register,
+    /// → `Initialized(bool)`.
+    CheckInitialized,
+    /// → `Granted`/`Busy`.
+    Acquire {
+        semaphore: &'static str,
+        slots: u32,
+    },
+    /// → `Done`/`Fenced`.
+    Renew(Fence),
+    /// → `Done`/`AlreadyInitialized`.
+    EnsureNotInitialized,
+    Reset,
+    KubeVipSuperAdmin,
+    RestoreKubeVip,
+    /// Put the external etcd's CA and client pair back at kubeadm's paths from the copy the
+    /// seed delivered (`kubeadm reset` empties `/etc/kubernetes/pki`); nothing without one.
+    RestoreExternalEtcd,
+    Init(Fence),
+    /// Local `/readyz`, then through the VIP → `Probe(bool)`.
+    ProbeInitHealth,
+    /// `Done` at once if the `initialized` record is this node's with this token; else
+    /// renew, then join material and the `initialized` record, both fenced →
+    /// `Done`/`Fenced`.
+    Publish(Fence),
+    /// → `Done`/`MaterialStale` (after writing a refresh request).
+    FetchMaterial {
+        control_plane: bool,
+    },
+    /// Remove members with this node's name or peer URL, unstarted ones and learners (the
+    /// caller holds the only join slot); see `member_policy`.
+    RemoveStaleMembers,
+    /// Remove this node's own member before the reset stops it: a started voter stopped
+    /// while still a member costs the cluster a vote (with two voters, its quorum). Fails
+    /// (and the compensation is retried) unless the member is gone, removed, or an
+    /// unstarted voter that etcd cannot remove without quorum.
+    RemoveOwnMember,
+    Join {
+        control_plane: bool,
+        fence: Fence,
+    },
+    /// → `Probe(bool)`.
+    VerifyJoin {
+        control_plane: bool,
+    },
+    Release(Fence),
+    /// A worker's slot, given back as soon as its join returned: it verifies outside the
+    /// slot. Never fails the phase (the slot expires anyway; `Releasing` releases again).
+    ReleaseAfterJoin(Fence),
+    StartLb,
+    /// Answer a joiner's request for fresh join material; never fails the phase.
+    ServeRefresh,
+}
+
+/// Joined control planes answer refresh requests: they can issue join material. Workers
+/// and load balancers cannot; the initializer publishes its first material itself.
+pub fn serves_refresh(cfg: &Config) -> bool {
+    cfg.role == Role::ControlPlane
+}
+
+/// Control planes keep their join slot until their etcd member is a healthy voter, so
+/// their joins never overlap (etcd takes one learner at a time, and a second member
+/// joining before the first started costs quorum). A worker's registration depends on no
+/// other join: it gives the slot back when `kubeadm join`/the k3s agent returns.
+pub fn verifies_under_slot(cfg: &Config) -> bool {
+    cfg.role == Role::ControlPlane
+}
+
+/// The actions that carry out `phase`.
+pub fn actions(cfg: &Config, phase: &Phase) -> Vec<Action> {
+    let cp = cfg.role == Role::ControlPlane;
+    match phase {
+        Phase::Preflight => {
+            let mut a = vec![Action::InstallNodeTree, Action::Preflight];
+            if cp {
+                a.push(Action::StartVipServices);
+            }
+            a
+        }
+        Phase::Registering => vec![Action::Register],
+        Phase::CheckingInit | Phase::WaitingForInit => vec![Action::CheckInitialized],
+        Phase::Electing => vec![Action::Acquire {
+            semaphore: keys::INIT_SEMAPHORE,
+            slots: 1,
+        }],
+        Phase::Initializing { token } => vec![
+            Action::Renew(init_fence(*token)),
+            Action::EnsureNotInitialized,
+            Action::Reset,
+            Action::RestoreExternalEtcd,
+            Action::KubeVipSuperAdmin,
+            Action::Init(init_fence(*token)),
+            Action::RestoreKubeVip,
+        ],
+        Phase::CheckingHealth { token, .. } => {
+            vec![Action::Renew(init_fence(*token)), Action::ProbeInitHealth]
+        }
+        // `Publish` renews the lease itself, after checking whether its `initialized`
+        // record already landed (an answer lost, then the lease ran out): then the init is
+        // done and must not be undone.
+        Phase::Publishing { token } => vec![Action::Publish(init_fence(*token))],
+        Phase::AwaitingRefresh => vec![Action::FetchMaterial { control_plane: cp }],
+        Phase::AcquiringJoinSlot => {
+            let (semaphore, slots) = cfg.join_semaphore();
+            vec![
+                Action::FetchMaterial { control_plane: cp },
+                Action::Acquire { semaphore, slots },
+            ]
+        }
+        Phase::CleaningStaleMember { token } => {
+            let mut a = vec![Action::Renew(join_fence(cfg, *token))];
+            if cfg.cleans_members() {
+                a.push(Action::RemoveStaleMembers);
+            }
+            a.extend(undo_local());
+            a
+        }
+        Phase::Joining { token } => joining(cfg, *token),
+        Phase::Verifying { token, .. } if verifies_under_slot(cfg) => vec![
+            Action::Renew(join_fence(cfg, *token)),
+            Action::VerifyJoin { control_plane: cp },
+        ],
+        Phase::Verifying { .. } => vec![Action::VerifyJoin { control_plane: cp }],
+        Phase::Releasing { fence } => vec![Action::Release(fence.clone())],
+        Phase::ConfiguringLb => vec![Action::StartLb],
+        Phase::Compensating {
+            slot,
+            remove_own_member,
+            ..
+        } => compensating(cfg, slot.as_ref(), *remove_own_member),
+        Phase::Backoff { .. } => Vec::new(),
+        Phase::Done => {
+            if serves_refresh(cfg) {
+                vec![Action::ServeRefresh]
+            } else {
+                Vec::new()
+            }
+        }
+    }
+}
+
+fn joining(cfg: &Config, token: u64) -> Vec<Action> {
+    let cp = cfg.role == Role::ControlPlane;
+    let mut a = vec![Action::Renew(join_fence(cfg, token))];
+    if cp {
+        // The first join may come without a reset before it.
+        a.push(Action::RestoreExternalEtcd);
+    }
+    a.push(Action::Join {
+        control_plane: cp,
+        fence: join_fence(cfg, token),
+    });
+    if !verifies_under_slot(cfg) {
+        a.push(Action::ReleaseAfterJoin(join_fence(cfg, token)));
+    }
+    a
+}
+
+/// The own etcd member goes before the reset stops it; the slot is released last.
+fn compensating(cfg: &Config, slot: Option<&Fence>, remove_own_member: bool) -> Vec<Action> {
+    let mut a = Vec::new();
+    if remove_own_member && cfg.cleans_members() {
+        a.push(Action::RemoveOwnMember);
+    }
+    a.extend(undo_local());
+    if let Some(f) = slot {
+        a.push(Action::Release(f.clone()));
+    }
+    a
+}
+
+/// Undo a local init or join: reset, then put back what the reset removed.
+fn undo_local() -> [Action; 3] {
+    [
+        Action::Reset,
+        Action::RestoreExternalEtcd,
+        Action::RestoreKubeVip,
+    ]
+}
+
+/// How long the driver waits before running the actions of `state`: a backoff's delay,
+/// the probe interval between health probes, else nothing.
+pub fn delay_before(cfg: &Config, state: &State) -> u64 {
+    match &state.phase {
+        Phase::Backoff { delay_ms, .. } => *delay_ms,
+        Phase::CheckingHealth {
+            successes,
+            failures,
+            ..
+        }
+        | Phase::Verifying {
+            successes,
+            failures,
+            ..
+        } if successes + failures > 0 => cfg.probe_interval_ms,
+        _ => 0,
+    }
+}
+
+/// How long a `Done` node idles between its periodic duties.
+pub fn idle_ms(cfg: &Config) -> u64 {
+    cfg.idle_ms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Phase as P;
+    use model::spec::DistroKind;
+
+    fn cp() -> Config {
+        Config::new(Role::ControlPlane, DistroKind::Kubeadm, true, 1)
+    }
+
+    #[test]
+    fn init_actions_switch_kube_vip_around_init_under_the_lease() {
+        let a = actions(&cp(), &P::Initializing { token: 3 });
+        assert_eq!(a[0], Action::Renew(init_fence(3)));
+        assert_eq!(a[1], Action::EnsureNotInitialized);
+        let at = |x: &Action| a.iter().position(|y| y == x).unwrap();
+        let back = a
+            .iter()
+            .rposition(|x| *x == Action::RestoreKubeVip)
+            .unwrap();
+        assert!(at(&Action::KubeVipSuperAdmin) < at(&Action::Init(init_fence(3))));
+        assert!(at(&Action::Init(init_fence(3))) < back);
+    }
+
+    #[test]
+    fn a_stacked_control_plane_cleans_members_then_resets_under_its_slot() {
+        let c = cp();
+        assert_eq!(
+            actions(&c, &P::CleaningStaleMember { token: 2 }),
+            vec![
+                Action::Renew(join_fence(&c, 2)),
+                Action::RemoveStaleMembers,
+                Action::Reset,
+                Action::RestoreExternalEtcd,
+                Action::RestoreKubeVip,
+            ]
+        );
+        let compensate = P::Compensating {
+            slot: Some(join_fence(&c, 2)),
+            remove_own_member: true,
+            then: Box::new(P::AcquiringJoinSlot),
+        };
+        assert_eq!(
+            actions(&c, &compensate),
+            vec![
+                Action::RemoveOwnMember,
+                Action::Reset,
+                Action::RestoreExternalEtcd,
+                Action::RestoreKubeVip,
+                Action::Release(join_fence(&c, 2)),
+            ],
+            "the own member goes before the reset stops it; the slot is released last"
+        );
+    }
+
+    #[test]
+    fn nodes_outside_a_stacked_etcd_never_touch_members() {
+        let external = Config::new(Role::ControlPlane, DistroKind::Kubeadm, false, 1);
+        let worker = Config::new(Role::Worker, DistroKind::Kubeadm, true, 1);
+        for c in [external, worker] {
+            let compensate = P::Compensating {
+                slot: None,
+                remove_own_member: true,
+                then: Box::new(P::AcquiringJoinSlot),
+            };
+            for p in [P::CleaningStaleMember { token: 1 }, compensate] {
+                let a = actions(&c, &p);
+                assert!(
+                    !a.contains(&Action::RemoveOwnMember)
+                        && !a.contains(&Action::RemoveStaleMembers),
+                    "{:?} {p:?}: {a:?}",
+                    c.role
+                );
+                assert!(a.contains(&Action::Reset), "{p:?}: {a:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn join_slots_by_role() {
+        let mut k3s_sql = Config::new(Role::ControlPlane, DistroKind::K3s, false, 1);
+        k3s_sql.cp_join_slots = 3;
+        let worker = Config::new(Role::Worker, DistroKind::Kubeadm, true, 1);
+        for (c, semaphore, slots) in [
+            (cp(), keys::CP_JOIN_SEMAPHORE, 1),
+            (k3s_sql, keys::CP_JOIN_SEMAPHORE, 3),
+            (worker, keys::WORKER_JOIN_SEMAPHORE, 2),
+        ] {
+            assert_eq!(
+                actions(&c, &P::AcquiringJoinSlot),
+                vec![
+                    Action::FetchMaterial {
+                        control_plane: c.role == Role::ControlPlane
+                    },
+                    Action::Acquire { semaphore, slots }
+                ],
+                "material first: a slot is never held for a join that cannot run"
+            );
+        }
+    }
+
+    #[test]
+    fn a_worker_gives_its_slot_back_when_its_join_returns_and_verifies_outside_it() {
+        let w = Config::new(Role::Worker, DistroKind::Kubeadm, true, 1);
+        let f = join_fence(&w, 5);
+        assert_eq!(
+            actions(&w, &P::Joining { token: 5 }),
+            vec![
+                Action::Renew(f.clone()),
+                Action::Join {
+                    control_plane: false,
+                    fence: f.clone()
+                },
+                Action::ReleaseAfterJoin(f.clone()),
+            ]
+        );
+        let verifying = P::Verifying {
+            token: 5,
+            successes: 0,
+            failures: 0,
+        };
+        assert_eq!(
+            actions(&w, &verifying),
+            vec![Action::VerifyJoin {
+                control_plane: false
+            }],
+            "no renewal of a slot given back"
+        );
+    }
+
+    #[test]
+    fn a_control_plane_keeps_its_slot_until_verified() {
+        for c in [
+            cp(),
+            Config::new(Role::ControlPlane, DistroKind::Kubeadm, false, 1),
+            Config::new(Role::ControlPlane, DistroKind::K3s, false, 1),
+        ] {
+            assert!(verifies_under_slot(&c));
+            let joining = actions(&c, &P::Joining { token: 5 });
+            assert!(
+                !joining
+                    .iter()
+                    .any(|a| matches!(a, Action::ReleaseAfterJoin(_))),
+                "{joining:?}"
+            );
+            let verifying = P::Verifying {
+                token: 5,
+                successes: 1,
+                failures: 0,
+            };
+            assert_eq!(actions(&c, &verifying)[0], Action::Renew(join_fence(&c, 5)));
+        }
+    }
+
+    #[test]
+    fn only_control_planes_serve_refresh_requests_once_done() {
+        assert_eq!(actions(&cp(), &P::Done), vec![Action::ServeRefresh]);
+        for role in [Role::Worker, Role::LoadBalancer] {
+            let c = Config::new(role, DistroKind::Kubeadm, true, 1);
+            assert!(actions(&c, &P::Done).is_empty(), "{role:?}");
+        }
+    }
+
+    #[test]
+    fn only_control_planes_start_vip_services() {
+        assert!(actions(&cp(), &P::Preflight).contains(&Action::StartVipServices));
+        let w = Config::new(Role::Worker, DistroKind::Kubeadm, true, 1);
+        assert!(!actions(&w, &P::Preflight).contains(&Action::StartVipServices));
+    }
+
+    #[test]
+    fn probes_after_the_first_wait_the_probe_interval() {
+        let c = cp();
+        let probing = |successes, failures| State {
+            phase: P::Verifying {
+                token: 1,
+                successes,
+                failures,
+            },
+            attempt: 0,
+            last_error: None,
+        };
+        assert_eq!(
+            delay_before(&c, &probing(0, 0)),
+            0,
+            "the first probe at once"
+        );
+        assert_eq!(delay_before(&c, &probing(1, 0)), c.probe_interval_ms);
+        assert_eq!(delay_before(&c, &probing(0, 1)), c.probe_interval_ms);
+        let backoff = State {
+            phase: P::Backoff {
+                delay_ms: 1_234,
+                then: Box::new(P::Done),
+            },
+            attempt: 1,
+            last_error: None,
+        };
+        assert_eq!(delay_before(&c, &backoff), 1_234);
+    }
+}

@@ -1,0 +1,567 @@
+//! The transition table. `step` is pure (no I/O, no clock, no randomness): it takes the
+//! state and the event its actions ended with, and returns the next state and its actions.
+//!
+//! One handler per phase decides every event explicitly: there is no catch-all arm, so a
+//! new phase or a new event does not compile until each handler says what it does with
+//! it. Events a phase's actions cannot produce are listed and `Hold` the phase.
+
+use super::actions::{Action, actions, verifies_under_slot};
+use super::state::{Config, Phase, State, init_fence, join_fence};
+use crate::coord::Fence;
+use model::Role;
+
+/// How a phase's action list ended: `Done` after the last action, else the first answer
+/// or failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Done,
+    /// Transient or local: nothing held was lost.
+    Failed(String),
+    /// The lease (init or join slot) is lost: another node may act now.
+    Fenced(String),
+    Initialized(bool),
+    AlreadyInitialized,
+    Granted {
+        token: u64,
+    },
+    Busy,
+    Probe(bool),
+    MaterialStale,
+}
+
+/// What a phase's handler decided; `apply` turns it into the next state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// A cycle succeeded: move on with a clean slate (attempts and error cleared).
+    Succeed(Phase),
+    /// Move on within the same cycle: attempts and the last error carry over.
+    Advance(Phase),
+    /// Not yet (no init, no free slot, no fresh material): wait one jittered poll, then
+    /// run `Phase`.
+    Poll(Phase),
+    /// A transient failure: count it, back off and run this phase again (its actions
+    /// are idempotent).
+    Again(String),
+    /// A failure that sends this node back to `then` after a backoff, nothing to undo.
+    Retry { error: String, then: Phase },
+    /// A failure after a destructive step: undo it (own etcd member, reset, slot), then
+    /// back off and resume `then`.
+    Compensate {
+        error: String,
+        slot: Option<Fence>,
+        remove_own_member: bool,
+        then: Phase,
+    },
+    /// The undo is complete: back off (by the attempts so far), then resume `then`.
+    BackOff(Phase),
+    /// The phase's work went as expected and leaves it as it is (a `Done` node's duties).
+    Stay,
+    /// An event this phase's actions cannot produce: keep the phase as it is (the driver
+    /// logs it) rather than crash a boot-critical daemon.
+    Hold,
+}
+
+/// The transition function: `decide`, then `apply`, then the new phase's actions.
+pub fn step(cfg: &Config, state: State, event: Event) -> (State, Vec<Action>) {
+    let d = decide(cfg, &state, event);
+    enter(cfg, state, d)
+}
+
+/// Applies a decision and returns the next state with the actions that carry it out.
+pub fn enter(cfg: &Config, state: State, decision: Decision) -> (State, Vec<Action>) {
+    let next = apply(cfg, state, decision);
+    let acts = actions(cfg, &next.phase);
+    (next, acts)
+}
+
+/// Which handler decides: one per phase, given only that phase's fields.
+pub fn decide(cfg: &Config, s: &State, event: Event) -> Decision {
+    match &s.phase {
+        Phase::Preflight => preflight(event),
+        Phase::Registering => registering(cfg, event),
+        Phase::ConfiguringLb => configuring_lb(event),
+        Phase::CheckingInit => checking_init(cfg, event),
+        Phase::WaitingForInit => waiting_for_init(cfg, event),
+        Phase::Electing => electing(event),
+        Phase::Initializing { token } => initializing(*token, event),
+        Phase::CheckingHealth {
+            token,
+            successes,
+            failures,
+        } => checking_health(cfg, *token, (*successes, *failures), event),
+        Phase::Publishing { token } => publishing(*token, event),
+        Phase::AwaitingRefresh => awaiting_refresh(event),
+        Phase::AcquiringJoinSlot => acquiring_join_slot(cfg, event),
+        Phase::CleaningStaleMember { token } => cleaning_stale_member(*token, event),
+        Phase::Joining { token } => joining(cfg, *token, event),
+        Phase::Verifying {
+            token,
+            successes,
+            failures,
+        } => verifying(cfg, *token, (*successes, *failures), event),
+        Phase::Releasing { .. } => releasing(event),
+        Phase::Compensating { then, .. } => compensating(then, event),
+        Phase::Backoff { then, .. } => backoff(then, event),
+        Phase::Done => done(event),
+    }
+}
+
+use Decision as D;
+use Event as E;
+use Phase as P;
+
+fn preflight(e: Event) -> Decision {
+    match e {
+        E::Done => D::Succeed(P::Registering),
+        E::Failed(e) => D::Again(e),
+        E::Fenced(_)
+        | E::Initialized(_)
+        | E::AlreadyInitialized
+        | E::Granted { .. }
+        | E::Busy
+        | E::Probe(_)
+        | E::MaterialStale => D::Hold,
+    }
+}
+
+fn registering(cfg: &Config, e: Event) -> Decision {
+    match e {
+        E::Done if cfg.role == Role::LoadBalancer => D::Succeed(P::ConfiguringLb),
+        E::Done => D::Succeed(P::CheckingInit),
+        E::Failed(e) => D::Again(e),
+        E::Fenced(_)
+        | E::Initialized(_)
+        | E::AlreadyInitialized
+        | E::Granted { .. }
+        | E::Busy
+        | E::Probe(_)
+        | E::MaterialStale => D::Hold,
+    }
+}
+
+fn configuring_lb(e: Event) -> Decision {
+    match e {
+        E::Done => D::Succeed(P::Done),
+        E::Failed(e) => D::Again(e),
+        E::Fenced(_)
+        | E::Initialized(_)
+        | E::AlreadyInitialized
+        | E::Granted { .. }
+        | E::Busy
+        | E::Probe(_)
+        | E::MaterialStale => D::Hold,
+    }
+}
+
+/// A node that finds the cluster initialized never inits: it joins.
+fn checking_init(cfg: &Config, e: Event) -> Decision {
+    match e {
+        E::Initialized(true) => D::Advance(P::AcquiringJoinSlot),
+        E::Initialized(false) if cfg.role == Role::ControlPlane => D::Advance(P::Electing),
+        E::Initialized(false) => D::Advance(P::WaitingForInit),
+        E::Failed(e) => D::Again(e),
+        E::Done
+        | E::Fenced(_)
+        | E::AlreadyInitialized
+        | E::Granted { .. }
+        | E::Busy
+        | E::Probe(_)
+        | E::MaterialStale => D::Hold,
+    }
+}
+
+/// Control planes that lost the election stand again while nothing is published (the
+/// winner may have failed); workers only wait.
+fn waiting_for_init(cfg: &Config, e: Event) -> Decision {
+    match e {
+        E::Initialized(true) => D::Advance(P::AcquiringJoinSlot),
+        E::Initialized(false) if cfg.role == Role::ControlPlane => D::Advance(P::Electing),
+        E::Initialized(false) => D::Poll(P::WaitingForInit),
+        E::Failed(e) => D::Again(e),
+        E::Done
+        | E::Fenced(_)
+        | E::AlreadyInitialized
+        | E::Granted { .. }
+        | E::Busy
+        | E::Probe(_)
+        | E::MaterialStale => D::Hold,
+    }
+}
+
+fn electing(e: Event) -> Decision {
+    match e {
+        E::Granted { token } => D::Advance(P::Initializing { token }),
+        E::Busy => D::Poll(P::WaitingForInit),
+        E::Failed(e) => D::Again(e),
+        // Nothing held yet, nothing to lose.
+        E::Fenced(_)
+        | E::Done
+        | E::Initialized(_)
+        | E::AlreadyInitialized
+        | E::Probe(_)
+        | E::MaterialStale => D::Hold,
+    }
+}
+
+fn initializing(token: u64, e: Event) -> Decision {
+    match e {
+        E::Done => D::Advance(P::CheckingHealth {
+            token,
+            successes: 0,
+            failures: 0,
+        }),
+        // Someone else's init was published: never init; undo anything of ours and join.
+        E::AlreadyInitialized => undo_init(
+            "the cluster was initialized by another node".into(),
+            Some(init_fence(token)),
+        ),
+        E::Failed(e) => undo_init(e, Some(init_fence(token))),
+        E::Fenced(e) => undo_init(format!("lost the init lease: {e}"), None),
+        E::Initialized(_) | E::Granted { .. } | E::Busy | E::Probe(_) | E::MaterialStale => D::Hold,
+    }
+}
+
+fn checking_health(cfg: &Config, token: u64, probes: (u32, u32), e: Event) -> Decision {
+    match e {
+        E::Probe(healthy) => match probe(cfg, probes, healthy) {
+            Probed::Healthy => D::Advance(P::Publishing { token }),
+            Probed::Again(successes, failures) => D::Advance(P::CheckingHealth {
+                token,
+                successes,
+                failures,
+            }),
+            Probed::GiveUp => undo_init(
+                "the new control plane never became healthy".into(),
+                Some(init_fence(token)),
+            ),
+        },
+        E::Fenced(e) => undo_init(format!("lost the init lease: {e}"), None),
+        // The renewal could not reach the rendezvous: the lease may still be ours.
+        E::Failed(e) => D::Again(e),
+        E::Done
+        | E::Initialized(_)
+        | E::AlreadyInitialized
+        | E::Granted { .. }
+        | E::Busy
+        | E::MaterialStale => D::Hold,
+    }
+}
+
+fn publishing(token: u64, e: Event) -> Decision {
+    match e {
+        E::Done => D::Succeed(P::Releasing {
+            fence: init_fence(token),
+        }),
+        E::Fenced(e) => undo_init(format!("lost the init lease: {e}"), None),
+        E::Failed(e) => D::Again(e),
+        E::Initialized(_)
+        | E::AlreadyInitialized
+        | E::Granted { .. }
+        | E::Busy
+        | E::Probe(_)
+        | E::MaterialStale => D::Hold,
+    }
+}
+
+fn awaiting_refresh(e: Event) -> Decision {
+    match e {
+        E::Done => D::Advance(P::AcquiringJoinSlot),
+        E::MaterialStale => D::Poll(P::AwaitingRefresh),
+        E::Failed(e) => D::Again(e),
+        E::Fenced(_)
+        | E::Initialized(_)
+        | E::AlreadyInitialized
+        | E::Granted { .. }
+        | E::Busy
+        | E::Probe(_) => D::Hold,
+    }
+}
+
+fn acquiring_join_slot(cfg: &Config, e: Event) -> Decision {
+    match e {
+        E::Granted { token } if cfg.cleans_members() => {
+            D::Advance(P::CleaningStaleMember { token })
+        }
+        E::Granted { token } => D::Advance(P::Joining { token }),
+        E::Busy => D::Poll(P::AcquiringJoinSlot),
+        E::MaterialStale => D::Poll(P::AwaitingRefresh),
+        E::Failed(e) => D::Again(e),
+        // Nothing held yet, nothing to lose.
+        E::Fenced(_) | E::Done | E::Initialized(_) | E::AlreadyInitialized | E::Probe(_) => D::Hold,
+    }
+}
+
+fn cleaning_stale_member(token: u64, e: Event) -> Decision {
+    match e {
+        E::Done => D::Advance(P::Joining { token }),
+        // Only members and the local node were touched, never joined: wait for a slot.
+        E::Fenced(e) => D::Retry {
+            error: format!("lost the join slot: {e}"),
+            then: P::AcquiringJoinSlot,
+        },
+        E::Failed(e) => D::Again(e),
+        E::Initialized(_)
+        | E::AlreadyInitialized
+        | E::Granted { .. }
+        | E::Busy
+        | E::Probe(_)
+        | E::MaterialStale => D::Hold,
+    }
+}
+
+fn joining(cfg: &Config, token: u64, e: Event) -> Decision {
+    match e {
+        E::Done => D::Advance(P::Verifying {
+            token,
+            successes: 0,
+            failures: 0,
+        }),
+        // Refused before anything joined: reset and give the slot back while it refreshes.
+        E::MaterialStale => D::Compensate {
+            error: "the join material expired".into(),
+            slot: Some(join_fence(cfg, token)),
+            remove_own_member: false,
+            then: P::AwaitingRefresh,
+        },
+        E::Failed(e) => undo_join(e, Some(join_fence(cfg, token))),
+        E::Fenced(e) => undo_join(format!("lost the join slot: {e}"), None),
+        E::Initialized(_) | E::AlreadyInitialized | E::Granted { .. } | E::Busy | E::Probe(_) => {
+            D::Hold
+        }
+    }
+}
+
+fn verifying(cfg: &Config, token: u64, probes: (u32, u32), e: Event) -> Decision {
+    let under_slot = verifies_under_slot(cfg);
+    let healthy = match e {
+        E::Probe(healthy) => healthy,
+        // A renewal that could not reach the rendezvous counts as a failed probe.
+        E::Failed(_) if under_slot => false,
+        E::Fenced(e) if under_slot => {
+            return undo_join(format!("lost the join slot: {e}"), None);
+        }
+        // A worker verifies outside its slot: nothing renews, nothing can be lost.
+        E::Failed(_) | E::Fenced(_) => return D::Hold,
+        E::Done
+        | E::Initialized(_)
+        | E::AlreadyInitialized
+        | E::Granted { .. }
+        | E::Busy
+        | E::MaterialStale => return D::Hold,
+    };
+    match probe(cfg, probes, healthy) {
+        Probed::Healthy => D::Succeed(P::Releasing {
+            fence: join_fence(cfg, token),
+        }),
+        Probed::Again(successes, failures) => D::Advance(P::Verifying {
+            token,
+            successes,
+            failures,
+        }),
+        Probed::GiveUp => undo_join(
+            "the joined node never became healthy".into(),
+            Some(join_fence(cfg, token)),
+        ),
+    }
+}
+
+fn releasing(e: Event) -> Decision {
+    match e {
+        E::Done => D::Succeed(P::Done),
+        // The slot expired already: nothing left to release.
+        E::Fenced(_) => D::Succeed(P::Done),
+        E::Failed(e) => D::Again(e),
+        E::Initialized(_)
+        | E::AlreadyInitialized
+        | E::Granted { .. }
+        | E::Busy
+        | E::Probe(_)
+        | E::MaterialStale => D::Hold,
+    }
+}
+
+fn compensating(then: &Phase, e: Event) -> Decision {
+    match e {
+        E::Done => D::BackOff(then.clone()),
+        E::Failed(e) => D::Again(e),
+        E::Fenced(_)
+        | E::Initialized(_)
+        | E::AlreadyInitialized
+        | E::Granted { .. }
+        | E::Busy
+        | E::Probe(_)
+        | E::MaterialStale => D::Hold,
+    }
+}
+
+/// A backoff runs no action, so its event is always `Done`: the wait is over and
+/// whatever it resumes starts fresh. Any other event ends the wait the same way.
+fn backoff(then: &Phase, e: Event) -> Decision {
+    match e {
+        E::Done
+        | E::Failed(_)
+        | E::Fenced(_)
+        | E::Initialized(_)
+        | E::AlreadyInitialized
+        | E::Granted { .. }
+        | E::Busy
+        | E::Probe(_)
+        | E::MaterialStale => D::Advance(then.clone()),
+    }
+}
+
+/// Serving refresh requests never fails the phase (the driver logs its failures).
+fn done(e: Event) -> Decision {
+    match e {
+        E::Done => D::Stay,
+        E::Failed(_)
+        | E::Fenced(_)
+        | E::Initialized(_)
+        | E::AlreadyInitialized
+        | E::Granted { .. }
+        | E::Busy
+        | E::Probe(_)
+        | E::MaterialStale => D::Hold,
+    }
+}
+
+/// Undo this node's init (nothing of etcd to remove: it was the only member) and start
+/// over from checking whether someone else's init landed.
+fn undo_init(error: String, slot: Option<Fence>) -> Decision {
+    D::Compensate {
+        error,
+        slot,
+        remove_own_member: false,
+        then: P::CheckingInit,
+    }
+}
+
+/// Undo a join (its etcd member too, before the reset stops it) and queue again.
+fn undo_join(error: String, slot: Option<Fence>) -> Decision {
+    D::Compensate {
+        error,
+        slot,
+        remove_own_member: true,
+        then: P::AcquiringJoinSlot,
+    }
+}
+
+/// Where a health confirmation stands after one more probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probed {
+    /// `healthy_probes` consecutive healthy probes.
+    Healthy,
+    /// Probe again with these (successes, failures).
+    Again(u32, u32),
+    /// More than `max_failed_probes` failed probes: undo and retry.
+    GiveUp,
+}
+
+/// Counts a probe: successes must be consecutive (a failure resets them); failures add
+/// up across the whole confirmation.
+pub fn probe(cfg: &Config, (successes, failures): (u32, u32), healthy: bool) -> Probed {
+    if healthy {
+        let successes = successes.saturating_add(1);
+        if successes >= cfg.healthy_probes {
+            Probed::Healthy
+        } else {
+            Probed::Again(successes, failures)
+        }
+    } else {
+        let failures = failures.saturating_add(1);
+        if failures > cfg.max_failed_probes {
+            Probed::GiveUp
+        } else {
+            Probed::Again(0, failures)
+        }
+    }
+}
+
+/// Turns a decision into the next state.
+pub fn apply(cfg: &Config, s: State, d: Decision) -> State {
+    match d {
+        D::Succeed(phase) => State {
+            phase,
+            attempt: 0,
+            last_error: None,
+        },
+        D::Advance(phase) => State { phase, ..s },
+        D::Poll(then) => State {
+            phase: P::Backoff {
+                delay_ms: poll_ms(cfg, s.attempt),
+                then: Box::new(then),
+            },
+            ..s
+        },
+        D::Again(error) => {
+            let then = s.phase.clone();
+            retry(cfg, s, error, then)
+        }
+        D::Retry { error, then } => retry(cfg, s, error, then),
+        D::Compensate {
+            error,
+            slot,
+            remove_own_member,
+            then,
+        } => State {
+            phase: P::Compensating {
+                slot,
+                remove_own_member,
+                then: Box::new(then),
+            },
+            attempt: s.attempt.saturating_add(1),
+            last_error: Some(error),
+        },
+        D::BackOff(then) => State {
+            phase: P::Backoff {
+                delay_ms: backoff_ms(cfg, s.attempt),
+                then: Box::new(then),
+            },
+            ..s
+        },
+        D::Stay | D::Hold => s,
+    }
+}
+
+/// A failure: count the attempt, remember the error, back off and run `then`.
+fn retry(cfg: &Config, s: State, error: String, then: Phase) -> State {
+    let attempt = s.attempt.saturating_add(1);
+    State {
+        phase: P::Backoff {
+            delay_ms: backoff_ms(cfg, attempt),
+            then: Box::new(then),
+        },
+        attempt,
+        last_error: Some(error),
+    }
+}
+
+/// Deterministic jitter from the node seed and the attempt (splitmix64).
+fn jitter(seed: u64, attempt: u32, span: u64) -> u64 {
+    if span == 0 {
+        return 0;
+    }
+    let mut z = seed ^ (u64::from(attempt).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    z % span
+}
+
+/// Exponential backoff with jitter: base·2^(attempt-1), capped, plus up to half of it.
+pub fn backoff_ms(cfg: &Config, attempt: u32) -> u64 {
+    let exp = attempt.saturating_sub(1).min(16);
+    let d = cfg
+        .backoff_base_ms
+        .saturating_mul(1u64 << exp)
+        .min(cfg.backoff_max_ms);
+    d + jitter(cfg.jitter_seed, attempt, d / 2 + 1)
+}
+
+/// One poll: the poll interval plus up to half of it, so waiting nodes spread out.
+fn poll_ms(cfg: &Config, attempt: u32) -> u64 {
+    cfg.poll_ms + jitter(cfg.jitter_seed, attempt, cfg.poll_ms / 2 + 1)
+}
+
+#[cfg(test)]
+mod tests;

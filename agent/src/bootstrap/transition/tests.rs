@@ -1,0 +1,794 @@
+use super::*;
+use model::spec::DistroKind;
+use protocol::keys;
+
+fn cp() -> Config {
+    Config::new(Role::ControlPlane, DistroKind::Kubeadm, true, 1)
+}
+fn worker() -> Config {
+    Config::new(Role::Worker, DistroKind::Kubeadm, true, 1)
+}
+fn at(phase: Phase) -> State {
+    State {
+        phase,
+        attempt: 0,
+        last_error: None,
+    }
+}
+fn go(cfg: &Config, phase: Phase, e: Event) -> State {
+    step(cfg, at(phase), e).0
+}
+fn unwrap_backoff(s: &State) -> Phase {
+    match &s.phase {
+        P::Backoff { then, .. } => (**then).clone(),
+        p => panic!("expected backoff, got {p:?}"),
+    }
+}
+
+/// Feeds `events` one by one from `from` and returns the phases passed through, with
+/// the final state.
+fn walk(cfg: &Config, from: Phase, events: Vec<Event>) -> (Vec<&'static str>, State) {
+    let mut s = at(from);
+    let mut path = Vec::new();
+    for e in events {
+        s = step(cfg, s, e).0;
+        path.push(s.phase.name());
+    }
+    (path, s)
+}
+
+fn healthy(n: u32) -> Vec<Event> {
+    (0..n).map(|_| E::Probe(true)).collect()
+}
+
+fn events(parts: &[Vec<Event>]) -> Vec<Event> {
+    parts.concat()
+}
+
+// ---- happy paths, one per role and datastore ----
+
+#[test]
+fn control_plane_initializes_the_cluster() {
+    let c = cp();
+    let (path, s) = walk(
+        &c,
+        P::Preflight,
+        events(&[
+            vec![
+                E::Done,
+                E::Done,
+                E::Initialized(false),
+                E::Granted { token: 7 },
+                E::Done,
+            ],
+            healthy(c.healthy_probes),
+            vec![E::Done, E::Done],
+        ]),
+    );
+    assert_eq!(
+        path,
+        [
+            "registering",
+            "checking-init",
+            "electing",
+            "initializing",
+            "checking-health",
+            "checking-health",
+            "checking-health",
+            "publishing",
+            "releasing",
+            "done"
+        ]
+    );
+    assert_eq!(s, at(P::Done));
+}
+
+#[test]
+fn control_plane_joins_an_initialized_cluster() {
+    let c = cp();
+    let (path, s) = walk(
+        &c,
+        P::CheckingInit,
+        events(&[
+            vec![
+                E::Initialized(true),
+                E::Granted { token: 2 },
+                E::Done,
+                E::Done,
+            ],
+            healthy(c.healthy_probes),
+            vec![E::Done],
+        ]),
+    );
+    assert_eq!(
+        path,
+        [
+            "acquiring-join-slot",
+            "cleaning-stale-member",
+            "joining",
+            "verifying",
+            "verifying",
+            "verifying",
+            "releasing",
+            "done"
+        ]
+    );
+    assert_eq!(s, at(P::Done));
+}
+
+#[test]
+fn the_election_loser_waits_then_joins() {
+    let c = cp();
+    let (path, _) = walk(
+        &c,
+        P::Electing,
+        vec![
+            E::Busy,
+            E::Done,
+            E::Initialized(false),
+            E::Busy,
+            E::Done,
+            E::Initialized(true),
+        ],
+    );
+    assert_eq!(
+        path,
+        [
+            "backoff",
+            "waiting-for-init",
+            "electing",
+            "backoff",
+            "waiting-for-init",
+            "acquiring-join-slot"
+        ],
+        "while nothing is published, a loser stands again (the winner may have failed)"
+    );
+}
+
+#[test]
+fn worker_waits_for_init_then_joins_without_cleaning() {
+    let w = worker();
+    let (path, s) = walk(
+        &w,
+        P::Registering,
+        events(&[
+            vec![
+                E::Done,
+                E::Initialized(false),
+                E::Initialized(false),
+                E::Done,
+                E::Initialized(true),
+                E::Granted { token: 1 },
+                E::Done,
+            ],
+            healthy(w.healthy_probes),
+            vec![E::Done],
+        ]),
+    );
+    assert_eq!(
+        path,
+        [
+            "checking-init",
+            "waiting-for-init",
+            "backoff",
+            "waiting-for-init",
+            "acquiring-join-slot",
+            "joining",
+            "verifying",
+            "verifying",
+            "verifying",
+            "releasing",
+            "done"
+        ],
+        "a worker never stands for init"
+    );
+    assert_eq!(s, at(P::Done));
+}
+
+#[test]
+fn load_balancer_configures_and_finishes() {
+    let lb = Config::new(Role::LoadBalancer, DistroKind::Kubeadm, true, 1);
+    let (path, _) = walk(
+        &lb,
+        P::Preflight,
+        vec![
+            E::Done,
+            E::Done,
+            E::Failed("haproxy".into()),
+            E::Done,
+            E::Done,
+        ],
+    );
+    assert_eq!(
+        path,
+        [
+            "registering",
+            "configuring-lb",
+            "backoff",
+            "configuring-lb",
+            "done"
+        ]
+    );
+}
+
+#[test]
+fn k3s_server_on_sql_joins_without_cleaning() {
+    let mut c = Config::new(Role::ControlPlane, DistroKind::K3s, false, 1);
+    c.cp_join_slots = 3;
+    let (path, _) = walk(
+        &c,
+        P::AcquiringJoinSlot,
+        events(&[
+            vec![E::Granted { token: 1 }, E::Done],
+            healthy(c.healthy_probes),
+            vec![E::Done],
+        ]),
+    );
+    assert_eq!(
+        path,
+        [
+            "joining",
+            "verifying",
+            "verifying",
+            "verifying",
+            "releasing",
+            "done"
+        ]
+    );
+}
+
+/// kubeadm on an external etcd: a control plane is no etcd member, so its join skips the
+/// cleaning (its actions are checked in `actions`); the join still holds the one slot.
+#[test]
+fn control_plane_on_external_etcd_joins_without_cleaning() {
+    let c = Config::new(Role::ControlPlane, DistroKind::Kubeadm, false, 1);
+    let (path, s) = walk(
+        &c,
+        P::CheckingInit,
+        events(&[
+            vec![E::Initialized(true), E::Granted { token: 4 }, E::Done],
+            healthy(c.healthy_probes),
+        ]),
+    );
+    assert_eq!(
+        path,
+        [
+            "acquiring-join-slot",
+            "joining",
+            "verifying",
+            "verifying",
+            "verifying",
+            "releasing"
+        ]
+    );
+    assert_eq!(
+        s.phase,
+        P::Releasing {
+            fence: Fence {
+                semaphore: keys::CP_JOIN_SEMAPHORE.into(),
+                token: 4
+            }
+        }
+    );
+}
+
+#[test]
+fn a_worker_that_never_registers_is_undone_after_giving_its_slot_back() {
+    let mut w = worker();
+    w.max_failed_probes = 0;
+    let s = go(
+        &w,
+        P::Verifying {
+            token: 2,
+            successes: 0,
+            failures: 0,
+        },
+        E::Probe(false),
+    );
+    assert_eq!(
+        s.phase,
+        P::Compensating {
+            slot: Some(join_fence(&w, 2)),
+            remove_own_member: true,
+            then: Box::new(P::AcquiringJoinSlot)
+        },
+        "releasing a slot given back already is harmless"
+    );
+    let held = go(
+        &w,
+        P::Verifying {
+            token: 2,
+            successes: 0,
+            failures: 0,
+        },
+        E::Fenced("x".into()),
+    );
+    assert_eq!(
+        held.phase,
+        P::Verifying {
+            token: 2,
+            successes: 0,
+            failures: 0
+        },
+        "a worker renews nothing while verifying"
+    );
+}
+
+// ---- give-up paths ----
+
+#[test]
+fn a_failed_init_is_undone_then_backs_off_to_check_again() {
+    let c = cp();
+    for (e, slot) in [
+        (E::Failed("kubeadm init: boom".into()), Some(init_fence(4))),
+        (E::AlreadyInitialized, Some(init_fence(4))),
+        (E::Fenced("lost".into()), None),
+    ] {
+        let (path, s) = walk(
+            &c,
+            P::Initializing { token: 4 },
+            vec![e.clone(), E::Done, E::Done],
+        );
+        assert_eq!(path, ["compensating", "backoff", "checking-init"], "{e:?}");
+        assert_eq!(s.attempt, 1);
+        assert!(s.last_error.is_some());
+        let undo = go(&c, P::Initializing { token: 4 }, e.clone());
+        assert_eq!(
+            undo.phase,
+            P::Compensating {
+                slot,
+                remove_own_member: false,
+                then: Box::new(P::CheckingInit)
+            },
+            "{e:?}: the slot is released only while held"
+        );
+    }
+}
+
+#[test]
+fn a_lost_init_lease_after_init_is_undone_without_releasing() {
+    let c = cp();
+    for p in [
+        P::CheckingHealth {
+            token: 4,
+            successes: 1,
+            failures: 0,
+        },
+        P::Publishing { token: 4 },
+    ] {
+        let s = go(&c, p.clone(), E::Fenced("lost".into()));
+        assert!(
+            matches!(&s.phase, P::Compensating { slot: None, then, .. } if **then == P::CheckingInit),
+            "{p:?}: {s:?}"
+        );
+    }
+}
+
+#[test]
+fn an_unhealthy_init_gives_up_after_max_failed_probes() {
+    let mut c = cp();
+    c.max_failed_probes = 2;
+    let (path, s) = walk(
+        &c,
+        P::CheckingHealth {
+            token: 1,
+            successes: 0,
+            failures: 0,
+        },
+        vec![
+            E::Probe(true),
+            E::Probe(true),
+            E::Probe(false),
+            E::Probe(false),
+            E::Probe(false),
+        ],
+    );
+    assert_eq!(
+        path,
+        [
+            "checking-health",
+            "checking-health",
+            "checking-health",
+            "checking-health",
+            "compensating"
+        ],
+        "two healthy probes are not three consecutive ones"
+    );
+    assert_eq!(
+        s.phase,
+        P::Compensating {
+            slot: Some(init_fence(1)),
+            remove_own_member: false,
+            then: Box::new(P::CheckingInit)
+        }
+    );
+    assert_eq!(
+        s.last_error.as_deref(),
+        Some("the new control plane never became healthy")
+    );
+}
+
+#[test]
+fn a_fenced_join_is_undone_with_its_member_and_queues_again() {
+    let c = cp();
+    for p in [
+        P::Joining { token: 2 },
+        P::Verifying {
+            token: 2,
+            successes: 2,
+            failures: 0,
+        },
+    ] {
+        let (path, s) = walk(&c, p.clone(), vec![E::Fenced("x".into()), E::Done, E::Done]);
+        assert_eq!(
+            path,
+            ["compensating", "backoff", "acquiring-join-slot"],
+            "{p:?}"
+        );
+        assert_eq!(s.attempt, 1);
+        let undo = go(&c, p, E::Fenced("x".into()));
+        assert_eq!(
+            undo.phase,
+            P::Compensating {
+                slot: None,
+                remove_own_member: true,
+                then: Box::new(P::AcquiringJoinSlot)
+            }
+        );
+    }
+    let s = go(
+        &c,
+        P::CleaningStaleMember { token: 2 },
+        E::Fenced("x".into()),
+    );
+    assert_eq!(
+        unwrap_backoff(&s),
+        P::AcquiringJoinSlot,
+        "nothing joined yet: queue again without undoing"
+    );
+}
+
+#[test]
+fn a_failed_join_is_undone_and_releases_its_slot() {
+    let c = cp();
+    let s = go(&c, P::Joining { token: 2 }, E::Failed("join: boom".into()));
+    assert_eq!(
+        s.phase,
+        P::Compensating {
+            slot: Some(join_fence(&c, 2)),
+            remove_own_member: true,
+            then: Box::new(P::AcquiringJoinSlot)
+        }
+    );
+    let mut never = c.clone();
+    never.max_failed_probes = 0;
+    let s = go(
+        &never,
+        P::Verifying {
+            token: 2,
+            successes: 0,
+            failures: 0,
+        },
+        E::Probe(false),
+    );
+    assert!(
+        matches!(
+            &s.phase,
+            P::Compensating {
+                slot: Some(_),
+                remove_own_member: true,
+                ..
+            }
+        ),
+        "{s:?}"
+    );
+    assert_eq!(
+        s.last_error.as_deref(),
+        Some("the joined node never became healthy")
+    );
+}
+
+#[test]
+fn stale_material_waits_for_a_refresh_without_holding_a_slot() {
+    let c = cp();
+    let (path, _) = walk(
+        &c,
+        P::AcquiringJoinSlot,
+        vec![
+            E::MaterialStale,
+            E::Done,
+            E::MaterialStale,
+            E::Done,
+            E::Done,
+            E::Granted { token: 3 },
+        ],
+    );
+    assert_eq!(
+        path,
+        [
+            "backoff",
+            "awaiting-refresh",
+            "backoff",
+            "awaiting-refresh",
+            "acquiring-join-slot",
+            "cleaning-stale-member"
+        ]
+    );
+    // Refused during the join: the slot goes back while the material is refreshed.
+    let (path, _) = walk(
+        &c,
+        P::Joining { token: 3 },
+        vec![E::MaterialStale, E::Done, E::Done],
+    );
+    assert_eq!(path, ["compensating", "backoff", "awaiting-refresh"]);
+    let s = go(&c, P::Joining { token: 3 }, E::MaterialStale);
+    assert_eq!(
+        s.phase,
+        P::Compensating {
+            slot: Some(join_fence(&c, 3)),
+            remove_own_member: false,
+            then: Box::new(P::AwaitingRefresh)
+        }
+    );
+}
+
+#[test]
+fn compensation_backs_off_with_growing_jittered_delay() {
+    let c = cp();
+    let s = State {
+        phase: P::Compensating {
+            slot: None,
+            remove_own_member: false,
+            then: Box::new(P::CheckingInit),
+        },
+        attempt: 3,
+        last_error: Some("x".into()),
+    };
+    let (s2, acts) = step(&c, s.clone(), E::Done);
+    assert!(acts.is_empty());
+    let P::Backoff { delay_ms, .. } = s2.phase else {
+        panic!("{s2:?}")
+    };
+    assert!((8_000..=12_000).contains(&delay_ms), "{delay_ms}");
+    assert_eq!(
+        s2.last_error.as_deref(),
+        Some("x"),
+        "the error stays visible"
+    );
+    assert!(backoff_ms(&c, 20) <= c.backoff_max_ms * 3 / 2 + 1);
+    let s3 = step(&c, s, E::Failed("reset: boom".into())).0;
+    assert!(matches!(unwrap_backoff(&s3), P::Compensating { .. }));
+    assert_eq!(s3.attempt, 4);
+    let other = Config::new(Role::ControlPlane, DistroKind::Kubeadm, true, 99);
+    assert_ne!(
+        backoff_ms(&c, 2),
+        backoff_ms(&other, 2),
+        "jitter differs per node"
+    );
+}
+
+#[test]
+fn transient_failures_retry_the_same_phase_and_success_resets_attempts() {
+    let c = cp();
+    for p in [
+        P::Preflight,
+        P::Registering,
+        P::CheckingInit,
+        P::Electing,
+        P::AwaitingRefresh,
+        P::AcquiringJoinSlot,
+        P::CleaningStaleMember { token: 1 },
+        P::Publishing { token: 1 },
+        P::Releasing {
+            fence: init_fence(1),
+        },
+    ] {
+        let s = go(&c, p.clone(), E::Failed("rendezvous unreachable".into()));
+        assert_eq!(unwrap_backoff(&s), p);
+        assert_eq!(s.attempt, 1);
+    }
+    let s = State {
+        phase: P::Releasing {
+            fence: init_fence(1),
+        },
+        attempt: 5,
+        last_error: Some("x".into()),
+    };
+    let done = step(&c, s, E::Done).0;
+    assert_eq!((done.attempt, done.last_error), (0, None));
+}
+
+#[test]
+fn a_lost_slot_while_releasing_is_released_already() {
+    let s = go(
+        &cp(),
+        P::Releasing {
+            fence: init_fence(1),
+        },
+        E::Fenced("x".into()),
+    );
+    assert_eq!(s.phase, P::Done);
+}
+
+#[test]
+fn probes_count_consecutive_successes_and_all_failures() {
+    let mut c = cp();
+    c.healthy_probes = 3;
+    c.max_failed_probes = 2;
+    assert_eq!(probe(&c, (0, 0), true), Probed::Again(1, 0));
+    assert_eq!(probe(&c, (2, 1), true), Probed::Healthy);
+    assert_eq!(probe(&c, (2, 0), false), Probed::Again(0, 1), "consecutive");
+    assert_eq!(probe(&c, (0, 2), false), Probed::GiveUp);
+    assert_eq!(
+        probe(&c, (1, 2), true),
+        Probed::Again(2, 2),
+        "failures add up"
+    );
+    c.healthy_probes = 1;
+    assert_eq!(probe(&c, (0, 0), true), Probed::Healthy);
+}
+
+// ---- the table as a whole ----
+
+/// One phase of each kind; `kind` fails to compile when a phase is added, so the list
+/// cannot silently miss it.
+fn every_phase() -> Vec<Phase> {
+    let phases = vec![
+        P::Preflight,
+        P::Registering,
+        P::CheckingInit,
+        P::WaitingForInit,
+        P::Electing,
+        P::Initializing { token: 1 },
+        P::CheckingHealth {
+            token: 1,
+            successes: 1,
+            failures: 1,
+        },
+        P::Publishing { token: 1 },
+        P::AwaitingRefresh,
+        P::AcquiringJoinSlot,
+        P::CleaningStaleMember { token: 1 },
+        P::Joining { token: 1 },
+        P::Verifying {
+            token: 1,
+            successes: 1,
+            failures: 1,
+        },
+        P::Releasing {
+            fence: init_fence(1),
+        },
+        P::ConfiguringLb,
+        P::Compensating {
+            slot: Some(init_fence(1)),
+            remove_own_member: true,
+            then: Box::new(P::CheckingInit),
+        },
+        P::Backoff {
+            delay_ms: 1,
+            then: Box::new(P::CheckingInit),
+        },
+        P::Done,
+    ];
+    let kinds: std::collections::BTreeSet<u8> = phases.iter().map(kind).collect();
+    assert_eq!(kinds.len(), phases.len(), "one of each kind");
+    phases
+}
+
+fn kind(p: &Phase) -> u8 {
+    match p {
+        P::Preflight => 0,
+        P::Registering => 1,
+        P::CheckingInit => 2,
+        P::WaitingForInit => 3,
+        P::Electing => 4,
+        P::Initializing { .. } => 5,
+        P::CheckingHealth { .. } => 6,
+        P::Publishing { .. } => 7,
+        P::AwaitingRefresh => 8,
+        P::AcquiringJoinSlot => 9,
+        P::CleaningStaleMember { .. } => 10,
+        P::Joining { .. } => 11,
+        P::Verifying { .. } => 12,
+        P::Releasing { .. } => 13,
+        P::ConfiguringLb => 14,
+        P::Compensating { .. } => 15,
+        P::Backoff { .. } => 16,
+        P::Done => 17,
+    }
+}
+
+fn every_event() -> Vec<Event> {
+    vec![
+        E::Done,
+        E::Failed("x".into()),
+        E::Fenced("x".into()),
+        E::Initialized(true),
+        E::Initialized(false),
+        E::AlreadyInitialized,
+        E::Granted { token: 9 },
+        E::Busy,
+        E::Probe(true),
+        E::Probe(false),
+        E::MaterialStale,
+    ]
+}
+
+/// The events the driver can end an action with besides finishing it (see `driver`).
+fn answers(a: &Action) -> Vec<Event> {
+    let failed = E::Failed("x".into());
+    let fenced = E::Fenced("x".into());
+    match a {
+        Action::CheckInitialized => vec![failed, E::Initialized(true), E::Initialized(false)],
+        Action::Acquire { .. } => vec![failed, E::Granted { token: 9 }, E::Busy],
+        Action::Renew(_) | Action::Init(_) | Action::Publish(_) => vec![failed, fenced],
+        Action::EnsureNotInitialized => vec![failed, E::AlreadyInitialized],
+        Action::ProbeInitHealth | Action::VerifyJoin { .. } => {
+            vec![E::Probe(true), E::Probe(false)]
+        }
+        Action::FetchMaterial { .. } => vec![failed, E::MaterialStale],
+        Action::Join { .. } => vec![failed, fenced, E::MaterialStale],
+        Action::ServeRefresh | Action::ReleaseAfterJoin(_) => vec![],
+        Action::InstallNodeTree
+        | Action::Preflight
+        | Action::StartVipServices
+        | Action::Register
+        | Action::Reset
+        | Action::KubeVipSuperAdmin
+        | Action::RestoreKubeVip
+        | Action::RestoreExternalEtcd
+        | Action::RemoveStaleMembers
+        | Action::RemoveOwnMember
+        | Action::Release(_)
+        | Action::StartLb => vec![failed],
+    }
+}
+
+/// Every event a phase's actions can produce is decided (not held), for every role; and
+/// every event they cannot produce holds the phase, but for the listed exceptions.
+#[test]
+fn every_producible_event_is_decided_and_every_other_one_holds() {
+    let external = Config::new(Role::ControlPlane, DistroKind::Kubeadm, false, 1);
+    let lb = Config::new(Role::LoadBalancer, DistroKind::Kubeadm, true, 1);
+    for cfg in [cp(), external, worker(), lb] {
+        for phase in every_phase() {
+            let acts = actions(&cfg, &phase);
+            let mut producible: Vec<Event> = acts.iter().flat_map(answers).collect();
+            // `Done` after the last action of the list, when none answered.
+            if acts.last().is_none_or(|a| {
+                !matches!(
+                    a,
+                    Action::CheckInitialized
+                        | Action::Acquire { .. }
+                        | Action::ProbeInitHealth
+                        | Action::VerifyJoin { .. }
+                )
+            }) {
+                producible.push(E::Done);
+            }
+            for e in every_event() {
+                let d = decide(&cfg, &at(phase.clone()), e.clone());
+                let held = d == Decision::Hold;
+                let can = producible.contains(&e);
+                let exception = matches!(
+                    (&phase, &e),
+                    (P::Backoff { .. }, _) | (P::Releasing { .. }, E::Fenced(_))
+                );
+                assert!(
+                    held != can || exception,
+                    "{:?} in {}: {e:?} is {} but decided {d:?}",
+                    cfg.role,
+                    phase.name(),
+                    if can { "producible" } else { "impossible" }
+                );
+                if held {
+                    assert_eq!(
+                        step(&cfg, at(phase.clone()), e).0,
+                        at(phase.clone()),
+                        "a hold changes nothing"
+                    );
+                }
+            }
+        }
+    }
+}
