@@ -19,6 +19,11 @@ fn config() -> ProptestConfig {
     if std::env::var_os("PROPTEST_CASES").is_none() {
         c.cases = DEFAULT_CASES;
     }
+    // A failing seed is kept next to this file (`<name>.proptest-regressions`) and
+    // replayed first; there is no `src/lib.rs` beside `tests/` for the default to find.
+    c.failure_persistence = Some(Box::new(
+        proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+    ));
     c
 }
 
