@@ -146,3 +146,145 @@ fn exit_codes_invalid_spec_1_usage_2() {
             .contains("cannot read spec file /nonexistent/spec.yaml")
     );
 }
+
+/// The seed-000 example with `from` replaced by `to`, written to a temp dir.
+fn seed_000_with(dir: &std::path::Path, from: &str, to: &str) -> PathBuf {
+    let text = std::fs::read_to_string(example("seed-000-kubeadm-kube-vip.yaml")).unwrap();
+    assert!(text.contains(from), "{from}");
+    let path = dir.join("spec.yaml");
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    path
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Issue 18 (4): `workers: 4294967295` used to exhaust memory planning every node; it is
+/// refused at the field before anything is planned.
+#[test]
+fn a_huge_node_count_is_refused_at_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = seed_000_with(dir.path(), "workers: 3", "workers: 4294967295");
+    let out = muster(&["plan", &spec.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("error: spec.topology.workers: 4294967295 workers"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Issue 18 (5): a block at 4294967295 wrapped to the subnet's bottom; `plan` said 4 VMs
+/// and exited 0, `build` wrote that cluster. Now both refuse it at the field.
+#[test]
+fn a_wrapping_address_plan_is_refused_by_plan_and_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = seed_000_with(dir.path(), "workers: 21", "workers: 4294967295");
+    let spec = spec.display().to_string();
+    let out = muster(&["plan", &spec]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("error: spec.network.addressPlan.workers: address plan exhausted"),
+        "{}",
+        stderr(&out)
+    );
+    let build_dir = dir.path().join("out");
+    let agent = dir.path().join("nodeagent");
+    std::fs::write(&agent, b"\x7fELF fake nodeagent for tests\n").unwrap();
+    let out = muster(&[
+        "build",
+        &spec,
+        "--out",
+        &build_dir.display().to_string(),
+        "--agent-bin",
+        &agent.display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("error: spec.network.addressPlan.workers: address plan exhausted"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !build_dir.exists(),
+        "nothing is written for an invalid spec"
+    );
+}
+
+/// Issue 18 (6): `muster plan /dev/zero` grew to gigabytes; a spec file must be a regular
+/// file of at most 1 MiB.
+#[test]
+fn spec_files_are_regular_and_small() {
+    let out = muster(&["plan", "/dev/zero"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("spec file /dev/zero is not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = muster(&["plan", &dir.path().display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+
+    let fifo = dir.path().join("fifo.yaml");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let out = muster(&["plan", &fifo.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A valid spec padded with a comment to one byte over the limit.
+    let text = std::fs::read_to_string(example("seed-000-kubeadm-kube-vip.yaml")).unwrap();
+    let mut big = text.clone();
+    big.push('#');
+    big.push_str(&"x".repeat((1 << 20) - text.len()));
+    assert_eq!(big.len(), (1 << 20) + 1);
+    let path = dir.path().join("big.yaml");
+    std::fs::write(&path, &big).unwrap();
+    let out = muster(&["plan", &path.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is larger than 1 MiB"),
+        "{}",
+        stderr(&out)
+    );
+    // At the limit it is read.
+    big.pop();
+    std::fs::write(&path, &big).unwrap();
+    let out = muster(&["plan", &path.display().to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Issue 18 (7): a second document and anything after a NUL were dropped with exit 0.
+#[test]
+fn a_second_document_or_a_nul_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(example("seed-000-kubeadm-kube-vip.yaml")).unwrap();
+    let lines = text.lines().count() + 1;
+    for (tail, what) in [
+        ("---\nspec: {}\n", "one YAML document"),
+        ("\0garbage: [\n", "U+0000"),
+    ] {
+        let path = dir.path().join("two.yaml");
+        std::fs::write(&path, format!("{text}{tail}")).unwrap();
+        let out = muster(&["plan", &path.display().to_string()]);
+        assert_eq!(out.status.code(), Some(1), "{tail:?}: {}", stdout(&out));
+        let want = format!("two.yaml:{lines}:1: error:");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&want) && err.contains(what),
+            "{want} {what}: {err}"
+        );
+    }
+}

@@ -4,7 +4,7 @@
 use crate::names::{Mac, NodeName};
 use crate::problem::Problem;
 use crate::quorum::{self, QuorumRow};
-use crate::spec::{Cluster, Platform, Role};
+use crate::spec::{Cluster, MAX_NODES_PER_ROLE, Platform, Role};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
@@ -117,16 +117,21 @@ pub(crate) fn host_address(c: &Cluster, n: u32) -> Option<Ipv4Addr> {
     (n >= 1 && addr < u32::from(net.broadcast())).then(|| Ipv4Addr::from(addr))
 }
 
+/// Every node the spec asks for. Validation refuses counts over the cap before calling
+/// this; the cap here keeps an unvalidated cluster from allocating without bound.
 pub(crate) fn assign(c: &Cluster) -> Vec<Slot> {
     let mut slots = Vec::new();
     for role in Role::ALL {
-        for index in 1..=c.count(role) {
+        for index in 1..=c.count(role).min(MAX_NODES_PER_ROLE) {
             let name_text = render_name(c.name_template(role), c.name.as_str(), index);
             let mut slot = Slot {
                 role,
                 index,
                 name: name_text.parse::<NodeName>(),
-                ip: host_address(c, c.first_host(role) + index - 1),
+                ip: c
+                    .first_host(role)
+                    .checked_add(index - 1)
+                    .and_then(|n| host_address(c, n)),
                 mac: Mac::derived(mac_oui(&c.platform), &format!("{}/{name_text}", c.name)),
                 override_at: None,
             };
@@ -160,7 +165,11 @@ pub fn resolve(c: &Cluster, warnings: Vec<Problem>) -> Plan {
         };
         let size = c.size(slot.role);
         let vmid = match &c.platform {
-            Platform::Proxmox { vm_id_base, .. } => Some(vm_id_base + ordinal),
+            Platform::Proxmox { vm_id_base, .. } => match vm_id_base.checked_add(ordinal) {
+                Some(id) => Some(id),
+                // Validation has rejected such a spec (`spec.platform.vmIdBase`).
+                None => continue,
+            },
             _ => None,
         };
         nodes.push(PlannedNode {
@@ -175,13 +184,19 @@ pub fn resolve(c: &Cluster, warnings: Vec<Problem>) -> Plan {
             vmid,
         });
     }
+    // Validation refuses totals that overflow, at the size field; saturating only keeps an
+    // unvalidated cluster from panicking here.
     let totals = Totals {
         vms: u32::try_from(nodes.len()).unwrap_or(u32::MAX),
-        cpus: nodes.iter().map(|n| n.cpus).sum(),
-        memory_mib: nodes.iter().map(|n| n.memory_mib).sum(),
-        disk_gib: nodes.iter().map(|n| n.disk_gib).sum(),
+        cpus: nodes.iter().fold(0, |t: u32, n| t.saturating_add(n.cpus)),
+        memory_mib: nodes
+            .iter()
+            .fold(0, |t: u64, n| t.saturating_add(n.memory_mib)),
+        disk_gib: nodes
+            .iter()
+            .fold(0, |t: u64, n| t.saturating_add(n.disk_gib)),
     };
-    let needed_mib = totals.memory_mib + c.host.overhead_mib;
+    let needed_mib = totals.memory_mib.saturating_add(c.host.overhead_mib);
     let budget = Budget {
         host_memory_mib: c.host.memory_mib,
         overhead_mib: c.host.overhead_mib,
@@ -225,7 +240,8 @@ fn quorum_of(c: &Cluster) -> Option<Quorum> {
     if c.stacked_etcd() {
         return Some(Quorum {
             members: c.topology.control_planes,
-            table: quorum::table(c.topology.control_planes),
+            // Capped like the nodes: an unvalidated count must not size the table.
+            table: quorum::table(c.topology.control_planes.min(MAX_NODES_PER_ROLE)),
             external: vec![],
         });
     }

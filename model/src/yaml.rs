@@ -151,6 +151,9 @@ impl Ctx {
 
 /// Loads YAML text into a marked tree; a syntax error becomes a located problem.
 pub fn load(ctx: &mut Ctx, text: &str) -> Option<Node> {
+    if !check_text(ctx, text) {
+        return None;
+    }
     let options = LoaderOptions::default()
         .error_on_duplicate_keys(true)
         .prevent_coercion(false)
@@ -189,13 +192,147 @@ pub fn load(ctx: &mut Ctx, text: &str) -> Option<Node> {
     }
 }
 
+fn document_error(ctx: &mut Ctx, location: Location, message: String, hint: Option<String>) {
+    ctx.problems.items.push(Problem {
+        severity: Severity::Error,
+        file: ctx.file.clone(),
+        location,
+        field: "(document)".into(),
+        message,
+        hint,
+    });
+}
+
+/// Refuses what the YAML reader would drop or misread without a word: text over the size
+/// limit, control characters (it stops reading at NUL) and a second document (it reads
+/// only the first). False when the text must not be parsed at all.
+fn check_text(ctx: &mut Ctx, text: &str) -> bool {
+    let limit = crate::spec::MAX_SPEC_BYTES;
+    if text.len() > limit {
+        document_error(
+            ctx,
+            Location { line: 1, column: 1 },
+            format!(
+                "the spec is {} bytes; the limit is {limit} (1 MiB)",
+                text.len()
+            ),
+            None,
+        );
+        return false;
+    }
+    if let Some((location, c, count)) = first_control(text) {
+        let more = match count {
+            1 => String::new(),
+            n => format!(" ({n} in the file)"),
+        };
+        document_error(
+            ctx,
+            location,
+            format!(
+                "control character U+{:04X} is not allowed in a spec{more}",
+                u32::from(c)
+            ),
+            Some("only tab, line feed and carriage return may appear; is this a text file?".into()),
+        );
+        return false;
+    }
+    if let Some((location, after_end)) = second_document(text) {
+        let message = if after_end {
+            "a spec is one YAML document; this follows the end of the first (`...`)"
+        } else {
+            "a spec is one YAML document; a second one starts here"
+        };
+        document_error(
+            ctx,
+            location,
+            message.into(),
+            Some("put one cluster in each file".into()),
+        );
+    }
+    true
+}
+
+/// Splits text into lines as YAML does (LF, CRLF or a lone CR end a line).
+fn yaml_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let t = rest?;
+        match t.find(['\n', '\r']) {
+            Some(i) => {
+                let skip = if t[i..].starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&t[i + skip..]);
+                Some(&t[..i])
+            }
+            None => {
+                rest = None;
+                Some(t)
+            }
+        }
+    })
+}
+
+/// The first control character other than tab, LF and CR: where, which, and how many.
+fn first_control(text: &str) -> Option<(Location, char, usize)> {
+    let bad = |c: char| c.is_control() && !matches!(c, '\t' | '\n' | '\r');
+    let count = text.chars().filter(|&c| bad(c)).count();
+    let (line, column, c) = yaml_lines(text).enumerate().find_map(|(l, line)| {
+        line.chars()
+            .enumerate()
+            .find(|&(_, c)| bad(c))
+            .map(|(col, c)| (l + 1, col + 1, c))
+    })?;
+    Some((Location { line, column }, c, count))
+}
+
+/// The line where a second document starts, and whether it follows an end marker. At the
+/// start of a line `---` and `...` are always document markers (YAML forbids them inside
+/// scalars), so a line scan finds what the reader would skip.
+fn second_document(text: &str) -> Option<(Location, bool)> {
+    let marker = |line: &str, m: &str| {
+        line.strip_prefix(m)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
+    };
+    let (mut started, mut content, mut ended) = (false, false, false);
+    for (n, line) in yaml_lines(text).enumerate() {
+        let line = if n == 0 {
+            line.trim_start_matches('\u{feff}')
+        } else {
+            line
+        };
+        let here = Location {
+            line: n + 1,
+            column: 1,
+        };
+        let rest = line.trim_start();
+        if marker(line, "---") {
+            if started || content || ended {
+                return Some((here, ended));
+            }
+            started = true;
+            let after = line[3..].trim_start();
+            content = !after.is_empty() && !after.starts_with('#');
+        } else if marker(line, "...") {
+            ended = true;
+        } else if rest.is_empty() || rest.starts_with('#') {
+            continue;
+        } else if ended {
+            return Some((here, true));
+        } else if !(line.starts_with('%') && !started && !content) {
+            // Anything but a directive before the document is its content.
+            content = true;
+        }
+    }
+    None
+}
+
 fn location(span: &Span) -> Location {
     span.start()
         .map(|m| Location {
             line: m.line(),
             column: m.column(),
         })
-        .unwrap_or_default()
+        // Every problem is located; a span without a start is at least in the file.
+        .unwrap_or(Location { line: 1, column: 1 })
 }
 
 fn join(parent: &str, key: &str) -> String {
@@ -403,6 +540,31 @@ mod tests {
         let p = &ctx.problems.items[0];
         assert!(p.message.contains("syntax"), "{p}");
         assert!(p.location.line >= 2, "{p}");
+    }
+
+    #[test]
+    fn lines_end_as_in_yaml() {
+        let lines: Vec<&str> = yaml_lines("a\r\nb\rc\n\nd").collect();
+        assert_eq!(lines, ["a", "b", "c", "", "d"]);
+    }
+
+    #[test]
+    fn second_documents_are_found_and_markers_in_text_are_not() {
+        assert_eq!(second_document("a: 1\n"), None);
+        assert_eq!(second_document("%YAML 1.2\n---\na: 1\n...\n# end\n"), None);
+        assert_eq!(second_document("a: \"x\n ---\"\nb: ---\n"), None);
+        let at = |line| Location { line, column: 1 };
+        assert_eq!(second_document("a: 1\n---\n"), Some((at(2), false)));
+        assert_eq!(second_document("--- {a: 1}\n--- x\n"), Some((at(2), false)));
+        assert_eq!(second_document("a: 1\n...\nb: 2\n"), Some((at(3), true)));
+        assert_eq!(second_document("---\n---\n"), Some((at(2), false)));
+    }
+
+    #[test]
+    fn control_characters_are_counted_and_located() {
+        let (loc, c, n) = first_control("a: 1\r\nb: \t\x1b\0\n\0").unwrap();
+        assert_eq!((loc.line, loc.column, c, n), (2, 5, '\x1b', 3));
+        assert_eq!(first_control("tab\there\r\n"), None);
     }
 
     #[test]

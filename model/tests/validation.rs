@@ -414,3 +414,141 @@ spec:
         err.problems
     );
 }
+
+/// Issue 18 (4): a huge node count is refused at the field before any node is planned;
+/// before, validation planned every node first (20 million: 1.2 GB and still going).
+#[test]
+fn huge_node_counts_are_refused_at_the_field() {
+    let ps = problems(&with("    workers: 2", "    workers: 20000000"));
+    has(&ps, "spec.topology.workers", 11, Severity::Error, "at most");
+    let ps = problems(&with("    workers: 2", "    workers: 4294967295"));
+    has(&ps, "spec.topology.workers", 11, Severity::Error, "at most");
+    // Below the absolute cap but more than a /24 holds: refused at the count too.
+    let ps = problems(&with("    workers: 2", "    workers: 300"));
+    has(
+        &ps,
+        "spec.topology.workers",
+        11,
+        Severity::Error,
+        "10.1.0.0/24 holds 254",
+    );
+}
+
+/// Issue 18 (5): a block starting near the top of the u32 range wrapped round to the
+/// bottom of the subnet (3 workers at 4294967295 planned "4 VMs", one at a wrapped address).
+#[test]
+fn address_plan_arithmetic_does_not_wrap() {
+    let ps = problems(&with(
+        "subnet: 10.1.0.0/24",
+        "subnet: 10.1.0.0/24\n    addressPlan: { workers: 4294967295 }",
+    ));
+    has(
+        &ps,
+        "spec.network.addressPlan.workers",
+        14,
+        Severity::Error,
+        "address plan exhausted",
+    );
+    // A /32 has no hosts at all: an error, not an underflow.
+    let ps = problems(&with("subnet: 10.1.0.0/24", "subnet: 10.1.0.0/32"));
+    has(
+        &ps,
+        "spec.network.addressPlan.controlPlanes",
+        12,
+        Severity::Error,
+        "address plan exhausted",
+    );
+}
+
+/// Issue 18 (5): VM ids and the totals of cpus, memory and disk are checked sums.
+#[test]
+fn vmid_and_total_overflows_are_located_errors() {
+    let proxmox =
+        format!("{BASE}  platform:\n    type: proxmox\n    node: pve\n    vmIdBase: 4294967294\n");
+    has(
+        &problems(&proxmox),
+        "spec.platform.vmIdBase",
+        22,
+        Severity::Error,
+        "VM id",
+    );
+    let cpus = format!("{BASE}  sizes:\n    worker: {{ cpus: 4294967295 }}\n");
+    has(
+        &problems(&cpus),
+        "spec.sizes.worker.cpus",
+        20,
+        Severity::Error,
+        "overflows",
+    );
+    let memory = format!("{BASE}  sizes:\n    worker: {{ memoryMiB: 18446744073709551615 }}\n");
+    has(
+        &problems(&memory),
+        "spec.sizes.worker.memoryMiB",
+        20,
+        Severity::Error,
+        "overflows",
+    );
+    let disk = format!("{BASE}  sizes:\n    worker: {{ diskGiB: 18446744073709551615 }}\n");
+    has(
+        &problems(&disk),
+        "spec.sizes.worker.diskGiB",
+        20,
+        Severity::Error,
+        "overflows",
+    );
+    let gib = format!("{BASE}  host:\n    memoryGiB: 18446744073709551615\n");
+    has(
+        &problems(&gib),
+        "spec.host.memoryGiB",
+        20,
+        Severity::Error,
+        "overflows",
+    );
+    let overhead =
+        format!("{BASE}  host:\n    memoryMiB: 65536\n    overheadMiB: 18446744073709551615\n");
+    has(
+        &problems(&overhead),
+        "spec.host.overheadMiB",
+        21,
+        Severity::Error,
+        "overflows",
+    );
+}
+
+/// Issue 18 (7): a second YAML document, valid or not, is an error at its line.
+#[test]
+fn a_second_document_is_an_error() {
+    for second in ["---\nfoo: bar\n", "---\n: : [garbage\n", "...\n---\n"] {
+        let ps = problems(&format!("{BASE}{second}"));
+        has(
+            &ps,
+            "(document)",
+            if second.starts_with("...") { 20 } else { 19 },
+            Severity::Error,
+            "one YAML document",
+        );
+    }
+    // An explicit start and end of the one document are fine.
+    let framed = format!("# a comment\n---\n{BASE}...\n# trailing comment\n");
+    assert!(problems(&framed).is_empty(), "{:?}", problems(&framed));
+}
+
+/// Issue 18 (7): NUL used to end the document silently; it and other control characters
+/// are errors at their line and column. Tab, LF and CR are text.
+#[test]
+fn control_characters_are_located_errors() {
+    let text = format!("{BASE}\0garbage: [\n");
+    let err = spec::load("t.yaml", &text).unwrap_err();
+    let p = err.problems.errors().next().unwrap();
+    assert_eq!((p.location.line, p.location.column), (19, 1), "{p}");
+    assert!(p.message.contains("U+0000"), "{p}");
+
+    let bell = with("    kind: kubeadm", "    kind: kube\x07adm");
+    let err = spec::load("t.yaml", &bell).unwrap_err();
+    let p = err.problems.errors().next().unwrap();
+    assert_eq!((p.location.line, p.location.column), (7, 15), "{p}");
+    assert!(p.message.contains("U+0007"), "{p}");
+
+    let crlf = format!("#\ta comment after a tab\n{BASE}").replace('\n', "\r\n");
+    assert!(problems(&crlf).is_empty(), "{:?}", problems(&crlf));
+}

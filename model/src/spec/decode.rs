@@ -594,8 +594,19 @@ fn host(ctx: &mut Ctx, spec: &mut Map<'_>) -> HostBudget {
     }
     let overhead_mib = parse(ctx, &mut m, "overheadMiB").unwrap_or(3072);
     done(ctx, m);
+    let gib_in_mib = gib.and_then(|g| {
+        let mib = g.checked_mul(1024);
+        if mib.is_none() {
+            ctx.error(
+                "spec.host.memoryGiB",
+                format!("{g} GiB overflows when counted in MiB"),
+                None,
+            );
+        }
+        mib
+    });
     HostBudget {
-        memory_mib: mib.or(gib.map(|g| g * 1024)),
+        memory_mib: mib.or(gib_in_mib),
         overhead_mib,
     }
 }

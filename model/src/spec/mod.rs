@@ -16,6 +16,16 @@ use std::net::Ipv4Addr;
 pub const API_VERSION: &str = "muster.dev/v1";
 pub const KIND: &str = "Cluster";
 
+/// The largest spec file read: a cluster spec is a few KiB; this bounds what a parse costs.
+pub const MAX_SPEC_BYTES: usize = 1 << 20;
+
+/// The most nodes of one role a spec may ask for. Far above a lab's or a Proxmox host's
+/// needs, and it bounds everything the planner allocates per node.
+pub const MAX_NODES_PER_ROLE: u32 = 1000;
+
+/// Proxmox VE's largest VM id.
+pub const MAX_PROXMOX_VMID: u32 = 999_999_999;
+
 /// Reads and validates a spec. On success returns it with its warnings; on failure every
 /// problem found, each located by line, column and field.
 pub fn load(file: &str, text: &str) -> Result<(Cluster, Problems), SpecError> {

@@ -11,6 +11,8 @@ pub(super) fn validate(ctx: &mut Ctx, c: &Cluster) {
     if !ctx.is_bad("spec.distribution") {
         distribution(ctx, c);
     }
+    // Counts first: every check below that walks the nodes relies on them being capped.
+    counts(ctx, c);
     topology(ctx, c);
     sizes(ctx, c);
     // Address checks need a sound subnet, plan and overrides to say anything true.
@@ -24,9 +26,9 @@ pub(super) fn validate(ctx: &mut Ctx, c: &Cluster) {
     .iter()
     .any(|p| ctx.is_bad(p));
     if addresses_sound {
-        let slots = assign(c);
         blocks(ctx, c);
         overrides(ctx, c);
+        let slots = assign(c);
         nodes(ctx, c, &slots);
         if !ctx.is_bad("spec.ha") {
             vip(ctx, c, &slots);
@@ -37,7 +39,52 @@ pub(super) fn validate(ctx: &mut Ctx, c: &Cluster) {
         datastore(ctx, c);
     }
     misc(ctx, c);
-    budget(ctx, c);
+    let counts_sound = !["controlPlanes", "workers", "loadBalancers"]
+        .iter()
+        .any(|k| ctx.is_bad(&format!("spec.topology.{k}")));
+    if counts_sound {
+        vm_ids(ctx, c);
+        if let Some(vm_memory) = totals(ctx, c) {
+            budget(ctx, c, vm_memory);
+        }
+    }
+}
+
+/// Host numbers a subnet offers (neither the network nor the broadcast address).
+fn hosts(net: &Ipv4Net) -> u64 {
+    (u64::from(u32::from(net.broadcast())) - u64::from(u32::from(net.network()))).saturating_sub(1)
+}
+
+/// Each role's count within the absolute cap and what the subnet can hold, checked before
+/// anything is planned per node.
+fn counts(ctx: &mut Ctx, c: &Cluster) {
+    let net = c.network.subnet;
+    let room = hosts(&net);
+    for role in Role::ALL {
+        let n = c.count(role);
+        let path = format!("spec.topology.{}", plural_key(role));
+        let what = match role {
+            Role::ControlPlane => "control planes",
+            Role::Worker => "workers",
+            Role::LoadBalancer => "load balancers",
+        };
+        if n > MAX_NODES_PER_ROLE {
+            ctx.error(
+                &path,
+                format!(
+                    "{n} {what} is more than muster plans: at most {MAX_NODES_PER_ROLE} of a role"
+                ),
+                None,
+            );
+        } else if room > 0 && !ctx.is_bad("spec.network.subnet") && u64::from(n) > room {
+            // A subnet without any host is reported as such (`subnets`).
+            ctx.error(
+                &path,
+                format!("{n} {what} do not fit in the subnet: {net} holds {room} hosts"),
+                Some("use a larger subnet or fewer nodes".into()),
+            );
+        }
+    }
 }
 
 fn distribution(ctx: &mut Ctx, c: &Cluster) {
@@ -98,7 +145,9 @@ fn check_taint(t: &str) -> Result<(), String> {
 fn topology(ctx: &mut Ctx, c: &Cluster) {
     let cp = c.topology.control_planes;
     let path = "spec.topology.controlPlanes";
-    if cp == 0 {
+    if ctx.is_bad(path) {
+        // Already refused by `counts`.
+    } else if cp == 0 {
         ctx.error(
             path,
             "a cluster needs at least one control plane",
@@ -129,7 +178,9 @@ fn topology(ctx: &mut Ctx, c: &Cluster) {
     let lbs = c.topology.load_balancers;
     let lb_path = "spec.topology.loadBalancers";
     let provider = c.ha.provider;
-    if provider.needs_load_balancers() && lbs == 0 {
+    if ctx.is_bad(lb_path) {
+        // Already refused by `counts`.
+    } else if provider.needs_load_balancers() && lbs == 0 {
         ctx.error(
             lb_path,
             format!(
@@ -231,19 +282,22 @@ fn sizes(ctx: &mut Ctx, c: &Cluster) {
     }
 }
 
-/// Each role's address block must lie inside the subnet and clear of the others.
+/// Each role's address block must lie inside the subnet and clear of the others. In u64,
+/// where a block starting near the top of the u32 range cannot wrap round to the bottom.
 fn blocks(ctx: &mut Ctx, c: &Cluster) {
-    let last_host =
-        u32::from(c.network.subnet.broadcast()) - u32::from(c.network.subnet.network()) - 1;
+    let last_host = hosts(&c.network.subnet);
     let keys = [
         (Role::ControlPlane, "controlPlanes"),
         (Role::Worker, "workers"),
         (Role::LoadBalancer, "loadBalancers"),
     ];
-    let ranges: Vec<(Role, &str, u32, u32)> = keys
+    let ranges: Vec<(Role, &str, u64, u64)> = keys
         .iter()
         .filter(|(r, _)| c.count(*r) > 0)
-        .map(|&(r, k)| (r, k, c.first_host(r), c.first_host(r) + c.count(r) - 1))
+        .map(|&(r, k)| {
+            let start = u64::from(c.first_host(r));
+            (r, k, start, start + u64::from(c.count(r)) - 1)
+        })
         .collect();
     for &(role, key, start, end) in &ranges {
         let path = format!("spec.network.addressPlan.{key}");
@@ -396,6 +450,18 @@ fn nodes(ctx: &mut Ctx, c: &Cluster, slots: &[Slot]) {
                     );
                 }
             }
+        }
+        let ip_path = slot_path(c, s, "ip");
+        if s.ip.is_none() && !ctx.is_bad(&ip_path) {
+            // `blocks` reports a block past the subnet; this catches anything it did not.
+            ctx.error(
+                &ip_path,
+                format!(
+                    "{} {} has no address in {}",
+                    s.role, s.index, c.network.subnet
+                ),
+                None,
+            );
         }
         if let Some(ip) = s.ip {
             if ip == c.network.gateway {
@@ -644,15 +710,79 @@ fn misc(ctx: &mut Ctx, c: &Cluster) {
     }
 }
 
-fn budget(ctx: &mut Ctx, c: &Cluster) {
+/// Proxmox VM ids run from the base, one per node: the last must still be a VM id.
+fn vm_ids(ctx: &mut Ctx, c: &Cluster) {
+    let Platform::Proxmox { vm_id_base, .. } = c.platform else {
+        return;
+    };
+    let nodes: u64 = Role::ALL.iter().map(|&r| u64::from(c.count(r))).sum();
+    let last = u64::from(vm_id_base) + nodes.saturating_sub(1);
+    if nodes > 0 && last > u64::from(MAX_PROXMOX_VMID) {
+        ctx.error(
+            "spec.platform.vmIdBase",
+            format!(
+                "VM ids {vm_id_base}–{last} for {nodes} nodes run past Proxmox's largest VM id {MAX_PROXMOX_VMID}"
+            ),
+            Some("start lower, e.g. 100".into()),
+        );
+    }
+}
+
+/// The plan's totals of vCPUs, memory and disk must fit their types; each overflow is an
+/// error at the size that tips it over. Returns the VMs' memory when it fits with the
+/// host overhead.
+fn totals(ctx: &mut Ctx, c: &Cluster) -> Option<u64> {
+    let (mut cpus, mut memory, mut disk) = (Some(0u32), Some(0u64), Some(0u64));
+    for role in Role::ALL {
+        let n = c.count(role);
+        let s = c.size(role);
+        let base = format!("spec.sizes.{}", singular_key(role));
+        let sum_cpus = cpus.and_then(|t| t.checked_add(s.cpus.checked_mul(n)?));
+        let sum_memory = memory.and_then(|t| t.checked_add(s.memory_mib.checked_mul(n.into())?));
+        let sum_disk = disk.and_then(|t| t.checked_add(s.disk_gib.checked_mul(n.into())?));
+        for (was, now, key, unit) in [
+            (cpus.is_some(), sum_cpus.is_some(), "cpus", "vCPUs"),
+            (
+                memory.is_some(),
+                sum_memory.is_some(),
+                "memoryMiB",
+                "MiB of memory",
+            ),
+            (disk.is_some(), sum_disk.is_some(), "diskGiB", "GiB of disk"),
+        ] {
+            if was && !now {
+                ctx.error(
+                    &format!("{base}.{key}"),
+                    format!(
+                        "the plan's total {unit} overflows with {n} {role} node(s) of this size"
+                    ),
+                    None,
+                );
+            }
+        }
+        (cpus, memory, disk) = (sum_cpus, sum_memory, sum_disk);
+    }
+    let vms = memory?;
+    if vms.checked_add(c.host.overhead_mib).is_none() {
+        ctx.error(
+            "spec.host.overheadMiB",
+            format!(
+                "the VMs' {vms} MiB plus a host overhead of {} MiB overflows",
+                c.host.overhead_mib
+            ),
+            None,
+        );
+        return None;
+    }
+    Some(vms)
+}
+
+fn budget(ctx: &mut Ctx, c: &Cluster, vms: u64) {
     let Some(host) = c.host.memory_mib else {
         return;
     };
-    let vms: u64 = Role::ALL
-        .iter()
-        .map(|&r| u64::from(c.count(r)) * c.size(r).memory_mib)
-        .sum();
-    let needed = vms + c.host.overhead_mib;
+    // `totals` has checked that this sum fits.
+    let needed = vms.saturating_add(c.host.overhead_mib);
     if needed > host {
         ctx.warn(
             "spec.host",
