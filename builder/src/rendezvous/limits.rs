@@ -29,6 +29,15 @@ pub struct Limits {
     pub change_log: usize,
     /// Most audit entries returned by one call.
     pub audit_page: usize,
+    /// A request's headers must arrive within this long, and then its body within this
+    /// long again, or the connection is closed (slow clients cannot hold it open).
+    pub read_timeout_ms: u64,
+    /// Connections per peer IP that have not yet made an authenticated request (still in
+    /// the TLS handshake or sending their first request); more are closed at once.
+    pub max_unauthenticated_per_ip: usize,
+    /// Per peer IP, across client names and clusters, this many times the per-client
+    /// rate and burst, so a client cannot escape its limit by changing its name.
+    pub peer_rate_factor: f64,
 }
 
 impl Default for Limits {
@@ -47,6 +56,9 @@ impl Default for Limits {
             replay_window_s: 60,
             change_log: 20_000,
             audit_page: 1_000,
+            read_timeout_ms: 30_000,
+            max_unauthenticated_per_ip: 32,
+            peer_rate_factor: 16.0,
         }
     }
 }
