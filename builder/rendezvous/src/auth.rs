@@ -3,6 +3,7 @@
 //! fails any check is answered 401 before it touches the cluster's state.
 
 use crate::error::ApiError;
+use crate::peers::Ticket;
 use crate::service::{ClusterCell, Service};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -13,6 +14,7 @@ use protocol::wire::{
 };
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// An authenticated request: its cluster, signed client name and whole body.
 #[derive(Debug)]
@@ -51,9 +53,18 @@ impl FromRequest<Service> for Authed {
         if declared.is_some_and(|n| n > limit) {
             return Err(too_large(limit));
         }
-        let body = axum::body::to_bytes(body, limit)
-            .await
-            .map_err(|_| too_large(limit))?;
+        // The body must arrive within the read timeout (the headers did, in hyper), so a
+        // client trickling it cannot hold the connection before it is authenticated.
+        let read_ms = svc.limits().read_timeout_ms;
+        let body = tokio::time::timeout(
+            Duration::from_millis(read_ms),
+            axum::body::to_bytes(body, limit),
+        )
+        .await
+        .map_err(|_| {
+            ApiError::bad_request(format!("request body not received within {read_ms} ms"))
+        })?
+        .map_err(|_| too_large(limit))?;
 
         let cluster_id = cluster_of(parts.uri.path())
             .ok_or_else(|| ApiError::new(ErrorKind::NotFound, "no such route"))?;
@@ -64,6 +75,9 @@ impl FromRequest<Service> for Authed {
         let nonce = h(HEADER_NONCE)?;
         let client = h(HEADER_CLIENT)?;
         let signature = h(HEADER_SIGNATURE)?;
+        // Hex is case-insensitive: the replay memory must see every spelling of one MAC
+        // as the same signature, so it is keyed on the decoded bytes.
+        let sig_bytes = signature_bytes(signature)?;
         if nonce.is_empty() || nonce.len() > 64 {
             return Err(ApiError::unauthenticated(format!(
                 "{HEADER_NONCE} must be 1 to 64 characters"
@@ -109,7 +123,7 @@ impl FromRequest<Service> for Authed {
         let cell = svc.cluster(cluster_id)?;
         {
             let mut st = cell.lock();
-            if !st.replay.first_use(signature, now_ms, window * 1000) {
+            if !st.replay.first_use(sig_bytes, now_ms, window * 1000) {
                 return Err(ApiError::unauthenticated("replayed request"));
             }
             if !st.rate.allow(client, now_ms, svc.limits()) {
@@ -121,6 +135,25 @@ impl FromRequest<Service> for Authed {
                     ),
                 ));
             }
+        }
+        // A fresh, verified request: its connection no longer counts as unauthenticated.
+        let ticket = parts.extensions.get::<Arc<Ticket>>();
+        if let Some(t) = ticket {
+            t.authenticated();
+        }
+        // Also per peer IP (when served over a socket), so changing the client name
+        // does not escape the limit.
+        if let Some(ip) = ticket.map(|t| t.ip())
+            && !svc.allow_peer(ip, now_ms)
+        {
+            let l = svc.limits();
+            return Err(ApiError::new(
+                ErrorKind::RateLimited,
+                format!(
+                    "{ip} is over {} requests/s",
+                    l.rate_per_second * l.peer_rate_factor
+                ),
+            ));
         }
         Ok(Authed {
             cell,
@@ -138,6 +171,18 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
+/// A signature is 64 hex digits (HMAC-SHA256), in either letter case.
+fn signature_bytes(signature: &str) -> Result<Signature, ApiError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(signature, &mut out).map_err(|_| {
+        ApiError::unauthenticated(format!("{HEADER_SIGNATURE} is not 64 hex digits"))
+    })?;
+    Ok(out)
+}
+
+/// A decoded request signature.
+pub type Signature = [u8; 32];
+
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
     headers
         .get(name)
@@ -151,19 +196,19 @@ fn cluster_of(path: &str) -> Option<&str> {
     rest.split('/').next().filter(|s| !s.is_empty())
 }
 
-/// Signatures seen within the replay window. A signature covers timestamp and nonce, so
-/// a reused signature is a replayed request. Entries are kept for twice the window (the
-/// longest a timestamp stays acceptable), in arrival order, so pruning is a pop from the
-/// front.
+/// Signatures seen within the replay window, as decoded bytes (so no re-spelling of a
+/// captured signature is new). A signature covers timestamp and nonce, so a reused
+/// signature is a replayed request. Entries are kept for twice the window (the longest a
+/// timestamp stays acceptable), in arrival order, so pruning is a pop from the front.
 #[derive(Debug, Default)]
 pub struct ReplayCache {
-    seen: HashSet<String>,
-    order: VecDeque<(u64, String)>,
+    seen: HashSet<Signature>,
+    order: VecDeque<(u64, Signature)>,
 }
 
 impl ReplayCache {
     /// Records `signature`; false if it was already used.
-    pub fn first_use(&mut self, signature: &str, now_ms: u64, window_ms: u64) -> bool {
+    pub fn first_use(&mut self, signature: Signature, now_ms: u64, window_ms: u64) -> bool {
         while let Some((until, _)) = self.order.front() {
             if *until > now_ms {
                 break;
@@ -172,11 +217,13 @@ impl ReplayCache {
                 self.seen.remove(&sig);
             }
         }
-        if !self.seen.insert(signature.to_string()) {
+        if !self.seen.insert(signature) {
             return false;
         }
-        self.order
-            .push_back((now_ms + 2 * window_ms, signature.to_string()));
+        self.order.push_back((
+            now_ms.saturating_add(window_ms.saturating_mul(2)),
+            signature,
+        ));
         true
     }
 }
@@ -188,11 +235,24 @@ mod tests {
     #[test]
     fn replay_cache_rejects_reuse_and_forgets_after_twice_the_window() {
         let mut c = ReplayCache::default();
-        assert!(c.first_use("s1", 0, 1000));
-        assert!(!c.first_use("s1", 1999, 1000));
-        assert!(c.first_use("s2", 1999, 1000));
-        assert!(c.first_use("s1", 2000, 1000));
+        let (s1, s2) = ([1; 32], [2; 32]);
+        assert!(c.first_use(s1, 0, 1000));
+        assert!(!c.first_use(s1, 1999, 1000));
+        assert!(c.first_use(s2, 1999, 1000));
+        assert!(c.first_use(s1, 2000, 1000));
         assert_eq!(c.seen.len(), 2);
+    }
+
+    #[test]
+    fn every_letter_case_of_a_signature_is_the_same_signature() {
+        let lower = "ab".repeat(32);
+        let upper = lower.to_ascii_uppercase();
+        let mixed = "aB".repeat(32);
+        let b = signature_bytes(&lower).unwrap();
+        assert_eq!(signature_bytes(&upper).unwrap(), b);
+        assert_eq!(signature_bytes(&mixed).unwrap(), b);
+        assert!(signature_bytes(&"ab".repeat(31)).is_err());
+        assert!(signature_bytes(&"zz".repeat(32)).is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@ use crate::audit;
 use crate::auth::Authed;
 use crate::error::ApiError;
 use crate::service::Service;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
@@ -38,14 +39,23 @@ pub fn app(svc: Service) -> Router {
         .with_state(svc)
 }
 
-type Names = Path<(String, String)>;
+/// Path parameters are judged only after authentication (an unauthenticated request
+/// gets 401 whatever its path), and a bad one is the documented JSON error, not axum's
+/// plain-text rejection.
+type Names<T> = Result<Path<T>, PathRejection>;
 type Answer<T> = Result<Json<T>, ApiError>;
+
+fn params<T>(path: Names<T>) -> Result<T, ApiError> {
+    path.map(|Path(p)| p)
+        .map_err(|e| ApiError::bad_request(format!("path: {}", e.body_text())))
+}
 
 async fn register(
     State(svc): State<Service>,
-    Path((_, name)): Names,
+    path: Names<(String, String)>,
     a: Authed,
 ) -> Answer<RegisterResponse> {
+    let (_, name) = params(path)?;
     Ok(Json(a.cell.register(&svc, &name, a.json()?).await?))
 }
 
@@ -104,10 +114,11 @@ async fn read_records(
 
 async fn semaphore(
     State(svc): State<Service>,
-    Path((_, name, action)): Path<(String, String, String)>,
+    path: Names<(String, String, String)>,
     a: Authed,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
+    let (_, name, action) = params(path)?;
     match action.as_str() {
         "acquire" => {
             let r: AcquireResponse = a.cell.acquire(&svc, &name, a.json()?).await?;

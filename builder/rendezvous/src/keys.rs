@@ -5,7 +5,7 @@
 pub use protocol::key_file::{install, is_cluster_id};
 use protocol::seal::SigningKey;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +49,29 @@ impl KeyDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(KeyError::Read { path, source }),
         };
+        warn_if_exposed(&path, "cluster key");
         let key = SigningKey::from_hex(&text).map_err(|_| KeyError::Malformed { path })?;
         lock(&self.cache).insert(cluster_id.to_string(), key.clone());
         Ok(Some(key))
+    }
+}
+
+/// The permission bits of `path` if group or others may read it, else `None` (also when
+/// it cannot be stat'ed: the read that follows reports that).
+pub fn exposed_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
+}
+
+/// Warns (it does not refuse: the operator may have reasons) when a secret file such as
+/// a cluster key or the cluster secret is readable by group or others. `what` names it.
+pub fn warn_if_exposed(path: &Path, what: &str) {
+    if let Some(mode) = exposed_mode(path) {
+        tracing::warn!(
+            "{what} {} has mode {mode:o}: readable by group or others; chmod 600 it",
+            path.display()
+        );
     }
 }
 
@@ -83,5 +103,18 @@ mod tests {
         let other = ClusterSecret::from_bytes([5; 32]).cluster_id();
         assert!(keys.lookup(&other).unwrap().is_none());
         assert!(keys.lookup("../../etc/passwd").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_key_readable_by_group_or_others_is_noticed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = install(dir.path(), &ClusterSecret::from_bytes([6; 32])).unwrap();
+        assert_eq!(exposed_mode(&path), None);
+        for mode in [0o640, 0o604, 0o644] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(exposed_mode(&path), Some(mode));
+        }
+        assert_eq!(exposed_mode(&dir.path().join("missing.key")), None);
     }
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 pub mod keys;
 pub mod limits;
+pub mod peers;
 pub mod redb_store;
 pub mod semaphore;
 pub mod server;

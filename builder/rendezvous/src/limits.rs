@@ -29,6 +29,15 @@ pub struct Limits {
     pub change_log: usize,
     /// Most audit entries returned by one call.
     pub audit_page: usize,
+    /// A request's headers must arrive within this long, and then its body within this
+    /// long again, or the connection is closed (slow clients cannot hold it open).
+    pub read_timeout_ms: u64,
+    /// Connections per peer IP that have not yet made an authenticated request (still in
+    /// the TLS handshake or sending their first request); more are closed at once.
+    pub max_unauthenticated_per_ip: usize,
+    /// Per peer IP, across client names and clusters, this many times the per-client
+    /// rate and burst, so a client cannot escape its limit by changing its name.
+    pub peer_rate_factor: f64,
 }
 
 impl Default for Limits {
@@ -47,14 +56,24 @@ impl Default for Limits {
             replay_window_s: 60,
             change_log: 20_000,
             audit_page: 1_000,
+            read_timeout_ms: 30_000,
+            max_unauthenticated_per_ip: 32,
+            peer_rate_factor: 16.0,
         }
     }
 }
 
-/// Token buckets per client name.
+/// Token buckets per key: a client name, or a peer IP.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
     buckets: HashMap<String, Bucket>,
+}
+
+/// How fast a bucket refills and how full it gets.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    per_second: f64,
+    burst: f64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -69,15 +88,33 @@ const PRUNE_AT: usize = 65_536;
 impl RateLimiter {
     /// Takes one token from `client`'s bucket; false if it is empty.
     pub fn allow(&mut self, client: &str, now_ms: u64, limits: &Limits) -> bool {
-        if self.buckets.len() >= PRUNE_AT && !self.buckets.contains_key(client) {
+        let rate = Rate {
+            per_second: limits.rate_per_second,
+            burst: limits.rate_burst,
+        };
+        self.take(client, now_ms, rate)
+    }
+
+    /// Takes one token from the bucket of peer `ip`, which is `peer_rate_factor` times
+    /// the per-client rate and burst; false if it is empty.
+    pub fn allow_peer(&mut self, ip: std::net::IpAddr, now_ms: u64, limits: &Limits) -> bool {
+        let rate = Rate {
+            per_second: limits.rate_per_second * limits.peer_rate_factor,
+            burst: limits.rate_burst * limits.peer_rate_factor,
+        };
+        self.take(&ip.to_string(), now_ms, rate)
+    }
+
+    fn take(&mut self, key: &str, now_ms: u64, rate: Rate) -> bool {
+        if self.buckets.len() >= PRUNE_AT && !self.buckets.contains_key(key) {
             self.buckets
-                .retain(|_, b| refill(*b, now_ms, limits).tokens < limits.rate_burst);
+                .retain(|_, b| refill(*b, now_ms, rate).tokens < rate.burst);
         }
-        let b = self.buckets.entry(client.to_string()).or_insert(Bucket {
-            tokens: limits.rate_burst,
+        let b = self.buckets.entry(key.to_string()).or_insert(Bucket {
+            tokens: rate.burst,
             last_ms: now_ms,
         });
-        *b = refill(*b, now_ms, limits);
+        *b = refill(*b, now_ms, rate);
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
             true
@@ -87,10 +124,10 @@ impl RateLimiter {
     }
 }
 
-fn refill(b: Bucket, now_ms: u64, limits: &Limits) -> Bucket {
+fn refill(b: Bucket, now_ms: u64, rate: Rate) -> Bucket {
     let elapsed_s = now_ms.saturating_sub(b.last_ms) as f64 / 1000.0;
     Bucket {
-        tokens: (b.tokens + elapsed_s * limits.rate_per_second).min(limits.rate_burst),
+        tokens: (b.tokens + elapsed_s * rate.per_second).min(rate.burst),
         last_ms: now_ms.max(b.last_ms),
     }
 }
@@ -114,5 +151,24 @@ mod tests {
         // 100 ms at 10/s is one token.
         assert!(r.allow("a", 100, &limits));
         assert!(!r.allow("a", 100, &limits));
+    }
+
+    #[test]
+    fn peer_bucket_is_the_factor_times_the_client_bucket_whatever_the_names() {
+        let limits = Limits {
+            rate_per_second: 10.0,
+            rate_burst: 3.0,
+            peer_rate_factor: 2.0,
+            ..Limits::default()
+        };
+        let mut r = RateLimiter::default();
+        let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        // Burst 6 for the IP, however many names it uses.
+        assert!((0..6).all(|_| r.allow_peer(ip, 0, &limits)));
+        assert!(!r.allow_peer(ip, 0, &limits));
+        assert!(r.allow_peer("192.0.2.8".parse().unwrap(), 0, &limits));
+        // 50 ms at 20/s is one token.
+        assert!(r.allow_peer(ip, 50, &limits));
+        assert!(!r.allow_peer(ip, 50, &limits));
     }
 }

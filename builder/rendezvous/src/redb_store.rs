@@ -6,6 +6,7 @@ use protocol::wire::AuditEntry;
 use redb::{Database, Durability, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -17,6 +18,11 @@ const AUDIT: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("audit")
 /// File name of the database inside `--data DIR`.
 pub const DB_FILE: &str = "rendezvous.redb";
 
+/// The first bytes of every redb file, and the length of its fixed header (magic, god
+/// byte, layout, two commit slots): a shorter or differently starting file is not one.
+const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+const REDB_HEADER_LEN: u64 = 320;
+
 #[derive(Debug)]
 pub struct RedbStore {
     db: Database,
@@ -24,11 +30,28 @@ pub struct RedbStore {
 }
 
 impl RedbStore {
-    /// Opens (creating if needed) `dir/rendezvous.redb`.
+    /// Opens (creating if needed) `dir/rendezvous.redb`, the dir mode 0700 and the file
+    /// 0600 (they hold cluster metadata). A damaged file is an error saying what to do;
+    /// redb's own assertions on a damaged file are caught, never a panic.
     pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
         let path = dir.join(DB_FILE);
-        std::fs::create_dir_all(dir).map_err(|e| err(&path, format!("creating the dir: {e}")))?;
-        let db = Database::create(&path).map_err(|e| err(&path, e))?;
+        create_private_dir(dir).map_err(|e| err(&path, format!("creating the dir: {e}")))?;
+        check_header(&path)?;
+        create_private_file(&path)
+            .map_err(|e| err(&path, format!("creating the file mode 0600: {e}")))?;
+        let db = guarded(&path, || Database::create(&path)).and_then(|r| {
+            r.map_err(|e| match e {
+                redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
+                    damaged(&path, detail)
+                }
+                redb::DatabaseError::Storage(redb::StorageError::Io(e))
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+                {
+                    damaged(&path, format!("it ends early: {e}"))
+                }
+                other => err(&path, other),
+            })
+        })?;
         let store = RedbStore { db, path };
         // Create the tables up front so reads never see a missing table.
         store.write(|_| Ok(()))?;
@@ -55,6 +78,25 @@ impl RedbStore {
 
 impl Store for RedbStore {
     fn load(&self, cluster: &str) -> Result<ClusterData, StoreError> {
+        guarded(&self.path, || self.load_unguarded(cluster))?
+    }
+
+    fn commit(&self, batches: &[Batch]) -> Result<(), StoreError> {
+        guarded(&self.path, || self.commit_unguarded(batches))?
+    }
+
+    fn audit(
+        &self,
+        cluster: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        guarded(&self.path, || self.audit_unguarded(cluster, after, limit))?
+    }
+}
+
+impl RedbStore {
+    fn load_unguarded(&self, cluster: &str) -> Result<ClusterData, StoreError> {
         let p = &self.path;
         let tx = self.db.begin_read().map_err(|e| err(p, e))?;
         let mut data = ClusterData::default();
@@ -93,7 +135,7 @@ impl Store for RedbStore {
         Ok(data)
     }
 
-    fn commit(&self, batches: &[Batch]) -> Result<(), StoreError> {
+    fn commit_unguarded(&self, batches: &[Batch]) -> Result<(), StoreError> {
         let p = self.path.clone();
         self.write(|tx| {
             let mut meta = tx.open_table(META).map_err(|e| err(&p, e))?;
@@ -126,7 +168,7 @@ impl Store for RedbStore {
         })
     }
 
-    fn audit(
+    fn audit_unguarded(
         &self,
         cluster: &str,
         after: u64,
@@ -149,6 +191,135 @@ impl Store for RedbStore {
         }
         Ok(out)
     }
+}
+
+/// Runs `f`, turning a panic inside redb (its assertions on a damaged file) into an
+/// error naming the file.
+fn guarded<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, StoreError> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
+        let detail = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "redb panicked".to_string());
+        damaged(path, format!("redb failed on it: {detail}"))
+    })
+}
+
+/// A non-empty store must start with redb's header; a truncated or foreign file is
+/// refused here, before redb reads it.
+fn check_header(path: &Path) -> Result<(), StoreError> {
+    use std::io::Read;
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(err(path, format!("opening it: {e}"))),
+    };
+    let len = file
+        .metadata()
+        .map_err(|e| err(path, format!("reading its size: {e}")))?
+        .len();
+    if len == 0 {
+        // redb initializes an empty file; so does a crash right after creating it.
+        return Ok(());
+    }
+    if len < REDB_HEADER_LEN {
+        return Err(damaged(
+            path,
+            format!(
+                "it is {len} bytes, shorter than redb's {REDB_HEADER_LEN}-byte header (truncated)"
+            ),
+        ));
+    }
+    let mut header = [0u8; REDB_HEADER_LEN as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| err(path, format!("reading its header: {e}")))?;
+    if header[..REDB_MAGIC.len()] != REDB_MAGIC {
+        return Err(damaged(path, "it does not start with redb's header"));
+    }
+    match layout_len(&header) {
+        None => Err(damaged(path, "its header's layout is impossible")),
+        Some(want) if len < want => Err(damaged(
+            path,
+            format!("it is {len} bytes but its header describes {want} (truncated)"),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The file length redb's header describes (redb 2 layout: a header page, then full
+/// regions and an optional trailing one, each region's header pages then data pages);
+/// redb asserts the file is at least this long. `None` for a layout redb cannot open.
+fn layout_len(header: &[u8]) -> Option<u64> {
+    let u32_at = |at: usize| -> Option<u64> {
+        let bytes: [u8; 4] = header.get(at..at + 4)?.try_into().ok()?;
+        Some(u64::from(u32::from_le_bytes(bytes)))
+    };
+    let page = u32_at(12)?;
+    let region_header_pages = u32_at(16)?;
+    let region_data_pages = u32_at(20)?;
+    let full_regions = u32_at(24)?;
+    let trailing_pages = u32_at(28)?;
+    if page == 0 || region_data_pages == 0 || (full_regions == 0 && trailing_pages == 0) {
+        return None;
+    }
+    let full = (region_header_pages + region_data_pages).checked_mul(page)?;
+    let trailing = if trailing_pages > 0 {
+        (region_header_pages + trailing_pages).checked_mul(page)?
+    } else {
+        0
+    };
+    page.checked_add(full_regions.checked_mul(full)?)?
+        .checked_add(trailing)
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if dir.is_dir() {
+        let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "rendezvous data dir {} has mode {mode:o}: group or others can reach the store; chmod 700 it",
+                dir.display()
+            );
+        }
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Creates the store file mode 0600 if missing, and takes group and other access away
+/// from an existing one (it is this service's own file).
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    let mode = file.metadata()?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))?;
+    }
+    Ok(())
+}
+
+/// The error for a damaged store: which file, what is wrong, and what the operator can do.
+fn damaged(path: &Path, detail: impl std::fmt::Display) -> StoreError {
+    err(
+        path,
+        format!(
+            "the store is damaged ({detail}). Restore {p} from a backup, or move it aside \
+             (`mv {p} {p}.damaged`) to start with an empty store: nodes register again, but \
+             records, leases and the audit log are lost",
+            p = path.display()
+        ),
+    )
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {

@@ -3,6 +3,7 @@
 //! connection, a background sweeper for expiries, and a graceful drain at shutdown.
 
 use crate::http::app;
+use crate::peers::PeerTable;
 use crate::service::Service;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
 
 /// How often loaded clusters are swept for expired members, records and leases.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
@@ -32,6 +34,8 @@ pub async fn run(
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     let sweeper = tokio::spawn(sweep_loop(svc.clone()));
+    let peers = PeerTable::new(svc.limits().max_unauthenticated_per_ip);
+    let read_timeout = Duration::from_millis(svc.limits().read_timeout_ms);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -39,20 +43,39 @@ pub async fn run(
             accepted = listener.accept() => match accepted {
                 Ok(x) => x,
                 Err(e) => {
-                    // Out of file descriptors or similar: back off instead of spinning.
+                    // Out of file descriptors or similar: back off instead of spinning,
+                    // then go on accepting (slow connections are cut off meanwhile).
                     tracing::warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
+        let Some(ticket) = peers.admit(peer.ip()) else {
+            tracing::debug!(
+                "closing a connection from {peer}: too many unauthenticated ones from its IP"
+            );
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        // Each request carries the connection's ticket: its peer IP (for the per-IP rate
+        // limit) and its place in the unauthenticated count.
+        let conn_ticket = ticket.clone();
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(conn_ticket.clone());
+                req
+            },
+        ));
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            // Held until the connection ends.
+            let _ticket = ticket;
             let mut builder = http1::Builder::new();
             builder.timer(TokioTimer::new());
+            // The body's deadline is enforced where it is read (`auth`).
+            builder.header_read_timeout(read_timeout);
             let served = match acceptor {
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {

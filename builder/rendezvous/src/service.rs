@@ -39,6 +39,8 @@ struct Inner {
     limits: Limits,
     keys: KeyDir,
     clusters: Mutex<HashMap<String, Arc<ClusterCell>>>,
+    /// Request rate per peer IP, across clusters and client names.
+    peer_rate: Mutex<RateLimiter>,
     /// Set when a commit failed: memory may now be ahead of disk, so the service answers
     /// 503 until restarted (and reloaded from disk).
     failed: AtomicBool,
@@ -109,6 +111,7 @@ impl Service {
                 limits,
                 keys,
                 clusters: Mutex::new(HashMap::new()),
+                peer_rate: Mutex::new(RateLimiter::default()),
                 failed: AtomicBool::new(false),
                 shutdown: watch::Sender::new(false),
             }),
@@ -125,6 +128,11 @@ impl Service {
 
     pub fn started_s(&self) -> u64 {
         self.inner.started_s
+    }
+
+    /// Takes one request from peer `ip`'s budget; false if it is over its rate.
+    pub fn allow_peer(&self, ip: std::net::IpAddr, now_ms: u64) -> bool {
+        lock(&self.inner.peer_rate).allow_peer(ip, now_ms, &self.inner.limits)
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -164,3 +164,126 @@ async fn acknowledged_writes_leases_and_tokens_survive_kill_9() {
     assert_eq!(grants, [t1, t2, t3]);
     proc.kill_9();
 }
+
+/// A store with a little in it, closed; returns its data dir, the file's bytes and the
+/// cluster id.
+fn filled_store() -> (tempfile::TempDir, Vec<u8>, String) {
+    use muster_rendezvous::store::{Batch, Meta, Op, StoredRecord};
+    use muster_rendezvous::{RedbStore, Store};
+    use protocol::wire::Sealed;
+    let data = tempfile::tempdir().unwrap();
+    let cluster = random_secret().cluster_id();
+    {
+        let store = RedbStore::open(data.path()).unwrap();
+        for i in 1..=20u64 {
+            let record = StoredRecord {
+                value: Sealed("c2VhbGVkIHZhbHVl".into()),
+                revision: i,
+                create_revision: i,
+                expires_at_ms: None,
+            };
+            let ops = vec![
+                Op::Meta(Meta {
+                    revision: i,
+                    audit_seq: 0,
+                }),
+                Op::PutRecord(format!("k{i}"), record),
+            ];
+            store
+                .commit(&[Batch {
+                    cluster: cluster.clone(),
+                    ops,
+                }])
+                .unwrap();
+        }
+        assert_eq!(store.load(&cluster).unwrap().records.len(), 20);
+    }
+    let bytes = std::fs::read(data.path().join(muster_rendezvous::redb_store::DB_FILE)).unwrap();
+    (data, bytes, cluster)
+}
+
+/// Opening the store and loading a cluster, as the service does on its first request;
+/// never a panic.
+fn open_and_load(dir: &Path, cluster: &str) -> Result<(), String> {
+    use muster_rendezvous::{RedbStore, Store};
+    let store = RedbStore::open(dir).map_err(|e| e.to_string())?;
+    store.load(cluster).map_err(|e| e.to_string())?;
+    store.audit(cluster, 0, 1000).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// A truncated store is a clear error naming the file and what to do, never a panic;
+/// the real binary exits with that message instead of a panic's exit code 101.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_store_is_a_clear_error_not_a_panic() {
+    let (data, bytes, cluster) = filled_store();
+    let file = data.path().join(muster_rendezvous::redb_store::DB_FILE);
+    for len in [1, 9, 100, 511, 4096, bytes.len() / 2, bytes.len() - 1] {
+        std::fs::write(&file, &bytes[..len]).unwrap();
+        let err = open_and_load(data.path(), &cluster)
+            .expect_err(&format!("a store truncated to {len} bytes opened"));
+        assert!(err.contains(&file.display().to_string()), "{err}");
+        assert!(
+            err.contains("backup") && err.contains("move it aside"),
+            "{err}"
+        );
+    }
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_muster"))
+        .args([
+            "rendezvous",
+            "--insecure-http",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
+        .arg(data.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded wait for the process to give up; one that serves instead is killed.
+    let mut status = None;
+    for _ in 0..1500 {
+        status = child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if status.is_none() {
+        child.kill().unwrap();
+        child.wait().unwrap();
+        panic!("muster rendezvous served a truncated store");
+    }
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let status = status.unwrap();
+    assert_ne!(status.code(), Some(101), "panicked: {stderr}");
+    assert!(!status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+}
+
+/// Bit flips anywhere in the store never panic the opener: the store either opens (redb
+/// checksums caught the damage and it repaired, or the flip hit unused space) or
+/// answers a clear error naming the file.
+#[test]
+fn a_bit_flipped_store_never_panics() {
+    let (data, bytes, cluster) = filled_store();
+    let file = data.path().join(muster_rendezvous::redb_store::DB_FILE);
+    let step = (bytes.len() / 97).max(1);
+    let mut errors = 0;
+    for offset in (0..bytes.len()).step_by(step).chain(0..64) {
+        let mut damaged = bytes.clone();
+        damaged[offset] ^= 1 << (offset % 8);
+        std::fs::write(&file, &damaged).unwrap();
+        if let Err(e) = open_and_load(data.path(), &cluster) {
+            assert!(e.contains(&file.display().to_string()), "{e}");
+            errors += 1;
+        }
+    }
+    // The magic number is in the first bytes, so some flips must be refused.
+    assert!(errors > 0, "no bit flip was noticed");
+}

@@ -326,3 +326,290 @@ async fn no_plaintext_on_the_wire_or_on_disk() {
     assert!(!contains(&disk, report_secret.as_bytes()), "report on disk");
     assert!(!contains(&disk, &hex::encode(token).into_bytes()));
 }
+
+/// The parts of one signed request, so it can be sent again byte for byte (a capture).
+struct Captured {
+    method: reqwest::Method,
+    url: String,
+    timestamp: u64,
+    nonce: String,
+    signature: String,
+    body: Vec<u8>,
+}
+
+impl Captured {
+    fn sign(server: &Server, method: reqwest::Method, path: &str, body: &[u8]) -> Captured {
+        let keys = ClusterKeys::derive(&server.secret);
+        let full = format!("/v1/clusters/{}/{path}", server.secret.cluster_id());
+        let nonce = hex::encode(rand::random::<[u8; 8]>());
+        let timestamp = now_s();
+        let signature = keys.signing_key().sign(&RequestToSign {
+            method: method.as_str(),
+            path_and_query: &full,
+            body,
+            timestamp,
+            nonce: &nonce,
+            client: "raw",
+        });
+        Captured {
+            method,
+            url: format!("{}{}", server.base.as_str().trim_end_matches('/'), full),
+            timestamp,
+            nonce,
+            signature,
+            body: body.to_vec(),
+        }
+    }
+
+    /// The captured request with `signature` in place of its own.
+    fn send_with(&self, http: &reqwest::Client, signature: &str) -> reqwest::RequestBuilder {
+        http.request(self.method.clone(), &self.url)
+            .header(HEADER_TIMESTAMP, self.timestamp.to_string())
+            .header(HEADER_NONCE, &self.nonce)
+            .header(HEADER_CLIENT, "raw")
+            .header(HEADER_SIGNATURE, signature)
+            .body(self.body.clone())
+    }
+}
+
+/// The same signature in other letter cases (all upper; alternating), each different
+/// from the original.
+fn case_variants(sig: &str) -> Vec<String> {
+    let upper = sig.to_ascii_uppercase();
+    let mut flip = false;
+    let alternating: String = sig
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphabetic() {
+                flip = !flip;
+                if flip { c.to_ascii_uppercase() } else { c }
+            } else {
+                c
+            }
+        })
+        .collect();
+    for v in [&upper, &alternating] {
+        assert_ne!(v, sig, "signature {sig} has no hex letters to change");
+    }
+    vec![upper, alternating]
+}
+
+/// Hex is case-insensitive, so a captured request replayed with its signature in another
+/// letter case is the same request: refused, and it changes nothing.
+#[tokio::test]
+async fn a_replay_with_the_signature_in_another_letter_case_is_refused() {
+    let server = Server::start(false, Limits::default()).await;
+    let http = http_client(None, Duration::from_secs(10)).unwrap();
+    let c = server.client("admin");
+    let sealed = ClusterKeys::derive(&server.secret).seal("record:k", b"v", [5; 12]);
+    let create = serde_json::to_vec(&json!({"key": "k", "value": sealed})).unwrap();
+
+    // A create, captured; the record is then deleted by its owner.
+    let captured = Captured::sign(&server, reqwest::Method::POST, "records", &create);
+    let r = captured
+        .send_with(&http, &captured.signature)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    c.delete("k", None).await.unwrap();
+    let (before, _) = c.list("").await.unwrap();
+    for sig in case_variants(&captured.signature) {
+        let r = captured.send_with(&http, &sig).send().await.unwrap();
+        expect(r, 401, ErrorKind::Unauthenticated).await;
+    }
+    assert!(
+        c.get("k").await.unwrap().is_none(),
+        "the deleted record came back"
+    );
+    assert_eq!(
+        c.list("").await.unwrap().0,
+        before,
+        "a replay changed state"
+    );
+
+    // A read, captured: its replays are refused too.
+    c.create("k2", b"v", None, None).await.unwrap();
+    let read = Captured::sign(&server, reqwest::Method::GET, "records?key=k2", b"");
+    let r = read.send_with(&http, &read.signature).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    for sig in case_variants(&read.signature) {
+        let r = read.send_with(&http, &sig).send().await.unwrap();
+        expect(r, 401, ErrorKind::Unauthenticated).await;
+    }
+    server.stop().await;
+}
+
+/// A path that is not UTF-8 gets the documented JSON error: 401 without authentication
+/// (before the path is judged), 400 `bad_request` with it. Queries and bodies likewise.
+#[tokio::test]
+async fn bad_paths_queries_and_bodies_get_json_errors_401_first() {
+    let server = Server::start(false, Limits::default()).await;
+    let http = http_client(None, Duration::from_secs(10)).unwrap();
+    let cluster = server.secret.cluster_id();
+    let put = reqwest::Method::PUT;
+    let post = reqwest::Method::POST;
+    let get = reqwest::Method::GET;
+    let bad_paths = [
+        (put.clone(), "members/%FF"),
+        (post.clone(), "semaphores/%FF/acquire"),
+        (post.clone(), "semaphores/s/%C3%28"),
+    ];
+    for (method, path) in &bad_paths {
+        let url = format!("{}v1/clusters/{cluster}/{path}", server.base);
+        let r = http.request(method.clone(), &url).send().await.unwrap();
+        expect(r, 401, ErrorKind::Unauthenticated).await;
+        let r = raw(
+            &server,
+            &server.secret,
+            method.clone(),
+            path,
+            b"{}",
+            now_s(),
+        );
+        expect(r.send().await.unwrap(), 400, ErrorKind::BadRequest).await;
+    }
+    for query in [
+        "records?key=%FF",
+        "records?key=a&key=b",
+        "watch?after=x",
+        "audit?limit=-1",
+    ] {
+        let r = raw(&server, &server.secret, get.clone(), query, b"", now_s());
+        expect(r.send().await.unwrap(), 400, ErrorKind::BadRequest).await;
+    }
+    let r = raw(
+        &server,
+        &server.secret,
+        put.clone(),
+        "members/m",
+        b"\xff\xfe",
+        now_s(),
+    );
+    expect(r.send().await.unwrap(), 400, ErrorKind::BadRequest).await;
+    server.stop().await;
+}
+
+/// A TCP connection to `addr` from the loopback address `from` (another peer IP).
+async fn connect_from(from: &str, addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Feeds `stream` one byte of `bytes` (then of filler) per step until the server answers
+/// or closes; false if it still reads after `steps` steps.
+async fn trickle_until_cut_off(
+    stream: &mut tokio::net::TcpStream,
+    bytes: &[u8],
+    steps: usize,
+) -> bool {
+    let mut buf = [0u8; 256];
+    for i in 0..steps {
+        let byte = bytes.get(i).copied().unwrap_or(b'x');
+        if stream.write_all(&[byte]).await.is_err() {
+            return true;
+        }
+        // Any answer or EOF within the step means the server ended the request.
+        match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await {
+            Ok(_) => return true,
+            Err(_) => continue,
+        }
+    }
+    false
+}
+
+/// Slowloris: a client that sends its headers, or its body, one byte at a time is cut
+/// off once the read timeout passes, and the server keeps serving.
+#[tokio::test]
+async fn slow_requests_are_cut_off() {
+    let limits = Limits {
+        read_timeout_ms: 300,
+        ..Limits::default()
+    };
+    let server = Server::start(false, limits).await;
+    let addr = server.base.socket_addrs(|| None).unwrap()[0];
+    let head = format!(
+        "PUT /v1/clusters/{}/members/m HTTP/1.1\r\nhost: x\r\ncontent-length: 60000\r\n\r\n",
+        server.secret.cluster_id()
+    );
+    // 200 steps of ≥100 ms: far past the 300 ms timeout, still ending by itself.
+    let mut slow_body = connect_from("127.0.0.1", addr).await;
+    slow_body.write_all(head.as_bytes()).await.unwrap();
+    assert!(
+        trickle_until_cut_off(&mut slow_body, b"", 200).await,
+        "a body trickled one byte per 100 ms kept the connection open"
+    );
+    let mut slow_head = connect_from("127.0.0.1", addr).await;
+    assert!(
+        trickle_until_cut_off(&mut slow_head, head.as_bytes(), 200).await,
+        "headers trickled one byte per 100 ms kept the connection open"
+    );
+    server.client("after").members().await.unwrap();
+    server.stop().await;
+}
+
+/// One peer IP can hold only `max_unauthenticated_per_ip` connections that have not
+/// authenticated; more are closed at once, other IPs are unaffected, and an
+/// authenticated connection does not count.
+#[tokio::test]
+async fn unauthenticated_connections_are_capped_per_ip() {
+    let limits = Limits {
+        max_unauthenticated_per_ip: 3,
+        ..Limits::default()
+    };
+    let server = Server::start(false, limits).await;
+    let addr = server.base.socket_addrs(|| None).unwrap()[0];
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        let mut s = connect_from("127.0.0.2", addr).await;
+        s.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+        idle.push(s);
+    }
+    // The fourth is closed without an answer; the bound is far below the header timeout.
+    let mut fourth = connect_from("127.0.0.2", addr).await;
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(10), fourth.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "a fourth unauthenticated connection from one IP was kept: {read:?}"
+    );
+    // Another IP is served.
+    server.client("other-ip").members().await.unwrap();
+    // Once one idle connection goes, the IP may connect again and, authenticated, its
+    // connection no longer counts.
+    drop(idle.pop());
+    // reqwest is built without a default crypto provider (plain HTTP needs none, but the
+    // builder asks for one).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let from2 = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let c = server.client_with("same-ip", from2);
+    let mut served = false;
+    // The server notices the close asynchronously; retry a bounded number of times.
+    for _ in 0..100 {
+        if c.members().await.is_ok() {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        served,
+        "the IP was not served again after a connection closed"
+    );
+    let mut another = connect_from("127.0.0.2", addr).await;
+    another
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let n = another.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    server.stop().await;
+}
