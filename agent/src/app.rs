@@ -45,6 +45,12 @@ pub fn load_secret(root: &NodeRoot) -> Result<model::secret::ClusterSecret, AppE
         path: path.display().to_string(),
         detail,
     };
+    if let Some(mode) = model::fsutil::exposed_mode(&path) {
+        tracing::warn!(
+            "the cluster secret {} has mode {mode:o}: readable by group or others; chmod 600 it",
+            path.display()
+        );
+    }
     let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
     model::secret::ClusterSecret::from_hex(&text).map_err(|e| err(e.to_string()))
 }

@@ -45,6 +45,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), WriteErr
     result.map_err(err)
 }
 
+/// The permission bits of `path` if group or others may read it, else `None` (also when
+/// it cannot be stat'ed: the read that follows reports that). For secrets: the cluster
+/// secret, the rendezvous's cluster keys.
+pub fn exposed_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -146,6 +146,12 @@ fn assemble(example: &str, tag: &str) -> Seed {
 /// Exactly one init, control-plane joins one at a time, every node done by its own status;
 /// returns the audit log.
 fn assert_assembled(seed: &Seed) -> Vec<AuditEntry> {
+    assert_assembled_with(seed, 1)
+}
+
+/// [`assert_assembled`] with at most `max_cp_joins` control-plane joins at once (k3s on an
+/// SQL datastore joins its servers in parallel: every server holds a slot of `cp-join`).
+fn assert_assembled_with(seed: &Seed, max_cp_joins: usize) -> Vec<AuditEntry> {
     let audit = seed.lab().audit().unwrap();
     let inits: Vec<&AuditEntry> = audit
         .iter()
@@ -158,7 +164,10 @@ fn assert_assembled(seed: &Seed) -> Vec<AuditEntry> {
         "{initializer} initialized but is no server"
     );
     let cp = muster_rendezvous::audit::max_concurrent_holders(&audit, "cp-join").unwrap();
-    assert_eq!(cp, 1, "control-plane joins overlapped");
+    assert!(
+        (1..=max_cp_joins).contains(&cp),
+        "{cp} control-plane joins at once (at most {max_cp_joins})"
+    );
     for n in &seed.lab().record().nodes {
         let agent = n.root.join("usr/bin/nodeagent");
         let root = n.root.display().to_string();
@@ -318,5 +327,6 @@ fn k3s_on_sql_at_the_rendezvous_host_assembles() {
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("k3s-sql-at-rendezvous.yaml");
     std::fs::write(&path, text).unwrap();
     let seed = assemble(path.to_str().unwrap(), "sql-at-rendezvous");
-    assert_assembled(&seed);
+    // Three servers on SQL: the two joiners may join at once (two `cp-join` slots).
+    assert_assembled_with(&seed, 2);
 }

@@ -56,13 +56,7 @@ impl KeyDir {
     }
 }
 
-/// The permission bits of `path` if group or others may read it, else `None` (also when
-/// it cannot be stat'ed: the read that follows reports that).
-pub fn exposed_mode(path: &Path) -> Option<u32> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-    (mode & 0o044 != 0).then_some(mode)
-}
+pub use model::fsutil::exposed_mode;
 
 /// Warns (it does not refuse: the operator may have reasons) when a secret file such as
 /// a cluster key or the cluster secret is readable by group or others. `what` names it.

@@ -62,6 +62,12 @@ pub struct BuildDir {
 impl BuildDir {
     pub fn load(dir: &Path) -> Result<BuildDir, OpsError> {
         let secret_path = dir.join(SECRET_FILE);
+        if let Some(mode) = model::fsutil::exposed_mode(&secret_path) {
+            tracing::warn!(
+                "the cluster secret {} has mode {mode:o}: readable by group or others; chmod 600 it",
+                secret_path.display()
+            );
+        }
         let text = std::fs::read_to_string(&secret_path).map_err(|source| OpsError::Io {
             path: secret_path.clone(),
             source,
