@@ -223,7 +223,7 @@ fn plan(spec: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
         let text = serde_json::to_string_pretty(&plan).context("serializing the plan")?;
         println!("{text}");
     } else {
-        print!("{}", muster_build::plan_table::render(&plan));
+        print!("{}", muster_build::plan_table::render(plan));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -276,7 +276,7 @@ impl Lab {
             },
         };
         lab.rec.save()?;
-        if let Err(e) = lab.materialize(spec, &plan, prefix) {
+        if let Err(e) = lab.materialize(spec, plan, prefix) {
             let _ = lab.teardown();
             return Err(e);
         }
