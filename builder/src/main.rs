@@ -183,75 +183,19 @@ fn init_tracing() {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Plan { spec, json } => {
-            let loaded = spec_source::load(spec.as_deref())?;
-            let plan = &loaded.plan;
-            if json {
-                let text = serde_json::to_string_pretty(&plan).context("serializing the plan")?;
-                println!("{text}");
-            } else {
-                print!("{}", muster_build::plan_table::render(plan));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Plan { spec, json } => plan(spec, json),
         Command::Build {
             spec,
             out,
             agent_bin,
             json,
-        } => {
-            let loaded = spec_source::load(spec.as_deref())?;
-            // Spec warnings (e.g. a placeholder datastore password) on stderr: stdout may be JSON.
-            eprint!("{}", loaded.warnings);
-            let opts = muster_build::bake::BuildOptions::new(agent_bin)?;
-            let report = muster_build::bake::build(&loaded, &out, &opts)
-                .with_context(|| format!("building {} into {}", loaded.origin, out.display()))?;
-            if json {
-                let text =
-                    serde_json::to_string_pretty(&report).context("serializing the report")?;
-                println!("{text}");
-            } else {
-                print!("{}", muster_build::bake::report_table(&report));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Status { out, json, timeout } => {
-            let dir = muster_build::ops::BuildDir::load(&out)?;
-            let status = runtime()?.block_on(muster_build::ops::status::gather(&dir, timeout))?;
-            if json {
-                let text =
-                    serde_json::to_string_pretty(&status).context("serializing the status")?;
-                println!("{text}");
-            } else {
-                print!("{}", muster_build::ops::status::render(&status));
-            }
-            Ok(if status.healthy() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
+        } => build(spec, out, agent_bin, json),
+        Command::Status { out, json, timeout } => status(out, json, timeout),
         Command::Kubeconfig {
             out,
             write,
             timeout,
-        } => {
-            let dir = muster_build::ops::BuildDir::load(&out)?;
-            let path =
-                write.unwrap_or_else(|| out.join(muster_build::ops::kubeconfig::DEFAULT_FILE));
-            let written =
-                runtime()?.block_on(muster_build::ops::kubeconfig::run(&dir, &path, timeout))?;
-            if let Some(w) = written.choice.warning() {
-                eprintln!("warning: {w}");
-            }
-            println!(
-                "wrote {} (server {}, {})",
-                written.path.display(),
-                written.choice.server(),
-                written.choice.chosen.label
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        } => kubeconfig(out, write, timeout),
         Command::Lab(args) => muster_lab::cli::run(args),
         Command::Rendezvous(args) => {
             serve_rendezvous(args)?;
@@ -267,27 +211,109 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     disk_size,
                     json,
                 },
-        } => {
-            let loaded = spec_source::load(spec.as_deref())?;
-            let opts = muster_build::image::BuildOptions {
-                spec: loaded,
-                out: out.clone(),
-                payload,
-                cache: cache.unwrap_or_else(muster_build::image::default_cache_dir),
-                disk_bytes: disk_size,
-                variant: None,
-            };
-            let report = muster_build::image::build(&opts).context("image build failed")?;
-            if json {
-                let text =
-                    serde_json::to_string_pretty(&report).context("serializing the report")?;
-                println!("{text}");
-            } else {
-                print!("{}", muster_build::image::summary(&report, &out));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => image_build(spec, out, payload, cache, disk_size, json),
     }
+}
+
+/// `muster plan`.
+fn plan(spec: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
+    let loaded = spec_source::load(spec.as_deref())?;
+    let plan = &loaded.plan;
+    if json {
+        let text = serde_json::to_string_pretty(&plan).context("serializing the plan")?;
+        println!("{text}");
+    } else {
+        print!("{}", muster_build::plan_table::render(plan));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `muster build`.
+fn build(
+    spec: Option<PathBuf>,
+    out: PathBuf,
+    agent_bin: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let loaded = spec_source::load(spec.as_deref())?;
+    // Spec warnings (e.g. a placeholder datastore password) on stderr: stdout may be JSON.
+    eprint!("{}", loaded.warnings);
+    let opts = muster_build::bake::BuildOptions::new(agent_bin)?;
+    let report = muster_build::bake::build(&loaded, &out, &opts)
+        .with_context(|| format!("building {} into {}", loaded.origin, out.display()))?;
+    if json {
+        let text = serde_json::to_string_pretty(&report).context("serializing the report")?;
+        println!("{text}");
+    } else {
+        print!("{}", muster_build::bake::report_table(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `muster status`: exit 0 when healthy, 1 otherwise.
+fn status(out: PathBuf, json: bool, timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
+    let dir = muster_build::ops::BuildDir::load(&out)?;
+    let status = runtime()?.block_on(muster_build::ops::status::gather(&dir, timeout))?;
+    if json {
+        let text = serde_json::to_string_pretty(&status).context("serializing the status")?;
+        println!("{text}");
+    } else {
+        print!("{}", muster_build::ops::status::render(&status));
+    }
+    Ok(if status.healthy() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `muster kubeconfig`.
+fn kubeconfig(
+    out: PathBuf,
+    write: Option<PathBuf>,
+    timeout: std::time::Duration,
+) -> anyhow::Result<ExitCode> {
+    let dir = muster_build::ops::BuildDir::load(&out)?;
+    let path = write.unwrap_or_else(|| out.join(muster_build::ops::kubeconfig::DEFAULT_FILE));
+    let written = runtime()?.block_on(muster_build::ops::kubeconfig::run(&dir, &path, timeout))?;
+    if let Some(w) = written.choice.warning() {
+        eprintln!("warning: {w}");
+    }
+    println!(
+        "wrote {} (server {}, {})",
+        written.path.display(),
+        written.choice.server(),
+        written.choice.chosen.label
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `muster image build`.
+fn image_build(
+    spec: Option<PathBuf>,
+    out: PathBuf,
+    payload: Option<PathBuf>,
+    cache: Option<PathBuf>,
+    disk_size: u64,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let loaded = spec_source::load(spec.as_deref())?;
+    let opts = muster_build::image::BuildOptions {
+        spec: loaded,
+        out: out.clone(),
+        payload,
+        cache: cache.unwrap_or_else(muster_build::image::default_cache_dir),
+        disk_bytes: disk_size,
+        variant: None,
+    };
+    let report = muster_build::image::build(&opts).context("image build failed")?;
+    if json {
+        let text = serde_json::to_string_pretty(&report).context("serializing the report")?;
+        println!("{text}");
+    } else {
+        print!("{}", muster_build::image::summary(&report, &out));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

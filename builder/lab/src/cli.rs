@@ -2,7 +2,7 @@
 
 use crate::{DEFAULT_STATE_DIR, Lab, UpOptions, status};
 use anyhow::Context;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
@@ -119,12 +119,7 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             cache,
             json,
         } => test_image(spec, out, payload, standins, cache, json),
-        LabCommand::Status { json } => {
-            let lab = Lab::open(&state)?;
-            let s = lab.status()?;
-            print_status(&s, json)?;
-            Ok(exit(s.healthy))
-        }
+        LabCommand::Status { json } => lab_status(&state, json),
         LabCommand::Stop { node } => {
             Lab::open(&state)?.stop(&node)?;
             println!("{node}: halted (every process killed, link down)");
@@ -147,32 +142,46 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             println!("{node}: link up");
             Ok(ExitCode::SUCCESS)
         }
-        LabCommand::Exec { node, command } => {
-            let lab = Lab::open(&state)?;
-            let status = lab
-                .command(&node, &command)?
-                .stdin(std::process::Stdio::inherit())
-                .status()
-                .with_context(|| format!("running {command:?} on {node}"))?;
-            Ok(ExitCode::from(
-                status
-                    .code()
-                    .and_then(|c| u8::try_from(c).ok())
-                    .unwrap_or(1),
-            ))
+        LabCommand::Exec { node, command } => exec(&state, &node, &command),
+        LabCommand::Down => down(&state),
+    }
+}
+
+/// `muster lab status`: exit 0 when the lab is healthy.
+fn lab_status(state: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let lab = Lab::open(state)?;
+    let s = lab.status()?;
+    print_status(&s, json)?;
+    Ok(exit(s.healthy))
+}
+
+/// `muster lab exec`: the command's own exit code (1 when it has none that fits).
+fn exec(state: &Path, node: &str, command: &[String]) -> anyhow::Result<ExitCode> {
+    let lab = Lab::open(state)?;
+    let status = lab
+        .command(node, command)?
+        .stdin(std::process::Stdio::inherit())
+        .status()
+        .with_context(|| format!("running {command:?} on {node}"))?;
+    Ok(ExitCode::from(
+        status
+            .code()
+            .and_then(|c| u8::try_from(c).ok())
+            .unwrap_or(1),
+    ))
+}
+
+/// `muster lab down`: exit 1 when something was left behind.
+fn down(state: &Path) -> anyhow::Result<ExitCode> {
+    let left = crate::down_dir(state);
+    if left.is_empty() {
+        println!("lab in {} is down; nothing left", state.display());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for l in &left {
+            eprintln!("left behind: {l}");
         }
-        LabCommand::Down => {
-            let left = crate::down_dir(&state);
-            if left.is_empty() {
-                println!("lab in {} is down; nothing left", state.display());
-                Ok(ExitCode::SUCCESS)
-            } else {
-                for l in &left {
-                    eprintln!("left behind: {l}");
-                }
-                Ok(ExitCode::from(1))
-            }
-        }
+        Ok(ExitCode::from(1))
     }
 }
 

@@ -116,6 +116,100 @@ fn rendezvous_addr(spec: &LoadedSpec) -> Result<SocketAddrV4> {
     Ok(addr)
 }
 
+/// What the lab cannot do without: a spec it supports, a rendezvous address on the
+/// cluster's subnet, the host's tools, the stand-ins and both binaries. The rendezvous
+/// address, when all is there.
+fn check_can_run(spec: &LoadedSpec, opts: &UpOptions) -> Result<SocketAddrV4> {
+    let c = &spec.cluster;
+    let why = prereq::unsupported(c);
+    if !why.is_empty() {
+        return Err(LabError::Unsupported(why));
+    }
+    let rdv = rendezvous_addr(spec)?;
+    prereq::check(c)?;
+    standins::check(&opts.standins)?;
+    for (what, path, flag) in [
+        ("nodeagent", &opts.agent_bin, "--agent-bin"),
+        ("muster", &opts.muster_bin, "the muster binary"),
+    ] {
+        if !path.is_file() {
+            return Err(LabError::MissingBinary {
+                what: what.into(),
+                path: path.clone(),
+                flag,
+            });
+        }
+    }
+    Ok(rdv)
+}
+
+/// The lab's id and its state dir (made, absolute), after sweeping what a crashed lab
+/// left there; refuses a running one.
+fn claim_state_dir(state: &Path) -> Result<(String, PathBuf)> {
+    std::fs::create_dir_all(state).map_err(LabError::io(state))?;
+    let id = lab_id(state);
+    sweep(state, &id)?;
+    std::fs::create_dir_all(state).map_err(LabError::io(state))?;
+    let state = std::fs::canonicalize(state).map_err(LabError::io(state))?;
+    Ok((id, state))
+}
+
+/// One record per planned node, with its namespace, veth and dirs under `state/nodes`.
+fn node_records(spec: &LoadedSpec, id: &str, state: &Path) -> Vec<NodeRecord> {
+    let iface = spec.cluster.network.interface.to_string();
+    let mut nodes = Vec::new();
+    for (i, n) in spec.plan.nodes.iter().enumerate() {
+        let dir = state.join("nodes").join(n.name.as_str());
+        nodes.push(NodeRecord {
+            name: n.name.to_string(),
+            role: role_name(n.role),
+            ip: n.ip,
+            ns: format!("{id}-{}", n.name),
+            veth: format!("v{i}"),
+            iface: iface.clone(),
+            root: dir.join("root"),
+            dir,
+            services: Vec::new(),
+            halted: false,
+            cut: false,
+        });
+    }
+    nodes
+}
+
+/// `muster rendezvous` in namespace `ns`, serving the build's keys and certificate.
+fn rendezvous_service(
+    opts: &UpOptions,
+    listen: SocketAddrV4,
+    ns: String,
+    state: &Path,
+    build_dir: &Path,
+) -> Service {
+    let rdv_dir = state.join("rendezvous");
+    let b = |f: &str| build_dir.join(f).display().to_string();
+    Service {
+        name: "rendezvous".into(),
+        ns,
+        argv: vec![
+            opts.muster_bin.display().to_string(),
+            "rendezvous".into(),
+            "--listen".into(),
+            listen.to_string(),
+            "--data".into(),
+            rdv_dir.join("data").display().to_string(),
+            "--keys".into(),
+            b(muster_build::bake::RENDEZVOUS_KEYS_DIR),
+            "--cert".into(),
+            b("rendezvous.crt"),
+            "--key".into(),
+            b("rendezvous.key"),
+        ],
+        env: Vec::new(),
+        log: rdv_dir.join("rendezvous.log"),
+        pid_file: rdv_dir.join("rendezvous.pid"),
+    }
+}
+
 fn role_name(r: Role) -> String {
     match r {
         Role::ControlPlane => "control-plane",
@@ -130,31 +224,8 @@ impl Lab {
     /// node. Sweeps what a crashed lab in the same state dir left; refuses a running one.
     pub fn create(spec: &LoadedSpec, opts: &UpOptions) -> Result<Lab> {
         let c = &spec.cluster;
-        let why = prereq::unsupported(c);
-        if !why.is_empty() {
-            return Err(LabError::Unsupported(why));
-        }
-        let rdv = rendezvous_addr(spec)?;
-        prereq::check(c)?;
-        standins::check(&opts.standins)?;
-        for (what, path, flag) in [
-            ("nodeagent", &opts.agent_bin, "--agent-bin"),
-            ("muster", &opts.muster_bin, "the muster binary"),
-        ] {
-            if !path.is_file() {
-                return Err(LabError::MissingBinary {
-                    what: what.into(),
-                    path: path.clone(),
-                    flag,
-                });
-            }
-        }
-        let state = &opts.state_dir;
-        std::fs::create_dir_all(state).map_err(LabError::io(state))?;
-        let id = lab_id(state);
-        sweep(state, &id)?;
-        std::fs::create_dir_all(state).map_err(LabError::io(state))?;
-        let state = std::fs::canonicalize(state).map_err(LabError::io(state))?;
+        let rdv = check_can_run(spec, opts)?;
+        let (id, state) = claim_state_dir(&opts.state_dir)?;
 
         // ---- the build, as an operator runs it
         let build_dir = state.join("build");
@@ -171,51 +242,12 @@ impl Lab {
         // ---- the record first, so a failure below can be swept
         let bridge_ns = format!("{id}-br");
         let prefix = c.network.subnet.prefix_len();
-        let iface = c.network.interface.to_string();
-        let mut nodes = Vec::new();
-        for (i, n) in plan.nodes.iter().enumerate() {
-            let dir = state.join("nodes").join(n.name.as_str());
-            nodes.push(NodeRecord {
-                name: n.name.to_string(),
-                role: role_name(n.role),
-                ip: n.ip,
-                ns: format!("{id}-{}", n.name),
-                veth: format!("v{i}"),
-                iface: iface.clone(),
-                root: dir.join("root"),
-                dir,
-                services: Vec::new(),
-                halted: false,
-                cut: false,
-            });
-        }
+        let nodes = node_records(spec, &id, &state);
         let rdv_ns = nodes
             .iter()
             .find(|n| n.ip == *rdv.ip())
             .map_or_else(|| bridge_ns.clone(), |n| n.ns.clone());
-        let rdv_dir = state.join("rendezvous");
-        let b = |f: &str| build_dir.join(f).display().to_string();
-        let rendezvous = Service {
-            name: "rendezvous".into(),
-            ns: rdv_ns,
-            argv: vec![
-                opts.muster_bin.display().to_string(),
-                "rendezvous".into(),
-                "--listen".into(),
-                rdv.to_string(),
-                "--data".into(),
-                rdv_dir.join("data").display().to_string(),
-                "--keys".into(),
-                b(muster_build::bake::RENDEZVOUS_KEYS_DIR),
-                "--cert".into(),
-                b("rendezvous.crt"),
-                "--key".into(),
-                b("rendezvous.key"),
-            ],
-            env: Vec::new(),
-            log: rdv_dir.join("rendezvous.log"),
-            pid_file: rdv_dir.join("rendezvous.pid"),
-        };
+        let rendezvous = rendezvous_service(opts, rdv, rdv_ns, &state, &build_dir);
         let mut lab = Lab {
             rec: LabRecord {
                 format: record::FORMAT,

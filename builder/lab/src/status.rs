@@ -205,101 +205,25 @@ impl Lab {
     /// Every node from its own `nodeagent status`, the lab's daemons, the VIP holder.
     pub fn status(&self) -> Result<LabStatus> {
         let rec = &self.rec;
-        let views: Vec<std::result::Result<Status, String>> = std::thread::scope(|s| {
-            let handles: Vec<_> = rec
-                .nodes
-                .iter()
-                .map(|n| {
-                    s.spawn(move || {
-                        if n.halted {
-                            Err("halted".to_string())
-                        } else {
-                            agent_status(self, n)
-                        }
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err("the status thread panicked".into()))
-                })
-                .collect()
-        });
+        let views = self.agent_views();
         let mut problems = Vec::new();
-        let mut initialized_by = None;
-        let mut nodes = Vec::new();
-        for (n, v) in rec.nodes.iter().zip(&views) {
-            let this = v.as_ref().ok().and_then(|v| v.this_node.as_ref());
-            let phase = match this {
-                Some(t) if !n.halted => t.phase.clone(),
-                _ => crate::status::local_phase(n),
-            };
-            if initialized_by.is_none() {
-                initialized_by = v
-                    .as_ref()
-                    .ok()
-                    .and_then(|v| v.cluster.as_ref())
-                    .and_then(|c| c.initialized_by.clone());
-            }
-            let daemons: Vec<DaemonRow> = n
-                .services
-                .iter()
-                .map(|s| daemon(&s.name, &s.pid_file))
-                .collect();
-            let agent_healthy = v.as_ref().is_ok_and(|v| v.healthy);
-            let dead: Vec<&str> = daemons
-                .iter()
-                .filter(|d| !d.alive)
-                .map(|d| d.name.as_str())
-                .collect();
-            if n.halted {
-                problems.push(format!("{} is halted", n.name));
-            } else if n.cut {
-                problems.push(format!("{} is cut off", n.name));
-            }
-            if !n.halted && !agent_healthy {
-                problems.push(match v {
-                    Ok(_) => format!("{}: nodeagent status says not healthy ({phase})", n.name),
-                    Err(e) => format!("{}: no nodeagent status: {e}", n.name),
-                });
-            }
-            if !n.halted && !dead.is_empty() {
-                problems.push(format!("{}: not running: {}", n.name, dead.join(", ")));
-            }
-            nodes.push(NodeRow {
-                name: n.name.clone(),
-                role: n.role.clone(),
-                ip: n.ip.to_string(),
-                namespace: n.ns.clone(),
-                halted: n.halted,
-                cut: n.cut,
-                phase,
-                attempt: this.map_or(0, |t| u64::from(t.attempt)),
-                last_error: this.and_then(|t| t.last_error.clone()),
-                agent_healthy,
-                healthy: !n.halted && !n.cut && agent_healthy && dead.is_empty(),
-                daemons,
-            });
-        }
+        let initialized_by = views.iter().find_map(|v| {
+            v.as_ref()
+                .ok()
+                .and_then(|v| v.cluster.as_ref())
+                .and_then(|c| c.initialized_by.clone())
+        });
+        let nodes: Vec<NodeRow> = rec
+            .nodes
+            .iter()
+            .zip(&views)
+            .map(|(n, v)| node_row(n, v, &mut problems))
+            .collect();
         let rendezvous = daemon("rendezvous", &rec.rendezvous.pid_file);
         if !rendezvous.alive {
             problems.push("the rendezvous is not running".into());
         }
-        let health = self.external_etcd_health();
-        let external_etcd: Vec<EtcdRow> = rec
-            .external_etcd
-            .iter()
-            .zip(health)
-            .map(|(m, (_, healthy))| EtcdRow {
-                name: m.name.clone(),
-                client_url: m.client_url(),
-                namespace: m.ns.clone(),
-                pid: process::running(&m.service.pid_file),
-                healthy,
-            })
-            .collect();
+        let external_etcd = self.external_etcd_rows();
         for e in external_etcd.iter().filter(|e| !e.healthy) {
             problems.push(format!("external etcd member {} is not healthy", e.name));
         }
@@ -329,6 +253,103 @@ impl Lab {
             healthy: problems.is_empty(),
             problems,
         })
+    }
+
+    /// Each node's `nodeagent status`, asked of all nodes at once (a halted node has none).
+    fn agent_views(&self) -> Vec<std::result::Result<Status, String>> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = self
+                .rec
+                .nodes
+                .iter()
+                .map(|n| {
+                    s.spawn(move || {
+                        if n.halted {
+                            Err("halted".to_string())
+                        } else {
+                            agent_status(self, n)
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err("the status thread panicked".into()))
+                })
+                .collect()
+        })
+    }
+
+    /// The external etcd members with their health.
+    fn external_etcd_rows(&self) -> Vec<EtcdRow> {
+        let health = self.external_etcd_health();
+        self.rec
+            .external_etcd
+            .iter()
+            .zip(health)
+            .map(|(m, (_, healthy))| EtcdRow {
+                name: m.name.clone(),
+                client_url: m.client_url(),
+                namespace: m.ns.clone(),
+                pid: process::running(&m.service.pid_file),
+                healthy,
+            })
+            .collect()
+    }
+}
+
+/// One node's row from its record and its agent's view; what keeps it from being healthy
+/// goes to `problems`.
+fn node_row(
+    n: &NodeRecord,
+    v: &std::result::Result<Status, String>,
+    problems: &mut Vec<String>,
+) -> NodeRow {
+    let this = v.as_ref().ok().and_then(|v| v.this_node.as_ref());
+    let phase = match this {
+        Some(t) if !n.halted => t.phase.clone(),
+        _ => crate::status::local_phase(n),
+    };
+    let daemons: Vec<DaemonRow> = n
+        .services
+        .iter()
+        .map(|s| daemon(&s.name, &s.pid_file))
+        .collect();
+    let agent_healthy = v.as_ref().is_ok_and(|v| v.healthy);
+    let dead: Vec<&str> = daemons
+        .iter()
+        .filter(|d| !d.alive)
+        .map(|d| d.name.as_str())
+        .collect();
+    if n.halted {
+        problems.push(format!("{} is halted", n.name));
+    } else if n.cut {
+        problems.push(format!("{} is cut off", n.name));
+    }
+    if !n.halted && !agent_healthy {
+        problems.push(match v {
+            Ok(_) => format!("{}: nodeagent status says not healthy ({phase})", n.name),
+            Err(e) => format!("{}: no nodeagent status: {e}", n.name),
+        });
+    }
+    if !n.halted && !dead.is_empty() {
+        problems.push(format!("{}: not running: {}", n.name, dead.join(", ")));
+    }
+    NodeRow {
+        name: n.name.clone(),
+        role: n.role.clone(),
+        ip: n.ip.to_string(),
+        namespace: n.ns.clone(),
+        halted: n.halted,
+        cut: n.cut,
+        phase,
+        attempt: this.map_or(0, |t| u64::from(t.attempt)),
+        last_error: this.and_then(|t| t.last_error.clone()),
+        agent_healthy,
+        healthy: !n.halted && !n.cut && agent_healthy && dead.is_empty(),
+        daemons,
     }
 }
 

@@ -11,7 +11,7 @@ use anyhow::Context;
 use muster_build::bake::BuildOptions;
 use muster_build::image;
 use muster_build::spec_source::LoadedSpec;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -31,54 +31,13 @@ pub struct VmsOptions {
 }
 
 pub fn up(loaded: &LoadedSpec, o: &VmsOptions) -> anyhow::Result<ExitCode> {
-    if loaded.cluster.ha.provider == model::spec::VipProvider::KubeVip
-        && let Some(vip) = loaded.cluster.ha.vip
-    {
-        println!(
-            "lab --vms: VIP {vip}: the spec says kube-vip (a static pod that needs a kubelet); the TEST image's kube-vip stand-in floats it with keepalived on the control planes"
-        );
-    }
-    if loaded.cluster.external_etcd().is_some() {
-        // The namespace lab runs the external etcd cluster; the VM lab has no VMs for it.
-        anyhow::bail!(
-            "lab --vms does not run an external etcd cluster: use the namespace lab (`muster lab up` without --vms), which runs a real one"
-        );
-    }
+    check_spec(loaded)?;
     let dir = o.state_dir.join("vms");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let build_dir = dir.join("build");
-    let t = Instant::now();
-    muster_build::bake::build(
-        loaded,
-        &build_dir,
-        &BuildOptions {
-            agent_bin: o.agent_bin.clone(),
-            mtime: 0,
-        },
-    )
-    .context("muster build")?;
-    println!(
-        "lab --vms: payload and seeds built ({:.1}s)",
-        t.elapsed().as_secs_f64()
-    );
-
-    let t = Instant::now();
+    build_payload_and_seeds(loaded, o, &build_dir)?;
     let image_dir = dir.join("image");
-    image::build(&image::BuildOptions {
-        spec: loaded.clone(),
-        out: image_dir.clone(),
-        payload: Some(build_dir.join("payload.tar.gz")),
-        cache: image::default_cache_dir(),
-        disk_bytes: 4 << 30,
-        variant: Some(std::sync::Arc::new(crate::test_image::TestImage {
-            standins: o.standins.clone(),
-        })),
-    })
-    .context("building the TEST image (stand-ins baked in)")?;
-    println!(
-        "lab --vms: TEST image built with the stand-ins ({:.1}s)",
-        t.elapsed().as_secs_f64()
-    );
+    build_test_image(loaded, o, &build_dir, &image_dir)?;
 
     let image = VmImage::from_dir(&image_dir)?;
     let opts = ClusterOptions::new(dir.join("run"), o.muster_bin.clone());
@@ -101,6 +60,86 @@ pub fn up(loaded: &LoadedSpec, o: &VmsOptions) -> anyhow::Result<ExitCode> {
             return Err(e.into());
         }
     };
+    print_boot_times(&cluster);
+    println!("\nlab --vms: assembled {took:.1}s after the VMs started");
+    if !o.exit_when_assembled {
+        println!("lab --vms: the VMs stay up; Ctrl-C stops them");
+        wait_for_ctrl_c()?;
+    }
+    cluster.down();
+    println!("lab --vms: VMs stopped, namespace removed");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the VM lab does differently from the spec (a note), or cannot do (an error).
+fn check_spec(loaded: &LoadedSpec) -> anyhow::Result<()> {
+    if loaded.cluster.ha.provider == model::spec::VipProvider::KubeVip
+        && let Some(vip) = loaded.cluster.ha.vip
+    {
+        println!(
+            "lab --vms: VIP {vip}: the spec says kube-vip (a static pod that needs a kubelet); the TEST image's kube-vip stand-in floats it with keepalived on the control planes"
+        );
+    }
+    if loaded.cluster.external_etcd().is_some() {
+        // The namespace lab runs the external etcd cluster; the VM lab has no VMs for it.
+        anyhow::bail!(
+            "lab --vms does not run an external etcd cluster: use the namespace lab (`muster lab up` without --vms), which runs a real one"
+        );
+    }
+    Ok(())
+}
+
+/// `muster build` into `build_dir`.
+fn build_payload_and_seeds(
+    loaded: &LoadedSpec,
+    o: &VmsOptions,
+    build_dir: &Path,
+) -> anyhow::Result<()> {
+    let t = Instant::now();
+    muster_build::bake::build(
+        loaded,
+        build_dir,
+        &BuildOptions {
+            agent_bin: o.agent_bin.clone(),
+            mtime: 0,
+        },
+    )
+    .context("muster build")?;
+    println!(
+        "lab --vms: payload and seeds built ({:.1}s)",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The TEST image (the build's payload, the stand-ins baked in) into `image_dir`.
+fn build_test_image(
+    loaded: &LoadedSpec,
+    o: &VmsOptions,
+    build_dir: &Path,
+    image_dir: &Path,
+) -> anyhow::Result<()> {
+    let t = Instant::now();
+    image::build(&image::BuildOptions {
+        spec: loaded.clone(),
+        out: image_dir.to_path_buf(),
+        payload: Some(build_dir.join("payload.tar.gz")),
+        cache: image::default_cache_dir(),
+        disk_bytes: 4 << 30,
+        variant: Some(std::sync::Arc::new(crate::test_image::TestImage {
+            standins: o.standins.clone(),
+        })),
+    })
+    .context("building the TEST image (stand-ins baked in)")?;
+    println!(
+        "lab --vms: TEST image built with the stand-ins ({:.1}s)",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Each node's boot times and phase, one line each.
+fn print_boot_times(cluster: &VmCluster) {
     println!(
         "\n{:<20} {:>10} {:>12} {:>10} {:>8}",
         "NODE", "AGENT UP", "REGISTERED", "JOINED", "PHASE"
@@ -123,17 +162,13 @@ pub fn up(loaded: &LoadedSpec, o: &VmsOptions) -> anyhow::Result<ExitCode> {
             secs(t.joined)
         );
     }
-    println!("\nlab --vms: assembled {took:.1}s after the VMs started");
-    if !o.exit_when_assembled {
-        println!("lab --vms: the VMs stay up; Ctrl-C stops them");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting a runtime to wait for Ctrl-C")?;
-        rt.block_on(tokio::signal::ctrl_c())
-            .context("waiting for Ctrl-C")?;
-    }
-    cluster.down();
-    println!("lab --vms: VMs stopped, namespace removed");
-    Ok(ExitCode::SUCCESS)
+}
+
+fn wait_for_ctrl_c() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime to wait for Ctrl-C")?;
+    rt.block_on(tokio::signal::ctrl_c())
+        .context("waiting for Ctrl-C")
 }

@@ -159,35 +159,16 @@ pub fn build(
     // The rendezvous checks request signatures with this cluster's signing key (never the
     // secret itself); `muster rendezvous --keys OUT/rendezvous-keys` serves this cluster.
     protocol::key_file::install(&out.join(RENDEZVOUS_KEYS_DIR), &secret)?;
-    let cert_sha = if cluster.rendezvous.url.is_https() {
-        let cert = rendezvous_cert::load_or_create(out, &cluster.rendezvous.url)?;
-        Some(
-            cert.sha256
-                .parse::<Sha256Hex>()
-                .map_err(|_| BuildError::Fingerprint(cert.sha256.clone()))?,
-        )
-    } else {
-        None
-    };
     let bake = Bake {
         cluster_id: cluster_id.clone(),
-        rendezvous_cert_sha256: cert_sha,
+        rendezvous_cert_sha256: rendezvous_cert_sha256(cluster, out)?,
     };
     tracing::info!(cluster = %cluster.name, %cluster_id, new_secret, "rendering");
 
-    let agent = std::fs::read(&opts.agent_bin).map_err(|source| BuildError::AgentBin {
-        path: opts.agent_bin.clone(),
-        source,
-    })?;
-    let files = payload_files(&input, &bake, agent)?;
-    tracing::info!(files = files.files.len(), "packing the agent payload");
-    let tgz = payload::pack(&files, opts.mtime).map_err(|source| BuildError::Io {
-        path: out.join(PAYLOAD_FILE),
-        source,
-    })?;
+    let (files, tgz) = pack_payload(&input, &bake, opts, out)?;
     let payload_sha256 = payload::sha256_hex(&tgz);
 
-    let mut pending: Vec<(String, Vec<u8>, u32)> = vec![(PAYLOAD_FILE.to_string(), tgz, 0o644)];
+    let mut pending: Vec<PendingFile> = vec![(PAYLOAD_FILE.to_string(), tgz, 0o644)];
     if let Some(baked) = files.get(nf::CLUSTER_CONFIG) {
         pending.push((CLUSTER_FILE.to_string(), baked.contents.clone(), 0o644));
     }
@@ -203,43 +184,111 @@ pub fn build(
             &payload_sha256,
             etcd_tls.as_ref(),
         )?;
-        let dir = format!("{NODES_DIR}/{}", node.name);
-        let img = seed_volume::build(&seed.files()).map_err(|source| BuildError::Io {
-            path: out.join(format!("{dir}/{SEED_FILE}")),
-            source,
-        })?;
-        pending.push((
+        pending.extend(node_files(out, node.name.as_str(), seed)?);
+    }
+    pending.extend(recipe_files(cluster, plan));
+    tracing::info!(files = pending.len(), nodes = total, "writing");
+    let artifacts = write_pending(out, pending)?;
+    Ok(BuildReport {
+        cluster: cluster.name.to_string(),
+        cluster_id,
+        out_dir: out.to_path_buf(),
+        new_secret,
+        payload_sha256,
+        payload_files: files.files.len(),
+        artifacts,
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+/// A file to write: path relative to the output dir, contents, mode.
+type PendingFile = (String, Vec<u8>, u32);
+
+/// The SHA-256 of the rendezvous certificate (made on first use) for an https rendezvous.
+fn rendezvous_cert_sha256(
+    cluster: &model::Cluster,
+    out: &Path,
+) -> Result<Option<Sha256Hex>, BuildError> {
+    if !cluster.rendezvous.url.is_https() {
+        return Ok(None);
+    }
+    let cert = rendezvous_cert::load_or_create(out, &cluster.rendezvous.url)?;
+    cert.sha256
+        .parse::<Sha256Hex>()
+        .map(Some)
+        .map_err(|_| BuildError::Fingerprint(cert.sha256.clone()))
+}
+
+/// The payload's file set and its tarball.
+fn pack_payload(
+    input: &Input<'_>,
+    bake: &Bake,
+    opts: &BuildOptions,
+    out: &Path,
+) -> Result<(FileSet, Vec<u8>), BuildError> {
+    let agent = std::fs::read(&opts.agent_bin).map_err(|source| BuildError::AgentBin {
+        path: opts.agent_bin.clone(),
+        source,
+    })?;
+    let files = payload_files(input, bake, agent)?;
+    tracing::info!(files = files.files.len(), "packing the agent payload");
+    let tgz = payload::pack(&files, opts.mtime).map_err(|source| BuildError::Io {
+        path: out.join(PAYLOAD_FILE),
+        source,
+    })?;
+    Ok((files, tgz))
+}
+
+/// One node's cloud-init files and its seed volume, under `nodes/<name>/`.
+fn node_files(
+    out: &Path,
+    node: &str,
+    seed: cloud_init::NodeSeed,
+) -> Result<[PendingFile; 4], BuildError> {
+    let dir = format!("{NODES_DIR}/{node}");
+    let img = seed_volume::build(&seed.files()).map_err(|source| BuildError::Io {
+        path: out.join(format!("{dir}/{SEED_FILE}")),
+        source,
+    })?;
+    Ok([
+        (
             format!("{dir}/{}", cloud_init::META_DATA),
             seed.meta_data.into_bytes(),
             0o644,
-        ));
-        pending.push((
+        ),
+        (
             format!("{dir}/{}", cloud_init::NETWORK_CONFIG),
             seed.network_config.into_bytes(),
             0o644,
-        ));
-        pending.push((
+        ),
+        (
             format!("{dir}/{}", cloud_init::USER_DATA),
             seed.user_data.into_bytes(),
             0o600,
-        ));
-        pending.push((format!("{dir}/{SEED_FILE}"), img, 0o600));
-    }
-    // Image recipes: provisioning scripts, Packer templates, Vagrantfile, Proxmox script.
-    let recipes = [
+        ),
+        (format!("{dir}/{SEED_FILE}"), img, 0o600),
+    ])
+}
+
+/// Image recipes: provisioning scripts, Packer templates, Vagrantfile, Proxmox script.
+fn recipe_files(cluster: &model::Cluster, plan: &model::Plan) -> Vec<PendingFile> {
+    [
         crate::render::images::render(cluster, plan),
         crate::render::packer::render(cluster, plan),
         crate::render::vagrant::render(cluster, plan),
         crate::render::proxmox::render(cluster, plan),
-    ];
-    for set in recipes {
-        pending.extend(
-            set.files
-                .into_iter()
-                .map(|(path, a)| (path, a.contents, a.mode)),
-        );
-    }
-    tracing::info!(files = pending.len(), nodes = total, "writing");
+    ]
+    .into_iter()
+    .flat_map(|set| set.files)
+    .map(|(path, a)| (path, a.contents, a.mode))
+    .collect()
+}
+
+/// Writes every pending file into `out` at once; what was written, for the report.
+fn write_pending(
+    out: &Path,
+    pending: Vec<PendingFile>,
+) -> Result<Vec<WrittenArtifact>, BuildError> {
     let artifacts: Vec<WrittenArtifact> = pending
         .iter()
         .map(|(rel, bytes, _)| WrittenArtifact {
@@ -253,16 +302,7 @@ pub fn build(
         .map(|(rel, bytes, mode)| (out.join(rel), bytes, mode))
         .collect();
     write::write_all_atomic(&writes).map_err(|(path, source)| BuildError::Io { path, source })?;
-    Ok(BuildReport {
-        cluster: cluster.name.to_string(),
-        cluster_id,
-        out_dir: out.to_path_buf(),
-        new_secret,
-        payload_sha256,
-        payload_files: files.files.len(),
-        artifacts,
-        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-    })
+    Ok(artifacts)
 }
 
 /// The human form of the report: one line per artifact with size and SHA-256.

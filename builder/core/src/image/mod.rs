@@ -257,70 +257,19 @@ fn sweep_dead_scratch(work: &Path) {
 }
 
 pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
-    // debootstrap wants an absolute --cache-dir.
-    std::fs::create_dir_all(&opts.cache).map_err(io_err("making cache dir", &opts.cache))?;
-    let cache = opts
-        .cache
-        .canonicalize()
-        .map_err(io_err("making cache dir", &opts.cache))?;
-    let opts = &BuildOptions {
-        cache,
-        ..opts.clone()
-    };
+    let opts = &with_absolute_cache(opts)?;
     let cluster = &opts.spec.cluster;
-    let mut selection = packages::select(cluster);
-    if let Some(v) = &opts.variant {
-        v.add_packages(&mut selection, cluster);
-    }
+    let selection = select_packages(opts);
     let cached_base = base::cached(&opts.cache, &selection);
     check_host(cached_base.is_none())?;
-
-    for l in &selection.left_out {
-        eprintln!(
-            "left out (not reachable offline): {} — from {}",
-            l.what, l.source
-        );
-    }
+    warn_left_out(&selection);
     let mut progress = run::Progress::new(13 + 2 * usize::from(opts.variant.is_some()));
-    sweep_dead_scratch(&opts.cache.join("work"));
-    let scratch = Scratch(opts.cache.join("work").join(std::process::id().to_string()));
-    std::fs::create_dir_all(&scratch.0).map_err(io_err("making scratch dir", &scratch.0))?;
+    let scratch = make_scratch(&opts.cache)?;
     std::fs::create_dir_all(&opts.out).map_err(io_err("making output dir", &opts.out))?;
     let work = scratch.0.as_path();
 
-    let payload_info = progress.step("checking the payload", || match &opts.payload {
-        Some(p) => payload::inspect(p).map(Some),
-        None => {
-            eprintln!("    no --payload: the image gets no agent (only /{NO_AGENT_MARKER})");
-            Ok(None)
-        }
-    })?;
-    let payload_path = match &opts.payload {
-        Some(p) => p.clone(),
-        None => {
-            // One marker file rather than nothing: provision.sh verifies a non-empty
-            // SHA256SUMS (`sha256sum -c` refuses an empty one).
-            let p = work.join("no-agent-payload.tar.gz");
-            let mut marker = FileSet::default();
-            marker.add(
-                NO_AGENT_MARKER,
-                0o644,
-                "Built by `muster image build` without --payload: no muster agent here.\n",
-            );
-            let bytes = payload::pack(&marker).map_err(io_err("no-agent payload", &p))?;
-            std::fs::write(&p, bytes).map_err(io_err("no-agent payload", &p))?;
-            p
-        }
-    };
-
-    let variant = match &opts.variant {
-        Some(v) => Some(
-            progress.step(&format!("{}: checking its inputs", v.label()), || {
-                v.prepare(&opts.spec)
-            })?,
-        ),
-        None => None,
-    };
+    let (payload_info, payload_path) = check_payload(&mut progress, opts, work)?;
+    let variant = prepare_variant(&mut progress, opts)?;
     let key = build_key(
         &base::key(&selection),
         payload_info.as_ref().map(|p| p.sha256.as_str()),
@@ -334,96 +283,25 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
             "    {} already holds this image (build key {key}): nothing to do",
             opts.out.display()
         );
-        return Ok(ImageReport {
-            up_to_date: true,
-            total_seconds: progress.elapsed(),
-            steps: progress.timings,
-            ..previous
-        });
+        return Ok(reused_report(previous, progress));
     }
 
-    let base = match cached_base {
-        Some(b) => progress.step(&format!("base rootfs {} (cached)", b.key), || Ok(b))?,
-        None => progress.step(
-            &format!(
-                "debootstrap {} base ({} packages, .debs cached in {})",
-                packages::SUITE,
-                selection.packages.len(),
-                opts.cache.join("debs").display()
-            ),
-            || base::make(&opts.cache, &selection),
-        )?,
-    };
-
+    let base = base_rootfs(&mut progress, opts, cached_base, &selection)?;
     let rootfs = work.join("rootfs");
-    progress.step("copying the base rootfs", || base::copy_to(&base, &rootfs))?;
-    let disabled = packages::disabled_services(&selection);
-    progress.step("image-specific steps (images/image-build.sh)", || {
-        customise::image_steps(&rootfs, &disabled)
-    })?;
-    progress.step("node preparation (images/provision.sh PAYLOAD)", || {
-        customise::provision(&rootfs, &payload_path)
-    })?;
-    if let (Some(v), Some(prepared)) = (&opts.variant, &variant) {
-        progress.step(&format!("{}: its step in the image", v.label()), || {
-            prepared.apply(&rootfs)
-        })?;
-    }
-    let (kernel, initrd) = (opts.out.join(KERNEL), opts.out.join(INITRD));
-    let kernel_version = progress.step("extracting kernel and initrd", || {
-        let v = customise::extract_boot(&rootfs, &staging(&kernel), &staging(&initrd))?;
-        place(&staging(&kernel), &kernel)?;
-        place(&staging(&initrd), &initrd)?;
-        Ok(v)
-    })?;
+    let with_variant = opts.variant.as_ref().zip(variant.as_deref());
+    customise_rootfs(
+        &mut progress,
+        &base,
+        &rootfs,
+        &selection,
+        &payload_path,
+        with_variant,
+    )?;
+    let kernel_version = extract_boot_files(&mut progress, &rootfs, &opts.out)?;
     progress.step("checking the rootfs (sysprep, no secrets)", || {
         customise::check_clean(&rootfs)
     })?;
-    let raw = work.join("node.raw");
-    progress.step("mkfs.ext4 -d (no mounts)", || {
-        disk::mkfs_ext4(&rootfs, &raw, opts.disk_bytes)?;
-        files::remove_tree(&rootfs)
-    })?;
-    progress.step("checking the disk with debugfs", || {
-        for rel in payload::FORBIDDEN {
-            if disk::read_file(&raw, &format!("/{rel}"))?.is_some() {
-                return Err(ImageError::Unclean {
-                    step: "checking the disk".into(),
-                    what: format!("/{rel} is in the disk"),
-                });
-            }
-        }
-        Ok(())
-    })?;
-    let qcow2 = opts.out.join(QCOW2);
-    progress.step("qemu-img convert to qcow2", || {
-        disk::to_qcow2(&raw, &staging(&qcow2))?;
-        place(&staging(&qcow2), &qcow2)
-    })?;
-    let vbox = opts.out.join(BOX);
-    progress.step("vagrant box (libvirt)", || {
-        vagrant::write_box(&staging(&vbox), &qcow2, &kernel, &initrd, opts.disk_bytes)?;
-        place(&staging(&vbox), &vbox)
-    })?;
-    let artifacts = progress.step("SHA256SUMS", || {
-        let mut artifacts = Vec::new();
-        for name in [QCOW2, KERNEL, INITRD, BOX] {
-            let path = opts.out.join(name);
-            artifacts.push(ArtifactReport {
-                name: name.to_string(),
-                bytes: std::fs::metadata(&path)
-                    .map_err(io_err("SHA256SUMS", &path))?
-                    .len(),
-                sha256: files::sha256_file(&path)?,
-            });
-        }
-        let entries: Vec<_> = artifacts
-            .iter()
-            .map(|a| (a.name.clone(), a.sha256.clone()))
-            .collect();
-        files::atomic_write(&opts.out.join(SUMS), files::sums_text(&entries).as_bytes())?;
-        Ok(artifacts)
-    })?;
+    let artifacts = write_images(&mut progress, opts, &rootfs, work)?;
     drop(scratch);
 
     let report = ImageReport {
@@ -453,13 +331,246 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
         total_seconds: progress.elapsed(),
         steps: progress.timings,
     };
-    let json = serde_json::to_vec_pretty(&report).map_err(|e| ImageError::Io {
+    write_report(&opts.out, &report)?;
+    Ok(report)
+}
+
+/// `opts` with its cache dir made and absolute: debootstrap wants an absolute --cache-dir.
+fn with_absolute_cache(opts: &BuildOptions) -> Result<BuildOptions, ImageError> {
+    std::fs::create_dir_all(&opts.cache).map_err(io_err("making cache dir", &opts.cache))?;
+    let cache = opts
+        .cache
+        .canonicalize()
+        .map_err(io_err("making cache dir", &opts.cache))?;
+    Ok(BuildOptions {
+        cache,
+        ..opts.clone()
+    })
+}
+
+/// This build's scratch dir under `CACHE/work`, named by its pid, after sweeping those of
+/// killed builds.
+fn make_scratch(cache: &Path) -> Result<Scratch, ImageError> {
+    sweep_dead_scratch(&cache.join("work"));
+    let scratch = Scratch(cache.join("work").join(std::process::id().to_string()));
+    std::fs::create_dir_all(&scratch.0).map_err(io_err("making scratch dir", &scratch.0))?;
+    Ok(scratch)
+}
+
+/// The packages the image gets: the cluster's, and its variant's.
+fn select_packages(opts: &BuildOptions) -> packages::Selection {
+    let cluster = &opts.spec.cluster;
+    let mut selection = packages::select(cluster);
+    if let Some(v) = &opts.variant {
+        v.add_packages(&mut selection, cluster);
+    }
+    selection
+}
+
+fn warn_left_out(selection: &packages::Selection) {
+    for l in &selection.left_out {
+        eprintln!(
+            "left out (not reachable offline): {} — from {}",
+            l.what, l.source
+        );
+    }
+}
+
+/// The payload checked (`None` without `--payload`) and the path of the one to install.
+fn check_payload(
+    progress: &mut run::Progress,
+    opts: &BuildOptions,
+    work: &Path,
+) -> Result<(Option<payload::PayloadInfo>, PathBuf), ImageError> {
+    let info = progress.step("checking the payload", || match &opts.payload {
+        Some(p) => payload::inspect(p).map(Some),
+        None => {
+            eprintln!("    no --payload: the image gets no agent (only /{NO_AGENT_MARKER})");
+            Ok(None)
+        }
+    })?;
+    let path = match &opts.payload {
+        Some(p) => p.clone(),
+        None => write_no_agent_payload(work)?,
+    };
+    Ok((info, path))
+}
+
+/// The variant with its inputs checked, before the build key needs its part.
+fn prepare_variant(
+    progress: &mut run::Progress,
+    opts: &BuildOptions,
+) -> Result<Option<Box<dyn variant::PreparedVariant>>, ImageError> {
+    let Some(v) = &opts.variant else {
+        return Ok(None);
+    };
+    progress
+        .step(&format!("{}: checking its inputs", v.label()), || {
+            v.prepare(&opts.spec)
+        })
+        .map(Some)
+}
+
+/// The payload of a build without `--payload`: one marker file rather than nothing, as
+/// provision.sh verifies a non-empty SHA256SUMS (`sha256sum -c` refuses an empty one).
+fn write_no_agent_payload(work: &Path) -> Result<PathBuf, ImageError> {
+    let p = work.join("no-agent-payload.tar.gz");
+    let mut marker = FileSet::default();
+    marker.add(
+        NO_AGENT_MARKER,
+        0o644,
+        "Built by `muster image build` without --payload: no muster agent here.\n",
+    );
+    let bytes = payload::pack(&marker).map_err(io_err("no-agent payload", &p))?;
+    std::fs::write(&p, bytes).map_err(io_err("no-agent payload", &p))?;
+    Ok(p)
+}
+
+/// The previous build's report, with this run's (short) timings.
+fn reused_report(previous: ImageReport, progress: run::Progress) -> ImageReport {
+    ImageReport {
+        up_to_date: true,
+        total_seconds: progress.elapsed(),
+        steps: progress.timings,
+        ..previous
+    }
+}
+
+/// The base rootfs: from the cache, or debootstrapped into it.
+fn base_rootfs(
+    progress: &mut run::Progress,
+    opts: &BuildOptions,
+    cached: Option<base::Base>,
+    selection: &packages::Selection,
+) -> Result<base::Base, ImageError> {
+    match cached {
+        Some(b) => progress.step(&format!("base rootfs {} (cached)", b.key), || Ok(b)),
+        None => progress.step(
+            &format!(
+                "debootstrap {} base ({} packages, .debs cached in {})",
+                packages::SUITE,
+                selection.packages.len(),
+                opts.cache.join("debs").display()
+            ),
+            || base::make(&opts.cache, selection),
+        ),
+    }
+}
+
+/// A copy of the base at `rootfs` with the image's steps, the node preparation and the
+/// variant's step (if any) applied.
+fn customise_rootfs(
+    progress: &mut run::Progress,
+    base: &base::Base,
+    rootfs: &Path,
+    selection: &packages::Selection,
+    payload_path: &Path,
+    variant: Option<(
+        &std::sync::Arc<dyn variant::ImageVariant>,
+        &dyn variant::PreparedVariant,
+    )>,
+) -> Result<(), ImageError> {
+    progress.step("copying the base rootfs", || base::copy_to(base, rootfs))?;
+    let disabled = packages::disabled_services(selection);
+    progress.step("image-specific steps (images/image-build.sh)", || {
+        customise::image_steps(rootfs, &disabled)
+    })?;
+    progress.step("node preparation (images/provision.sh PAYLOAD)", || {
+        customise::provision(rootfs, payload_path)
+    })?;
+    if let Some((v, prepared)) = variant {
+        progress.step(&format!("{}: its step in the image", v.label()), || {
+            prepared.apply(rootfs)
+        })?;
+    }
+    Ok(())
+}
+
+/// Kernel and initrd from `rootfs` into `out`; their kernel version.
+fn extract_boot_files(
+    progress: &mut run::Progress,
+    rootfs: &Path,
+    out: &Path,
+) -> Result<String, ImageError> {
+    let (kernel, initrd) = (out.join(KERNEL), out.join(INITRD));
+    progress.step("extracting kernel and initrd", || {
+        let v = customise::extract_boot(rootfs, &staging(&kernel), &staging(&initrd))?;
+        place(&staging(&kernel), &kernel)?;
+        place(&staging(&initrd), &initrd)?;
+        Ok(v)
+    })
+}
+
+/// The disk made from `rootfs` (which it consumes), checked, as qcow2 and Vagrant box in
+/// `--out`, with SHA256SUMS over every artifact.
+fn write_images(
+    progress: &mut run::Progress,
+    opts: &BuildOptions,
+    rootfs: &Path,
+    work: &Path,
+) -> Result<Vec<ArtifactReport>, ImageError> {
+    let raw = work.join("node.raw");
+    progress.step("mkfs.ext4 -d (no mounts)", || {
+        disk::mkfs_ext4(rootfs, &raw, opts.disk_bytes)?;
+        files::remove_tree(rootfs)
+    })?;
+    progress.step("checking the disk with debugfs", || check_disk_clean(&raw))?;
+    let qcow2 = opts.out.join(QCOW2);
+    progress.step("qemu-img convert to qcow2", || {
+        disk::to_qcow2(&raw, &staging(&qcow2))?;
+        place(&staging(&qcow2), &qcow2)
+    })?;
+    let vbox = opts.out.join(BOX);
+    let (kernel, initrd) = (opts.out.join(KERNEL), opts.out.join(INITRD));
+    progress.step("vagrant box (libvirt)", || {
+        vagrant::write_box(&staging(&vbox), &qcow2, &kernel, &initrd, opts.disk_bytes)?;
+        place(&staging(&vbox), &vbox)
+    })?;
+    progress.step("SHA256SUMS", || write_sums(&opts.out))
+}
+
+/// None of [`payload::FORBIDDEN`] made it into the disk.
+fn check_disk_clean(raw: &Path) -> Result<(), ImageError> {
+    for rel in payload::FORBIDDEN {
+        if disk::read_file(raw, &format!("/{rel}"))?.is_some() {
+            return Err(ImageError::Unclean {
+                step: "checking the disk".into(),
+                what: format!("/{rel} is in the disk"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Sizes and sums of the artifacts in `out`, written to its SHA256SUMS.
+fn write_sums(out: &Path) -> Result<Vec<ArtifactReport>, ImageError> {
+    let mut artifacts = Vec::new();
+    for name in [QCOW2, KERNEL, INITRD, BOX] {
+        let path = out.join(name);
+        artifacts.push(ArtifactReport {
+            name: name.to_string(),
+            bytes: std::fs::metadata(&path)
+                .map_err(io_err("SHA256SUMS", &path))?
+                .len(),
+            sha256: files::sha256_file(&path)?,
+        });
+    }
+    let entries: Vec<_> = artifacts
+        .iter()
+        .map(|a| (a.name.clone(), a.sha256.clone()))
+        .collect();
+    files::atomic_write(&out.join(SUMS), files::sums_text(&entries).as_bytes())?;
+    Ok(artifacts)
+}
+
+/// `report` as `out/image.json`.
+fn write_report(out: &Path, report: &ImageReport) -> Result<(), ImageError> {
+    let json = serde_json::to_vec_pretty(report).map_err(|e| ImageError::Io {
         step: "writing the report".into(),
-        path: opts.out.join(REPORT),
+        path: out.join(REPORT),
         source: std::io::Error::other(e),
     })?;
-    files::atomic_write(&opts.out.join(REPORT), &json)?;
-    Ok(report)
+    files::atomic_write(&out.join(REPORT), &json)
 }
 
 /// The human summary `muster image build` prints without `--json`.

@@ -45,9 +45,36 @@ fn bad(path: &Path, problem: impl Into<String>) -> ImageError {
 pub fn inspect(path: &Path) -> Result<PayloadInfo, ImageError> {
     let raw = std::fs::read(path).map_err(io_err("reading payload", path))?;
     let sha256 = hex::encode(Sha256::digest(&raw));
-    let mut archive = tar::Archive::new(GzDecoder::new(raw.as_slice()));
+    let (files, sums_texts) = read_entries(path, &raw)?;
+    let (sums_name, sums_text) = [SUMS, model::node_files::PAYLOAD_SUMS]
+        .into_iter()
+        .find_map(|n| sums_texts.get(n).map(|t| (n, t)))
+        .ok_or_else(|| {
+            bad(
+                path,
+                format!(
+                    "no {SUMS} inside (at its top or {})",
+                    model::node_files::PAYLOAD_SUMS
+                ),
+            )
+        })?;
+    check_sums(path, &files, sums_name, sums_text)?;
+    Ok(PayloadInfo {
+        path: path.display().to_string(),
+        sha256,
+        files: files.into_keys().collect(),
+    })
+}
+
+/// Something per file, by its path relative to `/`.
+type ByPath = BTreeMap<String, String>;
+
+/// The sha256 of every regular file in the tarball `raw` (but its top `SHA256SUMS`) by
+/// path, and the text of each sums file found: at the top, or where `muster build` puts
+/// them (installed with the rest).
+fn read_entries(path: &Path, raw: &[u8]) -> Result<(ByPath, ByPath), ImageError> {
+    let mut archive = tar::Archive::new(GzDecoder::new(raw));
     let mut files: BTreeMap<String, String> = BTreeMap::new();
-    // The sums at the top, or where `muster build` puts them (installed with the rest).
     let mut sums_texts: BTreeMap<String, String> = BTreeMap::new();
     let entries = archive
         .entries()
@@ -58,28 +85,7 @@ pub fn inspect(path: &Path) -> Result<PayloadInfo, ImageError> {
             .path()
             .map_err(|e| bad(path, format!("bad entry name: {e}")))?
             .into_owned();
-        let mut rel = Vec::new();
-        for c in entry_path.components() {
-            match c {
-                Component::Normal(s) => rel.push(s.to_string_lossy().into_owned()),
-                Component::CurDir => {}
-                _ => {
-                    return Err(bad(
-                        path,
-                        format!("entry {} leaves the root", entry_path.display()),
-                    ));
-                }
-            }
-        }
-        let rel = rel.join("/");
-        if FORBIDDEN.contains(&rel.as_str()) {
-            return Err(bad(
-                path,
-                format!(
-                    "contains {rel}: per-node secrets and identity must not be baked into a shared image"
-                ),
-            ));
-        }
+        let rel = relative_path(path, &entry_path)?;
         if !entry.header().entry_type().is_file() {
             continue;
         }
@@ -94,18 +100,44 @@ pub fn inspect(path: &Path) -> Result<PayloadInfo, ImageError> {
             files.insert(rel, hex::encode(Sha256::digest(&data)));
         }
     }
-    let (sums_name, sums_text) = [SUMS, model::node_files::PAYLOAD_SUMS]
-        .into_iter()
-        .find_map(|n| sums_texts.get(n).map(|t| (n, t)))
-        .ok_or_else(|| {
-            bad(
-                path,
-                format!(
-                    "no {SUMS} inside (at its top or {})",
-                    model::node_files::PAYLOAD_SUMS
-                ),
-            )
-        })?;
+    Ok((files, sums_texts))
+}
+
+/// An entry's path relative to `/` (`a/b`), refused when it leaves the root or is one of
+/// [`FORBIDDEN`].
+fn relative_path(path: &Path, entry_path: &Path) -> Result<String, ImageError> {
+    let mut rel = Vec::new();
+    for c in entry_path.components() {
+        match c {
+            Component::Normal(s) => rel.push(s.to_string_lossy().into_owned()),
+            Component::CurDir => {}
+            _ => {
+                return Err(bad(
+                    path,
+                    format!("entry {} leaves the root", entry_path.display()),
+                ));
+            }
+        }
+    }
+    let rel = rel.join("/");
+    if FORBIDDEN.contains(&rel.as_str()) {
+        return Err(bad(
+            path,
+            format!(
+                "contains {rel}: per-node secrets and identity must not be baked into a shared image"
+            ),
+        ));
+    }
+    Ok(rel)
+}
+
+/// Every file `sums_name` lists is there with its sum, and every other file is listed.
+fn check_sums(
+    path: &Path,
+    files: &BTreeMap<String, String>,
+    sums_name: &str,
+    sums_text: &str,
+) -> Result<(), ImageError> {
     let listed =
         parse_sums(sums_text).ok_or_else(|| bad(path, format!("{sums_name} is malformed")))?;
     let mut listed_names = Vec::new();
@@ -132,11 +164,7 @@ pub fn inspect(path: &Path) -> Result<PayloadInfo, ImageError> {
     {
         return Err(bad(path, format!("{extra} is not listed in {sums_name}")));
     }
-    Ok(PayloadInfo {
-        path: path.display().to_string(),
-        sha256,
-        files: files.into_keys().collect(),
-    })
+    Ok(())
 }
 
 /// Packs `files` (paths relative to `/`) into a payload tarball with its `SHA256SUMS`.
