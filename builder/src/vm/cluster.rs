@@ -80,8 +80,9 @@ pub struct ClusterOptions {
 }
 
 /// What the lab adds to the image's kernel command line: no KVM modules in the guests
-/// (under TCG `-cpu max` shows virtualisation flags, and nested VMs are not what the lab
-/// tests) and no crypto self-tests at module load (seconds of emulated CPU per VM).
+/// (under TCG `-cpu max` shows SVM: udev loaded kvm_amd, and nested VMs are not what the
+/// lab tests) and no crypto self-tests when algorithms register (emulated CPU spent on
+/// nothing the lab checks; their share of the boot was not measured on its own).
 pub const LAB_KERNEL_ARGS: &str = "modprobe.blacklist=kvm,kvm_amd,kvm_intel cryptomgr.notests";
 
 /// Namespaces of VM labs are `musvm<pid>`; a lab whose process died is swept by the next.
