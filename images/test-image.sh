@@ -123,6 +123,33 @@ server $ntp iburst minpoll 2 maxpoll 4
 CONF
 say "chrony: server $ntp"
 
+# 2b. First boot under emulation: every Python stage of cloud-init and every key costs
+# seconds of the one vCPU, and the agent waits for cloud-init's network stage. The nodes'
+# seeds (muster build) use hostname, users and write_files, nothing of the config stage;
+# the final stage keeps its last line (the VM test reads `DataSourceNoCloud` there).
+mkdir -p /etc/cloud/cloud.cfg.d
+cat >/etc/cloud/cloud.cfg.d/95-muster-test.cfg <<'CFG'
+# muster TEST IMAGE: only the modules the nodes' seeds use, one ssh host key type.
+cloud_init_modules: [write-files, set_hostname, update_hostname, update_etc_hosts, users-groups, ssh]
+cloud_config_modules: []
+cloud_final_modules: [final-message]
+ssh_genkeytypes: [ed25519]
+CFG
+systemctl mask cloud-config.service
+# provision.sh's drop-in makes every missing key type (ssh-keygen -A): cloud-init made the
+# one this image uses.
+if [ -f /etc/systemd/system/ssh.service.d/muster-host-keys.conf ]; then
+  cat >/etc/systemd/system/ssh.service.d/muster-test.conf <<'CONF'
+# muster TEST IMAGE: the ed25519 host key cloud-init made is the only one.
+[Service]
+ExecStartPre=
+ExecStartPre=/usr/sbin/sshd -t
+CONF
+  mkdir -p /etc/ssh/sshd_config.d
+  echo 'HostKey /etc/ssh/ssh_host_ed25519_key' >/etc/ssh/sshd_config.d/muster-test.conf
+fi
+say "cloud-init: init modules of the seeds only, config stage masked, ed25519 host key"
+
 # 3. The reporter: this node's state on ttyS1, every few seconds.
 mkdir -p /usr/lib/muster-test
 cat >/usr/lib/muster-test/report <<'SCRIPT'
@@ -133,8 +160,46 @@ set -u
 port=/dev/ttyS1
 pki=/etc/kubernetes/pki
 k3s_etcd=/var/lib/rancher/k3s/server/tls/etcd
+boot_cache=/run/muster-test/boot
 section() { printf '@@ %s\n' "$1"; }
+# Boot timings for the test's per-cause breakdown, in the guest's monotonic seconds: the
+# kernel's handover to the initramfs (dmesg), systemd's start, each unit on the way to
+# the agent, and cloud-init's own start/finish events (durations from its log). Cached
+# once the boot is over (cloud-final done); until then recomputed in each report.
+boot_units="systemd-udev-trigger.service systemd-udev-settle.service
+  cloud-init-local.service systemd-networkd.service systemd-networkd-wait-online.service
+  cloud-init.service ssh.service containerd.service chrony.service nodeagent.service
+  cloud-config.service cloud-final.service muster-test-report.service"
+boot_times() {
+  section "boot kernel"
+  dmesg 2>/dev/null | grep -m1 -E 'Run /init as init process|Run /sbin/init as init process'
+  section "boot manager"
+  systemctl show -p UserspaceTimestampMonotonic -p FinishTimestampMonotonic 2>/dev/null
+  section "boot units"
+  # shellcheck disable=SC2086 # a list of unit names
+  systemctl show -p Id -p InactiveExitTimestampMonotonic -p ActiveEnterTimestampMonotonic \
+    -p ExecMainStartTimestampMonotonic -p LoadState $boot_units 2>/dev/null
+  section "boot cloud-init"
+  # "DATE HH:MM:SS,mmm - handlers.py[DEBUG]: start|finish: STAGE/EVENT: ..." -> "SECONDS NAME"
+  awk '$4 == "handlers.py[DEBUG]:" && ($5 == "start:" || $5 == "finish:") {
+    split($2, t, /[:,]/); s = t[1] * 3600 + t[2] * 60 + t[3] + t[4] / 1000
+    n = $6; sub(/:$/, "", n)
+    if ($5 == "start:") { st[n] = s } else if (n in st) {
+      d = s - st[n]; if (d < 0) d += 86400; printf "%.3f %s\n", d, n; delete st[n] }
+  }' /var/log/cloud-init.log 2>/dev/null
+  section "boot ssh host keys"
+  ls /etc/ssh/ssh_host_*_key 2>/dev/null
+  journalctl -b -o cat --no-pager -u ssh.service -u cloud-init.service 2>/dev/null |
+    grep -iE 'generating|key pair' | head -n 8
+  if [ "$(systemctl show -p FinishTimestampMonotonic --value)" != 0 ]; then
+    section "boot blame"
+    systemd-analyze blame --no-pager 2>/dev/null | head -n 15
+  fi
+}
+mkdir -p "${boot_cache%/*}"
 while :; do
+  agent_started=$(systemctl show -p ExecMainStartTimestampMonotonic --value nodeagent.service 2>/dev/null)
+  agent_status=$(systemctl show -p StatusText --value nodeagent.service 2>/dev/null)
   block=$(
     echo "=== MUSTER-TEST-REPORT BEGIN $(hostname) $(cut -d' ' -f1 /proc/uptime)"
     section identity
@@ -150,36 +215,51 @@ while :; do
     done
     section "time"
     timedatectl show -p NTPSynchronized 2>/dev/null
-    section "nodeagent status"
-    # TCG is slow: give the rendezvous and etcd more than the default 3 s.
-    nodeagent status --json --timeout 15 2>/dev/null
-    if [ -f "$pki/etcd/healthcheck-client.crt" ]; then
-      section "etcd members"
-      ETCDCTL_API=3 timeout 10 etcdctl --endpoints=https://127.0.0.1:2379 \
-        --cacert="$pki/etcd/ca.crt" --cert="$pki/etcd/healthcheck-client.crt" \
-        --key="$pki/etcd/healthcheck-client.key" member list -w json 2>&1
+    if [ -f "$boot_cache" ]; then
+      cat "$boot_cache"
+    elif [ "${agent_started:-0}" != 0 ]; then
+      times=$(boot_times)
+      printf '%s\n' "$times"
+      if [ "$(systemctl show -p ActiveEnterTimestampMonotonic --value cloud-final.service)" != 0 ] &&
+        [[ $times == *"@@ boot blame"* ]]; then
+        printf '%s\n' "$times" >"$boot_cache"
+      fi
     fi
-    # The k3s stand-in's embedded member (Debian's etcd) has its certificates where k3s's are.
-    if [ -f "$k3s_etcd/server-client.crt" ]; then
-      section "etcd members"
-      ETCDCTL_API=3 timeout 10 etcdctl --endpoints=https://127.0.0.1:2379 \
-        --cacert="$k3s_etcd/server-ca.crt" --cert="$k3s_etcd/server-client.crt" \
-        --key="$k3s_etcd/server-client.key" member list -w json 2>&1
+    # Until the agent has started there is nothing more to ask, and the vCPU is busy booting.
+    if [ "${agent_started:-0}" != 0 ]; then
+      section "nodeagent status"
+      # TCG is slow: give the rendezvous and etcd more than the default 3 s.
+      nodeagent status --json --timeout 15 2>/dev/null
+      if [ -f "$pki/etcd/healthcheck-client.crt" ]; then
+        section "etcd members"
+        ETCDCTL_API=3 timeout 10 etcdctl --endpoints=https://127.0.0.1:2379 \
+          --cacert="$pki/etcd/ca.crt" --cert="$pki/etcd/healthcheck-client.crt" \
+          --key="$pki/etcd/healthcheck-client.key" member list -w json 2>&1
+      fi
+      # The k3s stand-in's embedded member (Debian's etcd) has its certificates where k3s's are.
+      if [ -f "$k3s_etcd/server-client.crt" ]; then
+        section "etcd members"
+        ETCDCTL_API=3 timeout 10 etcdctl --endpoints=https://127.0.0.1:2379 \
+          --cacert="$k3s_etcd/server-ca.crt" --cert="$k3s_etcd/server-client.crt" \
+          --key="$k3s_etcd/server-client.key" member list -w json 2>&1
+      fi
+      section "kubeadm commands"
+      cat /var/lib/muster-standin/commands.log 2>/dev/null
+      section "k3s journal"
+      journalctl -u k3s.service -u k3s-agent.service -o cat --no-pager 2>/dev/null | tail -n 20
+      section "keepalived journal"
+      journalctl -u keepalived.service -u kube-vip-standin.service -o cat --no-pager 2>/dev/null |
+        grep -E 'Entering|VRRP_Script|removing|Netlink' | tail -n 8
+      section "agent journal"
+      journalctl -u nodeagent.service -o cat --no-pager 2>/dev/null |
+        grep -E 'WARN|ERROR|preflight' | tail -n 20
     fi
-    section "kubeadm commands"
-    cat /var/lib/muster-standin/commands.log 2>/dev/null
-    section "k3s journal"
-    journalctl -u k3s.service -u k3s-agent.service -o cat --no-pager 2>/dev/null | tail -n 20
-    section "keepalived journal"
-    journalctl -u keepalived.service -u kube-vip-standin.service -o cat --no-pager 2>/dev/null |
-      grep -E 'Entering|VRRP_Script|removing|Netlink' | tail -n 8
-    section "agent journal"
-    journalctl -u nodeagent.service -o cat --no-pager 2>/dev/null |
-      grep -E 'WARN|ERROR|preflight' | tail -n 20
     echo "=== MUSTER-TEST-REPORT END"
   )
   printf '%s\n' "$block" >"$port"
-  sleep 10
+  # While the node assembles, every ~10 s (the reports compete with etcd and the joins for
+  # the one vCPU); once this node is done the test waits on fresh reports, so every ~2 s.
+  if [ "$agent_status" = "done" ]; then sleep 2; else sleep 10; fi
 done
 SCRIPT
 chmod 0755 /usr/lib/muster-test/report
@@ -215,6 +295,8 @@ spec needs them, systemd, cloud-init, and muster's nodeagent from the payload.
 /usr/lib/muster-test/kube-vip-standin (kube-vip specs only) stands in for kube-vip: keepalived
   floats the VIP on the control planes (kube-vip-standin.path/.service), no kubelet here.
 Test-only: /usr/lib/muster-test/report (muster-test-report.service, writes to ttyS1);
+cloud-init trimmed to the seeds' modules, cloud-config.service masked, one ed25519 ssh host
+key (/etc/cloud/cloud.cfg.d/95-muster-test.cfg, ssh.service.d/ and sshd_config.d/muster-test.conf);
 chrony source $ntp (/etc/chrony/sources.d/muster-test.sources); for TCG: NODEAGENT_STEP_TIMEOUT=900,
 etcd's heartbeat 500 ms and election timeout 5 s, the API stand-ins' etcd wait 8 s
 (/etc/systemd/system/{nodeagent,k3s}.service.d/muster-test.conf).

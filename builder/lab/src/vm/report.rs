@@ -77,6 +77,192 @@ impl NodeReport {
     }
 }
 
+/// When one unit started and became active, guest monotonic seconds (`None`: not yet, or
+/// never).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UnitTimes {
+    pub started: Option<f64>,
+    pub active: Option<f64>,
+    /// The main process started (a `Type=notify` unit is active only once it says READY).
+    pub main_started: Option<f64>,
+}
+
+/// The guest's own boot timings from a report's `boot …` sections (the TEST image's
+/// reporter): monotonic seconds since the kernel started.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BootTimeline {
+    /// The kernel handed over to the initramfs (`Run /init as init process`).
+    pub initramfs: Option<f64>,
+    /// systemd (the real root's) started.
+    pub userspace: Option<f64>,
+    /// systemd's boot finished (`multi-user.target` reached: after the agent's READY=1).
+    pub finished: Option<f64>,
+    pub units: BTreeMap<String, UnitTimes>,
+    /// cloud-init's events (`init-network/config-ssh`, …) and how long each took.
+    pub cloud_init: Vec<(String, f64)>,
+    /// `systemd-analyze blame`, first lines (once the boot finished).
+    pub blame: String,
+    /// The host keys in /etc/ssh and any key generation the journal shows.
+    pub ssh_host_keys: String,
+}
+
+/// One step on the way from the kernel to the agent: from `from` to `to` seconds of guest
+/// time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootStep {
+    pub cause: &'static str,
+    pub from: f64,
+    pub to: f64,
+}
+
+impl BootStep {
+    pub fn seconds(&self) -> f64 {
+        self.to - self.from
+    }
+}
+
+/// `1234567` µs (systemd's monotonic timestamps; 0 = never) as seconds.
+fn usec(v: Option<&String>) -> Option<f64> {
+    let us: u64 = v?.trim().parse().ok()?;
+    (us > 0).then(|| us as f64 / 1e6)
+}
+
+fn props(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+impl BootTimeline {
+    /// `None` when the report has no boot sections (the agent has not started yet).
+    pub fn from_report(r: &NodeReport) -> Option<BootTimeline> {
+        let units_text = r.sections.get("boot units")?;
+        let mut t = BootTimeline {
+            // "[    3.141592] Run /init as init process"
+            initramfs: r
+                .text("boot kernel")
+                .trim()
+                .strip_prefix('[')
+                .and_then(|l| l.split_once(']'))
+                .and_then(|(secs, _)| secs.trim().parse().ok()),
+            ..BootTimeline::default()
+        };
+        let manager = props(r.text("boot manager"));
+        t.userspace = usec(manager.get("UserspaceTimestampMonotonic"));
+        t.finished = usec(manager.get("FinishTimestampMonotonic"));
+        // `systemctl show A B`: one block of properties per unit, blank lines between.
+        for block in units_text.split("\n\n") {
+            let p = props(block);
+            let Some(id) = p.get("Id") else { continue };
+            if p.get("LoadState").is_some_and(|s| s != "loaded") {
+                continue;
+            }
+            t.units.insert(
+                id.clone(),
+                UnitTimes {
+                    started: usec(p.get("InactiveExitTimestampMonotonic")),
+                    active: usec(p.get("ActiveEnterTimestampMonotonic")),
+                    main_started: usec(p.get("ExecMainStartTimestampMonotonic")),
+                },
+            );
+        }
+        t.cloud_init = r
+            .text("boot cloud-init")
+            .lines()
+            .filter_map(|l| {
+                let (secs, name) = l.split_once(' ')?;
+                Some((name.trim().to_string(), secs.parse().ok()?))
+            })
+            .collect();
+        t.blame = r.text("boot blame").to_string();
+        t.ssh_host_keys = r.text("boot ssh host keys").to_string();
+        Some(t)
+    }
+
+    fn unit(&self, name: &str) -> UnitTimes {
+        self.units.get(name).cloned().unwrap_or_default()
+    }
+
+    /// When the agent's process started (guest seconds).
+    pub fn agent_started(&self) -> Option<f64> {
+        let a = self.unit("nodeagent.service");
+        a.main_started.or(a.started)
+    }
+
+    /// The path from the kernel's start to the agent's, one step per cause, in boot order;
+    /// a step whose ends the report does not have is left out. The steps follow the units'
+    /// ordering (nodeagent.service is after network-online.target, which is after
+    /// cloud-init.service; cloud-init.service after the network is up and cloud-init-local).
+    pub fn steps(&self) -> Vec<BootStep> {
+        let ci_local = self.unit("cloud-init-local.service");
+        let ci = self.unit("cloud-init.service");
+        let marks: [(&'static str, Option<f64>); 8] = [
+            ("kernel", Some(0.0)),
+            ("initramfs", self.initramfs),
+            ("early userspace (systemd, udev coldplug)", self.userspace),
+            ("cloud-init local stage", ci_local.started),
+            ("network up (networkd, wait-online)", ci_local.active),
+            ("cloud-init network stage", ci.started),
+            ("containerd, chrony, network-online → agent", ci.active),
+            ("(agent started)", self.agent_started()),
+        ];
+        let mut steps = Vec::new();
+        let known: Vec<(&'static str, f64)> = marks
+            .iter()
+            .filter_map(|(cause, at)| at.map(|at| (*cause, at)))
+            .collect();
+        for pair in known.windows(2) {
+            let ((cause, from), (_, to)) = (pair[0], pair[1]);
+            if to >= from {
+                steps.push(BootStep { cause, from, to });
+            }
+        }
+        steps
+    }
+
+    /// cloud-init's slowest events inside its stages (`init-network/config-ssh`,
+    /// `init-local/search-NoCloud`, …), longest first.
+    pub fn slowest_cloud_init_events(&self, n: usize) -> Vec<(String, f64)> {
+        let mut m: Vec<(String, f64)> = self
+            .cloud_init
+            .iter()
+            .filter(|(name, _)| name.contains('/'))
+            .cloned()
+            .collect();
+        m.sort_by(|a, b| b.1.total_cmp(&a.1));
+        m.truncate(n);
+        m
+    }
+
+    /// Each cloud-init stage's unit that ran (`cloud-init-local`, `cloud-init`,
+    /// `cloud-config`, `cloud-final`): its whole run, and how much of it cloud-init's own
+    /// events inside the stage account for (the rest is Python starting and importing,
+    /// competing with the rest of the boot for the vCPU). cloud-init logs no finish event
+    /// for a whole stage, so the unit's times stand in for it.
+    pub fn cloud_init_stages(&self) -> Vec<(&'static str, f64, f64)> {
+        [
+            ("cloud-init-local.service", "init-local/"),
+            ("cloud-init.service", "init-network/"),
+            ("cloud-config.service", "modules-config/"),
+            ("cloud-final.service", "modules-final/"),
+        ]
+        .iter()
+        .filter_map(|(unit, prefix)| {
+            let u = self.unit(unit);
+            let whole = u.active? - u.started?;
+            let events = self
+                .cloud_init
+                .iter()
+                .filter(|(n, _)| n.starts_with(prefix) && !n[prefix.len()..].contains('/'))
+                .map(|(_, s)| s)
+                .sum();
+            Some((*unit, whole, events))
+        })
+        .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +280,93 @@ mod tests {
         assert_eq!(r.json("nodeagent status").unwrap()["healthy"], true);
         assert!(r.unit("keepalived.service").is_empty());
         assert!(NodeReport::parse_last("=== MUSTER-TEST-REPORT BEGIN x 1\n").is_none());
+        assert!(BootTimeline::from_report(&r).is_none());
+    }
+
+    #[test]
+    fn boot_steps_follow_the_units_to_the_agent() {
+        // As the TEST image's reporter writes them (systemctl show, dmesg, the awk over
+        // cloud-init.log); cloud-config.service is masked, chrony's block unloaded.
+        let text = "=== MUSTER-TEST-REPORT BEGIN cp-1 300.0
+@@ boot kernel
+[    4.500000] Run /init as init process
+@@ boot manager
+UserspaceTimestampMonotonic=9000000
+FinishTimestampMonotonic=0
+@@ boot units
+Id=cloud-init-local.service
+LoadState=loaded
+InactiveExitTimestampMonotonic=15000000
+ActiveEnterTimestampMonotonic=45000000
+ExecMainStartTimestampMonotonic=15000100
+
+Id=cloud-init.service
+LoadState=loaded
+InactiveExitTimestampMonotonic=50000000
+ActiveEnterTimestampMonotonic=110000000
+ExecMainStartTimestampMonotonic=50000100
+
+Id=cloud-config.service
+LoadState=masked
+InactiveExitTimestampMonotonic=0
+ActiveEnterTimestampMonotonic=0
+ExecMainStartTimestampMonotonic=0
+
+Id=nodeagent.service
+LoadState=loaded
+InactiveExitTimestampMonotonic=130000000
+ActiveEnterTimestampMonotonic=0
+ExecMainStartTimestampMonotonic=130000500
+@@ boot cloud-init
+0.100 init-local/check-cache
+3.200 init-network/config-ssh
+0.400 init-network/config-users-groups
+@@ boot ssh host keys
+/etc/ssh/ssh_host_ed25519_key
+=== MUSTER-TEST-REPORT END
+";
+        let r = NodeReport::parse_last(text).unwrap();
+        let t = BootTimeline::from_report(&r).unwrap();
+        assert_eq!(t.initramfs, Some(4.5));
+        assert_eq!(t.userspace, Some(9.0));
+        assert_eq!(t.finished, None);
+        assert!(!t.units.contains_key("cloud-config.service"), "masked");
+        assert_eq!(t.agent_started(), Some(130.0005));
+        let steps: Vec<(&str, f64)> = t
+            .steps()
+            .iter()
+            .map(|s| (s.cause, (s.seconds() * 10.0).round() / 10.0))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                ("kernel", 4.5),
+                ("initramfs", 4.5),
+                ("early userspace (systemd, udev coldplug)", 6.0),
+                ("cloud-init local stage", 30.0),
+                ("network up (networkd, wait-online)", 5.0),
+                ("cloud-init network stage", 60.0),
+                ("containerd, chrony, network-online → agent", 20.0),
+            ]
+        );
+        let last = t.steps().last().cloned().unwrap();
+        assert_eq!(last.to, t.agent_started().unwrap());
+        assert_eq!(
+            t.slowest_cloud_init_events(1),
+            [("init-network/config-ssh".to_string(), 3.2)]
+        );
+        let stages: Vec<(&str, f64, f64)> = t
+            .cloud_init_stages()
+            .into_iter()
+            .map(|(u, w, e)| (u, w, (e * 10.0).round() / 10.0))
+            .collect();
+        assert_eq!(
+            stages,
+            [
+                ("cloud-init-local.service", 30.0, 0.1),
+                ("cloud-init.service", 60.0, 3.6),
+            ]
+        );
+        assert!(t.ssh_host_keys.contains("ed25519"));
     }
 }
