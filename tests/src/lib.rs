@@ -1,7 +1,6 @@
-//! Test support for muster, and the named stand-ins for kubeadm, the kubelet and k3s
-//! (see `tests/README.md`). The stand-ins are NOT kubeadm or k3s: they accept the same
-//! command lines and config files and do real etcd, TLS and quorum work underneath (k3s on
-//! an external SQL datastore: a real MariaDB, `muster_lab::mariadb`).
+//! Support for muster's cross-crate and end-to-end tests: the lab teardown they share and
+//! the MEASURED recorder. The stand-ins for kubeadm, the kubelet and k3s are a crate of
+//! their own, `muster-standins` (`tests/standins/`, see `tests/README.md`).
 
 pub mod harness;
 pub mod measured;
