@@ -118,90 +118,102 @@ fn read(root: &NodeRoot, rel: &str) -> Option<String> {
     std::fs::read_to_string(root.path(rel)).ok()
 }
 
+/// The sysctls kubeadm's preflight wants set to 1: `(check name, path under root)`.
+const SYSCTLS: [(&str, &str); 2] = [
+    ("sysctl-ip-forward", "proc/sys/net/ipv4/ip_forward"),
+    (
+        "sysctl-bridge-nf-call-iptables",
+        "proc/sys/net/bridge/bridge-nf-call-iptables",
+    ),
+];
+
 /// Runs every check against files under `root` (`proc/…`, `sys/…`, `run/…`).
 pub fn run(root: &NodeRoot, o: &Options) -> Report {
-    let mut checks = Vec::new();
-    let mut add = |name: &'static str, lab_skips: bool, result: Result<(), String>| {
-        let (outcome, detail) = match result {
-            _ if lab_skips && o.lab => (Outcome::Skipped, "lab mode".to_string()),
-            Ok(()) => (Outcome::Pass, String::new()),
-            Err(d) => (Outcome::Fail, d),
-        };
-        checks.push(Check {
-            name,
-            outcome,
-            detail,
-        });
-    };
-    add(
-        "swap-off",
-        true,
-        match read(root, "proc/swaps") {
-            Some(t) if swap_active(&t) => Err("swap is on (/proc/swaps lists a device)".into()),
-            Some(_) => Ok(()),
-            None => Err("cannot read /proc/swaps".into()),
-        },
-    );
-    let br = read(root, "proc/modules").is_some_and(|m| module_loaded(&m, "br_netfilter"))
-        || root.path("sys/module/br_netfilter").is_dir();
-    add(
-        "br-netfilter",
-        true,
-        if br {
-            Ok(())
-        } else {
-            Err("module br_netfilter is not loaded".into())
-        },
-    );
-    for (name, rel) in [
-        ("sysctl-ip-forward", "proc/sys/net/ipv4/ip_forward"),
-        (
-            "sysctl-bridge-nf-call-iptables",
-            "proc/sys/net/bridge/bridge-nf-call-iptables",
-        ),
-    ] {
-        add(
-            name,
-            true,
-            match read(root, rel).as_deref().map(str::trim) {
-                Some("1") => Ok(()),
-                Some(v) => Err(format!("/{rel} is {v}, want 1")),
-                None => Err(format!("cannot read /{rel}")),
-            },
-        );
+    // `(name, skipped in the lab, result)`: the lab's namespaces share the host's kernel.
+    let mut results: Vec<(&'static str, bool, Result<(), String>)> = vec![
+        ("swap-off", true, swap_off(root)),
+        ("br-netfilter", true, br_netfilter(root)),
+    ];
+    for (name, rel) in SYSCTLS {
+        results.push((name, true, sysctl_is_one(root, rel)));
     }
-    add(
-        "container-runtime-socket",
-        true,
-        if root.path(&o.runtime_socket).exists() {
-            Ok(())
-        } else {
-            Err(format!("/{} is missing", o.runtime_socket))
-        },
-    );
-    add(
-        "time-synced",
-        true,
-        if root.path("run/systemd/timesync/synchronized").exists()
-            || o.clock_synchronized == Some(true)
-        {
-            Ok(())
-        } else {
-            Err("the clock is not synchronized (timedatectl: NTPSynchronized is not yes)".into())
-        },
-    );
-    if let (Some(ifname), Some(addr), Some(json)) = (&o.interface, o.address, &o.ip_addr_json) {
-        add(
-            "cluster-address",
-            false,
-            match interface_has(json, ifname, addr) {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(format!("{ifname} does not have {addr}")),
-                Err(e) => Err(format!("cannot parse `ip -j addr`: {e}")),
-            },
-        );
+    results.push(("container-runtime-socket", true, runtime_socket(root, o)));
+    results.push(("time-synced", true, time_synced(root, o)));
+    if let Some(r) = cluster_address(o) {
+        results.push(("cluster-address", false, r));
     }
+    let checks = results
+        .into_iter()
+        .map(|(name, lab_skips, result)| {
+            let (outcome, detail) = match result {
+                _ if lab_skips && o.lab => (Outcome::Skipped, "lab mode".to_string()),
+                Ok(()) => (Outcome::Pass, String::new()),
+                Err(d) => (Outcome::Fail, d),
+            };
+            Check {
+                name,
+                outcome,
+                detail,
+            }
+        })
+        .collect();
     Report { checks }
+}
+
+fn swap_off(root: &NodeRoot) -> Result<(), String> {
+    match read(root, "proc/swaps") {
+        Some(t) if swap_active(&t) => Err("swap is on (/proc/swaps lists a device)".into()),
+        Some(_) => Ok(()),
+        None => Err("cannot read /proc/swaps".into()),
+    }
+}
+
+fn br_netfilter(root: &NodeRoot) -> Result<(), String> {
+    let loaded = read(root, "proc/modules").is_some_and(|m| module_loaded(&m, "br_netfilter"))
+        || root.path("sys/module/br_netfilter").is_dir();
+    if loaded {
+        Ok(())
+    } else {
+        Err("module br_netfilter is not loaded".into())
+    }
+}
+
+fn sysctl_is_one(root: &NodeRoot, rel: &str) -> Result<(), String> {
+    match read(root, rel).as_deref().map(str::trim) {
+        Some("1") => Ok(()),
+        Some(v) => Err(format!("/{rel} is {v}, want 1")),
+        None => Err(format!("cannot read /{rel}")),
+    }
+}
+
+fn runtime_socket(root: &NodeRoot, o: &Options) -> Result<(), String> {
+    if root.path(&o.runtime_socket).exists() {
+        Ok(())
+    } else {
+        Err(format!("/{} is missing", o.runtime_socket))
+    }
+}
+
+fn time_synced(root: &NodeRoot, o: &Options) -> Result<(), String> {
+    if root.path("run/systemd/timesync/synchronized").exists() || o.clock_synchronized == Some(true)
+    {
+        Ok(())
+    } else {
+        Err("the clock is not synchronized (timedatectl: NTPSynchronized is not yes)".into())
+    }
+}
+
+/// Whether the cluster interface has the planned address; `None` when not asked (no
+/// interface, address or `ip -j addr` output in the options).
+fn cluster_address(o: &Options) -> Option<Result<(), String>> {
+    let (Some(ifname), Some(addr), Some(json)) = (&o.interface, o.address, &o.ip_addr_json) else {
+        return None;
+    };
+    Some(match interface_has(json, ifname, addr) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!("{ifname} does not have {addr}")),
+        Err(e) => Err(format!("cannot parse `ip -j addr`: {e}")),
+    })
 }
 
 #[cfg(test)]

@@ -41,127 +41,188 @@ impl Authed {
 impl FromRequest<Service> for Authed {
     type Rejection = ApiError;
 
+    /// Checks in a fixed order, each failure answered before the next is tried: the body
+    /// within its limits, the signed headers, freshness and signature, then replay and the
+    /// rate limits.
     async fn from_request(req: Request, svc: &Service) -> Result<Self, ApiError> {
         svc.check_available()?;
         let (parts, body) = req.into_parts();
-        let limit = svc.limits().max_body_bytes;
-        let declared = parts
-            .headers
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(too_large(limit));
-        }
-        // The body must arrive within the read timeout (the headers did, in hyper), so a
-        // client trickling it cannot hold the connection before it is authenticated.
-        let read_ms = svc.limits().read_timeout_ms;
-        let body = tokio::time::timeout(
-            Duration::from_millis(read_ms),
-            axum::body::to_bytes(body, limit),
-        )
-        .await
-        .map_err(|_| {
-            ApiError::bad_request(format!("request body not received within {read_ms} ms"))
-        })?
-        .map_err(|_| too_large(limit))?;
-
+        let body = read_body(&parts.headers, body, svc).await?;
         let cluster_id = cluster_of(parts.uri.path())
             .ok_or_else(|| ApiError::new(ErrorKind::NotFound, "no such route"))?;
-        let h = |name: &str| header(&parts.headers, name);
+        let h = SignedHeaders::of(&parts.headers)?;
+        let now_ms = svc.now_ms();
+        verify(svc, cluster_id, &parts, &body, &h, now_ms)?;
+        let cell = svc.cluster(cluster_id)?;
+        admit(
+            svc,
+            &cell,
+            &h,
+            now_ms,
+            parts.extensions.get::<Arc<Ticket>>(),
+        )?;
+        Ok(Authed {
+            cell,
+            client: h.client.to_string(),
+            uri: parts.uri,
+            body,
+        })
+    }
+}
+
+/// The whole body, refused over the size limit (declared or read) and cut off when it does
+/// not arrive within the read timeout (the headers did, in hyper), so a client trickling it
+/// cannot hold the connection before it is authenticated.
+async fn read_body(
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    svc: &Service,
+) -> Result<Bytes, ApiError> {
+    let limit = svc.limits().max_body_bytes;
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large(limit));
+    }
+    let read_ms = svc.limits().read_timeout_ms;
+    tokio::time::timeout(
+        Duration::from_millis(read_ms),
+        axum::body::to_bytes(body, limit),
+    )
+    .await
+    .map_err(|_| ApiError::bad_request(format!("request body not received within {read_ms} ms")))?
+    .map_err(|_| too_large(limit))
+}
+
+/// The signature scheme's headers, checked for form.
+struct SignedHeaders<'a> {
+    timestamp: u64,
+    nonce: &'a str,
+    client: &'a str,
+    signature: &'a str,
+    /// Hex is case-insensitive: the replay memory must see every spelling of one MAC as
+    /// the same signature, so it is keyed on the decoded bytes.
+    sig_bytes: Signature,
+}
+
+impl<'a> SignedHeaders<'a> {
+    fn of(headers: &'a HeaderMap) -> Result<Self, ApiError> {
+        let h = |name: &str| header(headers, name);
         let timestamp: u64 = h(HEADER_TIMESTAMP)?.parse().map_err(|_| {
             ApiError::unauthenticated(format!("{HEADER_TIMESTAMP} is not a number"))
         })?;
         let nonce = h(HEADER_NONCE)?;
         let client = h(HEADER_CLIENT)?;
         let signature = h(HEADER_SIGNATURE)?;
-        // Hex is case-insensitive: the replay memory must see every spelling of one MAC
-        // as the same signature, so it is keyed on the decoded bytes.
         let sig_bytes = signature_bytes(signature)?;
         if nonce.is_empty() || nonce.len() > 64 {
             return Err(ApiError::unauthenticated(format!(
                 "{HEADER_NONCE} must be 1 to 64 characters"
             )));
         }
-
-        let now_ms = svc.now_ms();
-        let window = svc.limits().replay_window_s;
-        if timestamp.abs_diff(now_ms / 1000) > window {
-            return Err(ApiError::unauthenticated(format!(
-                "timestamp {timestamp} is more than {window} s from the server's clock"
-            )));
-        }
-        let key = svc.signing_key(cluster_id)?.ok_or_else(|| {
-            ApiError::unauthenticated(format!("cluster {cluster_id} is not served here"))
-        })?;
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let signed = RequestToSign {
-            method: parts.method.as_str(),
-            path_and_query,
-            body: &body,
+        Ok(SignedHeaders {
             timestamp,
             nonce,
             client,
-        };
-        if !key.verify(&signed, signature) {
-            return Err(ApiError::unauthenticated("bad signature"));
-        }
-        check_name("client name", client).map_err(ApiError::bad_request)?;
-        if timestamp < svc.started_s() {
-            // Possibly a replay of a request the previous process accepted; a live client
-            // signs every retry afresh, so 503 (retryable) costs it one round trip.
-            return Err(ApiError::new(
-                ErrorKind::Unavailable,
-                "request signed before this service started; sign it again",
-            ));
-        }
+            signature,
+            sig_bytes,
+        })
+    }
+}
 
-        let cell = svc.cluster(cluster_id)?;
-        {
-            let mut st = cell.lock();
-            if !st.replay.first_use(sig_bytes, now_ms, window * 1000) {
-                return Err(ApiError::unauthenticated("replayed request"));
-            }
-            if !st.rate.allow(client, now_ms, svc.limits()) {
-                return Err(ApiError::new(
-                    ErrorKind::RateLimited,
-                    format!(
-                        "client {client} is over {} requests/s",
-                        svc.limits().rate_per_second
-                    ),
-                ));
-            }
+/// Fresh (within the replay window of the server's clock), signed with the cluster's key,
+/// by a well-named client, and not signed before this process started.
+fn verify(
+    svc: &Service,
+    cluster_id: &str,
+    parts: &axum::http::request::Parts,
+    body: &Bytes,
+    h: &SignedHeaders<'_>,
+    now_ms: u64,
+) -> Result<(), ApiError> {
+    let window = svc.limits().replay_window_s;
+    if h.timestamp.abs_diff(now_ms / 1000) > window {
+        return Err(ApiError::unauthenticated(format!(
+            "timestamp {} is more than {window} s from the server's clock",
+            h.timestamp
+        )));
+    }
+    let key = svc.signing_key(cluster_id)?.ok_or_else(|| {
+        ApiError::unauthenticated(format!("cluster {cluster_id} is not served here"))
+    })?;
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let signed = RequestToSign {
+        method: parts.method.as_str(),
+        path_and_query,
+        body,
+        timestamp: h.timestamp,
+        nonce: h.nonce,
+        client: h.client,
+    };
+    if !key.verify(&signed, h.signature) {
+        return Err(ApiError::unauthenticated("bad signature"));
+    }
+    check_name("client name", h.client).map_err(ApiError::bad_request)?;
+    if h.timestamp < svc.started_s() {
+        // Possibly a replay of a request the previous process accepted; a live client
+        // signs every retry afresh, so 503 (retryable) costs it one round trip.
+        return Err(ApiError::new(
+            ErrorKind::Unavailable,
+            "request signed before this service started; sign it again",
+        ));
+    }
+    Ok(())
+}
+
+/// A verified request's first use of its signature, within its client's rate and (when
+/// served over a socket) its peer IP's, so changing the client name does not escape the
+/// limit. Its connection no longer counts as unauthenticated.
+fn admit(
+    svc: &Service,
+    cell: &ClusterCell,
+    h: &SignedHeaders<'_>,
+    now_ms: u64,
+    ticket: Option<&Arc<Ticket>>,
+) -> Result<(), ApiError> {
+    {
+        let window = svc.limits().replay_window_s;
+        let mut st = cell.lock();
+        if !st.replay.first_use(h.sig_bytes, now_ms, window * 1000) {
+            return Err(ApiError::unauthenticated("replayed request"));
         }
-        // A fresh, verified request: its connection no longer counts as unauthenticated.
-        let ticket = parts.extensions.get::<Arc<Ticket>>();
-        if let Some(t) = ticket {
-            t.authenticated();
-        }
-        // Also per peer IP (when served over a socket), so changing the client name
-        // does not escape the limit.
-        if let Some(ip) = ticket.map(|t| t.ip())
-            && !svc.allow_peer(ip, now_ms)
-        {
-            let l = svc.limits();
+        if !st.rate.allow(h.client, now_ms, svc.limits()) {
             return Err(ApiError::new(
                 ErrorKind::RateLimited,
                 format!(
-                    "{ip} is over {} requests/s",
-                    l.rate_per_second * l.peer_rate_factor
+                    "client {} is over {} requests/s",
+                    h.client,
+                    svc.limits().rate_per_second
                 ),
             ));
         }
-        Ok(Authed {
-            cell,
-            client: client.to_string(),
-            uri: parts.uri,
-            body,
-        })
     }
+    if let Some(t) = ticket {
+        t.authenticated();
+    }
+    if let Some(ip) = ticket.map(|t| t.ip())
+        && !svc.allow_peer(ip, now_ms)
+    {
+        let l = svc.limits();
+        return Err(ApiError::new(
+            ErrorKind::RateLimited,
+            format!(
+                "{ip} is over {} requests/s",
+                l.rate_per_second * l.peer_rate_factor
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn too_large(limit: usize) -> ApiError {

@@ -24,6 +24,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves until `shutdown` resolves, then stops accepting, ends pending watches and
 /// waits (bounded) for in-flight requests.
+// Long on purpose: the accept loop and the per-connection task share the router's
+// hyper/tower service type, which has no name outside this function; split, it would
+// have to be boxed on every connection.
 pub async fn run(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,

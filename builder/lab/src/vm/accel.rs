@@ -37,6 +37,8 @@ pub const PANIC_MARKER: &str = "Kernel panic";
 
 /// Boots `kernel` (and `initrd`) under KVM for at most `timebox`; KVM if it panicked as
 /// asked, TCG otherwise. Never fails: any trouble means TCG, with the reason.
+// Long on purpose: one boot attempt read top to bottom, each early return saying why it
+// fell back to TCG; the steps share the child process and its serial file.
 pub fn probe(kernel: &Path, initrd: Option<&Path>, timebox: Duration) -> Probe {
     let started = Instant::now();
     let done = |accel, reason: String| Probe {
