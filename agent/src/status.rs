@@ -24,9 +24,9 @@ pub fn local(
     };
     // The role is in the report the agent writes beside its state; a missing or unreadable
     // report only loses the role, the state still shows.
-    let role = std::fs::read(root.path(model::node_files::AGENT_STATUS))
+    let role = protocol::report::MemberReport::read_local(root)
         .ok()
-        .and_then(|b| serde_json::from_slice::<protocol::report::MemberReport>(&b).ok())
+        .flatten()
         .map(|r| r.role);
     let since = p.since_ms();
     Ok(Some(NodeStatus {

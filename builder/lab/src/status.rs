@@ -37,15 +37,10 @@ impl std::fmt::Display for PhaseChange {
 /// `phase` or `phase#attempt`, from the report the node's agent writes to its own disk at
 /// every change (`AGENT_STATUS`); `-` before its agent wrote any.
 pub fn local_phase(node: &NodeRecord) -> String {
-    let path = model::node_files::NodeRoot::new(&node.root).path(model::node_files::AGENT_STATUS);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return "-".into(),
-        Err(e) => return format!("unreadable ({e})"),
-    };
-    match serde_json::from_slice::<MemberReport>(&bytes) {
-        Ok(r) if r.attempt > 0 => format!("{}#{}", r.phase, r.attempt),
-        Ok(r) => r.phase,
+    match MemberReport::read_local(&model::node_files::NodeRoot::new(&node.root)) {
+        Ok(Some(r)) if r.attempt > 0 => format!("{}#{}", r.phase, r.attempt),
+        Ok(Some(r)) => r.phase,
+        Ok(None) => "-".into(),
         Err(e) => format!("unreadable ({e})"),
     }
 }

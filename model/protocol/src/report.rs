@@ -25,6 +25,20 @@ pub struct MemberReport {
 }
 
 impl MemberReport {
+    /// The report the agent wrote to the node at `root` (`AGENT_STATUS`): `Ok(None)` before
+    /// it wrote any, `Err` naming why when it cannot be read.
+    pub fn read_local(root: &model::node_files::NodeRoot) -> Result<Option<MemberReport>, String> {
+        let path = root.path(model::node_files::AGENT_STATUS);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
     pub fn with_etcd(mut self, etcd: Option<EtcdView>) -> MemberReport {
         self.etcd = etcd;
         self
