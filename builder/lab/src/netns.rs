@@ -6,7 +6,7 @@
 
 use crate::error::{LabError, Result};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -288,6 +288,8 @@ pub fn run(mut cmd: Command, what: &str, deadline: Duration) -> Result<Out> {
 pub struct Daemon {
     child: Child,
     pub name: String,
+    /// Where its stdout and stderr go.
+    pub log: PathBuf,
 }
 
 impl Daemon {
@@ -311,7 +313,16 @@ impl Daemon {
         Ok(Daemon {
             child,
             name: name.to_string(),
+            log: log.to_path_buf(),
         })
+    }
+
+    /// The last `lines` lines of its log, for a failure message.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log)
+            .unwrap_or_else(|e| format!("(reading {}: {e})", self.log.display()));
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     pub fn pid(&self) -> u32 {

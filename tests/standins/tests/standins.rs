@@ -114,6 +114,25 @@ fn wait_until(what: &str, patience: Duration, f: impl FnMut() -> bool) {
     netns::wait_until(what, patience, Duration::from_millis(500), f).unwrap();
 }
 
+/// Waits for `f` while `daemon` runs; on its exit or on timeout, fails with its log's tail
+/// (under CI load the interesting line is in that log, not in the poll's last error).
+fn wait_on(daemon: &mut Daemon, what: &str, patience: Duration, mut f: impl FnMut() -> bool) {
+    let mut exited = None;
+    let r = netns::wait_until(what, patience, Duration::from_millis(500), || {
+        exited = daemon.exited();
+        exited.is_some() || f()
+    });
+    if r.is_err() || exited.is_some() {
+        panic!(
+            "{what}: {} ({:?}); last lines of {}:\n{}",
+            r.err().map(|e| e.to_string()).unwrap_or_default(),
+            exited,
+            daemon.log.display(),
+            daemon.log_tail(40)
+        );
+    }
+}
+
 fn word_after<'a>(text: &'a str, flag: &str) -> &'a str {
     let i = text
         .find(flag)
@@ -516,9 +535,9 @@ fn k3s_standin_server_join_agent() {
     );
     lab.put("s1", "etc/rancher/k3s/config.yaml", &format!(
         "cluster-init: true\ntoken: lab-secret\ntls-san:\n  - {vip}\nnode-ip: {}\nnode-name: s1\n", lab.ip(31)));
-    let _s1 = lab.start("s1", "k3s", &["server"]);
+    let mut s1 = lab.start("s1", "k3s", &["server"]);
     let token_file = lab.root("s1").join("var/lib/rancher/k3s/server/token");
-    wait_until("s1 ready", Duration::from_secs(60), || {
+    wait_on(&mut s1, "s1 ready", Duration::from_secs(120), || {
         lab.root("s1")
             .join("var/lib/rancher/k3s/server/db/.standin-ready")
             .exists()
@@ -541,15 +560,17 @@ fn k3s_standin_server_join_agent() {
 
     lab.put("s2", "etc/rancher/k3s/config.yaml", &format!(
         "server: https://{vip}:6443\ntoken: {token}\ntls-san: [{vip}]\nnode-ip: {}\nnode-name: s2\n", lab.ip(32)));
-    let _s2 = lab.start("s2", "k3s", &["server"]);
-    wait_until("s2 ready", Duration::from_secs(60), || {
+    let mut s2 = lab.start("s2", "k3s", &["server"]);
+    // The stand-in's own bounds: member add 30 s, learner promotion 120 s (CI runs this next
+    // to the kubeadm lifecycle test on 2 cores).
+    wait_on(&mut s2, "s2 ready", Duration::from_secs(180), || {
         lab.k3s_api("s2", "/readyz").ok()
     });
     let members = lab.k3s_members("s1");
     assert_eq!(members.len(), 2, "{members:?}");
     assert!(members.iter().all(|m| m.started()), "{members:?}");
 
-    let _a1 = lab.start(
+    let mut a1 = lab.start(
         "a1",
         "k3s",
         &[
@@ -562,7 +583,7 @@ fn k3s_standin_server_join_agent() {
             "a1",
         ],
     );
-    wait_until("a1 registered", Duration::from_secs(30), || {
+    wait_on(&mut a1, "a1 registered", Duration::from_secs(60), || {
         lab.k3s_api("s2", "/api/v1/nodes/a1").ok()
     });
 
