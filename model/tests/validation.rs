@@ -552,3 +552,74 @@ fn control_characters_are_located_errors() {
     let crlf = format!("#\ta comment after a tab\n{BASE}").replace('\n', "\r\n");
     assert!(problems(&crlf).is_empty(), "{:?}", problems(&crlf));
 }
+
+fn with_pool(addresses: &str) -> String {
+    with(
+        "  topology:\n",
+        &format!(
+            "  addons:\n    loadBalancer:\n      provider: metallb\n      addresses: {addresses}\n  topology:\n"
+        ),
+    )
+}
+
+#[test]
+fn a_free_load_balancer_pool_is_valid() {
+    let text = with_pool("[10.1.0.170-10.1.0.175, 10.1.0.200/30, 10.1.0.99]");
+    assert!(problems(&text).is_empty(), "{:?}", problems(&text));
+    let (c, _) = spec::load("t.yaml", &text).unwrap();
+    let lb = c.addons.load_balancer.unwrap();
+    let printed: Vec<String> = lb.addresses.iter().map(|r| r.to_string()).collect();
+    assert_eq!(
+        printed,
+        [
+            "10.1.0.170-10.1.0.175",
+            "10.1.0.200-10.1.0.203",
+            "10.1.0.99/32"
+        ]
+    );
+}
+
+#[test]
+fn load_balancer_pool_must_not_take_a_used_address() {
+    let field = |i: usize| format!("spec.addons.loadBalancer.addresses[{i}]");
+    let ps = problems(&with_pool("[10.1.0.10-10.1.0.12]"));
+    has(
+        &ps,
+        &field(0),
+        12,
+        Severity::Error,
+        "10.1.0.11, which is control-plane 1",
+    );
+    let ps = problems(&with_pool("[10.1.0.5]"));
+    has(&ps, &field(0), 12, Severity::Error, "the API VIP");
+    let ps = problems(&with_pool("[10.1.0.1-10.1.0.3]"));
+    has(&ps, &field(0), 12, Severity::Error, "the gateway");
+    let ps = problems(&with_pool("[10.1.0.250-10.1.0.255]"));
+    has(&ps, &field(0), 12, Severity::Error, "broadcast address");
+    let ps = problems(&with_pool("[10.1.1.10-10.1.1.20]"));
+    has(
+        &ps,
+        &field(0),
+        12,
+        Severity::Error,
+        "not inside the node subnet 10.1.0.0/24",
+    );
+    let ps = problems(&with_pool("[10.1.0.170-10.1.0.180, 10.1.0.176/30]"));
+    has(
+        &ps,
+        &field(1),
+        12,
+        Severity::Error,
+        "overlaps 10.1.0.170-10.1.0.180",
+    );
+    let ps = problems(&with_pool("[10.1.0.175-10.1.0.170]"));
+    has(&ps, &field(0), 12, Severity::Error, "backwards");
+    let ps = problems(&with_pool("[]"));
+    has(
+        &ps,
+        "spec.addons.loadBalancer.addresses",
+        12,
+        Severity::Error,
+        "no addresses",
+    );
+}

@@ -189,8 +189,41 @@ fn addons(ctx: &mut Ctx, spec: &mut Map<'_>) -> Addons {
     .unwrap_or(Cni::Flannel);
     let csi = parse(ctx, &mut m, "csi");
     let ingress = parse(ctx, &mut m, "ingress");
+    let load_balancer = m
+        .as_mut()
+        .and_then(|m| m.map(ctx, "loadBalancer"))
+        .map(|lb| load_balancer_addon(ctx, lb));
     done(ctx, m);
-    Addons { cni, csi, ingress }
+    Addons {
+        cni,
+        csi,
+        ingress,
+        load_balancer,
+    }
+}
+
+fn load_balancer_addon(ctx: &mut Ctx, lb: Map<'_>) -> LoadBalancerAddon {
+    let mut m = Some(lb);
+    let provider_field = require(ctx, &mut m, "provider", "write `provider: metallb`");
+    let provider = choice(
+        ctx,
+        provider_field,
+        &[("metallb", LoadBalancerProvider::Metallb)],
+    )
+    .unwrap_or(LoadBalancerProvider::Metallb);
+    let addresses = require(
+        ctx,
+        &mut m,
+        "addresses",
+        "list free addresses of the node subnet, e.g. [192.168.0.170-192.168.0.175]",
+    )
+    .and_then(|f| f.parse_list(ctx))
+    .unwrap_or_default();
+    done(ctx, m);
+    LoadBalancerAddon {
+        provider,
+        addresses,
+    }
 }
 
 fn topology(ctx: &mut Ctx, spec: &mut Map<'_>, provider: VipProvider) -> Topology {

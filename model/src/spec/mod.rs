@@ -95,6 +95,26 @@ pub struct Addons {
     pub cni: Cni,
     pub csi: Option<String>,
     pub ingress: Option<String>,
+    /// Services of type LoadBalancer on bare metal (`addons.loadBalancer`). Absent: none
+    /// (k3s keeps its own servicelb unless `distribution.disable` turns it off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LoadBalancerAddon>,
+}
+
+/// Which implementation hands out LoadBalancer addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadBalancerProvider {
+    /// MetalLB in layer-2 mode: one `IPAddressPool` and one `L2Advertisement`.
+    Metallb,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoadBalancerAddon {
+    pub provider: LoadBalancerProvider,
+    /// The pool: free addresses of the node subnet, none a node, the VIP or the gateway owns.
+    pub addresses: Vec<crate::address_range::AddressRange>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -33,6 +33,9 @@ pub(super) fn validate(ctx: &mut Ctx, c: &Cluster) {
         if !ctx.is_bad("spec.ha") {
             vip(ctx, c, &slots);
         }
+        if !ctx.is_bad("spec.addons.loadBalancer") {
+            load_balancer_pool(ctx, c, &slots);
+        }
         subnets(ctx, c);
     }
     if !ctx.is_bad("spec.datastore") && !ctx.is_bad("spec.distribution") {
@@ -544,6 +547,70 @@ fn vip(ctx: &mut Ctx, c: &Cluster, slots: &[Slot]) {
             "VRRP router ids run from 1 to 255",
             None,
         );
+    }
+}
+
+/// The LoadBalancer pool hands its addresses to Services: each must be free on the node
+/// subnet (MetalLB's layer-2 mode answers ARP for it there), so none may be a node's, the
+/// VIP, the gateway, or the subnet's network or broadcast address, and ranges must not
+/// overlap (one address, two pools' worth of claims).
+fn load_balancer_pool(ctx: &mut Ctx, c: &Cluster, slots: &[Slot]) {
+    let Some(lb) = &c.addons.load_balancer else {
+        return;
+    };
+    let base = "spec.addons.loadBalancer.addresses";
+    if lb.addresses.is_empty() {
+        if !ctx.is_bad(base) {
+            ctx.error(
+                base,
+                "the pool has no addresses",
+                Some("e.g. [192.168.0.170-192.168.0.175]".into()),
+            );
+        }
+        return;
+    }
+    let net = c.network.subnet;
+    for (i, r) in lb.addresses.iter().enumerate() {
+        let path = format!("{base}[{i}]");
+        if !r.within(&net) {
+            ctx.error(
+                &path,
+                format!("{r} is not inside the node subnet {net}"),
+                Some("MetalLB's layer-2 mode announces addresses on the nodes' own subnet".into()),
+            );
+            continue;
+        }
+        let mut taken: Vec<(Ipv4Addr, String)> = vec![
+            (net.network(), "the subnet's network address".into()),
+            (net.broadcast(), "the subnet's broadcast address".into()),
+            (c.network.gateway, "the gateway".into()),
+        ];
+        if let Some(vip) = c.ha.vip {
+            taken.push((vip, "the API VIP".into()));
+        }
+        taken.extend(
+            slots
+                .iter()
+                .filter_map(|s| s.ip.map(|ip| (ip, format!("{} {}", s.role, s.index)))),
+        );
+        if let Some((ip, owner)) = taken.iter().find(|(ip, _)| r.contains(*ip)) {
+            ctx.error(
+                &path,
+                format!("{r} includes {ip}, which is {owner}"),
+                Some("give the pool addresses no node, VIP or gateway uses".into()),
+            );
+        }
+        if let Some((j, other)) = lb.addresses[..i]
+            .iter()
+            .enumerate()
+            .find(|(_, o)| o.overlaps(r))
+        {
+            ctx.error(
+                &path,
+                format!("{r} overlaps {other} (addresses[{j}])"),
+                None,
+            );
+        }
     }
 }
 

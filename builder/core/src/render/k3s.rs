@@ -100,6 +100,10 @@ pub fn config(
     cfg.cluster_cidr = Some(c.network.pod_subnet.to_string());
     cfg.service_cidr = Some(c.network.service_subnet.to_string());
     cfg.disable = c.distribution.disable.clone();
+    // Two controllers answering for LoadBalancer Services would fight over them.
+    if c.addons.load_balancer.is_some() && !cfg.disable.iter().any(|d| d == "servicelb") {
+        cfg.disable.push("servicelb".into());
+    }
     cfg.node_taint = c.distribution.control_plane_taints.clone();
     if !flannel {
         cfg.flannel_backend = Some("none".into());
