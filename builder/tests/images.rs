@@ -353,8 +353,94 @@ fn proxmox_script_follows_the_plan() {
     )
     .unwrap();
     assert!(script.contains("set -euo pipefail"));
-    assert!(script.contains("create_vm 100 k3s-server-01 2 4096 32 BC:24:11:66:6F:07"));
-    assert!(script.contains("create_vm 106 k3s-lb-02 1 2048 32 BC:24:11:6B:DC:F9"));
+    assert!(script.contains("create_vm 301 k3s-server-01 2 4096 32 BC:24:11:66:6F:07"));
+    assert!(script.contains("create_vm 322 k3s-lb-02 1 2048 32 BC:24:11:6B:DC:F9"));
     assert!(script.contains("TEMPLATE=${MUSTER_TEMPLATE:-9001}"));
     assert!(script.contains(r#"qm clone "$TEMPLATE" "$vmid" --name "$name" --full"#));
+}
+
+/// A `qm` stand-in for create-vms.sh: VMs are files under `$QM_STATE` holding their name.
+const FAKE_QM: &str = r#"#!/bin/bash
+set -eu
+echo "qm $*" >> "$QM_STATE/log"
+case "$1" in
+  status) [ -f "$QM_STATE/$2" ] || exit 2; [ -f "$QM_STATE/$2.running" ] && echo "status: running" || echo "status: stopped" ;;
+  config) [ -f "$QM_STATE/$2" ] || exit 2; echo "name: $(cat "$QM_STATE/$2")" ;;
+  clone) echo "$5" > "$QM_STATE/$3" ;;
+  start) touch "$QM_STATE/$2.running" ;;
+  set|resize) ;;
+  *) echo "fake qm: $1?" >&2; exit 1 ;;
+esac
+"#;
+
+#[test]
+fn proxmox_script_creates_only_new_nodes_and_refuses_an_id_of_another_vm() {
+    let (_, c, p) = examples()
+        .into_iter()
+        .find(|(s, ..)| s.starts_with("seed-001"))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &proxmox::render(&c, &p));
+    for n in &p.nodes {
+        let d = dir.path().join("nodes").join(n.name.as_str());
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("seed.img"), b"seed").unwrap();
+    }
+    let bin = dir.path().join("bin");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(bin.join("qm"), FAKE_QM).unwrap();
+    std::fs::set_permissions(
+        bin.join("qm"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let run = || {
+        Command::new("bash")
+            .arg(dir.path().join(proxmox::CREATE_VMS_PATH))
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
+            .env("QM_STATE", &state)
+            .output()
+            .unwrap()
+    };
+    // The template, and the two servers an earlier run created.
+    std::fs::write(state.join("9001"), "node-image").unwrap();
+    std::fs::write(state.join("301"), "k3s-server-01").unwrap();
+    std::fs::write(state.join("302"), "k3s-server-02").unwrap();
+    let out = run();
+    assert!(out.status.success(), "{}", show(&out));
+    let log = std::fs::read_to_string(state.join("log")).unwrap();
+    let clones: Vec<&str> = log.lines().filter(|l| l.starts_with("qm clone")).collect();
+    assert_eq!(clones.len(), p.nodes.len() - 2, "{log}");
+    assert!(
+        !log.contains("clone 9001 301") && !log.contains("clone 9001 302"),
+        "{log}"
+    );
+    assert!(
+        log.contains("qm clone 9001 311 --name k3s-worker-01 --full"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(state.join("322")).unwrap().trim(),
+        "k3s-lb-02"
+    );
+
+    // An id held by a VM of another name stops the script; that VM is not touched.
+    std::fs::remove_file(state.join("log")).unwrap();
+    std::fs::remove_file(state.join("322")).unwrap();
+    std::fs::write(state.join("322"), "someone-else").unwrap();
+    let out = run();
+    assert!(!out.status.success(), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("VM 322 is 'someone-else', not k3s-lb-02: refusing to touch it"),
+        "{err}"
+    );
+    let log = std::fs::read_to_string(state.join("log")).unwrap();
+    assert!(!log.contains(" 322 --"), "{log}");
+    assert!(!log.contains("qm start"), "{log}");
 }

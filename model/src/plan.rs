@@ -22,7 +22,8 @@ pub struct PlannedNode {
     pub disk_gib: u64,
     pub ip: Ipv4Addr,
     pub mac: Mac,
-    /// Proxmox VM id, when the platform is Proxmox.
+    /// Proxmox VM id, when the platform is Proxmox: `vmIdBase` plus the node's host number
+    /// in the subnet (see `vm_id`), so it follows the node's address, not its position.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub vmid: Option<u32>,
 }
@@ -117,6 +118,18 @@ pub(crate) fn host_address(c: &Cluster, n: u32) -> Option<Ipv4Addr> {
     (n >= 1 && addr < u32::from(net.broadcast())).then(|| Ipv4Addr::from(addr))
 }
 
+/// A node's Proxmox VM id: the base plus its address's host number in the subnet. Tied to
+/// the address (stable per role block, or pinned by an override), never to the node's
+/// position in the plan: adding a worker must not shift the ids of the nodes after it.
+/// Unique because addresses are. `None` when it overflows (validation reports that).
+pub fn vm_id(c: &Cluster, ip: Ipv4Addr) -> Option<u32> {
+    let Platform::Proxmox { vm_id_base, .. } = c.platform else {
+        return None;
+    };
+    let host = u32::from(ip).checked_sub(u32::from(c.network.subnet.network()))?;
+    vm_id_base.checked_add(host)
+}
+
 /// Every node the spec asks for. Validation refuses counts over the cap before calling
 /// this; the cap here keeps an unvalidated cluster from allocating without bound.
 pub(crate) fn assign(c: &Cluster) -> Vec<Slot> {
@@ -158,14 +171,14 @@ pub(crate) fn assign(c: &Cluster) -> Vec<Slot> {
 /// Resolves a validated cluster into its plan. `warnings` are the spec's warnings.
 pub fn resolve(c: &Cluster, warnings: Vec<Problem>) -> Plan {
     let mut nodes = Vec::new();
-    for (ordinal, slot) in (0u32..).zip(assign(c)) {
+    for slot in assign(c) {
         let (Ok(name), Some(ip)) = (slot.name, slot.ip) else {
             // Validation has rejected such a spec; keep going rather than panic.
             continue;
         };
         let size = c.size(slot.role);
         let vmid = match &c.platform {
-            Platform::Proxmox { vm_id_base, .. } => match vm_id_base.checked_add(ordinal) {
+            Platform::Proxmox { .. } => match vm_id(c, ip) {
                 Some(id) => Some(id),
                 // Validation has rejected such a spec (`spec.platform.vmIdBase`).
                 None => continue,

@@ -623,3 +623,65 @@ fn load_balancer_pool_must_not_take_a_used_address() {
         "no addresses",
     );
 }
+
+const PROXMOX: &str = "  platform:
+    type: proxmox
+    node: pve
+    templateId: 9000
+    vmIdBase: 100
+";
+
+fn vmids(text: &str) -> Vec<(String, u32)> {
+    let (c, w) = spec::load("t.yaml", text).unwrap();
+    model::plan::resolve(&c, w.items)
+        .nodes
+        .iter()
+        .map(|n| (n.name.to_string(), n.vmid.unwrap()))
+        .collect()
+}
+
+#[test]
+fn proxmox_vm_ids_follow_addresses_so_growing_a_role_shifts_nothing() {
+    let before = vmids(&format!("{BASE}{PROXMOX}"));
+    let after = vmids(&format!(
+        "{}{PROXMOX}",
+        with(
+            "controlPlanes: 3\n    workers: 2",
+            "controlPlanes: 3\n    workers: 3"
+        )
+    ));
+    assert_eq!(before.len() + 1, after.len());
+    // Every node of the old plan keeps its id; the new worker takes a new one.
+    for node in &before {
+        assert!(after.contains(node), "{node:?} changed: {after:?}");
+    }
+    assert!(after.contains(&("t-w-3".to_string(), 123)), "{after:?}");
+    assert!(before.contains(&("t-cp-1".to_string(), 111)), "{before:?}");
+}
+
+#[test]
+fn proxmox_vm_ids_must_miss_the_templates_and_fit() {
+    let text = format!(
+        "{BASE}{}",
+        PROXMOX.replace("templateId: 9000", "templateId: 121")
+    );
+    let ps = problems(&text);
+    // Worker 2 is at .22: 100 + 22 = 122 = templateId + 1.
+    assert!(
+        ps.iter()
+            .any(|(f, _, s, m)| f == "spec.network.addressPlan.workers"
+                && *s == Severity::Error
+                && m.contains("worker 2 would get VM id 122, which is the node image template")),
+        "{ps:#?}"
+    );
+    let text = format!(
+        "{BASE}{}",
+        PROXMOX.replace("vmIdBase: 100", "vmIdBase: 999999990")
+    );
+    let ps = problems(&text);
+    assert!(
+        ps.iter()
+            .any(|(f, _, _, m)| f == "spec.platform.vmIdBase" && m.contains("999999990 + 22")),
+        "{ps:#?}"
+    );
+}

@@ -45,11 +45,11 @@ pub(super) fn validate(ctx: &mut Ctx, c: &Cluster) {
     let counts_sound = !["controlPlanes", "workers", "loadBalancers"]
         .iter()
         .any(|k| ctx.is_bad(&format!("spec.topology.{k}")));
-    if counts_sound {
-        vm_ids(ctx, c);
-        if let Some(vm_memory) = totals(ctx, c) {
-            budget(ctx, c, vm_memory);
-        }
+    if counts_sound && addresses_sound {
+        vm_ids(ctx, c, &assign(c));
+    }
+    if counts_sound && let Some(vm_memory) = totals(ctx, c) {
+        budget(ctx, c, vm_memory);
     }
 }
 
@@ -777,21 +777,58 @@ fn misc(ctx: &mut Ctx, c: &Cluster) {
     }
 }
 
-/// Proxmox VM ids run from the base, one per node: the last must still be a VM id.
-fn vm_ids(ctx: &mut Ctx, c: &Cluster) {
-    let Platform::Proxmox { vm_id_base, .. } = c.platform else {
+/// Proxmox VM ids are the base plus each node's host number (`plan::vm_id`): every one must
+/// still be a VM id, and none may be one of the two templates' ids.
+fn vm_ids(ctx: &mut Ctx, c: &Cluster, slots: &[Slot]) {
+    let Platform::Proxmox {
+        vm_id_base,
+        template_id,
+        ..
+    } = c.platform
+    else {
         return;
     };
-    let nodes: u64 = Role::ALL.iter().map(|&r| u64::from(c.count(r))).sum();
-    let last = u64::from(vm_id_base) + nodes.saturating_sub(1);
-    if nodes > 0 && last > u64::from(MAX_PROXMOX_VMID) {
+    let base = u32::from(c.network.subnet.network());
+    let Some(top) = slots
+        .iter()
+        .filter_map(|s| s.ip)
+        .map(|ip| u64::from(u32::from(ip).saturating_sub(base)))
+        .max()
+    else {
+        return;
+    };
+    let last = u64::from(vm_id_base) + top;
+    if last > u64::from(MAX_PROXMOX_VMID) {
         ctx.error(
             "spec.platform.vmIdBase",
             format!(
-                "VM ids {vm_id_base}–{last} for {nodes} nodes run past Proxmox's largest VM id {MAX_PROXMOX_VMID}"
+                "VM ids are vmIdBase + each node's host number: {vm_id_base} + {top} = {last} runs past Proxmox's largest VM id {MAX_PROXMOX_VMID}"
             ),
             Some("start lower, e.g. 100".into()),
         );
+        return;
+    }
+    let templates = [
+        (template_id, "the base template (templateId)"),
+        (
+            template_id.saturating_add(1),
+            "the node image template (templateId + 1)",
+        ),
+    ];
+    for s in slots {
+        let Some(id) = s.ip.and_then(|ip| crate::plan::vm_id(c, ip)) else {
+            continue;
+        };
+        if let Some((_, what)) = templates.iter().find(|(t, _)| *t == id) {
+            ctx.error(
+                &slot_path(c, s, "ip"),
+                format!(
+                    "{} {} would get VM id {id}, which is {what}",
+                    s.role, s.index
+                ),
+                Some("move templateId or vmIdBase so the node ids (vmIdBase + host number) stay clear of it".into()),
+            );
+        }
     }
 }
 

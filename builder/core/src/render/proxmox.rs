@@ -9,7 +9,9 @@
 //!   memory, disk size and `net0` with the plan's MAC, attaches the node's NoCloud seed
 //!   `nodes/<name>/seed.img` as disk `scsi1` (`import-from`, raw) after removing the
 //!   template's Proxmox cloud-init drive (two `cidata` volumes would be ambiguous), then
-//!   starts them. VMs that already exist are left alone.
+//!   starts them. VMs that already exist under the node's name are left alone, so after a
+//!   rebuild that added nodes it creates exactly the new ones; an id held by a VM of
+//!   another name stops the script before anything is touched for that node.
 
 use super::FileSet;
 use super::packer::{proxmox_base_template_name, proxmox_image_vmid};
@@ -76,7 +78,8 @@ fn create_vms(
 # attaching each node's NoCloud seed. Run on the Proxmox node from the build output
 # directory (or anywhere: paths are found from this script's location):
 #   bash proxmox/create-vms.sh
-# Existing VMs are skipped, so it can be re-run after a failure.
+# Existing VMs of the same name are skipped, so it can be re-run after a failure or after
+# a rebuild that added nodes; an id held by a VM of another name is an error.
 # Overrides: MUSTER_TEMPLATE (node image template id), MUSTER_STORAGE, MUSTER_BRIDGE.
 NODE={node}
 TEMPLATE=${{MUSTER_TEMPLATE:-{image}}}
@@ -99,6 +102,10 @@ create_vm() {
   local vmid=$1 name=$2 cores=$3 memory=$4 disk=$5 mac=$6
   local seed="$out/nodes/$name/seed.img"
   if qm status "$vmid" >/dev/null 2>&1; then
+    # An id follows its node's address; one that holds another VM is never reused.
+    local have
+    have=$(qm config "$vmid" | sed -n 's/^name: //p')
+    [ "$have" = "$name" ] || die "VM $vmid is '${have:-unnamed}', not $name: refusing to touch it (node VM ids are vmIdBase + the node's host number; move vmIdBase or that VM)"
     say "VM $vmid ($name) exists: skipping"
     return 0
   fi
