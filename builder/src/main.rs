@@ -26,6 +26,10 @@ enum Command {
         /// Print the plan as JSON.
         #[arg(long)]
         json: bool,
+        /// A previous `muster build` output dir: mark new (+), changed (~) and removed
+        /// nodes against it.
+        #[arg(long, value_name = "OUT")]
+        previous: Option<PathBuf>,
     },
     /// Render every file the cluster's machines need: the agent payload (tar.gz for the
     /// image) and a NoCloud seed volume per node.
@@ -183,7 +187,11 @@ fn init_tracing() {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Plan { spec, json } => plan(spec, json),
+        Command::Plan {
+            spec,
+            json,
+            previous,
+        } => plan(spec, json, previous),
         Command::Build {
             spec,
             out,
@@ -216,14 +224,37 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// `muster plan`.
-fn plan(spec: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
+fn plan(spec: Option<PathBuf>, json: bool, previous: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let loaded = spec_source::load(spec.as_deref())?;
     let plan = &loaded.plan;
+    let diff = match &previous {
+        Some(dir) => {
+            let nodes = muster_build::bake::previous_nodes(dir)?.with_context(|| {
+                format!(
+                    "{} has no {}: not a muster build output dir",
+                    dir.display(),
+                    muster_build::bake::CLUSTER_FILE
+                )
+            })?;
+            Some(model::plan_diff::diff(&nodes, &plan.nodes))
+        }
+        None => None,
+    };
     if json {
-        let text = serde_json::to_string_pretty(&plan).context("serializing the plan")?;
+        let mut value = serde_json::to_value(plan).context("serializing the plan")?;
+        if let (Some(d), Some(obj)) = (&diff, value.as_object_mut()) {
+            obj.insert(
+                "changes".into(),
+                serde_json::to_value(d).context("serializing the changes")?,
+            );
+        }
+        let text = serde_json::to_string_pretty(&value).context("serializing the plan")?;
         println!("{text}");
     } else {
-        print!("{}", muster_build::plan_table::render(plan));
+        print!(
+            "{}",
+            muster_build::plan_table::render_against(plan, diff.as_ref())
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

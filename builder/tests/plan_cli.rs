@@ -107,8 +107,8 @@ fn every_example_plans() {
 fn pinned_macs_and_proxmox_ids_show() {
     let out = muster(&["plan", &example("seed-001-k3s-haproxy-proxmox.yaml")]);
     let text = stdout(&out);
-    assert!(text.contains("k3s-server-01  control-plane  2     4 GiB   32 GiB   192.168.1.201  bc:24:11:66:6f:07  100"), "{text}");
-    assert!(text.contains("k3s-lb-02      load-balancer  1     2 GiB   32 GiB   192.168.1.222  bc:24:11:6b:dc:f9  106"), "{text}");
+    assert!(text.contains("k3s-server-01  control-plane  2     4 GiB   32 GiB   192.168.1.201  bc:24:11:66:6f:07  301"), "{text}");
+    assert!(text.contains("k3s-lb-02      load-balancer  1     2 GiB   32 GiB   192.168.1.222  bc:24:11:6b:dc:f9  322"), "{text}");
 }
 
 #[test]
@@ -287,4 +287,91 @@ fn a_second_document_or_a_nul_is_refused() {
             "{want} {what}: {err}"
         );
     }
+}
+
+/// Growing seed 001 by a worker: `muster plan --previous` and the rebuild's report mark the
+/// new node, keep every other node's VM id, and list nothing as moved.
+#[test]
+fn a_rebuild_with_one_more_worker_marks_it_and_moves_no_identity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let agent = tmp.path().join("nodeagent");
+    std::fs::write(&agent, b"\x7fELF fake nodeagent for tests\n").unwrap();
+    let spec = example("seed-001-k3s-haproxy-proxmox.yaml");
+    let o = &out.display().to_string();
+    let a = &agent.display().to_string();
+    let first = muster(&["build", &spec, "--out", o, "--agent-bin", a, "--json"]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert!(report.get("changes").is_none(), "first build: {report}");
+
+    let grown = tmp.path().join("grown.yaml");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&grown, text.replace("    workers: 2\n", "    workers: 3\n")).unwrap();
+    let g = &grown.display().to_string();
+    let plan = muster(&["plan", g, "--previous", o]);
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let table = stdout(&plan);
+    let marked: Vec<&str> = table.lines().filter(|l| l.starts_with('+')).collect();
+    assert_eq!(marked.len(), 1, "{table}");
+    assert!(
+        marked[0].contains("k3s-worker-03") && marked[0].contains("313"),
+        "{table}"
+    );
+    assert!(
+        table.contains("Against the previous build: 1 new (+), 0 changed (~), 0 removed."),
+        "{table}"
+    );
+    assert!(
+        table.contains(" k3s-lb-02 ") && table.contains(" 322\n"),
+        "{table}"
+    );
+    assert!(!table.contains("  ! "), "{table}");
+
+    let second = muster(&["build", g, "--out", o, "--agent-bin", a, "--json"]);
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    let changes = &report["changes"];
+    assert_eq!(
+        changes["added"],
+        serde_json::json!(["k3s-worker-03"]),
+        "{report}"
+    );
+    assert_eq!(changes["changed"], serde_json::json!([]), "{report}");
+    assert_eq!(changes["moved"], serde_json::json!([]), "{report}");
+
+    // Shrinking back lists the worker as removed, and says its machine stays.
+    let plan = muster(&["plan", &spec, "--previous", o]);
+    let table = stdout(&plan);
+    assert!(
+        table.contains("  - k3s-worker-03 (worker 192.168.1.213, VM 313): no longer planned"),
+        "{table}"
+    );
+
+    // Without a previous build there is nothing to compare with: a clear error.
+    let plan = muster(&[
+        "plan",
+        &spec,
+        "--previous",
+        &tmp.path().display().to_string(),
+    ]);
+    assert!(!plan.status.success());
+    assert!(
+        String::from_utf8_lossy(&plan.stderr)
+            .contains("has no cluster.json: not a muster build output dir"),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
 }

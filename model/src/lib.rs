@@ -9,6 +9,7 @@ pub mod kube_vip;
 pub mod names;
 pub mod node_files;
 pub mod plan;
+pub mod plan_diff;
 pub mod problem;
 pub mod quorum;
 pub mod secret;

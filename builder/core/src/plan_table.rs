@@ -1,6 +1,7 @@
 //! `muster plan` output: the machines as a table, totals, RAM budget, quorum and warnings.
 
 use model::plan::Plan;
+use model::plan_diff::PlanDiff;
 use std::fmt::Write;
 
 /// `4096` → `4 GiB`, `1536` → `1536 MiB`.
@@ -10,6 +11,41 @@ pub fn mib(m: u64) -> String {
     } else {
         format!("{m} MiB")
     }
+}
+
+/// The lines under the table that say what the rebuild changes.
+pub fn changes(d: &PlanDiff) -> String {
+    let mut out = String::new();
+    if d.is_empty() {
+        let _ = writeln!(out, "\nAgainst the previous build: no machine changes.");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\nAgainst the previous build: {} new (+), {} changed (~), {} removed.",
+        d.added.len(),
+        d.changed.len(),
+        d.removed.len()
+    );
+    for c in &d.changed {
+        let _ = writeln!(out, "  ~ {}: {}", c.name, c.fields.join(", "));
+    }
+    for n in &d.removed {
+        let vmid = n.vmid.map(|id| format!(", VM {id}")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  - {} ({} {}{vmid}): no longer planned; its machine is not deleted by a rebuild",
+            n.name, n.role, n.ip
+        );
+    }
+    for m in &d.moved {
+        let _ = writeln!(
+            out,
+            "  ! {} {} was {}'s and is now {}'s: a machine created for {} would take over {}'s",
+            m.what, m.value, m.from, m.to, m.to, m.from
+        );
+    }
+    out
 }
 
 fn signed_mib(m: i64) -> String {
@@ -50,6 +86,12 @@ pub fn columns(rows: &[Vec<String>]) -> String {
 // file shows them; split up, the layout of what it writes could no longer be read here.
 
 pub fn render(plan: &Plan) -> String {
+    render_against(plan, None)
+}
+
+/// The plan, with each node marked against the previous build when there is one: `+` new,
+/// `~` changed, and the removed nodes and moved identities listed after the table.
+pub fn render_against(plan: &Plan, diff: Option<&PlanDiff>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -64,6 +106,9 @@ pub fn render(plan: &Plan) -> String {
     if plan.nodes.iter().any(|n| n.vmid.is_some()) {
         rows[0].push("VMID".into());
     }
+    if diff.is_some() {
+        rows[0].insert(0, String::new());
+    }
     for n in &plan.nodes {
         let mut row = vec![
             n.name.to_string(),
@@ -77,17 +122,27 @@ pub fn render(plan: &Plan) -> String {
         if let Some(id) = n.vmid {
             row.push(id.to_string());
         }
+        if let Some(d) = diff {
+            row.insert(0, d.mark(&n.name).into());
+        }
         rows.push(row);
     }
     let t = &plan.totals;
-    rows.push(vec![
+    let mut total = vec![
         "TOTAL".into(),
         format!("{} VMs", t.vms),
         t.cpus.to_string(),
         mib(t.memory_mib),
         format!("{} GiB", t.disk_gib),
-    ]);
+    ];
+    if diff.is_some() {
+        total.insert(0, String::new());
+    }
+    rows.push(total);
     out.push_str(&columns(&rows));
+    if let Some(d) = diff {
+        out.push_str(&changes(d));
+    }
 
     let b = &plan.budget;
     let _ = write!(

@@ -89,6 +89,8 @@ pub enum BuildError {
     },
     #[error("SOURCE_DATE_EPOCH=`{0}` is not a number of seconds")]
     SourceDateEpoch(String),
+    #[error("{path}: not a cluster.json muster wrote: {detail}")]
+    PreviousBuild { path: PathBuf, detail: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -125,7 +127,26 @@ pub struct BuildReport {
     /// Files inside the payload.
     pub payload_files: usize,
     pub artifacts: Vec<WrittenArtifact>,
+    /// The machines against the previous build into this dir; absent on a first build.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<model::plan_diff::PlanDiff>,
     pub elapsed_ms: u64,
+}
+
+/// The nodes of the last build into `out` (its `cluster.json`), if there was one.
+pub fn previous_nodes(out: &Path) -> Result<Option<Vec<model::PlannedNode>>, BuildError> {
+    let path = out.join(CLUSTER_FILE);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(BuildError::Io { path, source }),
+    };
+    let baked: model::baked::BakedCluster =
+        serde_json::from_slice(&text).map_err(|e| BuildError::PreviousBuild {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+    Ok(Some(baked.nodes))
 }
 
 /// The payload's file set (everything but its own SHA256SUMS is listed in SHA256SUMS).
@@ -155,6 +176,15 @@ pub fn build(
     let etcd_tls = etcd_tls::load(cluster, &spec.dir())?;
 
     let (secret, new_secret) = secret::claim_dir(out, cluster.name.as_str())?;
+    // Read before this build overwrites it. Informational: a damaged file costs the diff,
+    // never the build.
+    let changes = match previous_nodes(out) {
+        Ok(prev) => prev.map(|p| model::plan_diff::diff(&p, &plan.nodes)),
+        Err(e) => {
+            tracing::warn!("no comparison with the previous build: {e}");
+            None
+        }
+    };
     let cluster_id = secret.cluster_id();
     // The rendezvous checks request signatures with this cluster's signing key (never the
     // secret itself); `muster rendezvous --keys OUT/rendezvous-keys` serves this cluster.
@@ -197,6 +227,7 @@ pub fn build(
         payload_sha256,
         payload_files: files.files.len(),
         artifacts,
+        changes,
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
 }
@@ -333,6 +364,9 @@ pub fn report_table(r: &BuildReport) -> String {
     let _ = writeln!(s, "  {:<w$}  {:>10}  SHA-256", "FILE", "BYTES");
     for a in &r.artifacts {
         let _ = writeln!(s, "  {:<w$}  {:>10}  {}", a.path, a.bytes, a.sha256);
+    }
+    if let Some(d) = &r.changes {
+        s.push_str(&crate::plan_table::changes(d));
     }
     s
 }
