@@ -252,8 +252,9 @@ fn plan(spec: Option<PathBuf>, json: bool, previous: Option<PathBuf>) -> anyhow:
         println!("{text}");
     } else {
         print!(
-            "{}",
-            muster_build::plan_table::render_against(plan, diff.as_ref())
+            "{}{}",
+            muster_build::plan_table::render_against(plan, diff.as_ref()),
+            muster_build::addons::render(&loaded.cluster)
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -375,3 +375,24 @@ fn a_rebuild_with_one_more_worker_marks_it_and_moves_no_identity() {
         String::from_utf8_lossy(&plan.stderr)
     );
 }
+
+#[test]
+fn plan_says_where_each_add_on_comes_from_and_that_it_is_not_applied_yet() {
+    let text = stdout(&muster(&["plan"]));
+    assert!(
+        text.contains("muster does not apply manifests yet"),
+        "{text}"
+    );
+    assert!(
+        text.contains("spec.addons.cni            flannel v0.28.9 from https://raw.githubusercontent.com/flannel-io/flannel/v0.28.9/Documentation/kube-flannel.yml"),
+        "{text}"
+    );
+    let text = stdout(&muster(&[
+        "plan",
+        &example("seed-000-kubeadm-kube-vip.yaml"),
+    ]));
+    assert!(
+        text.contains("cilium: no pinned source in muster yet; install it yourself"),
+        "{text}"
+    );
+}

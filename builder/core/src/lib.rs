@@ -3,6 +3,7 @@
 //! node images ([`image`]), and the operator commands that read a build dir ([`ops`]:
 //! status, kubeconfig). The rendezvous server and the lab are crates of their own.
 
+pub mod addons;
 pub mod bake;
 pub mod image;
 pub mod ops;
