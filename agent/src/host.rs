@@ -66,7 +66,7 @@ impl Host for FsHost {
         }
         let failed: Vec<String> = report
             .failures()
-            .map(|c| format!("{}: {}", c.name, c.detail))
+            .map(|c| c.detail.clone())
             .collect();
         if failed.is_empty() {
             Ok(())

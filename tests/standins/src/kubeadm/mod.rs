@@ -185,7 +185,7 @@ async fn dispatch_inner(args: &[String]) -> Result<()> {
 }
 
 fn version() -> String {
-    std::env::var("MUSTER_STANDIN_K8S_VERSION").unwrap_or_else(|_| "v1.31.0".into())
+    crate::release("v1.31.0")
 }
 
 fn phase<T>(name: &str, r: Result<T>) -> Result<T> {
