@@ -136,29 +136,33 @@ fn find_tools(t: &Tools) -> ToolsFound {
         .copied()
         .filter(|p| !on_path(&path, p))
         .collect();
-    let version_output = t.required.first().filter(|p| !missing.contains(p)).map(|p| {
-        let args: &[&str] = match t.kind {
-            model::spec::DistroKind::Kubeadm => &["version", "-o", "short"],
-            model::spec::DistroKind::K3s => &["--version"],
-        };
-        std::process::Command::new(p)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run `{p}`: {e}"))
-            .and_then(|out| {
-                if out.status.success() {
-                    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-                } else {
-                    Err(format!(
-                        "`{p} {}` exited with {}: {}",
-                        args.join(" "),
-                        out.status,
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ))
-                }
-            })
-    });
+    let version_output = t
+        .required
+        .first()
+        .filter(|p| !missing.contains(p))
+        .map(|p| {
+            let args: &[&str] = match t.kind {
+                model::spec::DistroKind::Kubeadm => &["version", "-o", "short"],
+                model::spec::DistroKind::K3s => &["--version"],
+            };
+            std::process::Command::new(p)
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .map_err(|e| format!("cannot run `{p}`: {e}"))
+                .and_then(|out| {
+                    if out.status.success() {
+                        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+                    } else {
+                        Err(format!(
+                            "`{p} {}` exited with {}: {}",
+                            args.join(" "),
+                            out.status,
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        ))
+                    }
+                })
+        });
     ToolsFound {
         missing,
         version_output,
@@ -327,7 +331,9 @@ pub fn version(t: &Tools, found: &ToolsFound) -> Option<Result<(), String>> {
         Err(e) => Err(e.clone()),
         Ok(stdout) => {
             let parsed = match t.kind {
-                model::spec::DistroKind::Kubeadm => crate::distro::parse::kubeadm_short_version(stdout),
+                model::spec::DistroKind::Kubeadm => {
+                    crate::distro::parse::kubeadm_short_version(stdout)
+                }
                 model::spec::DistroKind::K3s => crate::distro::parse::k3s_version(stdout),
             };
             match parsed {
@@ -441,7 +447,11 @@ mod tests {
         );
         // Even in the lab the binaries are checked: only the namespace's limits are skipped.
         let o = Options {
-            tools: Some(Tools::for_spec(model::spec::DistroKind::Kubeadm, "v1.31.4".into(), true)),
+            tools: Some(Tools::for_spec(
+                model::spec::DistroKind::Kubeadm,
+                "v1.31.4".into(),
+                true,
+            )),
             tools_found: Some(found),
             ..Options::lab()
         };
@@ -464,7 +474,10 @@ mod tests {
         );
         let k3s = Tools::for_spec(model::spec::DistroKind::K3s, "v1.31.6+k3s1".into(), false);
         assert_eq!(
-            version(&k3s, &found("k3s version v1.31.6+k3s1 (6ab750f9)\ngo version go1.22.12\n")),
+            version(
+                &k3s,
+                &found("k3s version v1.31.6+k3s1 (6ab750f9)\ngo version go1.22.12\n")
+            ),
             Some(Ok(()))
         );
         assert_eq!(

@@ -12,11 +12,14 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// round takes at most `timeout`.
 pub async fn unreachable(targets: &[Target], timeout: Duration) -> Vec<Unreachable> {
     let probes = targets.iter().map(|t| async move {
-        connect(&t.endpoint, timeout).await.err().map(|error| Unreachable {
-            what: t.what.to_string(),
-            endpoint: t.endpoint.clone(),
-            error,
-        })
+        connect(&t.endpoint, timeout)
+            .await
+            .err()
+            .map(|error| Unreachable {
+                what: t.what.to_string(),
+                endpoint: t.endpoint.clone(),
+                error,
+            })
     });
     futures::future::join_all(probes)
         .await

@@ -160,11 +160,7 @@ impl Rig {
         Rig::with_spec(tag, env, spec)
     }
 
-    fn with_spec(
-        tag: &str,
-        env: Vec<(&'static str, String)>,
-        spec: fn(&Lab) -> String,
-    ) -> Rig {
+    fn with_spec(tag: &str, env: Vec<(&'static str, String)>, spec: fn(&Lab) -> String) -> Rig {
         let standins = muster_lab::standins::target_bin_dir();
         let standins = standins.as_path();
         let hosts: Vec<(&str, u8)> = CPS.iter().map(|(h, _, o)| (*h, *o)).collect();
@@ -494,7 +490,10 @@ fn without_learner_mode_a_dead_second_member_costs_the_quorum_and_status_says_so
     });
     for (host, name, _) in CPS {
         let tree = r.lab.root(host).join("usr/lib/muster/nodes").join(name);
-        for t in ["etc/muster/kubeadm/init.yaml", "etc/muster/kubeadm/join.yaml"] {
+        for t in [
+            "etc/muster/kubeadm/init.yaml",
+            "etc/muster/kubeadm/join.yaml",
+        ] {
             let f = tree.join(t);
             if let Ok(text) = std::fs::read_to_string(&f) {
                 let without = text.replace("featureGates:\n  EtcdLearnerMode: true\n", "");
@@ -503,7 +502,10 @@ fn without_learner_mode_a_dead_second_member_costs_the_quorum_and_status_says_so
         }
         let init = tree.join("etc/muster/kubeadm/init.yaml");
         if let Ok(text) = std::fs::read_to_string(&init) {
-            assert!(!text.contains("EtcdLearnerMode"), "{host}: gate left in {text}");
+            assert!(
+                !text.contains("EtcdLearnerMode"),
+                "{host}: gate left in {text}"
+            );
         }
     }
     r.knob("cp2", "crash_at=after-member-add\n");
@@ -651,7 +653,10 @@ fn a_node_without_kubeadm_says_so_and_the_rest_assembles() {
     // It never stood for election nor joined: not one kubeadm command ran there.
     assert!(rig.commands("cp3").is_empty(), "{:?}", rig.commands("cp3"));
     let log = rig.agent_log("cp3");
-    assert!(!log.contains("to=electing") && !log.contains("to=initializing"), "{log}");
+    assert!(
+        !log.contains("to=electing") && !log.contains("to=initializing"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -692,10 +697,15 @@ fn an_unreachable_sql_datastore_is_named_with_k3s_fatal_line() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains(&format!("datastore {datastore} unreachable: connection refused")),
+        text.contains(&format!(
+            "datastore {datastore} unreachable: connection refused"
+        )),
         "{text}"
     );
-    assert!(text.contains("distribution says: k3s.service log: "), "{text}");
+    assert!(
+        text.contains("distribution says: k3s.service log: "),
+        "{text}"
+    );
     // And the operator's view from the rendezvous, once the report carrying it is there.
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -716,7 +726,10 @@ fn an_unreachable_sql_datastore_is_named_with_k3s_fatal_line() {
         if named && fatal {
             break;
         }
-        assert!(Instant::now() < deadline, "muster status never showed it: {m:#}");
+        assert!(
+            Instant::now() < deadline,
+            "muster status never showed it: {m:#}"
+        );
         std::thread::sleep(Duration::from_secs(1));
     }
 }

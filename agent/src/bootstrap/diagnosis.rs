@@ -84,9 +84,10 @@ enum Stage {
 
 fn stage(p: &Phase) -> Stage {
     match p {
-        Phase::CheckingInit | Phase::WaitingForInit | Phase::Electing | Phase::Initializing { .. } => {
-            Stage::BeforeInit
-        }
+        Phase::CheckingInit
+        | Phase::WaitingForInit
+        | Phase::Electing
+        | Phase::Initializing { .. } => Stage::BeforeInit,
         Phase::CheckingHealth { .. }
         | Phase::AwaitingRefresh
         | Phase::AcquiringJoinSlot
@@ -259,7 +260,11 @@ mod tests {
             ReasonAsk::Keep
         );
         assert_eq!(
-            reason_after(&health, &Event::Probe(true), &Phase::Publishing { token: 1 }),
+            reason_after(
+                &health,
+                &Event::Probe(true),
+                &Phase::Publishing { token: 1 }
+            ),
             ReasonAsk::Clear
         );
         assert_eq!(
@@ -270,7 +275,10 @@ mod tests {
 
     #[test]
     fn dependencies_from_a_k3s_spec_on_an_external_datastore() {
-        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/seed-002-k3s-nginx-mariadb.yaml");
+        let file = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/seed-002-k3s-nginx-mariadb.yaml"
+        );
         let (spec, _) = model::spec::load(file, &std::fs::read_to_string(file).unwrap()).unwrap();
         let baked = BakedCluster {
             format: 1,
@@ -284,7 +292,10 @@ mod tests {
             spec,
         };
         let cp = Dependencies::of(&baked, Role::ControlPlane);
-        assert!(cp.datastore.as_ref().is_some_and(|d| d.ends_with(":3306")), "{cp:?}");
+        assert!(
+            cp.datastore.as_ref().is_some_and(|d| d.ends_with(":3306")),
+            "{cp:?}"
+        );
         let w = Dependencies::of(&baked, Role::Worker);
         assert_eq!(w.datastore, None, "agents never open the datastore");
         assert_eq!(w.api.as_deref(), Some(baked.api_endpoint.as_str()));

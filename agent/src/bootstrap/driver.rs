@@ -123,10 +123,14 @@ pub struct Driver<C, D, S, H, K, St, N> {
     /// Dependencies that refused or ignored the last probe (in the report).
     unreachable: Vec<protocol::report::Unreachable>,
     last_probe: Option<Millis>,
+    last_reason_read: Option<Millis>,
 }
 
 /// How often the dependencies are probed while the node waits on them.
 const PROBE_EVERY_MS: u64 = 10_000;
+/// How often a failing health check reads the distribution's log again (its probes come
+/// every 500 ms; the log need not be read that often).
+const REASON_EVERY_MS: u64 = 5_000;
 
 /// How an action that could finish ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +230,7 @@ where
             reason: None,
             unreachable: Vec::new(),
             last_probe: None,
+            last_reason_read: None,
         })
     }
 
@@ -331,18 +336,24 @@ where
     async fn diagnose(&mut self, before: &Phase, event: &Event) -> bool {
         let old = (self.reason.clone(), self.unreachable.clone());
         let phase = self.persisted.state.phase.clone();
+        let now = self.clock.now_ms();
         match diagnosis::reason_after(before, event, &phase) {
             ReasonAsk::Keep => {}
-            ReasonAsk::Refresh => self.note_reason(None).await,
+            ReasonAsk::Refresh => {
+                if diagnosis::probe_due(self.last_reason_read, now, REASON_EVERY_MS) {
+                    self.last_reason_read = Some(now);
+                    self.note_reason(None).await;
+                }
+            }
             ReasonAsk::Clear => self.reason = None,
         }
         let targets = diagnosis::targets(&self.settings.depends_on, &phase);
-        let now = self.clock.now_ms();
         if targets.is_empty() {
             self.unreachable.clear();
         } else if diagnosis::probe_due(self.last_probe, now, PROBE_EVERY_MS) {
             self.last_probe = Some(now);
-            self.unreachable = crate::reach::unreachable(&targets, crate::reach::CONNECT_TIMEOUT).await;
+            self.unreachable =
+                crate::reach::unreachable(&targets, crate::reach::CONNECT_TIMEOUT).await;
             for u in &self.unreachable {
                 tracing::warn!(node = %self.settings.node, "{u}");
             }

@@ -214,7 +214,10 @@ impl<R: CommandRunner, S: Systemd> Distro for K3s<R, S> {
 
     /// k3s reports through its unit's log whatever the start returned: its last fatal line,
     /// else its last lines. The server's unit first; a worker only runs the agent's.
-    async fn reason(&self, _failed: Option<&DistroError>) -> Option<protocol::report::DistroReason> {
+    async fn reason(
+        &self,
+        _failed: Option<&DistroError>,
+    ) -> Option<protocol::report::DistroReason> {
         for unit in [SERVER_UNIT, AGENT_UNIT] {
             match self.systemd.log_tail(unit, super::REASON_LOG_LINES).await {
                 Ok(log) if !log.trim().is_empty() => {

@@ -284,7 +284,10 @@ impl<R: CommandRunner> Distro for Kubeadm<R> {
             .ok()
             .filter(|o| o.status == 0)?;
         let lines = parse::last_lines(&out.stdout, protocol::report::MAX_REASON_LINES);
-        let lines: Vec<String> = lines.into_iter().filter(|l| !l.starts_with("-- ")).collect();
+        let lines: Vec<String> = lines
+            .into_iter()
+            .filter(|l| !l.starts_with("-- "))
+            .collect();
         (!lines.is_empty()).then(|| {
             protocol::report::DistroReason {
                 source: "kubelet.service log".into(),

@@ -262,7 +262,9 @@ pub fn kubeadm_short_version(stdout: &str) -> Result<String, String> {
     if v.starts_with('v') && !v.contains(char::is_whitespace) && v.len() > 1 {
         Ok(v.to_string())
     } else {
-        Err(format!("`kubeadm version -o short` printed {v:?}, not vX.Y.Z"))
+        Err(format!(
+            "`kubeadm version -o short` printed {v:?}, not vX.Y.Z"
+        ))
     }
 }
 
@@ -426,7 +428,9 @@ mod tests {
         );
         assert_eq!(
             r.message.as_deref(),
-            Some("starting kubernetes: preparing server: creating storage endpoint: building kine: dial tcp 45.79.122.91:3306: connect: connection refused")
+            Some(
+                "starting kubernetes: preparing server: creating storage endpoint: building kine: dial tcp 45.79.122.91:3306: connect: connection refused"
+            )
         );
         assert_eq!(r.log_tail.len(), 5);
         let tty = k3s_reason("k3s", &fixture("k3s-fatal-tty-v1.26.log"));
@@ -449,7 +453,9 @@ mod tests {
 
     #[test]
     fn a_long_log_keeps_its_last_lines_only() {
-        let log: String = (0..500).map(|i| format!("level=info msg=\"line {i}\"\n")).collect();
+        let log: String = (0..500)
+            .map(|i| format!("level=info msg=\"line {i}\"\n"))
+            .collect();
         let r = k3s_reason("k3s", &log);
         assert_eq!(r.log_tail.len(), MAX_REASON_LINES);
         assert!(r.log_tail.last().unwrap().contains("line 499"));

@@ -119,7 +119,11 @@ pub struct Unreachable {
 
 impl std::fmt::Display for Unreachable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {} unreachable: {}", self.what, self.endpoint, self.error)
+        write!(
+            f,
+            "{} {} unreachable: {}",
+            self.what, self.endpoint, self.error
+        )
     }
 }
 
@@ -176,11 +180,13 @@ mod tests {
             source: "k3s.service log".into(),
             phase: None,
             message: Some("m".repeat(5000)),
-            log_tail: (0..50).map(|i| format!("line {i} {}", "x".repeat(300))).collect(),
+            log_tail: (0..50)
+                .map(|i| format!("line {i} {}", "x".repeat(300)))
+                .collect(),
         }
         .bounded();
-        let total = r.message.as_ref().unwrap().len()
-            + r.log_tail.iter().map(String::len).sum::<usize>();
+        let total =
+            r.message.as_ref().unwrap().len() + r.log_tail.iter().map(String::len).sum::<usize>();
         assert!(total <= MAX_REASON_BYTES, "{total}");
         assert!(r.log_tail.len() <= MAX_REASON_LINES && !r.log_tail.is_empty());
         assert!(r.log_tail.last().unwrap().starts_with("line 49 "));

@@ -482,7 +482,11 @@ impl Status {
                         .as_deref()
                         .map_or(String::new(), |e| format!(" (last error: {e})"))
                 ));
-                s.push_str(&diagnosis_lines(m.reason.as_ref(), &m.unreachable, "      "));
+                s.push_str(&diagnosis_lines(
+                    m.reason.as_ref(),
+                    &m.unreachable,
+                    "      ",
+                ));
             }
             if let Some(e) = &c.etcd {
                 s.push_str(&etcd_lines(e, None));
@@ -619,7 +623,10 @@ mod tests {
             reason: Some(DistroReason {
                 source: "k3s.service log".into(),
                 phase: None,
-                message: Some("starting kubernetes: dial tcp 10.0.0.5:3306: connect: connection refused".into()),
+                message: Some(
+                    "starting kubernetes: dial tcp 10.0.0.5:3306: connect: connection refused"
+                        .into(),
+                ),
                 log_tail: vec!["level=info msg=\"Starting k3s\"".into()],
             }),
             unreachable: vec![Unreachable {
@@ -630,9 +637,14 @@ mod tests {
             ..done_node()
         };
         let text = Status::new(Some(stuck), None).render();
-        assert!(text.contains("  datastore 10.0.0.5:3306 unreachable: connection refused\n"), "{text}");
         assert!(
-            text.contains("distribution says: k3s.service log: starting kubernetes: dial tcp 10.0.0.5:3306"),
+            text.contains("  datastore 10.0.0.5:3306 unreachable: connection refused\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "distribution says: k3s.service log: starting kubernetes: dial tcp 10.0.0.5:3306"
+            ),
             "{text}"
         );
         assert!(text.contains("| level=info msg=\"Starting k3s\""), "{text}");
