@@ -36,6 +36,12 @@ done
 ln -sf kubeadm-standin /usr/bin/kubeadm
 ln -sf k3s-standin /usr/bin/k3s
 ln -sf k3s-standin /usr/bin/k3s-killall.sh
+# The node's preflight wants kubeadm, kubelet and kubectl (and containerd) on a kubeadm node
+# (issue 13: an image built without Kubernetes must say so). In this image the kubeadm
+# stand-in plays the kubelet too (`kubeadm kubelet-sync`) and the agent never calls kubectl:
+# the two names point at it so the preflight sees the stand-in image as complete.
+ln -sf kubeadm-standin /usr/bin/kubelet
+ln -sf kubeadm-standin /usr/bin/kubectl
 # Where muster's k3s units (units/k3s*.service) and install-kubernetes.sh put k3s.
 mkdir -p /usr/local/bin
 ln -sf /usr/bin/k3s-standin /usr/local/bin/k3s

@@ -125,6 +125,7 @@ pub fn configure(baked: &BakedCluster, id: &NodeIdentity) -> Result<(Config, Set
             .external_etcd()
             .map(|e| e.iter().map(|u| u.to_string()).collect())
             .unwrap_or_default(),
+        depends_on: crate::bootstrap::diagnosis::Dependencies::of(baked, me.role),
     };
     Ok((cfg, settings))
 }
@@ -161,6 +162,14 @@ pub async fn run_node<C: Coordinator>(
     preflight.interface = Some(baked.spec.network.interface.to_string());
     preflight.address = Some(settings.ip);
     preflight.probe_host = true;
+    // A load balancer runs no Kubernetes: its image need not carry it.
+    preflight.tools = (cfg.role != model::Role::LoadBalancer).then(|| {
+        crate::preflight::Tools::for_spec(
+            baked.spec.distribution.kind,
+            baked.spec.distribution.version.to_string(),
+            lab,
+        )
+    });
     let host = FsHost {
         root: root.clone(),
         node: id.name.clone(),

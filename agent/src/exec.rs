@@ -24,6 +24,9 @@ pub enum ExecError {
         command: String,
         status: i32,
         stderr_tail: String,
+        /// The whole of its stderr (stdout when stderr is empty), for the parsers that
+        /// find the distribution's reason in it (`distro::parse`); not in the message.
+        output: String,
     },
 }
 
@@ -43,6 +46,11 @@ pub trait CommandRunner {
                 command: display_command(program, args),
                 status: out.status,
                 stderr_tail: tail(&out.stderr, 400),
+                output: if out.stderr.trim().is_empty() {
+                    out.stdout
+                } else {
+                    out.stderr
+                },
             });
         }
         Ok(out)

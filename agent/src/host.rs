@@ -64,10 +64,7 @@ impl Host for FsHost {
         for c in &report.checks {
             tracing::info!(check = c.name, outcome = ?c.outcome, "preflight");
         }
-        let failed: Vec<String> = report
-            .failures()
-            .map(|c| format!("{}: {}", c.name, c.detail))
-            .collect();
+        let failed: Vec<String> = report.failures().map(|c| c.detail.clone()).collect();
         if failed.is_empty() {
             Ok(())
         } else {

@@ -98,6 +98,25 @@ impl Systemd for LabSystemd {
         })?;
         Ok(g.get(unit).copied().unwrap_or("inactive").to_string())
     }
+    /// The runner's log file of the unit (what the journal holds on a node); nothing for a
+    /// unit that is only recorded.
+    async fn log_tail(&self, unit: &str, lines: usize) -> Result<String, SystemdError> {
+        let Some(u) = self.runnable(unit) else {
+            return Ok(String::new());
+        };
+        match std::fs::read(&u.log) {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                Ok(crate::distro::parse::last_lines(&text, lines).join("\n"))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(SystemdError {
+                op: "journal",
+                unit: unit.into(),
+                detail: format!("{}: {e}", u.log.display()),
+            }),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod host;
 pub mod kube_vip;
 pub mod lab_systemd;
 pub mod preflight;
+pub mod reach;
 pub mod rendezvous;
 pub mod report;
 pub mod status;

@@ -1,6 +1,8 @@
 //! Host checks before anything is installed: swap off, br_netfilter, sysctls, container
-//! runtime socket, time synced, and the cluster NIC carrying the planned address. Each is
-//! reported by name; in lab mode the ones a network namespace cannot satisfy are skipped.
+//! runtime socket, time synced, the cluster NIC carrying the planned address, and the
+//! distribution's programs on PATH at the spec's pinned version (an image built without
+//! Kubernetes is said so, instead of failing `kubeadm init` forever). Each is reported by
+//! name; in lab mode the ones a network namespace cannot satisfy are skipped.
 
 use model::node_files::NodeRoot;
 use serde::Serialize;
@@ -47,6 +49,49 @@ pub struct Options {
     /// Ask the host (`probe_host`) before every run, so an address or a time sync that
     /// arrives after the agent started lets a retry pass.
     pub probe_host: bool,
+    /// The distribution's programs and pinned version; `None` skips those checks.
+    pub tools: Option<Tools>,
+    /// What `probe_host` found of them.
+    pub tools_found: Option<ToolsFound>,
+}
+
+/// The programs a node of the spec's distribution runs, and the version the spec pins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tools {
+    pub kind: model::spec::DistroKind,
+    /// As the tools print it: `v1.31.4` (kubeadm), `v1.31.6+k3s1` (k3s).
+    pub pinned: String,
+    /// Must be on PATH; the first one is asked for its version.
+    pub required: Vec<&'static str>,
+}
+
+impl Tools {
+    /// kubeadm nodes need kubeadm, kubelet, kubectl and containerd; k3s nodes the k3s
+    /// binary (it embeds its runtime). The lab's namespaces run only the stand-in of the
+    /// distribution's own command (kubeadm or k3s), so only that one is required there.
+    pub fn for_spec(kind: model::spec::DistroKind, pinned: String, lab: bool) -> Tools {
+        use model::spec::DistroKind;
+        let required = match (kind, lab) {
+            (DistroKind::Kubeadm, false) => vec!["kubeadm", "kubelet", "kubectl", "containerd"],
+            (DistroKind::Kubeadm, true) => vec!["kubeadm"],
+            (DistroKind::K3s, _) => vec!["k3s"],
+        };
+        Tools {
+            kind,
+            pinned,
+            required,
+        }
+    }
+}
+
+/// What the host has of [`Tools`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolsFound {
+    /// Required programs not on PATH.
+    pub missing: Vec<&'static str>,
+    /// The version command's stdout (`kubeadm version -o short`, `k3s --version`), or why
+    /// it could not run; `None` when the program itself is missing.
+    pub version_output: Option<Result<String, String>>,
 }
 
 impl Options {
@@ -73,10 +118,64 @@ pub fn probe_host(o: &mut Options) {
             .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
     };
     o.ip_addr_json = output("ip", &["-j", "addr", "show"]);
+    if let Some(t) = &o.tools {
+        o.tools_found = Some(find_tools(t));
+    }
     if !o.lab {
         o.clock_synchronized = output("timedatectl", &["show", "-p", "NTPSynchronized", "--value"])
             .map(|v| v.trim() == "yes");
     }
+}
+
+/// Looks the required programs up on PATH and asks the first one its version.
+fn find_tools(t: &Tools) -> ToolsFound {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let missing: Vec<&'static str> = t
+        .required
+        .iter()
+        .copied()
+        .filter(|p| !on_path(&path, p))
+        .collect();
+    let version_output = t
+        .required
+        .first()
+        .filter(|p| !missing.contains(p))
+        .map(|p| {
+            let args: &[&str] = match t.kind {
+                model::spec::DistroKind::Kubeadm => &["version", "-o", "short"],
+                model::spec::DistroKind::K3s => &["--version"],
+            };
+            std::process::Command::new(p)
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .map_err(|e| format!("cannot run `{p}`: {e}"))
+                .and_then(|out| {
+                    if out.status.success() {
+                        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+                    } else {
+                        Err(format!(
+                            "`{p} {}` exited with {}: {}",
+                            args.join(" "),
+                            out.status,
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        ))
+                    }
+                })
+        });
+    ToolsFound {
+        missing,
+        version_output,
+    }
+}
+
+/// Whether an executable file `name` is in one of `path`'s directories.
+fn on_path(path: &std::ffi::OsStr, name: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(path).any(|dir| {
+        std::fs::metadata(dir.join(name))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
 }
 
 /// Whether `/proc/swaps` lists any active swap (header line only = none).
@@ -142,6 +241,14 @@ pub fn run(root: &NodeRoot, o: &Options) -> Report {
     if let Some(r) = cluster_address(o) {
         results.push(("cluster-address", false, r));
     }
+    // Never skipped in the lab: the stand-ins are the lab's programs and answer as the
+    // real ones do.
+    if let (Some(t), Some(found)) = (&o.tools, &o.tools_found) {
+        results.push(("kubernetes-binaries", false, binaries(found)));
+        if let Some(r) = version(t, found) {
+            results.push(("kubernetes-version", false, r));
+        }
+    }
     let checks = results
         .into_iter()
         .map(|(name, lab_skips, result)| {
@@ -201,6 +308,41 @@ fn time_synced(root: &NodeRoot, o: &Options) -> Result<(), String> {
     } else {
         Err("the clock is not synchronized (timedatectl: NTPSynchronized is not yes)".into())
     }
+}
+
+/// Every required program on PATH; the message says what the image probably lacks.
+pub fn binaries(found: &ToolsFound) -> Result<(), String> {
+    if found.missing.is_empty() {
+        return Ok(());
+    }
+    let hint = if found.missing.iter().all(|p| *p == "containerd") {
+        "image built without a container runtime?"
+    } else {
+        "image built without Kubernetes?"
+    };
+    Err(format!("{} not found ({hint})", found.missing.join(", ")))
+}
+
+/// The first program's version against the pin; `None` when it is missing (said above).
+pub fn version(t: &Tools, found: &ToolsFound) -> Option<Result<(), String>> {
+    let program = t.required.first()?;
+    let out = found.version_output.as_ref()?;
+    Some(match out {
+        Err(e) => Err(e.clone()),
+        Ok(stdout) => {
+            let parsed = match t.kind {
+                model::spec::DistroKind::Kubeadm => {
+                    crate::distro::parse::kubeadm_short_version(stdout)
+                }
+                model::spec::DistroKind::K3s => crate::distro::parse::k3s_version(stdout),
+            };
+            match parsed {
+                Ok(v) if v == t.pinned => Ok(()),
+                Ok(v) => Err(format!("{program} is {v}, the spec pins {}", t.pinned)),
+                Err(e) => Err(e),
+            }
+        }
+    })
 }
 
 /// Whether the cluster interface has the planned address; `None` when not asked (no
@@ -278,5 +420,88 @@ mod tests {
         let lab = run(&root, &Options::lab());
         assert_eq!(lab.failures().count(), 0);
         assert!(lab.checks.iter().all(|c| c.outcome == Outcome::Skipped));
+    }
+
+    fn kubeadm_tools() -> Tools {
+        Tools::for_spec(model::spec::DistroKind::Kubeadm, "v1.31.4".into(), false)
+    }
+
+    #[test]
+    fn missing_programs_are_named_with_what_the_image_lacks() {
+        let found = ToolsFound {
+            missing: vec!["kubeadm"],
+            version_output: None,
+        };
+        assert_eq!(
+            binaries(&found),
+            Err("kubeadm not found (image built without Kubernetes?)".into())
+        );
+        assert_eq!(version(&kubeadm_tools(), &found), None);
+        let runtime = ToolsFound {
+            missing: vec!["containerd"],
+            version_output: Some(Ok("v1.31.4\n".into())),
+        };
+        assert_eq!(
+            binaries(&runtime),
+            Err("containerd not found (image built without a container runtime?)".into())
+        );
+        // Even in the lab the binaries are checked: only the namespace's limits are skipped.
+        let o = Options {
+            tools: Some(Tools::for_spec(
+                model::spec::DistroKind::Kubeadm,
+                "v1.31.4".into(),
+                true,
+            )),
+            tools_found: Some(found),
+            ..Options::lab()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let r = run(&NodeRoot::new(dir.path()), &o);
+        let failed: Vec<_> = r.failures().map(|c| c.name).collect();
+        assert_eq!(failed, ["kubernetes-binaries"]);
+    }
+
+    #[test]
+    fn a_version_other_than_the_pin_names_both() {
+        let found = |out: &str| ToolsFound {
+            missing: Vec::new(),
+            version_output: Some(Ok(out.into())),
+        };
+        assert_eq!(version(&kubeadm_tools(), &found("v1.31.4\n")), Some(Ok(())));
+        assert_eq!(
+            version(&kubeadm_tools(), &found("v1.30.2\n")),
+            Some(Err("kubeadm is v1.30.2, the spec pins v1.31.4".into()))
+        );
+        let k3s = Tools::for_spec(model::spec::DistroKind::K3s, "v1.31.6+k3s1".into(), false);
+        assert_eq!(
+            version(
+                &k3s,
+                &found("k3s version v1.31.6+k3s1 (6ab750f9)\ngo version go1.22.12\n")
+            ),
+            Some(Ok(()))
+        );
+        assert_eq!(
+            version(&k3s, &found("k3s version v1.30.1+k3s1 (80978b5b)\n")),
+            Some(Err("k3s is v1.30.1+k3s1, the spec pins v1.31.6+k3s1".into()))
+        );
+        let broken = ToolsFound {
+            missing: Vec::new(),
+            version_output: Some(Err("`k3s --version` exited with 2: boom".into())),
+        };
+        assert!(version(&k3s, &broken).is_some_and(|r| r.is_err()));
+    }
+
+    #[test]
+    fn programs_are_found_on_path_only_when_executable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("kubeadm");
+        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.path().join("kubelet"), "not executable").unwrap();
+        let path = dir.path().as_os_str();
+        assert!(on_path(path, "kubeadm"));
+        assert!(!on_path(path, "kubelet"));
+        assert!(!on_path(path, "kubectl"));
     }
 }

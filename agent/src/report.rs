@@ -19,6 +19,9 @@ pub fn member_report(role: Role, p: &Persisted, now: Millis) -> MemberReport {
         updated_ms: now,
         done: s.phase == Phase::Done,
         etcd: None,
+        // The driver adds these from what it read and probed (`Driver::member_report`).
+        reason: None,
+        unreachable: Vec::new(),
     }
 }
 

@@ -22,12 +22,13 @@ pub fn local(
     let Some(p): Option<Persisted> = store.load()? else {
         return Ok(None);
     };
-    // The role is in the report the agent writes beside its state; a missing or unreadable
-    // report only loses the role, the state still shows.
-    let role = protocol::report::MemberReport::read_local(root)
+    // The role, the distribution's reason and what was unreachable are in the report the
+    // agent writes beside its state; a missing or unreadable one only loses those.
+    let report = protocol::report::MemberReport::read_local(root)
         .ok()
-        .flatten()
-        .map(|r| r.role);
+        .flatten();
+    let role = report.as_ref().map(|r| r.role.clone());
+    let (reason, unreachable) = report.map_or((None, Vec::new()), |r| (r.reason, r.unreachable));
     let since = p.since_ms();
     Ok(Some(NodeStatus {
         node: p.node.clone(),
@@ -39,6 +40,8 @@ pub fn local(
         last_error: p.state.last_error.clone(),
         failures: p.failures,
         last_failure: p.last_failure.clone(),
+        reason,
+        unreachable,
     }))
 }
 

@@ -28,6 +28,37 @@ pub trait Systemd {
     async fn enable(&self, units: &[&str]) -> Result<(), SystemdError>;
     /// `active`, `activating`, `failed`, `inactive`, … (`inactive` for an unknown unit).
     async fn active_state(&self, unit: &str) -> Result<String, SystemdError>;
+    /// The unit's last `lines` log lines, messages only (empty when it logged nothing).
+    async fn log_tail(&self, unit: &str, lines: usize) -> Result<String, SystemdError>;
+}
+
+/// `journalctl -u UNIT -n LINES -o cat`: the journal has no D-Bus interface of its own.
+async fn journal_tail(unit: &str, lines: usize) -> Result<String, SystemdError> {
+    let n = lines.to_string();
+    let fail = |detail: String| SystemdError {
+        op: "journal",
+        unit: unit.into(),
+        detail,
+    };
+    let out = tokio::process::Command::new("journalctl")
+        .args(["-u", unit, "-n", &n, "--no-pager", "-o", "cat"])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| fail(format!("cannot run journalctl: {e}")))?;
+    if !out.status.success() {
+        return Err(fail(format!(
+            "journalctl exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("-- "))
+        .collect::<Vec<_>>()
+        .join("\n"))
 }
 
 #[zbus::proxy(
@@ -146,6 +177,10 @@ impl Systemd for DbusSystemd {
             .map_err(err("active-state", unit))?;
         u.active_state().await.map_err(err("active-state", unit))
     }
+
+    async fn log_tail(&self, unit: &str, lines: usize) -> Result<String, SystemdError> {
+        journal_tail(unit, lines).await
+    }
 }
 
 /// The service manager `nodeagent run` talks to: systemd over D-Bus, or the lab stand-in.
@@ -197,6 +232,12 @@ impl Systemd for NodeSystemd {
             NodeSystemd::Lab(s) => s.active_state(unit).await,
         }
     }
+    async fn log_tail(&self, unit: &str, lines: usize) -> Result<String, SystemdError> {
+        match self {
+            NodeSystemd::Dbus(s) => s.log_tail(unit, lines).await,
+            NodeSystemd::Lab(s) => s.log_tail(unit, lines).await,
+        }
+    }
 }
 
 /// A fake systemd: units become `active` when started; `fail` makes a unit fail to start.
@@ -213,6 +254,7 @@ struct FakeState {
     enabled: Vec<String>,
     failing: Vec<String>,
     log: Vec<String>,
+    unit_logs: BTreeMap<String, String>,
 }
 
 #[cfg(any(test, feature = "testkit"))]
@@ -220,6 +262,13 @@ impl FakeSystemd {
     pub fn fail(&self, unit: &str) {
         if let Ok(mut g) = self.inner.lock() {
             g.failing.push(unit.to_string());
+        }
+    }
+
+    /// What `log_tail` answers for `unit` from now on.
+    pub fn set_unit_log(&self, unit: &str, text: &str) {
+        if let Ok(mut g) = self.inner.lock() {
+            g.unit_logs.insert(unit.into(), text.into());
         }
     }
 
@@ -279,6 +328,14 @@ impl Systemd for FakeSystemd {
             .ok()
             .and_then(|g| g.states.get(unit).cloned())
             .unwrap_or_else(|| "inactive".into()))
+    }
+    async fn log_tail(&self, unit: &str, _lines: usize) -> Result<String, SystemdError> {
+        let g = self.inner.lock().map_err(|_| SystemdError {
+            op: "journal",
+            unit: unit.into(),
+            detail: "poisoned".into(),
+        })?;
+        Ok(g.unit_logs.get(unit).cloned().unwrap_or_default())
     }
 }
 

@@ -766,6 +766,13 @@ impl Distro for SimDistro {
             None => false,
         })
     }
+
+    async fn reason(
+        &self,
+        _failed: Option<&nodeagent::distro::DistroError>,
+    ) -> Option<protocol::report::DistroReason> {
+        None
+    }
 }
 
 impl EtcdApi for SimDistro {
@@ -983,6 +990,7 @@ async fn simulate(seed: u64) -> Outcome {
         vip_units: Vec::new(),
         kube_vip_super_admin: true,
         external_etcd: Vec::new(),
+        depends_on: nodeagent::bootstrap::diagnosis::Dependencies::default(),
     };
     let clock = TokioClock::new(1_700_000_000_000);
     let start = Instant::now();

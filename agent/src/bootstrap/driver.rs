@@ -7,6 +7,7 @@
 mod exchange;
 
 use super::actions::{self, Action};
+use super::diagnosis::{self, ReasonAsk};
 use super::member_policy::{self, Sweep};
 use super::state::{Config, Phase, State};
 use super::store::{Persisted, Store};
@@ -51,6 +52,8 @@ pub struct Settings {
     /// The external etcd cluster's client URLs (kubeadm `etcd.external`); empty when etcd
     /// is stacked on the control planes (or there is none).
     pub external_etcd: Vec<String>,
+    /// What the spec says this node depends on, probed for reachability while it waits.
+    pub depends_on: super::diagnosis::Dependencies,
 }
 
 impl Settings {
@@ -115,7 +118,19 @@ pub struct Driver<C, D, S, H, K, St, N> {
     rng: rand::rngs::StdRng,
     last_heartbeat: Option<Millis>,
     ready_sent: bool,
+    /// The distribution's reason for the last failed or stuck init/join (in the report).
+    reason: Option<protocol::report::DistroReason>,
+    /// Dependencies that refused or ignored the last probe (in the report).
+    unreachable: Vec<protocol::report::Unreachable>,
+    last_probe: Option<Millis>,
+    last_reason_read: Option<Millis>,
 }
+
+/// How often the dependencies are probed while the node waits on them.
+const PROBE_EVERY_MS: u64 = 10_000;
+/// How often a failing health check reads the distribution's log again (its probes come
+/// every 500 ms; the log need not be read that often).
+const REASON_EVERY_MS: u64 = 5_000;
 
 /// How an action that could finish ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +227,10 @@ where
             rng: rand::rngs::StdRng::seed_from_u64(rng_seed),
             last_heartbeat: None,
             ready_sent: false,
+            reason: None,
+            unreachable: Vec::new(),
+            last_probe: None,
+            last_reason_read: None,
         })
     }
 
@@ -225,7 +244,15 @@ where
 
     /// The member report: heartbeated to the rendezvous and written to `AGENT_STATUS`.
     pub fn report(&self) -> serde_json::Value {
-        crate::report::member_report(self.cfg.role, &self.persisted, self.clock.now_ms()).to_json()
+        self.member_report().to_json()
+    }
+
+    fn member_report(&self) -> protocol::report::MemberReport {
+        let mut r =
+            crate::report::member_report(self.cfg.role, &self.persisted, self.clock.now_ms());
+        r.reason = self.reason.clone();
+        r.unreachable = self.unreachable.clone();
+        r
     }
 
     /// On a joined control plane: its view of etcd (members, health, quorum) through its
@@ -270,8 +297,10 @@ where
     /// Runs the actions of the current phase, steps, persists. Never fails: errors become
     /// events and are carried in the state.
     pub async fn tick(&mut self) -> Tick {
+        let before = self.persisted.state.phase.clone();
         let event = self.run_pending().await;
-        let changed = self.advance(event);
+        let mut changed = self.advance(event.clone());
+        changed |= self.diagnose(&before, &event).await;
         let now = self.clock.now_ms();
         let phase = &self.persisted.state.phase;
         if !self.ready_sent
@@ -299,6 +328,48 @@ where
             phase: self.persisted.state.phase.name(),
             wait: Duration::from_millis(wait),
             done,
+        }
+    }
+
+    /// Keeps the report's reason and reachability current (what `diagnosis` decides), and
+    /// writes the status file when either changed; whether one did.
+    async fn diagnose(&mut self, before: &Phase, event: &Event) -> bool {
+        let old = (self.reason.clone(), self.unreachable.clone());
+        let phase = self.persisted.state.phase.clone();
+        let now = self.clock.now_ms();
+        match diagnosis::reason_after(before, event, &phase) {
+            ReasonAsk::Keep => {}
+            ReasonAsk::Refresh => {
+                if diagnosis::probe_due(self.last_reason_read, now, REASON_EVERY_MS) {
+                    self.last_reason_read = Some(now);
+                    self.note_reason(None).await;
+                }
+            }
+            ReasonAsk::Clear => self.reason = None,
+        }
+        let targets = diagnosis::targets(&self.settings.depends_on, &phase);
+        if targets.is_empty() {
+            self.unreachable.clear();
+        } else if diagnosis::probe_due(self.last_probe, now, PROBE_EVERY_MS) {
+            self.last_probe = Some(now);
+            self.unreachable =
+                crate::reach::unreachable(&targets, crate::reach::CONNECT_TIMEOUT).await;
+            for u in &self.unreachable {
+                tracing::warn!(node = %self.settings.node, "{u}");
+            }
+        }
+        let changed = old != (self.reason.clone(), self.unreachable.clone());
+        if changed && let Err(e) = self.store.save_status(&self.report()) {
+            tracing::warn!(error = %e, "cannot write the status report");
+        }
+        changed
+    }
+
+    /// Asks the distribution why its init or join failed (`failed`) or is not healthy.
+    async fn note_reason(&mut self, failed: Option<&DistroError>) {
+        if let Some(r) = self.distro.reason(failed).await {
+            tracing::warn!(node = %self.settings.node, reason = %r.summary(), "the distribution says");
+            self.reason = Some(r);
         }
     }
 
@@ -374,10 +445,10 @@ where
     }
 
     async fn heartbeat(&mut self) {
-        let report =
-            crate::report::member_report(self.cfg.role, &self.persisted, self.clock.now_ms())
-                .with_etcd(self.etcd_view().await)
-                .to_json();
+        let report = self
+            .member_report()
+            .with_etcd(self.etcd_view().await)
+            .to_json();
         match self
             .coord
             .heartbeat(
@@ -398,7 +469,7 @@ where
     async fn perform(&mut self, a: &Action) -> Performed {
         match a {
             Action::InstallNodeTree => local("install node tree", self.host.install_node_tree()),
-            Action::Preflight => local("preflight", self.host.preflight()),
+            Action::Preflight => local("preflight failed", self.host.preflight()),
             Action::StartVipServices => self.start_units(&self.settings.vip_units).await,
             Action::StartLb => self.start_units(&self.settings.lb_units).await,
             Action::Register => self.register().await,
@@ -530,9 +601,10 @@ where
             token: new_bootstrap_token(&mut self.rng),
             certificate_key: new_certificate_key(&mut self.rng),
         };
-        self.with_lease(f, DistroCall::Init(&secrets))
-            .await?
-            .map_err(|e| Stop::failed("init", e))?;
+        if let Err(e) = self.with_lease(f, DistroCall::Init(&secrets)).await? {
+            self.note_reason(Some(&e)).await;
+            return Err(Stop::failed("init", e));
+        }
         Ok(Outcome::Finished)
     }
 
@@ -559,7 +631,10 @@ where
                 self.request_refresh(Some(revision)).await?;
                 Err(Stop::MaterialStale)
             }
-            Err(e) => Err(Stop::failed("join", e)),
+            Err(e) => {
+                self.note_reason(Some(&e)).await;
+                Err(Stop::failed("join", e))
+            }
         }
     }
 

@@ -5,6 +5,7 @@
 //! (`store`).
 
 pub mod actions;
+pub mod diagnosis;
 pub mod driver;
 pub mod material_policy;
 pub mod member_policy;

@@ -211,6 +211,24 @@ impl<R: CommandRunner, S: Systemd> Distro for K3s<R, S> {
         let base = format!("https://{}", self.ctx.api_endpoint);
         Ok(http::node_registered(&c, &base, self.ctx.node.as_str()).await)
     }
+
+    /// k3s reports through its unit's log whatever the start returned: its last fatal line,
+    /// else its last lines. The server's unit first; a worker only runs the agent's.
+    async fn reason(
+        &self,
+        _failed: Option<&DistroError>,
+    ) -> Option<protocol::report::DistroReason> {
+        for unit in [SERVER_UNIT, AGENT_UNIT] {
+            match self.systemd.log_tail(unit, super::REASON_LOG_LINES).await {
+                Ok(log) if !log.trim().is_empty() => {
+                    return Some(super::parse::k3s_reason(&format!("{unit} log"), &log));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "cannot read the unit's log"),
+            }
+        }
+        None
+    }
 }
 
 #[cfg(test)]
@@ -256,6 +274,31 @@ mod tests {
         assert_eq!(
             k.systemd.active_state(SERVER_UNIT).await.unwrap(),
             "inactive"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_reason_is_the_units_fatal_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = NodeContext {
+            root: NodeRoot::new(dir.path()),
+            node: "w-1".parse().unwrap(),
+            advertise: "10.0.0.21".parse().unwrap(),
+            api_endpoint: "10.0.0.10:6443".into(),
+            api_port: 6443,
+            external_etcd: false,
+        };
+        let k = K3s::new(ctx, FakeRunner::new(), FakeSystemd::default());
+        assert_eq!(k.reason(None).await, None, "nothing logged, nothing to say");
+        k.systemd.set_unit_log(
+            AGENT_UNIT,
+            "level=info msg=\"Starting k3s agent\"\nlevel=fatal msg=\"failed to get CA certs: connect: connection refused\"\n",
+        );
+        let r = k.reason(None).await.unwrap();
+        assert_eq!(r.source, "k3s-agent.service log");
+        assert_eq!(
+            r.message.as_deref(),
+            Some("failed to get CA certs: connect: connection refused")
         );
     }
 }

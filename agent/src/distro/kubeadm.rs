@@ -261,6 +261,43 @@ impl<R: CommandRunner> Distro for Kubeadm<R> {
         let base = format!("https://{}", self.ctx.api_endpoint);
         Ok(http::node_registered(&c, &base, self.ctx.node.as_str()).await)
     }
+
+    /// kubeadm's own failing phase and error from the failed command; for a call that
+    /// hung (killed, no output) the kubelet's last journal lines, what kubeadm waits on.
+    async fn reason(&self, failed: Option<&DistroError>) -> Option<protocol::report::DistroReason> {
+        if let Some((step, output)) = failed.and_then(DistroError::failed_output) {
+            let source = if step.starts_with("kubeadm") {
+                step.to_string()
+            } else {
+                format!("kubeadm {step}")
+            };
+            return Some(parse::kubeadm_reason(&source, output));
+        }
+        let n = super::REASON_LOG_LINES.to_string();
+        let out = self
+            .runner
+            .run(
+                "journalctl",
+                &["-u", "kubelet.service", "-n", &n, "--no-pager", "-o", "cat"],
+            )
+            .await
+            .ok()
+            .filter(|o| o.status == 0)?;
+        let lines = parse::last_lines(&out.stdout, protocol::report::MAX_REASON_LINES);
+        let lines: Vec<String> = lines
+            .into_iter()
+            .filter(|l| !l.starts_with("-- "))
+            .collect();
+        (!lines.is_empty()).then(|| {
+            protocol::report::DistroReason {
+                source: "kubelet.service log".into(),
+                phase: None,
+                message: None,
+                log_tail: lines,
+            }
+            .bounded()
+        })
+    }
 }
 
 #[cfg(test)]

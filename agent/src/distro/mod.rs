@@ -44,6 +44,24 @@ pub enum DistroError {
 
 pub type DistroResult<T> = Result<T, DistroError>;
 
+impl DistroError {
+    /// The step and the whole output of the command that failed, when one did.
+    pub fn failed_output(&self) -> Option<(&'static str, &str)> {
+        match self {
+            DistroError::Exec {
+                step,
+                source: crate::exec::ExecError::Failed { output, .. },
+            } => Some((step, output)),
+            DistroError::MaterialRejected { step, detail } => Some((step, detail)),
+            _ => None,
+        }
+    }
+}
+
+/// How many log lines a reason is read from (the parsers keep the last
+/// `protocol::report::MAX_REASON_LINES` of them; the fatal line may come a little earlier).
+pub const REASON_LOG_LINES: usize = 40;
+
 /// Secrets the agent chooses before init, substituted into the init config.
 #[derive(Debug, Clone)]
 pub struct InitSecrets {
@@ -128,6 +146,10 @@ pub trait Distro: EtcdApi {
     async fn vip_api_ready(&self) -> DistroResult<bool>;
     /// This node's kubelet has registered its Node object.
     async fn kubelet_registered(&self) -> DistroResult<bool>;
+    /// The distribution's own reason for a failed or stuck init or join: parsed from the
+    /// failed command's output (`failed`), else from the log of what it runs (k3s's unit,
+    /// kubeadm's kubelet). `None` when there is nothing to say.
+    async fn reason(&self, failed: Option<&DistroError>) -> Option<protocol::report::DistroReason>;
 }
 
 /// Where this node is and what it talks to; shared by both implementations.

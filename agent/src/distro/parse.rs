@@ -3,6 +3,7 @@
 
 use super::EtcdMember;
 use protocol::records::Secret;
+use protocol::report::{DistroReason, MAX_REASON_LINES};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinCommand {
@@ -176,6 +177,109 @@ pub fn etcd_health(body: &str) -> Result<bool, String> {
     }
 }
 
+/// The last `n` non-empty lines of `text`, trailing blanks trimmed, oldest first.
+pub fn last_lines(text: &str, n: usize) -> Vec<String> {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let skip = lines.len().saturating_sub(n);
+    lines[skip..].iter().map(|l| l.to_string()).collect()
+}
+
+/// Why a kubeadm command failed, from its stderr: the last `error execution phase PHASE:
+/// ERROR` line (kubeadm's workflow runner wraps every phase's error so), else only the
+/// output's last lines. With `--v=5` the phase line stands alone before a stack trace.
+pub fn kubeadm_reason(source: &str, stderr: &str) -> DistroReason {
+    const PREFIX: &str = "error execution phase ";
+    let found = stderr.lines().rev().find_map(|l| {
+        let rest = l.trim().strip_prefix(PREFIX)?;
+        Some(match rest.split_once(": ") {
+            Some((phase, error)) => (phase.to_string(), Some(error.trim().to_string())),
+            None => (rest.trim().to_string(), None),
+        })
+    });
+    let (phase, message) = found.map_or((None, None), |(p, m)| (Some(p), m));
+    DistroReason {
+        source: source.to_string(),
+        phase,
+        message,
+        log_tail: last_lines(stderr, MAX_REASON_LINES),
+    }
+    .bounded()
+}
+
+/// Why a k3s server or agent stopped, from its log (`journalctl -u k3s -o cat`, syslog
+/// lines or the lab's log file): the last fatal line's message, logfmt
+/// `level=fatal msg="…"` (as under systemd) or the terminal form `FATA[0000] …`.
+pub fn k3s_reason(source: &str, log: &str) -> DistroReason {
+    let message = log.lines().rev().find_map(fatal_message);
+    DistroReason {
+        source: source.to_string(),
+        phase: None,
+        message,
+        log_tail: last_lines(log, MAX_REASON_LINES),
+    }
+    .bounded()
+}
+
+/// The message of one logrus fatal line, in either of its formats.
+fn fatal_message(line: &str) -> Option<String> {
+    if let Some(at) = line.find("level=fatal ") {
+        let rest = &line[at..];
+        let quoted = rest.find("msg=\"")? + "msg=\"".len();
+        return Some(unquote_logfmt(&rest[quoted..]));
+    }
+    let at = line.find("FATA[")?;
+    let rest = &line[at..];
+    let end = rest.find(']')?;
+    Some(rest[end + 1..].trim().to_string())
+}
+
+/// A logfmt value after its opening quote, up to the closing one, `\"` and `\\` undone.
+fn unquote_logfmt(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => break,
+            '\\' => match chars.next() {
+                Some('n') => out.push(' '),
+                Some('t') => out.push(' '),
+                Some(o) => out.push(o),
+                None => break,
+            },
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `kubeadm version -o short`: one line, `v1.31.4`.
+pub fn kubeadm_short_version(stdout: &str) -> Result<String, String> {
+    let v = stdout.trim();
+    if v.starts_with('v') && !v.contains(char::is_whitespace) && v.len() > 1 {
+        Ok(v.to_string())
+    } else {
+        Err(format!(
+            "`kubeadm version -o short` printed {v:?}, not vX.Y.Z"
+        ))
+    }
+}
+
+/// `k3s --version`: `k3s version v1.31.6+k3s1 (6ab750f9)` then `go version go1.22.12`;
+/// the release is the third word of the first line.
+pub fn k3s_version(stdout: &str) -> Result<String, String> {
+    let first = stdout.lines().next().unwrap_or("").trim();
+    match first.split_whitespace().collect::<Vec<_>>().as_slice() {
+        ["k3s", "version", v, ..] if v.starts_with('v') => Ok(v.to_string()),
+        _ => Err(format!(
+            "`k3s --version` printed {first:?}, not `k3s version vX.Y.Z+k3sN (commit)`"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,5 +395,80 @@ mod tests {
         assert!(material_expired(token));
         let other = "error execution phase kubelet-start: timed out waiting for the condition";
         assert!(!material_expired(other));
+    }
+
+    #[test]
+    fn kubeadm_failing_phase_and_error() {
+        let r = kubeadm_reason(
+            "kubeadm init",
+            &fixture("kubeadm-init-wait-control-plane-v1.19.err"),
+        );
+        assert_eq!(r.phase.as_deref(), Some("wait-control-plane"));
+        assert_eq!(
+            r.message.as_deref(),
+            Some("couldn't initialize a Kubernetes cluster")
+        );
+        assert_eq!(r.log_tail.len(), 3);
+        assert!(r.log_tail[2].starts_with("To see the stack trace"));
+        // With --v=5 the phase line stands alone before the stack trace.
+        let verbose = "couldn't initialize a Kubernetes cluster\nerror execution phase wait-control-plane\nk8s.io/kubernetes/cmd/kubeadm/app/cmd/phases/workflow.(*Runner).Run.func1\n";
+        let r = kubeadm_reason("kubeadm init", verbose);
+        assert_eq!(r.phase.as_deref(), Some("wait-control-plane"));
+        assert_eq!(r.message, None);
+        let none = kubeadm_reason("kubeadm join", "I0101 some klog line\nkilled\n");
+        assert_eq!((none.phase, none.message), (None, None));
+        assert_eq!(none.log_tail, vec!["I0101 some klog line", "killed"]);
+    }
+
+    #[test]
+    fn k3s_fatal_line_under_systemd_and_on_a_terminal() {
+        let r = k3s_reason(
+            "k3s.service log",
+            &fixture("k3s-journal-datastore-refused-v1.18.log"),
+        );
+        assert_eq!(
+            r.message.as_deref(),
+            Some(
+                "starting kubernetes: preparing server: creating storage endpoint: building kine: dial tcp 45.79.122.91:3306: connect: connection refused"
+            )
+        );
+        assert_eq!(r.log_tail.len(), 5);
+        let tty = k3s_reason("k3s", &fixture("k3s-fatal-tty-v1.26.log"));
+        assert!(
+            tty.message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("starting kubernetes: preparing server")
+                    && m.ends_with("statements at once?")),
+            "{tty:?}"
+        );
+        let quoted = r#"time="x" level=fatal msg="token CA hash \"abc\" does not match" foo=bar"#;
+        assert_eq!(
+            k3s_reason("k3s", quoted).message.as_deref(),
+            Some(r#"token CA hash "abc" does not match"#)
+        );
+        let alive = k3s_reason("k3s", "level=info msg=\"Starting k3s\"\n");
+        assert_eq!(alive.message, None);
+        assert_eq!(alive.log_tail.len(), 1);
+    }
+
+    #[test]
+    fn a_long_log_keeps_its_last_lines_only() {
+        let log: String = (0..500)
+            .map(|i| format!("level=info msg=\"line {i}\"\n"))
+            .collect();
+        let r = k3s_reason("k3s", &log);
+        assert_eq!(r.log_tail.len(), MAX_REASON_LINES);
+        assert!(r.log_tail.last().unwrap().contains("line 499"));
+    }
+
+    #[test]
+    fn version_outputs() {
+        assert_eq!(kubeadm_short_version("v1.31.4\n"), Ok("v1.31.4".into()));
+        assert!(kubeadm_short_version("kubeadm version: &version.Info{}").is_err());
+        assert_eq!(
+            k3s_version(&fixture("k3s-version-v1.26.out")),
+            Ok("v1.26.8+k3s1".into())
+        );
+        assert!(k3s_version("go version go1.20.7\n").is_err());
     }
 }

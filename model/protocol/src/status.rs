@@ -8,7 +8,7 @@ use crate::clock::{Millis, now_ms};
 use crate::etcd_view::EtcdView;
 use crate::keys;
 use crate::records::{InitRecord, JoinMaterial};
-use crate::report::MemberReport;
+use crate::report::{DistroReason, MemberReport, Unreachable};
 use crate::{AuditEntry, Client, ClientError, MemberRead, PlainRecord, holders_from_audit};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -38,6 +38,12 @@ pub struct NodeStatus {
     pub failures: u32,
     /// The most recent of them, kept after recovery.
     pub last_failure: Option<Failure>,
+    /// The distribution's own reason for a failing or stuck init or join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<DistroReason>,
+    /// Dependencies that did not accept a connection at the agent's last probe.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreachable: Vec<Unreachable>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +54,10 @@ pub struct MemberStatus {
     pub phase: Option<String>,
     pub attempt: Option<u64>,
     pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<DistroReason>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreachable: Vec<Unreachable>,
 }
 
 /// Whether the API endpoint (the VIP) accepts a TCP connection.
@@ -152,6 +162,8 @@ impl ClusterStatus {
                     phase: Some(r.phase.clone()),
                     attempt: Some(u64::from(r.attempt)),
                     last_error: r.last_error.clone(),
+                    reason: r.reason.clone(),
+                    unreachable: r.unreachable.clone(),
                 },
                 Err(why) => MemberStatus {
                     name: m.name.clone(),
@@ -159,6 +171,8 @@ impl ClusterStatus {
                     phase: None,
                     attempt: None,
                     last_error: Some(format!("report unreadable: {why}")),
+                    reason: None,
+                    unreachable: Vec::new(),
                 },
             })
             .collect();
@@ -428,6 +442,7 @@ impl Status {
                         n.failures, f.attempt, f.error
                     ));
                 }
+                s.push_str(&diagnosis_lines(n.reason.as_ref(), &n.unreachable, "  "));
             }
         }
         if let Some(c) = &self.cluster {
@@ -467,6 +482,11 @@ impl Status {
                         .as_deref()
                         .map_or(String::new(), |e| format!(" (last error: {e})"))
                 ));
+                s.push_str(&diagnosis_lines(
+                    m.reason.as_ref(),
+                    &m.unreachable,
+                    "      ",
+                ));
             }
             if let Some(e) = &c.etcd {
                 s.push_str(&etcd_lines(e, None));
@@ -496,6 +516,28 @@ impl Status {
         });
         printable(&s).into_owned()
     }
+}
+
+/// What a node said about why it is stuck: each unreachable dependency, the
+/// distribution's reason and the log lines behind it, indented by `indent`.
+pub fn diagnosis_lines(
+    reason: Option<&DistroReason>,
+    unreachable: &[Unreachable],
+    indent: &str,
+) -> String {
+    let mut s = String::new();
+    for u in unreachable {
+        s.push_str(&format!("{indent}{u}\n"));
+    }
+    if let Some(r) = reason {
+        s.push_str(&format!("{indent}distribution says: {}\n", r.summary()));
+        if r.message.is_some() || r.log_tail.len() > 1 {
+            for l in &r.log_tail {
+                s.push_str(&format!("{indent}  | {l}\n"));
+            }
+        }
+    }
+    s
 }
 
 /// `kind` (`stacked`, `external`, `embedded`) when this node knows which etcd it asked.
@@ -568,7 +610,44 @@ mod tests {
             last_error: None,
             failures: 0,
             last_failure: None,
+            reason: None,
+            unreachable: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_stuck_node_shows_what_it_cannot_reach_and_the_distributions_reason() {
+        let stuck = NodeStatus {
+            phase: "checking-health".into(),
+            last_error: Some("the new control plane never became healthy".into()),
+            reason: Some(DistroReason {
+                source: "k3s.service log".into(),
+                phase: None,
+                message: Some(
+                    "starting kubernetes: dial tcp 10.0.0.5:3306: connect: connection refused"
+                        .into(),
+                ),
+                log_tail: vec!["level=info msg=\"Starting k3s\"".into()],
+            }),
+            unreachable: vec![Unreachable {
+                what: "datastore".into(),
+                endpoint: "10.0.0.5:3306".into(),
+                error: "connection refused".into(),
+            }],
+            ..done_node()
+        };
+        let text = Status::new(Some(stuck), None).render();
+        assert!(
+            text.contains("  datastore 10.0.0.5:3306 unreachable: connection refused\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "distribution says: k3s.service log: starting kubernetes: dial tcp 10.0.0.5:3306"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("| level=info msg=\"Starting k3s\""), "{text}");
     }
 
     #[test]

@@ -154,7 +154,9 @@ pub async fn main(args: Vec<String>) -> i32 {
     match dispatch(args).await {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("level=fatal msg=\"{e:#}\"");
+            // logfmt quotes the message: its own quotes and backslashes escaped.
+            let msg = format!("{e:#}").replace('\\', "\\\\").replace('"', "\\\"");
+            eprintln!("level=fatal msg=\"{msg}\"");
             1
         }
     }
@@ -162,19 +164,31 @@ pub async fn main(args: Vec<String>) -> i32 {
 
 async fn dispatch(args: Vec<String>) -> Result<()> {
     let flags = Flags::parse(&args);
+    // `k3s --version` alone: the flag parser reads it as a boolean flag, not a command.
+    if flags.positional.is_empty() && (flags.flag("version") || flags.flag("v")) {
+        print_version();
+        return Ok(());
+    }
     match flags.positional.first().map(String::as_str) {
         Some("server") => server(&flags).await,
         Some("agent") => agent(&flags).await,
         Some("reset") => reset(true),
         Some("killall") => reset(false),
         Some("--version") | Some("-v") | Some("version") => {
-            println!("k3s version v1.31.6+k3s1 (muster-standin)");
+            print_version();
             Ok(())
         }
         _ => bail!(
             "k3s-standin (muster stand-in for k3s): supported: server, agent, reset, killall (also as k3s-killall.sh)"
         ),
     }
+}
+
+/// As real k3s prints it: `k3s version v1.31.6+k3s1 (6ab750f9)` then its Go version; the
+/// release is the node's spec's (`crate::release`).
+fn print_version() {
+    println!("k3s version {} (5e4d4b1c)", crate::release("v1.31.6+k3s1"));
+    println!("go version go1.22.12");
 }
 
 fn tls(root: &NodeRoot) -> PathBuf {
@@ -580,7 +594,7 @@ async fn sql_datastore(
     // The endpoint holds the password: errors name what is wrong, never the endpoint.
     let dsn = model::dsn::Dsn::parse(endpoint).context("datastore-endpoint")?;
     knobs.checkpoint("datastore")?;
-    let store = SqlStore::connect(&dsn, Duration::from_secs(60)).await?;
+    let store = SqlStore::connect(&dsn, datastore_patience()).await?;
     let (hash, password) = if ready_marker(root).exists() {
         (None, saved_password(root)?)
     } else {
@@ -604,6 +618,16 @@ async fn sql_datastore(
         }
     }
     Ok((password, store))
+}
+
+/// How long a server waits for its datastore before its fatal exit: 60 s, or
+/// `MUSTER_STANDIN_DATASTORE_PATIENCE_MS` (tests of an unreachable datastore; real k3s
+/// exits at its first refused connection).
+fn datastore_patience() -> Duration {
+    std::env::var("MUSTER_STANDIN_DATASTORE_PATIENCE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(60), Duration::from_millis)
 }
 
 /// Reads the bootstrap data from the datastore, or creates it (a new server CA) when there

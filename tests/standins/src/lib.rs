@@ -58,6 +58,27 @@ pub fn node_root() -> model::node_files::NodeRoot {
     model::node_files::NodeRoot::new(root)
 }
 
+/// The release this stand-in claims to be: `$MUSTER_STANDIN_K8S_VERSION`, else the one the
+/// node's baked spec pins (a node's image carries the spec's release, and the agent's
+/// preflight checks it), else `default`.
+pub fn release(default: &str) -> String {
+    if let Ok(v) = std::env::var("MUSTER_STANDIN_K8S_VERSION")
+        && !v.is_empty()
+    {
+        return v;
+    }
+    let baked = node_root().path(model::node_files::CLUSTER_CONFIG);
+    std::fs::read(&baked)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| {
+            v.pointer("/spec/distribution/version")
+                .and_then(|x| x.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| default.to_string())
+}
+
 /// `<root>/var/lib/muster-standin`, created if missing.
 pub fn state_dir(root: &model::node_files::NodeRoot) -> Result<PathBuf> {
     let dir = root.path(STATE_DIR);

@@ -6,7 +6,8 @@ use super::probe::{self, ProbeResult};
 use super::{BuildDir, OpsError};
 use protocol::etcd_view::EtcdView;
 use protocol::keys;
-use protocol::status::{RendezvousView, fetch, printable};
+use protocol::report::{DistroReason, Unreachable};
+use protocol::status::{RendezvousView, diagnosis_lines, fetch, printable};
 pub use protocol::{SlotHolder, holders_from_audit};
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -31,6 +32,12 @@ pub struct NodeRow {
     pub attempt: Option<u64>,
     pub last_error: Option<String>,
     pub done: bool,
+    /// The distribution's own reason for a failing or stuck init or join.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<DistroReason>,
+    /// Dependencies the node could not connect to at its last probe.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreachable: Vec<Unreachable>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -97,6 +104,8 @@ pub fn rows(dir: &BuildDir, view: &RendezvousView, now_ms: u64) -> Vec<NodeRow> 
                 attempt: report.map(|r| u64::from(r.attempt)),
                 last_error: unreadable.or_else(|| report.and_then(|r| r.last_error.clone())),
                 done: report.is_some_and(|r| r.done || r.phase == "done"),
+                reason: report.and_then(|r| r.reason.clone()),
+                unreachable: report.map_or_else(Vec::new, |r| r.unreachable.clone()),
                 phase,
             }
         })
@@ -227,6 +236,7 @@ pub fn render(s: &ClusterStatus) -> String {
             n.attempt.map_or("-".to_string(), |x| x.to_string()),
             n.last_error.as_deref().unwrap_or("")
         );
+        o.push_str(&diagnosis_lines(n.reason.as_ref(), &n.unreachable, "    "));
     }
     if let Some(e) = &s.etcd {
         let _ = writeln!(

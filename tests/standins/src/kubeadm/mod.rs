@@ -115,8 +115,9 @@ pub async fn main(args: Vec<String>) -> i32 {
 }
 
 /// `<state>/commands.log`: one line per kubeadm command this node ran (subcommand words
-/// only, never flags: they carry tokens and keys) with its outcome, so a test can tell
-/// which node ran `kubeadm init` and how often a node joined or reset.
+/// only, never flags: they carry tokens and keys; `version` queries are left out) with its
+/// outcome, so a test can tell which node ran `kubeadm init` and how often a node joined or
+/// reset.
 pub const COMMAND_LOG: &str = "commands.log";
 
 fn record(args: &[String], outcome: &str) {
@@ -150,9 +151,15 @@ fn record(args: &[String], outcome: &str) {
 }
 
 async fn dispatch(args: Vec<String>) -> Result<()> {
-    record(&args, "started");
+    // `version` changes nothing (the agent's preflight asks it on every run): not logged.
+    let logged = Flags::parse(&args).positional.first().map(String::as_str) != Some("version");
+    if logged {
+        record(&args, "started");
+    }
     let r = dispatch_inner(&args).await;
-    record(&args, if r.is_ok() { "ok" } else { "failed" });
+    if logged {
+        record(&args, if r.is_ok() { "ok" } else { "failed" });
+    }
     r
 }
 
@@ -185,7 +192,7 @@ async fn dispatch_inner(args: &[String]) -> Result<()> {
 }
 
 fn version() -> String {
-    std::env::var("MUSTER_STANDIN_K8S_VERSION").unwrap_or_else(|_| "v1.31.0".into())
+    crate::release("v1.31.0")
 }
 
 fn phase<T>(name: &str, r: Result<T>) -> Result<T> {
