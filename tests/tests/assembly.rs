@@ -71,6 +71,8 @@ struct Cluster {
     cps: Vec<String>,
     workers: Vec<String>,
     worker_cap: usize,
+    /// The spec's `distribution.version` (`v1.31.4`).
+    k8s_version: String,
     _serial: MutexGuard<'static, ()>,
 }
 
@@ -107,6 +109,7 @@ fn prepare(tag: &str) -> Cluster {
         cps: names("control-plane"),
         workers: names("worker"),
         worker_cap: usize::try_from(spec.cluster.rendezvous.worker_join_cap).unwrap(),
+        k8s_version: spec.cluster.distribution.version.to_string(),
         lab: Some(lab),
         _serial: serial,
     }
@@ -325,6 +328,119 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Issue 13's "done when" for the client side: `muster kubeconfig` writes the admin
+    /// kubeconfig (pointed at the VIP), and the real kubectl at the spec's minor, from a
+    /// worker's namespace through the VIP, lists every planned node, lists the API's
+    /// resources, and server-side applies a Namespace, a ConfigMap, a CRD and, once the CRD
+    /// is established, a custom resource of it.
+    fn assert_real_kubectl_reads_and_applies(&self) {
+        let Some(kubectl) = muster_lab::standins::real_kubectl(&self.k8s_version).unwrap() else {
+            return;
+        };
+        let lab = self.lab();
+        let from = self.workers[0].clone();
+        let dir = lab.record().state_dir.join("kubectl");
+        std::fs::create_dir_all(&dir).unwrap();
+        let kc = dir.join("admin.kubeconfig");
+        let muster = binary("muster");
+        let build = lab.record().build_dir.clone();
+        let out = lab
+            .exec(
+                &from,
+                &[
+                    muster.to_str().unwrap(),
+                    "kubeconfig",
+                    "--out",
+                    build.to_str().unwrap(),
+                    "--write",
+                    kc.to_str().unwrap(),
+                ],
+            )
+            .unwrap();
+        assert!(out.ok(), "muster kubeconfig: {}", out.all());
+        let vip = lab.record().vip.unwrap().to_string();
+        assert!(
+            out.stdout.contains(&vip),
+            "the kubeconfig is not pointed at the VIP {vip}: {}",
+            out.all()
+        );
+        let home = format!("HOME={}", dir.display());
+        let k = |args: &[&str]| -> netns::Out {
+            let mut argv = vec![
+                "env",
+                home.as_str(),
+                kubectl.to_str().unwrap(),
+                "--kubeconfig",
+                kc.to_str().unwrap(),
+                "--request-timeout=10s",
+            ];
+            argv.extend(args);
+            let out = lab.exec(&from, &argv).unwrap();
+            eprintln!(
+                "--- kubectl {args:?} -> {:?}\n{}{}",
+                out.code, out.stdout, out.stderr
+            );
+            out
+        };
+        let nodes = k(&["get", "nodes", "-o", "wide"]);
+        assert!(nodes.ok(), "{}", nodes.all());
+        for n in self.all() {
+            let row = nodes
+                .stdout
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(n.as_str()))
+                .unwrap_or_else(|| panic!("{n} not listed: {}", nodes.stdout));
+            assert_eq!(row.split_whitespace().nth(1), Some("Ready"), "{row}");
+            let ip = lab.node(&n).unwrap().ip.to_string();
+            assert!(row.contains(&ip), "{n}'s row lacks {ip}: {row}");
+        }
+        let ar = k(&["api-resources"]);
+        assert!(ar.ok(), "{}", ar.all());
+        assert!(
+            ar.stdout.contains("customresourcedefinitions"),
+            "{}",
+            ar.stdout
+        );
+        let base = dir.join("base.yaml");
+        std::fs::write(
+            &base,
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n---\n\
+apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: demo\ndata:\n  color: blue\n---\n\
+apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.example.com\n\
+spec:\n  group: example.com\n  scope: Namespaced\n  names: {plural: widgets, kind: Widget}\n\
+  versions:\n  - {name: v1, served: true, storage: true}\n",
+        )
+        .unwrap();
+        let cr = dir.join("cr.yaml");
+        std::fs::write(
+            &cr,
+            "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\n  namespace: demo\nspec:\n  size: 3\n",
+        )
+        .unwrap();
+        let apply = |f: &Path| k(&["apply", "--server-side", "-f", f.to_str().unwrap()]);
+        assert!(apply(&base).ok());
+        let wait = k(&[
+            "wait",
+            "--for",
+            "condition=established",
+            "crd/widgets.example.com",
+            "--timeout=30s",
+        ]);
+        assert!(wait.ok(), "{}", wait.all());
+        assert!(apply(&cr).ok());
+        let got = k(&["get", "-n", "demo", "configmaps,widgets", "-o", "name"]);
+        assert!(
+            got.stdout.contains("configmap/settings")
+                && got.stdout.contains("widget.example.com/w1"),
+            "{}",
+            got.all()
+        );
+        let ns = k(&["get", "namespace", "demo"]);
+        assert!(ns.ok() && ns.stdout.contains("Active"), "{}", ns.all());
+    }
+}
+
 /// Tears the lab down and checks nothing of it is left.
 fn finish(c: Cluster, tag: &str) {
     drop(c);
@@ -340,6 +456,7 @@ fn six_agents_assemble_one_cluster() {
     c.start_agents();
     let took = c.wait_assembled(t);
     c.assert_assembled();
+    c.assert_real_kubectl_reads_and_applies();
     muster_tests::measured!(
         "ASSEMBLY WALL TIME: {:.1}s (3 control planes + 3 workers)",
         took.as_secs_f64()

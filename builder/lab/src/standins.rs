@@ -91,3 +91,39 @@ pub fn path_env(first: &Path) -> String {
         std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
     )
 }
+
+/// Where this machine kind ships real kubectl clients, one per minor
+/// (`kubectl.1.27` .. `kubectl.1.33`).
+pub const REAL_KUBECTL_DIR: &str = "/usr/lib/google-cloud-sdk/bin";
+
+/// The real `kubectl` at the minor of `k8s_version` (`v1.31.4` -> `kubectl.1.31`), for
+/// tests that read the lab cluster with the real client. `Ok(None)` when it is absent
+/// (tests skip, loudly); an error when it is absent and `CI` is set (CI requires it).
+pub fn real_kubectl(k8s_version: &str) -> Result<Option<PathBuf>> {
+    let mut parts = k8s_version.trim_start_matches('v').split('.');
+    let minor = match (parts.next(), parts.next()) {
+        (Some(major), Some(minor)) => format!("{major}.{minor}"),
+        _ => {
+            return Err(LabError::Command {
+                cmd: "real kubectl".into(),
+                detail: format!("{k8s_version:?} is no Kubernetes version (vMAJOR.MINOR.PATCH)"),
+            });
+        }
+    };
+    let path = Path::new(REAL_KUBECTL_DIR).join(format!("kubectl.{minor}"));
+    if path.is_file() {
+        return Ok(Some(path));
+    }
+    if std::env::var_os("CI").is_some() {
+        return Err(LabError::MissingBinary {
+            what: format!("the real kubectl {minor} (CI requires it)"),
+            path,
+            flag: "nothing: install the google-cloud-sdk kubectl clients",
+        });
+    }
+    eprintln!(
+        "\n!!!!! SKIPPED: the real kubectl {minor} is not at {} (CI requires it) !!!!!\n",
+        path.display()
+    );
+    Ok(None)
+}

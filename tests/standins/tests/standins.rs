@@ -763,3 +763,239 @@ fn kubeadm_standin_on_an_external_etcd() {
         1
     );
 }
+
+/// The API stand-in serves what the real kubectl needs (issues 13 and 14): discovery,
+/// `get nodes -o wide` from its Table, `api-resources`, server-side apply of a Namespace, a
+/// ConfigMap, a CRD and (once established) a custom resource, idempotent re-applies; and
+/// it is strict where the real server is (a namespace that does not exist, a custom
+/// resource whose CRD is not there).
+#[test]
+fn the_real_kubectl_reads_and_applies_through_the_api_standin() {
+    let Some(kubectl) = muster_lab::standins::real_kubectl("v1.31.4").unwrap() else {
+        return;
+    };
+    let kubectl = kubectl.display().to_string();
+    let lab = new_lab("kctl", &[("cp1", 11)]);
+    let ip = lab.ip(11);
+    let cfg = lab.put("cp1", "etc/muster/kubeadm.yaml", &init_config(&lab, &ip));
+    let out = lab.kubeadm("cp1", &[], &["init", "--config", &cfg]);
+    assert!(out.ok(), "init failed: {}", out.all());
+    let kc = lab
+        .root("cp1")
+        .join("etc/kubernetes/admin.conf")
+        .display()
+        .to_string();
+    let home = lab.dir().join("home").display().to_string();
+    let k = |args: &[&str]| -> Out {
+        let mut all = vec!["--kubeconfig", &kc, "--request-timeout=10s"];
+        all.extend(args);
+        lab.run("cp1", &[("HOME", &home)], &kubectl, &all)
+    };
+
+    // ---- reading: version, discovery, nodes from the Table (Ready from the stored condition)
+    let v = k(&["version", "-o", "json"]);
+    assert!(v.ok(), "{}", v.all());
+    let v: serde_json::Value = serde_json::from_str(&v.stdout).unwrap();
+    assert_eq!(v["serverVersion"]["major"], "1", "{v:#}");
+    let nodes = k(&["get", "nodes", "-o", "wide"]);
+    assert!(nodes.ok(), "{}", nodes.all());
+    let header = nodes.stdout.lines().next().unwrap_or("");
+    for col in ["NAME", "STATUS", "ROLES", "AGE", "VERSION", "INTERNAL-IP"] {
+        assert!(header.contains(col), "{}", nodes.stdout);
+    }
+    let row = nodes
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("cp1 "))
+        .unwrap_or_else(|| panic!("no cp1 row: {}", nodes.stdout));
+    assert!(
+        row.contains(" Ready ") && row.contains("control-plane") && row.contains(&ip),
+        "{row}"
+    );
+    let ar = k(&["api-resources"]);
+    assert!(ar.ok(), "{}", ar.all());
+    for r in [
+        "configmaps",
+        "namespaces",
+        "customresourcedefinitions",
+        "deployments",
+    ] {
+        assert!(ar.stdout.contains(r), "{r} missing: {}", ar.stdout);
+    }
+
+    // ---- a custom resource before its CRD: the server refuses (404), as the real one does
+    let early = lab.api(
+        "cp1",
+        "post",
+        "/apis/example.com/v1/namespaces/default/widgets",
+        Some(r#"{"apiVersion":"example.com/v1","kind":"Widget","metadata":{"name":"w0"}}"#),
+    );
+    assert!(!early.ok(), "{}", early.all());
+    assert!(
+        early.all().contains("404") || early.all().contains("NotFound"),
+        "{}",
+        early.all()
+    );
+
+    // ---- server-side apply: namespace, ConfigMap, CRD; then the custom resource
+    let base = lab.put(
+        "cp1",
+        "manifests/base.yaml",
+        "apiVersion: v1
+kind: Namespace
+metadata:
+  name: demo
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: demo
+data:
+  color: blue
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget, shortNames: [wd]}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+",
+    );
+    let cr = lab.put(
+        "cp1",
+        "manifests/cr.yaml",
+        "apiVersion: example.com/v1
+kind: Widget
+metadata:
+  name: w1
+  namespace: demo
+spec:
+  size: 3
+",
+    );
+    let applied = k(&[
+        "apply",
+        "--server-side",
+        "--field-manager=muster",
+        "-f",
+        &base,
+    ]);
+    assert!(applied.ok(), "{}", applied.all());
+    let wait = k(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "crd/widgets.example.com",
+        "--timeout=30s",
+    ]);
+    assert!(wait.ok(), "{}", wait.all());
+    let applied = k(&[
+        "apply",
+        "--server-side",
+        "--field-manager=muster",
+        "-f",
+        &cr,
+    ]);
+    assert!(applied.ok(), "{}", applied.all());
+    let got = k(&["get", "-n", "demo", "configmaps,widgets", "-o", "name"]);
+    assert!(got.ok(), "{}", got.all());
+    assert!(
+        got.stdout.contains("configmap/settings") && got.stdout.contains("widget.example.com/w1"),
+        "{}",
+        got.stdout
+    );
+    let rv = |what: &str| {
+        let o = k(&[
+            "get",
+            "-n",
+            "demo",
+            what,
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        ]);
+        assert!(o.ok(), "{}", o.all());
+        o.stdout
+    };
+    let before = rv("configmap/settings");
+    let again = k(&[
+        "apply",
+        "--server-side",
+        "--field-manager=muster",
+        "-f",
+        &base,
+    ]);
+    assert!(again.ok(), "{}", again.all());
+    assert_eq!(rv("configmap/settings"), before, "an identical apply wrote");
+    let size = k(&[
+        "get",
+        "-n",
+        "demo",
+        "wd",
+        "w1",
+        "-o",
+        "jsonpath={.spec.size}",
+    ]);
+    assert_eq!(size.stdout.trim(), "3", "{}", size.all());
+    // Stored where the real server keeps it, in the real etcd.
+    let key = lab.ctl(
+        "cp1",
+        &[
+            "get",
+            "/registry/example.com/widgets/demo/w1",
+            "--print-value-only",
+        ],
+    );
+    assert!(key.ok() && key.stdout.contains("\"w1\""), "{}", key.all());
+
+    // ---- another manager changing a field muster applied: a conflict, unless forced
+    let other = lab.put(
+        "cp1",
+        "manifests/other.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: demo\ndata:\n  color: red\n",
+    );
+    let clash = k(&[
+        "apply",
+        "--server-side",
+        "--field-manager=someone",
+        "-f",
+        &other,
+    ]);
+    assert!(!clash.ok(), "{}", clash.all());
+    assert!(clash.all().contains("conflict"), "{}", clash.all());
+
+    // ---- strict: a namespaced object in a namespace that does not exist
+    let lost = lab.put(
+        "cp1",
+        "manifests/lost.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: nowhere\ndata: {}\n",
+    );
+    let refused = k(&["apply", "--server-side", "-f", &lost]);
+    assert!(!refused.ok(), "{}", refused.all());
+    assert!(
+        refused.all().contains("namespaces \"nowhere\" not found"),
+        "{}",
+        refused.all()
+    );
+
+    // ---- deleting the CRD takes its kind away again
+    let del = k(&["delete", "crd", "widgets.example.com"]);
+    assert!(del.ok(), "{}", del.all());
+    let gone = lab.api(
+        "cp1",
+        "get",
+        "/apis/example.com/v1/namespaces/demo/widgets/w1",
+        None,
+    );
+    assert!(!gone.ok(), "{}", gone.all());
+}

@@ -90,8 +90,24 @@ pub struct JoinConfig {
     pub ca_cert_hashes: Vec<String>,
     pub unsafe_skip_ca_verification: bool,
     pub node_name: Option<String>,
+    /// `nodeRegistration.kubeletExtraArgs` `node-ip`: the address the kubelet reports.
+    pub node_ip: Option<String>,
     pub ignore_preflight_errors: Vec<String>,
     pub control_plane: Option<JoinControlPlane>,
+}
+
+/// `node-ip` of `nodeRegistration.kubeletExtraArgs`: a `[{name, value}]` list (v1beta4) or
+/// a map (v1beta3).
+fn kubelet_node_ip(doc: &Value) -> Option<String> {
+    let args = yaml::at(doc, &["nodeRegistration", "kubeletExtraArgs"])?;
+    if let Some(v) = str_at(args, &["node-ip"]) {
+        return Some(v.to_string());
+    }
+    args.as_sequence()?
+        .iter()
+        .find(|a| str_at(a, &["name"]) == Some("node-ip"))
+        .and_then(|a| str_at(a, &["value"]))
+        .map(str::to_string)
 }
 
 /// The documents of a kubeadm config file keyed by kind, checking apiVersions like kubeadm.
@@ -330,6 +346,7 @@ pub fn parse_join(text: &str) -> Result<JoinConfig> {
         ca_cert_hashes: hashes,
         unsafe_skip_ca_verification: unsafe_skip,
         node_name: str_at(doc, &["nodeRegistration", "name"]).map(str::to_string),
+        node_ip: kubelet_node_ip(doc),
         ignore_preflight_errors: strings_at(doc, &["nodeRegistration", "ignorePreflightErrors"]),
         control_plane,
     })

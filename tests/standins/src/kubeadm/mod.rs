@@ -1356,7 +1356,7 @@ async fn join(flags: &Flags) -> Result<()> {
     };
     match &cfg.control_plane {
         Some(cp) => join_control_plane(&root, &knobs, &cfg, cp, &name, &boot, &disc).await,
-        None => join_worker(&root, &knobs, &name, &boot, &disc).await,
+        None => join_worker(&root, &knobs, &name, cfg.node_ip.as_deref(), &boot, &disc).await,
     }
 }
 
@@ -1593,6 +1593,7 @@ async fn join_worker(
     root: &NodeRoot,
     knobs: &Knobs,
     name: &str,
+    node_ip: Option<&str>,
     boot: &Api,
     disc: &Discovered,
 ) -> Result<()> {
@@ -1662,7 +1663,7 @@ async fn join_worker(
     )?;
     phase(
         "kubelet-start",
-        register_node(&api, name, None, false).await,
+        register_node(&api, name, node_ip, false).await,
     )?;
     println!(
         "\nThis node has joined the cluster:\n* Certificate signing request was sent to apiserver and a response was received.\n* The Kubelet was informed of the new secure connection details.\n\nRun 'kubectl get nodes' on the control-plane to see this node join the cluster.\n"

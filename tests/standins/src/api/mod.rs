@@ -1,16 +1,25 @@
 //! The apiserver stand-in: TLS on ADDR:6443 with the apiserver certificate, `/readyz` and
-//! `/livez` backed by a read from its storage, and a tiny Kubernetes-shaped JSON API kept
-//! in a [`Storage`]: etcd through its v3 JSON gateway (kubeadm, k3s with embedded etcd) or
-//! a kine-like table in a real MariaDB (k3s on an external SQL datastore, [`crate::sql`]).
+//! `/livez` backed by a read from its storage, and a Kubernetes-shaped JSON API kept in a
+//! [`Storage`]: etcd through its v3 JSON gateway (kubeadm, k3s with embedded etcd) or a
+//! kine-like table in a real MariaDB (k3s on an external SQL datastore, [`crate::sql`]).
 //!
-//! Objects live under `/registry/minions/NAME` (nodes) and `/registry/RESOURCE/NS/NAME`
-//! (`configmaps`, `secrets`, `pods`). An object whose annotation
-//! `standin.muster.dev/expires-unix` is in the past (stand-in clock) reads as absent, like a
-//! bootstrap token or the `kubeadm-certs` Secret after the token cleaner removed it.
+//! What it serves, one concept per module: [`resources`] (the served resources and their
+//! storage keys, `/registry/...` as the real server lays them out), [`discovery`] (what
+//! kubectl reads before anything else), [`objects`] (GET/LIST/POST/PUT/PATCH/DELETE),
+//! [`apply`] (server-side apply and the server's metadata), [`table`] (server-side
+//! printing for `kubectl get`). An object whose annotation `standin.muster.dev/expires-unix`
+//! is in the past (stand-in clock) reads as absent, like a bootstrap token or the
+//! `kubeadm-certs` Secret after the token cleaner removed it.
 //!
 //! Authentication: a client certificate signed by the cluster CA is an admin; a bearer
 //! bootstrap token `ID.SECRET` that matches an unexpired `bootstrap-token-ID` Secret is a
 //! bootstrapper; anything else is anonymous.
+
+pub mod apply;
+pub mod discovery;
+pub mod objects;
+pub mod resources;
+pub mod table;
 
 use crate::etcd::Gateway;
 use crate::pki::CertKey;
@@ -19,7 +28,7 @@ use anyhow::{Context, Result};
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -151,16 +160,6 @@ fn expired(obj: &Value) -> bool {
         .is_some_and(|t| t <= crate::clock::now_unix())
 }
 
-fn key_for(resource: &str, ns: Option<&str>, name: &str) -> String {
-    match (resource, ns) {
-        ("nodes", _) => format!("/registry/minions/{name}"),
-        (r, Some(ns)) => format!("/registry/{r}/{ns}/{name}"),
-        (r, None) => format!("/registry/{r}/{name}"),
-    }
-}
-
-const RESOURCES: &[&str] = &["configmaps", "secrets", "pods"];
-
 impl AppState {
     async fn read(&self, key: &str) -> Result<Option<Value>> {
         Ok(match self.store.get(key).await? {
@@ -186,11 +185,7 @@ impl AppState {
         let Some((id, secret)) = token.trim().split_once('.') else {
             return Who::Anonymous;
         };
-        let key = key_for(
-            "secrets",
-            Some("kube-system"),
-            &format!("bootstrap-token-{id}"),
-        );
+        let key = format!("/registry/secrets/kube-system/bootstrap-token-{id}");
         match self.read(&key).await {
             Ok(Some(obj)) if obj["stringData"]["token-secret"].as_str() == Some(secret) => {
                 Who::Bootstrap(id.to_string())
@@ -260,7 +255,37 @@ async fn cacerts(State(st): Shared) -> String {
 }
 
 async fn version() -> Json<Value> {
-    Json(json!({ "major": "1", "minor": "31", "gitVersion": "v1.31.0-muster-standin" }))
+    Json(discovery::version())
+}
+
+/// `/openapi/v2`: not served (kubectl copes; see [`discovery`]).
+async fn openapi_v2() -> Response {
+    discovery::not_found("/openapi/v2")
+}
+
+async fn openapi_v3_root(State(st): Shared) -> Response {
+    match resources::served(st.store.as_ref()).await {
+        Ok(s) => discovery::plain(discovery::openapi_root(&s)),
+        Err(e) => storage_error(e),
+    }
+}
+
+/// `/openapi/v3/api/v1` and `/openapi/v3/apis/<group>/<version>`.
+async fn openapi_v3_doc(State(st): Shared, Path(rest): Path<String>) -> Response {
+    let served = match resources::served(st.store.as_ref()).await {
+        Ok(s) => s,
+        Err(e) => return storage_error(e),
+    };
+    let segs: Vec<&str> = rest.trim_matches('/').split('/').collect();
+    let (g, v) = match segs.as_slice() {
+        ["api", v] => ("", *v),
+        ["apis", g, v] => (*g, *v),
+        _ => return discovery::not_found(&format!("/openapi/v3/{rest}")),
+    };
+    if discovery::resource_list(&served, g, v).is_none() {
+        return discovery::not_found(&format!("/openapi/v3/{rest}"));
+    }
+    discovery::plain(discovery::openapi_doc(&served, g, v))
 }
 
 /// Adds `jws-kubeconfig-ID` = hex HMAC-SHA256(token, kubeconfig) for each valid token, the
@@ -301,285 +326,15 @@ pub fn token_signature(token: &str, kubeconfig: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-async fn get_one(
-    st: &AppState,
-    who: &Who,
-    resource: &str,
-    ns: Option<&str>,
-    name: &str,
-) -> Response {
-    let nsv = ns.unwrap_or("");
-    if !allowed(who, "get", resource, nsv, name) {
-        return forbidden(who, "get", resource, nsv, name);
-    }
-    match st.read(&key_for(resource, ns, name)).await {
-        Ok(Some(obj)) => {
-            if resource == "configmaps" && nsv == "kube-public" && name == "cluster-info" {
-                match sign_cluster_info(st, obj).await {
-                    Ok(o) => Json(o).into_response(),
-                    Err(e) => storage_error(e),
-                }
-            } else {
-                Json(obj).into_response()
-            }
-        }
-        Ok(None) => status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("{resource} {name:?} not found"),
-        ),
-        Err(e) => storage_error(e),
-    }
-}
-
-async fn list(st: &AppState, who: &Who, resource: &str, ns: Option<&str>) -> Response {
-    let nsv = ns.unwrap_or("");
-    if !allowed(who, "list", resource, nsv, "") {
-        return forbidden(who, "list", resource, nsv, "");
-    }
-    let prefix = match (resource, ns) {
-        ("nodes", _) => "/registry/minions/".to_string(),
-        (r, Some(ns)) => format!("/registry/{r}/{ns}/"),
-        (r, None) => format!("/registry/{r}/"),
-    };
-    match st.store.list(&prefix).await {
-        Ok(kvs) => {
-            let items: Vec<Value> = kvs
-                .into_iter()
-                .filter_map(|(_, v)| serde_json::from_slice::<Value>(&v).ok())
-                .filter(|v| !expired(v))
-                .collect();
-            Json(json!({ "kind": "List", "apiVersion": "v1", "items": items })).into_response()
-        }
-        Err(e) => storage_error(e),
-    }
-}
-
-async fn write(
-    st: &AppState,
-    who: &Who,
-    verb: &str,
-    resource: &str,
-    ns: Option<&str>,
-    name: Option<&str>,
-    mut body: Value,
-) -> Response {
-    let nsv = ns.unwrap_or("");
-    let name = match name {
-        Some(n) => n.to_string(),
-        None => match body["metadata"]["name"].as_str() {
-            Some(n) if !n.is_empty() => n.to_string(),
-            _ => {
-                return status(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "Invalid",
-                    "metadata.name: Required value: name or generateName is required".into(),
-                );
-            }
-        },
-    };
-    if !allowed(
-        who,
-        if verb == "create" { "put" } else { verb },
-        resource,
-        nsv,
-        &name,
-    ) {
-        return forbidden(who, verb, resource, nsv, &name);
-    }
-    if !body.is_object() {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "body must be an object".into(),
-        );
-    }
-    body["metadata"]["name"] = Value::String(name.clone());
-    if let Some(ns) = ns {
-        body["metadata"]["namespace"] = Value::String(ns.to_string());
-    }
-    let key = key_for(resource, ns, &name);
-    if verb == "create" {
-        match st.read(&key).await {
-            Ok(Some(_)) => {
-                return status(
-                    StatusCode::CONFLICT,
-                    "AlreadyExists",
-                    format!("{resource} {name:?} already exists"),
-                );
-            }
-            Ok(None) => {}
-            Err(e) => return storage_error(e),
-        }
-    }
-    let bytes = match serde_json::to_vec(&body) {
-        Ok(b) => b,
-        Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()),
-    };
-    match st.store.put(&key, &bytes).await {
-        Ok(()) => (
-            if verb == "create" {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            },
-            Json(body),
-        )
-            .into_response(),
-        Err(e) => storage_error(e),
-    }
-}
-
-async fn delete(
-    st: &AppState,
-    who: &Who,
-    resource: &str,
-    ns: Option<&str>,
-    name: &str,
-) -> Response {
-    let nsv = ns.unwrap_or("");
-    if !allowed(who, "delete", resource, nsv, name) {
-        return forbidden(who, "delete", resource, nsv, name);
-    }
-    match st.store.delete(&key_for(resource, ns, name)).await {
-        Ok(true) => Json(json!({"kind": "Status", "status": "Success"})).into_response(),
-        Ok(false) => status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("{resource} {name:?} not found"),
-        ),
-        Err(e) => storage_error(e),
-    }
-}
-
-fn bad_resource(r: &str) -> Response {
-    status(
-        StatusCode::NOT_FOUND,
-        "NotFound",
-        format!(
-            "the server could not find the requested resource {r:?} (stand-in serves configmaps, secrets, pods, nodes)"
-        ),
-    )
-}
-
-async fn ns_collection_get(
-    State(st): Shared,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    Path((ns, resource)): Path<(String, String)>,
-) -> Response {
-    if !RESOURCES.contains(&resource.as_str()) {
-        return bad_resource(&resource);
-    }
-    let who = st.who(&peer, &headers).await;
-    list(&st, &who, &resource, Some(&ns)).await
-}
-
-async fn ns_collection_post(
-    State(st): Shared,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    Path((ns, resource)): Path<(String, String)>,
-    Json(body): Json<Value>,
-) -> Response {
-    if !RESOURCES.contains(&resource.as_str()) {
-        return bad_resource(&resource);
-    }
-    let who = st.who(&peer, &headers).await;
-    write(&st, &who, "create", &resource, Some(&ns), None, body).await
-}
-
-async fn ns_item_get(
-    State(st): Shared,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    Path((ns, resource, name)): Path<(String, String, String)>,
-) -> Response {
-    if !RESOURCES.contains(&resource.as_str()) {
-        return bad_resource(&resource);
-    }
-    let who = st.who(&peer, &headers).await;
-    get_one(&st, &who, &resource, Some(&ns), &name).await
-}
-
-async fn ns_item_put(
-    State(st): Shared,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    Path((ns, resource, name)): Path<(String, String, String)>,
-    Json(body): Json<Value>,
-) -> Response {
-    if !RESOURCES.contains(&resource.as_str()) {
-        return bad_resource(&resource);
-    }
-    let who = st.who(&peer, &headers).await;
-    write(&st, &who, "put", &resource, Some(&ns), Some(&name), body).await
-}
-
-async fn ns_item_delete(
-    State(st): Shared,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    Path((ns, resource, name)): Path<(String, String, String)>,
-) -> Response {
-    if !RESOURCES.contains(&resource.as_str()) {
-        return bad_resource(&resource);
-    }
-    let who = st.who(&peer, &headers).await;
-    delete(&st, &who, &resource, Some(&ns), &name).await
-}
-
-async fn nodes_list(
-    State(st): Shared,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-) -> Response {
-    let who = st.who(&peer, &headers).await;
-    list(&st, &who, "nodes", None).await
-}
-
-async fn node_get(
-    State(st): Shared,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Response {
-    let who = st.who(&peer, &headers).await;
-    get_one(&st, &who, "nodes", None, &name).await
-}
-
-async fn node_put(
-    State(st): Shared,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    Json(body): Json<Value>,
-) -> Response {
-    let who = st.who(&peer, &headers).await;
-    write(&st, &who, "put", "nodes", None, Some(&name), body).await
-}
-
-async fn node_delete(
-    State(st): Shared,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Response {
-    let who = st.who(&peer, &headers).await;
-    delete(&st, &who, "nodes", None, &name).await
-}
-
 /// `POST /apis/certificates.k8s.io/v1/certificatesigningrequests`: signed at once (the
 /// stand-in auto-approves bootstrappers' kubelet client CSRs) and returned in
 /// `status.certificate` (base64 PEM).
-async fn csr_post(
-    State(st): Shared,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
+async fn csr_post(st: &AppState, who: &Who, body: axum::body::Bytes) -> Response {
     use base64::Engine;
-    let who = st.who(&peer, &headers).await;
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()),
+    };
     if matches!(who, Who::Anonymous) {
         return status(
             StatusCode::UNAUTHORIZED,
@@ -626,23 +381,13 @@ fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(health))
         .route("/version", get(version))
         .route("/cacerts", get(cacerts))
-        .route("/api/v1/nodes", get(nodes_list))
-        .route(
-            "/api/v1/nodes/{name}",
-            get(node_get).put(node_put).delete(node_delete),
-        )
-        .route(
-            "/api/v1/namespaces/{ns}/{resource}",
-            get(ns_collection_get).post(ns_collection_post),
-        )
-        .route(
-            "/api/v1/namespaces/{ns}/{resource}/{name}",
-            get(ns_item_get).put(ns_item_put).delete(ns_item_delete),
-        )
-        .route(
-            "/apis/certificates.k8s.io/v1/certificatesigningrequests",
-            post(csr_post),
-        )
+        .route("/openapi/v2", get(openapi_v2))
+        .route("/openapi/v3", get(openapi_v3_root))
+        .route("/openapi/v3/{*rest}", get(openapi_v3_doc))
+        .route("/api", any(objects::handle))
+        .route("/api/{*rest}", any(objects::handle))
+        .route("/apis", any(objects::handle))
+        .route("/apis/{*rest}", any(objects::handle))
         .with_state(state)
 }
 
@@ -685,6 +430,14 @@ pub async fn serve(cfg: ServerConfig) -> Result<()> {
         ca_pem: cfg.client_ca.cert_pem.clone(),
         store: cfg.storage.clone(),
         ca: cfg.client_ca_has_key.then(|| cfg.client_ca.clone()),
+    });
+    let ns_state = state.clone();
+    tokio::spawn(async move {
+        // The real server's system namespaces controller: until the store answers, retry.
+        while let Err(e) = objects::ensure_system_namespaces(&ns_state).await {
+            eprintln!("apiserver-standin: system namespaces not created yet: {e:#}");
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
     });
     let router = app(state);
     let listener = tokio::net::TcpListener::bind(cfg.bind)
