@@ -408,8 +408,8 @@ impl Cluster {
             "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n---\n\
 apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: demo\ndata:\n  color: blue\n---\n\
 apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.example.com\n\
-spec:\n  group: example.com\n  scope: Namespaced\n  names: {plural: widgets, kind: Widget}\n\
-  versions:\n  - {name: v1, served: true, storage: true}\n",
+spec:\n  group: example.com\n  scope: Namespaced\n  names: {plural: widgets, kind: Widget}\n  \
+versions:\n  - {name: v1, served: true, storage: true}\n",
         )
         .unwrap();
         let cr = dir.join("cr.yaml");
@@ -419,7 +419,8 @@ spec:\n  group: example.com\n  scope: Namespaced\n  names: {plural: widgets, kin
         )
         .unwrap();
         let apply = |f: &Path| k(&["apply", "--server-side", "-f", f.to_str().unwrap()]);
-        assert!(apply(&base).ok());
+        let applied = apply(&base);
+        assert!(applied.ok(), "{}", applied.all());
         let wait = k(&[
             "wait",
             "--for",
@@ -428,7 +429,8 @@ spec:\n  group: example.com\n  scope: Namespaced\n  names: {plural: widgets, kin
             "--timeout=30s",
         ]);
         assert!(wait.ok(), "{}", wait.all());
-        assert!(apply(&cr).ok());
+        let applied = apply(&cr);
+        assert!(applied.ok(), "{}", applied.all());
         let got = k(&["get", "-n", "demo", "configmaps,widgets", "-o", "name"]);
         assert!(
             got.stdout.contains("configmap/settings")
