@@ -383,8 +383,14 @@ fn image_build(
 /// `muster artifacts fetch`.
 fn artifacts_fetch(spec: Option<PathBuf>, out: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
     let loaded = spec_source::load(spec.as_deref())?;
-    let fetched = muster_build::image::artifacts::fetch(&loaded.cluster, &out)
-        .with_context(|| format!("fetching the artifacts of {} into {}", loaded.origin, out.display()))?;
+    let fetched =
+        muster_build::image::artifacts::fetch(&loaded.cluster, &out).with_context(|| {
+            format!(
+                "fetching the artifacts of {} into {}",
+                loaded.origin,
+                out.display()
+            )
+        })?;
     if json {
         let text = serde_json::to_string_pretty(&fetched).context("serializing the list")?;
         println!("{text}");

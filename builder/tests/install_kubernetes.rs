@@ -67,7 +67,10 @@ fn gpg_key(home: &Path, name: &str) -> String {
         .args(["--with-colons", "--list-keys"]));
     String::from_utf8_lossy(&o.stdout)
         .lines()
-        .find_map(|l| l.strip_prefix("fpr:").map(|r| r.trim_matches(':').to_string()))
+        .find_map(|l| {
+            l.strip_prefix("fpr:")
+                .map(|r| r.trim_matches(':').to_string())
+        })
         .unwrap()
 }
 
@@ -104,8 +107,8 @@ fn script(text: &str) -> Vec<u8> {
 /// `signer`'s key; `Release.key` is `published`'s public key.
 fn apt_repo(dir: &Path, version: &str, signer: &Path, published: &Path) {
     std::fs::create_dir_all(dir.join("amd64")).unwrap();
-    let kubeadm = std::fs::read(muster_lab::standins::target_binary("kubeadm-standin").unwrap())
-        .unwrap();
+    let kubeadm =
+        std::fs::read(muster_lab::standins::target_binary("kubeadm-standin").unwrap()).unwrap();
     let rev = format!("{version}-1.1");
     let debs = dir.join("amd64");
     deb(
@@ -195,8 +198,10 @@ fn serve(root: PathBuf) -> String {
                         }
                         r
                     }
-                    _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                        .to_vec(),
+                    _ => {
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_vec()
+                    }
                 };
                 let _ = stream.write_all(&response);
             });
@@ -245,7 +250,10 @@ fn kubeadm_from_a_signed_apt_repository_and_its_broken_cases() {
     let cluster = spec("default.yaml");
     let version = cluster.distribution.version.to_string();
     let plain = version.trim_start_matches('v');
-    assert_eq!(plain, "1.31.4", "default.yaml's version moved: update the test");
+    assert_eq!(
+        plain, "1.31.4",
+        "default.yaml's version moved: update the test"
+    );
 
     let pinned = s.join("gnupg-pinned");
     let fpr = gpg_key(&pinned, "pinned");
@@ -288,7 +296,10 @@ fn kubeadm_from_a_signed_apt_repository_and_its_broken_cases() {
     );
     // The upstream key is pinned: the test repository is refused without the override's key.
     let artifacts = s.join("artifacts");
-    sh(Command::new("cp").arg("-a").arg(www.join("good")).arg(&artifacts));
+    sh(Command::new("cp")
+        .arg("-a")
+        .arg(www.join("good"))
+        .arg(&artifacts));
     let err = expect_err(
         kubernetes::install(&root, &cluster, &Source::Artifacts(artifacts.clone())),
         kubernetes::K8S_KEY_FINGERPRINT,
@@ -296,7 +307,11 @@ fn kubeadm_from_a_signed_apt_repository_and_its_broken_cases() {
     assert!(err.contains("refusing the repository"), "{err}");
     let incomplete = s.join("incomplete");
     std::fs::create_dir_all(&incomplete).unwrap();
-    std::fs::copy(artifacts.join("Release.key"), incomplete.join("Release.key")).unwrap();
+    std::fs::copy(
+        artifacts.join("Release.key"),
+        incomplete.join("Release.key"),
+    )
+    .unwrap();
     expect_err(
         kubernetes::install(&root, &cluster, &Source::Artifacts(incomplete)),
         "Release: missing",
@@ -441,7 +456,9 @@ fn k3s_from_its_release_files_with_their_sums() {
             std::fs::read(root.join("usr/local/bin/k3s")).unwrap(),
             std::fs::read(good.join("k3s")).unwrap()
         );
-        let img = root.join("var/lib/rancher/k3s/agent/images").join(kubernetes::K3S_AIRGAP);
+        let img = root
+            .join("var/lib/rancher/k3s/agent/images")
+            .join(kubernetes::K3S_AIRGAP);
         assert_eq!(
             std::fs::read(img).unwrap(),
             std::fs::read(good.join(kubernetes::K3S_AIRGAP)).unwrap()

@@ -274,7 +274,10 @@ fn cloud_init_files_pass_schema_and_net_convert() {
             packer_files += 1;
         }
     }
-    assert!(packer_files >= 7, "Packer user-data of every example: {packer_files}");
+    assert!(
+        packer_files >= 7,
+        "Packer user-data of every example: {packer_files}"
+    );
     // Broken samples: a non-boolean lock_passwd, and the `to: default` route 22.4.2 rejects.
     let good = &all[0].seeds[0].1;
     let bad_ud = good

@@ -34,7 +34,10 @@ pub fn add_packages(
         DistroKind::K3s => extra.extend(["etcd-server", "etcd-client"]),
         DistroKind::Kubeadm if stacked => extra.extend(["etcd-server", "etcd-client"]),
         DistroKind::Kubeadm => {
-            if matches!(cluster.datastore, model::spec::Datastore::ExternalEtcd { .. }) {
+            if matches!(
+                cluster.datastore,
+                model::spec::Datastore::ExternalEtcd { .. }
+            ) {
                 extra.push("etcd-client");
             }
         }

@@ -18,7 +18,13 @@ const UNREACHABLE_CODES: [i32; 6] = [5, 6, 7, 28, 35, 60];
 
 /// The Debian packages the image takes from the Kubernetes repository; the first three at
 /// exactly the spec's version.
-pub const APT_PACKAGES: [&str; 5] = ["kubeadm", "kubelet", "kubectl", "cri-tools", "kubernetes-cni"];
+pub const APT_PACKAGES: [&str; 5] = [
+    "kubeadm",
+    "kubelet",
+    "kubectl",
+    "cri-tools",
+    "kubernetes-cni",
+];
 
 /// Downloads `url` to `dest` with curl; unreachable hosts get their own error.
 fn download(url: &str, dest: &Path) -> Result<(), ImageError> {
@@ -157,7 +163,9 @@ pub fn fetch(cluster: &model::Cluster, out: &Path) -> Result<Vec<ArtifactReport>
         .map(|name| {
             let path = out.join(&name);
             Ok(ArtifactReport {
-                bytes: std::fs::metadata(&path).map_err(io_err("fetching", &path))?.len(),
+                bytes: std::fs::metadata(&path)
+                    .map_err(io_err("fetching", &path))?
+                    .len(),
                 sha256: sha256_file(&path)?,
                 name,
             })

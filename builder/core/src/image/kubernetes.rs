@@ -231,11 +231,7 @@ pub fn check_artifacts(dir: &Path, cluster: &model::Cluster) -> Result<(), Image
 
 /// Runs the install path in `rootfs` (a chroot) from `source`. Nothing for
 /// [`Source::LeftOut`].
-pub fn install(
-    rootfs: &Path,
-    cluster: &model::Cluster,
-    source: &Source,
-) -> Result<(), ImageError> {
+pub fn install(rootfs: &Path, cluster: &model::Cluster, source: &Source) -> Result<(), ImageError> {
     let step = "installing Kubernetes (images/install-kubernetes.sh)";
     let version = cluster.distribution.version.to_string();
     let distro = crate::render::images::distro_arg(cluster);
@@ -285,7 +281,9 @@ mod tests {
 
     #[test]
     fn the_script_pins_the_same_key() {
-        assert!(INSTALL_KUBERNETES_SH.contains(&format!("K8S_KEY_FINGERPRINT={K8S_KEY_FINGERPRINT}")));
+        assert!(
+            INSTALL_KUBERNETES_SH.contains(&format!("K8S_KEY_FINGERPRINT={K8S_KEY_FINGERPRINT}"))
+        );
     }
 
     #[test]
@@ -298,7 +296,10 @@ mod tests {
         check_sum(&sums, "k3s", &f).unwrap();
         std::fs::write(&f, b"tampered").unwrap();
         let err = check_sum(&sums, "k3s", &f).unwrap_err().to_string();
-        assert!(err.contains("k3s") && err.contains(&format!("expected {good}")), "{err}");
+        assert!(
+            err.contains("k3s") && err.contains(&format!("expected {good}")),
+            "{err}"
+        );
         let err = check_sum(&sums, "other", &d.path().join("other"))
             .unwrap_err()
             .to_string();

@@ -401,7 +401,10 @@ fn select_packages(opts: &BuildOptions) -> packages::Selection {
 
 fn warn_left_out(selection: &packages::Selection) {
     for l in &selection.left_out {
-        eprintln!("warning: left out of the image: {} — from {}", l.what, l.source);
+        eprintln!(
+            "warning: left out of the image: {} — from {}",
+            l.what, l.source
+        );
     }
 }
 

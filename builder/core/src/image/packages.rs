@@ -124,7 +124,13 @@ mod tests {
     #[test]
     fn kubeadm_kube_vip_gets_no_etcd_and_says_what_is_missing() {
         let s = select(&spec("default.yaml"));
-        for p in ["containerd", "chrony", "cloud-init", "gpg", "python3-cffi-backend"] {
+        for p in [
+            "containerd",
+            "chrony",
+            "cloud-init",
+            "gpg",
+            "python3-cffi-backend",
+        ] {
             assert!(s.packages.contains(&p.to_string()), "{p} missing");
         }
         assert!(
@@ -137,8 +143,15 @@ mod tests {
                 .any(|p| p == "haproxy" || p == "keepalived")
         );
         let missing: Vec<_> = s.left_out.iter().map(|l| l.what.as_str()).collect();
-        assert!(!missing.iter().any(|m| m.contains("kubeadm,")), "{missing:?}");
-        assert!(missing.iter().any(|m| m.contains("v1.31.4 (not pre-pulled)")));
+        assert!(
+            !missing.iter().any(|m| m.contains("kubeadm,")),
+            "{missing:?}"
+        );
+        assert!(
+            missing
+                .iter()
+                .any(|m| m.contains("v1.31.4 (not pre-pulled)"))
+        );
         assert!(missing.iter().any(|m| m.contains("kube-vip")));
         assert!(disabled_services(&s).is_empty());
     }
