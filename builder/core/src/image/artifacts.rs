@@ -45,7 +45,9 @@ fn download(url: &str, dest: &Path) -> Result<(), ImageError> {
     if out.status.success() {
         return Ok(());
     }
-    let detail = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    // curl prints one line per try: the last says it.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let detail = stderr.trim().lines().last().unwrap_or_default().to_string();
     match out.status.code() {
         Some(c) if UNREACHABLE_CODES.contains(&c) => Err(ImageError::Unreachable {
             url: url.to_string(),

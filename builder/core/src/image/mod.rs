@@ -58,8 +58,9 @@ pub enum ImageError {
     #[error("payload {}: {problem}", path.display())]
     Payload { path: PathBuf, problem: String },
     #[error(
-        "UPSTREAM UNREACHABLE: {url} cannot be reached from this machine ({detail}); run \
-         `muster artifacts fetch` where it can be and build with `--artifacts DIR`"
+        "UPSTREAM UNREACHABLE: {url} cannot be reached from this machine ({detail}); fetch the \
+         files where it can be reached (`muster artifacts fetch SPEC --out DIR`) and build with \
+         `muster image build --artifacts DIR`"
     )]
     Unreachable { url: String, detail: String },
     #[error("{}: {problem}", file.display())]
