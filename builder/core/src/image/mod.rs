@@ -281,7 +281,7 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
     let cached_base = base::cached(&opts.cache, &selection);
     check_host(cached_base.is_none())?;
     warn_left_out(&selection);
-    let mut progress = run::Progress::new(14 + 2 * usize::from(opts.variant.is_some()));
+    let mut progress = run::Progress::new(15 + 2 * usize::from(opts.variant.is_some()));
     let scratch = make_scratch(&opts.cache)?;
     std::fs::create_dir_all(&opts.out).map_err(io_err("making output dir", &opts.out))?;
     let work = scratch.0.as_path();
