@@ -84,6 +84,11 @@ enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// Files for air-gapped image builds.
+    Artifacts {
+        #[command(subcommand)]
+        command: ArtifactsCommand,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -137,7 +142,38 @@ enum ImageCommand {
         /// Size of the image's disk (ext4, whole disk); grow it per node.
         #[arg(long, default_value = "4G", value_parser = parse_disk_size)]
         disk_size: u64,
+        /// Take kubeadm/kubelet/kubectl (a flat apt repository) or k3s (binary, airgap
+        /// images, sha256sum-amd64.txt) from this local directory instead of upstream;
+        /// signatures and sums are checked the same way. `muster artifacts fetch` fills it.
+        #[arg(long, conflicts_with = "allow_incomplete")]
+        artifacts: Option<PathBuf>,
+        /// Build without the Kubernetes distribution, on purpose (listed as left out).
+        #[arg(long)]
+        allow_incomplete: bool,
+        /// TEST ONLY: the apt repository or release URL to install from instead of upstream.
+        #[arg(long, hide = true, conflicts_with_all = ["artifacts", "allow_incomplete"])]
+        source_override: Option<String>,
+        /// TEST ONLY: the fingerprint of the key that signs `--source-override`'s repository.
+        #[arg(long, hide = true, requires = "source_override")]
+        source_key_fingerprint: Option<String>,
         /// Print the build report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ArtifactsCommand {
+    /// Download what `muster image build --artifacts DIR` needs for the spec (needs the
+    /// internet): the flat apt repository subset for kubeadm, or k3s's release files;
+    /// signatures and sums checked.
+    Fetch {
+        /// The cluster spec (YAML). Without it, the built-in default cluster.
+        spec: Option<PathBuf>,
+        /// The directory to fill (made complete or not at all).
+        #[arg(long)]
+        out: PathBuf,
+        /// Print what was fetched as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -217,9 +253,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     payload,
                     cache,
                     disk_size,
+                    artifacts,
+                    allow_incomplete,
+                    source_override,
+                    source_key_fingerprint,
                     json,
                 },
-        } => image_build(spec, out, payload, cache, disk_size, json),
+        } => {
+            use muster_build::image::kubernetes::Source;
+            let kubernetes = match (artifacts, source_override) {
+                (Some(dir), _) => Source::Artifacts(dir),
+                (None, Some(url)) => Source::Override {
+                    url,
+                    key_fingerprint: source_key_fingerprint,
+                },
+                (None, None) if allow_incomplete => Source::LeftOut,
+                (None, None) => Source::Upstream,
+            };
+            image_build(spec, out, payload, cache, disk_size, kubernetes, json)
+        }
+        Command::Artifacts {
+            command: ArtifactsCommand::Fetch { spec, out, json },
+        } => artifacts_fetch(spec, out, json),
     }
 }
 
@@ -270,6 +325,13 @@ fn build(
     let loaded = spec_source::load(spec.as_deref())?;
     // Spec warnings (e.g. a placeholder datastore password) on stderr: stdout may be JSON.
     eprint!("{}", loaded.warnings);
+    if loaded.cluster.access.ssh_authorized_keys.is_empty() {
+        eprintln!(
+            "warning: spec.access.sshAuthorizedKeys is empty: nobody can log in to the nodes \
+             over ssh, and the Packer builds (packer/*/http/user-data) cannot log in to their \
+             build VM; add a key"
+        );
+    }
     let opts = muster_build::bake::BuildOptions::new(agent_bin)?;
     let report = muster_build::bake::build(&loaded, &out, &opts)
         .with_context(|| format!("building {} into {}", loaded.origin, out.display()))?;
@@ -327,6 +389,7 @@ fn image_build(
     payload: Option<PathBuf>,
     cache: Option<PathBuf>,
     disk_size: u64,
+    kubernetes: muster_build::image::kubernetes::Source,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let loaded = spec_source::load(spec.as_deref())?;
@@ -336,6 +399,7 @@ fn image_build(
         payload,
         cache: cache.unwrap_or_else(muster_build::image::default_cache_dir),
         disk_bytes: disk_size,
+        kubernetes,
         variant: None,
     };
     let report = muster_build::image::build(&opts).context("image build failed")?;
@@ -344,6 +408,34 @@ fn image_build(
         println!("{text}");
     } else {
         print!("{}", muster_build::image::summary(&report, &out));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `muster artifacts fetch`.
+fn artifacts_fetch(spec: Option<PathBuf>, out: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
+    let loaded = spec_source::load(spec.as_deref())?;
+    let fetched =
+        muster_build::image::artifacts::fetch(&loaded.cluster, &out).with_context(|| {
+            format!(
+                "fetching the artifacts of {} into {}",
+                loaded.origin,
+                out.display()
+            )
+        })?;
+    if json {
+        let text = serde_json::to_string_pretty(&fetched).context("serializing the list")?;
+        println!("{text}");
+    } else {
+        for a in &fetched {
+            println!("{}  {} ({} bytes)", a.sha256, a.name, a.bytes);
+        }
+        println!(
+            "{} files in {}: build with `muster image build --artifacts {}`",
+            fetched.len(),
+            out.display(),
+            out.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -255,6 +255,29 @@ fn cloud_init_files_pass_schema_and_net_convert() {
             }
         }
     }
+    // Packer's build-time user-data (qemu, Proxmox ISO), for every example: a spec without
+    // sshAuthorizedKeys (seed 000's) must still give a valid cloud-config.
+    let mut packer_files = 0;
+    for path in common::examples() {
+        let loaded = muster_build::spec_source::load(Some(&path)).unwrap();
+        let plan = model::plan::resolve(&loaded.cluster, vec![]);
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        for (rel, a) in muster_build::render::packer::render(&loaded.cluster, &plan).files {
+            if !rel.ends_with("user-data") {
+                continue;
+            }
+            let file = d.path().join(&stem).join(rel.replace('/', "_"));
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, &a.contents).unwrap();
+            jobs.push(schema_job(&file));
+            labels.push(format!("{stem}/{rel}"));
+            packer_files += 1;
+        }
+    }
+    assert!(
+        packer_files >= 7,
+        "Packer user-data of every example: {packer_files}"
+    );
     // Broken samples: a non-boolean lock_passwd, and the `to: default` route 22.4.2 rejects.
     let good = &all[0].seeds[0].1;
     let bad_ud = good

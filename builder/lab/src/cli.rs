@@ -314,6 +314,8 @@ fn test_image(
         payload,
         cache: cache.unwrap_or_else(image::default_cache_dir),
         disk_bytes: 4 << 30,
+        // The stand-ins replace the distribution (images/test-image.sh).
+        kubernetes: image::kubernetes::Source::LeftOut,
         variant: Some(std::sync::Arc::new(crate::test_image::TestImage {
             standins: standins.unwrap_or_else(crate::standins::default_dir),
         })),

@@ -20,17 +20,27 @@ pub const TEST_IMAGE_SH: &str = include_str!("../../../images/test-image.sh");
 /// The stand-in binaries the step installs (cargo builds them from tests/src/bin).
 pub const STANDINS: [&str; 3] = ["kubeadm-standin", "k3s-standin", "apiserver-standin"];
 
-/// Debian packages only the TEST image needs: real k3s embeds etcd, its stand-in runs
-/// Debian's etcd (and `etcdctl`, which the stand-in, the reporter and test-image.sh use;
-/// kubeadm specs already get them: Debian's etcd stands in for the static-pod image); the
-/// kube-vip stand-in is keepalived.
+/// Debian packages only the TEST image needs: real k3s embeds etcd and kubeadm runs it as a
+/// static pod; their stand-ins run Debian's etcd where the spec has a stacked etcd (and
+/// `etcdctl`, which the stand-ins, the reporter and test-image.sh use); the kube-vip
+/// stand-in is keepalived.
 pub fn add_packages(
     selection: &mut muster_build::image::packages::Selection,
     cluster: &model::Cluster,
 ) {
     let mut extra = Vec::new();
-    if cluster.distribution.kind == DistroKind::K3s {
-        extra.extend(["etcd-server", "etcd-client"]);
+    let stacked = matches!(cluster.datastore, model::spec::Datastore::StackedEtcd);
+    match cluster.distribution.kind {
+        DistroKind::K3s => extra.extend(["etcd-server", "etcd-client"]),
+        DistroKind::Kubeadm if stacked => extra.extend(["etcd-server", "etcd-client"]),
+        DistroKind::Kubeadm => {
+            if matches!(
+                cluster.datastore,
+                model::spec::Datastore::ExternalEtcd { .. }
+            ) {
+                extra.push("etcd-client");
+            }
+        }
     }
     if cluster.ha.provider == VipProvider::KubeVip && cluster.ha.vip.is_some() {
         extra.push("keepalived");
@@ -331,7 +341,7 @@ mod tests {
     }
 
     #[test]
-    fn k3s_test_images_get_debian_etcd_and_kubeadm_ones_are_unchanged() {
+    fn test_images_get_debian_etcd_for_their_stand_ins() {
         let k3s = load("seed-003-k3s-keepalived.yaml").0;
         let mut sel = muster_build::image::packages::select(&k3s);
         assert!(!sel.packages.iter().any(|p| p.starts_with("etcd")));
@@ -344,10 +354,10 @@ mod tests {
         // Debian's etcd.service is disabled in the image: the stand-in runs its own member.
         assert!(muster_build::image::packages::disabled_services(&sel).contains(&"etcd.service"));
 
-        let kubeadm = load("seed-004-kubeadm-haproxy.yaml").0;
-        let before = muster_build::image::packages::select(&kubeadm);
-        let mut after = before.clone();
-        add_packages(&mut after, &kubeadm);
-        assert_eq!(before, after);
+        let kubeadm = load("default.yaml").0;
+        let mut sel = muster_build::image::packages::select(&kubeadm);
+        assert!(!sel.packages.iter().any(|p| p.starts_with("etcd")));
+        add_packages(&mut sel, &kubeadm);
+        assert!(sel.packages.iter().any(|p| p == "etcd-server"));
     }
 }

@@ -126,6 +126,8 @@ fn build_test_image(
         payload: Some(build_dir.join("payload.tar.gz")),
         cache: image::default_cache_dir(),
         disk_bytes: 4 << 30,
+        // The stand-ins replace the distribution (images/test-image.sh).
+        kubernetes: image::kubernetes::Source::LeftOut,
         variant: Some(std::sync::Arc::new(crate::test_image::TestImage {
             standins: o.standins.clone(),
         })),

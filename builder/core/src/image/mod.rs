@@ -4,10 +4,12 @@
 //! and a Vagrant box for libvirt. Everything runs as root on the build host with chroot;
 //! nothing is booted and nothing is mounted.
 
+pub mod artifacts;
 pub mod base;
 pub mod customise;
 pub mod disk;
 pub mod files;
+pub mod kubernetes;
 pub mod packages;
 pub mod payload;
 pub mod run;
@@ -55,6 +57,14 @@ pub enum ImageError {
     },
     #[error("payload {}: {problem}", path.display())]
     Payload { path: PathBuf, problem: String },
+    #[error(
+        "UPSTREAM UNREACHABLE: {url} cannot be reached from this machine ({detail}); fetch the \
+         files where it can be reached (`muster artifacts fetch SPEC --out DIR`) and build with \
+         `muster image build --artifacts DIR`"
+    )]
+    Unreachable { url: String, detail: String },
+    #[error("{}: {problem}", file.display())]
+    Artifact { file: PathBuf, problem: String },
     #[error("{step}: {what} not found")]
     Missing { step: String, what: String },
     #[error("{step}: {what}; refusing to make a shared image of it")]
@@ -77,6 +87,8 @@ pub struct BuildOptions {
     pub payload: Option<PathBuf>,
     pub cache: PathBuf,
     pub disk_bytes: u64,
+    /// Where the Kubernetes distribution comes from (upstream by default).
+    pub kubernetes: kubernetes::Source,
     /// A variant of the image (the lab's TEST image); `None` for every user image.
     pub variant: Option<std::sync::Arc<dyn variant::ImageVariant>>,
 }
@@ -120,7 +132,10 @@ pub struct ImageReport {
     pub suite: String,
     pub mirror: String,
     pub packages: Vec<String>,
-    /// What the image should have but this offline build could not install.
+    /// Where kubeadm/kubelet/kubectl or k3s came from (`none (--allow-incomplete)` when not).
+    #[serde(default)]
+    pub kubernetes_source: String,
+    /// What the image should have but this build did not install.
     pub left_out: Vec<packages::LeftOut>,
     pub base: BaseReport,
     /// `None` when built without `--payload` (no agent in the image).
@@ -141,7 +156,7 @@ pub struct ImageReport {
 }
 
 /// Bump when the image recipe changes in a way the inputs below do not show.
-const IMAGE_RECIPE: &str = "muster-image-1";
+const IMAGE_RECIPE: &str = "muster-image-2 kubernetes";
 
 /// The build key: first 16 hex digits of SHA-256 over the recipe, muster's version, the base
 /// key, the payload's sha256 (or `none`), both scripts, the box's Vagrantfile, the disk size
@@ -259,22 +274,38 @@ fn sweep_dead_scratch(work: &Path) {
 pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
     let opts = &with_absolute_cache(opts)?;
     let cluster = &opts.spec.cluster;
-    let selection = select_packages(opts);
+    let mut selection = select_packages(opts);
+    if opts.kubernetes == kubernetes::Source::LeftOut {
+        selection.left_out.insert(0, kubernetes::left_out(cluster));
+    }
     let cached_base = base::cached(&opts.cache, &selection);
     check_host(cached_base.is_none())?;
     warn_left_out(&selection);
-    let mut progress = run::Progress::new(13 + 2 * usize::from(opts.variant.is_some()));
+    let mut progress = run::Progress::new(15 + 2 * usize::from(opts.variant.is_some()));
     let scratch = make_scratch(&opts.cache)?;
     std::fs::create_dir_all(&opts.out).map_err(io_err("making output dir", &opts.out))?;
     let work = scratch.0.as_path();
 
     let (payload_info, payload_path) = check_payload(&mut progress, opts, work)?;
     let variant = prepare_variant(&mut progress, opts)?;
+    let kube_key = progress.step(
+        &format!(
+            "Kubernetes from {}",
+            opts.kubernetes.describe(&opts.spec.cluster)
+        ),
+        || {
+            if let kubernetes::Source::Artifacts(dir) = &opts.kubernetes {
+                kubernetes::check_artifacts(dir, cluster)?;
+            }
+            opts.kubernetes.key_part(cluster)
+        },
+    )?;
+    let variant_key = variant.as_ref().map(|v| v.key_part()).unwrap_or_default();
     let key = build_key(
         &base::key(&selection),
         payload_info.as_ref().map(|p| p.sha256.as_str()),
         opts.disk_bytes,
-        &variant.as_ref().map(|v| v.key_part()).unwrap_or_default(),
+        &format!("{kube_key}\0{variant_key}"),
     );
     if let Some(previous) = progress.step("looking for up-to-date outputs", || {
         up_to_date(&opts.out, &key)
@@ -291,6 +322,7 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
     let with_variant = opts.variant.as_ref().zip(variant.as_deref());
     customise_rootfs(
         &mut progress,
+        opts,
         &base,
         &rootfs,
         &selection,
@@ -315,6 +347,7 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
         suite: packages::SUITE.into(),
         mirror: packages::MIRROR.into(),
         packages: selection.packages.clone(),
+        kubernetes_source: opts.kubernetes.describe(cluster),
         left_out: selection.left_out.clone(),
         base: BaseReport {
             key: base.key.clone(),
@@ -370,7 +403,7 @@ fn select_packages(opts: &BuildOptions) -> packages::Selection {
 fn warn_left_out(selection: &packages::Selection) {
     for l in &selection.left_out {
         eprintln!(
-            "left out (not reachable offline): {} — from {}",
+            "warning: left out of the image: {} — from {}",
             l.what, l.source
         );
     }
@@ -461,6 +494,7 @@ fn base_rootfs(
 /// variant's step (if any) applied.
 fn customise_rootfs(
     progress: &mut run::Progress,
+    opts: &BuildOptions,
     base: &base::Base,
     rootfs: &Path,
     selection: &packages::Selection,
@@ -475,6 +509,13 @@ fn customise_rootfs(
     progress.step("image-specific steps (images/image-build.sh)", || {
         customise::image_steps(rootfs, &disabled)
     })?;
+    progress.step(
+        &format!(
+            "Kubernetes (images/install-kubernetes.sh, from {})",
+            opts.kubernetes.describe(&opts.spec.cluster)
+        ),
+        || kubernetes::install(rootfs, &opts.spec.cluster, &opts.kubernetes),
+    )?;
     progress.step("node preparation (images/provision.sh PAYLOAD)", || {
         customise::provision(rootfs, payload_path)
     })?;
@@ -615,6 +656,7 @@ pub fn summary(report: &ImageReport, out: &Path) -> String {
             report.build_key
         ));
     }
+    s.push_str(&format!("kubernetes: {}\n", report.kubernetes_source));
     for l in &report.left_out {
         s.push_str(&format!("LEFT OUT: {} (from {})\n", l.what, l.source));
     }

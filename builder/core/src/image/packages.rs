@@ -1,7 +1,8 @@
-//! Which Debian packages a node image gets for a spec, and what an offline build cannot
-//! give it. Pure: the same spec always yields the same sorted list (it keys the base cache).
+//! Which Debian packages a node image gets for a spec, and what the build does not give it
+//! yet (container images to pre-pull). The Kubernetes distribution itself comes through
+//! [`super::kubernetes`]. Pure: the same spec always yields the same sorted list (it keys the base cache).
 
-use model::spec::{Cluster, Datastore, DistroKind, VipProvider};
+use model::spec::{Cluster, DistroKind, VipProvider};
 use serde::{Deserialize, Serialize};
 
 pub const SUITE: &str = "bookworm";
@@ -69,27 +70,21 @@ pub fn select(cluster: &Cluster) -> Selection {
 
     match cluster.distribution.kind {
         DistroKind::Kubeadm => {
-            match cluster.datastore {
-                // Debian's etcd stands in for the static-pod etcd image; etcdctl removes
-                // stale members before a retried control-plane join.
-                Datastore::StackedEtcd => packages.extend(["etcd-server", "etcd-client"]),
-                Datastore::ExternalEtcd { .. } => packages.push("etcd-client"),
-                Datastore::ExternalSql { .. } => {}
-            }
-            let minor = format!("v{}.{}", version.major, version.minor);
+            // No etcd package: kubeadm runs etcd as a static pod, and the agent talks to
+            // it over its HTTP gateway (no etcdctl). gpg checks the pinned key of the
+            // Kubernetes apt repository (images/install-kubernetes.sh); kubeadm, kubelet,
+            // kubectl, cri-tools and kubernetes-cni come from that repository.
+            packages.push("gpg");
             left_out.push(LeftOut {
-                what: format!("kubeadm, kubelet, kubectl {version}"),
-                source: format!("https://pkgs.k8s.io/core:/stable:/{minor}/deb/"),
-            });
-            left_out.push(LeftOut {
-                what: "control-plane and CNI container images (not pre-pulled)".into(),
+                what: format!(
+                    "control-plane, etcd, pause and CNI container images for {version} (not pre-pulled)"
+                ),
                 source: "registry.k8s.io".into(),
             });
         }
-        DistroKind::K3s => left_out.push(LeftOut {
-            what: format!("k3s {version} (binary and airgap images)"),
-            source: "https://github.com/k3s-io/k3s/releases".into(),
-        }),
+        // The k3s binary and its airgap images come from its release
+        // (images/install-kubernetes.sh); its airgap tarball carries the images.
+        DistroKind::K3s => {}
     }
 
     let mut packages: Vec<String> = packages.into_iter().map(String::from).collect();
@@ -127,17 +122,21 @@ mod tests {
     }
 
     #[test]
-    fn kubeadm_kube_vip_gets_etcd_and_says_what_is_missing() {
+    fn kubeadm_kube_vip_gets_no_etcd_and_says_what_is_missing() {
         let s = select(&spec("default.yaml"));
         for p in [
             "containerd",
             "chrony",
             "cloud-init",
-            "etcd-server",
+            "gpg",
             "python3-cffi-backend",
         ] {
             assert!(s.packages.contains(&p.to_string()), "{p} missing");
         }
+        assert!(
+            !s.packages.iter().any(|p| p.starts_with("etcd")),
+            "kubeadm runs etcd as a static pod"
+        );
         assert!(
             !s.packages
                 .iter()
@@ -145,12 +144,16 @@ mod tests {
         );
         let missing: Vec<_> = s.left_out.iter().map(|l| l.what.as_str()).collect();
         assert!(
+            !missing.iter().any(|m| m.contains("kubeadm,")),
+            "{missing:?}"
+        );
+        assert!(
             missing
                 .iter()
-                .any(|m| m.starts_with("kubeadm, kubelet, kubectl v1.31.4"))
+                .any(|m| m.contains("v1.31.4 (not pre-pulled)"))
         );
         assert!(missing.iter().any(|m| m.contains("kube-vip")));
-        assert_eq!(disabled_services(&s), ["etcd.service"]);
+        assert!(disabled_services(&s).is_empty());
     }
 
     #[test]
@@ -158,7 +161,7 @@ mod tests {
         let s = select(&spec("seed-002-k3s-nginx-mariadb.yaml"));
         assert!(s.packages.contains(&"libnginx-mod-stream".to_string()));
         assert!(!s.packages.iter().any(|p| p.starts_with("etcd")));
-        assert!(s.left_out[0].what.starts_with("k3s v1.31.6+k3s1"));
+        assert!(s.left_out.is_empty(), "{:?}", s.left_out);
         let mut sorted = s.packages.clone();
         sorted.sort();
         assert_eq!(s.packages, sorted);

@@ -1,6 +1,7 @@
 //! Image recipes shared by every way of building a node image: `images/provision.sh` (THE
 //! one list of node preparation steps, run by Packer in the build VM and by `muster image
-//! build` in a chroot) and the optional `images/install-kubernetes.sh`.
+//! build` in a chroot) and `images/install-kubernetes.sh`, THE install path of the
+//! Kubernetes distribution (both run it by default).
 //!
 //! The scripts live in the repository's `images/` directory (shellcheck-clean, tested in a
 //! debootstrap chroot) and are copied verbatim into the build output.
@@ -10,12 +11,13 @@ use model::{Cluster, Plan};
 
 /// Relative path of the preparation script in the build output.
 pub const PROVISION_PATH: &str = "images/provision.sh";
-/// Relative path of the optional upstream installer in the build output.
+/// Relative path of the distribution's installer in the build output.
 pub const INSTALL_KUBERNETES_PATH: &str = "images/install-kubernetes.sh";
 
 /// `provision.sh PAYLOAD_TARBALL [SHA256_OF_TARBALL | SHA256SUMS_FILE]`.
 pub const PROVISION_SH: &str = include_str!("../../../../images/provision.sh");
-/// `install-kubernetes.sh VERSION DISTRO`; exits 2 when upstream is unreachable.
+/// `install-kubernetes.sh VERSION DISTRO [SOURCE [KEY_FINGERPRINT]]`; exits 2 when upstream
+/// is unreachable (`image::kubernetes`).
 pub const INSTALL_KUBERNETES_SH: &str = include_str!("../../../../images/install-kubernetes.sh");
 
 /// The image scripts. They do not depend on the spec: the payload carries what does.

@@ -94,8 +94,8 @@ fn common_variables() -> Vec<Item> {
         variable(
             "install_kubernetes",
             "bool",
-            "false".into(),
-            "Run images/install-kubernetes.sh first (needs the internet) when the base image lacks the distribution",
+            "true".into(),
+            "Install the distribution with images/install-kubernetes.sh (pkgs.k8s.io or the k3s release, signature and sums checked); false only for a base image that already has it",
             false,
         ),
         Item::Blank,
@@ -318,13 +318,15 @@ fn json_str(text: &str) -> String {
 }
 
 /// Build-time cloud-config: the access user with the spec's keys and passwordless sudo.
+/// Without keys the user gets no `ssh_authorized_keys` at all (cloud-init's schema rejects
+/// an empty list) and the file says Packer cannot log in; `muster build` warns too.
 fn build_user_data(cluster: &Cluster) -> String {
     let mut out = String::from(
         "#cloud-config\n# Build-time only (Packer logs in with it); provision.sh runs `cloud-init clean`.\n",
     );
     if cluster.access.ssh_authorized_keys.is_empty() {
         out.push_str(
-            "# spec.access.sshAuthorizedKeys is empty: Packer cannot log in. Add a key.\n",
+            "# WARNING: spec.access.sshAuthorizedKeys is empty: Packer cannot log in. Add a key.\n",
         );
     }
     out.push_str("users:\n");
@@ -332,11 +334,8 @@ fn build_user_data(cluster: &Cluster) -> String {
     out.push_str(
         "    sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n    shell: /bin/bash\n    lock_passwd: true\n",
     );
-    out.push_str("    ssh_authorized_keys:");
-    if cluster.access.ssh_authorized_keys.is_empty() {
-        out.push_str(" []\n");
-    } else {
-        out.push('\n');
+    if !cluster.access.ssh_authorized_keys.is_empty() {
+        out.push_str("    ssh_authorized_keys:\n");
         for key in &cluster.access.ssh_authorized_keys {
             out.push_str(&format!("      - {}\n", json_str(key)));
         }

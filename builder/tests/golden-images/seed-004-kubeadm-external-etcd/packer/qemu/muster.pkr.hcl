@@ -36,8 +36,8 @@ variable "payload_sha256" {
 
 variable "install_kubernetes" {
   type        = bool
-  default     = false
-  description = "Run images/install-kubernetes.sh first (needs the internet) when the base image lacks the distribution"
+  default     = true
+  description = "Install the distribution with images/install-kubernetes.sh (pkgs.k8s.io or the k3s release, signature and sums checked); false only for a base image that already has it"
 }
 
 source "qemu" "node" {

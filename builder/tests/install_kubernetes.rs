@@ -1,0 +1,469 @@
+//! The image's Kubernetes install path for real, as `muster image build` runs it
+//! (`muster_build::image::kubernetes::install`: `images/install-kubernetes.sh` in a chroot),
+//! in a copy of the cached Debian 12 test root (`scripts/make-test-rootfs.sh`). Upstream is
+//! unreachable here, so the test builds what upstream serves, with stand-ins inside:
+//! - a flat apt repository with pkgs.k8s.io's layout (`apt-ftparchive`, signed with `gpg`
+//!   by a key made in the test) holding kubeadm, kubelet, kubectl, cri-tools and
+//!   kubernetes-cni, served over HTTP from a thread of the test;
+//! - a "GitHub release" directory with a stand-in `k3s`, an airgap tarball and a real
+//!   `sha256sum-amd64.txt`.
+//!
+//! The only overrides are the source URL and the key fingerprint (`Source::Override`, as
+//! the hidden `--source-override` passes them); `--artifacts` runs unchanged. Broken cases
+//! (wrong signature, unpinned key, wrong sum, missing version, missing file) must fail with
+//! their own message. Needs root, `apt-ftparchive` (apt-utils), gpg, zstd and dpkg-deb
+//! (`scripts/install-test-deps.sh`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::{repo, show};
+
+use muster_build::image::kubernetes::{self, Source};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const DEFAULT_ROOTFS: &str = "/var/cache/muster-test/bookworm-rootfs";
+
+fn sh(cmd: &mut Command) -> Output {
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{cmd:?}\n{}", show(&o));
+    o
+}
+
+/// A copy of the cached test root (built on first use by scripts/make-test-rootfs.sh).
+fn root_copy(scratch: &Path) -> PathBuf {
+    let cached = std::env::var_os("MUSTER_TEST_ROOTFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOTFS));
+    if !cached.join(".muster-rootfs-ready").exists() {
+        sh(Command::new("bash")
+            .arg(repo().join("scripts/make-test-rootfs.sh"))
+            .arg(&cached));
+    }
+    let root = scratch.join("root");
+    sh(Command::new("cp")
+        .args(["-a", "--reflink=auto"])
+        .arg(&cached)
+        .arg(&root));
+    root
+}
+
+/// A gpg home with one signing key; its fingerprint.
+fn gpg_key(home: &Path, name: &str) -> String {
+    std::fs::create_dir_all(home).unwrap();
+    std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    sh(Command::new("gpg")
+        .arg("--homedir")
+        .arg(home)
+        .args(["--batch", "--passphrase", "", "--quick-gen-key"])
+        .arg(format!("{name} <{name}@muster.invalid>"))
+        .args(["ed25519", "sign", "never"]));
+    let o = sh(Command::new("gpg")
+        .arg("--homedir")
+        .arg(home)
+        .args(["--with-colons", "--list-keys"]));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("fpr:")
+                .map(|r| r.trim_matches(':').to_string())
+        })
+        .unwrap()
+}
+
+/// `dpkg-deb --build` of one package holding `files` (path in the package, contents, mode).
+fn deb(out: &Path, name: &str, version: &str, depends: &str, files: &[(&str, Vec<u8>)]) {
+    let tree = out.join(format!(".{name}-{version}"));
+    std::fs::create_dir_all(tree.join("DEBIAN")).unwrap();
+    let mut control = format!(
+        "Package: {name}\nVersion: {version}\nArchitecture: amd64\nMaintainer: muster tests <t@muster.invalid>\n\
+         Description: STAND-IN {name} for muster's tests\n"
+    );
+    if !depends.is_empty() {
+        control.push_str(&format!("Depends: {depends}\n"));
+    }
+    std::fs::write(tree.join("DEBIAN/control"), control).unwrap();
+    for (path, contents) in files {
+        let p = tree.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, contents).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    sh(Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-Zgzip", "-z1", "--build"])
+        .arg(&tree)
+        .arg(out.join(format!("{name}_{version}_amd64.deb"))));
+    std::fs::remove_dir_all(&tree).unwrap();
+}
+
+fn script(text: &str) -> Vec<u8> {
+    format!("#!/bin/sh\n# STAND-IN\n{text}\n").into_bytes()
+}
+
+/// A flat apt repository in `dir` with the packages at `version` (like 1.31.4), signed by
+/// `signer`'s key; `Release.key` is `published`'s public key.
+fn apt_repo(dir: &Path, version: &str, signer: &Path, published: &Path) {
+    std::fs::create_dir_all(dir.join("amd64")).unwrap();
+    let kubeadm =
+        std::fs::read(muster_lab::standins::target_binary("kubeadm-standin").unwrap()).unwrap();
+    let rev = format!("{version}-1.1");
+    let debs = dir.join("amd64");
+    deb(
+        &debs,
+        "kubeadm",
+        &rev,
+        "cri-tools (>= 1.30.0), kubernetes-cni",
+        &[("usr/bin/kubeadm", kubeadm)],
+    );
+    for name in ["kubelet", "kubectl"] {
+        let body = script(&format!("echo \"{name} stand-in v{version}\""));
+        deb(&debs, name, &rev, "", &[(&format!("usr/bin/{name}"), body)]);
+    }
+    deb(
+        &debs,
+        "cri-tools",
+        "1.31.1-1.1",
+        "",
+        &[("usr/bin/crictl", script("echo crictl stand-in"))],
+    );
+    deb(
+        &debs,
+        "kubernetes-cni",
+        "1.5.1-1.1",
+        "",
+        &[("opt/cni/bin/bridge", script("echo cni stand-in"))],
+    );
+    let packages = sh(Command::new("apt-ftparchive")
+        .args(["packages", "amd64"])
+        .current_dir(dir));
+    std::fs::write(dir.join("Packages"), &packages.stdout).unwrap();
+    let release = sh(Command::new("apt-ftparchive")
+        .args(["-o", "APT::FTPArchive::Release::Origin=muster-test"])
+        .args(["release", "."])
+        .current_dir(dir));
+    std::fs::write(dir.join("Release"), &release.stdout).unwrap();
+    let gpg = |args: &[&str]| {
+        sh(Command::new("gpg")
+            .arg("--homedir")
+            .arg(signer)
+            .args(["--batch", "--yes"])
+            .args(args)
+            .current_dir(dir));
+    };
+    gpg(&["--armor", "--detach-sign", "-o", "Release.gpg", "Release"]);
+    gpg(&["--clearsign", "-o", "InRelease", "Release"]);
+    let key = sh(Command::new("gpg")
+        .arg("--homedir")
+        .arg(published)
+        .args(["--armor", "--export"]));
+    std::fs::write(dir.join("Release.key"), &key.stdout).unwrap();
+}
+
+/// Serves the files under `root` over HTTP/1.1 (GET, one request per connection) on
+/// 127.0.0.1, which the chroot shares; returns the base URL.
+fn serve(root: PathBuf) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut first = String::new();
+                if reader.read_line(&mut first).is_err() {
+                    return;
+                }
+                loop {
+                    let mut l = String::new();
+                    if reader.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
+                        break;
+                    }
+                }
+                let path = first.split_whitespace().nth(1).unwrap_or("/");
+                let rel = path.trim_start_matches('/').replace("%2B", "+");
+                let file = root.join(&rel);
+                let response = match std::fs::read(&file) {
+                    Ok(body) if !rel.contains("..") && file.is_file() => {
+                        let mut r = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .into_bytes();
+                        if !first.starts_with("HEAD") {
+                            r.extend(body);
+                        }
+                        r
+                    }
+                    _ => {
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_vec()
+                    }
+                };
+                let _ = stream.write_all(&response);
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+fn spec(name: &str) -> model::Cluster {
+    muster_build::spec_source::load(Some(&repo().join("examples").join(name)))
+        .unwrap()
+        .cluster
+}
+
+fn chroot_out(root: &Path, args: &[&str]) -> String {
+    let o = sh(Command::new("chroot").arg(root).args(args).env_clear().env(
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn expect_err(r: Result<(), muster_build::image::ImageError>, want: &str) -> String {
+    let err = r.expect_err("must fail").to_string();
+    assert!(err.contains(want), "want `{want}` in:\n{err}");
+    err
+}
+
+fn require_root() {
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata("/proc/self").unwrap().uid(),
+        0,
+        "the install-path test needs root (chroot, dpkg)"
+    );
+}
+
+#[test]
+fn kubeadm_from_a_signed_apt_repository_and_its_broken_cases() {
+    require_root();
+    let scratch = tempfile::Builder::new()
+        .prefix("install-k8s")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let s = scratch.path();
+    let cluster = spec("default.yaml");
+    let version = cluster.distribution.version.to_string();
+    let plain = version.trim_start_matches('v');
+    assert_eq!(
+        plain, "1.31.4",
+        "default.yaml's version moved: update the test"
+    );
+
+    let pinned = s.join("gnupg-pinned");
+    let fpr = gpg_key(&pinned, "pinned");
+    let other = s.join("gnupg-other");
+    let other_fpr = gpg_key(&other, "other");
+    let www = s.join("www");
+    apt_repo(&www.join("good"), plain, &pinned, &pinned);
+    apt_repo(&www.join("badsig"), plain, &other, &pinned);
+    apt_repo(&www.join("older"), "1.31.3", &pinned, &pinned);
+    apt_repo(&www.join("badsum"), plain, &pinned, &pinned);
+    // A package replaced after the index was signed.
+    let deb = www.join(format!("badsum/amd64/kubelet_{plain}-1.1_amd64.deb"));
+    let mut bytes = std::fs::read(&deb).unwrap();
+    let n = bytes.len();
+    bytes[n - 8..].copy_from_slice(b"tampered");
+    std::fs::write(&deb, bytes).unwrap();
+    let base = serve(www.clone());
+    let root = root_copy(s);
+    let over = |repo: &str, key: &str| Source::Override {
+        url: format!("{base}/{repo}/"),
+        key_fingerprint: Some(key.to_string()),
+    };
+
+    // Broken cases first: each fails with its own message and leaves no source behind.
+    expect_err(
+        kubernetes::install(&root, &cluster, &over("badsig", &fpr)),
+        "wrong signature",
+    );
+    expect_err(
+        kubernetes::install(&root, &cluster, &over("good", &other_fpr)),
+        &format!("but the pinned key is {other_fpr}"),
+    );
+    expect_err(
+        kubernetes::install(&root, &cluster, &over("older", &fpr)),
+        "no kubeadm 1.31.4",
+    );
+    expect_err(
+        kubernetes::install(&root, &cluster, &over("badsum", &fpr)),
+        "does not match the sha256 its signed Packages index lists",
+    );
+    // The upstream key is pinned: the test repository is refused without the override's key.
+    let artifacts = s.join("artifacts");
+    sh(Command::new("cp")
+        .arg("-a")
+        .arg(www.join("good"))
+        .arg(&artifacts));
+    let err = expect_err(
+        kubernetes::install(&root, &cluster, &Source::Artifacts(artifacts.clone())),
+        kubernetes::K8S_KEY_FINGERPRINT,
+    );
+    assert!(err.contains("refusing the repository"), "{err}");
+    let incomplete = s.join("incomplete");
+    std::fs::create_dir_all(&incomplete).unwrap();
+    std::fs::copy(
+        artifacts.join("Release.key"),
+        incomplete.join("Release.key"),
+    )
+    .unwrap();
+    expect_err(
+        kubernetes::install(&root, &cluster, &Source::Artifacts(incomplete)),
+        "Release: missing",
+    );
+    assert!(!root.join("etc/apt/sources.list.d/kubernetes.list").exists());
+    assert!(!root.join("usr/bin/kubeadm").exists());
+
+    // The good repository, through apt.
+    kubernetes::install(&root, &cluster, &over("good", &fpr)).unwrap();
+    let standin = muster_lab::standins::target_binary("kubeadm-standin").unwrap();
+    assert_eq!(
+        std::fs::read(root.join("usr/bin/kubeadm")).unwrap(),
+        std::fs::read(standin).unwrap(),
+        "/usr/bin/kubeadm is the package's (the stand-in)"
+    );
+    let held = chroot_out(&root, &["apt-mark", "showhold"]);
+    for p in ["kubeadm", "kubelet", "kubectl"] {
+        assert!(held.lines().any(|l| l == p), "{p} not held:\n{held}");
+    }
+    let status = chroot_out(
+        &root,
+        &[
+            "dpkg-query",
+            "-W",
+            "-f",
+            "${Package} ${Version}\\n",
+            "kubeadm",
+            "kubelet",
+            "kubectl",
+            "cri-tools",
+            "kubernetes-cni",
+        ],
+    );
+    for want in [
+        format!("kubeadm {plain}-1.1"),
+        format!("kubelet {plain}-1.1"),
+        format!("kubectl {plain}-1.1"),
+        "cri-tools 1.31.1-1.1".into(),
+        "kubernetes-cni 1.5.1-1.1".into(),
+    ] {
+        assert!(status.lines().any(|l| l == want), "{want} in\n{status}");
+    }
+    assert!(chroot_out(&root, &["kubelet"]).contains(&format!("v{plain}")));
+    // A test source does not stay configured in the image; nothing is left in /tmp.
+    assert!(!root.join("etc/apt/sources.list.d/kubernetes.list").exists());
+    assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+}
+
+/// `k3s` + airgap tarball + a real `sha256sum-amd64.txt` in `dir`.
+fn k3s_release(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let k3s = muster_lab::standins::target_binary("k3s-standin").unwrap();
+    std::fs::copy(k3s, dir.join("k3s")).unwrap();
+    let images = dir.join(".images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::write(images.join("STAND-IN"), "no real images\n").unwrap();
+    sh(Command::new("tar")
+        .arg("--zstd")
+        .arg("-cf")
+        .arg(dir.join(kubernetes::K3S_AIRGAP))
+        .arg("-C")
+        .arg(&images)
+        .arg("."));
+    std::fs::remove_dir_all(&images).unwrap();
+    let sums = sh(Command::new("sha256sum")
+        .args(["k3s", kubernetes::K3S_AIRGAP])
+        .current_dir(dir));
+    std::fs::write(dir.join(kubernetes::K3S_SUMS), &sums.stdout).unwrap();
+}
+
+#[test]
+fn k3s_from_its_release_files_with_their_sums() {
+    require_root();
+    let scratch = tempfile::Builder::new()
+        .prefix("install-k3s")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let s = scratch.path();
+    let cluster = spec("seed-002-k3s-nginx-mariadb.yaml");
+    let version = cluster.distribution.version.to_string();
+    let www = s.join("www");
+    let good = www.join("good").join(&version);
+    k3s_release(&good);
+    let bad = www.join("bad").join(&version);
+    k3s_release(&bad);
+    let airgap = bad.join(kubernetes::K3S_AIRGAP);
+    let sums = std::fs::read_to_string(bad.join(kubernetes::K3S_SUMS)).unwrap();
+    let want = sums
+        .lines()
+        .find(|l| l.ends_with(kubernetes::K3S_AIRGAP))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&airgap)
+        .unwrap()
+        .write_all(b"tampered")
+        .unwrap();
+    let base = serve(www.clone());
+    let root = root_copy(s);
+
+    // Wrong sum: refused on the host (--artifacts) and in the chroot (a URL), naming the
+    // file and the sha256 it should have.
+    let err = expect_err(
+        kubernetes::install(&root, &cluster, &Source::Artifacts(bad.clone())),
+        &format!("expected {want}"),
+    );
+    assert!(err.contains(kubernetes::K3S_AIRGAP), "{err}");
+    let url = |which: &str| Source::Override {
+        url: format!("{base}/{which}/{}", version.replace('+', "%2B")),
+        key_fingerprint: None,
+    };
+    let err = expect_err(
+        kubernetes::install(&root, &cluster, &url("bad")),
+        &format!("expected {want}"),
+    );
+    assert!(err.contains("refusing it"), "{err}");
+    // A missing file.
+    std::fs::remove_file(&airgap).unwrap();
+    expect_err(
+        kubernetes::install(&root, &cluster, &Source::Artifacts(bad.clone())),
+        &format!("missing (expected sha256 {want}"),
+    );
+    // A missing version (nothing published under it).
+    let missing = Source::Override {
+        url: format!("{base}/good/v1.31.99%2Bk3s1"),
+        key_fingerprint: None,
+    };
+    expect_err(
+        kubernetes::install(&root, &cluster, &missing),
+        kubernetes::K3S_SUMS,
+    );
+    assert!(!root.join("usr/local/bin/k3s").exists());
+
+    // From the release URL, then from --artifacts: installed where k3s's airgap docs say.
+    for source in [url("good"), Source::Artifacts(good.clone())] {
+        kubernetes::install(&root, &cluster, &source).unwrap();
+        assert_eq!(
+            std::fs::read(root.join("usr/local/bin/k3s")).unwrap(),
+            std::fs::read(good.join("k3s")).unwrap()
+        );
+        let img = root
+            .join("var/lib/rancher/k3s/agent/images")
+            .join(kubernetes::K3S_AIRGAP);
+        assert_eq!(
+            std::fs::read(img).unwrap(),
+            std::fs::read(good.join(kubernetes::K3S_AIRGAP)).unwrap()
+        );
+        assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+        std::fs::remove_file(root.join("usr/local/bin/k3s")).unwrap();
+    }
+}
