@@ -90,6 +90,12 @@ impl Settings {
     }
 }
 
+/// After a watch answered with changes this node does not wait for, it asks again no
+/// sooner than this: each heartbeat of every member is a change, and a hundred waiting
+/// nodes re-watching on each would flood the rendezvous. Costs at most this much of wake
+/// latency, only when an unrelated change came just before the awaited one.
+const WATCH_SETTLE: Duration = Duration::from_millis(200);
+
 /// What one tick did: the phase now and how long to wait before the next tick.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tick {
@@ -400,6 +406,9 @@ where
                 Ok(ch) if ch.revision != after => {
                     seen = Some(ch.revision);
                     after = ch.revision;
+                    // Every heartbeat is a change: let unrelated ones gather before asking
+                    // again (the next watch still returns every change after `after`).
+                    self.clock.sleep(WATCH_SETTLE.min(left)).await;
                 }
                 Ok(_) => {
                     self.clock.sleep(left).await;
