@@ -47,10 +47,33 @@ pub struct Member {
     pub report: serde_json::Value,
 }
 
+/// What changed, as far as a waiting node cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// A record put, deleted or expired.
+    Record,
+    /// A member registered, changed its report or expired.
+    Member,
+    /// A semaphore slot granted.
+    SlotTaken,
+    /// A semaphore slot released or expired.
+    SlotFreed,
+}
+
+/// One change: `name` is the record key, member name or semaphore name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub name: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Changes {
     pub revision: u64,
-    pub keys: Vec<String>,
+    pub changes: Vec<Change>,
+    /// Changes were lost (the rendezvous restarted, or `after_revision` is too old or
+    /// ahead of it): whatever the caller waits for may have happened; re-read.
+    pub compacted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +161,7 @@ pub trait Coordinator {
     ) -> CoordResult<()>;
     /// Releasing a slot not held (expired, already released) succeeds.
     async fn release(&self, semaphore: &str, holder: &str, token: u64) -> CoordResult<()>;
-    /// Waits until the revision passes `after_revision` or `timeout` passes.
+    /// Waits until the revision passes `after_revision` or `timeout` passes; the changes
+    /// after `after_revision`, oldest first.
     async fn watch(&self, after_revision: u64, timeout: Duration) -> CoordResult<Changes>;
 }

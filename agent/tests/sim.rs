@@ -23,8 +23,8 @@ use model::spec::DistroKind;
 use nodeagent::bootstrap::driver::Settings;
 use nodeagent::bootstrap::{Config, Driver, MemStore, Phase, Store};
 use nodeagent::coord::{
-    Acquired, Changes, CoordError, CoordResult, Coordinator, Created, ErrorKind, Fence, Member,
-    Record,
+    Acquired, Change, ChangeKind, Changes, CoordError, CoordResult, Coordinator, Created,
+    ErrorKind, Fence, Member, Record,
 };
 use nodeagent::distro::{
     Credentials, Distro, DistroError, DistroResult, EtcdAccess, EtcdApi, EtcdMember, InitSecrets,
@@ -103,6 +103,10 @@ struct World {
     faults: bool,
     params: Params,
     rev: u64,
+    /// Every change, by revision (`changes[i]` is revision `i + 1`), for `watch`.
+    changes: Vec<(ChangeKind, String)>,
+    /// Wakes parked watches when the revision grows.
+    changed: Rc<tokio::sync::Notify>,
     records: BTreeMap<String, (Vec<u8>, u64)>,
     sems: BTreeMap<String, Sem>,
     clusters: Vec<SimCluster>,
@@ -137,11 +141,26 @@ impl World {
         }
     }
 
+    /// One change: the revision grows and parked watches wake.
+    fn bump(&mut self, kind: ChangeKind, name: &str) -> u64 {
+        self.rev += 1;
+        self.changes.push((kind, name.to_string()));
+        self.changed.notify_waiters();
+        self.rev
+    }
+
+    /// The semaphore, its expired holders gone (each a `SlotFreed` change, as the
+    /// rendezvous's sweep makes them).
     fn sem(&mut self, name: &str) -> &mut Sem {
         let now = Instant::now();
         let s = self.sems.entry(name.to_string()).or_default();
+        let before = s.holders.len();
         s.holders.retain(|h| h.expires > now);
-        s
+        let expired = before - s.holders.len();
+        for _ in 0..expired {
+            self.bump(ChangeKind::SlotFreed, name);
+        }
+        self.sems.entry(name.to_string()).or_default()
     }
 
     fn holds(&mut self, sem: &str, node: &str) -> bool {
@@ -260,8 +279,7 @@ impl Coordinator for SimCoord {
                     revision: *rev,
                 });
             }
-            w.rev += 1;
-            let rev = w.rev;
+            let rev = w.bump(ChangeKind::Record, key);
             w.records.insert(key.to_string(), (value.to_vec(), rev));
             Ok(Created::Created { revision: rev })
         })
@@ -281,8 +299,7 @@ impl Coordinator for SimCoord {
             }
             match w.records.get(key) {
                 Some((_, rev)) if *rev == expected_revision => {
-                    w.rev += 1;
-                    let rev = w.rev;
+                    let rev = w.bump(ChangeKind::Record, key);
                     w.records.insert(key.to_string(), (value.to_vec(), rev));
                     Ok(rev)
                 }
@@ -329,7 +346,7 @@ impl Coordinator for SimCoord {
                 return Err(fenced("delete", key));
             }
             if w.records.remove(key).is_some() {
-                w.rev += 1;
+                w.bump(ChangeKind::Record, key);
             }
             Ok(())
         })
@@ -361,6 +378,7 @@ impl Coordinator for SimCoord {
                     token,
                     expires: now + ttl,
                 });
+                w.bump(ChangeKind::SlotTaken, semaphore);
                 return Ok(Acquired::Granted { token, ttl });
             }
             Ok(Acquired::Busy {
@@ -397,21 +415,55 @@ impl Coordinator for SimCoord {
 
     async fn release(&self, semaphore: &str, holder: &str, token: u64) -> CoordResult<()> {
         self.op("release", semaphore, |w| {
-            w.sem(semaphore)
-                .holders
+            let s = w.sem(semaphore);
+            let before = s.holders.len();
+            s.holders
                 .retain(|h| !(h.name == holder && h.token == token));
+            if s.holders.len() < before {
+                w.bump(ChangeKind::SlotFreed, semaphore);
+            }
             Ok(())
         })
         .await
     }
 
+    /// Like the rendezvous: answers as soon as the revision passes `after_revision` (with
+    /// the changes since), else at `timeout` with none; the request and its answer meet
+    /// the same faults as every other.
     async fn watch(&self, after_revision: u64, timeout: Duration) -> CoordResult<Changes> {
-        sleep(timeout).await;
-        let rev = self.w.borrow().rev;
-        Ok(Changes {
-            revision: rev.max(after_revision),
-            keys: Vec::new(),
-        })
+        let deadline = Instant::now() + timeout;
+        self.op("watch", "", |_| Ok(())).await?;
+        loop {
+            let changed = {
+                let w = self.w.borrow();
+                if w.rev > after_revision {
+                    let from = usize::try_from(after_revision).unwrap();
+                    return Ok(Changes {
+                        revision: w.rev,
+                        changes: w.changes[from..]
+                            .iter()
+                            .map(|(kind, name)| Change {
+                                kind: *kind,
+                                name: name.clone(),
+                            })
+                            .collect(),
+                        compacted: false,
+                    });
+                }
+                w.changed.clone()
+            };
+            let notified = changed.notified();
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    return Ok(Changes {
+                        revision: after_revision,
+                        changes: Vec::new(),
+                        compacted: false,
+                    });
+                }
+            }
+        }
     }
 }
 
@@ -932,6 +984,8 @@ async fn simulate(seed: u64) -> Outcome {
         faults: true,
         params,
         rev: 0,
+        changes: Vec::new(),
+        changed: Rc::new(tokio::sync::Notify::new()),
         records: BTreeMap::new(),
         sems: BTreeMap::new(),
         clusters: Vec::new(),

@@ -25,6 +25,9 @@ use std::time::{Duration, Instant};
 /// The stand-in's command log under a node's root (`muster_standins::STATE_DIR` and
 /// `kubeadm::COMMAND_LOG`): `<unix ms> <subcommand words> started|ok|failed` per line.
 const COMMAND_LOG: &str = "var/lib/muster-standin/commands.log";
+/// The agent's persisted state under a node's root (`model::node_files::AGENT_STATE`):
+/// its phase history with start and end times (unix ms).
+const AGENT_STATE: &str = "var/lib/nodeagent/state.json";
 const STATE_DIR: &str = "/run/muster/bench-lab";
 const FAILOVERS: usize = 3;
 const API_PORT: u16 = 6443;
@@ -171,6 +174,7 @@ struct SizeResult {
     boot: Duration,
     wall: Duration,
     ideal: Ideal,
+    path: CriticalPath,
     max_worker_joins: usize,
     retries: usize,
     failovers: Vec<Duration>,
@@ -204,6 +208,7 @@ fn run_size(size: Size, default: &serde_yaml::Value, bins: &Path) -> anyhow::Res
     let mut guard = Guard(Some(lab));
     let lab = guard.0.as_mut().context("lab")?;
     let started = Instant::now();
+    let started_ms = protocol::clock::now_ms();
     lab.boot_all()?;
     let boot = started.elapsed();
     let names: Vec<String> = lab.record().nodes.iter().map(|n| n.name.clone()).collect();
@@ -230,6 +235,8 @@ fn run_size(size: Size, default: &serde_yaml::Value, bins: &Path) -> anyhow::Res
 
     let logs = command_logs(lab)?;
     let ideal = ideal(&logs, size.cap)?;
+    let spans = phase_spans(lab)?;
+    let path = critical_path(&spans, started_ms).context("the agents' phase histories")?;
     let max_worker_joins = max_concurrent(
         logs.iter()
             .filter(|l| l.role == "worker")
@@ -254,6 +261,7 @@ fn run_size(size: Size, default: &serde_yaml::Value, bins: &Path) -> anyhow::Res
         boot,
         wall,
         ideal,
+        path,
         max_worker_joins,
         retries,
         failovers,
@@ -371,6 +379,205 @@ fn ideal(logs: &[NodeLog], cap: u32) -> anyhow::Result<Ideal> {
         cp_joins,
         worker_makespan: slots.into_iter().max().unwrap_or_default(),
     })
+}
+
+/// One phase of an agent, from its `AGENT_STATE` history (unix ms; the open last phase
+/// ends where it starts).
+#[derive(Debug, Clone)]
+struct Span {
+    phase: String,
+    start_ms: u64,
+    end_ms: u64,
+}
+
+struct NodeSpans {
+    name: String,
+    role: String,
+    spans: Vec<Span>,
+}
+
+/// Every node's phase history, read right after assembly (before any failover).
+fn phase_spans(lab: &Lab) -> anyhow::Result<Vec<NodeSpans>> {
+    let mut out = Vec::new();
+    for n in &lab.record().nodes {
+        let path = n.root.join(AGENT_STATE);
+        let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| path.display().to_string())?;
+        let spans = v["history"]
+            .as_array()
+            .with_context(|| format!("{}: no history", path.display()))?
+            .iter()
+            .filter_map(|h| {
+                let start_ms = h["startedMs"].as_u64()?;
+                Some(Span {
+                    phase: h["phase"].as_str()?.to_string(),
+                    start_ms,
+                    end_ms: h["endedMs"].as_u64().unwrap_or(start_ms),
+                })
+            })
+            .collect();
+        out.push(NodeSpans {
+            name: n.name.clone(),
+            role: n.role.clone(),
+            spans,
+        });
+    }
+    Ok(out)
+}
+
+/// Where a second of the critical path went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// Namespace and daemon start until the agent's first phase.
+    Boot,
+    /// preflight, registering, configuring-lb.
+    Startup,
+    /// A wait with nobody to wait for: checking-init, electing (the first node).
+    Rendezvous,
+    /// From the event a waiting node waited for (the init published, a slot released) until
+    /// it acted on it: its watch or poll wake-up and its acquire.
+    Wake,
+    /// initializing, cleaning-stale-member, joining: the distro's steps and what the agent
+    /// does around them (lease renewals, resets).
+    Steps,
+    /// checking-health, verifying.
+    Health,
+    /// releasing: handing the slot over.
+    Handoff,
+    /// compensating after a failure.
+    Retry,
+}
+
+/// Phases that wait for another node (or, for the first node, for nobody).
+fn is_wait(phase: &str) -> bool {
+    matches!(
+        phase,
+        "checking-init"
+            | "waiting-for-init"
+            | "electing"
+            | "acquiring-join-slot"
+            | "awaiting-refresh"
+            | "backoff"
+    )
+}
+
+fn cause_of(phase: &str) -> Cause {
+    match phase {
+        "initializing" | "cleaning-stale-member" | "joining" => Cause::Steps,
+        "checking-health" | "verifying" => Cause::Health,
+        "releasing" => Cause::Handoff,
+        "compensating" => Cause::Retry,
+        "publishing" => Cause::Rendezvous,
+        p if is_wait(p) => Cause::Rendezvous,
+        _ => Cause::Startup,
+    }
+}
+
+/// The events a node of `role` waits for: the init published (`publishing` ends), a
+/// control-plane slot released (a control plane's `releasing` ends), a worker slot released
+/// (a worker's `joining` ends: it gives the slot back before verifying).
+fn unblocks(waiter_role: &str, role: &str, phase: &str) -> bool {
+    phase == "publishing"
+        || (waiter_role == "control-plane" && role == "control-plane" && phase == "releasing")
+        || (waiter_role == "worker" && role == "worker" && phase == "joining")
+}
+
+/// The critical path walked back from the last node to become `done`: each second goes to
+/// the cause of the phase the node on the path was in; a waiting node hands the path to
+/// the node whose event (see `unblocks`) last came before it stopped waiting, and the time
+/// in between is `Wake`. The causes sum to the path's length (first boot → last `done`).
+struct CriticalPath {
+    ms: Vec<(Cause, u64)>,
+    end_ms: u64,
+    start_ms: u64,
+    hops: usize,
+}
+
+impl CriticalPath {
+    fn get(&self, c: Cause) -> Duration {
+        Duration::from_millis(
+            self.ms
+                .iter()
+                .filter(|(k, _)| *k == c)
+                .map(|(_, v)| v)
+                .sum(),
+        )
+    }
+
+    fn length(&self) -> Duration {
+        Duration::from_millis(self.end_ms.saturating_sub(self.start_ms))
+    }
+}
+
+fn critical_path(nodes: &[NodeSpans], start_ms: u64) -> anyhow::Result<CriticalPath> {
+    let done_at = |n: &NodeSpans| {
+        n.spans
+            .iter()
+            .find(|s| s.phase == "done")
+            .map(|s| s.start_ms)
+    };
+    let (mut n, mut t) = nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| Some((i, done_at(n)?)))
+        .max_by_key(|(_, t)| *t)
+        .context("no node reached done")?;
+    let end_ms = t;
+    let mut ms = Vec::new();
+    let mut hops = 0;
+    // Each round moves `t` strictly back or hands over to an event strictly earlier than
+    // the waiter's phase; bounded anyway.
+    for _ in 0..1_000_000 {
+        let spans = &nodes[n].spans;
+        let Some(i) = spans.iter().rposition(|s| s.start_ms < t) else {
+            ms.push((Cause::Boot, t.saturating_sub(start_ms)));
+            return Ok(CriticalPath {
+                ms,
+                end_ms,
+                start_ms,
+                hops,
+            });
+        };
+        let s = &spans[i];
+        if !is_wait(&s.phase) {
+            ms.push((cause_of(&s.phase), t - s.start_ms));
+            t = s.start_ms;
+            continue;
+        }
+        let mut j = i;
+        while j > 0 && is_wait(&spans[j - 1].phase) {
+            j -= 1;
+        }
+        let block_start = spans[j].start_ms;
+        let role = nodes[n].role.as_str();
+        let event = nodes
+            .iter()
+            .enumerate()
+            .filter(|(m, _)| *m != n)
+            .flat_map(|(m, other)| {
+                other
+                    .spans
+                    .iter()
+                    .filter(|s| unblocks(role, &other.role, &s.phase))
+                    .map(move |s| (m, s.end_ms))
+            })
+            .filter(|(_, u)| *u >= block_start && *u < t)
+            .max_by_key(|(_, u)| *u);
+        match event {
+            Some((m, u)) => {
+                ms.push((Cause::Wake, t - u));
+                n = m;
+                t = u;
+                hops += 1;
+            }
+            None => {
+                ms.push((Cause::Rendezvous, t - block_start));
+                t = block_start;
+            }
+        }
+    }
+    bail!("the critical path did not end (node {})", nodes[n].name)
 }
 
 /// The most runs overlapping at one instant.
@@ -616,6 +823,57 @@ fn print_table(results: &[SizeResult]) {
             ratio(r.ideal.overlapped()),
             r.max_worker_joins,
             r.retries
+        );
+    }
+    println!();
+    println!(
+        "overhead, s: the critical path (first boot to the last node done) walked back through the agents' phase histories; \
+         a waiting node hands it to the node whose event it waited for (init published, slot released). \
+         wall - ideal = boot + startup + rendezvous + wake + health + handoff + retry + (steps - ideal) + lag"
+    );
+    println!(
+        "{:<7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>10} {:>7} {:>7} {:>7} {:>6} {:>6} {:>8} {:>5} {:>5}",
+        "size",
+        "wall",
+        "ideal",
+        "ratio",
+        "over",
+        "path",
+        "boot",
+        "startup",
+        "rendezvous",
+        "wake",
+        "health",
+        "handoff",
+        "retry",
+        "steps",
+        "st-ideal",
+        "lag",
+        "hops"
+    );
+    for r in results {
+        let p = &r.path;
+        let s = |c: Cause| secs(p.get(c));
+        let signed = |a: Duration, b: Duration| format!("{:.1}", a.as_secs_f64() - b.as_secs_f64());
+        println!(
+            "{:<7} {:>6} {:>6} {:>6.2} {:>6} {:>6} {:>6} {:>7} {:>10} {:>7} {:>7} {:>7} {:>6} {:>6} {:>8} {:>5} {:>5}",
+            r.size.to_string(),
+            secs(r.wall),
+            secs(r.ideal.total()),
+            r.wall.as_secs_f64() / r.ideal.total().as_secs_f64().max(f64::EPSILON),
+            signed(r.wall, r.ideal.total()),
+            secs(p.length()),
+            s(Cause::Boot),
+            s(Cause::Startup),
+            s(Cause::Rendezvous),
+            s(Cause::Wake),
+            s(Cause::Health),
+            s(Cause::Handoff),
+            s(Cause::Retry),
+            s(Cause::Steps),
+            signed(p.get(Cause::Steps), r.ideal.total()),
+            signed(r.wall, p.length()),
+            p.hops
         );
     }
     println!();

@@ -2,7 +2,7 @@
 //! Pure: the driver performs the list and feeds back one event (see `transition`).
 
 use super::state::{Config, Phase, State, init_fence, join_fence};
-use crate::coord::Fence;
+use crate::coord::{ChangeKind, Changes, Fence};
 use model::Role;
 use protocol::keys;
 
@@ -213,6 +213,58 @@ pub fn delay_before(cfg: &Config, state: &State) -> u64 {
     }
 }
 
+/// A rendezvous change that ends a wait early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// This record was put, deleted or expired.
+    Record(&'static str),
+    /// A slot of this semaphore was released or expired.
+    SlotFreed(&'static str),
+}
+
+impl Wake {
+    fn matches(self, kind: ChangeKind, name: &str) -> bool {
+        match self {
+            Wake::Record(key) => kind == ChangeKind::Record && name == key,
+            Wake::SlotFreed(sem) => kind == ChangeKind::SlotFreed && name == sem,
+        }
+    }
+}
+
+/// The changes that end the wait before the current phase's next tick: a poll's (what
+/// the phase it resumes waits for) and a `Done` control plane's (a refresh request to
+/// answer). Empty: the wait is a plain delay (a backoff after a failure, a probe
+/// interval). A wake only runs the phase's actions sooner, so a spurious one costs a
+/// request and decides nothing; a missed one costs the fallback delay.
+pub fn wakes_on(cfg: &Config, state: &State) -> Vec<Wake> {
+    match &state.phase {
+        Phase::Backoff {
+            then, poll: true, ..
+        } => match then.as_ref() {
+            Phase::WaitingForInit if cfg.role == Role::ControlPlane => vec![
+                Wake::Record(keys::INITIALIZED),
+                // The init holder gave up (or died): stand again.
+                Wake::SlotFreed(keys::INIT_SEMAPHORE),
+            ],
+            Phase::WaitingForInit => vec![Wake::Record(keys::INITIALIZED)],
+            Phase::AcquiringJoinSlot => vec![Wake::SlotFreed(cfg.join_semaphore().0)],
+            Phase::AwaitingRefresh => vec![Wake::Record(keys::JOIN_MATERIAL)],
+            _ => Vec::new(),
+        },
+        Phase::Done if serves_refresh(cfg) => vec![Wake::Record(keys::REFRESH_REQUEST)],
+        _ => Vec::new(),
+    }
+}
+
+/// Whether `changes` end a wait for `wakes`: one of them happened, or changes were lost.
+pub fn woken(wakes: &[Wake], changes: &Changes) -> bool {
+    changes.compacted
+        || changes
+            .changes
+            .iter()
+            .any(|c| wakes.iter().any(|w| w.matches(c.kind, &c.name)))
+}
+
 /// How long a `Done` node idles between its periodic duties.
 pub fn idle_ms(cfg: &Config) -> u64 {
     cfg.idle_ms
@@ -411,10 +463,125 @@ mod tests {
             phase: P::Backoff {
                 delay_ms: 1_234,
                 then: Box::new(P::Done),
+                poll: false,
             },
             attempt: 1,
             last_error: None,
         };
         assert_eq!(delay_before(&c, &backoff), 1_234);
+    }
+
+    fn at(phase: Phase) -> State {
+        State {
+            phase,
+            attempt: 0,
+            last_error: None,
+        }
+    }
+
+    fn waiting(then: Phase, poll: bool) -> State {
+        at(P::Backoff {
+            delay_ms: 15_000,
+            then: Box::new(then),
+            poll,
+        })
+    }
+
+    fn changed(kind: ChangeKind, name: &str) -> Changes {
+        Changes {
+            revision: 7,
+            changes: vec![crate::coord::Change {
+                kind,
+                name: name.into(),
+            }],
+            compacted: false,
+        }
+    }
+
+    #[test]
+    fn a_poll_wakes_on_what_the_phase_it_resumes_waits_for() {
+        let (c, w) = (
+            cp(),
+            Config::new(Role::Worker, DistroKind::Kubeadm, true, 1),
+        );
+        assert_eq!(
+            wakes_on(&c, &waiting(P::WaitingForInit, true)),
+            [
+                Wake::Record(keys::INITIALIZED),
+                Wake::SlotFreed(keys::INIT_SEMAPHORE)
+            ]
+        );
+        assert_eq!(
+            wakes_on(&w, &waiting(P::WaitingForInit, true)),
+            [Wake::Record(keys::INITIALIZED)]
+        );
+        assert_eq!(
+            wakes_on(&c, &waiting(P::AcquiringJoinSlot, true)),
+            [Wake::SlotFreed(keys::CP_JOIN_SEMAPHORE)]
+        );
+        assert_eq!(
+            wakes_on(&w, &waiting(P::AcquiringJoinSlot, true)),
+            [Wake::SlotFreed(keys::WORKER_JOIN_SEMAPHORE)]
+        );
+        assert_eq!(
+            wakes_on(&w, &waiting(P::AwaitingRefresh, true)),
+            [Wake::Record(keys::JOIN_MATERIAL)]
+        );
+        assert_eq!(
+            wakes_on(&c, &at(P::Done)),
+            [Wake::Record(keys::REFRESH_REQUEST)]
+        );
+    }
+
+    #[test]
+    fn a_backoff_after_a_failure_and_other_phases_wait_out_their_delay() {
+        let (c, w) = (
+            cp(),
+            Config::new(Role::Worker, DistroKind::Kubeadm, true, 1),
+        );
+        assert!(wakes_on(&c, &waiting(P::AcquiringJoinSlot, false)).is_empty());
+        assert!(wakes_on(&c, &waiting(P::WaitingForInit, false)).is_empty());
+        assert!(wakes_on(&w, &at(P::Done)).is_empty());
+        let probing = at(P::Verifying {
+            token: 1,
+            successes: 1,
+            failures: 0,
+        });
+        assert!(wakes_on(&c, &probing).is_empty());
+    }
+
+    #[test]
+    fn only_the_change_waited_for_or_lost_changes_wake() {
+        let slot = [Wake::SlotFreed(keys::WORKER_JOIN_SEMAPHORE)];
+        let name = keys::WORKER_JOIN_SEMAPHORE;
+        assert!(woken(&slot, &changed(ChangeKind::SlotFreed, name)));
+        assert!(!woken(&slot, &changed(ChangeKind::SlotTaken, name)));
+        assert!(!woken(&slot, &changed(ChangeKind::Record, name)));
+        assert!(!woken(
+            &slot,
+            &changed(ChangeKind::SlotFreed, keys::CP_JOIN_SEMAPHORE)
+        ));
+        let init = [Wake::Record(keys::INITIALIZED)];
+        assert!(woken(
+            &init,
+            &changed(ChangeKind::Record, keys::INITIALIZED)
+        ));
+        assert!(!woken(
+            &init,
+            &changed(ChangeKind::Member, keys::INITIALIZED)
+        ));
+        let lost = Changes {
+            revision: 9,
+            changes: Vec::new(),
+            compacted: true,
+        };
+        assert!(woken(&init, &lost));
+        assert!(!woken(
+            &init,
+            &Changes {
+                compacted: false,
+                ..lost
+            }
+        ));
     }
 }

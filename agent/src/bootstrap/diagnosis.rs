@@ -225,11 +225,13 @@ mod tests {
         let waiting_to_join = Phase::Backoff {
             delay_ms: 1,
             then: Box::new(Phase::AcquiringJoinSlot),
+            poll: true,
         };
         assert!(names(&targets(&deps(), &waiting_to_join)).contains(&"API endpoint"));
         let preflight_retry = Phase::Backoff {
             delay_ms: 1,
             then: Box::new(Phase::Preflight),
+            poll: false,
         };
         assert!(targets(&deps(), &preflight_retry).is_empty());
         assert!(targets(&deps(), &Phase::Done).is_empty());

@@ -6,7 +6,7 @@
 
 mod exchange;
 
-use super::actions::{self, Action};
+use super::actions::{self, Action, Wake};
 use super::diagnosis::{self, ReasonAsk};
 use super::member_policy::{self, Sweep};
 use super::state::{Config, Phase, State};
@@ -93,6 +93,12 @@ impl Settings {
     }
 }
 
+/// After a watch answered with changes this node does not wait for, it asks again no
+/// sooner than this: each heartbeat of every member is a change, and a hundred waiting
+/// nodes re-watching on each would flood the rendezvous. Costs at most this much of wake
+/// latency, only when an unrelated change came just before the awaited one.
+const WATCH_SETTLE: Duration = Duration::from_millis(200);
+
 /// What one tick did: the phase now and how long to wait before the next tick.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tick {
@@ -124,6 +130,10 @@ pub struct Driver<C, D, S, H, K, St, N> {
     unreachable: Vec<protocol::report::Unreachable>,
     last_probe: Option<Millis>,
     last_reason_read: Option<Millis>,
+    /// The cluster revision the last watch answered with: a wait watches for changes
+    /// after it, and it was read before the tick that decided to wait, so a change made
+    /// after that tick's reads is never missed.
+    revision: Option<u64>,
 }
 
 /// How often the dependencies are probed while the node waits on them.
@@ -231,6 +241,7 @@ where
             unreachable: Vec::new(),
             last_probe: None,
             last_reason_read: None,
+            revision: None,
         })
     }
 
@@ -420,18 +431,67 @@ where
         changed
     }
 
-    /// Ticks forever (until `stop` resolves), sleeping between ticks.
+    /// Ticks forever (until `stop` resolves), waiting between ticks: the tick's delay, cut
+    /// short by a rendezvous change the state waits for (`actions::wakes_on`).
     pub async fn run(&mut self, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         loop {
             let t = self.tick().await;
-            tokio::select! {
+            let wakes = actions::wakes_on(&self.cfg, &self.persisted.state);
+            let seen = tokio::select! {
                 biased;
                 () = &mut stop => break,
-                () = self.clock.sleep(t.wait) => {}
+                seen = self.wait(&wakes, t.wait) => seen,
+            };
+            if seen.is_some() {
+                self.revision = seen;
             }
         }
         self.notifier.stopping();
+    }
+
+    /// Waits `limit`, or until the rendezvous reports one of `wakes` (watching from the
+    /// revision seen last; see `revision`). A watch that fails or answers without progress
+    /// leaves the rest to the delay: the fallback never spins. The revision seen last.
+    async fn wait(&self, wakes: &[Wake], limit: Duration) -> Option<u64> {
+        if wakes.is_empty() || limit.is_zero() {
+            self.clock.sleep(limit).await;
+            return None;
+        }
+        let start = self.clock.now_ms();
+        let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        let mut after = self.revision.unwrap_or(0);
+        let mut seen = None;
+        loop {
+            let elapsed = self.clock.now_ms().saturating_sub(start);
+            let left = Duration::from_millis(limit_ms.saturating_sub(elapsed));
+            if left.is_zero() {
+                return seen;
+            }
+            match self.coord.watch(after, left).await {
+                Ok(ch) if actions::woken(wakes, &ch) => {
+                    tracing::debug!(node = %self.settings.node, revision = ch.revision,
+                        phase = self.persisted.state.phase.name(), "woken by a rendezvous change");
+                    return Some(ch.revision);
+                }
+                Ok(ch) if ch.revision != after => {
+                    seen = Some(ch.revision);
+                    after = ch.revision;
+                    // Every heartbeat is a change: let unrelated ones gather before asking
+                    // again (the next watch still returns every change after `after`).
+                    self.clock.sleep(WATCH_SETTLE.min(left)).await;
+                }
+                Ok(_) => {
+                    self.clock.sleep(left).await;
+                    return seen;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "watch failed; waiting out the delay");
+                    self.clock.sleep(left).await;
+                    return seen;
+                }
+            }
+        }
     }
 
     fn status_line(&self) -> String {

@@ -69,7 +69,9 @@ impl Config {
             max_failed_probes: failed_probes_within(PROBE_PATIENCE_MS, PROBE_INTERVAL_MS),
             backoff_base_ms: 2_000,
             backoff_max_ms: 60_000,
-            poll_ms: 3_000,
+            // Only the fallback: a waiting node wakes on the rendezvous change it waits for
+            // (`actions::wakes_on`); polls were 3 s apart before (issue 17).
+            poll_ms: 15_000,
             probe_interval_ms: PROBE_INTERVAL_MS,
             idle_ms: 15_000,
         }
@@ -132,10 +134,14 @@ pub enum Phase {
         remove_own_member: bool,
         then: Box<Phase>,
     },
-    /// Wait `delay_ms`, then resume `then`.
+    /// Wait `delay_ms`, then resume `then`. A `poll` (not yet: no init, no free slot, no
+    /// fresh material; not a failure) ends early when the rendezvous reports a change of
+    /// what `then` waits for (`actions::wakes_on`); its delay is only the fallback.
     Backoff {
         delay_ms: u64,
         then: Box<Phase>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        poll: bool,
     },
     Done,
 }
@@ -321,6 +327,15 @@ mod tests {
                         remove_own_member: false,
                         then: Box::new(P::CheckingInit),
                     }),
+                    poll: false,
+                },
+            ),
+            (
+                r#"{"phase":"backoff","delay_ms":15000,"then":{"phase":"waiting-for-init"},"poll":true,"attempt":0,"lastError":null}"#,
+                P::Backoff {
+                    delay_ms: 15_000,
+                    then: Box::new(P::WaitingForInit),
+                    poll: true,
                 },
             ),
             (r#"{"phase":"done","attempt":0,"lastError":null}"#, P::Done),

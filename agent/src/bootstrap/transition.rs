@@ -36,8 +36,9 @@ pub enum Decision {
     Succeed(Phase),
     /// Move on within the same cycle: attempts and the last error carry over.
     Advance(Phase),
-    /// Not yet (no init, no free slot, no fresh material): wait one jittered poll, then
-    /// run `Phase`.
+    /// Not yet (no init, no free slot, no fresh material): wait until the rendezvous
+    /// reports a change of what `Phase` waits for, or one jittered poll at the longest;
+    /// then run `Phase`.
     Poll(Phase),
     /// A transient failure: count it, back off and run this phase again (its actions
     /// are idempotent).
@@ -490,6 +491,7 @@ pub fn apply(cfg: &Config, s: State, d: Decision) -> State {
             phase: P::Backoff {
                 delay_ms: poll_ms(cfg, s.attempt),
                 then: Box::new(then),
+                poll: true,
             },
             ..s
         },
@@ -516,6 +518,7 @@ pub fn apply(cfg: &Config, s: State, d: Decision) -> State {
             phase: P::Backoff {
                 delay_ms: backoff_ms(cfg, s.attempt),
                 then: Box::new(then),
+                poll: false,
             },
             ..s
         },
@@ -530,6 +533,7 @@ fn retry(cfg: &Config, s: State, error: String, then: Phase) -> State {
         phase: P::Backoff {
             delay_ms: backoff_ms(cfg, attempt),
             then: Box::new(then),
+            poll: false,
         },
         attempt,
         last_error: Some(error),
@@ -558,7 +562,8 @@ pub fn backoff_ms(cfg: &Config, attempt: u32) -> u64 {
     d + jitter(cfg.jitter_seed, attempt, d / 2 + 1)
 }
 
-/// One poll: the poll interval plus up to half of it, so waiting nodes spread out.
+/// One poll (the fallback when no change wakes the node): the poll interval plus up to
+/// half of it, so waiting nodes spread out.
 fn poll_ms(cfg: &Config, attempt: u32) -> u64 {
     cfg.poll_ms + jitter(cfg.jitter_seed, attempt, cfg.poll_ms / 2 + 1)
 }

@@ -2,8 +2,8 @@
 //! protocol's answers become the state machine's vocabulary.
 
 use crate::coord::{
-    Acquired, Changes, CoordError, CoordResult, Coordinator, Created, ErrorKind, Fence, Member,
-    Record,
+    Acquired, Change, ChangeKind, Changes, CoordError, CoordResult, Coordinator, Created,
+    ErrorKind, Fence, Member, Record,
 };
 use model::Role;
 use protocol::wire::{AcquireResponse, ErrorKind as Wire};
@@ -164,8 +164,26 @@ impl Coordinator for Client {
             .map_err(|e| coord_error("watch", "", e))?;
         Ok(Changes {
             revision: w.revision,
-            keys: w.changes.into_iter().map(|c| c.name).collect(),
+            changes: w
+                .changes
+                .into_iter()
+                .map(|c| Change {
+                    kind: change_kind(c.kind),
+                    name: c.name,
+                })
+                .collect(),
+            compacted: w.compacted,
         })
+    }
+}
+
+fn change_kind(k: protocol::wire::ChangeKind) -> ChangeKind {
+    use protocol::wire::ChangeKind as K;
+    match k {
+        K::RecordPut | K::RecordDeleted | K::RecordExpired => ChangeKind::Record,
+        K::MemberUp | K::MemberExpired => ChangeKind::Member,
+        K::SemaphoreGranted => ChangeKind::SlotTaken,
+        K::SemaphoreReleased | K::SemaphoreExpired => ChangeKind::SlotFreed,
     }
 }
 

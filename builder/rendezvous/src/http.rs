@@ -12,7 +12,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use protocol::wire::{
     AcquireResponse, AuditResponse, ErrorKind, MembersResponse, RecordList, RegisterResponse,
-    WatchResponse, WriteResponse,
+    WriteResponse,
 };
 use serde::Deserialize;
 use std::time::Duration;
@@ -140,11 +140,25 @@ struct WatchQuery {
     timeout_ms: Option<u64>,
 }
 
-async fn watch(State(svc): State<Service>, a: Authed) -> Answer<WatchResponse> {
+/// A [`WatchResponse`], encoded once per change for all its watchers
+/// (`ClusterCell::watch_json`).
+async fn watch(
+    State(svc): State<Service>,
+    a: Authed,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     let q: WatchQuery = a.query()?;
     let max = svc.limits().max_watch_ms;
     let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(max).min(max));
-    Ok(Json(a.cell.watch(&svc, q.after, timeout).await))
+    let json = a.cell.watch_json(&svc, q.after, timeout).await;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        json,
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,6 +12,7 @@ use crate::semaphore::Acquired;
 use crate::store::{
     Batch, ClusterData, Meta, Op, Store, StoredMember, StoredRecord, StoredSemaphore,
 };
+use axum::body::Bytes;
 use protocol::seal::SigningKey;
 use protocol::wire::{
     AcquireRequest, AcquireResponse, AuditEntry, AuditEvent, CasRequest, Change, ChangeKind,
@@ -67,7 +68,23 @@ pub struct ClusterCell {
     state: Mutex<ClusterState>,
     /// The highest durable revision; watchers wait on it.
     committed: watch::Sender<u64>,
+    /// The watch answers encoded last, shared by every watcher that asks for the same
+    /// revisions: all parked watchers wake for the same change, so it is encoded once
+    /// and each answer is a reference to the same bytes (issue 17: encoding it under the
+    /// cluster lock once per watcher made the last of 10,000 wait for all the others).
+    answers: Mutex<VecDeque<Answer>>,
 }
+
+/// One encoded watch answer: the changes after `after` up to `upto`, as JSON.
+#[derive(Debug, Clone)]
+struct Answer {
+    after: u64,
+    upto: u64,
+    json: Bytes,
+}
+
+/// Encoded answers kept per cluster: watchers a change or two behind find theirs too.
+const ANSWERS_KEPT: usize = 4;
 
 #[derive(Debug)]
 pub struct ClusterState {
@@ -215,6 +232,7 @@ impl ClusterCell {
             id: id.to_string(),
             state: Mutex::new(st),
             committed: watch::Sender::new(revision),
+            answers: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -577,29 +595,80 @@ impl ClusterCell {
     /// Long-poll: answers as soon as a change after `after` is durable, or after
     /// `timeout` (or at shutdown) with no changes.
     pub async fn watch(&self, svc: &Service, after: u64, timeout: Duration) -> WatchResponse {
+        match self.wait_past(svc, after, timeout).await {
+            Some(revision) => self.lock().changes_between(after, revision),
+            None => WatchResponse {
+                revision: after,
+                changes: Vec::new(),
+                compacted: false,
+            },
+        }
+    }
+
+    /// [`ClusterCell::watch`]'s answer as JSON, encoded once for every watcher waiting
+    /// for the same revisions.
+    pub async fn watch_json(&self, svc: &Service, after: u64, timeout: Duration) -> Bytes {
+        let upto = self.wait_past(svc, after, timeout).await.unwrap_or(after);
+        self.answer(after, upto)
+    }
+
+    /// Waits until the durable revision differs from `after` (`Some` of it), or until
+    /// `timeout` or shutdown (`None`).
+    async fn wait_past(&self, svc: &Service, after: u64, timeout: Duration) -> Option<u64> {
         let mut committed = self.committed.subscribe();
         let mut shutdown = svc.inner.shutdown.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let revision = *committed.borrow_and_update();
             if revision != after {
-                return self.lock().changes_between(after, revision);
+                return Some(revision);
             }
             tokio::select! {
                 changed = committed.changed() => {
                     if changed.is_err() {
-                        break;
+                        return None;
                     }
                 }
-                _ = tokio::time::sleep_until(deadline) => break,
-                _ = shutdown.wait_for(|stop| *stop) => break,
+                _ = tokio::time::sleep_until(deadline) => return None,
+                _ = shutdown.wait_for(|stop| *stop) => return None,
             }
         }
-        WatchResponse {
-            revision: *committed.borrow(),
-            changes: Vec::new(),
-            compacted: false,
+    }
+
+    /// The encoded answer for the changes after `after` up to `upto`: a shared copy when
+    /// another watcher asked for it already, else encoded now (outside the cluster lock)
+    /// and kept for the next.
+    fn answer(&self, after: u64, upto: u64) -> Bytes {
+        let found = lock(&self.answers)
+            .iter()
+            .find(|a| a.after == after && a.upto == upto)
+            .map(|a| a.json.clone());
+        if let Some(json) = found {
+            return json;
         }
+        let response = if upto == after {
+            WatchResponse {
+                revision: after,
+                changes: Vec::new(),
+                compacted: false,
+            }
+        } else {
+            self.lock().changes_between(after, upto)
+        };
+        // A struct of numbers, strings and enums: encoding it cannot fail.
+        let json = Bytes::from(serde_json::to_vec(&response).unwrap_or_default());
+        let mut answers = lock(&self.answers);
+        if !answers.iter().any(|a| a.after == after && a.upto == upto) {
+            if answers.len() >= ANSWERS_KEPT {
+                answers.pop_front();
+            }
+            answers.push_back(Answer {
+                after,
+                upto,
+                json: json.clone(),
+            });
+        }
+        json
     }
 }
 

@@ -667,6 +667,7 @@ fn every_phase() -> Vec<Phase> {
         P::Backoff {
             delay_ms: 1,
             then: Box::new(P::CheckingInit),
+            poll: false,
         },
         P::Done,
     ];
@@ -791,4 +792,20 @@ fn every_producible_event_is_decided_and_every_other_one_holds() {
             }
         }
     }
+}
+
+/// "Not yet" waits are polls (a rendezvous change ends them early, see
+/// `actions::wakes_on`); a wait after a failure is a backoff that no change shortens.
+#[test]
+fn not_yet_is_a_poll_and_a_failure_is_a_backoff() {
+    let is_poll = |s: &State| matches!(s.phase, P::Backoff { poll, .. } if poll);
+    let w = worker();
+    assert!(is_poll(&go(&w, P::WaitingForInit, E::Initialized(false))));
+    assert!(is_poll(&go(&w, P::AcquiringJoinSlot, E::Busy)));
+    assert!(is_poll(&go(&w, P::AcquiringJoinSlot, E::MaterialStale)));
+    assert!(is_poll(&go(&cp(), P::Electing, E::Busy)));
+    assert!(is_poll(&go(&w, P::AwaitingRefresh, E::MaterialStale)));
+    let failed = go(&w, P::AcquiringJoinSlot, E::Failed("unreachable".into()));
+    assert_eq!(unwrap_backoff(&failed), P::AcquiringJoinSlot);
+    assert!(!is_poll(&failed));
 }
