@@ -405,11 +405,30 @@ impl Cluster {
         let base = dir.join("base.yaml");
         std::fs::write(
             &base,
-            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n---\n\
-apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: demo\ndata:\n  color: blue\n---\n\
-apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.example.com\n\
-spec:\n  group: example.com\n  scope: Namespaced\n  names: {plural: widgets, kind: Widget}\n\
-  versions:\n  - {name: v1, served: true, storage: true}\n",
+            r"apiVersion: v1
+kind: Namespace
+metadata:
+  name: demo
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: demo
+data:
+  color: blue
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, kind: Widget}
+  versions:
+  - {name: v1, served: true, storage: true}
+",
         )
         .unwrap();
         let cr = dir.join("cr.yaml");
