@@ -340,7 +340,10 @@ impl Cluster {
         };
         let lab = self.lab();
         let from = self.workers[0].clone();
-        let dir = lab.record().state_dir.join("kubectl");
+        // Outside the lab's state dir (its teardown checks that dir is gone); reached from
+        // the worker's namespace all the same (one filesystem).
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kubectl-asm");
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let kc = dir.join("admin.kubeconfig");
         let muster = binary("muster");
@@ -457,6 +460,7 @@ spec:
         );
         let ns = k(&["get", "namespace", "demo"]);
         assert!(ns.ok() && ns.stdout.contains("Active"), "{}", ns.all());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 
