@@ -340,7 +340,10 @@ impl Cluster {
         };
         let lab = self.lab();
         let from = self.workers[0].clone();
-        let dir = lab.record().state_dir.join("kubectl");
+        // Outside the lab's state dir (its teardown checks that dir is gone); reached from
+        // the worker's namespace all the same (one filesystem).
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kubectl-asm");
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let kc = dir.join("admin.kubeconfig");
         let muster = binary("muster");
@@ -405,11 +408,30 @@ impl Cluster {
         let base = dir.join("base.yaml");
         std::fs::write(
             &base,
-            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n---\n\
-apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: demo\ndata:\n  color: blue\n---\n\
-apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.example.com\n\
-spec:\n  group: example.com\n  scope: Namespaced\n  names: {plural: widgets, kind: Widget}\n  \
-versions:\n  - {name: v1, served: true, storage: true}\n",
+            r"apiVersion: v1
+kind: Namespace
+metadata:
+  name: demo
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: demo
+data:
+  color: blue
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, kind: Widget}
+  versions:
+  - {name: v1, served: true, storage: true}
+",
         )
         .unwrap();
         let cr = dir.join("cr.yaml");
@@ -440,6 +462,7 @@ versions:\n  - {name: v1, served: true, storage: true}\n",
         );
         let ns = k(&["get", "namespace", "demo"]);
         assert!(ns.ok() && ns.stdout.contains("Active"), "{}", ns.all());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 
