@@ -486,12 +486,14 @@ impl<'n> Map<'n> {
             if self.used.contains(&key) {
                 continue;
             }
-            let path = join(&self.path, key);
+            // An empty key (`? ` with nothing after it) still needs a path to be located by.
+            let shown = if key.is_empty() { "\"\"" } else { key };
+            let path = join(&self.path, shown);
             ctx.record(&path, k.span());
             let hint = nearest(key, &self.used)
                 .map(|near| format!("did you mean `{near}`?"))
                 .or_else(|| Some(format!("known fields here: {}", self.used.join(", "))));
-            ctx.error(&path, format!("unknown field `{key}`"), hint);
+            ctx.error(&path, format!("unknown field `{shown}`"), hint);
         }
     }
 }

@@ -381,7 +381,8 @@ fn text_of(y: &Y) -> String {
 }
 
 /// What a loaded spec's plan must satisfy: every node it asks for, each at a distinct
-/// usable address of its subnet, distinct names and MACs, VM ids and totals without wrap.
+/// usable address of its subnet, distinct names and MACs, VM ids (base + host number,
+/// distinct) and totals without wrap.
 fn check_plan(c: &Cluster) -> Result<(), TestCaseError> {
     let plan = model::plan::resolve(c, vec![]);
     let asked: u64 = Role::ALL.iter().map(|&r| u64::from(c.count(r))).sum();
@@ -390,7 +391,8 @@ fn check_plan(c: &Cluster) -> Result<(), TestCaseError> {
     let mut ips = HashSet::new();
     let mut names = HashSet::new();
     let mut macs = HashSet::new();
-    for (i, n) in plan.nodes.iter().enumerate() {
+    let mut vmids = HashSet::new();
+    for n in &plan.nodes {
         prop_assert!(net.contains(&n.ip), "{} outside {net}", n.ip);
         prop_assert!(n.ip != net.network() && n.ip != net.broadcast(), "{}", n.ip);
         prop_assert!(ips.insert(n.ip), "duplicate address {}", n.ip);
@@ -398,10 +400,13 @@ fn check_plan(c: &Cluster) -> Result<(), TestCaseError> {
         prop_assert!(macs.insert(n.mac), "duplicate MAC {}", n.mac);
         prop_assert!(Some(n.ip) != c.ha.vip, "VIP {} is a node's", n.ip);
         if let Platform::Proxmox { vm_id_base, .. } = c.platform {
+            // The base plus the address's host number: tied to the address, so unique.
+            let host = u32::from(n.ip) - u32::from(net.network());
             prop_assert_eq!(
                 n.vmid.map(u64::from),
-                Some(u64::from(vm_id_base) + i as u64)
+                Some(u64::from(vm_id_base) + u64::from(host))
             );
+            prop_assert!(vmids.insert(n.vmid), "duplicate VM id {:?}", n.vmid);
         }
     }
     let sum = |f: &dyn Fn(&model::PlannedNode) -> u64| -> u128 {

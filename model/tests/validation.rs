@@ -685,3 +685,18 @@ fn proxmox_vm_ids_must_miss_the_templates_and_fit() {
         "{ps:#?}"
     );
 }
+
+#[test]
+fn an_empty_key_is_located_under_a_name() {
+    // `\r?` made an empty top-level key (CR is a line break; `?` an explicit key).
+    let text = format!("\r?\n{BASE}");
+    let ps = problems(&text);
+    assert!(
+        ps.iter().any(|(f, l, s, m)| f == "\"\""
+            && *l >= 1
+            && *s == Severity::Error
+            && m.contains("unknown field `\"\"`")),
+        "{ps:#?}"
+    );
+    assert!(ps.iter().all(|(f, ..)| !f.is_empty()), "{ps:#?}");
+}

@@ -4,7 +4,8 @@
 # attaching each node's NoCloud seed. Run on the Proxmox node from the build output
 # directory (or anywhere: paths are found from this script's location):
 #   bash proxmox/create-vms.sh
-# Existing VMs are skipped, so it can be re-run after a failure.
+# Existing VMs of the same name are skipped, so it can be re-run after a failure or after
+# a rebuild that added nodes; an id held by a VM of another name is an error.
 # Overrides: MUSTER_TEMPLATE (node image template id), MUSTER_STORAGE, MUSTER_BRIDGE.
 NODE=pve
 TEMPLATE=${MUSTER_TEMPLATE:-9001}
@@ -30,6 +31,10 @@ create_vm() {
   local vmid=$1 name=$2 cores=$3 memory=$4 disk=$5 mac=$6
   local seed="$out/nodes/$name/seed.img"
   if qm status "$vmid" >/dev/null 2>&1; then
+    # An id follows its node's address; one that holds another VM is never reused.
+    local have
+    have=$(qm config "$vmid" | sed -n 's/^name: //p')
+    [ "$have" = "$name" ] || die "VM $vmid is '${have:-unnamed}', not $name: refusing to touch it (node VM ids are vmIdBase + the node's host number; move vmIdBase or that VM)"
     say "VM $vmid ($name) exists: skipping"
     return 0
   fi
@@ -54,19 +59,19 @@ start_vm() {
   qm start "$1"
 }
 
-create_vm 100 k3s-server-01 2 4096 32 BC:24:11:66:6F:07
-create_vm 101 k3s-server-02 2 4096 32 BC:24:11:02:57:C8
-create_vm 102 k3s-server-03 2 4096 32 BC:24:11:4F:A3:86
-create_vm 103 k3s-worker-01 4 8192 32 BC:24:11:12:B1:D2
-create_vm 104 k3s-worker-02 4 8192 32 BC:24:11:07:BA:1A
-create_vm 105 k3s-lb-01 1 2048 32 BC:24:11:EA:6D:1F
-create_vm 106 k3s-lb-02 1 2048 32 BC:24:11:6B:DC:F9
+create_vm 301 k3s-server-01 2 4096 32 BC:24:11:66:6F:07
+create_vm 302 k3s-server-02 2 4096 32 BC:24:11:02:57:C8
+create_vm 303 k3s-server-03 2 4096 32 BC:24:11:4F:A3:86
+create_vm 311 k3s-worker-01 4 8192 32 BC:24:11:12:B1:D2
+create_vm 312 k3s-worker-02 4 8192 32 BC:24:11:07:BA:1A
+create_vm 321 k3s-lb-01 1 2048 32 BC:24:11:EA:6D:1F
+create_vm 322 k3s-lb-02 1 2048 32 BC:24:11:6B:DC:F9
 
-start_vm 100
-start_vm 101
-start_vm 102
-start_vm 103
-start_vm 104
-start_vm 105
-start_vm 106
+start_vm 301
+start_vm 302
+start_vm 303
+start_vm 311
+start_vm 312
+start_vm 321
+start_vm 322
 say "7 VMs of cluster k3s are running"
