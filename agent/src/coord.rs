@@ -118,13 +118,14 @@ pub type CoordResult<T> = Result<T, CoordError>;
 )]
 pub trait Coordinator {
     /// Registers or refreshes this member with its report; it disappears after `ttl`.
+    /// Returns the cluster revision after the call.
     async fn heartbeat(
         &self,
         member: &str,
         role: Role,
         report: &serde_json::Value,
         ttl: Duration,
-    ) -> CoordResult<()>;
+    ) -> CoordResult<u64>;
     async fn members(&self) -> CoordResult<Vec<Member>>;
     async fn create(
         &self,

@@ -25,6 +25,23 @@ pub fn member_report(role: Role, p: &Persisted, now: Millis) -> MemberReport {
     }
 }
 
+/// The report to heartbeat after `held` (what the rendezvous holds): `next`, unless it
+/// differs from `held` only in its timestamps (`updatedMs`, the etcd view's
+/// `observedMs`), in which case `held` itself. Reports are sealed, and the client sends
+/// identical plaintext as identical bytes, so an unchanged report is no change at the
+/// rendezvous: a heartbeat then wakes no watcher (before, every heartbeat woke every
+/// waiting node). The member's expiry still moves, so liveness is the member's and the
+/// timestamps say since when the report (and the etcd view) has been as it is.
+pub fn settled(held: Option<&MemberReport>, next: MemberReport) -> MemberReport {
+    let Some(held) = held else { return next };
+    let mut probe = next.clone();
+    probe.updated_ms = held.updated_ms;
+    if let (Some(p), Some(h)) = (probe.etcd.as_mut(), held.etcd.as_ref()) {
+        p.observed_ms = h.observed_ms;
+    }
+    if &probe == held { probe } else { next }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +82,54 @@ mod tests {
             MemberReport::from_json(&with.to_json()).unwrap().etcd,
             Some(view)
         );
+    }
+
+    fn report_at(phase: Phase, now: Millis) -> MemberReport {
+        let mut p = Persisted::new("cp-2", 1_000);
+        p.enter(
+            State {
+                phase,
+                attempt: 0,
+                last_error: None,
+            },
+            2_000,
+        );
+        member_report(Role::ControlPlane, &p, now)
+    }
+
+    fn view(observed_ms: Millis, healthy: bool) -> EtcdView {
+        use protocol::etcd_view::EtcdMember;
+        let m = EtcdMember {
+            id: 1,
+            name: "cp-1".into(),
+            peer_urls: vec!["https://10.0.0.11:2380".into()],
+            client_urls: vec!["https://10.0.0.11:2379".into()],
+            is_learner: false,
+        };
+        EtcdView::new("cp-2", observed_ms, &[m], &[healthy])
+    }
+
+    #[test]
+    fn an_unchanged_report_keeps_the_timestamps_the_rendezvous_holds() {
+        let held = report_at(Phase::Done, 5_000).with_etcd(Some(view(5_000, true)));
+        let next = report_at(Phase::Done, 9_000).with_etcd(Some(view(9_000, true)));
+        assert_eq!(settled(Some(&held), next), held);
+        assert_eq!(settled(Some(&held), held.clone()), held);
+    }
+
+    #[test]
+    fn any_other_difference_is_sent_with_its_new_timestamps() {
+        let held = report_at(Phase::Done, 5_000).with_etcd(Some(view(5_000, true)));
+        // The etcd view changed (the member is no longer healthy).
+        let sick = report_at(Phase::Done, 9_000).with_etcd(Some(view(9_000, false)));
+        assert_eq!(settled(Some(&held), sick.clone()), sick);
+        // The phase changed.
+        let moved = report_at(Phase::AcquiringJoinSlot, 9_000);
+        assert_eq!(settled(Some(&held), moved.clone()), moved);
+        // The view went away.
+        let blind = report_at(Phase::Done, 9_000);
+        assert_eq!(settled(Some(&held), blind.clone()), blind);
+        // Nothing held yet: the report as built.
+        assert_eq!(settled(None, blind.clone()), blind);
     }
 }

@@ -254,8 +254,8 @@ impl Coordinator for SimCoord {
         _role: Role,
         _report: &serde_json::Value,
         _ttl: Duration,
-    ) -> CoordResult<()> {
-        self.op("heartbeat", member, |_| Ok(())).await
+    ) -> CoordResult<u64> {
+        self.op("heartbeat", member, |w| Ok(w.rev)).await
     }
 
     async fn members(&self) -> CoordResult<Vec<Member>> {

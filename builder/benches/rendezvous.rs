@@ -11,16 +11,19 @@
 use anyhow::{Context, bail};
 use model::secret::ClusterSecret;
 use muster_rendezvous::keys;
-use protocol::{Client, RetryPolicy, http_client};
+use protocol::{Client, RetryPolicy, http_client, http_client_from};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Agents that share one `reqwest::Client` (and so one connection pool).
-const AGENTS_PER_HTTP_CLIENT: usize = 250;
-/// Registrations and heartbeats in flight at once: below the server's limit of
-/// unauthenticated connections per IP (32; every agent here is 127.0.0.1), which closes
-/// the connections over it.
+/// Agents that share one `reqwest::Client` (and so one connection pool) and one source
+/// address (127.0.0.0/8 is all loopback): real agents each come from their own node, and
+/// the server caps unauthenticated connections per IP (32). Sharing one address, pools
+/// that opened a connection they then did not use (hyper races a new connection against
+/// an idle one) held it unauthenticated until the cap closed every new one (the earlier
+/// `connection reset` at registration).
+const AGENTS_PER_HTTP_CLIENT: usize = 100;
+/// Registrations and heartbeats in flight at once.
 const IN_FLIGHT: usize = 24;
 /// Watch rounds measured (one change each), after one warm-up round.
 const ROUNDS: usize = 5;
@@ -98,9 +101,10 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
     let mut http = None;
     for i in 0..agents {
         if i % AGENTS_PER_HTTP_CLIENT == 0 {
-            http = Some(http_client(
+            http = Some(http_client_from(
                 Some(&cert.cert_sha256),
                 Duration::from_secs(60),
+                Some(source_address(i / AGENTS_PER_HTTP_CLIENT)),
             )?);
         }
         let Some(h) = http.clone() else {
@@ -227,6 +231,13 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
     println!("server rss at end: {}  (peak {})", rss(pid)?, hwm(pid)?);
     drop(server);
     Ok(())
+}
+
+/// The loopback address the `group`-th pool of agents connects from: 127.1.x.y, never
+/// the server's 127.0.0.1.
+fn source_address(group: usize) -> std::net::IpAddr {
+    let [_, _, hi, lo] = u32::try_from(group).unwrap_or(u32::MAX).to_be_bytes();
+    std::net::Ipv4Addr::new(127, 1, hi, lo).into()
 }
 
 async fn wait_ready(c: &Client) -> anyhow::Result<()> {

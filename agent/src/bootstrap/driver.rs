@@ -94,8 +94,9 @@ impl Settings {
 }
 
 /// After a watch answered with changes this node does not wait for, it asks again no
-/// sooner than this: each heartbeat of every member is a change, and a hundred waiting
-/// nodes re-watching on each would flood the rendezvous. Costs at most this much of wake
+/// sooner than this: every report that changes (a phase entered, an etcd view that
+/// moved) is a change, and a hundred waiting nodes re-watching on each would flood the
+/// rendezvous (a heartbeat that changes nothing is none: `report::settled`). Costs at most this much of wake
 /// latency, only when an unrelated change came just before the awaited one.
 const WATCH_SETTLE: Duration = Duration::from_millis(200);
 
@@ -123,6 +124,9 @@ pub struct Driver<C, D, S, H, K, St, N> {
     pending: Vec<Action>,
     rng: rand::rngs::StdRng,
     last_heartbeat: Option<Millis>,
+    /// The report the rendezvous holds: an unchanged report is heartbeated with its old
+    /// timestamps, so it is no change there (see `report::settled`).
+    heartbeated: Option<protocol::report::MemberReport>,
     ready_sent: bool,
     /// The distribution's reason for the last failed or stuck init/join (in the report).
     reason: Option<protocol::report::DistroReason>,
@@ -242,6 +246,7 @@ where
             last_probe: None,
             last_reason_read: None,
             revision: None,
+            heartbeated: None,
         })
     }
 
@@ -477,8 +482,9 @@ where
                 Ok(ch) if ch.revision != after => {
                     seen = Some(ch.revision);
                     after = ch.revision;
-                    // Every heartbeat is a change: let unrelated ones gather before asking
-                    // again (the next watch still returns every change after `after`).
+                    // Other members' reports change as they move: let unrelated changes
+                    // gather before asking again (the next watch still returns every
+                    // change after `after`).
                     self.clock.sleep(WATCH_SETTLE.min(left)).await;
                 }
                 Ok(_) => {
@@ -505,21 +511,22 @@ where
     }
 
     async fn heartbeat(&mut self) {
-        let report = self
-            .member_report()
-            .with_etcd(self.etcd_view().await)
-            .to_json();
+        let next = self.member_report().with_etcd(self.etcd_view().await);
+        let report = crate::report::settled(self.heartbeated.as_ref(), next);
         match self
             .coord
             .heartbeat(
                 &self.settings.node,
                 self.cfg.role,
-                &report,
+                &report.to_json(),
                 self.settings.heartbeat_ttl,
             )
             .await
         {
-            Ok(()) => self.last_heartbeat = Some(self.clock.now_ms()),
+            Ok(_) => {
+                self.last_heartbeat = Some(self.clock.now_ms());
+                self.heartbeated = Some(report);
+            }
             Err(e) => tracing::warn!(error = %e, "heartbeat"),
         }
     }
@@ -608,17 +615,22 @@ where
     }
 
     async fn register(&mut self) -> Performed {
-        let report = self.report();
-        self.coord
+        let report = self.member_report();
+        let revision = self
+            .coord
             .heartbeat(
                 &self.settings.node,
                 self.cfg.role,
-                &report,
+                &report.to_json(),
                 self.settings.heartbeat_ttl,
             )
             .await
             .map_err(|e| Stop::failed("register", e))?;
         self.last_heartbeat = Some(self.clock.now_ms());
+        self.heartbeated = Some(report);
+        // Every read that decides a wait comes after this, so watching from here misses
+        // nothing; a first watch from 0 would replay the whole change log.
+        self.revision.get_or_insert(revision);
         Ok(Outcome::Finished)
     }
 

@@ -17,10 +17,10 @@ impl Coordinator for Client {
         role: Role,
         report: &serde_json::Value,
         ttl: Duration,
-    ) -> CoordResult<()> {
+    ) -> CoordResult<u64> {
         self.register(member, role.as_str(), report, ttl)
             .await
-            .map(drop)
+            .map(|r| r.revision)
             .map_err(|e| coord_error("heartbeat", member, e))
     }
 

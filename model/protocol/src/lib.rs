@@ -23,7 +23,7 @@ pub mod wire;
 
 pub use client::{Client, ClientError, MemberRead, PlainMember, PlainRecord};
 pub use holders::{SlotHolder, holders_from_audit};
-pub use pin::{TlsError, http_client};
+pub use pin::{TlsError, http_client, http_client_from};
 pub use retry::RetryPolicy;
 pub use wire::{
     AcquireResponse, AuditEntry, AuditEvent, Change, ChangeKind, ErrorKind, Fence, Holder,

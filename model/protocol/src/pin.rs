@@ -24,6 +24,17 @@ pub enum TlsError {
 /// (every HTTPS certificate is rejected). `timeout` bounds each request except watches,
 /// which set their own.
 pub fn http_client(pin: Option<&str>, timeout: Duration) -> Result<reqwest::Client, TlsError> {
+    http_client_from(pin, timeout, None)
+}
+
+/// [`http_client`] whose connections leave from `source` (a load test gives each group of
+/// simulated agents an address of its own, as real nodes have, so the server's per-IP
+/// limits see what they would see in a real cluster).
+pub fn http_client_from(
+    pin: Option<&str>,
+    timeout: Duration,
+    source: Option<std::net::IpAddr>,
+) -> Result<reqwest::Client, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
@@ -51,6 +62,7 @@ pub fn http_client(pin: Option<&str>, timeout: Duration) -> Result<reqwest::Clie
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(5))
         .pool_idle_timeout(Duration::from_secs(60))
+        .local_address(source)
         .build()?)
 }
 

@@ -542,16 +542,18 @@ pub fn diagnosis_lines(
 
 /// `kind` (`stacked`, `external`, `embedded`) when this node knows which etcd it asked.
 fn etcd_lines(e: &EtcdSeen, kind: Option<&str>) -> String {
+    // A reported view keeps its first observation time while it stays the same (the
+    // agent re-sends it unchanged: `nodeagent::report::settled`), so its age says for how
+    // long it has been so; the reporter confirms it at every heartbeat while it is live.
     let from = match e.source.as_str() {
-        "live" => "live from this node".to_string(),
-        _ => format!("reported by {}", e.view.observed_by),
+        "live" => format!("live from this node, {}s ago", e.age_seconds),
+        _ => format!(
+            "reported by {}, unchanged for {}s",
+            e.view.observed_by, e.age_seconds
+        ),
     };
     let kind = kind.map_or(String::new(), |k| format!("{k} "));
-    format!(
-        "{kind}etcd ({from}, {}s ago):\n{}",
-        e.age_seconds,
-        e.view.render("  ")
-    )
+    format!("{kind}etcd ({from}):\n{}", e.view.render("  "))
 }
 
 #[cfg(test)]
@@ -760,7 +762,7 @@ mod tests {
         assert!(st.healthy, "one of three down keeps the quorum");
         let text = st.render();
         for want in [
-            "etcd (reported by cp-2, 12s ago):",
+            "etcd (reported by cp-2, unchanged for 12s):",
             "3 voting member(s), 0 learner(s); 2 voting healthy; quorum 2: held, tolerates 0 more failure(s) (of 1 by design)",
             "cp-3",
             "unhealthy",

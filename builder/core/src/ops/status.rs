@@ -241,7 +241,7 @@ pub fn render(s: &ClusterStatus) -> String {
     if let Some(e) = &s.etcd {
         let _ = writeln!(
             o,
-            "\netcd, as {} reported it {}s ago:",
+            "\netcd, as {} reported it (unchanged for {}s):",
             e.observed_by,
             super::now_ms().saturating_sub(e.observed_ms) / 1000
         );
