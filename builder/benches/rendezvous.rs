@@ -166,6 +166,7 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
     // Watch rounds: every agent long-polls; one write; each agent notes when it heard.
     let mut after = revision;
     let mut latencies: Vec<Duration> = Vec::new();
+    let mut parked_rss = Vec::with_capacity(ROUNDS);
     for round in 0..=ROUNDS {
         let write_at = Arc::new(std::sync::OnceLock::<Instant>::new());
         let mut watches = Vec::with_capacity(agents);
@@ -218,8 +219,15 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
             );
         } else {
             latencies.extend(round_lat);
+            parked_rss.push(rss_parked);
         }
     }
+    // After the warm-up every watch waits on a connection that has served requests (its
+    // buffers grown): the steady state a real cluster's rendezvous lives in.
+    println!(
+        "server rss with {agents} parked watches, rounds 1-{ROUNDS}: {}",
+        parked_rss.join(" / ")
+    );
     latencies.sort_unstable();
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
     println!(
