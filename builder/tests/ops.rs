@@ -156,6 +156,7 @@ impl Cluster {
             node: by.into(),
             token,
             at_ms: now_ms(),
+            generation: 0,
         };
         c.create(
             keys::INITIALIZED,
@@ -576,4 +577,48 @@ fn build_writes_the_baked_config_beside_the_payload() {
     let d = muster_build::ops::BuildDir::load(&dir).unwrap();
     assert_eq!(d.baked.nodes.len(), 6);
     let _: &Path = &d.dir;
+}
+
+/// `muster reset`: refused without confirmation (nothing changed); with `--yes` it raises
+/// the generation and deletes the retired assembly's init record, join material and
+/// removal tombstones; a second reset raises it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_needs_confirmation_then_retires_the_assembly() {
+    let c = cluster(|_| {}).await;
+    c.initialize("cp-1", "kubeconfig".into()).await;
+    let op = c.node("muster-test");
+    op.create("removed.wk-1", b"{}", None, None).await.unwrap();
+    let (code, out, err) = c.muster(&["reset"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("--yes"), "{err}");
+    assert!(
+        op.get(keys::INITIALIZED).await.unwrap().is_some(),
+        "untouched"
+    );
+    assert!(op.get(keys::GENERATION).await.unwrap().is_none());
+
+    let (code, out, err) = c.muster(&["reset", "--yes", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["previousGeneration"], 0);
+    assert_eq!(r["generation"], 1);
+    let deleted: Vec<&str> = r["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(deleted, ["initialized", "join-material", "removed.wk-1"]);
+    for k in [keys::INITIALIZED, keys::JOIN_MATERIAL, "removed.wk-1"] {
+        assert!(op.get(k).await.unwrap().is_none(), "{k} left");
+    }
+    let g: protocol::generation::GenerationRecord =
+        serde_json::from_slice(&op.get(keys::GENERATION).await.unwrap().unwrap().value).unwrap();
+    assert_eq!(g.generation, 1);
+
+    let (code, out, err) = c.muster(&["reset", "--yes"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("generation 1 retired, now 2"), "{out}");
+    assert!(out.contains("no records of the retired assembly"), "{out}");
+    let _ = c.server.stop().await;
 }

@@ -622,13 +622,9 @@ where
         Ok(Outcome::Finished)
     }
 
-    /// Whether the durable `initialized` record exists.
+    /// Whether the durable `initialized` record exists and is of the current generation.
     async fn initialized(&self) -> Performed<bool> {
-        self.coord
-            .get(keys::INITIALIZED)
-            .await
-            .map(|r| r.is_some())
-            .map_err(|e| Stop::failed("check initialized", e))
+        Ok(self.current_init().await?.is_some())
     }
 
     async fn acquire(&self, semaphore: &str, slots: u32) -> Performed {

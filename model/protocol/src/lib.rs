@@ -8,6 +8,7 @@
 pub mod client;
 pub mod clock;
 pub mod etcd_view;
+pub mod generation;
 pub mod holders;
 pub mod key_file;
 pub mod keys;

@@ -684,6 +684,7 @@ mod tests {
                 node: "cp-1".into(),
                 token: 1,
                 at_ms: 7,
+                generation: 0,
             }),
             &log,
             0,
