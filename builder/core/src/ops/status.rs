@@ -46,6 +46,8 @@ pub struct Initialized {
     pub node: String,
     pub token: u64,
     pub at_ms: u64,
+    /// The assembly generation the init belongs to (`muster reset` raises it).
+    pub generation: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -154,6 +156,7 @@ pub async fn gather(dir: &BuildDir, timeout: Duration) -> Result<ClusterStatus, 
             node: r.node.clone(),
             token: r.token,
             at_ms: r.at_ms,
+            generation: r.generation,
         }),
         join_material: view.join_material.is_some(),
         init_holders: holders_from_audit(&view.audit, keys::INIT_SEMAPHORE),
@@ -193,8 +196,8 @@ pub fn render(s: &ClusterStatus) -> String {
         s.initialized
             .as_ref()
             .map_or("nobody yet".to_string(), |i| format!(
-                "{} (init token {})",
-                i.node, i.token
+                "{} (init token {}, generation {})",
+                i.node, i.token, i.generation
             ))
     );
     let _ = writeln!(
