@@ -38,6 +38,9 @@ pub struct NodeRow {
     /// Dependencies the node could not connect to at its last probe.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unreachable: Vec<Unreachable>,
+    /// The node finds the cluster initialized but no control plane answering, for long.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stranded: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -108,6 +111,7 @@ pub fn rows(dir: &BuildDir, view: &RendezvousView, now_ms: u64) -> Vec<NodeRow> 
                 done: report.is_some_and(|r| r.done || r.phase == "done"),
                 reason: report.and_then(|r| r.reason.clone()),
                 unreachable: report.map_or_else(Vec::new, |r| r.unreachable.clone()),
+                stranded: report.and_then(|r| r.stranded.clone()),
                 phase,
             }
         })
@@ -240,6 +244,9 @@ pub fn render(s: &ClusterStatus) -> String {
             n.last_error.as_deref().unwrap_or("")
         );
         o.push_str(&diagnosis_lines(n.reason.as_ref(), &n.unreachable, "    "));
+        if let Some(why) = &n.stranded {
+            let _ = writeln!(o, "    stranded: {why}");
+        }
     }
     if let Some(e) = &s.etcd {
         let _ = writeln!(
