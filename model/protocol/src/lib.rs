@@ -14,6 +14,7 @@ pub mod key_file;
 pub mod keys;
 pub mod pin;
 pub mod records;
+pub mod removal;
 pub mod report;
 pub mod retry;
 pub mod seal;
