@@ -1047,6 +1047,31 @@ impl Suite {
         serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.all()))
     }
 
+    /// The record `key` at the rendezvous (as the operator commands read it), from the
+    /// bridge namespace; `write` replaces it (created if absent) first.
+    fn record(&self, key: &'static str, write: Option<Vec<u8>>) -> Option<Vec<u8>> {
+        let rec = self.lab().record();
+        let dir = muster_build::ops::BuildDir::load(&rec.build_dir).unwrap();
+        netns::in_netns(&rec.bridge_ns, move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let c = dir.client(Duration::from_secs(5)).unwrap();
+                if let Some(bytes) = write {
+                    match c.get(key).await.unwrap() {
+                        Some(r) => c.cas(key, r.revision, &bytes, None, None).await,
+                        None => c.create(key, &bytes, None, None).await,
+                    }
+                    .unwrap();
+                }
+                c.get(key).await.unwrap().map(|r| r.value)
+            })
+        })
+        .unwrap()
+    }
+
     /// The etcd member names a control plane's local member lists.
     fn etcd_members(&self, cp: &str) -> Vec<String> {
         let out = self
@@ -1068,7 +1093,9 @@ impl Suite {
 
 /// Assembled, torn down (every machine halted and re-created from the same output),
 /// `muster reset`, booted again: a new cluster assembles (a second init, generation 1),
-/// with etcd holding exactly the three new members.
+/// with etcd holding exactly the three new members. The old assembly's `initialized`
+/// record is written back after the reset (as a forgotten old machine could): the new
+/// agents never join it, and the new initializer replaces it.
 #[test]
 fn reset_then_the_same_output_assembles_afresh() {
     if !enabled() {
@@ -1081,6 +1108,7 @@ fn reset_then_the_same_output_assembles_afresh() {
     let before = s.cluster_status();
     assert_eq!(before["initialized"]["generation"], 0, "{before:#}");
     let first_token = before["initialized"]["token"].as_u64().unwrap();
+    let old_init = s.record(protocol::keys::INITIALIZED, None).unwrap();
 
     // Without a reset the re-created machines would try to join the dead cluster: the
     // reset comes first, then the machines boot from the same build output.
@@ -1097,6 +1125,7 @@ fn reset_then_the_same_output_assembles_afresh() {
         (r["previousGeneration"].as_u64(), r["generation"].as_u64()),
         (Some(0), Some(1))
     );
+    s.record(protocol::keys::INITIALIZED, Some(old_init));
     for h in &all {
         s.lab_mut().start(h).unwrap();
     }
@@ -1119,6 +1148,17 @@ fn reset_then_the_same_output_assembles_afresh() {
         .filter(|e| e.subject == "init" && e.event == AuditEvent::Granted)
         .count();
     assert_eq!(grants, 2, "one init per generation");
+    let saw_retired = all
+        .iter()
+        .filter(|h| {
+            s.log(h, "agent.log")
+                .contains("init record of retired generation 0")
+        })
+        .count();
+    assert!(
+        saw_retired > 0,
+        "no agent met the written-back old init record"
+    );
     let mut cps = s.cps.clone();
     cps.sort();
     assert_eq!(s.etcd_members(&s.cps[0]), cps);
