@@ -22,6 +22,7 @@ pub fn member_report(role: Role, p: &Persisted, now: Millis) -> MemberReport {
         // The driver adds these from what it read and probed (`Driver::member_report`).
         reason: None,
         unreachable: Vec::new(),
+        stranded: None,
     }
 }
 

@@ -28,7 +28,9 @@ pub fn local(
         .ok()
         .flatten();
     let role = report.as_ref().map(|r| r.role.clone());
-    let (reason, unreachable) = report.map_or((None, Vec::new()), |r| (r.reason, r.unreachable));
+    let (reason, unreachable, stranded) = report.map_or((None, Vec::new(), None), |r| {
+        (r.reason, r.unreachable, r.stranded)
+    });
     let since = p.since_ms();
     Ok(Some(NodeStatus {
         node: p.node.clone(),
@@ -42,6 +44,7 @@ pub fn local(
         last_failure: p.last_failure.clone(),
         reason,
         unreachable,
+        stranded,
     }))
 }
 

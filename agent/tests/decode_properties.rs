@@ -75,6 +75,8 @@ fn report() -> impl Strategy<Value = MemberReport> {
     )
         .prop_map(
             |(node, phase, last_error, updated_ms, done, reason, unreachable)| MemberReport {
+                // Written first: it copies `node` before `node` moves in.
+                stranded: (!done).then(|| format!("stranded {node}")),
                 node,
                 role: "worker".into(),
                 phase,

@@ -76,6 +76,23 @@ enum Command {
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Start over: retire the cluster's assembly at the rendezvous (raise its generation,
+    /// delete its init record, join material and removal tombstones) so machines booted
+    /// from this same output assemble a new cluster. Tear the old machines down first.
+    Reset {
+        /// The `muster build` output dir (cluster secret and baked config).
+        #[arg(long)]
+        out: PathBuf,
+        /// Do not ask: the cluster name is not typed to confirm.
+        #[arg(long)]
+        yes: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Give up on the rendezvous after this long.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// The whole cluster on this machine, one network namespace per node (needs root):
     /// `up`, `status`, `stop`/`start`/`cut`/`heal` a node, `exec` on it, `down`.
     Lab(muster_lab::cli::LabArgs),
@@ -240,6 +257,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             write,
             timeout,
         } => kubeconfig(out, write, timeout),
+        Command::Reset {
+            out,
+            yes,
+            json,
+            timeout,
+        } => reset(out, yes, json, timeout),
         Command::Lab(args) => muster_lab::cli::run(args),
         Command::Rendezvous(args) => {
             serve_rendezvous(args)?;
@@ -359,6 +382,49 @@ fn status(out: PathBuf, json: bool, timeout: std::time::Duration) -> anyhow::Res
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `muster reset`: asks for the cluster name unless `--yes`.
+fn reset(
+    out: PathBuf,
+    yes: bool,
+    json: bool,
+    timeout: std::time::Duration,
+) -> anyhow::Result<ExitCode> {
+    use muster_build::ops::reset;
+    let dir = muster_build::ops::BuildDir::load(&out)?;
+    let name = dir.baked.spec.name.to_string();
+    if !yes {
+        use std::io::{BufRead as _, IsTerminal as _, Write as _};
+        anyhow::ensure!(
+            std::io::stdin().is_terminal(),
+            "muster reset retires cluster `{name}`: confirm with --yes (stdin is not a terminal)"
+        );
+        eprint!(
+            "This retires cluster `{name}` at {}: nodes of its current assembly are never \
+             joined again. Type the cluster name to go on: ",
+            dir.rendezvous_url()
+        );
+        std::io::stderr().flush().context("prompt")?;
+        let mut typed = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut typed)
+            .context("reading the confirmation")?;
+        anyhow::ensure!(
+            reset::confirmed(&typed, &name),
+            "not confirmed (typed `{}`, not `{name}`): nothing was changed",
+            typed.trim()
+        );
+    }
+    let report = runtime()?.block_on(reset::reset(&dir, timeout))?;
+    if json {
+        let text = serde_json::to_string_pretty(&report).context("serializing the report")?;
+        println!("{text}");
+    } else {
+        print!("{}", reset::render(&report));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `muster kubeconfig`.

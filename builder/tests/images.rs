@@ -373,40 +373,64 @@ case "$1" in
 esac
 "#;
 
+/// `create-vms.sh` of a plan written to a temp dir (with a seed image per node), run with
+/// the `qm` stand-in on PATH; VMs live under `state`.
+struct QmLab {
+    dir: tempfile::TempDir,
+    state: PathBuf,
+}
+
+impl QmLab {
+    fn new(c: &model::Cluster, p: &model::Plan) -> QmLab {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(bin.join("qm"), FAKE_QM).unwrap();
+        std::fs::set_permissions(
+            bin.join("qm"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let lab = QmLab { dir, state };
+        lab.render(c, p);
+        lab
+    }
+
+    /// (Re)writes the plan's script and seed images: a rebuild into the same dir.
+    fn render(&self, c: &model::Cluster, p: &model::Plan) {
+        write(self.dir.path(), &proxmox::render(c, p));
+        for n in &p.nodes {
+            let d = self.dir.path().join("nodes").join(n.name.as_str());
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("seed.img"), b"seed").unwrap();
+        }
+    }
+
+    fn run(&self) -> std::process::Output {
+        let bin = self.dir.path().join("bin");
+        Command::new("bash")
+            .arg(self.dir.path().join(proxmox::CREATE_VMS_PATH))
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
+            .env("QM_STATE", &self.state)
+            .output()
+            .unwrap()
+    }
+}
+
 #[test]
 fn proxmox_script_creates_only_new_nodes_and_refuses_an_id_of_another_vm() {
     let (_, c, p) = examples()
         .into_iter()
         .find(|(s, ..)| s.starts_with("seed-001"))
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), &proxmox::render(&c, &p));
-    for n in &p.nodes {
-        let d = dir.path().join("nodes").join(n.name.as_str());
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("seed.img"), b"seed").unwrap();
-    }
-    let bin = dir.path().join("bin");
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::create_dir_all(&state).unwrap();
-    std::fs::write(bin.join("qm"), FAKE_QM).unwrap();
-    std::fs::set_permissions(
-        bin.join("qm"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let run = || {
-        Command::new("bash")
-            .arg(dir.path().join(proxmox::CREATE_VMS_PATH))
-            .env(
-                "PATH",
-                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
-            )
-            .env("QM_STATE", &state)
-            .output()
-            .unwrap()
-    };
+    let lab = QmLab::new(&c, &p);
+    let state = lab.state.clone();
+    let run = || lab.run();
     // The template, and the two servers an earlier run created.
     std::fs::write(state.join("9001"), "node-image").unwrap();
     std::fs::write(state.join("301"), "k3s-server-01").unwrap();
@@ -443,4 +467,64 @@ fn proxmox_script_creates_only_new_nodes_and_refuses_an_id_of_another_vm() {
     let log = std::fs::read_to_string(state.join("log")).unwrap();
     assert!(!log.contains(" 322 --"), "{log}");
     assert!(!log.contains("qm start"), "{log}");
+}
+
+/// Issue 16: seed 001 rebuilt with a third worker. The script (golden) creates exactly the
+/// new worker, at its own id, when every old VM exists; no old VM is cloned or started again.
+#[test]
+fn proxmox_script_after_adding_a_worker_creates_only_it() {
+    let (_, c, p) = examples()
+        .into_iter()
+        .find(|(s, ..)| s.starts_with("seed-001"))
+        .unwrap();
+    let text = std::fs::read_to_string(repo().join("examples/seed-001-k3s-haproxy-proxmox.yaml"))
+        .unwrap()
+        .replacen("    workers: 2\n", "    workers: 3\n", 1);
+    let (grown, w) = model::spec::load("seed-001-plus-a-worker.yaml", &text).unwrap();
+    let gp = model::plan::resolve(&grown, w.items);
+    assert_eq!(gp.nodes.len(), p.nodes.len() + 1);
+
+    let script = proxmox::render(&grown, &gp);
+    let got = &script.files.get(proxmox::CREATE_VMS_PATH).unwrap().contents;
+    let golden =
+        repo().join("builder/tests/golden-images/grown/seed-001-plus-a-worker/create-vms.sh");
+    if std::env::var_os("MUSTER_BLESS").is_some() {
+        std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+        std::fs::write(&golden, got).unwrap();
+    }
+    assert_eq!(
+        &std::fs::read(&golden).unwrap(),
+        got,
+        "{} differs (MUSTER_BLESS=1 to regenerate)",
+        golden.display()
+    );
+
+    // Every VM of the first build exists (created and running).
+    let lab = QmLab::new(&c, &p);
+    std::fs::write(lab.state.join("9001"), "node-image").unwrap();
+    let out = lab.run();
+    assert!(out.status.success(), "{}", show(&out));
+    std::fs::remove_file(lab.state.join("log")).unwrap();
+    lab.render(&grown, &gp);
+    let out = lab.run();
+    assert!(out.status.success(), "{}", show(&out));
+    let log = std::fs::read_to_string(lab.state.join("log")).unwrap();
+    let clones: Vec<&str> = log.lines().filter(|l| l.starts_with("qm clone")).collect();
+    assert_eq!(
+        clones,
+        ["qm clone 9001 313 --name k3s-worker-03 --full"],
+        "{log}"
+    );
+    let starts: Vec<&str> = log.lines().filter(|l| l.starts_with("qm start")).collect();
+    assert_eq!(starts, ["qm start 313"], "{log}");
+    for n in &p.nodes {
+        let id = n.vmid.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(lab.state.join(id.to_string()))
+                .unwrap()
+                .trim(),
+            n.name.as_str(),
+            "{id} kept its VM"
+        );
+    }
 }

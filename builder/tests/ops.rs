@@ -156,6 +156,7 @@ impl Cluster {
             node: by.into(),
             token,
             at_ms: now_ms(),
+            generation: 0,
         };
         c.create(
             keys::INITIALIZED,
@@ -576,4 +577,102 @@ fn build_writes_the_baked_config_beside_the_payload() {
     let d = muster_build::ops::BuildDir::load(&dir).unwrap();
     assert_eq!(d.baked.nodes.len(), 6);
     let _: &Path = &d.dir;
+}
+
+/// `muster reset`: refused without confirmation (nothing changed); with `--yes` it raises
+/// the generation and deletes the retired assembly's init record, join material and
+/// removal tombstones; a second reset raises it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_needs_confirmation_then_retires_the_assembly() {
+    let c = cluster(|_| {}).await;
+    c.initialize("cp-1", "kubeconfig".into()).await;
+    let op = c.node("muster-test");
+    op.create("removed.wk-1", b"{}", None, None).await.unwrap();
+    let (code, out, err) = c.muster(&["reset"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("--yes"), "{err}");
+    assert!(
+        op.get(keys::INITIALIZED).await.unwrap().is_some(),
+        "untouched"
+    );
+    assert!(op.get(keys::GENERATION).await.unwrap().is_none());
+
+    let (code, out, err) = c.muster(&["reset", "--yes", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["previousGeneration"], 0);
+    assert_eq!(r["generation"], 1);
+    let deleted: Vec<&str> = r["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(deleted, ["initialized", "join-material", "removed.wk-1"]);
+    for k in [keys::INITIALIZED, keys::JOIN_MATERIAL, "removed.wk-1"] {
+        assert!(op.get(k).await.unwrap().is_none(), "{k} left");
+    }
+    let g: protocol::generation::GenerationRecord =
+        serde_json::from_slice(&op.get(keys::GENERATION).await.unwrap().unwrap().value).unwrap();
+    assert_eq!(g.generation, 1);
+
+    let (code, out, err) = c.muster(&["reset", "--yes"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("generation 1 retired, now 2"), "{out}");
+    assert!(out.contains("no records of the retired assembly"), "{out}");
+    let _ = c.server.stop().await;
+}
+
+/// Issue 16: `muster status` tells planned-but-absent, present-but-not-planned and removed
+/// (tombstoned) nodes apart; a removed planned node is not waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_tells_absent_unplanned_and_removed_members_apart() {
+    let c = cluster(|_| {}).await;
+    let t0 = now_ms() - 1_000;
+    for (n, role) in [
+        ("lab-cp-1", "control-plane"),
+        ("lab-cp-2", "control-plane"),
+        ("lab-cp-3", "control-plane"),
+        ("lab-w-1", "worker"),
+        ("lab-w-2", "worker"),
+        ("lab-w-9", "worker"),
+    ] {
+        c.report(n, role, state(Phase::Done, 0, None), t0).await;
+    }
+    let op = c.node("muster-test");
+    for gone in ["lab-w-3", "lab-w-4"] {
+        let t = protocol::removal::Tombstone {
+            node: gone.into(),
+            role: "worker".into(),
+            by: "muster-test".into(),
+            at_ms: t0,
+        };
+        op.create(
+            &protocol::removal::tombstone_key(gone),
+            &serde_json::to_vec(&t).unwrap(),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    let (code, out, err) = c.muster(&["status", "--json", "--timeout", "2s"]).await;
+    let s: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(node(&s, "lab-w-3")["phase"], "removed", "{s:#}");
+    assert_eq!(s["removed"], serde_json::json!(["lab-w-3", "lab-w-4"]));
+    assert_eq!(s["plannedAbsent"], serde_json::json!([]));
+    assert_eq!(s["unplannedMembers"], serde_json::json!(["lab-w-9"]));
+    assert_eq!(s["allDone"], true, "the removed node is not waited for");
+    assert_eq!(code, 0, "every planned node not removed is done: {out}");
+
+    op.delete("removed.lab-w-3", None).await.unwrap();
+    let (_, out, _) = c.muster(&["status", "--timeout", "2s"]).await;
+    assert!(out.contains("planned but absent: lab-w-3"), "{out}");
+    assert!(out.contains("removed: lab-w-4"), "{out}");
+    assert!(
+        out.contains("members not in this build's plan: lab-w-9"),
+        "{out}"
+    );
+    assert!(out.contains("5/6 nodes done"), "{out}");
+    let _ = c.server.stop().await;
 }

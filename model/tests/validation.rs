@@ -700,3 +700,46 @@ fn an_empty_key_is_located_under_a_name() {
     );
     assert!(ps.iter().all(|(f, ..)| !f.is_empty()), "{ps:#?}");
 }
+
+/// A life of adds and removes (issue 16): workers 2 → 5 → 1 → 3, control planes 3 → 5 → 3.
+/// At every step each node that stays keeps its VM id, a node that comes back gets the id
+/// it had, and ids never collide.
+#[test]
+fn proxmox_vm_ids_are_stable_across_add_and_remove_sequences() {
+    let steps = [(3, 2), (3, 5), (3, 1), (5, 1), (5, 3), (3, 3)];
+    let mut ever: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    let mut previous: Vec<(String, u32)> = Vec::new();
+    for (cps, workers) in steps {
+        let now = vmids(&format!(
+            "{}{PROXMOX}",
+            with(
+                "controlPlanes: 3\n    workers: 2",
+                &format!("controlPlanes: {cps}\n    workers: {workers}")
+            )
+        ));
+        assert_eq!(now.len(), cps + workers, "{now:?}");
+        let ids: std::collections::HashSet<u32> = now.iter().map(|(_, id)| *id).collect();
+        assert_eq!(
+            ids.len(),
+            now.len(),
+            "ids collide at {cps}+{workers}: {now:?}"
+        );
+        for (name, id) in &now {
+            if let Some(was) = ever.insert(name.clone(), *id) {
+                assert_eq!(was, *id, "{name} moved at {cps}+{workers}");
+            }
+            // No id that another name held before is handed to this one.
+            let other = ever.iter().find(|(n, i)| **i == *id && *n != name);
+            assert!(other.is_none(), "{name} took {other:?}'s id");
+        }
+        for kept in previous
+            .iter()
+            .filter(|(n, _)| now.iter().any(|(m, _)| m == n))
+        {
+            assert!(now.contains(kept), "{kept:?} changed at {cps}+{workers}");
+        }
+        previous = now;
+    }
+    assert_eq!(ever.get("t-w-5"), Some(&125), "{ever:?}");
+    assert_eq!(ever.get("t-cp-5"), Some(&115), "{ever:?}");
+}

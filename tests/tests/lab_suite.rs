@@ -1026,3 +1026,140 @@ fn a_control_plane_booted_after_the_certificate_key_expired_still_joins() {
     );
     eprintln!("material refreshed by {refreshed:?} for {late}");
 }
+
+// ------------------------------------------------------------------ starting over (issue 16)
+
+impl Suite {
+    /// `muster ARGS --out BUILD` run where the rendezvous is reachable (the bridge
+    /// namespace), as an operator runs it.
+    fn operator(&self, args: &[&str]) -> netns::Out {
+        let rec = self.lab().record();
+        let mut cmd = netns::command(&rec.bridge_ns, &[], bin_dir().join("muster"));
+        cmd.args(args).arg("--out").arg(&rec.build_dir);
+        let out = netns::run(cmd, &format!("muster {args:?}"), Duration::from_secs(60)).unwrap();
+        self.note(&format!("muster {args:?} -> {:?}", out.code));
+        out
+    }
+
+    /// `muster status --json` (exit code ignored: it is 1 while not every node is done).
+    fn cluster_status(&self) -> Value {
+        let out = self.operator(&["status", "--json"]);
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.all()))
+    }
+
+    /// The record `key` at the rendezvous (as the operator commands read it), from the
+    /// bridge namespace; `write` replaces it (created if absent) first.
+    fn record(&self, key: &'static str, write: Option<Vec<u8>>) -> Option<Vec<u8>> {
+        let rec = self.lab().record();
+        let dir = muster_build::ops::BuildDir::load(&rec.build_dir).unwrap();
+        netns::in_netns(&rec.bridge_ns, move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let c = dir.client(Duration::from_secs(5)).unwrap();
+                if let Some(bytes) = write {
+                    match c.get(key).await.unwrap() {
+                        Some(r) => c.cas(key, r.revision, &bytes, None, None).await,
+                        None => c.create(key, &bytes, None, None).await,
+                    }
+                    .unwrap();
+                }
+                c.get(key).await.unwrap().map(|r| r.value)
+            })
+        })
+        .unwrap()
+    }
+
+    /// The etcd member names a control plane's local member lists.
+    fn etcd_members(&self, cp: &str) -> Vec<String> {
+        let out = self
+            .lab()
+            .etcdctl(cp, &["member", "list", "-w", "json"])
+            .unwrap();
+        assert!(out.ok(), "{}", out.all());
+        let v: Value = serde_json::from_str(&out.stdout).unwrap();
+        let mut names: Vec<String> = v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap_or("").to_string())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+/// Assembled, torn down (every machine halted and re-created from the same output),
+/// `muster reset`, booted again: a new cluster assembles (a second init, generation 1),
+/// with etcd holding exactly the three new members. The old assembly's `initialized`
+/// record is written back after the reset (as a forgotten old machine could): the new
+/// agents never join it, and the new initializer replaces it.
+#[test]
+fn reset_then_the_same_output_assembles_afresh() {
+    if !enabled() {
+        return;
+    }
+    let mut s = Suite::new(None, "reset-afresh");
+    let all = s.all();
+    s.boot(&all);
+    s.wait_done(&all);
+    let before = s.cluster_status();
+    assert_eq!(before["initialized"]["generation"], 0, "{before:#}");
+    let first_token = before["initialized"]["token"].as_u64().unwrap();
+    let old_init = s.record(protocol::keys::INITIALIZED, None).unwrap();
+
+    // Without a reset the re-created machines would try to join the dead cluster: the
+    // reset comes first, then the machines boot from the same build output.
+    for h in &all {
+        s.lab_mut().stop(h).unwrap();
+        s.lab_mut().reimage(h).unwrap();
+    }
+    let refused = s.operator(&["reset"]);
+    assert_eq!(refused.code, Some(1), "{}", refused.all());
+    let out = s.operator(&["reset", "--yes", "--json"]);
+    assert!(out.ok(), "{}", out.all());
+    let r: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        (r["previousGeneration"].as_u64(), r["generation"].as_u64()),
+        (Some(0), Some(1))
+    );
+    s.record(protocol::keys::INITIALIZED, Some(old_init));
+    for h in &all {
+        s.lab_mut().start(h).unwrap();
+    }
+    s.wait_done(&all);
+    let after = s.cluster_status();
+    assert_eq!(after["initialized"]["generation"], 1, "{after:#}");
+    assert!(
+        after["initialized"]["token"].as_u64().unwrap() > first_token,
+        "a new init: {after:#}"
+    );
+    for host in &all {
+        let st = s.status(host);
+        assert_eq!(st["thisNode"]["phase"], "done", "{host}: {st:#}");
+    }
+    let grants = s
+        .lab()
+        .audit()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.subject == "init" && e.event == AuditEvent::Granted)
+        .count();
+    assert_eq!(grants, 2, "one init per generation");
+    let saw_retired = all
+        .iter()
+        .filter(|h| {
+            s.log(h, "agent.log")
+                .contains("init record of retired generation 0")
+        })
+        .count();
+    assert!(
+        saw_retired > 0,
+        "no agent met the written-back old init record"
+    );
+    let mut cps = s.cps.clone();
+    cps.sort();
+    assert_eq!(s.etcd_members(&s.cps[0]), cps);
+}

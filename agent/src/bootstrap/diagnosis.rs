@@ -127,7 +127,7 @@ pub fn targets(d: &Dependencies, phase: &Phase) -> Vec<Target> {
         && let Some(api) = &d.api
     {
         t.push(Target {
-            what: "API endpoint",
+            what: super::stranded::API_ENDPOINT,
             endpoint: api.clone(),
         });
     }

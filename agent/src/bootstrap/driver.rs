@@ -11,6 +11,7 @@ use super::diagnosis::{self, ReasonAsk};
 use super::member_policy::{self, Sweep};
 use super::state::{Config, Phase, State};
 use super::store::{Persisted, Store};
+use super::stranded;
 use super::transition::{self, Decision, Event};
 use crate::coord::{Acquired, Coordinator, ErrorKind, Fence};
 use crate::distro::{Distro, DistroError, DistroResult, EtcdAccess, InitSecrets};
@@ -133,6 +134,8 @@ pub struct Driver<C, D, S, H, K, St, N> {
     /// Dependencies that refused or ignored the last probe (in the report).
     unreachable: Vec<protocol::report::Unreachable>,
     last_probe: Option<Millis>,
+    /// Since when the API endpoint has been unreachable while joining (`stranded`).
+    api_unreachable_since: Option<Millis>,
     last_reason_read: Option<Millis>,
     /// The cluster revision the last watch answered with: a wait watches for changes
     /// after it, and it was read before the tick that decided to wait, so a change made
@@ -244,6 +247,7 @@ where
             reason: None,
             unreachable: Vec::new(),
             last_probe: None,
+            api_unreachable_since: None,
             last_reason_read: None,
             revision: None,
             heartbeated: None,
@@ -268,6 +272,11 @@ where
             crate::report::member_report(self.cfg.role, &self.persisted, self.clock.now_ms());
         r.reason = self.reason.clone();
         r.unreachable = self.unreachable.clone();
+        r.stranded = stranded::verdict(
+            self.api_unreachable_since,
+            self.clock.now_ms(),
+            stranded::STRANDED_AFTER_MS,
+        );
         r
     }
 
@@ -373,6 +382,13 @@ where
             for u in &self.unreachable {
                 tracing::warn!(node = %self.settings.node, "{u}");
             }
+            let probed_api = targets.iter().any(|t| t.what == stranded::API_ENDPOINT);
+            self.api_unreachable_since = stranded::unreachable_since(
+                self.api_unreachable_since,
+                probed_api,
+                &self.unreachable,
+                now,
+            );
         }
         let changed = old != (self.reason.clone(), self.unreachable.clone());
         if changed && let Err(e) = self.store.save_status(&self.report()) {
@@ -634,13 +650,9 @@ where
         Ok(Outcome::Finished)
     }
 
-    /// Whether the durable `initialized` record exists.
+    /// Whether the durable `initialized` record exists and is of the current generation.
     async fn initialized(&self) -> Performed<bool> {
-        self.coord
-            .get(keys::INITIALIZED)
-            .await
-            .map(|r| r.is_some())
-            .map_err(|e| Stop::failed("check initialized", e))
+        Ok(self.current_init().await?.is_some())
     }
 
     async fn acquire(&self, semaphore: &str, slots: u32) -> Performed {

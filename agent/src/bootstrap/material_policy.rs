@@ -145,6 +145,7 @@ mod tests {
             node: "cp-1".into(),
             token,
             at_ms: 0,
+            generation: 0,
         }
     }
 

@@ -11,6 +11,7 @@ pub mod material_policy;
 pub mod member_policy;
 pub mod state;
 pub mod store;
+pub mod stranded;
 pub mod transition;
 
 pub use actions::Action;

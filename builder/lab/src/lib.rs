@@ -552,6 +552,33 @@ impl Lab {
         self.boot(name)
     }
 
+    /// A fresh disk for a halted node, as a machine re-created from the same build output:
+    /// its root is wiped, the payload unpacked and its user data applied again (agent
+    /// state, etcd data, the stand-ins' state all gone). Boot it with [`Lab::start`].
+    pub fn reimage(&mut self, name: &str) -> Result<()> {
+        let node = self.rec.node(name)?.clone();
+        if !node.halted {
+            return Err(LabError::Bad {
+                path: node.root.clone(),
+                detail: format!("{name} is running: stop it before re-imaging it"),
+            });
+        }
+        match std::fs::remove_dir_all(&node.root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LabError::io(&node.root)(e)),
+        }
+        let build = &self.rec.build_dir;
+        disk::unpack_payload(&build.join(muster_build::bake::PAYLOAD_FILE), &node.root)?;
+        let user_data = build
+            .join(muster_build::bake::NODES_DIR)
+            .join(name)
+            .join(muster_build::render::cloud_init::USER_DATA);
+        disk::apply_user_data(&user_data, &node.root)?;
+        clear_stale_pid_files(&node.dir.join("run"));
+        Ok(())
+    }
+
     /// Link loss: the node's cable is pulled (its processes keep running).
     pub fn cut(&mut self, name: &str) -> Result<()> {
         let node = self.rec.node(name)?.clone();

@@ -10,3 +10,8 @@ pub const INITIALIZED: &str = "initialized";
 pub const JOIN_MATERIAL: &str = "join-material";
 /// A joiner found the material expired; any joined control plane refreshes it.
 pub const REFRESH_REQUEST: &str = "refresh-request";
+/// Durable: the cluster's assembly generation, raised by `muster reset` (absent: 0). An
+/// `initialized` record of an older generation belongs to a retired assembly.
+pub const GENERATION: &str = "generation";
+/// Prefix of the durable tombstones `muster remove` leaves: `removed.<node>`.
+pub const REMOVED_PREFIX: &str = "removed.";

@@ -8,11 +8,13 @@
 pub mod client;
 pub mod clock;
 pub mod etcd_view;
+pub mod generation;
 pub mod holders;
 pub mod key_file;
 pub mod keys;
 pub mod pin;
 pub mod records;
+pub mod removal;
 pub mod report;
 pub mod retry;
 pub mod seal;

@@ -72,6 +72,10 @@ pub struct InitRecord {
     pub node: String,
     pub token: u64,
     pub at_ms: Millis,
+    /// The assembly generation the init belongs to (`crate::generation`); records written
+    /// before generations existed are generation 0.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

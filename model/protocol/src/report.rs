@@ -29,6 +29,10 @@ pub struct MemberReport {
     /// accept a TCP connection at the last probe.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreachable: Vec<Unreachable>,
+    /// Said when the cluster is initialized but no control plane has answered for long
+    /// (a torn-down cluster not reset?).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stranded: Option<String>,
 }
 
 /// At most this many log lines are carried, each line cut to fit [`MAX_REASON_BYTES`].

@@ -44,6 +44,9 @@ pub struct NodeStatus {
     /// Dependencies that did not accept a connection at the agent's last probe.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreachable: Vec<Unreachable>,
+    /// The cluster is initialized but no control plane answered for long (issue 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stranded: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -443,6 +446,9 @@ impl Status {
                     ));
                 }
                 s.push_str(&diagnosis_lines(n.reason.as_ref(), &n.unreachable, "  "));
+                if let Some(why) = &n.stranded {
+                    s.push_str(&format!("  stranded: {why}\n"));
+                }
             }
         }
         if let Some(c) = &self.cluster {
@@ -614,7 +620,22 @@ mod tests {
             last_failure: None,
             reason: None,
             unreachable: Vec::new(),
+            stranded: None,
         }
+    }
+
+    #[test]
+    fn a_stranded_node_says_so() {
+        let n = NodeStatus {
+            phase: "acquiring-join-slot".into(),
+            stranded: Some("no control plane has answered for 300s".into()),
+            ..done_node()
+        };
+        let text = Status::new(Some(n), None).render();
+        assert!(
+            text.contains("  stranded: no control plane has answered for 300s"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -686,6 +707,7 @@ mod tests {
                 node: "cp-1".into(),
                 token: 1,
                 at_ms: 7,
+                generation: 0,
             }),
             &log,
             0,

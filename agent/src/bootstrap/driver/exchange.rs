@@ -10,6 +10,7 @@ use crate::distro::Distro;
 use crate::host::Host;
 use crate::systemd::{Notifier, Systemd};
 use protocol::clock::Clock;
+use protocol::generation::{self, GenerationRecord};
 use protocol::keys;
 use protocol::records::{InitRecord, JoinMaterial, RefreshRequest, Secret, new_certificate_key};
 use std::time::Duration;
@@ -58,6 +59,33 @@ where
         }
     }
 
+    /// The `initialized` record if it belongs to the current assembly generation
+    /// (`protocol::generation`): a retired assembly's record is never joined.
+    pub(super) async fn current_init(&self) -> Performed<Option<(InitRecord, u64)>> {
+        let init: Option<(InitRecord, u64)> = self.read_json(keys::INITIALIZED).await?;
+        let Some((rec, rev)) = init else {
+            return Ok(None);
+        };
+        let gen_rec: Option<(GenerationRecord, u64)> = self.read_json(keys::GENERATION).await?;
+        let current = generation::current(gen_rec.as_ref().map(|(g, _)| g));
+        if generation::is_current(&rec, current) {
+            Ok(Some((rec, rev)))
+        } else {
+            tracing::warn!(
+                node = %self.settings.node,
+                "ignoring the init record of retired generation {} (by {}); the current generation is {current}",
+                rec.generation, rec.node
+            );
+            Ok(None)
+        }
+    }
+
+    /// The generation this node's init is published in.
+    async fn current_generation(&self) -> Performed<u64> {
+        let gen_rec: Option<(GenerationRecord, u64)> = self.read_json(keys::GENERATION).await?;
+        Ok(generation::current(gen_rec.as_ref().map(|(g, _)| g)))
+    }
+
     /// The published material and its revision if `material_policy::judge_material`
     /// allows it; otherwise a refresh is requested (or already pending) and the action
     /// stops with `MaterialStale`.
@@ -65,7 +93,7 @@ where
         &self,
         control_plane: bool,
     ) -> Performed<(JoinMaterial, u64)> {
-        let init: Option<(InitRecord, u64)> = self.read_json(keys::INITIALIZED).await?;
+        let init = self.current_init().await?;
         let Some((init, _)) = init else {
             return Err(Stop::Failed("the cluster is not initialized yet".into()));
         };
@@ -192,6 +220,7 @@ where
             node: node.clone(),
             token: f.token,
             at_ms: self.clock.now_ms(),
+            generation: self.current_generation().await?,
         };
         let bytes = encode("initialized", &rec)?;
         let created = self
@@ -199,12 +228,20 @@ where
             .create(keys::INITIALIZED, &bytes, None, Some(f))
             .await
             .map_err(|e| fenced_or_failed("publish initialized", e))?;
-        let Created::Exists { value, .. } = created else {
+        let Created::Exists { value, revision } = created else {
             return Ok(Outcome::Finished);
         };
         match serde_json::from_slice::<InitRecord>(&value) {
             // Our own earlier write whose answer was lost.
             Ok(r) if material_policy::is_ours(&r, &node, f.token) => Ok(Outcome::Finished),
+            // A retired assembly's record (left or written back after a reset): replaced.
+            Ok(r) if !generation::is_current(&r, rec.generation) => {
+                self.coord
+                    .compare_and_swap(keys::INITIALIZED, revision, &bytes, Some(f))
+                    .await
+                    .map_err(|e| fenced_or_failed("replace a retired initialized record", e))?;
+                Ok(Outcome::Finished)
+            }
             Ok(r) => Err(Stop::Fenced(format!(
                 "the cluster was initialized by {} (token {})",
                 r.node, r.token
@@ -236,7 +273,7 @@ where
         let Some(req) = self.refresh_request().await? else {
             return Ok(());
         };
-        let init: Option<(InitRecord, u64)> = self.read_json(keys::INITIALIZED).await?;
+        let init = self.current_init().await?;
         let Some((init, _)) = init else {
             return Ok(());
         };

@@ -8,6 +8,7 @@
 
 pub mod kubeconfig;
 pub mod probe;
+pub mod reset;
 pub mod status;
 
 use crate::bake::secret::SECRET_FILE;

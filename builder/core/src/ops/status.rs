@@ -15,6 +15,9 @@ use std::time::Duration;
 
 /// The phase shown for a planned node that is not a live member.
 pub const ABSENT: &str = "absent";
+/// The phase shown for a planned node that is not live and was removed on purpose
+/// (a `removed.<node>` tombstone at the rendezvous).
+pub const REMOVED: &str = "removed";
 /// The phase shown for a live member whose report could not be read.
 pub const UNREADABLE: &str = "unreadable";
 
@@ -38,6 +41,9 @@ pub struct NodeRow {
     /// Dependencies the node could not connect to at its last probe.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unreachable: Vec<Unreachable>,
+    /// The node finds the cluster initialized but no control plane answering, for long.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stranded: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -46,6 +52,8 @@ pub struct Initialized {
     pub node: String,
     pub token: u64,
     pub at_ms: u64,
+    /// The assembly generation the init belongs to (`muster reset` raises it).
+    pub generation: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -58,6 +66,10 @@ pub struct ClusterStatus {
     pub nodes: Vec<NodeRow>,
     /// Live members that are not in the plan (another build of the cluster?).
     pub unplanned_members: Vec<String>,
+    /// Planned nodes that are not live members (and not removed).
+    pub planned_absent: Vec<String>,
+    /// Nodes removed on purpose (tombstones at the rendezvous), planned or not.
+    pub removed: Vec<String>,
     pub initialized: Option<Initialized>,
     pub join_material: bool,
     pub init_holders: Vec<SlotHolder>,
@@ -106,10 +118,20 @@ pub fn rows(dir: &BuildDir, view: &RendezvousView, now_ms: u64) -> Vec<NodeRow> 
                 done: report.is_some_and(|r| r.done || r.phase == "done"),
                 reason: report.and_then(|r| r.reason.clone()),
                 unreachable: report.map_or_else(Vec::new, |r| r.unreachable.clone()),
+                stranded: report.and_then(|r| r.stranded.clone()),
                 phase,
             }
         })
         .collect()
+}
+
+/// A planned node that is not live and has a tombstone shows `removed`, not `absent`.
+pub fn mark_removed(nodes: &mut [NodeRow], removed: &[String]) {
+    for n in nodes.iter_mut() {
+        if !n.live && removed.contains(&n.name) {
+            n.phase = REMOVED.to_string();
+        }
+    }
 }
 
 /// Asks the rendezvous (`protocol::status::fetch`) and probes the API endpoint. Fails only
@@ -119,12 +141,27 @@ pub async fn gather(dir: &BuildDir, timeout: Duration) -> Result<ClusterStatus, 
     let client = dir.client(timeout)?;
     let view = fetch(&client).await.map_err(|e| dir.rendezvous_error(e))?;
     let now = super::now_ms();
-    let nodes = rows(dir, &view, now);
-    let unplanned_members = view
-        .members
+    let (_, tombstones) = client
+        .list(keys::REMOVED_PREFIX)
+        .await
+        .map_err(|e| dir.rendezvous_error(e))?;
+    let removed: Vec<String> = tombstones
         .iter()
-        .filter(|m| !nodes.iter().any(|n| n.name == m.name))
-        .map(|m| m.name.clone())
+        .filter_map(|r| protocol::removal::tombstoned_node(&r.key))
+        .map(str::to_string)
+        .collect();
+    let mut nodes = rows(dir, &view, now);
+    mark_removed(&mut nodes, &removed);
+    let live: Vec<&str> = view.members.iter().map(|m| m.name.as_str()).collect();
+    let unplanned_members = live
+        .iter()
+        .filter(|m| !nodes.iter().any(|n| n.name == **m))
+        .map(|m| (*m).to_string())
+        .collect();
+    let planned_absent = nodes
+        .iter()
+        .filter(|n| n.phase == ABSENT)
+        .map(|n| n.name.clone())
         .collect();
     // With the admin kubeconfig's CA the endpoint must also pass TLS verification.
     let roots = view
@@ -142,7 +179,7 @@ pub async fn gather(dir: &BuildDir, timeout: Duration) -> Result<ClusterStatus, 
             error: Some("not address:port".into()),
         },
     };
-    let all_done = !nodes.is_empty() && nodes.iter().all(|n| n.done);
+    let all_done = !nodes.is_empty() && nodes.iter().all(|n| n.done || n.phase == REMOVED);
     Ok(ClusterStatus {
         cluster: dir.baked.spec.name.to_string(),
         cluster_id: dir.baked.cluster_id.clone(),
@@ -150,10 +187,13 @@ pub async fn gather(dir: &BuildDir, timeout: Duration) -> Result<ClusterStatus, 
         revision: view.revision,
         nodes,
         unplanned_members,
+        planned_absent,
+        removed,
         initialized: view.initialized.as_ref().map(|r| Initialized {
             node: r.node.clone(),
             token: r.token,
             at_ms: r.at_ms,
+            generation: r.generation,
         }),
         join_material: view.join_material.is_some(),
         init_holders: holders_from_audit(&view.audit, keys::INIT_SEMAPHORE),
@@ -193,8 +233,8 @@ pub fn render(s: &ClusterStatus) -> String {
         s.initialized
             .as_ref()
             .map_or("nobody yet".to_string(), |i| format!(
-                "{} (init token {})",
-                i.node, i.token
+                "{} (init token {}, generation {})",
+                i.node, i.token, i.generation
             ))
     );
     let _ = writeln!(
@@ -237,6 +277,9 @@ pub fn render(s: &ClusterStatus) -> String {
             n.last_error.as_deref().unwrap_or("")
         );
         o.push_str(&diagnosis_lines(n.reason.as_ref(), &n.unreachable, "    "));
+        if let Some(why) = &n.stranded {
+            let _ = writeln!(o, "    stranded: {why}");
+        }
     }
     if let Some(e) = &s.etcd {
         let _ = writeln!(
@@ -246,6 +289,12 @@ pub fn render(s: &ClusterStatus) -> String {
             super::now_ms().saturating_sub(e.observed_ms) / 1000
         );
         o.push_str(&e.render("  "));
+    }
+    if !s.planned_absent.is_empty() {
+        let _ = writeln!(o, "planned but absent: {}", s.planned_absent.join(", "));
+    }
+    if !s.removed.is_empty() {
+        let _ = writeln!(o, "removed: {}", s.removed.join(", "));
     }
     if !s.unplanned_members.is_empty() {
         let _ = writeln!(
@@ -258,10 +307,10 @@ pub fn render(s: &ClusterStatus) -> String {
         let _ = writeln!(o, "unreadable: {p}");
     }
     let done = s.nodes.iter().filter(|n| n.done).count();
+    let counted = s.nodes.iter().filter(|n| n.phase != REMOVED).count();
     let _ = writeln!(
         o,
-        "\n{done}/{} nodes done{}",
-        s.nodes.len(),
+        "\n{done}/{counted} nodes done{}",
         if s.all_done { "" } else { ": not complete" }
     );
     printable(&o).into_owned()
