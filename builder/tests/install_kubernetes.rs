@@ -467,3 +467,185 @@ fn k3s_from_its_release_files_with_their_sums() {
         std::fs::remove_file(root.join("usr/local/bin/k3s")).unwrap();
     }
 }
+
+/// A minimal OCI image archive (what `ctr images export` writes) for `image`: one layer
+/// with one file naming it, a config, a manifest, an index naming the image.
+fn oci_archive(image: &str, tar_path: &Path, work: &Path) {
+    use sha2::{Digest, Sha256};
+    let d = work.join(format!(
+        "oci-{}",
+        muster_build::image::prepull::tarball_name(image)
+    ));
+    let blobs = d.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let blob = |bytes: &[u8]| {
+        let digest = hex::encode(Sha256::digest(bytes));
+        std::fs::write(blobs.join(&digest), bytes).unwrap();
+        (format!("sha256:{digest}"), bytes.len())
+    };
+    let mut layer = tar::Builder::new(Vec::new());
+    let text = format!("stand-in image {image}\n");
+    let mut h = tar::Header::new_gnu();
+    h.set_size(text.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    layer
+        .append_data(&mut h, "standin-image", text.as_bytes())
+        .unwrap();
+    let layer = layer.into_inner().unwrap();
+    let (layer_digest, layer_size) = blob(&layer);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+    });
+    let (config_digest, config_size) = blob(config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer_digest, "size": layer_size}],
+    });
+    let (manifest_digest, manifest_size) = blob(manifest.to_string().as_bytes());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest, "size": manifest_size,
+            "platform": {"architecture": "amd64", "os": "linux"},
+            "annotations": {"io.containerd.image.name": image},
+        }],
+    });
+    std::fs::write(d.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(d.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    sh(Command::new("tar")
+        .arg("-C")
+        .arg(&d)
+        .arg("-cf")
+        .arg(tar_path)
+        .arg("."));
+}
+
+/// The images in containerd's k8s.io namespace of `root`, listed by the real `ctr` against
+/// the image's own containerd (started for the purpose in a private mount namespace).
+fn ctr_images(root: &Path) -> Vec<String> {
+    let o = sh(Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+        .arg(
+            "set -e; r=$1; mount -t proc proc $r/proc; mount -t tmpfs tmpfs $r/run; \
+             chroot $r containerd --address /run/t.sock >/dev/null 2>&1 & \
+             for i in $(seq 100); do chroot $r ctr --address /run/t.sock version >/dev/null 2>&1 && break; sleep 0.1; done; \
+             chroot $r ctr --address /run/t.sock -n k8s.io images ls -q; kill $!; wait $! || true",
+        )
+        .arg("ctr-images")
+        .arg(root));
+    let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("sha256:"))
+        .map(String::from)
+        .collect();
+    v.sort();
+    v
+}
+
+/// Issue 13's pre-pull: the images a kubeadm + kube-vip node needs, as stand-in OCI
+/// archives in `--artifacts DIR/images/`, imported by `image::prepull::import` (what the
+/// build runs: images/import-images.sh with the image's real containerd and `ctr`) after
+/// provision.sh, which must have left containerd with `SystemdCgroup = true`.
+#[test]
+fn images_are_prepulled_into_containerd_with_the_real_ctr() {
+    use muster_build::image::{customise, payload, prepull};
+    require_root();
+    let scratch = tempfile::Builder::new()
+        .prefix("prepull")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let s = scratch.path();
+    let root = root_copy(s);
+
+    // provision.sh as the build runs it, with a payload holding just a unit to enable.
+    let mut files = muster_build::render::FileSet::default();
+    files.add(
+        "etc/systemd/system/nodeagent.service",
+        0o644,
+        "[Unit]\nDescription=stand-in\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n",
+    );
+    let tarball = s.join("payload.tar.gz");
+    std::fs::write(&tarball, payload::pack(&files).unwrap()).unwrap();
+    customise::provision(&root, &tarball).unwrap();
+    let dump = chroot_out(&root, &["containerd", "config", "dump"]);
+    assert!(
+        dump.lines().any(|l| l.trim() == "SystemdCgroup = true"),
+        "containerd config dump lacks SystemdCgroup = true:\n{dump}"
+    );
+
+    // seed 000: kubeadm + kube-vip, cilium (no pinned manifest): no add-on manifest needed.
+    let cluster = spec("seed-000-kubeadm-kube-vip.yaml");
+    let needs = prepull::needs(&cluster).unwrap();
+    assert!(needs.manifests.is_empty());
+    let artifacts = s.join("artifacts");
+    let images = prepull::resolve(&needs, &artifacts).unwrap();
+    assert_eq!(images.len(), 8, "{images:?}");
+    let dir = artifacts.join(prepull::IMAGES_DIR);
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in &images {
+        oci_archive(i, &dir.join(prepull::tarball_name(i)), s);
+    }
+    let sums = sh(Command::new("sha256sum")
+        .args(images.iter().map(|i| prepull::tarball_name(i)))
+        .current_dir(&dir));
+    std::fs::write(dir.join(prepull::IMAGE_SUMS), &sums.stdout).unwrap();
+
+    // Broken cases first: a tampered tarball, a tarball holding another image, a missing
+    // one; each names the file, and nothing is imported.
+    let pause = images
+        .iter()
+        .find(|i| i.contains("/pause:"))
+        .unwrap()
+        .clone();
+    let pause_tar = dir.join(prepull::tarball_name(&pause));
+    let good = std::fs::read(&pause_tar).unwrap();
+    let want = String::from_utf8_lossy(&sums.stdout)
+        .lines()
+        .find(|l| l.ends_with(&prepull::tarball_name(&pause)))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    std::fs::write(&pause_tar, b"tampered").unwrap();
+    expect_err(
+        prepull::import(&root, &artifacts, &images),
+        &format!("the image {pause}: sha256 "),
+    );
+    std::fs::remove_file(&pause_tar).unwrap();
+    expect_err(
+        prepull::import(&root, &artifacts, &images),
+        &format!("missing: the image {pause} (expected sha256 {want})"),
+    );
+    // Another image's archive under pause's name, with a matching sum: the script finds
+    // the image missing in containerd after the import.
+    let other = s.join("other.tar");
+    oci_archive("registry.k8s.io/not-pause:1", &other, s);
+    std::fs::copy(&other, &pause_tar).unwrap();
+    let fake_sum = muster_build::image::files::sha256_file(&pause_tar).unwrap();
+    let fixed = String::from_utf8_lossy(&sums.stdout).replace(&want, &fake_sum);
+    std::fs::write(dir.join(prepull::IMAGE_SUMS), &fixed).unwrap();
+    expect_err(
+        prepull::import(&root, &artifacts, &images),
+        &format!("did not hold the image {pause}"),
+    );
+    std::fs::write(&pause_tar, &good).unwrap();
+    std::fs::write(dir.join(prepull::IMAGE_SUMS), &sums.stdout).unwrap();
+
+    // The real import: every image in k8s.io, listed again by a fresh containerd.
+    let t = std::time::Instant::now();
+    prepull::import(&root, &artifacts, &images).unwrap();
+    eprintln!("import of {} images: {:.1?}", images.len(), t.elapsed());
+    let mut listed = ctr_images(&root);
+    listed.retain(|i| i != "registry.k8s.io/not-pause:1");
+    assert_eq!(listed, images);
+    assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+    assert!(!root.join("run/muster-containerd").exists());
+}
