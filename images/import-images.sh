@@ -4,13 +4,17 @@
 # after install-kubernetes.sh and provision.sh (containerd installed and configured):
 # `muster image build` runs it in its chroot, Packer in the build VM.
 #
-#   import-images.sh DIR REF...
+#   import-images.sh [--k3s] DIR REF...
 #
 #   DIR holds one tarball per REF (an OCI or Docker archive as `ctr images export` or
 #   `docker save` writes it), named by import-images.sh's rule (REF with / and : as _,
 #   plus .tar), and SHA256SUMS (sha256sum format) listing each tarball. Every tarball is
 #   checked against its sum before anything is imported; after the import every REF must
 #   be in `ctr -n k8s.io images ls`.
+#
+# --k3s: k3s runs its own containerd, which imports the tarballs in
+# /var/lib/rancher/k3s/agent/images/ when it starts (k3s's airgap layout, beside its airgap
+# tarball); the checked tarballs are installed there instead.
 #
 # When no containerd answers on /run/containerd/containerd.sock (a chroot), the script
 # starts the image's own containerd on a private socket for the import and stops it after;
@@ -25,10 +29,14 @@ die() {
 }
 
 [ "$(id -u)" -eq 0 ] || die "must run as root"
-[ $# -ge 2 ] || die "usage: import-images.sh DIR REF..."
+k3s=false
+if [ "${1:-}" = --k3s ]; then
+  k3s=true
+  shift
+fi
+[ $# -ge 2 ] || die "usage: import-images.sh [--k3s] DIR REF..."
 dir=$1
 shift
-command -v ctr >/dev/null || die "ctr not found: containerd is not installed in this image"
 [ -f "$dir/SHA256SUMS" ] || die "$dir/SHA256SUMS: missing (the image tarballs' sums)"
 
 file_of() { printf '%s.tar' "$(printf '%s' "$1" | tr '/:@' '___')"; }
@@ -42,6 +50,15 @@ for ref in "$@"; do
   [ "$got" = "$want" ] || die "$dir/$f (image $ref) has sha256 $got, expected $want (from SHA256SUMS)"
 done
 
+if [ "$k3s" = true ]; then
+  for ref in "$@"; do
+    install -D -m 0644 "$dir/$(file_of "$ref")" "/var/lib/rancher/k3s/agent/images/$(file_of "$ref")"
+  done
+  say "$# image tarballs in /var/lib/rancher/k3s/agent/images/ (k3s imports them when it starts): $*"
+  exit 0
+fi
+
+command -v ctr >/dev/null || die "ctr not found: containerd is not installed in this image"
 sock=/run/containerd/containerd.sock
 pid=
 stop() {

@@ -616,12 +616,12 @@ fn images_are_prepulled_into_containerd_with_the_real_ctr() {
         .to_string();
     std::fs::write(&pause_tar, b"tampered").unwrap();
     expect_err(
-        prepull::import(&root, &artifacts, &images),
+        prepull::import(&root, &artifacts, &images, false),
         &format!("the image {pause}: sha256 "),
     );
     std::fs::remove_file(&pause_tar).unwrap();
     expect_err(
-        prepull::import(&root, &artifacts, &images),
+        prepull::import(&root, &artifacts, &images, false),
         &format!("missing: the image {pause} (expected sha256 {want})"),
     );
     // Another image's archive under pause's name, with a matching sum: the script finds
@@ -633,7 +633,7 @@ fn images_are_prepulled_into_containerd_with_the_real_ctr() {
     let fixed = String::from_utf8_lossy(&sums.stdout).replace(&want, &fake_sum);
     std::fs::write(dir.join(prepull::IMAGE_SUMS), &fixed).unwrap();
     expect_err(
-        prepull::import(&root, &artifacts, &images),
+        prepull::import(&root, &artifacts, &images, false),
         &format!("did not hold the image {pause}"),
     );
     std::fs::write(&pause_tar, &good).unwrap();
@@ -641,11 +641,21 @@ fn images_are_prepulled_into_containerd_with_the_real_ctr() {
 
     // The real import: every image in k8s.io, listed again by a fresh containerd.
     let t = std::time::Instant::now();
-    prepull::import(&root, &artifacts, &images).unwrap();
+    prepull::import(&root, &artifacts, &images, false).unwrap();
     eprintln!("import of {} images: {:.1?}", images.len(), t.elapsed());
     let mut listed = ctr_images(&root);
     listed.retain(|i| i != "registry.k8s.io/not-pause:1");
     assert_eq!(listed, images);
     assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
     assert!(!root.join("run/muster-containerd").exists());
+
+    // k3s: the same checked tarballs where k3s's own containerd imports them at start.
+    prepull::import(&root, &artifacts, &images, true).unwrap();
+    for i in &images {
+        let name = prepull::tarball_name(i);
+        assert_eq!(
+            std::fs::read(root.join("var/lib/rancher/k3s/agent/images").join(&name)).unwrap(),
+            std::fs::read(dir.join(&name)).unwrap()
+        );
+    }
 }

@@ -464,10 +464,13 @@ fn build_into(opts: &BuildOptions, out: &Path) -> Result<ImageReport, ImageError
     if let Prepull::Images { dir, images } = &prepull {
         progress.step(
             &format!(
-                "pre-pulling {} images into containerd (images/import-images.sh)",
+                "pre-pulling {} images (images/import-images.sh)",
                 images.len()
             ),
-            || prepull::import(&rootfs, dir, images),
+            || {
+                let k3s = cluster.distribution.kind == model::spec::DistroKind::K3s;
+                prepull::import(&rootfs, dir, images, k3s)
+            },
         )?;
     }
     let kernel_version = extract_boot_files(&mut progress, &rootfs, out)?;

@@ -211,7 +211,9 @@ pub fn check(dir: &Path, images: &[String]) -> Result<(), ImageError> {
 /// the tarballs staged in the chroot, `images/import-images.sh` run there by the image's
 /// own containerd, in a private mount namespace that gives it /proc and a tmpfs /run (gone
 /// when the step ends), the staged tarballs removed after.
-pub fn import(rootfs: &Path, dir: &Path, images: &[String]) -> Result<(), ImageError> {
+/// For k3s (`k3s`), the checked tarballs go to k3s's airgap images dir instead: k3s's own
+/// containerd imports them when it starts.
+pub fn import(rootfs: &Path, dir: &Path, images: &[String], k3s: bool) -> Result<(), ImageError> {
     let step = "pre-pulling images (images/import-images.sh)";
     if images.is_empty() {
         return Ok(());
@@ -248,12 +250,74 @@ pub fn import(rootfs: &Path, dir: &Path, images: &[String]) -> Result<(), ImageE
             )
             .arg("import-images")
             .arg(&root)
+            .args(k3s.then_some("--k3s"))
             .arg(format!("/{STAGE}"))
             .args(images),
     );
     remove_tree(&stage)?;
     std::fs::remove_file(&script).map_err(io_err(step, &script))?;
     result.map(drop)
+}
+
+/// `muster artifacts fetch`'s part: the pinned add-on manifests (checked against their
+/// sha256) into `dir/manifests/`, then every image the nodes need pulled by the host's
+/// containerd (`ctr images pull`, in a namespace of its own) and exported
+/// (`ctr images export`) into `dir/images/`, with `dir/images/SHA256SUMS`. Returns the
+/// files written, relative to `dir`.
+pub fn fetch(cluster: &model::Cluster, dir: &Path) -> Result<Vec<String>, ImageError> {
+    let needs = needs(cluster)?;
+    let mut names = Vec::new();
+    for m in &needs.manifests {
+        let rel = format!("{MANIFESTS_DIR}/{}", manifest_name(m));
+        super::artifacts::download(m.url, &dir.join(&rel))?;
+        names.push(rel);
+    }
+    let images = resolve(&needs, dir)?;
+    if images.is_empty() {
+        return Ok(names);
+    }
+    let step = "pulling images (ctr)";
+    let images_dir = dir.join(IMAGES_DIR);
+    std::fs::create_dir_all(&images_dir).map_err(io_err(step, &images_dir))?;
+    let ctr = |args: &[&str]| {
+        let mut c = Command::new("ctr");
+        c.args(["--namespace", "muster-fetch"]).args(args);
+        c
+    };
+    run(step, &mut ctr(&["version"])).map_err(|e| ImageError::Artifact {
+        file: images_dir.clone(),
+        problem: format!(
+            "the images are pulled with containerd's `ctr`, which needs a running containerd \
+             on this machine (apt install containerd): {e}"
+        ),
+    })?;
+    let mut sums = Vec::new();
+    for image in &images {
+        let name = tarball_name(image);
+        let tar = images_dir.join(&name);
+        run(
+            step,
+            &mut ctr(&["images", "pull", "--platform", "linux/amd64", image]),
+        )?;
+        let tar_text = tar.display().to_string();
+        run(
+            step,
+            &mut ctr(&[
+                "images",
+                "export",
+                "--platform",
+                "linux/amd64",
+                &tar_text,
+                image,
+            ]),
+        )?;
+        sums.push((name.clone(), sha256_file(&tar)?));
+        names.push(format!("{IMAGES_DIR}/{name}"));
+    }
+    let sums_path = images_dir.join(IMAGE_SUMS);
+    super::files::atomic_write(&sums_path, super::files::sums_text(&sums).as_bytes())?;
+    names.push(format!("{IMAGES_DIR}/{IMAGE_SUMS}"));
+    Ok(names)
 }
 
 #[cfg(test)]
