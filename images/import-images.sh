@@ -4,13 +4,16 @@
 # after install-kubernetes.sh and provision.sh (containerd installed and configured):
 # `muster image build` runs it in its chroot, Packer in the build VM.
 #
-#   import-images.sh [--k3s] DIR REF...
+#   import-images.sh [--k3s] [--manifest FILE SHA256]... DIR REF...
 #
 #   DIR holds one tarball per REF (an OCI or Docker archive as `ctr images export` or
 #   `docker save` writes it), named by import-images.sh's rule (REF with / and : as _,
 #   plus .tar), and SHA256SUMS (sha256sum format) listing each tarball. Every tarball is
 #   checked against its sum before anything is imported; after the import every REF must
 #   be in `ctr -n k8s.io images ls`.
+#
+# --manifest: FILE is a pinned add-on manifest that must have SHA256; each `image:` it names
+# is one more REF (Packer passes them so; `muster image build` reads them itself).
 #
 # --k3s: k3s runs its own containerd, which imports the tarballs in
 # /var/lib/rancher/k3s/agent/images/ when it starts (k3s's airgap layout, beside its airgap
@@ -34,9 +37,26 @@ if [ "${1:-}" = --k3s ]; then
   k3s=true
   shift
 fi
-[ $# -ge 2 ] || die "usage: import-images.sh [--k3s] DIR REF..."
+refs=()
+while [ "${1:-}" = --manifest ]; do
+  [ $# -ge 3 ] || die "--manifest needs FILE SHA256"
+  [ -f "$2" ] || die "$2: missing (the pinned add-on manifest, expected sha256 $3)"
+  got=$(sha256sum "$2" | cut -d' ' -f1)
+  [ "$got" = "$3" ] || die "$2 has sha256 $got, expected $3 (the pinned manifest)"
+  found=$(awk '
+    { sub(/^[ \t]+/, "") }
+    /^image:/ { v = substr($0, 7); gsub(/^[ \t"]+|[ \t"]+$/, "", v); if (v != "") print v }' "$2")
+  while IFS= read -r ref; do [ -z "$ref" ] || refs+=("$ref"); done <<<"$found"
+  shift 3
+done
+[ $# -ge 1 ] || die "usage: import-images.sh [--k3s] [--manifest FILE SHA256]... DIR REF..."
 dir=$1
 shift
+# (No process substitution: a chroot has no /dev/fd.)
+sorted=$(printf '%s\n' "$@" "${refs[@]}" | grep -v '^$' | sort -u || true)
+[ -n "$sorted" ] || die "no images to import"
+mapfile -t all <<<"$sorted"
+set -- "${all[@]}"
 [ -f "$dir/SHA256SUMS" ] || die "$dir/SHA256SUMS: missing (the image tarballs' sums)"
 
 file_of() { printf '%s.tar' "$(printf '%s' "$1" | tr '/:@' '___')"; }

@@ -658,4 +658,42 @@ fn images_are_prepulled_into_containerd_with_the_real_ctr() {
             std::fs::read(dir.join(&name)).unwrap()
         );
     }
+
+    // Packer's form: the add-on images named by a pinned manifest (`--manifest FILE SHA`),
+    // the script run in the target as the Packer build runs it.
+    std::fs::remove_dir_all(root.join("var/lib/rancher/k3s/agent/images")).unwrap();
+    let manifest = "spec:\n  containers:\n  - name: a\n    image: \"registry.k8s.io/pause:3.10\"\n";
+    std::fs::write(root.join("tmp/m.yaml"), manifest).unwrap();
+    let msum = muster_build::image::files::sha256_file(&root.join("tmp/m.yaml")).unwrap();
+    sh(Command::new("cp")
+        .arg("-a")
+        .arg(&dir)
+        .arg(root.join("tmp/arts")));
+    std::fs::write(
+        root.join("tmp/import-images.sh"),
+        muster_build::render::images::IMPORT_IMAGES_SH,
+    )
+    .unwrap();
+    let script = |sum: &str| {
+        Command::new("chroot")
+            .arg(&root)
+            .args(["/bin/bash", "/tmp/import-images.sh", "--k3s", "--manifest"])
+            .args(["/tmp/m.yaml", sum, "/tmp/arts"])
+            .output()
+            .unwrap()
+    };
+    let o = script(&"0".repeat(64));
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&format!("has sha256 {msum}, expected 0000")),
+        "{}",
+        show(&o)
+    );
+    let o = script(&msum);
+    assert!(o.status.success(), "{}", show(&o));
+    let k3s_images: Vec<_> = std::fs::read_dir(root.join("var/lib/rancher/k3s/agent/images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(k3s_images, [prepull::tarball_name(&pause)]);
 }

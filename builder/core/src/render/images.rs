@@ -32,6 +32,13 @@ pub fn render(_cluster: &Cluster, _plan: &Plan) -> FileSet {
     files.add(PROVISION_PATH, 0o755, PROVISION_SH);
     files.add(INSTALL_KUBERNETES_PATH, 0o755, INSTALL_KUBERNETES_SH);
     files.add(IMPORT_IMAGES_PATH, 0o755, IMPORT_IMAGES_SH);
+    // What Packer uploads as the artifacts dir when `artifacts_dir` is empty.
+    files.add(
+        "images/no-artifacts/README",
+        0o644,
+        "Packer uploads this directory when -var artifacts_dir is empty: the distribution\n\
+         then comes from upstream and there are no images to pre-pull.\n",
+    );
     files
 }
 
