@@ -358,6 +358,55 @@ fn kubeadm_from_a_signed_apt_repository_and_its_broken_cases() {
     // A test source does not stay configured in the image; nothing is left in /tmp.
     assert!(!root.join("etc/apt/sources.list.d/kubernetes.list").exists());
     assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+
+    // `--artifacts` as a plain directory of .deb files (no index): the same versions picked.
+    chroot_out(
+        &root,
+        &["apt-mark", "unhold", "kubeadm", "kubelet", "kubectl"],
+    );
+    chroot_out(
+        &root,
+        &[
+            "dpkg",
+            "--purge",
+            "kubeadm",
+            "kubelet",
+            "kubectl",
+            "cri-tools",
+            "kubernetes-cni",
+        ],
+    );
+    let debs_of = |repo: &str, to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(www.join(repo).join("amd64")).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+    };
+    let older_debs = s.join("older-debs");
+    debs_of("older", &older_debs);
+    expect_err(
+        kubernetes::install(&root, &cluster, &Source::Artifacts(older_debs)),
+        "no .deb of kubeadm 1.31.4",
+    );
+    let debs = s.join("debs");
+    debs_of("good", &debs);
+    kubernetes::install(&root, &cluster, &Source::Artifacts(debs)).unwrap();
+    let status = chroot_out(
+        &root,
+        &[
+            "dpkg-query",
+            "-W",
+            "-f",
+            "${Package} ${Version}\\n",
+            "kubeadm",
+            "kubelet",
+            "kubectl",
+        ],
+    );
+    assert!(status.contains(&format!("kubeadm {plain}-1.1")), "{status}");
+    let held = chroot_out(&root, &["apt-mark", "showhold"]);
+    assert!(held.lines().any(|l| l == "kubeadm"), "{held}");
 }
 
 /// `k3s` + airgap tarball + a real `sha256sum-amd64.txt` in `dir`.
