@@ -17,6 +17,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+use common::artifacts::{oci_archive, standin_debs};
 use common::{repo, show};
 
 use muster_build::image::kubernetes::{self, Source};
@@ -74,68 +75,10 @@ fn gpg_key(home: &Path, name: &str) -> String {
         .unwrap()
 }
 
-/// `dpkg-deb --build` of one package holding `files` (path in the package, contents, mode).
-fn deb(out: &Path, name: &str, version: &str, depends: &str, files: &[(&str, Vec<u8>)]) {
-    let tree = out.join(format!(".{name}-{version}"));
-    std::fs::create_dir_all(tree.join("DEBIAN")).unwrap();
-    let mut control = format!(
-        "Package: {name}\nVersion: {version}\nArchitecture: amd64\nMaintainer: muster tests <t@muster.invalid>\n\
-         Description: STAND-IN {name} for muster's tests\n"
-    );
-    if !depends.is_empty() {
-        control.push_str(&format!("Depends: {depends}\n"));
-    }
-    std::fs::write(tree.join("DEBIAN/control"), control).unwrap();
-    for (path, contents) in files {
-        let p = tree.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, contents).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    sh(Command::new("dpkg-deb")
-        .args(["--root-owner-group", "-Zgzip", "-z1", "--build"])
-        .arg(&tree)
-        .arg(out.join(format!("{name}_{version}_amd64.deb"))));
-    std::fs::remove_dir_all(&tree).unwrap();
-}
-
-fn script(text: &str) -> Vec<u8> {
-    format!("#!/bin/sh\n# STAND-IN\n{text}\n").into_bytes()
-}
-
 /// A flat apt repository in `dir` with the packages at `version` (like 1.31.4), signed by
 /// `signer`'s key; `Release.key` is `published`'s public key.
 fn apt_repo(dir: &Path, version: &str, signer: &Path, published: &Path) {
-    std::fs::create_dir_all(dir.join("amd64")).unwrap();
-    let kubeadm =
-        std::fs::read(muster_lab::standins::target_binary("kubeadm-standin").unwrap()).unwrap();
-    let rev = format!("{version}-1.1");
-    let debs = dir.join("amd64");
-    deb(
-        &debs,
-        "kubeadm",
-        &rev,
-        "cri-tools (>= 1.30.0), kubernetes-cni",
-        &[("usr/bin/kubeadm", kubeadm)],
-    );
-    for name in ["kubelet", "kubectl"] {
-        let body = script(&format!("echo \"{name} stand-in v{version}\""));
-        deb(&debs, name, &rev, "", &[(&format!("usr/bin/{name}"), body)]);
-    }
-    deb(
-        &debs,
-        "cri-tools",
-        "1.31.1-1.1",
-        "",
-        &[("usr/bin/crictl", script("echo crictl stand-in"))],
-    );
-    deb(
-        &debs,
-        "kubernetes-cni",
-        "1.5.1-1.1",
-        "",
-        &[("opt/cni/bin/bridge", script("echo cni stand-in"))],
-    );
+    standin_debs(&dir.join("amd64"), version);
     let packages = sh(Command::new("apt-ftparchive")
         .args(["packages", "amd64"])
         .current_dir(dir));
@@ -515,65 +458,6 @@ fn k3s_from_its_release_files_with_their_sums() {
         assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
         std::fs::remove_file(root.join("usr/local/bin/k3s")).unwrap();
     }
-}
-
-/// A minimal OCI image archive (what `ctr images export` writes) for `image`: one layer
-/// with one file naming it, a config, a manifest, an index naming the image.
-fn oci_archive(image: &str, tar_path: &Path, work: &Path) {
-    use sha2::{Digest, Sha256};
-    let d = work.join(format!(
-        "oci-{}",
-        muster_build::image::prepull::tarball_name(image)
-    ));
-    let blobs = d.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let blob = |bytes: &[u8]| {
-        let digest = hex::encode(Sha256::digest(bytes));
-        std::fs::write(blobs.join(&digest), bytes).unwrap();
-        (format!("sha256:{digest}"), bytes.len())
-    };
-    let mut layer = tar::Builder::new(Vec::new());
-    let text = format!("stand-in image {image}\n");
-    let mut h = tar::Header::new_gnu();
-    h.set_size(text.len() as u64);
-    h.set_mode(0o644);
-    h.set_cksum();
-    layer
-        .append_data(&mut h, "standin-image", text.as_bytes())
-        .unwrap();
-    let layer = layer.into_inner().unwrap();
-    let (layer_digest, layer_size) = blob(&layer);
-    let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-    });
-    let (config_digest, config_size) = blob(config.to_string().as_bytes());
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": config_digest, "size": config_size},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": layer_digest, "size": layer_size}],
-    });
-    let (manifest_digest, manifest_size) = blob(manifest.to_string().as_bytes());
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest_digest, "size": manifest_size,
-            "platform": {"architecture": "amd64", "os": "linux"},
-            "annotations": {"io.containerd.image.name": image},
-        }],
-    });
-    std::fs::write(d.join("index.json"), index.to_string()).unwrap();
-    std::fs::write(d.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    sh(Command::new("tar")
-        .arg("-C")
-        .arg(&d)
-        .arg("-cf")
-        .arg(tar_path)
-        .arg("."));
 }
 
 /// The images in containerd's k8s.io namespace of `root`, listed by the real `ctr` against
