@@ -409,25 +409,17 @@ struct ImageBuildArgs {
 
 /// `muster image build`.
 fn image_build(a: ImageBuildArgs) -> anyhow::Result<ExitCode> {
-    let ImageBuildArgs {
-        spec,
-        out,
-        payload,
-        cache,
-        disk_size,
-        kubernetes,
-        images,
-        json,
-    } = a;
-    let loaded = spec_source::load(spec.as_deref())?;
+    let (out, json) = (a.out.clone(), a.json);
     let opts = muster_build::image::BuildOptions {
-        spec: loaded,
-        out: out.clone(),
-        payload: Some(payload),
-        cache: cache.unwrap_or_else(muster_build::image::default_cache_dir),
-        disk_bytes: disk_size,
-        kubernetes,
-        images,
+        spec: spec_source::load(a.spec.as_deref())?,
+        out: a.out,
+        payload: Some(a.payload),
+        cache: a
+            .cache
+            .unwrap_or_else(muster_build::image::default_cache_dir),
+        disk_bytes: a.disk_size,
+        kubernetes: a.kubernetes,
+        images: a.images,
         variant: None,
     };
     let report = muster_build::image::build(&opts).context("image build failed")?;

@@ -270,33 +270,7 @@ fn kubeadm_from_a_signed_apt_repository_and_its_broken_cases() {
         std::fs::read(standin).unwrap(),
         "/usr/bin/kubeadm is the package's (the stand-in)"
     );
-    let held = chroot_out(&root, &["apt-mark", "showhold"]);
-    for p in ["kubeadm", "kubelet", "kubectl"] {
-        assert!(held.lines().any(|l| l == p), "{p} not held:\n{held}");
-    }
-    let status = chroot_out(
-        &root,
-        &[
-            "dpkg-query",
-            "-W",
-            "-f",
-            "${Package} ${Version}\\n",
-            "kubeadm",
-            "kubelet",
-            "kubectl",
-            "cri-tools",
-            "kubernetes-cni",
-        ],
-    );
-    for want in [
-        format!("kubeadm {plain}-1.1"),
-        format!("kubelet {plain}-1.1"),
-        format!("kubectl {plain}-1.1"),
-        "cri-tools 1.31.1-1.1".into(),
-        "kubernetes-cni 1.5.1-1.1".into(),
-    ] {
-        assert!(status.lines().any(|l| l == want), "{want} in\n{status}");
-    }
+    assert_installed(&root, plain);
     assert!(chroot_out(&root, &["kubelet"]).contains(&format!("v{plain}")));
     // A test source does not stay configured in the image; nothing is left in /tmp.
     assert!(!root.join("etc/apt/sources.list.d/kubernetes.list").exists());
@@ -335,8 +309,17 @@ fn kubeadm_from_a_signed_apt_repository_and_its_broken_cases() {
     let debs = s.join("debs");
     debs_of("good", &debs);
     kubernetes::install(&root, &cluster, &Source::Artifacts(debs)).unwrap();
+    assert_installed(&root, plain);
+}
+
+/// The five packages at the versions the install path picks, the first three held.
+fn assert_installed(root: &Path, plain: &str) {
+    let held = chroot_out(root, &["apt-mark", "showhold"]);
+    for p in ["kubeadm", "kubelet", "kubectl"] {
+        assert!(held.lines().any(|l| l == p), "{p} not held:\n{held}");
+    }
     let status = chroot_out(
-        &root,
+        root,
         &[
             "dpkg-query",
             "-W",
@@ -345,11 +328,19 @@ fn kubeadm_from_a_signed_apt_repository_and_its_broken_cases() {
             "kubeadm",
             "kubelet",
             "kubectl",
+            "cri-tools",
+            "kubernetes-cni",
         ],
     );
-    assert!(status.contains(&format!("kubeadm {plain}-1.1")), "{status}");
-    let held = chroot_out(&root, &["apt-mark", "showhold"]);
-    assert!(held.lines().any(|l| l == "kubeadm"), "{held}");
+    for want in [
+        format!("kubeadm {plain}-1.1"),
+        format!("kubelet {plain}-1.1"),
+        format!("kubectl {plain}-1.1"),
+        "cri-tools 1.31.1-1.1".into(),
+        "kubernetes-cni 1.5.1-1.1".into(),
+    ] {
+        assert!(status.lines().any(|l| l == want), "{want} in\n{status}");
+    }
 }
 
 /// `k3s` + airgap tarball + a real `sha256sum-amd64.txt` in `dir`.
