@@ -76,13 +76,13 @@ pub enum ImageError {
     )]
     NoPayload,
     #[error(
-        "the nodes of this spec run {count} container images from registries ({images}) and \
+        "the nodes of this spec run container images from registries ({images}) and \
          this build has none of them to pre-pull: fetch them where the registries are \
          reachable (`muster artifacts fetch SPEC --out DIR`, or `ctr images pull` + `ctr \
          images export` into DIR/images/ with DIR/images/SHA256SUMS) and build with \
          `--artifacts DIR`; `--allow-incomplete` builds without them on purpose"
     )]
-    NoImages { count: usize, images: String },
+    NoImages { images: String },
     #[error(
         "`{tool}` is not installed (Debian package {package}; scripts/deps/vm-images.sh installs it)"
     )]
@@ -381,7 +381,6 @@ fn plan_prepull(
     }
     let Some(dir) = &opts.images else {
         return Err(ImageError::NoImages {
-            count: needs.images.len() + needs.manifests.len(),
             images: needs.describe(),
         });
     };
@@ -809,6 +808,59 @@ mod tests {
         assert_ne!(k, build_key("base1", None, 2 << 30, ""));
         assert_ne!(k, build_key("base1", Some("aa"), 4 << 30, ""));
         assert_ne!(k, build_key("base1", Some("aa"), 2 << 30, "test"));
+    }
+
+    fn opts(example: &str, kubernetes: kubernetes::Source) -> BuildOptions {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples")
+            .join(example);
+        BuildOptions {
+            spec: crate::spec_source::load(Some(&path)).unwrap(),
+            out: PathBuf::from("/nonexistent/out"),
+            payload: Some(PathBuf::from("/nonexistent/payload.tar.gz")),
+            cache: PathBuf::from("/nonexistent/cache"),
+            disk_bytes: 2 << 30,
+            kubernetes,
+            images: None,
+            variant: None,
+        }
+    }
+
+    /// Only `--allow-incomplete` has a left-out list; any other build without the images
+    /// its nodes pull fails naming them, and a spec that pulls none needs none.
+    #[test]
+    fn images_are_pre_pulled_or_the_build_fails_unless_allow_incomplete() {
+        let o = opts("default.yaml", kubernetes::Source::LeftOut);
+        let mut sel = select_packages(&o);
+        assert!(matches!(plan_prepull(&o, &mut sel), Ok(Prepull::Nothing)));
+        assert_eq!(sel.left_out.len(), 1, "{:?}", sel.left_out);
+        assert!(sel.left_out[0].what.contains("registry.k8s.io/pause:3.10"));
+        assert!(
+            sel.left_out[0]
+                .what
+                .contains("the images of flannel v0.28.9")
+        );
+
+        let o = opts("default.yaml", kubernetes::Source::Upstream);
+        let mut sel = select_packages(&o);
+        let Err(err) = plan_prepull(&o, &mut sel) else {
+            panic!("a build without the images must fail")
+        };
+        let err = err.to_string();
+        assert!(
+            err.contains("run container images from registries (ghcr.io/kube-vip")
+                && err.contains("--artifacts DIR"),
+            "{err}"
+        );
+        assert!(sel.left_out.is_empty());
+
+        let o = opts(
+            "seed-001-k3s-haproxy-proxmox.yaml",
+            kubernetes::Source::Upstream,
+        );
+        let mut sel = select_packages(&o);
+        assert!(matches!(plan_prepull(&o, &mut sel), Ok(Prepull::Nothing)));
+        assert!(sel.left_out.is_empty());
     }
 
     #[test]
