@@ -169,7 +169,8 @@ enum ImageCommand {
 enum ArtifactsCommand {
     /// Download what `muster image build --artifacts DIR` needs for the spec (needs the
     /// internet): the flat apt repository subset for kubeadm, or k3s's release files;
-    /// signatures and sums checked.
+    /// signatures and sums checked. Then the pinned add-on manifests and the container
+    /// images the nodes run (pulled and exported with this machine's containerd `ctr`).
     Fetch {
         /// The cluster spec (YAML). Without it, the built-in default cluster.
         spec: Option<PathBuf>,
