@@ -250,6 +250,8 @@ fn check_host(need_debootstrap: bool) -> Result<(), ImageError> {
         ("mkfs.ext4", "e2fsprogs"),
         ("debugfs", "e2fsprogs"),
         ("qemu-img", "qemu-utils"),
+        // The pre-pull's private mount namespace (image::prepull::import).
+        ("unshare", "util-linux"),
     ];
     if need_debootstrap {
         tools.push(("debootstrap", "debootstrap"));
