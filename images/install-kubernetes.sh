@@ -87,12 +87,61 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# A local directory of .deb files without a signed index (`--artifacts DIR` holding just
+# the packages): no signature to check, the directory is taken as given; a SHA256SUMS in it
+# is checked. The same versions are picked as from a repository (kubeadm, kubelet, kubectl
+# at exactly VERSION, the newest cri-tools and kubernetes-cni), and apt installs them with
+# their Debian dependencies.
+install_debs() {
+  local dir=$1 plain=$2 files=() p f best bestv v
+  if [ -f "${dir}SHA256SUMS" ]; then
+    (cd "$dir" && sha256sum --check --strict --quiet --ignore-missing SHA256SUMS) >&2 ||
+      die "${dir}: a .deb does not match its SHA256SUMS (above)"
+  fi
+  for p in kubeadm kubelet kubectl cri-tools kubernetes-cni; do
+    best=
+    bestv=
+    for f in "$dir"*.deb; do
+      [ -f "$f" ] || continue
+      [ "$(dpkg-deb -f "$f" Package)" = "$p" ] || continue
+      v=$(dpkg-deb -f "$f" Version)
+      case $p in kubeadm | kubelet | kubectl) [ "${v%%-*}" = "$plain" ] || continue ;; esac
+      if [ -z "$bestv" ] || dpkg --compare-versions "$v" gt "$bestv"; then
+        best=$f
+        bestv=$v
+      fi
+    done
+    [ -n "$best" ] || die "${dir}: no .deb of $p$(case $p in kubeadm | kubelet | kubectl) echo " $plain" ;; esac) (a directory of .deb files)"
+    files+=("$best")
+  done
+  apt-get update -q >"$tmp/update" 2>&1 || {
+    cat "$tmp/update" >&2
+    die "apt-get update failed (above)"
+  }
+  if ! apt-get install -y -q --no-install-recommends "${files[@]}" >"$tmp/install" 2>&1; then
+    cat "$tmp/install" >&2
+    die "${dir}: apt-get install of the .deb files failed (above)"
+  fi
+  apt-mark hold kubeadm kubelet kubectl >/dev/null
+  for bin in kubeadm kubelet kubectl crictl; do
+    command -v "$bin" >/dev/null || die "$bin is not on PATH after installing the .deb files of $dir"
+  done
+  apt-get clean
+  rm -rf /var/lib/apt/lists/*
+  done_ok=true
+  say "kubeadm, kubelet, kubectl $plain (held), cri-tools, kubernetes-cni installed from the .deb files in $dir"
+}
+
 install_kubeadm() {
   [[ $version =~ ^v([0-9]+)\.([0-9]+)\.([0-9]+)$ ]] || die "kubeadm VERSION must look like v1.31.4, got $version"
   local minor="v${BASH_REMATCH[1]}.${BASH_REMATCH[2]}" plain=${version#v}
   local upstream="https://pkgs.k8s.io/core:/stable:/${minor}/deb/"
   local repo=${source:-$upstream}
   [[ $repo == */ ]] || repo="$repo/"
+  if [[ $repo == file:* ]] && [ ! -e "${repo#file:}Release" ] && [ ! -e "${repo#file:}InRelease" ]; then
+    install_debs "${repo#file:}" "$plain"
+    return
+  fi
   need gpg:gpg curl:curl
   local rc=0
   fetch "${repo}Release.key" "$tmp/Release.key" 2>"$tmp/err" || rc=$?

@@ -150,9 +150,8 @@ enum ImageCommand {
         #[arg(long)]
         out: PathBuf,
         /// The agent payload from `muster build` (payload.tar.gz with SHA256SUMS inside).
-        /// Without it the image has no agent.
         #[arg(long)]
-        payload: Option<PathBuf>,
+        payload: PathBuf,
         /// Cache for .debs and debootstrapped bases [default: ~/.cache/muster/image].
         #[arg(long, env = "MUSTER_IMAGE_CACHE")]
         cache: Option<PathBuf>,
@@ -161,14 +160,18 @@ enum ImageCommand {
         disk_size: u64,
         /// Take kubeadm/kubelet/kubectl (a flat apt repository) or k3s (binary, airgap
         /// images, sha256sum-amd64.txt) from this local directory instead of upstream;
-        /// signatures and sums are checked the same way. `muster artifacts fetch` fills it.
+        /// signatures and sums are checked the same way. Also the container images to
+        /// pre-pull (DIR/images/*.tar + SHA256SUMS) and the pinned add-on manifests
+        /// (DIR/manifests/). `muster artifacts fetch` fills it.
         #[arg(long, conflicts_with = "allow_incomplete")]
         artifacts: Option<PathBuf>,
-        /// Build without the Kubernetes distribution, on purpose (listed as left out).
+        /// Build without the Kubernetes distribution and the pre-pulled images, on purpose
+        /// (listed as left out).
         #[arg(long)]
         allow_incomplete: bool,
-        /// TEST ONLY: the apt repository or release URL to install from instead of upstream.
-        #[arg(long, hide = true, conflicts_with_all = ["artifacts", "allow_incomplete"])]
+        /// TEST ONLY: the apt repository or release URL to install from instead of upstream
+        /// (with --artifacts, the images still come from there).
+        #[arg(long, hide = true, conflicts_with = "allow_incomplete")]
         source_override: Option<String>,
         /// TEST ONLY: the fingerprint of the key that signs `--source-override`'s repository.
         #[arg(long, hide = true, requires = "source_override")]
@@ -183,7 +186,8 @@ enum ImageCommand {
 enum ArtifactsCommand {
     /// Download what `muster image build --artifacts DIR` needs for the spec (needs the
     /// internet): the flat apt repository subset for kubeadm, or k3s's release files;
-    /// signatures and sums checked.
+    /// signatures and sums checked. Then the pinned add-on manifests and the container
+    /// images the nodes run (pulled and exported with this machine's containerd `ctr`).
     Fetch {
         /// The cluster spec (YAML). Without it, the built-in default cluster.
         spec: Option<PathBuf>,
@@ -284,16 +288,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
         } => {
             use muster_build::image::kubernetes::Source;
+            let images = artifacts.clone();
             let kubernetes = match (artifacts, source_override) {
-                (Some(dir), _) => Source::Artifacts(dir),
-                (None, Some(url)) => Source::Override {
+                (_, Some(url)) => Source::Override {
                     url,
                     key_fingerprint: source_key_fingerprint,
                 },
+                (Some(dir), None) => Source::Artifacts(dir),
                 (None, None) if allow_incomplete => Source::LeftOut,
                 (None, None) => Source::Upstream,
             };
-            image_build(spec, out, payload, cache, disk_size, kubernetes, json)
+            image_build(ImageBuildArgs {
+                spec,
+                out,
+                payload,
+                cache,
+                disk_size,
+                kubernetes,
+                images,
+                json,
+            })
         }
         Command::Artifacts {
             command: ArtifactsCommand::Fetch { spec, out, json },
@@ -448,24 +462,31 @@ fn kubeconfig(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `muster image build`.
-fn image_build(
+/// What `muster image build` was asked for.
+struct ImageBuildArgs {
     spec: Option<PathBuf>,
     out: PathBuf,
-    payload: Option<PathBuf>,
+    payload: PathBuf,
     cache: Option<PathBuf>,
     disk_size: u64,
     kubernetes: muster_build::image::kubernetes::Source,
+    images: Option<PathBuf>,
     json: bool,
-) -> anyhow::Result<ExitCode> {
-    let loaded = spec_source::load(spec.as_deref())?;
+}
+
+/// `muster image build`.
+fn image_build(a: ImageBuildArgs) -> anyhow::Result<ExitCode> {
+    let (out, json) = (a.out.clone(), a.json);
     let opts = muster_build::image::BuildOptions {
-        spec: loaded,
-        out: out.clone(),
-        payload,
-        cache: cache.unwrap_or_else(muster_build::image::default_cache_dir),
-        disk_bytes: disk_size,
-        kubernetes,
+        spec: spec_source::load(a.spec.as_deref())?,
+        out: a.out,
+        payload: Some(a.payload),
+        cache: a
+            .cache
+            .unwrap_or_else(muster_build::image::default_cache_dir),
+        disk_bytes: a.disk_size,
+        kubernetes: a.kubernetes,
+        images: a.images,
         variant: None,
     };
     let report = muster_build::image::build(&opts).context("image build failed")?;

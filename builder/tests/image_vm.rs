@@ -77,14 +77,21 @@ fn payload(dir: &Path, cluster_json: &str) -> PathBuf {
     p
 }
 
-/// Runs `muster image build --json`; returns its report and the wall time.
-fn build(out: &Path, payload: &Path) -> (serde_json::Value, f64) {
+/// The spec the image is built for: kubeadm + kube-vip with no pinned add-on manifest (a
+/// stand-in cannot match a pinned manifest's sha256).
+const SPEC: &str = "examples/seed-000-kubeadm-kube-vip.yaml";
+
+/// Runs `muster image build SPEC --artifacts ARTIFACTS --json`: the user's install path
+/// (apt installs the stand-in .debs, import-images.sh pre-pulls the stand-in images);
+/// returns its report and the wall time.
+fn build(out: &Path, payload: &Path, artifacts: &Path) -> (serde_json::Value, f64) {
     let t = Instant::now();
-    // --allow-incomplete: upstream (pkgs.k8s.io) is unreachable here; this test boots the
-    // user image without the distribution (tests/install_kubernetes.rs tests that step).
     let o = Command::new(env!("CARGO_BIN_EXE_muster"))
-        .args(["image", "build", "--allow-incomplete", "--disk-size", "2G"])
-        .args(["--json", "--out"])
+        .args(["image", "build"])
+        .arg(common::repo().join(SPEC))
+        .args(["--disk-size", "2G", "--json", "--artifacts"])
+        .arg(artifacts)
+        .arg("--out")
         .arg(out)
         .arg("--payload")
         .arg(payload)
@@ -140,14 +147,27 @@ fn image_builds_and_boots_with_nocloud_seed() {
     // 1. Build, then rebuild after a payload change (the base comes from the cache).
     std::fs::create_dir_all(d.join("p1")).unwrap();
     std::fs::create_dir_all(d.join("p2")).unwrap();
-    let (first, first_wall) = build(&d.join("out1"), &payload(&d.join("p1"), r#"{"v":1}"#));
-    let (second, second_wall) = build(&d.join("out2"), &payload(&d.join("p2"), r#"{"v":2}"#));
+    let arts = d.join("artifacts");
+    let cluster = muster_build::spec_source::load(Some(&common::repo().join(SPEC)))
+        .unwrap()
+        .cluster;
+    common::artifacts::standin_artifacts(&arts, &cluster);
+    let (first, first_wall) = build(
+        &d.join("out1"),
+        &payload(&d.join("p1"), r#"{"v":1}"#),
+        &arts,
+    );
+    let (second, second_wall) = build(
+        &d.join("out2"),
+        &payload(&d.join("p2"), r#"{"v":2}"#),
+        &arts,
+    );
     common::measured(format_args!(
         "first build {first_wall:.1}s (base cached: {}); rebuild after payload change {second_wall:.1}s (base cached: {})",
         first["base"]["cached"], second["base"]["cached"]
     ));
     assert_eq!(second["base"]["cached"], true);
-    let (third, third_wall) = build(&d.join("out2"), &d.join("p2/payload.tar.gz"));
+    let (third, third_wall) = build(&d.join("out2"), &d.join("p2/payload.tar.gz"), &arts);
     common::measured(format_args!(
         "same inputs again: {third_wall:.1}s (up to date: {})",
         third["upToDate"]
@@ -157,8 +177,19 @@ fn image_builds_and_boots_with_nocloud_seed() {
     assert_ne!(first["buildKey"], second["buildKey"]);
     assert_eq!(first["base"]["key"], second["base"]["key"]);
     assert_ne!(first["payload"]["sha256"], second["payload"]["sha256"]);
-    let left_out = second["leftOut"].to_string();
-    assert!(left_out.contains("kubeadm, kubelet, kubectl"), "{left_out}");
+    assert_eq!(second["leftOut"], serde_json::json!([]));
+    assert_eq!(
+        second["prepulledImages"].as_array().unwrap().len(),
+        8,
+        "{}",
+        second["prepulledImages"]
+    );
+    assert!(
+        second["kubernetesSource"]
+            .as_str()
+            .unwrap()
+            .contains("--artifacts")
+    );
     let out = d.join("out2");
     for name in [
         image::QCOW2,
@@ -194,6 +225,12 @@ fn image_builds_and_boots_with_nocloud_seed() {
             .starts_with(b"#!/usr/bin/python3")
     );
     assert!(read("/etc/systemd/system/multi-user.target.wants/nodeagent.service").is_some());
+    // The distribution through apt (the stand-in .debs) and containerd's image store.
+    assert_eq!(
+        read("/usr/bin/kubeadm").unwrap(),
+        std::fs::read(muster_lab::standins::target_binary("kubeadm-standin").unwrap()).unwrap()
+    );
+    assert!(read("/var/lib/containerd/io.containerd.metadata.v1.bolt/meta.db").is_some());
     assert_eq!(read("/etc/machine-id").unwrap(), b"");
     let ds = read("/etc/cloud/cloud.cfg.d/90-muster-datasource.cfg").unwrap();
     assert!(String::from_utf8_lossy(&ds).contains("NoCloud"));

@@ -528,3 +528,70 @@ fn proxmox_script_after_adding_a_worker_creates_only_it() {
         );
     }
 }
+
+/// `muster image build` fails early and leaves nothing behind: a kubeadm spec without the
+/// images its nodes pull (no `--artifacts`) names them and the way to get them; a missing
+/// image tarball names the file and its expected sha256; an `--out` the build made is gone
+/// again, with no staging dir beside it. Without `--payload` the CLI refuses at once.
+#[test]
+fn image_build_fails_early_and_leaves_no_half_built_out() {
+    let d = tempfile::tempdir().unwrap();
+    let payload = d.path().join("payload.tar.gz");
+    std::fs::write(&payload, b"not looked at: the build fails before").unwrap();
+    let spec = repo().join("examples/seed-000-kubeadm-kube-vip.yaml");
+    let out = d.path().join("new").join("out");
+    let run = |extra: &[&std::ffi::OsStr]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_muster"))
+            .args(["image", "build"])
+            .arg(&spec)
+            .arg("--out")
+            .arg(&out)
+            .arg("--payload")
+            .arg(&payload)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        assert!(!out.exists(), "a failed build left {}", out.display());
+        let left: Vec<_> = std::fs::read_dir(d.path().join("new"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "left beside --out: {left:?}");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let err = run(&[]);
+    assert!(
+        err.contains("run container images from registries")
+            && err.contains("registry.k8s.io/pause:3.10")
+            && err.contains("muster artifacts fetch"),
+        "{err}"
+    );
+    let artifacts = d.path().join("artifacts");
+    std::fs::create_dir_all(artifacts.join("images")).unwrap();
+    std::fs::write(
+        artifacts.join("images/SHA256SUMS"),
+        format!("{}  ghcr.io_kube-vip_kube-vip_v0.8.9.tar\n", "c".repeat(64)),
+    )
+    .unwrap();
+    let err = run(&["--artifacts".as_ref(), artifacts.as_os_str()]);
+    assert!(
+        err.contains(&format!(
+            "ghcr.io_kube-vip_kube-vip_v0.8.9.tar: missing: the image ghcr.io/kube-vip/kube-vip:v0.8.9 (expected sha256 {})",
+            "c".repeat(64)
+        )),
+        "{err}"
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_muster"))
+        .args(["image", "build", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--payload"),
+        "{}",
+        show(&o)
+    );
+    assert!(!out.exists());
+}

@@ -17,6 +17,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+use common::artifacts::{oci_archive, standin_debs};
 use common::{repo, show};
 
 use muster_build::image::kubernetes::{self, Source};
@@ -74,68 +75,10 @@ fn gpg_key(home: &Path, name: &str) -> String {
         .unwrap()
 }
 
-/// `dpkg-deb --build` of one package holding `files` (path in the package, contents, mode).
-fn deb(out: &Path, name: &str, version: &str, depends: &str, files: &[(&str, Vec<u8>)]) {
-    let tree = out.join(format!(".{name}-{version}"));
-    std::fs::create_dir_all(tree.join("DEBIAN")).unwrap();
-    let mut control = format!(
-        "Package: {name}\nVersion: {version}\nArchitecture: amd64\nMaintainer: muster tests <t@muster.invalid>\n\
-         Description: STAND-IN {name} for muster's tests\n"
-    );
-    if !depends.is_empty() {
-        control.push_str(&format!("Depends: {depends}\n"));
-    }
-    std::fs::write(tree.join("DEBIAN/control"), control).unwrap();
-    for (path, contents) in files {
-        let p = tree.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, contents).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    sh(Command::new("dpkg-deb")
-        .args(["--root-owner-group", "-Zgzip", "-z1", "--build"])
-        .arg(&tree)
-        .arg(out.join(format!("{name}_{version}_amd64.deb"))));
-    std::fs::remove_dir_all(&tree).unwrap();
-}
-
-fn script(text: &str) -> Vec<u8> {
-    format!("#!/bin/sh\n# STAND-IN\n{text}\n").into_bytes()
-}
-
 /// A flat apt repository in `dir` with the packages at `version` (like 1.31.4), signed by
 /// `signer`'s key; `Release.key` is `published`'s public key.
 fn apt_repo(dir: &Path, version: &str, signer: &Path, published: &Path) {
-    std::fs::create_dir_all(dir.join("amd64")).unwrap();
-    let kubeadm =
-        std::fs::read(muster_lab::standins::target_binary("kubeadm-standin").unwrap()).unwrap();
-    let rev = format!("{version}-1.1");
-    let debs = dir.join("amd64");
-    deb(
-        &debs,
-        "kubeadm",
-        &rev,
-        "cri-tools (>= 1.30.0), kubernetes-cni",
-        &[("usr/bin/kubeadm", kubeadm)],
-    );
-    for name in ["kubelet", "kubectl"] {
-        let body = script(&format!("echo \"{name} stand-in v{version}\""));
-        deb(&debs, name, &rev, "", &[(&format!("usr/bin/{name}"), body)]);
-    }
-    deb(
-        &debs,
-        "cri-tools",
-        "1.31.1-1.1",
-        "",
-        &[("usr/bin/crictl", script("echo crictl stand-in"))],
-    );
-    deb(
-        &debs,
-        "kubernetes-cni",
-        "1.5.1-1.1",
-        "",
-        &[("opt/cni/bin/bridge", script("echo cni stand-in"))],
-    );
+    standin_debs(&dir.join("amd64"), version);
     let packages = sh(Command::new("apt-ftparchive")
         .args(["packages", "amd64"])
         .current_dir(dir));
@@ -327,12 +270,56 @@ fn kubeadm_from_a_signed_apt_repository_and_its_broken_cases() {
         std::fs::read(standin).unwrap(),
         "/usr/bin/kubeadm is the package's (the stand-in)"
     );
-    let held = chroot_out(&root, &["apt-mark", "showhold"]);
+    assert_installed(&root, plain);
+    assert!(chroot_out(&root, &["kubelet"]).contains(&format!("v{plain}")));
+    // A test source does not stay configured in the image; nothing is left in /tmp.
+    assert!(!root.join("etc/apt/sources.list.d/kubernetes.list").exists());
+    assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+
+    // `--artifacts` as a plain directory of .deb files (no index): the same versions picked.
+    chroot_out(
+        &root,
+        &["apt-mark", "unhold", "kubeadm", "kubelet", "kubectl"],
+    );
+    chroot_out(
+        &root,
+        &[
+            "dpkg",
+            "--purge",
+            "kubeadm",
+            "kubelet",
+            "kubectl",
+            "cri-tools",
+            "kubernetes-cni",
+        ],
+    );
+    let debs_of = |repo: &str, to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(www.join(repo).join("amd64")).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+    };
+    let older_debs = s.join("older-debs");
+    debs_of("older", &older_debs);
+    expect_err(
+        kubernetes::install(&root, &cluster, &Source::Artifacts(older_debs)),
+        "no .deb of kubeadm 1.31.4",
+    );
+    let debs = s.join("debs");
+    debs_of("good", &debs);
+    kubernetes::install(&root, &cluster, &Source::Artifacts(debs)).unwrap();
+    assert_installed(&root, plain);
+}
+
+/// The five packages at the versions the install path picks, the first three held.
+fn assert_installed(root: &Path, plain: &str) {
+    let held = chroot_out(root, &["apt-mark", "showhold"]);
     for p in ["kubeadm", "kubelet", "kubectl"] {
         assert!(held.lines().any(|l| l == p), "{p} not held:\n{held}");
     }
     let status = chroot_out(
-        &root,
+        root,
         &[
             "dpkg-query",
             "-W",
@@ -354,10 +341,6 @@ fn kubeadm_from_a_signed_apt_repository_and_its_broken_cases() {
     ] {
         assert!(status.lines().any(|l| l == want), "{want} in\n{status}");
     }
-    assert!(chroot_out(&root, &["kubelet"]).contains(&format!("v{plain}")));
-    // A test source does not stay configured in the image; nothing is left in /tmp.
-    assert!(!root.join("etc/apt/sources.list.d/kubernetes.list").exists());
-    assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
 }
 
 /// `k3s` + airgap tarball + a real `sha256sum-amd64.txt` in `dir`.
@@ -466,4 +449,175 @@ fn k3s_from_its_release_files_with_their_sums() {
         assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
         std::fs::remove_file(root.join("usr/local/bin/k3s")).unwrap();
     }
+}
+
+/// The images in containerd's k8s.io namespace of `root`, listed by the real `ctr` against
+/// the image's own containerd (started for the purpose in a private mount namespace).
+fn ctr_images(root: &Path) -> Vec<String> {
+    let o = sh(Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+        .arg(
+            "set -e; r=$1; mount -t proc proc $r/proc; mount -t tmpfs tmpfs $r/run; \
+             chroot $r containerd --address /run/t.sock >/dev/null 2>&1 & \
+             for i in $(seq 100); do chroot $r ctr --address /run/t.sock version >/dev/null 2>&1 && break; sleep 0.1; done; \
+             chroot $r ctr --address /run/t.sock -n k8s.io images ls -q; kill $!; wait $! || true",
+        )
+        .arg("ctr-images")
+        .arg(root));
+    let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("sha256:"))
+        .map(String::from)
+        .collect();
+    v.sort();
+    v
+}
+
+/// Issue 13's pre-pull: the images a kubeadm + kube-vip node needs, as stand-in OCI
+/// archives in `--artifacts DIR/images/`, imported by `image::prepull::import` (what the
+/// build runs: images/import-images.sh with the image's real containerd and `ctr`) after
+/// provision.sh, which must have left containerd with `SystemdCgroup = true`.
+#[test]
+fn images_are_prepulled_into_containerd_with_the_real_ctr() {
+    use muster_build::image::{customise, payload, prepull};
+    require_root();
+    let scratch = tempfile::Builder::new()
+        .prefix("prepull")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let s = scratch.path();
+    let root = root_copy(s);
+
+    // provision.sh as the build runs it, with a payload holding just a unit to enable.
+    let mut files = muster_build::render::FileSet::default();
+    files.add(
+        "etc/systemd/system/nodeagent.service",
+        0o644,
+        "[Unit]\nDescription=stand-in\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n",
+    );
+    let tarball = s.join("payload.tar.gz");
+    std::fs::write(&tarball, payload::pack(&files).unwrap()).unwrap();
+    customise::provision(&root, &tarball).unwrap();
+    let dump = chroot_out(&root, &["containerd", "config", "dump"]);
+    assert!(
+        dump.lines().any(|l| l.trim() == "SystemdCgroup = true"),
+        "containerd config dump lacks SystemdCgroup = true:\n{dump}"
+    );
+
+    // seed 000: kubeadm + kube-vip, cilium (no pinned manifest): no add-on manifest needed.
+    let cluster = spec("seed-000-kubeadm-kube-vip.yaml");
+    let needs = prepull::needs(&cluster).unwrap();
+    assert!(needs.manifests.is_empty());
+    let artifacts = s.join("artifacts");
+    let images = prepull::resolve(&needs, &artifacts).unwrap();
+    assert_eq!(images.len(), 8, "{images:?}");
+    let dir = artifacts.join(prepull::IMAGES_DIR);
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in &images {
+        oci_archive(i, &dir.join(prepull::tarball_name(i)), s);
+    }
+    let sums = sh(Command::new("sha256sum")
+        .args(images.iter().map(|i| prepull::tarball_name(i)))
+        .current_dir(&dir));
+    std::fs::write(dir.join(prepull::IMAGE_SUMS), &sums.stdout).unwrap();
+
+    // Broken cases first: a tampered tarball, a tarball holding another image, a missing
+    // one; each names the file, and nothing is imported.
+    let pause = images
+        .iter()
+        .find(|i| i.contains("/pause:"))
+        .unwrap()
+        .clone();
+    let pause_tar = dir.join(prepull::tarball_name(&pause));
+    let good = std::fs::read(&pause_tar).unwrap();
+    let want = String::from_utf8_lossy(&sums.stdout)
+        .lines()
+        .find(|l| l.ends_with(&prepull::tarball_name(&pause)))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    std::fs::write(&pause_tar, b"tampered").unwrap();
+    expect_err(
+        prepull::import(&root, &artifacts, &images, false),
+        &format!("the image {pause}: sha256 "),
+    );
+    std::fs::remove_file(&pause_tar).unwrap();
+    expect_err(
+        prepull::import(&root, &artifacts, &images, false),
+        &format!("missing: the image {pause} (expected sha256 {want})"),
+    );
+    // Another image's archive under pause's name, with a matching sum: the script finds
+    // the image missing in containerd after the import.
+    let other = s.join("other.tar");
+    oci_archive("registry.k8s.io/not-pause:1", &other, s);
+    std::fs::copy(&other, &pause_tar).unwrap();
+    let fake_sum = muster_build::image::files::sha256_file(&pause_tar).unwrap();
+    let fixed = String::from_utf8_lossy(&sums.stdout).replace(&want, &fake_sum);
+    std::fs::write(dir.join(prepull::IMAGE_SUMS), &fixed).unwrap();
+    expect_err(
+        prepull::import(&root, &artifacts, &images, false),
+        &format!("did not hold the image {pause}"),
+    );
+    std::fs::write(&pause_tar, &good).unwrap();
+    std::fs::write(dir.join(prepull::IMAGE_SUMS), &sums.stdout).unwrap();
+
+    // The real import: every image in k8s.io, listed again by a fresh containerd.
+    let t = std::time::Instant::now();
+    prepull::import(&root, &artifacts, &images, false).unwrap();
+    eprintln!("import of {} images: {:.1?}", images.len(), t.elapsed());
+    let mut listed = ctr_images(&root);
+    listed.retain(|i| i != "registry.k8s.io/not-pause:1");
+    assert_eq!(listed, images);
+    assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+    assert!(!root.join("run/muster-containerd").exists());
+
+    // k3s: the same checked tarballs where k3s's own containerd imports them at start.
+    prepull::import(&root, &artifacts, &images, true).unwrap();
+    for i in &images {
+        let name = prepull::tarball_name(i);
+        assert_eq!(
+            std::fs::read(root.join("var/lib/rancher/k3s/agent/images").join(&name)).unwrap(),
+            std::fs::read(dir.join(&name)).unwrap()
+        );
+    }
+
+    // Packer's form: the add-on images named by a pinned manifest (`--manifest FILE SHA`),
+    // the script run in the target as the Packer build runs it.
+    std::fs::remove_dir_all(root.join("var/lib/rancher/k3s/agent/images")).unwrap();
+    let manifest = "spec:\n  containers:\n  - name: a\n    image: \"registry.k8s.io/pause:3.10\"\n";
+    std::fs::write(root.join("tmp/m.yaml"), manifest).unwrap();
+    let msum = muster_build::image::files::sha256_file(&root.join("tmp/m.yaml")).unwrap();
+    sh(Command::new("cp")
+        .arg("-a")
+        .arg(&dir)
+        .arg(root.join("tmp/arts")));
+    std::fs::write(
+        root.join("tmp/import-images.sh"),
+        muster_build::render::images::IMPORT_IMAGES_SH,
+    )
+    .unwrap();
+    let script = |sum: &str| {
+        Command::new("chroot")
+            .arg(&root)
+            .args(["/bin/bash", "/tmp/import-images.sh", "--k3s", "--manifest"])
+            .args(["/tmp/m.yaml", sum, "/tmp/arts"])
+            .output()
+            .unwrap()
+    };
+    let o = script(&"0".repeat(64));
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&format!("has sha256 {msum}, expected 0000")),
+        "{}",
+        show(&o)
+    );
+    let o = script(&msum);
+    assert!(o.status.success(), "{}", show(&o));
+    let k3s_images: Vec<_> = std::fs::read_dir(root.join("var/lib/rancher/k3s/agent/images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(k3s_images, [prepull::tarball_name(&pause)]);
 }

@@ -70,6 +70,8 @@ spec:
   ha:
     provider: keepalived
     vip: 10.253.0.10
+  addons:
+    cni: cilium                # no pinned manifest: stand-in images cover what the node needs
   rendezvous:
     url: \"https://10.253.0.1:7443\"
   platform:
@@ -306,12 +308,19 @@ fn the_vagrant_box_boots_under_vagrant_libvirt() {
     );
     let image_dir = d.join("image");
     let t = Instant::now();
+    // The user's install path from --artifacts: the stand-in .debs through apt, the
+    // stand-in images pre-pulled (upstream is unreachable here).
+    let arts = d.join("artifacts");
+    let cluster = muster_build::spec_source::load(Some(&spec_path))
+        .unwrap()
+        .cluster;
+    common::artifacts::standin_artifacts(&arts, &cluster);
     output(
         "muster image build",
-        // --allow-incomplete: upstream is unreachable here; the box boots without the
-        // distribution (builder/tests/install_kubernetes.rs tests that step).
         Command::new(&muster)
-            .args(["image", "build", "--allow-incomplete", "--json", "--out"])
+            .args(["image", "build", "--json", "--artifacts"])
+            .arg(&arts)
+            .arg("--out")
             .arg(&image_dir)
             .arg(&spec_path)
             .arg("--payload")

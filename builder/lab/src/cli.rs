@@ -316,6 +316,7 @@ fn test_image(
         disk_bytes: 4 << 30,
         // The stand-ins replace the distribution (images/test-image.sh).
         kubernetes: image::kubernetes::Source::LeftOut,
+        images: None,
         variant: Some(std::sync::Arc::new(crate::test_image::TestImage {
             standins: standins.unwrap_or_else(crate::standins::default_dir),
         })),

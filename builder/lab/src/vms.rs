@@ -128,6 +128,7 @@ fn build_test_image(
         disk_bytes: 4 << 30,
         // The stand-ins replace the distribution (images/test-image.sh).
         kubernetes: image::kubernetes::Source::LeftOut,
+        images: None,
         variant: Some(std::sync::Arc::new(crate::test_image::TestImage {
             standins: o.standins.clone(),
         })),

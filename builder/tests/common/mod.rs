@@ -160,6 +160,7 @@ pub fn write_file<'a>(user_data: &'a serde_json::Value, path: &str) -> &'a serde
         .unwrap_or_else(|| panic!("no write_files entry for /{path}"))
 }
 
+pub mod artifacts;
 #[path = "../../../tests/src/measured.rs"]
 mod measured_file;
 

@@ -27,7 +27,7 @@ pub const APT_PACKAGES: [&str; 5] = [
 ];
 
 /// Downloads `url` to `dest` with curl; unreachable hosts get their own error.
-fn download(url: &str, dest: &Path) -> Result<(), ImageError> {
+pub(super) fn download(url: &str, dest: &Path) -> Result<(), ImageError> {
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent).map_err(io_err("fetching", parent))?;
     }
@@ -148,7 +148,11 @@ pub fn fetch(cluster: &model::Cluster, out: &Path) -> Result<Vec<ArtifactReport>
     let result = match cluster.distribution.kind {
         DistroKind::Kubeadm => fetch_apt(cluster, &partial),
         DistroKind::K3s => fetch_k3s(cluster, &partial),
-    };
+    }
+    .and_then(|mut names| {
+        names.extend(super::prepull::fetch(cluster, &partial)?);
+        Ok(names)
+    });
     let names = match result {
         Ok(n) => n,
         Err(e) => {

@@ -188,6 +188,8 @@ pub fn check_artifacts(dir: &Path, cluster: &model::Cluster) -> Result<(), Image
         return Err(artifact(dir, "no such directory (--artifacts)"));
     }
     match cluster.distribution.kind {
+        // A plain directory of .deb files (no index): install-kubernetes.sh picks them.
+        DistroKind::Kubeadm if !dir.join("Release").exists() && has_debs(dir)? => {}
         DistroKind::Kubeadm => {
             for name in ["Release.key", "Release"] {
                 if !dir.join(name).is_file() {
@@ -195,7 +197,8 @@ pub fn check_artifacts(dir: &Path, cluster: &model::Cluster) -> Result<(), Image
                         &dir.join(name),
                         "missing: --artifacts for a kubeadm spec is a flat apt repository \
                          (Release, Release.gpg or InRelease, Packages, Release.key and the \
-                         .debs), as `muster artifacts fetch` writes it",
+                         .debs), as `muster artifacts fetch` writes it, or a directory of \
+                         .deb files",
                     ));
                 }
             }
@@ -227,6 +230,13 @@ pub fn check_artifacts(dir: &Path, cluster: &model::Cluster) -> Result<(), Image
         }
     }
     Ok(())
+}
+
+/// Whether `dir` holds .deb files at its top.
+fn has_debs(dir: &Path) -> Result<bool, ImageError> {
+    Ok(dir_files(dir)?
+        .iter()
+        .any(|(name, _)| !name.contains('/') && name.ends_with(".deb")))
 }
 
 /// Runs the install path in `rootfs` (a chroot) from `source`. Nothing for

@@ -12,11 +12,11 @@ pub mod files;
 pub mod kubernetes;
 pub mod packages;
 pub mod payload;
+pub mod prepull;
 pub mod run;
 pub mod vagrant;
 pub mod variant;
 
-use crate::render::FileSet;
 use crate::spec_source::LoadedSpec;
 use files::{io_err, place, staging};
 use serde::{Deserialize, Serialize};
@@ -30,7 +30,6 @@ pub const BOX: &str = "node-libvirt.box";
 pub const SUMS: &str = "SHA256SUMS";
 pub const REPORT: &str = "image.json";
 /// The one file an image built without `--payload` gets in place of the agent.
-pub const NO_AGENT_MARKER: &str = "usr/share/doc/muster/NO-AGENT";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -72,6 +71,19 @@ pub enum ImageError {
     #[error("image build needs root (debootstrap and chroot); run it with sudo")]
     NotRoot,
     #[error(
+        "no --payload: a node image without the muster agent cannot join a cluster; run \
+         `muster build SPEC --out DIR` and pass `--payload DIR/payload.tar.gz`"
+    )]
+    NoPayload,
+    #[error(
+        "the nodes of this spec run container images from registries ({images}) and \
+         this build has none of them to pre-pull: fetch them where the registries are \
+         reachable (`muster artifacts fetch SPEC --out DIR`, or `ctr images pull` + `ctr \
+         images export` into DIR/images/ with DIR/images/SHA256SUMS) and build with \
+         `--artifacts DIR`; `--allow-incomplete` builds without them on purpose"
+    )]
+    NoImages { images: String },
+    #[error(
         "`{tool}` is not installed (Debian package {package}; scripts/deps/vm-images.sh installs it)"
     )]
     MissingTool {
@@ -89,6 +101,9 @@ pub struct BuildOptions {
     pub disk_bytes: u64,
     /// Where the Kubernetes distribution comes from (upstream by default).
     pub kubernetes: kubernetes::Source,
+    /// `--artifacts DIR`: where the image tarballs to pre-pull (`DIR/images/`) and the
+    /// pinned add-on manifests (`DIR/manifests/`) come from.
+    pub images: Option<PathBuf>,
     /// A variant of the image (the lab's TEST image); `None` for every user image.
     pub variant: Option<std::sync::Arc<dyn variant::ImageVariant>>,
 }
@@ -135,6 +150,9 @@ pub struct ImageReport {
     /// Where kubeadm/kubelet/kubectl or k3s came from (`none (--allow-incomplete)` when not).
     #[serde(default)]
     pub kubernetes_source: String,
+    /// The container images pre-pulled into containerd's `k8s.io` namespace.
+    #[serde(default)]
+    pub prepulled_images: Vec<String>,
     /// What the image should have but this build did not install.
     pub left_out: Vec<packages::LeftOut>,
     pub base: BaseReport,
@@ -156,7 +174,7 @@ pub struct ImageReport {
 }
 
 /// Bump when the image recipe changes in a way the inputs below do not show.
-const IMAGE_RECIPE: &str = "muster-image-2 kubernetes";
+const IMAGE_RECIPE: &str = "muster-image-3 prepull";
 
 /// The build key: first 16 hex digits of SHA-256 over the recipe, muster's version, the base
 /// key, the payload's sha256 (or `none`), both scripts, the box's Vagrantfile, the disk size
@@ -232,6 +250,8 @@ fn check_host(need_debootstrap: bool) -> Result<(), ImageError> {
         ("mkfs.ext4", "e2fsprogs"),
         ("debugfs", "e2fsprogs"),
         ("qemu-img", "qemu-utils"),
+        // The pre-pull's private mount namespace (image::prepull::import).
+        ("unshare", "util-linux"),
     ];
     if need_debootstrap {
         tools.push(("debootstrap", "debootstrap"));
@@ -271,19 +291,124 @@ fn sweep_dead_scratch(work: &Path) {
     }
 }
 
+/// Builds the image into `opts.out`. A failed build leaves nothing of itself there: the
+/// outputs are made in a sibling staging dir and moved in at the end; an `--out` this
+/// build created is removed again.
 pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
     let opts = &with_absolute_cache(opts)?;
+    if opts.payload.is_none() {
+        return Err(ImageError::NoPayload);
+    }
+    let created_out = !opts.out.exists();
+    let staged = OutStage::new(&opts.out)?;
+    let result = build_into(opts, &staged.0);
+    let result = result.and_then(|report| {
+        staged.move_into(&opts.out)?;
+        Ok(report)
+    });
+    if result.is_err()
+        && created_out
+        && let Err(e) = files::remove_tree(&opts.out)
+    {
+        tracing::warn!("cannot remove {}: {e}", opts.out.display());
+    }
+    result
+}
+
+/// The outputs of a build in progress: `.OUT.building-PID` beside `--out` (the same file
+/// system, so the final moves are renames), removed however the build ends.
+struct OutStage(PathBuf);
+
+impl OutStage {
+    fn new(out: &Path) -> Result<Self, ImageError> {
+        let name = out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "out".into());
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).map_err(io_err("making output dir", &parent))?;
+        let dir = parent.join(format!(".{name}.building-{}", std::process::id()));
+        files::remove_tree(&dir)?;
+        std::fs::create_dir_all(&dir).map_err(io_err("making output dir", &dir))?;
+        Ok(OutStage(dir))
+    }
+
+    /// Every finished output into `out`; the report last, so a reader never sees a report
+    /// over outputs it does not describe.
+    fn move_into(&self, out: &Path) -> Result<(), ImageError> {
+        std::fs::create_dir_all(out).map_err(io_err("making output dir", out))?;
+        for name in [QCOW2, KERNEL, INITRD, BOX, SUMS, REPORT] {
+            let from = self.0.join(name);
+            if from.exists() {
+                place(&from, &out.join(name))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for OutStage {
+    fn drop(&mut self) {
+        if let Err(e) = files::remove_tree(&self.0) {
+            tracing::warn!("leaving {}: {e}", self.0.display());
+        }
+    }
+}
+
+/// What the image pre-pulls: the images and the directory their tarballs are in.
+enum Prepull {
+    Images { dir: PathBuf, images: Vec<String> },
+    Nothing,
+}
+
+/// The images to pre-pull, checked; an error when the nodes need images this build has
+/// none of (unless it is `--allow-incomplete`, which lists them as left out).
+fn plan_prepull(
+    opts: &BuildOptions,
+    selection: &mut packages::Selection,
+) -> Result<Prepull, ImageError> {
+    let needs = prepull::needs(&opts.spec.cluster)?;
+    if needs.is_empty() {
+        return Ok(Prepull::Nothing);
+    }
+    if opts.kubernetes == kubernetes::Source::LeftOut {
+        selection.left_out.push(packages::LeftOut {
+            what: format!("container images, not pre-pulled: {}", needs.describe()),
+            source: "their registries".into(),
+        });
+        return Ok(Prepull::Nothing);
+    }
+    let Some(dir) = &opts.images else {
+        return Err(ImageError::NoImages {
+            images: needs.describe(),
+        });
+    };
+    let images = prepull::resolve(&needs, dir)?;
+    prepull::check(dir, &images)?;
+    Ok(Prepull::Images {
+        dir: dir.clone(),
+        images,
+    })
+}
+
+fn build_into(opts: &BuildOptions, out: &Path) -> Result<ImageReport, ImageError> {
     let cluster = &opts.spec.cluster;
     let mut selection = select_packages(opts);
     if opts.kubernetes == kubernetes::Source::LeftOut {
         selection.left_out.insert(0, kubernetes::left_out(cluster));
     }
+    let prepull = plan_prepull(opts, &mut selection)?;
     let cached_base = base::cached(&opts.cache, &selection);
     check_host(cached_base.is_none())?;
     warn_left_out(&selection);
-    let mut progress = run::Progress::new(15 + 2 * usize::from(opts.variant.is_some()));
+    let mut progress = run::Progress::new(
+        15 + 2 * usize::from(opts.variant.is_some())
+            + usize::from(matches!(prepull, Prepull::Images { .. })),
+    );
     let scratch = make_scratch(&opts.cache)?;
-    std::fs::create_dir_all(&opts.out).map_err(io_err("making output dir", &opts.out))?;
     let work = scratch.0.as_path();
 
     let (payload_info, payload_path) = check_payload(&mut progress, opts, work)?;
@@ -297,7 +422,14 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
             if let kubernetes::Source::Artifacts(dir) = &opts.kubernetes {
                 kubernetes::check_artifacts(dir, cluster)?;
             }
-            opts.kubernetes.key_part(cluster)
+            let mut part = opts.kubernetes.key_part(cluster)?;
+            if let Prepull::Images { dir, images } = &prepull {
+                for i in images {
+                    let tar = dir.join(prepull::IMAGES_DIR).join(prepull::tarball_name(i));
+                    part.push_str(&format!(" {i}={}", files::sha256_file(&tar)?));
+                }
+            }
+            Ok(part)
         },
     )?;
     let variant_key = variant.as_ref().map(|v| v.key_part()).unwrap_or_default();
@@ -329,11 +461,24 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
         &payload_path,
         with_variant,
     )?;
-    let kernel_version = extract_boot_files(&mut progress, &rootfs, &opts.out)?;
+    // After provision.sh: containerd is configured (SystemdCgroup) when it imports.
+    if let Prepull::Images { dir, images } = &prepull {
+        progress.step(
+            &format!(
+                "pre-pulling {} images (images/import-images.sh)",
+                images.len()
+            ),
+            || {
+                let k3s = cluster.distribution.kind == model::spec::DistroKind::K3s;
+                prepull::import(&rootfs, dir, images, k3s)
+            },
+        )?;
+    }
+    let kernel_version = extract_boot_files(&mut progress, &rootfs, out)?;
     progress.step("checking the rootfs (sysprep, no secrets)", || {
         customise::check_clean(&rootfs)
     })?;
-    let artifacts = write_images(&mut progress, opts, &rootfs, work)?;
+    let artifacts = write_images(&mut progress, opts, &rootfs, work, out)?;
     drop(scratch);
 
     let report = ImageReport {
@@ -348,6 +493,10 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
         mirror: packages::MIRROR.into(),
         packages: selection.packages.clone(),
         kubernetes_source: opts.kubernetes.describe(cluster),
+        prepulled_images: match &prepull {
+            Prepull::Images { images, .. } => images.clone(),
+            Prepull::Nothing => vec![],
+        },
         left_out: selection.left_out.clone(),
         base: BaseReport {
             key: base.key.clone(),
@@ -364,7 +513,7 @@ pub fn build(opts: &BuildOptions) -> Result<ImageReport, ImageError> {
         total_seconds: progress.elapsed(),
         steps: progress.timings,
     };
-    write_report(&opts.out, &report)?;
+    write_report(out, &report)?;
     Ok(report)
 }
 
@@ -415,17 +564,9 @@ fn check_payload(
     opts: &BuildOptions,
     work: &Path,
 ) -> Result<(Option<payload::PayloadInfo>, PathBuf), ImageError> {
-    let info = progress.step("checking the payload", || match &opts.payload {
-        Some(p) => payload::inspect(p).map(Some),
-        None => {
-            eprintln!("    no --payload: the image gets no agent (only /{NO_AGENT_MARKER})");
-            Ok(None)
-        }
-    })?;
-    let path = match &opts.payload {
-        Some(p) => p.clone(),
-        None => write_no_agent_payload(work)?,
-    };
+    let _ = work;
+    let path = opts.payload.clone().ok_or(ImageError::NoPayload)?;
+    let info = progress.step("checking the payload", || payload::inspect(&path).map(Some))?;
     Ok((info, path))
 }
 
@@ -442,21 +583,6 @@ fn prepare_variant(
             v.prepare(&opts.spec)
         })
         .map(Some)
-}
-
-/// The payload of a build without `--payload`: one marker file rather than nothing, as
-/// provision.sh verifies a non-empty SHA256SUMS (`sha256sum -c` refuses an empty one).
-fn write_no_agent_payload(work: &Path) -> Result<PathBuf, ImageError> {
-    let p = work.join("no-agent-payload.tar.gz");
-    let mut marker = FileSet::default();
-    marker.add(
-        NO_AGENT_MARKER,
-        0o644,
-        "Built by `muster image build` without --payload: no muster agent here.\n",
-    );
-    let bytes = payload::pack(&marker).map_err(io_err("no-agent payload", &p))?;
-    std::fs::write(&p, bytes).map_err(io_err("no-agent payload", &p))?;
-    Ok(p)
 }
 
 /// The previous build's report, with this run's (short) timings.
@@ -549,6 +675,7 @@ fn write_images(
     opts: &BuildOptions,
     rootfs: &Path,
     work: &Path,
+    out: &Path,
 ) -> Result<Vec<ArtifactReport>, ImageError> {
     let raw = work.join("node.raw");
     progress.step("mkfs.ext4 -d (no mounts)", || {
@@ -556,18 +683,18 @@ fn write_images(
         files::remove_tree(rootfs)
     })?;
     progress.step("checking the disk with debugfs", || check_disk_clean(&raw))?;
-    let qcow2 = opts.out.join(QCOW2);
+    let qcow2 = out.join(QCOW2);
     progress.step("qemu-img convert to qcow2", || {
         disk::to_qcow2(&raw, &staging(&qcow2))?;
         place(&staging(&qcow2), &qcow2)
     })?;
-    let vbox = opts.out.join(BOX);
-    let (kernel, initrd) = (opts.out.join(KERNEL), opts.out.join(INITRD));
+    let vbox = out.join(BOX);
+    let (kernel, initrd) = (out.join(KERNEL), out.join(INITRD));
     progress.step("vagrant box (libvirt)", || {
         vagrant::write_box(&staging(&vbox), &qcow2, &kernel, &initrd, opts.disk_bytes)?;
         place(&staging(&vbox), &vbox)
     })?;
-    progress.step("SHA256SUMS", || write_sums(&opts.out))
+    progress.step("SHA256SUMS", || write_sums(out))
 }
 
 /// None of [`payload::FORBIDDEN`] made it into the disk.
@@ -657,6 +784,12 @@ pub fn summary(report: &ImageReport, out: &Path) -> String {
         ));
     }
     s.push_str(&format!("kubernetes: {}\n", report.kubernetes_source));
+    if !report.prepulled_images.is_empty() {
+        s.push_str(&format!(
+            "pre-pulled into containerd (k8s.io): {}\n",
+            report.prepulled_images.join(", ")
+        ));
+    }
     for l in &report.left_out {
         s.push_str(&format!("LEFT OUT: {} (from {})\n", l.what, l.source));
     }
@@ -677,6 +810,59 @@ mod tests {
         assert_ne!(k, build_key("base1", None, 2 << 30, ""));
         assert_ne!(k, build_key("base1", Some("aa"), 4 << 30, ""));
         assert_ne!(k, build_key("base1", Some("aa"), 2 << 30, "test"));
+    }
+
+    fn opts(example: &str, kubernetes: kubernetes::Source) -> BuildOptions {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples")
+            .join(example);
+        BuildOptions {
+            spec: crate::spec_source::load(Some(&path)).unwrap(),
+            out: PathBuf::from("/nonexistent/out"),
+            payload: Some(PathBuf::from("/nonexistent/payload.tar.gz")),
+            cache: PathBuf::from("/nonexistent/cache"),
+            disk_bytes: 2 << 30,
+            kubernetes,
+            images: None,
+            variant: None,
+        }
+    }
+
+    /// Only `--allow-incomplete` has a left-out list; any other build without the images
+    /// its nodes pull fails naming them, and a spec that pulls none needs none.
+    #[test]
+    fn images_are_pre_pulled_or_the_build_fails_unless_allow_incomplete() {
+        let o = opts("default.yaml", kubernetes::Source::LeftOut);
+        let mut sel = select_packages(&o);
+        assert!(matches!(plan_prepull(&o, &mut sel), Ok(Prepull::Nothing)));
+        assert_eq!(sel.left_out.len(), 1, "{:?}", sel.left_out);
+        assert!(sel.left_out[0].what.contains("registry.k8s.io/pause:3.10"));
+        assert!(
+            sel.left_out[0]
+                .what
+                .contains("the images of flannel v0.28.9")
+        );
+
+        let o = opts("default.yaml", kubernetes::Source::Upstream);
+        let mut sel = select_packages(&o);
+        let Err(err) = plan_prepull(&o, &mut sel) else {
+            panic!("a build without the images must fail")
+        };
+        let err = err.to_string();
+        assert!(
+            err.contains("run container images from registries (ghcr.io/kube-vip")
+                && err.contains("--artifacts DIR"),
+            "{err}"
+        );
+        assert!(sel.left_out.is_empty());
+
+        let o = opts(
+            "seed-001-k3s-haproxy-proxmox.yaml",
+            kubernetes::Source::Upstream,
+        );
+        let mut sel = select_packages(&o);
+        assert!(matches!(plan_prepull(&o, &mut sel), Ok(Prepull::Nothing)));
+        assert!(sel.left_out.is_empty());
     }
 
     #[test]

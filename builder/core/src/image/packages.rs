@@ -50,14 +50,11 @@ pub struct Selection {
 /// The packages for one image shared by every node of `cluster` (all roles).
 pub fn select(cluster: &Cluster) -> Selection {
     let mut packages: Vec<&str> = BASE.iter().chain(NODE).copied().collect();
-    let mut left_out = Vec::new();
-    let version = cluster.distribution.version;
+    let left_out = Vec::new();
 
     match cluster.ha.provider {
-        VipProvider::KubeVip => left_out.push(LeftOut {
-            what: "kube-vip container image (not pre-pulled)".into(),
-            source: "ghcr.io/kube-vip/kube-vip".into(),
-        }),
+        // Its image is pre-pulled (image::prepull).
+        VipProvider::KubeVip => {}
         VipProvider::Keepalived => packages.push("keepalived"),
         VipProvider::Haproxy => packages.extend(["haproxy", "keepalived"]),
         VipProvider::Nginx => {
@@ -74,13 +71,8 @@ pub fn select(cluster: &Cluster) -> Selection {
             // it over its HTTP gateway (no etcdctl). gpg checks the pinned key of the
             // Kubernetes apt repository (images/install-kubernetes.sh); kubeadm, kubelet,
             // kubectl, cri-tools and kubernetes-cni come from that repository.
+            // The container images the node runs are pre-pulled (image::prepull).
             packages.push("gpg");
-            left_out.push(LeftOut {
-                what: format!(
-                    "control-plane, etcd, pause and CNI container images for {version} (not pre-pulled)"
-                ),
-                source: "registry.k8s.io".into(),
-            });
         }
         // The k3s binary and its airgap images come from its release
         // (images/install-kubernetes.sh); its airgap tarball carries the images.
@@ -142,17 +134,7 @@ mod tests {
                 .iter()
                 .any(|p| p == "haproxy" || p == "keepalived")
         );
-        let missing: Vec<_> = s.left_out.iter().map(|l| l.what.as_str()).collect();
-        assert!(
-            !missing.iter().any(|m| m.contains("kubeadm,")),
-            "{missing:?}"
-        );
-        assert!(
-            missing
-                .iter()
-                .any(|m| m.contains("v1.31.4 (not pre-pulled)"))
-        );
-        assert!(missing.iter().any(|m| m.contains("kube-vip")));
+        assert!(s.left_out.is_empty(), "{:?}", s.left_out);
         assert!(disabled_services(&s).is_empty());
     }
 

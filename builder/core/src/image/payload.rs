@@ -168,7 +168,7 @@ fn check_sums(
 }
 
 /// Packs `files` (paths relative to `/`) into a payload tarball with its `SHA256SUMS`.
-/// Used for the no-agent payload of a build without `--payload`, and by tests.
+/// Used by tests.
 pub fn pack(files: &FileSet) -> Result<Vec<u8>, std::io::Error> {
     let sums: Vec<(String, String)> = files
         .files

@@ -15,7 +15,7 @@
 
 use super::FileSet;
 use super::hcl::{self, Item, attr, block, comment};
-use super::images::{INSTALL_KUBERNETES_PATH, PROVISION_PATH, distro_arg};
+use super::images::{IMPORT_IMAGES_PATH, INSTALL_KUBERNETES_PATH, PROVISION_PATH, distro_arg};
 use super::quote;
 use model::spec::Platform;
 use model::{Cluster, Plan};
@@ -99,7 +99,52 @@ fn common_variables() -> Vec<Item> {
             false,
         ),
         Item::Blank,
+        variable(
+            "artifacts_dir",
+            "string",
+            s(""),
+            "As `muster image build --artifacts DIR`: the distribution (a flat apt repository, or k3s and its airgap tarball) and images/ + manifests/ for the pre-pulled images, checked the same way; empty: the distribution from upstream, and no images (the build fails where the nodes need some)",
+            false,
+        ),
+        Item::Blank,
+        block(
+            "locals".to_string(),
+            vec![attr(
+                "artifacts",
+                "var.artifacts_dir != \"\" ? var.artifacts_dir : \"${path.root}/../../images/no-artifacts\"",
+            )],
+        ),
+        Item::Blank,
     ]
+}
+
+/// The import-images.sh line for the build VM: the images `needs` names, the pinned
+/// manifests with their sums. `None` when the nodes run no images from registries.
+fn import_images_step(cluster: &Cluster, artifacts: &str) -> Option<String> {
+    let needs = match crate::image::prepull::needs(cluster) {
+        Ok(n) => n,
+        Err(e) => return Some(format!("echo {} >&2; exit 1", quote::sh(&e.to_string()))),
+    };
+    if needs.is_empty() {
+        return None;
+    }
+    let mut line = String::from("bash /tmp/muster-import-images.sh");
+    if cluster.distribution.kind == model::spec::DistroKind::K3s {
+        line.push_str(" --k3s");
+    }
+    for m in &needs.manifests {
+        line.push_str(&format!(
+            " --manifest {artifacts}/manifests/{} {}",
+            crate::image::prepull::manifest_name(m),
+            m.sha256
+        ));
+    }
+    line.push_str(&format!(" {artifacts}/images"));
+    for i in &needs.images {
+        line.push(' ');
+        line.push_str(i);
+    }
+    Some(line)
 }
 
 fn minimum_disk_gib(plan: &Plan) -> u64 {
@@ -119,18 +164,26 @@ fn provisioners(cluster: &Cluster) -> Vec<Item> {
             ],
         )
     };
-    let steps = [
+    let arts = "/tmp/muster-artifacts";
+    // The uploaded --artifacts dir holds the distribution when it has its index or binary.
+    let local_source = match cluster.distribution.kind {
+        model::spec::DistroKind::Kubeadm => format!("[ -e {arts}/Release ] && s=file:{arts}/"),
+        model::spec::DistroKind::K3s => format!("[ -e {arts}/k3s ] && s={arts}"),
+    };
+    let mut steps = vec![
         "cloud-init status --wait || [ $? -eq 2 ]".to_string(),
         format!(
-            "if [ \"${{var.install_kubernetes}}\" = true ]; then bash /tmp/muster-install-kubernetes.sh {} {}; fi",
+            "if [ \"${{var.install_kubernetes}}\" = true ]; then s=; {local_source}; bash /tmp/muster-install-kubernetes.sh {} {} $s; fi",
             cluster.distribution.version,
             distro_arg(cluster)
         ),
         "bash /tmp/muster-provision.sh /tmp/muster-payload.tar.gz ${var.payload_sha256}"
             .to_string(),
-        "rm -f /tmp/muster-payload.tar.gz /tmp/muster-provision.sh /tmp/muster-install-kubernetes.sh"
-            .to_string(),
     ];
+    steps.extend(import_images_step(cluster, arts));
+    steps.push(format!(
+        "rm -rf /tmp/muster-payload.tar.gz /tmp/muster-provision.sh /tmp/muster-install-kubernetes.sh /tmp/muster-import-images.sh {arts}"
+    ));
     let inline = format!(
         "[\n{}\n]",
         steps
@@ -145,6 +198,25 @@ fn provisioners(cluster: &Cluster) -> Vec<Item> {
         upload(PROVISION_PATH, "/tmp/muster-provision.sh"),
         Item::Blank,
         upload(INSTALL_KUBERNETES_PATH, "/tmp/muster-install-kubernetes.sh"),
+        Item::Blank,
+        upload(IMPORT_IMAGES_PATH, "/tmp/muster-import-images.sh"),
+        Item::Blank,
+        comment("--artifacts: the directory's contents into /tmp/muster-artifacts."),
+        block(
+            "provisioner \"shell\"",
+            vec![attr(
+                "inline",
+                "[\"mkdir -p /tmp/muster-artifacts\"]".to_string(),
+            )],
+        ),
+        Item::Blank,
+        block(
+            "provisioner \"file\"",
+            vec![
+                attr("source", "\"${local.artifacts}/\"".to_string()),
+                attr("destination", s("/tmp/muster-artifacts")),
+            ],
+        ),
         Item::Blank,
         comment("cloud-init must be done before provision.sh runs `cloud-init clean`."),
         block(

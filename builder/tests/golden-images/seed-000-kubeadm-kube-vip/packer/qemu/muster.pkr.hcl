@@ -40,6 +40,16 @@ variable "install_kubernetes" {
   description = "Install the distribution with images/install-kubernetes.sh (pkgs.k8s.io or the k3s release, signature and sums checked); false only for a base image that already has it"
 }
 
+variable "artifacts_dir" {
+  type        = string
+  default     = ""
+  description = "As `muster image build --artifacts DIR`: the distribution (a flat apt repository, or k3s and its airgap tarball) and images/ + manifests/ for the pre-pulled images, checked the same way; empty: the distribution from upstream, and no images (the build fails where the nodes need some)"
+}
+
+locals {
+  artifacts = var.artifacts_dir != "" ? var.artifacts_dir : "${path.root}/../../images/no-artifacts"
+}
+
 source "qemu" "node" {
   iso_url          = var.base_image_url
   iso_checksum     = var.base_image_checksum
@@ -85,14 +95,30 @@ build {
     destination = "/tmp/muster-install-kubernetes.sh"
   }
 
+  provisioner "file" {
+    source      = "${path.root}/../../images/import-images.sh"
+    destination = "/tmp/muster-import-images.sh"
+  }
+
+  # --artifacts: the directory's contents into /tmp/muster-artifacts.
+  provisioner "shell" {
+    inline = ["mkdir -p /tmp/muster-artifacts"]
+  }
+
+  provisioner "file" {
+    source      = "${local.artifacts}/"
+    destination = "/tmp/muster-artifacts"
+  }
+
   # cloud-init must be done before provision.sh runs `cloud-init clean`.
   provisioner "shell" {
     execute_command = "chmod +x {{ .Path }}; sudo -E sh -eu '{{ .Path }}'"
     inline = [
       "cloud-init status --wait || [ $? -eq 2 ]",
-      "if [ \"${var.install_kubernetes}\" = true ]; then bash /tmp/muster-install-kubernetes.sh v1.31.4 kubeadm; fi",
+      "if [ \"${var.install_kubernetes}\" = true ]; then s=; [ -e /tmp/muster-artifacts/Release ] && s=file:/tmp/muster-artifacts/; bash /tmp/muster-install-kubernetes.sh v1.31.4 kubeadm $s; fi",
       "bash /tmp/muster-provision.sh /tmp/muster-payload.tar.gz ${var.payload_sha256}",
-      "rm -f /tmp/muster-payload.tar.gz /tmp/muster-provision.sh /tmp/muster-install-kubernetes.sh",
+      "bash /tmp/muster-import-images.sh /tmp/muster-artifacts/images ghcr.io/kube-vip/kube-vip:v0.8.9 registry.k8s.io/coredns/coredns:v1.11.3 registry.k8s.io/etcd:3.5.15-0 registry.k8s.io/kube-apiserver:v1.31.4 registry.k8s.io/kube-controller-manager:v1.31.4 registry.k8s.io/kube-proxy:v1.31.4 registry.k8s.io/kube-scheduler:v1.31.4 registry.k8s.io/pause:3.10",
+      "rm -rf /tmp/muster-payload.tar.gz /tmp/muster-provision.sh /tmp/muster-install-kubernetes.sh /tmp/muster-import-images.sh /tmp/muster-artifacts",
     ]
   }
 
