@@ -13,6 +13,8 @@ pub mod key_file;
 pub mod keys;
 pub mod pin;
 pub mod records;
+pub mod release;
+pub mod release_transfer;
 pub mod report;
 pub mod retry;
 pub mod seal;
