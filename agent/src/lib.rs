@@ -18,3 +18,4 @@ pub mod rendezvous;
 pub mod report;
 pub mod status;
 pub mod systemd;
+pub mod upgrade;

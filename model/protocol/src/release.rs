@@ -184,6 +184,37 @@ pub fn judge(
     Ok(Verdict::Upgrade { from: running, to })
 }
 
+/// What a node reports under [`progress_key`] while it takes part in a roll; `muster
+/// upgrade --status` and `muster status` read these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    pub node: String,
+    pub sequence: u64,
+    /// `waiting`, `fetching`, `upgrading`, `stopped`, `done`, `refused`.
+    pub phase: String,
+    /// The step under way (or that failed), e.g. `drain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// Why it waits, or the cause that stopped the roll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The fencing token of the upgrade lock while held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_token: Option<u64>,
+    pub at_ms: u64,
+}
+
+/// The resume request `muster upgrade --resume` writes under [`RESUME`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumeRequest {
+    pub sequence: u64,
+    /// Bumped by every `--resume`, so a node resumes once per request.
+    pub count: u64,
+    pub at_ms: u64,
+}
+
 /// Hex SHA-256 of `bytes`, as [`PayloadRef::sha256`] holds it.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
