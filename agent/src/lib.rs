@@ -10,6 +10,7 @@ pub mod distro;
 pub mod etcd_query;
 pub mod exec;
 pub mod host;
+pub mod kube;
 pub mod kube_vip;
 pub mod lab_systemd;
 pub mod preflight;
