@@ -4,9 +4,12 @@
 //! takes the cluster's upgrade lock and runs its node's steps as the upstream upgrade
 //! guide does, one at a time. An explicit state machine: [`state`] (what is persisted),
 //! [`order`] (whose turn it is, pure), [`steps`] (the steps per node, pure) and
-//! [`transition`] (the pure guarded transitions). The driver that runs the steps against
-//! kubeadm, the API server and the rendezvous is not written yet.
+//! [`transition`] (the pure guarded transitions) and [`driver`] (the thin loop that carries
+//! out actions through an `Effects` trait and persists each phase). The real effects
+//! (kubeadm commands, Eviction calls, the lock and progress records at the rendezvous) and
+//! the agent's wiring of this loop are not written yet.
 
+pub mod driver;
 pub mod order;
 pub mod state;
 pub mod steps;
