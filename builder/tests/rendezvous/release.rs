@@ -111,3 +111,105 @@ async fn a_published_release_downloads_resumably_and_is_verified() {
         "the rendezvous saw the version"
     );
 }
+
+/// A minimal HTTP/1.1 server for one payload that honours `Range: bytes=N-` (206) and
+/// records the ranges asked for; `cut_after` closes the first response early, as a broken
+/// connection does.
+async fn serve_payload(
+    payload: Vec<u8>,
+    cut_after: Option<usize>,
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let ranges = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = ranges.clone();
+    tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = sock.read(&mut buf).await.unwrap();
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            let range = req
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("range: ")
+                        .or_else(|| l.strip_prefix("Range: "))
+                })
+                .map(|r| r.trim().to_string());
+            seen.lock().unwrap().push(range.clone());
+            let start: usize = range
+                .as_deref()
+                .and_then(|r| r.strip_prefix("bytes="))
+                .and_then(|r| r.trim_end_matches('-').parse().ok())
+                .unwrap_or(0);
+            let body = &payload[start..];
+            let (status, extra) = if start > 0 {
+                (
+                    "206 Partial Content",
+                    format!(
+                        "Content-Range: bytes {start}-{}/{}\r\n",
+                        payload.len() - 1,
+                        payload.len()
+                    ),
+                )
+            } else {
+                ("200 OK", String::new())
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+                body.len()
+            );
+            sock.write_all(head.as_bytes()).await.unwrap();
+            let send = match (first, cut_after) {
+                (true, Some(cut)) => &body[..cut],
+                _ => body,
+            };
+            first = false;
+            let _ = sock.write_all(send).await;
+            let _ = sock.shutdown().await;
+        }
+    });
+    (format!("http://{addr}/payload.tar.gz"), ranges)
+}
+
+#[tokio::test]
+async fn a_url_payload_resumes_with_an_http_range_after_a_broken_download() {
+    let server = Server::start(false, Limits::default()).await;
+    let op = server.client("muster-operator");
+    let p = payload();
+    let (url, ranges) = serve_payload(p.clone(), Some(1000)).await;
+    let r = release_transfer::publish(
+        &op,
+        Publication {
+            distribution: model::spec::DistroKind::Kubeadm,
+            version: "v1.31.2".parse().unwrap(),
+            payload: &p,
+            url: Some(url),
+            now_ms: 5,
+        },
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    let node = server.client("cp-1");
+    let http = protocol::http_client(None, std::time::Duration::from_secs(10)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let partial = dir.path().join("payload.partial");
+    // The first response is cut after 1000 bytes: the download fails (short body) and
+    // keeps what it got.
+    let first = release_transfer::download(&node, &http, &r, &partial, |_, _| {}).await;
+    assert!(first.is_err(), "a cut download must not pass");
+    let kept = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+    assert!(kept > 0 && kept < p.len() as u64, "kept {kept} bytes");
+    let got = release_transfer::download(&node, &http, &r, &partial, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(got, p);
+    let asked = ranges.lock().unwrap().clone();
+    assert_eq!(asked, vec![None, Some(format!("bytes={kept}-"))]);
+}
