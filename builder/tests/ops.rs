@@ -685,6 +685,13 @@ async fn upgrade_publishes_refuses_a_skip_shows_the_roll_and_resumes() {
         .find(|n| n["name"] == "lab-w-1")
         .unwrap();
     assert_eq!(w1["phase"], upgrade::NO_REPORT);
+    // `muster status` shows the roll too.
+    let (_, out, _) = c.muster(&["status", "--json"]).await;
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["upgrade"]["stopped"]["step"], "drain", "{out}");
+    let (_, out, _) = c.muster(&["status"]).await;
+    assert!(out.contains("upgrade: release 2 v1.32.1"), "{out}");
+    assert!(out.contains("STOPPED at lab-cp-2 step drain"), "{out}");
 
     for expected in [1, 2] {
         let (code, out, err) = c.muster(&["upgrade", "--resume", "--json"]).await;
