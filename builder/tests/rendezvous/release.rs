@@ -16,23 +16,26 @@ fn payload() -> Vec<u8> {
     p
 }
 
+/// What the operator publishes: kubeadm v1.31.2 with `payload`, from `url` if given.
+fn publication(payload: &[u8], url: Option<String>) -> Publication<'_> {
+    Publication {
+        distribution: model::spec::DistroKind::Kubeadm,
+        version: "v1.31.2".parse().unwrap(),
+        payload,
+        url,
+        now_ms: 5,
+    }
+}
+
 #[tokio::test]
 async fn a_published_release_downloads_resumably_and_is_verified() {
     let server = Server::start(true, Limits::default()).await;
     let op = server.client("muster-operator");
     let p = payload();
     let mut steps = Vec::new();
-    let r = release_transfer::publish(
-        &op,
-        Publication {
-            distribution: model::spec::DistroKind::Kubeadm,
-            version: "v1.31.2".parse().unwrap(),
-            payload: &p,
-            url: None,
-            now_ms: 5,
-        },
-        |done, total| steps.push((done, total)),
-    )
+    let r = release_transfer::publish(&op, publication(&p, None), |done, total| {
+        steps.push((done, total))
+    })
     .await
     .unwrap();
     assert_eq!(r.sequence, 1);
@@ -183,19 +186,9 @@ async fn a_url_payload_resumes_with_an_http_range_after_a_broken_download() {
     let op = server.client("muster-operator");
     let p = payload();
     let (url, ranges) = serve_payload(p.clone(), Some(1000)).await;
-    let r = release_transfer::publish(
-        &op,
-        Publication {
-            distribution: model::spec::DistroKind::Kubeadm,
-            version: "v1.31.2".parse().unwrap(),
-            payload: &p,
-            url: Some(url),
-            now_ms: 5,
-        },
-        |_, _| {},
-    )
-    .await
-    .unwrap();
+    let r = release_transfer::publish(&op, publication(&p, Some(url)), |_, _| {})
+        .await
+        .unwrap();
     let node = server.client("cp-1");
     let http = protocol::http_client(None, std::time::Duration::from_secs(10)).unwrap();
     let dir = tempfile::tempdir().unwrap();

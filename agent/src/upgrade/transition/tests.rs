@@ -23,6 +23,18 @@ fn upgrade(sequence: u64) -> Event {
     }
 }
 
+/// The events from a new release to holding the lock with `token`, then `done` steps.
+fn to_the_lock(token: u64, done: usize) -> Vec<Event> {
+    let mut events = vec![
+        upgrade(1),
+        Event::Fetched(Ok(())),
+        Event::Turn(Ok(())),
+        Event::Granted { token },
+    ];
+    events.extend(std::iter::repeat_n(Event::StepDone, done));
+    events
+}
+
 /// Drives `events` from `phase`, returning the last phase and every action in order.
 fn drive(me: &Me, mut phase: Phase, events: Vec<Event>) -> (Phase, Vec<Action>) {
     let mut all = Vec::new();
@@ -35,16 +47,7 @@ fn drive(me: &Me, mut phase: Phase, events: Vec<Event>) -> (Phase, Vec<Action>) 
 }
 
 fn running_at(me: &Me, target: Step) -> Phase {
-    let (mut p, _) = drive(
-        me,
-        Phase::Idle,
-        vec![
-            upgrade(1),
-            Event::Fetched(Ok(())),
-            Event::Turn(Ok(())),
-            Event::Granted { token: 9 },
-        ],
-    );
+    let (mut p, _) = drive(me, Phase::Idle, to_the_lock(9, 0));
     while !matches!(&p, Phase::Running { step, .. } if *step == target) {
         p = step(me, p, Event::StepDone).0;
     }
@@ -54,14 +57,7 @@ fn running_at(me: &Me, target: Step) -> Phase {
 #[test]
 fn the_first_control_plane_walks_the_upstream_steps_and_releases_the_lock() {
     let me = cp1();
-    let mut events = vec![
-        upgrade(1),
-        Event::Fetched(Ok(())),
-        Event::Turn(Ok(())),
-        Event::Granted { token: 9 },
-    ];
-    events.extend(std::iter::repeat_n(Event::StepDone, 9));
-    let (p, acts) = drive(&me, Phase::Idle, events);
+    let (p, acts) = drive(&me, Phase::Idle, to_the_lock(9, 9));
     assert_eq!(
         p,
         Phase::Done {
@@ -373,14 +369,7 @@ fn workers_and_other_control_planes_run_upgrade_node() {
             role,
             first_control_plane: false,
         };
-        let mut events = vec![
-            upgrade(1),
-            Event::Fetched(Ok(())),
-            Event::Turn(Ok(())),
-            Event::Granted { token: 3 },
-        ];
-        events.extend(std::iter::repeat_n(Event::StepDone, 20));
-        let (p, acts) = drive(&me, Phase::Idle, events);
+        let (p, acts) = drive(&me, Phase::Idle, to_the_lock(3, 20));
         assert!(matches!(p, Phase::Done { .. }));
         assert!(acts.contains(&Action::Run(Step::UpgradeNode)));
         assert!(!acts.contains(&Action::Run(Step::UpgradeApply)));
