@@ -4,7 +4,8 @@
 //! takes the cluster's upgrade lock and runs its node's steps as the upstream upgrade
 //! guide does, one at a time. An explicit state machine: [`state`] (what is persisted),
 //! [`order`] (whose turn it is, pure), [`steps`] (the steps per node, pure) and
-//! [`transition`] (the pure guarded transitions) and [`driver`] (the thin loop that carries
+//! [`transition`] (the pure guarded transitions), [`view`] (the roll from the rendezvous's
+//! progress records and etcd view, pure) and [`driver`] (the thin loop that carries
 //! out actions through an `Effects` trait and persists each phase). The real effects
 //! (kubeadm commands, Eviction calls, the lock and progress records at the rendezvous) and
 //! the agent's wiring of this loop are not written yet.
@@ -14,3 +15,4 @@ pub mod order;
 pub mod state;
 pub mod steps;
 pub mod transition;
+pub mod view;
