@@ -206,3 +206,82 @@ async fn a_url_payload_resumes_with_an_http_range_after_a_broken_download() {
     let asked = ranges.lock().unwrap().clone();
     assert_eq!(asked, vec![None, Some(format!("bytes={kept}-"))]);
 }
+
+/// The agent's rendezvous side of an upgrade against the real server: release, payload,
+/// the one-slot lock (one holder, renewed, lost after release), progress, resume.
+#[tokio::test]
+async fn the_agents_rendezvous_side_fetches_locks_reports_and_reads_resumes() {
+    use nodeagent::upgrade::rendezvous_side::RendezvousSide;
+    use nodeagent::upgrade::state::Phase;
+    use nodeagent::upgrade::steps::Step;
+    let server = Server::start(true, Limits::default()).await;
+    let op = server.client("muster-operator");
+    let p = payload();
+    release_transfer::publish(&op, publication(&p, None), |_, _| {})
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let http = protocol::http_client(None, std::time::Duration::from_secs(10)).unwrap();
+    let lease = std::time::Duration::from_secs(30);
+    let side = |name: &str| {
+        RendezvousSide::new(server.client(name), http.clone(), name, dir.path(), lease)
+    };
+    let (cp1, cp2) = (side("cp-1"), side("cp-2"));
+
+    let r = cp1.newest_release().await.unwrap().unwrap();
+    let path = cp1.fetch(&r).await.unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), p);
+
+    let token = cp1
+        .acquire()
+        .await
+        .unwrap()
+        .expect("a free lock is granted");
+    assert_eq!(
+        cp1.acquire().await.unwrap(),
+        Some(token),
+        "held: same token"
+    );
+    assert_eq!(cp2.acquire().await.unwrap(), None, "one slot");
+    assert!(cp1.renew(token).await.unwrap());
+
+    let running = Phase::Running {
+        sequence: r.sequence,
+        to: r.version,
+        token,
+        steps: vec![Step::Drain],
+        step: Step::Drain,
+        resumes_seen: 0,
+    };
+    cp1.report(&running, 7).await.unwrap();
+    cp1.report(&running, 8).await.unwrap();
+    let all = cp2.progress().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(
+        (all[0].node.as_str(), all[0].step.as_deref(), all[0].at_ms),
+        ("cp-1", Some("drain"), 8)
+    );
+
+    assert!(cp1.release(token).await.unwrap());
+    assert!(!cp1.renew(token).await.unwrap(), "a released lease is lost");
+    assert!(
+        cp2.acquire().await.unwrap().is_some_and(|t| t > token),
+        "fenced: a newer token"
+    );
+
+    assert_eq!(cp1.resume_request().await.unwrap(), None);
+    let req = protocol::release::ResumeRequest {
+        sequence: r.sequence,
+        count: 1,
+        at_ms: 1,
+    };
+    op.create(
+        protocol::release::RESUME,
+        &serde_json::to_vec(&req).unwrap(),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(cp1.resume_request().await.unwrap(), Some((r.sequence, 1)));
+}
