@@ -15,5 +15,6 @@ pub mod order;
 pub mod rendezvous_side;
 pub mod state;
 pub mod steps;
+pub mod store;
 pub mod transition;
 pub mod view;
