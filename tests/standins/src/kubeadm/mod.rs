@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod external;
+pub mod upgrade_policy;
 
 use crate::api::EXPIRES_ANNOTATION;
 use crate::client::{Api, Trust, http_client};
