@@ -1,7 +1,7 @@
 //! The version policy `kubeadm upgrade apply` enforces before it changes anything, with
 //! kubeadm's own messages (cmd/kubeadm/app/phases/upgrade/policy.go): no downgrade, no
 //! target newer than kubeadm itself, one minor version at a time, and not more than one
-//! minor above kubeadm's. The stand-in's `upgrade` subcommands are not wired to it yet.
+//! minor above kubeadm's. Used by the stand-in's `kubeadm upgrade apply`.
 
 /// `(major, minor, patch)` of `v1.31.2` (a `+k3sN` or pre-release suffix ignored).
 pub fn parse(v: &str) -> Option<(u32, u32, u32)> {
@@ -89,5 +89,59 @@ mod tests {
         assert_eq!(parse("v1.31.2"), Some((1, 31, 2)));
         assert_eq!(parse("v1.31.6+k3s1"), Some((1, 31, 6)));
         assert_eq!(parse("v1.31"), None);
+    }
+}
+
+/// The `kubernetesVersion` of a stored ClusterConfiguration (YAML text), else `default`.
+pub fn cluster_version(cluster_configuration: &str, default: &str) -> String {
+    cluster_configuration
+        .lines()
+        .find_map(|l| l.strip_prefix("kubernetesVersion:"))
+        .map(|v| v.trim().trim_matches('"').trim_matches('\'').to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// The ClusterConfiguration with its `kubernetesVersion` set to `version` (what `kubeadm
+/// upgrade apply` stores back into the `kubeadm-config` ConfigMap).
+pub fn with_version(cluster_configuration: &str, version: &str) -> String {
+    let line = format!("kubernetesVersion: {version}");
+    let mut found = false;
+    let mut out: Vec<String> = cluster_configuration
+        .lines()
+        .map(|l| {
+            if l.starts_with("kubernetesVersion:") {
+                found = true;
+                line.clone()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    if !found {
+        out.push(line);
+    }
+    let mut text = out.join("\n");
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    #[test]
+    fn the_stored_version_is_read_and_replaced() {
+        let cc = "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nkubernetesVersion: \"v1.30.5\"\nnetworking:\n  podSubnet: 10.244.0.0/16\n";
+        assert_eq!(cluster_version(cc, "v0"), "v1.30.5");
+        let up = with_version(cc, "v1.31.2");
+        assert_eq!(cluster_version(&up, "v0"), "v1.31.2");
+        assert!(up.contains("  podSubnet: 10.244.0.0/16"), "{up}");
+        let bare = "kind: ClusterConfiguration\n";
+        assert_eq!(cluster_version(bare, "v1.30.0"), "v1.30.0");
+        assert_eq!(
+            cluster_version(&with_version(bare, "v1.31.0"), "x"),
+            "v1.31.0"
+        );
     }
 }
