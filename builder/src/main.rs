@@ -62,6 +62,30 @@ enum Command {
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Roll the rebuilt build dir's release onto the running cluster: publish it (version,
+    /// payload digest, payload as sealed chunks or at --url) to the rendezvous; the agents
+    /// upgrade one node at a time, control planes first. `--status` shows the roll,
+    /// `--resume` continues a roll a failure stopped.
+    Upgrade {
+        /// The rebuilt `muster build` output dir (cluster secret, baked config, payload).
+        #[arg(long)]
+        out: PathBuf,
+        /// The operator serves payload.tar.gz at this URL; only its digest is published.
+        #[arg(long, conflicts_with_all = ["status", "resume"])]
+        url: Option<String>,
+        /// Show the roll: release, lock holder, each node's phase and step, what stopped it.
+        #[arg(long, conflicts_with = "resume")]
+        status: bool,
+        /// Resume a roll a failure stopped (after fixing the cause).
+        #[arg(long)]
+        resume: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Give up on each rendezvous request after this long.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Fetch the admin kubeconfig from the rendezvous and write it (mode 0600) pointed at the
     /// API VIP, or, when the VIP does not answer with a valid certificate, at the first
     /// control plane that does (with a warning).
@@ -256,6 +280,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => build(spec, out, agent_bin, json),
         Command::Status { out, json, timeout } => status(out, json, timeout),
+        Command::Upgrade {
+            out,
+            url,
+            status,
+            resume,
+            json,
+            timeout,
+        } => upgrade(out, url, status, resume, json, timeout),
         Command::Kubeconfig {
             out,
             write,
@@ -379,6 +411,80 @@ fn build(
         print!("{}", muster_build::bake::report_table(&report));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `muster upgrade`: publish, `--status` (exit 0 when every node runs the release, 1
+/// otherwise) or `--resume`.
+fn upgrade(
+    out: PathBuf,
+    url: Option<String>,
+    show: bool,
+    resume: bool,
+    json: bool,
+    timeout: std::time::Duration,
+) -> anyhow::Result<ExitCode> {
+    use muster_build::ops::upgrade as up;
+    let dir = muster_build::ops::BuildDir::load(&out)?;
+    let rt = runtime()?;
+    let print = |value: &dyn erased::Json| -> anyhow::Result<()> {
+        println!("{}", value.pretty()?);
+        Ok(())
+    };
+    if show {
+        let s = rt.block_on(up::status(&dir, timeout))?;
+        if json {
+            print(&s)?;
+        } else {
+            print!("{}", up::render(&s));
+        }
+        return Ok(if s.done {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    if resume {
+        let r = rt.block_on(up::resume(&dir, timeout))?;
+        if json {
+            print(&r)?;
+        } else {
+            println!(
+                "resume request {} for release {} written; the stopped node retries its step",
+                r.count, r.sequence
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let release = rt.block_on(up::publish(&dir, url, timeout, |done, total| {
+        eprint!("\rpublishing payload: chunk {done}/{total}");
+        if done == total {
+            eprintln!();
+        }
+    }))?;
+    if json {
+        print(&release)?;
+    } else {
+        println!(
+            "published release {} ({}, sha256 {}); follow it with: muster upgrade --out {} --status",
+            release.sequence,
+            release.version,
+            release.payload.sha256,
+            out.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// JSON printing for the different result types of one command.
+mod erased {
+    pub trait Json {
+        fn pretty(&self) -> anyhow::Result<String>;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn pretty(&self) -> anyhow::Result<String> {
+            Ok(serde_json::to_string_pretty(self)?)
+        }
+    }
 }
 
 /// `muster status`: exit 0 when healthy, 1 otherwise.

@@ -13,6 +13,7 @@ use base64::Engine as _;
 use model::baked::BakedCluster;
 use model::secret::ClusterSecret;
 use muster_build::bake::{BuildOptions, build, rendezvous_cert};
+use muster_build::ops::upgrade;
 use muster_rendezvous::{Limits, tls};
 use nodeagent::bootstrap::{Persisted, Phase, State};
 use nodeagent::distro::EtcdMember;
@@ -675,4 +676,126 @@ async fn status_tells_absent_unplanned_and_removed_members_apart() {
     );
     assert!(out.contains("5/6 nodes done"), "{out}");
     let _ = c.server.stop().await;
+}
+
+/// Issue 15: `muster upgrade` publishes the rebuilt dir's release (sealed chunks, digest),
+/// refuses a minor skip against the previous release before writing anything, shows the
+/// roll (lock holder, each node's phase and step, what stopped it) and writes resume
+/// requests. The nodes' side is simulated with the records the agent writes.
+#[tokio::test]
+async fn upgrade_publishes_refuses_a_skip_shows_the_roll_and_resumes() {
+    use protocol::release::{self, Progress, ResumeRequest};
+    let c = cluster(|_| {}).await;
+    let set_version = |v: &str| {
+        let path = c.dir.join("cluster.json");
+        let mut baked: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        baked["spec"]["distribution"]["version"] = Value::from(v);
+        std::fs::write(&path, serde_json::to_vec_pretty(&baked).unwrap()).unwrap();
+    };
+    let (code, out, err) = c.muster(&["upgrade", "--json"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let first: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(first["sequence"], 1);
+    assert_eq!(first["version"], "v1.31.4");
+    assert!(err.contains("publishing payload: chunk"), "progress: {err}");
+    let payload = std::fs::read(c.dir.join("payload.tar.gz")).unwrap();
+    assert_eq!(first["payload"]["sha256"], release::sha256_hex(&payload));
+
+    // Rebuilt two minors up: refused before anything is written.
+    set_version("v1.33.0");
+    let (code, out, err) = c.muster(&["upgrade"]).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("skipping a minor version"), "{err}");
+    let node = c.node("lab-cp-1");
+    let (now, _) = protocol::release_transfer::current_release(&node)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(now.sequence, 1, "the refused release was not published");
+
+    set_version("v1.32.1");
+    let (code, out, err) = c.muster(&["upgrade"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("published release 2 (v1.32.1"), "{out}");
+
+    // The nodes' side: cp-1 done, cp-2 stopped in its drain holding the lock.
+    let progress = |node: &str, phase: &str, step: Option<&str>, detail: Option<&str>| Progress {
+        node: node.into(),
+        sequence: 2,
+        phase: phase.into(),
+        step: step.map(Into::into),
+        detail: detail.map(Into::into),
+        lock_token: None,
+        at_ms: now_ms(),
+    };
+    let cp2 = c.node("lab-cp-2");
+    let token = match cp2
+        .acquire(
+            release::UPGRADE_SEMAPHORE,
+            1,
+            "lab-cp-2",
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap()
+    {
+        protocol::AcquireResponse::Granted { token, .. } => token,
+        other => panic!("{other:?}"),
+    };
+    for p in [
+        progress("lab-cp-1", "done", None, None),
+        progress(
+            "lab-cp-2",
+            "stopped",
+            Some("drain"),
+            Some("PodDisruptionBudget default/web allows no disruption"),
+        ),
+        progress(
+            "lab-cp-3",
+            "waiting",
+            None,
+            Some("the roll stopped at lab-cp-2"),
+        ),
+    ] {
+        let key = release::progress_key(&p.node);
+        c.node(&p.node)
+            .create(&key, &serde_json::to_vec(&p).unwrap(), None, None)
+            .await
+            .unwrap();
+    }
+    let (code, out, _) = c.muster(&["upgrade", "--status"]).await;
+    assert_eq!(code, 1, "a stopped roll is not done: {out}");
+    assert!(
+        out.contains(&format!("upgrade lock: lab-cp-2 (token {token})")),
+        "{out}"
+    );
+    assert!(
+        out.contains("STOPPED at lab-cp-2 step drain: PodDisruptionBudget default/web"),
+        "{out}"
+    );
+    let (_, out, _) = c.muster(&["upgrade", "--status", "--json"]).await;
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["stopped"]["name"], "lab-cp-2");
+    assert_eq!(s["release"]["version"], "v1.32.1");
+    let w1 = s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "lab-w-1")
+        .unwrap();
+    assert_eq!(w1["phase"], upgrade::NO_REPORT);
+    // `muster status` shows the roll too.
+    let (_, out, _) = c.muster(&["status", "--json"]).await;
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["upgrade"]["stopped"]["step"], "drain", "{out}");
+    let (_, out, _) = c.muster(&["status"]).await;
+    assert!(out.contains("upgrade: release 2 v1.32.1"), "{out}");
+    assert!(out.contains("STOPPED at lab-cp-2 step drain"), "{out}");
+
+    for expected in [1, 2] {
+        let (code, out, err) = c.muster(&["upgrade", "--resume", "--json"]).await;
+        assert_eq!(code, 0, "{out}{err}");
+        let r: ResumeRequest = serde_json::from_str(&out).unwrap();
+        assert_eq!((r.sequence, r.count), (2, expected));
+    }
 }

@@ -743,3 +743,27 @@ fn proxmox_vm_ids_are_stable_across_add_and_remove_sequences() {
     assert_eq!(ever.get("t-w-5"), Some(&125), "{ever:?}");
     assert_eq!(ever.get("t-cp-5"), Some(&115), "{ever:?}");
 }
+
+#[test]
+fn max_unavailable_defaults_to_one_and_zero_is_refused() {
+    let (c, _) = spec::load("t.yaml", BASE).unwrap();
+    assert_eq!(c.distribution.max_unavailable, 1);
+    let two = BASE.replace(
+        "version: v1.31.4",
+        "version: v1.31.4\n    maxUnavailable: 2",
+    );
+    let (c, _) = spec::load("t.yaml", &two).unwrap();
+    assert_eq!(c.distribution.max_unavailable, 2);
+    let zero = BASE.replace(
+        "version: v1.31.4",
+        "version: v1.31.4\n    maxUnavailable: 0",
+    );
+    let p = problems(&zero);
+    assert!(
+        p.iter()
+            .any(|(f, line, s, _)| f == "spec.distribution.maxUnavailable"
+                && *line == 9
+                && *s == Severity::Error),
+        "{p:?}"
+    );
+}

@@ -109,7 +109,11 @@ pub enum StoreError {
 
 /// Pretty JSON with a final newline, written atomically; an encoding failure is an error
 /// (never an empty file in place of the state).
-fn write_json<T: Serialize>(path: PathBuf, value: &T, mode: u32) -> Result<(), StoreError> {
+pub(crate) fn write_json<T: Serialize>(
+    path: PathBuf,
+    value: &T,
+    mode: u32,
+) -> Result<(), StoreError> {
     let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Encode {
         path: path.clone(),
         detail: e.to_string(),

@@ -7,6 +7,7 @@
 mod durability;
 mod props;
 mod protocol;
+mod release;
 mod security;
 mod support;
 mod ttl;

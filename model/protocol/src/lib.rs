@@ -15,6 +15,8 @@ pub mod keys;
 pub mod pin;
 pub mod records;
 pub mod removal;
+pub mod release;
+pub mod release_transfer;
 pub mod report;
 pub mod retry;
 pub mod seal;

@@ -165,12 +165,15 @@ fn distribution(ctx: &mut Ctx, spec: &mut Map<'_>) -> Distribution {
     });
     let disable = list(ctx, &mut m, "disable");
     let control_plane_taints = list(ctx, &mut m, "controlPlaneTaints");
+    let max_unavailable =
+        parse(ctx, &mut m, "maxUnavailable").unwrap_or(super::DEFAULT_MAX_UNAVAILABLE);
     done(ctx, m);
     Distribution {
         kind,
         version,
         disable,
         control_plane_taints,
+        max_unavailable,
     }
 }
 

@@ -79,6 +79,26 @@ pub struct Distribution {
     pub disable: Vec<String>,
     /// Taints for control-plane nodes, `key=value:Effect`.
     pub control_plane_taints: Vec<String>,
+    /// How many workers a rolling upgrade takes out at once (`maxUnavailable`, default 1;
+    /// control planes always go one at a time).
+    /// Left out of the baked config when it is the default, so clusters built before the
+    /// field read the same.
+    #[serde(
+        default = "default_max_unavailable",
+        skip_serializing_if = "is_default_max_unavailable"
+    )]
+    pub max_unavailable: u32,
+}
+
+/// Workers upgraded at once unless the spec says otherwise.
+pub const DEFAULT_MAX_UNAVAILABLE: u32 = 1;
+
+fn default_max_unavailable() -> u32 {
+    DEFAULT_MAX_UNAVAILABLE
+}
+
+fn is_default_max_unavailable(n: &u32) -> bool {
+    *n == DEFAULT_MAX_UNAVAILABLE
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -171,6 +171,13 @@ fn topology(ctx: &mut Ctx, c: &Cluster) {
             Some("use 3".into()),
         );
     }
+    if c.distribution.max_unavailable == 0 {
+        ctx.error(
+            "spec.distribution.maxUnavailable",
+            "an upgrade must be able to take out at least 1 worker at a time",
+            Some("1 (the default) upgrades one worker at a time".into()),
+        );
+    }
     if c.rendezvous.worker_join_cap == 0 {
         ctx.error(
             "spec.rendezvous.workerJoinCap",

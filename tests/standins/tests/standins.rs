@@ -515,6 +515,64 @@ fn kubeadm_standin_ha_lifecycle() {
             .unwrap()
             .is_none()
     );
+
+    // ---- upgrade (issue 15): kubeadm's version policy against the cluster version kept
+    // in the kubeadm-config ConfigMap; the kubeadm "package" is the stand-in at the
+    // version MUSTER_STANDIN_K8S_VERSION names.
+    let kubeadm_at = |v: &'static str| [("MUSTER_STANDIN_K8S_VERSION", v)];
+    let out = lab.kubeadm("cp1", &kubeadm_at("v1.31.4"), &["upgrade", "plan"]);
+    assert!(
+        out.ok() && out.stdout.contains("Cluster version: v1.31.4"),
+        "{}",
+        out.all()
+    );
+    let out = lab.kubeadm(
+        "cp1",
+        &kubeadm_at("v1.33.0"),
+        &["upgrade", "apply", "v1.33.0", "--yes"],
+    );
+    assert!(
+        !out.ok()
+            && out
+                .stderr
+                .contains("kubeadm can upgrade only 1 minor version at a time"),
+        "{}",
+        out.all()
+    );
+    let out = lab.kubeadm(
+        "cp1",
+        &kubeadm_at("v1.31.4"),
+        &["upgrade", "apply", "v1.32.1", "--yes"],
+    );
+    assert!(
+        !out.ok() && out.stderr.contains("Upgrade kubeadm first"),
+        "{}",
+        out.all()
+    );
+    let out = lab.kubeadm(
+        "cp1",
+        &kubeadm_at("v1.32.1"),
+        &["upgrade", "apply", "v1.32.1", "--yes"],
+    );
+    assert!(
+        out.ok()
+            && out
+                .stdout
+                .contains("SUCCESS! Your cluster was upgraded to \"v1.32.1\""),
+        "{}",
+        out.all()
+    );
+    let out = lab.kubeadm("cp2", &kubeadm_at("v1.31.4"), &["upgrade", "node"]);
+    assert!(
+        !out.ok()
+            && out
+                .stderr
+                .contains("older than the cluster version v1.32.1"),
+        "{}",
+        out.all()
+    );
+    let out = lab.kubeadm("cp2", &kubeadm_at("v1.32.1"), &["upgrade", "node"]);
+    assert!(out.ok(), "{}", out.all());
 }
 
 #[test]

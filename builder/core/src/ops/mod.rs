@@ -10,6 +10,7 @@ pub mod kubeconfig;
 pub mod probe;
 pub mod reset;
 pub mod status;
+pub mod upgrade;
 
 use crate::bake::secret::SECRET_FILE;
 use crate::bake::{CLUSTER_FILE, PAYLOAD_FILE};

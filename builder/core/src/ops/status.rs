@@ -82,6 +82,9 @@ pub struct ClusterStatus {
     pub problems: Vec<String>,
     /// Every planned node reports done.
     pub all_done: bool,
+    /// The upgrade roll, once a release was published (`muster upgrade`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<super::upgrade::UpgradeStatus>,
 }
 
 impl ClusterStatus {
@@ -180,6 +183,14 @@ pub async fn gather(dir: &BuildDir, timeout: Duration) -> Result<ClusterStatus, 
         },
     };
     let all_done = !nodes.is_empty() && nodes.iter().all(|n| n.done || n.phase == REMOVED);
+    let mut problems = view.problems.clone();
+    let upgrade = match super::upgrade::status(dir, timeout).await {
+        Ok(u) => u.release.is_some().then_some(u),
+        Err(e) => {
+            problems.push(format!("upgrade records: {e}"));
+            None
+        }
+    };
     Ok(ClusterStatus {
         cluster: dir.baked.spec.name.to_string(),
         cluster_id: dir.baked.cluster_id.clone(),
@@ -201,8 +212,9 @@ pub async fn gather(dir: &BuildDir, timeout: Duration) -> Result<ClusterStatus, 
         worker_join_holders: holders_from_audit(&view.audit, keys::WORKER_JOIN_SEMAPHORE),
         api,
         etcd: view.freshest_etcd().cloned(),
-        problems: view.problems.clone(),
+        problems,
         all_done,
+        upgrade,
     })
 }
 
@@ -313,5 +325,8 @@ pub fn render(s: &ClusterStatus) -> String {
         "\n{done}/{counted} nodes done{}",
         if s.all_done { "" } else { ": not complete" }
     );
+    if let Some(u) = &s.upgrade {
+        let _ = write!(o, "\nupgrade: {}", super::upgrade::render(u));
+    }
     printable(&o).into_owned()
 }

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod external;
+pub mod upgrade_policy;
 
 use crate::api::EXPIRES_ANNOTATION;
 use crate::client::{Api, Trust, http_client};
@@ -172,6 +173,9 @@ async fn dispatch_inner(args: &[String]) -> Result<()> {
         ["join", ..] => join(&flags).await,
         ["reset", ..] => reset(&flags),
         ["token", "create", ..] => token_create(&flags).await,
+        ["upgrade", "plan", ..] => upgrade_command(None, false).await,
+        ["upgrade", "apply", target, ..] => upgrade_command(Some(target), false).await,
+        ["upgrade", "node", ..] => upgrade_command(None, true).await,
         ["version", ..] => {
             let v = version();
             if flags.value("o") == Some("short") || flags.value("output") == Some("short") {
@@ -185,7 +189,7 @@ async fn dispatch_inner(args: &[String]) -> Result<()> {
         }
         ["kubelet-sync", ..] => kubelet_sync(),
         _ => bail!(
-            "kubeadm-standin (muster stand-in for kubeadm): unsupported command {:?}; supported: init, init phase upload-certs, join, reset, token create, version, kubelet-sync",
+            "kubeadm-standin (muster stand-in for kubeadm): unsupported command {:?}; supported: init, init phase upload-certs, join, reset, token create, upgrade plan|apply|node, version, kubelet-sync",
             args
         ),
     }
@@ -1799,6 +1803,62 @@ async fn token_create(flags: &Flags) -> Result<()> {
     } else {
         println!("{token}");
     }
+    Ok(())
+}
+
+/// `kubeadm upgrade plan|apply vX.Y.Z|node`, as far as the stand-in goes: the cluster's
+/// version is the `kubernetesVersion` in the `kubeadm-config` ConfigMap; `apply` enforces
+/// kubeadm's version policy ([`upgrade_policy`]) and stores the new version there; `node`
+/// refuses when this kubeadm is older than the cluster (stand-in wording). It does not
+/// restart the control-plane daemons: the API server keeps reporting the version it
+/// started with (`tests/standins/tests/standins.rs` runs it in the lab).
+async fn upgrade_command(target: Option<&str>, node: bool) -> Result<()> {
+    let root = crate::node_root();
+    let api = admin_api(&root, Duration::from_secs(10))
+        .or_else(|_| {
+            let text = read_file(&kube_dir(&root).join("kubelet.conf"))?;
+            Api::from_kubeconfig(&text, Duration::from_secs(10))
+        })
+        .context("[upgrade/config] FATAL: no admin.conf or kubelet.conf to reach the cluster")?;
+    let path = "/api/v1/namespaces/kube-system/configmaps/kubeadm-config";
+    let kc = api.get(path).await?;
+    if !kc.ok() {
+        bail!(
+            "[upgrade/config] FATAL: failed to get config map: {}",
+            kc.message()
+        );
+    }
+    let cc = kc.body["data"]["ClusterConfiguration"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let ours = version();
+    let cluster = upgrade_policy::cluster_version(&cc, &ours);
+    println!("[upgrade/versions] Cluster version: {cluster}");
+    println!("[upgrade/versions] kubeadm version: {ours}");
+    if node {
+        if upgrade_policy::parse(&ours) < upgrade_policy::parse(&cluster) {
+            bail!(
+                "[upgrade] FATAL (stand-in): this kubeadm {ours} is older than the cluster version {cluster}: install the cluster's kubeadm first"
+            );
+        }
+        println!("[upgrade] The configuration for this node was successfully updated!");
+        return Ok(());
+    }
+    let Some(target) = target else {
+        println!("[upgrade/versions] Target version: {ours}");
+        return Ok(());
+    };
+    println!("[upgrade/version] You have chosen to change the cluster version to {target:?}");
+    let errors = upgrade_policy::violations(&cluster, &ours, target);
+    if !errors.is_empty() {
+        bail!("{}", upgrade_policy::fatal(&errors));
+    }
+    let mut body = kc.body.clone();
+    body["data"]["ClusterConfiguration"] =
+        serde_json::Value::from(upgrade_policy::with_version(&cc, target));
+    api.must_put(path, &body).await?;
+    println!("[upgrade/successful] SUCCESS! Your cluster was upgraded to {target:?}. Enjoy!");
     Ok(())
 }
 

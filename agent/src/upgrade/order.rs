@@ -1,0 +1,321 @@
+//! Whose turn it is, as a pure function of what the node sees: control planes first in a
+//! stable order (by name), workers only after every control plane runs the target version
+//! and at most `maxUnavailable` of them at once, nobody while the roll is stopped, and a
+//! control plane only while etcd keeps its quorum without it.
+
+use model::{KubeVersion, Role};
+
+/// One Kubernetes node as the API server (or the rendezvous reports) show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeView {
+    pub name: String,
+    pub role: Role,
+    /// The kubelet version the Node reports (`status.nodeInfo.kubeletVersion`).
+    pub kubelet: Option<KubeVersion>,
+    /// Upgrading now (holds the lock or a worker slot, by its progress record).
+    pub upgrading: bool,
+}
+
+/// What the roll looks like from one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollView {
+    pub target: KubeVersion,
+    /// The control plane's version (kube-apiserver, or kubeadm's ClusterConfiguration).
+    pub control_plane: KubeVersion,
+    pub nodes: Vec<NodeView>,
+    /// A node whose failure stopped the roll, with its step and cause.
+    pub stopped: Option<(String, String, String)>,
+    pub max_unavailable: u32,
+}
+
+/// One etcd member as the node's etcd view has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdMember {
+    pub name: String,
+    pub healthy: bool,
+}
+
+/// Why a node does not start yet; status prints it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Wait {
+    #[error(
+        "the roll stopped at {node} (step {step}): {cause}; fix it and run `muster upgrade --resume`"
+    )]
+    Stopped {
+        node: String,
+        step: String,
+        cause: String,
+    },
+    #[error("control plane {before} upgrades first (control planes go one at a time, by name)")]
+    ControlPlaneBefore { before: String },
+    #[error("waiting for every control plane to run {target}: {pending} not yet")]
+    ControlPlanesFirst {
+        target: KubeVersion,
+        pending: String,
+    },
+    #[error("{upgrading} worker(s) upgrading, maxUnavailable is {max}")]
+    WorkersBusy { upgrading: u32, max: u32 },
+    #[error("workers before this one in the order upgrade first: {before}")]
+    WorkerBefore { before: String },
+    #[error("etcd member {member} is not healthy: no control plane upgrades until it is")]
+    EtcdUnhealthy { member: String },
+    #[error("etcd has {members} member(s): losing one would lose quorum ({quorum} needed)")]
+    NoQuorumToSpare { members: u32, quorum: u32 },
+    #[error(
+        "this node's kubelet {kubelet} is newer than the control plane {control_plane}: it waits until the control plane reaches it"
+    )]
+    NewerThanControlPlane {
+        kubelet: KubeVersion,
+        control_plane: KubeVersion,
+    },
+}
+
+/// Whether `me` (a control plane or a worker in `view.nodes`) may take its turn now.
+pub fn my_turn(view: &RollView, me: &str) -> Result<(), Wait> {
+    if let Some((node, step, cause)) = &view.stopped {
+        return Err(Wait::Stopped {
+            node: node.clone(),
+            step: step.clone(),
+            cause: cause.clone(),
+        });
+    }
+    let pending = |n: &NodeView| n.kubelet != Some(view.target);
+    let cps = ordered(view, Role::ControlPlane);
+    let workers = ordered(view, Role::Worker);
+    let Some(mine) = view.nodes.iter().find(|n| n.name == me) else {
+        return Ok(());
+    };
+    if mine.role == Role::ControlPlane {
+        match cps.iter().find(|n| pending(n)) {
+            Some(first) if first.name != me => Err(Wait::ControlPlaneBefore {
+                before: first.name.clone(),
+            }),
+            _ => Ok(()),
+        }
+    } else {
+        let cp_pending: Vec<&str> = cps
+            .iter()
+            .filter(|n| pending(n))
+            .map(|n| n.name.as_str())
+            .collect();
+        if !cp_pending.is_empty() || view.control_plane != view.target {
+            let mut names = cp_pending.join(", ");
+            if names.is_empty() {
+                names = "the API server".into();
+            }
+            return Err(Wait::ControlPlanesFirst {
+                target: view.target,
+                pending: names,
+            });
+        }
+        let max = view.max_unavailable.max(1);
+        let upgrading = count(workers.iter().filter(|n| n.upgrading && n.name != me));
+        if upgrading >= max {
+            return Err(Wait::WorkersBusy { upgrading, max });
+        }
+        // Stable order: only the first `max` pending workers may go.
+        let window: Vec<&str> = workers
+            .iter()
+            .filter(|n| pending(n))
+            .take(max as usize)
+            .map(|n| n.name.as_str())
+            .collect();
+        if window.contains(&me) || !pending(mine) {
+            Ok(())
+        } else {
+            Err(Wait::WorkerBefore {
+                before: window.join(", "),
+            })
+        }
+    }
+}
+
+/// A node re-created from a newer image must not run a kubelet newer than the control
+/// plane (the version-skew policy); it waits until the control plane reaches it.
+pub fn skew_allows(kubelet: KubeVersion, control_plane: KubeVersion) -> Result<(), Wait> {
+    if (kubelet.major, kubelet.minor) > (control_plane.major, control_plane.minor) {
+        Err(Wait::NewerThanControlPlane {
+            kubelet,
+            control_plane,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Before a control plane is touched: every member healthy, and quorum survives losing
+/// one. A single-member etcd has no quorum to keep: its API is down while it upgrades, as
+/// upstream's single control-plane upgrade is.
+pub fn quorum_allows(members: &[EtcdMember]) -> Result<(), Wait> {
+    if let Some(sick) = members.iter().find(|m| !m.healthy) {
+        return Err(Wait::EtcdUnhealthy {
+            member: sick.name.clone(),
+        });
+    }
+    let n = count(members.iter());
+    if n <= 1 {
+        return Ok(());
+    }
+    let row = model::quorum::row(n);
+    if row.can_lose == 0 {
+        return Err(Wait::NoQuorumToSpare {
+            members: n,
+            quorum: row.quorum,
+        });
+    }
+    Ok(())
+}
+
+fn ordered(view: &RollView, role: Role) -> Vec<&NodeView> {
+    let mut v: Vec<&NodeView> = view.nodes.iter().filter(|n| n.role == role).collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
+}
+
+fn count<T>(it: impl Iterator<Item = T>) -> u32 {
+    u32::try_from(it.count()).unwrap_or(u32::MAX)
+}
+
+/// The first control plane of the roll's order (it runs `kubeadm upgrade apply`).
+pub fn first_control_plane(view: &RollView) -> Option<&str> {
+    ordered(view, Role::ControlPlane)
+        .first()
+        .map(|n| n.name.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> KubeVersion {
+        s.parse().unwrap()
+    }
+
+    fn node(name: &str, role: Role, ver: &str) -> NodeView {
+        NodeView {
+            name: name.into(),
+            role,
+            kubelet: Some(v(ver)),
+            upgrading: false,
+        }
+    }
+
+    fn view(cp: [&str; 3], workers: [&str; 3], api: &str) -> RollView {
+        let mut nodes = Vec::new();
+        // Deliberately not in name order: the order is by name, not by report order.
+        for (i, ver) in cp.iter().enumerate().rev() {
+            nodes.push(node(&format!("cp-{}", i + 1), Role::ControlPlane, ver));
+        }
+        for (i, ver) in workers.iter().enumerate() {
+            nodes.push(node(&format!("w-{}", i + 1), Role::Worker, ver));
+        }
+        RollView {
+            target: v("v1.31.2"),
+            control_plane: v(api),
+            nodes,
+            stopped: None,
+            max_unavailable: 1,
+        }
+    }
+
+    const OLD: &str = "v1.30.5";
+    const NEW: &str = "v1.31.2";
+
+    #[test]
+    fn control_planes_go_first_one_at_a_time_by_name() {
+        let v0 = view([OLD; 3], [OLD; 3], OLD);
+        assert_eq!(my_turn(&v0, "cp-1"), Ok(()));
+        assert!(
+            matches!(my_turn(&v0, "cp-2"), Err(Wait::ControlPlaneBefore { before }) if before == "cp-1")
+        );
+        assert!(matches!(
+            my_turn(&v0, "w-1"),
+            Err(Wait::ControlPlanesFirst { .. })
+        ));
+        assert_eq!(first_control_plane(&v0), Some("cp-1"));
+        let v1 = view([NEW, OLD, OLD], [OLD; 3], NEW);
+        assert_eq!(my_turn(&v1, "cp-2"), Ok(()));
+        assert!(matches!(
+            my_turn(&v1, "cp-3"),
+            Err(Wait::ControlPlaneBefore { .. })
+        ));
+        assert!(
+            matches!(my_turn(&v1, "w-1"), Err(Wait::ControlPlanesFirst { pending, .. }) if pending == "cp-2, cp-3")
+        );
+    }
+
+    #[test]
+    fn workers_follow_in_order_up_to_max_unavailable() {
+        let mut all_cp = view([NEW; 3], [OLD; 3], NEW);
+        assert_eq!(my_turn(&all_cp, "w-1"), Ok(()));
+        assert!(matches!(
+            my_turn(&all_cp, "w-2"),
+            Err(Wait::WorkerBefore { .. })
+        ));
+        all_cp.max_unavailable = 2;
+        assert_eq!(my_turn(&all_cp, "w-2"), Ok(()));
+        for n in &mut all_cp.nodes {
+            n.upgrading = n.name == "w-1" || n.name == "w-2";
+        }
+        assert!(matches!(
+            my_turn(&all_cp, "w-3"),
+            Err(Wait::WorkersBusy {
+                upgrading: 2,
+                max: 2
+            })
+        ));
+        // The API server itself must be at the target too (a CP's kubelet alone is not enough).
+        let lagging_api = view([NEW; 3], [OLD; 3], OLD);
+        assert!(
+            matches!(my_turn(&lagging_api, "w-1"), Err(Wait::ControlPlanesFirst { pending, .. }) if pending == "the API server")
+        );
+    }
+
+    #[test]
+    fn a_stopped_roll_starts_nobody() {
+        let mut v0 = view([NEW, OLD, OLD], [OLD; 3], NEW);
+        v0.stopped = Some((
+            "cp-2".into(),
+            "drain".into(),
+            "PDB web allows 0 disruptions".into(),
+        ));
+        let w = my_turn(&v0, "cp-2").unwrap_err();
+        assert!(w.to_string().contains("cp-2 (step drain)"), "{w}");
+        assert!(my_turn(&v0, "cp-3").is_err());
+    }
+
+    #[test]
+    fn quorum_must_survive_losing_the_node() {
+        let m = |name: &str, healthy| EtcdMember {
+            name: name.into(),
+            healthy,
+        };
+        assert_eq!(
+            quorum_allows(&[m("a", true), m("b", true), m("c", true)]),
+            Ok(())
+        );
+        assert!(matches!(
+            quorum_allows(&[m("a", true), m("b", false), m("c", true)]),
+            Err(Wait::EtcdUnhealthy { member }) if member == "b"
+        ));
+        assert!(matches!(
+            quorum_allows(&[m("a", true), m("b", true)]),
+            Err(Wait::NoQuorumToSpare {
+                members: 2,
+                quorum: 2
+            })
+        ));
+        assert_eq!(
+            quorum_allows(&[m("a", true)]),
+            Ok(()),
+            "single member: nothing to keep"
+        );
+    }
+
+    #[test]
+    fn a_newer_kubelet_waits_for_the_control_plane() {
+        assert!(skew_allows(v("v1.31.2"), v("v1.30.5")).is_err());
+        assert_eq!(skew_allows(v("v1.31.2"), v("v1.31.0")), Ok(()));
+        assert_eq!(skew_allows(v("v1.30.1"), v("v1.31.0")), Ok(()));
+    }
+}

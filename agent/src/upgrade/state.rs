@@ -1,0 +1,112 @@
+//! The upgrade state one agent persists (next to its bootstrap state), so a reboot in the
+//! middle of a node's upgrade resumes at the step it was at: every step is idempotent.
+
+use super::steps::Step;
+use model::KubeVersion;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "phase")]
+pub enum Phase {
+    /// No release newer than what runs.
+    Idle,
+    /// The newest release was refused (another cluster, downgrade, minor skip, ...):
+    /// nothing changed.
+    #[serde(rename_all = "camelCase")]
+    Refused { sequence: u64, reason: String },
+    /// Downloading and verifying the payload.
+    #[serde(rename_all = "camelCase")]
+    Fetching { sequence: u64, to: KubeVersion },
+    /// Verified; not this node's turn yet (`why` says what it waits for).
+    #[serde(rename_all = "camelCase")]
+    Waiting {
+        sequence: u64,
+        to: KubeVersion,
+        why: String,
+    },
+    /// Its turn: taking the upgrade lock. `resume`: the step to run again (after a lost
+    /// lease, or `muster upgrade --resume`).
+    #[serde(rename_all = "camelCase")]
+    Locking {
+        sequence: u64,
+        to: KubeVersion,
+        resume: Option<Step>,
+        /// The newest resume request already acted on (a failure after it waits for the next).
+        resumes_seen: u64,
+    },
+    /// Holding the lock (fencing `token`), running `step` of `steps`.
+    #[serde(rename_all = "camelCase")]
+    Running {
+        sequence: u64,
+        to: KubeVersion,
+        token: u64,
+        steps: Vec<Step>,
+        step: Step,
+        resumes_seen: u64,
+    },
+    /// A step failed: the roll stops here, the lock stays held with the error, and
+    /// nothing else starts until `muster upgrade --resume` (a resume request with a count
+    /// above `resumes_seen`).
+    #[serde(rename_all = "camelCase")]
+    Stopped {
+        sequence: u64,
+        to: KubeVersion,
+        token: u64,
+        steps: Vec<Step>,
+        step: Step,
+        cause: String,
+        uncordoned: bool,
+        resumes_seen: u64,
+    },
+    /// This node runs `to`.
+    #[serde(rename_all = "camelCase")]
+    Done { sequence: u64, to: KubeVersion },
+}
+
+impl Phase {
+    /// The label progress records and status show.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Phase::Idle => "idle",
+            Phase::Refused { .. } => "refused",
+            Phase::Fetching { .. } => "fetching",
+            Phase::Waiting { .. } => "waiting",
+            Phase::Locking { .. } => "locking",
+            Phase::Running { .. } => "upgrading",
+            Phase::Stopped { .. } => "stopped",
+            Phase::Done { .. } => "done",
+        }
+    }
+
+    /// Whether this node is in the middle of its own upgrade (a new release must not
+    /// interrupt it).
+    pub fn in_flight(&self) -> bool {
+        matches!(
+            self,
+            Phase::Locking { .. } | Phase::Running { .. } | Phase::Stopped { .. }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_phase_round_trips_as_persisted() {
+        let p = Phase::Running {
+            sequence: 2,
+            to: "v1.31.2".parse().unwrap(),
+            token: 7,
+            steps: vec![Step::Cordon, Step::Drain],
+            step: Step::Drain,
+            resumes_seen: 0,
+        };
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(
+            text.contains(r#""phase":"running""#) && text.contains(r#""step":"drain""#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Phase>(&text).unwrap(), p);
+    }
+}

@@ -1,0 +1,334 @@
+//! The upgrade transitions: a pure function of the phase and the event its actions ended
+//! with, returning the next phase and the actions the driver carries out.
+
+use super::order::Wait;
+use super::state::Phase;
+use super::steps::{self, Step};
+use model::spec::DistroKind;
+use model::{KubeVersion, Role};
+use protocol::release::{Refusal, Verdict};
+
+/// What the driver observed or what an action ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The newest release at the rendezvous, as [`protocol::release::judge`] judged it.
+    Release {
+        sequence: u64,
+        verdict: Result<Verdict, Refusal>,
+    },
+    /// The payload download and digest check ended.
+    Fetched(Result<(), String>),
+    /// Whether it is this node's turn ([`super::order`]: order, quorum, skew).
+    Turn(Result<(), Wait>),
+    Granted {
+        token: u64,
+    },
+    Busy,
+    StepDone,
+    /// A step failed; `can_serve`: the node still runs a working kubelet (so it is
+    /// uncordoned rather than left out of scheduling).
+    StepFailed {
+        cause: String,
+        can_serve: bool,
+    },
+    /// The lock's lease was lost mid-step (fenced): stop acting, take it again.
+    LeaseLost,
+    /// `muster upgrade --resume` wrote resume request number `count` for `sequence`.
+    Resume {
+        sequence: u64,
+        count: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Publish this node's progress record (phase, step, detail).
+    Report,
+    Fetch {
+        sequence: u64,
+    },
+    /// Gather the roll view, etcd members and versions and answer with [`Event::Turn`].
+    CheckTurn,
+    Acquire,
+    Run(Step),
+    Uncordon,
+    Release {
+        token: u64,
+    },
+}
+
+/// Who this node is in the roll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Me {
+    pub distribution: DistroKind,
+    pub role: Role,
+    /// First control plane of the roll's order (runs `kubeadm upgrade apply`).
+    pub first_control_plane: bool,
+}
+
+/// The transition function. Guards first; the last arm keeps the phase for events it
+/// cannot act on (a stale turn answer after the lock was taken, a resume for another
+/// release, a step answer while waiting).
+pub fn step(me: &Me, phase: Phase, event: Event) -> (Phase, Vec<Action>) {
+    use Action as A;
+    use Event as E;
+    match (phase, event) {
+        // A new release is judged only when this node is not in the middle of one.
+        (p, E::Release { .. }) if p.in_flight() => (p, vec![]),
+        (p, E::Release { sequence, verdict }) => on_release(p, sequence, verdict),
+        (Phase::Fetching { sequence, to }, E::Fetched(Ok(()))) => (
+            Phase::Waiting {
+                sequence,
+                to,
+                why: "checking whose turn it is".into(),
+            },
+            vec![A::CheckTurn],
+        ),
+        // A failed or corrupt download is retried (the driver backs off); nothing changed.
+        (p @ Phase::Fetching { sequence, .. }, E::Fetched(Err(_))) => {
+            (p, vec![A::Report, A::Fetch { sequence }])
+        }
+        (Phase::Waiting { sequence, to, .. }, E::Turn(Ok(()))) => (
+            Phase::Locking {
+                sequence,
+                to,
+                resume: None,
+                resumes_seen: 0,
+            },
+            vec![A::Acquire],
+        ),
+        (Phase::Waiting { sequence, to, .. }, E::Turn(Err(wait))) => (
+            Phase::Waiting {
+                sequence,
+                to,
+                why: wait.to_string(),
+            },
+            vec![A::Report, A::CheckTurn],
+        ),
+        (
+            Phase::Locking {
+                sequence,
+                to,
+                resume,
+                resumes_seen,
+            },
+            E::Granted { token },
+        ) => {
+            let list = steps::steps(me.distribution, me.role, me.first_control_plane);
+            match resume.or_else(|| list.first().copied()) {
+                Some(step) => (
+                    Phase::Running {
+                        sequence,
+                        to,
+                        token,
+                        steps: list,
+                        step,
+                        resumes_seen,
+                    },
+                    vec![A::Report, A::Run(step)],
+                ),
+                None => (
+                    Phase::Done { sequence, to },
+                    vec![A::Report, A::Release { token }],
+                ),
+            }
+        }
+        (
+            Phase::Locking {
+                sequence,
+                to,
+                resume: None,
+                ..
+            },
+            E::Busy,
+        ) => (
+            Phase::Waiting {
+                sequence,
+                to,
+                why: "another node holds the upgrade lock".into(),
+            },
+            vec![A::Report, A::CheckTurn],
+        ),
+        // Mid-upgrade (lease lost, reboot or resume): keep asking, never start over.
+        (
+            p @ Phase::Locking {
+                resume: Some(_), ..
+            },
+            E::Busy,
+        ) => (p, vec![A::Report, A::Acquire]),
+        (
+            Phase::Running {
+                sequence,
+                to,
+                token,
+                steps: list,
+                step,
+                resumes_seen,
+            },
+            E::StepDone,
+        ) => match steps::next(&list, step) {
+            Some(next) => (
+                Phase::Running {
+                    sequence,
+                    to,
+                    token,
+                    steps: list,
+                    step: next,
+                    resumes_seen,
+                },
+                vec![A::Report, A::Run(next)],
+            ),
+            None => (
+                Phase::Done { sequence, to },
+                vec![A::Report, A::Release { token }],
+            ),
+        },
+        (
+            Phase::Running {
+                sequence,
+                to,
+                token,
+                steps: list,
+                step,
+                resumes_seen,
+            },
+            E::StepFailed { cause, can_serve },
+        ) => {
+            // Uncordon a node that can still serve; the lock stays held with the error.
+            let uncordon = can_serve && step.after_cordon() && step != Step::Uncordon;
+            let mut acts = Vec::new();
+            if uncordon {
+                acts.push(A::Uncordon);
+            }
+            acts.push(A::Report);
+            (
+                Phase::Stopped {
+                    sequence,
+                    to,
+                    token,
+                    steps: list,
+                    step,
+                    cause,
+                    uncordoned: uncordon,
+                    resumes_seen,
+                },
+                acts,
+            )
+        }
+        (
+            Phase::Running {
+                sequence,
+                to,
+                step,
+                resumes_seen,
+                ..
+            },
+            E::LeaseLost,
+        ) => (
+            Phase::Locking {
+                sequence,
+                to,
+                resume: Some(step),
+                resumes_seen,
+            },
+            vec![A::Report, A::Acquire],
+        ),
+        (
+            Phase::Stopped {
+                sequence,
+                to,
+                step,
+                uncordoned,
+                resumes_seen,
+                ..
+            },
+            E::Resume { sequence: s, count },
+        ) if s == sequence && count > resumes_seen => {
+            // An uncordoned node is cordoned again before the failed step is retried.
+            let resume = if uncordoned && step.after_cordon() {
+                Step::Cordon
+            } else {
+                step
+            };
+            (
+                Phase::Locking {
+                    sequence,
+                    to,
+                    resume: Some(resume),
+                    resumes_seen: count,
+                },
+                vec![A::Report, A::Acquire],
+            )
+        }
+        (p, _) => (p, vec![]),
+    }
+}
+
+fn on_release(p: Phase, sequence: u64, verdict: Result<Verdict, Refusal>) -> (Phase, Vec<Action>) {
+    let already = matches!(
+        &p,
+        Phase::Fetching { sequence: s, .. } | Phase::Waiting { sequence: s, .. } | Phase::Done { sequence: s, .. }
+            if *s == sequence
+    );
+    match verdict {
+        Err(refusal) => (
+            Phase::Refused {
+                sequence,
+                reason: refusal.to_string(),
+            },
+            vec![Action::Report],
+        ),
+        Ok(Verdict::AlreadyAt(to)) => (Phase::Done { sequence, to }, vec![Action::Report]),
+        Ok(Verdict::Upgrade { .. }) if already => (p, vec![]),
+        Ok(Verdict::Upgrade { to, .. }) => (
+            Phase::Fetching { sequence, to },
+            vec![Action::Report, Action::Fetch { sequence }],
+        ),
+    }
+}
+
+/// Where a persisted phase starts after a (re)start, and the actions it starts with.
+/// A node that was running a step takes the lock again first (holding it still returns
+/// the same token and extends the lease; losing it across the reboot answers `Busy` and
+/// the node waits), then re-runs that step: every step is idempotent.
+pub fn restart(phase: Phase) -> (Phase, Vec<Action>) {
+    match phase {
+        Phase::Running {
+            sequence,
+            to,
+            step,
+            resumes_seen,
+            ..
+        } => (
+            Phase::Locking {
+                sequence,
+                to,
+                resume: Some(step),
+                resumes_seen,
+            },
+            vec![Action::Report, Action::Acquire],
+        ),
+        p @ (Phase::Idle | Phase::Refused { .. } | Phase::Done { .. } | Phase::Stopped { .. }) => {
+            (p, vec![Action::Report])
+        }
+        p @ Phase::Fetching { sequence, .. } => (p, vec![Action::Fetch { sequence }]),
+        p @ Phase::Waiting { .. } => (p, vec![Action::CheckTurn]),
+        p @ Phase::Locking { .. } => (p, vec![Action::Acquire]),
+    }
+}
+
+/// The version a phase is heading to, if any.
+pub fn target(phase: &Phase) -> Option<KubeVersion> {
+    match phase {
+        Phase::Idle | Phase::Refused { .. } => None,
+        Phase::Fetching { to, .. }
+        | Phase::Waiting { to, .. }
+        | Phase::Locking { to, .. }
+        | Phase::Running { to, .. }
+        | Phase::Stopped { to, .. }
+        | Phase::Done { to, .. } => Some(*to),
+    }
+}
+
+#[cfg(test)]
+mod tests;

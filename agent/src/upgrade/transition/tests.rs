@@ -1,0 +1,385 @@
+use super::*;
+use crate::upgrade::order::Wait;
+
+fn v(s: &str) -> KubeVersion {
+    s.parse().unwrap()
+}
+
+fn cp1() -> Me {
+    Me {
+        distribution: DistroKind::Kubeadm,
+        role: Role::ControlPlane,
+        first_control_plane: true,
+    }
+}
+
+fn upgrade(sequence: u64) -> Event {
+    Event::Release {
+        sequence,
+        verdict: Ok(Verdict::Upgrade {
+            from: v("v1.30.5"),
+            to: v("v1.31.2"),
+        }),
+    }
+}
+
+/// The events from a new release to holding the lock with `token`, then `done` steps.
+fn to_the_lock(token: u64, done: usize) -> Vec<Event> {
+    let mut events = vec![
+        upgrade(1),
+        Event::Fetched(Ok(())),
+        Event::Turn(Ok(())),
+        Event::Granted { token },
+    ];
+    events.extend(std::iter::repeat_n(Event::StepDone, done));
+    events
+}
+
+/// Drives `events` from `phase`, returning the last phase and every action in order.
+fn drive(me: &Me, mut phase: Phase, events: Vec<Event>) -> (Phase, Vec<Action>) {
+    let mut all = Vec::new();
+    for e in events {
+        let (p, acts) = step(me, phase, e);
+        phase = p;
+        all.extend(acts);
+    }
+    (phase, all)
+}
+
+fn running_at(me: &Me, target: Step) -> Phase {
+    let (mut p, _) = drive(me, Phase::Idle, to_the_lock(9, 0));
+    while !matches!(&p, Phase::Running { step, .. } if *step == target) {
+        p = step(me, p, Event::StepDone).0;
+    }
+    p
+}
+
+#[test]
+fn the_first_control_plane_walks_the_upstream_steps_and_releases_the_lock() {
+    let me = cp1();
+    let (p, acts) = drive(&me, Phase::Idle, to_the_lock(9, 9));
+    assert_eq!(
+        p,
+        Phase::Done {
+            sequence: 1,
+            to: v("v1.31.2")
+        }
+    );
+    let runs: Vec<Step> = acts
+        .iter()
+        .filter_map(|a| match a {
+            Action::Run(s) => Some(*s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        runs,
+        steps::steps(DistroKind::Kubeadm, Role::ControlPlane, true)
+    );
+    assert_eq!(acts.first(), Some(&Action::Report));
+    assert!(acts.contains(&Action::Fetch { sequence: 1 }));
+    assert_eq!(acts.last(), Some(&Action::Release { token: 9 }));
+    // Fetch before turn, turn before lock, lock before the first step.
+    let at = |a: &Action| acts.iter().position(|x| x == a).unwrap();
+    assert!(at(&Action::Fetch { sequence: 1 }) < at(&Action::CheckTurn));
+    assert!(at(&Action::CheckTurn) < at(&Action::Acquire));
+    assert!(at(&Action::Acquire) < at(&Action::Run(Step::InstallKubeadm)));
+}
+
+#[test]
+fn refused_and_current_releases_change_nothing() {
+    let me = cp1();
+    let (p, acts) = step(
+        &me,
+        Phase::Idle,
+        Event::Release {
+            sequence: 2,
+            verdict: Err(Refusal::MinorSkip {
+                sequence: 2,
+                from: v("v1.30.5"),
+                to: v("v1.32.0"),
+            }),
+        },
+    );
+    assert!(matches!(&p, Phase::Refused { reason, .. } if reason.contains("skipping a minor")));
+    assert_eq!(acts, vec![Action::Report], "nothing but a report");
+    let (p, _) = step(
+        &me,
+        Phase::Idle,
+        Event::Release {
+            sequence: 2,
+            verdict: Ok(Verdict::AlreadyAt(v("v1.31.2"))),
+        },
+    );
+    assert!(matches!(p, Phase::Done { .. }));
+}
+
+#[test]
+fn a_new_release_does_not_interrupt_a_node_mid_upgrade() {
+    let me = cp1();
+    let p = running_at(&me, Step::Drain);
+    let (q, acts) = step(&me, p.clone(), upgrade(2));
+    assert_eq!((q, acts), (p, vec![]));
+    // The same release seen again while waiting does not restart the download.
+    let w = Phase::Waiting {
+        sequence: 1,
+        to: v("v1.31.2"),
+        why: "x".into(),
+    };
+    assert_eq!(step(&me, w.clone(), upgrade(1)), (w, vec![]));
+}
+
+#[test]
+fn a_failed_download_is_retried_and_nothing_else_happens() {
+    let me = cp1();
+    let (p, acts) = drive(
+        &me,
+        Phase::Idle,
+        vec![upgrade(1), Event::Fetched(Err("digest mismatch".into()))],
+    );
+    assert!(matches!(p, Phase::Fetching { .. }));
+    assert!(!acts.contains(&Action::Acquire));
+}
+
+#[test]
+fn waiting_says_why_and_a_busy_lock_waits() {
+    let me = cp1();
+    let w = Phase::Waiting {
+        sequence: 1,
+        to: v("v1.31.2"),
+        why: String::new(),
+    };
+    let (p, acts) = step(
+        &me,
+        w.clone(),
+        Event::Turn(Err(Wait::NoQuorumToSpare {
+            members: 2,
+            quorum: 2,
+        })),
+    );
+    assert!(matches!(&p, Phase::Waiting { why, .. } if why.contains("lose quorum")));
+    assert_eq!(acts, vec![Action::Report, Action::CheckTurn]);
+    let (p, _) = drive(&me, w, vec![Event::Turn(Ok(())), Event::Busy]);
+    assert!(matches!(&p, Phase::Waiting { why, .. } if why.contains("holds the upgrade lock")));
+}
+
+#[test]
+fn a_failed_drain_stops_the_roll_uncordons_and_keeps_the_lock() {
+    let me = cp1();
+    let p = running_at(&me, Step::Drain);
+    let (p, acts) = step(
+        &me,
+        p,
+        Event::StepFailed {
+            cause: "PodDisruptionBudget default/web allows no disruption".into(),
+            can_serve: true,
+        },
+    );
+    assert_eq!(acts, vec![Action::Uncordon, Action::Report]);
+    assert!(
+        !acts.iter().any(|a| matches!(a, Action::Release { .. })),
+        "lock kept"
+    );
+    let Phase::Stopped {
+        step: failed,
+        uncordoned,
+        token,
+        ..
+    } = &p
+    else {
+        panic!("{p:?}")
+    };
+    assert_eq!((*failed, *uncordoned, *token), (Step::Drain, true, 9));
+
+    // Nothing moves it but a resume for its release.
+    for e in [
+        Event::Turn(Ok(())),
+        upgrade(2),
+        Event::StepDone,
+        Event::Resume {
+            sequence: 7,
+            count: 1,
+        },
+    ] {
+        assert_eq!(step(&me, p.clone(), e), (p.clone(), vec![]));
+    }
+    // Resumed: cordoned again before the drain is retried, under the same lock.
+    let (q, acts) = step(
+        &me,
+        p,
+        Event::Resume {
+            sequence: 1,
+            count: 1,
+        },
+    );
+    assert!(matches!(
+        q,
+        Phase::Locking {
+            resume: Some(Step::Cordon),
+            resumes_seen: 1,
+            ..
+        }
+    ));
+    assert_eq!(acts, vec![Action::Report, Action::Acquire]);
+    let (q, acts) = step(&me, q, Event::Granted { token: 9 });
+    assert!(acts.contains(&Action::Run(Step::Cordon)));
+    // Failing again waits for the next resume: the same request does not loop.
+    let (q, _) = drive(
+        &me,
+        q,
+        vec![
+            Event::StepDone,
+            Event::StepFailed {
+                cause: "again".into(),
+                can_serve: true,
+            },
+        ],
+    );
+    assert!(matches!(q, Phase::Stopped { .. }));
+    let again = Event::Resume {
+        sequence: 1,
+        count: 1,
+    };
+    assert_eq!(step(&me, q.clone(), again).1, vec![]);
+    assert!(matches!(
+        step(
+            &me,
+            q,
+            Event::Resume {
+                sequence: 1,
+                count: 2
+            }
+        )
+        .0,
+        Phase::Locking { .. }
+    ));
+}
+
+#[test]
+fn a_failure_before_cordon_or_on_a_broken_node_does_not_uncordon() {
+    let me = cp1();
+    let fail = |can_serve| Event::StepFailed {
+        cause: "kubeadm upgrade apply: version skew".into(),
+        can_serve,
+    };
+    let (p, acts) = step(&me, running_at(&me, Step::UpgradeApply), fail(true));
+    assert_eq!(acts, vec![Action::Report]);
+    assert!(matches!(
+        p,
+        Phase::Stopped {
+            uncordoned: false,
+            step: Step::UpgradeApply,
+            ..
+        }
+    ));
+    let (_, acts) = step(&me, running_at(&me, Step::WaitReady), fail(false));
+    assert_eq!(
+        acts,
+        vec![Action::Report],
+        "a node that cannot serve stays cordoned"
+    );
+    // Resuming a failure before cordon re-runs that very step.
+    let (p, _) = step(&me, running_at(&me, Step::UpgradeApply), fail(true));
+    assert!(matches!(
+        step(
+            &me,
+            p,
+            Event::Resume {
+                sequence: 1,
+                count: 1
+            }
+        )
+        .0,
+        Phase::Locking {
+            resume: Some(Step::UpgradeApply),
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_lost_lease_or_a_reboot_resumes_at_the_same_step() {
+    let me = cp1();
+    let p = running_at(&me, Step::InstallKubelet);
+    let (l, acts) = step(&me, p.clone(), Event::LeaseLost);
+    assert!(matches!(
+        l,
+        Phase::Locking {
+            resume: Some(Step::InstallKubelet),
+            ..
+        }
+    ));
+    assert!(
+        !acts.iter().any(|a| matches!(a, Action::Run(_))),
+        "no step without the lock"
+    );
+    // Busy mid-upgrade keeps asking rather than going back to waiting.
+    let (l2, acts) = step(&me, l.clone(), Event::Busy);
+    assert_eq!(
+        (l2, acts),
+        (l.clone(), vec![Action::Report, Action::Acquire])
+    );
+    let (r, acts) = step(&me, l, Event::Granted { token: 12 });
+    assert!(matches!(
+        r,
+        Phase::Running {
+            step: Step::InstallKubelet,
+            token: 12,
+            ..
+        }
+    ));
+    assert_eq!(
+        acts,
+        vec![Action::Report, Action::Run(Step::InstallKubelet)]
+    );
+
+    // Persisted mid-step, then rebooted: lock first, then the same step.
+    let saved = serde_json::to_vec(&p).unwrap();
+    let back: Phase = serde_json::from_slice(&saved).unwrap();
+    let (r, acts) = restart(back);
+    assert!(matches!(
+        r,
+        Phase::Locking {
+            resume: Some(Step::InstallKubelet),
+            ..
+        }
+    ));
+    assert_eq!(acts, vec![Action::Report, Action::Acquire]);
+    let stopped = step(
+        &me,
+        p,
+        Event::StepFailed {
+            cause: "x".into(),
+            can_serve: false,
+        },
+    )
+    .0;
+    assert_eq!(
+        restart(stopped.clone()),
+        (stopped, vec![Action::Report]),
+        "a stopped roll stays stopped"
+    );
+}
+
+#[test]
+fn workers_and_other_control_planes_run_upgrade_node() {
+    for role in [Role::ControlPlane, Role::Worker] {
+        let me = Me {
+            distribution: DistroKind::Kubeadm,
+            role,
+            first_control_plane: false,
+        };
+        let (p, acts) = drive(&me, Phase::Idle, to_the_lock(3, 20));
+        assert!(matches!(p, Phase::Done { .. }));
+        assert!(acts.contains(&Action::Run(Step::UpgradeNode)));
+        assert!(!acts.contains(&Action::Run(Step::UpgradeApply)));
+        assert!(!acts.contains(&Action::Run(Step::UpgradePlan)));
+    }
+    let k3s = Me {
+        distribution: DistroKind::K3s,
+        role: Role::Worker,
+        first_control_plane: false,
+    };
+    let p = running_at(&k3s, Step::SwapK3s);
+    assert_eq!(target(&p), Some(v("v1.31.2")));
+}

@@ -1,0 +1,292 @@
+//! `muster upgrade`: publish the rebuilt build dir's payload as the cluster's next release
+//! (sealed chunks at the rendezvous, or a URL the operator serves it from), show the roll
+//! (`--status`: the release, who holds the upgrade lock, each node's phase, step and why it
+//! waits or what stopped it) and resume a stopped roll (`--resume`). The agents roll it
+//! themselves; this command never drives a node.
+
+use super::{BuildDir, OpsError};
+use crate::bake::PAYLOAD_FILE;
+use protocol::release::{
+    self, PROGRESS_PREFIX, Progress, RESUME, Release, ResumeRequest, UPGRADE_SEMAPHORE,
+};
+use protocol::release_transfer::{self, Publication, TransferError};
+use protocol::{SlotHolder, holders_from_audit};
+use serde::Serialize;
+use std::time::Duration;
+
+fn transfer(dir: &BuildDir, e: TransferError) -> OpsError {
+    match e {
+        TransferError::Rendezvous { source, .. } => dir.rendezvous_error(source),
+        other => OpsError::Record {
+            url: dir.rendezvous_url(),
+            what: other.to_string(),
+        },
+    }
+}
+
+/// Publishes the build dir's payload as the next release. A release that the previous
+/// one already rules out (downgrade, minor skip, another distribution) is refused here,
+/// before anything is written; the agents judge every release again against what they run.
+pub async fn publish(
+    dir: &BuildDir,
+    url: Option<String>,
+    timeout: Duration,
+    progress: impl FnMut(u32, u32),
+) -> Result<Release, OpsError> {
+    let path = dir.dir.join(PAYLOAD_FILE);
+    let payload = std::fs::read(&path).map_err(|source| OpsError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let client = dir.client(timeout)?;
+    let distribution = dir.baked.spec.distribution.kind;
+    let version = dir.baked.spec.distribution.version;
+    if let Some((previous, _)) = release_transfer::current_release(&client)
+        .await
+        .map_err(|e| transfer(dir, e))?
+    {
+        let candidate = Release {
+            cluster_id: client.cluster_id().to_string(),
+            sequence: previous.sequence + 1,
+            distribution,
+            version,
+            payload: previous.payload.clone(),
+            published_at_ms: 0,
+        };
+        let verdict = release::judge(
+            &previous.cluster_id,
+            previous.distribution,
+            previous.version,
+            Some(previous.sequence),
+            &candidate,
+        );
+        match verdict {
+            Err(refusal) => {
+                return Err(OpsError::Bad {
+                    path: dir.dir.join(crate::bake::CLUSTER_FILE),
+                    what: format!(
+                        "refused against the previous release {} ({}): {refusal}",
+                        previous.sequence, previous.version
+                    ),
+                });
+            }
+            Ok(release::Verdict::AlreadyAt(_))
+                if release::sha256_hex(&payload) == previous.payload.sha256 =>
+            {
+                return Ok(previous);
+            }
+            Ok(_) => {}
+        }
+    }
+    release_transfer::publish(
+        &client,
+        Publication {
+            distribution,
+            version,
+            payload: &payload,
+            url,
+            now_ms: super::now_ms(),
+        },
+        progress,
+    )
+    .await
+    .map_err(|e| transfer(dir, e))
+}
+
+/// One node in the roll, as its progress record says.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeProgress {
+    pub name: String,
+    pub role: String,
+    /// `waiting`, `fetching`, `upgrading`, `stopped`, `done`, `refused`; `no report` when
+    /// the node has said nothing about this release.
+    pub phase: String,
+    pub step: Option<String>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeStatus {
+    pub release: Option<ReleaseSummary>,
+    /// Who holds the one-slot upgrade lock (from the audit log).
+    pub lock_holders: Vec<SlotHolder>,
+    pub nodes: Vec<NodeProgress>,
+    /// The node whose failure stopped the roll, if any.
+    pub stopped: Option<NodeProgress>,
+    pub resume_requests: u64,
+    pub done: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseSummary {
+    pub sequence: u64,
+    pub version: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// Node phase shown when a planned node wrote no progress for the current release.
+pub const NO_REPORT: &str = "no report";
+
+pub async fn status(dir: &BuildDir, timeout: Duration) -> Result<UpgradeStatus, OpsError> {
+    let client = dir.client(timeout)?;
+    let release = release_transfer::current_release(&client)
+        .await
+        .map_err(|e| transfer(dir, e))?
+        .map(|(r, _)| r);
+    let (_, records) = client
+        .list(PROGRESS_PREFIX)
+        .await
+        .map_err(|e| dir.rendezvous_error(e))?;
+    let reports: Vec<Progress> = records
+        .iter()
+        .filter_map(|r| serde_json::from_slice::<Progress>(&r.value).ok())
+        .filter(|p| release.as_ref().is_some_and(|r| r.sequence == p.sequence))
+        .collect();
+    let audit = client.audit(0).await.map_err(|e| dir.rendezvous_error(e))?;
+    let resume_requests = match client
+        .get(RESUME)
+        .await
+        .map_err(|e| dir.rendezvous_error(e))?
+    {
+        Some(r) => serde_json::from_slice::<ResumeRequest>(&r.value)
+            .map(|r| r.count)
+            .unwrap_or(0),
+        None => 0,
+    };
+    Ok(summarize(
+        dir,
+        release.as_ref(),
+        &reports,
+        &audit,
+        resume_requests,
+    ))
+}
+
+/// The status as a pure function of what the rendezvous holds (tested without one).
+pub fn summarize(
+    dir: &BuildDir,
+    release: Option<&Release>,
+    reports: &[Progress],
+    audit: &[protocol::AuditEntry],
+    resume_requests: u64,
+) -> UpgradeStatus {
+    let nodes: Vec<NodeProgress> = dir
+        .baked
+        .nodes
+        .iter()
+        .filter(|n| n.role != model::Role::LoadBalancer)
+        .map(|n| {
+            let name = n.name.to_string();
+            let p = reports.iter().find(|p| p.node == name);
+            NodeProgress {
+                role: format!("{:?}", n.role),
+                phase: p.map_or(NO_REPORT.to_string(), |p| p.phase.clone()),
+                step: p.and_then(|p| p.step.clone()),
+                detail: p.and_then(|p| p.detail.clone()),
+                name,
+            }
+        })
+        .collect();
+    let stopped = nodes.iter().find(|n| n.phase == "stopped").cloned();
+    let done = release.is_some() && nodes.iter().all(|n| n.phase == "done");
+    UpgradeStatus {
+        release: release.map(|r| ReleaseSummary {
+            sequence: r.sequence,
+            version: r.version.to_string(),
+            sha256: r.payload.sha256.clone(),
+            size: r.payload.size,
+        }),
+        lock_holders: holders_from_audit(audit, UPGRADE_SEMAPHORE),
+        nodes,
+        stopped,
+        resume_requests,
+        done,
+    }
+}
+
+/// The status as text.
+pub fn render(s: &UpgradeStatus) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    match &s.release {
+        None => out.push_str("no release published (muster upgrade --out DIR publishes one)\n"),
+        Some(r) => {
+            let _ = writeln!(
+                out,
+                "release {} {} (sha256 {}…, {} bytes)",
+                r.sequence,
+                r.version,
+                &r.sha256[..r.sha256.len().min(12)],
+                r.size
+            );
+        }
+    }
+    let lock = match s.lock_holders.first() {
+        Some(h) => format!("{} (token {})", h.holder, h.token),
+        None => "free".into(),
+    };
+    let _ = writeln!(out, "upgrade lock: {lock}");
+    for n in &s.nodes {
+        let _ = write!(out, "  {:<16} {:<13} {:<10}", n.name, n.role, n.phase);
+        if let Some(step) = &n.step {
+            let _ = write!(out, " step {step}");
+        }
+        if let Some(d) = &n.detail {
+            let _ = write!(out, ": {d}");
+        }
+        out.push('\n');
+    }
+    if let Some(n) = &s.stopped {
+        let _ = writeln!(
+            out,
+            "STOPPED at {} step {}: {}\n  fix the cause, then: muster upgrade --out DIR --resume",
+            n.name,
+            n.step.as_deref().unwrap_or("?"),
+            n.detail.as_deref().unwrap_or("?")
+        );
+    } else if s.done {
+        out.push_str("every node runs the release\n");
+    }
+    out
+}
+
+/// `muster upgrade --resume`: asks the stopped node to retry its failed step (one resume
+/// per call: the request count goes up by one).
+pub async fn resume(dir: &BuildDir, timeout: Duration) -> Result<ResumeRequest, OpsError> {
+    let client = dir.client(timeout)?;
+    let Some((release, _)) = release_transfer::current_release(&client)
+        .await
+        .map_err(|e| transfer(dir, e))?
+    else {
+        return Err(OpsError::Record {
+            url: dir.rendezvous_url(),
+            what: "no release published: nothing to resume".into(),
+        });
+    };
+    let existing = client
+        .get(RESUME)
+        .await
+        .map_err(|e| dir.rendezvous_error(e))?;
+    let previous = existing
+        .as_ref()
+        .and_then(|r| serde_json::from_slice::<ResumeRequest>(&r.value).ok());
+    let request = ResumeRequest {
+        sequence: release.sequence,
+        count: previous.map_or(1, |p| p.count + 1),
+        at_ms: super::now_ms(),
+    };
+    let bytes = serde_json::to_vec(&request).map_err(|e| OpsError::Record {
+        url: dir.rendezvous_url(),
+        what: e.to_string(),
+    })?;
+    match existing {
+        Some(r) => client.cas(RESUME, r.revision, &bytes, None, None).await,
+        None => client.create(RESUME, &bytes, None, None).await,
+    }
+    .map_err(|e| dir.rendezvous_error(e))?;
+    Ok(request)
+}
