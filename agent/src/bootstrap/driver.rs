@@ -573,6 +573,7 @@ where
             }
             Action::Init(f) => self.init(f).await,
             Action::ProbeInitHealth => Ok(Outcome::Answer(Event::Probe(self.init_healthy().await))),
+            Action::ApplyAddons => self.apply_addons().await,
             Action::Publish(f) => self.publish(f).await,
             Action::FetchMaterial { control_plane } => self
                 .fresh_material(*control_plane)
@@ -594,6 +595,33 @@ where
                 Ok(Outcome::Finished)
             }
         }
+    }
+
+    /// Applies the baked add-ons (server-side apply is idempotent: a resumed `Publishing`
+    /// applies the same objects again, changing nothing).
+    async fn apply_addons(&self) -> Performed {
+        const STEP: &str = "apply add-ons";
+        let Some((index, files)) = self.host.addons().map_err(|e| Stop::failed(STEP, e))? else {
+            return Ok(Outcome::Finished);
+        };
+        let objects = crate::addons::order::objects(&files).map_err(|e| Stop::failed(STEP, e))?;
+        let (client, base) = self
+            .distro
+            .admin_api()
+            .await
+            .map_err(|e| Stop::failed(STEP, e))?;
+        let mut api = crate::addons::apply::Api::new(client, base);
+        let started = std::time::Instant::now();
+        let n = crate::addons::apply::apply_all(&mut api, &objects)
+            .await
+            .map_err(|e| Stop::failed(STEP, e))?;
+        tracing::info!(
+            digest = %index.digest(),
+            objects = n,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "add-ons applied"
+        );
+        Ok(Outcome::Finished)
     }
 
     async fn start_units(&self, units: &[String]) -> Performed {
