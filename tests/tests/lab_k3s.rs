@@ -298,6 +298,31 @@ fn seed_002_k3s_mariadb_assembles_and_both_servers_share_the_data() {
     );
     assert!(r.ok(), "read via {b}: {}", r.all());
     assert!(r.stdout.contains("lab-k3s-shared"), "{}", r.stdout);
+    // Issue 14: the init server applied the baked MetalLB (its CRDs established first) and
+    // the pool of seed 002's table.
+    let pool = seed.api(
+        b,
+        b,
+        &url(b),
+        "get",
+        "/apis/metallb.io/v1beta1/namespaces/metallb-system/ipaddresspools/muster",
+        None,
+    );
+    assert!(pool.ok(), "the MetalLB pool: {}", pool.all());
+    assert!(
+        pool.stdout.contains("192.168.0.170-192.168.0.175"),
+        "{}",
+        pool.stdout
+    );
+    let speaker = seed.api(
+        b,
+        b,
+        &url(b),
+        "get",
+        "/apis/apps/v1/namespaces/metallb-system/daemonsets/speaker",
+        None,
+    );
+    assert!(speaker.ok(), "MetalLB's speaker: {}", speaker.all());
     eprintln!(
         "seed_002_k3s_mariadb_assembles_and_both_servers_share_the_data: {:?}",
         t.elapsed()

@@ -35,8 +35,9 @@ pub enum Action {
     Init(Fence),
     /// Local `/readyz`, then through the VIP → `Probe(bool)`.
     ProbeInitHealth,
-    /// Server-side apply the baked add-ons through the local API (init node, after its
-    /// health check, before publishing; idempotent) → `Done`.
+    /// Server-side apply the baked add-ons through the local API (init node, once it has
+    /// published, so the others join meanwhile; a failure repeats `Publishing`, whose
+    /// `Publish` is then done at once; the apply is idempotent) → `Done`.
     ApplyAddons,
     /// `Done` at once if the `initialized` record is this node's with this token; else
     /// renew, then join material and the `initialized` record, both fenced →
@@ -118,7 +119,7 @@ pub fn actions(cfg: &Config, phase: &Phase) -> Vec<Action> {
         // record already landed (an answer lost, then the lease ran out): then the init is
         // done and must not be undone.
         Phase::Publishing { token } => {
-            vec![Action::ApplyAddons, Action::Publish(init_fence(*token))]
+            vec![Action::Publish(init_fence(*token)), Action::ApplyAddons]
         }
         Phase::AwaitingRefresh => vec![Action::FetchMaterial { control_plane: cp }],
         Phase::AcquiringJoinSlot => {
