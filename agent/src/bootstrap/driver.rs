@@ -727,7 +727,8 @@ where
     }
 
     /// A control plane is joined once its API answers and, on a stacked etcd, its member
-    /// is a started voter; a worker once its kubelet registered.
+    /// is a started voter; a worker once its Node is registered and Ready (issue 14: with
+    /// a pod network).
     async fn join_healthy(&self, control_plane: bool) -> bool {
         if !control_plane {
             return self.distro.kubelet_registered().await.unwrap_or(false);

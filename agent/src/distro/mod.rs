@@ -144,7 +144,8 @@ pub trait Distro: EtcdApi {
     async fn local_api_ready(&self) -> DistroResult<bool>;
     /// The same through the API endpoint (VIP or load balancer).
     async fn vip_api_ready(&self) -> DistroResult<bool>;
-    /// This node's kubelet has registered its Node object.
+    /// This node's kubelet has registered its Node object and it is `Ready` (kubelet and
+    /// pod network).
     async fn kubelet_registered(&self) -> DistroResult<bool>;
     /// A client with the cluster admin's identity and this node's local API base
     /// (`https://ADVERTISE:PORT`), for applying the baked add-ons.

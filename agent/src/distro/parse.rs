@@ -178,6 +178,18 @@ pub fn etcd_health(body: &str) -> Result<bool, String> {
 }
 
 /// The last `n` non-empty lines of `text`, trailing blanks trimmed, oldest first.
+/// A Node object (JSON) whose `Ready` condition is `True`.
+pub fn node_ready(json: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(json).is_ok_and(|v| {
+        v.pointer("/status/conditions")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+    })
+}
+
 /// The first user's client certificate and key (PEM) of a kubeconfig with embedded
 /// `client-certificate-data` / `client-key-data` (what kubeadm writes to admin.conf).
 pub fn kubeconfig_identity(text: &str) -> Result<(String, String), String> {
@@ -304,6 +316,19 @@ pub fn k3s_version(stdout: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_ready_reads_the_ready_condition() {
+        let n = |s: &str| {
+            format!(
+                r#"{{"kind":"Node","status":{{"conditions":[{{"type":"MemoryPressure","status":"False"}},{{"type":"Ready","status":"{s}","reason":"KubeletNotReady"}}]}}}}"#
+            )
+        };
+        assert!(node_ready(&n("True")));
+        assert!(!node_ready(&n("False")));
+        assert!(!node_ready(r#"{"kind":"Node","status":{}}"#));
+        assert!(!node_ready("not json"));
+    }
 
     #[test]
     fn kubeconfig_identity_decodes_the_embedded_pem() {

@@ -264,6 +264,10 @@ impl Req<'_> {
         } else {
             obj
         };
+        let obj = match self.gate_nodes(vec![obj]).await {
+            Ok(mut v) => v.remove(0),
+            Err(e) => return storage_error(e),
+        };
         if table::wanted(self.headers) {
             let rv = obj["metadata"]["resourceVersion"]
                 .as_str()
@@ -272,6 +276,19 @@ impl Req<'_> {
             return Json(table::render(self.res, &[obj], &rv)).into_response();
         }
         Json(obj).into_response()
+    }
+
+    /// Nodes as readers see them: not Ready without a pod network (`node_ready`).
+    async fn gate_nodes(&self, objs: Vec<Value>) -> anyhow::Result<Vec<Value>> {
+        if !(self.res.group.is_empty() && self.res.plural == "nodes") {
+            return Ok(objs);
+        }
+        let ds = self.st.store.list("/registry/daemonsets/").await?;
+        let cni = super::node_ready::cni_installed(ds.iter().map(|(k, _)| k.as_str()));
+        Ok(objs
+            .into_iter()
+            .map(|n| super::node_ready::gate(n, cni))
+            .collect())
     }
 
     async fn list(&self, _served: &[Resource]) -> Response {
@@ -293,6 +310,10 @@ impl Req<'_> {
             .filter(|v| !super::expired(v))
             .filter(|v| selects_fields(fields, v) && selects_labels(labels, v))
             .collect();
+        let items = match self.gate_nodes(items).await {
+            Ok(v) => v,
+            Err(e) => return storage_error(e),
+        };
         let rv = apply::resource_version();
         if table::wanted(self.headers) {
             return Json(table::render(self.res, &items, &rv)).into_response();
