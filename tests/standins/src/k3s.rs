@@ -826,7 +826,9 @@ async fn agent(flags: &Flags) -> Result<()> {
             &name,
             cfg.node_ip.as_deref(),
             false,
-            cfg.embedded_cni(),
+            // The flannel setting is the servers' (agents learn it from them): a server's
+            // annotated Node stands for the whole cluster (`api::node_ready`).
+            false,
         )
         .await
         {

@@ -1,9 +1,10 @@
 //! Stand-in behaviour (issue 14): a Node reads `Ready` only once the cluster has a pod
 //! network, as a real kubelet reports `NetworkPluginNotReady` until a CNI is installed.
 //! The stand-in kubelet runs no pods, so "installed" means: a CNI's DaemonSet is stored
-//! (flannel, calico, cilium by their published names), or the Node carries the annotation
-//! k3s's embedded flannel sets. The stored Node is left as the kubelet wrote it; reads
-//! (GET, LIST, Tables) see the gated condition.
+//! (flannel, calico, cilium by their published names), or a k3s server's Node carries the
+//! annotation its embedded flannel sets (the flannel setting is the servers', for the whole
+//! cluster). The stored Node is left as the kubelet wrote it; reads (GET, LIST, Tables) see
+//! the gated condition.
 
 use serde_json::{Value, json};
 
@@ -12,6 +13,13 @@ pub const EMBEDDED_CNI_ANNOTATION: &str = "flannel.alpha.coreos.com/backend-type
 
 /// The DaemonSets of the CNIs muster installs, as their manifests name them.
 pub const CNI_DAEMONSETS: [&str; 3] = ["kube-flannel-ds", "calico-node", "cilium"];
+
+/// Whether a stored Node carries the embedded-flannel annotation.
+pub fn embedded_cni<'a>(nodes: impl IntoIterator<Item = &'a Value>) -> bool {
+    nodes
+        .into_iter()
+        .any(|n| n["metadata"]["annotations"][EMBEDDED_CNI_ANNOTATION].is_string())
+}
 
 /// Whether one of the stored DaemonSets (storage keys `/registry/daemonsets/NS/NAME`) is
 /// a CNI's.
@@ -26,8 +34,7 @@ pub fn cni_installed<'a>(daemonset_keys: impl IntoIterator<Item = &'a str>) -> b
 /// The Node as a reader sees it: its `Ready` condition `False` (NetworkPluginNotReady)
 /// while there is no pod network for it.
 pub fn gate(mut node: Value, cni: bool) -> Value {
-    let embedded = node["metadata"]["annotations"][EMBEDDED_CNI_ANNOTATION].is_string();
-    if cni || embedded {
+    if cni {
         return node;
     }
     if let Some(conds) = node["status"]["conditions"].as_array_mut() {
@@ -59,7 +66,8 @@ mod tests {
         assert_eq!(ready(&gate(node(json!({})), false)), "False");
         assert_eq!(ready(&gate(node(json!({})), true)), "True");
         let k3s = node(json!({ EMBEDDED_CNI_ANNOTATION: "vxlan" }));
-        assert_eq!(ready(&gate(k3s, false)), "True");
+        assert!(embedded_cni([&node(json!({})), &k3s]));
+        assert!(!embedded_cni([&node(json!({}))]));
         assert!(cni_installed([
             "/registry/daemonsets/kube-system/kube-proxy",
             "/registry/daemonsets/kube-flannel/kube-flannel-ds"

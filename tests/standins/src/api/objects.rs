@@ -284,7 +284,16 @@ impl Req<'_> {
             return Ok(objs);
         }
         let ds = self.st.store.list("/registry/daemonsets/").await?;
-        let cni = super::node_ready::cni_installed(ds.iter().map(|(k, _)| k.as_str()));
+        let nodes: Vec<Value> = self
+            .st
+            .store
+            .list(&self.res.prefix(None))
+            .await?
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .collect();
+        let cni = super::node_ready::cni_installed(ds.iter().map(|(k, _)| k.as_str()))
+            || super::node_ready::embedded_cni(&nodes);
         Ok(objs
             .into_iter()
             .map(|n| super::node_ready::gate(n, cni))
