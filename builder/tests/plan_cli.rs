@@ -382,7 +382,7 @@ fn a_rebuild_with_one_more_worker_marks_it_and_moves_no_identity() {
 fn plan_says_where_each_add_on_comes_from_and_that_it_is_not_applied_yet() {
     let text = stdout(&muster(&["plan"]));
     assert!(
-        text.contains("the cluster does not apply them by itself yet"),
+        text.contains("the init node applies them"),
         "{text}"
     );
     assert!(

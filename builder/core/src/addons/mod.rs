@@ -105,12 +105,11 @@ pub fn resolve(cluster: &Cluster) -> Vec<Addon> {
 }
 
 /// The `muster plan` lines about add-ons: what each resolves to. `muster build` bakes the
-/// pinned ones into the payload; the cluster does not apply them by itself yet, and the
-/// lines say so.
+/// pinned ones into the payload and the init node applies them; the others are the user's.
 pub fn render(cluster: &Cluster) -> String {
     let mut out = String::from(
         "\nAdd-ons (`muster build` bakes the pinned ones into the payload, under /usr/lib/muster/addons; \
-         the cluster does not apply them by itself yet: apply them once it has assembled):\n",
+         the init node applies them once it has published the cluster):\n",
     );
     for a in resolve(cluster) {
         let how = match &a.install {
