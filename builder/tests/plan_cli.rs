@@ -379,12 +379,9 @@ fn a_rebuild_with_one_more_worker_marks_it_and_moves_no_identity() {
 }
 
 #[test]
-fn plan_says_where_each_add_on_comes_from_and_that_it_is_not_applied_yet() {
+fn plan_says_where_each_add_on_comes_from_and_who_applies_it() {
     let text = stdout(&muster(&["plan"]));
-    assert!(
-        text.contains("the init node applies them"),
-        "{text}"
-    );
+    assert!(text.contains("the init node applies them"), "{text}");
     assert!(
         text.contains("spec.addons.cni            flannel v0.28.9 from https://raw.githubusercontent.com/flannel-io/flannel/v0.28.9/Documentation/kube-flannel.yml"),
         "{text}"
