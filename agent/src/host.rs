@@ -12,6 +12,10 @@ pub trait Host {
     fn kube_vip_super_admin(&self) -> Result<(), String>;
     fn restore_kube_vip(&self) -> Result<(), String>;
     fn restore_external_etcd(&self) -> Result<(), String>;
+    /// The baked add-ons (index and files, in order); `None` without any.
+    fn addons(&self) -> Result<Option<crate::addons::Baked>, String> {
+        Ok(None)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -46,6 +50,10 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<(), String> {
 }
 
 impl Host for FsHost {
+    fn addons(&self) -> Result<Option<crate::addons::Baked>, String> {
+        crate::addons::load(&self.root).map_err(|e| e.to_string())
+    }
+
     /// Copies `NODE_TREES/<node>/…` onto the root (idempotent). Templates stay where they are.
     fn install_node_tree(&self) -> Result<(), String> {
         let tree = self.root.node_tree(&self.node);

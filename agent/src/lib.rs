@@ -3,6 +3,7 @@
 //! (`bootstrap`) whose every effect goes through a trait, so the same logic runs on a real
 //! node, in a lab namespace and in the deterministic simulation.
 
+pub mod addons;
 pub mod app;
 pub mod bootstrap;
 pub mod coord;

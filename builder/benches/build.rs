@@ -54,6 +54,9 @@ spec:
     let opts = BuildOptions {
         agent_bin,
         mtime: 0,
+        addons: muster_build::addons::source::Source::Artifacts(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/artifacts").into(),
+        ),
     };
     let out = dir.path().join("out");
     let runs = 5;

@@ -42,6 +42,11 @@ enum Command {
         /// The nodeagent binary to pack [default: `nodeagent` next to this executable].
         #[arg(long)]
         agent_bin: Option<PathBuf>,
+        /// Offline: take the pinned add-on manifests from DIR/addons/<name>-<version>.yaml
+        /// (checked against their pins) instead of the cache (`MUSTER_ADDON_CACHE`, default
+        /// ~/.cache/muster/addons, filled from the pinned URLs).
+        #[arg(long, value_name = "DIR")]
+        artifacts: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -277,8 +282,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             spec,
             out,
             agent_bin,
+            artifacts,
             json,
-        } => build(spec, out, agent_bin, json),
+        } => build(spec, out, agent_bin, artifacts, json),
         Command::Status { out, json, timeout } => status(out, json, timeout),
         Command::Upgrade {
             out,
@@ -389,6 +395,7 @@ fn build(
     spec: Option<PathBuf>,
     out: PathBuf,
     agent_bin: Option<PathBuf>,
+    artifacts: Option<PathBuf>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let loaded = spec_source::load(spec.as_deref())?;
@@ -401,7 +408,7 @@ fn build(
              build VM; add a key"
         );
     }
-    let opts = muster_build::bake::BuildOptions::new(agent_bin)?;
+    let opts = muster_build::bake::BuildOptions::new(agent_bin, artifacts)?;
     let report = muster_build::bake::build(&loaded, &out, &opts)
         .with_context(|| format!("building {} into {}", loaded.origin, out.display()))?;
     if json {

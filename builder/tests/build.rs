@@ -17,6 +17,9 @@ fn opts(dir: &Path) -> BuildOptions {
     BuildOptions {
         agent_bin: agent,
         mtime: 0,
+        addons: muster_build::addons::source::Source::Artifacts(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/artifacts").into(),
+        ),
     }
 }
 
@@ -236,6 +239,9 @@ fn refuses_another_clusters_dir_and_foreign_dirs() {
         &BuildOptions {
             agent_bin: tools.path().join("nope"),
             mtime: 0,
+            addons: muster_build::addons::source::Source::Artifacts(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/artifacts").into(),
+            ),
         },
     )
     .unwrap_err();
@@ -402,4 +408,91 @@ fn k3s_templates_round_trip_and_pick_variants() {
             }
         }
     }
+}
+
+/// The payload's add-on files (path under ADDONS_DIR → bytes).
+fn addon_files(tgz: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let dir = format!("{}/", model::node_files::ADDONS_DIR);
+    untar(tgz)
+        .into_iter()
+        .filter_map(|(p, b, ..)| p.strip_prefix(&dir).map(|n| (n.to_string(), b)))
+        .filter(|(n, _)| !n.is_empty())
+        .collect()
+}
+
+#[test]
+fn addons_are_baked_in_order_with_an_index_and_rebuild_identically() {
+    let tools = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let s = spec("seed-002-k3s-nginx-mariadb.yaml");
+    let dir = out.path().join("build");
+    build(&s, &dir, &opts(tools.path())).unwrap();
+    let tgz = std::fs::read(dir.join("payload.tar.gz")).unwrap();
+    let files = addon_files(&tgz);
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    // k3s's own flannel: nothing baked for the CNI; MetalLB then its pool.
+    assert_eq!(
+        names,
+        ["01-metallb.yaml", "02-metallb-pool.yaml", "index.json"]
+    );
+    let index: model::addons::AddonIndex = serde_json::from_slice(&files[2].1).unwrap();
+    assert_eq!(index.addons[0].version, "v0.15.3");
+    assert_eq!(
+        index.addons[0].source.as_ref().unwrap().sha256,
+        muster_build::addons::METALLB.sha256
+    );
+    assert_eq!(index.addons[0].sha256, payload::sha256_hex(&files[0].1));
+    let pool = String::from_utf8_lossy(&files[1].1);
+    assert!(pool.contains("- 192.168.0.170-192.168.0.175"), "{pool}");
+    // Rebuilt: the same payload bytes.
+    build(&s, &dir, &opts(tools.path())).unwrap();
+    assert_eq!(std::fs::read(dir.join("payload.tar.gz")).unwrap(), tgz);
+}
+
+#[test]
+fn kubeadm_default_bakes_flannel_with_the_pod_network() {
+    let tools = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let s = spec("default.yaml");
+    let dir = out.path().join("build");
+    build(&s, &dir, &opts(tools.path())).unwrap();
+    let files = addon_files(&std::fs::read(dir.join("payload.tar.gz")).unwrap());
+    assert_eq!(files[0].0, "01-flannel.yaml");
+    let text = String::from_utf8_lossy(&files[0].1);
+    let net = format!(r#""Network": "{}","#, s.cluster.network.pod_subnet);
+    assert!(text.contains(&net), "{net} not in the baked flannel");
+    assert!(
+        text.contains(&format!("--iface={}", s.cluster.network.interface)),
+        "no --iface"
+    );
+}
+
+#[test]
+fn a_missing_addon_source_fails_the_build_naming_url_and_sha256() {
+    let tools = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let mut o = opts(tools.path());
+    o.addons = muster_build::addons::source::Source::Artifacts(empty.path().to_path_buf());
+    let err = build(&spec("default.yaml"), &out.path().join("b"), &o)
+        .unwrap_err()
+        .to_string();
+    let f = muster_build::addons::FLANNEL;
+    assert!(err.contains(f.url), "{err}");
+    assert!(err.contains(f.sha256), "{err}");
+    assert!(err.contains("addons/flannel-v0.28.9.yaml"), "{err}");
+    // Wrong bytes under the right name: refused, naming both digests.
+    std::fs::create_dir_all(empty.path().join("addons")).unwrap();
+    std::fs::write(
+        empty.path().join("addons/flannel-v0.28.9.yaml"),
+        "kind: X\n",
+    )
+    .unwrap();
+    let err = build(&spec("default.yaml"), &out.path().join("b"), &o)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(f.sha256) && err.contains("has sha256"),
+        "{err}"
+    );
 }

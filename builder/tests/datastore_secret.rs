@@ -122,6 +122,10 @@ fn placeholder_password_is_a_warning_and_plan_output_hides_it() {
         }
         if cmd == "build" {
             args.extend(["--out", &out_arg, "--agent-bin", &agent_arg]);
+            args.extend([
+                "--artifacts",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/artifacts"),
+            ]);
         }
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_muster"))
             .args(&args)

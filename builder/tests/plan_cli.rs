@@ -199,6 +199,8 @@ fn a_wrapping_address_plan_is_refused_by_plan_and_build() {
         &build_dir.display().to_string(),
         "--agent-bin",
         &agent.display().to_string(),
+        "--artifacts",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/artifacts"),
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(
@@ -377,12 +379,9 @@ fn a_rebuild_with_one_more_worker_marks_it_and_moves_no_identity() {
 }
 
 #[test]
-fn plan_says_where_each_add_on_comes_from_and_that_it_is_not_applied_yet() {
+fn plan_says_where_each_add_on_comes_from_and_who_applies_it() {
     let text = stdout(&muster(&["plan"]));
-    assert!(
-        text.contains("muster does not apply manifests yet"),
-        "{text}"
-    );
+    assert!(text.contains("the init node applies them"), "{text}");
     assert!(
         text.contains("spec.addons.cni            flannel v0.28.9 from https://raw.githubusercontent.com/flannel-io/flannel/v0.28.9/Documentation/kube-flannel.yml"),
         "{text}"

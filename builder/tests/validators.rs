@@ -485,3 +485,40 @@ fn seed_volumes_pass_fsck_blkid_and_read_back() {
     img[..512].fill(0);
     assert!(seed_checks(&img, &files).is_err(), "broken sample passed");
 }
+
+// ---------- add-on manifests ----------
+
+#[test]
+fn baked_addon_manifests_pass_kubernetes_validate_strict() {
+    let source = muster_build::addons::source::Source::Artifacts(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/artifacts").into(),
+    );
+    let mut checked = 0;
+    for name in ["default.yaml", "seed-002-k3s-nginx-mariadb.yaml"] {
+        let path = common::repo().join("examples").join(name);
+        let loaded = muster_build::spec_source::load(Some(&path)).unwrap();
+        let version = loaded.cluster.distribution.version.to_string();
+        let k = version.trim_start_matches('v');
+        let baked = muster_build::addons::bake::bake(&loaded.cluster, &source).unwrap();
+        for (file, bytes) in &baked.files {
+            let d = tmp();
+            let f = d.path().join(file);
+            std::fs::write(&f, bytes).unwrap();
+            let exe = Path::new(CACHE).join("venv/bin/kubernetes-validate");
+            let o = run(Command::new(exe).args(["-k", k, "--strict"]).arg(&f));
+            // MetalLB's own kinds have no schema in kubernetes-validate: it says so (a
+            // warning), and fails anything it can check.
+            assert!(o.status.success(), "{name} {file}: {}", show(&o));
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 3, "flannel, metallb, metallb-pool");
+    let bad = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: x\nspec:\n  selectr: {}\n";
+    let d = tmp();
+    std::fs::write(d.path().join("bad.yaml"), bad).unwrap();
+    let exe = Path::new(CACHE).join("venv/bin/kubernetes-validate");
+    let o = run(Command::new(exe)
+        .args(["-k", "1.31.0", "--strict"])
+        .arg(d.path().join("bad.yaml")));
+    assert!(!o.status.success(), "broken sample passed");
+}

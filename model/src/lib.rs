@@ -1,6 +1,7 @@
 //! Types shared by `muster` (the builder) and `nodeagent` (the agent): the cluster spec and
 //! its validation, the resolved plan, and the etcd quorum arithmetic. Serde only, no I/O.
 
+pub mod addons;
 pub mod address_range;
 pub mod baked;
 pub mod dsn;

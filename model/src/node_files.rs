@@ -105,3 +105,8 @@ pub const KEEPALIVED_CONF: &str = "etc/keepalived/keepalived.conf";
 pub const KEEPALIVED_CHECK: &str = "etc/keepalived/check_apiserver.sh";
 pub const HAPROXY_CONF: &str = "etc/haproxy/haproxy.cfg";
 pub const NGINX_CONF: &str = "etc/nginx/nginx.conf";
+
+/// The add-on manifests `muster build` baked, applied once by the cluster (init node).
+pub const ADDONS_DIR: &str = "usr/lib/muster/addons";
+/// Their index (`model::addons::AddonIndex`): which files, in which order.
+pub const ADDONS_INDEX: &str = "usr/lib/muster/addons/index.json";

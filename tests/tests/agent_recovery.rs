@@ -175,6 +175,8 @@ impl Rig {
             .arg(&build)
             .arg("--agent-bin")
             .arg(bin("nodeagent"))
+            .arg("--artifacts")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/artifacts"))
             .output()
             .unwrap();
         assert!(

@@ -73,6 +73,7 @@ struct Cluster {
     worker_cap: usize,
     /// The spec's `distribution.version` (`v1.31.4`).
     k8s_version: String,
+    pod_subnet: String,
     _serial: MutexGuard<'static, ()>,
 }
 
@@ -110,6 +111,7 @@ fn prepare(tag: &str) -> Cluster {
         workers: names("worker"),
         worker_cap: usize::try_from(spec.cluster.rendezvous.worker_join_cap).unwrap(),
         k8s_version: spec.cluster.distribution.version.to_string(),
+        pod_subnet: spec.cluster.network.pod_subnet.to_string(),
         lab: Some(lab),
         _serial: serial,
     }
@@ -386,6 +388,43 @@ impl Cluster {
             );
             out
         };
+        // The init node applied the baked flannel (issue 14): its DaemonSet is there,
+        // owned by the field manager `muster`, with the spec's pod network.
+        let ds = k(&[
+            "-n",
+            "kube-flannel",
+            "get",
+            "ds",
+            "kube-flannel-ds",
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ]);
+        assert!(ds.ok(), "{}", ds.all());
+        let ds: serde_json::Value = serde_json::from_str(&ds.stdout).unwrap();
+        let managers: Vec<&str> = ds["metadata"]["managedFields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["manager"].as_str())
+            .collect();
+        assert!(managers.contains(&"muster"), "{managers:?}");
+        let cm = k(&[
+            "-n",
+            "kube-flannel",
+            "get",
+            "cm",
+            "kube-flannel-cfg",
+            "-o",
+            "json",
+        ]);
+        assert!(cm.ok(), "{}", cm.all());
+        assert!(
+            cm.stdout.contains(&self.pod_subnet),
+            "pod network {} not in {}",
+            self.pod_subnet,
+            cm.stdout
+        );
         let nodes = k(&["get", "nodes", "-o", "wide"]);
         assert!(nodes.ok(), "{}", nodes.all());
         for n in self.all() {

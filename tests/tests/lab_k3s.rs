@@ -116,22 +116,31 @@ impl Seed {
     }
 }
 
-/// Creates the lab of `example`, boots every node and waits until all are done; prints how
-/// long each step took.
-fn assemble(example: &str, tag: &str) -> Seed {
-    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+fn load_example(example: &str) -> muster_build::spec_source::LoadedSpec {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../examples")
         .join(example);
-    let spec = muster_build::spec_source::load(Some(&path)).unwrap();
+    muster_build::spec_source::load(Some(&path)).unwrap()
+}
+
+/// Creates the lab of `spec`; boots nothing.
+fn create(spec: &muster_build::spec_source::LoadedSpec, tag: &str) -> Seed {
+    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let state = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("lab-k3s-{tag}"));
     let opts = UpOptions::new(state, &bin_dir());
     let t = Instant::now();
-    let mut seed = Seed {
-        lab: Some(Lab::create(&spec, &opts).unwrap()),
+    let seed = Seed {
+        lab: Some(Lab::create(spec, &opts).unwrap()),
         _serial: serial,
     };
-    eprintln!("{example}: lab created in {:?}", t.elapsed());
+    eprintln!("{}: lab created in {:?}", spec.origin, t.elapsed());
+    seed
+}
+
+/// Creates the lab of `example`, boots every node and waits until all are done; prints how
+/// long each step took.
+fn assemble(example: &str, tag: &str) -> Seed {
+    let mut seed = create(&load_example(example), tag);
     let started = Instant::now();
     let lab = seed.lab.as_mut().unwrap();
     lab.boot_all().unwrap();
@@ -298,6 +307,31 @@ fn seed_002_k3s_mariadb_assembles_and_both_servers_share_the_data() {
     );
     assert!(r.ok(), "read via {b}: {}", r.all());
     assert!(r.stdout.contains("lab-k3s-shared"), "{}", r.stdout);
+    // Issue 14: the init server applied the baked MetalLB (its CRDs established first) and
+    // the pool of seed 002's table.
+    let pool = seed.api(
+        b,
+        b,
+        &url(b),
+        "get",
+        "/apis/metallb.io/v1beta1/namespaces/metallb-system/ipaddresspools/muster",
+        None,
+    );
+    assert!(pool.ok(), "the MetalLB pool: {}", pool.all());
+    assert!(
+        pool.stdout.contains("192.168.0.170-192.168.0.175"),
+        "{}",
+        pool.stdout
+    );
+    let speaker = seed.api(
+        b,
+        b,
+        &url(b),
+        "get",
+        "/apis/apps/v1/namespaces/metallb-system/daemonsets/speaker",
+        None,
+    );
+    assert!(speaker.ok(), "MetalLB's speaker: {}", speaker.all());
     eprintln!(
         "seed_002_k3s_mariadb_assembles_and_both_servers_share_the_data: {:?}",
         t.elapsed()
@@ -329,4 +363,70 @@ fn k3s_on_sql_at_the_rendezvous_host_assembles() {
     let seed = assemble(path.to_str().unwrap(), "sql-at-rendezvous");
     // Three servers on SQL: the two joiners may join at once (two `cp-join` slots).
     assert_assembled_with(&seed, 2);
+}
+
+/// Issue 14's broken case: k3s told to use cilium turns its own flannel off, and muster has
+/// no pinned cilium to apply, so the pod network is missing. The servers assemble, but no
+/// worker's Node is ever Ready, so no worker reports done (observed for 10 s after the
+/// servers were done; the API stand-in reads Nodes NotReady without a CNI, like a kubelet).
+#[test]
+fn a_cluster_without_its_cni_never_reports_done() {
+    if !enabled() {
+        return;
+    }
+    let t = Instant::now();
+    let mut spec = load_example("seed-001-k3s-haproxy-proxmox.yaml");
+    spec.cluster.addons.cni = model::spec::Cni::Cilium;
+    let mut seed = create(&spec, "nocni");
+    let lab = seed.lab.as_mut().unwrap();
+    lab.boot_all().unwrap();
+    let servers: Vec<String> = seed.names("control-plane");
+    let workers: Vec<String> = seed.names("worker");
+    assert!(!workers.is_empty());
+    let started = Instant::now();
+    seed.lab()
+        .wait_assembled(&servers, started, PATIENCE, |c| eprintln!("{c}"))
+        .unwrap();
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(10) {
+        for w in &workers {
+            let n = seed.lab().node(w).unwrap();
+            let agent = n.root.join("usr/bin/nodeagent");
+            let root = n.root.display().to_string();
+            let out = seed
+                .lab()
+                .exec(
+                    w,
+                    &[agent.to_str().unwrap(), "status", "--json", "--root", &root],
+                )
+                .unwrap();
+            let s: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+            assert_ne!(
+                s["thisNode"]["phase"], "done",
+                "{w} done without a CNI: {s:#}"
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    // The API says why: the worker's Node is NotReady for the network plugin.
+    let server = &servers[0];
+    let url = format!("https://{}:6443", seed.lab().node(server).unwrap().ip);
+    let node = seed.api(
+        server,
+        server,
+        &url,
+        "get",
+        &format!("/api/v1/nodes/{}", workers[0]),
+        None,
+    );
+    assert!(node.ok(), "{}", node.all());
+    assert!(
+        node.stdout.contains("NetworkPluginNotReady"),
+        "{}",
+        node.stdout
+    );
+    eprintln!(
+        "TEST DURATION a_cluster_without_its_cni_never_reports_done: {:?}",
+        t.elapsed()
+    );
 }

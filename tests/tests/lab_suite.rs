@@ -101,9 +101,13 @@ impl Suite {
 
     /// Like `new`, with extra environment for every node's processes (the agent included).
     fn with_env(example: Option<&str>, tag: &'static str, env: &[(&str, &str)]) -> Suite {
+        Suite::with_spec(load(example), tag, env)
+    }
+
+    /// Like `with_env`, for a spec the test adjusted.
+    fn with_spec(spec: LoadedSpec, tag: &'static str, env: &[(&str, &str)]) -> Suite {
         let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let began = Instant::now();
-        let spec = load(example);
         let state = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("suite-{tag}"));
         let mut opts = UpOptions::new(state, &bin_dir());
         opts.node_env = env
@@ -583,7 +587,12 @@ fn seed_000_kube_vip_assembles_and_rehearses_quorum_loss_and_vip_failover() {
     if !enabled() {
         return;
     }
-    let mut s = Suite::new(Some("seed-000-kubeadm-kube-vip.yaml"), "seed000");
+    // muster pins no cilium manifest yet (issue 14), and a worker is done only once its
+    // Node is Ready, which needs a pod network: the lab runs seed 000 with flannel (what
+    // this test rehearses — quorum loss, VIP failover — does not depend on the CNI).
+    let mut spec = load(Some("seed-000-kubeadm-kube-vip.yaml"));
+    spec.cluster.addons.cni = model::spec::Cni::Flannel;
+    let mut s = Suite::with_spec(spec, "seed000", &[]);
     let all = s.all();
     s.boot(&all);
     let took = s.wait_done(&all);

@@ -35,6 +35,10 @@ pub enum Action {
     Init(Fence),
     /// Local `/readyz`, then through the VIP → `Probe(bool)`.
     ProbeInitHealth,
+    /// Server-side apply the baked add-ons through the local API (init node, once it has
+    /// published, so the others join meanwhile; a failure repeats `Publishing`, whose
+    /// `Publish` is then done at once; the apply is idempotent) → `Done`.
+    ApplyAddons,
     /// `Done` at once if the `initialized` record is this node's with this token; else
     /// renew, then join material and the `initialized` record, both fenced →
     /// `Done`/`Fenced`.
@@ -114,7 +118,9 @@ pub fn actions(cfg: &Config, phase: &Phase) -> Vec<Action> {
         // `Publish` renews the lease itself, after checking whether its `initialized`
         // record already landed (an answer lost, then the lease ran out): then the init is
         // done and must not be undone.
-        Phase::Publishing { token } => vec![Action::Publish(init_fence(*token))],
+        Phase::Publishing { token } => {
+            vec![Action::Publish(init_fence(*token)), Action::ApplyAddons]
+        }
         Phase::AwaitingRefresh => vec![Action::FetchMaterial { control_plane: cp }],
         Phase::AcquiringJoinSlot => {
             let (semaphore, slots) = cfg.join_semaphore();

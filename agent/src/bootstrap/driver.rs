@@ -596,6 +596,7 @@ where
             }
             Action::Init(f) => self.init(f).await,
             Action::ProbeInitHealth => Ok(Outcome::Answer(Event::Probe(self.init_healthy().await))),
+            Action::ApplyAddons => self.apply_addons().await,
             Action::Publish(f) => self.publish(f).await,
             Action::FetchMaterial { control_plane } => self
                 .fresh_material(*control_plane)
@@ -617,6 +618,33 @@ where
                 Ok(Outcome::Finished)
             }
         }
+    }
+
+    /// Applies the baked add-ons (server-side apply is idempotent: a resumed `Publishing`
+    /// applies the same objects again, changing nothing).
+    async fn apply_addons(&self) -> Performed {
+        const STEP: &str = "apply add-ons";
+        let Some((index, files)) = self.host.addons().map_err(|e| Stop::failed(STEP, e))? else {
+            return Ok(Outcome::Finished);
+        };
+        let objects = crate::addons::order::objects(&files).map_err(|e| Stop::failed(STEP, e))?;
+        let (client, base) = self
+            .distro
+            .admin_api()
+            .await
+            .map_err(|e| Stop::failed(STEP, e))?;
+        let mut api = crate::addons::apply::Api::new(client, base);
+        let started = std::time::Instant::now();
+        let n = crate::addons::apply::apply_all(&mut api, &objects)
+            .await
+            .map_err(|e| Stop::failed(STEP, e))?;
+        tracing::info!(
+            digest = %index.digest(),
+            objects = n,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "add-ons applied"
+        );
+        Ok(Outcome::Finished)
     }
 
     async fn start_units(&self, units: &[String]) -> Performed {
@@ -723,7 +751,8 @@ where
     }
 
     /// A control plane is joined once its API answers and, on a stacked etcd, its member
-    /// is a started voter; a worker once its kubelet registered.
+    /// is a started voter; a worker once its Node is registered and Ready (issue 14: with
+    /// a pod network).
     async fn join_healthy(&self, control_plane: bool) -> bool {
         if !control_plane {
             return self.distro.kubelet_registered().await.unwrap_or(false);

@@ -66,10 +66,16 @@ pub async fn readyz(c: &reqwest::Client, base: &str) -> bool {
     }
 }
 
-/// `GET {base}/api/v1/nodes/{name}` with the kubelet's client certificate: 200 = registered.
+/// `GET {base}/api/v1/nodes/{name}` with the kubelet's client certificate: registered and
+/// `Ready` (issue 14: a node without a pod network is not done).
 pub async fn node_registered(c: &reqwest::Client, base: &str, name: &str) -> bool {
     let url = format!("{base}/api/v1/nodes/{name}");
-    matches!(c.get(&url).send().await, Ok(r) if r.status().as_u16() == 200)
+    match c.get(&url).send().await {
+        Ok(r) if r.status().as_u16() == 200 => {
+            r.text().await.is_ok_and(|t| super::parse::node_ready(&t))
+        }
+        _ => false,
+    }
 }
 
 fn etcd_client(step: &'static str, creds: &EtcdCreds) -> DistroResult<reqwest::Client> {

@@ -190,6 +190,14 @@ impl<R: CommandRunner, S: Systemd> Distro for K3s<R, S> {
         })
     }
 
+    async fn admin_api(&self) -> DistroResult<(reqwest::Client, String)> {
+        let c = self.server_client("admin API client")?;
+        Ok((
+            c,
+            format!("https://{}:{}", self.ctx.advertise, self.ctx.api_port),
+        ))
+    }
+
     async fn local_api_ready(&self) -> DistroResult<bool> {
         let c = self.server_client("local API ready")?;
         let base = format!("https://{}:{}", self.ctx.advertise, self.ctx.api_port);

@@ -238,6 +238,22 @@ impl<R: CommandRunner> Distro for Kubeadm<R> {
         view_creds(&self.ctx.root, self.ctx.external_etcd).map(Some)
     }
 
+    async fn admin_api(&self) -> DistroResult<(reqwest::Client, String)> {
+        const STEP: &str = "admin API client";
+        let ca = http::read(STEP, &self.file("etc/kubernetes/pki/ca.crt"))?;
+        let admin = http::read(STEP, &self.file("etc/kubernetes/admin.conf"))?;
+        let (cert, key) =
+            super::parse::kubeconfig_identity(&admin).map_err(|detail| DistroError::Parse {
+                step: STEP,
+                detail: format!("etc/kubernetes/admin.conf: {detail}"),
+            })?;
+        let c = http::client(STEP, &ca, Some((&cert, &key)))?;
+        Ok((
+            c,
+            format!("https://{}:{}", self.ctx.advertise, self.ctx.api_port),
+        ))
+    }
+
     async fn local_api_ready(&self) -> DistroResult<bool> {
         let c = self.api_client("local API ready")?;
         let base = format!("https://{}:{}", self.ctx.advertise, self.ctx.api_port);

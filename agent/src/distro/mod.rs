@@ -144,8 +144,17 @@ pub trait Distro: EtcdApi {
     async fn local_api_ready(&self) -> DistroResult<bool>;
     /// The same through the API endpoint (VIP or load balancer).
     async fn vip_api_ready(&self) -> DistroResult<bool>;
-    /// This node's kubelet has registered its Node object.
+    /// This node's kubelet has registered its Node object and it is `Ready` (kubelet and
+    /// pod network).
     async fn kubelet_registered(&self) -> DistroResult<bool>;
+    /// A client with the cluster admin's identity and this node's local API base
+    /// (`https://ADVERTISE:PORT`), for applying the baked add-ons.
+    async fn admin_api(&self) -> DistroResult<(reqwest::Client, String)> {
+        Err(DistroError::Other {
+            step: "admin API client",
+            detail: "not available for this distribution".into(),
+        })
+    }
     /// The distribution's own reason for a failed or stuck init or join: parsed from the
     /// failed command's output (`failed`), else from the log of what it runs (k3s's unit,
     /// kubeadm's kubelet). `None` when there is nothing to say.

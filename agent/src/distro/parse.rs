@@ -178,6 +178,39 @@ pub fn etcd_health(body: &str) -> Result<bool, String> {
 }
 
 /// The last `n` non-empty lines of `text`, trailing blanks trimmed, oldest first.
+/// A Node object (JSON) whose `Ready` condition is `True`.
+pub fn node_ready(json: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(json).is_ok_and(|v| {
+        v.pointer("/status/conditions")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+    })
+}
+
+/// The first user's client certificate and key (PEM) of a kubeconfig with embedded
+/// `client-certificate-data` / `client-key-data` (what kubeadm writes to admin.conf).
+pub fn kubeconfig_identity(text: &str) -> Result<(String, String), String> {
+    use base64::Engine as _;
+    let v: serde_json::Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    let user = v
+        .pointer("/users/0/user")
+        .ok_or("no users[0].user in the kubeconfig")?;
+    let field = |name: &str| -> Result<String, String> {
+        let b64 = user
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| format!("no {name} in users[0].user"))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|e| format!("{name}: {e}"))?;
+        String::from_utf8(bytes).map_err(|_| format!("{name}: not PEM text"))
+    };
+    Ok((field("client-certificate-data")?, field("client-key-data")?))
+}
+
 pub fn last_lines(text: &str, n: usize) -> Vec<String> {
     let lines: Vec<&str> = text
         .lines()
@@ -283,6 +316,31 @@ pub fn k3s_version(stdout: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_ready_reads_the_ready_condition() {
+        let n = |s: &str| {
+            format!(
+                r#"{{"kind":"Node","status":{{"conditions":[{{"type":"MemoryPressure","status":"False"}},{{"type":"Ready","status":"{s}","reason":"KubeletNotReady"}}]}}}}"#
+            )
+        };
+        assert!(node_ready(&n("True")));
+        assert!(!node_ready(&n("False")));
+        assert!(!node_ready(r#"{"kind":"Node","status":{}}"#));
+        assert!(!node_ready("not json"));
+    }
+
+    #[test]
+    fn kubeconfig_identity_decodes_the_embedded_pem() {
+        // The shape kubeadm writes (admin.conf), with short stand-in data.
+        let kc = "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: QUJD\n    server: https://10.0.0.10:6443\n  name: c\nusers:\n- name: kubernetes-admin\n  user:\n    client-certificate-data: Q0VSVA==\n    client-key-data: S0VZ\n";
+        assert_eq!(
+            kubeconfig_identity(kc).unwrap(),
+            ("CERT".to_string(), "KEY".to_string())
+        );
+        let e = kubeconfig_identity("users: []\n").unwrap_err();
+        assert!(e.contains("users[0]"), "{e}");
+    }
 
     fn fixture(name: &str) -> String {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

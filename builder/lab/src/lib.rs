@@ -61,6 +61,8 @@ pub struct UpOptions {
     pub muster_bin: PathBuf,
     /// Extra environment for every process on every node (stand-in knobs).
     pub node_env: Vec<(String, String)>,
+    /// `muster build --artifacts`: where the add-on manifests come from (else the cache).
+    pub artifacts: Option<PathBuf>,
 }
 
 impl UpOptions {
@@ -72,6 +74,7 @@ impl UpOptions {
             agent_bin: bin_dir.join("nodeagent"),
             muster_bin: bin_dir.join("muster"),
             node_env: Vec::new(),
+            artifacts: standins::default_addon_artifacts(),
         }
     }
 }
@@ -232,6 +235,7 @@ impl Lab {
         let bopts = muster_build::bake::BuildOptions {
             agent_bin: opts.agent_bin.clone(),
             mtime: 0,
+            addons: muster_build::addons::source::Source::from_options(opts.artifacts.clone()),
         };
         // External etcd: the lab's own PKI replaces the spec's files (lab_etcd_spec).
         let lab_spec = lab_etcd_spec(spec, &state)?;

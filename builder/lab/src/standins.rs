@@ -22,6 +22,14 @@ pub const LINKS: [(&str, &str); 6] = [
 ];
 
 /// The directory of the running executable (cargo puts the stand-ins next to `muster`).
+/// The add-on artifacts the lab builds with: the upstream manifests checked into the
+/// repository (`tests/fixtures/artifacts`, the real pinned bytes), since the lab rehearses
+/// offline. `None` outside a source checkout: the build then uses the add-on cache.
+pub fn default_addon_artifacts() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/artifacts");
+    dir.is_dir().then_some(dir)
+}
+
 pub fn default_dir() -> PathBuf {
     std::env::current_exe()
         .ok()

@@ -102,6 +102,9 @@ fn build_payload_and_seeds(
         &BuildOptions {
             agent_bin: o.agent_bin.clone(),
             mtime: 0,
+            addons: muster_build::addons::source::Source::from_options(
+                crate::standins::default_addon_artifacts(),
+            ),
         },
     )
     .context("muster build")?;

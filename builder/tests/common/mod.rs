@@ -26,7 +26,12 @@ pub fn examples() -> Vec<PathBuf> {
     v
 }
 
-/// `muster build SPEC --out OUT --agent-bin AGENT`, as an operator runs it.
+/// The pinned add-on manifests (real upstream bytes) for offline builds.
+pub const ADDON_ARTIFACTS: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/artifacts");
+
+/// `muster build SPEC --out OUT --agent-bin AGENT --artifacts ADDON_ARTIFACTS`, as an
+/// operator runs it offline.
 pub fn muster_build(muster: &Path, spec: &Path, out: &Path, agent: &Path) -> Command {
     let mut cmd = Command::new(muster);
     cmd.arg("build")
@@ -34,7 +39,9 @@ pub fn muster_build(muster: &Path, spec: &Path, out: &Path, agent: &Path) -> Com
         .arg("--out")
         .arg(out)
         .arg("--agent-bin")
-        .arg(agent);
+        .arg(agent)
+        .arg("--artifacts")
+        .arg(ADDON_ARTIFACTS);
     cmd
 }
 

@@ -70,10 +70,19 @@ struct K3sConfig {
     advertise_address: Option<String>,
     node_name: Option<String>,
     datastore_endpoint: Option<String>,
+    /// `none` when another CNI replaces k3s's embedded flannel.
+    flannel_backend: Option<String>,
+}
+
+impl K3sConfig {
+    /// k3s's embedded flannel gives its nodes a pod network (unless `flannel-backend: none`).
+    fn embedded_cni(&self) -> bool {
+        self.flannel_backend.as_deref() != Some("none")
+    }
 }
 
 /// The single-valued string keys and where they go.
-fn string_keys(c: &mut K3sConfig) -> [(&'static str, &mut Option<String>); 6] {
+fn string_keys(c: &mut K3sConfig) -> [(&'static str, &mut Option<String>); 7] {
     [
         ("server", &mut c.server),
         ("token", &mut c.token),
@@ -81,6 +90,7 @@ fn string_keys(c: &mut K3sConfig) -> [(&'static str, &mut Option<String>); 6] {
         ("advertise-address", &mut c.advertise_address),
         ("node-name", &mut c.node_name),
         ("datastore-endpoint", &mut c.datastore_endpoint),
+        ("flannel-backend", &mut c.flannel_backend),
     ]
 }
 
@@ -450,7 +460,7 @@ async fn server(flags: &Flags) -> Result<()> {
     if embedded && cfg.cluster_init && cfg.server.is_none() {
         upload_bundle(&admin, &password, &t).await?;
     }
-    kubeadm::register_node(&admin, &name, Some(&addr), true).await?;
+    kubeadm::register_node_with(&admin, &name, Some(&addr), true, cfg.embedded_cni()).await?;
     if embedded {
         // Announces this etcd member to joining servers (and to muster's compensation).
         kubeadm::mirror_pods(&admin, &name, &addr, 6443, true).await?;
@@ -811,7 +821,17 @@ async fn agent(flags: &Flags) -> Result<()> {
     crate::notify_ready();
     loop {
         // Heartbeat: the stand-in kubelet re-registers the Node (Ready) every 10 s.
-        if let Err(e) = kubeadm::register_node(&api, &name, cfg.node_ip.as_deref(), false).await {
+        if let Err(e) = kubeadm::register_node_with(
+            &api,
+            &name,
+            cfg.node_ip.as_deref(),
+            false,
+            // The flannel setting is the servers' (agents learn it from them): a server's
+            // annotated Node stands for the whole cluster (`api::node_ready`).
+            false,
+        )
+        .await
+        {
             eprintln!("level=warning msg=\"node heartbeat: {e:#}\"");
         }
         tokio::select! {

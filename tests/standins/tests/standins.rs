@@ -866,10 +866,43 @@ fn the_real_kubectl_reads_and_applies_through_the_api_standin() {
         .lines()
         .find(|l| l.starts_with("cp1 "))
         .unwrap_or_else(|| panic!("no cp1 row: {}", nodes.stdout));
+    // No pod network yet (issue 14): the stand-in reads the Node NotReady.
     assert!(
-        row.contains(" Ready ") && row.contains("control-plane") && row.contains(&ip),
+        row.contains(" NotReady ") && row.contains("control-plane") && row.contains(&ip),
         "{row}"
     );
+    // A CNI's DaemonSet makes it Ready.
+    let ds = lab.put(
+        "cp1",
+        "manifests/cni.yaml",
+        "apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: kube-flannel-ds
+  namespace: kube-system
+spec:
+  selector: {matchLabels: {app: flannel}}
+  template:
+    metadata: {labels: {app: flannel}}
+    spec:
+      containers: [{name: kube-flannel, image: ghcr.io/flannel-io/flannel:v0.28.9}]
+",
+    );
+    let cni = k(&[
+        "apply",
+        "--server-side",
+        "--field-manager=muster",
+        "-f",
+        &ds,
+    ]);
+    assert!(cni.ok(), "{}", cni.all());
+    let nodes = k(&["get", "nodes"]);
+    let row = nodes
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("cp1 "))
+        .unwrap_or_else(|| panic!("no cp1 row: {}", nodes.stdout));
+    assert!(row.contains(" Ready "), "{row}");
     let ar = k(&["api-resources"]);
     assert!(ar.ok(), "{}", ar.all());
     for r in [

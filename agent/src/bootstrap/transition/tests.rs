@@ -741,7 +741,8 @@ fn answers(a: &Action) -> Vec<Event> {
         | Action::RemoveStaleMembers
         | Action::RemoveOwnMember
         | Action::Release(_)
-        | Action::StartLb => vec![failed],
+        | Action::StartLb
+        | Action::ApplyAddons => vec![failed],
     }
 }
 

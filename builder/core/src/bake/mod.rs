@@ -39,12 +39,17 @@ pub struct BuildOptions {
     pub agent_bin: PathBuf,
     /// Timestamp of every payload entry (0, or `SOURCE_DATE_EPOCH`).
     pub mtime: u64,
+    /// Where the pinned add-on manifests come from (`--artifacts DIR`, or the cache).
+    pub addons: crate::addons::source::Source,
 }
 
 impl BuildOptions {
     /// `agent_bin`, or the `nodeagent` next to the running executable; mtime from
     /// `SOURCE_DATE_EPOCH` when set.
-    pub fn new(agent_bin: Option<PathBuf>) -> Result<BuildOptions, BuildError> {
+    pub fn new(
+        agent_bin: Option<PathBuf>,
+        artifacts: Option<PathBuf>,
+    ) -> Result<BuildOptions, BuildError> {
         let agent_bin = match agent_bin {
             Some(p) => p,
             None => default_agent_bin()?,
@@ -56,7 +61,11 @@ impl BuildOptions {
                 .map_err(|_| BuildError::SourceDateEpoch(v.clone()))?,
             Err(_) => 0,
         };
-        Ok(BuildOptions { agent_bin, mtime })
+        Ok(BuildOptions {
+            agent_bin,
+            mtime,
+            addons: crate::addons::source::Source::from_options(artifacts),
+        })
     }
 }
 
@@ -103,6 +112,10 @@ pub enum BuildError {
     RendezvousKey(#[from] model::fsutil::WriteError),
     #[error(transparent)]
     EtcdTls(#[from] etcd_tls::EtcdTlsError),
+    #[error(transparent)]
+    Addons(#[from] crate::addons::bake::BakeAddonError),
+    #[error("serializing the add-on index: {0}")]
+    AddonIndex(serde_json::Error),
 }
 
 /// One file the build wrote.
@@ -154,9 +167,17 @@ pub fn payload_files(
     input: &Input<'_>,
     bake: &Bake,
     agent: Vec<u8>,
-) -> Result<FileSet, RenderError> {
+    addons: &crate::addons::bake::BakedAddons,
+) -> Result<FileSet, BuildError> {
     let mut fs = render::cluster_files(input, bake)?;
     fs.add(nf::AGENT_BINARY, 0o755, agent);
+    if !addons.files.is_empty() {
+        for (name, bytes) in &addons.files {
+            fs.add(format!("{}/{name}", nf::ADDONS_DIR), 0o644, bytes.clone());
+        }
+        let index = serde_json::to_string_pretty(&addons.index).map_err(BuildError::AddonIndex)?;
+        fs.add(nf::ADDONS_INDEX, 0o644, index + "\n");
+    }
     let sums = payload::sha256sums(&fs);
     fs.add(nf::PAYLOAD_SUMS, 0o644, sums);
     Ok(fs)
@@ -261,7 +282,8 @@ fn pack_payload(
         path: opts.agent_bin.clone(),
         source,
     })?;
-    let files = payload_files(input, bake, agent)?;
+    let addons = crate::addons::bake::bake(input.cluster, &opts.addons)?;
+    let files = payload_files(input, bake, agent, &addons)?;
     tracing::info!(files = files.files.len(), "packing the agent payload");
     let tgz = payload::pack(&files, opts.mtime).map_err(|source| BuildError::Io {
         path: out.join(PAYLOAD_FILE),

@@ -27,7 +27,7 @@ pub const APT_PACKAGES: [&str; 5] = [
 ];
 
 /// Downloads `url` to `dest` with curl; unreachable hosts get their own error.
-pub(super) fn download(url: &str, dest: &Path) -> Result<(), ImageError> {
+pub(crate) fn download(url: &str, dest: &Path) -> Result<(), ImageError> {
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent).map_err(io_err("fetching", parent))?;
     }

@@ -264,6 +264,10 @@ impl Req<'_> {
         } else {
             obj
         };
+        let obj = match self.gate_nodes(vec![obj]).await {
+            Ok(mut v) => v.remove(0),
+            Err(e) => return storage_error(e),
+        };
         if table::wanted(self.headers) {
             let rv = obj["metadata"]["resourceVersion"]
                 .as_str()
@@ -272,6 +276,28 @@ impl Req<'_> {
             return Json(table::render(self.res, &[obj], &rv)).into_response();
         }
         Json(obj).into_response()
+    }
+
+    /// Nodes as readers see them: not Ready without a pod network (`node_ready`).
+    async fn gate_nodes(&self, objs: Vec<Value>) -> anyhow::Result<Vec<Value>> {
+        if !(self.res.group.is_empty() && self.res.plural == "nodes") {
+            return Ok(objs);
+        }
+        let ds = self.st.store.list("/registry/daemonsets/").await?;
+        let nodes: Vec<Value> = self
+            .st
+            .store
+            .list(&self.res.prefix(None))
+            .await?
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .collect();
+        let cni = super::node_ready::cni_installed(ds.iter().map(|(k, _)| k.as_str()))
+            || super::node_ready::embedded_cni(&nodes);
+        Ok(objs
+            .into_iter()
+            .map(|n| super::node_ready::gate(n, cni))
+            .collect())
     }
 
     async fn list(&self, _served: &[Resource]) -> Response {
@@ -293,6 +319,10 @@ impl Req<'_> {
             .filter(|v| !super::expired(v))
             .filter(|v| selects_fields(fields, v) && selects_labels(labels, v))
             .collect();
+        let items = match self.gate_nodes(items).await {
+            Ok(v) => v,
+            Err(e) => return storage_error(e),
+        };
         let rv = apply::resource_version();
         if table::wanted(self.headers) {
             return Json(table::render(self.res, &items, &rv)).into_response();

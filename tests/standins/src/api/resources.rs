@@ -167,6 +167,22 @@ const BUILTIN: &[Builtin] = &[
         &[],
     ),
     (
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingwebhookconfigurations",
+        "ValidatingWebhookConfiguration",
+        false,
+        &[],
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "v1",
+        "mutatingwebhookconfigurations",
+        "MutatingWebhookConfiguration",
+        false,
+        &[],
+    ),
+    (
         "policy",
         "v1",
         "poddisruptionbudgets",

@@ -840,6 +840,23 @@ pub(crate) async fn register_node(
     addr: Option<&str>,
     control_plane: bool,
 ) -> Result<()> {
+    register_node_with(api, name, addr, control_plane, false).await
+}
+
+/// `register_node`; `embedded_cni` marks the Node the way k3s's embedded flannel does (the
+/// API stand-in then reads it Ready without a CNI DaemonSet: `api::node_ready`).
+pub(crate) async fn register_node_with(
+    api: &Api,
+    name: &str,
+    addr: Option<&str>,
+    control_plane: bool,
+    embedded_cni: bool,
+) -> Result<()> {
+    let annotations = if embedded_cni {
+        json!({ crate::api::node_ready::EMBEDDED_CNI_ANNOTATION: "vxlan" })
+    } else {
+        json!({})
+    };
     let mut labels = json!({
         "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
     });
@@ -863,7 +880,7 @@ pub(crate) async fn register_node(
         &format!("/api/v1/nodes/{name}"),
         &json!({
             "apiVersion": "v1", "kind": "Node",
-            "metadata": { "name": name, "labels": labels },
+            "metadata": { "name": name, "labels": labels, "annotations": annotations },
             "spec": { "taints": taints },
             "status": {
                 "addresses": addresses,

@@ -1,10 +1,18 @@
 //! The add-ons a spec asks for, resolved to pinned upstream manifests and the objects muster
 //! derives from the spec. Pure: which manifest (URL at a release tag, its SHA-256), how
 //! muster adapts it to the cluster (flannel's pod network and interface), and the MetalLB
-//! pool. Fetching, baking and applying build on this.
+//! pool. `source` fetches the pinned bytes (cache or `--artifacts DIR`), `bake` puts them
+//! into the payload.
 //!
 //! Pins are the bytes of the file at the release tag (what `raw.githubusercontent.com`
-//! serves for that tag), hashed from the upstream repositories' tags.
+//! serves for that tag), hashed from the upstream repositories' tags: flannel's
+//! `Documentation/kube-flannel.yml` at tag v0.28.9 and MetalLB's
+//! `config/manifests/metallb-native.yaml` at tag v0.15.3, both re-checked from git mirrors
+//! of the upstream repositories (the same bytes are in `tests/fixtures/artifacts/addons/`).
+//! Calico, cilium, ingress-nginx and longhorn have no pin yet: muster does not invent one.
+
+pub mod bake;
+pub mod source;
 
 use model::Cluster;
 use model::spec::{Cni, DistroKind, LoadBalancerProvider};
@@ -96,11 +104,12 @@ pub fn resolve(cluster: &Cluster) -> Vec<Addon> {
     out
 }
 
-/// The `muster plan` lines about add-ons: what each resolves to. Applying them is not
-/// automated yet, and the lines say so.
+/// The `muster plan` lines about add-ons: what each resolves to. `muster build` bakes the
+/// pinned ones into the payload and the init node applies them; the others are the user's.
 pub fn render(cluster: &Cluster) -> String {
     let mut out = String::from(
-        "\nAdd-ons (muster does not apply manifests yet: apply these once the cluster has assembled):\n",
+        "\nAdd-ons (`muster build` bakes the pinned ones into the payload, under /usr/lib/muster/addons; \
+         the init node applies them once it has published the cluster):\n",
     );
     for a in resolve(cluster) {
         let how = match &a.install {

@@ -1,0 +1,150 @@
+//! Where `muster build` takes a pinned add-on manifest from: the `--artifacts DIR` of an
+//! offline build (`DIR/addons/<name>-<version>.yaml`, the same directory as the image's
+//! artifacts), else a cache keyed by SHA-256 (`~/.cache/muster/addons/<sha256>`), filled
+//! once from the pinned URL. Every byte is checked against the pin before it is used.
+
+use super::PinnedManifest;
+use crate::image::artifacts::download;
+use crate::image::files::{atomic_write, sha256_file};
+use std::path::{Path, PathBuf};
+
+/// The subdirectory of an artifacts directory holding add-on manifests.
+pub const ARTIFACTS_SUBDIR: &str = "addons";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Offline: only this artifacts directory (`DIR/addons/<name>-<version>.yaml`).
+    Artifacts(PathBuf),
+    /// Online: this cache, filled from the pinned URL on a miss.
+    Cache(PathBuf),
+}
+
+impl Source {
+    /// `--artifacts DIR` when given, else the cache (`MUSTER_ADDON_CACHE`, else
+    /// `~/.cache/muster/addons`).
+    pub fn from_options(artifacts: Option<PathBuf>) -> Source {
+        if let Some(dir) = artifacts {
+            return Source::Artifacts(dir);
+        }
+        let cache = match (
+            std::env::var_os("MUSTER_ADDON_CACHE"),
+            std::env::var_os("HOME"),
+        ) {
+            (Some(dir), _) => PathBuf::from(dir),
+            (None, Some(home)) => PathBuf::from(home).join(".cache/muster/addons"),
+            (None, None) => PathBuf::from(".muster-cache/addons"),
+        };
+        Source::Cache(cache)
+    }
+}
+
+/// The file name of `m` inside an artifacts directory's `addons/`.
+pub fn artifact_name(m: &PinnedManifest) -> String {
+    format!("{}-{}.yaml", m.name, m.version)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(
+        "add-on {name} {version}: cannot get {url} (pinned sha256 {sha256}): {detail}; \
+         offline, put the file at {hint}"
+    )]
+    Unavailable {
+        name: &'static str,
+        version: &'static str,
+        url: &'static str,
+        sha256: &'static str,
+        detail: String,
+        hint: String,
+    },
+    #[error(
+        "add-on {name} {version}: {} has sha256 {got}, expected {sha256} (the pin for {url})",
+        path.display()
+    )]
+    Mismatch {
+        name: &'static str,
+        version: &'static str,
+        url: &'static str,
+        sha256: &'static str,
+        path: PathBuf,
+        got: String,
+    },
+}
+
+/// The pinned bytes of `m`.
+pub fn fetch(source: &Source, m: &PinnedManifest) -> Result<Vec<u8>, SourceError> {
+    let unavailable = |detail: String, hint: String| SourceError::Unavailable {
+        name: m.name,
+        version: m.version,
+        url: m.url,
+        sha256: m.sha256,
+        detail,
+        hint,
+    };
+    let path = match source {
+        Source::Artifacts(dir) => {
+            let path = dir.join(ARTIFACTS_SUBDIR).join(artifact_name(m));
+            if !path.is_file() {
+                return Err(unavailable(
+                    format!("not in the artifacts directory {}", dir.display()),
+                    path.display().to_string(),
+                ));
+            }
+            path
+        }
+        Source::Cache(dir) => {
+            let path = dir.join(m.sha256);
+            if !path.is_file() {
+                fill_cache(m, &path).map_err(|detail| {
+                    unavailable(
+                        detail,
+                        format!(
+                            "ARTIFACTS/{ARTIFACTS_SUBDIR}/{} (muster build --artifacts ARTIFACTS)",
+                            artifact_name(m)
+                        ),
+                    )
+                })?;
+            }
+            path
+        }
+    };
+    check(m, &path)
+}
+
+/// Downloads `m` into the cache at `path` (atomically; a wrong download never lands).
+fn fill_cache(m: &PinnedManifest, path: &Path) -> Result<(), String> {
+    let tmp = path.with_extension("download");
+    download(m.url, &tmp).map_err(|e| e.to_string())?;
+    let got = sha256_file(&tmp).map_err(|e| e.to_string())?;
+    if got != m.sha256 {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("the download has sha256 {got}"));
+    }
+    let bytes = std::fs::read(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    atomic_write(path, &bytes).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(&tmp);
+    Ok(())
+}
+
+fn check(m: &PinnedManifest, path: &Path) -> Result<Vec<u8>, SourceError> {
+    let bytes = std::fs::read(path).map_err(|e| SourceError::Unavailable {
+        name: m.name,
+        version: m.version,
+        url: m.url,
+        sha256: m.sha256,
+        detail: format!("{}: {e}", path.display()),
+        hint: path.display().to_string(),
+    })?;
+    let got = crate::bake::payload::sha256_hex(&bytes);
+    if got != m.sha256 {
+        return Err(SourceError::Mismatch {
+            name: m.name,
+            version: m.version,
+            url: m.url,
+            sha256: m.sha256,
+            path: path.to_path_buf(),
+            got,
+        });
+    }
+    Ok(bytes)
+}
