@@ -191,7 +191,7 @@ enum ImageCommand {
         /// images, sha256sum-amd64.txt) from this local directory instead of upstream;
         /// signatures and sums are checked the same way. Also the container images to
         /// pre-pull (DIR/images/*.tar + SHA256SUMS) and the pinned add-on manifests
-        /// (DIR/manifests/). `muster artifacts fetch` fills it.
+        /// (DIR/addons/). `muster artifacts fetch` fills it.
         #[arg(long, conflicts_with = "allow_incomplete")]
         artifacts: Option<PathBuf>,
         /// Build without the Kubernetes distribution and the pre-pulled images, on purpose

@@ -102,7 +102,7 @@ pub struct BuildOptions {
     /// Where the Kubernetes distribution comes from (upstream by default).
     pub kubernetes: kubernetes::Source,
     /// `--artifacts DIR`: where the image tarballs to pre-pull (`DIR/images/`) and the
-    /// pinned add-on manifests (`DIR/manifests/`) come from.
+    /// pinned add-on manifests (`DIR/addons/`) come from.
     pub images: Option<PathBuf>,
     /// A variant of the image (the lab's TEST image); `None` for every user image.
     pub variant: Option<std::sync::Arc<dyn variant::ImageVariant>>,

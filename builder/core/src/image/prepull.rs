@@ -5,7 +5,7 @@
 //! The images come as tarballs (`ctr images export` / `docker save` archives) in
 //! `--artifacts DIR/images/`, one per image, listed with their sha256 in
 //! `DIR/images/SHA256SUMS`; add-on images are read from the pinned add-on manifest in
-//! `DIR/manifests/` (checked against its pinned sha256). The import runs at build time, in
+//! `DIR/addons/` (checked against its pinned sha256). The import runs at build time, in
 //! the image's own containerd (`images/import-images.sh` in the chroot, in a private mount
 //! namespace with only /proc and a tmpfs /run): the image then holds the images unpacked,
 //! and no first-boot step stands between containerd and the kubelet. k3s needs none of
@@ -22,8 +22,9 @@ use std::process::Command;
 
 /// Where the image tarballs sit in an `--artifacts` dir.
 pub const IMAGES_DIR: &str = "images";
-/// Where the pinned add-on manifests sit in an `--artifacts` dir.
-pub const MANIFESTS_DIR: &str = "manifests";
+/// Where the pinned add-on manifests sit in an `--artifacts` dir: where `muster build`
+/// takes them from too (one artifacts directory for both).
+pub const MANIFESTS_DIR: &str = addons::source::ARTIFACTS_SUBDIR;
 /// The sums of the image tarballs (sha256sum format), in [`IMAGES_DIR`].
 pub const IMAGE_SUMS: &str = "SHA256SUMS";
 /// Where the tarballs are staged in the chroot while the import runs.
@@ -123,7 +124,7 @@ pub fn tarball_name(image: &str) -> String {
 
 /// The file name of a pinned manifest in [`MANIFESTS_DIR`].
 pub fn manifest_name(m: &PinnedManifest) -> String {
-    format!("{}-{}.yaml", m.name, m.version)
+    addons::source::artifact_name(m)
 }
 
 fn artifact(file: &Path, problem: impl Into<String>) -> ImageError {
@@ -133,7 +134,7 @@ fn artifact(file: &Path, problem: impl Into<String>) -> ImageError {
     }
 }
 
-/// Every image the nodes need, the add-on manifests read from `dir/manifests/` (each
+/// Every image the nodes need, the add-on manifests read from `dir/addons/` (each
 /// checked against its pinned sha256). Sorted.
 pub fn resolve(needs: &Needs, dir: &Path) -> Result<Vec<String>, ImageError> {
     let mut images = needs.images.clone();
@@ -260,7 +261,7 @@ pub fn import(rootfs: &Path, dir: &Path, images: &[String], k3s: bool) -> Result
 }
 
 /// `muster artifacts fetch`'s part: the pinned add-on manifests (checked against their
-/// sha256) into `dir/manifests/`, then every image the nodes need pulled by the host's
+/// sha256) into `dir/addons/`, then every image the nodes need pulled by the host's
 /// containerd (`ctr images pull`, in a namespace of its own) and exported
 /// (`ctr images export`) into `dir/images/`, with `dir/images/SHA256SUMS`. Returns the
 /// files written, relative to `dir`.

@@ -103,7 +103,7 @@ fn common_variables() -> Vec<Item> {
             "artifacts_dir",
             "string",
             s(""),
-            "As `muster image build --artifacts DIR`: the distribution (a flat apt repository, or k3s and its airgap tarball) and images/ + manifests/ for the pre-pulled images, checked the same way; empty: the distribution from upstream, and no images (the build fails where the nodes need some)",
+            "As `muster image build --artifacts DIR`: the distribution (a flat apt repository, or k3s and its airgap tarball) and images/ + addons/ for the pre-pulled images, checked the same way; empty: the distribution from upstream, and no images (the build fails where the nodes need some)",
             false,
         ),
         Item::Blank,
@@ -134,7 +134,7 @@ fn import_images_step(cluster: &Cluster, artifacts: &str) -> Option<String> {
     }
     for m in &needs.manifests {
         line.push_str(&format!(
-            " --manifest {artifacts}/manifests/{} {}",
+            " --manifest {artifacts}/addons/{} {}",
             crate::image::prepull::manifest_name(m),
             m.sha256
         ));
