@@ -21,7 +21,6 @@ pub const LINKS: [(&str, &str); 6] = [
     (APISERVER_STANDIN, APISERVER_STANDIN),
 ];
 
-/// The directory of the running executable (cargo puts the stand-ins next to `muster`).
 /// The add-on artifacts the lab builds with: the upstream manifests checked into the
 /// repository (`tests/fixtures/artifacts`, the real pinned bytes), since the lab rehearses
 /// offline. `None` outside a source checkout: the build then uses the add-on cache.
@@ -30,6 +29,7 @@ pub fn default_addon_artifacts() -> Option<PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
+/// The directory of the running executable (cargo puts the stand-ins next to `muster`).
 pub fn default_dir() -> PathBuf {
     std::env::current_exe()
         .ok()
