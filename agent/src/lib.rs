@@ -12,6 +12,7 @@ pub mod exec;
 pub mod host;
 pub mod kube_vip;
 pub mod lab_systemd;
+pub mod lb_follow;
 pub mod preflight;
 pub mod reach;
 pub mod rendezvous;
