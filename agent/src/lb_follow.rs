@@ -134,6 +134,70 @@ pub fn to_rewrite(desired: &[Desired], current: impl Fn(&str) -> Option<String>)
         .collect()
 }
 
+/// Why a config was not installed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(transparent)]
+    Write(#[from] model::fsutil::WriteError),
+    #[error("cannot check {path} with {program}: {source}")]
+    Check {
+        path: String,
+        program: &'static str,
+        #[source]
+        source: crate::exec::ExecError,
+    },
+    #[error("{program} rejected the new {path} (the old one stays): {output}")]
+    Rejected {
+        path: String,
+        program: &'static str,
+        output: String,
+    },
+}
+
+/// Writes `d` next to its place under `root`, has the daemon's own checker accept it, and
+/// only then moves it into place atomically: a config the daemon would refuse never
+/// replaces a working one. The caller reloads the daemon afterwards.
+pub async fn check_and_install(
+    root: &std::path::Path,
+    d: &Desired,
+    runner: &impl crate::exec::CommandRunner,
+) -> Result<(), InstallError> {
+    let target = root.join(d.path);
+    let staged = target.with_extension("muster-next");
+    model::fsutil::write_atomic(&staged, d.contents.as_bytes(), 0o644)?;
+    let staged_text = staged.to_string_lossy().into_owned();
+    let (program, args) = d.daemon.check_command(&staged_text);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = runner
+        .run(program, &args)
+        .await
+        .map_err(|source| InstallError::Check {
+            path: d.path.to_string(),
+            program,
+            source,
+        });
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = std::fs::remove_file(&staged);
+            return Err(e);
+        }
+    };
+    if out.status != 0 {
+        let _ = std::fs::remove_file(&staged);
+        return Err(InstallError::Rejected {
+            path: d.path.to_string(),
+            program,
+            output: format!("{}{}", out.stdout, out.stderr).trim().to_string(),
+        });
+    }
+    std::fs::rename(&staged, &target).map_err(|source| model::fsutil::WriteError {
+        path: target.clone(),
+        source,
+    })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,5 +354,39 @@ mod tests {
             Daemon::Nginx.check_command("/etc/nginx/nginx.conf").0,
             "nginx"
         );
+    }
+
+    /// The real haproxy checks the staged file: a good one replaces the old config, a
+    /// broken one never does.
+    #[tokio::test]
+    async fn a_config_is_installed_only_after_the_real_haproxy_accepts_it() {
+        let b = baked("seed-001-k3s-haproxy-proxmox.yaml");
+        let lb = node(&b, Role::LoadBalancer);
+        let root = tempfile::tempdir().unwrap();
+        let runner = crate::exec::RealRunner::default();
+        let grown = desired(
+            &b,
+            &lb,
+            &seen(&[member("new-cp", Role::ControlPlane, true, "10.0.0.99")]),
+        );
+        let haproxy = &grown[0];
+        check_and_install(root.path(), haproxy, &runner)
+            .await
+            .unwrap();
+        let path = root.path().join(haproxy.path);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), haproxy.contents);
+
+        let broken = Desired {
+            contents: haproxy
+                .contents
+                .replace("balance roundrobin", "balance nonsense"),
+            ..haproxy.clone()
+        };
+        let e = check_and_install(root.path(), &broken, &runner)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, InstallError::Rejected { .. }), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), haproxy.contents);
+        assert!(!path.with_extension("muster-next").exists());
     }
 }
