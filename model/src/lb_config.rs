@@ -169,17 +169,7 @@ mod tests {
     use super::*;
 
     fn node(name: &str, role: Role, ip: &str) -> PlannedNode {
-        PlannedNode {
-            name: name.parse().unwrap(),
-            role,
-            index: 1,
-            cpus: 2,
-            memory_mib: 4096,
-            disk_gib: 20,
-            ip: ip.parse().unwrap(),
-            mac: crate::names::Mac::derived([0x52, 0x54, 0x00], name),
-            vmid: None,
-        }
+        crate::plan::test_node(name, role, ip, None)
     }
 
     fn member(name: &str, role: Role, joined: bool, ip: Option<&str>) -> SeenMember {
