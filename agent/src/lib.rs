@@ -14,6 +14,7 @@ pub mod host;
 pub mod kube;
 pub mod kube_vip;
 pub mod lab_systemd;
+pub mod lb_follow;
 pub mod preflight;
 pub mod reach;
 pub mod rendezvous;

@@ -23,6 +23,7 @@ pub fn member_report(role: Role, p: &Persisted, now: Millis) -> MemberReport {
         reason: None,
         unreachable: Vec::new(),
         stranded: None,
+        ip: None,
     }
 }
 

@@ -86,6 +86,7 @@ fn report() -> impl Strategy<Value = MemberReport> {
                 updated_ms,
                 done,
                 etcd: None,
+                ip: None,
                 reason: reason.map(|(source, message, log_tail)| DistroReason {
                     source,
                     phase: None,

@@ -522,3 +522,71 @@ fn baked_addon_manifests_pass_kubernetes_validate_strict() {
         .arg(d.path().join("bad.yaml")));
     assert!(!o.status.success(), "broken sample passed");
 }
+
+// ---------- configs a running load balancer renders again when the cluster grows ----------
+
+/// Seed 004's spec grown by two control planes that joined after the build (the agent's
+/// `lb_follow` renders exactly this): haproxy, nginx and keepalived accept the result.
+#[test]
+fn configs_rerendered_for_a_grown_membership_pass_the_real_tools() {
+    use model::lb_config::{self, SeenMember};
+    use model::spec::Role;
+    let spec = common::examples()
+        .into_iter()
+        .find(|p| {
+            p.to_string_lossy()
+                .ends_with("seed-004-kubeadm-haproxy.yaml")
+        })
+        .expect("seed 004 example");
+    let loaded = muster_build::spec_source::load(Some(&spec)).unwrap();
+    let plan = model::plan::resolve(&loaded.cluster, vec![]);
+    let joined = |name: &str, role, ip: &str| SeenMember {
+        name: name.into(),
+        role,
+        joined: true,
+        ip: Some(ip.parse().unwrap()),
+    };
+    let members = [
+        joined("added-cp-4", Role::ControlPlane, "10.250.0.250"),
+        joined("added-cp-5", Role::ControlPlane, "10.250.0.251"),
+        joined("added-lb-3", Role::LoadBalancer, "10.250.0.252"),
+    ];
+    let cps = lb_config::select(Role::ControlPlane, &plan.nodes, &members);
+    let planned_cps = plan
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::ControlPlane)
+        .count();
+    assert_eq!(cps.len(), planned_cps + 2);
+    let port = loaded.cluster.ha.api_port;
+
+    let text = lb_config::haproxy(port, &cps);
+    for (name, ip) in [
+        ("added-cp-4", "10.250.0.250"),
+        ("added-cp-5", "10.250.0.251"),
+    ] {
+        assert!(
+            text.contains(&format!("    server {name} {ip}:{port} check\n")),
+            "{text}"
+        );
+    }
+    let o = haproxy_check(text.as_bytes());
+    assert!(o.status.success(), "haproxy -c: {}", show(&o));
+
+    let o = nginx_check(lb_config::nginx(port, &cps).as_bytes());
+    assert!(o.status.success(), "nginx -t: {}", show(&o));
+
+    let lbs = lb_config::select(Role::LoadBalancer, &plan.nodes, &members);
+    let node = plan
+        .nodes
+        .iter()
+        .find(|n| n.role == Role::LoadBalancer)
+        .expect("seed 004 has load balancers");
+    let vip = loaded.cluster.ha.vip.expect("seed 004 has a VIP");
+    let text = lb_config::keepalived(&loaded.cluster, node, vip, &lbs);
+    assert!(text.contains("        10.250.0.252\n"), "{text}");
+    let check = "#!/bin/bash\n: </dev/tcp/127.0.0.1/6443\n";
+    let iface = loaded.cluster.network.interface.to_string();
+    let o = keepalived_check(text.as_bytes(), check.as_bytes(), &iface);
+    assert!(o.status.success(), "keepalived -t: {}", show(&o));
+}

@@ -7,6 +7,7 @@ pub mod baked;
 pub mod dsn;
 pub mod fsutil;
 pub mod kube_vip;
+pub mod lb_config;
 pub mod names;
 pub mod node_files;
 pub mod plan;

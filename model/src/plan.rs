@@ -276,3 +276,21 @@ impl Plan {
         self.nodes.iter().filter(move |n| n.role == role)
     }
 }
+
+/// A planned node for unit tests elsewhere in the crate: 2 CPUs, 4 GiB, 20 GiB, index 1,
+/// a MAC derived from its name.
+#[cfg(test)]
+pub(crate) fn test_node(name: &str, role: Role, ip: &str, vmid: Option<u32>) -> PlannedNode {
+    #[allow(clippy::unwrap_used, reason = "tests")]
+    PlannedNode {
+        name: name.parse().unwrap(),
+        role,
+        index: 1,
+        cpus: 2,
+        memory_mib: 4096,
+        disk_gib: 20,
+        ip: ip.parse().unwrap(),
+        mac: Mac::derived([0x52, 0x54, 0x00], name),
+        vmid,
+    }
+}

@@ -141,17 +141,7 @@ mod tests {
     use crate::spec::Role;
 
     fn node(name: &str, ip: &str, vmid: u32) -> PlannedNode {
-        PlannedNode {
-            name: name.parse().unwrap(),
-            role: Role::Worker,
-            index: 1,
-            cpus: 2,
-            memory_mib: 4096,
-            disk_gib: 20,
-            ip: ip.parse().unwrap(),
-            mac: crate::names::Mac::derived([0x52, 0x54, 0x00], name),
-            vmid: Some(vmid),
-        }
+        crate::plan::test_node(name, Role::Worker, ip, Some(vmid))
     }
 
     #[test]

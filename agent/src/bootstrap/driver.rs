@@ -272,6 +272,7 @@ where
             crate::report::member_report(self.cfg.role, &self.persisted, self.clock.now_ms());
         r.reason = self.reason.clone();
         r.unreachable = self.unreachable.clone();
+        r.ip = Some(self.settings.ip);
         r.stranded = stranded::verdict(
             self.api_unreachable_since,
             self.clock.now_ms(),

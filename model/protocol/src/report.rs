@@ -33,6 +33,10 @@ pub struct MemberReport {
     /// (a torn-down cluster not reset?).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stranded: Option<String>,
+    /// The node's address: a load balancer adds a joined control plane its baked plan
+    /// predates (a node added by a rebuild) from this (`nodeagent::lb_follow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<std::net::Ipv4Addr>,
 }
 
 /// At most this many log lines are carried, each line cut to fit [`MAX_REASON_BYTES`].

@@ -1,0 +1,392 @@
+//! Load balancers follow the membership: when a rebuild adds control planes (or load
+//! balancers), the running HAProxy/nginx backends and keepalived peers must list them,
+//! though their configs were baked before those nodes existed. This module holds the pure
+//! decisions: which members count ([`seen`]), what this node's configs should say now
+//! ([`desired`]), which of them differ from what is on disk ([`to_rewrite`]), and how each
+//! daemon checks and reloads a config ([`Daemon`]). The renderers are the builder's own
+//! (`model::lb_config`), so a config rendered here equals the baked one for the same
+//! members.
+//!
+//! Not yet wired: the driver step that writes the changed files atomically, runs the
+//! daemon's check, then reloads it (see docs/operations.md, "Adding nodes").
+
+use crate::coord::Member;
+use model::PlannedNode;
+use model::baked::BakedCluster;
+use model::lb_config::{self, SeenMember};
+use model::node_files as nf;
+use model::spec::{Role, VipProvider};
+
+/// The members as the selection needs them: a member counts as joined once its report
+/// says `done` (a control plane that has joined and verified); its address is the one it
+/// reported. A report that does not parse counts as not joined (never guess an address).
+pub fn seen(members: &[Member]) -> Vec<SeenMember> {
+    members
+        .iter()
+        .map(|m| {
+            let report: Option<protocol::report::MemberReport> =
+                serde_json::from_value(m.report.clone()).ok();
+            SeenMember {
+                name: m.name.clone(),
+                role: m.role,
+                joined: report.as_ref().is_some_and(|r| r.done),
+                ip: report.and_then(|r| r.ip),
+            }
+        })
+        .collect()
+}
+
+/// A daemon whose config follows the membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Daemon {
+    Haproxy,
+    Nginx,
+    Keepalived,
+}
+
+impl Daemon {
+    pub fn unit(self) -> &'static str {
+        match self {
+            Daemon::Haproxy => "haproxy.service",
+            Daemon::Nginx => "nginx.service",
+            Daemon::Keepalived => "keepalived.service",
+        }
+    }
+
+    /// The command that checks `config` without touching the running daemon; a reload
+    /// happens only after it succeeds.
+    pub fn check_command(self, config: &str) -> (&'static str, Vec<String>) {
+        let c = config.to_string();
+        match self {
+            Daemon::Haproxy => ("haproxy", vec!["-c".into(), "-f".into(), c]),
+            Daemon::Nginx => ("nginx", vec!["-t".into(), "-q".into(), "-c".into(), c]),
+            Daemon::Keepalived => ("keepalived", vec!["-t".into(), "-f".into(), c]),
+        }
+    }
+
+    /// The signal a graceful reload sends the main process (what each distribution's
+    /// unit `ExecReload` does): HAProxy's master re-execs its workers on SIGUSR2, nginx and
+    /// keepalived re-read their config on SIGHUP; connections in flight are kept.
+    pub fn reload_signal(self) -> &'static str {
+        match self {
+            Daemon::Haproxy => "SIGUSR2",
+            Daemon::Nginx | Daemon::Keepalived => "SIGHUP",
+        }
+    }
+}
+
+/// One config this node should have: where (relative to `/`), for which daemon, and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    pub path: &'static str,
+    pub daemon: Daemon,
+    pub contents: String,
+}
+
+/// The configs `node` runs that depend on the membership, rendered from the baked plan and
+/// the joined members: HAProxy or nginx on a load balancer (its backends, the control
+/// planes), keepalived wherever it floats the VIP (its peers, the nodes of its own role).
+pub fn desired(baked: &BakedCluster, node: &PlannedNode, members: &[SeenMember]) -> Vec<Desired> {
+    let c = &baked.spec;
+    let mut out = Vec::new();
+    if node.role == Role::LoadBalancer {
+        let backends = lb_config::select(Role::ControlPlane, &baked.nodes, members);
+        let port = c.ha.api_port;
+        match c.ha.provider {
+            VipProvider::Haproxy => out.push(Desired {
+                path: nf::HAPROXY_CONF,
+                daemon: Daemon::Haproxy,
+                contents: lb_config::haproxy(port, &backends),
+            }),
+            VipProvider::Nginx => out.push(Desired {
+                path: nf::NGINX_CONF,
+                daemon: Daemon::Nginx,
+                contents: lb_config::nginx(port, &backends),
+            }),
+            VipProvider::KubeVip | VipProvider::Keepalived => {}
+        }
+    }
+    let keepalived_role = match c.ha.provider {
+        VipProvider::Keepalived => Some(Role::ControlPlane),
+        VipProvider::Haproxy | VipProvider::Nginx if c.ha.vip.is_some() => Some(Role::LoadBalancer),
+        _ => None,
+    };
+    if keepalived_role == Some(node.role)
+        && let Some(vip) = c.ha.vip
+    {
+        let peers = lb_config::select(node.role, &baked.nodes, members);
+        out.push(Desired {
+            path: nf::KEEPALIVED_CONF,
+            daemon: Daemon::Keepalived,
+            contents: lb_config::keepalived(c, node, vip, &peers),
+        });
+    }
+    out
+}
+
+/// The configs whose text differs from what is on disk (`current(path)`, `None` when
+/// unreadable): only these are written, checked and reloaded, so an unchanged membership
+/// causes no reload at all.
+pub fn to_rewrite(desired: &[Desired], current: impl Fn(&str) -> Option<String>) -> Vec<&Desired> {
+    desired
+        .iter()
+        .filter(|d| current(d.path).as_deref() != Some(d.contents.as_str()))
+        .collect()
+}
+
+/// Why a config was not installed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(transparent)]
+    Write(#[from] model::fsutil::WriteError),
+    #[error("cannot check {path} with {program}: {source}")]
+    Check {
+        path: String,
+        program: &'static str,
+        #[source]
+        source: crate::exec::ExecError,
+    },
+    #[error("{program} rejected the new {path} (the old one stays): {output}")]
+    Rejected {
+        path: String,
+        program: &'static str,
+        output: String,
+    },
+}
+
+/// Writes `d` next to its place under `root`, has the daemon's own checker accept it, and
+/// only then moves it into place atomically: a config the daemon would refuse never
+/// replaces a working one. The caller reloads the daemon afterwards.
+pub async fn check_and_install(
+    root: &std::path::Path,
+    d: &Desired,
+    runner: &impl crate::exec::CommandRunner,
+) -> Result<(), InstallError> {
+    let target = root.join(d.path);
+    let staged = target.with_extension("muster-next");
+    model::fsutil::write_atomic(&staged, d.contents.as_bytes(), 0o644)?;
+    let staged_text = staged.to_string_lossy().into_owned();
+    let (program, args) = d.daemon.check_command(&staged_text);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = runner
+        .run(program, &args)
+        .await
+        .map_err(|source| InstallError::Check {
+            path: d.path.to_string(),
+            program,
+            source,
+        });
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = std::fs::remove_file(&staged);
+            return Err(e);
+        }
+    };
+    if out.status != 0 {
+        let _ = std::fs::remove_file(&staged);
+        return Err(InstallError::Rejected {
+            path: d.path.to_string(),
+            program,
+            output: format!("{}{}", out.stdout, out.stderr).trim().to_string(),
+        });
+    }
+    std::fs::rename(&staged, &target).map_err(|source| model::fsutil::WriteError {
+        path: target.clone(),
+        source,
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn baked(seed: &str) -> BakedCluster {
+        let file = format!("{}/../examples/{seed}", env!("CARGO_MANIFEST_DIR"));
+        let (spec, _) = model::spec::load(&file, &std::fs::read_to_string(&file).unwrap()).unwrap();
+        let plan = model::plan::resolve(&spec, vec![]);
+        BakedCluster {
+            format: 1,
+            cluster_id: "c".into(),
+            nodes: plan.nodes,
+            api_endpoint: "10.0.0.10:6443".into(),
+            rendezvous: model::baked::BakedRendezvous {
+                url: spec.rendezvous.url.clone(),
+                cert_sha256: None,
+            },
+            spec,
+        }
+    }
+
+    fn member(name: &str, role: Role, done: bool, ip: &str) -> Member {
+        Member {
+            name: name.into(),
+            role,
+            report: serde_json::json!({
+                "node": name, "role": role.as_str(), "phase": if done { "done" } else { "joining" },
+                "sinceMs": null, "attempt": 1, "lastError": null, "updatedMs": 1,
+                "done": done, "ip": ip,
+            }),
+        }
+    }
+
+    fn node(b: &BakedCluster, role: Role) -> PlannedNode {
+        b.nodes.iter().find(|n| n.role == role).unwrap().clone()
+    }
+
+    #[test]
+    fn seen_reads_done_and_the_reported_address() {
+        let s = seen(&[
+            member("cp9", Role::ControlPlane, true, "10.0.0.99"),
+            member("cp8", Role::ControlPlane, false, "10.0.0.98"),
+            Member {
+                name: "old".into(),
+                role: Role::ControlPlane,
+                report: serde_json::json!({"garbage": true}),
+            },
+        ]);
+        assert!(s[0].joined && s[0].ip == Some("10.0.0.99".parse().unwrap()));
+        assert!(!s[1].joined);
+        assert!(!s[2].joined && s[2].ip.is_none());
+    }
+
+    #[test]
+    fn with_no_new_member_the_configs_equal_what_the_builder_baked() {
+        // Same renderer, same plan: nothing to rewrite on a freshly built cluster.
+        let b = baked("seed-001-k3s-haproxy-proxmox.yaml");
+        let lb = node(&b, Role::LoadBalancer);
+        let d = desired(&b, &lb, &[]);
+        assert_eq!(
+            d.iter().map(|d| d.daemon).collect::<Vec<_>>(),
+            [Daemon::Haproxy, Daemon::Keepalived]
+        );
+        let cps: Vec<_> = b
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::ControlPlane)
+            .collect();
+        for cp in &cps {
+            assert!(
+                d[0].contents
+                    .contains(&format!("server {} {}:", cp.name, cp.ip))
+            );
+        }
+        let again = desired(
+            &b,
+            &lb,
+            &seen(&[member(
+                cps[0].name.as_str(),
+                Role::ControlPlane,
+                true,
+                "10.9.9.9",
+            )]),
+        );
+        assert!(
+            to_rewrite(&again, |p| d
+                .iter()
+                .find(|x| x.path == p)
+                .map(|x| x.contents.clone()))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_joined_control_plane_from_a_rebuild_rewrites_haproxy_only() {
+        let b = baked("seed-001-k3s-haproxy-proxmox.yaml");
+        let lb = node(&b, Role::LoadBalancer);
+        let before = desired(&b, &lb, &[]);
+        let on_disk = |p: &str| {
+            before
+                .iter()
+                .find(|x| x.path == p)
+                .map(|x| x.contents.clone())
+        };
+        let pending = desired(
+            &b,
+            &lb,
+            &seen(&[member("new-cp", Role::ControlPlane, false, "10.0.0.99")]),
+        );
+        assert!(
+            to_rewrite(&pending, on_disk).is_empty(),
+            "not joined yet: no reload"
+        );
+        let after = desired(
+            &b,
+            &lb,
+            &seen(&[member("new-cp", Role::ControlPlane, true, "10.0.0.99")]),
+        );
+        let w = to_rewrite(&after, on_disk);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].daemon, Daemon::Haproxy);
+        assert!(
+            w[0].contents
+                .contains("    server new-cp 10.0.0.99:6443 check\n")
+        );
+    }
+
+    #[test]
+    fn keepalived_control_planes_follow_their_peers() {
+        let b = baked("seed-003-k3s-keepalived.yaml");
+        let cp = node(&b, Role::ControlPlane);
+        let d = desired(
+            &b,
+            &cp,
+            &seen(&[member("new-cp", Role::ControlPlane, true, "10.0.0.99")]),
+        );
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].daemon, Daemon::Keepalived);
+        assert!(d[0].contents.contains("        10.0.0.99\n"));
+    }
+
+    #[test]
+    fn nginx_load_balancers_follow_too() {
+        let b = baked("seed-002-k3s-nginx-mariadb.yaml");
+        let lb = node(&b, Role::LoadBalancer);
+        let d = desired(
+            &b,
+            &lb,
+            &seen(&[member("new-cp", Role::ControlPlane, true, "10.0.0.99")]),
+        );
+        assert_eq!(d[0].daemon, Daemon::Nginx);
+        assert!(d[0].contents.contains("server 10.0.0.99:6443 max_fails=2"));
+        assert_eq!(
+            Daemon::Nginx.check_command("/etc/nginx/nginx.conf").0,
+            "nginx"
+        );
+    }
+
+    /// The real haproxy checks the staged file: a good one replaces the old config, a
+    /// broken one never does.
+    #[tokio::test]
+    async fn a_config_is_installed_only_after_the_real_haproxy_accepts_it() {
+        let b = baked("seed-001-k3s-haproxy-proxmox.yaml");
+        let lb = node(&b, Role::LoadBalancer);
+        let root = tempfile::tempdir().unwrap();
+        let runner = crate::exec::RealRunner::default();
+        let grown = desired(
+            &b,
+            &lb,
+            &seen(&[member("new-cp", Role::ControlPlane, true, "10.0.0.99")]),
+        );
+        let haproxy = &grown[0];
+        check_and_install(root.path(), haproxy, &runner)
+            .await
+            .unwrap();
+        let path = root.path().join(haproxy.path);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), haproxy.contents);
+
+        let broken = Desired {
+            contents: haproxy
+                .contents
+                .replace("balance roundrobin", "balance nonsense"),
+            ..haproxy.clone()
+        };
+        let e = check_and_install(root.path(), &broken, &runner)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, InstallError::Rejected { .. }), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), haproxy.contents);
+        assert!(!path.with_extension("muster-next").exists());
+    }
+}
