@@ -66,6 +66,35 @@ pub struct Me {
     pub first_control_plane: bool,
 }
 
+/// Runs `step` of `list` under the lock `token`, or, with no step left, ends the node's
+/// upgrade and gives the lock back.
+fn run_or_finish(
+    sequence: u64,
+    to: KubeVersion,
+    token: u64,
+    list: Vec<Step>,
+    step: Option<Step>,
+    resumes_seen: u64,
+) -> (Phase, Vec<Action>) {
+    match step {
+        Some(step) => (
+            Phase::Running {
+                sequence,
+                to,
+                token,
+                steps: list,
+                step,
+                resumes_seen,
+            },
+            vec![Action::Report, Action::Run(step)],
+        ),
+        None => (
+            Phase::Done { sequence, to },
+            vec![Action::Report, Action::Release { token }],
+        ),
+    }
+}
+
 /// The transition function. Guards first; the last arm keeps the phase for events it
 /// cannot act on (a stale turn answer after the lock was taken, a resume for another
 /// release, a step answer while waiting).
@@ -115,23 +144,8 @@ pub fn step(me: &Me, phase: Phase, event: Event) -> (Phase, Vec<Action>) {
             E::Granted { token },
         ) => {
             let list = steps::steps(me.distribution, me.role, me.first_control_plane);
-            match resume.or_else(|| list.first().copied()) {
-                Some(step) => (
-                    Phase::Running {
-                        sequence,
-                        to,
-                        token,
-                        steps: list,
-                        step,
-                        resumes_seen,
-                    },
-                    vec![A::Report, A::Run(step)],
-                ),
-                None => (
-                    Phase::Done { sequence, to },
-                    vec![A::Report, A::Release { token }],
-                ),
-            }
+            let first = resume.or_else(|| list.first().copied());
+            run_or_finish(sequence, to, token, list, first, resumes_seen)
         }
         (
             Phase::Locking {
@@ -166,23 +180,10 @@ pub fn step(me: &Me, phase: Phase, event: Event) -> (Phase, Vec<Action>) {
                 resumes_seen,
             },
             E::StepDone,
-        ) => match steps::next(&list, step) {
-            Some(next) => (
-                Phase::Running {
-                    sequence,
-                    to,
-                    token,
-                    steps: list,
-                    step: next,
-                    resumes_seen,
-                },
-                vec![A::Report, A::Run(next)],
-            ),
-            None => (
-                Phase::Done { sequence, to },
-                vec![A::Report, A::Release { token }],
-            ),
-        },
+        ) => {
+            let next = steps::next(&list, step);
+            run_or_finish(sequence, to, token, list, next, resumes_seen)
+        }
         (
             Phase::Running {
                 sequence,
