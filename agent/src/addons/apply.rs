@@ -164,7 +164,10 @@ impl Api {
             .map_err(|e| err(e.to_string()))?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
-            let text = resp.text().await.unwrap_or_default();
+            let text = resp
+                .text()
+                .await
+                .unwrap_or_else(|e| format!("(body unreadable: {e})"));
             return Err(err(format!("status {status}: {}", text.trim())));
         }
         Ok(())
