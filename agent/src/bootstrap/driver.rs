@@ -97,8 +97,9 @@ impl Settings {
 /// After a watch answered with changes this node does not wait for, it asks again no
 /// sooner than this: every report that changes (a phase entered, an etcd view that
 /// moved) is a change, and a hundred waiting nodes re-watching on each would flood the
-/// rendezvous (a heartbeat that changes nothing is none: `report::settled`). Costs at most this much of wake
-/// latency, only when an unrelated change came just before the awaited one.
+/// rendezvous (a heartbeat that changes nothing is none: `report::settled`). Costs at
+/// most this much of wake latency, only when an unrelated change came just before the
+/// awaited one.
 const WATCH_SETTLE: Duration = Duration::from_millis(200);
 
 /// What one tick did: the phase now and how long to wait before the next tick.

@@ -29,16 +29,19 @@ pub fn unreachable_since(
     }
 }
 
-/// The status line for a node that has been stranded at least `after_ms`.
+/// The status line for a node that has been stranded at least `after_ms`. It names the
+/// patience, not the time elapsed: the line goes into the heartbeated report, and a text
+/// that changed at every heartbeat would make each one a change that wakes every waiting
+/// node (`report::settled`).
 pub fn verdict(since: Option<Millis>, now: Millis, after_ms: u64) -> Option<String> {
     let since = since?;
     let for_ms = now.saturating_sub(since);
     (for_ms >= after_ms).then(|| {
         format!(
             "the cluster is initialized at the rendezvous but no control plane has answered \
-             at the API endpoint for {}s: if its machines were torn down, `muster reset` \
-             starts over",
-            for_ms / 1000
+             at the API endpoint for more than {}s: if its machines were torn down, `muster \
+             reset` starts over",
+            after_ms / 1000
         )
     })
 }
@@ -81,6 +84,14 @@ mod tests {
             None
         );
         let v = verdict(Some(0), STRANDED_AFTER_MS, STRANDED_AFTER_MS).unwrap();
-        assert!(v.contains("300s") && v.contains("muster reset"), "{v}");
+        assert!(
+            v.contains("more than 300s") && v.contains("muster reset"),
+            "{v}"
+        );
+        // The same words later: a heartbeat while stranded is no change at the rendezvous.
+        assert_eq!(
+            verdict(Some(0), 10 * STRANDED_AFTER_MS, STRANDED_AFTER_MS),
+            Some(v)
+        );
     }
 }
