@@ -445,40 +445,10 @@ impl Cluster {
             ar.stdout
         );
         let base = dir.join("base.yaml");
-        std::fs::write(
-            &base,
-            r"apiVersion: v1
-kind: Namespace
-metadata:
-  name: demo
----
-apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: settings
-  namespace: demo
-data:
-  color: blue
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: widgets.example.com
-spec:
-  group: example.com
-  scope: Namespaced
-  names: {plural: widgets, kind: Widget}
-  versions:
-  - {name: v1, served: true, storage: true}
-",
-        )
-        .unwrap();
+        // The objects the stand-ins' real-kubectl test applies too.
+        std::fs::write(&base, include_str!("../fixtures/kubectl-demo/base.yaml")).unwrap();
         let cr = dir.join("cr.yaml");
-        std::fs::write(
-            &cr,
-            "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\n  namespace: demo\nspec:\n  size: 3\n",
-        )
-        .unwrap();
+        std::fs::write(&cr, include_str!("../fixtures/kubectl-demo/cr.yaml")).unwrap();
         let apply = |f: &Path| k(&["apply", "--server-side", "-f", f.to_str().unwrap()]);
         let applied = apply(&base);
         assert!(applied.ok(), "{}", applied.all());

@@ -9,6 +9,11 @@ use muster_standins::{daemon, etcd, pki};
 use std::path::Path;
 use std::time::Duration;
 
+/// The objects the real-kubectl checks apply: a namespace, a ConfigMap and a CRD, then a
+/// custom resource of it (shared with the lab assembly test).
+const KUBECTL_DEMO_BASE: &str = include_str!("../../fixtures/kubectl-demo/base.yaml");
+const KUBECTL_DEMO_CR: &str = include_str!("../../fixtures/kubectl-demo/cr.yaml");
+
 fn must(cmd: &str, args: &[&str]) {
     netns::must(cmd, args).unwrap();
 }
@@ -929,52 +934,8 @@ spec:
     );
 
     // ---- server-side apply: namespace, ConfigMap, CRD; then the custom resource
-    let base = lab.put(
-        "cp1",
-        "manifests/base.yaml",
-        "apiVersion: v1
-kind: Namespace
-metadata:
-  name: demo
----
-apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: settings
-  namespace: demo
-data:
-  color: blue
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: widgets.example.com
-spec:
-  group: example.com
-  scope: Namespaced
-  names: {plural: widgets, singular: widget, kind: Widget, shortNames: [wd]}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        x-kubernetes-preserve-unknown-fields: true
-",
-    );
-    let cr = lab.put(
-        "cp1",
-        "manifests/cr.yaml",
-        "apiVersion: example.com/v1
-kind: Widget
-metadata:
-  name: w1
-  namespace: demo
-spec:
-  size: 3
-",
-    );
+    let base = lab.put("cp1", "manifests/base.yaml", KUBECTL_DEMO_BASE);
+    let cr = lab.put("cp1", "manifests/cr.yaml", KUBECTL_DEMO_CR);
     let applied = k(&[
         "apply",
         "--server-side",
