@@ -70,6 +70,14 @@ pub struct NodeRow {
     pub phase: String,
     pub attempt: u64,
     pub last_error: Option<String>,
+    /// Why the node is stuck, as its own `nodeagent status` says: the distribution's
+    /// reason, unreachable dependencies, a stranded node's line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<protocol::report::DistroReason>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreachable: Vec<protocol::report::Unreachable>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stranded: Option<String>,
     /// `nodeagent status` says healthy (its phase is done).
     pub agent_healthy: bool,
     pub daemons: Vec<DaemonRow>,
@@ -342,6 +350,9 @@ fn node_row(
         phase,
         attempt: this.map_or(0, |t| u64::from(t.attempt)),
         last_error: this.and_then(|t| t.last_error.clone()),
+        reason: this.and_then(|t| t.reason.clone()),
+        unreachable: this.map_or_else(Vec::new, |t| t.unreachable.clone()),
+        stranded: this.and_then(|t| t.stranded.clone()),
         agent_healthy,
         healthy: !n.halted && !n.cut && agent_healthy && dead.is_empty(),
         daemons,
@@ -399,6 +410,15 @@ pub fn render(s: &LabStatus) -> String {
         if let Some(e) = &n.last_error {
             let _ = writeln!(out, "{:<w$}  last error: {e}", "");
         }
+        let indent = format!("{:<w$}  ", "");
+        out.push_str(&protocol::status::diagnosis_lines(
+            n.reason.as_ref(),
+            &n.unreachable,
+            &indent,
+        ));
+        if let Some(s) = &n.stranded {
+            let _ = writeln!(out, "{indent}stranded: {s}");
+        }
     }
     for e in &s.external_etcd {
         let _ = writeln!(
@@ -455,4 +475,88 @@ pub fn render(s: &LabStatus) -> String {
         let _ = writeln!(out, "NOT healthy: {}", s.problems.join("; "));
     }
     protocol::status::printable(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::report::{DistroReason, Unreachable};
+
+    fn row(name: &str) -> NodeRow {
+        NodeRow {
+            name: name.into(),
+            role: "worker".into(),
+            ip: "10.0.0.21".into(),
+            namespace: format!("lab-{name}"),
+            halted: false,
+            cut: false,
+            phase: "joining".into(),
+            attempt: 2,
+            last_error: Some("join failed".into()),
+            reason: None,
+            unreachable: Vec::new(),
+            stranded: None,
+            agent_healthy: false,
+            daemons: Vec::new(),
+            healthy: false,
+        }
+    }
+
+    fn lab(nodes: Vec<NodeRow>) -> LabStatus {
+        LabStatus {
+            cluster: "lab".into(),
+            state_dir: "/tmp/lab".into(),
+            rendezvous: DaemonRow {
+                name: "rendezvous".into(),
+                pid: Some(1),
+                alive: true,
+            },
+            rendezvous_url: "https://10.0.0.2:8443".into(),
+            api_endpoint: "10.0.0.10:6443".into(),
+            vip: Some("10.0.0.10".into()),
+            vip_in_lab: "10.0.0.10".into(),
+            vip_holders: Vec::new(),
+            initialized_by: Some("cp-1".into()),
+            nodes,
+            external_etcd: Vec::new(),
+            assembled_ms: None,
+            problems: Vec::new(),
+            healthy: false,
+        }
+    }
+
+    /// The table says why a stuck node is stuck, as its own `nodeagent status` does: the
+    /// unreachable dependency, the distribution's words, a stranded node's line; a node
+    /// with nothing to say adds no lines.
+    #[test]
+    fn a_stuck_node_shows_its_own_diagnosis() {
+        let mut stuck = row("w-1");
+        stuck.unreachable = vec![Unreachable {
+            what: "API VIP".into(),
+            endpoint: "10.0.0.10:6443".into(),
+            error: "connection refused".into(),
+        }];
+        stuck.reason = Some(DistroReason {
+            source: "kubeadm join".into(),
+            phase: Some("preflight".into()),
+            message: Some("couldn't validate the identity of the API Server".into()),
+            log_tail: vec!["[preflight] Running pre-flight checks".into()],
+        });
+        stuck.stranded = Some("no control plane has answered for more than 300s".into());
+        let quiet = row("w-2");
+        let text = render(&lab(vec![stuck, quiet]));
+        for want in [
+            "API VIP 10.0.0.10:6443 unreachable: connection refused",
+            "distribution says: kubeadm join: phase preflight: couldn't validate the identity",
+            "| [preflight] Running pre-flight checks",
+            "stranded: no control plane has answered for more than 300s",
+        ] {
+            assert!(text.contains(want), "{want:?} missing from\n{text}");
+        }
+        let after_quiet = text.split("w-2").nth(1).unwrap_or_default();
+        assert!(
+            !after_quiet.contains("unreachable") && !after_quiet.contains("stranded"),
+            "{text}"
+        );
+    }
 }
