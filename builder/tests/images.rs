@@ -530,7 +530,9 @@ fn proxmox_script_after_adding_a_worker_creates_only_it() {
 }
 
 /// `muster image build` fails early and leaves nothing behind: a kubeadm spec without the
-/// images its nodes pull (no `--artifacts`) names them and the way to get them; a missing
+/// images its nodes pull (no `--artifacts`, and the registries unreachable: the test
+/// points every proxy at a closed port, so the build's own pull fails whatever network
+/// this machine has) names them and the way to get them; a missing
 /// image tarball names the file and its expected sha256; an `--out` the build made is gone
 /// again, with no staging dir beside it. Without `--payload` the CLI refuses at once.
 #[test]
@@ -548,7 +550,15 @@ fn image_build_fails_early_and_leaves_no_half_built_out() {
             .arg(&out)
             .arg("--payload")
             .arg(&payload)
+            .arg("--cache")
+            .arg(d.path().join("cache"))
             .args(extra)
+            .env("https_proxy", "http://127.0.0.1:9")
+            .env("HTTPS_PROXY", "http://127.0.0.1:9")
+            .env("http_proxy", "http://127.0.0.1:9")
+            .env("HTTP_PROXY", "http://127.0.0.1:9")
+            .env_remove("no_proxy")
+            .env_remove("NO_PROXY")
             .output()
             .unwrap();
         assert!(!o.status.success());
@@ -562,7 +572,8 @@ fn image_build_fails_early_and_leaves_no_half_built_out() {
     };
     let err = run(&[]);
     assert!(
-        err.contains("run container images from registries")
+        err.contains("pulling them for this build")
+            && err.contains("run container images from registries")
             && err.contains("registry.k8s.io/pause:3.10")
             && err.contains("muster artifacts fetch"),
         "{err}"

@@ -84,6 +84,14 @@ pub enum ImageError {
     )]
     NoImages { images: String },
     #[error(
+        "the nodes of this spec run container images from registries ({images}); pulling \
+         them for this build (as `muster artifacts fetch` does) failed: {cause}. Where the \
+         registries cannot be reached, fetch them on a machine where they can (`muster \
+         artifacts fetch SPEC --out DIR`) and build with `--artifacts DIR`; \
+         `--allow-incomplete` builds without them on purpose"
+    )]
+    PullFailed { images: String, cause: String },
+    #[error(
         "`{tool}` is not installed (Debian package {package}; scripts/deps/vm-images.sh installs it)"
     )]
     MissingTool {
@@ -364,6 +372,33 @@ enum Prepull {
     Nothing,
 }
 
+/// A default (online) build of a spec whose nodes pull images gets them the way `muster
+/// artifacts fetch` does (pinned add-on manifests downloaded and checked, images pulled
+/// and exported with the host's containerd) into `CACHE/artifacts/`, and pre-pulls from
+/// there: the image is complete by default. `--artifacts` and `--allow-incomplete` builds
+/// are left as they are. Any failure names the images and the offline way.
+fn pull_when_online(opts: &BuildOptions) -> Result<BuildOptions, ImageError> {
+    let mut opts = opts.clone();
+    if opts.images.is_some() || opts.kubernetes != kubernetes::Source::Upstream {
+        return Ok(opts);
+    }
+    let needs = prepull::needs(&opts.spec.cluster)?;
+    if needs.is_empty() {
+        return Ok(opts);
+    }
+    let dir = opts.cache.join("artifacts");
+    tracing::info!(
+        "pulling the images the nodes run into {} (no --artifacts)",
+        dir.display()
+    );
+    prepull::fetch(&opts.spec.cluster, &dir).map_err(|e| ImageError::PullFailed {
+        images: needs.describe(),
+        cause: e.to_string(),
+    })?;
+    opts.images = Some(dir);
+    Ok(opts)
+}
+
 /// The images to pre-pull, checked; an error when the nodes need images this build has
 /// none of (unless it is `--allow-incomplete`, which lists them as left out).
 fn plan_prepull(
@@ -400,6 +435,8 @@ fn build_into(opts: &BuildOptions, out: &Path) -> Result<ImageReport, ImageError
     if opts.kubernetes == kubernetes::Source::LeftOut {
         selection.left_out.insert(0, kubernetes::left_out(cluster));
     }
+    let pulled = pull_when_online(opts)?;
+    let opts = &pulled;
     let prepull = plan_prepull(opts, &mut selection)?;
     let cached_base = base::cached(&opts.cache, &selection);
     check_host(cached_base.is_none())?;
