@@ -138,28 +138,34 @@ fn artifact(file: &Path, problem: impl Into<String>) -> ImageError {
 /// checked against its pinned sha256). Sorted.
 pub fn resolve(needs: &Needs, dir: &Path) -> Result<Vec<String>, ImageError> {
     let mut images = needs.images.clone();
+    // The same read-and-check `muster build` takes its add-ons through.
+    let source = addons::source::Source::Artifacts(dir.to_path_buf());
     for m in &needs.manifests {
+        let bytes = addons::source::fetch(&source, m).map_err(|e| {
+            let path = dir.join(MANIFESTS_DIR).join(manifest_name(m));
+            match e {
+                addons::source::SourceError::Mismatch { got, .. } => artifact(
+                    &path,
+                    format!(
+                        "sha256 {got}, expected {} (the pinned {} {})",
+                        m.sha256, m.name, m.version
+                    ),
+                ),
+                addons::source::SourceError::Unavailable { detail, .. } if path.is_file() => {
+                    artifact(&path, format!("cannot read it: {detail}"))
+                }
+                addons::source::SourceError::Unavailable { .. } => artifact(
+                    &path,
+                    format!(
+                        "missing: {} {} from {} (expected sha256 {})",
+                        m.name, m.version, m.url, m.sha256
+                    ),
+                ),
+            }
+        })?;
         let path = dir.join(MANIFESTS_DIR).join(manifest_name(m));
-        if !path.is_file() {
-            return Err(artifact(
-                &path,
-                format!(
-                    "missing: {} {} from {} (expected sha256 {})",
-                    m.name, m.version, m.url, m.sha256
-                ),
-            ));
-        }
-        let got = sha256_file(&path)?;
-        if got != m.sha256 {
-            return Err(artifact(
-                &path,
-                format!(
-                    "sha256 {got}, expected {} (the pinned {} {})",
-                    m.sha256, m.name, m.version
-                ),
-            ));
-        }
-        let text = std::fs::read_to_string(&path).map_err(io_err("reading a manifest", &path))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| artifact(&path, format!("not UTF-8 text: {e}")))?;
         images.extend(addons::images(&text));
     }
     images.sort();
