@@ -810,6 +810,10 @@ impl Distro for SimDistro {
         self.local_api_ready().await
     }
 
+    async fn node_ready(&self) -> DistroResult<bool> {
+        self.kubelet_registered().await
+    }
+
     async fn kubelet_registered(&self) -> DistroResult<bool> {
         sleep(Duration::from_millis(20)).await;
         let w = self.w.borrow();

@@ -195,18 +195,29 @@ impl Api {
     }
 }
 
+/// An apply that stopped at an object of `file` (so the caller can name the add-on).
+#[derive(Debug)]
+pub struct Stopped {
+    pub file: String,
+    pub error: AddonError,
+}
+
 /// Applies `objects` (in `order::objects`' order); the custom resources only once every
 /// CRD of the set is `Established`. Returns how many objects were applied.
-pub async fn apply_all(api: &mut Api, objects: &[Object]) -> Result<usize, AddonError> {
+pub async fn apply_all(api: &mut Api, objects: &[Object]) -> Result<usize, Stopped> {
     let mut crds_ready = false;
     for o in objects {
+        let at = |error| Stopped {
+            file: o.file.clone(),
+            error,
+        };
         if o.stage == Stage::CustomResources && !crds_ready {
             for crd in objects.iter().filter(|c| c.stage == Stage::Crds) {
-                api.wait_established(&crd.name).await?;
+                api.wait_established(&crd.name).await.map_err(at)?;
             }
             crds_ready = true;
         }
-        api.apply(o).await?;
+        api.apply(o).await.map_err(at)?;
         tracing::debug!(object = %o.describe(), "applied");
     }
     Ok(objects.len())

@@ -1,7 +1,7 @@
 //! What the driver does in each phase, in order, and how long it waits before doing it.
 //! Pure: the driver performs the list and feeds back one event (see `transition`).
 
-use super::state::{Config, Phase, State, init_fence, join_fence};
+use super::state::{Config, Phase, State, addons_fence, init_fence, join_fence};
 use crate::coord::{ChangeKind, Changes, Fence};
 use model::Role;
 use protocol::keys;
@@ -35,10 +35,17 @@ pub enum Action {
     Init(Fence),
     /// Local `/readyz`, then through the VIP → `Probe(bool)`.
     ProbeInitHealth,
-    /// Server-side apply the baked add-ons through the local API (init node, once it has
-    /// published, so the others join meanwhile; a failure repeats `Publishing`, whose
-    /// `Publish` is then done at once; the apply is idempotent) → `Done`.
-    ApplyAddons,
+    /// → `AddonsApplied` when the `addons-applied` record covers this payload's add-ons in
+    /// the current generation, or none are baked; else finishes.
+    CheckAddonsApplied,
+    /// Server-side apply the baked add-ons through the local API, the `addons` lease
+    /// renewed meanwhile (idempotent: a takeover applies the same objects again, changing
+    /// nothing) → `Done`/`Failed` naming the add-on, object and cause/`Fenced`.
+    ApplyAddons(Fence),
+    /// Write the `addons-applied` record, fenced by the lease → `Done`/`Fenced`.
+    RecordAddons(Fence),
+    /// This node's Node is `Ready` → `Probe(bool)`.
+    VerifyReady,
     /// `Done` at once if the `initialized` record is this node's with this token; else
     /// renew, then join material and the `initialized` record, both fenced →
     /// `Done`/`Fenced`.
@@ -65,7 +72,8 @@ pub enum Action {
     },
     Release(Fence),
     /// A worker's slot, given back as soon as its join returned: it verifies outside the
-    /// slot. Never fails the phase (the slot expires anyway; `Releasing` releases again).
+    /// slot; and the `addons` lease of an apply that gave up. Never fails the phase (the
+    /// slot expires anyway; `Releasing` releases again).
     ReleaseAfterJoin(Fence),
     StartLb,
     /// Answer a joiner's request for fresh join material; never fails the phase.
@@ -118,9 +126,29 @@ pub fn actions(cfg: &Config, phase: &Phase) -> Vec<Action> {
         // `Publish` renews the lease itself, after checking whether its `initialized`
         // record already landed (an answer lost, then the lease ran out): then the init is
         // done and must not be undone.
-        Phase::Publishing { token } => {
-            vec![Action::Publish(init_fence(*token)), Action::ApplyAddons]
+        Phase::Publishing { token } => vec![Action::Publish(init_fence(*token))],
+        Phase::SettingUpAddons => vec![
+            Action::CheckAddonsApplied,
+            Action::Acquire {
+                semaphore: keys::ADDONS_SEMAPHORE,
+                slots: 1,
+            },
+        ],
+        // Looked up again under the lease: a holder whose record landed just before its
+        // lease ran out has applied them.
+        Phase::ApplyingAddons { token } => vec![
+            Action::Renew(addons_fence(*token)),
+            Action::CheckAddonsApplied,
+            Action::ApplyAddons(addons_fence(*token)),
+            Action::RecordAddons(addons_fence(*token)),
+        ],
+        Phase::AddonsFailed { fence } => {
+            vec![
+                Action::ReleaseAfterJoin(fence.clone()),
+                Action::ServeRefresh,
+            ]
         }
+        Phase::AwaitingReady { .. } => vec![Action::ServeRefresh, Action::VerifyReady],
         Phase::AwaitingRefresh => vec![Action::FetchMaterial { control_plane: cp }],
         Phase::AcquiringJoinSlot => {
             let (semaphore, slots) = cfg.join_semaphore();
@@ -201,10 +229,11 @@ fn undo_local() -> [Action; 3] {
 }
 
 /// How long the driver waits before running the actions of `state`: a backoff's delay,
-/// the probe interval between health probes, else nothing.
+/// the probe interval between health probes, a failed apply's idle, else nothing.
 pub fn delay_before(cfg: &Config, state: &State) -> u64 {
     match &state.phase {
         Phase::Backoff { delay_ms, .. } => *delay_ms,
+        Phase::AddonsFailed { .. } => cfg.idle_ms,
         Phase::CheckingHealth {
             successes,
             failures,
@@ -214,6 +243,10 @@ pub fn delay_before(cfg: &Config, state: &State) -> u64 {
             successes,
             failures,
             ..
+        }
+        | Phase::AwaitingReady {
+            successes,
+            failures,
         } if successes + failures > 0 => cfg.probe_interval_ms,
         _ => 0,
     }
@@ -255,6 +288,11 @@ pub fn wakes_on(cfg: &Config, state: &State) -> Vec<Wake> {
             Phase::WaitingForInit => vec![Wake::Record(keys::INITIALIZED)],
             Phase::AcquiringJoinSlot => vec![Wake::SlotFreed(cfg.join_semaphore().0)],
             Phase::AwaitingRefresh => vec![Wake::Record(keys::JOIN_MATERIAL)],
+            // The applier recorded them, or its lease ended (given back or expired).
+            Phase::SettingUpAddons => vec![
+                Wake::Record(keys::ADDONS_APPLIED),
+                Wake::SlotFreed(keys::ADDONS_SEMAPHORE),
+            ],
             _ => Vec::new(),
         },
         Phase::Done if serves_refresh(cfg) => vec![Wake::Record(keys::REFRESH_REQUEST)],

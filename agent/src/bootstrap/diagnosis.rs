@@ -101,6 +101,10 @@ fn stage(p: &Phase) -> Stage {
         | Phase::ConfiguringLb
         | Phase::Publishing { .. }
         | Phase::Releasing { .. }
+        | Phase::SettingUpAddons
+        | Phase::ApplyingAddons { .. }
+        | Phase::AddonsFailed { .. }
+        | Phase::AwaitingReady { .. }
         | Phase::Done => Stage::Idle,
     }
 }

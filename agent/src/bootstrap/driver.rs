@@ -20,7 +20,7 @@ use crate::systemd::{Notifier, Systemd};
 use protocol::clock::{Clock, Millis};
 use protocol::etcd_view::EtcdView;
 use protocol::keys;
-use protocol::records::{JoinMaterial, new_bootstrap_token, new_certificate_key};
+use protocol::records::{AddonsRecord, JoinMaterial, new_bootstrap_token, new_certificate_key};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -598,7 +598,12 @@ where
             }
             Action::Init(f) => self.init(f).await,
             Action::ProbeInitHealth => Ok(Outcome::Answer(Event::Probe(self.init_healthy().await))),
-            Action::ApplyAddons => self.apply_addons().await,
+            Action::CheckAddonsApplied => self.check_addons_applied().await,
+            Action::ApplyAddons(f) => self.apply_addons(f).await,
+            Action::RecordAddons(f) => self.record_addons(f).await,
+            Action::VerifyReady => Ok(Outcome::Answer(Event::Probe(
+                self.distro.node_ready().await.unwrap_or(false),
+            ))),
             Action::Publish(f) => self.publish(f).await,
             Action::FetchMaterial { control_plane } => self
                 .fresh_material(*control_plane)
@@ -622,11 +627,35 @@ where
         }
     }
 
-    /// Applies the baked add-ons (server-side apply is idempotent: a resumed `Publishing`
-    /// applies the same objects again, changing nothing).
-    async fn apply_addons(&self) -> Performed {
+    /// This payload's add-ons (`None`: none baked) and whether the `addons-applied` record
+    /// covers them in the current generation.
+    async fn addons_applied(&self) -> Performed<Option<(crate::addons::Baked, bool)>> {
+        let Some(baked) = self
+            .host
+            .addons()
+            .map_err(|e| Stop::failed("read the baked add-ons", e))?
+        else {
+            return Ok(None);
+        };
+        let digest = baked.0.digest();
+        let rec: Option<(AddonsRecord, u64)> = self.read_json(keys::ADDONS_APPLIED).await?;
+        let current = self.current_generation().await?;
+        let covered = rec.is_some_and(|(r, _)| r.covers(&digest, current));
+        Ok(Some((baked, covered)))
+    }
+
+    async fn check_addons_applied(&self) -> Performed {
+        Ok(match self.addons_applied().await? {
+            None | Some((_, true)) => Outcome::Answer(Event::AddonsApplied),
+            Some((_, false)) => Outcome::Finished,
+        })
+    }
+
+    /// Applies the baked add-ons under the `addons` lease (renewed meanwhile; a lease lost
+    /// during the apply is `Fenced`). A failure names the add-on, its file and the cause.
+    async fn apply_addons(&self, f: &Fence) -> Performed {
         const STEP: &str = "apply add-ons";
-        let Some((index, files)) = self.host.addons().map_err(|e| Stop::failed(STEP, e))? else {
+        let Some(((index, files), _)) = self.addons_applied().await? else {
             return Ok(Outcome::Finished);
         };
         let objects = crate::addons::order::objects(&files).map_err(|e| Stop::failed(STEP, e))?;
@@ -637,15 +666,60 @@ where
             .map_err(|e| Stop::failed(STEP, e))?;
         let mut api = crate::addons::apply::Api::new(client, base);
         let started = std::time::Instant::now();
-        let n = crate::addons::apply::apply_all(&mut api, &objects)
-            .await
-            .map_err(|e| Stop::failed(STEP, e))?;
+        let applied = self
+            .under_lease(f, crate::addons::apply::apply_all(&mut api, &objects))
+            .await?;
+        let n = applied.map_err(|s| {
+            let addon = index
+                .addons
+                .iter()
+                .find(|a| a.file == s.file)
+                .map_or("?", |a| a.name.as_str());
+            Stop::Failed(format!("{STEP}: add-on {addon}: {}", s.error))
+        })?;
         tracing::info!(
             digest = %index.digest(),
             objects = n,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "add-ons applied"
         );
+        Ok(Outcome::Finished)
+    }
+
+    /// Records the applied add-ons, fenced by the `addons` lease: once per payload digest
+    /// and generation. A record of a retired generation or another payload is replaced.
+    async fn record_addons(&self, f: &Fence) -> Performed {
+        const WHAT: &str = "record the applied add-ons";
+        let Some(((index, files), covered)) = self.addons_applied().await? else {
+            return Ok(Outcome::Finished);
+        };
+        if covered {
+            return Ok(Outcome::Finished);
+        }
+        let objects = crate::addons::order::objects(&files)
+            .map_err(|e| Stop::failed(WHAT, e))?
+            .len();
+        let rec = AddonsRecord {
+            node: self.settings.node.clone(),
+            token: f.token,
+            digest: index.digest(),
+            generation: self.current_generation().await?,
+            objects,
+            at_ms: self.clock.now_ms(),
+        };
+        let bytes = serde_json::to_vec(&rec).map_err(|e| Stop::failed(WHAT, e))?;
+        let created = self
+            .coord
+            .create(keys::ADDONS_APPLIED, &bytes, None, Some(f))
+            .await
+            .map_err(|e| exchange::fenced_or_failed(WHAT, e))?;
+        if let crate::coord::Created::Exists { revision, .. } = created {
+            self.coord
+                .compare_and_swap(keys::ADDONS_APPLIED, revision, &bytes, Some(f))
+                .await
+                .map_err(|e| exchange::fenced_or_failed(WHAT, e))?;
+        }
+        tracing::info!(digest = %rec.digest, generation = rec.generation, "add-ons recorded");
         Ok(Outcome::Finished)
     }
 
@@ -838,12 +912,9 @@ where
         self.renew_within(f, self.settings.lease_ttl / 3).await
     }
 
-    /// Runs a long distro call under the lease: renewed (with a tight budget) right before
-    /// the call, with no await in between, then every TTL/3 while the call runs (sooner
-    /// after a failed renewal). A lease lost meanwhile turns the outcome into `Fenced`; the
-    /// call itself cannot be stopped half-way. The lease TTL must exceed the longest call.
+    /// Runs a long distro call under the lease (see `under_lease`), abandoned after
+    /// `step_timeout`.
     async fn with_lease(&self, f: &Fence, call: DistroCall<'_>) -> Performed<DistroResult<()>> {
-        self.renew_within(f, self.settings.lease_ttl / 6).await?;
         let what = call.name();
         let limit = self.settings.step_timeout;
         let fut = async {
@@ -855,6 +926,19 @@ where
                 }),
             }
         };
+        self.under_lease(f, fut).await
+    }
+
+    /// Runs `fut` under the lease: renewed (with a tight budget) right before, with no
+    /// await in between, then every TTL/3 while it runs (sooner after a failed renewal). A
+    /// lease lost meanwhile turns the outcome into `Fenced`; `fut` itself cannot be stopped
+    /// half-way. The lease TTL must exceed the longest call.
+    async fn under_lease<T>(
+        &self,
+        f: &Fence,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Performed<T> {
+        self.renew_within(f, self.settings.lease_ttl / 6).await?;
         let period = self.settings.lease_ttl / 3;
         let renewer = async {
             let mut wait = period;

@@ -49,6 +49,8 @@ pub struct Config {
     pub healthy_probes: u32,
     /// Failed probes after which the init or join is undone and retried.
     pub max_failed_probes: u32,
+    /// Failed add-on applies (each after a backoff) before `AddonsFailed`.
+    pub addon_attempts: u32,
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
     pub poll_ms: u64,
@@ -67,6 +69,7 @@ impl Config {
             jitter_seed: seed,
             healthy_probes: 3,
             max_failed_probes: failed_probes_within(PROBE_PATIENCE_MS, PROBE_INTERVAL_MS),
+            addon_attempts: 5,
             backoff_base_ms: 2_000,
             backoff_max_ms: 60_000,
             // Only the fallback: a waiting node wakes on the rendezvous change it waits for
@@ -128,6 +131,23 @@ pub enum Phase {
         fence: Fence,
     },
     ConfiguringLb,
+    /// A control plane, its slot released: the add-ons applied already (their record)? Else
+    /// take the `addons` lease.
+    SettingUpAddons,
+    /// Apply the baked add-ons and record them, under the `addons` lease.
+    ApplyingAddons {
+        token: u64,
+    },
+    /// The apply failed `Config::addon_attempts` times: the lease is given back and the
+    /// cause stays in `last_error`; restarting the agent tries again.
+    AddonsFailed {
+        fence: Fence,
+    },
+    /// A control plane waits (outside any slot) until its Node is `Ready`.
+    AwaitingReady {
+        successes: u32,
+        failures: u32,
+    },
     /// Undo a failed or lost init/join, then back off and resume `then`.
     Compensating {
         slot: Option<Fence>,
@@ -164,6 +184,10 @@ impl Phase {
             Phase::Verifying { .. } => "verifying",
             Phase::Releasing { .. } => "releasing",
             Phase::ConfiguringLb => "configuring-lb",
+            Phase::SettingUpAddons => "setting-up-addons",
+            Phase::ApplyingAddons { .. } => "applying-addons",
+            Phase::AddonsFailed { .. } => "addons-failed",
+            Phase::AwaitingReady { .. } => "awaiting-ready",
             Phase::Compensating { .. } => "compensating",
             Phase::Backoff { .. } => "backoff",
             Phase::Done => "done",
@@ -191,10 +215,12 @@ impl State {
     }
 
     /// Where a state read back after a crash resumes. A join cut short leaves a half-joined
-    /// node and maybe an etcd member: start again from cleaning, which resets first.
+    /// node and maybe an etcd member: start again from cleaning, which resets first. Add-ons
+    /// that kept failing are tried again (the restart is how an operator says "fixed").
     pub fn resume(self) -> Self {
         let phase = match self.phase {
             Phase::Joining { token } => Phase::CleaningStaleMember { token },
+            Phase::AddonsFailed { .. } => Phase::SettingUpAddons,
             p => p,
         };
         State { phase, ..self }
@@ -204,6 +230,13 @@ impl State {
 pub(crate) fn init_fence(token: u64) -> Fence {
     Fence {
         semaphore: keys::INIT_SEMAPHORE.to_string(),
+        token,
+    }
+}
+
+pub(crate) fn addons_fence(token: u64) -> Fence {
+    Fence {
+        semaphore: keys::ADDONS_SEMAPHORE.to_string(),
         token,
     }
 }
@@ -262,6 +295,16 @@ mod tests {
         ] {
             assert_eq!(at(p.clone()).resume().phase, p, "only a join is redone");
         }
+        let failed = at(P::AddonsFailed {
+            fence: addons_fence(3),
+        });
+        assert_eq!(failed.resume().phase, P::SettingUpAddons, "tried again");
+        let applying = at(P::ApplyingAddons { token: 3 });
+        assert_eq!(
+            applying.clone().resume(),
+            applying,
+            "resumes under its lease (renewed first)"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! it. Events a phase's actions cannot produce are listed and `Hold` the phase.
 
 use super::actions::{Action, actions, verifies_under_slot};
-use super::state::{Config, Phase, State, init_fence, join_fence};
+use super::state::{Config, Phase, State, addons_fence, init_fence, join_fence};
 use crate::coord::Fence;
 use model::Role;
 
@@ -27,6 +27,9 @@ pub enum Event {
     Busy,
     Probe(bool),
     MaterialStale,
+    /// The add-ons of this payload are recorded as applied in the current generation (or
+    /// none are baked).
+    AddonsApplied,
 }
 
 /// What a phase's handler decided; `apply` turns it into the next state.
@@ -53,6 +56,9 @@ pub enum Decision {
         remove_own_member: bool,
         then: Phase,
     },
+    /// A failure retried too often: stop in `Phase` with the error (no backoff; the phase
+    /// itself waits).
+    GiveUp { error: String, then: Phase },
     /// The undo is complete: back off (by the attempts so far), then resume `then`.
     BackOff(Phase),
     /// The phase's work went as expected and leaves it as it is (a `Done` node's duties).
@@ -100,7 +106,14 @@ pub fn decide(cfg: &Config, s: &State, event: Event) -> Decision {
             successes,
             failures,
         } => verifying(cfg, *token, (*successes, *failures), event),
-        Phase::Releasing { .. } => releasing(event),
+        Phase::Releasing { fence } => releasing(cfg, fence, event),
+        Phase::SettingUpAddons => setting_up_addons(event),
+        Phase::ApplyingAddons { token } => applying_addons(cfg, s.attempt, *token, event),
+        Phase::AddonsFailed { .. } => addons_failed(event),
+        Phase::AwaitingReady {
+            successes,
+            failures,
+        } => awaiting_ready(cfg, (*successes, *failures), event),
         Phase::Compensating { then, .. } => compensating(then, event),
         Phase::Backoff { then, .. } => backoff(then, event),
         Phase::Done => done(event),
@@ -121,7 +134,8 @@ fn preflight(e: Event) -> Decision {
         | E::Granted { .. }
         | E::Busy
         | E::Probe(_)
-        | E::MaterialStale => D::Hold,
+        | E::MaterialStale
+        | E::AddonsApplied => D::Hold,
     }
 }
 
@@ -136,7 +150,8 @@ fn registering(cfg: &Config, e: Event) -> Decision {
         | E::Granted { .. }
         | E::Busy
         | E::Probe(_)
-        | E::MaterialStale => D::Hold,
+        | E::MaterialStale
+        | E::AddonsApplied => D::Hold,
     }
 }
 
@@ -150,7 +165,8 @@ fn configuring_lb(e: Event) -> Decision {
         | E::Granted { .. }
         | E::Busy
         | E::Probe(_)
-        | E::MaterialStale => D::Hold,
+        | E::MaterialStale
+        | E::AddonsApplied => D::Hold,
     }
 }
 
@@ -167,7 +183,8 @@ fn checking_init(cfg: &Config, e: Event) -> Decision {
         | E::Granted { .. }
         | E::Busy
         | E::Probe(_)
-        | E::MaterialStale => D::Hold,
+        | E::MaterialStale
+        | E::AddonsApplied => D::Hold,
     }
 }
 
@@ -185,7 +202,8 @@ fn waiting_for_init(cfg: &Config, e: Event) -> Decision {
         | E::Granted { .. }
         | E::Busy
         | E::Probe(_)
-        | E::MaterialStale => D::Hold,
+        | E::MaterialStale
+        | E::AddonsApplied => D::Hold,
     }
 }
 
@@ -200,7 +218,8 @@ fn electing(e: Event) -> Decision {
         | E::Initialized(_)
         | E::AlreadyInitialized
         | E::Probe(_)
-        | E::MaterialStale => D::Hold,
+        | E::MaterialStale
+        | E::AddonsApplied => D::Hold,
     }
 }
 
@@ -218,7 +237,12 @@ fn initializing(token: u64, e: Event) -> Decision {
         ),
         E::Failed(e) => undo_init(e, Some(init_fence(token))),
         E::Fenced(e) => undo_init(format!("lost the init lease: {e}"), None),
-        E::Initialized(_) | E::Granted { .. } | E::Busy | E::Probe(_) | E::MaterialStale => D::Hold,
+        E::Initialized(_)
+        | E::Granted { .. }
+        | E::Busy
+        | E::Probe(_)
+        | E::MaterialStale
+        | E::AddonsApplied => D::Hold,
     }
 }
 
@@ -244,7 +268,8 @@ fn checking_health(cfg: &Config, token: u64, probes: (u32, u32), e: Event) -> De
         | E::AlreadyInitialized
         | E::Granted { .. }
         | E::Busy
-        | E::MaterialStale => D::Hold,
+        | E::MaterialStale
+        | E::AddonsApplied => D::Hold,
     }
 }
 
@@ -260,7 +285,8 @@ fn publishing(token: u64, e: Event) -> Decision {
         | E::Granted { .. }
         | E::Busy
         | E::Probe(_)
-        | E::MaterialStale => D::Hold,
+        | E::MaterialStale
+        | E::AddonsApplied => D::Hold,
     }
 }
 
@@ -274,7 +300,8 @@ fn awaiting_refresh(e: Event) -> Decision {
         | E::AlreadyInitialized
         | E::Granted { .. }
         | E::Busy
-        | E::Probe(_) => D::Hold,
+        | E::Probe(_)
+        | E::AddonsApplied => D::Hold,
     }
 }
 
@@ -288,7 +315,12 @@ fn acquiring_join_slot(cfg: &Config, e: Event) -> Decision {
         E::MaterialStale => D::Poll(P::AwaitingRefresh),
         E::Failed(e) => D::Again(e),
         // Nothing held yet, nothing to lose.
-        E::Fenced(_) | E::Done | E::Initialized(_) | E::AlreadyInitialized | E::Probe(_) => D::Hold,
+        E::Fenced(_)
+        | E::Done
+        | E::Initialized(_)
+        | E::AlreadyInitialized
+        | E::Probe(_)
+        | E::AddonsApplied => D::Hold,
     }
 }
 
@@ -306,7 +338,8 @@ fn cleaning_stale_member(token: u64, e: Event) -> Decision {
         | E::Granted { .. }
         | E::Busy
         | E::Probe(_)
-        | E::MaterialStale => D::Hold,
+        | E::MaterialStale
+        | E::AddonsApplied => D::Hold,
     }
 }
 
@@ -326,9 +359,12 @@ fn joining(cfg: &Config, token: u64, e: Event) -> Decision {
         },
         E::Failed(e) => undo_join(e, Some(join_fence(cfg, token))),
         E::Fenced(e) => undo_join(format!("lost the join slot: {e}"), None),
-        E::Initialized(_) | E::AlreadyInitialized | E::Granted { .. } | E::Busy | E::Probe(_) => {
-            D::Hold
-        }
+        E::Initialized(_)
+        | E::AlreadyInitialized
+        | E::Granted { .. }
+        | E::Busy
+        | E::Probe(_)
+        | E::AddonsApplied => D::Hold,
     }
 }
 
@@ -348,7 +384,8 @@ fn verifying(cfg: &Config, token: u64, probes: (u32, u32), e: Event) -> Decision
         | E::AlreadyInitialized
         | E::Granted { .. }
         | E::Busy
-        | E::MaterialStale => return D::Hold,
+        | E::MaterialStale
+        | E::AddonsApplied => return D::Hold,
     };
     match probe(cfg, probes, healthy) {
         Probed::Healthy => D::Succeed(P::Releasing {
@@ -366,11 +403,79 @@ fn verifying(cfg: &Config, token: u64, probes: (u32, u32), e: Event) -> Decision
     }
 }
 
-fn releasing(e: Event) -> Decision {
+/// Where a node goes once `fence` is given back: a control plane's init or join slot →
+/// the add-ons; the `addons` lease → its Node `Ready`; anything else is done.
+pub fn after_release(cfg: &Config, fence: &Fence) -> Phase {
+    if fence.semaphore == protocol::keys::ADDONS_SEMAPHORE {
+        P::AwaitingReady {
+            successes: 0,
+            failures: 0,
+        }
+    } else if cfg.role == Role::ControlPlane {
+        P::SettingUpAddons
+    } else {
+        P::Done
+    }
+}
+
+fn releasing(cfg: &Config, fence: &Fence, e: Event) -> Decision {
     match e {
-        E::Done => D::Succeed(P::Done),
+        E::Done => D::Succeed(after_release(cfg, fence)),
         // The slot expired already: nothing left to release.
-        E::Fenced(_) => D::Succeed(P::Done),
+        E::Fenced(_) => D::Succeed(after_release(cfg, fence)),
+        E::Failed(e) => D::Again(e),
+        E::Initialized(_)
+        | E::AlreadyInitialized
+        | E::Granted { .. }
+        | E::Busy
+        | E::Probe(_)
+        | E::MaterialStale
+        | E::AddonsApplied => D::Hold,
+    }
+}
+
+/// Applied already (by anyone, this payload, this generation): on to Ready. Else one
+/// control plane at a time applies; the others wait for its record or its lease to end.
+fn setting_up_addons(e: Event) -> Decision {
+    match e {
+        E::AddonsApplied => D::Succeed(P::AwaitingReady {
+            successes: 0,
+            failures: 0,
+        }),
+        E::Granted { token } => D::Advance(P::ApplyingAddons { token }),
+        E::Busy => D::Poll(P::SettingUpAddons),
+        E::Failed(e) => D::Again(e),
+        // Nothing held yet, nothing to lose.
+        E::Done
+        | E::Fenced(_)
+        | E::Initialized(_)
+        | E::AlreadyInitialized
+        | E::Probe(_)
+        | E::MaterialStale => D::Hold,
+    }
+}
+
+/// Applied and recorded (or found recorded by another): give the lease back. A lost
+/// lease: someone else may be applying, look again. A failure is retried after a backoff
+/// until `addon_attempts` failures; then the node stops in `AddonsFailed` with the cause.
+fn applying_addons(cfg: &Config, attempt: u32, token: u64, e: Event) -> Decision {
+    match e {
+        E::Done | E::AddonsApplied => D::Succeed(P::Releasing {
+            fence: addons_fence(token),
+        }),
+        E::Fenced(e) => D::Retry {
+            error: format!("lost the add-ons lease: {e}"),
+            then: P::SettingUpAddons,
+        },
+        E::Failed(e) if attempt.saturating_add(1) >= cfg.addon_attempts.max(1) => D::GiveUp {
+            error: format!(
+                "{e} (gave up after {} attempts; restart nodeagent to try again)",
+                attempt.saturating_add(1)
+            ),
+            then: P::AddonsFailed {
+                fence: addons_fence(token),
+            },
+        },
         E::Failed(e) => D::Again(e),
         E::Initialized(_)
         | E::AlreadyInitialized
@@ -378,6 +483,54 @@ fn releasing(e: Event) -> Decision {
         | E::Busy
         | E::Probe(_)
         | E::MaterialStale => D::Hold,
+    }
+}
+
+/// Stays failed (giving the lease back and serving refreshes never fails the phase).
+fn addons_failed(e: Event) -> Decision {
+    match e {
+        E::Done => D::Stay,
+        E::Failed(_)
+        | E::Fenced(_)
+        | E::Initialized(_)
+        | E::AlreadyInitialized
+        | E::Granted { .. }
+        | E::Busy
+        | E::Probe(_)
+        | E::MaterialStale
+        | E::AddonsApplied => D::Hold,
+    }
+}
+
+/// A control plane is done once its Node is `Ready` (kubelet and pod network), probed
+/// outside any slot. Patience exhausted: say so, back off and keep waiting (nothing to
+/// undo: the node is a healthy member).
+fn awaiting_ready(cfg: &Config, probes: (u32, u32), e: Event) -> Decision {
+    match e {
+        E::Probe(ready) => match probe(cfg, probes, ready) {
+            Probed::Healthy => D::Succeed(P::Done),
+            Probed::Again(successes, failures) => D::Advance(P::AwaitingReady {
+                successes,
+                failures,
+            }),
+            Probed::GiveUp => D::Retry {
+                error: "this node's Node is not Ready (no pod network yet?)".into(),
+                then: P::AwaitingReady {
+                    successes: 0,
+                    failures: 0,
+                },
+            },
+        },
+        // The probe answers false rather than fail; refreshes never fail the phase.
+        E::Failed(_)
+        | E::Done
+        | E::Fenced(_)
+        | E::Initialized(_)
+        | E::AlreadyInitialized
+        | E::Granted { .. }
+        | E::Busy
+        | E::MaterialStale
+        | E::AddonsApplied => D::Hold,
     }
 }
 
@@ -391,7 +544,8 @@ fn compensating(then: &Phase, e: Event) -> Decision {
         | E::Granted { .. }
         | E::Busy
         | E::Probe(_)
-        | E::MaterialStale => D::Hold,
+        | E::MaterialStale
+        | E::AddonsApplied => D::Hold,
     }
 }
 
@@ -407,7 +561,8 @@ fn backoff(then: &Phase, e: Event) -> Decision {
         | E::Granted { .. }
         | E::Busy
         | E::Probe(_)
-        | E::MaterialStale => D::Advance(then.clone()),
+        | E::MaterialStale
+        | E::AddonsApplied => D::Advance(then.clone()),
     }
 }
 
@@ -422,7 +577,8 @@ fn done(e: Event) -> Decision {
         | E::Granted { .. }
         | E::Busy
         | E::Probe(_)
-        | E::MaterialStale => D::Hold,
+        | E::MaterialStale
+        | E::AddonsApplied => D::Hold,
     }
 }
 
@@ -511,6 +667,11 @@ pub fn apply(cfg: &Config, s: State, d: Decision) -> State {
                 remove_own_member,
                 then: Box::new(then),
             },
+            attempt: s.attempt.saturating_add(1),
+            last_error: Some(error),
+        },
+        D::GiveUp { error, then } => State {
+            phase: then,
             attempt: s.attempt.saturating_add(1),
             last_error: Some(error),
         },

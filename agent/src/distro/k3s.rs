@@ -190,6 +190,11 @@ impl<R: CommandRunner, S: Systemd> Distro for K3s<R, S> {
         })
     }
 
+    async fn node_ready(&self) -> DistroResult<bool> {
+        let (c, base) = self.admin_api().await?;
+        Ok(http::node_registered(&c, &base, self.ctx.node.as_str()).await)
+    }
+
     async fn admin_api(&self) -> DistroResult<(reqwest::Client, String)> {
         let c = self.server_client("admin API client")?;
         Ok((

@@ -238,6 +238,11 @@ impl<R: CommandRunner> Distro for Kubeadm<R> {
         view_creds(&self.ctx.root, self.ctx.external_etcd).map(Some)
     }
 
+    async fn node_ready(&self) -> DistroResult<bool> {
+        let (c, base) = self.admin_api().await?;
+        Ok(http::node_registered(&c, &base, self.ctx.node.as_str()).await)
+    }
+
     async fn admin_api(&self) -> DistroResult<(reqwest::Client, String)> {
         const STEP: &str = "admin API client";
         let ca = http::read(STEP, &self.file("etc/kubernetes/pki/ca.crt"))?;

@@ -155,6 +155,14 @@ pub trait Distro: EtcdApi {
             detail: "not available for this distribution".into(),
         })
     }
+    /// This node's Node is `Ready`, read through the local API with the admin identity (a
+    /// control plane: it has no kubelet client certificate of its own on disk).
+    async fn node_ready(&self) -> DistroResult<bool> {
+        Err(DistroError::Other {
+            step: "node ready",
+            detail: "not available for this distribution".into(),
+        })
+    }
     /// The distribution's own reason for a failed or stuck init or join: parsed from the
     /// failed command's output (`failed`), else from the log of what it runs (k3s's unit,
     /// kubeadm's kubelet). `None` when there is nothing to say.

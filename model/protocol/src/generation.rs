@@ -32,13 +32,14 @@ pub fn is_current(init: &InitRecord, current: u64) -> bool {
     init.generation >= current
 }
 
-/// The records a reset deletes: the retired assembly's init, its join material and any
-/// pending refresh request. Tombstones (`removed.*`) are listed at the rendezvous and
+/// The records a reset deletes: the retired assembly's init, its join material, any
+/// pending refresh request and the record of its applied add-ons. Tombstones (`removed.*`) are listed at the rendezvous and
 /// added by the caller.
-pub const RETIRED_KEYS: [&str; 3] = [
+pub const RETIRED_KEYS: [&str; 4] = [
     keys::INITIALIZED,
     keys::JOIN_MATERIAL,
     keys::REFRESH_REQUEST,
+    keys::ADDONS_APPLIED,
 ];
 
 /// The record a reset of an assembly at `current` writes.
@@ -96,6 +97,7 @@ mod tests {
             keys::INITIALIZED,
             keys::JOIN_MATERIAL,
             keys::REFRESH_REQUEST,
+            keys::ADDONS_APPLIED,
         ] {
             assert!(RETIRED_KEYS.contains(&k), "{k}");
         }

@@ -15,3 +15,9 @@ pub const REFRESH_REQUEST: &str = "refresh-request";
 pub const GENERATION: &str = "generation";
 /// Prefix of the durable tombstones `muster remove` leaves: `removed.<node>`.
 pub const REMOVED_PREFIX: &str = "removed.";
+/// Durable: the add-ons the cluster applied (`crate::records::AddonsRecord`), written once
+/// per assembly generation and payload add-on digest by the control plane that applied them.
+pub const ADDONS_APPLIED: &str = "addons-applied";
+/// 1-slot lease under which one control plane applies the add-ons; another takes over an
+/// unfinished apply once the holder's lease expires.
+pub const ADDONS_SEMAPHORE: &str = "addons";

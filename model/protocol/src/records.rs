@@ -89,6 +89,30 @@ pub struct RefreshRequest {
     pub rejected_revision: Option<u64>,
 }
 
+/// The value of `keys::ADDONS_APPLIED`: which baked add-ons (their index digest,
+/// `model::addons::AddonIndex::digest`) the cluster applied, in which assembly generation,
+/// by which control plane under which `addons` lease token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddonsRecord {
+    pub node: String,
+    pub token: u64,
+    pub digest: String,
+    pub generation: u64,
+    /// How many objects were applied.
+    pub objects: usize,
+    pub at_ms: Millis,
+}
+
+impl AddonsRecord {
+    /// Whether this record says the add-ons with `digest` are applied in the assembly
+    /// generation `current`: a retired generation's record, or another payload's add-ons
+    /// (a rebuilt payload with other pins), do not count.
+    pub fn covers(&self, digest: &str, current: u64) -> bool {
+        self.digest == digest && self.generation >= current
+    }
+}
+
 impl RefreshRequest {
     /// Whether this request says the material at `revision` was refused.
     pub fn rejects(&self, revision: u64) -> bool {
@@ -124,6 +148,28 @@ pub fn new_certificate_key(rng: &mut impl rand::Rng) -> Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_addons_record_covers_its_digest_in_its_generation_only() {
+        let r = AddonsRecord {
+            node: "cp-2".into(),
+            token: 4,
+            digest: "abc".into(),
+            generation: 2,
+            objects: 9,
+            at_ms: 1,
+        };
+        assert!(r.covers("abc", 2));
+        assert!(
+            r.covers("abc", 1),
+            "a reset raced our read of the generation"
+        );
+        assert!(!r.covers("abc", 3), "a retired assembly's apply");
+        assert!(!r.covers("def", 2), "another payload's add-ons");
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains("\"generation\":2"), "{text}");
+        assert_eq!(serde_json::from_str::<AddonsRecord>(&text).unwrap(), r);
+    }
 
     fn material() -> JoinMaterial {
         JoinMaterial {

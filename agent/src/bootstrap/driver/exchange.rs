@@ -24,7 +24,7 @@ fn encode<T: serde::Serialize>(what: &str, v: &T) -> Performed<Vec<u8>> {
 }
 
 /// A fenced write refused for the fence is a lost lease; anything else a failure.
-fn fenced_or_failed(what: &str, e: CoordError) -> Stop {
+pub(super) fn fenced_or_failed(what: &str, e: CoordError) -> Stop {
     if e.kind == ErrorKind::Fenced {
         Stop::Fenced(format!("{what}: {e}"))
     } else {
@@ -81,7 +81,7 @@ where
     }
 
     /// The generation this node's init is published in.
-    async fn current_generation(&self) -> Performed<u64> {
+    pub(super) async fn current_generation(&self) -> Performed<u64> {
         let gen_rec: Option<(GenerationRecord, u64)> = self.read_json(keys::GENERATION).await?;
         Ok(generation::current(gen_rec.as_ref().map(|(g, _)| g)))
     }

@@ -62,7 +62,8 @@ fn control_plane_initializes_the_cluster() {
                 E::Done,
             ],
             healthy(c.healthy_probes),
-            vec![E::Done, E::Done],
+            vec![E::Done, E::Done, E::Granted { token: 3 }, E::Done, E::Done],
+            healthy(c.healthy_probes),
         ]),
     );
     assert_eq!(
@@ -77,6 +78,12 @@ fn control_plane_initializes_the_cluster() {
             "checking-health",
             "publishing",
             "releasing",
+            "setting-up-addons",
+            "applying-addons",
+            "releasing",
+            "awaiting-ready",
+            "awaiting-ready",
+            "awaiting-ready",
             "done"
         ]
     );
@@ -97,7 +104,8 @@ fn control_plane_joins_an_initialized_cluster() {
                 E::Done,
             ],
             healthy(c.healthy_probes),
-            vec![E::Done],
+            vec![E::Done, E::AddonsApplied],
+            healthy(c.healthy_probes),
         ]),
     );
     assert_eq!(
@@ -110,6 +118,10 @@ fn control_plane_joins_an_initialized_cluster() {
             "verifying",
             "verifying",
             "releasing",
+            "setting-up-addons",
+            "awaiting-ready",
+            "awaiting-ready",
+            "awaiting-ready",
             "done"
         ]
     );
@@ -221,7 +233,8 @@ fn k3s_server_on_sql_joins_without_cleaning() {
         events(&[
             vec![E::Granted { token: 1 }, E::Done],
             healthy(c.healthy_probes),
-            vec![E::Done],
+            vec![E::Done, E::AddonsApplied],
+            healthy(c.healthy_probes),
         ]),
     );
     assert_eq!(
@@ -232,6 +245,10 @@ fn k3s_server_on_sql_joins_without_cleaning() {
             "verifying",
             "verifying",
             "releasing",
+            "setting-up-addons",
+            "awaiting-ready",
+            "awaiting-ready",
+            "awaiting-ready",
             "done"
         ]
     );
@@ -607,7 +624,161 @@ fn a_lost_slot_while_releasing_is_released_already() {
         },
         E::Fenced("x".into()),
     );
-    assert_eq!(s.phase, P::Done);
+    assert_eq!(
+        s.phase,
+        P::SettingUpAddons,
+        "a control plane goes on to its add-ons"
+    );
+    let w = go(
+        &worker(),
+        P::Releasing {
+            fence: join_fence(&worker(), 1),
+        },
+        E::Fenced("x".into()),
+    );
+    assert_eq!(w.phase, P::Done);
+}
+
+/// The init slot and a control plane's join slot are given back before the add-ons and
+/// the Ready wait: neither holds up the next join.
+#[test]
+fn a_control_plane_waits_for_ready_outside_its_slot() {
+    let c = cp();
+    for fence in [init_fence(1), join_fence(&c, 2)] {
+        let acts = actions(&c, &P::Releasing { fence });
+        assert_eq!(acts.len(), 1, "{acts:?}");
+        assert!(matches!(acts[0], Action::Release(_)));
+    }
+    let ready = P::AwaitingReady {
+        successes: 0,
+        failures: 0,
+    };
+    assert_eq!(
+        actions(&c, &ready),
+        vec![Action::ServeRefresh, Action::VerifyReady],
+        "no renewal: nothing is held"
+    );
+    assert_eq!(
+        go(
+            &c,
+            P::Releasing {
+                fence: addons_fence(4)
+            },
+            E::Done
+        )
+        .phase,
+        ready
+    );
+    // Not Ready for longer than the patience: said, backed off, still waiting (a healthy
+    // member is never undone for it).
+    let mut s = at(ready.clone());
+    for _ in 0..=c.max_failed_probes {
+        s = step(&c, s, E::Probe(false)).0;
+    }
+    assert_eq!(unwrap_backoff(&s), ready);
+    assert!(
+        s.last_error.as_deref().unwrap().contains("not Ready"),
+        "{s:?}"
+    );
+}
+
+/// Recorded already: straight on to Ready. Someone holds the lease: a poll woken by the
+/// record or the lease's end. Granted: apply under the lease, then give it back.
+#[test]
+fn add_ons_are_applied_once_under_a_lease_and_taken_over() {
+    let c = cp();
+    assert_eq!(
+        go(&c, P::SettingUpAddons, E::AddonsApplied).phase,
+        P::AwaitingReady {
+            successes: 0,
+            failures: 0
+        }
+    );
+    let busy = go(&c, P::SettingUpAddons, E::Busy);
+    assert_eq!(unwrap_backoff(&busy), P::SettingUpAddons);
+    assert_eq!(
+        crate::bootstrap::actions::wakes_on(&c, &busy),
+        vec![
+            crate::bootstrap::actions::Wake::Record(keys::ADDONS_APPLIED),
+            crate::bootstrap::actions::Wake::SlotFreed(keys::ADDONS_SEMAPHORE),
+        ]
+    );
+    assert_eq!(
+        go(&c, P::SettingUpAddons, E::Granted { token: 5 }).phase,
+        P::ApplyingAddons { token: 5 }
+    );
+    // Under the lease: renewed, looked up again, applied, recorded.
+    assert_eq!(
+        actions(&c, &P::ApplyingAddons { token: 5 }),
+        vec![
+            Action::Renew(addons_fence(5)),
+            Action::CheckAddonsApplied,
+            Action::ApplyAddons(addons_fence(5)),
+            Action::RecordAddons(addons_fence(5)),
+        ]
+    );
+    for e in [E::Done, E::AddonsApplied] {
+        assert_eq!(
+            go(&c, P::ApplyingAddons { token: 5 }, e).phase,
+            P::Releasing {
+                fence: addons_fence(5)
+            }
+        );
+    }
+    // A lost lease (this node stalled, another took over): look again, never apply on.
+    let lost = go(&c, P::ApplyingAddons { token: 5 }, E::Fenced("gone".into()));
+    assert_eq!(unwrap_backoff(&lost), P::SettingUpAddons);
+    // Publishing no longer applies anything: the init slot is not held for the add-ons.
+    assert_eq!(
+        actions(&c, &P::Publishing { token: 1 }),
+        vec![Action::Publish(init_fence(1))]
+    );
+}
+
+/// A persistent failure is retried with a growing backoff, then stops with the cause
+/// (add-on, object, error) in the state, the lease given back.
+#[test]
+fn a_persistent_apply_failure_stops_with_its_cause_after_bounded_retries() {
+    let c = cp();
+    let cause = "apply add-ons: add-on flannel: server-side apply: DaemonSet kube-flannel/kube-flannel-ds: status 422";
+    let mut s = at(P::ApplyingAddons { token: 5 });
+    let mut delays = Vec::new();
+    for _ in 1..c.addon_attempts {
+        s = step(&c, s, E::Failed(cause.into())).0;
+        match &s.phase {
+            P::Backoff { delay_ms, then, .. } => {
+                assert_eq!(**then, P::ApplyingAddons { token: 5 });
+                delays.push(*delay_ms);
+            }
+            p => panic!("expected a backoff, got {p:?}"),
+        }
+        s = step(&c, s, E::Done).0;
+    }
+    assert!(delays.windows(2).all(|w| w[0] < w[1]), "{delays:?}");
+    let (failed, acts) = step(&c, s, E::Failed(cause.into()));
+    assert_eq!(
+        failed.phase,
+        P::AddonsFailed {
+            fence: addons_fence(5)
+        }
+    );
+    assert_eq!(failed.attempt, c.addon_attempts);
+    let err = failed.last_error.clone().unwrap();
+    assert!(err.contains(cause) && err.contains("gave up"), "{err}");
+    assert_eq!(
+        acts,
+        vec![
+            Action::ReleaseAfterJoin(addons_fence(5)),
+            Action::ServeRefresh
+        ]
+    );
+    // It stays failed (no busy loop: it idles) until the agent restarts.
+    assert_eq!(step(&c, failed.clone(), E::Done).0, failed);
+    assert_eq!(
+        crate::bootstrap::actions::delay_before(&c, &failed),
+        c.idle_ms
+    );
+    assert_eq!(failed.resume().phase, P::SettingUpAddons);
 }
 
 #[test]
@@ -670,6 +841,15 @@ fn every_phase() -> Vec<Phase> {
             poll: false,
         },
         P::Done,
+        P::SettingUpAddons,
+        P::ApplyingAddons { token: 1 },
+        P::AddonsFailed {
+            fence: addons_fence(1),
+        },
+        P::AwaitingReady {
+            successes: 0,
+            failures: 0,
+        },
     ];
     let kinds: std::collections::BTreeSet<u8> = phases.iter().map(kind).collect();
     assert_eq!(kinds.len(), phases.len(), "one of each kind");
@@ -696,6 +876,10 @@ fn kind(p: &Phase) -> u8 {
         P::Compensating { .. } => 15,
         P::Backoff { .. } => 16,
         P::Done => 17,
+        P::SettingUpAddons => 18,
+        P::ApplyingAddons { .. } => 19,
+        P::AddonsFailed { .. } => 20,
+        P::AwaitingReady { .. } => 21,
     }
 }
 
@@ -712,6 +896,7 @@ fn every_event() -> Vec<Event> {
         E::Probe(true),
         E::Probe(false),
         E::MaterialStale,
+        E::AddonsApplied,
     ]
 }
 
@@ -722,9 +907,14 @@ fn answers(a: &Action) -> Vec<Event> {
     match a {
         Action::CheckInitialized => vec![failed, E::Initialized(true), E::Initialized(false)],
         Action::Acquire { .. } => vec![failed, E::Granted { token: 9 }, E::Busy],
-        Action::Renew(_) | Action::Init(_) | Action::Publish(_) => vec![failed, fenced],
+        Action::Renew(_)
+        | Action::Init(_)
+        | Action::Publish(_)
+        | Action::ApplyAddons(_)
+        | Action::RecordAddons(_) => vec![failed, fenced],
+        Action::CheckAddonsApplied => vec![failed, E::AddonsApplied],
         Action::EnsureNotInitialized => vec![failed, E::AlreadyInitialized],
-        Action::ProbeInitHealth | Action::VerifyJoin { .. } => {
+        Action::ProbeInitHealth | Action::VerifyJoin { .. } | Action::VerifyReady => {
             vec![E::Probe(true), E::Probe(false)]
         }
         Action::FetchMaterial { .. } => vec![failed, E::MaterialStale],
@@ -741,8 +931,7 @@ fn answers(a: &Action) -> Vec<Event> {
         | Action::RemoveStaleMembers
         | Action::RemoveOwnMember
         | Action::Release(_)
-        | Action::StartLb
-        | Action::ApplyAddons => vec![failed],
+        | Action::StartLb => vec![failed],
     }
 }
 
@@ -764,6 +953,7 @@ fn every_producible_event_is_decided_and_every_other_one_holds() {
                         | Action::Acquire { .. }
                         | Action::ProbeInitHealth
                         | Action::VerifyJoin { .. }
+                        | Action::VerifyReady
                 )
             }) {
                 producible.push(E::Done);
