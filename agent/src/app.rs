@@ -92,6 +92,8 @@ pub fn configure(baked: &BakedCluster, id: &NodeIdentity) -> Result<(Config, Set
         VipProvider::Nginx => units(&["nginx.service"]),
         _ => Vec::new(),
     };
+    /// Renewed every 5 s while applying; a dead applier's lease ends within 15 s.
+    const ADDONS_LEASE_TTL: Duration = Duration::from_secs(15);
     let settings = Settings {
         node: id.name.to_string(),
         ip: me.ip,
@@ -103,6 +105,7 @@ pub fn configure(baked: &BakedCluster, id: &NodeIdentity) -> Result<(Config, Set
             .collect(),
         // Longer than the slowest kubeadm init/join (about a minute) with room to spare.
         lease_ttl: Duration::from_secs(300),
+        addons_lease_ttl: ADDONS_LEASE_TTL,
         step_timeout: DEFAULT_STEP_TIMEOUT,
         heartbeat_ttl: Duration::from_secs(90),
         heartbeat_every_ms: 20_000,

@@ -1032,6 +1032,7 @@ async fn simulate(seed: u64) -> Outcome {
         ip: std::net::Ipv4Addr::UNSPECIFIED,
         control_planes,
         lease_ttl: LEASE_TTL,
+        addons_lease_ttl: LEASE_TTL,
         step_timeout: LEASE_TTL * 4 / 5,
         heartbeat_ttl: Duration::from_secs(30),
         heartbeat_every_ms: 10_000,

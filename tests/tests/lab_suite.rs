@@ -1172,3 +1172,95 @@ fn reset_then_the_same_output_assembles_afresh() {
     cps.sort();
     assert_eq!(s.etcd_members(&s.cps[0]), cps);
 }
+
+/// The applies of `host`'s API stand-in (its audit, `apply_audit`), as `KIND NS/NAME`.
+fn applies(s: &Suite, host: &str) -> Vec<String> {
+    let root = model::node_files::NodeRoot::new(s.root(host));
+    muster_standins::api::apply_audit::read(&root)
+        .into_iter()
+        .inspect(|a| assert_eq!(a.manager, "muster", "{a:?}"))
+        .map(|a| format!("{} {}", a.kind, a.object))
+        .collect()
+}
+
+/// Issue 14, exactly once: the init node is halted while it applies the add-ons (its API
+/// stand-in holds the apply of flannel's DaemonSet: knob `hang_at=apply-DaemonSet-…`),
+/// every control plane joined meanwhile. Another control plane takes the `addons` lease
+/// once the halted node's expires, applies every object once and records it; the third
+/// applies nothing. The halted node, started again, applies nothing either (it finds the
+/// record) and every node is done, with Ready Nodes (flannel's DaemonSet exists).
+#[test]
+fn the_init_node_halted_mid_apply_is_taken_over_exactly_once() {
+    if !enabled() {
+        return;
+    }
+    const HUNG: &str = "apply-DaemonSet-kube-flannel-ds";
+    let mut s = Suite::new(None, "addontakeover");
+    let all = s.all();
+    s.boot(&all);
+    let winner = s.await_phase(&s.cps, "initializing");
+    s.knob(&winner, &format!("hang_at={HUNG}"));
+    let others: Vec<String> = s.cps.iter().filter(|c| **c != winner).cloned().collect();
+    netns::wait_until(
+        "the init node's apply to hang and the others to wait for the add-ons",
+        PATIENCE,
+        Duration::from_millis(100),
+        || {
+            s.fired(&winner, &format!("hang-{HUNG}"))
+                && others.iter().all(|o| s.resumes(o) == "setting-up-addons")
+        },
+    )
+    .unwrap();
+    let before = applies(&s, &winner);
+    assert!(
+        !before.iter().any(|a| a.contains("kube-flannel-ds")),
+        "{before:?}"
+    );
+    s.lab_mut().stop(&winner).unwrap();
+    s.note(&format!(
+        "halted {winner} mid-apply after {} objects",
+        before.len()
+    ));
+    let rest: Vec<String> = all.iter().filter(|n| **n != winner).cloned().collect();
+    s.wait_done(&rest);
+    let rec: protocol::records::AddonsRecord =
+        serde_json::from_slice(&s.record(protocol::keys::ADDONS_APPLIED, None).unwrap())
+            .unwrap();
+    assert!(others.contains(&rec.node), "{rec:?}");
+    assert_eq!(rec.generation, 0);
+    let taker = applies(&s, &rec.node);
+    let mut unique = taker.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), taker.len(), "an object applied twice: {taker:?}");
+    assert_eq!(taker.len(), rec.objects, "{taker:?}");
+    assert!(taker.iter().any(|a| a.contains("kube-flannel-ds")), "{taker:?}");
+    for o in others.iter().filter(|o| **o != rec.node) {
+        assert_eq!(applies(&s, o), Vec::<String>::new(), "{o} applied");
+    }
+    // Every object the halted node applied is one the taker applied again, once.
+    assert!(before.iter().all(|a| taker.contains(a)), "{before:?}");
+    let grants: Vec<Option<String>> = s
+        .lab()
+        .audit()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.subject == protocol::keys::ADDONS_SEMAPHORE && e.event == AuditEvent::Granted)
+        .map(|e| e.holder)
+        .collect();
+    assert_eq!(
+        grants,
+        vec![Some(winner.clone()), Some(rec.node.clone())],
+        "the lease: the init node, then the taker"
+    );
+    s.lab_mut().start(&winner).unwrap();
+    s.note(&format!("started {winner} again"));
+    s.wait_done(&all);
+    assert_eq!(applies(&s, &winner), before, "{winner} applied again");
+    assert_eq!(applies(&s, &rec.node), taker, "the taker applied again");
+    let after: protocol::records::AddonsRecord =
+        serde_json::from_slice(&s.record(protocol::keys::ADDONS_APPLIED, None).unwrap())
+            .unwrap();
+    assert_eq!(after, rec, "recorded once");
+    s.assert_invariants();
+}

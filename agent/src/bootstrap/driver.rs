@@ -32,6 +32,9 @@ pub struct Settings {
     /// Every control plane (name, address), this node included if it is one.
     pub control_planes: Vec<(String, Ipv4Addr)>,
     pub lease_ttl: Duration,
+    /// The `addons` lease's TTL: short, so a dead applier is taken over soon (the apply
+    /// renews it every third of it).
+    pub addons_lease_ttl: Duration,
     /// The longest an init or join may run: past it the call is abandoned (its process
     /// killed) and compensated like a failure. Below `lease_ttl`, so a hung kubeadm never
     /// holds a join slot until its lease runs out (it would not: the lease is renewed
@@ -58,6 +61,15 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The TTL leases of `semaphore` are taken and renewed with.
+    pub fn lease_ttl_of(&self, semaphore: &str) -> Duration {
+        if semaphore == keys::ADDONS_SEMAPHORE {
+            self.addons_lease_ttl
+        } else {
+            self.lease_ttl
+        }
+    }
+
     pub fn peer_url(&self) -> String {
         format!("https://{}:2380", self.ip)
     }
@@ -766,7 +778,7 @@ where
                 semaphore,
                 slots,
                 &self.settings.node,
-                self.settings.lease_ttl,
+                self.settings.lease_ttl_of(semaphore),
             )
             .await
             .map_err(|e| Stop::failed("acquire", e))?;
@@ -887,7 +899,7 @@ where
     /// Renews a lease and makes sure the answer came back well inside its TTL (within
     /// `budget`): an answer delayed longer proves nothing about holding the slot now.
     async fn renew_within(&self, f: &Fence, budget: Duration) -> Performed<()> {
-        let ttl = self.settings.lease_ttl;
+        let ttl = self.settings.lease_ttl_of(&f.semaphore);
         let budget = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX);
         for _ in 0..3 {
             let sent = self.clock.now_ms();
@@ -909,7 +921,8 @@ where
     }
 
     async fn renew(&self, f: &Fence) -> Performed<()> {
-        self.renew_within(f, self.settings.lease_ttl / 3).await
+        self.renew_within(f, self.settings.lease_ttl_of(&f.semaphore) / 3)
+            .await
     }
 
     /// Runs a long distro call under the lease (see `under_lease`), abandoned after
@@ -938,8 +951,9 @@ where
         f: &Fence,
         fut: impl std::future::Future<Output = T>,
     ) -> Performed<T> {
-        self.renew_within(f, self.settings.lease_ttl / 6).await?;
-        let period = self.settings.lease_ttl / 3;
+        let ttl = self.settings.lease_ttl_of(&f.semaphore);
+        self.renew_within(f, ttl / 6).await?;
+        let period = ttl / 3;
         let renewer = async {
             let mut wait = period;
             loop {

@@ -84,6 +84,17 @@ impl Knobs {
         true
     }
 
+    /// Whether a `hang_at` knob names `step`, for a request handler that holds every such
+    /// request unanswered while the knob is set (a client that gives up and retries must
+    /// not get through: the server stays stuck). The fired marker is written the first time.
+    pub fn holds(&self, step: &str) -> bool {
+        let named = self.hang_at.iter().any(|s| s == step);
+        if named {
+            self.fire_once("hang", step);
+        }
+        named
+    }
+
     /// Called by the stand-ins at each named step. Fails, hangs or crashes as the knobs say.
     pub fn checkpoint(&self, step: &str) -> Result<()> {
         if self.fail_always_at.iter().any(|s| s == step) {

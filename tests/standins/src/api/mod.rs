@@ -16,6 +16,7 @@
 //! bootstrapper; anything else is anonymous.
 
 pub mod apply;
+pub mod apply_audit;
 pub mod discovery;
 pub mod node_ready;
 pub mod objects;
@@ -111,6 +112,8 @@ struct AppState {
     ca_pem: String,
     store: Arc<dyn Storage>,
     ca: Option<CertKey>,
+    /// The node this server runs on (its knobs and apply audit).
+    root: model::node_files::NodeRoot,
 }
 
 #[derive(Debug, Clone)]
@@ -431,6 +434,7 @@ pub async fn serve(cfg: ServerConfig) -> Result<()> {
         ca_pem: cfg.client_ca.cert_pem.clone(),
         store: cfg.storage.clone(),
         ca: cfg.client_ca_has_key.then(|| cfg.client_ca.clone()),
+        root: crate::node_root(),
     });
     let ns_state = state.clone();
     tokio::spawn(async move {

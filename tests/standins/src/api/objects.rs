@@ -482,8 +482,22 @@ impl Req<'_> {
                 if let Err(r) = self.check_kind(name, &patch) {
                     return refused(r);
                 }
+                let step = super::apply_audit::hang_step(&self.res.kind, name);
+                if crate::knobs::Knobs::load(&self.st.root).is_ok_and(|k| k.holds(&step)) {
+                    eprintln!("apiserver-standin: holding the apply of {step} (knob hang_at)");
+                    std::future::pending::<()>().await;
+                }
                 match apply::apply(self.res, existing.as_ref(), &patch, manager, force) {
-                    Ok(o) => o,
+                    Ok(o) => {
+                        super::apply_audit::record(
+                            &self.st.root,
+                            manager,
+                            &self.res.kind,
+                            self.ns,
+                            name,
+                        );
+                        o
+                    }
                     Err(r) => return refused(r),
                 }
             }
