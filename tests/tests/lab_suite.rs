@@ -1224,17 +1224,23 @@ fn the_init_node_halted_mid_apply_is_taken_over_exactly_once() {
     let rest: Vec<String> = all.iter().filter(|n| **n != winner).cloned().collect();
     s.wait_done(&rest);
     let rec: protocol::records::AddonsRecord =
-        serde_json::from_slice(&s.record(protocol::keys::ADDONS_APPLIED, None).unwrap())
-            .unwrap();
+        serde_json::from_slice(&s.record(protocol::keys::ADDONS_APPLIED, None).unwrap()).unwrap();
     assert!(others.contains(&rec.node), "{rec:?}");
     assert_eq!(rec.generation, 0);
     let taker = applies(&s, &rec.node);
     let mut unique = taker.clone();
     unique.sort();
     unique.dedup();
-    assert_eq!(unique.len(), taker.len(), "an object applied twice: {taker:?}");
+    assert_eq!(
+        unique.len(),
+        taker.len(),
+        "an object applied twice: {taker:?}"
+    );
     assert_eq!(taker.len(), rec.objects, "{taker:?}");
-    assert!(taker.iter().any(|a| a.contains("kube-flannel-ds")), "{taker:?}");
+    assert!(
+        taker.iter().any(|a| a.contains("kube-flannel-ds")),
+        "{taker:?}"
+    );
     for o in others.iter().filter(|o| **o != rec.node) {
         assert_eq!(applies(&s, o), Vec::<String>::new(), "{o} applied");
     }
@@ -1259,8 +1265,7 @@ fn the_init_node_halted_mid_apply_is_taken_over_exactly_once() {
     assert_eq!(applies(&s, &winner), before, "{winner} applied again");
     assert_eq!(applies(&s, &rec.node), taker, "the taker applied again");
     let after: protocol::records::AddonsRecord =
-        serde_json::from_slice(&s.record(protocol::keys::ADDONS_APPLIED, None).unwrap())
-            .unwrap();
+        serde_json::from_slice(&s.record(protocol::keys::ADDONS_APPLIED, None).unwrap()).unwrap();
     assert_eq!(after, rec, "recorded once");
     s.assert_invariants();
 }

@@ -71,7 +71,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = NodeRoot::new(dir.path());
         assert!(read(&root).is_empty());
-        record(&root, "muster", "DaemonSet", Some("kube-flannel"), "kube-flannel-ds");
+        record(
+            &root,
+            "muster",
+            "DaemonSet",
+            Some("kube-flannel"),
+            "kube-flannel-ds",
+        );
         record(&root, "muster", "Namespace", None, "kube-flannel");
         let got = read(&root);
         assert_eq!(got.len(), 2);

@@ -21,6 +21,7 @@ pub mod discovery;
 pub mod node_ready;
 pub mod objects;
 pub mod resources;
+pub mod rollout;
 pub mod table;
 
 use crate::etcd::Gateway;

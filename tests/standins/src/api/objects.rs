@@ -264,7 +264,7 @@ impl Req<'_> {
         } else {
             obj
         };
-        let obj = match self.gate_nodes(vec![obj]).await {
+        let obj = match self.as_read(vec![obj]).await {
             Ok(mut v) => v.remove(0),
             Err(e) => return storage_error(e),
         };
@@ -278,25 +278,40 @@ impl Req<'_> {
         Json(obj).into_response()
     }
 
-    /// Nodes as readers see them: not Ready without a pod network (`node_ready`).
-    async fn gate_nodes(&self, objs: Vec<Value>) -> anyhow::Result<Vec<Value>> {
-        if !(self.res.group.is_empty() && self.res.plural == "nodes") {
+    /// Objects as readers see them: Nodes not Ready without a pod network (`node_ready`),
+    /// DaemonSets and Deployments with their rollout from the Nodes (`rollout`).
+    async fn as_read(&self, objs: Vec<Value>) -> anyhow::Result<Vec<Value>> {
+        let nodes = self.res.group.is_empty() && self.res.plural == "nodes";
+        let rolled = self.res.group == "apps"
+            && matches!(self.res.kind.as_str(), "DaemonSet" | "Deployment");
+        if !(nodes || rolled) {
             return Ok(objs);
         }
         let ds = self.st.store.list("/registry/daemonsets/").await?;
-        let nodes: Vec<Value> = self
+        let stored: Vec<Value> = self
             .st
             .store
-            .list(&self.res.prefix(None))
+            .list("/registry/minions/")
             .await?
             .into_iter()
             .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
             .collect();
         let cni = super::node_ready::cni_installed(ds.iter().map(|(k, _)| k.as_str()))
-            || super::node_ready::embedded_cni(&nodes);
-        Ok(objs
+            || super::node_ready::embedded_cni(&stored);
+        if nodes {
+            return Ok(objs
+                .into_iter()
+                .map(|n| super::node_ready::gate(n, cni))
+                .collect());
+        }
+        let gated: Vec<Value> = stored
             .into_iter()
             .map(|n| super::node_ready::gate(n, cni))
+            .collect();
+        let count = super::rollout::count(&gated);
+        Ok(objs
+            .into_iter()
+            .map(|o| super::rollout::with_status(o, &self.res.kind, count))
             .collect())
     }
 
@@ -319,7 +334,7 @@ impl Req<'_> {
             .filter(|v| !super::expired(v))
             .filter(|v| selects_fields(fields, v) && selects_labels(labels, v))
             .collect();
-        let items = match self.gate_nodes(items).await {
+        let items = match self.as_read(items).await {
             Ok(v) => v,
             Err(e) => return storage_error(e),
         };
