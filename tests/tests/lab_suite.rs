@@ -1189,7 +1189,14 @@ fn seed_004_sized(cps: u32, workers: u32) -> LoadedSpec {
 /// What must not change on a running node while others are added: the pid of every
 /// daemon the lab runs on it (agent, HAProxy, keepalived), its kubeadm stand-in's command
 /// log (no second init or join, no reset) and its agent's phase and failure count.
-fn untouched(s: &Suite, host: &str) -> (Vec<(String, Option<u32>)>, Vec<String>, String) {
+#[derive(Debug, PartialEq)]
+struct Untouched {
+    pids: Vec<(String, Option<u32>)>,
+    commands: Vec<String>,
+    agent: String,
+}
+
+fn untouched(s: &Suite, host: &str) -> Untouched {
     let node = s.lab().node(host).unwrap();
     let pids = node
         .services
@@ -1205,8 +1212,11 @@ fn untouched(s: &Suite, host: &str) -> (Vec<(String, Option<u32>)>, Vec<String>,
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(Value::Null);
-    let agent = format!("{} failures={}", state["state"]["phase"], state["failures"]);
-    (pids, s.commands(host), agent)
+    Untouched {
+        pids,
+        commands: s.commands(host),
+        agent: format!("{} failures={}", state["state"]["phase"], state["failures"]),
+    }
 }
 
 /// The backends the HAProxy of load balancer `lb` runs now (the config its master read
@@ -1272,7 +1282,7 @@ fn scale_out_by_rebuild_new_workers_then_new_control_planes_reach_the_load_balan
     let added = s.lab_mut().add_nodes(&seed_004_sized(5, 3), &opts).unwrap();
     assert_eq!(added, ["cp4", "cp5"]);
     s.note("rebuilt as 5+3");
-    let lb_pids: Vec<_> = lbs.iter().map(|lb| untouched(&s, lb).0).collect();
+    let lb_pids: Vec<_> = lbs.iter().map(|lb| untouched(&s, lb).pids).collect();
     s.boot(&added);
     s.wait_done(&added);
     s.cps.extend(added.iter().cloned());
@@ -1290,7 +1300,7 @@ fn scale_out_by_rebuild_new_workers_then_new_control_planes_reach_the_load_balan
     }
     // Reloaded in place (SIGUSR2 to the master), not restarted; the agent said so.
     for (lb, pids) in lbs.iter().zip(&lb_pids) {
-        assert_eq!(&untouched(&s, lb).0, pids, "{lb} restarted a daemon");
+        assert_eq!(&untouched(&s, lb).pids, pids, "{lb} restarted a daemon");
         let installed =
             std::fs::read_to_string(s.root(lb).join(model::node_files::HAPROXY_CONF)).unwrap();
         assert!(
@@ -1371,25 +1381,8 @@ fn assert_real_kubectl_lists(s: &Suite, want: &[String]) {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let kc = dir.join("admin.kubeconfig");
-    let build = lab.record().build_dir.clone();
-    let muster = bin_dir().join("muster");
     let from = &s.workers[0];
-    let out = lab
-        .exec(
-            from,
-            &[
-                muster.to_str().unwrap(),
-                "kubeconfig",
-                "--out",
-                build.to_str().unwrap(),
-                "--write",
-                kc.to_str().unwrap(),
-            ],
-        )
-        .unwrap();
-    assert!(out.ok(), "muster kubeconfig: {}", out.all());
-    let vip = lab.record().vip.unwrap().to_string();
-    assert!(out.stdout.contains(&vip), "not at the VIP: {}", out.all());
+    muster_tests::harness::write_admin_kubeconfig(lab, &bin_dir().join("muster"), from, &kc);
     let home = format!("HOME={}", dir.display());
     let out = lab
         .exec(
