@@ -129,6 +129,7 @@ pub fn configure(baked: &BakedCluster, id: &NodeIdentity) -> Result<(Config, Set
             .map(|e| e.iter().map(|u| u.to_string()).collect())
             .unwrap_or_default(),
         depends_on: crate::bootstrap::diagnosis::Dependencies::of(baked, me.role),
+        lb_follow: None,
     };
     Ok((cfg, settings))
 }
@@ -145,8 +146,18 @@ pub async fn run_node<C: Coordinator>(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), AppError> {
     let (baked, id) = load(&root)?;
-    let (cfg, mut settings) = configure(&baked, &id)?;
+    let (mut cfg, mut settings) = configure(&baked, &id)?;
     settings.step_timeout = step_timeout;
+    if let Some(me) = baked.node(&id.name)
+        && crate::lb_follow::follows(&baked, me)
+    {
+        cfg.follows_members = true;
+        settings.lb_follow = Some(crate::lb_follow::Follow {
+            root: root.clone(),
+            baked: std::sync::Arc::new(baked.clone()),
+            node: me.clone(),
+        });
+    }
     let port = baked.spec.ha.api_port;
     let ctx = NodeContext {
         root: root.clone(),

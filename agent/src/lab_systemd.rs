@@ -3,6 +3,7 @@
 
 use crate::systemd::{Systemd, SystemdError};
 use model::node_files::NodeRoot;
+use muster_lab_units::daemon::LabDaemon;
 use muster_lab_units::{LabUnit, LabUnitError};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -79,6 +80,32 @@ impl Systemd for LabSystemd {
             return u.start().map(|_| ()).map_err(lab_err("restart"));
         }
         self.record("restart", unit, "active")
+    }
+    /// A daemon the lab runs itself (its descriptor under the node's root,
+    /// [`muster_lab_units::daemon`]): its config copy is made again from the installed
+    /// config and its main process gets the reload signal `systemctl reload` would send.
+    /// A k3s unit restarts (k3s has no reload); any other unit is only recorded.
+    async fn reload(&self, unit: &str) -> Result<(), SystemdError> {
+        let fail = |detail: String| SystemdError {
+            op: "reload",
+            unit: unit.into(),
+            detail,
+        };
+        if let Some(d) = LabDaemon::load(&self.root, unit).map_err(|e| fail(e.to_string()))? {
+            let daemon = crate::lb_follow::Daemon::for_unit(unit)
+                .ok_or_else(|| fail("the lab runs it but no reload signal is known".into()))?;
+            let signal: nix::sys::signal::Signal = daemon
+                .reload_signal()
+                .parse()
+                .map_err(|e| fail(format!("{}: {e}", daemon.reload_signal())))?;
+            d.reload(&self.root, signal)
+                .map_err(|e| fail(e.to_string()))?;
+            return Ok(());
+        }
+        if self.runnable(unit).is_some() {
+            return self.restart(unit).await;
+        }
+        self.record("reload", unit, "active")
     }
     async fn enable(&self, units: &[&str]) -> Result<(), SystemdError> {
         for u in units.iter().filter_map(|u| self.runnable(u)) {

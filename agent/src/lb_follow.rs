@@ -7,8 +7,10 @@
 //! (`model::lb_config`), so a config rendered here equals the baked one for the same
 //! members.
 //!
-//! Not yet wired: the driver step that writes the changed files atomically, runs the
-//! daemon's check, then reloads it (see docs/operations.md, "Adding nodes").
+//! The driver runs [`follow`] in `Done` (`Action::FollowMembers`), on every member change
+//! and every idle tick: render, install only what the daemon's own checker accepts
+//! ([`check_and_install`]), reload only daemons whose config changed or whose last reload
+//! failed ([`reloads`]), report a problem in status ([`problem`]).
 
 use crate::coord::Member;
 use model::PlannedNode;
@@ -45,6 +47,13 @@ pub enum Daemon {
 }
 
 impl Daemon {
+    /// The daemon a unit runs, for the units whose config follows the membership.
+    pub fn for_unit(unit: &str) -> Option<Daemon> {
+        [Daemon::Haproxy, Daemon::Nginx, Daemon::Keepalived]
+            .into_iter()
+            .find(|d| d.unit() == unit)
+    }
+
     pub fn unit(self) -> &'static str {
         match self {
             Daemon::Haproxy => "haproxy.service",
@@ -132,6 +141,85 @@ pub fn to_rewrite(desired: &[Desired], current: impl Fn(&str) -> Option<String>)
         .iter()
         .filter(|d| current(d.path).as_deref() != Some(d.contents.as_str()))
         .collect()
+}
+
+/// Whether `node` runs any config that follows the membership (then its agent keeps
+/// following once done).
+pub fn follows(baked: &BakedCluster, node: &PlannedNode) -> bool {
+    !desired(baked, node, &[]).is_empty()
+}
+
+/// The daemons to reload after a pass: those whose config was just installed and those
+/// whose reload failed before (their new config is on disk but not running), each once,
+/// in a fixed order.
+pub fn reloads(installed: &[Daemon], pending: &[Daemon]) -> Vec<Daemon> {
+    [Daemon::Haproxy, Daemon::Nginx, Daemon::Keepalived]
+        .into_iter()
+        .filter(|d| installed.contains(d) || pending.contains(d))
+        .collect()
+}
+
+/// The one line status shows for a pass's failures (`None`: every config this node
+/// should run is installed and reloaded).
+pub fn problem(errors: &[String]) -> Option<String> {
+    (!errors.is_empty()).then(|| format!("load-balancer config not applied: {}", errors.join("; ")))
+}
+
+/// What following needs to know about this node: its root, the baked cluster and itself.
+#[derive(Debug, Clone)]
+pub struct Follow {
+    pub root: model::node_files::NodeRoot,
+    pub baked: std::sync::Arc<BakedCluster>,
+    pub node: PlannedNode,
+}
+
+/// What one pass did: the daemons reloaded, those whose reload failed (to retry on the
+/// next pass), and the errors met.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pass {
+    pub reloaded: Vec<Daemon>,
+    pub unreloaded: Vec<Daemon>,
+    pub errors: Vec<String>,
+}
+
+/// One pass (the driver's thin effect): render from `members`, install each changed config
+/// the daemon's checker accepts (a rejected one leaves the old config running), then reload
+/// the daemons [`reloads`] names through the service manager (`systemctl reload`; the lab's
+/// runner signals its own daemons).
+pub async fn follow(
+    f: &Follow,
+    members: &[Member],
+    pending: &[Daemon],
+    runner: &impl crate::exec::CommandRunner,
+    systemd: &impl crate::systemd::Systemd,
+) -> Pass {
+    let want = desired(&f.baked, &f.node, &seen(members));
+    let current = |p: &str| std::fs::read_to_string(f.root.path(p)).ok();
+    let mut pass = Pass::default();
+    let mut installed = Vec::new();
+    for d in to_rewrite(&want, current) {
+        match check_and_install(f.root.root(), d, runner).await {
+            Ok(()) => {
+                tracing::info!(path = d.path, daemon = ?d.daemon, "membership changed: new config installed");
+                installed.push(d.daemon);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "keeping the running config");
+                pass.errors.push(e.to_string());
+            }
+        }
+    }
+    for daemon in reloads(&installed, pending) {
+        match systemd.reload(daemon.unit()).await {
+            Ok(()) => pass.reloaded.push(daemon),
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed; retried on the next pass");
+                pass.errors.push(e.to_string());
+                pass.unreloaded.push(daemon);
+            }
+        }
+    }
+    pass
 }
 
 /// Why a config was not installed.
@@ -354,6 +442,71 @@ mod tests {
             Daemon::Nginx.check_command("/etc/nginx/nginx.conf").0,
             "nginx"
         );
+    }
+
+    #[test]
+    fn reloads_are_the_installed_and_the_failed_ones_once() {
+        use Daemon::*;
+        assert_eq!(reloads(&[], &[]), vec![]);
+        assert_eq!(
+            reloads(&[Keepalived, Haproxy], &[Haproxy]),
+            vec![Haproxy, Keepalived]
+        );
+        assert_eq!(reloads(&[], &[Nginx]), vec![Nginx]);
+        assert_eq!(problem(&[]), None);
+        assert_eq!(
+            problem(&["haproxy rejected it".into()]).unwrap(),
+            "load-balancer config not applied: haproxy rejected it"
+        );
+        assert_eq!(Daemon::for_unit("nginx.service"), Some(Nginx));
+        assert_eq!(Daemon::for_unit("k3s.service"), None);
+    }
+
+    #[test]
+    fn who_follows() {
+        let b = baked("seed-001-k3s-haproxy-proxmox.yaml");
+        assert!(follows(&b, &node(&b, Role::LoadBalancer)));
+        assert!(!follows(&b, &node(&b, Role::ControlPlane)));
+        assert!(!follows(&b, &node(&b, Role::Worker)));
+        let k = baked("seed-003-k3s-keepalived.yaml");
+        assert!(follows(&k, &node(&k, Role::ControlPlane)));
+        let kv = baked("seed-000-kubeadm-kube-vip.yaml");
+        assert!(!follows(&kv, &node(&kv, Role::ControlPlane)));
+    }
+
+    /// A pass against a fake service manager: a grown membership installs the config
+    /// the real haproxy accepted and reloads it once; the same membership again does
+    /// nothing; a failed reload is retried on the next pass.
+    #[tokio::test]
+    async fn a_pass_installs_checks_and_reloads_only_on_change() {
+        let b = baked("seed-001-k3s-haproxy-proxmox.yaml");
+        let lb = node(&b, Role::LoadBalancer);
+        let dir = tempfile::tempdir().unwrap();
+        let f = Follow {
+            root: model::node_files::NodeRoot::new(dir.path()),
+            baked: std::sync::Arc::new(b.clone()),
+            node: lb.clone(),
+        };
+        let runner = crate::exec::RealRunner::default();
+        for d in desired(&b, &lb, &[]) {
+            let p = dir.path().join(d.path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, &d.contents).unwrap();
+        }
+        let sd = crate::systemd::FakeSystemd::default();
+        assert_eq!(follow(&f, &[], &[], &runner, &sd).await, Pass::default());
+        let grown = [member("new-cp", Role::ControlPlane, true, "10.0.0.99")];
+        let pass = follow(&f, &grown, &[], &runner, &sd).await;
+        assert_eq!(pass.reloaded, vec![Daemon::Haproxy], "{pass:?}");
+        assert!(pass.errors.is_empty(), "{pass:?}");
+        assert_eq!(sd.log(), vec!["reload haproxy.service".to_string()]);
+        let cfg = std::fs::read_to_string(dir.path().join(nf::HAPROXY_CONF)).unwrap();
+        assert!(cfg.contains("server new-cp 10.0.0.99:"), "{cfg}");
+        assert_eq!(follow(&f, &grown, &[], &runner, &sd).await, Pass::default());
+        sd.fail("haproxy.service");
+        let retry = follow(&f, &grown, &[Daemon::Haproxy], &runner, &sd).await;
+        assert_eq!(retry.unreloaded, vec![Daemon::Haproxy], "{retry:?}");
+        assert!(problem(&retry.errors).is_some());
     }
 
     /// The real haproxy checks the staged file: a good one replaces the old config, a

@@ -24,6 +24,7 @@ pub fn member_report(role: Role, p: &Persisted, now: Millis) -> MemberReport {
         unreachable: Vec::new(),
         stranded: None,
         ip: None,
+        lb_config: None,
     }
 }
 

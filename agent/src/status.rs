@@ -28,9 +28,10 @@ pub fn local(
         .ok()
         .flatten();
     let role = report.as_ref().map(|r| r.role.clone());
-    let (reason, unreachable, stranded) = report.map_or((None, Vec::new(), None), |r| {
-        (r.reason, r.unreachable, r.stranded)
-    });
+    let (reason, unreachable, stranded, lb_config) = report
+        .map_or((None, Vec::new(), None, None), |r| {
+            (r.reason, r.unreachable, r.stranded, r.lb_config)
+        });
     let since = p.since_ms();
     Ok(Some(NodeStatus {
         node: p.node.clone(),
@@ -45,6 +46,7 @@ pub fn local(
         reason,
         unreachable,
         stranded,
+        lb_config,
     }))
 }
 

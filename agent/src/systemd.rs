@@ -25,6 +25,9 @@ pub trait Systemd {
     async fn start(&self, unit: &str) -> Result<(), SystemdError>;
     async fn stop(&self, unit: &str) -> Result<(), SystemdError>;
     async fn restart(&self, unit: &str) -> Result<(), SystemdError>;
+    /// `systemctl reload`: the unit's own `ExecReload` (a graceful reload: HAProxy's
+    /// master re-execs its workers, nginx and keepalived re-read their config).
+    async fn reload(&self, unit: &str) -> Result<(), SystemdError>;
     async fn enable(&self, units: &[&str]) -> Result<(), SystemdError>;
     /// `active`, `activating`, `failed`, `inactive`, … (`inactive` for an unknown unit).
     async fn active_state(&self, unit: &str) -> Result<String, SystemdError>;
@@ -72,6 +75,7 @@ trait Manager {
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<zbus::zvariant::OwnedObjectPath>;
     fn restart_unit(&self, name: &str, mode: &str)
     -> zbus::Result<zbus::zvariant::OwnedObjectPath>;
+    fn reload_unit(&self, name: &str, mode: &str) -> zbus::Result<zbus::zvariant::OwnedObjectPath>;
     fn enable_unit_files(
         &self,
         files: &[&str],
@@ -156,6 +160,14 @@ impl Systemd for DbusSystemd {
         Ok(())
     }
 
+    async fn reload(&self, unit: &str) -> Result<(), SystemdError> {
+        let m = self.manager("reload", unit).await?;
+        m.reload_unit(unit, "replace")
+            .await
+            .map_err(err("reload", unit))?;
+        Ok(())
+    }
+
     async fn enable(&self, units: &[&str]) -> Result<(), SystemdError> {
         let joined = units.join(" ");
         let m = self.manager("enable", &joined).await?;
@@ -218,6 +230,12 @@ impl Systemd for NodeSystemd {
         match self {
             NodeSystemd::Dbus(s) => s.restart(unit).await,
             NodeSystemd::Lab(s) => s.restart(unit).await,
+        }
+    }
+    async fn reload(&self, unit: &str) -> Result<(), SystemdError> {
+        match self {
+            NodeSystemd::Dbus(s) => s.reload(unit).await,
+            NodeSystemd::Lab(s) => s.reload(unit).await,
         }
     }
     async fn enable(&self, units: &[&str]) -> Result<(), SystemdError> {
@@ -313,6 +331,9 @@ impl Systemd for FakeSystemd {
     }
     async fn restart(&self, unit: &str) -> Result<(), SystemdError> {
         self.set("restart", unit, "active")
+    }
+    async fn reload(&self, unit: &str) -> Result<(), SystemdError> {
+        self.set("reload", unit, "active")
     }
     async fn enable(&self, units: &[&str]) -> Result<(), SystemdError> {
         if let Ok(mut g) = self.inner.lock() {

@@ -87,6 +87,7 @@ fn report() -> impl Strategy<Value = MemberReport> {
                 done,
                 etcd: None,
                 ip: None,
+                lb_config: None,
                 reason: reason.map(|(source, message, log_tail)| DistroReason {
                     source,
                     phase: None,

@@ -1050,6 +1050,7 @@ async fn simulate(seed: u64) -> Outcome {
         kube_vip_super_admin: true,
         external_etcd: Vec::new(),
         depends_on: nodeagent::bootstrap::diagnosis::Dependencies::default(),
+        lb_follow: None,
     };
     let clock = TokioClock::new(1_700_000_000_000);
     let start = Instant::now();

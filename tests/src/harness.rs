@@ -38,3 +38,35 @@ pub fn configmap_post_argv(cp_root: &std::path::Path, name: &str) -> Vec<String>
     .map(str::to_string)
     .to_vec()
 }
+
+/// `muster kubeconfig --write KC` for the lab's build, run from `from`'s namespace (so the
+/// VIP is reached as a client on the cluster's network sees it); asserts it succeeded and
+/// points the kubeconfig at the VIP. `muster` is the operator binary to run.
+pub fn write_admin_kubeconfig(
+    lab: &Lab,
+    muster: &std::path::Path,
+    from: &str,
+    kc: &std::path::Path,
+) {
+    let build = lab.record().build_dir.clone();
+    let out = lab
+        .exec(
+            from,
+            &[
+                &muster.display().to_string(),
+                "kubeconfig",
+                "--out",
+                &build.display().to_string(),
+                "--write",
+                &kc.display().to_string(),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("muster kubeconfig: {e}"));
+    assert!(out.ok(), "muster kubeconfig: {}", out.all());
+    let vip = lab.record().vip.map(|v| v.to_string()).unwrap_or_default();
+    assert!(
+        !vip.is_empty() && out.stdout.contains(&vip),
+        "the kubeconfig is not pointed at the VIP {vip}: {}",
+        out.all()
+    );
+}

@@ -348,28 +348,7 @@ impl Cluster {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let kc = dir.join("admin.kubeconfig");
-        let muster = binary("muster");
-        let build = lab.record().build_dir.clone();
-        let out = lab
-            .exec(
-                &from,
-                &[
-                    muster.to_str().unwrap(),
-                    "kubeconfig",
-                    "--out",
-                    build.to_str().unwrap(),
-                    "--write",
-                    kc.to_str().unwrap(),
-                ],
-            )
-            .unwrap();
-        assert!(out.ok(), "muster kubeconfig: {}", out.all());
-        let vip = lab.record().vip.unwrap().to_string();
-        assert!(
-            out.stdout.contains(&vip),
-            "the kubeconfig is not pointed at the VIP {vip}: {}",
-            out.all()
-        );
+        muster_tests::harness::write_admin_kubeconfig(lab, &binary("muster"), &from, &kc);
         let home = format!("HOME={}", dir.display());
         let k = |args: &[&str]| -> netns::Out {
             let mut argv = vec![

@@ -1269,3 +1269,256 @@ fn the_init_node_halted_mid_apply_is_taken_over_exactly_once() {
     assert_eq!(after, rec, "recorded once");
     s.assert_invariants();
 }
+
+/// The HAProxy pair spec (seed 004) with `cps` control planes and `workers` workers.
+fn seed_004_sized(cps: u32, workers: u32) -> LoadedSpec {
+    let base = load(Some("seed-004-kubeadm-haproxy.yaml"));
+    let text = base
+        .text
+        .replace(
+            "    controlPlanes: 3\n",
+            &format!("    controlPlanes: {cps}\n"),
+        )
+        .replace("    workers: 2\n", &format!("    workers: {workers}\n"));
+    LoadedSpec::parse(base.origin.clone(), text).unwrap()
+}
+
+/// What must not change on a running node while others are added: the pid of every
+/// daemon the lab runs on it (agent, HAProxy, keepalived), its kubeadm stand-in's command
+/// log (no second init or join, no reset) and its agent's phase and failure count.
+#[derive(Debug, PartialEq)]
+struct Untouched {
+    pids: Vec<(String, Option<u32>)>,
+    commands: Vec<String>,
+    agent: String,
+}
+
+fn untouched(s: &Suite, host: &str) -> Untouched {
+    let node = s.lab().node(host).unwrap();
+    let pids = node
+        .services
+        .iter()
+        .map(|svc| {
+            (
+                svc.name.clone(),
+                muster_lab::process::running(&svc.pid_file),
+            )
+        })
+        .collect();
+    let state: Value = std::fs::read_to_string(s.root(host).join(model::node_files::AGENT_STATE))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    Untouched {
+        pids,
+        commands: s.commands(host),
+        agent: format!("{} failures={}", state["state"]["phase"], state["failures"]),
+    }
+}
+
+/// The backends the HAProxy of load balancer `lb` runs now (the config its master read
+/// at its last start or reload: the lab's copy, made from the installed config on reload).
+fn haproxy_backends(s: &Suite, lb: &str) -> Vec<String> {
+    let live = s.lab().node(lb).unwrap().dir.join("haproxy.cfg");
+    let text = std::fs::read_to_string(live).unwrap_or_default();
+    let mut names: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("server "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Issue 16, scale out by rebuild (HAProxy pair spec, seed 004 shape): 3+1 assembled →
+/// rebuilt as 3+3, the two new workers booted from the rebuilt payload join and no running
+/// node restarts anything → rebuilt as 5+3, both new control planes booted at once join
+/// one at a time, and both load balancers' running HAProxy (reloaded, not restarted) send
+/// to all five; the real kubectl through the VIP lists every node.
+#[test]
+fn scale_out_by_rebuild_new_workers_then_new_control_planes_reach_the_load_balancers() {
+    if !enabled() {
+        return;
+    }
+    let tag = "scale-out";
+    let mut s = Suite::with_spec(seed_004_sized(3, 1), tag, &[]);
+    let state = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("suite-{tag}"));
+    let opts = UpOptions::new(state, &bin_dir());
+    let first = s.all();
+    s.boot(&first);
+    s.wait_done(&first);
+    let lbs: Vec<String> = s
+        .lab()
+        .record()
+        .nodes
+        .iter()
+        .filter(|n| n.role == "load-balancer")
+        .map(|n| n.name.clone())
+        .collect();
+    let before: Vec<_> = first.iter().map(|h| untouched(&s, h)).collect();
+    for lb in &lbs {
+        assert_eq!(haproxy_backends(&s, lb), ["cp1", "cp2", "cp3"], "{lb}");
+    }
+
+    // ---- 3+3: two new workers from the rebuilt payload
+    let added = s.lab_mut().add_nodes(&seed_004_sized(3, 3), &opts).unwrap();
+    assert_eq!(added, ["worker2", "worker3"]);
+    s.note("rebuilt as 3+3");
+    s.boot(&added);
+    s.wait_done(&added);
+    for (h, was) in first.iter().zip(&before) {
+        assert_eq!(
+            &untouched(&s, h),
+            was,
+            "{h} changed while workers were added"
+        );
+    }
+    s.workers.extend(added.iter().cloned());
+
+    // ---- 5+3: two new control planes, booted together
+    let added = s.lab_mut().add_nodes(&seed_004_sized(5, 3), &opts).unwrap();
+    assert_eq!(added, ["cp4", "cp5"]);
+    s.note("rebuilt as 5+3");
+    let lb_pids: Vec<_> = lbs.iter().map(|lb| untouched(&s, lb).pids).collect();
+    s.boot(&added);
+    s.wait_done(&added);
+    s.cps.extend(added.iter().cloned());
+    // Every config the agent installed was reloaded, and HAProxy's master re-read it (its
+    // own words, "Reloading HAProxy" then "Loading success."), the last one listing five.
+    let settled = |lb: &str| {
+        let agent = s.log(lb, "agent.log");
+        let haproxy = s.log(lb, "haproxy.log");
+        let installed = agent.matches("new config installed").count();
+        let reloaded = agent.matches("lab: daemon reloaded").count();
+        let reloads = haproxy.matches("Reloading HAProxy").count();
+        let loaded = haproxy
+            .rfind("Reloading HAProxy")
+            .is_some_and(|at| haproxy[at..].contains("Loading success."));
+        installed >= 1 && installed == reloaded && reloaded == reloads && loaded
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for lb in &lbs {
+        while haproxy_backends(&s, lb) != ["cp1", "cp2", "cp3", "cp4", "cp5"] || !settled(lb) {
+            assert!(
+                Instant::now() < deadline,
+                "{lb} runs {:?}; agent:\n{}",
+                haproxy_backends(&s, lb),
+                s.log(lb, "agent.log")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s.note(&format!(
+            "{lb}'s HAProxy reloaded with all five control planes"
+        ));
+    }
+    // Reloaded in place (SIGUSR2 to the master), not restarted; the agent said so.
+    for (lb, pids) in lbs.iter().zip(&lb_pids) {
+        assert_eq!(&untouched(&s, lb).pids, pids, "{lb} restarted a daemon");
+        let installed =
+            std::fs::read_to_string(s.root(lb).join(model::node_files::HAPROXY_CONF)).unwrap();
+        assert!(
+            installed.contains("server cp5 192.168.1.105:6443 check"),
+            "{installed}"
+        );
+    }
+    // Nothing else restarted: the first nodes but the load balancers, exactly as before.
+    for (h, was) in first.iter().zip(&before) {
+        if !lbs.contains(h) {
+            assert_eq!(
+                &untouched(&s, h),
+                was,
+                "{h} changed while control planes were added"
+            );
+        }
+    }
+    // Joins one at a time: cp4's and cp5's grants never overlapped (nor anyone else's).
+    let audit = s.lab().audit().unwrap();
+    let grants: Vec<&str> = audit
+        .iter()
+        .filter(|e| e.subject == "cp-join" && e.event == AuditEvent::Granted)
+        .filter_map(|e| e.holder.as_deref())
+        .collect();
+    eprintln!("cp-join grants in order: {grants:?}");
+    assert!(
+        grants.contains(&"cp4") && grants.contains(&"cp5"),
+        "{grants:?}"
+    );
+    // The new control planes' API certificates name the VIP (kubeadm-config's certSANs
+    // and the controlPlaneEndpoint), so clients through the VIP verify whichever answers.
+    let vip = s.lab().record().vip.unwrap().to_string();
+    for cp in &added {
+        let crt = s.root(cp).join("etc/kubernetes/pki/apiserver.crt");
+        let out = s
+            .lab()
+            .exec(
+                cp,
+                &[
+                    "openssl",
+                    "x509",
+                    "-noout",
+                    "-ext",
+                    "subjectAltName",
+                    "-in",
+                    crt.to_str().unwrap(),
+                ],
+            )
+            .unwrap();
+        assert!(
+            out.stdout.contains(&format!("IP Address:{vip}")),
+            "{cp}: {}",
+            out.all()
+        );
+    }
+    s.assert_invariants();
+    assert_real_kubectl_lists(
+        &s,
+        &s.cps.iter().chain(&s.workers).cloned().collect::<Vec<_>>(),
+    );
+}
+
+/// `muster kubeconfig` (pointed at the VIP) then the real kubectl at the spec's minor,
+/// from a worker's namespace through the VIP: `get nodes` lists exactly `want`.
+fn assert_real_kubectl_lists(s: &Suite, want: &[String]) {
+    let lab = s.lab();
+    let (baked, _) = model::spec::load(&lab.record().spec_origin, &lab.record().spec_text).unwrap();
+    let version = baked.distribution.version.to_string();
+    let Some(kubectl) = muster_lab::standins::real_kubectl(&version).unwrap() else {
+        eprintln!("no real kubectl for {version}: node list not checked");
+        return;
+    };
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kubectl-scale-out");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let kc = dir.join("admin.kubeconfig");
+    let from = &s.workers[0];
+    muster_tests::harness::write_admin_kubeconfig(lab, &bin_dir().join("muster"), from, &kc);
+    let home = format!("HOME={}", dir.display());
+    let out = lab
+        .exec(
+            from,
+            &[
+                "env",
+                &home,
+                kubectl.to_str().unwrap(),
+                "--kubeconfig",
+                kc.to_str().unwrap(),
+                "--request-timeout=10s",
+                "get",
+                "nodes",
+                "-o",
+                "name",
+            ],
+        )
+        .unwrap();
+    assert!(out.ok(), "kubectl get nodes: {}", out.all());
+    let mut got: Vec<String> = out
+        .stdout
+        .lines()
+        .map(|l| l.trim_start_matches("node/").to_string())
+        .collect();
+    got.sort();
+    let mut want = want.to_vec();
+    want.sort();
+    assert_eq!(got, want, "kubectl through the VIP");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,6 +11,8 @@
 //! multi-user.target.wants/<unit>`); the lab's boot step starts the enabled units, as
 //! systemd does at boot ([`enabled`]).
 
+pub mod daemon;
+
 use model::fsutil::write_atomic;
 use model::node_files::NodeRoot;
 use std::path::PathBuf;

@@ -76,6 +76,10 @@ pub enum Action {
     /// slot expires anyway; `Releasing` releases again).
     ReleaseAfterJoin(Fence),
     StartLb,
+    /// Re-render this node's membership-following configs (`lb_follow`), install the
+    /// changed ones its daemon's checker accepts, reload those daemons; never fails the
+    /// phase (a rejected config or failed reload is reported in status).
+    FollowMembers,
     /// Answer a joiner's request for fresh join material; never fails the phase.
     ServeRefresh,
 }
@@ -180,11 +184,14 @@ pub fn actions(cfg: &Config, phase: &Phase) -> Vec<Action> {
         } => compensating(cfg, slot.as_ref(), *remove_own_member),
         Phase::Backoff { .. } => Vec::new(),
         Phase::Done => {
-            if serves_refresh(cfg) {
-                vec![Action::ServeRefresh]
-            } else {
-                Vec::new()
+            let mut a = Vec::new();
+            if cfg.follows_members {
+                a.push(Action::FollowMembers);
             }
+            if serves_refresh(cfg) {
+                a.push(Action::ServeRefresh);
+            }
+            a
         }
     }
 }
@@ -259,6 +266,9 @@ pub enum Wake {
     Record(&'static str),
     /// A slot of this semaphore was released or expired.
     SlotFreed(&'static str),
+    /// Any member registered, changed its report or expired (a control plane that has
+    /// just joined, for a node whose configs follow the membership).
+    AnyMember,
 }
 
 impl Wake {
@@ -266,6 +276,7 @@ impl Wake {
         match self {
             Wake::Record(key) => kind == ChangeKind::Record && name == key,
             Wake::SlotFreed(sem) => kind == ChangeKind::SlotFreed && name == sem,
+            Wake::AnyMember => kind == ChangeKind::Member,
         }
     }
 }
@@ -295,7 +306,16 @@ pub fn wakes_on(cfg: &Config, state: &State) -> Vec<Wake> {
             ],
             _ => Vec::new(),
         },
-        Phase::Done if serves_refresh(cfg) => vec![Wake::Record(keys::REFRESH_REQUEST)],
+        Phase::Done => {
+            let mut w = Vec::new();
+            if serves_refresh(cfg) {
+                w.push(Wake::Record(keys::REFRESH_REQUEST));
+            }
+            if cfg.follows_members {
+                w.push(Wake::AnyMember);
+            }
+            w
+        }
         _ => Vec::new(),
     }
 }
@@ -336,6 +356,38 @@ mod tests {
             .unwrap();
         assert!(at(&Action::KubeVipSuperAdmin) < at(&Action::Init(init_fence(3))));
         assert!(at(&Action::Init(init_fence(3))) < back);
+    }
+
+    #[test]
+    fn a_done_node_that_follows_the_membership_re_renders_and_wakes_on_member_changes() {
+        let mut lb = Config::new(Role::LoadBalancer, DistroKind::Kubeadm, true, 1);
+        let done = State {
+            phase: P::Done,
+            ..State::initial()
+        };
+        assert_eq!(actions(&lb, &P::Done), vec![]);
+        assert_eq!(wakes_on(&lb, &done), vec![]);
+        lb.follows_members = true;
+        assert_eq!(actions(&lb, &P::Done), vec![Action::FollowMembers]);
+        assert_eq!(wakes_on(&lb, &done), vec![Wake::AnyMember]);
+        let member = Changes {
+            revision: 2,
+            changes: vec![crate::coord::Change {
+                kind: ChangeKind::Member,
+                name: "cp4".into(),
+            }],
+            compacted: false,
+        };
+        assert!(woken(&wakes_on(&lb, &done), &member));
+        // A keepalived control plane does both.
+        let mut c = cp();
+        c.follows_members = true;
+        assert_eq!(
+            actions(&c, &P::Done),
+            vec![Action::FollowMembers, Action::ServeRefresh]
+        );
+        assert!(woken(&wakes_on(&c, &done), &member));
+        assert!(!woken(&wakes_on(&cp(), &done), &member));
     }
 
     #[test]

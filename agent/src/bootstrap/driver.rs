@@ -58,6 +58,8 @@ pub struct Settings {
     pub external_etcd: Vec<String>,
     /// What the spec says this node depends on, probed for reachability while it waits.
     pub depends_on: super::diagnosis::Dependencies,
+    /// Set on a node whose configs follow the membership (`Config::follows_members`).
+    pub lb_follow: Option<crate::lb_follow::Follow>,
 }
 
 impl Settings {
@@ -154,6 +156,12 @@ pub struct Driver<C, D, S, H, K, St, N> {
     /// after it, and it was read before the tick that decided to wait, so a change made
     /// after that tick's reads is never missed.
     revision: Option<u64>,
+    /// Daemons whose new config is installed but whose reload failed: reloaded again on
+    /// the next pass (in memory: after a restart the agent reloads nothing it did not
+    /// install itself).
+    lb_pending: Vec<crate::lb_follow::Daemon>,
+    /// What the last membership-following pass could not apply (in the report).
+    lb_problem: Option<String>,
 }
 
 /// How often the dependencies are probed while the node waits on them.
@@ -264,6 +272,8 @@ where
             last_reason_read: None,
             revision: None,
             heartbeated: None,
+            lb_pending: Vec::new(),
+            lb_problem: None,
         })
     }
 
@@ -286,6 +296,7 @@ where
         r.reason = self.reason.clone();
         r.unreachable = self.unreachable.clone();
         r.ip = Some(self.settings.ip);
+        r.lb_config = self.lb_problem.clone();
         r.stranded = stranded::verdict(
             self.api_unreachable_since,
             self.clock.now_ms(),
@@ -630,12 +641,44 @@ where
             Action::VerifyJoin { control_plane } => Ok(Outcome::Answer(Event::Probe(
                 self.join_healthy(*control_plane).await,
             ))),
+            Action::FollowMembers => {
+                self.follow_members().await;
+                Ok(Outcome::Finished)
+            }
             Action::ServeRefresh => {
                 if let Err(e) = self.serve_refresh().await {
                     tracing::warn!(stop = ?e, "serving a refresh request");
                 }
                 Ok(Outcome::Finished)
             }
+        }
+    }
+
+    /// One membership-following pass (`lb_follow::follow`); its problem goes into the
+    /// report and the status file, and the heartbeat carries it.
+    async fn follow_members(&mut self) {
+        let Some(f) = self.settings.lb_follow.clone() else {
+            return;
+        };
+        let members = match self.coord.members().await {
+            Ok(m) => m,
+            Err(e) => {
+                // Nothing is known about the membership: the running config stays.
+                tracing::debug!(error = %e, "cannot list members; following later");
+                return;
+            }
+        };
+        let runner = crate::exec::RealRunner::default();
+        let pass =
+            crate::lb_follow::follow(&f, &members, &self.lb_pending, &runner, &self.systemd).await;
+        self.lb_pending = pass.unreloaded;
+        let problem = crate::lb_follow::problem(&pass.errors);
+        if problem != self.lb_problem {
+            self.lb_problem = problem;
+            if let Err(e) = self.store.save_status(&self.report()) {
+                tracing::warn!(error = %e, "cannot write the status report");
+            }
+            self.heartbeat().await;
         }
     }
 

@@ -56,6 +56,9 @@ pub struct Config {
     pub poll_ms: u64,
     pub probe_interval_ms: u64,
     pub idle_ms: u64,
+    /// This node runs a config that follows the membership (a load balancer's backends,
+    /// keepalived's peers; `lb_follow`): once done, it re-renders them as members join.
+    pub follows_members: bool,
 }
 
 impl Config {
@@ -77,6 +80,7 @@ impl Config {
             poll_ms: 15_000,
             probe_interval_ms: PROBE_INTERVAL_MS,
             idle_ms: 15_000,
+            follows_members: false,
         }
     }
 

@@ -160,24 +160,37 @@ fn claim_state_dir(state: &Path) -> Result<(String, PathBuf)> {
 /// One record per planned node, with its namespace, veth and dirs under `state/nodes`.
 fn node_records(spec: &LoadedSpec, id: &str, state: &Path) -> Vec<NodeRecord> {
     let iface = spec.cluster.network.interface.to_string();
-    let mut nodes = Vec::new();
-    for (i, n) in spec.plan.nodes.iter().enumerate() {
-        let dir = state.join("nodes").join(n.name.as_str());
-        nodes.push(NodeRecord {
-            name: n.name.to_string(),
-            role: role_name(n.role),
-            ip: n.ip,
-            ns: format!("{id}-{}", n.name),
-            veth: format!("v{i}"),
-            iface: iface.clone(),
-            root: dir.join("root"),
-            dir,
-            services: Vec::new(),
-            halted: false,
-            cut: false,
-        });
+    spec.plan
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| node_record(n, &iface, id, state, format!("v{i}")))
+        .collect()
+}
+
+/// The record of planned node `n`: namespace `<id>-<name>`, bridge-side veth `veth`.
+fn node_record(
+    n: &model::PlannedNode,
+    iface: &str,
+    id: &str,
+    state: &Path,
+    veth: String,
+) -> NodeRecord {
+    let dir = state.join("nodes").join(n.name.as_str());
+    NodeRecord {
+        name: n.name.to_string(),
+        role: role_name(n.role),
+        ip: n.ip,
+        ns: format!("{id}-{}", n.name),
+        veth,
+        iface: iface.to_string(),
+        root: dir.join("root"),
+        dir,
+        services: Vec::new(),
+        reloadable: Vec::new(),
+        halted: false,
+        cut: false,
     }
-    nodes
 }
 
 /// `muster rendezvous` in namespace `ns`, serving the build's keys and certificate.
@@ -291,30 +304,8 @@ impl Lab {
     fn materialize(&mut self, spec: &LoadedSpec, plan: &model::Plan, prefix: u8) -> Result<()> {
         let rec = &mut self.rec;
         netns::create_bridge(&rec.bridge_ns)?;
-        let payload = rec.build_dir.join(muster_build::bake::PAYLOAD_FILE);
         for (n, planned) in rec.nodes.iter_mut().zip(&plan.nodes) {
-            netns::add_host(
-                &rec.bridge_ns,
-                &netns::HostLink {
-                    ns: &n.ns,
-                    veth: &n.veth,
-                    iface: &n.iface,
-                    cidr: &format!("{}/{prefix}", n.ip),
-                },
-            )?;
-            disk::unpack_payload(&payload, &n.root)?;
-            let user_data = rec
-                .build_dir
-                .join(muster_build::bake::NODES_DIR)
-                .join(&n.name)
-                .join(muster_build::render::cloud_init::USER_DATA);
-            disk::apply_user_data(&user_data, &n.root)?;
-            let dirs = vip::NodeDirs {
-                dir: &n.dir,
-                root: &n.root,
-            };
-            n.services = vip::services(&spec.cluster, plan, planned, &n.ns, &dirs)?;
-            n.services.push(agent_service(n));
+            make_machine(n, &rec.bridge_ns, &rec.build_dir, spec, planned, prefix)?;
         }
         // The rendezvous host's address first: a datastore there shares it.
         if rec.rendezvous.ns == rec.bridge_ns {
@@ -468,6 +459,17 @@ impl Lab {
             self.start_enabled_units(&node, &env)?;
         }
         clear_stale_pid_files(&node.dir.join("run"));
+        // The agent reloads these daemons after installing a new config; a machine boots
+        // them with the config on its disk (the one the agent installed, if any).
+        let root = model::node_files::NodeRoot::new(&node.root);
+        for d in &node.reloadable {
+            d.write(&root)
+                .and_then(|()| d.refresh_copy(&root))
+                .map_err(|e| LabError::Command {
+                    cmd: format!("{name}: preparing {}", d.unit),
+                    detail: e.to_string(),
+                })?;
+        }
         if self.rec.rendezvous.ns == node.ns {
             // The rendezvous runs on this machine (seed 002's infra host): it boots with it.
             let mut r = self.rec.rendezvous.clone();
@@ -581,6 +583,86 @@ impl Lab {
         disk::apply_user_data(&user_data, &node.root)?;
         clear_stale_pid_files(&node.dir.join("run"));
         Ok(())
+    }
+
+    /// Grows the lab to `spec`, the lab's spec with more nodes, as an operator grows a
+    /// cluster: `muster build` again into the same build dir (same cluster secret, same
+    /// rendezvous certificate), then new machines for exactly the nodes the lab does not
+    /// have yet, made from the rebuilt payload and their own seeds. The running nodes are
+    /// not touched (their disks keep the payload they were made from). Boots nothing: boot
+    /// the new nodes with [`Lab::boot`]. Refused: another cluster, a spec that drops or
+    /// moves a node the lab has, an external etcd (its PKI is the lab's first build's).
+    /// Returns the new nodes' names, in plan order.
+    pub fn add_nodes(&mut self, spec: &LoadedSpec, opts: &UpOptions) -> Result<Vec<String>> {
+        let c = &spec.cluster;
+        let mut why = Vec::new();
+        if c.name.as_str() != self.rec.cluster {
+            why.push(format!(
+                "the spec is cluster {}, the lab runs {}",
+                c.name, self.rec.cluster
+            ));
+        }
+        if c.external_etcd().is_some() {
+            why.push("growing a lab with an external etcd cluster".into());
+        }
+        for n in &self.rec.nodes {
+            match spec.plan.nodes.iter().find(|p| p.name.as_str() == n.name) {
+                None => why.push(format!(
+                    "{} is no longer planned (add_nodes only adds)",
+                    n.name
+                )),
+                Some(p) if p.ip != n.ip || role_name(p.role) != n.role => why.push(format!(
+                    "{} moved: {} {} in the lab, {} {} in the spec",
+                    n.name,
+                    n.role,
+                    n.ip,
+                    role_name(p.role),
+                    p.ip
+                )),
+                Some(_) => {}
+            }
+        }
+        if !why.is_empty() {
+            return Err(LabError::Unsupported(why));
+        }
+        let bopts = muster_build::bake::BuildOptions {
+            agent_bin: opts.agent_bin.clone(),
+            mtime: 0,
+            addons: muster_build::addons::source::Source::from_options(opts.artifacts.clone()),
+        };
+        let report = muster_build::bake::build(spec, &self.rec.build_dir, &bopts)?;
+        if let Some(changes) = &report.changes {
+            tracing::info!(?changes, "rebuilt for the grown spec");
+        }
+        self.rec.spec_text = spec.text.clone();
+        self.rec.spec_origin = spec.origin.clone();
+        self.rec.save()?;
+        let prefix = c.network.subnet.prefix_len();
+        let iface = c.network.interface.to_string();
+        let mut added = Vec::new();
+        for planned in &spec.plan.nodes {
+            if self
+                .rec
+                .nodes
+                .iter()
+                .any(|n| n.name == planned.name.as_str())
+            {
+                continue;
+            }
+            let veth = format!("v{}", self.rec.nodes.len());
+            let state = self.rec.state_dir.clone();
+            let mut n = node_record(planned, &iface, &self.rec.id, &state, veth);
+            // Recorded first, so a failure below is swept with the lab.
+            self.rec.nodes.push(n.clone());
+            self.rec.save()?;
+            let (bridge, build) = (self.rec.bridge_ns.clone(), self.rec.build_dir.clone());
+            make_machine(&mut n, &bridge, &build, spec, planned, prefix)?;
+            added.push(n.name.clone());
+            let name = n.name.clone();
+            *self.rec.node_mut(&name)? = n;
+            self.rec.save()?;
+        }
+        Ok(added)
     }
 
     /// Link loss: the node's cable is pulled (its processes keep running).
@@ -777,6 +859,40 @@ impl Lab {
         left.extend(remove_state(&self.rec.state_dir));
         left
     }
+}
+
+/// One machine of the plan made from the build in `build_dir`: its link on the bridge with
+/// its planned address, its disk (payload and user data), its daemons.
+fn make_machine(
+    n: &mut NodeRecord,
+    bridge_ns: &str,
+    build_dir: &Path,
+    spec: &LoadedSpec,
+    planned: &model::PlannedNode,
+    prefix: u8,
+) -> Result<()> {
+    netns::add_host(
+        bridge_ns,
+        &netns::HostLink {
+            ns: &n.ns,
+            veth: &n.veth,
+            iface: &n.iface,
+            cidr: &format!("{}/{prefix}", n.ip),
+        },
+    )?;
+    disk::unpack_payload(&build_dir.join(muster_build::bake::PAYLOAD_FILE), &n.root)?;
+    let user_data = build_dir
+        .join(muster_build::bake::NODES_DIR)
+        .join(&n.name)
+        .join(muster_build::render::cloud_init::USER_DATA);
+    disk::apply_user_data(&user_data, &n.root)?;
+    let dirs = vip::NodeDirs {
+        dir: &n.dir,
+        root: &n.root,
+    };
+    (n.services, n.reloadable) = vip::services(&spec.cluster, &spec.plan, planned, &n.ns, &dirs)?;
+    n.services.push(agent_service(n));
+    Ok(())
 }
 
 /// `etcdctl` flags for a node's local member: with kubeadm's API-server client certificate

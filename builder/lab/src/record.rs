@@ -79,6 +79,10 @@ pub struct NodeRecord {
     pub root: PathBuf,
     /// Daemons the lab runs on this node, in start order (the VIP provider, the agent).
     pub services: Vec<Service>,
+    /// The load-balancer daemons among them that the agent reloads after installing a new
+    /// config (descriptors left under the root at every boot; `muster_lab_units::daemon`).
+    #[serde(default)]
+    pub reloadable: Vec<muster_lab_units::daemon::LabDaemon>,
     /// `lab stop`: every process killed, link down.
     pub halted: bool,
     /// `lab cut`: link down.

@@ -9,7 +9,11 @@
 //!
 //! Lab-only rewrites, because every node shares this machine's filesystem: absolute paths in
 //! the baked configs (keepalived's check script, nginx's pid file) are re-rooted; the lab
-//! writes those copies next to the node's logs, never into the node's root.
+//! writes those copies next to the node's logs, never into the node's root. Each daemon
+//! whose config follows the membership is described to the agent (a
+//! [`LabDaemon`]: pid file, installed config, copy, rewrites), so the agent's reload makes
+//! the copy again from the config it installed and signals the daemon, as `systemctl
+//! reload` does on a node. HAProxy runs master-worker (`-W`) so SIGUSR2 reloads it.
 
 use crate::error::{LabError, Result};
 use crate::process::Service;
@@ -17,6 +21,7 @@ use model::node_files as nf;
 use model::spec::{Role, VipProvider};
 use model::{Cluster, Plan, PlannedNode};
 use muster_build::render::{Input, keepalived};
+use muster_lab_units::daemon::LabDaemon;
 use std::path::Path;
 
 /// What the lab runs for the spec's provider, in words.
@@ -79,6 +84,33 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// The lab's description of a daemon it runs on the copy `copy` of the node's installed
+/// `config`, made with `rewrites`; the copy is written now from `baked`.
+fn reloadable(
+    svc: &Service,
+    unit: &str,
+    config: &str,
+    copy: std::path::PathBuf,
+    rewrites: Vec<(String, String)>,
+    baked: &str,
+) -> Result<LabDaemon> {
+    let d = LabDaemon {
+        unit: unit.into(),
+        pid_file: svc.pid_file.clone(),
+        config: config.into(),
+        copy,
+        rewrites,
+    };
+    write(&d.copy, &d.rewrite(baked), 0o644)?;
+    Ok(d)
+}
+
+/// keepalived's check script path re-rooted to `check`.
+fn keepalived_rewrites(check: &Path) -> Vec<(String, String)> {
+    let from = format!("\"/{}\"", nf::KEEPALIVED_CHECK);
+    vec![(from, format!("\"{}\"", s(check)))]
+}
+
 /// keepalived: the config with its check script re-rooted to `check`.
 fn keepalived_service(
     d: &NodeDirs<'_>,
@@ -112,35 +144,52 @@ fn keepalived_service(
 }
 
 /// The VIP/LB daemons of one node, in start order (load balancer before keepalived, whose
-/// health check is the local listener).
+/// health check is the local listener), and those of them whose config follows the
+/// membership (reloaded by the agent).
 pub fn services(
     cluster: &Cluster,
     plan: &Plan,
     node: &PlannedNode,
     ns: &str,
     d: &NodeDirs<'_>,
-) -> Result<Vec<Service>> {
+) -> Result<(Vec<Service>, Vec<LabDaemon>)> {
     let tool = |t: &str, pkg: &str| crate::prereq::require(t, pkg);
     let mut out = Vec::new();
+    let mut follow = Vec::new();
     let input = Input::new(cluster, plan);
     if node.role == Role::LoadBalancer {
         match cluster.ha.provider {
             VipProvider::Haproxy => {
-                let conf = d.baked(node, nf::HAPROXY_CONF);
+                let conf = d.dir.join("haproxy.cfg");
+                // Master-worker in the foreground: SIGUSR2 to the master reloads (as
+                // Debian's unit runs it, `-Ws`).
                 let argv = vec![
                     s(&tool("haproxy", "haproxy")?),
+                    "-W".into(),
                     "-db".into(),
                     "-f".into(),
                     s(&conf),
                 ];
-                out.push(d.service(ns, "haproxy", argv));
+                let svc = d.service(ns, "haproxy", argv);
+                let baked = read(&d.baked(node, nf::HAPROXY_CONF))?;
+                follow.push(reloadable(
+                    &svc,
+                    "haproxy.service",
+                    nf::HAPROXY_CONF,
+                    conf,
+                    Vec::new(),
+                    &baked,
+                )?);
+                out.push(svc);
             }
             VipProvider::Nginx => {
                 let conf = d.dir.join("nginx.conf");
                 let pid = d.dir.join("run").join("nginx-main.pid");
-                let text = read(&d.baked(node, nf::NGINX_CONF))?
-                    .replace("pid /run/nginx.pid;", &format!("pid {};", pid.display()));
-                write(&conf, &text, 0o644)?;
+                let rewrites = vec![(
+                    "pid /run/nginx.pid;".to_string(),
+                    format!("pid {};", pid.display()),
+                )];
+                let baked = read(&d.baked(node, nf::NGINX_CONF))?;
                 let prefix = d.dir.join("nginx");
                 std::fs::create_dir_all(&prefix).map_err(LabError::io(&prefix))?;
                 let argv = vec![
@@ -154,27 +203,45 @@ pub fn services(
                     "-g".into(),
                     "daemon off;".into(),
                 ];
-                out.push(d.service(ns, "nginx", argv));
+                let svc = d.service(ns, "nginx", argv);
+                follow.push(reloadable(
+                    &svc,
+                    "nginx.service",
+                    nf::NGINX_CONF,
+                    conf,
+                    rewrites,
+                    &baked,
+                )?);
+                out.push(svc);
             }
             VipProvider::KubeVip | VipProvider::Keepalived => {}
         }
     }
     let Some(vip) = cluster.ha.vip else {
-        return Ok(out);
+        return Ok((out, follow));
     };
-    let (conf, check) =
-        if cluster.ha.provider == VipProvider::KubeVip && node.role == Role::ControlPlane {
-            // The same renderer `muster build` uses for provider `keepalived`.
-            let check = d.dir.join("check_apiserver.sh");
-            write(&check, &keepalived::check_script(&input), 0o755)?;
-            (keepalived::config(&input, node, vip), check)
-        } else if keepalived::role(&input) == Some(node.role) {
-            let conf = read(&d.baked(node, nf::KEEPALIVED_CONF))?;
-            (conf, d.baked(node, nf::KEEPALIVED_CHECK))
-        } else {
-            return Ok(out);
-        };
     let bin = tool("keepalived", "keepalived")?;
-    out.push(keepalived_service(d, ns, &conf, &check, &bin)?);
-    Ok(out)
+    if cluster.ha.provider == VipProvider::KubeVip && node.role == Role::ControlPlane {
+        // The same renderer `muster build` uses for provider `keepalived`; fixed peers
+        // (the lab's stand-in for kube-vip follows nothing).
+        let check = d.dir.join("check_apiserver.sh");
+        write(&check, &keepalived::check_script(&input), 0o755)?;
+        let conf = keepalived::config(&input, node, vip);
+        out.push(keepalived_service(d, ns, &conf, &check, &bin)?);
+    } else if keepalived::role(&input) == Some(node.role) {
+        let baked = read(&d.baked(node, nf::KEEPALIVED_CONF))?;
+        let check = d.baked(node, nf::KEEPALIVED_CHECK);
+        let svc = keepalived_service(d, ns, &baked, &check, &bin)?;
+        let copy = d.dir.join("keepalived.conf");
+        follow.push(reloadable(
+            &svc,
+            "keepalived.service",
+            nf::KEEPALIVED_CONF,
+            copy,
+            keepalived_rewrites(&check),
+            &baked,
+        )?);
+        out.push(svc);
+    }
+    Ok((out, follow))
 }

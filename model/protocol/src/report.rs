@@ -37,6 +37,11 @@ pub struct MemberReport {
     /// predates (a node added by a rebuild) from this (`nodeagent::lb_follow`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<std::net::Ipv4Addr>,
+    /// A load balancer (or keepalived node) whose membership-following config could not be
+    /// applied: the new config rejected by the daemon's checker (the old one runs on), or
+    /// its reload failed (`nodeagent::lb_follow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lb_config: Option<String>,
 }
 
 /// At most this many log lines are carried, each line cut to fit [`MAX_REASON_BYTES`].

@@ -47,6 +47,9 @@ pub struct NodeStatus {
     /// The cluster is initialized but no control plane answered for long (issue 16).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stranded: Option<String>,
+    /// This load balancer's membership-following config could not be applied (issue 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lb_config: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -408,7 +411,10 @@ impl Status {
             .or_else(|| cluster.as_ref().and_then(|c| c.etcd.as_ref()));
         let etcd_quorum_lost = best.is_some_and(|v| !v.view.quorum.has_quorum);
         let live_failed = local_etcd.as_ref().is_some_and(|l| l.view.is_none());
-        let healthy = this_node.as_ref().is_some_and(|n| n.phase == "done")
+        // A load balancer still sending to an old backend list is not healthy.
+        let healthy = this_node
+            .as_ref()
+            .is_some_and(|n| n.phase == "done" && n.lb_config.is_none())
             && !etcd_quorum_lost
             && !live_failed;
         Status {
@@ -448,6 +454,9 @@ impl Status {
                 s.push_str(&diagnosis_lines(n.reason.as_ref(), &n.unreachable, "  "));
                 if let Some(why) = &n.stranded {
                     s.push_str(&format!("  stranded: {why}\n"));
+                }
+                if let Some(why) = &n.lb_config {
+                    s.push_str(&format!("  {why}\n"));
                 }
             }
         }
@@ -621,7 +630,23 @@ mod tests {
             reason: None,
             unreachable: Vec::new(),
             stranded: None,
+            lb_config: None,
         }
+    }
+
+    #[test]
+    fn a_load_balancer_whose_new_config_was_rejected_says_so() {
+        let n = NodeStatus {
+            lb_config: Some("load-balancer config not applied: haproxy rejected it".into()),
+            ..done_node()
+        };
+        let st = Status::new(Some(n), None);
+        assert!(!st.healthy);
+        let text = st.render();
+        assert!(
+            text.contains("  load-balancer config not applied: haproxy rejected it\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -919,7 +919,7 @@ fn answers(a: &Action) -> Vec<Event> {
         }
         Action::FetchMaterial { .. } => vec![failed, E::MaterialStale],
         Action::Join { .. } => vec![failed, fenced, E::MaterialStale],
-        Action::ServeRefresh | Action::ReleaseAfterJoin(_) => vec![],
+        Action::ServeRefresh | Action::FollowMembers | Action::ReleaseAfterJoin(_) => vec![],
         Action::InstallNodeTree
         | Action::Preflight
         | Action::StartVipServices
@@ -941,7 +941,9 @@ fn answers(a: &Action) -> Vec<Event> {
 fn every_producible_event_is_decided_and_every_other_one_holds() {
     let external = Config::new(Role::ControlPlane, DistroKind::Kubeadm, false, 1);
     let lb = Config::new(Role::LoadBalancer, DistroKind::Kubeadm, true, 1);
-    for cfg in [cp(), external, worker(), lb] {
+    let mut following_lb = lb.clone();
+    following_lb.follows_members = true;
+    for cfg in [cp(), external, worker(), lb, following_lb] {
         for phase in every_phase() {
             let acts = actions(&cfg, &phase);
             let mut producible: Vec<Event> = acts.iter().flat_map(answers).collect();
