@@ -8,9 +8,9 @@
 //! (the decision is pure, [`decide`]), so another eviction path can be folded into it.
 
 use super::{AppState, Who, status as status_response, storage_error as storage_failed};
+use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::{Value, json};
 
 /// Why an eviction is refused.
@@ -115,8 +115,7 @@ pub(super) async fn evict(st: &AppState, who: &Who, ns: &str, name: &str) -> Res
         format!("/registry/poddisruptionbudgets/{ns}/"),
         format!("/registry/pods/{ns}/"),
     );
-    let (budgets, pods) = match tokio::try_join!(values(st, &pdb_prefix), values(st, &pod_prefix))
-    {
+    let (budgets, pods) = match tokio::try_join!(values(st, &pdb_prefix), values(st, &pod_prefix)) {
         Ok(x) => x,
         Err(e) => return storage_failed(e),
     };
@@ -193,7 +192,10 @@ mod tests {
         // Evicting the pending one changes nothing healthy.
         assert_eq!(decide(&budget, &pods, &pods[1]), Ok(()));
         let other = pod("c", "db", "Running");
-        assert_eq!(decide(&budget, &[other.clone()], &other), Ok(()));
+        assert_eq!(
+            decide(&budget, std::slice::from_ref(&other), &other),
+            Ok(())
+        );
     }
 
     #[test]
