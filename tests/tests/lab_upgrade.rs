@@ -1,7 +1,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 //! Issue 15 end to end in the namespace lab: a kubeadm cluster (3 control planes, 1
 //! worker) assembled at v1.31.4 is rebuilt at v1.32.0 and `muster upgrade` publishes the
-//! rebuilt payload; the agents roll it themselves. Checked: every node ends `done` at the
+//! rebuilt payload; the agents roll it themselves. A failure injected once in the second
+//! control plane's `kubeadm upgrade node` stops the roll there (the third control plane
+//! and the worker wait; `--status` names node and step) until `muster upgrade --resume`.
+//! Checked: every node ends `done` at the
 //! new version, the rendezvous audit log shows one upgrade-lock holder at a time and every
 //! control plane before the worker, and the real kubectl (minor 1.32) reads every Node at
 //! v1.32.0 through the VIP with the kubeconfig `muster kubeconfig` writes. Gated:
@@ -61,12 +64,12 @@ fn lock_events(audit: &[AuditEntry]) -> Vec<(AuditEvent, String)> {
     audit
         .iter()
         .filter(|e| e.subject == protocol::release::UPGRADE_SEMAPHORE)
-        .map(|e| (e.event.clone(), e.holder.clone().unwrap_or_default()))
+        .map(|e| (e.event, e.holder.clone().unwrap_or_default()))
         .collect()
 }
 
 #[test]
-fn a_kubeadm_cluster_is_upgraded_one_minor_version_control_planes_first() {
+fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resumes() {
     if !enabled() {
         return;
     }
@@ -112,40 +115,91 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_control_planes_first() {
         addons: muster_build::addons::source::Source::from_options(opts.artifacts.clone()),
     };
     muster_build::bake::build(&spec_at(&dir, TO), &build_dir, &bopts).unwrap();
+    // A failure injected in the second control plane's `kubeadm upgrade node` (once).
+    let mut sorted_cps = cps.clone();
+    sorted_cps.sort();
+    let failing = sorted_cps[1].clone();
+    let knobs = lab
+        .node(&failing)
+        .unwrap()
+        .root
+        .join("var/lib/muster-standin");
+    std::fs::create_dir_all(&knobs).unwrap();
+    std::fs::write(knobs.join("knobs"), "fail_at=upgrade-node\n").unwrap();
+    let muster = |args: &[&str]| {
+        let mut cmd = netns::command(&lab.record().bridge_ns, &[], bin_dir().join("muster"));
+        cmd.args(args).arg("--out").arg(&build_dir);
+        let out = netns::run(cmd, &format!("muster {args:?}"), Duration::from_secs(60)).unwrap();
+        eprintln!("muster {args:?} -> {:?}\n{}", out.code, out.stdout);
+        out
+    };
     let roll_began = Instant::now();
-    let mut cmd = netns::command(&lab.record().bridge_ns, &[], bin_dir().join("muster"));
-    cmd.args(["upgrade", "--out"]).arg(&build_dir);
-    let out = netns::run(cmd, "muster upgrade", Duration::from_secs(60)).unwrap();
+    let out = muster(&["upgrade"]);
     assert!(out.ok(), "muster upgrade: {}", out.all());
-
-    // ---- the agents roll it
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let phases: Vec<(String, Value)> = all
-            .iter()
+    let phases = || -> Vec<(String, Value)> {
+        all.iter()
             .map(|n| (n.clone(), upgrade_phase(&lab, n)))
-            .collect();
-        if phases
+            .collect()
+    };
+    let deadline = Instant::now() + PATIENCE;
+    let stopped = loop {
+        let p = phases();
+        if let Some((_, s)) = p
             .iter()
-            .all(|(_, p)| p["phase"] == "done" && p["to"] == TO)
+            .find(|(n, s)| *n == failing && s["phase"] == "stopped")
         {
-            break;
-        }
-        if let Some((n, p)) = phases.iter().find(|(_, p)| p["phase"] == "stopped") {
-            panic!("the roll stopped at {n}: {p}");
+            break s.clone();
         }
         assert!(
             Instant::now() < deadline,
-            "the roll did not finish: {phases:?}"
+            "the roll did not stop at {failing}: {p:?}"
         );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(stopped["step"], "upgrade-node", "{stopped}");
+    assert!(
+        stopped["cause"]
+            .as_str()
+            .unwrap()
+            .contains("injected failure"),
+        "{stopped}"
+    );
+    // The roll stays stopped: nobody after it in the order starts.
+    std::thread::sleep(Duration::from_secs(3));
+    for (n, p) in phases() {
+        if n != failing && n != sorted_cps[0] {
+            assert_eq!(
+                p["phase"], "waiting",
+                "{n} moved while the roll was stopped: {p}"
+            );
+        }
+    }
+    let status = muster(&["upgrade", "--status"]);
+    assert!(
+        status.stdout.contains(&failing) && status.stdout.contains("upgrade-node"),
+        "--status names the stopped node and step: {}",
+        status.all()
+    );
+    let out = muster(&["upgrade", "--resume"]);
+    assert!(out.ok(), "muster upgrade --resume: {}", out.all());
+
+    // ---- the agents finish the roll
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let p = phases();
+        if p.iter().all(|(_, s)| s["phase"] == "done" && s["to"] == TO) {
+            break;
+        }
+        if let Some((n, s)) = p.iter().find(|(_, s)| s["phase"] == "stopped") {
+            panic!("the roll stopped again at {n}: {s}");
+        }
+        assert!(Instant::now() < deadline, "the roll did not finish: {p:?}");
         std::thread::sleep(Duration::from_millis(500));
     }
     let roll = roll_began.elapsed();
     eprintln!("rolled to {TO} in {:.1}s", roll.as_secs_f64());
-    let mut st = netns::command(&lab.record().bridge_ns, &[], bin_dir().join("muster"));
-    st.args(["upgrade", "--status", "--out"]).arg(&build_dir);
-    let status = netns::run(st, "muster upgrade --status", Duration::from_secs(30)).unwrap();
-    eprintln!("{}", status.stdout);
+    let status = muster(&["upgrade", "--status"]);
+    assert!(status.ok(), "--status after the roll: {}", status.all());
 
     // ---- one holder at a time, every control plane before any worker
     let events = lock_events(&lab.audit().unwrap());
