@@ -24,6 +24,8 @@ pub enum AppError {
     UnknownNode(String),
     #[error(transparent)]
     Systemd(#[from] crate::systemd::SystemdError),
+    #[error("the upgrade's payload HTTP client: {0}")]
+    UpgradeHttp(String),
     #[error(transparent)]
     Store(#[from] crate::bootstrap::store::StoreError),
 }
@@ -138,11 +140,14 @@ pub fn configure(baked: &BakedCluster, id: &NodeIdentity) -> Result<(Config, Set
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// Runs the bootstrap on a real node until `stop` resolves.
+/// `upgrade`: the rendezvous client the upgrade roll uses (the agent's own), `None` to
+/// leave upgrades out (tests of the bootstrap alone).
 pub async fn run_node<C: Coordinator>(
     root: NodeRoot,
     lab: bool,
     step_timeout: Duration,
     coord: C,
+    upgrade: Option<protocol::Client>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), AppError> {
     let (baked, id) = load(&root)?;
@@ -193,6 +198,10 @@ pub async fn run_node<C: Coordinator>(
     let systemd = NodeSystemd::for_run(lab.then(|| root.clone())).await?;
     let store = FileStore::new(root.clone());
     let seed = rand::random::<u64>();
+    let roll = match upgrade {
+        Some(client) => Some(upgrade_roll(&root, &baked, &id, client, systemd.clone())?),
+        None => None,
+    };
     let parts = Parts {
         cfg,
         settings,
@@ -201,11 +210,68 @@ pub async fn run_node<C: Coordinator>(
         host,
         store,
         seed,
+        roll,
     };
     match baked.spec.distribution.kind {
         DistroKind::Kubeadm => drive(parts, Kubeadm::new(ctx, RealRunner::default()), stop).await,
         DistroKind::K3s => drive(parts, K3s::new(ctx, RealRunner::default(), systemd), stop).await,
     }
+}
+
+/// How long a drain may be held back (by PodDisruptionBudgets, terminating pods) before
+/// the step fails and the roll stops.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a restarted kubelet has to report Ready at the new version.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// The upgrade lock's lease (renewed before every step; longer than the longest step).
+const UPGRADE_LEASE: Duration = Duration::from_secs(300);
+
+type Roll = crate::upgrade::live::Live<RealRunner, NodeSystemd>;
+
+fn upgrade_roll(
+    root: &NodeRoot,
+    baked: &BakedCluster,
+    id: &NodeIdentity,
+    client: protocol::Client,
+    systemd: NodeSystemd,
+) -> Result<Roll, AppError> {
+    use crate::upgrade::{live, node_side::NodeSide, rendezvous_side::RendezvousSide};
+    let me = baked
+        .node(&id.name)
+        .ok_or_else(|| AppError::UnknownNode(id.name.to_string()))?;
+    let identity = live::Identity {
+        node: id.name.to_string(),
+        cluster_id: baked.cluster_id.clone(),
+        distribution: baked.spec.distribution.kind,
+        role: me.role,
+        running: baked.spec.distribution.version,
+        planned: baked
+            .nodes
+            .iter()
+            .map(|n| (n.name.to_string(), n.role))
+            .collect(),
+        max_unavailable: baked.spec.distribution.max_unavailable,
+    };
+    let state_dir = root.path("var/lib/nodeagent");
+    let rdv = RendezvousSide::new(
+        client,
+        // A payload URL is fetched over plain HTTP (its integrity is the signed release's
+        // SHA-256, checked before anything is installed); HTTPS URLs are not trusted yet.
+        protocol::http_client(None, Duration::from_secs(60))
+            .map_err(|e| AppError::UpgradeHttp(e.to_string()))?,
+        id.name.as_str(),
+        &state_dir,
+        UPGRADE_LEASE,
+    );
+    let node = NodeSide {
+        root: root.clone(),
+        node: id.name.to_string(),
+        runner: RealRunner::default(),
+        systemd,
+        drain_timeout: DRAIN_TIMEOUT,
+        ready_timeout: READY_TIMEOUT,
+    };
+    Ok(live::Live::new(identity, root.clone(), rdv, node)?)
 }
 
 /// Everything a driver needs but the distribution, whose type picks the driver's type.
@@ -217,6 +283,7 @@ struct Parts<C> {
     host: FsHost,
     store: FileStore,
     seed: u64,
+    roll: Option<Roll>,
 }
 
 async fn drive<C: Coordinator, D: crate::distro::Distro>(
@@ -236,6 +303,9 @@ async fn drive<C: Coordinator, D: crate::distro::Distro>(
         SdNotifier,
         p.seed,
     )?;
-    d.run(stop).await;
+    match p.roll {
+        Some(mut roll) => d.run_with(stop, &mut roll).await,
+        None => d.run(stop).await,
+    }
     Ok(())
 }

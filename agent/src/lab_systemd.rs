@@ -52,6 +52,38 @@ impl LabSystemd {
     }
 }
 
+/// The kubelet's unit, restarted by an upgrade.
+const KUBELET_UNIT: &str = "kubelet.service";
+
+impl LabSystemd {
+    /// A restarted kubelet starts its static pods and reports its version on its Node:
+    /// in the lab, the kubelet stand-in (`kubeadm kubelet-sync --report-node`, `kubeadm`
+    /// on `PATH` being the kubeadm stand-in) does that for the node's installed release.
+    async fn restart_kubelet_standin(&self) -> Result<(), SystemdError> {
+        let fail = |detail: String| SystemdError {
+            op: "restart",
+            unit: KUBELET_UNIT.into(),
+            detail,
+        };
+        let out = tokio::process::Command::new("kubeadm")
+            .args(["kubelet-sync", "--report-node"])
+            .env("MUSTER_NODE_ROOT", self.root.path(""))
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| fail(format!("cannot run the kubelet stand-in: {e}")))?;
+        if !out.status.success() {
+            return Err(fail(format!(
+                "the kubelet stand-in exited with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        self.record("restart", KUBELET_UNIT, "active")
+    }
+}
+
 fn lab_err(op: &'static str) -> impl Fn(LabUnitError) -> SystemdError {
     move |e| SystemdError {
         op,
@@ -78,6 +110,9 @@ impl Systemd for LabSystemd {
         if let Some(u) = self.runnable(unit) {
             u.stop();
             return u.start().map(|_| ()).map_err(lab_err("restart"));
+        }
+        if unit == KUBELET_UNIT {
+            return self.restart_kubelet_standin().await;
         }
         self.record("restart", unit, "active")
     }

@@ -81,7 +81,8 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 root,
                 lab,
                 std::time::Duration::from_secs(step_timeout),
-                client,
+                client.clone(),
+                Some(client),
                 shutdown_signal(),
             )
             .await

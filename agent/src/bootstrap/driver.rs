@@ -116,6 +116,30 @@ impl Settings {
 /// awaited one.
 const WATCH_SETTLE: Duration = Duration::from_millis(200);
 
+/// Work the daemon does once its node is done, in the loop that heartbeats (the
+/// upgrade roll: [`crate::upgrade::live::Live`]).
+#[allow(
+    async_fn_in_trait,
+    reason = "driven from one task; no Send bound needed"
+)]
+pub trait WhenDone {
+    /// One round; how soon it wants the next (`None`: when the loop comes round anyway).
+    async fn round(&mut self, etcd: Option<&EtcdView>) -> Option<Duration>;
+}
+
+/// Nothing to do once done.
+impl WhenDone for () {
+    async fn round(&mut self, _: Option<&EtcdView>) -> Option<Duration> {
+        None
+    }
+}
+
+impl<R: crate::exec::CommandRunner, S: Systemd> WhenDone for crate::upgrade::live::Live<R, S> {
+    async fn round(&mut self, etcd: Option<&EtcdView>) -> Option<Duration> {
+        crate::upgrade::live::Live::round(self, etcd).await
+    }
+}
+
 /// What one tick did: the phase now and how long to wait before the next tick.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tick {
@@ -480,14 +504,31 @@ where
     /// Ticks forever (until `stop` resolves), waiting between ticks: the tick's delay, cut
     /// short by a rendezvous change the state waits for (`actions::wakes_on`).
     pub async fn run(&mut self, stop: impl std::future::Future<Output = ()>) {
+        self.run_with(stop, &mut ()).await;
+    }
+
+    /// [`Self::run`], with `when_done` given a round in the same loop after every tick
+    /// once the node is done (the upgrade roll), its etcd view to hand.
+    pub async fn run_with(
+        &mut self,
+        stop: impl std::future::Future<Output = ()>,
+        when_done: &mut impl WhenDone,
+    ) {
         tokio::pin!(stop);
         loop {
             let t = self.tick().await;
+            let mut wait = t.wait;
+            if t.done {
+                let etcd = self.etcd_view().await;
+                if let Some(w) = when_done.round(etcd.as_ref()).await {
+                    wait = wait.min(w);
+                }
+            }
             let wakes = actions::wakes_on(&self.cfg, &self.persisted.state);
             let seen = tokio::select! {
                 biased;
                 () = &mut stop => break,
-                seen = self.wait(&wakes, t.wait) => seen,
+                seen = self.wait(&wakes, wait) => seen,
             };
             if seen.is_some() {
                 self.revision = seen;

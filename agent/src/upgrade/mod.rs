@@ -7,10 +7,14 @@
 //! [`transition`] (the pure guarded transitions), [`view`] (the roll from the rendezvous's
 //! progress records and etcd view, pure) and [`driver`] (the thin loop that carries
 //! out actions through an `Effects` trait and persists each phase), with
-//! [`rendezvous_side`] (release, payload, lock, progress, resume at the rendezvous). The
-//! kubeadm/k3s/API-server effects and the agent's wiring of the loop are not written yet.
+//! [`rendezvous_side`] (release, payload, lock, progress, resume at the rendezvous),
+//! [`node_side`] (kubeadm, cordon, drain, kubelet, readiness) and [`live`] (the real
+//! effects and the round the daemon loop runs once its node is done). k3s's steps are
+//! not carried out yet (a k3s node stops the roll at `swap-k3s`, saying so).
 
 pub mod driver;
+pub mod live;
+pub mod node_side;
 pub mod order;
 pub mod rendezvous_side;
 pub mod state;

@@ -38,6 +38,8 @@ pub struct EtcdMember {
 /// Why a node does not start yet; status prints it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Wait {
+    #[error("cannot see the roll yet: {what}")]
+    Blind { what: String },
     #[error(
         "the roll stopped at {node} (step {step}): {cause}; fix it and run `muster upgrade --resume`"
     )]

@@ -216,6 +216,24 @@ impl Api {
             .collect())
     }
 
+    /// A JSON merge patch (`application/merge-patch+json`).
+    pub async fn merge_patch(&self, path: &str, body: &serde_json::Value) -> Result<Reply> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self
+            .http
+            .patch(&url)
+            .header("content-type", "application/merge-patch+json")
+            .body(body.to_string());
+        if let Some(b) = &self.bearer {
+            req = req.bearer_auth(b);
+        }
+        let resp = req.send().await.with_context(|| format!("PATCH {url}"))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        Ok(Reply { status, body })
+    }
+
     /// PUT that must succeed.
     pub async fn must_put(&self, path: &str, body: &serde_json::Value) -> Result<()> {
         let r = self.put(path, body).await?;

@@ -27,7 +27,11 @@ pub fn kubernetes_version() -> String {
 
 /// `/version` in the real shape (`version.Info`).
 pub fn version() -> Value {
-    let git = kubernetes_version();
+    version_info(&kubernetes_version())
+}
+
+/// `/version` for the Kubernetes version `git` (`v1.32.1`).
+pub fn version_info(git: &str) -> Value {
     let mut parts = git.trim_start_matches('v').split('.');
     let major = parts.next().unwrap_or("1").to_string();
     let minor = parts.next().unwrap_or("0").to_string();

@@ -18,6 +18,7 @@
 pub mod apply;
 pub mod apply_audit;
 pub mod discovery;
+pub mod eviction;
 pub mod node_ready;
 pub mod objects;
 pub mod resources;
@@ -259,8 +260,27 @@ async fn cacerts(State(st): Shared) -> String {
     st.ca_pem.clone()
 }
 
-async fn version() -> Json<Value> {
-    Json(discovery::version())
+/// `/version`: on a kubeadm cluster the control plane's version is the one its
+/// ClusterConfiguration names in etcd, which `kubeadm upgrade apply` moves (the stand-in's
+/// API servers all report it; a real one reports its own binary's until its static pod is
+/// replaced by `kubeadm upgrade apply|node`). Elsewhere the stand-in's own version.
+async fn version(State(st): Shared) -> Json<Value> {
+    Json(discovery::version_info(&control_plane_version(&st).await))
+}
+
+/// The kube-apiserver version this stand-in claims (see `version`).
+async fn control_plane_version(st: &AppState) -> String {
+    let own = discovery::kubernetes_version();
+    match st
+        .read("/registry/configmaps/kube-system/kubeadm-config")
+        .await
+    {
+        Ok(Some(cm)) => match cm["data"]["ClusterConfiguration"].as_str() {
+            Some(cc) => crate::kubeadm::upgrade_policy::cluster_version(cc, &own),
+            None => own,
+        },
+        _ => own,
+    }
 }
 
 /// `/openapi/v2`: not served (kubectl copes; see [`discovery`]).

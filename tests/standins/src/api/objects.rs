@@ -91,6 +91,8 @@ enum Route {
     Groups,
     Group(String),
     Resources(String, String),
+    /// `POST .../namespaces/NS/pods/NAME/eviction`: namespace, pod
+    Eviction(String, String),
     /// group, version, resource, namespace, name
     Object(String, String, String, Option<String>, Option<String>),
     Unknown,
@@ -118,6 +120,9 @@ fn route(path: &str) -> Route {
         )
     };
     match rest {
+        ["namespaces", ns, "pods", name, "eviction"] if group.is_empty() => {
+            Route::Eviction((*ns).to_string(), (*name).to_string())
+        }
         [r] => o(r, None, None),
         [r, name] => o(r, None, Some(name)),
         ["namespaces", ns, r] => o(r, Some(ns), None),
@@ -137,7 +142,7 @@ pub(super) async fn handle(
 ) -> Response {
     let who = st.who(&peer, &headers).await;
     let route = route(uri.path());
-    if !matches!(route, Route::Object(..)) && matches!(who, Who::Anonymous) {
+    if !matches!(route, Route::Object(..) | Route::Eviction(..)) && matches!(who, Who::Anonymous) {
         return status(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
@@ -163,6 +168,14 @@ pub(super) async fn handle(
         Route::Group(g) => doc(discovery::group(&served, &g)),
         Route::Resources(g, v) => doc(discovery::resource_list(&served, &g, &v)),
         Route::Unknown => no_such_resource(),
+        Route::Eviction(ns, name) if method == Method::POST => {
+            super::eviction::evict(&st, &who, &ns, &name).await
+        }
+        Route::Eviction(..) => status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "the eviction subresource takes POST only".into(),
+        ),
         Route::Object(g, v, r, ns, name) => {
             let Some(res) = resources::find(&served, &g, &v, &r).cloned() else {
                 return no_such_resource();

@@ -187,7 +187,13 @@ async fn dispatch_inner(args: &[String]) -> Result<()> {
             }
             Ok(())
         }
-        ["kubelet-sync", ..] => kubelet_sync(),
+        ["kubelet-sync", ..] => {
+            kubelet_sync()?;
+            if flags.flag("report-node") {
+                kubelet_report_node().await?;
+            }
+            Ok(())
+        }
         _ => bail!(
             "kubeadm-standin (muster stand-in for kubeadm): unsupported command {:?}; supported: init, init phase upload-certs, join, reset, token create, upgrade plan|apply|node, version, kubelet-sync",
             args
@@ -680,6 +686,50 @@ pub fn kubelet_sync() -> Result<()> {
 /// How long kubeadm's `api-check` waits for a healthy API server (its
 /// `controlPlaneComponentHealthCheck` default, printed as "This can take up to 4m0s").
 /// Under TCG a fresh etcd member has needed more than a minute.
+/// The restarted kubelet stand-in reports its version on its Node
+/// (`status.nodeInfo.kubeletVersion`: this stand-in's [`version`], the node's installed
+/// release), as a real kubelet does when it starts. A kubelet newer (by minor) than the
+/// API server is refused, as the version-skew policy forbids it: the Node keeps its old
+/// version and the command fails (`kubeadm-standin kubelet-sync --report-node`).
+async fn kubelet_report_node() -> Result<()> {
+    let root = node_root();
+    let text = read_file(&kube_dir(&root).join("kubelet.conf"))
+        .context("[kubelet-standin] no kubelet.conf: this node never joined")?;
+    let api = Api::from_kubeconfig(&text, Duration::from_secs(10))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let server = loop {
+        match api.get("/version").await {
+            Ok(r) if r.ok() => break r.body["gitVersion"].as_str().unwrap_or("").to_string(),
+            other if Instant::now() >= deadline => {
+                bail!("[kubelet-standin] the API server did not answer /version: {other:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    };
+    let ours = version();
+    let (k, a) = (upgrade_policy::parse(&ours), upgrade_policy::parse(&server));
+    if let (Some(k), Some(a)) = (k, a)
+        && (k.0, k.1) > (a.0, a.1)
+    {
+        bail!(
+            "[kubelet-standin] kubelet {ours} is newer than the API server {server}: the version skew policy forbids it (upgrade the control plane first)"
+        );
+    }
+    let name = hostname();
+    let r = api
+        .merge_patch(
+            &format!("/api/v1/nodes/{name}"),
+            &json!({"status": {"nodeInfo": {"kubeletVersion": ours},
+                     "conditions": [{ "type": "Ready", "status": "True", "reason": "KubeletReady",
+                                      "message": "muster stand-in kubelet (no pods run)",
+                                      "lastHeartbeatTime": clock::rfc3339(clock::now_unix()) }]}}),
+        )
+        .await?;
+    anyhow::ensure!(r.ok(), "PATCH node {name}: {} {}", r.status, r.message());
+    println!("[kubelet-standin] node {name} reports kubelet {ours}");
+    Ok(())
+}
+
 pub(crate) const API_CHECK_PATIENCE: Duration = Duration::from_secs(240);
 
 pub(crate) async fn wait_ready(api: &Api, patience: Duration) -> Result<()> {
@@ -1831,6 +1881,13 @@ async fn token_create(flags: &Flags) -> Result<()> {
 /// started with (`tests/standins/tests/standins.rs` runs it in the lab).
 async fn upgrade_command(target: Option<&str>, node: bool) -> Result<()> {
     let root = crate::node_root();
+    let knobs = Knobs::load(&root)?;
+    let step = match (node, target) {
+        (true, _) => "upgrade-node",
+        (false, Some(_)) => "upgrade-apply",
+        (false, None) => "upgrade-plan",
+    };
+    knobs.checkpoint(step)?;
     let api = admin_api(&root, Duration::from_secs(10))
         .or_else(|_| {
             let text = read_file(&kube_dir(&root).join("kubelet.conf"))?;

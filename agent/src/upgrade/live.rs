@@ -1,0 +1,308 @@
+//! The upgrade as the running agent carries it out: the real [`Effects`] (the rendezvous
+//! through [`RendezvousSide`], the node through [`NodeSide`], the phase on disk through
+//! [`super::store`]) and [`Live::round`], which the daemon loop calls after its node is
+//! done, in the loop that heartbeats. It judges the newest release, then lets
+//! [`super::driver::round`] run the machine until it pauses. Decides nothing itself.
+
+use super::driver::{self, Effects, Round, StepError};
+use super::node_side::NodeSide;
+use super::order::{self, Wait};
+use super::rendezvous_side::RendezvousSide;
+use super::state::Phase;
+use super::steps::Step;
+use super::transition::{self, Action, Event, Me};
+use super::{store, view};
+use crate::exec::CommandRunner;
+use crate::systemd::Systemd;
+use model::node_files::NodeRoot;
+use model::spec::DistroKind;
+use model::{KubeVersion, Role};
+use protocol::etcd_view::EtcdView;
+use protocol::release::{self, Release};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How soon a paused roll asks again (a turn, the lock, a resume, a retried download).
+const PAUSE: Duration = Duration::from_secs(1);
+
+/// Who this node is and what the cluster ran before the release.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub node: String,
+    pub cluster_id: String,
+    pub distribution: DistroKind,
+    pub role: Role,
+    /// The version this node's image (its baked config) runs.
+    pub running: KubeVersion,
+    /// Every planned node with its role.
+    pub planned: Vec<(String, Role)>,
+    pub max_unavailable: u32,
+}
+
+#[derive(Debug)]
+pub struct Live<R, S> {
+    me: Me,
+    id: Identity,
+    root: NodeRoot,
+    rdv: RendezvousSide,
+    node: NodeSide<R, S>,
+    phase: Phase,
+    pending: Vec<Action>,
+    release: Option<Release>,
+    etcd: Option<Vec<order::EtcdMember>>,
+    token: Option<u64>,
+}
+
+fn sequence_of(p: &Phase) -> Option<u64> {
+    match p {
+        Phase::Idle => None,
+        Phase::Refused { sequence, .. }
+        | Phase::Fetching { sequence, .. }
+        | Phase::Waiting { sequence, .. }
+        | Phase::Locking { sequence, .. }
+        | Phase::Running { sequence, .. }
+        | Phase::Stopped { sequence, .. }
+        | Phase::Done { sequence, .. } => Some(*sequence),
+    }
+}
+
+/// The payloads the node tree is installed from at `install-kubeadm`; the kubelet and
+/// kubectl binaries (when the payload carries them) only at `install-kubelet`.
+fn kubelet_binary(rel: &str) -> bool {
+    matches!(rel, "usr/bin/kubelet" | "usr/bin/kubectl")
+}
+
+impl<R: CommandRunner, S: Systemd> Live<R, S> {
+    /// Resumes the persisted phase (a reboot mid-step takes the lock again and re-runs
+    /// the step), or starts idle.
+    pub fn new(
+        id: Identity,
+        root: NodeRoot,
+        rdv: RendezvousSide,
+        node: NodeSide<R, S>,
+    ) -> Result<Self, crate::bootstrap::store::StoreError> {
+        let (phase, pending) = match store::load(root.path("").as_path())? {
+            Some(p) => transition::restart(p),
+            None => (Phase::Idle, Vec::new()),
+        };
+        let first = id
+            .planned
+            .iter()
+            .filter(|(_, r)| *r == Role::ControlPlane)
+            .map(|(n, _)| n.as_str())
+            .min()
+            .is_some_and(|n| n == id.node);
+        Ok(Live {
+            me: Me {
+                distribution: id.distribution,
+                role: id.role,
+                first_control_plane: first,
+            },
+            id,
+            root,
+            rdv,
+            node,
+            phase,
+            pending,
+            release: None,
+            etcd: None,
+            token: None,
+        })
+    }
+
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// One round: judge the newest release, run the machine until it pauses. How soon
+    /// it wants the next round (`None`: nothing to do until a release changes).
+    pub async fn round(&mut self, etcd: Option<&EtcdView>) -> Option<Duration> {
+        self.etcd = etcd.map(|v| view::etcd_members(&v.members));
+        match self.rdv.newest_release().await {
+            Ok(Some(r)) => {
+                let verdict = release::judge(
+                    &self.id.cluster_id,
+                    self.id.distribution,
+                    self.id.running,
+                    sequence_of(&self.phase),
+                    &r,
+                );
+                let sequence = r.sequence;
+                self.release = Some(r);
+                let (next, acts) = transition::step(
+                    &self.me,
+                    self.phase.clone(),
+                    Event::Release { sequence, verdict },
+                );
+                if next != self.phase {
+                    tracing::info!(node = %self.id.node, from = self.phase.label(), to = next.label(), "upgrade");
+                    self.save(&next).await;
+                    self.phase = next;
+                    self.pending = acts;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the upgrade release"),
+        }
+        if self.release.is_none() && self.phase.in_flight() {
+            // After a restart: the release is needed before any step runs.
+            return Some(PAUSE);
+        }
+        let acts = std::mem::take(&mut self.pending);
+        let me = self.me.clone();
+        let (phase, round) = driver::round(&me, self.phase.clone(), acts, self).await;
+        self.phase = phase;
+        match round {
+            Round::Pause(acts) => {
+                self.pending = acts;
+                Some(PAUSE)
+            }
+            Round::Quiet => None,
+        }
+    }
+
+    fn target(&self) -> Result<KubeVersion, String> {
+        transition::target(&self.phase).ok_or_else(|| "no target version in this phase".into())
+    }
+
+    fn payload(&self) -> Result<PathBuf, String> {
+        let seq = sequence_of(&self.phase).ok_or("no release in this phase")?;
+        Ok(self
+            .root
+            .path(&format!("var/lib/nodeagent/payload-{seq}.tar.gz")))
+    }
+
+    async fn step(&self, step: Step) -> Result<(), String> {
+        let n = &self.node;
+        match step {
+            Step::InstallKubeadm => n
+                .install_payload(&self.payload()?, |rel| !kubelet_binary(rel))
+                .map(|count| tracing::info!(files = count, "installed the release's node tree")),
+            Step::UpgradePlan => n.upgrade_plan().await,
+            Step::UpgradeApply => n.upgrade_apply(self.target()?).await,
+            Step::UpgradeNode => n.upgrade_node().await,
+            Step::Cordon => n.cordon(true).await,
+            Step::Drain => n.drain().await,
+            Step::InstallKubelet => n
+                .install_payload(&self.payload()?, kubelet_binary)
+                .map(|count| tracing::info!(files = count, "installed kubelet/kubectl")),
+            Step::RestartKubelet => n.restart_kubelet().await,
+            Step::WaitReady => n.wait_ready(self.target()?).await,
+            Step::Uncordon => n.cordon(false).await,
+            Step::SwapK3s | Step::RestartK3s => {
+                Err("k3s upgrades are not carried out by the agent yet".into())
+            }
+        }
+    }
+}
+
+impl<R: CommandRunner, S: Systemd> Effects for Live<R, S> {
+    async fn save(&mut self, phase: &Phase) {
+        if let Err(e) = store::save(self.root.path("").as_path(), phase) {
+            tracing::error!(error = %e, "cannot persist the upgrade phase");
+        }
+        self.phase = phase.clone();
+    }
+
+    async fn report(&mut self, phase: &Phase) {
+        if let Err(e) = self.rdv.report(phase, protocol::clock::now_ms()).await {
+            tracing::warn!(error = %e, "cannot publish the upgrade progress");
+        }
+    }
+
+    async fn fetch(&mut self, sequence: u64) -> Result<(), String> {
+        let r = self
+            .release
+            .clone()
+            .filter(|r| r.sequence == sequence)
+            .ok_or_else(|| format!("release {sequence} is no longer the newest"))?;
+        let path = self.rdv.fetch(&r).await.map_err(|e| e.to_string())?;
+        tracing::info!(payload = %path.display(), "release payload verified");
+        Ok(())
+    }
+
+    async fn check_turn(&mut self) -> Result<(), Wait> {
+        let blind = |what: String| Wait::Blind { what };
+        let r = self
+            .release
+            .clone()
+            .ok_or_else(|| blind("no release read yet".into()))?;
+        let progress = self
+            .rdv
+            .progress()
+            .await
+            .map_err(|e| blind(format!("the progress records: {e}")))?;
+        let roll = view::roll_view(
+            &self.id.planned,
+            &progress,
+            &r,
+            self.id.running,
+            self.id.max_unavailable,
+        );
+        order::my_turn(&roll, &self.id.node)?;
+        if self.id.role == Role::ControlPlane {
+            let members = self
+                .etcd
+                .as_ref()
+                .ok_or_else(|| blind("this control plane's etcd view".into()))?;
+            order::quorum_allows(members)?;
+        }
+        Ok(())
+    }
+
+    async fn acquire(&mut self) -> Option<u64> {
+        match self.rdv.acquire().await {
+            Ok(t) => {
+                self.token = t;
+                t
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot ask for the upgrade lock");
+                None
+            }
+        }
+    }
+
+    async fn run(&mut self, step: Step) -> Result<(), StepError> {
+        if let Some(token) = self.token {
+            match self.rdv.renew(token).await {
+                Ok(true) => {}
+                Ok(false) => return Err(StepError::LeaseLost),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot renew the upgrade lock; its lease still runs")
+                }
+            }
+        }
+        tracing::info!(node = %self.id.node, step = step.name(), "upgrade step");
+        self.step(step).await.map_err(|cause| {
+            tracing::error!(node = %self.id.node, step = step.name(), %cause, "upgrade step failed");
+            StepError::Failed {
+                cause,
+                can_serve: !matches!(step, Step::RestartKubelet | Step::WaitReady),
+            }
+        })
+    }
+
+    async fn uncordon(&mut self) {
+        if let Err(e) = self.node.cordon(false).await {
+            tracing::warn!(error = %e, "cannot uncordon after the failed step");
+        }
+    }
+
+    async fn release(&mut self, token: u64) {
+        if let Err(e) = self.rdv.release(token).await {
+            tracing::warn!(error = %e, "cannot give the upgrade lock back (its lease expires)");
+        }
+        self.token = None;
+    }
+
+    async fn resume_request(&mut self) -> Option<(u64, u64)> {
+        match self.rdv.resume_request().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the resume request");
+                None
+            }
+        }
+    }
+}
