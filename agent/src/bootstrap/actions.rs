@@ -150,7 +150,7 @@ pub fn actions(cfg: &Config, phase: &Phase) -> Vec<Action> {
             remove_own_member,
             ..
         } => compensating(cfg, slot.as_ref(), *remove_own_member),
-        Phase::Backoff { .. } => Vec::new(),
+        Phase::Backoff { .. } | Phase::Removed => Vec::new(),
         Phase::Done => {
             if serves_refresh(cfg) {
                 vec![Action::ServeRefresh]

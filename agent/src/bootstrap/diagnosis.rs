@@ -101,7 +101,8 @@ fn stage(p: &Phase) -> Stage {
         | Phase::ConfiguringLb
         | Phase::Publishing { .. }
         | Phase::Releasing { .. }
-        | Phase::Done => Stage::Idle,
+        | Phase::Done
+        | Phase::Removed => Stage::Idle,
     }
 }
 

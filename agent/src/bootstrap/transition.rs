@@ -104,7 +104,20 @@ pub fn decide(cfg: &Config, s: &State, event: Event) -> Decision {
         Phase::Compensating { then, .. } => compensating(then, event),
         Phase::Backoff { then, .. } => backoff(then, event),
         Phase::Done => done(event),
+        // Terminal: whatever happens, a removed node stays removed.
+        Phase::Removed => D::Stay,
     }
+}
+
+/// The tombstone `removed.<this node>` was seen at the rendezvous: from any phase, the
+/// node is removed (a lease it held expires with its TTL; nothing of a cluster it was
+/// removed from is worth undoing). `None` when it already is.
+pub fn on_tombstone(s: &State) -> Option<State> {
+    (s.phase != Phase::Removed).then(|| State {
+        phase: Phase::Removed,
+        attempt: 0,
+        last_error: Some("removed from the cluster (`muster remove`): not rejoining".into()),
+    })
 }
 
 use Decision as D;

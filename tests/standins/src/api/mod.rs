@@ -17,6 +17,7 @@
 
 pub mod apply;
 pub mod discovery;
+pub mod eviction;
 pub mod node_ready;
 pub mod objects;
 pub mod resources;

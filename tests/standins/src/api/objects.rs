@@ -93,6 +93,8 @@ enum Route {
     Resources(String, String),
     /// group, version, resource, namespace, name
     Object(String, String, String, Option<String>, Option<String>),
+    /// namespace, pod: the Eviction subresource ([`super::eviction`]).
+    Eviction(String, String),
     Unknown,
 }
 
@@ -122,6 +124,9 @@ fn route(path: &str) -> Route {
         [r, name] => o(r, None, Some(name)),
         ["namespaces", ns, r] => o(r, Some(ns), None),
         ["namespaces", ns, r, name] => o(r, Some(ns), Some(name)),
+        ["namespaces", ns, "pods", name, "eviction"] if group.is_empty() => {
+            Route::Eviction((*ns).to_string(), (*name).to_string())
+        }
         _ => Route::Unknown,
     }
 }
@@ -163,6 +168,14 @@ pub(super) async fn handle(
         Route::Group(g) => doc(discovery::group(&served, &g)),
         Route::Resources(g, v) => doc(discovery::resource_list(&served, &g, &v)),
         Route::Unknown => no_such_resource(),
+        Route::Eviction(ns, name) if method == Method::POST => {
+            super::eviction::evict(&st, &who, &ns, &name, &body).await
+        }
+        Route::Eviction(..) => status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "an Eviction is only POSTed".into(),
+        ),
         Route::Object(g, v, r, ns, name) => {
             let Some(res) = resources::find(&served, &g, &v, &r).cloned() else {
                 return no_such_resource();
@@ -572,7 +585,8 @@ impl Req<'_> {
     }
 }
 
-/// `fieldSelector` terms `metadata.name=X`, `metadata.namespace=X` (`==`, `!=` too).
+/// `fieldSelector` terms `metadata.name=X`, `metadata.namespace=X`, `spec.nodeName=X`
+/// (`==`, `!=` too).
 fn selects_fields(sel: &str, obj: &Value) -> bool {
     sel.split(',').filter(|t| !t.is_empty()).all(|t| {
         let (k, v, eq) = match t.split_once("!=") {
@@ -585,6 +599,7 @@ fn selects_fields(sel: &str, obj: &Value) -> bool {
         let have = match k {
             "metadata.name" => obj["metadata"]["name"].as_str(),
             "metadata.namespace" => obj["metadata"]["namespace"].as_str(),
+            "spec.nodeName" => obj["spec"]["nodeName"].as_str(),
             _ => return true,
         };
         (have == Some(v)) == eq
@@ -697,6 +712,10 @@ mod tests {
             o("example.com", "widgets", Some("x"), None)
         );
         assert_eq!(route("/api/v1/namespaces/x/pods/p/log"), Route::Unknown);
+        assert_eq!(
+            route("/api/v1/namespaces/x/pods/p/eviction"),
+            Route::Eviction("x".into(), "p".into())
+        );
     }
 
     #[test]
@@ -713,5 +732,8 @@ mod tests {
         assert!(!selects_labels("!k", &obj));
         assert!(!selects_labels("k!=v", &obj));
         assert!(selects_labels("", &obj));
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "wk-1"}});
+        assert!(selects_fields("spec.nodeName=wk-1", &pod));
+        assert!(!selects_fields("spec.nodeName=wk-2", &pod));
     }
 }
