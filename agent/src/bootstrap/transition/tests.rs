@@ -829,7 +829,11 @@ fn a_tombstone_removes_the_node_from_any_phase_for_good() {
     }
     let removed = at(P::Removed);
     assert_eq!(on_tombstone(&removed), None, "already removed");
-    for e in [Event::Done, Event::Failed("x".into()), Event::AlreadyInitialized] {
+    for e in [
+        Event::Done,
+        Event::Failed("x".into()),
+        Event::AlreadyInitialized,
+    ] {
         let (next, acts) = step(&cp(), removed.clone(), e);
         assert_eq!(next.phase, P::Removed);
         assert!(acts.is_empty(), "a removed node does nothing: {acts:?}");
