@@ -1326,7 +1326,9 @@ fn remove_a_worker_and_the_init_control_plane_then_prune_then_quorum_refusal() {
     let bopts = muster_build::bake::BuildOptions {
         agent_bin: bin_dir().join("nodeagent"),
         mtime: 0,
-        addons: muster_build::addons::source::Source::from_options(None),
+        addons: muster_build::addons::source::Source::from_options(
+            muster_lab::standins::default_addon_artifacts(),
+        ),
     };
     muster_build::bake::build(&spec1, &rebuilt, &bopts).unwrap();
     let rec = s.lab().record();
