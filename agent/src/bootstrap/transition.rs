@@ -104,8 +104,7 @@ pub fn decide(cfg: &Config, s: &State, event: Event) -> Decision {
         Phase::Compensating { then, .. } => compensating(then, event),
         Phase::Backoff { then, .. } => backoff(then, event),
         Phase::Done => done(event),
-        // Terminal: whatever happens, a removed node stays removed.
-        Phase::Removed => D::Stay,
+        Phase::Removed => removed(event),
     }
 }
 
@@ -425,6 +424,21 @@ fn backoff(then: &Phase, e: Event) -> Decision {
 }
 
 /// Serving refresh requests never fails the phase (the driver logs its failures).
+/// Terminal: a removed node has no actions; it stays removed.
+fn removed(e: Event) -> Decision {
+    match e {
+        E::Done => D::Stay,
+        E::Failed(_)
+        | E::Fenced(_)
+        | E::Initialized(_)
+        | E::AlreadyInitialized
+        | E::Granted { .. }
+        | E::Busy
+        | E::Probe(_)
+        | E::MaterialStale => D::Hold,
+    }
+}
+
 fn done(e: Event) -> Decision {
     match e {
         E::Done => D::Stay,

@@ -261,6 +261,7 @@ pub fn k3s_version(stdout: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use protocol::etcd_view::EtcdMember;
 
     #[test]
     fn node_ready_reads_the_ready_condition() {

@@ -670,6 +670,7 @@ fn every_phase() -> Vec<Phase> {
             poll: false,
         },
         P::Done,
+        P::Removed,
     ];
     let kinds: std::collections::BTreeSet<u8> = phases.iter().map(kind).collect();
     assert_eq!(kinds.len(), phases.len(), "one of each kind");
@@ -696,6 +697,7 @@ fn kind(p: &Phase) -> u8 {
         P::Compensating { .. } => 15,
         P::Backoff { .. } => 16,
         P::Done => 17,
+        P::Removed => 18,
     }
 }
 
