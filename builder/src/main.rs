@@ -105,6 +105,32 @@ enum Command {
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Take nodes out of the cluster for good: cordon, drain, delete the Node, remove its
+    /// etcd member (refused if etcd's quorum would not survive), tombstone it at the
+    /// rendezvous so its agent stops. `--prune`: every node the rebuilt plan dropped.
+    Remove {
+        /// The nodes to remove (none with --prune).
+        #[arg(required_unless_present = "prune", conflicts_with = "prune")]
+        nodes: Vec<String>,
+        /// Remove every Node and etcd member the plan of this build does not name.
+        #[arg(long)]
+        prune: bool,
+        /// The `muster build` output dir (cluster secret and baked config).
+        #[arg(long)]
+        out: PathBuf,
+        /// Do not ask: the node names are not typed to confirm.
+        #[arg(long)]
+        yes: bool,
+        /// Print the report as JSON (progress stays on stderr).
+        #[arg(long)]
+        json: bool,
+        /// Give up on one request (rendezvous, API server, etcd) after this long.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Give up on a drain (pods that will not leave, a PodDisruptionBudget) after this.
+        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+        drain_timeout: std::time::Duration,
+    },
     /// Start over: retire the cluster's assembly at the rendezvous (raise its generation,
     /// delete its init record, join material and removal tombstones) so machines booted
     /// from this same output assemble a new cluster. Tear the old machines down first.
@@ -299,6 +325,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             write,
             timeout,
         } => kubeconfig(out, write, timeout),
+        Command::Remove {
+            nodes,
+            prune,
+            out,
+            yes,
+            json,
+            timeout,
+            drain_timeout,
+        } => remove(nodes, prune, out, yes, json, timeout, drain_timeout),
         Command::Reset {
             out,
             yes,
@@ -550,6 +585,71 @@ fn reset(
         println!("{text}");
     } else {
         print!("{}", reset::render(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `muster remove`.
+fn remove(
+    nodes: Vec<String>,
+    prune: bool,
+    out: PathBuf,
+    yes: bool,
+    json: bool,
+    timeout: std::time::Duration,
+    drain_timeout: std::time::Duration,
+) -> anyhow::Result<ExitCode> {
+    use muster_build::ops::remove;
+    let dir = muster_build::ops::BuildDir::load(&out)?;
+    let what = if prune {
+        "every node the plan does not name".to_string()
+    } else {
+        nodes.join(" ")
+    };
+    if !yes {
+        use std::io::{BufRead as _, IsTerminal as _, Write as _};
+        anyhow::ensure!(
+            std::io::stdin().is_terminal(),
+            "muster remove takes {what} out of cluster `{}` for good: confirm with --yes (stdin is not a terminal)",
+            dir.baked.spec.name
+        );
+        let expect = if prune {
+            "prune".to_string()
+        } else {
+            what.clone()
+        };
+        eprint!(
+            "This drains and deletes {what} and removes their etcd members; they never rejoin. \
+             Type `{expect}` to go on: "
+        );
+        std::io::stderr().flush().context("prompt")?;
+        let mut typed = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut typed)
+            .context("reading the confirmation")?;
+        anyhow::ensure!(
+            typed.trim() == expect,
+            "not confirmed (typed `{}`, not `{expect}`): nothing was changed",
+            typed.trim()
+        );
+    }
+    let opts = remove::Options {
+        timeout,
+        drain_timeout,
+    };
+    let mut progress = |line: &str| eprintln!("{line}");
+    let rt = runtime()?;
+    let report = if prune {
+        rt.block_on(remove::prune(&dir, opts, &mut progress))?
+    } else {
+        rt.block_on(remove::remove(&dir, &nodes, opts, &mut progress))?
+    };
+    if json {
+        let text = serde_json::to_string_pretty(&report).context("serializing the report")?;
+        println!("{text}");
+    } else {
+        print!("{}", remove::render(&report));
     }
     Ok(ExitCode::SUCCESS)
 }

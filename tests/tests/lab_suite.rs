@@ -1522,3 +1522,226 @@ fn assert_real_kubectl_lists(s: &Suite, want: &[String]) {
     assert_eq!(got, want, "kubectl through the VIP");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 16's removal, on one assembled 3+3 cluster: `muster remove` of a worker (a pod
+/// placed on it is evicted by the drain) and of the control plane that initialized the
+/// cluster; afterwards etcd's member list and the real kubectl's `get nodes` (through the
+/// VIP, with the kubeconfig `muster kubeconfig` wrote) agree with what is left. Then
+/// `--prune` with the spec rebuilt without a worker; then the quorum refusal: with two
+/// etcd members left and one of them halted, removing the other is refused and changes
+/// nothing. A removed node's agent ends in `removed` (tombstone) and stops heartbeating.
+#[test]
+fn remove_a_worker_and_the_init_control_plane_then_prune_then_quorum_refusal() {
+    if !enabled() {
+        return;
+    }
+    let spec = load(None);
+    let k8s_version = spec.cluster.distribution.version.to_string();
+    let mut s = Suite::with_spec(spec.clone(), "remove", &[]);
+    let all = s.all();
+    s.boot(&all);
+    s.wait_done(&all);
+    let init = s.cluster_status()["initialized"]["node"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut workers = s.workers.clone();
+    workers.sort();
+    let (kept_worker, pruned_worker, removed_worker) =
+        (workers[0].clone(), workers[1].clone(), workers[2].clone());
+    let removal_began = Instant::now();
+
+    // The kubeconfig `muster kubeconfig` writes, outside the lab's state dir.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("remove-kubectl");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let kc = dir.join("admin.kubeconfig");
+    let out = s.operator(&["kubeconfig", "--write", kc.to_str().unwrap()]);
+    assert!(out.ok(), "{}", out.all());
+    let kubectl = muster_lab::standins::real_kubectl(&k8s_version)
+        .unwrap()
+        .expect("no real kubectl for the spec's minor");
+    let home = format!("HOME={}", dir.display());
+    let k = |s: &Suite, args: &[&str]| -> netns::Out {
+        let mut argv = vec![
+            "env",
+            home.as_str(),
+            kubectl.to_str().unwrap(),
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "--request-timeout=10s",
+        ];
+        argv.extend(args);
+        let out = s.lab().exec(&kept_worker, &argv).unwrap();
+        eprintln!(
+            "--- kubectl {args:?} -> {:?}\n{}{}",
+            out.code, out.stdout, out.stderr
+        );
+        out
+    };
+    let nodes = |s: &Suite| -> Vec<String> {
+        let out = k(s, &["get", "nodes", "-o", "name"]);
+        assert!(out.ok(), "{}", out.all());
+        let mut v: Vec<String> = out
+            .stdout
+            .lines()
+            .map(|l| l.trim_start_matches("node/").to_string())
+            .collect();
+        v.sort();
+        v
+    };
+
+    // ---- a worker, with a pod on it that the drain evicts
+    let pod = dir.join("pod.yaml");
+    std::fs::write(
+        &pod,
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web-0\n  namespace: default\nspec:\n  nodeName: {removed_worker}\n  containers:\n  - name: web\n    image: nginx\n"
+        ),
+    )
+    .unwrap();
+    let created = k(&s, &["create", "-f", pod.to_str().unwrap()]);
+    assert!(created.ok(), "{}", created.all());
+    let unconfirmed = s.operator(&["remove", &removed_worker]);
+    assert_eq!(unconfirmed.code, Some(1), "{}", unconfirmed.all());
+    assert!(
+        unconfirmed.stderr.contains("confirm with --yes"),
+        "{}",
+        unconfirmed.all()
+    );
+    let out = s.operator(&["remove", &removed_worker, "--yes", "--json"]);
+    assert!(out.ok(), "{}", out.all());
+    let r: Value = serde_json::from_str(&out.stdout).unwrap();
+    let w = &r["removed"][0];
+    assert_eq!(w["node"], removed_worker.as_str(), "{r:#}");
+    assert_eq!(w["nodeDeleted"], true, "{r:#}");
+    assert_eq!(w["evicted"], serde_json::json!(["default/web-0"]), "{r:#}");
+    assert!(
+        w["etcdMember"].is_null(),
+        "a worker has no etcd member: {r:#}"
+    );
+    assert!(
+        out.stderr.contains("cordoned") && out.stderr.contains("evicted default/web-0"),
+        "progress: {}",
+        out.stderr
+    );
+    let gone = k(&s, &["get", "pod", "web-0", "-n", "default"]);
+    assert!(
+        !gone.ok() && gone.stderr.contains("NotFound"),
+        "{}",
+        gone.all()
+    );
+
+    // ---- the control plane that initialized the cluster
+    let out = s.operator(&["remove", &init, "--yes", "--json"]);
+    assert!(out.ok(), "{}", out.all());
+    let r: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(r["removed"][0]["etcdVotersAfter"], 2, "{r:#}");
+    assert!(r["removed"][0]["etcdMember"].is_string(), "{r:#}");
+    // As the operator would: the machine goes (the VIP moves off it if it held it).
+    s.lab_mut().stop(&init).unwrap();
+    let mut cps: Vec<String> = s.cps.iter().filter(|c| **c != init).cloned().collect();
+    cps.sort();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(s.lab().vip_holders().len() == 1 && s.vip_answers(&kept_worker)) {
+        assert!(Instant::now() < deadline, "the VIP did not move off {init}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(s.etcd_members(&cps[0]), cps, "etcd after removing {init}");
+    let mut want: Vec<String> = cps
+        .iter()
+        .chain([&kept_worker, &pruned_worker])
+        .cloned()
+        .collect();
+    want.sort();
+    assert_eq!(nodes(&s), want, "kubectl get nodes after removing {init}");
+    s.note(&format!(
+        "worker and init control plane removed in {:.1}s",
+        removal_began.elapsed().as_secs_f64()
+    ));
+
+    // ---- --prune with the spec rebuilt without the last planned worker
+    let rebuilt = dir.join("rebuilt");
+    let build = s.lab().record().build_dir.clone();
+    let copy = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&build)
+        .arg(&rebuilt)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let fewer = spec.text.replace("workers: 3", "workers: 1");
+    assert_ne!(fewer, spec.text, "the default spec names `workers: 3`");
+    let spec1 = muster_build::spec_source::LoadedSpec::parse(spec.origin.clone(), fewer).unwrap();
+    let bopts = muster_build::bake::BuildOptions {
+        agent_bin: bin_dir().join("nodeagent"),
+        mtime: 0,
+        addons: muster_build::addons::source::Source::from_options(
+            muster_lab::standins::default_addon_artifacts(),
+        ),
+    };
+    muster_build::bake::build(&spec1, &rebuilt, &bopts).unwrap();
+    let rec = s.lab().record();
+    let mut cmd = netns::command(&rec.bridge_ns, &[], bin_dir().join("muster"));
+    cmd.args(["remove", "--prune", "--yes", "--json", "--out"])
+        .arg(&rebuilt);
+    let out = netns::run(cmd, "muster remove --prune", Duration::from_secs(60)).unwrap();
+    assert!(out.ok(), "{}", out.all());
+    let r: Value = serde_json::from_str(&out.stdout).unwrap();
+    let pruned: Vec<&str> = r["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(pruned, vec![pruned_worker.as_str()], "{r:#}");
+    let mut want: Vec<String> = cps.iter().chain([&kept_worker]).cloned().collect();
+    want.sort();
+    assert_eq!(nodes(&s), want, "kubectl get nodes after --prune");
+    assert_eq!(s.etcd_members(&cps[0]), cps);
+
+    // ---- the removed nodes' agents stopped for good
+    let deadline = Instant::now() + Duration::from_secs(45);
+    for n in [&removed_worker, &pruned_worker] {
+        while s.resumes(n) != "removed" {
+            assert!(Instant::now() < deadline, "{n}'s agent is {}", s.resumes(n));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    let st = s.cluster_status();
+    let removed: Vec<&str> = st["removed"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for n in [&removed_worker, &pruned_worker, &init] {
+        assert!(
+            removed.contains(&n.as_str()),
+            "{n} not shown removed: {st:#}"
+        );
+    }
+
+    // ---- quorum: two members left, one halted: removing the other is refused (etcd's
+    // own `/health` is false on the survivor too, without quorum: "0 healthy of 2")
+    s.lab_mut().stop(&cps[1]).unwrap();
+    let out = s.operator(&["remove", &cps[0], "--yes"]);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(
+        out.stderr
+            .contains(&format!("refused to remove {}", cps[0]))
+            && out
+                .stderr
+                .contains("healthy of 2 voting members and needs 2 to commit"),
+        "{}",
+        out.all()
+    );
+    assert!(
+        !out.stderr.contains("cordoned"),
+        "nothing changed before the refusal: {}",
+        out.stderr
+    );
+    assert_eq!(s.etcd_members(&cps[0]), cps, "the refusal changed etcd");
+    s.note(&format!(
+        "removal steps took {:.1}s",
+        removal_began.elapsed().as_secs_f64()
+    ));
+}

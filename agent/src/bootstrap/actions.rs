@@ -182,7 +182,7 @@ pub fn actions(cfg: &Config, phase: &Phase) -> Vec<Action> {
             remove_own_member,
             ..
         } => compensating(cfg, slot.as_ref(), *remove_own_member),
-        Phase::Backoff { .. } => Vec::new(),
+        Phase::Backoff { .. } | Phase::Removed => Vec::new(),
         Phase::Done => {
             let mut a = Vec::new();
             if cfg.follows_members {

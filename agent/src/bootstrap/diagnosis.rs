@@ -105,7 +105,8 @@ fn stage(p: &Phase) -> Stage {
         | Phase::ApplyingAddons { .. }
         | Phase::AddonsFailed { .. }
         | Phase::AwaitingReady { .. }
-        | Phase::Done => Stage::Idle,
+        | Phase::Done
+        | Phase::Removed => Stage::Idle,
     }
 }
 

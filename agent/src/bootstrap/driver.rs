@@ -389,8 +389,13 @@ where
         let due = self
             .last_heartbeat
             .is_none_or(|t| now.saturating_sub(t) >= self.settings.heartbeat_every_ms);
-        if (changed || due) && self.persisted.state.phase != Phase::Preflight {
-            self.heartbeat().await;
+        let phase = &self.persisted.state.phase;
+        if (changed || due) && !matches!(phase, Phase::Preflight | Phase::Removed) {
+            if self.tombstoned().await {
+                self.enter_removed();
+            } else {
+                self.heartbeat().await;
+            }
         }
         let done = self.persisted.state.phase == Phase::Done;
         let wait = if done {
@@ -517,6 +522,10 @@ where
         tokio::pin!(stop);
         loop {
             let t = self.tick().await;
+            if self.persisted.state.phase == Phase::Removed {
+                tracing::info!(node = %self.settings.node, "removed: the agent exits");
+                break;
+            }
             let mut wait = t.wait;
             if t.done {
                 let etcd = self.etcd_view().await;
@@ -589,6 +598,35 @@ where
                 format!("{} (attempt {}): {e}", s.phase.name(), s.attempt)
             }
             _ => s.phase.name().to_string(),
+        }
+    }
+
+    /// Whether `muster remove` left this node's tombstone (a failed read is no).
+    async fn tombstoned(&self) -> bool {
+        let key = protocol::removal::tombstone_key(&self.settings.node);
+        match self.coord.get(&key).await {
+            Ok(r) => r.is_some(),
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the removal tombstone");
+                false
+            }
+        }
+    }
+
+    /// Persists the terminal `removed` phase (`transition::on_tombstone`).
+    fn enter_removed(&mut self) {
+        let Some(next) = transition::on_tombstone(&self.persisted.state) else {
+            return;
+        };
+        tracing::warn!(node = %self.settings.node, "removed from the cluster by `muster remove`: stopping, never rejoining");
+        self.pending = Vec::new();
+        self.persisted.enter(next, self.clock.now_ms());
+        if let Err(e) = self.store.save(&self.persisted) {
+            tracing::error!(error = %e, "cannot persist the agent state");
+        }
+        self.notifier.status(&self.status_line());
+        if let Err(e) = self.store.save_status(&self.report()) {
+            tracing::warn!(error = %e, "cannot write the status report");
         }
     }
 

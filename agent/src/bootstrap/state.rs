@@ -168,6 +168,9 @@ pub enum Phase {
         poll: bool,
     },
     Done,
+    /// `muster remove` tombstoned this node (`removed.<node>` at the rendezvous): it does
+    /// nothing more, heartbeats no more and never joins again, even after a reboot.
+    Removed,
 }
 
 impl Phase {
@@ -195,6 +198,7 @@ impl Phase {
             Phase::Compensating { .. } => "compensating",
             Phase::Backoff { .. } => "backoff",
             Phase::Done => "done",
+            Phase::Removed => "removed",
         }
     }
 }

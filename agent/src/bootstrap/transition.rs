@@ -117,7 +117,19 @@ pub fn decide(cfg: &Config, s: &State, event: Event) -> Decision {
         Phase::Compensating { then, .. } => compensating(then, event),
         Phase::Backoff { then, .. } => backoff(then, event),
         Phase::Done => done(event),
+        Phase::Removed => removed(event),
     }
+}
+
+/// The tombstone `removed.<this node>` was seen at the rendezvous: from any phase, the
+/// node is removed (a lease it held expires with its TTL; nothing of a cluster it was
+/// removed from is worth undoing). `None` when it already is.
+pub fn on_tombstone(s: &State) -> Option<State> {
+    (s.phase != Phase::Removed).then(|| State {
+        phase: Phase::Removed,
+        attempt: 0,
+        last_error: Some("removed from the cluster (`muster remove`): not rejoining".into()),
+    })
 }
 
 use Decision as D;
@@ -563,6 +575,22 @@ fn backoff(then: &Phase, e: Event) -> Decision {
         | E::Probe(_)
         | E::MaterialStale
         | E::AddonsApplied => D::Advance(then.clone()),
+    }
+}
+
+/// Terminal: a removed node has no actions; it stays removed.
+fn removed(e: Event) -> Decision {
+    match e {
+        E::Done => D::Stay,
+        E::Failed(_)
+        | E::Fenced(_)
+        | E::Initialized(_)
+        | E::AlreadyInitialized
+        | E::Granted { .. }
+        | E::Busy
+        | E::Probe(_)
+        | E::MaterialStale
+        | E::AddonsApplied => D::Hold,
     }
 }
 

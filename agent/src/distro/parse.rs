@@ -1,7 +1,6 @@
 //! Parsers of kubeadm and etcd output, separate from invoking them and tested on captured
 //! real output (`tests/fixtures/`).
 
-use super::EtcdMember;
 use protocol::records::Secret;
 use protocol::report::{DistroReason, MAX_REASON_LINES};
 
@@ -119,63 +118,9 @@ pub fn certificate_key(text: &str) -> Result<Secret, String> {
     Err("no `Using certificate key:` line in the output".into())
 }
 
-/// etcd's member list as JSON: from `etcdctl member list -w json` (IDs as numbers) or the
-/// v3 gateway `POST /v3/cluster/member/list` (IDs as strings).
-pub fn etcd_members(json: &str) -> Result<Vec<EtcdMember>, String> {
-    #[derive(serde::Deserialize)]
-    struct List {
-        #[serde(default)]
-        members: Vec<M>,
-    }
-    #[derive(serde::Deserialize)]
-    struct M {
-        #[serde(rename = "ID")]
-        id: serde_json::Value,
-        #[serde(default)]
-        name: String,
-        #[serde(rename = "peerURLs", default)]
-        peer_urls: Vec<String>,
-        #[serde(rename = "clientURLs", default)]
-        client_urls: Vec<String>,
-        #[serde(rename = "isLearner", default)]
-        is_learner: bool,
-    }
-    let list: List = serde_json::from_str(json).map_err(|e| e.to_string())?;
-    list.members
-        .into_iter()
-        .map(|m| {
-            let id = match &m.id {
-                serde_json::Value::Number(n) => n.as_u64(),
-                serde_json::Value::String(s) => s.parse::<u64>().ok(),
-                _ => None,
-            }
-            .ok_or_else(|| format!("member ID {} is not a uint64", m.id))?;
-            Ok(EtcdMember {
-                id,
-                name: m.name,
-                peer_urls: m.peer_urls,
-                client_urls: m.client_urls,
-                is_learner: m.is_learner,
-            })
-        })
-        .collect()
-}
-
-/// etcd's `/health` body: `{"health":"true"}` or `{"health":"false"}` (a string in 3.4;
-/// later releases add a `reason`).
-pub fn etcd_health(body: &str) -> Result<bool, String> {
-    #[derive(serde::Deserialize)]
-    struct Health {
-        health: serde_json::Value,
-    }
-    let h: Health = serde_json::from_str(body).map_err(|e| format!("etcd /health: {e}"))?;
-    match &h.health {
-        serde_json::Value::String(s) if s == "true" => Ok(true),
-        serde_json::Value::String(s) if s == "false" => Ok(false),
-        serde_json::Value::Bool(b) => Ok(*b),
-        other => Err(format!("etcd /health: unexpected value {other}")),
-    }
-}
+/// etcd's member list and `/health` answers: the parsers live beside the gateway calls
+/// (`protocol::etcd_gateway`); tested here on the captured fixtures.
+pub use protocol::etcd_gateway::{parse_health as etcd_health, parse_members as etcd_members};
 
 /// The last `n` non-empty lines of `text`, trailing blanks trimmed, oldest first.
 /// A Node object (JSON) whose `Ready` condition is `True`.
@@ -316,6 +261,7 @@ pub fn k3s_version(stdout: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use protocol::etcd_view::EtcdMember;
 
     #[test]
     fn node_ready_reads_the_ready_condition() {

@@ -1,4 +1,5 @@
 //! Talking to the Kubernetes API about this node: what a drain evicts and how the API's
-//! answers read ([`drain`]). Pure; the HTTP calls live in the upgrade driver.
+//! answers read ([`drain`], shared with `muster remove` in the protocol crate). Pure; the
+//! HTTP calls live in the drivers.
 
-pub mod drain;
+pub use protocol::drain;

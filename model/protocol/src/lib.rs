@@ -7,11 +7,14 @@
 
 pub mod client;
 pub mod clock;
+pub mod drain;
+pub mod etcd_gateway;
 pub mod etcd_view;
 pub mod generation;
 pub mod holders;
 pub mod key_file;
 pub mod keys;
+pub mod pem_client;
 pub mod pin;
 pub mod records;
 pub mod release;

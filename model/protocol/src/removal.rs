@@ -1,8 +1,7 @@
 //! Removing a node for good (issue 16, `muster remove`): whether etcd's quorum survives the
 //! removal of a node's member, and the durable tombstone (`removed.<node>`) that tells
-//! `muster status` the node was removed on purpose. Pure; the command that performs a
-//! removal (cordon, drain, delete the Node, remove the member, write the tombstone) is not
-//! built yet: see docs/operations.md.
+//! `muster status` the node was removed on purpose and tells the node's agent to stop for
+//! good. Pure; `muster remove` (builder/core/src/ops/remove.rs) carries a removal out.
 
 use crate::clock::Millis;
 use crate::etcd_view::EtcdMemberHealth;

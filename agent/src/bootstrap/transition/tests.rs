@@ -850,6 +850,7 @@ fn every_phase() -> Vec<Phase> {
             successes: 0,
             failures: 0,
         },
+        P::Removed,
     ];
     let kinds: std::collections::BTreeSet<u8> = phases.iter().map(kind).collect();
     assert_eq!(kinds.len(), phases.len(), "one of each kind");
@@ -880,6 +881,7 @@ fn kind(p: &Phase) -> u8 {
         P::ApplyingAddons { .. } => 19,
         P::AddonsFailed { .. } => 20,
         P::AwaitingReady { .. } => 21,
+        P::Removed => 22,
     }
 }
 
@@ -1001,4 +1003,33 @@ fn not_yet_is_a_poll_and_a_failure_is_a_backoff() {
     let failed = go(&w, P::AcquiringJoinSlot, E::Failed("unreachable".into()));
     assert_eq!(unwrap_backoff(&failed), P::AcquiringJoinSlot);
     assert!(!is_poll(&failed));
+}
+
+#[test]
+fn a_tombstone_removes_the_node_from_any_phase_for_good() {
+    for phase in [
+        P::WaitingForInit,
+        P::Joining { token: 3 },
+        P::Backoff {
+            delay_ms: 5,
+            then: Box::new(P::AcquiringJoinSlot),
+            poll: true,
+        },
+        P::Done,
+    ] {
+        let s = on_tombstone(&at(phase.clone())).unwrap();
+        assert_eq!(s.phase, P::Removed, "from {phase:?}");
+        assert!(s.last_error.unwrap().contains("muster remove"));
+    }
+    let removed = at(P::Removed);
+    assert_eq!(on_tombstone(&removed), None, "already removed");
+    for e in [
+        Event::Done,
+        Event::Failed("x".into()),
+        Event::AlreadyInitialized,
+    ] {
+        let (next, acts) = step(&cp(), removed.clone(), e);
+        assert_eq!(next.phase, P::Removed);
+        assert!(acts.is_empty(), "a removed node does nothing: {acts:?}");
+    }
 }

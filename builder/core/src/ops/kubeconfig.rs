@@ -184,6 +184,30 @@ impl AdminKubeconfig {
             .map_err(|e| KubeconfigError::Parse(format!("certificate-authority-data: {e}")))
     }
 
+    /// The first user's client certificate and key (PEM), embedded as kubeadm and k3s
+    /// write them (`client-certificate-data`, `client-key-data`).
+    pub fn identity(&self) -> Result<(String, String), KubeconfigError> {
+        let user = self
+            .doc
+            .get("users")
+            .and_then(Value::as_sequence)
+            .and_then(|s| s.first())
+            .and_then(|u| u.get("user"))
+            .ok_or_else(|| KubeconfigError::Parse("no users[0].user".into()))?;
+        let pem = |field: &str| -> Result<String, KubeconfigError> {
+            let b64 = user
+                .get(field)
+                .and_then(Value::as_str)
+                .ok_or_else(|| KubeconfigError::Parse(format!("no users[0].user.{field}")))?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| KubeconfigError::Parse(format!("{field}: {e}")))?;
+            String::from_utf8(bytes)
+                .map_err(|e| KubeconfigError::Parse(format!("{field}: not UTF-8: {e}")))
+        };
+        Ok((pem("client-certificate-data")?, pem("client-key-data")?))
+    }
+
     pub fn roots(&self) -> Result<RootCertStore, KubeconfigError> {
         probe::roots_from_pem(&self.ca_pem()?).map_err(|e| KubeconfigError::Parse(e.to_string()))
     }
@@ -225,6 +249,22 @@ pub async fn fetch(dir: &BuildDir, timeout: Duration) -> Result<AdminKubeconfig,
     AdminKubeconfig::parse(admin.expose())
 }
 
+/// The admin kubeconfig and the endpoint that answers (the VIP first).
+pub async fn connect(
+    dir: &BuildDir,
+    timeout: Duration,
+) -> Result<(AdminKubeconfig, Choice), KubeconfigError> {
+    let admin = fetch(dir, timeout).await?;
+    let roots = admin.roots()?;
+    let cands = candidates(&dir.baked, &dir.dir.join(crate::bake::CLUSTER_FILE))?;
+    let choice = choose(&cands, |addr| {
+        let roots = roots.clone();
+        async move { probe::tls(addr, &roots, timeout).await }
+    })
+    .await?;
+    Ok((admin, choice))
+}
+
 /// What `muster kubeconfig` did.
 #[derive(Debug, Clone)]
 pub struct Written {
@@ -238,14 +278,7 @@ pub async fn run(
     path: &Path,
     timeout: Duration,
 ) -> Result<Written, KubeconfigError> {
-    let admin = fetch(dir, timeout).await?;
-    let roots = admin.roots()?;
-    let cands = candidates(&dir.baked, &dir.dir.join(crate::bake::CLUSTER_FILE))?;
-    let choice = choose(&cands, |addr| {
-        let roots = roots.clone();
-        async move { probe::tls(addr, &roots, timeout).await }
-    })
-    .await?;
+    let (admin, choice) = connect(dir, timeout).await?;
     let text = admin.with_server(&choice.server())?;
     crate::bake::write::write_atomic(path, text.as_bytes(), 0o600).map_err(|source| {
         KubeconfigError::Write {

@@ -8,6 +8,7 @@
 
 pub mod kubeconfig;
 pub mod probe;
+pub mod remove;
 pub mod reset;
 pub mod status;
 pub mod upgrade;

@@ -614,7 +614,8 @@ impl Req<'_> {
     }
 }
 
-/// `fieldSelector` terms `metadata.name=X`, `metadata.namespace=X` (`==`, `!=` too).
+/// `fieldSelector` terms `metadata.name=X`, `metadata.namespace=X`, `spec.nodeName=X`
+/// (`==`, `!=` too).
 fn selects_fields(sel: &str, obj: &Value) -> bool {
     sel.split(',').filter(|t| !t.is_empty()).all(|t| {
         let (k, v, eq) = match t.split_once("!=") {
@@ -627,6 +628,7 @@ fn selects_fields(sel: &str, obj: &Value) -> bool {
         let have = match k {
             "metadata.name" => obj["metadata"]["name"].as_str(),
             "metadata.namespace" => obj["metadata"]["namespace"].as_str(),
+            "spec.nodeName" => obj["spec"]["nodeName"].as_str(),
             _ => return true,
         };
         (have == Some(v)) == eq
@@ -739,6 +741,10 @@ mod tests {
             o("example.com", "widgets", Some("x"), None)
         );
         assert_eq!(route("/api/v1/namespaces/x/pods/p/log"), Route::Unknown);
+        assert_eq!(
+            route("/api/v1/namespaces/x/pods/p/eviction"),
+            Route::Eviction("x".into(), "p".into())
+        );
     }
 
     #[test]
@@ -755,5 +761,8 @@ mod tests {
         assert!(!selects_labels("!k", &obj));
         assert!(!selects_labels("k!=v", &obj));
         assert!(selects_labels("", &obj));
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "wk-1"}});
+        assert!(selects_fields("spec.nodeName=wk-1", &pod));
+        assert!(!selects_fields("spec.nodeName=wk-2", &pod));
     }
 }

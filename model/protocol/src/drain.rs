@@ -20,6 +20,37 @@ pub struct PodInfo {
     pub phase: String,
 }
 
+/// The pods of a `PodList` (`GET /api/v1/pods?fieldSelector=spec.nodeName=NODE`).
+pub fn pods(list_json: &[u8]) -> Result<Vec<PodInfo>, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(list_json).map_err(|e| format!("pod list: {e}"))?;
+    let items = v["items"]
+        .as_array()
+        .ok_or_else(|| "pod list: no `items`".to_string())?;
+    Ok(items
+        .iter()
+        .map(|p| {
+            let meta = &p["metadata"];
+            let owner = meta["ownerReferences"].as_array().and_then(|os| {
+                os.iter()
+                    .find(|o| o["controller"] == true)
+                    .or(os.first())
+                    .and_then(|o| o["kind"].as_str())
+                    .map(str::to_string)
+            });
+            PodInfo {
+                namespace: meta["namespace"].as_str().unwrap_or("default").to_string(),
+                name: meta["name"].as_str().unwrap_or("").to_string(),
+                owner_kind: owner,
+                mirror: meta["annotations"]
+                    .get("kubernetes.io/config.mirror")
+                    .is_some(),
+                phase: p["status"]["phase"].as_str().unwrap_or("").to_string(),
+            }
+        })
+        .collect())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Skip {
     DaemonSet,
@@ -217,8 +248,24 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_list_reads_owner_mirror_and_phase() {
+        let list = br#"{"kind":"PodList","items":[
+          {"metadata":{"name":"web-1","namespace":"shop","ownerReferences":[{"kind":"ReplicaSet","controller":true}]},"status":{"phase":"Running"}},
+          {"metadata":{"name":"flannel-x","namespace":"kube-flannel","ownerReferences":[{"kind":"DaemonSet","controller":true}]},"status":{"phase":"Running"}},
+          {"metadata":{"name":"etcd-cp-1","namespace":"kube-system","annotations":{"kubernetes.io/config.mirror":"abc"}},"status":{"phase":"Running"}}
+        ]}"#;
+        let p = plan(&pods(list).unwrap());
+        assert_eq!(p.evict, vec![("shop".into(), "web-1".into())]);
+        assert_eq!(p.skipped.len(), 2);
+        assert!(pods(b"{}").is_err());
+    }
+
+    #[test]
     fn a_budget_refusal_reads_from_the_real_429_body() {
-        let body = include_bytes!("../../tests/fixtures/eviction-429-pdb.json");
+        let body = include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../agent/tests/fixtures/eviction-429-pdb.json"
+        ));
         assert_eq!(
             read_eviction(429, body),
             Evicted::Blocked {
