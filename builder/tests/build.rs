@@ -478,8 +478,8 @@ fn a_missing_addon_source_fails_the_build_naming_url_and_sha256() {
         .unwrap_err()
         .to_string();
     let f = muster_build::addons::FLANNEL;
-    assert!(err.contains(f.url), "{err}");
-    assert!(err.contains(f.sha256), "{err}");
+    assert!(err.contains(f.url.as_ref()), "{err}");
+    assert!(err.contains(f.sha256.as_ref()), "{err}");
     assert!(err.contains("addons/flannel-v0.28.9.yaml"), "{err}");
     // Wrong bytes under the right name: refused, naming both digests.
     std::fs::create_dir_all(empty.path().join("addons")).unwrap();
@@ -492,7 +492,7 @@ fn a_missing_addon_source_fails_the_build_naming_url_and_sha256() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains(f.sha256) && err.contains("has sha256"),
+        err.contains(f.sha256.as_ref()) && err.contains("has sha256"),
         "{err}"
     );
 }

@@ -499,7 +499,7 @@ fn baked_addon_manifests_pass_kubernetes_validate_strict() {
         let loaded = muster_build::spec_source::load(Some(&path)).unwrap();
         let version = loaded.cluster.distribution.version.to_string();
         let k = version.trim_start_matches('v');
-        let baked = muster_build::addons::bake::bake(&loaded.cluster, &source).unwrap();
+        let baked = muster_build::addons::bake::bake(&loaded.cluster, &source, &loaded.dir()).unwrap();
         for (file, bytes) in &baked.files {
             let d = tmp();
             let f = d.path().join(file);

@@ -50,10 +50,10 @@ pub enum SourceError {
          offline, put the file at {hint}"
     )]
     Unavailable {
-        name: &'static str,
-        version: &'static str,
-        url: &'static str,
-        sha256: &'static str,
+        name: String,
+        version: String,
+        url: String,
+        sha256: String,
         detail: String,
         hint: String,
     },
@@ -62,10 +62,10 @@ pub enum SourceError {
         path.display()
     )]
     Mismatch {
-        name: &'static str,
-        version: &'static str,
-        url: &'static str,
-        sha256: &'static str,
+        name: String,
+        version: String,
+        url: String,
+        sha256: String,
         path: PathBuf,
         got: String,
     },
@@ -74,10 +74,10 @@ pub enum SourceError {
 /// The pinned bytes of `m`.
 pub fn fetch(source: &Source, m: &PinnedManifest) -> Result<Vec<u8>, SourceError> {
     let unavailable = |detail: String, hint: String| SourceError::Unavailable {
-        name: m.name,
-        version: m.version,
-        url: m.url,
-        sha256: m.sha256,
+        name: m.name.to_string(),
+        version: m.version.to_string(),
+        url: m.url.to_string(),
+        sha256: m.sha256.to_string(),
         detail,
         hint,
     };
@@ -93,7 +93,7 @@ pub fn fetch(source: &Source, m: &PinnedManifest) -> Result<Vec<u8>, SourceError
             path
         }
         Source::Cache(dir) => {
-            let path = dir.join(m.sha256);
+            let path = dir.join(m.sha256.as_ref());
             if !path.is_file() {
                 fill_cache(m, &path).map_err(|detail| {
                     unavailable(
@@ -114,7 +114,7 @@ pub fn fetch(source: &Source, m: &PinnedManifest) -> Result<Vec<u8>, SourceError
 /// Downloads `m` into the cache at `path` (atomically; a wrong download never lands).
 fn fill_cache(m: &PinnedManifest, path: &Path) -> Result<(), String> {
     let tmp = path.with_extension("download");
-    download(m.url, &tmp).map_err(|e| e.to_string())?;
+    download(&m.url, &tmp).map_err(|e| e.to_string())?;
     let got = sha256_file(&tmp).map_err(|e| e.to_string())?;
     if got != m.sha256 {
         let _ = std::fs::remove_file(&tmp);
@@ -128,20 +128,20 @@ fn fill_cache(m: &PinnedManifest, path: &Path) -> Result<(), String> {
 
 fn check(m: &PinnedManifest, path: &Path) -> Result<Vec<u8>, SourceError> {
     let bytes = std::fs::read(path).map_err(|e| SourceError::Unavailable {
-        name: m.name,
-        version: m.version,
-        url: m.url,
-        sha256: m.sha256,
+        name: m.name.to_string(),
+        version: m.version.to_string(),
+        url: m.url.to_string(),
+        sha256: m.sha256.to_string(),
         detail: format!("{}: {e}", path.display()),
         hint: path.display().to_string(),
     })?;
     let got = crate::bake::payload::sha256_hex(&bytes);
     if got != m.sha256 {
         return Err(SourceError::Mismatch {
-            name: m.name,
-            version: m.version,
-            url: m.url,
-            sha256: m.sha256,
+            name: m.name.to_string(),
+            version: m.version.to_string(),
+            url: m.url.to_string(),
+            sha256: m.sha256.to_string(),
             path: path.to_path_buf(),
             got,
         });
