@@ -448,10 +448,78 @@ mod tests {
             seed0,
             [
                 ("cilium".into(), Install::NoSource),
-                ("longhorn".into(), Install::NoSource),
-                ("nginx".into(), Install::NoSource)
+                ("longhorn".into(), Install::Manifest(LONGHORN)),
+                ("nginx".into(), Install::Manifest(INGRESS_NGINX))
             ]
         );
+        // The user's cilium takes the CNI's place (first); other manifests come last.
+        let seed0 = std::fs::read_to_string(format!(
+            "{}/../../examples/seed-000-kubeadm-kube-vip.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+        .replace(
+            "  addons:\n",
+            "  addons:\n    manifests:\n    - name: extra\n      url: https://example.com/x.yaml\n      sha256: 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n    - name: cilium\n      file: cilium.yaml\n",
+        );
+        let c = model::spec::load("t.yaml", &seed0).unwrap().0;
+        let r = resolve(&c);
+        assert_eq!(r[0].name, "cilium");
+        assert_eq!(
+            r[0].install,
+            Install::User(UserSource::File {
+                name: "cilium".into(),
+                path: "cilium.yaml".into(),
+                sha256: None
+            })
+        );
+        let Install::User(UserSource::Url(m)) = &r.last().unwrap().install else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            (m.name.as_ref(), m.version.as_ref(), m.url.as_ref()),
+            ("extra", "sha256-001122334455", "https://example.com/x.yaml")
+        );
+        assert!(
+            render(&example("seed-000-kubeadm-kube-vip.yaml"))
+                .contains("helm template cilium cilium/cilium")
+        );
+    }
+
+    fn fixture(m: &PinnedManifest) -> String {
+        std::fs::read_to_string(format!(
+            "{}/../../tests/fixtures/artifacts/addons/{}-{}.yaml",
+            env!("CARGO_MANIFEST_DIR"),
+            m.name,
+            m.version
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn calico_gets_the_pod_network_and_interface() {
+        let mut c = example("default.yaml");
+        c.network.pod_subnet = "10.50.0.0/16".parse().unwrap();
+        let out = adapt(&c, &CALICO, &fixture(&CALICO)).unwrap();
+        assert!(
+            out.contains(
+                "            - name: CALICO_IPV4POOL_CIDR\n              value: \"10.50.0.0/16\"\n            - name: IP_AUTODETECTION_METHOD\n              value: \"interface=eth0\"\n"
+            ),
+            "pool/interface not set"
+        );
+        assert!(!out.contains("# - name: CALICO_IPV4POOL_CIDR"));
+        assert!(images(&out).contains(&"quay.io/calico/node:v3.32.1".to_string()));
+    }
+
+    #[test]
+    fn ingress_nginx_gets_a_load_balancer_only_with_metallb() {
+        let text = fixture(&INGRESS_NGINX);
+        let plain = example("default.yaml");
+        assert_eq!(adapt(&plain, &INGRESS_NGINX, &text).unwrap(), text);
+        let seed2 = example("seed-002-k3s-nginx-mariadb.yaml");
+        let out = adapt(&seed2, &INGRESS_NGINX, &text).unwrap();
+        assert!(!out.contains("type: NodePort"));
+        assert_eq!(out.matches("type: LoadBalancer").count(), 1);
     }
 
     #[test]
