@@ -445,15 +445,19 @@ mod tests {
                 with(k131.clone(), &[&kube_vip]),
                 vec!["flannel"],
             ),
-            // cilium has no pinned manifest (the user installs it): nothing of it pre-pulled.
+            // cilium has no pinned manifest (the user brings it): nothing of it pre-pulled.
             (
                 "seed-000-kubeadm-kube-vip.yaml",
                 with(k131, &[&kube_vip]),
-                vec![],
+                vec!["longhorn", "ingress-nginx"],
             ),
             ("seed-001-k3s-haproxy-proxmox.yaml", vec![], vec![]),
             ("seed-002-k3s-nginx-mariadb.yaml", vec![], vec!["metallb"]),
-            ("seed-003-k3s-keepalived.yaml", vec![], vec!["metallb"]),
+            (
+                "seed-003-k3s-keepalived.yaml",
+                vec![],
+                vec!["metallb", "ingress-nginx"],
+            ),
             (
                 "seed-004-kubeadm-external-etcd.yaml",
                 with(kubeadm("v1.30.2", None, "v1.11.1", "3.9"), &[]),
