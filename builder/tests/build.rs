@@ -27,10 +27,9 @@ fn spec(name: &str) -> muster_build::spec_source::LoadedSpec {
     muster_build::spec_source::load(Some(&common::repo().join("examples").join(name))).unwrap()
 }
 
-/// The user's cilium manifest in these tests: muster pins none (cilium publishes only a
-/// Helm chart), so a spec choosing cilium brings one; this small DaemonSet stands in for
-/// the user's `helm template` output (muster bakes it as given, never adapting it).
-const USER_CILIUM: &str = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: cilium\n  namespace: kube-system\nspec:\n  selector:\n    matchLabels:\n      k8s-app: cilium\n  template:\n    metadata:\n      labels:\n        k8s-app: cilium\n    spec:\n      hostNetwork: true\n      containers:\n      - name: cilium-agent\n        image: quay.io/cilium/cilium:v1.18.4\n";
+/// The user's cilium manifest (muster pins none): a small DaemonSet standing in for the
+/// user's `helm template` output.
+const USER_CILIUM: &str = include_str!("../../tests/fixtures/addons/cilium-user.yaml");
 
 /// Seed 000 (cilium, longhorn, ingress-nginx) copied into `dir` with the user's cilium
 /// manifest beside it (`addons.manifests: [{name: cilium, file: cilium.yaml}]`).
