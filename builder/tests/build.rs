@@ -34,12 +34,13 @@ const USER_CILIUM: &str = include_str!("../../tests/fixtures/addons/cilium-user.
 /// Seed 000 (cilium, longhorn, ingress-nginx) copied into `dir` with the user's cilium
 /// manifest beside it (`addons.manifests: [{name: cilium, file: cilium.yaml}]`).
 fn seed0_with_cilium(dir: &Path) -> muster_build::spec_source::LoadedSpec {
-    let text = std::fs::read_to_string(common::repo().join("examples/seed-000-kubeadm-kube-vip.yaml"))
-        .unwrap()
-        // The example's own commented lines, switched on.
-        .replace("    # manifests:", "    manifests:  ")
-        .replace("    # - name: cilium", "    - name: cilium  ")
-        .replace("    #   file: cilium.yaml", "      file: cilium.yaml");
+    let text =
+        std::fs::read_to_string(common::repo().join("examples/seed-000-kubeadm-kube-vip.yaml"))
+            .unwrap()
+            // The example's own commented lines, switched on.
+            .replace("    # manifests:", "    manifests:  ")
+            .replace("    # - name: cilium", "    - name: cilium  ")
+            .replace("    #   file: cilium.yaml", "      file: cilium.yaml");
     std::fs::write(dir.join("cilium.yaml"), USER_CILIUM).unwrap();
     let path = dir.join("seed-000.yaml");
     std::fs::write(&path, text).unwrap();
@@ -560,7 +561,10 @@ fn an_addon_without_a_source_fails_the_build_saying_what_is_missing() {
             "  addons:\n",
             &format!("  addons:\n    manifests:\n    - name: extra\n      url: https://example.invalid/extra.yaml\n      sha256: {sha}\n"),
         );
-    assert!(text.contains("name: extra"), "default.yaml has an addons section");
+    assert!(
+        text.contains("name: extra"),
+        "default.yaml has an addons section"
+    );
     let path = tools.path().join("extra.yaml");
     std::fs::write(&path, text).unwrap();
     let s = muster_build::spec_source::load(Some(&path)).unwrap();

@@ -245,7 +245,11 @@ fn seed_003_k3s_keepalived_assembles() {
         "/apis/metallb.io/v1beta1/namespaces/metallb-system/ipaddresspools/muster",
         None,
     );
-    assert!(pool.ok() && pool.stdout.contains("192.168.26.254"), "{}", pool.all());
+    assert!(
+        pool.ok() && pool.stdout.contains("192.168.26.254"),
+        "{}",
+        pool.all()
+    );
     let svc = seed.api(
         &third,
         &third,
@@ -254,7 +258,11 @@ fn seed_003_k3s_keepalived_assembles() {
         "/api/v1/namespaces/ingress-nginx/services/ingress-nginx-controller",
         None,
     );
-    assert!(svc.ok() && svc.stdout.contains("LoadBalancer"), "{}", svc.all());
+    assert!(
+        svc.ok() && svc.stdout.contains("LoadBalancer"),
+        "{}",
+        svc.all()
+    );
     // A done server halted and booted again: its enabled k3s unit (and etcd member) comes
     // back through the lab's boot step, as systemd starts enabled units at boot.
     let mut seed = seed;

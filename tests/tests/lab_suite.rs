@@ -609,7 +609,11 @@ fn seed_000_kube_vip_assembles_and_rehearses_quorum_loss_and_vip_failover() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("seed000-spec");
     std::fs::create_dir_all(&dir).unwrap();
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
-    std::fs::copy(fixtures.join("addons/cilium-user.yaml"), dir.join("cilium.yaml")).unwrap();
+    std::fs::copy(
+        fixtures.join("addons/cilium-user.yaml"),
+        dir.join("cilium.yaml"),
+    )
+    .unwrap();
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/seed-000-kubeadm-kube-vip.yaml"),
     )

@@ -46,26 +46,20 @@ pub fn artifact_name(m: &PinnedManifest) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error(
-        "add-on {name} {version}: cannot get {url} (pinned sha256 {sha256}): {detail}; \
-         offline, put the file at {hint}"
+        "add-on {} {}: cannot get {} (pinned sha256 {}): {detail}; offline, put the file at {hint}",
+        pin.name, pin.version, pin.url, pin.sha256
     )]
     Unavailable {
-        name: String,
-        version: String,
-        url: String,
-        sha256: String,
+        pin: Box<PinnedManifest>,
         detail: String,
         hint: String,
     },
     #[error(
-        "add-on {name} {version}: {} has sha256 {got}, expected {sha256} (the pin for {url})",
-        path.display()
+        "add-on {} {}: {} has sha256 {got}, expected {} (the pin for {})",
+        pin.name, pin.version, path.display(), pin.sha256, pin.url
     )]
     Mismatch {
-        name: String,
-        version: String,
-        url: String,
-        sha256: String,
+        pin: Box<PinnedManifest>,
         path: PathBuf,
         got: String,
     },
@@ -74,10 +68,7 @@ pub enum SourceError {
 /// The pinned bytes of `m`.
 pub fn fetch(source: &Source, m: &PinnedManifest) -> Result<Vec<u8>, SourceError> {
     let unavailable = |detail: String, hint: String| SourceError::Unavailable {
-        name: m.name.to_string(),
-        version: m.version.to_string(),
-        url: m.url.to_string(),
-        sha256: m.sha256.to_string(),
+        pin: Box::new(m.clone()),
         detail,
         hint,
     };
@@ -128,20 +119,14 @@ fn fill_cache(m: &PinnedManifest, path: &Path) -> Result<(), String> {
 
 fn check(m: &PinnedManifest, path: &Path) -> Result<Vec<u8>, SourceError> {
     let bytes = std::fs::read(path).map_err(|e| SourceError::Unavailable {
-        name: m.name.to_string(),
-        version: m.version.to_string(),
-        url: m.url.to_string(),
-        sha256: m.sha256.to_string(),
+        pin: Box::new(m.clone()),
         detail: format!("{}: {e}", path.display()),
         hint: path.display().to_string(),
     })?;
     let got = crate::bake::payload::sha256_hex(&bytes);
     if got != m.sha256 {
         return Err(SourceError::Mismatch {
-            name: m.name.to_string(),
-            version: m.version.to_string(),
-            url: m.url.to_string(),
-            sha256: m.sha256.to_string(),
+            pin: Box::new(m.clone()),
             path: path.to_path_buf(),
             got,
         });

@@ -112,9 +112,9 @@ pub fn needs(cluster: &model::Cluster) -> Result<Needs, ImageError> {
         .filter_map(|a| match a.install {
             Install::Manifest(m) | Install::User(addons::UserSource::Url(m)) => Some(m),
             // A local file's images are not pre-pulled: the image build has no spec dir.
-            Install::User(addons::UserSource::File { .. }) | Install::Bundled | Install::NoSource => {
-                None
-            }
+            Install::User(addons::UserSource::File { .. })
+            | Install::Bundled
+            | Install::NoSource => None,
         })
         .collect();
     Ok(Needs { images, manifests })

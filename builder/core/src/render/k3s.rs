@@ -11,8 +11,8 @@
 
 use super::common::{Input, RenderError};
 use super::yaml::to_yaml;
-use model::PlannedNode;
 use crate::addons::Install;
+use model::PlannedNode;
 use model::spec::{Datastore, DistroKind, Role};
 use model::templates::TOKEN;
 use serde::{Deserialize, Serialize};
@@ -189,7 +189,10 @@ mod tests {
         assert!(!cfg.disable.contains(&"servicelb".to_string()), "{cfg:?}");
         assert_eq!(cfg.flannel_backend, None);
         assert_eq!(cfg.disable_network_policy, None);
-        assert_eq!(cfg.flannel_iface.as_deref(), Some(c.network.interface.as_str()));
+        assert_eq!(
+            cfg.flannel_iface.as_deref(),
+            Some(c.network.interface.as_str())
+        );
         // seed 002: MetalLB chosen, servicelb not listed by the user: muster turns it off.
         let (c, p) = example("seed-002-k3s-nginx-mariadb.yaml");
         assert!(!c.distribution.disable.contains(&"servicelb".to_string()));
