@@ -27,6 +27,26 @@ fn spec(name: &str) -> muster_build::spec_source::LoadedSpec {
     muster_build::spec_source::load(Some(&common::repo().join("examples").join(name))).unwrap()
 }
 
+/// The user's cilium manifest (muster pins none): a small DaemonSet standing in for the
+/// user's `helm template` output.
+const USER_CILIUM: &str = include_str!("../../tests/fixtures/addons/cilium-user.yaml");
+
+/// Seed 000 (cilium, longhorn, ingress-nginx) copied into `dir` with the user's cilium
+/// manifest beside it (`addons.manifests: [{name: cilium, file: cilium.yaml}]`).
+fn seed0_with_cilium(dir: &Path) -> muster_build::spec_source::LoadedSpec {
+    let text =
+        std::fs::read_to_string(common::repo().join("examples/seed-000-kubeadm-kube-vip.yaml"))
+            .unwrap()
+            // The example's own commented lines, switched on.
+            .replace("    # manifests:", "    manifests:  ")
+            .replace("    # - name: cilium", "    - name: cilium  ")
+            .replace("    #   file: cilium.yaml", "      file: cilium.yaml");
+    std::fs::write(dir.join("cilium.yaml"), USER_CILIUM).unwrap();
+    let path = dir.join("seed-000.yaml");
+    std::fs::write(&path, text).unwrap();
+    muster_build::spec_source::load(Some(&path)).unwrap()
+}
+
 fn untar(tgz: &[u8]) -> Vec<(String, Vec<u8>, u32, u64, u64)> {
     let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
     let mut out = Vec::new();
@@ -93,12 +113,7 @@ fn payload_layout_is_fixed_and_holds_no_secret() {
     let tools = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("b");
-    let r = build(
-        &spec("seed-000-kubeadm-kube-vip.yaml"),
-        &dir,
-        &opts(tools.path()),
-    )
-    .unwrap();
+    let r = build(&seed0_with_cilium(tools.path()), &dir, &opts(tools.path())).unwrap();
     let tgz = std::fs::read(dir.join("payload.tar.gz")).unwrap();
     assert_eq!(payload::sha256_hex(&tgz), r.payload_sha256);
     assert_eq!(&tgz[4..8], &[0, 0, 0, 0], "gzip mtime must be 0");
@@ -449,6 +464,120 @@ fn addons_are_baked_in_order_with_an_index_and_rebuild_identically() {
     assert_eq!(std::fs::read(dir.join("payload.tar.gz")).unwrap(), tgz);
 }
 
+/// Seed 000's add-ons (the user's cilium first, then longhorn and ingress-nginx from their
+/// pins) and calico: baked in order, each pinned source recorded, and a rebuild gives the
+/// same payload bytes.
+#[test]
+fn seed_000_and_calico_addons_bake_in_order_and_rebuild_identically() {
+    let tools = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let s = seed0_with_cilium(tools.path());
+    let dir = out.path().join("build");
+    build(&s, &dir, &opts(tools.path())).unwrap();
+    let tgz = std::fs::read(dir.join("payload.tar.gz")).unwrap();
+    let files = addon_files(&tgz);
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "01-cilium.yaml",
+            "02-longhorn.yaml",
+            "03-ingress-nginx.yaml",
+            "index.json"
+        ]
+    );
+    assert_eq!(files[0].1, USER_CILIUM.as_bytes());
+    let index: model::addons::AddonIndex = serde_json::from_slice(&files[3].1).unwrap();
+    let src = |i: usize| index.addons[i].source.clone().unwrap();
+    assert_eq!(src(0).url, "file:cilium.yaml");
+    assert_eq!(src(0).sha256, payload::sha256_hex(USER_CILIUM.as_bytes()));
+    assert_eq!(src(1).sha256, muster_build::addons::LONGHORN.sha256);
+    assert_eq!(src(2).sha256, muster_build::addons::INGRESS_NGINX.sha256);
+    // No MetalLB in seed 000: the bare-metal NodePort Service as published.
+    assert!(String::from_utf8_lossy(&files[2].1).contains("  type: NodePort\n"));
+    build(&s, &dir, &opts(tools.path())).unwrap();
+    assert_eq!(std::fs::read(dir.join("payload.tar.gz")).unwrap(), tgz);
+
+    let mut c = spec("default.yaml");
+    c.cluster.addons.cni = model::spec::Cni::Calico;
+    let dir = out.path().join("calico");
+    build(&c, &dir, &opts(tools.path())).unwrap();
+    let tgz = std::fs::read(dir.join("payload.tar.gz")).unwrap();
+    let files = addon_files(&tgz);
+    assert_eq!(files[0].0, "01-calico.yaml");
+    let text = String::from_utf8_lossy(&files[0].1);
+    assert!(text.contains(&format!("value: \"{}\"", c.cluster.network.pod_subnet)));
+    build(&c, &dir, &opts(tools.path())).unwrap();
+    assert_eq!(std::fs::read(dir.join("payload.tar.gz")).unwrap(), tgz);
+}
+
+/// Seed 003: MetalLB's one-address pool is the second VIP, and ingress-nginx's Service
+/// asks it for an address (a LoadBalancer Service instead of the bare-metal NodePort).
+#[test]
+fn seed_003_ingress_takes_the_second_vip_through_metallb() {
+    let tools = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let s = spec("seed-003-k3s-keepalived.yaml");
+    let dir = out.path().join("build");
+    build(&s, &dir, &opts(tools.path())).unwrap();
+    let files = addon_files(&std::fs::read(dir.join("payload.tar.gz")).unwrap());
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "01-metallb.yaml",
+            "02-metallb-pool.yaml",
+            "03-ingress-nginx.yaml",
+            "index.json"
+        ]
+    );
+    assert!(String::from_utf8_lossy(&files[1].1).contains("- 192.168.26.254"));
+    let ingress = String::from_utf8_lossy(&files[2].1);
+    assert!(ingress.contains("  type: LoadBalancer\n") && !ingress.contains("NodePort"));
+}
+
+/// Cilium without the user's manifest, or a user add-on whose URL cannot be fetched:
+/// `muster build` fails before writing, saying what to do / which URL and sha256.
+#[test]
+fn an_addon_without_a_source_fails_the_build_saying_what_is_missing() {
+    let tools = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let err = build(
+        &spec("seed-000-kubeadm-kube-vip.yaml"),
+        &out.path().join("a"),
+        &opts(tools.path()),
+    )
+    .unwrap_err();
+    let err = format!("{:#}", anyhow::Error::from(err));
+    assert!(
+        err.contains("spec.addons.cni: add-on `cilium` has no manifest")
+            && err.contains("helm template cilium"),
+        "{err}"
+    );
+    let sha = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let text = std::fs::read_to_string(common::repo().join("examples/default.yaml"))
+        .unwrap()
+        .replace(
+            "  addons:\n",
+            &format!("  addons:\n    manifests:\n    - name: extra\n      url: https://example.invalid/extra.yaml\n      sha256: {sha}\n"),
+        );
+    assert!(
+        text.contains("name: extra"),
+        "default.yaml has an addons section"
+    );
+    let path = tools.path().join("extra.yaml");
+    std::fs::write(&path, text).unwrap();
+    let s = muster_build::spec_source::load(Some(&path)).unwrap();
+    let err = build(&s, &out.path().join("b"), &opts(tools.path())).unwrap_err();
+    let err = format!("{:#}", anyhow::Error::from(err));
+    assert!(
+        err.contains("https://example.invalid/extra.yaml")
+            && err.contains(sha)
+            && err.contains("addons/extra-sha256-001122334455.yaml"),
+        "{err}"
+    );
+}
+
 #[test]
 fn kubeadm_default_bakes_flannel_with_the_pod_network() {
     let tools = tempfile::tempdir().unwrap();
@@ -478,8 +607,8 @@ fn a_missing_addon_source_fails_the_build_naming_url_and_sha256() {
         .unwrap_err()
         .to_string();
     let f = muster_build::addons::FLANNEL;
-    assert!(err.contains(f.url), "{err}");
-    assert!(err.contains(f.sha256), "{err}");
+    assert!(err.contains(f.url.as_ref()), "{err}");
+    assert!(err.contains(f.sha256.as_ref()), "{err}");
     assert!(err.contains("addons/flannel-v0.28.9.yaml"), "{err}");
     // Wrong bytes under the right name: refused, naming both digests.
     std::fs::create_dir_all(empty.path().join("addons")).unwrap();
@@ -492,7 +621,7 @@ fn a_missing_addon_source_fails_the_build_naming_url_and_sha256() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains(f.sha256) && err.contains("has sha256"),
+        err.contains(f.sha256.as_ref()) && err.contains("has sha256"),
         "{err}"
     );
 }

@@ -493,26 +493,48 @@ fn baked_addon_manifests_pass_kubernetes_validate_strict() {
     let source = muster_build::addons::source::Source::Artifacts(
         concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/artifacts").into(),
     );
-    let mut checked = 0;
-    for name in ["default.yaml", "seed-002-k3s-nginx-mariadb.yaml"] {
+    let mut checked = Vec::new();
+    for name in [
+        "default.yaml",
+        "seed-002-k3s-nginx-mariadb.yaml",
+        "seed-003-k3s-keepalived.yaml",
+        "seed-000-kubeadm-kube-vip.yaml",
+    ] {
         let path = common::repo().join("examples").join(name);
-        let loaded = muster_build::spec_source::load(Some(&path)).unwrap();
+        let mut loaded = muster_build::spec_source::load(Some(&path)).unwrap();
+        // Seed 000's cilium is the user's own manifest: calico (pinned) takes its place here.
+        if loaded.cluster.addons.cni == model::spec::Cni::Cilium {
+            loaded.cluster.addons.cni = model::spec::Cni::Calico;
+        }
         let version = loaded.cluster.distribution.version.to_string();
         let k = version.trim_start_matches('v');
-        let baked = muster_build::addons::bake::bake(&loaded.cluster, &source).unwrap();
+        let baked =
+            muster_build::addons::bake::bake(&loaded.cluster, &source, &loaded.dir()).unwrap();
         for (file, bytes) in &baked.files {
             let d = tmp();
             let f = d.path().join(file);
             std::fs::write(&f, bytes).unwrap();
             let exe = Path::new(CACHE).join("venv/bin/kubernetes-validate");
             let o = run(Command::new(exe).args(["-k", k, "--strict"]).arg(&f));
-            // MetalLB's own kinds have no schema in kubernetes-validate: it says so (a
-            // warning), and fails anything it can check.
+            // The add-ons' own kinds (MetalLB's, calico's, longhorn's) have no schema in
+            // kubernetes-validate: it says so (a warning), and fails anything it can check.
             assert!(o.status.success(), "{name} {file}: {}", show(&o));
-            checked += 1;
+            checked.push(file.clone());
         }
     }
-    assert_eq!(checked, 3, "flannel, metallb, metallb-pool");
+    checked.sort();
+    checked.dedup();
+    assert_eq!(
+        checked,
+        [
+            "01-calico.yaml",
+            "01-flannel.yaml",
+            "01-metallb.yaml",
+            "02-longhorn.yaml",
+            "02-metallb-pool.yaml",
+            "03-ingress-nginx.yaml"
+        ]
+    );
     let bad = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: x\nspec:\n  selectr: {}\n";
     let d = tmp();
     std::fs::write(d.path().join("bad.yaml"), bad).unwrap();

@@ -234,6 +234,35 @@ fn seed_003_k3s_keepalived_assembles() {
     let third = seed.names("control-plane")[2].clone();
     assert_endpoint_answers(&seed, &third);
     assert_etcd_members(&seed);
+    // The second VIP: MetalLB's one-address pool, and ingress-nginx's controller Service
+    // asking for it (a LoadBalancer Service, not the bare-metal NodePort).
+    let own = |h: &str| format!("https://{}:6443", seed.lab().node(h).unwrap().ip);
+    let pool = seed.api(
+        &third,
+        &third,
+        &own(&third),
+        "get",
+        "/apis/metallb.io/v1beta1/namespaces/metallb-system/ipaddresspools/muster",
+        None,
+    );
+    assert!(
+        pool.ok() && pool.stdout.contains("192.168.26.254"),
+        "{}",
+        pool.all()
+    );
+    let svc = seed.api(
+        &third,
+        &third,
+        &own(&third),
+        "get",
+        "/api/v1/namespaces/ingress-nginx/services/ingress-nginx-controller",
+        None,
+    );
+    assert!(
+        svc.ok() && svc.stdout.contains("LoadBalancer"),
+        "{}",
+        svc.all()
+    );
     // A done server halted and booted again: its enabled k3s unit (and etcd member) comes
     // back through the lab's boot step, as systemd starts enabled units at boot.
     let mut seed = seed;

@@ -324,6 +324,22 @@ impl Suite {
         self.lab().exec(&self.workers[0], &argv).unwrap()
     }
 
+    /// A GET through the VIP with `cp`'s admin kubeconfig, from the first worker's namespace.
+    fn get_through_vip(&self, cp: &str, path: &str) -> netns::Out {
+        let kubeconfig = self.root(cp).join("etc/kubernetes/admin.conf");
+        let kubeconfig = kubeconfig.display().to_string();
+        let argv = [
+            "apiserver-standin",
+            "get",
+            path,
+            "--kubeconfig",
+            &kubeconfig,
+            "--timeout-secs",
+            "5",
+        ];
+        self.lab().exec(&self.workers[0], &argv).unwrap()
+    }
+
     /// `kubeadm init` completed once on `host`; a run before that one is allowed only if it
     /// was cut short (the node halted during init) and undone by a reset before the rerun.
     fn assert_one_completed_init(&self, host: &str) {
@@ -587,17 +603,46 @@ fn seed_000_kube_vip_assembles_and_rehearses_quorum_loss_and_vip_failover() {
     if !enabled() {
         return;
     }
-    // muster pins no cilium manifest yet (issue 14), and a worker is done only once its
-    // Node is Ready, which needs a pod network: the lab runs seed 000 with flannel (what
-    // this test rehearses — quorum loss, VIP failover — does not depend on the CNI).
-    let mut spec = load(Some("seed-000-kubeadm-kube-vip.yaml"));
-    spec.cluster.addons.cni = model::spec::Cni::Flannel;
+    // Seed 000 as its example says, with the cilium manifest the user brings (muster pins
+    // none: cilium publishes only a Helm chart) switched on beside the spec; longhorn and
+    // ingress-nginx from their pins.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("seed000-spec");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    std::fs::copy(
+        fixtures.join("addons/cilium-user.yaml"),
+        dir.join("cilium.yaml"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/seed-000-kubeadm-kube-vip.yaml"),
+    )
+    .unwrap()
+    .replace("    # manifests:", "    manifests:  ")
+    .replace("    # - name: cilium", "    - name: cilium  ")
+    .replace("    #   file: cilium.yaml", "      file: cilium.yaml");
+    std::fs::write(dir.join("seed-000.yaml"), text).unwrap();
+    let spec = muster_build::spec_source::load(Some(&dir.join("seed-000.yaml"))).unwrap();
     let mut s = Suite::with_spec(spec, "seed000", &[]);
     let all = s.all();
     s.boot(&all);
     let took = s.wait_done(&all);
     muster_tests::measured!("ASSEMBLY seed 000: {:.1}s", took.as_secs_f64());
     s.assert_invariants();
+    // The init node applied the three add-ons (longhorn's and ingress-nginx's CRDs,
+    // namespaces and workloads through server-side apply), read back through the VIP.
+    for path in [
+        "/apis/apps/v1/namespaces/kube-system/daemonsets/cilium",
+        "/apis/apps/v1/namespaces/longhorn-system/daemonsets/longhorn-manager",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/volumes.longhorn.io",
+        "/apis/apps/v1/namespaces/ingress-nginx/deployments/ingress-nginx-controller",
+        "/apis/networking.k8s.io/v1/ingressclasses/nginx",
+    ] {
+        netns::wait_until(path, PATIENCE, Duration::from_secs(1), || {
+            s.get_through_vip(&s.cps[0], path).ok()
+        })
+        .unwrap();
+    }
 
     // ---- stop two control planes: writes through the VIP fail, the survivor says why
     let holder = s.lab().vip_holders()[0].clone();

@@ -196,13 +196,76 @@ fn addons(ctx: &mut Ctx, spec: &mut Map<'_>) -> Addons {
         .as_mut()
         .and_then(|m| m.map(ctx, "loadBalancer"))
         .map(|lb| load_balancer_addon(ctx, lb));
+    let manifests = get(ctx, &mut m, "manifests")
+        .and_then(|f| f.seq(ctx))
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|f| addon_manifest(ctx, f))
+        .collect();
     done(ctx, m);
     Addons {
         cni,
         csi,
         ingress,
         load_balancer,
+        manifests,
     }
+}
+
+/// One `addons.manifests` entry: a name and exactly one source (`url` with its `sha256`,
+/// or a local `file`).
+fn addon_manifest(ctx: &mut Ctx, field: &Field<'_>) -> Option<AddonManifest> {
+    let path = field.path.clone();
+    let mut m = Some(field.map(ctx)?);
+    let name: Option<String> = require(
+        ctx,
+        &mut m,
+        "name",
+        "a short name, e.g. `cert-manager`, or `cilium` to supply the CNI's manifest",
+    )
+    .and_then(|f| f.parse(ctx));
+    let url: Option<HttpUrl> = parse(ctx, &mut m, "url");
+    let file: Option<String> = parse(ctx, &mut m, "file");
+    let sha256: Option<Sha256Hex> = parse(ctx, &mut m, "sha256");
+    done(ctx, m);
+    let name = name?;
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        ctx.error(
+            &format!("{path}.name"),
+            format!("`{name}` is not a name of lowercase letters, digits and `-`"),
+            None,
+        );
+        return None;
+    }
+    match (&url, &file, &sha256) {
+        (Some(_), None, Some(_)) | (None, Some(_), _) => {}
+        (Some(_), None, None) => {
+            ctx.error(
+                &format!("{path}.sha256"),
+                format!("add-on `{name}`: a `url` needs the `sha256` of the file it serves"),
+                Some("pin it: `sha256sum` of the downloaded file".into()),
+            );
+            return None;
+        }
+        _ => {
+            ctx.error(
+                &path,
+                format!("add-on `{name}`: give exactly one of `url` (with `sha256`) or `file`"),
+                None,
+            );
+            return None;
+        }
+    }
+    Some(AddonManifest {
+        name,
+        url,
+        file,
+        sha256,
+    })
 }
 
 fn load_balancer_addon(ctx: &mut Ctx, lb: Map<'_>) -> LoadBalancerAddon {

@@ -119,6 +119,26 @@ pub struct Addons {
     /// (k3s keeps its own servicelb unless `distribution.disable` turns it off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<LoadBalancerAddon>,
+    /// Manifests the user brings (`addons.manifests`): their own add-ons, applied after the
+    /// built-in ones, or the manifest of a named add-on muster pins none for (cilium).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifests: Vec<AddonManifest>,
+}
+
+/// One manifest from the user: `url` + `sha256`, or a local `file` (relative to the spec
+/// file; `sha256` optional, checked when given).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AddonManifest {
+    /// Lowercase letters, digits and `-`; the same name as `cni`, `csi` or `ingress`
+    /// supplies that add-on's manifest.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<HttpUrl>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Sha256Hex>,
 }
 
 /// Which implementation hands out LoadBalancer addresses.

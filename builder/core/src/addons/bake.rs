@@ -3,10 +3,11 @@
 //! numbered in apply order (network first), so the payload is the same on every rebuild.
 
 use super::source::{self, Source, SourceError};
-use super::{AdaptError, Install, adapt, metallb_pool, resolve};
+use super::{AdaptError, Install, UserSource, adapt, metallb_pool, no_source_hint, resolve};
 use crate::bake::payload::sha256_hex;
 use model::Cluster;
 use model::addons::{AddonIndex, AddonSource, BakedAddon};
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BakeAddonError {
@@ -14,8 +15,30 @@ pub enum BakeAddonError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Adapt(#[from] AdaptError),
-    #[error("add-on {name}: the pinned manifest is not UTF-8 text")]
-    NotText { name: &'static str },
+    #[error("add-on {name}: the manifest is not UTF-8 text")]
+    NotText { name: String },
+    #[error("{field}: add-on `{name}` has no manifest: {hint}")]
+    NoSource {
+        field: &'static str,
+        name: String,
+        hint: String,
+    },
+    #[error("spec.addons.manifests: add-on `{name}`: cannot read {}: {source}", path.display())]
+    File {
+        name: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "spec.addons.manifests: add-on `{name}`: {} has sha256 {got}, the spec expects {expected}",
+        path.display()
+    )]
+    FileMismatch {
+        name: String,
+        path: PathBuf,
+        got: String,
+        expected: String,
+    },
 }
 
 /// The baked add-ons: (file name under `ADDONS_DIR`, bytes) in apply order, and the index.
@@ -26,8 +49,13 @@ pub struct BakedAddons {
 }
 
 /// Resolves, fetches (through `source`) and adapts every add-on of `cluster` that muster
-/// installs. Add-ons without a pinned source (and k3s's bundled flannel) bake nothing.
-pub fn bake(cluster: &Cluster, source: &Source) -> Result<BakedAddons, BakeAddonError> {
+/// installs; the user's `file` manifests are read relative to `spec_dir`. k3s's bundled
+/// flannel bakes nothing; an add-on without any source is an error naming the fix.
+pub fn bake(
+    cluster: &Cluster,
+    source: &Source,
+    spec_dir: &Path,
+) -> Result<BakedAddons, BakeAddonError> {
     let mut out = BakedAddons {
         files: Vec::new(),
         index: AddonIndex { addons: Vec::new() },
@@ -45,24 +73,66 @@ pub fn bake(cluster: &Cluster, source: &Source) -> Result<BakedAddons, BakeAddon
         out.files.push((file, text.into_bytes()));
     };
     for addon in resolve(cluster) {
-        let Install::Manifest(m) = &addon.install else {
-            continue;
+        let m = match &addon.install {
+            Install::Bundled => continue,
+            Install::NoSource => {
+                return Err(BakeAddonError::NoSource {
+                    field: addon.field,
+                    hint: no_source_hint(addon.field, &addon.name),
+                    name: addon.name,
+                });
+            }
+            Install::User(UserSource::File { name, path, sha256 }) => {
+                let full = spec_dir.join(path);
+                let bytes = std::fs::read(&full).map_err(|e| BakeAddonError::File {
+                    name: name.clone(),
+                    path: full.clone(),
+                    source: e,
+                })?;
+                let got = sha256_hex(&bytes);
+                if let Some(expected) = sha256
+                    && *expected != got
+                {
+                    return Err(BakeAddonError::FileMismatch {
+                        name: name.clone(),
+                        path: full,
+                        got,
+                        expected: expected.clone(),
+                    });
+                }
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| BakeAddonError::NotText { name: name.clone() })?;
+                push(
+                    name,
+                    addon.field,
+                    "user",
+                    text,
+                    Some(AddonSource {
+                        // As written in the spec: the payload does not depend on where it is built.
+                        url: format!("file:{path}"),
+                        sha256: got,
+                    }),
+                );
+                continue;
+            }
+            Install::Manifest(m) | Install::User(UserSource::Url(m)) => m,
         };
         let bytes = source::fetch(source, m)?;
-        let text =
-            String::from_utf8(bytes).map_err(|_| BakeAddonError::NotText { name: m.name })?;
+        let text = String::from_utf8(bytes).map_err(|_| BakeAddonError::NotText {
+            name: m.name.to_string(),
+        })?;
         let adapted = adapt(cluster, m, &text)?;
         push(
-            m.name,
+            &m.name,
             addon.field,
-            m.version,
+            &m.version,
             adapted,
             Some(AddonSource {
                 url: m.url.to_string(),
                 sha256: m.sha256.to_string(),
             }),
         );
-        if m.name == super::METALLB.name
+        if *m == super::METALLB
             && let Some(pool) = metallb_pool(cluster)
         {
             push("metallb-pool", addon.field, "muster", pool, None);

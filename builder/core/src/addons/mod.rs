@@ -1,45 +1,99 @@
 //! The add-ons a spec asks for, resolved to pinned upstream manifests and the objects muster
 //! derives from the spec. Pure: which manifest (URL at a release tag, its SHA-256), how
-//! muster adapts it to the cluster (flannel's pod network and interface), and the MetalLB
+//! muster adapts it to the cluster (pod network and interface for flannel and calico, a
+//! LoadBalancer Service for ingress-nginx when MetalLB hands out addresses), and the MetalLB
 //! pool. `source` fetches the pinned bytes (cache or `--artifacts DIR`), `bake` puts them
 //! into the payload.
 //!
 //! Pins are the bytes of the file at the release tag (what `raw.githubusercontent.com`
-//! serves for that tag), hashed from the upstream repositories' tags: flannel's
-//! `Documentation/kube-flannel.yml` at tag v0.28.9 and MetalLB's
-//! `config/manifests/metallb-native.yaml` at tag v0.15.3, both re-checked from git mirrors
-//! of the upstream repositories (the same bytes are in `tests/fixtures/artifacts/addons/`).
-//! Calico, cilium, ingress-nginx and longhorn have no pin yet: muster does not invent one.
+//! serves for that tag, which is the URL each project's install docs give), hashed from
+//! git mirrors of the upstream repositories (`git show TAG:PATH`); the same bytes are in
+//! `tests/fixtures/artifacts/addons/`.
+//!
+//! Cilium publishes no kubectl manifest, only a Helm chart, and muster runs no Helm: a spec
+//! choosing cilium must bring the rendered manifest itself (`addons.manifests` entry named
+//! `cilium`); without it `muster build` fails saying so. The user's own add-ons
+//! (`addons.manifests`) are applied after the built-in ones, in spec order.
 
 pub mod bake;
 pub mod source;
 
 use model::Cluster;
-use model::spec::{Cni, DistroKind, LoadBalancerProvider};
+use model::spec::{AddonManifest, Cni, DistroKind, LoadBalancerProvider};
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
-/// An upstream manifest pinned by release and content.
+/// An upstream manifest pinned by release and content (built-in pins are constants; a
+/// user's `url` + `sha256` is one too).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinnedManifest {
-    pub name: &'static str,
-    pub version: &'static str,
-    pub url: &'static str,
-    pub sha256: &'static str,
+    pub name: Cow<'static, str>,
+    pub version: Cow<'static, str>,
+    pub url: Cow<'static, str>,
+    pub sha256: Cow<'static, str>,
 }
 
-pub const FLANNEL: PinnedManifest = PinnedManifest {
-    name: "flannel",
-    version: "v0.28.9",
-    url: "https://raw.githubusercontent.com/flannel-io/flannel/v0.28.9/Documentation/kube-flannel.yml",
-    sha256: "e875824be2f552b45711dbda91af81b17eb961d00025d914d9fef18fad8f09c0",
-};
+const fn pin(
+    name: &'static str,
+    version: &'static str,
+    url: &'static str,
+    sha256: &'static str,
+) -> PinnedManifest {
+    PinnedManifest {
+        name: Cow::Borrowed(name),
+        version: Cow::Borrowed(version),
+        url: Cow::Borrowed(url),
+        sha256: Cow::Borrowed(sha256),
+    }
+}
 
-pub const METALLB: PinnedManifest = PinnedManifest {
-    name: "metallb",
-    version: "v0.15.3",
-    url: "https://raw.githubusercontent.com/metallb/metallb/v0.15.3/config/manifests/metallb-native.yaml",
-    sha256: "84b4e102f2b65f5d69085f5816c29362b74641873d8ac3de996e5f86a8219176",
-};
+pub const FLANNEL: PinnedManifest = pin(
+    "flannel",
+    "v0.28.9",
+    "https://raw.githubusercontent.com/flannel-io/flannel/v0.28.9/Documentation/kube-flannel.yml",
+    "e875824be2f552b45711dbda91af81b17eb961d00025d914d9fef18fad8f09c0",
+);
+
+pub const METALLB: PinnedManifest = pin(
+    "metallb",
+    "v0.15.3",
+    "https://raw.githubusercontent.com/metallb/metallb/v0.15.3/config/manifests/metallb-native.yaml",
+    "84b4e102f2b65f5d69085f5816c29362b74641873d8ac3de996e5f86a8219176",
+);
+
+/// Calico's operator-less manifest (`manifests/calico.yaml`), IPIP, as the Calico docs'
+/// "manifest" install has it.
+pub const CALICO: PinnedManifest = pin(
+    "calico",
+    "v3.32.1",
+    "https://raw.githubusercontent.com/projectcalico/calico/v3.32.1/manifests/calico.yaml",
+    "a1df919d9721cf667accdc3e72848911b0cb25cfab7d2478ad0c996302c95744",
+);
+
+/// ingress-nginx's bare-metal manifest (a NodePort Service; a LoadBalancer one when MetalLB
+/// is in the spec).
+pub const INGRESS_NGINX: PinnedManifest = pin(
+    "ingress-nginx",
+    "controller-v1.15.1",
+    "https://raw.githubusercontent.com/kubernetes/ingress-nginx/controller-v1.15.1/deploy/static/provider/baremetal/deploy.yaml",
+    "16b9b62df45b8ed8f1ecaed0341d583b3360e4b63c41fe00413f6a1fa2f95bec",
+);
+
+pub const LONGHORN: PinnedManifest = pin(
+    "longhorn",
+    "v1.12.1",
+    "https://raw.githubusercontent.com/longhorn/longhorn/v1.12.1/deploy/longhorn.yaml",
+    "41648963af867ac1d0c85755fb53cf61cacd57c9bb22e1942e3fb0439eeb04fd",
+);
+
+/// The built-in pin for a `csi` / `ingress` value, if muster has one.
+fn builtin(field: &str, name: &str) -> Option<PinnedManifest> {
+    match (field, name) {
+        ("spec.addons.csi", "longhorn") => Some(LONGHORN),
+        ("spec.addons.ingress", "nginx" | "ingress-nginx") => Some(INGRESS_NGINX),
+        _ => None,
+    }
+}
 
 /// How an add-on reaches the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,8 +102,44 @@ pub enum Install {
     Manifest(PinnedManifest),
     /// Part of the distribution itself (k3s's own flannel).
     Bundled,
-    /// Named in the spec, but muster has no pinned source for it yet: the user installs it.
+    /// The user's manifest (`addons.manifests`).
+    User(UserSource),
+    /// Named in the spec, but muster pins no manifest for it and the spec brings none:
+    /// `muster build` refuses the spec.
     NoSource,
+}
+
+/// Where a user's manifest comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserSource {
+    /// `url` + `sha256`: fetched and cached like a built-in pin.
+    Url(PinnedManifest),
+    /// A local `file`, relative to the spec file; its `sha256` checked when given.
+    File {
+        name: String,
+        path: String,
+        sha256: Option<String>,
+    },
+}
+
+impl UserSource {
+    fn of(m: &AddonManifest) -> UserSource {
+        match (&m.url, &m.sha256) {
+            (Some(url), Some(sha)) => UserSource::Url(PinnedManifest {
+                name: Cow::Owned(m.name.clone()),
+                // Names the offline artifact (`NAME-sha256-XXXXXXXXXXXX.yaml`).
+                version: Cow::Owned(format!("sha256-{}", &sha.as_str()[..12])),
+                url: Cow::Owned(url.to_string()),
+                sha256: Cow::Owned(sha.to_string()),
+            }),
+            // decode admits an entry only with a url + sha256 or a file.
+            _ => UserSource::File {
+                name: m.name.clone(),
+                path: m.file.clone().unwrap_or_default(),
+                sha256: m.sha256.as_ref().map(|s| s.to_string()),
+            },
+        }
+    }
 }
 
 /// One add-on as the plan shows it.
@@ -70,11 +160,18 @@ pub fn resolve(cluster: &Cluster) -> Vec<Addon> {
         Cni::Calico => "calico",
         Cni::Cilium => "cilium",
     };
-    let install = match (a.cni, cluster.distribution.kind) {
+    let user = |name: &str| {
+        a.manifests
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| Install::User(UserSource::of(m)))
+    };
+    let install = user(cni).unwrap_or(match (a.cni, cluster.distribution.kind) {
         (Cni::Flannel, DistroKind::K3s) => Install::Bundled,
         (Cni::Flannel, DistroKind::Kubeadm) => Install::Manifest(FLANNEL),
-        _ => Install::NoSource,
-    };
+        (Cni::Calico, _) => Install::Manifest(CALICO),
+        (Cni::Cilium, _) => Install::NoSource,
+    });
     out.push(Addon {
         field: "spec.addons.cni",
         name: cni.into(),
@@ -94,14 +191,43 @@ pub fn resolve(cluster: &Cluster) -> Vec<Addon> {
         ("spec.addons.ingress", &a.ingress),
     ] {
         if let Some(n) = name {
+            let install = user(n)
+                .or_else(|| builtin(field, n).map(Install::Manifest))
+                .unwrap_or(Install::NoSource);
             out.push(Addon {
                 field,
                 name: n.clone(),
-                install: Install::NoSource,
+                install,
             });
         }
     }
+    let named: Vec<&str> = out.iter().map(|x| x.name.as_str()).collect();
+    let extra: Vec<Addon> = a
+        .manifests
+        .iter()
+        .filter(|m| !named.contains(&m.name.as_str()))
+        .map(|m| Addon {
+            field: "spec.addons.manifests",
+            name: m.name.clone(),
+            install: Install::User(UserSource::of(m)),
+        })
+        .collect();
+    out.extend(extra);
     out
+}
+
+/// What the user is told for an add-on muster pins nothing for.
+pub fn no_source_hint(field: &str, name: &str) -> String {
+    if name == "cilium" {
+        return "cilium publishes no kubectl manifest, only a Helm chart, and muster runs no Helm: \
+                render it (e.g. `helm template cilium cilium/cilium --version 1.18.4 --namespace kube-system > cilium.yaml`) \
+                and add `manifests: [{name: cilium, file: cilium.yaml}]` (or `url` + `sha256`) under spec.addons"
+            .into();
+    }
+    format!(
+        "muster pins no manifest for `{name}` ({field}); add `manifests: [{{name: {name}, file: ...}}]` \
+         (or `url` + `sha256`) under spec.addons"
+    )
 }
 
 /// The `muster plan` lines about add-ons: what each resolves to. `muster build` bakes the
@@ -118,9 +244,16 @@ pub fn render(cluster: &Cluster) -> String {
                 m.name, m.version, m.url, m.sha256
             ),
             Install::Bundled => format!("{}: part of k3s itself", a.name),
+            Install::User(UserSource::Url(m)) => {
+                format!("{} from {} (sha256 {})", m.name, m.url, m.sha256)
+            }
+            Install::User(UserSource::File { name, path, .. }) => {
+                format!("{name} from the file {path}")
+            }
             Install::NoSource => format!(
-                "{}: no pinned source in muster yet; install it yourself",
-                a.name
+                "{}: NO SOURCE, `muster build` refuses this spec: {}",
+                a.name,
+                no_source_hint(a.field, &a.name)
             ),
         };
         let _ = writeln!(out, "  {:<26} {how}", a.field);
@@ -135,7 +268,7 @@ pub fn render(cluster: &Cluster) -> String {
     if cluster.distribution.kind == DistroKind::K3s && cluster.addons.cni != Cni::Flannel {
         let _ = writeln!(
             out,
-            "  note: k3s's own flannel is turned off for it: pods have no network until it is installed"
+            "  note: k3s's own flannel and network policy controller are turned off for it"
         );
     }
     out
@@ -147,8 +280,8 @@ pub fn render(cluster: &Cluster) -> String {
     "{addon} {version}: expected `{anchor}` exactly once in the manifest, found it {found} times"
 )]
 pub struct AdaptError {
-    pub addon: &'static str,
-    pub version: &'static str,
+    pub addon: String,
+    pub version: String,
     pub anchor: String,
     pub found: usize,
 }
@@ -162,8 +295,8 @@ fn replace_once(
     let found = text.matches(anchor).count();
     if found != 1 {
         return Err(AdaptError {
-            addon: m.name,
-            version: m.version,
+            addon: m.name.to_string(),
+            version: m.version.to_string(),
             anchor: anchor.to_string(),
             found,
         });
@@ -171,28 +304,53 @@ fn replace_once(
     Ok(text.replacen(anchor, with, 1))
 }
 
-/// The manifest as this cluster applies it. Flannel gets the spec's pod network (its
-/// default is kubeadm's default, 10.244.0.0/16) and the cluster interface (the first one
-/// would be Vagrant's NAT NIC); the others apply as published.
+/// The manifest as this cluster applies it. Flannel and calico get the spec's pod network
+/// (their defaults are 10.244.0.0/16 and 192.168.0.0/16) and the cluster interface (the
+/// first one would be Vagrant's NAT NIC); ingress-nginx's controller Service becomes a
+/// LoadBalancer when MetalLB hands out addresses (seed 003's second VIP); the others apply
+/// as published.
 pub fn adapt(cluster: &Cluster, m: &PinnedManifest, text: &str) -> Result<String, AdaptError> {
-    if m.name != FLANNEL.name {
-        return Ok(text.to_string());
+    let net = &cluster.network;
+    if *m == FLANNEL {
+        let network = replace_once(
+            m,
+            text,
+            r#""Network": "10.244.0.0/16","#,
+            &format!(r#""Network": "{}","#, net.pod_subnet),
+        )?;
+        return replace_once(
+            m,
+            &network,
+            "        - --kube-subnet-mgr\n",
+            &format!(
+                "        - --kube-subnet-mgr\n        - --iface={}\n",
+                net.interface
+            ),
+        );
     }
-    let network = replace_once(
-        m,
-        text,
-        r#""Network": "10.244.0.0/16","#,
-        &format!(r#""Network": "{}","#, cluster.network.pod_subnet),
-    )?;
-    replace_once(
-        m,
-        &network,
-        "        - --kube-subnet-mgr\n",
-        &format!(
-            "        - --kube-subnet-mgr\n        - --iface={}\n",
-            cluster.network.interface
-        ),
-    )
+    if *m == CALICO {
+        return replace_once(
+            m,
+            text,
+            "            # - name: CALICO_IPV4POOL_CIDR\n            #   value: \"192.168.0.0/16\"\n",
+            &[
+                "            - name: CALICO_IPV4POOL_CIDR\n".to_string(),
+                format!("              value: \"{}\"\n", net.pod_subnet),
+                "            - name: IP_AUTODETECTION_METHOD\n".to_string(),
+                format!("              value: \"interface={}\"\n", net.interface),
+            ]
+            .concat(),
+        );
+    }
+    if *m == INGRESS_NGINX && cluster.addons.load_balancer.is_some() {
+        return replace_once(
+            m,
+            text,
+            "    app.kubernetes.io/name: ingress-nginx\n  type: NodePort\n",
+            "    app.kubernetes.io/name: ingress-nginx\n  type: LoadBalancer\n",
+        );
+    }
+    Ok(text.to_string())
 }
 
 /// The MetalLB objects for the spec's pool: one `IPAddressPool` and one `L2Advertisement`
@@ -290,10 +448,78 @@ mod tests {
             seed0,
             [
                 ("cilium".into(), Install::NoSource),
-                ("longhorn".into(), Install::NoSource),
-                ("nginx".into(), Install::NoSource)
+                ("longhorn".into(), Install::Manifest(LONGHORN)),
+                ("nginx".into(), Install::Manifest(INGRESS_NGINX))
             ]
         );
+        // The user's cilium takes the CNI's place (first); other manifests come last.
+        let seed0 = std::fs::read_to_string(format!(
+            "{}/../../examples/seed-000-kubeadm-kube-vip.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+        .replace(
+            "  addons:\n",
+            "  addons:\n    manifests:\n    - name: extra\n      url: https://example.com/x.yaml\n      sha256: 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n    - name: cilium\n      file: cilium.yaml\n",
+        );
+        let c = model::spec::load("t.yaml", &seed0).unwrap().0;
+        let r = resolve(&c);
+        assert_eq!(r[0].name, "cilium");
+        assert_eq!(
+            r[0].install,
+            Install::User(UserSource::File {
+                name: "cilium".into(),
+                path: "cilium.yaml".into(),
+                sha256: None
+            })
+        );
+        let Install::User(UserSource::Url(m)) = &r.last().unwrap().install else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            (m.name.as_ref(), m.version.as_ref(), m.url.as_ref()),
+            ("extra", "sha256-001122334455", "https://example.com/x.yaml")
+        );
+        assert!(
+            render(&example("seed-000-kubeadm-kube-vip.yaml"))
+                .contains("helm template cilium cilium/cilium")
+        );
+    }
+
+    fn fixture(m: &PinnedManifest) -> String {
+        std::fs::read_to_string(format!(
+            "{}/../../tests/fixtures/artifacts/addons/{}-{}.yaml",
+            env!("CARGO_MANIFEST_DIR"),
+            m.name,
+            m.version
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn calico_gets_the_pod_network_and_interface() {
+        let mut c = example("default.yaml");
+        c.network.pod_subnet = "10.50.0.0/16".parse().unwrap();
+        let out = adapt(&c, &CALICO, &fixture(&CALICO)).unwrap();
+        assert!(
+            out.contains(
+                "            - name: CALICO_IPV4POOL_CIDR\n              value: \"10.50.0.0/16\"\n            - name: IP_AUTODETECTION_METHOD\n              value: \"interface=eth0\"\n"
+            ),
+            "pool/interface not set"
+        );
+        assert!(!out.contains("# - name: CALICO_IPV4POOL_CIDR"));
+        assert!(images(&out).contains(&"quay.io/calico/node:v3.32.1".to_string()));
+    }
+
+    #[test]
+    fn ingress_nginx_gets_a_load_balancer_only_with_metallb() {
+        let text = fixture(&INGRESS_NGINX);
+        let plain = example("default.yaml");
+        assert_eq!(adapt(&plain, &INGRESS_NGINX, &text).unwrap(), text);
+        let seed2 = example("seed-002-k3s-nginx-mariadb.yaml");
+        let out = adapt(&seed2, &INGRESS_NGINX, &text).unwrap();
+        assert!(!out.contains("type: NodePort"));
+        assert_eq!(out.matches("type: LoadBalancer").count(), 1);
     }
 
     #[test]

@@ -46,26 +46,20 @@ pub fn artifact_name(m: &PinnedManifest) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error(
-        "add-on {name} {version}: cannot get {url} (pinned sha256 {sha256}): {detail}; \
-         offline, put the file at {hint}"
+        "add-on {} {}: cannot get {} (pinned sha256 {}): {detail}; offline, put the file at {hint}",
+        pin.name, pin.version, pin.url, pin.sha256
     )]
     Unavailable {
-        name: &'static str,
-        version: &'static str,
-        url: &'static str,
-        sha256: &'static str,
+        pin: Box<PinnedManifest>,
         detail: String,
         hint: String,
     },
     #[error(
-        "add-on {name} {version}: {} has sha256 {got}, expected {sha256} (the pin for {url})",
-        path.display()
+        "add-on {} {}: {} has sha256 {got}, expected {} (the pin for {})",
+        pin.name, pin.version, path.display(), pin.sha256, pin.url
     )]
     Mismatch {
-        name: &'static str,
-        version: &'static str,
-        url: &'static str,
-        sha256: &'static str,
+        pin: Box<PinnedManifest>,
         path: PathBuf,
         got: String,
     },
@@ -74,10 +68,7 @@ pub enum SourceError {
 /// The pinned bytes of `m`.
 pub fn fetch(source: &Source, m: &PinnedManifest) -> Result<Vec<u8>, SourceError> {
     let unavailable = |detail: String, hint: String| SourceError::Unavailable {
-        name: m.name,
-        version: m.version,
-        url: m.url,
-        sha256: m.sha256,
+        pin: Box::new(m.clone()),
         detail,
         hint,
     };
@@ -93,7 +84,7 @@ pub fn fetch(source: &Source, m: &PinnedManifest) -> Result<Vec<u8>, SourceError
             path
         }
         Source::Cache(dir) => {
-            let path = dir.join(m.sha256);
+            let path = dir.join(m.sha256.as_ref());
             if !path.is_file() {
                 fill_cache(m, &path).map_err(|detail| {
                     unavailable(
@@ -114,7 +105,7 @@ pub fn fetch(source: &Source, m: &PinnedManifest) -> Result<Vec<u8>, SourceError
 /// Downloads `m` into the cache at `path` (atomically; a wrong download never lands).
 fn fill_cache(m: &PinnedManifest, path: &Path) -> Result<(), String> {
     let tmp = path.with_extension("download");
-    download(m.url, &tmp).map_err(|e| e.to_string())?;
+    download(&m.url, &tmp).map_err(|e| e.to_string())?;
     let got = sha256_file(&tmp).map_err(|e| e.to_string())?;
     if got != m.sha256 {
         let _ = std::fs::remove_file(&tmp);
@@ -128,20 +119,14 @@ fn fill_cache(m: &PinnedManifest, path: &Path) -> Result<(), String> {
 
 fn check(m: &PinnedManifest, path: &Path) -> Result<Vec<u8>, SourceError> {
     let bytes = std::fs::read(path).map_err(|e| SourceError::Unavailable {
-        name: m.name,
-        version: m.version,
-        url: m.url,
-        sha256: m.sha256,
+        pin: Box::new(m.clone()),
         detail: format!("{}: {e}", path.display()),
         hint: path.display().to_string(),
     })?;
     let got = crate::bake::payload::sha256_hex(&bytes);
     if got != m.sha256 {
         return Err(SourceError::Mismatch {
-            name: m.name,
-            version: m.version,
-            url: m.url,
-            sha256: m.sha256,
+            pin: Box::new(m.clone()),
             path: path.to_path_buf(),
             got,
         });

@@ -216,7 +216,7 @@ pub fn build(
     };
     tracing::info!(cluster = %cluster.name, %cluster_id, new_secret, "rendering");
 
-    let (files, tgz) = pack_payload(&input, &bake, opts, out)?;
+    let (files, tgz) = pack_payload(&input, &bake, opts, out, &spec.dir())?;
     let payload_sha256 = payload::sha256_hex(&tgz);
 
     let mut pending: Vec<PendingFile> = vec![(PAYLOAD_FILE.to_string(), tgz, 0o644)];
@@ -277,12 +277,13 @@ fn pack_payload(
     bake: &Bake,
     opts: &BuildOptions,
     out: &Path,
+    spec_dir: &Path,
 ) -> Result<(FileSet, Vec<u8>), BuildError> {
     let agent = std::fs::read(&opts.agent_bin).map_err(|source| BuildError::AgentBin {
         path: opts.agent_bin.clone(),
         source,
     })?;
-    let addons = crate::addons::bake::bake(input.cluster, &opts.addons)?;
+    let addons = crate::addons::bake::bake(input.cluster, &opts.addons, spec_dir)?;
     let files = payload_files(input, bake, agent, &addons)?;
     tracing::info!(files = files.files.len(), "packing the agent payload");
     let tgz = payload::pack(&files, opts.mtime).map_err(|source| BuildError::Io {

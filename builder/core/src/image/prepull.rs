@@ -110,8 +110,11 @@ pub fn needs(cluster: &model::Cluster) -> Result<Needs, ImageError> {
     let manifests = addons::resolve(cluster)
         .into_iter()
         .filter_map(|a| match a.install {
-            Install::Manifest(m) => Some(m),
-            Install::Bundled | Install::NoSource => None,
+            Install::Manifest(m) | Install::User(addons::UserSource::Url(m)) => Some(m),
+            // A local file's images are not pre-pulled: the image build has no spec dir.
+            Install::User(addons::UserSource::File { .. })
+            | Install::Bundled
+            | Install::NoSource => None,
         })
         .collect();
     Ok(Needs { images, manifests })
@@ -276,7 +279,7 @@ pub fn fetch(cluster: &model::Cluster, dir: &Path) -> Result<Vec<String>, ImageE
     let mut names = Vec::new();
     for m in &needs.manifests {
         let rel = format!("{MANIFESTS_DIR}/{}", manifest_name(m));
-        super::artifacts::download(m.url, &dir.join(&rel))?;
+        super::artifacts::download(&m.url, &dir.join(&rel))?;
         names.push(rel);
     }
     let images = resolve(&needs, dir)?;
@@ -359,10 +362,10 @@ mod tests {
         let text = "spec:\n  containers:\n  - name: cni\n    image: ghcr.io/x/cni:v1\n";
         std::fs::create_dir_all(dir.join(MANIFESTS_DIR)).unwrap();
         let pin = PinnedManifest {
-            name: "x",
-            version: "v1",
-            url: "https://example.invalid/x.yaml",
-            sha256: "0000000000000000000000000000000000000000000000000000000000000000",
+            name: "x".into(),
+            version: "v1".into(),
+            url: "https://example.invalid/x.yaml".into(),
+            sha256: "0000000000000000000000000000000000000000000000000000000000000000".into(),
         };
         let needs = Needs {
             images: vec!["registry.k8s.io/pause:3.10".into()],
@@ -374,9 +377,11 @@ mod tests {
         let err = resolve(&needs, dir).unwrap_err().to_string();
         assert!(err.contains("expected 0000"), "{err}");
         let sum = sha256_file(&dir.join(MANIFESTS_DIR).join("x-v1.yaml")).unwrap();
-        let sum: &'static str = Box::leak(sum.into_boxed_str());
         let needs = Needs {
-            manifests: vec![PinnedManifest { sha256: sum, ..pin }],
+            manifests: vec![PinnedManifest {
+                sha256: sum.into(),
+                ..pin
+            }],
             ..needs
         };
         let images = resolve(&needs, dir).unwrap();
@@ -440,15 +445,19 @@ mod tests {
                 with(k131.clone(), &[&kube_vip]),
                 vec!["flannel"],
             ),
-            // cilium has no pinned manifest (the user installs it): nothing of it pre-pulled.
+            // cilium has no pinned manifest (the user brings it): nothing of it pre-pulled.
             (
                 "seed-000-kubeadm-kube-vip.yaml",
                 with(k131, &[&kube_vip]),
-                vec![],
+                vec!["longhorn", "ingress-nginx"],
             ),
             ("seed-001-k3s-haproxy-proxmox.yaml", vec![], vec![]),
             ("seed-002-k3s-nginx-mariadb.yaml", vec![], vec!["metallb"]),
-            ("seed-003-k3s-keepalived.yaml", vec![], vec!["metallb"]),
+            (
+                "seed-003-k3s-keepalived.yaml",
+                vec![],
+                vec!["metallb", "ingress-nginx"],
+            ),
             (
                 "seed-004-kubeadm-external-etcd.yaml",
                 with(kubeadm("v1.30.2", None, "v1.11.1", "3.9"), &[]),
@@ -476,7 +485,7 @@ mod tests {
         for (name, images, manifests) in cases {
             let n = needs(&example(name)).unwrap();
             assert_eq!(n.images, images, "{name}");
-            let got: Vec<_> = n.manifests.iter().map(|m| m.name).collect();
+            let got: Vec<_> = n.manifests.iter().map(|m| m.name.as_ref()).collect();
             assert_eq!(got, manifests, "{name}");
         }
     }

@@ -11,8 +11,9 @@
 
 use super::common::{Input, RenderError};
 use super::yaml::to_yaml;
+use crate::addons::Install;
 use model::PlannedNode;
-use model::spec::{Cni, Datastore, DistroKind, Role};
+use model::spec::{Datastore, DistroKind, Role};
 use model::templates::TOKEN;
 use serde::{Deserialize, Serialize};
 
@@ -67,7 +68,12 @@ pub fn config(
 ) -> Result<K3sConfig, RenderError> {
     let c = input.cluster;
     let server_url = format!("https://{}", input.api_endpoint("the k3s config")?);
-    let flannel = c.addons.cni == Cni::Flannel;
+    // k3s keeps its own flannel unless the payload brings another CNI (a pinned manifest or
+    // the user's); a CNI without a source never gets here (`muster build` refuses it).
+    let other_cni = crate::addons::resolve(c)
+        .first()
+        .is_some_and(|a| matches!(a.install, Install::Manifest(_) | Install::User(_)));
+    let flannel = !other_cni;
     let mut cfg = K3sConfig {
         cluster_init: None,
         server: None,
@@ -105,7 +111,7 @@ pub fn config(
         cfg.disable.push("servicelb".into());
     }
     cfg.node_taint = c.distribution.control_plane_taints.clone();
-    if !flannel {
+    if other_cni {
         cfg.flannel_backend = Some("none".into());
         cfg.disable_network_policy = Some(true);
     }
@@ -149,4 +155,70 @@ pub fn render(
     variant: Variant,
 ) -> Result<String, RenderError> {
     Ok(to_yaml("the k3s config", &config(input, node, variant)?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::spec::Cni;
+
+    fn example(name: &str) -> (model::Cluster, model::Plan) {
+        let text = std::fs::read_to_string(format!(
+            "{}/../../examples/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let c = model::spec::load(name, &text).unwrap().0;
+        let p = model::plan::resolve(&c, vec![]);
+        (c, p)
+    }
+
+    /// The first control plane's init config as k3s reads it.
+    fn init_config(c: &model::Cluster, p: &model::Plan) -> K3sConfig {
+        let input = Input::new(c, p);
+        let text = render(&input, &p.nodes[0], Variant::Init).unwrap();
+        serde_yaml::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn servicelb_goes_with_metallb_and_flannel_only_for_another_cni() {
+        // seed 002 without MetalLB: servicelb and flannel stay, flannel on the cluster NIC.
+        let (mut c, p) = example("seed-002-k3s-nginx-mariadb.yaml");
+        c.addons.load_balancer = None;
+        let cfg = init_config(&c, &p);
+        assert!(!cfg.disable.contains(&"servicelb".to_string()), "{cfg:?}");
+        assert_eq!(cfg.flannel_backend, None);
+        assert_eq!(cfg.disable_network_policy, None);
+        assert_eq!(
+            cfg.flannel_iface.as_deref(),
+            Some(c.network.interface.as_str())
+        );
+        // seed 002: MetalLB chosen, servicelb not listed by the user: muster turns it off.
+        let (c, p) = example("seed-002-k3s-nginx-mariadb.yaml");
+        assert!(!c.distribution.disable.contains(&"servicelb".to_string()));
+        let cfg = init_config(&c, &p);
+        assert_eq!(cfg.disable.iter().filter(|d| *d == "servicelb").count(), 1);
+        assert_eq!(cfg.flannel_backend, None);
+        // calico installed from its pin: k3s's flannel and network policy off.
+        let mut calico = c.clone();
+        calico.addons.cni = Cni::Calico;
+        let cfg = init_config(&calico, &p);
+        assert_eq!(cfg.flannel_backend.as_deref(), Some("none"));
+        assert_eq!(cfg.disable_network_policy, Some(true));
+        assert_eq!(cfg.flannel_iface, None);
+        // cilium with no manifest installs nothing: flannel is not turned off for it (and
+        // `muster build` refuses the spec); with the user's manifest it is.
+        let mut cilium = c.clone();
+        cilium.addons.cni = Cni::Cilium;
+        assert_eq!(init_config(&cilium, &p).flannel_backend, None);
+        cilium.addons.manifests.push(model::spec::AddonManifest {
+            name: "cilium".into(),
+            url: None,
+            file: Some("cilium.yaml".into()),
+            sha256: None,
+        });
+        let cfg = init_config(&cilium, &p);
+        assert_eq!(cfg.flannel_backend.as_deref(), Some("none"));
+        assert_eq!(cfg.disable_network_policy, Some(true));
+    }
 }

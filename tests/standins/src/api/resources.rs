@@ -102,6 +102,8 @@ const BUILTIN: &[Builtin] = &[
     ("apps", "v1", "daemonsets", "DaemonSet", true, &["ds"]),
     ("apps", "v1", "statefulsets", "StatefulSet", true, &["sts"]),
     ("apps", "v1", "replicasets", "ReplicaSet", true, &["rs"]),
+    // ingress-nginx's admission-certificate Jobs.
+    ("batch", "v1", "jobs", "Job", true, &[]),
     (
         "rbac.authorization.k8s.io",
         "v1",
@@ -165,6 +167,23 @@ const BUILTIN: &[Builtin] = &[
         "IngressClass",
         false,
         &[],
+    ),
+    // longhorn's.
+    (
+        "networking.k8s.io",
+        "v1",
+        "networkpolicies",
+        "NetworkPolicy",
+        true,
+        &["netpol"],
+    ),
+    (
+        "scheduling.k8s.io",
+        "v1",
+        "priorityclasses",
+        "PriorityClass",
+        false,
+        &["pc"],
     ),
     (
         "admissionregistration.k8s.io",
