@@ -924,21 +924,7 @@ mod tests {
     /// one a default build pulls into (the real pinned manifests, one tarball per image).
     #[test]
     fn every_example_gets_exactly_what_its_nodes_need() {
-        let kubeadm = |v: &str, etcd: Option<&str>, coredns: &str, pause: &str| {
-            let mut l: Vec<String> = [
-                "kube-apiserver",
-                "kube-controller-manager",
-                "kube-proxy",
-                "kube-scheduler",
-            ]
-            .iter()
-            .map(|c| format!("registry.k8s.io/{c}:{v}"))
-            .collect();
-            l.push(format!("registry.k8s.io/coredns/coredns:{coredns}"));
-            l.push(format!("registry.k8s.io/pause:{pause}"));
-            l.extend(etcd.map(|e| format!("registry.k8s.io/etcd:{e}")));
-            l
-        };
+        let kubeadm = prepull::tests::kubeadm_images;
         let k131 = kubeadm("v1.31.4", Some("3.5.15-0"), "v1.11.3", "3.10");
         let kube_vip = ["ghcr.io/kube-vip/kube-vip:v0.8.9"];
         let flannel = [
