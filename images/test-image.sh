@@ -6,9 +6,10 @@
 #   chroot ROOTFS /bin/bash /tmp/test-image.sh STAGE_DIR NTP_SERVER
 #
 # STAGE_DIR (inside the chroot) holds muster's STAND-INS for programs that cannot be
-# downloaded on the test machines: kubeadm-standin, k3s-standin, apiserver-standin (built
-# from tests/standins/src/bin; NOT kubeadm, k3s or kube-apiserver). They are installed under their
-# own names and linked as /usr/bin/kubeadm, /usr/bin/k3s, /usr/bin/k3s-killall.sh.
+# downloaded on the test machines (built from tests/standins/src/bin; NOT kubeadm, k3s or
+# kube-apiserver): apiserver-standin always; kubeadm-standin and k3s-standin only when the
+# image has no distribution from the install path, then linked as /usr/bin/kubeadm,
+# kubelet, kubectl, /usr/bin/k3s, /usr/bin/k3s-killall.sh (step 1).
 # NTP_SERVER is the address chrony syncs with (the VM lab serves the host's clock there).
 # Also installed: a reporter that writes this node's state to the second serial port
 # (ttyS1) for the test to read from outside. Everything is listed in
@@ -28,27 +29,49 @@ stage=$1
 ntp=$2
 [[ $ntp =~ ^[0-9a-fA-F.:]+$ ]] || die "NTP_SERVER must be an address, got $ntp"
 
-# 1. The stand-ins, under their own names, and the names the agent calls.
+# 1. The stand-ins copied in, under their own names, and the names the agent calls. An image
+# whose distribution came through the user's install path (images/install-kubernetes.sh:
+# the kubeadm stand-in inside the kubeadm package, or the k3s stand-in as the release's
+# k3s) gets only apiserver-standin here; anything else gets all three, which then replace
+# the distribution.
+[ -x "$stage/apiserver-standin" ] || die "$stage/apiserver-standin is missing"
+installed=()
 for bin in kubeadm-standin k3s-standin apiserver-standin; do
-  [ -x "$stage/$bin" ] || die "$stage/$bin is missing"
+  [ -x "$stage/$bin" ] || continue
   install -m 0755 "$stage/$bin" "/usr/bin/$bin"
+  installed+=("$bin")
 done
-ln -sf kubeadm-standin /usr/bin/kubeadm
-ln -sf k3s-standin /usr/bin/k3s
-ln -sf k3s-standin /usr/bin/k3s-killall.sh
-# The node's preflight wants kubeadm, kubelet and kubectl (and containerd) on a kubeadm node
-# (issue 13: an image built without Kubernetes must say so). In this image the kubeadm
-# stand-in plays the kubelet too (`kubeadm kubelet-sync`) and the agent never calls kubectl:
-# the two names point at it so the preflight sees the stand-in image as complete.
-ln -sf kubeadm-standin /usr/bin/kubelet
-ln -sf kubeadm-standin /usr/bin/kubectl
-# Where muster's k3s units (units/k3s*.service) and install-kubernetes.sh put k3s.
-mkdir -p /usr/local/bin
-ln -sf /usr/bin/k3s-standin /usr/local/bin/k3s
+if [ -x "$stage/kubeadm-standin" ]; then
+  ln -sf kubeadm-standin /usr/bin/kubeadm
+  # The node's preflight wants kubeadm, kubelet and kubectl (and containerd) on a kubeadm
+  # node (issue 13: an image built without Kubernetes must say so). In this image the
+  # kubeadm stand-in plays the kubelet too (`kubeadm kubelet-sync`) and the agent never
+  # calls kubectl: the two names point at it so the preflight sees the image as complete.
+  ln -sf kubeadm-standin /usr/bin/kubelet
+  ln -sf kubeadm-standin /usr/bin/kubectl
+elif dpkg-query -W -f='${Status}' kubeadm 2>/dev/null | grep -q 'install ok installed'; then
+  for bin in kubeadm kubelet kubectl; do
+    [ -x "/usr/bin/$bin" ] || die "/usr/bin/$bin is not in the image (its package is installed)"
+  done
+  say "kubeadm, kubelet, kubectl from their packages (the install path): $(dpkg-query -W -f='${Package} ${Version}, ' kubeadm kubelet kubectl cri-tools kubernetes-cni)"
+fi
+if [ -x "$stage/k3s-standin" ]; then
+  ln -sf k3s-standin /usr/bin/k3s
+  ln -sf k3s-standin /usr/bin/k3s-killall.sh
+  # Where muster's k3s units (units/k3s*.service) and install-kubernetes.sh put k3s.
+  mkdir -p /usr/local/bin
+  ln -sf /usr/bin/k3s-standin /usr/local/bin/k3s
+elif [ -f /usr/local/bin/k3s ]; then
+  # The release's k3s (the stand-in) from the install path; k3s's installer makes this.
+  ln -sf /usr/local/bin/k3s /usr/bin/k3s-killall.sh
+  say "k3s from the release files (the install path)"
+fi
+command -v kubeadm >/dev/null || command -v k3s >/dev/null ||
+  die "neither kubeadm nor k3s is in the image (no install path and no stand-in)"
 # The kubeadm stand-in runs Debian's etcd itself (like kubeadm's static pod would).
 command -v etcd >/dev/null || die "etcd (Debian etcd-server) is not in the image"
 command -v etcdctl >/dev/null || die "etcdctl (Debian etcd-client) is not in the image"
-say "stand-ins installed: kubeadm, k3s, apiserver (muster test stand-ins)"
+say "stand-ins copied in: ${installed[*]} (muster test stand-ins)"
 
 # Software emulation (TCG) is slow, and the etcd members and API stand-ins inherit the
 # environment of the unit that starts them (nodeagent.service runs kubeadm, k3s.service the
@@ -167,6 +190,7 @@ port=/dev/ttyS1
 pki=/etc/kubernetes/pki
 k3s_etcd=/var/lib/rancher/k3s/server/tls/etcd
 boot_cache=/run/muster-test/boot
+contents_cache=/run/muster-test/contents
 section() { printf '@@ %s\n' "$1"; }
 # Boot timings for the test's per-cause breakdown, in the guest's monotonic seconds: the
 # kernel's handover to the initramfs (dmesg), systemd's start, each unit on the way to
@@ -231,6 +255,19 @@ while :; do
         printf '%s\n' "$times" >"$boot_cache"
       fi
     fi
+    # What the install path put into the image, as the booted node has it (once containerd
+    # runs; then cached): the Kubernetes packages, the holds, the pre-pulled images.
+    if [ ! -f "$contents_cache" ] && systemctl -q is-active containerd.service; then
+      {
+        section "packages"
+        dpkg-query -W -f='${Package} ${Version}\n' kubeadm kubelet kubectl cri-tools kubernetes-cni 2>/dev/null
+        section "held"
+        apt-mark showhold 2>/dev/null
+        section "prepulled images"
+        ctr -n k8s.io images ls -q 2>/dev/null | grep -v '^sha256:' || true
+      } >"$contents_cache.new" && mv "$contents_cache.new" "$contents_cache"
+    fi
+    cat "$contents_cache" 2>/dev/null
     # Until the agent has started there is nothing more to ask, and the vCPU is busy booting.
     if [ "${agent_started:-0}" != 0 ]; then
       section "nodeagent status"
@@ -291,16 +328,21 @@ mkdir -p /usr/share/doc/muster
 cat >/usr/share/doc/muster/TEST-IMAGE <<DOC
 muster TEST IMAGE (muster lab image): not for clusters.
 
-STAND-INS (muster's test programs, NOT the real ones; tests/standins/src/bin):
-  /usr/bin/kubeadm -> kubeadm-standin   stands in for kubeadm (and the kubelet's static pods)
-  /usr/bin/k3s -> k3s-standin           stands in for k3s
-  /usr/bin/k3s-killall.sh -> k3s-standin
-  /usr/bin/apiserver-standin            stands in for kube-apiserver
+STAND-INS (muster's test programs, NOT the real ones; tests/standins/src/bin), copied in
+by this step: ${installed[*]}
+  kubeadm-standin   stands in for kubeadm (and the kubelet's static pods); when the kubeadm
+                    package is installed (dpkg -l kubeadm), it came through the install path
+                    (images/install-kubernetes.sh, a signed apt repository) as /usr/bin/kubeadm
+                    and this step did not copy it; else /usr/bin/kubeadm, kubelet and kubectl
+                    link to it
+  k3s-standin       stands in for k3s (/usr/local/bin/k3s from the release files, or linked)
+  apiserver-standin stands in for kube-apiserver
 Real, from Debian: etcd, etcdctl, containerd, chrony, keepalived/haproxy/nginx when the
 spec needs them, systemd, cloud-init, and muster's nodeagent from the payload.
 /usr/lib/muster-test/kube-vip-standin (kube-vip specs only) stands in for kube-vip: keepalived
   floats the VIP on the control planes (kube-vip-standin.path/.service), no kubelet here.
-Test-only: /usr/lib/muster-test/report (muster-test-report.service, writes to ttyS1);
+Test-only: /usr/lib/muster-test/report (muster-test-report.service, writes to ttyS1: the
+node's state, and once what the install path put in: packages, holds, pre-pulled images);
 cloud-init trimmed to the seeds' modules, cloud-config.service masked, one ed25519 ssh host
 key (/etc/cloud/cloud.cfg.d/95-muster-test.cfg, ssh.service.d/ and sshd_config.d/muster-test.conf);
 chrony source $ntp (/etc/chrony/sources.d/muster-test.sources); for TCG: NODEAGENT_STEP_TIMEOUT=900,

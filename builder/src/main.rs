@@ -362,15 +362,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             use muster_build::image::kubernetes::Source;
             let images = artifacts.clone();
-            let kubernetes = match (artifacts, source_override) {
-                (_, Some(url)) => Source::Override {
-                    url,
-                    key_fingerprint: source_key_fingerprint,
-                },
-                (Some(dir), None) => Source::Artifacts(dir),
-                (None, None) if allow_incomplete => Source::LeftOut,
-                (None, None) => Source::Upstream,
-            };
+            let kubernetes = Source::from_flags(
+                artifacts,
+                allow_incomplete,
+                source_override,
+                source_key_fingerprint,
+            );
             image_build(ImageBuildArgs {
                 spec,
                 out,

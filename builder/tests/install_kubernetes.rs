@@ -17,12 +17,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-use common::artifacts::{oci_archive, standin_debs};
+use common::artifacts::{apt_repo, gpg_key, oci_archive, serve};
 use common::{repo, show};
 
 use muster_build::image::kubernetes::{self, Source};
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -50,107 +49,6 @@ fn root_copy(scratch: &Path) -> PathBuf {
         .arg(&cached)
         .arg(&root));
     root
-}
-
-/// A gpg home with one signing key; its fingerprint.
-fn gpg_key(home: &Path, name: &str) -> String {
-    std::fs::create_dir_all(home).unwrap();
-    std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700)).unwrap();
-    sh(Command::new("gpg")
-        .arg("--homedir")
-        .arg(home)
-        .args(["--batch", "--passphrase", "", "--quick-gen-key"])
-        .arg(format!("{name} <{name}@muster.invalid>"))
-        .args(["ed25519", "sign", "never"]));
-    let o = sh(Command::new("gpg")
-        .arg("--homedir")
-        .arg(home)
-        .args(["--with-colons", "--list-keys"]));
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("fpr:")
-                .map(|r| r.trim_matches(':').to_string())
-        })
-        .unwrap()
-}
-
-/// A flat apt repository in `dir` with the packages at `version` (like 1.31.4), signed by
-/// `signer`'s key; `Release.key` is `published`'s public key.
-fn apt_repo(dir: &Path, version: &str, signer: &Path, published: &Path) {
-    standin_debs(&dir.join("amd64"), version);
-    let packages = sh(Command::new("apt-ftparchive")
-        .args(["packages", "amd64"])
-        .current_dir(dir));
-    std::fs::write(dir.join("Packages"), &packages.stdout).unwrap();
-    let release = sh(Command::new("apt-ftparchive")
-        .args(["-o", "APT::FTPArchive::Release::Origin=muster-test"])
-        .args(["release", "."])
-        .current_dir(dir));
-    std::fs::write(dir.join("Release"), &release.stdout).unwrap();
-    let gpg = |args: &[&str]| {
-        sh(Command::new("gpg")
-            .arg("--homedir")
-            .arg(signer)
-            .args(["--batch", "--yes"])
-            .args(args)
-            .current_dir(dir));
-    };
-    gpg(&["--armor", "--detach-sign", "-o", "Release.gpg", "Release"]);
-    gpg(&["--clearsign", "-o", "InRelease", "Release"]);
-    let key = sh(Command::new("gpg")
-        .arg("--homedir")
-        .arg(published)
-        .args(["--armor", "--export"]));
-    std::fs::write(dir.join("Release.key"), &key.stdout).unwrap();
-}
-
-/// Serves the files under `root` over HTTP/1.1 (GET, one request per connection) on
-/// 127.0.0.1, which the chroot shares; returns the base URL.
-fn serve(root: PathBuf) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let root = root.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut first = String::new();
-                if reader.read_line(&mut first).is_err() {
-                    return;
-                }
-                loop {
-                    let mut l = String::new();
-                    if reader.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
-                        break;
-                    }
-                }
-                let path = first.split_whitespace().nth(1).unwrap_or("/");
-                let rel = path.trim_start_matches('/').replace("%2B", "+");
-                let file = root.join(&rel);
-                let response = match std::fs::read(&file) {
-                    Ok(body) if !rel.contains("..") && file.is_file() => {
-                        let mut r = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                            body.len()
-                        )
-                        .into_bytes();
-                        if !first.starts_with("HEAD") {
-                            r.extend(body);
-                        }
-                        r
-                    }
-                    _ => {
-                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                            .to_vec()
-                    }
-                };
-                let _ = stream.write_all(&response);
-            });
-        }
-    });
-    format!("http://127.0.0.1:{port}")
 }
 
 fn spec(name: &str) -> model::Cluster {
@@ -312,12 +210,30 @@ fn kubeadm_from_a_signed_apt_repository_and_its_broken_cases() {
     assert_installed(&root, plain);
 }
 
-/// The five packages at the versions the install path picks, the first three held.
+/// The five packages at the versions the install path picks, the first three held: what
+/// `kubernetes::installs` (the image report's list) says it installs.
 fn assert_installed(root: &Path, plain: &str) {
     let held = chroot_out(root, &["apt-mark", "showhold"]);
-    for p in ["kubeadm", "kubelet", "kubectl"] {
-        assert!(held.lines().any(|l| l == p), "{p} not held:\n{held}");
+    let said = kubernetes::installs(&spec("default.yaml"));
+    for line in &said {
+        let p = line.split(' ').next().unwrap();
+        let is_held = held.lines().any(|l| l == p);
+        assert_eq!(is_held, line.ends_with("(held)"), "{p} held?\n{held}");
+        if let Some(v) = line.split(' ').nth(1).filter(|v| *v != "(held)") {
+            assert_eq!(v, plain, "{line}");
+        }
     }
+    let names: Vec<&str> = said.iter().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "kubeadm",
+            "kubelet",
+            "kubectl",
+            "cri-tools",
+            "kubernetes-cni"
+        ]
+    );
     let status = chroot_out(
         root,
         &[
@@ -432,9 +348,16 @@ fn k3s_from_its_release_files_with_their_sums() {
     );
     assert!(!root.join("usr/local/bin/k3s").exists());
 
-    // From the release URL, then from --artifacts: installed where k3s's airgap docs say.
+    // From the release URL, then from --artifacts: installed where k3s's airgap docs say,
+    // as `kubernetes::installs` (the image report's list) says.
+    let said = kubernetes::installs(&cluster);
+    assert_eq!(said.len(), 2, "{said:?}");
     for source in [url("good"), Source::Artifacts(good.clone())] {
         kubernetes::install(&root, &cluster, &source).unwrap();
+        for line in &said {
+            let path = line.split(' ').next().unwrap().trim_start_matches('/');
+            assert!(root.join(path).is_file(), "{line}: not installed");
+        }
         assert_eq!(
             std::fs::read(root.join("usr/local/bin/k3s")).unwrap(),
             std::fs::read(good.join("k3s")).unwrap()

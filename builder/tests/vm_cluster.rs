@@ -10,8 +10,16 @@
 //! Real: the image (debootstrap, provision.sh, mkfs.ext4 -d, qcow2), the kernel, systemd,
 //! D-Bus, cloud-init with the NoCloud seed, networkd, chrony, containerd, keepalived,
 //! Debian's etcd, the muster nodeagent (Type=notify, units over D-Bus), the rendezvous.
-//! Stand-ins (baked into the TEST image only, images/test-image.sh): kubeadm, k3s and
-//! kube-apiserver (tests/src/bin), which cannot be downloaded here.
+//! The kubeadm image is built through the user's install path (issue 13): kubeadm,
+//! kubelet, kubectl, cri-tools and kubernetes-cni installed by apt from a signed apt
+//! repository with pkgs.k8s.io's layout (key made in the test, served over HTTP from the
+//! test) whose packages hold the stand-ins, and a stand-in archive of every image the nodes
+//! run pre-pulled by the image's real containerd/ctr; each node's report shows the packages
+//! (held) and containerd's images as the booted node has them.
+//! Stand-ins: kubeadm (inside the kubeadm package), kubelet and kubectl (packaged scripts),
+//! kube-apiserver (copied in by the TEST image step only, images/test-image.sh), k3s (the
+//! k3s run still gets the stand-ins copied in, in place of the distribution), which cannot
+//! be downloaded here.
 //!
 //! The same flow for k3s (`a_k3s_cluster_of_vms_assembles_from_its_seeds`): 3 servers with
 //! the stand-in's embedded etcd (Debian's etcd) and 1 agent, keepalived on the servers;
@@ -365,7 +373,33 @@ fn assembles(distro: Distro, workers: usize) {
         common::muster_build(&muster, &spec_path, &build, &nodeagent).stdout(Stdio::null()),
     );
 
-    // ---- the TEST image: the payload, the stand-ins, chrony on the lab's NTP server
+    // ---- what the user's install path installs from (kubeadm), as upstream serves it but
+    // with stand-ins inside: a signed apt repository with pkgs.k8s.io's layout (key made
+    // here, served over HTTP) holding kubeadm (the kubeadm stand-in), kubelet, kubectl,
+    // cri-tools and kubernetes-cni at the spec's version, and a stand-in OCI archive of
+    // every image the nodes run (muster's and the pinned flannel manifest's).
+    let cluster = muster_build::spec_source::load(Some(&spec_path))
+        .unwrap()
+        .cluster;
+    let t = Instant::now();
+    let sources = d.join("sources");
+    let mut install_path = Vec::new();
+    let mut prepulled = Vec::new();
+    if distro == Distro::Kubeadm {
+        let version = cluster.distribution.version.to_string();
+        let (url, fpr) =
+            common::artifacts::served_signed_repo(&sources, version.trim_start_matches('v'));
+        let artifacts = sources.join("artifacts");
+        prepulled = common::artifacts::standin_images(&artifacts, &cluster);
+        install_path.extend(["--artifacts".into(), artifacts.display().to_string()]);
+        install_path.extend(["--source-override".into(), url]);
+        install_path.extend(["--source-key-fingerprint".into(), fpr]);
+    }
+    let sources_secs = t.elapsed().as_secs_f64();
+
+    // ---- the TEST image: the distribution through the install path, the images
+    // pre-pulled by the real ctr, the payload, the API server stand-in (test-only), chrony
+    // on the lab's NTP server
     let image_dir = d.join("image");
     let t = Instant::now();
     let report: serde_json::Value = serde_json::from_slice(&run(
@@ -377,12 +411,13 @@ fn assembles(distro: Distro, workers: usize) {
             .arg("--payload")
             .arg(build.join("payload.tar.gz"))
             .arg("--standins")
-            .arg(bin_dir()),
+            .arg(bin_dir())
+            .args(&install_path),
     ))
     .unwrap();
     let image_secs = t.elapsed().as_secs_f64();
     common::measured(format_args!(
-        "image build: {image_secs:.1}s (base rootfs cached: {})",
+        "{distro:?}: image build: {image_secs:.1}s (base rootfs cached: {}), its signed apt repository and stand-in image archives made in {sources_secs:.1}s",
         report["base"]["cached"]
     ));
     let stand_ins: Vec<&str> = report["testVariant"]["standIns"]
@@ -391,10 +426,33 @@ fn assembles(distro: Distro, workers: usize) {
         .iter()
         .map(|a| a["name"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        stand_ins,
-        ["kubeadm-standin", "k3s-standin", "apiserver-standin"]
-    );
+    let report_images: Vec<&str> = report["prepulledImages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap())
+        .collect();
+    assert_eq!(report_images, prepulled);
+    match distro {
+        Distro::Kubeadm => {
+            // Only the API server's stand-in is copied in (test-only); kubeadm came
+            // through apt.
+            assert_eq!(stand_ins, ["apiserver-standin"]);
+            assert!(
+                report["kubernetesSource"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("(TEST source override)"),
+                "{}",
+                report["kubernetesSource"]
+            );
+            assert!(prepulled.len() >= 8, "{prepulled:?}");
+        }
+        Distro::K3s => assert_eq!(
+            stand_ins,
+            ["kubeadm-standin", "k3s-standin", "apiserver-standin"]
+        ),
+    }
 
     // ---- the VMs
     let opts = ClusterOptions::new(d.join("vms"), muster.clone());
@@ -501,6 +559,30 @@ fn assembles(distro: Distro, workers: usize) {
                 "{n}: {running} Type={} {}/{} NRestarts={}",
                 k["Type"], k["ActiveState"], k["SubState"], k["NRestarts"]
             );
+        }
+        // what the install path put into the image, as the booted node has it
+        if distro == Distro::Kubeadm {
+            let version = cluster.distribution.version.to_string();
+            let plain = version.trim_start_matches('v');
+            let packages: Vec<&str> = r.text("packages").lines().collect();
+            for p in ["kubeadm", "kubelet", "kubectl"] {
+                let want = format!("{p} {plain}-1.1");
+                assert!(packages.contains(&want.as_str()), "{n}: {packages:?}");
+                assert!(
+                    r.text("held").lines().any(|l| l == p),
+                    "{n}: {p} not held: {}",
+                    r.text("held")
+                );
+            }
+            for p in ["cri-tools ", "kubernetes-cni "] {
+                assert!(
+                    packages.iter().any(|l| l.starts_with(p)),
+                    "{n}: {packages:?}"
+                );
+            }
+            let mut images: Vec<&str> = r.text("prepulled images").lines().collect();
+            images.sort();
+            assert_eq!(images, prepulled, "{n}: containerd's k8s.io images");
         }
         // preflight passed for real: the runtime runs and the clock is synchronized
         assert_eq!(r.unit("containerd.service")["ActiveState"], "active", "{n}");

@@ -85,6 +85,20 @@ enum LabCommand {
         /// Cache for .debs and debootstrapped bases [default: ~/.cache/muster/image].
         #[arg(long, env = "MUSTER_IMAGE_CACHE")]
         cache: Option<PathBuf>,
+        /// Install the distribution through the user's install path
+        /// (images/install-kubernetes.sh) from this directory, as `muster image build
+        /// --artifacts DIR` does, and pre-pull the images in DIR/images/; the stand-ins for
+        /// what it installed are then not copied in. Without it (and without
+        /// --source-override), the stand-ins replace the distribution.
+        #[arg(long)]
+        artifacts: Option<PathBuf>,
+        /// TEST ONLY: install the distribution from this apt repository or release URL
+        /// (as `muster image build --source-override`).
+        #[arg(long, hide = true)]
+        source_override: Option<String>,
+        /// TEST ONLY: the fingerprint of the key that signs `--source-override`'s repository.
+        #[arg(long, hide = true, requires = "source_override")]
+        source_key_fingerprint: Option<String>,
         /// Print the build report as JSON.
         #[arg(long)]
         json: bool,
@@ -117,8 +131,29 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             payload,
             standins,
             cache,
+            artifacts,
+            source_override,
+            source_key_fingerprint,
             json,
-        } => test_image(spec, out, payload, standins, cache, json),
+        } => {
+            // No source: the stand-ins replace the distribution (images/test-image.sh).
+            let kubernetes = muster_build::image::kubernetes::Source::from_flags(
+                artifacts.clone(),
+                true,
+                source_override,
+                source_key_fingerprint,
+            );
+            test_image(TestImageArgs {
+                spec,
+                out,
+                payload,
+                standins,
+                cache,
+                kubernetes,
+                images: artifacts,
+                json,
+            })
+        }
         LabCommand::Status { json } => lab_status(&state, json),
         LabCommand::Stop { node } => {
             Lab::open(&state)?.stop(&node)?;
@@ -299,26 +334,42 @@ fn up(
     Ok(exit(s.healthy))
 }
 
-fn test_image(
+/// `muster lab image`'s arguments.
+struct TestImageArgs {
     spec: Option<PathBuf>,
     out: PathBuf,
     payload: Option<PathBuf>,
     standins: Option<PathBuf>,
     cache: Option<PathBuf>,
+    kubernetes: muster_build::image::kubernetes::Source,
+    images: Option<PathBuf>,
     json: bool,
-) -> anyhow::Result<ExitCode> {
+}
+
+fn test_image(a: TestImageArgs) -> anyhow::Result<ExitCode> {
     use muster_build::image;
+    let TestImageArgs {
+        spec,
+        out,
+        payload,
+        standins,
+        cache,
+        kubernetes,
+        images,
+        json,
+    } = a;
+    let distribution_installed = kubernetes != image::kubernetes::Source::LeftOut;
     let opts = image::BuildOptions {
         spec: muster_build::spec_source::load(spec.as_deref())?,
         out: out.clone(),
         payload,
         cache: cache.unwrap_or_else(image::default_cache_dir),
         disk_bytes: 4 << 30,
-        // The stand-ins replace the distribution (images/test-image.sh).
-        kubernetes: image::kubernetes::Source::LeftOut,
-        images: None,
+        kubernetes,
+        images,
         variant: Some(std::sync::Arc::new(crate::test_image::TestImage {
             standins: standins.unwrap_or_else(crate::standins::default_dir),
+            distribution_installed,
         })),
     };
     let report = image::build(&opts).context("TEST image build failed")?;

@@ -20,6 +20,19 @@ pub const TEST_IMAGE_SH: &str = include_str!("../../../images/test-image.sh");
 /// The stand-in binaries the step installs (cargo builds them from tests/src/bin).
 pub const STANDINS: [&str; 3] = ["kubeadm-standin", "k3s-standin", "apiserver-standin"];
 
+/// The stand-ins the TEST image copies in: all of [`STANDINS`] when the image has no
+/// distribution (they replace it); only the API server's when the user's install path put
+/// the distribution in (its packages or release files hold the kubeadm or k3s stand-in, as
+/// a user's hold the real programs). kube-apiserver runs from a container image no
+/// stand-in runs, so its stand-in is still copied in, test-only, beside the kubeadm one.
+pub fn standins_copied_in(distribution_installed: bool) -> &'static [&'static str] {
+    if distribution_installed {
+        &STANDINS[2..]
+    } else {
+        &STANDINS
+    }
+}
+
 /// Debian packages only the TEST image needs: real k3s embeds etcd and kubeadm runs it as a
 /// static pod; their stand-ins run Debian's etcd where the spec has a stacked etcd (and
 /// `etcdctl`, which the stand-ins, the reporter and test-image.sh use); the kube-vip
@@ -100,16 +113,17 @@ pub struct TestVariant {
     pub kube_vip_files: Vec<(String, String)>,
 }
 
-/// Hashes the stand-ins in `dir` (fails naming the first one missing) and renders the
-/// kube-vip stand-in's files for `plan`.
+/// Hashes the stand-ins `names` in `dir` (fails naming the first one missing) and renders
+/// the kube-vip stand-in's files for `plan`.
 pub fn inspect(
     dir: &Path,
+    names: &[&str],
     ntp_server: &str,
     cluster: &model::Cluster,
     plan: &model::Plan,
 ) -> Result<TestVariant, ImageError> {
     let mut stand_ins = Vec::new();
-    for name in STANDINS {
+    for &name in names {
         let path = dir.join(name);
         let meta = std::fs::metadata(&path).map_err(|_| ImageError::Missing {
             step: "test stand-ins".into(),
@@ -187,6 +201,9 @@ pub fn apply(rootfs: &Path, dir: &Path, v: &TestVariant) -> Result<(), ImageErro
 #[derive(Debug, Clone)]
 pub struct TestImage {
     pub standins: PathBuf,
+    /// Whether the build installs the distribution through the user's install path
+    /// (`--artifacts` / `--source-override`): then only [`standins_copied_in`] are copied.
+    pub distribution_installed: bool,
 }
 
 /// The TEST image checked against one spec.
@@ -207,12 +224,15 @@ impl ImageVariant for TestImage {
 
     fn prepare(&self, spec: &LoadedSpec) -> Result<Box<dyn PreparedVariant>, ImageError> {
         let cluster = &spec.cluster;
+        let names = standins_copied_in(self.distribution_installed);
         eprintln!(
-            "    TEST IMAGE: stand-ins from {} replace kubeadm/k3s/kube-apiserver",
-            self.standins.display()
+            "    TEST IMAGE: stand-ins from {} copied in: {}",
+            self.standins.display(),
+            names.join(", ")
         );
         let variant = inspect(
             &self.standins,
+            names,
             &cluster.network.gateway.to_string(),
             cluster,
             &spec.plan,
@@ -245,7 +265,7 @@ impl PreparedVariant for PreparedTestImage {
             .map(|a| a.name.as_str())
             .collect();
         format!(
-            "TEST IMAGE: stand-ins {} (not kubeadm/k3s/kube-apiserver); see {}",
+            "TEST IMAGE: stand-ins copied in (test-only): {}; see {}",
             names.join(", "),
             self.variant.manifest
         )
@@ -272,14 +292,14 @@ mod tests {
     fn missing_standin_is_named_and_key_follows_binaries() {
         let (c, plan) = load("seed-003-k3s-keepalived.yaml");
         let d = tempfile::tempdir().unwrap();
-        let err = inspect(d.path(), "10.0.0.1", &c, &plan)
+        let err = inspect(d.path(), &STANDINS, "10.0.0.1", &c, &plan)
             .unwrap_err()
             .to_string();
         assert!(err.contains("kubeadm-standin"), "{err}");
         for n in STANDINS {
             std::fs::write(d.path().join(n), n).unwrap();
         }
-        let v = inspect(d.path(), "10.0.0.1", &c, &plan).unwrap();
+        let v = inspect(d.path(), &STANDINS, "10.0.0.1", &c, &plan).unwrap();
         assert_eq!(v.stand_ins.len(), 3);
         assert!(
             v.kube_vip_stand_in.is_empty(),
@@ -289,11 +309,11 @@ mod tests {
         std::fs::write(d.path().join("k3s-standin"), "changed").unwrap();
         assert_ne!(
             k,
-            key_part(&inspect(d.path(), "10.0.0.1", &c, &plan).unwrap())
+            key_part(&inspect(d.path(), &STANDINS, "10.0.0.1", &c, &plan).unwrap())
         );
         assert_ne!(
             k,
-            key_part(&inspect(d.path(), "10.0.0.9", &c, &plan).unwrap())
+            key_part(&inspect(d.path(), &STANDINS, "10.0.0.9", &c, &plan).unwrap())
         );
     }
 
@@ -332,11 +352,11 @@ mod tests {
         for n in STANDINS {
             std::fs::write(d.path().join(n), n).unwrap();
         }
-        let v = inspect(d.path(), "10.0.0.1", &c, &plan).unwrap();
+        let v = inspect(d.path(), &STANDINS, "10.0.0.1", &c, &plan).unwrap();
         assert_eq!(v.kube_vip_stand_in.len(), cps.len());
         let mut other = c.clone();
         other.ha.vip = Some("192.168.10.99".parse().unwrap());
-        let w = inspect(d.path(), "10.0.0.1", &other, &plan).unwrap();
+        let w = inspect(d.path(), &STANDINS, "10.0.0.1", &other, &plan).unwrap();
         assert_ne!(key_part(&v), key_part(&w));
     }
 

@@ -134,6 +134,7 @@ fn build_test_image(
         images: None,
         variant: Some(std::sync::Arc::new(crate::test_image::TestImage {
             standins: o.standins.clone(),
+            distribution_installed: false,
         })),
     })
     .context("building the TEST image (stand-ins baked in)")?;

@@ -2,8 +2,9 @@
 //! .debs holding the stand-ins, and container images as minimal OCI archives. Shared by the
 //! install-path test and the VM image tests, so both build images through the same path.
 
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn sh(cmd: &mut Command) -> Output {
@@ -134,28 +135,159 @@ pub fn oci_archive(image: &str, tar_path: &Path, work: &Path) {
         .arg("."));
 }
 
-/// A complete `--artifacts DIR` for a kubeadm `cluster` whose add-ons have no pinned
-/// manifest (a stand-in cannot match a pinned manifest's sha256): the stand-in .debs at the
-/// spec's version (a plain .deb directory) and one OCI archive per image its nodes need,
-/// with `images/SHA256SUMS`.
+/// A complete `--artifacts DIR` for a kubeadm `cluster`: the stand-in .debs at the spec's
+/// version (a plain .deb directory) and [`standin_images`].
 pub fn standin_artifacts(dir: &Path, cluster: &model::Cluster) {
-    use muster_build::image::prepull;
     let version = cluster.distribution.version.to_string();
     standin_debs(dir, version.trim_start_matches('v'));
+    standin_images(dir, cluster);
+}
+
+/// The images part of an `--artifacts DIR` for `cluster`: its pinned add-on manifests
+/// (the real upstream bytes, from [`super::ADDON_ARTIFACTS`], so their sha256 matches the
+/// pin) in `DIR/addons/`, and one stand-in OCI archive per image its nodes need (muster's
+/// and those the manifests name) in `DIR/images/` with `SHA256SUMS`. Returns the images.
+pub fn standin_images(dir: &Path, cluster: &model::Cluster) -> Vec<String> {
+    use muster_build::image::prepull;
     let needs = prepull::needs(cluster).unwrap();
-    assert!(
-        needs.manifests.is_empty(),
-        "pick a spec without pinned add-on manifests"
-    );
+    if !needs.manifests.is_empty() {
+        let addons = dir.join(prepull::MANIFESTS_DIR);
+        std::fs::create_dir_all(&addons).unwrap();
+        for m in &needs.manifests {
+            let name = prepull::manifest_name(m);
+            std::fs::copy(
+                Path::new(super::ADDON_ARTIFACTS)
+                    .join(prepull::MANIFESTS_DIR)
+                    .join(&name),
+                addons.join(&name),
+            )
+            .unwrap();
+        }
+    }
+    let all = prepull::resolve(&needs, dir).unwrap();
     let images = dir.join(prepull::IMAGES_DIR);
     std::fs::create_dir_all(&images).unwrap();
     let work = dir.join(".oci");
-    for i in &needs.images {
+    for i in &all {
         oci_archive(i, &images.join(prepull::tarball_name(i)), &work);
     }
     std::fs::remove_dir_all(&work).unwrap();
     let sums = sh(Command::new("sha256sum")
-        .args(needs.images.iter().map(|i| prepull::tarball_name(i)))
+        .args(all.iter().map(|i| prepull::tarball_name(i)))
         .current_dir(&images));
     std::fs::write(images.join(prepull::IMAGE_SUMS), &sums.stdout).unwrap();
+    all
+}
+
+/// A signed apt repository with pkgs.k8s.io's flat layout under `dir`, holding the
+/// stand-in packages at `version` (like 1.31.4), signed by a key made here, served over
+/// HTTP: the repository's URL (for `--source-override`) and the key's fingerprint (for
+/// `--source-key-fingerprint`). Served until the test process exits.
+pub fn served_signed_repo(dir: &Path, version: &str) -> (String, String) {
+    let gnupg = dir.join("gnupg");
+    let fpr = gpg_key(&gnupg, "muster-test-repo");
+    let www = dir.join("www");
+    apt_repo(&www.join("k8s"), version, &gnupg, &gnupg);
+    (format!("{}/k8s/", serve(www)), fpr)
+}
+
+/// A gpg home with one signing key; its fingerprint.
+pub fn gpg_key(home: &Path, name: &str) -> String {
+    std::fs::create_dir_all(home).unwrap();
+    std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    sh(Command::new("gpg")
+        .arg("--homedir")
+        .arg(home)
+        .args(["--batch", "--passphrase", "", "--quick-gen-key"])
+        .arg(format!("{name} <{name}@muster.invalid>"))
+        .args(["ed25519", "sign", "never"]));
+    let o = sh(Command::new("gpg")
+        .arg("--homedir")
+        .arg(home)
+        .args(["--with-colons", "--list-keys"]));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("fpr:")
+                .map(|r| r.trim_matches(':').to_string())
+        })
+        .unwrap()
+}
+
+/// A flat apt repository in `dir` with the packages at `version` (like 1.31.4), signed by
+/// `signer`'s key; `Release.key` is `published`'s public key.
+pub fn apt_repo(dir: &Path, version: &str, signer: &Path, published: &Path) {
+    standin_debs(&dir.join("amd64"), version);
+    let packages = sh(Command::new("apt-ftparchive")
+        .args(["packages", "amd64"])
+        .current_dir(dir));
+    std::fs::write(dir.join("Packages"), &packages.stdout).unwrap();
+    let release = sh(Command::new("apt-ftparchive")
+        .args(["-o", "APT::FTPArchive::Release::Origin=muster-test"])
+        .args(["release", "."])
+        .current_dir(dir));
+    std::fs::write(dir.join("Release"), &release.stdout).unwrap();
+    let gpg = |args: &[&str]| {
+        sh(Command::new("gpg")
+            .arg("--homedir")
+            .arg(signer)
+            .args(["--batch", "--yes"])
+            .args(args)
+            .current_dir(dir));
+    };
+    gpg(&["--armor", "--detach-sign", "-o", "Release.gpg", "Release"]);
+    gpg(&["--clearsign", "-o", "InRelease", "Release"]);
+    let key = sh(Command::new("gpg")
+        .arg("--homedir")
+        .arg(published)
+        .args(["--armor", "--export"]));
+    std::fs::write(dir.join("Release.key"), &key.stdout).unwrap();
+}
+
+/// Serves the files under `root` over HTTP/1.1 (GET, one request per connection) on
+/// 127.0.0.1, which the chroot shares; returns the base URL.
+pub fn serve(root: PathBuf) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut first = String::new();
+                if reader.read_line(&mut first).is_err() {
+                    return;
+                }
+                loop {
+                    let mut l = String::new();
+                    if reader.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
+                        break;
+                    }
+                }
+                let path = first.split_whitespace().nth(1).unwrap_or("/");
+                let rel = path.trim_start_matches('/').replace("%2B", "+");
+                let file = root.join(&rel);
+                let response = match std::fs::read(&file) {
+                    Ok(body) if !rel.contains("..") && file.is_file() => {
+                        let mut r = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .into_bytes();
+                        if !first.starts_with("HEAD") {
+                            r.extend(body);
+                        }
+                        r
+                    }
+                    _ => {
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_vec()
+                    }
+                };
+                let _ = stream.write_all(&response);
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}")
 }

@@ -69,6 +69,31 @@ pub fn upstream(cluster: &model::Cluster) -> String {
     }
 }
 
+/// What the install path puts into the image for the spec's distribution, one line each:
+/// kubeadm's five packages from the apt repository (kubeadm, kubelet and kubectl at exactly
+/// the spec's version, held), or k3s's binary and airgap images tarball where k3s's airgap
+/// docs put them. Nothing else of Kubernetes comes into the image (no etcd package: kubeadm
+/// runs etcd as a static pod, k3s embeds it). `images/install-kubernetes.sh` installs
+/// exactly these; `builder/tests/install_kubernetes.rs` checks it in a real root.
+pub fn installs(cluster: &model::Cluster) -> Vec<String> {
+    let version = cluster.distribution.version.to_string();
+    match cluster.distribution.kind {
+        DistroKind::Kubeadm => {
+            let plain = version.trim_start_matches('v');
+            let mut v: Vec<String> = ["kubeadm", "kubelet", "kubectl"]
+                .iter()
+                .map(|p| format!("{p} {plain} (held)"))
+                .collect();
+            v.extend(["cri-tools".to_string(), "kubernetes-cni".to_string()]);
+            v
+        }
+        DistroKind::K3s => vec![
+            format!("/usr/local/bin/k3s {version}"),
+            format!("/var/lib/rancher/k3s/agent/images/{K3S_AIRGAP}"),
+        ],
+    }
+}
+
 /// What a build with [`Source::LeftOut`] lacks.
 pub fn left_out(cluster: &model::Cluster) -> LeftOut {
     let version = cluster.distribution.version;
@@ -84,6 +109,26 @@ pub fn left_out(cluster: &model::Cluster) -> LeftOut {
 }
 
 impl Source {
+    /// The source the build's flags name: `--source-override` (TEST ONLY, with its key's
+    /// fingerprint) before `--artifacts DIR`, else upstream; `left_out` (`--allow-incomplete`)
+    /// only when neither is given.
+    pub fn from_flags(
+        artifacts: Option<PathBuf>,
+        left_out: bool,
+        source_override: Option<String>,
+        key_fingerprint: Option<String>,
+    ) -> Source {
+        match (artifacts, source_override) {
+            (_, Some(url)) => Source::Override {
+                url,
+                key_fingerprint,
+            },
+            (Some(dir), None) => Source::Artifacts(dir),
+            (None, None) if left_out => Source::LeftOut,
+            (None, None) => Source::Upstream,
+        }
+    }
+
     /// One line: where the distribution comes from.
     pub fn describe(&self, cluster: &model::Cluster) -> String {
         match self {

@@ -158,6 +158,9 @@ pub struct ImageReport {
     /// Where kubeadm/kubelet/kubectl or k3s came from (`none (--allow-incomplete)` when not).
     #[serde(default)]
     pub kubernetes_source: String,
+    /// What the install path put in ([`kubernetes::installs`]); empty when nothing was.
+    #[serde(default)]
+    pub kubernetes_installs: Vec<String>,
     /// The container images pre-pulled into containerd's `k8s.io` namespace.
     #[serde(default)]
     pub prepulled_images: Vec<String>,
@@ -530,6 +533,10 @@ fn build_into(opts: &BuildOptions, out: &Path) -> Result<ImageReport, ImageError
         mirror: packages::MIRROR.into(),
         packages: selection.packages.clone(),
         kubernetes_source: opts.kubernetes.describe(cluster),
+        kubernetes_installs: match opts.kubernetes {
+            kubernetes::Source::LeftOut => vec![],
+            _ => kubernetes::installs(cluster),
+        },
         prepulled_images: match &prepull {
             Prepull::Images { images, .. } => images.clone(),
             Prepull::Nothing => vec![],
@@ -821,6 +828,12 @@ pub fn summary(report: &ImageReport, out: &Path) -> String {
         ));
     }
     s.push_str(&format!("kubernetes: {}\n", report.kubernetes_source));
+    if !report.kubernetes_installs.is_empty() {
+        s.push_str(&format!(
+            "installed from there: {}\n",
+            report.kubernetes_installs.join(", ")
+        ));
+    }
     if !report.prepulled_images.is_empty() {
         s.push_str(&format!(
             "pre-pulled into containerd (k8s.io): {}\n",
@@ -900,6 +913,151 @@ mod tests {
         let mut sel = select_packages(&o);
         assert!(matches!(plan_prepull(&o, &mut sel), Ok(Prepull::Nothing)));
         assert!(sel.left_out.is_empty());
+    }
+
+    /// Issue 13: a default build of every example spec gets exactly what its nodes need:
+    /// the Debian packages (the common base and node set plus only the spec's own: no etcd
+    /// server, no Kubernetes package from Debian), the distribution through the install
+    /// path (kubeadm's five packages at the spec's version, or k3s's binary and airgap
+    /// tarball), and the images to pre-pull, the pinned add-on manifests' included, as
+    /// the build plans them (`select_packages`, `plan_prepull`) from a directory like the
+    /// one a default build pulls into (the real pinned manifests, one tarball per image).
+    #[test]
+    fn every_example_gets_exactly_what_its_nodes_need() {
+        let kubeadm = prepull::tests::kubeadm_images;
+        let k131 = kubeadm("v1.31.4", Some("3.5.15-0"), "v1.11.3", "3.10");
+        let kube_vip = ["ghcr.io/kube-vip/kube-vip:v0.8.9"];
+        let flannel = [
+            "ghcr.io/flannel-io/flannel-cni-plugin:v1.9.1-flannel3",
+            "ghcr.io/flannel-io/flannel:v0.28.9",
+        ];
+        let metallb = [
+            "quay.io/metallb/controller:v0.15.3",
+            "quay.io/metallb/speaker:v0.15.3",
+        ];
+        let kubeadm_installs = |v: &str| -> Vec<String> {
+            vec![
+                format!("kubeadm {v} (held)"),
+                format!("kubelet {v} (held)"),
+                format!("kubectl {v} (held)"),
+                "cri-tools".into(),
+                "kubernetes-cni".into(),
+            ]
+        };
+        let k3s_installs = vec![
+            "/usr/local/bin/k3s v1.31.6+k3s1".to_string(),
+            "/var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst".to_string(),
+        ];
+        let cat = |parts: &[&[&str]], owned: &[String]| {
+            let mut l: Vec<String> = parts
+                .iter()
+                .flat_map(|p| p.iter())
+                .map(|s| s.to_string())
+                .collect();
+            l.extend(owned.iter().cloned());
+            l.sort();
+            l
+        };
+        // (spec, the Debian packages beyond the base and node set, what the install path
+        // puts in, the images pre-pulled)
+        type Case<'a> = (&'a str, &'a [&'a str], Vec<String>, Vec<String>);
+        let cases: Vec<Case> = vec![
+            (
+                "default.yaml",
+                &["gpg"],
+                kubeadm_installs("1.31.4"),
+                cat(&[&kube_vip, &flannel], &k131),
+            ),
+            (
+                "seed-000-kubeadm-kube-vip.yaml",
+                &["gpg"],
+                kubeadm_installs("1.31.4"),
+                cat(&[&kube_vip], &k131),
+            ),
+            (
+                "seed-001-k3s-haproxy-proxmox.yaml",
+                &["haproxy", "keepalived"],
+                k3s_installs.clone(),
+                vec![],
+            ),
+            (
+                "seed-002-k3s-nginx-mariadb.yaml",
+                &["libnginx-mod-stream", "nginx"],
+                k3s_installs.clone(),
+                cat(&[&metallb], &[]),
+            ),
+            (
+                "seed-003-k3s-keepalived.yaml",
+                &["keepalived"],
+                k3s_installs,
+                cat(&[&metallb], &[]),
+            ),
+            (
+                "seed-004-kubeadm-external-etcd.yaml",
+                &["gpg", "haproxy", "keepalived"],
+                kubeadm_installs("1.30.2"),
+                cat(&[&flannel], &kubeadm("v1.30.2", None, "v1.11.1", "3.9")),
+            ),
+            (
+                "seed-004-kubeadm-haproxy.yaml",
+                &["gpg", "haproxy", "keepalived"],
+                kubeadm_installs("1.30.2"),
+                cat(
+                    &[&flannel],
+                    &kubeadm("v1.30.2", Some("3.5.12-0"), "v1.11.1", "3.9"),
+                ),
+            ),
+        ];
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let on_disk = std::fs::read_dir(&examples)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "yaml")
+            })
+            .count();
+        assert_eq!(on_disk, cases.len(), "every example spec has its case here");
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/artifacts");
+        for (name, extra, installs, images) in cases {
+            let mut o = opts(name, kubernetes::Source::Upstream);
+            let mut sel = select_packages(&o);
+            let mut want: Vec<String> = packages::BASE
+                .iter()
+                .chain(packages::NODE)
+                .chain(extra)
+                .map(|p| p.to_string())
+                .collect();
+            want.sort();
+            assert_eq!(sel.packages, want, "{name}: Debian packages");
+            assert_eq!(kubernetes::installs(&o.spec.cluster), installs, "{name}");
+
+            // The directory a default build pulls into: manifests and one tarball each.
+            let d = tempfile::tempdir().unwrap();
+            let addons = d.path().join(prepull::MANIFESTS_DIR);
+            std::fs::create_dir_all(&addons).unwrap();
+            for e in std::fs::read_dir(fixtures.join(prepull::MANIFESTS_DIR)).unwrap() {
+                let p = e.unwrap().path();
+                std::fs::copy(&p, addons.join(p.file_name().unwrap())).unwrap();
+            }
+            let tars = d.path().join(prepull::IMAGES_DIR);
+            std::fs::create_dir_all(&tars).unwrap();
+            let mut sums = Vec::new();
+            for i in &images {
+                let tar = tars.join(prepull::tarball_name(i));
+                std::fs::write(&tar, i).unwrap();
+                sums.push((prepull::tarball_name(i), files::sha256_file(&tar).unwrap()));
+            }
+            std::fs::write(tars.join(prepull::IMAGE_SUMS), files::sums_text(&sums)).unwrap();
+            o.images = Some(d.path().to_path_buf());
+            match plan_prepull(&o, &mut sel).unwrap() {
+                Prepull::Images { images: got, .. } => assert_eq!(got, images, "{name}"),
+                Prepull::Nothing => assert!(images.is_empty(), "{name}: nothing pre-pulled"),
+            }
+            assert!(sel.left_out.is_empty(), "{name}: {:?}", sel.left_out);
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub const MIRROR: &str = "http://deb.debian.org/debian";
 /// A bootable Debian with cloud-init (NoCloud), networkd + resolved, ssh and the cloud
 /// kernel. `python3-cffi-backend` must be named: debootstrap does not resolve the virtual
 /// package cloud-init's dependencies need.
-const BASE: &[&str] = &[
+pub const BASE: &[&str] = &[
     "systemd-sysv",
     "udev",
     "dbus",
@@ -31,7 +31,7 @@ const BASE: &[&str] = &[
 
 /// What every Kubernetes node needs from Debian: the runtime, time sync, and the tools
 /// kubeadm's preflight and kube-proxy look for.
-const NODE: &[&str] = &["containerd", "chrony", "conntrack", "socat", "iptables"];
+pub const NODE: &[&str] = &["containerd", "chrony", "conntrack", "socat", "iptables"];
 
 /// Something the image should have but this build could not install.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -331,7 +331,7 @@ pub fn fetch(cluster: &model::Cluster, dir: &Path) -> Result<Vec<String>, ImageE
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn example(name: &str) -> model::Cluster {
@@ -413,25 +413,34 @@ mod tests {
         assert!(err.contains(&format!("expected {good}")), "{err}");
     }
 
+    /// kubeadm's images at version `v` as a test spells them out (not sorted): the four
+    /// control-plane images, CoreDNS, pause and, with a stacked etcd, etcd.
+    pub(crate) fn kubeadm_images(
+        v: &str,
+        etcd: Option<&str>,
+        coredns: &str,
+        pause: &str,
+    ) -> Vec<String> {
+        let mut l: Vec<String> = [
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-proxy",
+            "kube-scheduler",
+        ]
+        .iter()
+        .map(|c| format!("registry.k8s.io/{c}:{v}"))
+        .collect();
+        l.push(format!("registry.k8s.io/coredns/coredns:{coredns}"));
+        l.push(format!("registry.k8s.io/pause:{pause}"));
+        l.extend(etcd.map(|e| format!("registry.k8s.io/etcd:{e}")));
+        l
+    }
+
     /// What each example's nodes pull, exactly (issue 13: the image holds what the spec's
     /// nodes need and nothing else), spelled out per example.
     #[test]
     fn every_example_needs_exactly_its_images() {
-        let kubeadm = |v: &str, etcd: Option<&str>, coredns: &str, pause: &str| {
-            let mut l: Vec<String> = [
-                "kube-apiserver",
-                "kube-controller-manager",
-                "kube-proxy",
-                "kube-scheduler",
-            ]
-            .iter()
-            .map(|c| format!("registry.k8s.io/{c}:{v}"))
-            .collect();
-            l.push(format!("registry.k8s.io/coredns/coredns:{coredns}"));
-            l.push(format!("registry.k8s.io/pause:{pause}"));
-            l.extend(etcd.map(|e| format!("registry.k8s.io/etcd:{e}")));
-            l
-        };
+        let kubeadm = kubeadm_images;
         let kube_vip = "ghcr.io/kube-vip/kube-vip:v0.8.9".to_string();
         let with = |mut l: Vec<String>, extra: &[&String]| {
             l.extend(extra.iter().map(|s| s.to_string()));

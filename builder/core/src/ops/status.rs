@@ -330,3 +330,84 @@ pub fn render(s: &ClusterStatus) -> String {
     }
     printable(&o).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, role: &str, ip: &str, phase: &str, error: Option<&str>) -> NodeRow {
+        NodeRow {
+            name: name.into(),
+            role: role.into(),
+            ip: ip.into(),
+            live: true,
+            phase: phase.into(),
+            seconds_in_phase: Some(42),
+            attempt: Some(3),
+            last_error: error.map(String::from),
+            done: phase == "done",
+            reason: None,
+            unreachable: vec![],
+            stranded: None,
+        }
+    }
+
+    /// Issue 13: a node booted from an image without Kubernetes says so in `muster status`:
+    /// its row shows the agent's preflight failure (the words the agent reports, as the lab
+    /// test `a_node_without_kubeadm_says_so_and_the_rest_assembles` sees them in `--json`)
+    /// and the cluster is not complete.
+    #[test]
+    fn a_node_from_an_incomplete_image_shows_its_preflight_failure() {
+        let preflight = "preflight failed: kubeadm not found (image built without Kubernetes?)";
+        let s = ClusterStatus {
+            cluster: "demo".into(),
+            cluster_id: "c0ffee".into(),
+            rendezvous: "https://10.0.0.2:7443".into(),
+            revision: 7,
+            nodes: vec![
+                row("demo-cp-1", "control-plane", "10.0.0.11", "done", None),
+                row(
+                    "demo-cp-2",
+                    "control-plane",
+                    "10.0.0.12",
+                    "preflight",
+                    Some(preflight),
+                ),
+            ],
+            unplanned_members: vec![],
+            planned_absent: vec![],
+            removed: vec![],
+            initialized: None,
+            join_material: false,
+            init_holders: vec![],
+            cp_join_holders: vec![],
+            worker_join_holders: vec![],
+            api: ProbeResult {
+                endpoint: "10.0.0.10:6443".into(),
+                tcp: false,
+                tls: None,
+                error: Some("connection refused".into()),
+            },
+            etcd: None,
+            problems: vec![],
+            all_done: false,
+            upgrade: None,
+        };
+        let want = "\
+cluster demo (c0ffee) at rendezvous https://10.0.0.2:7443 (revision 7)
+initialized by: nobody yet
+join material: not yet
+init slot: free
+cp-join slot: free
+worker-join slots: free
+API endpoint 10.0.0.10:6443: does not answer: connection refused
+
+NODE                 ROLE           IP              PHASE                  IN PHASE ATTEMPT  LAST ERROR
+demo-cp-1            control-plane  10.0.0.11       done                        42s       3  
+demo-cp-2            control-plane  10.0.0.12       preflight                   42s       3  preflight failed: kubeadm not found (image built without Kubernetes?)
+
+1/2 nodes done: not complete
+";
+        assert_eq!(render(&s), want);
+    }
+}
