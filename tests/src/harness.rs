@@ -70,3 +70,32 @@ pub fn write_admin_kubeconfig(
         out.all()
     );
 }
+
+/// Runs the real `kubectl` with `args` in `from`'s namespace against the kubeconfig `kc`
+/// (from [`write_admin_kubeconfig`]), its `HOME` the kubeconfig's directory so kubectl's
+/// discovery cache stays there; a 10 s request timeout. The caller judges the result.
+pub fn real_kubectl_in(
+    lab: &Lab,
+    kubectl: &std::path::Path,
+    kc: &std::path::Path,
+    from: &str,
+    args: &[&str],
+) -> muster_lab::netns::Out {
+    let home = format!(
+        "HOME={}",
+        kc.parent().unwrap_or(std::path::Path::new("/")).display()
+    );
+    let kubectl = kubectl.display().to_string();
+    let kc = kc.display().to_string();
+    let mut argv = vec![
+        "env",
+        home.as_str(),
+        kubectl.as_str(),
+        "--kubeconfig",
+        kc.as_str(),
+        "--request-timeout=10s",
+    ];
+    argv.extend(args);
+    lab.exec(from, &argv)
+        .unwrap_or_else(|e| panic!("kubectl {args:?} in {from}: {e}"))
+}

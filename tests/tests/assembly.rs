@@ -349,18 +349,8 @@ impl Cluster {
         std::fs::create_dir_all(&dir).unwrap();
         let kc = dir.join("admin.kubeconfig");
         muster_tests::harness::write_admin_kubeconfig(lab, &binary("muster"), &from, &kc);
-        let home = format!("HOME={}", dir.display());
         let k = |args: &[&str]| -> netns::Out {
-            let mut argv = vec![
-                "env",
-                home.as_str(),
-                kubectl.to_str().unwrap(),
-                "--kubeconfig",
-                kc.to_str().unwrap(),
-                "--request-timeout=10s",
-            ];
-            argv.extend(args);
-            let out = lab.exec(&from, &argv).unwrap();
+            let out = muster_tests::harness::real_kubectl_in(lab, &kubectl, &kc, &from, args);
             eprintln!(
                 "--- kubectl {args:?} -> {:?}\n{}{}",
                 out.code, out.stdout, out.stderr

@@ -1537,24 +1537,13 @@ fn assert_real_kubectl_lists(s: &Suite, want: &[String]) {
     let kc = dir.join("admin.kubeconfig");
     let from = &s.workers[0];
     muster_tests::harness::write_admin_kubeconfig(lab, &bin_dir().join("muster"), from, &kc);
-    let home = format!("HOME={}", dir.display());
-    let out = lab
-        .exec(
-            from,
-            &[
-                "env",
-                &home,
-                kubectl.to_str().unwrap(),
-                "--kubeconfig",
-                kc.to_str().unwrap(),
-                "--request-timeout=10s",
-                "get",
-                "nodes",
-                "-o",
-                "name",
-            ],
-        )
-        .unwrap();
+    let out = muster_tests::harness::real_kubectl_in(
+        lab,
+        &kubectl,
+        &kc,
+        from,
+        &["get", "nodes", "-o", "name"],
+    );
     assert!(out.ok(), "kubectl get nodes: {}", out.all());
     let mut got: Vec<String> = out
         .stdout
@@ -1606,18 +1595,9 @@ fn remove_a_worker_and_the_init_control_plane_then_prune_then_quorum_refusal() {
     let kubectl = muster_lab::standins::real_kubectl(&k8s_version)
         .unwrap()
         .expect("no real kubectl for the spec's minor");
-    let home = format!("HOME={}", dir.display());
     let k = |s: &Suite, args: &[&str]| -> netns::Out {
-        let mut argv = vec![
-            "env",
-            home.as_str(),
-            kubectl.to_str().unwrap(),
-            "--kubeconfig",
-            kc.to_str().unwrap(),
-            "--request-timeout=10s",
-        ];
-        argv.extend(args);
-        let out = s.lab().exec(&kept_worker, &argv).unwrap();
+        let out =
+            muster_tests::harness::real_kubectl_in(s.lab(), &kubectl, &kc, &kept_worker, args);
         eprintln!(
             "--- kubectl {args:?} -> {:?}\n{}{}",
             out.code, out.stdout, out.stderr
