@@ -97,7 +97,9 @@ impl ScratchLab {
             _serial: serial,
             id: format!("{PREFIX}{pid}-{tag}"),
             dir,
-            subnet: format!("10.{}.{}", 200 + (pid % 50), (pid / 50) % 250),
+            // 10.200–10.239: clear of the default pod networks (flannel's 10.244/16, k3s's
+            // 10.42/16) and service ranges, which a spec's subnet must not overlap.
+            subnet: format!("10.{}.{}", 200 + (pid % 40), (pid / 40) % 250),
             namespaces: vec![],
             path_dir,
         };
