@@ -580,17 +580,38 @@ fn image_build_fails_early_and_leaves_no_half_built_out() {
     );
     let artifacts = d.path().join("artifacts");
     std::fs::create_dir_all(artifacts.join("images")).unwrap();
-    std::fs::write(
-        artifacts.join("images/SHA256SUMS"),
-        format!("{}  ghcr.io_kube-vip_kube-vip_v0.8.9.tar\n", "c".repeat(64)),
-    )
-    .unwrap();
+    // The pinned add-on manifests are there (their images are looked for next).
+    std::fs::create_dir_all(artifacts.join("addons")).unwrap();
+    for f in [
+        "longhorn-v1.12.1.yaml",
+        "ingress-nginx-controller-v1.15.1.yaml",
+    ] {
+        std::fs::copy(
+            Path::new(common::ADDON_ARTIFACTS).join("addons").join(f),
+            artifacts.join("addons").join(f),
+        )
+        .unwrap();
+    }
+    // Every image is listed in SHA256SUMS, none is there: the first missing one is named
+    // with the sum it should have.
+    use muster_build::image::prepull;
+    let cluster = muster_build::spec_source::load(Some(&spec))
+        .unwrap()
+        .cluster;
+    let wanted = prepull::resolve(&prepull::needs(&cluster).unwrap(), &artifacts).unwrap();
+    assert!(wanted.iter().any(|i| i.contains("kube-vip")), "{wanted:?}");
+    let sums: String = wanted
+        .iter()
+        .map(|i| format!("{}  {}\n", "c".repeat(64), prepull::tarball_name(i)))
+        .collect();
+    std::fs::write(artifacts.join("images/SHA256SUMS"), sums).unwrap();
     let err = run(&["--artifacts".as_ref(), artifacts.as_os_str()]);
     assert!(
-        err.contains(&format!(
-            "ghcr.io_kube-vip_kube-vip_v0.8.9.tar: missing: the image ghcr.io/kube-vip/kube-vip:v0.8.9 (expected sha256 {})",
+        wanted.iter().any(|i| err.contains(&format!(
+            "{}: missing: the image {i} (expected sha256 {})",
+            prepull::tarball_name(i),
             "c".repeat(64)
-        )),
+        ))),
         "{err}"
     );
     let o = Command::new(env!("CARGO_BIN_EXE_muster"))

@@ -427,13 +427,33 @@ fn images_are_prepulled_into_containerd_with_the_real_ctr() {
         "containerd config dump lacks SystemdCgroup = true:\n{dump}"
     );
 
-    // seed 000: kubeadm + kube-vip, cilium (no pinned manifest): no add-on manifest needed.
+    // seed 000: kubeadm + kube-vip; cilium is the user's file (not pre-pulled); longhorn and
+    // ingress-nginx are pinned manifests whose images are pre-pulled too.
     let cluster = spec("seed-000-kubeadm-kube-vip.yaml");
     let needs = prepull::needs(&cluster).unwrap();
-    assert!(needs.manifests.is_empty());
+    assert_eq!(needs.manifests.len(), 2, "{:?}", needs.manifests);
     let artifacts = s.join("artifacts");
+    let addons = artifacts.join(prepull::MANIFESTS_DIR);
+    std::fs::create_dir_all(&addons).unwrap();
+    for m in &needs.manifests {
+        let name = prepull::manifest_name(m);
+        std::fs::copy(
+            Path::new(common::ADDON_ARTIFACTS)
+                .join(prepull::MANIFESTS_DIR)
+                .join(&name),
+            addons.join(&name),
+        )
+        .unwrap();
+    }
     let images = prepull::resolve(&needs, &artifacts).unwrap();
-    assert_eq!(images.len(), 8, "{images:?}");
+    assert!(
+        images.iter().any(|i| i.contains("/pause:"))
+            && images.iter().any(|i| i.contains("longhorn-manager"))
+            && images
+                .iter()
+                .any(|i| i.contains("ingress-nginx/controller")),
+        "{images:?}"
+    );
     let dir = artifacts.join(prepull::IMAGES_DIR);
     std::fs::create_dir_all(&dir).unwrap();
     for i in &images {

@@ -390,8 +390,9 @@ fn plan_says_where_each_add_on_comes_from_and_who_applies_it() {
         "plan",
         &example("seed-000-kubeadm-kube-vip.yaml"),
     ]));
+    // Cilium has no kubectl manifest upstream: the plan says how to bring it.
     assert!(
-        text.contains("cilium: no pinned source in muster yet; install it yourself"),
+        text.contains("helm template cilium cilium/cilium"),
         "{text}"
     );
 }

@@ -71,7 +71,10 @@ spec:
     provider: keepalived
     vip: 10.253.0.10
   addons:
-    cni: cilium                # no pinned manifest: stand-in images cover what the node needs
+    cni: cilium                # the user's rendered manifest (a small fixture standing in
+    manifests:                 # for it): a local file's images are not pre-pulled
+    - name: cilium
+      file: cilium.yaml
   rendezvous:
     url: \"https://10.253.0.1:7443\"
   platform:
@@ -299,6 +302,11 @@ fn the_vagrant_box_boots_under_vagrant_libvirt() {
     let pubkey = std::fs::read_to_string(d.join("id_test.pub")).unwrap();
     let spec_path = d.join("cluster.yaml");
     std::fs::write(&spec_path, spec(pubkey.trim())).unwrap();
+    std::fs::copy(
+        common::repo().join("tests/fixtures/addons/cilium-user.yaml"),
+        d.join("cilium.yaml"),
+    )
+    .unwrap();
 
     // ---- muster build + muster image build (the product image)
     let build = d.join("build");

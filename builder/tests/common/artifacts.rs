@@ -136,11 +136,11 @@ pub fn oci_archive(image: &str, tar_path: &Path, work: &Path) {
 }
 
 /// A complete `--artifacts DIR` for a kubeadm `cluster`: the stand-in .debs at the spec's
-/// version (a plain .deb directory) and [`standin_images`].
-pub fn standin_artifacts(dir: &Path, cluster: &model::Cluster) {
+/// version (a plain .deb directory) and [`standin_images`]. Returns the images.
+pub fn standin_artifacts(dir: &Path, cluster: &model::Cluster) -> Vec<String> {
     let version = cluster.distribution.version.to_string();
     standin_debs(dir, version.trim_start_matches('v'));
-    standin_images(dir, cluster);
+    standin_images(dir, cluster)
 }
 
 /// The images part of an `--artifacts DIR` for `cluster`: its pinned add-on manifests

@@ -118,14 +118,32 @@ async fn open<'a>(
     let api = protocol::pem_client::client(&ca, Some((&cert, &key)))
         .map_err(|e| step_err("-", "API client from the admin kubeconfig", e))?;
     let client = dir.client(opts.timeout)?;
-    let material = client
+    let material = match client
         .get(keys::JOIN_MATERIAL)
         .await
         .map_err(|e| dir.rendezvous_error(e))?
-        .and_then(|r| serde_json::from_slice::<JoinMaterial>(&r.value).ok());
-    // Stacked etcd only: an external etcd cluster's membership is not the nodes'.
-    let stacked = dir.baked.spec.external_etcd().is_none();
-    let etcd = material.and_then(|m| m.etcd).filter(|_| stacked);
+    {
+        Some(r) => Some(
+            serde_json::from_slice::<JoinMaterial>(&r.value)
+                .map_err(|e| step_err("-", "read the join material at the rendezvous", e))?,
+        ),
+        None => None,
+    };
+    // Stacked etcd only: an external etcd cluster's membership is not the nodes'. Where
+    // the control planes run etcd, its credentials must be there: without them neither
+    // the quorum check nor the member removal could run, and skipping both is not safe.
+    let etcd = if dir.baked.spec.stacked_etcd() {
+        Some(material.and_then(|m| m.etcd).ok_or_else(|| {
+            step_err(
+                "-",
+                "etcd client credentials",
+                "the join material at the rendezvous carries none (the cluster never \
+                 finished its init?), so etcd's quorum cannot be checked nor a member removed",
+            )
+        })?)
+    } else {
+        None
+    };
     let etcd_endpoints = dir
         .baked
         .nodes

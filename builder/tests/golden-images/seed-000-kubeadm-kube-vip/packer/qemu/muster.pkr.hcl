@@ -117,7 +117,7 @@ build {
       "cloud-init status --wait || [ $? -eq 2 ]",
       "if [ \"${var.install_kubernetes}\" = true ]; then s=; [ -e /tmp/muster-artifacts/Release ] && s=file:/tmp/muster-artifacts/; bash /tmp/muster-install-kubernetes.sh v1.31.4 kubeadm $s; fi",
       "bash /tmp/muster-provision.sh /tmp/muster-payload.tar.gz ${var.payload_sha256}",
-      "bash /tmp/muster-import-images.sh /tmp/muster-artifacts/images ghcr.io/kube-vip/kube-vip:v0.8.9 registry.k8s.io/coredns/coredns:v1.11.3 registry.k8s.io/etcd:3.5.15-0 registry.k8s.io/kube-apiserver:v1.31.4 registry.k8s.io/kube-controller-manager:v1.31.4 registry.k8s.io/kube-proxy:v1.31.4 registry.k8s.io/kube-scheduler:v1.31.4 registry.k8s.io/pause:3.10",
+      "bash /tmp/muster-import-images.sh --manifest /tmp/muster-artifacts/addons/longhorn-v1.12.1.yaml 41648963af867ac1d0c85755fb53cf61cacd57c9bb22e1942e3fb0439eeb04fd --manifest /tmp/muster-artifacts/addons/ingress-nginx-controller-v1.15.1.yaml 16b9b62df45b8ed8f1ecaed0341d583b3360e4b63c41fe00413f6a1fa2f95bec /tmp/muster-artifacts/images ghcr.io/kube-vip/kube-vip:v0.8.9 registry.k8s.io/coredns/coredns:v1.11.3 registry.k8s.io/etcd:3.5.15-0 registry.k8s.io/kube-apiserver:v1.31.4 registry.k8s.io/kube-controller-manager:v1.31.4 registry.k8s.io/kube-proxy:v1.31.4 registry.k8s.io/kube-scheduler:v1.31.4 registry.k8s.io/pause:3.10",
       "rm -rf /tmp/muster-payload.tar.gz /tmp/muster-provision.sh /tmp/muster-install-kubernetes.sh /tmp/muster-import-images.sh /tmp/muster-artifacts",
     ]
   }

@@ -117,7 +117,7 @@ build {
       "cloud-init status --wait || [ $? -eq 2 ]",
       "if [ \"${var.install_kubernetes}\" = true ]; then s=; [ -e /tmp/muster-artifacts/k3s ] && s=/tmp/muster-artifacts; bash /tmp/muster-install-kubernetes.sh v1.31.6+k3s1 k3s $s; fi",
       "bash /tmp/muster-provision.sh /tmp/muster-payload.tar.gz ${var.payload_sha256}",
-      "bash /tmp/muster-import-images.sh --k3s --manifest /tmp/muster-artifacts/addons/metallb-v0.15.3.yaml 84b4e102f2b65f5d69085f5816c29362b74641873d8ac3de996e5f86a8219176 /tmp/muster-artifacts/images",
+      "bash /tmp/muster-import-images.sh --k3s --manifest /tmp/muster-artifacts/addons/metallb-v0.15.3.yaml 84b4e102f2b65f5d69085f5816c29362b74641873d8ac3de996e5f86a8219176 --manifest /tmp/muster-artifacts/addons/ingress-nginx-controller-v1.15.1.yaml 16b9b62df45b8ed8f1ecaed0341d583b3360e4b63c41fe00413f6a1fa2f95bec /tmp/muster-artifacts/images",
       "rm -rf /tmp/muster-payload.tar.gz /tmp/muster-provision.sh /tmp/muster-install-kubernetes.sh /tmp/muster-import-images.sh /tmp/muster-artifacts",
     ]
   }
