@@ -394,8 +394,9 @@ fn k3s_on_sql_at_the_rendezvous_host_assembles() {
     assert_assembled_with(&seed, 2);
 }
 
-/// Issue 14's broken case: k3s told to use cilium turns its own flannel off, and muster has
-/// no pinned cilium to apply, so the pod network is missing. The servers assemble, but no
+/// Issue 14's broken case: k3s told to use cilium turns its own flannel off, and the
+/// user's cilium manifest here installs no agent DaemonSet (a fixture holding only its
+/// ConfigMap), so the pod network is missing. The servers assemble, but no
 /// Node is ever Ready, so no node reports done: the servers wait in `awaiting-ready` and
 /// the workers in `verifying` (observed for 10 s once every server waits; the API
 /// stand-in reads Nodes NotReady without a CNI, like a kubelet).
@@ -407,6 +408,17 @@ fn a_cluster_without_its_cni_never_reports_done() {
     let t = Instant::now();
     let mut spec = load_example("seed-001-k3s-haproxy-proxmox.yaml");
     spec.cluster.addons.cni = model::spec::Cni::Cilium;
+    spec.cluster.addons.manifests = vec![model::spec::AddonManifest {
+        name: "cilium".into(),
+        url: None,
+        file: Some(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures/addons/cilium-without-agent.yaml")
+                .display()
+                .to_string(),
+        ),
+        sha256: None,
+    }];
     let mut seed = create(&spec, "nocni");
     let lab = seed.lab.as_mut().unwrap();
     lab.boot_all().unwrap();

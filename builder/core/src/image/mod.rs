@@ -935,6 +935,15 @@ mod tests {
             "quay.io/metallb/controller:v0.15.3",
             "quay.io/metallb/speaker:v0.15.3",
         ];
+        let longhorn = [
+            "docker.io/longhornio/longhorn-manager:v1.12.1",
+            "docker.io/longhornio/longhorn-share-manager:v1.12.1",
+            "docker.io/longhornio/longhorn-ui:v1.12.1",
+        ];
+        let ingress_nginx = [
+            "registry.k8s.io/ingress-nginx/controller:v1.15.1@sha256:594ceea76b01c592858f803f9ff4d2cb40542cae2060410b2c95f75907d659e1",
+            "registry.k8s.io/ingress-nginx/kube-webhook-certgen:v1.6.9@sha256:01038e7de14b78d702d2849c3aad72fd25903c4765af63cf16aa3398f5d5f2dd",
+        ];
         let kubeadm_installs = |v: &str| -> Vec<String> {
             vec![
                 format!("kubeadm {v} (held)"),
@@ -972,7 +981,8 @@ mod tests {
                 "seed-000-kubeadm-kube-vip.yaml",
                 &["gpg"],
                 kubeadm_installs("1.31.4"),
-                cat(&[&kube_vip], &k131),
+                // cilium is the user's file: its images are not pre-pulled
+                cat(&[&kube_vip, &longhorn, &ingress_nginx], &k131),
             ),
             (
                 "seed-001-k3s-haproxy-proxmox.yaml",
@@ -990,7 +1000,7 @@ mod tests {
                 "seed-003-k3s-keepalived.yaml",
                 &["keepalived"],
                 k3s_installs,
-                cat(&[&metallb], &[]),
+                cat(&[&metallb, &ingress_nginx], &[]),
             ),
             (
                 "seed-004-kubeadm-external-etcd.yaml",

@@ -87,6 +87,9 @@ struct Session<'a> {
     etcd_endpoints: Vec<String>,
 }
 
+/// How often an etcd "unhealthy cluster" refusal of a member removal is tried, 2 s apart.
+const ETCD_UNHEALTHY_ATTEMPTS: u32 = 8;
+
 fn step_err(node: &str, step: &'static str, detail: impl ToString) -> RemoveError {
     RemoveError::Step {
         node: node.to_string(),
@@ -361,9 +364,26 @@ impl Session<'_> {
         let mut etcd_voters_after = None;
         if let (Some((members, view)), Some(creds)) = (&etcd, &self.etcd) {
             if let Some(m) = members.iter().find(|m| m.name == node) {
-                etcd_gateway::member_remove(&self.etcd_endpoints, creds, m.id)
-                    .await
-                    .map_err(|e| step_err(node, "remove the etcd member", e))?;
+                // etcd refuses a reconfiguration ("unhealthy cluster") until its leader has
+                // been connected to a quorum for its health interval (5 s), e.g. just after a
+                // peer reconnected: that refusal is retried for a while, nothing else is.
+                let mut attempt = 1;
+                loop {
+                    match etcd_gateway::member_remove(&self.etcd_endpoints, creds, m.id).await {
+                        Ok(()) => break,
+                        Err(e)
+                            if attempt < ETCD_UNHEALTHY_ATTEMPTS
+                                && e.to_string().contains("unhealthy cluster") =>
+                        {
+                            progress(&format!(
+                                "{node}: etcd refuses the member removal for now (unhealthy cluster); retrying"
+                            ));
+                            attempt += 1;
+                            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                        }
+                        Err(e) => return Err(step_err(node, "remove the etcd member", e)),
+                    }
+                }
                 etcd_member = Some(format!("{:x}", m.id));
                 progress(&format!("{node}: etcd member {:x} removed", m.id));
             }
