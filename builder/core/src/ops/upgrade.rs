@@ -38,7 +38,14 @@ pub async fn publish(
         path: path.clone(),
         source,
     })?;
-    let client = dir.client(timeout)?;
+    // Hundreds of chunk writes in a row meet the rendezvous's per-client rate limit (429
+    // rate_limited, 50 requests/s): such a refusal is waited out and retried, as the
+    // agents' clients do, instead of failing the publication halfway.
+    let client = dir.client(timeout)?.with_retry(protocol::RetryPolicy {
+        attempts: 10,
+        base_delay: Duration::from_millis(250),
+        max_delay: Duration::from_secs(2),
+    });
     let distribution = dir.baked.spec.distribution.kind;
     let version = dir.baked.spec.distribution.version;
     if let Some((previous, _)) = release_transfer::current_release(&client)
