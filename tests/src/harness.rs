@@ -99,3 +99,12 @@ pub fn real_kubectl_in(
     lab.exec(from, &argv)
         .unwrap_or_else(|e| panic!("kubectl {args:?} in {from}: {e}"))
 }
+
+/// Whether the lab end-to-end tier runs (`MUSTER_E2E_TESTS=1`); says so when it does not.
+pub fn e2e_enabled() -> bool {
+    let on = std::env::var("MUSTER_E2E_TESTS").is_ok_and(|v| v == "1");
+    if !on {
+        eprintln!("skipped: set MUSTER_E2E_TESTS=1");
+    }
+    on
+}

@@ -25,17 +25,12 @@ const PATIENCE: Duration = Duration::from_secs(150);
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn enabled() -> bool {
-    if std::env::var("MUSTER_E2E_TESTS").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!("skipped: set MUSTER_E2E_TESTS=1");
-    false
+    muster_tests::harness::e2e_enabled()
 }
 
 /// `target/debug` (this test binary is `target/debug/deps/lab_k3s-…`).
 fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
+    muster_lab::standins::target_bin_dir()
 }
 
 struct Seed {

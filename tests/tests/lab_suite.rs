@@ -24,17 +24,13 @@ const PATIENCE: Duration = Duration::from_secs(180);
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// The lab tier's switch (`harness::e2e_enabled`).
 fn enabled() -> bool {
-    let on = std::env::var("MUSTER_E2E_TESTS").is_ok_and(|v| v == "1");
-    if !on {
-        eprintln!("skipped: set MUSTER_E2E_TESTS=1");
-    }
-    on
+    muster_tests::harness::e2e_enabled()
 }
 
 fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
+    muster_lab::standins::target_bin_dir()
 }
 
 fn load(example: Option<&str>) -> LoadedSpec {

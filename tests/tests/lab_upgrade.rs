@@ -25,16 +25,11 @@ const FROM: &str = "v1.31.4";
 const TO: &str = "v1.32.0";
 
 fn enabled() -> bool {
-    let on = std::env::var("MUSTER_E2E_TESTS").is_ok_and(|v| v == "1");
-    if !on {
-        eprintln!("skipped: set MUSTER_E2E_TESTS=1");
-    }
-    on
+    muster_tests::harness::e2e_enabled()
 }
 
 fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
+    muster_lab::standins::target_bin_dir()
 }
 
 /// The built-in default with one worker, at `version`, written under `dir` and loaded.
