@@ -605,6 +605,9 @@ fn k3s_standin_server_join_agent() {
             .join("var/lib/rancher/k3s/server/db/.standin-ready")
             .exists()
             && lab.k3s_api("s1", "/readyz").ok()
+            // Its Node is registered after the bootstrap token and data are stored; a
+            // joining server that comes earlier is refused (401), as with the real k3s.
+            && lab.k3s_api("s1", "/api/v1/nodes/s1").ok()
     });
     let token = std::fs::read_to_string(&token_file)
         .unwrap()
