@@ -1695,7 +1695,7 @@ fn remove_a_worker_and_the_init_control_plane_then_prune_then_quorum_refusal() {
     assert_ne!(fewer, spec.text, "the default spec names `workers: 3`");
     let spec1 = muster_build::spec_source::LoadedSpec::parse(spec.origin.clone(), fewer).unwrap();
     let bopts = muster_build::bake::BuildOptions {
-        agent_bin: bin_dir().join("nodeagent"),
+        agent_bin: muster_lab::slim_agent::slim_agent(&bin_dir().join("nodeagent")),
         mtime: 0,
         addons: muster_build::addons::source::Source::from_options(
             muster_lab::standins::default_addon_artifacts(),

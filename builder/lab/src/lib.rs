@@ -24,6 +24,7 @@ pub mod prereq;
 pub mod process;
 pub mod record;
 pub mod scratch;
+pub mod slim_agent;
 pub mod standins;
 pub mod status;
 pub mod test_image;
@@ -66,12 +67,13 @@ pub struct UpOptions {
 }
 
 impl UpOptions {
-    /// Everything from one cargo target dir (`target/release`, `target/debug`).
+    /// Everything from one cargo target dir (`target/release`, `target/debug`); the agent
+    /// packed is its copy without debug sections (`slim_agent`, made here if stale).
     pub fn new(state_dir: impl Into<PathBuf>, bin_dir: &Path) -> UpOptions {
         UpOptions {
             state_dir: state_dir.into(),
             standins: bin_dir.to_path_buf(),
-            agent_bin: bin_dir.join("nodeagent"),
+            agent_bin: slim_agent::slim_agent(&bin_dir.join("nodeagent")),
             muster_bin: bin_dir.join("muster"),
             node_env: Vec::new(),
             artifacts: standins::default_addon_artifacts(),
