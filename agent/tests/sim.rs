@@ -51,7 +51,7 @@ mod upgrade;
 
 const LEASE_TTL: Duration = Duration::from_secs(30);
 /// Every how many schedules one also rolls an upgrade after its assembly.
-const UPGRADE_EVERY: u64 = 4;
+const UPGRADE_EVERY: u64 = 8;
 
 #[derive(Debug)]
 struct Holder {
@@ -1330,8 +1330,9 @@ fn random_fault_schedules_keep_the_invariants() {
             learners.0 > 0 && learners.1 > 0,
             "the schedules never left a stale learner: {learners:?}"
         );
+        // Seed 0 rolls unless `SIM_UPGRADE_EVERY=0` switched the rolls off.
         assert!(
-            rolls > 0 && lease_losses > 0 && resumes > 0,
+            !upgrades(0) || (rolls > 0 && lease_losses > 0 && resumes > 0),
             "the rolls never lost a lease or resumed: {rolls} rolls, {lease_losses} leases lost, {resumes} resumes"
         );
     }
