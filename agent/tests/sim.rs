@@ -1200,7 +1200,7 @@ fn upgrades(seed: u64) -> bool {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(UPGRADE_EVERY);
-    every > 0 && seed % every == 0
+    every > 0 && seed.is_multiple_of(every)
 }
 
 fn check_final(w: &W, nodes: &[NodeSpec]) {

@@ -54,7 +54,8 @@ pub struct Live<R, S> {
     token: Option<u64>,
 }
 
-fn sequence_of(p: &Phase) -> Option<u64> {
+/// The release a phase is about, if any.
+pub fn sequence_of(p: &Phase) -> Option<u64> {
     match p {
         Phase::Idle => None,
         Phase::Refused { sequence, .. }

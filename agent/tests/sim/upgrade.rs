@@ -23,6 +23,7 @@ use model::{KubeVersion, Role};
 use nodeagent::coord::{Acquired, Coordinator};
 use nodeagent::distro::EtcdAccess;
 use nodeagent::upgrade::driver::{self, Effects, Round, StepError};
+use nodeagent::upgrade::live::sequence_of;
 use nodeagent::upgrade::order::Wait;
 use nodeagent::upgrade::rendezvous_side::progress_of;
 use nodeagent::upgrade::state::Phase;
@@ -410,19 +411,6 @@ impl Effects for SimNode {
     async fn resume_request(&mut self) -> Option<(u64, u64)> {
         sleep(self.millis(1, 40)).await;
         self.w.borrow().roll.resume
-    }
-}
-
-fn sequence_of(p: &Phase) -> Option<u64> {
-    match p {
-        Phase::Idle => None,
-        Phase::Refused { sequence, .. }
-        | Phase::Fetching { sequence, .. }
-        | Phase::Waiting { sequence, .. }
-        | Phase::Locking { sequence, .. }
-        | Phase::Running { sequence, .. }
-        | Phase::Stopped { sequence, .. }
-        | Phase::Done { sequence, .. } => Some(*sequence),
     }
 }
 
