@@ -11,6 +11,9 @@
 //! etcd is modelled with quorum (membership changes and promotions need most voting
 //! members running) and kubeadm >= 1.29's learner mode: a control-plane join adds a
 //! learner, starts it, then promotes it; faults leave unstarted or started learners.
+//!
+//! Every `UPGRADE_EVERY`th schedule (`SIM_UPGRADE_EVERY=<n>` changes it; a replayed
+//! `SIM_SEED` always does) goes on after the assembly with an upgrade roll ([`upgrade`]).
 
 #![allow(
     clippy::unwrap_used,
@@ -43,7 +46,12 @@ use std::rc::Rc;
 use std::time::Duration;
 use tokio::time::{Instant, sleep};
 
+#[path = "sim/upgrade.rs"]
+mod upgrade;
+
 const LEASE_TTL: Duration = Duration::from_secs(30);
+/// Every how many schedules one also rolls an upgrade after its assembly.
+const UPGRADE_EVERY: u64 = 8;
 
 #[derive(Debug)]
 struct Holder {
@@ -121,6 +129,8 @@ struct World {
     trace: u64,
     /// Stale learners removed: (never started, started but not promoted).
     learners_removed: (u64, u64),
+    /// The upgrade roll's part of the world.
+    roll: upgrade::Roll,
 }
 
 impl World {
@@ -957,6 +967,16 @@ struct Outcome {
     trace: u64,
     virtual_secs: u64,
     learners_removed: (u64, u64),
+    roll: Option<RollOutcome>,
+}
+
+#[derive(Debug)]
+struct RollOutcome {
+    virtual_secs: u64,
+    raced: u64,
+    lease_losses: u64,
+    resumes: u64,
+    lost_mid_renewal: u64,
 }
 
 /// One schedule: cluster shape, fault rates and fault times all come from `seed`.
@@ -1002,6 +1022,7 @@ async fn simulate(seed: u64) -> Outcome {
         violations: Vec::new(),
         trace: 0,
         learners_removed: (0, 0),
+        roll: upgrade::Roll::default(),
     }));
     let mut nodes = Vec::new();
     let mut control_planes = Vec::new();
@@ -1148,13 +1169,38 @@ async fn simulate(seed: u64) -> Outcome {
         let _ = h.await;
     }
     check_final(&w, &nodes);
+    let assembled = Instant::now();
+    let cluster = w.borrow().local.get("cp-1").copied().flatten();
+    let rolled = upgrades(seed) && w.borrow().violations.is_empty();
+    if rolled && let Some(c) = cluster {
+        upgrade::roll(&w, &nodes, c, &mut rng, clock).await;
+    }
     let w = w.borrow();
     Outcome {
         violations: w.violations.clone(),
         trace: w.trace,
-        virtual_secs: (Instant::now() - start).as_secs(),
+        virtual_secs: (assembled - start).as_secs(),
         learners_removed: w.learners_removed,
+        roll: rolled.then(|| RollOutcome {
+            virtual_secs: (Instant::now() - assembled).as_secs(),
+            raced: w.roll.raced,
+            lease_losses: w.roll.lease_losses,
+            resumes: w.roll.resumes,
+            lost_mid_renewal: w.roll.lost_mid_renewal,
+        }),
     }
+}
+
+/// Whether schedule `seed` rolls an upgrade after its assembly.
+fn upgrades(seed: u64) -> bool {
+    if std::env::var("SIM_SEED").is_ok() {
+        return true;
+    }
+    let every: u64 = std::env::var("SIM_UPGRADE_EVERY")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(UPGRADE_EVERY);
+    every > 0 && seed.is_multiple_of(every)
 }
 
 fn check_final(w: &W, nodes: &[NodeSpec]) {
@@ -1241,9 +1287,19 @@ fn random_fault_schedules_keep_the_invariants() {
     let mut failures = Vec::new();
     let mut max_secs = 0;
     let mut learners = (0, 0);
+    let (mut rolls, mut roll_secs, mut raced, mut lease_losses, mut resumes, mut mid) =
+        (0, 0, 0, 0, 0, 0);
     for &seed in &seeds {
         let out = run_schedule(seed);
         max_secs = max_secs.max(out.virtual_secs);
+        if let Some(r) = &out.roll {
+            rolls += 1;
+            roll_secs = roll_secs.max(r.virtual_secs);
+            raced += r.raced;
+            lease_losses += r.lease_losses;
+            resumes += r.resumes;
+            mid += r.lost_mid_renewal;
+        }
         learners.0 += out.learners_removed.0;
         learners.1 += out.learners_removed.1;
         if !out.violations.is_empty() {
@@ -1263,19 +1319,31 @@ fn random_fault_schedules_keep_the_invariants() {
         "stale learners removed: {} never started, {} started but not promoted",
         learners.0, learners.1
     );
+    eprintln!(
+        "{rolls} upgrade rolls, longest {roll_secs} virtual seconds; {lease_losses} upgrade leases lost, \
+         {resumes} resumes after a failed step, {raced} etcd outages that began after the upgrading \
+         control plane's last look, {mid} steps begun on a renewal whose lease was lost in flight"
+    );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
     if seeds.len() >= 100 {
         assert!(
             learners.0 > 0 && learners.1 > 0,
             "the schedules never left a stale learner: {learners:?}"
         );
+        // Seed 0 rolls unless `SIM_UPGRADE_EVERY=0` switched the rolls off.
+        assert!(
+            !upgrades(0) || (rolls > 0 && lease_losses > 0 && resumes > 0),
+            "the rolls never lost a lease or resumed: {rolls} rolls, {lease_losses} leases lost, {resumes} resumes"
+        );
     }
 }
 
 #[test]
 fn a_schedule_is_reproducible_from_its_seed() {
-    let a = run_schedule(4242);
-    let b = run_schedule(4242);
+    // 4240 rolls an upgrade after its assembly (a multiple of `UPGRADE_EVERY`).
+    let a = run_schedule(4240);
+    let b = run_schedule(4240);
+    assert!(a.roll.is_some(), "seed 4240 rolls an upgrade");
     assert_eq!(a.trace, b.trace);
     assert_eq!(a.violations, b.violations);
 }

@@ -6,12 +6,12 @@
 
 use super::driver::{self, Effects, Round, StepError};
 use super::node_side::NodeSide;
-use super::order::{self, Wait};
+use super::order::Wait;
 use super::rendezvous_side::RendezvousSide;
 use super::state::Phase;
 use super::steps::Step;
 use super::transition::{self, Action, Event, Me};
-use super::{store, view};
+use super::{quorum_guard, store, view};
 use crate::exec::CommandRunner;
 use crate::systemd::Systemd;
 use model::node_files::NodeRoot;
@@ -49,11 +49,13 @@ pub struct Live<R, S> {
     phase: Phase,
     pending: Vec<Action>,
     release: Option<Release>,
-    etcd: Option<Vec<order::EtcdMember>>,
+    /// The etcd view the daemon loop took live this round (control planes).
+    etcd: Option<EtcdView>,
     token: Option<u64>,
 }
 
-fn sequence_of(p: &Phase) -> Option<u64> {
+/// The release a phase is about, if any.
+pub fn sequence_of(p: &Phase) -> Option<u64> {
     match p {
         Phase::Idle => None,
         Phase::Refused { sequence, .. }
@@ -117,7 +119,7 @@ impl<R: CommandRunner, S: Systemd> Live<R, S> {
     /// One round: judge the newest release, run the machine until it pauses. How soon
     /// it wants the next round (`None`: nothing to do until a release changes).
     pub async fn round(&mut self, etcd: Option<&EtcdView>) -> Option<Duration> {
-        self.etcd = etcd.map(|v| view::etcd_members(&v.members));
+        self.etcd = etcd.cloned();
         match self.rdv.newest_release().await {
             Ok(Some(r)) => {
                 let verdict = release::judge(
@@ -239,15 +241,13 @@ impl<R: CommandRunner, S: Systemd> Effects for Live<R, S> {
             self.id.running,
             self.id.max_unavailable,
         );
-        order::my_turn(&roll, &self.id.node)?;
-        if self.id.role == Role::ControlPlane {
-            let members = self
-                .etcd
-                .as_ref()
-                .ok_or_else(|| blind("this control plane's etcd view".into()))?;
-            order::quorum_allows(members)?;
-        }
-        Ok(())
+        quorum_guard::may_start(
+            &roll,
+            &self.id.node,
+            self.id.role,
+            self.etcd.as_ref(),
+            protocol::clock::now_ms(),
+        )
     }
 
     async fn acquire(&mut self) -> Option<u64> {
@@ -269,7 +269,9 @@ impl<R: CommandRunner, S: Systemd> Effects for Live<R, S> {
                 Ok(true) => {}
                 Ok(false) => return Err(StepError::LeaseLost),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot renew the upgrade lock; its lease still runs")
+                    // Unconfirmed is not held: take it again (the same token while held).
+                    tracing::warn!(error = %e, "cannot renew the upgrade lock; taking it again before the step");
+                    return Err(StepError::LeaseLost);
                 }
             }
         }

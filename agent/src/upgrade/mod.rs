@@ -3,7 +3,7 @@
 //! order, workers after every control plane runs the new version, etcd quorum to spare),
 //! takes the cluster's upgrade lock and runs its node's steps as the upstream upgrade
 //! guide does, one at a time. An explicit state machine: [`state`] (what is persisted),
-//! [`order`] (whose turn it is, pure), [`steps`] (the steps per node, pure),
+//! [`order`] (whose turn it is, pure), [`quorum_guard`] (etcd's say, on a fresh view, pure), [`steps`] (the steps per node, pure),
 //! [`transition`] (the pure guarded transitions), [`view`] (the roll from the rendezvous's
 //! progress records and etcd view, pure) and [`driver`] (the thin loop that carries
 //! out actions through an `Effects` trait and persists each phase), with
@@ -16,6 +16,7 @@ pub mod driver;
 pub mod live;
 pub mod node_side;
 pub mod order;
+pub mod quorum_guard;
 pub mod rendezvous_side;
 pub mod state;
 pub mod steps;

@@ -163,13 +163,26 @@ pub fn step(me: &Me, phase: Phase, event: Event) -> (Phase, Vec<Action>) {
             },
             vec![A::Report, A::CheckTurn],
         ),
-        // Mid-upgrade (lease lost, reboot or resume): keep asking, never start over.
+        // Mid-upgrade (lease lost, reboot or resume): keep asking, never start over; the
+        // turn (etcd's quorum for a control plane) is checked again before every try.
         (
             p @ Phase::Locking {
                 resume: Some(_), ..
             },
             E::Busy,
-        ) => (p, vec![A::Report, A::Acquire]),
+        ) => (p, vec![A::Report, A::CheckTurn]),
+        (
+            p @ Phase::Locking {
+                resume: Some(_), ..
+            },
+            E::Turn(Ok(())),
+        ) => (p, vec![A::Acquire]),
+        (
+            p @ Phase::Locking {
+                resume: Some(_), ..
+            },
+            E::Turn(Err(_)),
+        ) => (p, vec![A::Report, A::CheckTurn]),
         (
             Phase::Running {
                 sequence,
@@ -232,7 +245,7 @@ pub fn step(me: &Me, phase: Phase, event: Event) -> (Phase, Vec<Action>) {
                 resume: Some(step),
                 resumes_seen,
             },
-            vec![A::Report, A::Acquire],
+            vec![A::Report, A::CheckTurn],
         ),
         (
             Phase::Stopped {
@@ -258,7 +271,7 @@ pub fn step(me: &Me, phase: Phase, event: Event) -> (Phase, Vec<Action>) {
                     resume: Some(resume),
                     resumes_seen: count,
                 },
-                vec![A::Report, A::Acquire],
+                vec![A::Report, A::CheckTurn],
             )
         }
         (p, _) => (p, vec![]),
@@ -289,9 +302,11 @@ fn on_release(p: Phase, sequence: u64, verdict: Result<Verdict, Refusal>) -> (Ph
 }
 
 /// Where a persisted phase starts after a (re)start, and the actions it starts with.
-/// A node that was running a step takes the lock again first (holding it still returns
-/// the same token and extends the lease; losing it across the reboot answers `Busy` and
-/// the node waits), then re-runs that step: every step is idempotent.
+/// A node that was running a step checks its turn (for a control plane: etcd healthy
+/// with quorum to spare, which may have changed while it was down) and takes the lock
+/// again (holding it still returns the same token and extends the lease; losing it
+/// across the reboot answers `Busy` and the node waits), then re-runs that step: every
+/// step is idempotent. A resume after `--resume` or a lost lease goes the same way.
 pub fn restart(phase: Phase) -> (Phase, Vec<Action>) {
     match phase {
         Phase::Running {
@@ -307,14 +322,15 @@ pub fn restart(phase: Phase) -> (Phase, Vec<Action>) {
                 resume: Some(step),
                 resumes_seen,
             },
-            vec![Action::Report, Action::Acquire],
+            vec![Action::Report, Action::CheckTurn],
         ),
         p @ (Phase::Idle | Phase::Refused { .. } | Phase::Done { .. } | Phase::Stopped { .. }) => {
             (p, vec![Action::Report])
         }
         p @ Phase::Fetching { sequence, .. } => (p, vec![Action::Fetch { sequence }]),
         p @ Phase::Waiting { .. } => (p, vec![Action::CheckTurn]),
-        p @ Phase::Locking { .. } => (p, vec![Action::Acquire]),
+        p @ Phase::Locking { resume: None, .. } => (p, vec![Action::Acquire]),
+        p @ Phase::Locking { .. } => (p, vec![Action::CheckTurn]),
     }
 }
 

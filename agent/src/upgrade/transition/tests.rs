@@ -220,7 +220,9 @@ fn a_failed_drain_stops_the_roll_uncordons_and_keeps_the_lock() {
             ..
         }
     ));
-    assert_eq!(acts, vec![Action::Report, Action::Acquire]);
+    assert_eq!(acts, vec![Action::Report, Action::CheckTurn]);
+    let (q, acts) = step(&me, q, Event::Turn(Ok(())));
+    assert_eq!(acts, vec![Action::Acquire]);
     let (q, acts) = step(&me, q, Event::Granted { token: 9 });
     assert!(acts.contains(&Action::Run(Step::Cordon)));
     // Failing again waits for the next resume: the same request does not loop.
@@ -313,12 +315,24 @@ fn a_lost_lease_or_a_reboot_resumes_at_the_same_step() {
         !acts.iter().any(|a| matches!(a, Action::Run(_))),
         "no step without the lock"
     );
-    // Busy mid-upgrade keeps asking rather than going back to waiting.
+    assert_eq!(acts, vec![Action::Report, Action::CheckTurn]);
+    // Busy mid-upgrade keeps asking rather than going back to waiting, the turn (etcd's
+    // quorum) checked again before every try; a turn refused keeps it locking.
     let (l2, acts) = step(&me, l.clone(), Event::Busy);
     assert_eq!(
         (l2, acts),
-        (l.clone(), vec![Action::Report, Action::Acquire])
+        (l.clone(), vec![Action::Report, Action::CheckTurn])
     );
+    let sick = Wait::EtcdUnhealthy {
+        member: "cp-2".into(),
+    };
+    let (l2, acts) = step(&me, l.clone(), Event::Turn(Err(sick)));
+    assert_eq!(
+        (l2, acts),
+        (l.clone(), vec![Action::Report, Action::CheckTurn])
+    );
+    let (l2, acts) = step(&me, l.clone(), Event::Turn(Ok(())));
+    assert_eq!((l2, acts), (l.clone(), vec![Action::Acquire]));
     let (r, acts) = step(&me, l, Event::Granted { token: 12 });
     assert!(matches!(
         r,
@@ -333,7 +347,8 @@ fn a_lost_lease_or_a_reboot_resumes_at_the_same_step() {
         vec![Action::Report, Action::Run(Step::InstallKubelet)]
     );
 
-    // Persisted mid-step, then rebooted: lock first, then the same step.
+    // Persisted mid-step, then rebooted: the turn (etcd may have changed while it was
+    // down), the lock, then the same step.
     let saved = serde_json::to_vec(&p).unwrap();
     let back: Phase = serde_json::from_slice(&saved).unwrap();
     let (r, acts) = restart(back);
@@ -344,7 +359,8 @@ fn a_lost_lease_or_a_reboot_resumes_at_the_same_step() {
             ..
         }
     ));
-    assert_eq!(acts, vec![Action::Report, Action::Acquire]);
+    assert_eq!(acts, vec![Action::Report, Action::CheckTurn]);
+    assert_eq!(restart(r.clone()).1, vec![Action::CheckTurn]);
     let stopped = step(
         &me,
         p,
