@@ -44,7 +44,10 @@ enum Command {
         agent_bin: Option<PathBuf>,
         /// Offline: take the pinned add-on manifests from DIR/addons/<name>-<version>.yaml
         /// (checked against their pins) instead of the cache (`MUSTER_ADDON_CACHE`, default
-        /// ~/.cache/muster/addons, filled from the pinned URLs).
+        /// ~/.cache/muster/addons, filled from the pinned URLs). When DIR also holds the
+        /// distribution's release (as `muster artifacts fetch` writes it: k3s's binary,
+        /// airgap images and sha256sum-amd64.txt; kubeadm's .debs), the payload carries
+        /// it, checked, for `muster upgrade` (a k3s upgrade needs it).
         #[arg(long, value_name = "DIR")]
         artifacts: Option<PathBuf>,
         /// Print the report as JSON.

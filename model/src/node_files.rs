@@ -98,6 +98,14 @@ pub const KUBEADM_JOIN_TEMPLATE: &str = "etc/muster/kubeadm/join.yaml";
 pub const K3S_INIT_TEMPLATE: &str = "etc/muster/k3s/init.yaml";
 /// k3s config for a node joining a running cluster (`server: https://VIP:port`).
 pub const K3S_JOIN_TEMPLATE: &str = "etc/muster/k3s/join.yaml";
+/// Where the k3s install script puts the binary its units run (`muster build --artifacts`
+/// puts the release's binary there in the payload, which an upgrade installs).
+pub const K3S_BINARY: &str = "usr/local/bin/k3s";
+/// The kubeadm, kubelet and kubectl .debs of the release (`muster build --artifacts`), which
+/// an upgrade installs with dpkg.
+pub const KUBE_PACKAGES_DIR: &str = "usr/lib/muster/packages";
+/// Where k3s's airgap docs put the images tarball (imported when k3s starts).
+pub const K3S_AIRGAP_DIR: &str = "var/lib/rancher/k3s/agent/images";
 /// kube-vip static pod for k3s (the k3s agent's pod-manifests dir).
 pub const K3S_KUBE_VIP_MANIFEST: &str = "var/lib/rancher/k3s/agent/pod-manifests/kube-vip.yaml";
 pub const KEEPALIVED_CONF: &str = "etc/keepalived/keepalived.conf";

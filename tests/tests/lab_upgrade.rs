@@ -280,3 +280,239 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
     );
     muster_tests::harness::finish(lab);
 }
+
+// ---------------------------------------------------------------- k3s
+
+const K3S_FROM: &str = "v1.31.6+k3s1";
+const K3S_TO: &str = "v1.32.2+k3s1";
+
+/// A stand-in k3s release at `version` as `muster build --artifacts DIR` takes it (the
+/// layout `muster artifacts fetch` writes): `k3s` (a STAND-IN: it execs the k3s stand-in at
+/// this release, so the binary a node runs decides the version its server and Node
+/// report), the airgap images tarball (stand-in bytes naming the release),
+/// `sha256sum-amd64.txt` listing both, and the lab's add-on manifests under `addons/`.
+fn standin_k3s_release(dir: &Path, version: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let out = dir.join(format!("artifacts-{version}"));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(out.join("addons")).unwrap();
+    let fixtures = muster_lab::standins::default_addon_artifacts().unwrap();
+    for e in std::fs::read_dir(fixtures.join("addons")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), out.join("addons").join(e.file_name())).unwrap();
+    }
+    let k3s = format!(
+        "#!/bin/sh\n# STAND-IN k3s {version}: the k3s stand-in (NOT k3s) at this release\n\
+         exec env MUSTER_STANDIN_K8S_VERSION={version} k3s-standin \"$@\"\n"
+    );
+    let airgap = format!("STAND-IN airgap images of k3s {version}\n");
+    let airgap_name = muster_build::image::kubernetes::K3S_AIRGAP;
+    std::fs::write(out.join("k3s"), &k3s).unwrap();
+    std::fs::set_permissions(out.join("k3s"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(out.join(airgap_name), &airgap).unwrap();
+    let sum = |b: &str| muster_build::bake::payload::sha256_hex(b.as_bytes());
+    std::fs::write(
+        out.join(muster_build::image::kubernetes::K3S_SUMS),
+        format!("{}  k3s\n{}  {airgap_name}\n", sum(&k3s), sum(&airgap)),
+    )
+    .unwrap();
+    out
+}
+
+/// Seed 003 (three k3s servers, keepalived) with one agent, at `version`.
+fn k3s_spec_at(dir: &Path, version: &str) -> muster_build::spec_source::LoadedSpec {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/seed-003-k3s-keepalived.yaml"),
+    )
+    .unwrap();
+    assert!(text.contains(&format!("{K3S_FROM:?}")) && text.contains("workers: 0"));
+    let text = text
+        .replace(&format!("{K3S_FROM:?}"), &format!("{version:?}"))
+        .replace("workers: 0", "workers: 1");
+    let path = dir.join(format!("k3s-spec-{version}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    muster_build::spec_source::load(Some(&path)).unwrap()
+}
+
+#[test]
+fn a_k3s_cluster_is_upgraded_one_minor_version_servers_first() {
+    if !enabled() {
+        return;
+    }
+    let began = Instant::now();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lab-upgrade-k3s");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut opts = UpOptions::new(dir.join("lab"), &bin_dir());
+    opts.artifacts = Some(standin_k3s_release(&dir, K3S_FROM));
+    let mut lab = Lab::create(&k3s_spec_at(&dir, K3S_FROM), &opts).unwrap();
+    let all: Vec<String> = lab.record().nodes.iter().map(|n| n.name.clone()).collect();
+    let with_role = |want: &str| -> Vec<String> {
+        let mut v: Vec<String> = lab
+            .record()
+            .nodes
+            .iter()
+            .filter(|n| n.role == want)
+            .map(|n| n.name.clone())
+            .collect();
+        v.sort();
+        v
+    };
+    let (servers, agents) = (with_role("control-plane"), with_role("worker"));
+    assert_eq!((servers.len(), agents.len()), (3, 1), "{all:?}");
+    for n in &all {
+        lab.boot(n).unwrap();
+    }
+    let assembled = lab
+        .wait_assembled(&all, began, PATIENCE, |c| eprintln!("{c}"))
+        .unwrap();
+    eprintln!("assembled at {K3S_FROM} in {:.1}s", assembled.as_secs_f64());
+
+    // ---- the operator rebuilds one minor up with the new release and publishes it
+    let build_dir = lab.record().build_dir.clone();
+    let to_release = standin_k3s_release(&dir, K3S_TO);
+    let bopts = muster_build::bake::BuildOptions {
+        agent_bin: opts.agent_bin.clone(),
+        mtime: 0,
+        addons: muster_build::addons::source::Source::Artifacts(to_release.clone()),
+    };
+    muster_build::bake::build(&k3s_spec_at(&dir, K3S_TO), &build_dir, &bopts).unwrap();
+    let muster = |args: &[&str]| {
+        let mut cmd = netns::command(&lab.record().bridge_ns, &[], bin_dir().join("muster"));
+        cmd.args(args).arg("--out").arg(&build_dir);
+        let out = netns::run(cmd, &format!("muster {args:?}"), Duration::from_secs(60)).unwrap();
+        eprintln!("muster {args:?} -> {:?}\n{}", out.code, out.stdout);
+        out
+    };
+    let roll_began = Instant::now();
+    let out = muster(&["upgrade"]);
+    assert!(out.ok(), "muster upgrade: {}", out.all());
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let p: Vec<(String, Value)> = all
+            .iter()
+            .map(|n| (n.clone(), upgrade_phase(&lab, n)))
+            .collect();
+        if p.iter()
+            .all(|(_, s)| s["phase"] == "done" && s["to"] == K3S_TO)
+        {
+            break;
+        }
+        if let Some((n, s)) = p.iter().find(|(_, s)| s["phase"] == "stopped") {
+            panic!("the roll stopped at {n}: {s}");
+        }
+        assert!(Instant::now() < deadline, "the roll did not finish: {p:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let roll = roll_began.elapsed();
+    eprintln!("rolled to {K3S_TO} in {:.1}s", roll.as_secs_f64());
+
+    // ---- every node runs the release's binary and has its airgap images where k3s reads them
+    let airgap =
+        std::fs::read(to_release.join(muster_build::image::kubernetes::K3S_AIRGAP)).unwrap();
+    let binary = std::fs::read(to_release.join("k3s")).unwrap();
+    for n in &all {
+        let root = &lab.node(n).unwrap().root;
+        let at = |rel: &str| std::fs::read(root.join(rel)).unwrap();
+        assert_eq!(at("usr/local/bin/k3s"), binary, "{n}: the k3s binary");
+        assert_eq!(
+            at(&format!(
+                "var/lib/rancher/k3s/agent/images/{}",
+                muster_build::image::kubernetes::K3S_AIRGAP
+            )),
+            airgap,
+            "{n}: the airgap images"
+        );
+        let version = lab
+            .exec(
+                n,
+                &[
+                    root.join("usr/local/bin/k3s").to_str().unwrap(),
+                    "--version",
+                ],
+            )
+            .unwrap();
+        assert!(
+            version
+                .stdout
+                .starts_with(&format!("k3s version {K3S_TO} ")),
+            "{n}: {}",
+            version.all()
+        );
+    }
+
+    // ---- one holder at a time, every server before the agent
+    let events = lock_events(&lab.audit().unwrap());
+    let mut holder: Option<String> = None;
+    let mut order: Vec<String> = Vec::new();
+    for (event, who) in &events {
+        match event {
+            AuditEvent::Granted => {
+                assert!(
+                    holder.as_ref().is_none_or(|h| h == who),
+                    "{who} granted the upgrade lock while {holder:?} held it: {events:?}"
+                );
+                if holder.is_none() && !order.contains(who) {
+                    order.push(who.clone());
+                }
+                holder = Some(who.clone());
+            }
+            AuditEvent::Released | AuditEvent::Expired => {
+                assert_eq!(holder.as_ref(), Some(who), "{events:?}");
+                holder = None;
+            }
+            _ => {}
+        }
+    }
+    let want: Vec<String> = servers.iter().chain(&agents).cloned().collect();
+    assert_eq!(order, want, "lock order: {events:?}");
+
+    // ---- the real kubectl sees every Node at the new version through the VIP
+    let kubectl = muster_lab::standins::real_kubectl(K3S_TO).unwrap();
+    if let Some(kubectl) = kubectl {
+        let kc = dir.join("admin.kubeconfig");
+        let from = agents[0].clone();
+        muster_tests::harness::write_admin_kubeconfig(&lab, &bin_dir().join("muster"), &from, &kc);
+        let out = muster_tests::harness::real_kubectl_in(
+            &lab,
+            &kubectl,
+            &kc,
+            &from,
+            &["get", "nodes", "-o", "json"],
+        );
+        assert!(out.ok(), "kubectl get nodes: {}", out.all());
+        let v: Value = serde_json::from_str(&out.stdout).unwrap();
+        let mut seen: Vec<(String, String, bool)> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                (
+                    n["metadata"]["name"].as_str().unwrap().to_string(),
+                    n["status"]["nodeInfo"]["kubeletVersion"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                    n["spec"]["unschedulable"].as_bool().unwrap_or(false),
+                )
+            })
+            .collect();
+        seen.sort();
+        let mut names = all.clone();
+        names.sort();
+        let want: Vec<(String, String, bool)> = names
+            .into_iter()
+            .map(|n| (n, K3S_TO.to_string(), false))
+            .collect();
+        assert_eq!(seen, want, "nodes as the real kubectl reads them");
+    } else {
+        eprintln!("no real kubectl for {K3S_TO}: the Node versions were not read by it");
+    }
+    eprintln!(
+        "TEST DURATION lab_upgrade k3s: {:.1}s (assembly {:.1}s, roll {:.1}s)",
+        began.elapsed().as_secs_f64(),
+        assembled.as_secs_f64(),
+        roll.as_secs_f64()
+    );
+    muster_tests::harness::finish(lab);
+}

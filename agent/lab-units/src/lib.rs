@@ -58,13 +58,23 @@ pub struct LabUnit {
     pub log: PathBuf,
 }
 
-/// The runnable unit `unit` on the node at `root`, if the runner knows it.
+/// Where the k3s install script puts the binary its units run, under the node's root.
+pub use model::node_files::K3S_BINARY;
+
+/// The runnable unit `unit` on the node at `root`, if the runner knows it: its program is
+/// the node's own [`K3S_BINARY`] when there is one (read at every start, so a swapped
+/// binary runs after a restart), else the command's name on PATH.
 pub fn unit(root: &NodeRoot, unit: &str) -> Option<LabUnit> {
     let argv = command(unit)?;
     let dir = root.path(RUN_DIR);
+    let installed = root.path(K3S_BINARY);
+    let argv = argv.iter().enumerate().map(|(i, a)| match i {
+        0 if installed.is_file() => installed.display().to_string(),
+        _ => a.to_string(),
+    });
     Some(LabUnit {
         unit: unit.to_string(),
-        argv: argv.iter().map(|a| a.to_string()).collect(),
+        argv: argv.collect(),
         pid_file: dir.join(format!("{unit}.pid")),
         log: dir.join(format!("{unit}.log")),
     })
@@ -241,6 +251,18 @@ mod tests {
         assert_eq!(
             u.log,
             dir.path().join("run/muster-lab/k3s-agent.service.log")
+        );
+        assert_eq!(u.argv, ["k3s", "agent"]);
+        // The node's own binary, once the image or an upgrade put one there.
+        std::fs::create_dir_all(dir.path().join("usr/local/bin")).unwrap();
+        std::fs::write(dir.path().join(K3S_BINARY), "#!/bin/sh\n").unwrap();
+        let u = unit(&root, "k3s-agent.service").unwrap();
+        assert_eq!(
+            u.argv,
+            [
+                dir.path().join(K3S_BINARY).display().to_string(),
+                "agent".into()
+            ]
         );
     }
 

@@ -177,23 +177,35 @@ impl<R: CommandRunner, S: Systemd> Live<R, S> {
     async fn step(&self, step: Step) -> Result<(), String> {
         let n = &self.node;
         match step {
-            Step::InstallKubeadm => n
-                .install_payload(&self.payload()?, |rel| !kubelet_binary(rel))
-                .map(|count| tracing::info!(files = count, "installed the release's node tree")),
+            Step::InstallKubeadm => {
+                let count = n.install_payload(&self.payload()?, |rel| !kubelet_binary(rel))?;
+                tracing::info!(files = count, "installed the release's node tree");
+                n.install_packages(&["kubeadm"]).await.map(|_| ())
+            }
             Step::UpgradePlan => n.upgrade_plan().await,
             Step::UpgradeApply => n.upgrade_apply(self.target()?).await,
             Step::UpgradeNode => n.upgrade_node().await,
             Step::Cordon => n.cordon(true).await,
             Step::Drain => n.drain().await,
-            Step::InstallKubelet => n
-                .install_payload(&self.payload()?, kubelet_binary)
-                .map(|count| tracing::info!(files = count, "installed kubelet/kubectl")),
+            Step::InstallKubelet => {
+                let count = n.install_payload(&self.payload()?, kubelet_binary)?;
+                tracing::info!(files = count, "installed kubelet/kubectl binaries");
+                n.install_packages(&["kubelet", "kubectl"])
+                    .await
+                    .map(|_| ())
+            }
             Step::RestartKubelet => n.restart_kubelet().await,
             Step::WaitReady => n.wait_ready(self.target()?).await,
             Step::Uncordon => n.cordon(false).await,
-            Step::SwapK3s | Step::RestartK3s => {
-                Err("k3s upgrades are not carried out by the agent yet".into())
+            // The whole node tree: cluster config, agent, add-ons, and the release's k3s
+            // binary and airgap images where the payload carries them; then the binary
+            // must be the release's.
+            Step::SwapK3s => {
+                let count = n.install_payload(&self.payload()?, |_| true)?;
+                tracing::info!(files = count, "installed the release's node tree and k3s");
+                n.check_k3s(self.target()?).await
             }
+            Step::RestartK3s => n.restart_k3s(self.id.role).await,
         }
     }
 }
@@ -280,7 +292,10 @@ impl<R: CommandRunner, S: Systemd> Effects for Live<R, S> {
             tracing::error!(node = %self.id.node, step = step.name(), %cause, "upgrade step failed");
             StepError::Failed {
                 cause,
-                can_serve: !matches!(step, Step::RestartKubelet | Step::WaitReady),
+                can_serve: !matches!(
+                    step,
+                    Step::RestartKubelet | Step::RestartK3s | Step::WaitReady
+                ),
             }
         })
     }

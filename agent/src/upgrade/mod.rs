@@ -8,9 +8,9 @@
 //! progress records and etcd view, pure) and [`driver`] (the thin loop that carries
 //! out actions through an `Effects` trait and persists each phase), with
 //! [`rendezvous_side`] (release, payload, lock, progress, resume at the rendezvous),
-//! [`node_side`] (kubeadm, cordon, drain, kubelet, readiness) and [`live`] (the real
-//! effects and the round the daemon loop runs once its node is done). k3s's steps are
-//! not carried out yet (a k3s node stops the roll at `swap-k3s`, saying so).
+//! [`node_side`] (kubeadm, k3s's binary swap and unit restart, cordon, drain, kubelet,
+//! readiness) and [`live`] (the real effects and the round the daemon loop runs once its
+//! node is done).
 
 pub mod driver;
 pub mod live;

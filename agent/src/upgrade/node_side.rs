@@ -1,15 +1,17 @@
-//! The node half of the upgrade's effects (kubeadm): install the release's payload,
+//! The node half of the upgrade's effects: install the release's payload,
 //! `kubeadm upgrade plan|apply|node`, cordon and uncordon (`spec.unschedulable`), drain
 //! through the Eviction API honouring PodDisruptionBudgets ([`crate::kube::drain`]
-//! decides), restart the kubelet and wait until the Node is Ready at the new version.
+//! decides), restart the kubelet and wait until the Node is Ready at the new version;
+//! k3s: swap the binary and airgap images from the payload (checking the installed
+//! binary's `k3s --version`) and restart `k3s.service` or `k3s-agent.service`.
 //! Commands go through a [`CommandRunner`]; what the API answers is read by the pure
 //! parsers below ([`pods_on`], [`node_state`]), tested on captured shapes.
 
 use crate::exec::CommandRunner;
 use crate::kube::drain::{self, DrainState, Evicted, PodInfo};
 use crate::systemd::Systemd;
-use model::KubeVersion;
-use model::node_files::NodeRoot;
+use model::node_files::{K3S_BINARY, KUBE_PACKAGES_DIR, NodeRoot};
+use model::{KubeVersion, Role};
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -50,6 +52,51 @@ pub fn pods_on(list: &Value, node: &str) -> Vec<PodInfo> {
         .collect()
 }
 
+/// The .deb the payload carried for `package` among the file names `files` (of
+/// [`KUBE_PACKAGES_DIR`]): its file name and version, from Debian's
+/// `name_version_arch.deb`.
+pub fn payload_deb(files: &[String], package: &str) -> Option<(String, String)> {
+    files.iter().find_map(|f| {
+        let stem = f.strip_suffix(".deb")?;
+        let mut it = stem.splitn(3, '_');
+        (it.next()? == package).then(|| (f.clone(), it.next().unwrap_or("").to_string()))
+    })
+}
+
+/// The commands installing the .deb `deb` of `package` as the upstream upgrade guide does
+/// (`apt-mark unhold`, install exactly this version, `apt-mark hold`): dpkg installs the
+/// file the signed release carried, so nothing is fetched from a repository here.
+pub fn package_commands(package: &str, deb: &str) -> Vec<(&'static str, Vec<String>)> {
+    vec![
+        ("apt-mark", vec!["unhold".into(), package.into()]),
+        (
+            "dpkg",
+            vec!["--force-confold".into(), "-i".into(), deb.into()],
+        ),
+        ("apt-mark", vec!["hold".into(), package.into()]),
+    ]
+}
+
+/// `dpkg-query -W PACKAGE` prints `PACKAGE<TAB>VERSION`: the installed version.
+pub fn dpkg_version(stdout: &str, package: &str) -> Result<String, String> {
+    stdout
+        .lines()
+        .find_map(|l| {
+            let (name, version) = l.split_once('\t')?;
+            (name.trim() == package && !version.trim().is_empty())
+                .then(|| version.trim().to_string())
+        })
+        .ok_or_else(|| format!("`dpkg-query -W {package}` printed no version: {stdout:?}"))
+}
+
+/// k3s's unit on a node of `role`: the server's on a control plane, else the agent's.
+pub fn k3s_unit(role: Role) -> &'static str {
+    match role {
+        Role::ControlPlane => crate::distro::k3s::SERVER_UNIT,
+        _ => crate::distro::k3s::AGENT_UNIT,
+    }
+}
+
 /// A Node's `Ready` condition and `status.nodeInfo.kubeletVersion`.
 pub fn node_state(node: &Value) -> (bool, Option<KubeVersion>) {
     let ready = node["status"]["conditions"].as_array().is_some_and(|cs| {
@@ -62,23 +109,45 @@ pub fn node_state(node: &Value) -> (bool, Option<KubeVersion>) {
     (ready, version)
 }
 
-/// The API server a kubeconfig points at, with its client: CA and client identity from
-/// the embedded `*-data` fields (what kubeadm writes).
-fn api_from_kubeconfig(text: &str) -> Result<(reqwest::Client, String), String> {
+/// The kubeconfigs the API is reached with, in order: kubeadm's admin.conf (control
+/// planes) and kubelet.conf, k3s's admin kubeconfig (servers) and its agent's kubelet
+/// kubeconfig.
+const KUBECONFIGS: [&str; 4] = [
+    "etc/kubernetes/admin.conf",
+    "etc/kubernetes/kubelet.conf",
+    "etc/rancher/k3s/k3s.yaml",
+    "var/lib/rancher/k3s/agent/kubelet.kubeconfig",
+];
+
+/// A PEM field of a kubeconfig: embedded (`<field>-data`, what kubeadm and k3s.yaml hold)
+/// or a file (`<field>`, what k3s's agent kubeconfig holds), read under `root`.
+fn pem_field(obj: &Value, field: &str, root: &NodeRoot) -> Result<String, String> {
     use base64::Engine as _;
+    if let Some(b64) = obj[format!("{field}-data")].as_str() {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|e| format!("{field}-data: {e}"))?;
+        return String::from_utf8(bytes).map_err(|_| format!("{field}-data: not PEM text"));
+    }
+    let path = obj[field]
+        .as_str()
+        .ok_or_else(|| format!("no {field}-data or {field}"))?;
+    let path = root.path(path.trim_start_matches('/'));
+    std::fs::read_to_string(&path).map_err(|e| format!("{field} {}: {e}", path.display()))
+}
+
+/// The API server a kubeconfig points at, with its client: CA and client identity
+/// embedded or from files under `root`.
+fn api_from_kubeconfig(text: &str, root: &NodeRoot) -> Result<(reqwest::Client, String), String> {
     let v: Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
     let cluster = v
         .pointer("/clusters/0/cluster")
         .ok_or("no clusters[0].cluster")?;
+    let user = v.pointer("/users/0/user").ok_or("no users[0].user")?;
     let server = cluster["server"].as_str().ok_or("no server")?.to_string();
-    let ca = cluster["certificate-authority-data"]
-        .as_str()
-        .ok_or("no certificate-authority-data")?;
-    let ca = base64::engine::general_purpose::STANDARD
-        .decode(ca.trim())
-        .map_err(|e| format!("certificate-authority-data: {e}"))?;
-    let ca = String::from_utf8(ca).map_err(|e| format!("certificate-authority-data: {e}"))?;
-    let (cert, key) = crate::distro::parse::kubeconfig_identity(text)?;
+    let ca = pem_field(cluster, "certificate-authority", root)?;
+    let cert = pem_field(user, "client-certificate", root)?;
+    let key = pem_field(user, "client-key", root)?;
     let c = crate::distro::http::client("upgrade API client", &ca, Some((&cert, &key)))
         .map_err(|e| e.to_string())?;
     Ok((c, server.trim_end_matches('/').to_string()))
@@ -95,16 +164,20 @@ pub struct NodeSide<R, S> {
 }
 
 impl<R: CommandRunner, S: Systemd> NodeSide<R, S> {
-    /// The API as this node reaches it: admin.conf on a control plane, else the
-    /// kubelet's kubeconfig.
+    /// The API as this node reaches it: the admin kubeconfig on a control plane, else
+    /// the kubelet's ([`KUBECONFIGS`]).
     fn api(&self) -> Result<(reqwest::Client, String), String> {
-        for rel in ["etc/kubernetes/admin.conf", "etc/kubernetes/kubelet.conf"] {
+        for rel in KUBECONFIGS {
             let path = self.root.path(rel);
             if let Ok(text) = std::fs::read_to_string(&path) {
-                return api_from_kubeconfig(&text).map_err(|e| format!("{}: {e}", path.display()));
+                return api_from_kubeconfig(&text, &self.root)
+                    .map_err(|e| format!("{}: {e}", path.display()));
             }
         }
-        Err("no etc/kubernetes/admin.conf or kubelet.conf on this node".into())
+        Err(format!(
+            "no kubeconfig on this node (looked for {})",
+            KUBECONFIGS.join(", ")
+        ))
     }
 
     /// Installs the release's node tree from the verified payload (cluster config, agent,
@@ -260,6 +333,88 @@ impl<R: CommandRunner, S: Systemd> NodeSide<R, S> {
             .map_err(|e| e.to_string())
     }
 
+    /// Installs the .debs of `packages` the payload carried ([`KUBE_PACKAGES_DIR`], where
+    /// the node tree put them) with [`package_commands`] and checks the installed version
+    /// (`dpkg-query`); a package the payload does not carry is left as it is. Only on a
+    /// node whose root is `/`: the lab's node roots have no dpkg database of their own.
+    pub async fn install_packages(&self, packages: &[&str]) -> Result<usize, String> {
+        let dir = self.root.path(KUBE_PACKAGES_DIR);
+        let files: Vec<String> = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(format!("{}: {e}", dir.display())),
+        };
+        let mut n = 0;
+        for package in packages {
+            let Some((file, version)) = payload_deb(&files, package) else {
+                tracing::info!(package, "the release carries no .deb of it: left as it is");
+                continue;
+            };
+            if self.root.path("") != Path::new("/") {
+                return Err(format!(
+                    "the release carries {file}, but .debs are installed only on a node whose root is / (this root: {})",
+                    self.root.path("").display()
+                ));
+            }
+            let deb = dir.join(&file).display().to_string();
+            for (program, args) in package_commands(package, &deb) {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                self.runner
+                    .run_ok(program, &args)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            let out = self
+                .runner
+                .run_ok("dpkg-query", &["-W", package])
+                .await
+                .map_err(|e| e.to_string())?;
+            let got = dpkg_version(&out.stdout, package)?;
+            if got != version {
+                return Err(format!(
+                    "{package} is {got} after installing {file}, expected {version}"
+                ));
+            }
+            tracing::info!(package, %version, "installed and held");
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// After the payload put the release's k3s binary in place: the binary k3s's units
+    /// run must be the release's (`k3s --version`), else the swap fails naming both.
+    pub async fn check_k3s(&self, to: KubeVersion) -> Result<(), String> {
+        let bin = self.root.path(K3S_BINARY);
+        if !bin.is_file() {
+            return Err(format!(
+                "{} is missing after installing the payload: the release carries no k3s binary",
+                bin.display()
+            ));
+        }
+        let program = bin.display().to_string();
+        let out = self
+            .runner
+            .run_ok(&program, &["--version"])
+            .await
+            .map_err(|e| e.to_string())?;
+        let got = crate::distro::parse::k3s_version(&out.stdout)?;
+        if got != to.to_string() {
+            return Err(format!(
+                "{program} is k3s {got}, the release is {to}: the payload carries another k3s"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Restarts k3s's unit: `k3s.service` on a server, `k3s-agent.service` on an agent.
+    pub async fn restart_k3s(&self, role: Role) -> Result<(), String> {
+        let unit = k3s_unit(role);
+        self.systemd.restart(unit).await.map_err(|e| e.to_string())
+    }
+
     /// Waits until this Node is Ready and reports kubelet `to`.
     pub async fn wait_ready(&self, to: KubeVersion) -> Result<(), String> {
         let (c, base) = self.api()?;
@@ -317,6 +472,73 @@ mod tests {
             drain::plan(&pods).evict,
             vec![("default".into(), "web-1".into())]
         );
+    }
+
+    fn fixture(name: &str) -> String {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
+        std::fs::read_to_string(&p).unwrap()
+    }
+
+    #[test]
+    fn packages_install_as_the_upgrade_guide_does_and_the_version_is_read_back() {
+        let files = vec![
+            "kubelet_1.32.0-1.1_amd64.deb".to_string(),
+            "kubeadm_1.32.0-1.1_amd64.deb".to_string(),
+        ];
+        assert_eq!(
+            payload_deb(&files, "kubeadm"),
+            Some(("kubeadm_1.32.0-1.1_amd64.deb".into(), "1.32.0-1.1".into()))
+        );
+        assert_eq!(payload_deb(&files, "kubectl"), None);
+        let lines: Vec<String> = package_commands("kubeadm", "/d/kubeadm.deb")
+            .into_iter()
+            .map(|(p, a)| format!("{p} {}", a.join(" ")))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "apt-mark unhold kubeadm",
+                "dpkg --force-confold -i /d/kubeadm.deb",
+                "apt-mark hold kubeadm"
+            ]
+        );
+        // Captured from a real `dpkg-query -W apt` (Debian bookworm).
+        let out = fixture("dpkg-query-W-apt.out");
+        assert_eq!(dpkg_version(&out, "apt").unwrap(), "2.6.2");
+        assert!(dpkg_version(&out, "kubeadm").is_err());
+        assert!(dpkg_version("", "apt").is_err());
+    }
+
+    #[tokio::test]
+    async fn install_packages_runs_the_commands_on_a_real_root_only() {
+        use crate::exec::FakeRunner;
+        let d = tempfile::tempdir().unwrap();
+        let root = NodeRoot::new(d.path());
+        std::fs::create_dir_all(root.path(KUBE_PACKAGES_DIR)).unwrap();
+        let side = |root: NodeRoot| NodeSide {
+            root,
+            node: "cp-1".into(),
+            runner: FakeRunner::default(),
+            systemd: crate::systemd::FakeSystemd::default(),
+            drain_timeout: Duration::from_secs(1),
+            ready_timeout: Duration::from_secs(1),
+        };
+        // Nothing carried: nothing run.
+        let s = side(root.clone());
+        assert_eq!(s.install_packages(&["kubeadm"]).await.unwrap(), 0);
+        assert!(s.runner.calls().is_empty());
+        // Carried, in a lab root: refused before anything runs.
+        std::fs::write(
+            root.path(KUBE_PACKAGES_DIR)
+                .join("kubeadm_1.32.0-1.1_amd64.deb"),
+            "x",
+        )
+        .unwrap();
+        let err = s.install_packages(&["kubeadm"]).await.unwrap_err();
+        assert!(err.contains("only on a node whose root is /"), "{err}");
+        assert!(s.runner.calls().is_empty());
     }
 
     #[test]

@@ -194,10 +194,17 @@ async fn dispatch(args: Vec<String>) -> Result<()> {
     }
 }
 
-/// As real k3s prints it: `k3s version v1.31.6+k3s1 (6ab750f9)` then its Go version; the
-/// release is the node's spec's (`crate::release`).
+/// The release this binary is: `MUSTER_STANDIN_K8S_VERSION` (what the lab's stand-in k3s
+/// release files set when they exec the stand-in, so the binary installed on the node
+/// decides the version, as a real k3s binary does), else the node's spec's
+/// (`crate::release`).
+pub fn release() -> String {
+    crate::release("v1.31.6+k3s1")
+}
+
+/// As real k3s prints it: `k3s version v1.31.6+k3s1 (6ab750f9)` then its Go version.
 fn print_version() {
-    println!("k3s version {} (5e4d4b1c)", crate::release("v1.31.6+k3s1"));
+    println!("k3s version {} (5e4d4b1c)", release());
     println!("go version go1.22.12");
 }
 
@@ -394,6 +401,7 @@ fn api_config(root: &NodeRoot, storage: Arc<dyn api::Storage>) -> Result<api::Se
         client_ca: pki::read_pair(&t, "server-ca")?,
         client_ca_has_key: true,
         storage,
+        version: release(),
     })
 }
 
@@ -785,6 +793,7 @@ async fn agent(flags: &Flags) -> Result<()> {
         http: http_client(&Trust::Ca(ca_pem.clone()), None, Duration::from_secs(10))?,
         bearer: Some(bearer_for(&password)),
     };
+    refuse_skew(&boot).await?;
     knobs.checkpoint("kubelet-start")?;
     let (csr, key_pem) = pki::new_csr(&format!("system:node:{name}"), &["system:nodes"])?;
     let r = boot
@@ -819,19 +828,27 @@ async fn agent(flags: &Flags) -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     println!("level=info msg=\"k3s agent is up and running\" (muster stand-in; node {name})");
     crate::notify_ready();
+    let mut registered = false;
     loop {
-        // Heartbeat: the stand-in kubelet re-registers the Node (Ready) every 10 s.
-        if let Err(e) = kubeadm::register_node_with(
-            &api,
-            &name,
-            cfg.node_ip.as_deref(),
-            false,
-            // The flannel setting is the servers' (agents learn it from them): a server's
-            // annotated Node stands for the whole cluster (`api::node_ready`).
-            false,
-        )
-        .await
-        {
+        // The stand-in kubelet registers the Node once (again if it is gone), then
+        // heartbeats its status every 10 s as a kubelet does: its spec (a cordon) is the
+        // API's, never reset here.
+        let beat = if registered {
+            heartbeat(&api, &name).await
+        } else {
+            kubeadm::register_node_with(
+                &api,
+                &name,
+                cfg.node_ip.as_deref(),
+                false,
+                // The flannel setting is the servers' (agents learn it from them): a
+                // server's annotated Node stands for the whole cluster (`api::node_ready`).
+                false,
+            )
+            .await
+        };
+        registered = beat.is_ok();
+        if let Err(e) = beat {
             eprintln!("level=warning msg=\"node heartbeat: {e:#}\"");
         }
         tokio::select! {
@@ -840,6 +857,47 @@ async fn agent(flags: &Flags) -> Result<()> {
             _ = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
     }
+}
+
+/// The kubelet's status update: Ready now, at this binary's version (a merge patch of
+/// status only).
+async fn heartbeat(api: &Api, name: &str) -> Result<()> {
+    let r = api
+        .merge_patch(
+            &format!("/api/v1/nodes/{name}"),
+            &json!({"status": {"nodeInfo": {"kubeletVersion": release()},
+                     "conditions": [{ "type": "Ready", "status": "True", "reason": "KubeletReady",
+                                      "message": "muster stand-in kubelet (no pods run)",
+                                      "lastHeartbeatTime": clock::rfc3339(clock::now_unix()) }]}}),
+        )
+        .await?;
+    anyhow::ensure!(r.ok(), "PATCH node {name}: {} {}", r.status, r.message());
+    Ok(())
+}
+
+/// An agent (its kubelet) newer by minor than the server it joins is refused, as the
+/// version skew policy forbids (the kubelet must not be newer than kube-apiserver): the
+/// servers are upgraded first.
+async fn refuse_skew(api: &Api) -> Result<()> {
+    let ours = release();
+    let r = api.get("/version").await?;
+    anyhow::ensure!(r.ok(), "GET /version: {} {}", r.status, r.message());
+    let server = r.body["gitVersion"].as_str().unwrap_or("").to_string();
+    if let Some(cause) = skew(&ours, &server) {
+        bail!("{cause}");
+    }
+    Ok(())
+}
+
+/// Why an agent at `agent` may not join a server at `server` (`None`: it may).
+pub fn skew(agent: &str, server: &str) -> Option<String> {
+    use crate::kubeadm::upgrade_policy::parse;
+    let (a, s) = (parse(agent)?, parse(server)?);
+    ((a.0, a.1) > (s.0, s.1)).then(|| {
+        format!(
+            "k3s agent {agent} is newer than the server {server}: the version skew policy forbids a kubelet newer than kube-apiserver (upgrade the servers first)"
+        )
+    })
 }
 
 /// `k3s-killall.sh` (stop everything) and `k3s-standin reset` (also wipe server/agent state,
@@ -863,6 +921,14 @@ fn reset(wipe: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_agent_newer_than_its_server_is_refused() {
+        assert_eq!(skew("v1.31.6+k3s1", "v1.31.6+k3s1"), None);
+        assert_eq!(skew("v1.31.6+k3s1", "v1.32.2+k3s1"), None);
+        let e = skew("v1.32.2+k3s1", "v1.31.6+k3s1").unwrap();
+        assert!(e.contains("newer than the server v1.31.6+k3s1"), "{e}");
+    }
 
     #[test]
     fn tokens() {

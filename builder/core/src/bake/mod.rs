@@ -9,6 +9,7 @@
 //! - `cluster.json`: the baked cluster config, the same bytes as inside the payload;
 //! - `nodes/<name>/{meta-data,network-config,user-data,seed.img}`: per node.
 
+pub mod distribution;
 pub mod etcd_tls;
 pub mod payload;
 pub mod rendezvous_cert;
@@ -116,6 +117,8 @@ pub enum BuildError {
     Addons(#[from] crate::addons::bake::BakeAddonError),
     #[error("serializing the add-on index: {0}")]
     AddonIndex(serde_json::Error),
+    #[error(transparent)]
+    Distribution(#[from] distribution::DistributionError),
 }
 
 /// One file the build wrote.
@@ -163,14 +166,19 @@ pub fn previous_nodes(out: &Path) -> Result<Option<Vec<model::PlannedNode>>, Bui
 }
 
 /// The payload's file set (everything but its own SHA256SUMS is listed in SHA256SUMS).
+/// `distribution`: the Kubernetes distribution's own files ([`distribution::files`]).
 pub fn payload_files(
     input: &Input<'_>,
     bake: &Bake,
     agent: Vec<u8>,
     addons: &crate::addons::bake::BakedAddons,
+    distribution: Vec<distribution::PayloadFile>,
 ) -> Result<FileSet, BuildError> {
     let mut fs = render::cluster_files(input, bake)?;
     fs.add(nf::AGENT_BINARY, 0o755, agent);
+    for (path, mode, bytes) in distribution {
+        fs.add(path, mode, bytes);
+    }
     if !addons.files.is_empty() {
         for (name, bytes) in &addons.files {
             fs.add(format!("{}/{name}", nf::ADDONS_DIR), 0o644, bytes.clone());
@@ -284,7 +292,12 @@ fn pack_payload(
         source,
     })?;
     let addons = crate::addons::bake::bake(input.cluster, &opts.addons, spec_dir)?;
-    let files = payload_files(input, bake, agent, &addons)?;
+    // The same `--artifacts DIR` as the add-ons': the distribution's release, when it has one.
+    let distribution = match &opts.addons {
+        crate::addons::source::Source::Artifacts(dir) => distribution::files(input.cluster, dir)?,
+        crate::addons::source::Source::Cache(_) => Vec::new(),
+    };
+    let files = payload_files(input, bake, agent, &addons, distribution)?;
     tracing::info!(files = files.files.len(), "packing the agent payload");
     let tgz = payload::pack(&files, opts.mtime).map_err(|source| BuildError::Io {
         path: out.join(PAYLOAD_FILE),

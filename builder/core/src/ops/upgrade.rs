@@ -48,6 +48,7 @@ pub async fn publish(
     });
     let distribution = dir.baked.spec.distribution.kind;
     let version = dir.baked.spec.distribution.version;
+    refuse_incomplete(&path, distribution, version)?;
     if let Some((previous, _)) = release_transfer::current_release(&client)
         .await
         .map_err(|e| transfer(dir, e))?
@@ -98,6 +99,45 @@ pub async fn publish(
     )
     .await
     .map_err(|e| transfer(dir, e))
+}
+
+/// A k3s release is upgraded by swapping the binary: a payload built without the release
+/// (`muster build` without `--artifacts DIR` holding it) is refused here, before anything
+/// is published, instead of stopping the roll at the first node's `swap-k3s`.
+fn refuse_incomplete(
+    path: &std::path::Path,
+    distribution: model::spec::DistroKind,
+    version: model::KubeVersion,
+) -> Result<(), OpsError> {
+    if distribution != model::spec::DistroKind::K3s {
+        return Ok(());
+    }
+    let bad = |what: String| OpsError::Bad {
+        path: path.to_path_buf(),
+        what,
+    };
+    let info = crate::image::payload::inspect(path).map_err(|e| bad(e.to_string()))?;
+    if !payload_has_k3s(&info.files) {
+        return Err(bad(format!(
+            "carries no k3s binary ({}): a k3s upgrade installs k3s {version} from the payload; \
+             rebuild with `muster build --artifacts DIR`, DIR holding the release's k3s, \
+             {} and {} (`muster artifacts fetch` writes them)",
+            model::node_files::K3S_BINARY,
+            crate::image::kubernetes::K3S_AIRGAP,
+            crate::image::kubernetes::K3S_SUMS,
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a payload's file list holds the k3s binary and airgap images.
+fn payload_has_k3s(files: &[String]) -> bool {
+    let airgap = format!(
+        "{}/{}",
+        model::node_files::K3S_AIRGAP_DIR,
+        crate::image::kubernetes::K3S_AIRGAP
+    );
+    files.iter().any(|f| f == model::node_files::K3S_BINARY) && files.contains(&airgap)
 }
 
 /// One node in the roll, as its progress record says.

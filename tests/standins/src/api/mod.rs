@@ -55,6 +55,10 @@ pub struct ServerConfig {
     pub client_ca_has_key: bool,
     /// Where objects live.
     pub storage: Arc<dyn Storage>,
+    /// The version this server's binary is (`/version` before a kubeadm ClusterConfiguration
+    /// names another): the apiserver stand-in's `MUSTER_STANDIN_K8S_VERSION`, a k3s server's
+    /// own release.
+    pub version: String,
 }
 
 /// A boxed future of a storage call.
@@ -116,6 +120,8 @@ struct AppState {
     ca: Option<CertKey>,
     /// The node this server runs on (its knobs and apply audit).
     root: model::node_files::NodeRoot,
+    /// [`ServerConfig::version`].
+    version: String,
 }
 
 #[derive(Debug, Clone)]
@@ -270,7 +276,7 @@ async fn version(State(st): Shared) -> Json<Value> {
 
 /// The kube-apiserver version this stand-in claims (see `version`).
 async fn control_plane_version(st: &AppState) -> String {
-    let own = discovery::kubernetes_version();
+    let own = st.version.clone();
     match st
         .read("/registry/configmaps/kube-system/kubeadm-config")
         .await
@@ -456,6 +462,7 @@ pub async fn serve(cfg: ServerConfig) -> Result<()> {
         store: cfg.storage.clone(),
         ca: cfg.client_ca_has_key.then(|| cfg.client_ca.clone()),
         root: crate::node_root(),
+        version: cfg.version.clone(),
     });
     let ns_state = state.clone();
     tokio::spawn(async move {

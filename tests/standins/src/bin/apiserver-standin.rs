@@ -100,6 +100,7 @@ async fn run(cli: Cli) -> Result<i32> {
                     },
                     etcd::gateway_timeout()?,
                 )?),
+                version: api::discovery::kubernetes_version(),
             })
             .await?;
             Ok(0)

@@ -926,12 +926,23 @@ pub(crate) async fn register_node_with(
             ]
         })
         .unwrap_or_default();
+    // A kubelet registering again (a restart) leaves a cordon in place, as a real one does:
+    // `spec.unschedulable` is the API's, set and cleared by cordon and uncordon only.
+    let path = format!("/api/v1/nodes/{name}");
+    let cordoned = match api.get(&path).await {
+        Ok(r) if r.ok() => r.body["spec"]["unschedulable"].as_bool().unwrap_or(false),
+        _ => false,
+    };
+    let mut spec = json!({ "taints": taints });
+    if cordoned {
+        spec["unschedulable"] = Value::Bool(true);
+    }
     api.must_put(
-        &format!("/api/v1/nodes/{name}"),
+        &path,
         &json!({
             "apiVersion": "v1", "kind": "Node",
             "metadata": { "name": name, "labels": labels, "annotations": annotations },
-            "spec": { "taints": taints },
+            "spec": spec,
             "status": {
                 "addresses": addresses,
                 "conditions": [{ "type": "Ready", "status": "True", "reason": "KubeletReady",
