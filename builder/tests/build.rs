@@ -626,32 +626,6 @@ fn a_missing_addon_source_fails_the_build_naming_url_and_sha256() {
     );
 }
 
-/// Issue 14: the payload stays byte-identical on rebuild when it carries add-ons (seed 000:
-/// the user's cilium, pinned longhorn and ingress-nginx; seed 002: MetalLB and its pool).
-#[test]
-fn rebuild_with_addons_is_byte_identical() {
-    let tools = tempfile::tempdir().unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let seed0 = seed0_with_cilium(out.path());
-    for (label, s) in [
-        ("seed 000", seed0),
-        ("seed 002", spec("seed-002-k3s-nginx-mariadb.yaml")),
-    ] {
-        let dir = out.path().join(label.replace(' ', "-"));
-        build(&s, &dir, &opts(tools.path())).unwrap();
-        let first = std::fs::read(dir.join("payload.tar.gz")).unwrap();
-        let baked: Vec<String> = untar(&first)
-            .into_iter()
-            .map(|(p, ..)| p)
-            .filter(|p| p.contains(model::node_files::ADDONS_DIR) && p.ends_with(".yaml"))
-            .collect();
-        assert!(baked.len() >= 2, "{label}: add-ons baked: {baked:?}");
-        build(&s, &dir, &opts(tools.path())).unwrap();
-        let second = std::fs::read(dir.join("payload.tar.gz")).unwrap();
-        assert!(first == second, "{label}: the payload changed on rebuild");
-    }
-}
-
 /// Issue 14: a spec whose add-on source cannot be reached fails at build time, naming the
 /// URL and the sha256 it expected (online: the URL refuses the connection; offline: the
 /// artifacts directory lacks the file, and the error says where to put it). Nothing is
