@@ -41,7 +41,7 @@ pub fn configmap_post_argv(cp_root: &std::path::Path, name: &str) -> Vec<String>
 
 /// `muster kubeconfig --write KC` for the lab's build, run from `from`'s namespace (so the
 /// VIP is reached as a client on the cluster's network sees it); asserts it succeeded and
-/// points the kubeconfig at the VIP. `muster` is the operator binary to run.
+/// points the kubeconfig at the VIP (the load balancer where the spec has none). `muster` is the operator binary to run.
 pub fn write_admin_kubeconfig(
     lab: &Lab,
     muster: &std::path::Path,
@@ -63,10 +63,18 @@ pub fn write_admin_kubeconfig(
         )
         .unwrap_or_else(|e| panic!("muster kubeconfig: {e}"));
     assert!(out.ok(), "muster kubeconfig: {}", out.all());
-    let vip = lab.record().vip.map(|v| v.to_string()).unwrap_or_default();
+    // The VIP, or the load balancer's address where the spec has no VIP (seed 002).
+    let endpoint = lab.record().vip.map_or_else(
+        || {
+            let api = lab.record().api_endpoint.to_string();
+            api.rsplit_once(':')
+                .map_or(api.clone(), |(h, _)| h.to_string())
+        },
+        |v| v.to_string(),
+    );
     assert!(
-        !vip.is_empty() && out.stdout.contains(&vip),
-        "the kubeconfig is not pointed at the VIP {vip}: {}",
+        !endpoint.is_empty() && out.stdout.contains(&endpoint),
+        "the kubeconfig is not pointed at the API endpoint {endpoint}: {}",
         out.all()
     );
 }

@@ -299,7 +299,7 @@ fn seed_003_k3s_keepalived_assembles() {
     // that address (no MetalLB controller runs in the lab to assign it: the stand-in
     // stores the Service as applied).
     if let Some(u) = assert_usable(&seed, "003") {
-        assert_metallb_pool(&seed, &u, &["192.168.26.254"]);
+        assert_metallb_pool(&seed, &u, &["192.168.26.254/32"]);
         let svc = kubectl_json(
             &seed,
             &u,
