@@ -25,12 +25,13 @@ pub fn member_report(role: Role, p: &Persisted, now: Millis) -> MemberReport {
         stranded: None,
         ip: None,
         lb_config: None,
+        readiness: None,
     }
 }
 
 /// The report to heartbeat after `held` (what the rendezvous holds): `next`, unless it
-/// differs from `held` only in its timestamps (`updatedMs`, the etcd view's
-/// `observedMs`), in which case `held` itself. Reports are sealed, and the client sends
+/// differs from `held` only in its timestamps (`updatedMs`, the etcd view's and
+/// the readiness's `observedMs`), in which case `held` itself. Reports are sealed, and the client sends
 /// identical plaintext as identical bytes, so an unchanged report is no change at the
 /// rendezvous: a heartbeat then wakes no watcher (before, every heartbeat woke every
 /// waiting node). The member's expiry still moves, so liveness is the member's and the
@@ -40,6 +41,9 @@ pub fn settled(held: Option<&MemberReport>, next: MemberReport) -> MemberReport 
     let mut probe = next.clone();
     probe.updated_ms = held.updated_ms;
     if let (Some(p), Some(h)) = (probe.etcd.as_mut(), held.etcd.as_ref()) {
+        p.observed_ms = h.observed_ms;
+    }
+    if let (Some(p), Some(h)) = (probe.readiness.as_mut(), held.readiness.as_ref()) {
         p.observed_ms = h.observed_ms;
     }
     if &probe == held { probe } else { next }

@@ -2,8 +2,10 @@
 //! `AGENT_STATE`, and asks the rendezvous (when reachable) about the cluster: members'
 //! roles and phases, who initialized, who holds the join slot, and the freshest view of
 //! etcd (members, health, quorum) a control plane put in its report. On a control plane it
-//! also asks etcd directly. Exit code 0 healthy (this node done and etcd's quorum held),
-//! 1 not. The view's types and its rendering are the protocol's (`protocol::status`), so the
+//! also asks etcd directly, and shows every Node's readiness and the add-ons' rollout as
+//! the freshest control plane report has them. Exit code 0 healthy (this node done, etcd's
+//! quorum held, and, when the rendezvous answers, every Node `Ready` and every add-on
+//! rolled out), 1 not. The view's types and its rendering are the protocol's (`protocol::status`), so the
 //! lab and `muster status` read the same thing.
 
 use crate::bootstrap::store::{FileStore, Persisted, Store};

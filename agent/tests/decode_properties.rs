@@ -88,6 +88,7 @@ fn report() -> impl Strategy<Value = MemberReport> {
                 etcd: None,
                 ip: None,
                 lb_config: None,
+                readiness: None,
                 reason: reason.map(|(source, message, log_tail)| DistroReason {
                     source,
                     phase: None,

@@ -625,3 +625,58 @@ fn a_missing_addon_source_fails_the_build_naming_url_and_sha256() {
         "{err}"
     );
 }
+
+/// Issue 14: a spec whose add-on source cannot be reached fails at build time, naming the
+/// URL and the sha256 it expected (online: the URL refuses the connection; offline: the
+/// artifacts directory lacks the file, and the error says where to put it). Nothing is
+/// written.
+#[test]
+fn an_unreachable_addon_source_fails_the_build_naming_the_url_and_the_sha256() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}/cert-manager.yaml");
+    let sha = "ab".repeat(32);
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(common::repo().join("examples/default.yaml"))
+        .unwrap()
+        .replace(
+            "    cni: flannel\n",
+            &format!(
+                "    cni: flannel\n    manifests:\n    - name: cert-manager\n      url: {url}\n      sha256: \"{sha}\"\n"
+            ),
+        );
+    assert!(text.contains(&url), "the example's addons changed: {text}");
+    let path = tmp.path().join("spec.yaml");
+    std::fs::write(&path, text).unwrap();
+    let s = muster_build::spec_source::load(Some(&path)).unwrap();
+    let tools = tempfile::tempdir().unwrap();
+
+    // Online: the pinned flannel from a cache that has it, the user's URL refused.
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let fixtures = common::repo().join("tests/fixtures/artifacts/addons");
+    for e in std::fs::read_dir(&fixtures).unwrap() {
+        let bytes = std::fs::read(e.unwrap().path()).unwrap();
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        std::fs::write(cache.join(digest), bytes).unwrap();
+    }
+    let online = BuildOptions {
+        addons: muster_build::addons::source::Source::Cache(cache),
+        ..opts(tools.path())
+    };
+    let dir = tmp.path().join("build");
+    let e = format!("{:#}", build(&s, &dir, &online).unwrap_err());
+    assert!(e.contains(&url) && e.contains(&sha), "{e}");
+    assert!(e.contains("cert-manager"), "{e}");
+    assert!(
+        !dir.join("payload.tar.gz").exists(),
+        "a payload was written"
+    );
+
+    // Offline: the artifacts directory has the pins but not the user's file.
+    let e = format!("{:#}", build(&s, &dir, &opts(tools.path())).unwrap_err());
+    assert!(e.contains(&url) && e.contains(&sha), "{e}");
+    assert!(e.contains("cert-manager-sha256-abababababab.yaml"), "{e}");
+}

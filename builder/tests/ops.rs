@@ -120,6 +120,52 @@ impl Cluster {
             .unwrap();
     }
 
+    /// A done control plane's report with its readiness view (issue 14): `ready` of the
+    /// named Nodes `Ready`, flannel's DaemonSet available on as many.
+    async fn report_ready(&self, name: &str, nodes: &[&str], ready: usize) {
+        use protocol::readiness::{NodeReady, Readiness, Rollout};
+        let mut p = Persisted::new(name, now_ms());
+        p.enter(state(Phase::Done, 0, None), now_ms());
+        let view = Readiness {
+            observed_by: name.into(),
+            observed_ms: now_ms(),
+            nodes: nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| NodeReady {
+                    name: (*n).into(),
+                    ready: i < ready,
+                    reason: Some(
+                        if i < ready {
+                            "KubeletReady"
+                        } else {
+                            "KubeletNotReady"
+                        }
+                        .into(),
+                    ),
+                    message: None,
+                })
+                .collect(),
+            rollouts: vec![Rollout {
+                addon: "flannel".into(),
+                kind: "DaemonSet".into(),
+                namespace: "kube-flannel".into(),
+                name: "kube-flannel-ds".into(),
+                desired: nodes.len() as u64,
+                available: ready as u64,
+                error: None,
+            }],
+            error: None,
+        };
+        let report = nodeagent::report::member_report(model::Role::ControlPlane, &p, now_ms())
+            .with_readiness(Some(view))
+            .to_json();
+        self.node(name)
+            .register(name, "control-plane", &report, Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+
     /// What the initializer publishes: the init record and the join material, fenced by
     /// its init slot.
     async fn initialize(&self, by: &str, admin_kubeconfig: String) {
@@ -377,7 +423,7 @@ async fn status_shows_members_phases_slots_and_absent_nodes() {
     assert!(text.contains("Peer URLs already exists"), "{text}");
     assert!(text.contains("absent"), "{text}");
 
-    // Every planned node done: exit 0.
+    // Every planned node done, but no control plane reported the Nodes' readiness: exit 1.
     for (name, role) in [
         ("lab-cp-2", "control-plane"),
         ("lab-cp-3", "control-plane"),
@@ -389,9 +435,35 @@ async fn status_shows_members_phases_slots_and_absent_nodes() {
             .await;
     }
     let (code, out, err) = c.muster(&["status", "--json"]).await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["allDone"], true);
+    assert_eq!(
+        s["readinessProblems"][0],
+        "no control plane has reported the Nodes' readiness yet"
+    );
+
+    // A control plane reports one Node NotReady (flannel 5/6): exit 1, and why.
+    let planned = [
+        "lab-cp-1", "lab-cp-2", "lab-cp-3", "lab-w-1", "lab-w-2", "lab-w-3",
+    ];
+    c.report_ready("lab-cp-3", &planned, 5).await;
+    let (code, text, _) = c.muster(&["status"]).await;
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("not healthy: Node lab-w-3 is not Ready; add-on flannel not rolled out: DaemonSet kube-flannel/kube-flannel-ds 5/6"), "{text}");
+    assert!(
+        text.contains("Nodes and add-ons, as lab-cp-3 read them"),
+        "{text}"
+    );
+
+    // Every Node Ready and flannel rolled out: exit 0.
+    c.report_ready("lab-cp-3", &planned, 6).await;
+    let (code, out, err) = c.muster(&["status", "--json"]).await;
     assert_eq!(code, 0, "{out}\n{err}");
     let s: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(s["allDone"], true);
+    assert_eq!(s["nodes"][5]["kubeNode"]["ready"], true);
+    assert_eq!(s["readiness"]["rollouts"][0]["available"], 6);
 
     // Every node done, but the freshest etcd view says quorum is lost: exit 1, and why.
     let member = |id: u64, name: &str, ip: &str| EtcdMember {
@@ -646,6 +718,15 @@ async fn status_tells_absent_unplanned_and_removed_members_apart() {
     ] {
         c.report(n, role, state(Phase::Done, 0, None), t0).await;
     }
+    // The Nodes the API still lists are Ready (the removed ones' Node objects are gone).
+    c.report_ready(
+        "lab-cp-1",
+        &[
+            "lab-cp-1", "lab-cp-2", "lab-cp-3", "lab-w-1", "lab-w-2", "lab-w-9",
+        ],
+        6,
+    )
+    .await;
     let op = c.node("muster-test");
     for gone in ["lab-w-3", "lab-w-4"] {
         let t = protocol::removal::Tombstone {

@@ -41,7 +41,7 @@ pub fn configmap_post_argv(cp_root: &std::path::Path, name: &str) -> Vec<String>
 
 /// `muster kubeconfig --write KC` for the lab's build, run from `from`'s namespace (so the
 /// VIP is reached as a client on the cluster's network sees it); asserts it succeeded and
-/// points the kubeconfig at the VIP. `muster` is the operator binary to run.
+/// points the kubeconfig at the VIP (the load balancer where the spec has none). `muster` is the operator binary to run.
 pub fn write_admin_kubeconfig(
     lab: &Lab,
     muster: &std::path::Path,
@@ -63,10 +63,18 @@ pub fn write_admin_kubeconfig(
         )
         .unwrap_or_else(|e| panic!("muster kubeconfig: {e}"));
     assert!(out.ok(), "muster kubeconfig: {}", out.all());
-    let vip = lab.record().vip.map(|v| v.to_string()).unwrap_or_default();
+    // The VIP, or the load balancer's address where the spec has no VIP (seed 002).
+    let endpoint = lab.record().vip.map_or_else(
+        || {
+            let api = lab.record().api_endpoint.to_string();
+            api.rsplit_once(':')
+                .map_or(api.clone(), |(h, _)| h.to_string())
+        },
+        |v| v.to_string(),
+    );
     assert!(
-        !vip.is_empty() && out.stdout.contains(&vip),
-        "the kubeconfig is not pointed at the VIP {vip}: {}",
+        !endpoint.is_empty() && out.stdout.contains(&endpoint),
+        "the kubeconfig is not pointed at the API endpoint {endpoint}: {}",
         out.all()
     );
 }
@@ -107,4 +115,132 @@ pub fn e2e_enabled() -> bool {
         eprintln!("skipped: set MUSTER_E2E_TESTS=1");
     }
     on
+}
+
+/// What [`assert_ready_and_rolled_out`] read, for the test to check more with the same
+/// kubeconfig and to print.
+#[derive(Debug)]
+pub struct Usable {
+    pub kubectl: std::path::PathBuf,
+    pub kubeconfig: std::path::PathBuf,
+    /// The worker (or other node) whose namespace kubectl ran from.
+    pub from: String,
+    pub nodes: usize,
+    /// `KIND NS/NAME` of every baked add-on workload seen rolled out.
+    pub workloads: Vec<String>,
+}
+
+/// Issue 14's "done when", read as a user would, on an assembled lab: `muster kubeconfig`
+/// writes the admin kubeconfig (the VIP), then the real kubectl at the spec's minor, from
+/// the first worker's namespace (else the first control plane's) through the VIP:
+/// `get nodes` lists every control plane and worker, each `Ready`; every DaemonSet and
+/// Deployment the cluster has (`get ds,deploy -A`: kube-system and the add-ons'
+/// namespaces) has as many available as desired; and every DaemonSet and Deployment the
+/// build baked (read from the first control plane's node root, as its agent applies them)
+/// is among them. `None` (said on stderr) when this machine has no kubectl for that minor
+/// outside CI (`real_kubectl` fails in CI). `dir` is scratch space outside the lab.
+pub fn assert_ready_and_rolled_out(
+    lab: &Lab,
+    muster: &std::path::Path,
+    dir: &std::path::Path,
+) -> Option<Usable> {
+    let record = lab.record();
+    let (baked, _) = model::spec::load(&record.spec_origin, &record.spec_text)
+        .unwrap_or_else(|e| panic!("the lab's spec: {e:?}"));
+    let k8s_version = baked.distribution.version.to_string();
+    let named = |role: &str| -> Vec<String> {
+        record
+            .nodes
+            .iter()
+            .filter(|n| n.role == role)
+            .map(|n| n.name.clone())
+            .collect()
+    };
+    let (cps, workers) = (named("control-plane"), named("worker"));
+    let nodes: Vec<String> = cps.iter().chain(&workers).cloned().collect();
+    let cp = cps.first().expect("a cluster without a control plane");
+    let from = workers.first().unwrap_or(cp).as_str();
+    let k8s_version = k8s_version.as_str();
+    let Some(kubectl) = muster_lab::standins::real_kubectl(k8s_version)
+        .unwrap_or_else(|e| panic!("real kubectl for {k8s_version}: {e}"))
+    else {
+        eprintln!("no real kubectl for {k8s_version}: readiness not checked with kubectl");
+        return None;
+    };
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let kc = dir.join("admin.kubeconfig");
+    write_admin_kubeconfig(lab, muster, from, &kc);
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = real_kubectl_in(lab, &kubectl, &kc, from, args);
+        assert!(out.ok(), "kubectl {args:?}: {}", out.all());
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("kubectl {args:?}: not JSON ({e}): {}", out.stdout))
+    };
+    let text = |v: &serde_json::Value| serde_json::to_string(v).unwrap_or_default();
+
+    // ---- every planned node is a Node, and Ready
+    let listed = json(&["get", "nodes", "-o", "json"]);
+    let readiness = protocol::readiness::parse_node_list(&text(&listed))
+        .unwrap_or_else(|e| panic!("kubectl get nodes: {e}"));
+    for n in &nodes {
+        let got = readiness
+            .iter()
+            .find(|r| &r.name == n)
+            .unwrap_or_else(|| panic!("kubectl get nodes does not list {n}: {readiness:?}"));
+        assert!(got.ready, "kubectl: Node {n} is not Ready: {got:?}");
+    }
+
+    // ---- every DaemonSet and Deployment rolled out (available == desired)
+    let workloads = json(&["get", "daemonsets,deployments", "-A", "-o", "json"]);
+    let items = workloads["items"].as_array().cloned().unwrap_or_default();
+    let mut seen = Vec::new();
+    for w in &items {
+        let kind = w["kind"].as_str().unwrap_or("?");
+        let at = format!(
+            "{kind} {}/{}",
+            w["metadata"]["namespace"].as_str().unwrap_or("?"),
+            w["metadata"]["name"].as_str().unwrap_or("?")
+        );
+        let (desired, available) = protocol::readiness::parse_rollout(kind, &text(w))
+            .unwrap_or_else(|e| panic!("{at}: {e}"));
+        assert_eq!(available, desired, "kubectl: {at} available/desired");
+        assert!(desired > 0, "kubectl: {at} wants no pod");
+        seen.push(at);
+    }
+
+    // ---- and the baked add-ons' workloads are among them
+    let root = lab
+        .node(cp)
+        .unwrap_or_else(|e| panic!("node {cp}: {e}"))
+        .root
+        .clone();
+    let root = model::node_files::NodeRoot::new(&root);
+    let mut baked = Vec::new();
+    if let Some((index, files)) =
+        nodeagent::addons::load(&root).unwrap_or_else(|e| panic!("{cp}'s baked add-ons: {e}"))
+    {
+        let objects = nodeagent::addons::order::objects(&files)
+            .unwrap_or_else(|e| panic!("{cp}'s baked add-ons: {e}"));
+        for w in nodeagent::addons::readiness::workloads(&index, &objects) {
+            let at = format!("{} {}/{}", w.kind, w.namespace, w.name);
+            assert!(
+                seen.contains(&at),
+                "add-on {}: {at} not listed by kubectl: {seen:?}",
+                w.addon
+            );
+            baked.push(at);
+        }
+    }
+    eprintln!(
+        "kubectl (v{k8s_version}) from {from}: {} Node(s) Ready; rolled out: {baked:?}",
+        readiness.len()
+    );
+    Some(Usable {
+        kubectl,
+        kubeconfig: kc,
+        from: from.to_string(),
+        nodes: readiness.len(),
+        workloads: baked,
+    })
 }

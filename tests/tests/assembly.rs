@@ -459,6 +459,20 @@ fn six_agents_assemble_one_cluster() {
     c.start_agents();
     let took = c.wait_assembled(t);
     c.assert_assembled();
+    // Issue 14's "done when" with the real kubectl through the VIP: every Node Ready, the
+    // default spec's flannel rolled out.
+    let check = Instant::now();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kubectl-asm-ready");
+    if let Some(u) =
+        muster_tests::harness::assert_ready_and_rolled_out(c.lab(), &binary("muster"), &dir)
+    {
+        assert_eq!(u.nodes, 6);
+        assert_eq!(u.workloads, ["DaemonSet kube-flannel/kube-flannel-ds"]);
+    }
+    muster_tests::measured!(
+        "KUBECTL READY+ROLLOUT CHECK default: {:.1}s",
+        check.elapsed().as_secs_f64()
+    );
     c.assert_real_kubectl_reads_and_applies();
     muster_tests::measured!(
         "ASSEMBLY WALL TIME: {:.1}s (3 control planes + 3 workers)",

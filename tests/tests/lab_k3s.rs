@@ -147,6 +147,70 @@ fn assemble(example: &str, tag: &str) -> Seed {
     seed
 }
 
+/// Issue 14's "done when" with the real kubectl through the VIP
+/// (`harness::assert_ready_and_rolled_out`): every Node `Ready`, every add-on rolled out;
+/// its duration measured.
+fn assert_usable(seed: &Seed, tag: &str) -> Option<muster_tests::harness::Usable> {
+    let t = Instant::now();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("kubectl-k3s-{tag}"));
+    let u = muster_tests::harness::assert_ready_and_rolled_out(
+        seed.lab(),
+        &bin_dir().join("muster"),
+        &dir,
+    );
+    muster_tests::measured!(
+        "KUBECTL READY+ROLLOUT CHECK k3s {tag}: {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    u
+}
+
+/// `kubectl ARGS -o json` with what [`assert_usable`] set up; asserts it succeeded.
+fn kubectl_json(
+    seed: &Seed,
+    u: &muster_tests::harness::Usable,
+    args: &[&str],
+) -> serde_json::Value {
+    let mut argv = args.to_vec();
+    argv.extend(["-o", "json"]);
+    let out = muster_tests::harness::real_kubectl_in(
+        seed.lab(),
+        &u.kubectl,
+        &u.kubeconfig,
+        &u.from,
+        &argv,
+    );
+    assert!(out.ok(), "kubectl {argv:?}: {}", out.all());
+    serde_json::from_str(&out.stdout).unwrap()
+}
+
+/// The MetalLB pool `muster` and its L2Advertisement as the real kubectl lists them
+/// (`get ipaddresspools -A`, `get l2advertisements -A`): the pool's addresses.
+fn assert_metallb_pool(seed: &Seed, u: &muster_tests::harness::Usable, want: &[&str]) {
+    let pools = kubectl_json(seed, u, &["get", "ipaddresspools", "-A"]);
+    let pool = pools["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| {
+            p["metadata"]["name"] == "muster" && p["metadata"]["namespace"] == "metallb-system"
+        })
+        .unwrap_or_else(|| panic!("no pool metallb-system/muster: {pools:#}"));
+    assert_eq!(
+        pool["spec"]["addresses"],
+        serde_json::json!(want),
+        "{pool:#}"
+    );
+    let l2 = kubectl_json(seed, u, &["get", "l2advertisements", "-A"]);
+    assert!(
+        l2["items"].as_array().unwrap().iter().any(|a| {
+            a["metadata"]["namespace"] == "metallb-system"
+                && a["spec"]["ipAddressPools"] == serde_json::json!(["muster"])
+        }),
+        "no L2Advertisement of the pool: {l2:#}"
+    );
+}
+
 /// Exactly one init, control-plane joins one at a time, every node done by its own status;
 /// returns the audit log.
 fn assert_assembled(seed: &Seed) -> Vec<AuditEntry> {
@@ -229,8 +293,35 @@ fn seed_003_k3s_keepalived_assembles() {
     let third = seed.names("control-plane")[2].clone();
     assert_endpoint_answers(&seed, &third);
     assert_etcd_members(&seed);
-    // The second VIP: MetalLB's one-address pool, and ingress-nginx's controller Service
-    // asking for it (a LoadBalancer Service, not the bare-metal NodePort).
+    // Issue 14, with the real kubectl through the VIP: every Node Ready, ingress-nginx and
+    // MetalLB rolled out; the second VIP is MetalLB's one-address pool (advertised over
+    // L2) and ingress-nginx's controller is a LoadBalancer Service, which MetalLB gives
+    // that address (no MetalLB controller runs in the lab to assign it: the stand-in
+    // stores the Service as applied).
+    if let Some(u) = assert_usable(&seed, "003") {
+        assert_metallb_pool(&seed, &u, &["192.168.26.254/32"]);
+        let svc = kubectl_json(
+            &seed,
+            &u,
+            &[
+                "-n",
+                "ingress-nginx",
+                "get",
+                "service",
+                "ingress-nginx-controller",
+            ],
+        );
+        assert_eq!(svc["spec"]["type"], "LoadBalancer", "{svc:#}");
+        assert!(
+            u.workloads
+                .iter()
+                .any(|w| w == "Deployment ingress-nginx/ingress-nginx-controller"),
+            "{:?}",
+            u.workloads
+        );
+    }
+    // The same through the API stand-in's client, from the third server: MetalLB's
+    // one-address pool, and ingress-nginx's controller Service asking for it.
     let own = |h: &str| format!("https://{}:6443", seed.lab().node(h).unwrap().ip);
     let pool = seed.api(
         &third,
@@ -294,6 +385,7 @@ fn seed_001_k3s_haproxy_assembles() {
     let worker = seed.names("worker")[0].clone();
     assert_endpoint_answers(&seed, &worker);
     assert_etcd_members(&seed);
+    assert_usable(&seed, "001");
     eprintln!("seed_001_k3s_haproxy_assembles: {:?}", t.elapsed());
 }
 
@@ -356,6 +448,17 @@ fn seed_002_k3s_mariadb_assembles_and_both_servers_share_the_data() {
         None,
     );
     assert!(speaker.ok(), "MetalLB's speaker: {}", speaker.all());
+    // With the real kubectl through the VIP: every Node Ready, MetalLB rolled out, seed
+    // 002's pool (its table: 192.168.0.170-175) and its L2Advertisement listed.
+    if let Some(u) = assert_usable(&seed, "002") {
+        assert_metallb_pool(&seed, &u, &["192.168.0.170-192.168.0.175"]);
+        for w in [
+            "Deployment metallb-system/controller",
+            "DaemonSet metallb-system/speaker",
+        ] {
+            assert!(u.workloads.iter().any(|x| x == w), "{w}: {:?}", u.workloads);
+        }
+    }
     eprintln!(
         "seed_002_k3s_mariadb_assembles_and_both_servers_share_the_data: {:?}",
         t.elapsed()

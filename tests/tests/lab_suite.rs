@@ -432,6 +432,25 @@ impl Suite {
         );
     }
 
+    /// Issue 14's "done when" with the real kubectl through the VIP
+    /// (`harness::assert_ready_and_rolled_out`): every Node `Ready`, every add-on rolled
+    /// out; its duration measured.
+    fn assert_usable(&self) -> Option<muster_tests::harness::Usable> {
+        let t = Instant::now();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("kubectl-{}", self.tag));
+        let u = muster_tests::harness::assert_ready_and_rolled_out(
+            self.lab(),
+            &bin_dir().join("muster"),
+            &dir,
+        );
+        muster_tests::measured!(
+            "KUBECTL READY+ROLLOUT CHECK {}: {:.1}s",
+            self.tag,
+            t.elapsed().as_secs_f64()
+        );
+        u
+    }
+
     /// The checks every test ends with (issue #6).
     fn assert_invariants(&self) {
         let all = self.all();
@@ -592,6 +611,14 @@ fn seed_004_haproxy_staggered_and_a_node_with_the_wrong_secret() {
     s.note(&format!("{intruder} restarted with the right secret"));
     s.wait_done(&s.all());
     s.assert_invariants();
+    if let Some(u) = s.assert_usable() {
+        let flannel = "DaemonSet kube-flannel/kube-flannel-ds";
+        assert!(
+            u.workloads.iter().any(|w| w == flannel),
+            "{:?}",
+            u.workloads
+        );
+    }
 }
 
 #[test]
@@ -625,6 +652,15 @@ fn seed_000_kube_vip_assembles_and_rehearses_quorum_loss_and_vip_failover() {
     let took = s.wait_done(&all);
     muster_tests::measured!("ASSEMBLY seed 000: {:.1}s", took.as_secs_f64());
     s.assert_invariants();
+    if let Some(u) = s.assert_usable() {
+        for w in [
+            "DaemonSet kube-system/cilium",
+            "DaemonSet longhorn-system/longhorn-manager",
+            "Deployment ingress-nginx/ingress-nginx-controller",
+        ] {
+            assert!(u.workloads.iter().any(|x| x == w), "{w}: {:?}", u.workloads);
+        }
+    }
     // The init node applied the three add-ons (longhorn's and ingress-nginx's CRDs,
     // namespaces and workloads through server-side apply), read back through the VIP.
     for path in [
@@ -752,6 +788,7 @@ fn seed_004_external_etcd_assembles_and_survives_control_plane_loss_not_etcd_los
         took.as_secs_f64()
     );
     s.assert_invariants();
+    s.assert_usable();
 
     // ---- a write through the VIP lands in the external etcd
     let cp = s.cps[0].clone();

@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 pub const FIELD_MANAGER: &str = "muster";
 /// How long CRDs may take to become `Established`.
 const ESTABLISH_PATIENCE: Duration = Duration::from_secs(60);
+/// Each API call of an apply (discovery, one object's patch, one read) within this: a hung
+/// call fails the attempt (retried after a backoff) instead of wedging the phase while the
+/// lease is renewed beside it.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A resource as discovery lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +90,8 @@ pub struct Api {
     /// `https://ADDR:PORT`.
     pub base: String,
     resources: HashMap<String, Vec<ApiResource>>,
+    /// Each call within this ([`CALL_DEADLINE`] unless set).
+    deadline: Duration,
 }
 
 impl Api {
@@ -94,7 +100,13 @@ impl Api {
             client,
             base,
             resources: HashMap::new(),
+            deadline: CALL_DEADLINE,
         }
+    }
+
+    pub fn with_deadline(mut self, deadline: Duration) -> Api {
+        self.deadline = deadline;
+        self
     }
 
     async fn get(&self, step: &'static str, path: &str) -> Result<(u16, String), AddonError> {
@@ -107,6 +119,7 @@ impl Api {
         let r = self
             .client
             .get(&url)
+            .timeout(self.deadline)
             .send()
             .await
             .map_err(|e| err(e.to_string()))?;
@@ -159,6 +172,7 @@ impl Api {
             .patch(&url)
             .header("Content-Type", "application/apply-patch+yaml")
             .body(body)
+            .timeout(self.deadline)
             .send()
             .await
             .map_err(|e| err(e.to_string()))?;
@@ -273,5 +287,42 @@ mod tests {
             &serde_json::json!({"status":{"conditions":[{"type":"Established","status":"True"}]}})
         ));
         assert!(!established(&serde_json::json!({"status":{}})));
+    }
+
+    /// An API that accepts the connection and never answers fails the call within the
+    /// deadline (the attempt is then retried) instead of hanging the apply.
+    #[tokio::test]
+    async fn a_hung_api_call_fails_within_its_deadline() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        let _hold = tokio::spawn(async move {
+            let mut kept = Vec::new();
+            loop {
+                let (sock, _) = l.accept().await.unwrap();
+                kept.push(sock);
+            }
+        });
+        let mut api = Api::new(
+            protocol::http_client(None, Duration::from_secs(10)).unwrap(),
+            base,
+        )
+        .with_deadline(Duration::from_millis(300));
+        let o = Object {
+            stage: Stage::Objects,
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: "x".into(),
+            namespace: Some("default".into()),
+            file: "01-x.yaml".into(),
+            body: Value::Null,
+        };
+        let started = Instant::now();
+        let e = api.apply(&o).await.unwrap_err().to_string();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(e.starts_with("discovery: http://"), "{e}");
     }
 }

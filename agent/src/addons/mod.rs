@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod order;
+pub mod readiness;
 
 use model::addons::AddonIndex;
 use model::node_files::{ADDONS_DIR, ADDONS_INDEX, NodeRoot};

@@ -236,11 +236,10 @@ fn undo_local() -> [Action; 3] {
 }
 
 /// How long the driver waits before running the actions of `state`: a backoff's delay,
-/// the probe interval between health probes, a failed apply's idle, else nothing.
+/// the probe interval between health probes, else nothing.
 pub fn delay_before(cfg: &Config, state: &State) -> u64 {
     match &state.phase {
         Phase::Backoff { delay_ms, .. } => *delay_ms,
-        Phase::AddonsFailed { .. } => cfg.idle_ms,
         Phase::CheckingHealth {
             successes,
             failures,

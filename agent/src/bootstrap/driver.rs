@@ -193,6 +193,9 @@ const PROBE_EVERY_MS: u64 = 10_000;
 /// How often a failing health check reads the distribution's log again (its probes come
 /// every 500 ms; the log need not be read that often).
 const REASON_EVERY_MS: u64 = 5_000;
+/// Each API read of the readiness view (Nodes, one add-on workload) within this: a hung
+/// API delays a heartbeat by seconds, never wedges it.
+const READINESS_CALL_DEADLINE: Duration = Duration::from_secs(3);
 
 /// How an action that could finish ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -366,6 +369,53 @@ where
                 None
             }
         }
+    }
+
+    /// On a control plane past its add-ons (awaiting its Node `Ready`, or done): every
+    /// Node's readiness and the baked add-ons' rollout, read through the API with the admin
+    /// identity, each call within a deadline (`addons::readiness`). `None` elsewhere or
+    /// without admin credentials (logged).
+    pub async fn readiness_view(&self) -> Option<protocol::readiness::Readiness> {
+        if !(self.cfg.role == model::Role::ControlPlane
+            && matches!(
+                self.persisted.state.phase,
+                Phase::AwaitingReady { .. } | Phase::Done
+            ))
+        {
+            return None;
+        }
+        let (client, base) = match self.distro.admin_api().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(error = %e, "no admin API client for the readiness view");
+                return None;
+            }
+        };
+        let workloads = match self.host.addons() {
+            Ok(Some((index, files))) => match crate::addons::order::objects(&files) {
+                Ok(objects) => crate::addons::readiness::workloads(&index, &objects),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the baked add-ons do not parse");
+                    Vec::new()
+                }
+            },
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the baked add-ons");
+                Vec::new()
+            }
+        };
+        Some(
+            crate::addons::readiness::observe(
+                &client,
+                &base,
+                &workloads,
+                &self.settings.node,
+                self.clock.now_ms(),
+                READINESS_CALL_DEADLINE,
+            )
+            .await,
+        )
     }
 
     /// Runs the actions of the current phase, steps, persists. Never fails: errors become
@@ -631,7 +681,10 @@ where
     }
 
     async fn heartbeat(&mut self) {
-        let next = self.member_report().with_etcd(self.etcd_view().await);
+        let next = self
+            .member_report()
+            .with_etcd(self.etcd_view().await)
+            .with_readiness(self.readiness_view().await);
         let report = crate::report::settled(self.heartbeated.as_ref(), next);
         match self
             .coord

@@ -142,8 +142,9 @@ pub enum Phase {
     ApplyingAddons {
         token: u64,
     },
-    /// The apply failed `Config::addon_attempts` times: the lease is given back and the
-    /// cause stays in `last_error`; restarting the agent tries again.
+    /// The apply failed `Config::addon_attempts` times: the lease is given back, the cause
+    /// stays in `last_error`, and the node tries again after a backoff (a restarted agent
+    /// at once).
     AddonsFailed {
         fence: Fence,
     },

@@ -109,7 +109,7 @@ pub fn decide(cfg: &Config, s: &State, event: Event) -> Decision {
         Phase::Releasing { fence } => releasing(cfg, fence, event),
         Phase::SettingUpAddons => setting_up_addons(event),
         Phase::ApplyingAddons { token } => applying_addons(cfg, s.attempt, *token, event),
-        Phase::AddonsFailed { .. } => addons_failed(event),
+        Phase::AddonsFailed { .. } => addons_failed(s, event),
         Phase::AwaitingReady {
             successes,
             failures,
@@ -469,7 +469,8 @@ fn setting_up_addons(e: Event) -> Decision {
 
 /// Applied and recorded (or found recorded by another): give the lease back. A lost
 /// lease: someone else may be applying, look again. A failure is retried after a backoff
-/// until `addon_attempts` failures; then the node stops in `AddonsFailed` with the cause.
+/// until `addon_attempts` failures; then the node passes through `AddonsFailed` (the lease
+/// given back, the cause kept) and tries again, one attempt per backoff.
 fn applying_addons(cfg: &Config, attempt: u32, token: u64, e: Event) -> Decision {
     match e {
         E::Done | E::AddonsApplied => D::Succeed(P::Releasing {
@@ -481,7 +482,7 @@ fn applying_addons(cfg: &Config, attempt: u32, token: u64, e: Event) -> Decision
         },
         E::Failed(e) if attempt.saturating_add(1) >= cfg.addon_attempts.max(1) => D::GiveUp {
             error: format!(
-                "{e} (gave up after {} attempts; restart nodeagent to try again)",
+                "{e} (failed {} attempts; trying again after a backoff)",
                 attempt.saturating_add(1)
             ),
             then: P::AddonsFailed {
@@ -498,10 +499,19 @@ fn applying_addons(cfg: &Config, attempt: u32, token: u64, e: Event) -> Decision
     }
 }
 
-/// Stays failed (giving the lease back and serving refreshes never fails the phase).
-fn addons_failed(e: Event) -> Decision {
+/// The lease is given back (that and serving refreshes never fail the phase): try again
+/// after a backoff, the cause kept. The attempts keep counting past `addon_attempts`, so
+/// each later round is one apply after the longest backoff (`backoff_max_ms` plus jitter),
+/// not a busy loop; a restart of the agent tries at once.
+fn addons_failed(s: &State, e: Event) -> Decision {
     match e {
-        E::Done => D::Stay,
+        E::Done => D::Retry {
+            error: s
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "the add-ons could not be applied".into()),
+            then: P::SettingUpAddons,
+        },
         E::Failed(_)
         | E::Fenced(_)
         | E::Initialized(_)

@@ -16,6 +16,7 @@ pub mod key_file;
 pub mod keys;
 pub mod pem_client;
 pub mod pin;
+pub mod readiness;
 pub mod records;
 pub mod release;
 pub mod release_transfer;

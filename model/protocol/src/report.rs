@@ -5,6 +5,7 @@
 
 use crate::clock::Millis;
 use crate::etcd_view::EtcdView;
+use crate::readiness::Readiness;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +43,10 @@ pub struct MemberReport {
     /// its reload failed (`nodeagent::lb_follow`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lb_config: Option<String>,
+    /// A control plane past its add-ons: every Node's `Ready` condition and the add-ons'
+    /// rollout as it read them through the API (issue 14).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<Readiness>,
 }
 
 /// At most this many log lines are carried, each line cut to fit [`MAX_REASON_BYTES`].
@@ -157,6 +162,11 @@ impl MemberReport {
 
     pub fn with_etcd(mut self, etcd: Option<EtcdView>) -> MemberReport {
         self.etcd = etcd;
+        self
+    }
+
+    pub fn with_readiness(mut self, readiness: Option<Readiness>) -> MemberReport {
+        self.readiness = readiness;
         self
     }
 

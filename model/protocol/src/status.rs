@@ -7,6 +7,7 @@
 use crate::clock::{Millis, now_ms};
 use crate::etcd_view::EtcdView;
 use crate::keys;
+use crate::readiness::{self, Readiness};
 use crate::records::{InitRecord, JoinMaterial};
 use crate::report::{DistroReason, MemberReport, Unreachable};
 use crate::{AuditEntry, Client, ClientError, MemberRead, PlainRecord, holders_from_audit};
@@ -124,6 +125,13 @@ pub struct ClusterStatus {
     /// The freshest etcd view any control plane reported (stacked or external etcd).
     pub etcd: Option<EtcdSeen>,
     pub api: Option<ApiCheck>,
+    /// The freshest view of the Nodes' readiness and the add-ons' rollout a control plane
+    /// reported (issue 14).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<Readiness>,
+    /// How long that view has been as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_age_seconds: Option<u64>,
     /// Entries the rendezvous holds that could not be read, each said once.
     #[serde(default)]
     pub problems: Vec<String>,
@@ -138,6 +146,11 @@ pub struct Status {
     pub local_etcd: Option<LocalEtcd>,
     /// The best view of etcd (live, else the freshest reported) says quorum is lost.
     pub etcd_quorum_lost: bool,
+    /// Why the cluster, as the rendezvous shows it, is not usable: a Node not `Ready`, an
+    /// add-on not rolled out, no readiness reported yet (`readiness::verdict`). Empty when
+    /// it is, or when the rendezvous could not be asked.
+    #[serde(default)]
+    pub cluster_problems: Vec<String>,
     pub healthy: bool,
 }
 
@@ -152,6 +165,8 @@ impl ClusterStatus {
             worker_join_holders: Vec::new(),
             etcd: None,
             api: None,
+            readiness: None,
+            readiness_age_seconds: None,
             problems: Vec::new(),
         }
     }
@@ -188,7 +203,12 @@ impl ClusterStatus {
                 .map(|h| h.holder)
                 .collect()
         };
+        let readiness = view.freshest_readiness().cloned();
         ClusterStatus {
+            readiness_age_seconds: readiness
+                .as_ref()
+                .map(|r| now.saturating_sub(r.observed_ms) / 1000),
+            readiness,
             reachable: true,
             error: None,
             members,
@@ -281,6 +301,14 @@ impl RendezvousView {
         self.members
             .iter()
             .filter_map(|m| m.report.as_ref().ok().and_then(|r| r.etcd.as_ref()))
+            .max_by_key(|v| v.observed_ms)
+    }
+
+    /// The freshest readiness view any member reported (control planes past their add-ons).
+    pub fn freshest_readiness(&self) -> Option<&Readiness> {
+        self.members
+            .iter()
+            .filter_map(|m| m.report.as_ref().ok().and_then(|r| r.readiness.as_ref()))
             .max_by_key(|v| v.observed_ms)
     }
 }
@@ -411,17 +439,24 @@ impl Status {
             .or_else(|| cluster.as_ref().and_then(|c| c.etcd.as_ref()));
         let etcd_quorum_lost = best.is_some_and(|v| !v.view.quorum.has_quorum);
         let live_failed = local_etcd.as_ref().is_some_and(|l| l.view.is_none());
+        // A cluster the rendezvous could not be asked about is judged by this node alone.
+        let cluster_problems = match &cluster {
+            Some(c) if c.reachable => readiness::verdict(c.readiness.as_ref()),
+            _ => Vec::new(),
+        };
         // A load balancer still sending to an old backend list is not healthy.
         let healthy = this_node
             .as_ref()
             .is_some_and(|n| n.phase == "done" && n.lb_config.is_none())
             && !etcd_quorum_lost
-            && !live_failed;
+            && !live_failed
+            && cluster_problems.is_empty();
         Status {
             this_node,
             cluster,
             local_etcd,
             etcd_quorum_lost,
+            cluster_problems,
             healthy,
         }
     }
@@ -506,6 +541,20 @@ impl Status {
             if let Some(e) = &c.etcd {
                 s.push_str(&etcd_lines(e, None));
             }
+            if let Some(r) = &c.readiness {
+                s.push_str(&format!(
+                    "Nodes, as {} read them (unchanged for {}s): {}/{} Ready\n",
+                    r.observed_by,
+                    c.readiness_age_seconds.unwrap_or(0),
+                    r.ready_nodes(),
+                    r.nodes.len()
+                ));
+                s.push_str(&r.node_lines("  "));
+                if !r.rollouts.is_empty() {
+                    s.push_str("add-ons:\n");
+                    s.push_str(&r.addon_lines("  "));
+                }
+            }
         }
         if let Some(l) = &self.local_etcd {
             match (&l.view, &l.error) {
@@ -522,13 +571,18 @@ impl Status {
                 s.push_str(&format!("  unreadable: {p}\n"));
             }
         }
-        s.push_str(if self.healthy {
-            "healthy\n"
+        if self.healthy {
+            s.push_str("healthy\n");
         } else if self.etcd_quorum_lost {
-            "not healthy: etcd has lost its quorum\n"
+            s.push_str("not healthy: etcd has lost its quorum\n");
+        } else if !self.cluster_problems.is_empty() {
+            s.push_str(&format!(
+                "not healthy: {}\n",
+                self.cluster_problems.join("; ")
+            ));
         } else {
-            "not healthy\n"
-        });
+            s.push_str("not healthy\n");
+        }
         printable(&s).into_owned()
     }
 }
@@ -725,7 +779,7 @@ mod tests {
                 member(
                     "cp-1",
                     "control-plane",
-                    serde_json::json!({"phase": "done"}),
+                    serde_json::json!({"phase": "done", "readiness": ready_view("cp-1", 0, true)}),
                 ),
             ],
             Some(InitRecord {
@@ -769,6 +823,81 @@ mod tests {
         assert_eq!(json["cluster"]["api"]["answers"], true);
     }
 
+    /// A readiness view (`readiness::Readiness`) of cp-1 and w-1, w-1 `Ready` or not, and
+    /// flannel's DaemonSet rolled out with it.
+    fn ready_view(by: &str, at: Millis, w1_ready: bool) -> serde_json::Value {
+        serde_json::json!({
+            "observedBy": by, "observedMs": at,
+            "nodes": [
+                {"name": "cp-1", "ready": true, "reason": "KubeletReady"},
+                {"name": "w-1", "ready": w1_ready, "reason": "KubeletNotReady",
+                 "message": "cni plugin not initialized"},
+            ],
+            "rollouts": [{"addon": "flannel", "kind": "DaemonSet", "namespace": "kube-flannel",
+                          "name": "kube-flannel-ds", "desired": 2,
+                          "available": if w1_ready { 2 } else { 1 }}],
+        })
+    }
+
+    /// Issue 14: `nodeagent status` shows every Node's readiness and the add-ons' rollout
+    /// from the freshest view reported, and is healthy only when all are.
+    #[test]
+    fn a_node_not_ready_or_an_addon_not_rolled_out_is_not_healthy() {
+        let c = |w1_ready: bool, at: Millis| {
+            from_parts(
+                vec![member(
+                    "cp-1",
+                    "control-plane",
+                    serde_json::json!({"phase": "done", "readiness": ready_view("cp-1", at, w1_ready)}),
+                )],
+                None,
+                &[],
+                9_000,
+            )
+        };
+        let st = Status::new(Some(done_node()), Some(c(false, 2_000)));
+        assert!(!st.healthy, "done, but w-1 is NotReady");
+        let text = st.render();
+        for want in [
+            "Nodes, as cp-1 read them (unchanged for 7s): 1/2 Ready\n",
+            "  cp-1                 Ready\n",
+            "  w-1                  NotReady (KubeletNotReady: cni plugin not initialized)\n",
+            "add-ons:\n  flannel: NOT rolled out (DaemonSet kube-flannel/kube-flannel-ds 1/2)\n",
+            "not healthy: Node w-1 is not Ready; add-on flannel not rolled out: DaemonSet kube-flannel/kube-flannel-ds 1/2\n",
+        ] {
+            assert!(text.contains(want), "{want:?} not in:\n{text}");
+        }
+        let j = serde_json::to_value(&st).unwrap();
+        assert_eq!(j["cluster"]["readiness"]["nodes"][1]["ready"], false);
+        assert_eq!(j["cluster"]["readinessAgeSeconds"], 7);
+        assert_eq!(j["clusterProblems"].as_array().unwrap().len(), 2);
+
+        let st = Status::new(Some(done_node()), Some(c(true, 2_000)));
+        assert!(st.healthy);
+        assert!(
+            st.render()
+                .contains("  flannel: rolled out (DaemonSet kube-flannel/kube-flannel-ds 2/2)\n")
+        );
+
+        // A reachable cluster where no control plane reported the Nodes yet: not healthy.
+        let blind = from_parts(
+            vec![member(
+                "cp-1",
+                "control-plane",
+                serde_json::json!({"phase": "done"}),
+            )],
+            None,
+            &[],
+            0,
+        );
+        let st = Status::new(Some(done_node()), Some(blind));
+        assert!(!st.healthy);
+        assert!(
+            st.render()
+                .ends_with("not healthy: no control plane has reported the Nodes' readiness yet\n")
+        );
+    }
+
     fn etcd_report(by: &str, at: Millis, healthy: &[bool]) -> serde_json::Value {
         use crate::testkit::member;
         let ms = [
@@ -780,6 +909,7 @@ mod tests {
             "node": by, "role": "control-plane", "phase": "done", "sinceMs": 0,
             "attempt": 0, "lastError": null, "updatedMs": at, "done": true,
             "etcd": EtcdView::new(by, at, &ms, healthy),
+            "readiness": ready_view(by, at, true),
         })
     }
 

@@ -735,10 +735,11 @@ fn add_ons_are_applied_once_under_a_lease_and_taken_over() {
     );
 }
 
-/// A persistent failure is retried with a growing backoff, then stops with the cause
-/// (add-on, object, error) in the state, the lease given back.
+/// A persistent failure is retried with a growing backoff; after `addon_attempts` the lease
+/// is given back and the running agent keeps trying, one apply per longest backoff, the
+/// cause (add-on, object, error) kept in the state (issue 14: not only after a restart).
 #[test]
-fn a_persistent_apply_failure_stops_with_its_cause_after_bounded_retries() {
+fn a_persistent_apply_failure_is_retried_after_a_backoff_with_its_cause_kept() {
     let c = cp();
     let cause = "apply add-ons: add-on flannel: server-side apply: DaemonSet kube-flannel/kube-flannel-ds: status 422";
     let mut s = at(P::ApplyingAddons { token: 5 });
@@ -764,7 +765,10 @@ fn a_persistent_apply_failure_stops_with_its_cause_after_bounded_retries() {
     );
     assert_eq!(failed.attempt, c.addon_attempts);
     let err = failed.last_error.clone().unwrap();
-    assert!(err.contains(cause) && err.contains("gave up"), "{err}");
+    assert!(
+        err.contains(cause) && err.contains("trying again after a backoff"),
+        "{err}"
+    );
     assert_eq!(
         acts,
         vec![
@@ -772,12 +776,40 @@ fn a_persistent_apply_failure_stops_with_its_cause_after_bounded_retries() {
             Action::ServeRefresh
         ]
     );
-    // It stays failed (no busy loop: it idles) until the agent restarts.
-    assert_eq!(step(&c, failed.clone(), E::Done).0, failed);
+    // The lease goes back at once, then it tries again after a backoff, the cause kept.
+    assert_eq!(crate::bootstrap::actions::delay_before(&c, &failed), 0);
+    let (again, acts) = step(&c, failed.clone(), E::Done);
+    match &again.phase {
+        P::Backoff { delay_ms, then, .. } => {
+            assert_eq!(**then, P::SettingUpAddons);
+            assert!(*delay_ms >= c.backoff_max_ms, "{delay_ms}");
+        }
+        p => panic!("expected a backoff, got {p:?}"),
+    }
+    assert!(acts.is_empty(), "{acts:?}");
+    assert_eq!(again.attempt, c.addon_attempts + 1);
+    assert!(again.last_error.as_deref().unwrap().contains(cause));
+    // The next round: one apply under a new lease, which failing passes through
+    // `AddonsFailed` again (the attempts are past the bound), after the longest backoff.
+    let s = step(&c, again, E::Done).0;
+    assert_eq!(s.phase, P::SettingUpAddons);
+    let s = step(&c, s, E::Granted { token: 6 }).0;
+    assert_eq!(s.phase, P::ApplyingAddons { token: 6 });
+    let (failed, _) = step(&c, s, E::Failed(cause.into()));
     assert_eq!(
-        crate::bootstrap::actions::delay_before(&c, &failed),
-        c.idle_ms
+        failed.phase,
+        P::AddonsFailed {
+            fence: addons_fence(6)
+        }
     );
+    match step(&c, failed.clone(), E::Done).0.phase {
+        P::Backoff { delay_ms, .. } => assert!(delay_ms >= c.backoff_max_ms, "{delay_ms}"),
+        p => panic!("expected a backoff, got {p:?}"),
+    }
+    // It succeeding then clears the failure.
+    let s = step(&c, at(P::ApplyingAddons { token: 7 }), E::Done).0;
+    assert_eq!(s.attempt, 0);
+    assert!(s.last_error.is_none());
     assert_eq!(failed.resume().phase, P::SettingUpAddons);
 }
 

@@ -6,6 +6,7 @@ use super::probe::{self, ProbeResult};
 use super::{BuildDir, OpsError};
 use protocol::etcd_view::EtcdView;
 use protocol::keys;
+use protocol::readiness::{NodeReady, Readiness, not_ready_line, verdict};
 use protocol::report::{DistroReason, Unreachable};
 use protocol::status::{RendezvousView, diagnosis_lines, fetch, printable};
 pub use protocol::{SlotHolder, holders_from_audit};
@@ -44,6 +45,10 @@ pub struct NodeRow {
     /// The node finds the cluster initialized but no control plane answering, for long.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stranded: Option<String>,
+    /// Its Node's `Ready` condition in the freshest readiness view; `None` when the API
+    /// did not list it there (or no view was reported).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kube_node: Option<NodeReady>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -80,6 +85,13 @@ pub struct ClusterStatus {
     pub etcd: Option<EtcdView>,
     /// Entries at the rendezvous that could not be read, each said once.
     pub problems: Vec<String>,
+    /// The freshest view of every Node's readiness and the add-ons' rollout a control plane
+    /// reported (issue 14), and how long it has been as it is.
+    pub readiness: Option<Readiness>,
+    pub readiness_age_seconds: Option<u64>,
+    /// Why the cluster is not usable by that view (`protocol::readiness::verdict`): a Node
+    /// not `Ready`, an add-on not rolled out, or no view yet. Empty when it is.
+    pub readiness_problems: Vec<String>,
     /// Every planned node reports done.
     pub all_done: bool,
     /// The upgrade roll, once a release was published (`muster upgrade`).
@@ -88,9 +100,12 @@ pub struct ClusterStatus {
 }
 
 impl ClusterStatus {
-    /// Every node done, and etcd's quorum held as last reported.
+    /// Every node done, etcd's quorum held as last reported, and every Node `Ready` with
+    /// every add-on rolled out.
     pub fn healthy(&self) -> bool {
-        self.all_done && self.etcd.as_ref().is_none_or(|e| e.quorum.has_quorum)
+        self.all_done
+            && self.etcd.as_ref().is_none_or(|e| e.quorum.has_quorum)
+            && self.readiness_problems.is_empty()
     }
 }
 
@@ -122,6 +137,10 @@ pub fn rows(dir: &BuildDir, view: &RendezvousView, now_ms: u64) -> Vec<NodeRow> 
                 reason: report.and_then(|r| r.reason.clone()),
                 unreachable: report.map_or_else(Vec::new, |r| r.unreachable.clone()),
                 stranded: report.and_then(|r| r.stranded.clone()),
+                kube_node: view
+                    .freshest_readiness()
+                    .and_then(|r| r.node(name))
+                    .cloned(),
                 phase,
             }
         })
@@ -212,6 +231,11 @@ pub async fn gather(dir: &BuildDir, timeout: Duration) -> Result<ClusterStatus, 
         worker_join_holders: holders_from_audit(&view.audit, keys::WORKER_JOIN_SEMAPHORE),
         api,
         etcd: view.freshest_etcd().cloned(),
+        readiness_age_seconds: view
+            .freshest_readiness()
+            .map(|r| now.saturating_sub(r.observed_ms) / 1000),
+        readiness_problems: verdict(view.freshest_readiness()),
+        readiness: view.freshest_readiness().cloned(),
         problems,
         all_done,
         upgrade,
@@ -272,17 +296,23 @@ pub fn render(s: &ClusterStatus) -> String {
     let _ = writeln!(o, "API endpoint {}: {api}", s.api.endpoint);
     let _ = writeln!(
         o,
-        "\n{:<20} {:<14} {:<15} {:<22} {:>8} {:>7}  LAST ERROR",
-        "NODE", "ROLE", "IP", "PHASE", "IN PHASE", "ATTEMPT"
+        "\n{:<20} {:<14} {:<15} {:<22} {:<8} {:>8} {:>7}  LAST ERROR",
+        "NODE", "ROLE", "IP", "PHASE", "READY", "IN PHASE", "ATTEMPT"
     );
     for n in &s.nodes {
+        let ready = match &n.kube_node {
+            Some(k) if k.ready => "Ready",
+            Some(_) => "NotReady",
+            None => "-",
+        };
         let _ = writeln!(
             o,
-            "{:<20} {:<14} {:<15} {:<22} {:>8} {:>7}  {}",
+            "{:<20} {:<14} {:<15} {:<22} {:<8} {:>8} {:>7}  {}",
             n.name,
             n.role,
             n.ip,
             n.phase,
+            ready,
             n.seconds_in_phase
                 .map_or("-".to_string(), |x| format!("{x}s")),
             n.attempt.map_or("-".to_string(), |x| x.to_string()),
@@ -292,6 +322,36 @@ pub fn render(s: &ClusterStatus) -> String {
         if let Some(why) = &n.stranded {
             let _ = writeln!(o, "    stranded: {why}");
         }
+        if let Some(k) = n.kube_node.as_ref().filter(|k| !k.ready) {
+            let _ = writeln!(o, "    {}", not_ready_line(k));
+        }
+    }
+    if let Some(r) = &s.readiness {
+        let _ = writeln!(
+            o,
+            "\nNodes and add-ons, as {} read them (unchanged for {}s): {}/{} Nodes Ready",
+            r.observed_by,
+            s.readiness_age_seconds.unwrap_or(0),
+            r.ready_nodes(),
+            r.nodes.len()
+        );
+        if let Some(e) = &r.error {
+            let _ = writeln!(o, "  cannot read the Nodes: {e}");
+        }
+        // Nodes the API lists that are not planned (another build's?) show here only.
+        for k in r
+            .nodes
+            .iter()
+            .filter(|k| !s.nodes.iter().any(|n| n.name == k.name))
+        {
+            let state = if k.ready {
+                "Ready".into()
+            } else {
+                not_ready_line(k)
+            };
+            let _ = writeln!(o, "  unplanned Node {}: {state}", k.name);
+        }
+        o.push_str(&r.addon_lines("  "));
     }
     if let Some(e) = &s.etcd {
         let _ = writeln!(
@@ -325,6 +385,13 @@ pub fn render(s: &ClusterStatus) -> String {
         "\n{done}/{counted} nodes done{}",
         if s.all_done { "" } else { ": not complete" }
     );
+    if s.healthy() {
+        let _ = writeln!(o, "healthy");
+    } else if !s.readiness_problems.is_empty() {
+        let _ = writeln!(o, "not healthy: {}", s.readiness_problems.join("; "));
+    } else {
+        let _ = writeln!(o, "not healthy");
+    }
     if let Some(u) = &s.upgrade {
         let _ = write!(o, "\nupgrade: {}", super::upgrade::render(u));
     }
@@ -334,6 +401,7 @@ pub fn render(s: &ClusterStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use protocol::readiness::Rollout;
 
     fn row(name: &str, role: &str, ip: &str, phase: &str, error: Option<&str>) -> NodeRow {
         NodeRow {
@@ -349,6 +417,7 @@ mod tests {
             reason: None,
             unreachable: vec![],
             stranded: None,
+            kube_node: None,
         }
     }
 
@@ -389,6 +458,9 @@ mod tests {
                 error: Some("connection refused".into()),
             },
             etcd: None,
+            readiness: None,
+            readiness_age_seconds: None,
+            readiness_problems: verdict(None),
             problems: vec![],
             all_done: false,
             upgrade: None,
@@ -402,12 +474,178 @@ cp-join slot: free
 worker-join slots: free
 API endpoint 10.0.0.10:6443: does not answer: connection refused
 
-NODE                 ROLE           IP              PHASE                  IN PHASE ATTEMPT  LAST ERROR
-demo-cp-1            control-plane  10.0.0.11       done                        42s       3  
-demo-cp-2            control-plane  10.0.0.12       preflight                   42s       3  preflight failed: kubeadm not found (image built without Kubernetes?)
+NODE                 ROLE           IP              PHASE                  READY    IN PHASE ATTEMPT  LAST ERROR
+demo-cp-1            control-plane  10.0.0.11       done                   -             42s       3  
+demo-cp-2            control-plane  10.0.0.12       preflight              -             42s       3  preflight failed: kubeadm not found (image built without Kubernetes?)
 
 1/2 nodes done: not complete
+not healthy: no control plane has reported the Nodes' readiness yet
 ";
         assert_eq!(render(&s), want);
+    }
+
+    fn kube_node(name: &str, ready: bool) -> NodeReady {
+        NodeReady {
+            name: name.into(),
+            ready,
+            reason: Some(
+                if ready {
+                    "KubeletReady"
+                } else {
+                    "KubeletNotReady"
+                }
+                .into(),
+            ),
+            message: (!ready).then(|| "container runtime network not ready".to_string()),
+        }
+    }
+
+    fn rollout(addon: &str, kind: &str, ns: &str, name: &str, d: u64, a: u64) -> Rollout {
+        Rollout {
+            addon: addon.into(),
+            kind: kind.into(),
+            namespace: ns.into(),
+            name: name.into(),
+            desired: d,
+            available: a,
+            error: None,
+        }
+    }
+
+    /// Every planned node done, as seed 002's cluster is once assembled, and `ready` says
+    /// whether `demo-w-1`'s Node is `Ready` (and MetalLB's speaker on it with it).
+    fn assembled(ready: bool) -> ClusterStatus {
+        let nodes = vec![
+            kube_node("demo-cp-1", true),
+            kube_node("demo-w-1", ready),
+            kube_node("stray-1", true),
+        ];
+        let readiness = Readiness {
+            observed_by: "demo-cp-1".into(),
+            observed_ms: 0,
+            nodes: nodes.clone(),
+            rollouts: vec![
+                rollout(
+                    "flannel",
+                    "DaemonSet",
+                    "kube-flannel",
+                    "kube-flannel-ds",
+                    3,
+                    3,
+                ),
+                rollout(
+                    "metallb",
+                    "Deployment",
+                    "metallb-system",
+                    "controller",
+                    1,
+                    1,
+                ),
+                rollout(
+                    "metallb",
+                    "DaemonSet",
+                    "metallb-system",
+                    "speaker",
+                    3,
+                    if ready { 3 } else { 2 },
+                ),
+            ],
+            error: None,
+        };
+        let mut rows = vec![
+            row("demo-cp-1", "control-plane", "10.0.0.11", "done", None),
+            row("demo-w-1", "worker", "10.0.0.21", "done", None),
+        ];
+        for (r, k) in rows.iter_mut().zip(&nodes) {
+            r.kube_node = Some(k.clone());
+        }
+        ClusterStatus {
+            cluster: "demo".into(),
+            cluster_id: "c0ffee".into(),
+            rendezvous: "https://10.0.0.2:7443".into(),
+            revision: 9,
+            nodes: rows,
+            unplanned_members: vec![],
+            planned_absent: vec![],
+            removed: vec![],
+            initialized: Some(Initialized {
+                node: "demo-cp-1".into(),
+                token: 1,
+                at_ms: 0,
+                generation: 0,
+            }),
+            join_material: true,
+            init_holders: vec![],
+            cp_join_holders: vec![],
+            worker_join_holders: vec![],
+            api: ProbeResult {
+                endpoint: "10.0.0.10:6443".into(),
+                tcp: true,
+                tls: Some(true),
+                error: None,
+            },
+            etcd: None,
+            readiness_problems: verdict(Some(&readiness)),
+            readiness: Some(readiness),
+            readiness_age_seconds: Some(4),
+            problems: vec![],
+            all_done: true,
+            upgrade: None,
+        }
+    }
+
+    /// Issue 14: every node done is not enough; `muster status` shows each Node's
+    /// readiness and each add-on's rollout, and is healthy only when all are.
+    #[test]
+    fn a_done_cluster_with_a_node_not_ready_is_not_healthy_and_says_why() {
+        let s = assembled(false);
+        assert!(!s.healthy());
+        let want = "\
+cluster demo (c0ffee) at rendezvous https://10.0.0.2:7443 (revision 9)
+initialized by: demo-cp-1 (init token 1, generation 0)
+join material: published
+init slot: free
+cp-join slot: free
+worker-join slots: free
+API endpoint 10.0.0.10:6443: answers (TLS verified against the cluster CA)
+
+NODE                 ROLE           IP              PHASE                  READY    IN PHASE ATTEMPT  LAST ERROR
+demo-cp-1            control-plane  10.0.0.11       done                   Ready         42s       3  
+demo-w-1             worker         10.0.0.21       done                   NotReady      42s       3  
+    NotReady (KubeletNotReady: container runtime network not ready)
+
+Nodes and add-ons, as demo-cp-1 read them (unchanged for 4s): 2/3 Nodes Ready
+  unplanned Node stray-1: Ready
+  flannel: rolled out (DaemonSet kube-flannel/kube-flannel-ds 3/3)
+  metallb: NOT rolled out (Deployment metallb-system/controller 1/1; DaemonSet metallb-system/speaker 2/3)
+
+2/2 nodes done
+not healthy: Node demo-w-1 is not Ready; add-on metallb not rolled out: DaemonSet metallb-system/speaker 2/3
+";
+        assert_eq!(render(&s), want);
+        let j = serde_json::to_value(&s).unwrap();
+        assert_eq!(j["nodes"][1]["kubeNode"]["ready"], false);
+        assert_eq!(j["nodes"][1]["kubeNode"]["reason"], "KubeletNotReady");
+        assert_eq!(j["readiness"]["rollouts"][2]["available"], 2);
+        assert_eq!(j["readiness"]["rollouts"][2]["desired"], 3);
+        assert_eq!(j["readinessProblems"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_done_cluster_with_every_node_ready_and_addons_rolled_out_is_healthy() {
+        let s = assembled(true);
+        assert!(s.healthy());
+        let text = render(&s);
+        assert!(
+            text.ends_with("  metallb: rolled out (Deployment metallb-system/controller 1/1; DaemonSet metallb-system/speaker 3/3)\n\n2/2 nodes done\nhealthy\n"),
+            "{text}"
+        );
+        // Done, but no control plane reported the Nodes yet: not healthy.
+        let blind = ClusterStatus {
+            readiness: None,
+            readiness_problems: verdict(None),
+            ..s
+        };
+        assert!(!blind.healthy());
     }
 }
