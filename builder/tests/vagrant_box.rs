@@ -431,12 +431,7 @@ fn a_control_plane_and_a_worker_assemble_under_vagrant_libvirt() {
     ))
     .unwrap();
     let image_secs = t.elapsed().as_secs_f64();
-    let stand_ins: Vec<&str> = report["testVariant"]["standIns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["name"].as_str().unwrap())
-        .collect();
+    let stand_ins = common::test_image_standins(&report);
     assert_eq!(stand_ins, ["apiserver-standin"], "{report:#}");
 
     // ---- libvirt: the pool the seeds and the disks go to, the isolated cluster network
