@@ -111,6 +111,8 @@ enum Command {
     /// Take nodes out of the cluster for good: cordon, drain, delete the Node, remove its
     /// etcd member (refused if etcd's quorum would not survive), tombstone it at the
     /// rendezvous so its agent stops. `--prune`: every node the rebuilt plan dropped.
+    /// `--forget-tombstone NODE…`: clear removed nodes' tombstones so replacements of the
+    /// same names can join.
     Remove {
         /// The nodes to remove (none with --prune).
         #[arg(required_unless_present = "prune", conflicts_with = "prune")]
@@ -118,6 +120,10 @@ enum Command {
         /// Remove every Node and etcd member the plan of this build does not name.
         #[arg(long)]
         prune: bool,
+        /// Remove nothing: clear the rendezvous tombstones of the named (already removed)
+        /// nodes, so a machine of the same name joins as a new node without `muster reset`.
+        #[arg(long, conflicts_with_all = ["prune", "yes"])]
+        forget_tombstone: bool,
         /// The `muster build` output dir (cluster secret and baked config).
         #[arg(long)]
         out: PathBuf,
@@ -330,12 +336,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => kubeconfig(out, write, timeout),
         Command::Remove {
             nodes,
+            forget_tombstone: true,
+            out,
+            json,
+            timeout,
+            ..
+        } => forget_tombstones(nodes, out, json, timeout),
+        Command::Remove {
+            nodes,
             prune,
             out,
             yes,
             json,
             timeout,
             drain_timeout,
+            ..
         } => remove(nodes, prune, out, yes, json, timeout, drain_timeout),
         Command::Reset {
             out,
@@ -590,6 +605,29 @@ fn reset(
 }
 
 /// `muster remove`.
+/// `muster remove --forget-tombstone NODE…`: nothing is taken down, so no confirmation.
+fn forget_tombstones(
+    nodes: Vec<String>,
+    out: PathBuf,
+    json: bool,
+    timeout: std::time::Duration,
+) -> anyhow::Result<ExitCode> {
+    use muster_build::ops::remove;
+    let dir = muster_build::ops::BuildDir::load(&out)?;
+    let mut progress = |line: &str| eprintln!("{line}");
+    let cleared = runtime()?.block_on(remove::forget_tombstones(
+        &dir,
+        &nodes,
+        timeout,
+        &mut progress,
+    ))?;
+    if json {
+        let text = serde_json::to_string_pretty(&cleared).context("serializing the report")?;
+        println!("{text}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn remove(
     nodes: Vec<String>,
     prune: bool,

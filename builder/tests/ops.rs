@@ -753,7 +753,34 @@ async fn status_tells_absent_unplanned_and_removed_members_apart() {
     assert_eq!(s["allDone"], true, "the removed node is not waited for");
     assert_eq!(code, 0, "every planned node not removed is done: {out}");
 
-    op.delete("removed.lab-w-3", None).await.unwrap();
+    // `muster remove --forget-tombstone`: lab-w-3's is cleared (a replacement may join),
+    // lab-w-7 had none (reported, not an error); no confirmation, nothing is taken down.
+    let (code, out, err) = c
+        .muster(&[
+            "remove",
+            "--forget-tombstone",
+            "lab-w-3",
+            "lab-w-7",
+            "--json",
+        ])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let cleared: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(
+        cleared,
+        serde_json::json!([{"node": "lab-w-3", "cleared": true}, {"node": "lab-w-7", "cleared": false}])
+    );
+    assert!(err.contains("lab-w-3: tombstone cleared"), "{err}");
+    assert!(op.get("removed.lab-w-3").await.unwrap().is_none());
+    assert!(
+        op.get("removed.lab-w-4").await.unwrap().is_some(),
+        "untouched"
+    );
+    let (code, _, err) = c.muster(&["remove", "--forget-tombstone", "--prune"]).await;
+    assert_eq!(
+        code, 2,
+        "--forget-tombstone names nodes, never prunes: {err}"
+    );
     let (_, out, _) = c.muster(&["status", "--timeout", "2s"]).await;
     assert!(out.contains("planned but absent: lab-w-3"), "{out}");
     assert!(out.contains("removed: lab-w-4"), "{out}");

@@ -420,12 +420,7 @@ fn assembles(distro: Distro, workers: usize) {
         "{distro:?}: image build: {image_secs:.1}s (base rootfs cached: {}), its signed apt repository and stand-in image archives made in {sources_secs:.1}s",
         report["base"]["cached"]
     ));
-    let stand_ins: Vec<&str> = report["testVariant"]["standIns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["name"].as_str().unwrap())
-        .collect();
+    let stand_ins = common::test_image_standins(&report);
     let report_images: Vec<&str> = report["prepulledImages"]
         .as_array()
         .unwrap()

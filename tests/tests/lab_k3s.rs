@@ -580,3 +580,166 @@ fn a_cluster_without_its_cni_never_reports_done() {
         t.elapsed()
     );
 }
+
+/// `example` with each `(from, to)` replaced once (each must be there).
+fn edited(example: &str, edits: &[(&str, &str)]) -> muster_build::spec_source::LoadedSpec {
+    let base = load_example(example);
+    let mut text = base.text.clone();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{example} has no {from:?}");
+        text = text.replacen(from, to, 1);
+    }
+    muster_build::spec_source::LoadedSpec::parse(base.origin.clone(), text).unwrap()
+}
+
+/// Issue 16, the followers HAProxy's scale-out test (lab_suite.rs) does not cover: `example`
+/// (edited by `first`) assembles, then the spec grows by one server (`grown`), the lab adds
+/// it from the rebuilt build (`Lab::add_nodes`) and it joins. Every node of `role` running
+/// `unit` (nginx on the load balancer, keepalived on the servers) gets a config naming the
+/// new server (`needle` of its address) from its agent, which checked it with the daemon's
+/// own checker, installed it and reloaded the daemon: same main pid (reloaded, not
+/// restarted), and the config the daemon re-read (the lab's copy, made at the reload)
+/// names the new server. Returns the followers' daemon logs.
+fn a_new_server_reaches_the_followers(
+    example: &str,
+    tag: &str,
+    first: &[(&str, &str)],
+    grown: &[(&str, &str)],
+    role: &str,
+    unit: &str,
+    needle: impl Fn(&std::net::Ipv4Addr) -> String,
+) -> Vec<String> {
+    let t = Instant::now();
+    let mut seed = create(&edited(example, first), tag);
+    let started = Instant::now();
+    let lab = seed.lab.as_mut().unwrap();
+    lab.boot_all().unwrap();
+    let names: Vec<String> = lab.record().nodes.iter().map(|n| n.name.clone()).collect();
+    lab.wait_assembled(&names, started, PATIENCE, |c| eprintln!("{c}"))
+        .unwrap();
+    let assembled = t.elapsed();
+    let followers = seed.names(role);
+    assert!(!followers.is_empty(), "no {role} in {example}");
+    let daemon = |s: &Seed, n: &str| {
+        s.lab()
+            .node(n)
+            .unwrap()
+            .reloadable
+            .iter()
+            .find(|d| d.unit == unit)
+            .unwrap_or_else(|| panic!("{n} runs no membership-following {unit}"))
+            .clone()
+    };
+    let pids: Vec<Option<u32>> = followers.iter().map(|n| daemon(&seed, n).pid()).collect();
+    assert!(pids.iter().all(Option::is_some), "{unit} runs: {pids:?}");
+
+    // ---- the spec grows by one server; the lab adds it from the rebuilt build
+    let t_grow = Instant::now();
+    let state = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("lab-k3s-{tag}"));
+    let opts = UpOptions::new(state, &bin_dir());
+    let lab = seed.lab.as_mut().unwrap();
+    let added = lab.add_nodes(&edited(example, grown), &opts).unwrap();
+    assert_eq!(added.len(), 1, "{added:?}");
+    let new = added[0].clone();
+    let ip = lab.node(&new).unwrap().ip;
+    lab.boot(&new).unwrap();
+    lab.wait_assembled(&added, t_grow, PATIENCE, |c| eprintln!("{c}"))
+        .unwrap();
+    let joined = t_grow.elapsed();
+    let want = needle(&ip);
+    for f in &followers {
+        let d = daemon(&seed, f);
+        let agent_log = seed.lab().node(f).unwrap().dir.join("agent.log");
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+        netns::wait_until(
+            &format!("{f}'s {unit} to be reloaded with {new} ({want})"),
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || {
+                let log = read(&agent_log);
+                read(&d.copy).contains(&want)
+                    && log.contains("new config installed")
+                    && log.contains("lab: daemon reloaded")
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}\nagent:\n{}", read(&agent_log)));
+        let installed = read(&seed.root(f).join(&d.config));
+        assert!(
+            installed.contains(&want),
+            "{f}: installed {unit}:\n{installed}"
+        );
+    }
+    let now: Vec<Option<u32>> = followers.iter().map(|n| daemon(&seed, n).pid()).collect();
+    assert_eq!(now, pids, "{unit} was restarted, not reloaded");
+    muster_tests::measured!(
+        "MEMBERSHIP {example} + {new}: assembled {:.1}s, grown, joined and {unit} reloaded on {} in {:.1}s (followed {:.1}s after the join)",
+        assembled.as_secs_f64(),
+        followers.join(", "),
+        t_grow.elapsed().as_secs_f64(),
+        (t_grow.elapsed() - joined).as_secs_f64()
+    );
+    followers
+        .iter()
+        .map(|f| {
+            let svc = seed
+                .lab()
+                .node(f)
+                .unwrap()
+                .services
+                .iter()
+                .find(|s| format!("{}.service", s.name) == unit)
+                .unwrap()
+                .log
+                .clone();
+            std::fs::read_to_string(svc).unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Seed 002's nginx (stream) load balancer follows a third server: its upstream block
+/// gains the new server's API address, `nginx -t` passed and nginx re-read it on SIGHUP.
+/// FAILS (first run, 2026-12-04): the third server never joins: k3s on an SQL datastore
+/// gives every server a `cp-join` slot, the rendezvous made the semaphore with 2 slots and
+/// refuses the grown build's acquire with 3 (`409 slots_mismatch`). Run with `--ignored`.
+#[test]
+#[ignore = "issue 16 defect: a grown SQL-datastore k3s server is refused cp-join (slots_mismatch 2 vs 3)"]
+fn nginx_upstreams_follow_a_new_server() {
+    if !enabled() {
+        return;
+    }
+    let logs = a_new_server_reaches_the_followers(
+        "seed-002-k3s-nginx-mariadb.yaml",
+        "nginx-follows",
+        &[("    workers: 3\n", "    workers: 0\n")],
+        &[
+            ("    workers: 3\n", "    workers: 0\n"),
+            ("    controlPlanes: 2 ", "    controlPlanes: 3 "),
+        ],
+        "load-balancer",
+        "nginx.service",
+        |ip| format!("server {ip}:6443"),
+    );
+    eprintln!("nginx log:\n{}", logs.join("\n----\n"));
+}
+
+/// Seed 003's keepalived on the servers follows a fourth server: every running server's
+/// unicast peers gain its address, `keepalived -t` passed and keepalived re-read it.
+/// FAILS (first run, 2026-12-04): the fourth server joined (done in 13 s) but no running
+/// server's agent installed a new keepalived config within 30 s (not diagnosed yet).
+#[test]
+#[ignore = "issue 16 defect: keepalived on the servers did not follow a fourth server"]
+fn keepalived_peers_follow_a_new_server() {
+    if !enabled() {
+        return;
+    }
+    let logs = a_new_server_reaches_the_followers(
+        "seed-003-k3s-keepalived.yaml",
+        "keepalived-follows",
+        &[],
+        &[("    controlPlanes: 3\n", "    controlPlanes: 4\n")],
+        "control-plane",
+        "keepalived.service",
+        |ip| format!("        {ip}\n"),
+    );
+    eprintln!("keepalived logs:\n{}", logs.join("\n----\n"));
+}

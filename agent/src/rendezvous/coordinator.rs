@@ -181,7 +181,7 @@ fn change_kind(k: protocol::wire::ChangeKind) -> ChangeKind {
     use protocol::wire::ChangeKind as K;
     match k {
         K::RecordPut | K::RecordDeleted | K::RecordExpired => ChangeKind::Record,
-        K::MemberUp | K::MemberExpired => ChangeKind::Member,
+        K::MemberUp | K::MemberExpired | K::MemberForgotten => ChangeKind::Member,
         K::SemaphoreGranted => ChangeKind::SlotTaken,
         K::SemaphoreReleased | K::SemaphoreExpired => ChangeKind::SlotFreed,
     }

@@ -47,7 +47,8 @@ pub fn max_concurrent_holders(
                     return Err(e.clone());
                 }
             }
-            AuditEvent::RecordCreated | AuditEvent::RecordDeleted => {}
+            AuditEvent::RecordCreated | AuditEvent::RecordDeleted | AuditEvent::MemberForgotten => {
+            }
         }
     }
     Ok(max)

@@ -11,8 +11,8 @@ use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use protocol::wire::{
-    AcquireResponse, AuditResponse, ErrorKind, MembersResponse, RecordList, RegisterResponse,
-    WriteResponse,
+    AcquireResponse, AuditResponse, ErrorKind, ForgetResponse, MembersResponse, RecordList,
+    RegisterResponse, WriteResponse,
 };
 use serde::Deserialize;
 use std::time::Duration;
@@ -21,7 +21,10 @@ pub fn app(svc: Service) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/v1/clusters/{cluster}/members", get(members))
-        .route("/v1/clusters/{cluster}/members/{name}", put(register))
+        .route(
+            "/v1/clusters/{cluster}/members/{name}",
+            put(register).delete(forget),
+        )
         .route(
             "/v1/clusters/{cluster}/records",
             get(read_records).post(create).put(cas).delete(delete),
@@ -57,6 +60,15 @@ async fn register(
 ) -> Answer<RegisterResponse> {
     let (_, name) = params(path)?;
     Ok(Json(a.cell.register(&svc, &name, a.json()?).await?))
+}
+
+async fn forget(
+    State(svc): State<Service>,
+    path: Names<(String, String)>,
+    a: Authed,
+) -> Answer<ForgetResponse> {
+    let (_, name) = params(path)?;
+    Ok(Json(a.cell.forget(&svc, &name).await?))
 }
 
 async fn members(State(svc): State<Service>, a: Authed) -> Answer<MembersResponse> {

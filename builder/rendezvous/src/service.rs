@@ -16,9 +16,9 @@ use axum::body::Bytes;
 use protocol::seal::SigningKey;
 use protocol::wire::{
     AcquireRequest, AcquireResponse, AuditEntry, AuditEvent, CasRequest, Change, ChangeKind,
-    CreateRequest, DeleteRequest, ErrorKind, Fence, Member, MembersResponse, Record, RecordList,
-    RegisterRequest, RegisterResponse, ReleaseRequest, ReleaseResponse, RenewRequest,
-    RenewResponse, WatchResponse, WriteResponse, check_name,
+    CreateRequest, DeleteRequest, ErrorKind, Fence, ForgetResponse, Member, MembersResponse,
+    Record, RecordList, RegisterRequest, RegisterResponse, ReleaseRequest, ReleaseResponse,
+    RenewRequest, RenewResponse, WatchResponse, WriteResponse, check_name,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
@@ -328,6 +328,26 @@ impl ClusterCell {
                 revision: st.meta.revision,
                 expires_at_ms,
             })
+        })
+        .await
+    }
+
+    /// Drops `name` from the members now instead of at its TTL (`muster remove`): watchers
+    /// see `member_forgotten`, the audit log records it. A member that heartbeats again
+    /// afterwards is registered anew.
+    pub async fn forget(&self, svc: &Service, name: &str) -> Result<ForgetResponse, ApiError> {
+        check_name("member name", name).map_err(ApiError::bad_request)?;
+        self.run(svc, |st, tx| {
+            if st.members.remove(name).is_none() {
+                return Err(ApiError::new(
+                    ErrorKind::NotFound,
+                    format!("`{name}` is not a member"),
+                ));
+            }
+            let revision = st.bump(tx, ChangeKind::MemberForgotten, name);
+            tx.ops.push(Op::DeleteMember(name.to_string()));
+            st.audit(tx, AuditEvent::MemberForgotten, name, None, None, None);
+            Ok(ForgetResponse { revision })
         })
         .await
     }

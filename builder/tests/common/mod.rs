@@ -167,6 +167,16 @@ pub fn write_file<'a>(user_data: &'a serde_json::Value, path: &str) -> &'a serde
         .unwrap_or_else(|| panic!("no write_files entry for /{path}"))
 }
 
+/// The stand-ins a `muster lab image --json` report says the TEST image copied in.
+pub fn test_image_standins(report: &serde_json::Value) -> Vec<&str> {
+    report["testVariant"]["standIns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect()
+}
+
 pub mod artifacts;
 #[path = "../../../tests/src/measured.rs"]
 mod measured_file;

@@ -86,6 +86,47 @@ async fn members_records_and_watch_over_https() {
     server.stop().await;
 }
 
+/// Issue 16: `DELETE /members/{name}` (what `muster remove` calls) drops a member at once
+/// instead of at its TTL: watchers see `member_forgotten`, the audit log records it, a
+/// second forget is `not_found`, and a member that heartbeats again is registered anew.
+#[tokio::test]
+async fn a_member_is_forgotten_at_once_not_at_its_ttl() {
+    let server = Server::start(true, Limits::default()).await;
+    let c = server.client("muster");
+    let long = Duration::from_secs(3600);
+    for (n, role) in [("cp-1", "control-plane"), ("wk-1", "worker")] {
+        c.register(n, role, &json!({"phase": "done"}), long)
+            .await
+            .unwrap();
+    }
+    let (before, _) = c.members().await.unwrap();
+    let rev = c.forget_member("wk-1").await.unwrap();
+    assert_eq!(rev, before + 1);
+    let (_, members) = c.members().await.unwrap();
+    let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["cp-1"], "forgotten long before its hour ran out");
+    let w = c.watch(before, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(w.changes.len(), 1);
+    assert_eq!(w.changes[0].kind, ChangeKind::MemberForgotten);
+    assert_eq!(w.changes[0].name, "wk-1");
+    let audit = c.audit(0).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.event == AuditEvent::MemberForgotten && e.subject == "wk-1"),
+        "{audit:?}"
+    );
+    let err = c.forget_member("wk-1").await.unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::NotFound));
+    let err = c.forget_member("no such/name").await.unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::BadRequest));
+    c.register("wk-1", "worker", &json!({"phase": "booting"}), long)
+        .await
+        .unwrap();
+    assert_eq!(c.members().await.unwrap().1.len(), 2);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_wrong_pin_or_no_pin_is_refused() {
     let server = Server::start(true, Limits::default()).await;

@@ -6,10 +6,10 @@ use crate::retry::RetryPolicy;
 use crate::seal::{ClusterKeys, RequestToSign, member_context, record_context};
 use crate::wire::{
     AcquireRequest, AcquireResponse, AuditEntry, AuditResponse, CasRequest, CreateRequest,
-    DeleteRequest, ErrorBody, ErrorKind, Fence, HEADER_CLIENT, HEADER_NONCE, HEADER_SIGNATURE,
-    HEADER_TIMESTAMP, MembersResponse, Record, RecordList, RegisterRequest, RegisterResponse,
-    ReleaseRequest, ReleaseResponse, RenewRequest, RenewResponse, Sealed, WatchResponse,
-    WriteResponse, check_name,
+    DeleteRequest, ErrorBody, ErrorKind, Fence, ForgetResponse, HEADER_CLIENT, HEADER_NONCE,
+    HEADER_SIGNATURE, HEADER_TIMESTAMP, MembersResponse, Record, RecordList, RegisterRequest,
+    RegisterResponse, ReleaseRequest, ReleaseResponse, RenewRequest, RenewResponse, Sealed,
+    WatchResponse, WriteResponse, check_name,
 };
 use model::baked::BakedRendezvous;
 use model::secret::ClusterSecret;
@@ -250,6 +250,15 @@ impl Client {
         ttl: Duration,
     ) -> Result<RegisterResponse, ClientError> {
         self.register(member, role, report, ttl).await
+    }
+
+    /// Drops `member` from the live members now, not at its TTL (kind `not_found` if it is
+    /// not a member). Returns the revision of the removal.
+    pub async fn forget_member(&self, member: &str) -> Result<u64, ClientError> {
+        let r: ForgetResponse = self
+            .call::<(), _>(Method::DELETE, &["members", member], &[], None, None)
+            .await?;
+        Ok(r.revision)
     }
 
     /// Live members, by name, with their reports opened; and the cluster revision.

@@ -33,7 +33,8 @@ pub fn holders_from_audit(entries: &[AuditEntry], semaphore: &str) -> Vec<SlotHo
             AuditEvent::Released | AuditEvent::Expired => {
                 held.remove(&token);
             }
-            AuditEvent::RecordCreated | AuditEvent::RecordDeleted => {}
+            AuditEvent::RecordCreated | AuditEvent::RecordDeleted | AuditEvent::MemberForgotten => {
+            }
         }
     }
     held.into_values().collect()

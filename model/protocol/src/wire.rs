@@ -56,6 +56,13 @@ pub struct RegisterResponse {
     pub expires_at_ms: u64,
 }
 
+/// Answer to `DELETE /v1/clusters/{id}/members/{name}` (404 `not_found` if not a member).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgetResponse {
+    /// The cluster revision of the removal.
+    pub revision: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Member {
     pub name: String,
@@ -208,6 +215,8 @@ pub enum ChangeKind {
     RecordExpired,
     MemberUp,
     MemberExpired,
+    /// Dropped on request (`DELETE /members/{name}`, `muster remove`) before its TTL ran out.
+    MemberForgotten,
     SemaphoreGranted,
     SemaphoreReleased,
     SemaphoreExpired,
@@ -242,6 +251,8 @@ pub enum AuditEvent {
     Expired,
     RecordCreated,
     RecordDeleted,
+    /// A member dropped on request (`DELETE /members/{name}`); `subject` is its name.
+    MemberForgotten,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,7 +11,12 @@
 //!    decisions are `protocol::drain`'s), delete the Node.
 //! 3. etcd: remove the node's member (control planes with stacked etcd).
 //! 4. The rendezvous: the `removed.NODE` tombstone, after which `muster status` shows the
-//!    node as removed and the node's agent, if still running, stops (it never rejoins).
+//!    node as removed and the node's agent, if still running, stops (it never rejoins);
+//!    then its membership is forgotten at once (`DELETE /members/NODE`) instead of
+//!    lingering until its TTL runs out.
+//!
+//! `muster remove --forget-tombstone NODE` ([`forget_tombstones`]) deletes the tombstone
+//! again, so a replacement machine of the same name joins without a `muster reset`.
 //!
 //! Every step is idempotent: a Node or member already gone is skipped, so a removal cut
 //! short is finished by running it again.
@@ -59,6 +64,17 @@ pub struct Removed {
     pub etcd_member: Option<String>,
     /// The etcd voters left, and how many were healthy, after the removal.
     pub etcd_voters_after: Option<u32>,
+    /// It was a live member at the rendezvous and was forgotten there (not left to expire).
+    pub member_forgotten: bool,
+}
+
+/// A tombstone `muster remove --forget-tombstone` was asked to clear.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClearedTombstone {
+    pub node: String,
+    /// There was one (false: the node was not tombstoned, nothing changed).
+    pub cleared: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -332,6 +348,16 @@ impl Session<'_> {
         }
     }
 
+    /// Drops `node` from the rendezvous members now; false if it was no member.
+    async fn forget_member(&self, node: &str) -> Result<bool, RemoveError> {
+        let client = self.dir.client(Duration::from_secs(5))?;
+        match client.forget_member(node).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => Ok(false),
+            Err(e) => Err(self.dir.rendezvous_error(e).into()),
+        }
+    }
+
     /// Checks quorum, then carries out every step for `node`.
     async fn remove(
         &self,
@@ -394,6 +420,10 @@ impl Session<'_> {
         }
         self.tombstone(node, &role).await?;
         progress(&format!("{node}: removed (tombstone at the rendezvous)"));
+        let member_forgotten = self.forget_member(node).await?;
+        if member_forgotten {
+            progress(&format!("{node}: forgotten as a rendezvous member"));
+        }
         Ok(Removed {
             node: node.to_string(),
             role,
@@ -401,6 +431,7 @@ impl Session<'_> {
             evicted,
             etcd_member,
             etcd_voters_after,
+            member_forgotten,
         })
     }
 }
@@ -432,6 +463,38 @@ pub async fn remove(
         api_server: s.server,
         removed,
     })
+}
+
+/// `muster remove --forget-tombstone NODE…`: deletes each node's `removed.NODE` tombstone
+/// so a machine of the same name (a replacement built from a rebuilt output) joins like a
+/// new node, without retiring the whole assembly (`muster reset`). Only the rendezvous is
+/// touched: the old node's Node object and etcd member must already be gone (`muster
+/// remove` did that). A node without a tombstone is reported, not an error.
+pub async fn forget_tombstones(
+    dir: &BuildDir,
+    nodes: &[String],
+    timeout: Duration,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<ClearedTombstone>, RemoveError> {
+    let client = dir.client(timeout)?;
+    let mut out = Vec::new();
+    for node in nodes {
+        let cleared = match client.delete(&removal::tombstone_key(node), None).await {
+            Ok(_) => true,
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => false,
+            Err(e) => return Err(dir.rendezvous_error(e).into()),
+        };
+        progress(&if cleared {
+            format!("{node}: tombstone cleared: a machine of this name may join again")
+        } else {
+            format!("{node}: not tombstoned, nothing to clear")
+        });
+        out.push(ClearedTombstone {
+            node: node.clone(),
+            cleared,
+        });
+    }
+    Ok(out)
 }
 
 /// What `--prune` removes: Node objects and etcd members the plan does not name, workers
@@ -490,7 +553,7 @@ pub fn render(r: &RemoveReport) -> String {
     let mut o = String::new();
     for n in &r.removed {
         o.push_str(&format!(
-            "{} ({}): {}, {} pod(s) evicted, {}\n",
+            "{} ({}): {}, {} pod(s) evicted, {}, {}\n",
             n.node,
             n.role,
             if n.node_deleted {
@@ -502,10 +565,18 @@ pub fn render(r: &RemoveReport) -> String {
             match (&n.etcd_member, n.etcd_voters_after) {
                 (Some(id), Some(v)) => format!("etcd member {id} removed ({v} voters left)"),
                 _ => "no etcd member".to_string(),
+            },
+            if n.member_forgotten {
+                "forgotten at the rendezvous"
+            } else {
+                "no live rendezvous member"
             }
         ));
     }
     o.push_str("removed nodes are tombstoned at the rendezvous: their agents stop, and they never rejoin\n");
+    o.push_str(
+        "(to let a replacement of the same name join: muster remove --forget-tombstone NODE)\n",
+    );
     o
 }
 
@@ -553,6 +624,7 @@ mod tests {
                 evicted: vec![],
                 etcd_member: Some("8e9e05c52164694d".into()),
                 etcd_voters_after: Some(2),
+                member_forgotten: true,
             }],
         };
         let t = render(&r);
@@ -561,5 +633,6 @@ mod tests {
             t.contains("etcd member 8e9e05c52164694d removed (2 voters left)"),
             "{t}"
         );
+        assert!(t.contains("forgotten at the rendezvous"), "{t}");
     }
 }
