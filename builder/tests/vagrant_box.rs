@@ -1,35 +1,25 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
-//! A cluster assembles under REAL Vagrant and vagrant-libvirt (Debian's vagrant 2.3.4,
-//! vagrant-libvirt 0.11.2, libvirtd 9.0 driving QEMU) from `muster build`'s multi-node
-//! Vagrantfile, meeting at a `muster rendezvous` on the host (issue 16). The spec is seed
-//! 000's (the Vagrant example: kubeadm, cilium from the user's manifest, the cluster network
-//! on eth1) cut down to 1 control plane + 1 worker, keepalived for the VIP, small sizes.
-//! `muster build`, `muster lab image` (the TEST image: kubeadm, kubelet, kubectl from the
-//! stand-in packages through the user's install path `--artifacts`, the stand-in images
-//! pre-pulled, the API server's stand-in copied in as vm_cluster.rs does), `vagrant box add`
-//! of its `node-libvirt.box`, then `vagrant up --parallel` of both machines (each machine's
-//! trigger uploads its NoCloud seed into the pool, attached as vdb). On the host, on the
-//! cluster network's address (the spec's gateway): `muster rendezvous` with the build's keys
-//! and certificate, and an NTP server (the TEST image's chrony syncs with the gateway).
-//! Checked from outside: `muster status --json` (every planned node done at the rendezvous,
-//! the API endpoint answering TLS), `vagrant ssh` to each machine as the spec's access user
-//! (host name, identity, the cluster address on eth1, cloud-init's NoCloud datasource, the
-//! nodeagent unit active and `nodeagent status --json` done), and the real kubectl of the
-//! spec's minor through the VIP with the kubeconfig `muster kubeconfig` writes (both Nodes).
-//! Then `vagrant destroy -f`, `vagrant box remove`, and the pool and networks are removed.
+//! The Vagrant box boots under REAL Vagrant and vagrant-libvirt (Debian's vagrant 2.3.4,
+//! vagrant-libvirt 0.11.2, libvirtd 9.0 driving QEMU): `muster build` of a one-node spec
+//! for `platform: vagrant/libvirt`, `muster image build` (the product image, real nodeagent,
+//! no stand-ins), `vagrant box add` of `node-libvirt.box`, `vagrant up` from the generated
+//! Vagrantfile (its trigger uploads the node's NoCloud seed into the pool and attaches it as
+//! vdb), then from outside: `vagrant ssh` as the spec's access user (key from the seed via
+//! ssh-agent) reads the host name, the identity, the cluster address on eth1, cloud-init's
+//! `/run/cloud-init/status.json` (datasource `DataSourceNoCloud [seed=/dev/vdb]`, stages
+//! without errors) and the nodeagent unit as systemd sees it. Then `vagrant destroy -f`,
+//! `vagrant box remove`, and the pool and networks are removed.
 //!
 //! No KVM here: the Vagrantfile runs with `MUSTER_LIBVIRT_DRIVER=qemu` (libvirt domain type
 //! `qemu`, TCG). Nothing leaves the machine: the management network and the cluster network
 //! are isolated libvirt networks (no forwarding, no DNS on the cluster network), and Vagrant
-//! keeps its state in the test's own `VAGRANT_HOME`.
-//! Stand-ins (cannot be downloaded here): kubeadm (inside the kubeadm package), kubelet and
-//! kubectl (packaged), kube-apiserver (TEST image only), the cilium manifest (a small
-//! fixture standing in for the user's rendered one).
+//! keeps its state in the test's own `VAGRANT_HOME`. There is no rendezvous, so the agent
+//! stays in its preflight/backoff loop (`activating`); that it runs and reports its status
+//! to systemd is what is checked, not assembly (the VM cluster tests do that).
 //!
-//! Root, slow (minutes of emulated boot): runs only with `MUSTER_VM_TESTS=1` (`.ci/run`).
+//! Root, slow (~4 min of emulated boot): runs only with `MUSTER_VM_TESTS=1` (`.ci/run`).
 //! Starts `virtlogd` and `libvirtd` itself when libvirt does not answer (and stops what it
-//! started). Needs scripts/deps/images.sh and vagrant-libvirt.sh, and the binaries `cargo
-//! test --workspace` builds (muster, nodeagent, the stand-ins).
+//! started). Needs scripts/deps/images.sh and vagrant-libvirt.sh.
 
 mod common;
 
@@ -38,12 +28,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CLUSTER: &str = "vbox";
-/// The spec's nodes and their cluster addresses (its address plan).
-const NODES: [(&str, &str); 2] = [("vbox-cp-1", "10.253.0.11"), ("vbox-w-1", "10.253.0.21")];
-const GATEWAY: &str = "10.253.0.1";
-const VIP: &str = "10.253.0.10";
-/// From `vagrant up`'s return to every node done at the rendezvous.
-const PATIENCE: Duration = Duration::from_secs(15 * 60);
+const NODE: &str = "vbox-cp-1";
+const NODE_IP: &str = "10.253.0.11";
 const BOX: &str = "muster-vagrant-test";
 const POOL: &str = "muster-vagrant-test";
 /// The Vagrantfile names the cluster network `muster-<cluster>`.
@@ -59,37 +45,47 @@ fn enabled() -> bool {
     false
 }
 
-/// Seed 000's spec (the Vagrant example), cut down to what two emulated VMs can carry:
-/// 1 control plane + 1 worker, small sizes, keepalived for the VIP (the TEST image's
-/// kube-vip stand-in is keepalived anyway), cilium from the user's manifest only (no
-/// longhorn or ingress-nginx), the isolated test networks, the test's box and access key.
 fn spec(pubkey: &str) -> String {
-    let example = common::repo().join("examples/seed-000-kubeadm-kube-vip.yaml");
-    let mut v: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&example).unwrap()).unwrap();
-    let yaml = |text: &str| -> serde_yaml::Value { serde_yaml::from_str(text).unwrap() };
-    v["metadata"]["name"] = CLUSTER.into();
-    let s = &mut v["spec"];
-    assert_eq!(
-        s["platform"]["type"], "vagrant",
-        "seed 000 is the Vagrant example"
-    );
-    assert_eq!(s["network"]["interface"], "eth1");
-    s["addons"] = yaml("{cni: cilium, manifests: [{name: cilium, file: cilium.yaml}]}");
-    s["topology"] = yaml("{controlPlanes: 1, workers: 1}");
-    s["sizes"] = yaml(
-        "{controlPlane: {cpus: 2, memoryMiB: 2048, diskGiB: 8}, worker: {cpus: 2, memoryMiB: 1536, diskGiB: 8}}",
-    );
-    s["network"]["subnet"] = "10.253.0.0/24".into();
-    s["network"]["gateway"] = GATEWAY.into();
-    s["network"]["dns"] = yaml(&format!("[{GATEWAY}]"));
-    s["ha"] = yaml(&format!("{{provider: keepalived, vip: {VIP}}}"));
-    s["rendezvous"] = yaml(&format!("{{url: \"https://{GATEWAY}:7443\"}}"));
-    s["platform"]["box"] = BOX.into();
-    s["access"] = yaml(&format!(
-        "{{user: muster, sshAuthorizedKeys: [\"{pubkey}\"]}}"
-    ));
-    serde_yaml::to_string(&v).unwrap()
+    format!(
+        "apiVersion: muster.dev/v1
+kind: Cluster
+metadata:
+  name: {CLUSTER}
+spec:
+  distribution:
+    kind: kubeadm
+    version: \"v1.31.4\"
+  topology:
+    controlPlanes: 1
+    workers: 0
+  sizes:
+    controlPlane: {{ cpus: 2, memoryMiB: 2048, diskGiB: 8 }}
+  network:
+    subnet: 10.253.0.0/24
+    gateway: 10.253.0.1
+    dns: [10.253.0.1]
+    interface: eth1            # Vagrant's management NIC is eth0
+    addressPlan:
+      controlPlanes: 11
+  ha:
+    provider: keepalived
+    vip: 10.253.0.10
+  addons:
+    cni: cilium                # the user's rendered manifest (a small fixture standing in
+    manifests:                 # for it): a local file's images are not pre-pulled
+    - name: cilium
+      file: cilium.yaml
+  rendezvous:
+    url: \"https://10.253.0.1:7443\"
+  platform:
+    type: vagrant
+    provider: libvirt
+    box: {BOX}
+  access:
+    user: muster
+    sshAuthorizedKeys: [\"{pubkey}\"]
+"
+    )
 }
 
 /// Merged under the generated Vagrantfile (which does not set them): the management network
@@ -206,9 +202,6 @@ struct Vagrant {
     home: PathBuf,
     agent_sock: PathBuf,
     agent: Child,
-    /// `muster rendezvous` and the NTP server on the cluster network's host address.
-    rendezvous: Option<Child>,
-    ntp: Option<muster_lab::vm::ntp::NtpServer>,
 }
 
 impl Vagrant {
@@ -226,11 +219,8 @@ impl Vagrant {
         c
     }
 
-    fn ssh(&self, node: &str, script: &str) -> String {
-        output(
-            &format!("vagrant ssh {node}"),
-            self.cmd().args(["ssh", node, "-c", script]),
-        )
+    fn ssh(&self, script: &str) -> String {
+        output("vagrant ssh", self.cmd().args(["ssh", NODE, "-c", script]))
     }
 }
 
@@ -255,11 +245,6 @@ impl Drop for Vagrant {
         }
         let _ = self.agent.kill();
         let _ = self.agent.wait();
-        if let Some(mut r) = self.rendezvous.take() {
-            let _ = r.kill();
-            let _ = r.wait();
-        }
-        drop(self.ntp.take());
         eprintln!(
             "clean-up: vagrant destroy {destroyed}, box remove {removed}, pool and networks removed ({:.1}s)",
             t.elapsed().as_secs_f64()
@@ -277,83 +262,13 @@ fn section<'a>(text: &'a str, name: &str) -> &'a str {
     &rest[..rest.find("@@ ").unwrap_or(rest.len())]
 }
 
-/// `muster status --json` once (it exits non-zero while the cluster is not all done).
-fn status(muster: &std::path::Path, build: &std::path::Path) -> Option<serde_json::Value> {
-    let o = Command::new(muster)
-        .args(["status", "--json", "--timeout", "5s", "--out"])
-        .arg(build)
-        .stderr(Stdio::null())
-        .output()
-        .unwrap();
-    serde_json::from_slice(&o.stdout).ok()
-}
-
-/// The nodes' phases as `muster status` shows them, for the progress lines.
-fn phases(s: &serde_json::Value) -> String {
-    s["nodes"]
-        .as_array()
-        .map(|ns| {
-            ns.iter()
-                .map(|n| {
-                    let live = if n["live"] == true { "" } else { " (absent)" };
-                    format!("{} {}{live}", n["name"].as_str().unwrap_or("?"), n["phase"])
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default()
-}
-
-/// Starts `muster rendezvous` on the host's cluster-network address with the build's keys
-/// and certificate, and waits until it listens.
-fn start_rendezvous(
-    muster: &std::path::Path,
-    build: &std::path::Path,
-    d: &std::path::Path,
-) -> Child {
-    use muster_build::bake::{RENDEZVOUS_KEYS_DIR, rendezvous_cert};
-    let log = std::fs::File::create(d.join("rendezvous.log")).unwrap();
-    let mut child = Command::new(muster)
-        .arg("rendezvous")
-        .args(["--listen", &format!("{GATEWAY}:7443")])
-        .arg("--data")
-        .arg(d.join("rendezvous-data"))
-        .arg("--keys")
-        .arg(build.join(RENDEZVOUS_KEYS_DIR))
-        .arg("--cert")
-        .arg(build.join(rendezvous_cert::CERT_FILE))
-        .arg("--key")
-        .arg(build.join(rendezvous_cert::KEY_FILE))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect((GATEWAY, 7443)).is_err() {
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!(
-                "muster rendezvous exited ({st}): {}",
-                std::fs::read_to_string(d.join("rendezvous.log")).unwrap_or_default()
-            );
-        }
-        assert!(Instant::now() < deadline, "the rendezvous does not listen");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    child
-}
-
 #[test]
-fn a_control_plane_and_a_worker_assemble_under_vagrant_libvirt() {
+fn the_vagrant_box_boots_under_vagrant_libvirt() {
     if !enabled() {
         return;
     }
-    let whole = Instant::now();
     let muster = muster_bin("muster");
     let nodeagent = muster_bin("nodeagent");
-    for s in muster_lab::test_image::STANDINS {
-        muster_bin(s);
-    }
     let tmp =
         tempfile::tempdir_in(std::env::var_os("MUSTER_VM_WORKDIR").unwrap_or("/var/tmp".into()))
             .unwrap();
@@ -393,48 +308,35 @@ fn a_control_plane_and_a_worker_assemble_under_vagrant_libvirt() {
     )
     .unwrap();
 
-    // ---- muster build + muster lab image (the TEST image)
+    // ---- muster build + muster image build (the product image)
     let build = d.join("build");
     output(
         "muster build",
         &mut common::muster_build(&muster, &spec_path, &build, &nodeagent),
     );
-    let vagrantfile = std::fs::read_to_string(build.join("Vagrantfile")).unwrap();
-    for (n, ip) in NODES {
-        assert!(
-            vagrantfile.contains(&format!("name: '{n}'")) && vagrantfile.contains(ip),
-            "{n} ({ip}) is not in the Vagrantfile:\n{vagrantfile}"
-        );
-    }
     let image_dir = d.join("image");
     let t = Instant::now();
     // The user's install path from --artifacts: the stand-in .debs through apt, the
-    // stand-in images pre-pulled (upstream is unreachable here); the API server's stand-in
-    // copied in (TEST image only).
+    // stand-in images pre-pulled (upstream is unreachable here).
     let arts = d.join("artifacts");
     let cluster = muster_build::spec_source::load(Some(&spec_path))
         .unwrap()
         .cluster;
     common::artifacts::standin_artifacts(&arts, &cluster);
-    let report: serde_json::Value = serde_json::from_str(&output(
-        "muster lab image",
+    output(
+        "muster image build",
         Command::new(&muster)
-            .args(["lab", "image", "--json", "--artifacts"])
+            .args(["image", "build", "--json", "--artifacts"])
             .arg(&arts)
-            .arg("--standins")
-            .arg(muster_lab::standins::target_bin_dir())
             .arg("--out")
             .arg(&image_dir)
             .arg(&spec_path)
             .arg("--payload")
             .arg(build.join("payload.tar.gz")),
-    ))
-    .unwrap();
+    );
     let image_secs = t.elapsed().as_secs_f64();
-    let stand_ins = common::test_image_standins(&report);
-    assert_eq!(stand_ins, ["apiserver-standin"], "{report:#}");
 
-    // ---- libvirt: the pool the seeds and the disks go to, the isolated cluster network
+    // ---- libvirt: the pool the seed and the disks go to, the isolated cluster network
     let pool_dir = d.join("pool");
     std::fs::create_dir(&pool_dir).unwrap();
     output(
@@ -460,14 +362,6 @@ fn a_control_plane_and_a_worker_assemble_under_vagrant_libvirt() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let mut v = Vagrant {
-        build: build.clone(),
-        home,
-        agent_sock: agent_sock.clone(),
-        agent,
-        rendezvous: None,
-        ntp: None,
-    };
     let deadline = Instant::now() + Duration::from_secs(10);
     while !agent_sock.exists() {
         assert!(Instant::now() < deadline, "ssh-agent made no socket");
@@ -479,15 +373,14 @@ fn a_control_plane_and_a_worker_assemble_under_vagrant_libvirt() {
             .arg(&key)
             .env("SSH_AUTH_SOCK", &agent_sock),
     );
+    let v = Vagrant {
+        build: build.clone(),
+        home,
+        agent_sock,
+        agent,
+    };
 
-    // ---- on the host, on the cluster network's address: the rendezvous and NTP
-    v.rendezvous = Some(start_rendezvous(&muster, &build, d));
-    v.ntp = Some(
-        muster_lab::vm::ntp::NtpServer::start(None, format!("{GATEWAY}:123").parse().unwrap())
-            .unwrap(),
-    );
-
-    // ---- vagrant box add + vagrant up, both machines at once
+    // ---- vagrant box add + vagrant up
     let t = Instant::now();
     output(
         "vagrant box add",
@@ -497,11 +390,7 @@ fn a_control_plane_and_a_worker_assemble_under_vagrant_libvirt() {
     );
     let box_add_secs = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let up = v
-        .cmd()
-        .args(["up", "--provider=libvirt", "--parallel"])
-        .output()
-        .unwrap();
+    let up = v.cmd().args(["up", "--provider=libvirt"]).output().unwrap();
     let up_secs = t.elapsed().as_secs_f64();
     let up_log = String::from_utf8_lossy(&up.stdout).replace('\r', "\n");
     let up_lines: Vec<&str> = up_log
@@ -513,203 +402,103 @@ fn a_control_plane_and_a_worker_assemble_under_vagrant_libvirt() {
         eprintln!("{}", String::from_utf8_lossy(&up.stderr));
         panic!("vagrant up failed ({})", up.status);
     }
-    for (n, _) in NODES {
-        // vagrant-libvirt made a `qemu` (TCG) domain from the box and the node's seed
-        let mine: Vec<&str> = up_lines
-            .iter()
-            .copied()
-            .filter(|l| l.contains(&format!("==> {n}:")))
-            .collect();
-        assert!(
-            mine.iter()
-                .any(|l| l.contains("Domain type:") && l.ends_with("qemu")),
-            "{n}: {up_log}"
-        );
-        assert!(
-            mine.iter()
-                .any(|l| l.contains("Disk(vdb):") && l.contains(&format!("muster-{n}-seed.img"))),
-            "{n}: {up_log}"
-        );
-        assert!(
-            mine.iter().any(|l| l.contains("Machine booted and ready!")),
-            "{n}: {up_log}"
-        );
-    }
-
-    // ---- the agents assemble at the host's rendezvous
-    let t = Instant::now();
-    let mut last = String::new();
-    let assembled = loop {
-        let s = status(&muster, &build);
-        if let Some(s) = &s {
-            let line = phases(s);
-            if line != last {
-                eprintln!("[{:>6.1}s after up] {line}", t.elapsed().as_secs_f64());
-                last = line;
-            }
-            if s["allDone"] == true {
-                break s.clone();
-            }
-        }
-        if t.elapsed() > PATIENCE {
-            for (n, _) in NODES {
-                let log = v
-                    .cmd()
-                    .args([
-                        "ssh",
-                        n,
-                        "-c",
-                        "sudo journalctl -u nodeagent.service -o cat --no-pager | tail -n 40",
-                    ])
-                    .output();
-                if let Ok(o) = log {
-                    eprintln!(
-                        "==== {n}: nodeagent\n{}",
-                        String::from_utf8_lossy(&o.stdout)
-                    );
-                }
-            }
-            eprintln!(
-                "==== rendezvous log\n{}",
-                std::fs::read_to_string(d.join("rendezvous.log")).unwrap_or_default()
-            );
-            panic!("not assembled {PATIENCE:?} after vagrant up: {s:#?}");
-        }
-        std::thread::sleep(Duration::from_secs(5));
-    };
-    let assemble_secs = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    for (n, _) in NODES {
-        let row = assembled["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == n)
-            .unwrap_or_else(|| panic!("{n} is not in muster status: {assembled:#}"));
-        assert_eq!(row["done"], true, "{n}: {row:#}");
-        assert_eq!(row["live"], true, "{n}: {row:#}");
-    }
+    // vagrant-libvirt made a `qemu` (TCG) domain from the box and the seed volume
     assert!(
-        assembled["initialized"]["node"] == NODES[0].0,
-        "the control plane initialized the cluster: {assembled:#}"
+        up_lines
+            .iter()
+            .any(|l| l.contains("Domain type:") && l.ends_with("qemu")),
+        "{up_log}"
     );
-    assert_eq!(
-        assembled["api"]["tls"], true,
-        "the API through the VIP: {assembled:#}"
+    assert!(
+        up_lines
+            .iter()
+            .any(|l| l.contains("Disk(vdb):") && l.contains(&format!("muster-{NODE}-seed.img"))),
+        "{up_log}"
+    );
+    assert!(
+        up_lines
+            .iter()
+            .any(|l| l.contains("Machine booted and ready!")),
+        "{up_log}"
     );
 
     // ---- from outside, over `vagrant ssh` as the spec's user
-    for (n, ip) in NODES {
-        let out = v.ssh(
-            n,
-            "echo '@@ hostname'; hostname; \
-             echo '@@ identity'; cat /etc/muster/node.json; \
-             echo '@@ addresses'; ip -4 -o addr show; \
-             echo '@@ cloud-init'; cat /run/cloud-init/status.json; \
-             echo '@@ nodeagent'; systemctl show nodeagent.service -p Type -p ActiveState -p SubState -p StatusText; \
-             echo '@@ status'; sudo nodeagent status --json; \
-             echo '@@ user'; id -un; \
-             echo '@@ end'",
-        );
-        eprintln!("{out}");
-        assert_eq!(section(&out, "hostname").trim(), n);
-        let identity: serde_json::Value = serde_json::from_str(section(&out, "identity")).unwrap();
-        assert_eq!(identity["name"], n);
-        assert!(
-            section(&out, "addresses")
-                .lines()
-                .any(|l| l.contains("eth1") && l.contains(&format!("inet {ip}/24"))),
-            "{n}: the seed's address is not on eth1: {out}"
-        );
-        assert!(
-            section(&out, "addresses")
-                .lines()
-                .any(|l| l.contains("eth0") && l.contains("inet 10.254.121.")),
-            "{n}: Vagrant's management NIC has no DHCP address: {out}"
-        );
-        // cloud-init read the seed volume vagrant attached, and its stages ran without errors
-        let status: serde_json::Value = serde_json::from_str(section(&out, "cloud-init")).unwrap();
-        let v1 = &status["v1"];
-        assert!(
-            v1["datasource"]
-                .as_str()
-                .is_some_and(|d| d.starts_with(muster_lab::vm::cluster::SEED_MARKER)),
-            "{n}: {v1:#}"
-        );
-        // Every stage ran without errors, and the last one (modules-final, after
-        // multi-user.target, which waited for the agent's READY=1) finished. Seen here:
-        // the control plane's `modules-config` entry stays null although cloud-config ran
-        // before cloud-final (systemd orders them), so only its errors are checked.
-        for stage in ["init-local", "init", "modules-config", "modules-final"] {
-            assert_eq!(
-                v1[stage]["errors"],
-                serde_json::json!([]),
-                "{n}: {stage}: {v1:#}"
-            );
-        }
-        for stage in ["init-local", "init", "modules-final"] {
-            assert!(v1[stage]["finished"].is_number(), "{n}: {stage}: {v1:#}");
-        }
-        assert_eq!(section(&out, "user").trim(), "muster");
-        let unit = section(&out, "nodeagent");
-        assert!(unit.contains("Type=notify"), "{n}: {unit}");
-        assert!(unit.contains("ActiveState=active"), "{n}: {unit}");
-        assert!(unit.contains("SubState=running"), "{n}: {unit}");
-        let s: serde_json::Value = serde_json::from_str(section(&out, "status")).unwrap();
-        assert_eq!(s["thisNode"]["node"], n, "{n}: {s:#}");
-        assert_eq!(s["thisNode"]["phase"], "done", "{n}: {s:#}");
-        assert_eq!(s["cluster"]["initializedBy"], NODES[0].0, "{n}: {s:#}");
-    }
-
-    // ---- the real kubectl through the VIP, with the kubeconfig `muster kubeconfig` writes
-    let kc = d.join("kube").join("admin.kubeconfig");
-    std::fs::create_dir_all(kc.parent().unwrap()).unwrap();
-    output(
-        "muster kubeconfig",
-        Command::new(&muster)
-            .args(["kubeconfig", "--out"])
-            .arg(&build)
-            .arg("--write")
-            .arg(&kc),
+    let out = v.ssh(
+        // `vagrant up` returns once ssh answers: first wait (up to 10 min) for cloud-init's
+        // config stage. Its final stage waits for multi-user.target, which waits for the
+        // agent's READY=1: never, without a rendezvous.
+        "for _ in $(seq 600); do python3 -c \"import json,sys; \
+           d=json.load(open('/run/cloud-init/status.json'))['v1']; \
+           sys.exit(0 if d['modules-config']['finished'] else 1)\" 2>/dev/null && break; sleep 1; done; \
+         echo '@@ hostname'; hostname; \
+         echo '@@ identity'; cat /etc/muster/node.json; \
+         echo '@@ addresses'; ip -4 -o addr show; \
+         echo '@@ cloud-init'; cat /run/cloud-init/status.json; \
+         echo '@@ nodeagent'; systemctl show nodeagent.service -p Type -p ActiveState -p MainPID -p StatusText; \
+         echo '@@ user'; id -un; \
+         echo '@@ agent log'; sudo journalctl -u nodeagent.service -o cat --no-pager | tail -n 5; \
+         echo '@@ end'",
+    );
+    eprintln!("{out}");
+    assert_eq!(section(&out, "hostname").trim(), NODE);
+    let identity: serde_json::Value = serde_json::from_str(section(&out, "identity")).unwrap();
+    assert_eq!(identity["name"], NODE);
+    assert!(
+        section(&out, "addresses")
+            .lines()
+            .any(|l| l.contains("eth1") && l.contains(&format!("inet {NODE_IP}/24"))),
+        "the seed's address is not on eth1: {out}"
     );
     assert!(
-        std::fs::read_to_string(&kc)
-            .unwrap()
-            .contains(&format!("https://{VIP}:6443")),
-        "the kubeconfig does not name the VIP"
+        section(&out, "addresses")
+            .lines()
+            .any(|l| l.contains("eth0") && l.contains("inet 10.254.121.")),
+        "Vagrant's management NIC has no DHCP address: {out}"
     );
-    let version = cluster.distribution.version.to_string();
-    match muster_lab::standins::real_kubectl(&version).unwrap() {
-        Some(kubectl) => {
-            let nodes = output(
-                "kubectl get nodes",
-                Command::new(&kubectl)
-                    .env("HOME", kc.parent().unwrap())
-                    .arg("--kubeconfig")
-                    .arg(&kc)
-                    .args(["--request-timeout=20s", "get", "nodes", "-o", "name"]),
-            );
-            let mut got: Vec<&str> = nodes
-                .lines()
-                .map(|l| l.trim_start_matches("node/"))
-                .collect();
-            got.sort();
-            assert_eq!(
-                got,
-                NODES.map(|(n, _)| n),
-                "kubectl get nodes through {VIP}"
-            );
-            eprintln!("kubectl {} through {VIP}: {got:?}", kubectl.display());
-        }
-        None => eprintln!("no real kubectl for {version}: the API was checked by muster status"),
+    // cloud-init read the seed volume vagrant attached, and its stages ran without errors
+    let status: serde_json::Value = serde_json::from_str(section(&out, "cloud-init")).unwrap();
+    let v1 = &status["v1"];
+    assert!(
+        v1["datasource"]
+            .as_str()
+            .is_some_and(|d| d.starts_with(muster_lab::vm::cluster::SEED_MARKER)),
+        "{v1:#}"
+    );
+    for stage in ["init-local", "init", "modules-config"] {
+        assert!(v1[stage]["finished"].is_number(), "{stage}: {v1:#}");
+        assert_eq!(
+            v1[stage]["errors"],
+            serde_json::json!([]),
+            "{stage}: {v1:#}"
+        );
     }
-    let check_secs = t.elapsed().as_secs_f64();
+    assert_eq!(section(&out, "user").trim(), "muster");
+    let unit = section(&out, "nodeagent");
+    assert!(unit.contains("Type=notify"), "{unit}");
+    assert!(
+        unit.lines()
+            .any(|l| l.strip_prefix("MainPID=").is_some_and(|p| p != "0")),
+        "nodeagent is not running: {unit}"
+    );
+    // No rendezvous on this network: the agent runs and tells systemd why it waits.
+    assert!(
+        unit.contains("ActiveState=activating") || unit.contains("ActiveState=active"),
+        "{unit}"
+    );
+    assert!(
+        unit.lines()
+            .any(|l| l.strip_prefix("StatusText=").is_some_and(|s| !s.is_empty())),
+        "no STATUS= from the agent: {unit}"
+    );
+    assert!(
+        !section(&out, "agent log").trim().is_empty(),
+        "the agent logged nothing"
+    );
 
     let t = Instant::now();
     drop(v);
     common::measured(format_args!(
-        "vagrant 1+1 (TCG): image build {image_secs:.1}s, box add {box_add_secs:.1}s, vagrant up --parallel {up_secs:.1}s, up to assembled {assemble_secs:.1}s, checks {check_secs:.1}s, destroy + clean-up {:.1}s; whole test {:.1}s",
-        t.elapsed().as_secs_f64(),
-        whole.elapsed().as_secs_f64()
+        "vagrant box (TCG): image build {image_secs:.1}s, box add {box_add_secs:.1}s, vagrant up {up_secs:.1}s, destroy + clean-up {:.1}s",
+        t.elapsed().as_secs_f64()
     ));
 }
