@@ -158,7 +158,9 @@ pub fn assert_ready_and_rolled_out(
     };
     let (cps, workers) = (named("control-plane"), named("worker"));
     let nodes: Vec<String> = cps.iter().chain(&workers).cloned().collect();
-    let cp = cps.first().expect("a cluster without a control plane");
+    let Some(cp) = cps.first() else {
+        panic!("a cluster without a control plane")
+    };
     let from = workers.first().unwrap_or(cp).as_str();
     let k8s_version = k8s_version.as_str();
     let Some(kubectl) = muster_lab::standins::real_kubectl(k8s_version)
