@@ -233,45 +233,7 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
     assert_eq!(order, want, "lock order: {events:?}");
 
     // ---- the real kubectl sees every Node at the new version through the VIP
-    if let Some(kubectl) = muster_lab::standins::real_kubectl(TO).unwrap() {
-        let kc = dir.join("admin.kubeconfig");
-        let from = workers[0].clone();
-        muster_tests::harness::write_admin_kubeconfig(&lab, &bin_dir().join("muster"), &from, &kc);
-        let out = muster_tests::harness::real_kubectl_in(
-            &lab,
-            &kubectl,
-            &kc,
-            &from,
-            &["get", "nodes", "-o", "json"],
-        );
-        assert!(out.ok(), "kubectl get nodes: {}", out.all());
-        let v: Value = serde_json::from_str(&out.stdout).unwrap();
-        let mut seen: Vec<(String, String, bool)> = v["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| {
-                (
-                    n["metadata"]["name"].as_str().unwrap().to_string(),
-                    n["status"]["nodeInfo"]["kubeletVersion"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string(),
-                    n["spec"]["unschedulable"].as_bool().unwrap_or(false),
-                )
-            })
-            .collect();
-        seen.sort();
-        let mut names = all.clone();
-        names.sort();
-        let want: Vec<(String, String, bool)> = names
-            .into_iter()
-            .map(|n| (n, TO.to_string(), false))
-            .collect();
-        assert_eq!(seen, want, "nodes as the real kubectl reads them");
-    } else {
-        eprintln!("no real kubectl for {TO}: the Node versions were not read by it");
-    }
+    assert_nodes_at(&lab, &dir, &workers[0], &all, TO);
     eprintln!(
         "TEST DURATION lab_upgrade: {:.1}s (assembly {:.1}s, roll {:.1}s)",
         began.elapsed().as_secs_f64(),
@@ -279,6 +241,48 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
         roll.as_secs_f64()
     );
     muster_tests::harness::finish(lab);
+}
+
+/// The real kubectl at `version`'s minor, through the VIP from `from`, reads every one of
+/// `all` at `version` and not cordoned.
+fn assert_nodes_at(lab: &Lab, dir: &Path, from: &str, all: &[String], version: &str) {
+    let Some(kubectl) = muster_lab::standins::real_kubectl(version).unwrap() else {
+        eprintln!("no real kubectl for {version}: the Node versions were not read by it");
+        return;
+    };
+    let kc = dir.join("admin.kubeconfig");
+    muster_tests::harness::write_admin_kubeconfig(lab, &bin_dir().join("muster"), from, &kc);
+    let out = muster_tests::harness::real_kubectl_in(
+        lab,
+        &kubectl,
+        &kc,
+        from,
+        &["get", "nodes", "-o", "json"],
+    );
+    assert!(out.ok(), "kubectl get nodes: {}", out.all());
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    let mut seen: Vec<(String, String, bool)> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["metadata"]["name"].as_str().unwrap().to_string(),
+                n["status"]["nodeInfo"]["kubeletVersion"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                n["spec"]["unschedulable"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut want: Vec<(String, String, bool)> = all
+        .iter()
+        .map(|n| (n.clone(), version.to_string(), false))
+        .collect();
+    want.sort();
+    assert_eq!(seen, want, "nodes as the real kubectl reads them");
 }
 
 // ---------------------------------------------------------------- k3s
@@ -468,46 +472,7 @@ fn a_k3s_cluster_is_upgraded_one_minor_version_servers_first() {
     assert_eq!(order, want, "lock order: {events:?}");
 
     // ---- the real kubectl sees every Node at the new version through the VIP
-    let kubectl = muster_lab::standins::real_kubectl(K3S_TO).unwrap();
-    if let Some(kubectl) = kubectl {
-        let kc = dir.join("admin.kubeconfig");
-        let from = agents[0].clone();
-        muster_tests::harness::write_admin_kubeconfig(&lab, &bin_dir().join("muster"), &from, &kc);
-        let out = muster_tests::harness::real_kubectl_in(
-            &lab,
-            &kubectl,
-            &kc,
-            &from,
-            &["get", "nodes", "-o", "json"],
-        );
-        assert!(out.ok(), "kubectl get nodes: {}", out.all());
-        let v: Value = serde_json::from_str(&out.stdout).unwrap();
-        let mut seen: Vec<(String, String, bool)> = v["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| {
-                (
-                    n["metadata"]["name"].as_str().unwrap().to_string(),
-                    n["status"]["nodeInfo"]["kubeletVersion"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string(),
-                    n["spec"]["unschedulable"].as_bool().unwrap_or(false),
-                )
-            })
-            .collect();
-        seen.sort();
-        let mut names = all.clone();
-        names.sort();
-        let want: Vec<(String, String, bool)> = names
-            .into_iter()
-            .map(|n| (n, K3S_TO.to_string(), false))
-            .collect();
-        assert_eq!(seen, want, "nodes as the real kubectl reads them");
-    } else {
-        eprintln!("no real kubectl for {K3S_TO}: the Node versions were not read by it");
-    }
+    assert_nodes_at(&lab, &dir, &agents[0], &all, K3S_TO);
     eprintln!(
         "TEST DURATION lab_upgrade k3s: {:.1}s (assembly {:.1}s, roll {:.1}s)",
         began.elapsed().as_secs_f64(),
