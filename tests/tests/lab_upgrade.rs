@@ -203,6 +203,27 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
     assert!(status.ok(), "--status after the roll: {}", status.all());
 
     // ---- one holder at a time, every control plane before any worker
+    let mut want = cps.clone();
+    want.sort();
+    let mut w = workers.clone();
+    w.sort();
+    want.extend(w);
+    assert_one_holder_in_order(&lab, &want);
+
+    // ---- the real kubectl sees every Node at the new version through the VIP
+    assert_nodes_at(&lab, &dir, &workers[0], &all, TO);
+    eprintln!(
+        "TEST DURATION lab_upgrade: {:.1}s (assembly {:.1}s, roll {:.1}s)",
+        began.elapsed().as_secs_f64(),
+        assembled.as_secs_f64(),
+        roll.as_secs_f64()
+    );
+    muster_tests::harness::finish(lab);
+}
+
+/// The audit log's upgrade lock: never granted to one node while another holds it, and
+/// first taken by the nodes in exactly the order `want`.
+fn assert_one_holder_in_order(lab: &Lab, want: &[String]) {
     let events = lock_events(&lab.audit().unwrap());
     let mut holder: Option<String> = None;
     let mut order: Vec<String> = Vec::new();
@@ -225,22 +246,7 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
             _ => {}
         }
     }
-    let mut want = cps.clone();
-    want.sort();
-    let mut w = workers.clone();
-    w.sort();
-    want.extend(w);
     assert_eq!(order, want, "lock order: {events:?}");
-
-    // ---- the real kubectl sees every Node at the new version through the VIP
-    assert_nodes_at(&lab, &dir, &workers[0], &all, TO);
-    eprintln!(
-        "TEST DURATION lab_upgrade: {:.1}s (assembly {:.1}s, roll {:.1}s)",
-        began.elapsed().as_secs_f64(),
-        assembled.as_secs_f64(),
-        roll.as_secs_f64()
-    );
-    muster_tests::harness::finish(lab);
 }
 
 /// The real kubectl at `version`'s minor, through the VIP from `from`, reads every one of
@@ -446,30 +452,8 @@ fn a_k3s_cluster_is_upgraded_one_minor_version_servers_first() {
     }
 
     // ---- one holder at a time, every server before the agent
-    let events = lock_events(&lab.audit().unwrap());
-    let mut holder: Option<String> = None;
-    let mut order: Vec<String> = Vec::new();
-    for (event, who) in &events {
-        match event {
-            AuditEvent::Granted => {
-                assert!(
-                    holder.as_ref().is_none_or(|h| h == who),
-                    "{who} granted the upgrade lock while {holder:?} held it: {events:?}"
-                );
-                if holder.is_none() && !order.contains(who) {
-                    order.push(who.clone());
-                }
-                holder = Some(who.clone());
-            }
-            AuditEvent::Released | AuditEvent::Expired => {
-                assert_eq!(holder.as_ref(), Some(who), "{events:?}");
-                holder = None;
-            }
-            _ => {}
-        }
-    }
     let want: Vec<String> = servers.iter().chain(&agents).cloned().collect();
-    assert_eq!(order, want, "lock order: {events:?}");
+    assert_one_holder_in_order(&lab, &want);
 
     // ---- the real kubectl sees every Node at the new version through the VIP
     assert_nodes_at(&lab, &dir, &agents[0], &all, K3S_TO);
