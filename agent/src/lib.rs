@@ -22,3 +22,12 @@ pub mod report;
 pub mod status;
 pub mod systemd;
 pub mod upgrade;
+
+/// Captured real command output in `agent/tests/fixtures` (parsers are tested on it).
+#[cfg(test)]
+pub(crate) fn test_fixture(name: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}

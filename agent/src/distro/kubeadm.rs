@@ -327,14 +327,7 @@ mod tests {
     use crate::exec::FakeRunner;
     use model::node_files::NodeRoot;
 
-    fn fixture(name: &str) -> String {
-        std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures")
-                .join(name),
-        )
-        .unwrap()
-    }
+    use crate::test_fixture as fixture;
 
     fn setup() -> (tempfile::TempDir, Kubeadm<FakeRunner>) {
         let dir = tempfile::tempdir().unwrap();

@@ -288,12 +288,7 @@ mod tests {
         assert!(e.contains("users[0]"), "{e}");
     }
 
-    fn fixture(name: &str) -> String {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name);
-        std::fs::read_to_string(&p).unwrap()
-    }
+    use crate::test_fixture as fixture;
 
     #[test]
     fn init_output_gives_the_control_plane_join() {

@@ -474,12 +474,7 @@ mod tests {
         );
     }
 
-    fn fixture(name: &str) -> String {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name);
-        std::fs::read_to_string(&p).unwrap()
-    }
+    use crate::test_fixture as fixture;
 
     #[test]
     fn packages_install_as_the_upgrade_guide_does_and_the_version_is_read_back() {
