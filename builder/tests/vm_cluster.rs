@@ -659,14 +659,13 @@ fn assembles(distro: Distro, workers: usize) {
     };
     // Exactly one init completed: init grants never overlapped, and under TCG a first init
     // can fail (the stand-in's etcd write timed out): then it was undone (`kubeadm reset`)
-    // before the slot passed on, and the last grant's holder initialized the cluster.
+    // before the slot passed on. The initializer is the holder whose init token fenced the
+    // `initialized` record; a late node may be granted the slot after it, find the record
+    // and release.
     let init = muster_rendezvous::audit::max_concurrent_holders(&audit, "init").unwrap();
     assert_eq!(init, 1, "init grants overlapped");
-    let initializer = audit
-        .iter()
-        .rfind(|e| e.subject == "init" && e.event == AuditEvent::Granted)
-        .and_then(|e| e.holder.clone())
-        .unwrap();
+    let initializer = muster_rendezvous::audit::creator_of(&audit, "init", "initialized")
+        .unwrap_or_else(|| panic!("no fenced `initialized` record in the audit: {audit:?}"));
     eprintln!(
         "init grants: {}; initialized by {initializer}",
         grants("init")

@@ -54,6 +54,23 @@ pub fn max_concurrent_holders(
     Ok(max)
 }
 
+/// The holder whose fenced write created `record` (e.g. `initialized`): the grant of
+/// `semaphore` carrying the token the creation was fenced with. A late node may still be
+/// granted the init slot after the cluster was initialized (it then finds the record and
+/// releases), so "the last grant" does not name the initializer; the fence token does.
+pub fn creator_of(entries: &[AuditEntry], semaphore: &str, record: &str) -> Option<String> {
+    let token = entries
+        .iter()
+        .find(|e| e.event == AuditEvent::RecordCreated && e.subject == record)?
+        .token?;
+    entries
+        .iter()
+        .find(|e| {
+            e.event == AuditEvent::Granted && e.subject == semaphore && e.token == Some(token)
+        })
+        .and_then(|e| e.holder.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +103,20 @@ mod tests {
         assert_eq!(max_concurrent_holders(&overlap, "other"), Ok(0));
         let bad = [e(1, Released, 7)];
         assert!(max_concurrent_holders(&bad, "s").is_err());
+    }
+
+    #[test]
+    fn creator_is_the_grant_whose_token_fenced_the_record() {
+        use AuditEvent::*;
+        let mut created = e(3, RecordCreated, 1);
+        created.subject = "initialized".into();
+        created.holder = None;
+        let mut log = vec![e(1, Granted, 1), e(2, Released, 1), created];
+        // A late node granted the slot afterwards is not the creator.
+        log.push(e(4, Granted, 2));
+        log.push(e(5, Released, 2));
+        assert_eq!(creator_of(&log, "s", "initialized").as_deref(), Some("h1"));
+        assert_eq!(creator_of(&log, "s", "other"), None);
+        assert_eq!(creator_of(&log, "t", "initialized"), None);
     }
 }
