@@ -93,6 +93,19 @@ fn lab_err(op: &'static str) -> impl Fn(LabUnitError) -> SystemdError {
 }
 
 impl Systemd for LabSystemd {
+    /// A daemon the lab runs itself reads a copy of the installed config with the lab's
+    /// rewrites (the same [`LabDaemon::rewrite`] its reload makes the copy with).
+    fn as_read(&self, unit: &str, config: &str) -> Result<String, SystemdError> {
+        match LabDaemon::load(&self.root, unit) {
+            Ok(Some(d)) => Ok(d.rewrite(config)),
+            Ok(None) => Ok(config.to_string()),
+            Err(e) => Err(SystemdError {
+                op: "read the lab daemon descriptor",
+                unit: unit.into(),
+                detail: e.to_string(),
+            }),
+        }
+    }
     async fn start(&self, unit: &str) -> Result<(), SystemdError> {
         if let Some(u) = self.runnable(unit) {
             return u.start().map(|_| ()).map_err(lab_err("start"));
@@ -212,5 +225,34 @@ mod tests {
         );
         s.start("haproxy.service").await.unwrap();
         assert_eq!(s.active_state("haproxy.service").await.unwrap(), "active");
+    }
+
+    /// Issue 16: a lab-run daemon reads its config with the lab's rewrites (keepalived's
+    /// check script re-rooted), so that is the text a new config is checked as; a unit the
+    /// lab does not run reads it as is.
+    #[test]
+    fn a_lab_daemon_reads_its_config_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = NodeRoot::new(dir.path());
+        let s = LabSystemd::new(root.clone());
+        let conf = "script \"/usr/lib/muster/keepalived/check.sh\"\n";
+        assert_eq!(s.as_read("keepalived.service", conf).unwrap(), conf);
+        LabDaemon {
+            unit: "keepalived.service".into(),
+            pid_file: dir.path().join("k.pid"),
+            config: "etc/keepalived/keepalived.conf".into(),
+            copy: dir.path().join("copy.conf"),
+            rewrites: vec![(
+                "\"/usr/lib/muster/keepalived/check.sh\"".into(),
+                "\"/lab/cp-1/check.sh\"".into(),
+            )],
+        }
+        .write(&root)
+        .unwrap();
+        assert_eq!(
+            s.as_read("keepalived.service", conf).unwrap(),
+            "script \"/lab/cp-1/check.sh\"\n"
+        );
+        assert_eq!(s.as_read("nginx.service", conf).unwrap(), conf);
     }
 }

@@ -198,7 +198,16 @@ pub async fn follow(
     let mut pass = Pass::default();
     let mut installed = Vec::new();
     for d in to_rewrite(&want, current) {
-        match check_and_install(f.root.root(), d, runner).await {
+        // Checked as the daemon will read it (the lab re-roots absolute paths).
+        let as_read = match systemd.as_read(d.daemon.unit(), &d.contents) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "keeping the running config");
+                pass.errors.push(e.to_string());
+                continue;
+            }
+        };
+        match check_and_install(f.root.root(), d, &as_read, runner).await {
             Ok(()) => {
                 tracing::info!(path = d.path, daemon = ?d.daemon, "membership changed: new config installed");
                 installed.push(d.daemon);
@@ -244,17 +253,30 @@ pub enum InstallError {
 
 /// Writes `d` next to its place under `root`, has the daemon's own checker accept it, and
 /// only then moves it into place atomically: a config the daemon would refuse never
-/// replaces a working one. The caller reloads the daemon afterwards.
+/// replaces a working one. `as_read` is the text the daemon will read once `d` is
+/// installed (`Systemd::as_read`: `d.contents` on a node; in the lab, with its paths
+/// re-rooted): that is what is checked. The caller reloads the daemon afterwards.
 pub async fn check_and_install(
     root: &std::path::Path,
     d: &Desired,
+    as_read: &str,
     runner: &impl crate::exec::CommandRunner,
 ) -> Result<(), InstallError> {
     let target = root.join(d.path);
     let staged = target.with_extension("muster-next");
     model::fsutil::write_atomic(&staged, d.contents.as_bytes(), 0o644)?;
-    let staged_text = staged.to_string_lossy().into_owned();
-    let (program, args) = d.daemon.check_command(&staged_text);
+    let checked = if as_read == d.contents {
+        staged.clone()
+    } else {
+        let c = target.with_extension("muster-check");
+        if let Err(e) = model::fsutil::write_atomic(&c, as_read.as_bytes(), 0o644) {
+            let _ = std::fs::remove_file(&staged);
+            return Err(e.into());
+        }
+        c
+    };
+    let checked_text = checked.to_string_lossy().into_owned();
+    let (program, args) = d.daemon.check_command(&checked_text);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = runner
         .run(program, &args)
@@ -264,6 +286,9 @@ pub async fn check_and_install(
             program,
             source,
         });
+    if checked != staged {
+        let _ = std::fs::remove_file(&checked);
+    }
     let out = match out {
         Ok(o) => o,
         Err(e) => {
@@ -523,7 +548,7 @@ mod tests {
             &seen(&[member("new-cp", Role::ControlPlane, true, "10.0.0.99")]),
         );
         let haproxy = &grown[0];
-        check_and_install(root.path(), haproxy, &runner)
+        check_and_install(root.path(), haproxy, &haproxy.contents, &runner)
             .await
             .unwrap();
         let path = root.path().join(haproxy.path);
@@ -535,11 +560,46 @@ mod tests {
                 .replace("balance roundrobin", "balance nonsense"),
             ..haproxy.clone()
         };
-        let e = check_and_install(root.path(), &broken, &runner)
+        let e = check_and_install(root.path(), &broken, &broken.contents, &runner)
             .await
             .unwrap_err();
         assert!(matches!(e, InstallError::Rejected { .. }), "{e}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), haproxy.contents);
+        assert!(!path.with_extension("muster-next").exists());
+    }
+
+    /// What is checked is the text the daemon will read (`as_read`), what is installed is
+    /// the rendered config: the lab's keepalived reads a copy whose check script path is
+    /// re-rooted, and the product path does not exist on the lab's host. Here a config
+    /// the real haproxy accepts is installed only when its as-read text passes too, and
+    /// the as-read copy is removed either way.
+    #[tokio::test]
+    async fn the_check_reads_the_config_as_the_daemon_will() {
+        let b = baked("seed-001-k3s-haproxy-proxmox.yaml");
+        let lb = node(&b, Role::LoadBalancer);
+        let root = tempfile::tempdir().unwrap();
+        let runner = crate::exec::RealRunner::default();
+        let grown = desired(
+            &b,
+            &lb,
+            &seen(&[member("new-cp", Role::ControlPlane, true, "10.0.0.99")]),
+        );
+        let haproxy = &grown[0];
+        let path = root.path().join(haproxy.path);
+        let unreadable = haproxy
+            .contents
+            .replace("balance roundrobin", "balance nonsense");
+        let e = check_and_install(root.path(), haproxy, &unreadable, &runner)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, InstallError::Rejected { .. }), "{e}");
+        assert!(!path.exists(), "installed though its as-read text was rejected");
+        let as_read = haproxy.contents.replace("roundrobin", "leastconn");
+        check_and_install(root.path(), haproxy, &as_read, &runner)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), haproxy.contents);
+        assert!(!path.with_extension("muster-check").exists());
         assert!(!path.with_extension("muster-next").exists());
     }
 }

@@ -33,6 +33,13 @@ pub trait Systemd {
     async fn active_state(&self, unit: &str) -> Result<String, SystemdError>;
     /// The unit's last `lines` log lines, messages only (empty when it logged nothing).
     async fn log_tail(&self, unit: &str, lines: usize) -> Result<String, SystemdError>;
+    /// The text `unit`'s daemon reads when `config` is installed as its config: on a node,
+    /// `config` itself. The lab runs its load-balancer daemons on copies with absolute
+    /// paths re-rooted (keepalived's check script, nginx's pid file; `lab_systemd`), so a
+    /// new config is checked as the daemon will read it.
+    fn as_read(&self, _unit: &str, config: &str) -> Result<String, SystemdError> {
+        Ok(config.to_string())
+    }
 }
 
 /// `journalctl -u UNIT -n LINES -o cat`: the journal has no D-Bus interface of its own.

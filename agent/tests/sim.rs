@@ -370,6 +370,9 @@ impl Coordinator for SimCoord {
         holder: &str,
         ttl: Duration,
     ) -> CoordResult<Acquired> {
+        // As the rendezvous does for a live member (issue 16): the count of this acquire is
+        // the one in force (a rebuilt spec may change it), and a slot is granted only while
+        // fewer than it hold one.
         self.op("acquire", semaphore, |w| {
             let now = Instant::now();
             let s = w.sem(semaphore);

@@ -599,7 +599,7 @@ fn edited(example: &str, edits: &[(&str, &str)]) -> muster_build::spec_source::L
 /// new server (`needle` of its address) from its agent, which checked it with the daemon's
 /// own checker, installed it and reloaded the daemon: same main pid (reloaded, not
 /// restarted), and the config the daemon re-read (the lab's copy, made at the reload)
-/// names the new server. Returns the followers' daemon logs.
+/// names the new server. Returns the followers' daemon logs and the audit log.
 fn a_new_server_reaches_the_followers(
     example: &str,
     tag: &str,
@@ -608,7 +608,7 @@ fn a_new_server_reaches_the_followers(
     role: &str,
     unit: &str,
     needle: impl Fn(&std::net::Ipv4Addr) -> String,
-) -> Vec<String> {
+) -> (Vec<String>, Vec<AuditEntry>) {
     let t = Instant::now();
     let mut seed = create(&edited(example, first), tag);
     let started = Instant::now();
@@ -678,7 +678,7 @@ fn a_new_server_reaches_the_followers(
         t_grow.elapsed().as_secs_f64(),
         (t_grow.elapsed() - joined).as_secs_f64()
     );
-    followers
+    let logs = followers
         .iter()
         .map(|f| {
             let svc = seed
@@ -693,21 +693,23 @@ fn a_new_server_reaches_the_followers(
                 .clone();
             std::fs::read_to_string(svc).unwrap_or_default()
         })
-        .collect()
+        .collect();
+    (logs, seed.lab().audit().unwrap())
 }
 
 /// Seed 002's nginx (stream) load balancer follows a third server: its upstream block
 /// gains the new server's API address, `nginx -t` passed and nginx re-read it on SIGHUP.
-/// FAILS (first run, 2026-12-04): the third server never joins: k3s on an SQL datastore
-/// gives every server a `cp-join` slot, the rendezvous made the semaphore with 2 slots and
-/// refuses the grown build's acquire with 3 (`409 slots_mismatch`). Run with `--ignored`.
+/// Its first run (2026-12-04) found that the third server never joined: k3s on an SQL
+/// datastore gives every server a `cp-join` slot, the rendezvous had fixed the semaphore
+/// at the first build's 2 slots and refused the grown build's acquire with 3 (`409
+/// slots_mismatch`). Now a live member's acquire resizes it: the audit log shows the one
+/// resize 2 → 3 by the new server, and no grant beyond the count in force.
 #[test]
-#[ignore = "issue 16 defect: a grown SQL-datastore k3s server is refused cp-join (slots_mismatch 2 vs 3)"]
 fn nginx_upstreams_follow_a_new_server() {
     if !enabled() {
         return;
     }
-    let logs = a_new_server_reaches_the_followers(
+    let (logs, audit) = a_new_server_reaches_the_followers(
         "seed-002-k3s-nginx-mariadb.yaml",
         "nginx-follows",
         &[("    workers: 3\n", "    workers: 0\n")],
@@ -720,19 +722,27 @@ fn nginx_upstreams_follow_a_new_server() {
         |ip| format!("server {ip}:6443"),
     );
     eprintln!("nginx log:\n{}", logs.join("\n----\n"));
+    let resizes: Vec<(Option<u32>, Option<u32>)> = audit
+        .iter()
+        .filter(|e| e.subject == "cp-join" && e.event == AuditEvent::Resized)
+        .map(|e| (e.previous_slots, e.slots))
+        .collect();
+    assert_eq!(resizes, [(Some(2), Some(3))], "cp-join resizes");
+    let proof = muster_rendezvous::audit::grants_within_slots(&audit, "cp-join")
+        .unwrap_or_else(|e| panic!("cp-join granted beyond its count: {e:?}"));
+    assert_eq!(proof.counts, [2, 3], "cp-join slot counts");
 }
 
 /// Seed 003's keepalived on the servers follows a fourth server: every running server's
 /// unicast peers gain its address, `keepalived -t` passed and keepalived re-read it.
-/// FAILS (first run, 2026-12-04): the fourth server joined (done in 13 s) but no running
-/// server's agent installed a new keepalived config within 30 s (not diagnosed yet).
+/// Its first run (2026-12-04) found that no running server's agent installed a new
+/// keepalived config within 30 s: DIAGNOSIS_PLACEHOLDER
 #[test]
-#[ignore = "issue 16 defect: keepalived on the servers did not follow a fourth server"]
 fn keepalived_peers_follow_a_new_server() {
     if !enabled() {
         return;
     }
-    let logs = a_new_server_reaches_the_followers(
+    let (logs, _) = a_new_server_reaches_the_followers(
         "seed-003-k3s-keepalived.yaml",
         "keepalived-follows",
         &[],

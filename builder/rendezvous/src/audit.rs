@@ -29,29 +29,81 @@ pub async fn read(
 
 /// Replays the grants, releases and expiries of `semaphore` and returns the most slots
 /// ever held at once, or the first entry that released a token not held. This is how an
-/// operator (or a test) proves that holders never overlapped beyond the slot count.
+/// operator (or a test) proves that holders never overlapped beyond the slot count. A
+/// semaphore that was resized (audit `resized`: a rebuilt spec changed its count) may
+/// rightly have held more than its count now: prove it with [`grants_within_slots`].
 pub fn max_concurrent_holders(
     entries: &[AuditEntry],
     semaphore: &str,
 ) -> Result<usize, AuditEntry> {
+    replay(entries, semaphore).map(|r| r.max)
+}
+
+/// What a replay of one semaphore's audit entries found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Replay {
+    /// The most slots held at once.
+    pub max: usize,
+    /// The slot counts the semaphore had, in order (more than one after a resize).
+    pub counts: Vec<u32>,
+    /// Grants made while the slots held (this one included) exceeded the count in force.
+    pub overfull: Vec<AuditEntry>,
+}
+
+/// Replays `semaphore`'s grants, releases, expiries and resizes: the most slots held at
+/// once, the counts it had, and every grant made beyond the count in force at that moment
+/// (the count the grant was made under, or a later resize's). Holders kept past a
+/// shrink are not overfull; a grant while they still hold slots above the new count is.
+/// `Err`: the first entry that released or expired a token not held.
+pub fn replay(entries: &[AuditEntry], semaphore: &str) -> Result<Replay, AuditEntry> {
     let mut held = std::collections::BTreeSet::new();
-    let mut max = 0;
+    let mut out = Replay::default();
+    let mut count: Option<u32> = None;
+    let note = |out: &mut Replay, c: Option<u32>| {
+        if let Some(c) = c
+            && out.counts.last() != Some(&c)
+        {
+            out.counts.push(c);
+        }
+    };
     for e in entries.iter().filter(|e| e.subject == semaphore) {
         match e.event {
             AuditEvent::Granted => {
+                count = e.slots.or(count);
+                note(&mut out, count);
                 held.insert(e.token);
-                max = max.max(held.len());
+                out.max = out.max.max(held.len());
+                if count.is_some_and(|c| held.len() > c as usize) {
+                    out.overfull.push(e.clone());
+                }
             }
             AuditEvent::Released | AuditEvent::Expired => {
                 if !held.remove(&e.token) {
                     return Err(e.clone());
                 }
             }
-            AuditEvent::RecordCreated | AuditEvent::RecordDeleted | AuditEvent::MemberForgotten => {
+            AuditEvent::Resized => {
+                count = e.slots.or(count);
+                note(&mut out, count);
             }
+            AuditEvent::RecordCreated
+            | AuditEvent::RecordDeleted
+            | AuditEvent::MemberForgotten
+            | AuditEvent::Other => {}
         }
     }
-    Ok(max)
+    Ok(out)
+}
+
+/// The proof for a semaphore that may have been resized: no grant was ever made beyond
+/// the slot count in force at that moment. `Ok` with the replay, `Err` with the first
+/// overfull grant (or the first release of a token not held).
+pub fn grants_within_slots(entries: &[AuditEntry], semaphore: &str) -> Result<Replay, AuditEntry> {
+    let r = replay(entries, semaphore)?;
+    match r.overfull.first() {
+        Some(e) => Err(e.clone()),
+        None => Ok(r),
+    }
 }
 
 /// The holder whose fenced write created `record` (e.g. `initialized`): the grant of
@@ -85,7 +137,66 @@ mod tests {
             holder: Some(format!("h{token}")),
             token: Some(token),
             slots: Some(1),
+            previous_slots: None,
         }
+    }
+
+    fn with_slots(mut e: AuditEntry, slots: u32) -> AuditEntry {
+        e.slots = Some(slots);
+        e
+    }
+
+    fn resized(seq: u64, from: u32, to: u32) -> AuditEntry {
+        AuditEntry {
+            token: None,
+            slots: Some(to),
+            previous_slots: Some(from),
+            ..e(seq, AuditEvent::Resized, 0)
+        }
+    }
+
+    #[test]
+    fn a_grown_semaphore_admits_more_holders_within_its_new_count() {
+        use AuditEvent::*;
+        let log = [
+            with_slots(e(1, Granted, 1), 2),
+            with_slots(e(2, Granted, 2), 2),
+            resized(3, 2, 3),
+            with_slots(e(4, Granted, 3), 3),
+            e(5, Released, 1),
+        ];
+        let r = grants_within_slots(&log, "s").unwrap();
+        assert_eq!((r.max, r.counts), (3, vec![2, 3]));
+        assert_eq!(max_concurrent_holders(&log, "s"), Ok(3));
+        // The same third grant without the resize is overfull.
+        let unresized = [log[0].clone(), log[1].clone(), with_slots(e(4, Granted, 3), 2)];
+        assert_eq!(grants_within_slots(&unresized, "s").unwrap_err().seq, 4);
+    }
+
+    #[test]
+    fn after_a_shrink_holders_finish_and_a_grant_above_the_new_count_is_caught() {
+        use AuditEvent::*;
+        let ok = [
+            with_slots(e(1, Granted, 1), 3),
+            with_slots(e(2, Granted, 2), 3),
+            resized(3, 3, 1),
+            e(4, Released, 1),
+            e(5, Expired, 2),
+            with_slots(e(6, Granted, 3), 1),
+        ];
+        let r = grants_within_slots(&ok, "s").unwrap();
+        assert_eq!((r.max, r.counts), (2, vec![3, 1]));
+        // Granted while one old holder still held a slot above the new count of 1.
+        let bad = [
+            ok[0].clone(),
+            ok[1].clone(),
+            ok[2].clone(),
+            ok[3].clone(),
+            with_slots(e(6, Granted, 3), 1),
+        ];
+        let r = replay(&bad, "s").unwrap();
+        assert_eq!(r.overfull.len(), 1);
+        assert!(grants_within_slots(&bad, "s").is_err());
     }
 
     #[test]

@@ -363,6 +363,7 @@ mod tests {
             holder: None,
             token: None,
             slots: None,
+            previous_slots: None,
         };
         {
             let s = RedbStore::open(dir.path()).unwrap();

@@ -53,6 +53,15 @@ impl StoredSemaphore {
         }
     }
 
+    /// Sets the slot count to `slots` (a rebuilt spec changed it); the count before, or
+    /// `None` when it was already `slots`. Growing admits more holders at once from the
+    /// next acquire; shrinking takes no slot away: holders beyond the new count keep
+    /// theirs until they release or expire, and [`Self::acquire`] grants only while fewer
+    /// than the new count hold one.
+    pub fn resize(&mut self, slots: u32) -> Option<u32> {
+        (self.slots != slots).then(|| std::mem::replace(&mut self.slots, slots))
+    }
+
     /// Extends the lease of `(holder, token)`; `None` if that slot is no longer held.
     pub fn renew(&mut self, holder: &str, token: u64, ttl_ms: u64, now_ms: u64) -> Option<u64> {
         let h = self
@@ -135,5 +144,43 @@ mod tests {
         }
         assert!(matches!(s.acquire("d", 1000, 0), Acquired::Busy(h) if h.len() == 3));
         assert_eq!(s.next_expiry(), Some(1000));
+    }
+
+    #[test]
+    fn growing_admits_more_holders_at_once() {
+        let mut s = StoredSemaphore::new(2);
+        token(s.acquire("a", 1000, 0));
+        token(s.acquire("b", 1000, 0));
+        assert!(matches!(s.acquire("c", 1000, 0), Acquired::Busy(_)));
+        assert_eq!(s.resize(2), None, "same count: no resize");
+        assert_eq!(s.resize(3), Some(2));
+        let t = token(s.acquire("c", 1000, 0));
+        assert_eq!(t, 3, "tokens keep growing across a resize");
+        assert!(matches!(s.acquire("d", 1000, 0), Acquired::Busy(h) if h.len() == 3));
+    }
+
+    #[test]
+    fn shrinking_lets_holders_finish_and_grants_only_below_the_new_count() {
+        let mut s = StoredSemaphore::new(3);
+        let ta = token(s.acquire("a", 1000, 0));
+        let tb = token(s.acquire("b", 1000, 0));
+        let tc = token(s.acquire("c", 1000, 0));
+        assert_eq!(s.resize(1), Some(3));
+        // Nobody loses a slot: renewals and idempotent re-acquires still work.
+        assert_eq!(s.renew("a", ta, 1000, 100), Some(1100));
+        assert!(matches!(
+            s.acquire("b", 1000, 100),
+            Acquired::Granted { token, fresh: false, .. } if token == tb
+        ));
+        // A newcomer waits until fewer than 1 hold a slot, not merely fewer than 3.
+        assert!(matches!(s.acquire("d", 1000, 100), Acquired::Busy(h) if h.len() == 3));
+        assert!(s.release("a", ta));
+        assert!(matches!(s.acquire("d", 1000, 200), Acquired::Busy(h) if h.len() == 2));
+        assert!(s.release("b", tb));
+        assert!(matches!(s.acquire("d", 1000, 300), Acquired::Busy(h) if h.len() == 1));
+        assert!(s.release("c", tc));
+        let td = token(s.acquire("d", 1000, 400));
+        assert!(td > tc);
+        assert!(matches!(s.acquire("e", 1000, 400), Acquired::Busy(h) if h.len() == 1));
     }
 }

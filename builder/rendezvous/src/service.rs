@@ -504,20 +504,46 @@ impl ClusterCell {
             if !st.semaphores.contains_key(name) && st.semaphores.len() >= limits.max_semaphores {
                 return Err(quota("semaphores", limits.max_semaphores));
             }
+            // Only a live member may change the count (a node whose rebuilt spec changed
+            // it): expired members were swept before this runs.
+            let member = st.members.contains_key(&req.holder);
             let sem = st
                 .semaphores
                 .entry(name.to_string())
                 .or_insert_with(|| StoredSemaphore::new(req.slots));
-            if sem.slots != req.slots {
+            if sem.slots != req.slots && !member {
                 return Err(ApiError::new(
                     ErrorKind::SlotsMismatch,
                     format!(
-                        "semaphore `{name}` has {} slot(s), not {}",
-                        sem.slots, req.slots
+                        "semaphore `{name}` has {} slot(s), not {}; only a live member may \
+                         change the count, and `{}` is not one",
+                        sem.slots, req.slots, req.holder
                     ),
                 ));
             }
-            match sem.acquire(&req.holder, ttl, tx.now) {
+            let resized = sem.resize(req.slots);
+            let acquired = sem.acquire(&req.holder, ttl, tx.now);
+            let snapshot = sem.clone();
+            if let Some(before) = resized {
+                tracing::info!(
+                    cluster = %self.id,
+                    semaphore = name,
+                    holder = %req.holder,
+                    "semaphore resized from {before} to {} slot(s)",
+                    req.slots
+                );
+                tx.ops.push(Op::PutSemaphore(name.to_string(), snapshot.clone()));
+                st.audit_entry(
+                    tx,
+                    AuditEvent::Resized,
+                    name,
+                    Some(&req.holder),
+                    None,
+                    Some(req.slots),
+                    Some(before),
+                );
+            }
+            match acquired {
                 Acquired::Busy(holders) => Ok(AcquireResponse::Busy {
                     holders,
                     revision: st.meta.revision,
@@ -527,7 +553,6 @@ impl ClusterCell {
                     expires_at_ms,
                     fresh,
                 } => {
-                    let snapshot = sem.clone();
                     tx.ops.push(Op::PutSemaphore(name.to_string(), snapshot));
                     st.note_expiry(expires_at_ms);
                     if fresh {
@@ -713,6 +738,20 @@ impl ClusterState {
         token: Option<u64>,
         slots: Option<u32>,
     ) {
+        self.audit_entry(tx, event, subject, holder, token, slots, None);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn audit_entry(
+        &mut self,
+        tx: &mut Txn,
+        event: AuditEvent,
+        subject: &str,
+        holder: Option<&str>,
+        token: Option<u64>,
+        slots: Option<u32>,
+        previous_slots: Option<u32>,
+    ) {
         self.meta.audit_seq += 1;
         tx.meta_dirty = true;
         tx.ops.push(Op::Audit(AuditEntry {
@@ -724,6 +763,7 @@ impl ClusterState {
             holder: holder.map(str::to_string),
             token,
             slots,
+            previous_slots,
         }));
     }
 

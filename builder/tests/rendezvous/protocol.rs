@@ -264,8 +264,63 @@ async fn fenced_write_from_a_stale_holder_is_rejected() {
     // Renewing a lost lease says so.
     let err = old.renew("init", "cp-1", t1, TTL).await.unwrap_err();
     assert_eq!(err.kind(), Some(ErrorKind::NotHeld));
-    // A semaphore's slot count is fixed by its first use.
+    // A semaphore's slot count is set by its first use; only a live member may change it.
     let err = new.acquire("init", 2, "cp-3", TTL).await.unwrap_err();
     assert_eq!(err.kind(), Some(ErrorKind::SlotsMismatch));
+    server.stop().await;
+}
+
+/// Issue 16: a rebuilt spec changes a join semaphore's slot count (k3s on SQL grown by a
+/// server, `workerJoinCap` raised or lowered). A live member's acquire with the new count
+/// resizes it (audited); growing admits more holders at once, shrinking lets holders
+/// finish and grants only below the new count; a non-member still gets `slots_mismatch`.
+#[tokio::test]
+async fn a_member_resizes_a_semaphore_a_stranger_cannot() {
+    let server = Server::start(true, Limits::default()).await;
+    let c = server.client("cp-1");
+    for n in ["cp-1", "cp-2", "cp-3", "cp-4"] {
+        c.register(n, "control-plane", &json!({"phase": "joining"}), TTL)
+            .await
+            .unwrap();
+    }
+    let granted = |r: AcquireResponse| match r {
+        AcquireResponse::Granted { token, .. } => token,
+        AcquireResponse::Busy { holders, .. } => panic!("busy: {holders:?}"),
+    };
+    let t1 = granted(c.acquire("cp-join", 2, "cp-1", TTL).await.unwrap());
+    let t2 = granted(c.acquire("cp-join", 2, "cp-2", TTL).await.unwrap());
+    // Not a member: refused, nothing changes.
+    let err = c.acquire("cp-join", 3, "stranger", TTL).await.unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::SlotsMismatch), "{err}");
+    // Grown by a rebuild: the third is admitted at once.
+    let t3 = granted(c.acquire("cp-join", 3, "cp-3", TTL).await.unwrap());
+    // Shrunk to 1: nobody loses a slot, but a newcomer waits until none is held.
+    let busy = c.acquire("cp-join", 1, "cp-4", TTL).await.unwrap();
+    assert!(
+        matches!(&busy, AcquireResponse::Busy { holders, .. } if holders.len() == 3),
+        "{busy:?}"
+    );
+    c.renew("cp-join", "cp-1", t1, TTL).await.unwrap();
+    for (h, t) in [("cp-1", t1), ("cp-2", t2)] {
+        c.release("cp-join", h, t).await.unwrap();
+        let r = c.acquire("cp-join", 1, "cp-4", TTL).await.unwrap();
+        assert!(matches!(r, AcquireResponse::Busy { .. }), "{r:?}");
+    }
+    c.release("cp-join", "cp-3", t3).await.unwrap();
+    let t4 = granted(c.acquire("cp-join", 1, "cp-4", TTL).await.unwrap());
+    assert!(t4 > t3);
+
+    let audit = c.audit(0).await.unwrap();
+    let resizes: Vec<_> = audit
+        .iter()
+        .filter(|e| e.event == AuditEvent::Resized)
+        .map(|e| (e.holder.as_deref(), e.previous_slots, e.slots))
+        .collect();
+    assert_eq!(
+        resizes,
+        [(Some("cp-3"), Some(2), Some(3)), (Some("cp-4"), Some(3), Some(1))]
+    );
+    let proof = muster_rendezvous::audit::grants_within_slots(&audit, "cp-join").unwrap();
+    assert_eq!((proof.max, proof.counts), (3, vec![2, 3, 1]));
     server.stop().await;
 }

@@ -33,8 +33,11 @@ pub fn holders_from_audit(entries: &[AuditEntry], semaphore: &str) -> Vec<SlotHo
             AuditEvent::Released | AuditEvent::Expired => {
                 held.remove(&token);
             }
-            AuditEvent::RecordCreated | AuditEvent::RecordDeleted | AuditEvent::MemberForgotten => {
-            }
+            AuditEvent::RecordCreated
+            | AuditEvent::RecordDeleted
+            | AuditEvent::MemberForgotten
+            | AuditEvent::Resized
+            | AuditEvent::Other => {}
         }
     }
     held.into_values().collect()

@@ -30,5 +30,6 @@ pub fn e(seq: u64, event: AuditEvent, sem: &str, holder: &str, token: u64) -> Au
         holder: Some(holder.into()),
         token: Some(token),
         slots: Some(2),
+        previous_slots: None,
     }
 }

@@ -148,7 +148,9 @@ pub struct RecordList {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AcquireRequest {
-    /// Slot count; fixed by the first acquire (409 `slots_mismatch` if it differs later).
+    /// Slot count. The first acquire sets it; a later acquire with another count from a
+    /// live member resizes the semaphore (a rebuilt spec changed it; audit `resized`),
+    /// from anyone else it is 409 `slots_mismatch`.
     pub slots: u32,
     pub holder: String,
     pub ttl_ms: u64,
@@ -253,6 +255,15 @@ pub enum AuditEvent {
     RecordDeleted,
     /// A member dropped on request (`DELETE /members/{name}`); `subject` is its name.
     MemberForgotten,
+    /// A semaphore's slot count changed: a live member (`holder`) acquired with another
+    /// count (a rebuilt spec). `slots` is the new count, `previous_slots` the old one.
+    /// Holders beyond a smaller count keep their slots until they release or expire; new
+    /// grants are made only below it.
+    Resized,
+    /// An event this build does not know (written by a newer service): readers skip it
+    /// instead of failing to decode the whole log. Never written.
+    #[serde(other)]
+    Other,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,8 +280,12 @@ pub struct AuditEntry {
     /// The fencing token granted, released or expired; for a record event, the token of
     /// the fence the write carried.
     pub token: Option<u64>,
-    /// Slot count of the semaphore (semaphore events).
+    /// Slot count of the semaphore (semaphore events): the count in force when the event
+    /// happened (for `resized`, the new one).
     pub slots: Option<u32>,
+    /// For `resized`: the slot count before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_slots: Option<u32>,
 }
 
 /// `GET /v1/clusters/{id}/audit?after=SEQ&limit=N`, oldest first.
@@ -356,6 +371,25 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 16: a resize names the count before; entries written before the field
+    /// existed still decode, and an event a later service adds decodes as `other`.
+    #[test]
+    fn audit_entries_old_and_new_decode() {
+        let old = r#"{"seq":1,"time_ms":2,"revision":3,"event":"granted","subject":"cp-join","holder":"cp-2","token":4,"slots":2}"#;
+        let e: AuditEntry = serde_json::from_str(old).unwrap();
+        assert_eq!((e.event, e.previous_slots), (AuditEvent::Granted, None));
+        assert!(!serde_json::to_string(&e).unwrap().contains("previous_slots"));
+        let resized = r#"{"seq":2,"time_ms":2,"revision":3,"event":"resized","subject":"cp-join","holder":"cp-3","token":null,"slots":3,"previous_slots":2}"#;
+        let e: AuditEntry = serde_json::from_str(resized).unwrap();
+        assert_eq!(
+            (e.event, e.slots, e.previous_slots),
+            (AuditEvent::Resized, Some(3), Some(2))
+        );
+        let future = old.replace("granted", "something_new");
+        let e: AuditEntry = serde_json::from_str(&future).unwrap();
+        assert_eq!(e.event, AuditEvent::Other);
+    }
 
     #[test]
     fn acquire_response_is_tagged() {
