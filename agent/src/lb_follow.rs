@@ -593,7 +593,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, InstallError::Rejected { .. }), "{e}");
-        assert!(!path.exists(), "installed though its as-read text was rejected");
+        assert!(
+            !path.exists(),
+            "installed though its as-read text was rejected"
+        );
         let as_read = haproxy.contents.replace("roundrobin", "leastconn");
         check_and_install(root.path(), haproxy, &as_read, &runner)
             .await

@@ -736,7 +736,13 @@ fn nginx_upstreams_follow_a_new_server() {
 /// Seed 003's keepalived on the servers follows a fourth server: every running server's
 /// unicast peers gain its address, `keepalived -t` passed and keepalived re-read it.
 /// Its first run (2026-12-04) found that no running server's agent installed a new
-/// keepalived config within 30 s: DIAGNOSIS_PLACEHOLDER
+/// keepalived config within 30 s. Why: the agent checked the rendered config with
+/// `keepalived -t` as installed, naming the product's check script path, while the lab's
+/// keepalived reads a copy with that path re-rooted under the node (the product path
+/// does not exist on the lab's host); `keepalived -t` fails on a script it cannot find
+/// (exit 5, "Disabling track script chk_api since not found/accessible"), so every pass
+/// kept the running config. The agent now checks the text the daemon will read
+/// (`Systemd::as_read`: the lab's rewrites; on a node the config itself).
 #[test]
 fn keepalived_peers_follow_a_new_server() {
     if !enabled() {

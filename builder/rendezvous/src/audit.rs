@@ -169,7 +169,11 @@ mod tests {
         assert_eq!((r.max, r.counts), (3, vec![2, 3]));
         assert_eq!(max_concurrent_holders(&log, "s"), Ok(3));
         // The same third grant without the resize is overfull.
-        let unresized = [log[0].clone(), log[1].clone(), with_slots(e(4, Granted, 3), 2)];
+        let unresized = [
+            log[0].clone(),
+            log[1].clone(),
+            with_slots(e(4, Granted, 3), 2),
+        ];
         assert_eq!(grants_within_slots(&unresized, "s").unwrap_err().seq, 4);
     }
 

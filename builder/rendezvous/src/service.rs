@@ -532,7 +532,8 @@ impl ClusterCell {
                     "semaphore resized from {before} to {} slot(s)",
                     req.slots
                 );
-                tx.ops.push(Op::PutSemaphore(name.to_string(), snapshot.clone()));
+                tx.ops
+                    .push(Op::PutSemaphore(name.to_string(), snapshot.clone()));
                 st.audit_entry(
                     tx,
                     AuditEvent::Resized,

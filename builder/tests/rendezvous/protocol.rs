@@ -318,7 +318,10 @@ async fn a_member_resizes_a_semaphore_a_stranger_cannot() {
         .collect();
     assert_eq!(
         resizes,
-        [(Some("cp-3"), Some(2), Some(3)), (Some("cp-4"), Some(3), Some(1))]
+        [
+            (Some("cp-3"), Some(2), Some(3)),
+            (Some("cp-4"), Some(3), Some(1))
+        ]
     );
     let proof = muster_rendezvous::audit::grants_within_slots(&audit, "cp-join").unwrap();
     assert_eq!((proof.max, proof.counts), (3, vec![2, 3, 1]));

@@ -379,7 +379,11 @@ mod tests {
         let old = r#"{"seq":1,"time_ms":2,"revision":3,"event":"granted","subject":"cp-join","holder":"cp-2","token":4,"slots":2}"#;
         let e: AuditEntry = serde_json::from_str(old).unwrap();
         assert_eq!((e.event, e.previous_slots), (AuditEvent::Granted, None));
-        assert!(!serde_json::to_string(&e).unwrap().contains("previous_slots"));
+        assert!(
+            !serde_json::to_string(&e)
+                .unwrap()
+                .contains("previous_slots")
+        );
         let resized = r#"{"seq":2,"time_ms":2,"revision":3,"event":"resized","subject":"cp-join","holder":"cp-3","token":null,"slots":3,"previous_slots":2}"#;
         let e: AuditEntry = serde_json::from_str(resized).unwrap();
         assert_eq!(
