@@ -221,6 +221,12 @@ impl NodeSystemd {
 }
 
 impl Systemd for NodeSystemd {
+    fn as_read(&self, unit: &str, config: &str) -> Result<String, SystemdError> {
+        match self {
+            NodeSystemd::Dbus(s) => s.as_read(unit, config),
+            NodeSystemd::Lab(s) => s.as_read(unit, config),
+        }
+    }
     async fn start(&self, unit: &str) -> Result<(), SystemdError> {
         match self {
             NodeSystemd::Dbus(s) => s.start(unit).await,
