@@ -129,6 +129,11 @@ impl Systemd for LabSystemd {
         }
         self.record("restart", unit, "active")
     }
+    /// The lab's units are not unit files systemd reads: nothing to re-read.
+    async fn daemon_reload(&self) -> Result<(), SystemdError> {
+        tracing::info!("lab: no service manager; daemon-reload recorded");
+        Ok(())
+    }
     /// A daemon the lab runs itself (its descriptor under the node's root,
     /// [`muster_lab_units::daemon`]): its config copy is made again from the installed
     /// config and its main process gets the reload signal `systemctl reload` would send.

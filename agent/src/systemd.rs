@@ -25,6 +25,9 @@ pub trait Systemd {
     async fn start(&self, unit: &str) -> Result<(), SystemdError>;
     async fn stop(&self, unit: &str) -> Result<(), SystemdError>;
     async fn restart(&self, unit: &str) -> Result<(), SystemdError>;
+    /// `systemctl daemon-reload`: systemd reads unit files and drop-ins again (after a
+    /// package replaced them, before restarting their unit).
+    async fn daemon_reload(&self) -> Result<(), SystemdError>;
     /// `systemctl reload`: the unit's own `ExecReload` (a graceful reload: HAProxy's
     /// master re-execs its workers, nginx and keepalived re-read their config).
     async fn reload(&self, unit: &str) -> Result<(), SystemdError>;
@@ -167,6 +170,14 @@ impl Systemd for DbusSystemd {
         Ok(())
     }
 
+    async fn daemon_reload(&self) -> Result<(), SystemdError> {
+        let m = self.manager("daemon-reload", "(unit files)").await?;
+        m.reload()
+            .await
+            .map_err(err("daemon-reload", "(unit files)"))?;
+        Ok(())
+    }
+
     async fn reload(&self, unit: &str) -> Result<(), SystemdError> {
         let m = self.manager("reload", unit).await?;
         m.reload_unit(unit, "replace")
@@ -243,6 +254,12 @@ impl Systemd for NodeSystemd {
         match self {
             NodeSystemd::Dbus(s) => s.restart(unit).await,
             NodeSystemd::Lab(s) => s.restart(unit).await,
+        }
+    }
+    async fn daemon_reload(&self) -> Result<(), SystemdError> {
+        match self {
+            NodeSystemd::Dbus(s) => s.daemon_reload().await,
+            NodeSystemd::Lab(s) => s.daemon_reload().await,
         }
     }
     async fn reload(&self, unit: &str) -> Result<(), SystemdError> {
@@ -344,6 +361,12 @@ impl Systemd for FakeSystemd {
     }
     async fn restart(&self, unit: &str) -> Result<(), SystemdError> {
         self.set("restart", unit, "active")
+    }
+    async fn daemon_reload(&self) -> Result<(), SystemdError> {
+        if let Ok(mut g) = self.inner.lock() {
+            g.log.push("daemon-reload".into());
+        }
+        Ok(())
     }
     async fn reload(&self, unit: &str) -> Result<(), SystemdError> {
         self.set("reload", unit, "active")

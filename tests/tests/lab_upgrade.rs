@@ -5,7 +5,10 @@
 //! control plane's `kubeadm upgrade node` stops the roll there (the third control plane
 //! and the worker wait; `--status` names node and step) until `muster upgrade --resume`.
 //! Checked: every node ends `done` at the
-//! new version, the rendezvous audit log shows one upgrade-lock holder at a time and every
+//! new version; a sampler (a thread, every 500 ms through the whole roll, the stop and the
+//! resume included) finds etcd's quorum held (`etcdctl endpoint health` on each stacked
+//! member) and the VIP taking writes (a ConfigMap created through it with the admin
+//! kubeconfig) with no run of failures longer than a keepalived failover ([`FAILOVER`]); the rendezvous audit log shows one upgrade-lock holder at a time and every
 //! control plane before the worker, and the real kubectl (minor 1.32) reads every Node at
 //! v1.32.0 through the VIP with the kubeconfig `muster kubeconfig` writes. Gated:
 //! `MUSTER_E2E_TESTS=1`; run under `flock /tmp/muster-lab.lock`.
@@ -18,6 +21,8 @@ use muster_lab::{Lab, UpOptions, netns};
 use protocol::wire::{AuditEntry, AuditEvent};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const PATIENCE: Duration = Duration::from_secs(180);
@@ -30,6 +35,109 @@ fn enabled() -> bool {
 
 fn bin_dir() -> PathBuf {
     muster_lab::standins::target_bin_dir()
+}
+
+/// How often the sampler checks etcd and writes through the VIP.
+const SAMPLE_EVERY: Duration = Duration::from_millis(500);
+
+/// The longest a run of failed writes through the VIP may last: one keepalived failover as
+/// muster renders it (`model::lb_config::keepalived`; the default spec's kube-vip is floated
+/// by keepalived in the lab). Detecting a dead API server takes the check's `fall 3` at
+/// `interval 2` s, the last check allowed its `timeout 5` s: at most 2 + 2 + 2 + 5 = 11 s;
+/// the holder then goes to FAULT and a backup takes the VIP within 3 `advert_int 1`
+/// intervals (3 s). 11 + 3 = 14 s, measured from the first failed write to the next one
+/// that succeeds.
+const FAILOVER: Duration = Duration::from_secs(14);
+
+/// What the sampler saw through the roll.
+#[derive(Debug, Default)]
+struct Samples {
+    taken: u32,
+    /// Samples where fewer than a quorum of the stacked members answered `endpoint health`,
+    /// as (seconds into the sampling, healthy members).
+    quorum_lost: Vec<(f64, usize)>,
+    writes_failed: u32,
+    /// The longest run of failed writes: how many, and from the first failure's start to
+    /// the next success's start (or the end of sampling).
+    longest_run: u32,
+    longest_gap: Duration,
+    /// The first few failures' output, to say why.
+    failures: Vec<String>,
+}
+
+/// A thread that, every [`SAMPLE_EVERY`] until stopped, asks each of `cps`' local etcd
+/// members for `endpoint health` (quorum: more than half healthy) and creates a ConfigMap
+/// through the VIP with `cp_root`'s admin kubeconfig from `from`'s namespace. It reads the
+/// lab through its own handle ([`Lab::open`]): the test keeps driving its own.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<Samples>,
+}
+
+impl Sampler {
+    fn start(lab: &Lab, cps: &[String], from: &str) -> Sampler {
+        let state = lab.record().state_dir.clone();
+        let cp_root = lab.node(&cps[0]).unwrap().root.clone();
+        let (cps, from) = (cps.to_vec(), from.to_string());
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let lab = Lab::open(&state).unwrap();
+            let quorum = cps.len() / 2 + 1;
+            let began = Instant::now();
+            let mut s = Samples::default();
+            let (mut run, mut run_began) = (0u32, None::<Instant>);
+            while !stopping.load(Ordering::SeqCst) {
+                let at = Instant::now();
+                let healthy = cps
+                    .iter()
+                    .filter(|cp| {
+                        lab.etcdctl(cp, &["endpoint", "health"])
+                            .is_ok_and(|o| o.ok())
+                    })
+                    .count();
+                if healthy < quorum {
+                    s.quorum_lost
+                        .push((at.duration_since(began).as_secs_f64(), healthy));
+                }
+                let argv = muster_tests::harness::configmap_post_argv(
+                    &cp_root,
+                    &format!("roll-sample-{}", s.taken),
+                );
+                let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+                let wrote = lab.exec(&from, &argv);
+                s.taken += 1;
+                if wrote.as_ref().is_ok_and(|o| o.ok()) {
+                    if let Some(b) = run_began.take() {
+                        s.longest_gap = s.longest_gap.max(at.duration_since(b));
+                    }
+                    run = 0;
+                } else {
+                    s.writes_failed += 1;
+                    run += 1;
+                    s.longest_run = s.longest_run.max(run);
+                    run_began.get_or_insert(at);
+                    if s.failures.len() < 5 {
+                        s.failures.push(match wrote {
+                            Ok(o) => o.all(),
+                            Err(e) => e.to_string(),
+                        });
+                    }
+                }
+                std::thread::sleep(SAMPLE_EVERY.saturating_sub(at.elapsed()));
+            }
+            if let Some(b) = run_began {
+                s.longest_gap = s.longest_gap.max(b.elapsed());
+            }
+            s
+        });
+        Sampler { stop, handle }
+    }
+
+    fn finish(self) -> Samples {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.join().unwrap()
+    }
 }
 
 /// The built-in default with one worker, at `version`, written under `dir` and loaded.
@@ -128,6 +236,7 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
         eprintln!("muster {args:?} -> {:?}\n{}", out.code, out.stdout);
         out
     };
+    let sampler = Sampler::start(&lab, &cps, &workers[0]);
     let roll_began = Instant::now();
     let out = muster(&["upgrade"]);
     assert!(out.ok(), "muster upgrade: {}", out.all());
@@ -198,7 +307,30 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
         std::thread::sleep(Duration::from_millis(500));
     }
     let roll = roll_began.elapsed();
+    let samples = sampler.finish();
     eprintln!("rolled to {TO} in {:.1}s", roll.as_secs_f64());
+    muster_tests::measured!(
+        "lab_upgrade kubeadm roll sampled every {} ms: {} samples, etcd quorum lost in {}, {} VIP writes failed, longest run {} ({:.1}s; bound {}s)",
+        SAMPLE_EVERY.as_millis(),
+        samples.taken,
+        samples.quorum_lost.len(),
+        samples.writes_failed,
+        samples.longest_run,
+        samples.longest_gap.as_secs_f64(),
+        FAILOVER.as_secs()
+    );
+    // The sampler ran through the roll (the stop and the resume included), not a blink of it.
+    assert!(samples.taken >= 10, "too few samples: {samples:?}");
+    assert!(
+        samples.quorum_lost.is_empty(),
+        "etcd lost its quorum during the roll (seconds in, healthy members): {:?}",
+        samples.quorum_lost
+    );
+    assert!(
+        samples.longest_gap <= FAILOVER && samples.writes_failed < samples.taken,
+        "writes through the VIP failed for longer than a failover ({}s): {samples:?}",
+        FAILOVER.as_secs()
+    );
     let status = muster(&["upgrade", "--status"]);
     assert!(status.ok(), "--status after the roll: {}", status.all());
 

@@ -3,9 +3,10 @@
 //! back as an event, and persists every new phase before acting on it, so a reboot
 //! resumes through [`super::transition::restart`]. It decides nothing itself.
 //!
-//! Only the loop exists so far: the real `Effects` (kubeadm commands, Eviction calls, the
-//! lock at the rendezvous) are not written; the unit tests drive a whole roll through an
-//! in-memory cluster.
+//! The real `Effects` are [`super::live::Live`]'s (the rendezvous through
+//! [`super::rendezvous_side`], kubeadm/k3s, cordon, Eviction and the kubelet through
+//! [`super::node_side`]); the unit tests (`driver/tests.rs`) drive whole rolls through an
+//! in-memory cluster, and `tests/tests/lab_upgrade.rs` runs the real ones in the lab.
 
 use super::order::Wait;
 use super::state::Phase;

@@ -326,7 +326,14 @@ impl<R: CommandRunner, S: Systemd> NodeSide<R, S> {
         }
     }
 
+    /// `systemctl daemon-reload` then `systemctl restart kubelet`, as the upgrade guide
+    /// does: the kubeadm and kubelet packages installed before this step may have replaced
+    /// the kubelet's unit or its kubeadm drop-in, which systemd reads only on a reload.
     pub async fn restart_kubelet(&self) -> Result<(), String> {
+        self.systemd
+            .daemon_reload()
+            .await
+            .map_err(|e| e.to_string())?;
         self.systemd
             .restart(KUBELET_UNIT)
             .await
@@ -534,6 +541,24 @@ mod tests {
         let err = s.install_packages(&["kubeadm"]).await.unwrap_err();
         assert!(err.contains("only on a node whose root is /"), "{err}");
         assert!(s.runner.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_kubelet_restarts_after_systemd_read_its_units_again() {
+        let d = tempfile::tempdir().unwrap();
+        let s = NodeSide {
+            root: NodeRoot::new(d.path()),
+            node: "cp-1".into(),
+            runner: crate::exec::FakeRunner::default(),
+            systemd: crate::systemd::FakeSystemd::default(),
+            drain_timeout: Duration::from_secs(1),
+            ready_timeout: Duration::from_secs(1),
+        };
+        s.restart_kubelet().await.unwrap();
+        assert_eq!(
+            s.systemd.log(),
+            ["daemon-reload", &format!("restart {KUBELET_UNIT}")]
+        );
     }
 
     #[test]

@@ -24,8 +24,16 @@ pub fn progress_of(node: &str, phase: &Phase, now_ms: u64) -> Option<Progress> {
         }
         Phase::Waiting { sequence, why, .. } => (*sequence, None, Some(why.clone()), None),
         Phase::Locking {
-            sequence, resume, ..
-        } => (*sequence, resume.map(|s| s.name().to_string()), None, None),
+            sequence,
+            resume,
+            why,
+            ..
+        } => (
+            *sequence,
+            resume.map(|s| s.name().to_string()),
+            (!why.is_empty()).then(|| why.clone()),
+            None,
+        ),
         Phase::Running {
             sequence,
             step,

@@ -33,6 +33,11 @@ pub enum Phase {
         resume: Option<Step>,
         /// The newest resume request already acted on (a failure after it waits for the next).
         resumes_seen: u64,
+        /// What it waits for (status shows it): the lock held by another node, the turn
+        /// refused (etcd, order), or why it is taking the lock (again). Empty in a phase
+        /// persisted before it had this field.
+        #[serde(default)]
+        why: String,
     },
     /// Holding the lock (fencing `token`), running `step` of `steps`.
     #[serde(rename_all = "camelCase")]

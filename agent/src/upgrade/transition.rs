@@ -57,6 +57,11 @@ pub enum Action {
     },
 }
 
+/// Why a node in [`Phase::Locking`] or [`Phase::Waiting`] waits: another node has the lock.
+const BUSY: &str = "another node holds the upgrade lock";
+/// Why a node is in [`Phase::Locking`] after its turn came.
+const TAKING: &str = "its turn: taking the upgrade lock";
+
 /// Who this node is in the roll.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Me {
@@ -123,6 +128,7 @@ pub fn step(me: &Me, phase: Phase, event: Event) -> (Phase, Vec<Action>) {
                 to,
                 resume: None,
                 resumes_seen: 0,
+                why: TAKING.into(),
             },
             vec![A::Acquire],
         ),
@@ -140,6 +146,7 @@ pub fn step(me: &Me, phase: Phase, event: Event) -> (Phase, Vec<Action>) {
                 to,
                 resume,
                 resumes_seen,
+                ..
             },
             E::Granted { token },
         ) => {
@@ -159,18 +166,32 @@ pub fn step(me: &Me, phase: Phase, event: Event) -> (Phase, Vec<Action>) {
             Phase::Waiting {
                 sequence,
                 to,
-                why: "another node holds the upgrade lock".into(),
+                why: BUSY.into(),
             },
             vec![A::Report, A::CheckTurn],
         ),
         // Mid-upgrade (lease lost, reboot or resume): keep asking, never start over; the
         // turn (etcd's quorum for a control plane) is checked again before every try.
+        // Status says what it waits for.
         (
-            p @ Phase::Locking {
-                resume: Some(_), ..
+            Phase::Locking {
+                sequence,
+                to,
+                resume: resume @ Some(_),
+                resumes_seen,
+                ..
             },
             E::Busy,
-        ) => (p, vec![A::Report, A::CheckTurn]),
+        ) => (
+            Phase::Locking {
+                sequence,
+                to,
+                resume,
+                resumes_seen,
+                why: BUSY.into(),
+            },
+            vec![A::Report, A::CheckTurn],
+        ),
         (
             p @ Phase::Locking {
                 resume: Some(_), ..
@@ -178,11 +199,24 @@ pub fn step(me: &Me, phase: Phase, event: Event) -> (Phase, Vec<Action>) {
             E::Turn(Ok(())),
         ) => (p, vec![A::Acquire]),
         (
-            p @ Phase::Locking {
-                resume: Some(_), ..
+            Phase::Locking {
+                sequence,
+                to,
+                resume: resume @ Some(_),
+                resumes_seen,
+                ..
             },
-            E::Turn(Err(_)),
-        ) => (p, vec![A::Report, A::CheckTurn]),
+            E::Turn(Err(wait)),
+        ) => (
+            Phase::Locking {
+                sequence,
+                to,
+                resume,
+                resumes_seen,
+                why: wait.to_string(),
+            },
+            vec![A::Report, A::CheckTurn],
+        ),
         (
             Phase::Running {
                 sequence,
@@ -244,6 +278,7 @@ pub fn step(me: &Me, phase: Phase, event: Event) -> (Phase, Vec<Action>) {
                 to,
                 resume: Some(step),
                 resumes_seen,
+                why: format!("the upgrade lock's lease was lost during {step}: taking it again"),
             },
             vec![A::Report, A::CheckTurn],
         ),
@@ -270,6 +305,9 @@ pub fn step(me: &Me, phase: Phase, event: Event) -> (Phase, Vec<Action>) {
                     to,
                     resume: Some(resume),
                     resumes_seen: count,
+                    why: format!(
+                        "resumed by the operator: taking the upgrade lock to run {resume} again"
+                    ),
                 },
                 vec![A::Report, A::CheckTurn],
             )
@@ -321,6 +359,7 @@ pub fn restart(phase: Phase) -> (Phase, Vec<Action>) {
                 to,
                 resume: Some(step),
                 resumes_seen,
+                why: format!("restarted during {step}: taking the upgrade lock again"),
             },
             vec![Action::Report, Action::CheckTurn],
         ),

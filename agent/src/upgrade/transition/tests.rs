@@ -318,19 +318,48 @@ fn a_lost_lease_or_a_reboot_resumes_at_the_same_step() {
     assert_eq!(acts, vec![Action::Report, Action::CheckTurn]);
     // Busy mid-upgrade keeps asking rather than going back to waiting, the turn (etcd's
     // quorum) checked again before every try; a turn refused keeps it locking.
+    // Status says why it waits: the lock held by another, then etcd's refusal.
+    let with_why = |why: &str| match l.clone() {
+        Phase::Locking {
+            sequence,
+            to,
+            resume,
+            resumes_seen,
+            ..
+        } => Phase::Locking {
+            sequence,
+            to,
+            resume,
+            resumes_seen,
+            why: why.into(),
+        },
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        matches!(&l, Phase::Locking { why, .. } if why.contains("lease was lost during install-kubelet")),
+        "{l:?}"
+    );
     let (l2, acts) = step(&me, l.clone(), Event::Busy);
     assert_eq!(
         (l2, acts),
-        (l.clone(), vec![Action::Report, Action::CheckTurn])
+        (
+            with_why("another node holds the upgrade lock"),
+            vec![Action::Report, Action::CheckTurn]
+        )
     );
     let sick = Wait::EtcdUnhealthy {
         member: "cp-2".into(),
     };
-    let (l2, acts) = step(&me, l.clone(), Event::Turn(Err(sick)));
+    let (l2, acts) = step(&me, l.clone(), Event::Turn(Err(sick.clone())));
     assert_eq!(
-        (l2, acts),
-        (l.clone(), vec![Action::Report, Action::CheckTurn])
+        (l2.clone(), acts),
+        (
+            with_why(&sick.to_string()),
+            vec![Action::Report, Action::CheckTurn]
+        )
     );
+    let shown = crate::upgrade::rendezvous_side::progress_of("cp-1", &l2, 0).unwrap();
+    assert_eq!(shown.detail.as_deref(), Some(sick.to_string().as_str()));
     let (l2, acts) = step(&me, l.clone(), Event::Turn(Ok(())));
     assert_eq!((l2, acts), (l.clone(), vec![Action::Acquire]));
     let (r, acts) = step(&me, l, Event::Granted { token: 12 });
