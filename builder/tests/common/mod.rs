@@ -178,6 +178,7 @@ pub fn test_image_standins(report: &serde_json::Value) -> Vec<&str> {
 }
 
 pub mod artifacts;
+pub mod registry;
 #[path = "../../../tests/src/measured.rs"]
 mod measured_file;
 
