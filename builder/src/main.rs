@@ -782,8 +782,8 @@ fn artifacts_fetch(
         hosts_dir: registry_hosts,
         ..Default::default()
     };
-    let fetched =
-        muster_build::image::artifacts::fetch(&loaded.cluster, &out, &puller).with_context(|| {
+    let fetched = muster_build::image::artifacts::fetch(&loaded.cluster, &out, &puller)
+        .with_context(|| {
             format!(
                 "fetching the artifacts of {} into {}",
                 loaded.origin,

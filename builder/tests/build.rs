@@ -156,7 +156,10 @@ fn payload_layout_is_fixed_and_holds_no_secret() {
     let needs = muster_build::image::prepull::needs(&spec.cluster).unwrap();
     let want = muster_build::image::prepull::resolve(
         &needs,
-        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/artifacts")),
+        Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/artifacts"
+        )),
     )
     .unwrap();
     let listed = String::from_utf8(find(model::node_files::PREPULL_IMAGES).1.clone()).unwrap();

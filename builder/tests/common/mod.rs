@@ -178,9 +178,9 @@ pub fn test_image_standins(report: &serde_json::Value) -> Vec<&str> {
 }
 
 pub mod artifacts;
-pub mod registry;
 #[path = "../../../tests/src/measured.rs"]
 mod measured_file;
+pub mod registry;
 
 /// Prints a measured figure and appends it to `target/tmp/measured.txt`, which
 /// `scripts/test.sh` prints after the run (libtest hides a passing test's output).

@@ -36,7 +36,8 @@ pub struct Registry {
 impl Registry {
     /// A containerd hosts.toml layout under `dir` (returned: pass it as `--hosts-dir`)
     /// making this stand-in the plain-HTTP mirror of each of `upstreams` (registry names
-    /// like `registry.k8s.io`).
+    /// like `registry.k8s.io`), and its server too: containerd tries the server after a
+    /// mirror's 404, and no test may reach the real registry.
     pub fn hosts_dir(&self, dir: &Path, upstreams: &[&str]) -> PathBuf {
         for u in upstreams {
             let d = dir.join(u);
@@ -44,8 +45,8 @@ impl Registry {
             std::fs::write(
                 d.join("hosts.toml"),
                 format!(
-                    "server = \"https://{u}\"\n\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-                    self.host
+                    "server = \"http://{h}\"\n\n[host.\"http://{h}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+                    h = self.host
                 ),
             )
             .unwrap();
@@ -57,7 +58,10 @@ impl Registry {
 /// Splits `registry.k8s.io/coredns/coredns:v1.11.3` into (`registry.k8s.io/coredns/coredns`,
 /// `v1.11.3`). Digest-pinned references are not served (the stand-in's digests are its own).
 fn split(image: &str) -> (String, String) {
-    assert!(!image.contains('@'), "the stand-in serves tags only: {image}");
+    assert!(
+        !image.contains('@'),
+        "the stand-in serves tags only: {image}"
+    );
     let (name, tag) = image.rsplit_once(':').unwrap();
     assert!(!tag.contains('/'), "{image} needs a tag");
     (name.to_string(), tag.to_string())
@@ -164,10 +168,7 @@ fn respond(served: &BTreeMap<String, Served>, own: &str, target: &str) -> Respon
     let Some(rest) = path.strip_prefix("/v2/") else {
         return not_found("NAME_UNKNOWN", "not a /v2/ path");
     };
-    let registry = query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("ns="))
-        .unwrap_or(own);
+    let ns = query.split('&').find_map(|kv| kv.strip_prefix("ns="));
     let (name, kind, reference) = if let Some((n, r)) = rest.rsplit_once("/manifests/") {
         (n, "manifests", r)
     } else if let Some((n, r)) = rest.rsplit_once("/blobs/") {
@@ -175,9 +176,19 @@ fn respond(served: &BTreeMap<String, Served>, own: &str, target: &str) -> Respon
     } else {
         return not_found("NAME_UNKNOWN", rest);
     };
-    let full = format!("{registry}/{name}");
-    let Some(image) = served.get(&full) else {
-        return not_found("NAME_UNKNOWN", &format!("repository {full} not known"));
+    // A mirror request names its registry (`?ns=`); without it, the stand-in's own name,
+    // else the one served image of that repository path on any registry (a server entry
+    // of a hosts.toml is asked without `ns`).
+    let found = match ns {
+        Some(ns) => served.get_key_value(&format!("{ns}/{name}")),
+        None => served.get_key_value(&format!("{own}/{name}")).or_else(|| {
+            served
+                .iter()
+                .find(|(k, _)| k.split_once('/').is_some_and(|(_, n)| n == name))
+        }),
+    };
+    let Some((full, image)) = found else {
+        return not_found("NAME_UNKNOWN", &format!("repository {name} not known"));
     };
     let blob = |digest: &str| {
         let hex = digest.strip_prefix("sha256:")?;

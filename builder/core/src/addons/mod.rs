@@ -639,7 +639,10 @@ mod tests {
         let start = script.find("manifest_images() {").unwrap();
         let end = start + script[start..].find("\n}\n").unwrap() + 3;
         let function = &script[start..end];
-        let dir = format!("{}/../../tests/fixtures/artifacts/addons", env!("CARGO_MANIFEST_DIR"));
+        let dir = format!(
+            "{}/../../tests/fixtures/artifacts/addons",
+            env!("CARGO_MANIFEST_DIR")
+        );
         let mut seen = 0;
         for e in std::fs::read_dir(&dir).unwrap() {
             let path = e.unwrap().path();
@@ -650,7 +653,11 @@ mod tests {
                 .arg(&path)
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let mut got: Vec<String> = String::from_utf8(out.stdout)
                 .unwrap()
                 .lines()

@@ -146,10 +146,7 @@ fn import_images_step(cluster: &Cluster, artifacts: &str) -> Option<String> {
             m.sha256
         ));
     }
-    pull.push_str(&format!(
-        " --list /{}",
-        model::node_files::PREPULL_IMAGES
-    ));
+    pull.push_str(&format!(" --list /{}", model::node_files::PREPULL_IMAGES));
     import.push_str(&format!(" {artifacts}/images"));
     for i in &needs.images {
         import.push(' ');
