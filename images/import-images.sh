@@ -1,23 +1,36 @@
 #!/bin/bash
-# Pre-pulls the container images a node needs into containerd's k8s.io namespace, from
-# local image tarballs, so the node's first boot pulls nothing. Run as root in the image,
-# after install-kubernetes.sh and provision.sh (containerd installed and configured):
-# `muster image build` runs it in its chroot, Packer in the build VM.
+# Pre-pulls the container images a node needs into containerd's k8s.io namespace, so the
+# node's first boot pulls nothing. Run as root in the image, after install-kubernetes.sh
+# and provision.sh (containerd installed and configured): `muster image build` runs it in
+# its chroot, Packer in the build VM.
 #
-#   import-images.sh [--k3s] [--manifest FILE SHA256]... DIR REF...
+#   import-images.sh [--k3s] [--manifest FILE SHA256]... [--list FILE]... DIR REF...
+#   import-images.sh --pull [--k3s] [--hosts-dir DIR] [--manifest FILE SHA256]...
+#                    [--list FILE]... REF...
 #
-#   DIR holds one tarball per REF (an OCI or Docker archive as `ctr images export` or
-#   `docker save` writes it), named by import-images.sh's rule (REF with / and : as _,
-#   plus .tar), and SHA256SUMS (sha256sum format) listing each tarball. Every tarball is
-#   checked against its sum before anything is imported; after the import every REF must
-#   be in `ctr -n k8s.io images ls`.
+# From tarballs (the first form, air-gapped): DIR holds one tarball per REF (an OCI or
+# Docker archive as `ctr images export` or `docker save` writes it), named by
+# import-images.sh's rule (REF with /, : and @ as _, plus .tar), and SHA256SUMS (sha256sum
+# format) listing each tarball. Every tarball is checked against its sum before anything
+# is imported.
 #
-# --manifest: FILE is a pinned add-on manifest that must have SHA256; each `image:` it names
-# is one more REF (Packer passes them so; `muster image build` reads them itself).
+# --pull (online): each REF is pulled from its registry by the image's own containerd
+# (`ctr -n k8s.io images pull --platform linux/amd64`). Registry hosts (mirrors, plain-HTTP
+# registries) come from containerd's hosts.toml layout: --hosts-dir DIR, else
+# /etc/containerd/certs.d when it exists. A REF no registry has fails naming it.
+#
+# Either way, every REF must be in `ctr -n k8s.io images ls` at the end.
+#
+# --manifest: FILE is a pinned add-on manifest that must have SHA256; each image it names
+# (`image:` fields, also as a list item `- image:`) is one more REF.
+# --list: FILE names one REF a line (`muster build` writes usr/lib/muster/prepull-images
+# into the payload: every image the nodes need, the pinned add-on manifests' included).
 #
 # --k3s: k3s runs its own containerd, which imports the tarballs in
 # /var/lib/rancher/k3s/agent/images/ when it starts (k3s's airgap layout, beside its airgap
-# tarball); the checked tarballs are installed there instead.
+# tarball); the checked tarballs are installed there instead. With --pull, the images are
+# pulled by a private containerd (the image must have containerd's `containerd` and `ctr`)
+# and exported there.
 #
 # When no containerd answers on /run/containerd/containerd.sock (a chroot), the script
 # starts the image's own containerd on a private socket for the import and stops it after;
@@ -31,69 +44,96 @@ die() {
   exit 1
 }
 
+# The images a manifest names, by the rules of muster's addons::images: `image:` fields (also
+# as a list item), a list item after a `--…-image` flag or `--…-image=REF`, and the
+# `value:` of an env var named `…_IMAGE`.
+manifest_images() {
+  awk '
+    function unq(s) { gsub(/^[ \t"\x27]+|[ \t"\x27]+$/, "", s); return s }
+    {
+      line = $0
+      islist = (line ~ /^[ \t]*- /)
+      sub(/^[ \t]+/, "", line)
+      if (line ~ /^- /) sub(/^-[ \t]+/, "", line)
+      i = index(line, " #")
+      if (i > 0) line = substr(line, 1, i - 1)
+      sub(/[ \t]+$/, "", line)
+      v = ""
+      u = unq(line)
+      if (line ~ /^image:/) v = substr(line, 7)
+      else if (line ~ /^value:/ && prev ~ /^name:/ && unq(substr(prev, 6)) ~ /_IMAGE$/) v = substr(line, 7)
+      else if (islist && u ~ /^--[^=]*-image=/) v = substr(u, index(u, "=") + 1)
+      else if (islist && prev ~ /^--/ && unq(prev) ~ /-image$/) v = line
+      v = unq(v)
+      if (v != "") print v
+      prev = line
+    }' "$1"
+}
+
 [ "$(id -u)" -eq 0 ] || die "must run as root"
 k3s=false
-if [ "${1:-}" = --k3s ]; then
-  k3s=true
+pull=false
+hosts=
+refs=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+  --k3s)
+    k3s=true
+    shift
+    ;;
+  --pull)
+    pull=true
+    shift
+    ;;
+  --hosts-dir)
+    [ $# -ge 2 ] || die "--hosts-dir needs DIR"
+    [ -d "$2" ] || die "$2: no such directory (--hosts-dir: containerd's hosts.toml layout)"
+    hosts=$2
+    shift 2
+    ;;
+  --list)
+    [ $# -ge 2 ] || die "--list needs FILE"
+    [ -f "$2" ] || die "$2: missing (the list of images to pre-pull)"
+    while IFS= read -r ref || [ -n "$ref" ]; do
+      ref=${ref%%#*}
+      ref=$(printf '%s' "$ref" | tr -d ' \t\r')
+      [ -z "$ref" ] || refs+=("$ref")
+    done <"$2"
+    shift 2
+    ;;
+  --manifest)
+    [ $# -ge 3 ] || die "--manifest needs FILE SHA256"
+    [ -f "$2" ] || die "$2: missing (the pinned add-on manifest, expected sha256 $3)"
+    got=$(sha256sum "$2" | cut -d' ' -f1)
+    [ "$got" = "$3" ] || die "$2 has sha256 $got, expected $3 (the pinned manifest)"
+    found=$(manifest_images "$2")
+    while IFS= read -r ref; do [ -z "$ref" ] || refs+=("$ref"); done <<<"$found"
+    shift 3
+    ;;
+  --*) die "unknown option $1" ;;
+  *) break ;;
+  esac
+done
+if [ "$pull" = true ]; then
+  dir=
+else
+  [ $# -ge 1 ] || die "usage: import-images.sh [--k3s] [--manifest FILE SHA256]... [--list FILE]... DIR REF... | --pull [--k3s] [--hosts-dir DIR] [--manifest FILE SHA256]... [--list FILE]... REF..."
+  dir=$1
   shift
 fi
-refs=()
-while [ "${1:-}" = --manifest ]; do
-  [ $# -ge 3 ] || die "--manifest needs FILE SHA256"
-  [ -f "$2" ] || die "$2: missing (the pinned add-on manifest, expected sha256 $3)"
-  got=$(sha256sum "$2" | cut -d' ' -f1)
-  [ "$got" = "$3" ] || die "$2 has sha256 $got, expected $3 (the pinned manifest)"
-  found=$(awk '
-    { sub(/^[ \t]+/, "") }
-    /^image:/ { v = substr($0, 7); gsub(/^[ \t"]+|[ \t"]+$/, "", v); if (v != "") print v }' "$2")
-  while IFS= read -r ref; do [ -z "$ref" ] || refs+=("$ref"); done <<<"$found"
-  shift 3
-done
-[ $# -ge 1 ] || die "usage: import-images.sh [--k3s] [--manifest FILE SHA256]... DIR REF..."
-dir=$1
-shift
+if [ -z "$hosts" ] && [ -d /etc/containerd/certs.d ]; then hosts=/etc/containerd/certs.d; fi
 # (No process substitution: a chroot has no /dev/fd.)
 sorted=$(printf '%s\n' "$@" "${refs[@]}" | grep -v '^$' | sort -u || true)
 [ -n "$sorted" ] || die "no images to import"
 mapfile -t all <<<"$sorted"
 set -- "${all[@]}"
-[ -f "$dir/SHA256SUMS" ] || die "$dir/SHA256SUMS: missing (the image tarballs' sums)"
-
 file_of() { printf '%s.tar' "$(printf '%s' "$1" | tr '/:@' '___')"; }
 
-for ref in "$@"; do
-  f=$(file_of "$ref")
-  want=$(awk -v n="$f" '$2 == n || $2 == "*" n { print $1; exit }' "$dir/SHA256SUMS")
-  [ -n "$want" ] || die "$dir/SHA256SUMS lists no $f (the image $ref)"
-  [ -f "$dir/$f" ] || die "$dir/$f (image $ref): missing (expected sha256 $want)"
-  got=$(sha256sum "$dir/$f" | cut -d' ' -f1)
-  [ "$got" = "$want" ] || die "$dir/$f (image $ref) has sha256 $got, expected $want (from SHA256SUMS)"
-done
-
-if [ "$k3s" = true ]; then
-  for ref in "$@"; do
-    install -D -m 0644 "$dir/$(file_of "$ref")" "/var/lib/rancher/k3s/agent/images/$(file_of "$ref")"
-  done
-  say "$# image tarballs in /var/lib/rancher/k3s/agent/images/ (k3s imports them when it starts): $*"
-  exit 0
-fi
-
-command -v ctr >/dev/null || die "ctr not found: containerd is not installed in this image"
-sock=/run/containerd/containerd.sock
-pid=
-stop() {
-  if [ -n "$pid" ]; then
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    rm -rf /run/muster-containerd
-  fi
-}
-trap stop EXIT
-if ! ctr --address "$sock" version >/dev/null 2>&1; then
-  [ -r /proc/self/mounts ] || die "no containerd running and no /proc to start one"
+start_containerd() {
+  # $1: containerd's root (empty: its default)
   mkdir -p /run/muster-containerd
   sock=/run/muster-containerd/containerd.sock
-  containerd --address "$sock" --state /run/muster-containerd/state \
+  containerd --address "$sock" --state /run/muster-containerd/state ${1:+--root "$1"} \
     >/run/muster-containerd/log 2>&1 &
   pid=$!
   for _ in $(seq 100); do
@@ -105,15 +145,90 @@ if ! ctr --address "$sock" version >/dev/null 2>&1; then
     sleep 0.1
   done
   ctr --address "$sock" version >/dev/null 2>&1 || die "containerd did not answer on $sock"
+}
+sock=/run/containerd/containerd.sock
+pid=
+scratch=
+stop() {
+  if [ -n "$pid" ]; then
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    rm -rf /run/muster-containerd
+  fi
+  [ -z "$scratch" ] || rm -rf "$scratch"
+}
+trap stop EXIT
+
+# pull NAMESPACE REF: pulls REF; a failure names the image and says what ctr said.
+pull() {
+  local out
+  if ! out=$(ctr --address "$sock" -n "$1" images pull --platform linux/amd64 \
+    ${hosts:+--hosts-dir "$hosts"} "$2" 2>&1); then
+    die "pulling the image $2 failed: $(printf '%s\n' "$out" | grep -i 'error\|fail\|not found' | tail -n 2 | tr '\n' ' ')"
+  fi
+}
+
+if [ "$pull" = false ]; then
+  [ -f "$dir/SHA256SUMS" ] || die "$dir/SHA256SUMS: missing (the image tarballs' sums)"
+  for ref in "$@"; do
+    f=$(file_of "$ref")
+    want=$(awk -v n="$f" '$2 == n || $2 == "*" n { print $1; exit }' "$dir/SHA256SUMS")
+    [ -n "$want" ] || die "$dir/SHA256SUMS lists no $f (the image $ref)"
+    [ -f "$dir/$f" ] || die "$dir/$f (image $ref): missing (expected sha256 $want)"
+    got=$(sha256sum "$dir/$f" | cut -d' ' -f1)
+    [ "$got" = "$want" ] || die "$dir/$f (image $ref) has sha256 $got, expected $want (from SHA256SUMS)"
+  done
+fi
+
+if [ "$k3s" = true ] && [ "$pull" = false ]; then
+  for ref in "$@"; do
+    install -D -m 0644 "$dir/$(file_of "$ref")" "/var/lib/rancher/k3s/agent/images/$(file_of "$ref")"
+  done
+  say "$# image tarballs in /var/lib/rancher/k3s/agent/images/ (k3s imports them when it starts): $*"
+  exit 0
+fi
+
+command -v ctr >/dev/null || die "ctr not found: containerd is not installed in this image"
+if [ "$k3s" = true ]; then
+  # k3s's own containerd runs only with k3s: a private containerd pulls, and the images
+  # are exported where k3s imports them at its start.
+  command -v containerd >/dev/null ||
+    die "--pull --k3s needs containerd's containerd and ctr in the image (k3s's own containerd runs only with k3s); build from an artifacts directory instead"
+  [ -r /proc/self/mounts ] || die "no /proc to start containerd"
+  scratch=/var/tmp/muster-pull
+  rm -rf "$scratch"
+  start_containerd "$scratch"
+  install -d /var/lib/rancher/k3s/agent/images
+  for ref in "$@"; do
+    pull muster-pull "$ref"
+    ctr --address "$sock" -n muster-pull images export --platform linux/amd64 \
+      "/var/lib/rancher/k3s/agent/images/$(file_of "$ref")" "$ref" >&2 ||
+      die "exporting the image $ref failed"
+  done
+  say "$# images pulled into /var/lib/rancher/k3s/agent/images/ (k3s imports them when it starts): $*"
+  exit 0
+fi
+
+if ! ctr --address "$sock" version >/dev/null 2>&1; then
+  [ -r /proc/self/mounts ] || die "no containerd running and no /proc to start one"
+  start_containerd ""
 fi
 
 for ref in "$@"; do
-  f=$(file_of "$ref")
-  ctr --address "$sock" -n k8s.io images import --platform linux/amd64 "$dir/$f" >&2 ||
-    die "ctr images import $dir/$f (image $ref) failed"
+  if [ "$pull" = true ]; then
+    pull k8s.io "$ref"
+  else
+    f=$(file_of "$ref")
+    ctr --address "$sock" -n k8s.io images import --platform linux/amd64 "$dir/$f" >&2 ||
+      die "ctr images import $dir/$f (image $ref) failed"
+  fi
 done
 have=$(ctr --address "$sock" -n k8s.io images ls -q)
 for ref in "$@"; do
-  grep -qxF "$ref" <<<"$have" || die "$dir/$(file_of "$ref") did not hold the image $ref (containerd has: $(tr '\n' ' ' <<<"$have"))"
+  if [ "$pull" = true ]; then
+    grep -qxF "$ref" <<<"$have" || die "the image $ref is not in containerd after its pull (containerd has: $(tr '\n' ' ' <<<"$have"))"
+  else
+    grep -qxF "$ref" <<<"$have" || die "$dir/$(file_of "$ref") did not hold the image $ref (containerd has: $(tr '\n' ' ' <<<"$have"))"
+  fi
 done
 say "$# images in containerd's k8s.io namespace: $*"

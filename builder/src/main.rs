@@ -233,6 +233,11 @@ enum ImageCommand {
         /// (listed as left out).
         #[arg(long)]
         allow_incomplete: bool,
+        /// Registry hosts in containerd's hosts.toml layout (DIR/<registry>/hosts.toml) for
+        /// pulling the images without --artifacts (`ctr --hosts-dir`): a local mirror, a
+        /// plain-HTTP registry, a private CA.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["artifacts", "allow_incomplete"])]
+        registry_hosts: Option<PathBuf>,
         /// TEST ONLY: the apt repository or release URL to install from instead of upstream
         /// (with --artifacts, the images still come from there).
         #[arg(long, hide = true, conflicts_with = "allow_incomplete")]
@@ -258,6 +263,11 @@ enum ArtifactsCommand {
         /// The directory to fill (made complete or not at all).
         #[arg(long)]
         out: PathBuf,
+        /// Registry hosts in containerd's hosts.toml layout (DIR/<registry>/hosts.toml) for
+        /// the image pulls (`ctr --hosts-dir`): a local mirror, a plain-HTTP registry, a
+        /// private CA.
+        #[arg(long, value_name = "DIR")]
+        registry_hosts: Option<PathBuf>,
         /// Print what was fetched as JSON.
         #[arg(long)]
         json: bool,
@@ -373,6 +383,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     disk_size,
                     artifacts,
                     allow_incomplete,
+                    registry_hosts,
                     source_override,
                     source_key_fingerprint,
                     json,
@@ -394,12 +405,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 disk_size,
                 kubernetes,
                 images,
+                registry_hosts,
                 json,
             })
         }
         Command::Artifacts {
-            command: ArtifactsCommand::Fetch { spec, out, json },
-        } => artifacts_fetch(spec, out, json),
+            command:
+                ArtifactsCommand::Fetch {
+                    spec,
+                    out,
+                    registry_hosts,
+                    json,
+                },
+        } => artifacts_fetch(spec, out, registry_hosts, json),
     }
 }
 
@@ -722,6 +740,7 @@ struct ImageBuildArgs {
     disk_size: u64,
     kubernetes: muster_build::image::kubernetes::Source,
     images: Option<PathBuf>,
+    registry_hosts: Option<PathBuf>,
     json: bool,
 }
 
@@ -738,6 +757,7 @@ fn image_build(a: ImageBuildArgs) -> anyhow::Result<ExitCode> {
         disk_bytes: a.disk_size,
         kubernetes: a.kubernetes,
         images: a.images,
+        registry_hosts: a.registry_hosts,
         variant: None,
     };
     let report = muster_build::image::build(&opts).context("image build failed")?;
@@ -751,10 +771,19 @@ fn image_build(a: ImageBuildArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `muster artifacts fetch`.
-fn artifacts_fetch(spec: Option<PathBuf>, out: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
+fn artifacts_fetch(
+    spec: Option<PathBuf>,
+    out: PathBuf,
+    registry_hosts: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let loaded = spec_source::load(spec.as_deref())?;
-    let fetched =
-        muster_build::image::artifacts::fetch(&loaded.cluster, &out).with_context(|| {
+    let puller = muster_build::image::prepull::Puller {
+        hosts_dir: registry_hosts,
+        ..Default::default()
+    };
+    let fetched = muster_build::image::artifacts::fetch(&loaded.cluster, &out, &puller)
+        .with_context(|| {
             format!(
                 "fetching the artifacts of {} into {}",
                 loaded.origin,

@@ -150,6 +150,22 @@ fn payload_layout_is_fixed_and_holds_no_secret() {
         baked.rendezvous.cert_sha256.unwrap().as_str(),
         payload::sha256_hex(&der)
     );
+    // The images Packer's default build pulls (import-images.sh --pull --list): muster's
+    // and the pinned manifests' (longhorn's flag/env images too), not the user's cilium.
+    let spec = seed0_with_cilium(tools.path());
+    let needs = muster_build::image::prepull::needs(&spec.cluster).unwrap();
+    let want = muster_build::image::prepull::resolve(
+        &needs,
+        Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/artifacts"
+        )),
+    )
+    .unwrap();
+    let listed = String::from_utf8(find(model::node_files::PREPULL_IMAGES).1.clone()).unwrap();
+    assert_eq!(listed.lines().collect::<Vec<_>>(), want);
+    assert!(listed.contains("longhornio/longhorn-instance-manager:v1.12.1\n"));
+    assert!(!listed.contains("cilium"), "{listed}");
     // SHA256SUMS covers every other file and agrees with it.
     let sums = String::from_utf8(find(model::node_files::PAYLOAD_SUMS).1.clone()).unwrap();
     let files: Vec<_> = entries

@@ -564,3 +564,194 @@ fn images_are_prepulled_into_containerd_with_the_real_ctr() {
         .collect();
     assert_eq!(k3s_images, [prepull::tarball_name(&pause)]);
 }
+
+/// import-images.sh run in `root` as the build runs it: a private mount namespace with
+/// /proc and a tmpfs /run, chrooted, a clean environment.
+fn import_images_in(root: &Path, args: &[&str]) -> Output {
+    std::fs::write(
+        root.join("tmp/import-images.sh"),
+        muster_build::render::images::IMPORT_IMAGES_SH,
+    )
+    .unwrap();
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+        .arg(
+            "set -e; r=$1; shift; mount -t proc proc \"$r/proc\"; mount -t tmpfs tmpfs \"$r/run\"; \
+             exec chroot \"$r\" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+             /bin/bash /tmp/import-images.sh \"$@\"",
+        )
+        .arg("import-images")
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Issue 13's online pre-pull, against a registry stand-in (common::registry: the OCI
+/// distribution API's read side over plain HTTP) with the real containerd and `ctr`:
+/// - in the image (Packer's default, `import-images.sh --pull`): the image's own containerd
+///   pulls through a hosts.toml mirror for registry.k8s.io and docker.io, from
+///   /etc/containerd/certs.d by default, from `--hosts-dir` when given, the list from
+///   `--list` (the payload's prepull-images) and the line; `--k3s` exports them where k3s
+///   imports them;
+/// - on the build host (`prepull::pull_images`, what `muster image build` and `muster
+///   artifacts fetch` run without --artifacts): a private containerd pulls and exports
+///   tarballs + SHA256SUMS that import-images.sh then checks and imports;
+/// - a registry without one of the images: both fail naming it.
+#[test]
+fn images_are_pulled_from_a_registry_stand_in_with_the_real_ctr() {
+    use common::registry;
+    use muster_build::image::prepull;
+    require_root();
+    let scratch = tempfile::Builder::new()
+        .prefix("pull")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let s = scratch.path();
+    let root = root_copy(s);
+    let mut images: Vec<String> = [
+        "registry.k8s.io/pause:3.10",
+        "registry.k8s.io/coredns/coredns:v1.11.3",
+        "docker.io/longhornio/longhorn-manager:v1.12.1",
+    ]
+    .map(String::from)
+    .to_vec();
+    images.sort();
+    let reg = registry::start(&images, &s.join("oci"));
+    let upstreams = ["registry.k8s.io", "docker.io"];
+    let missing = "registry.k8s.io/not-served:1";
+
+    // In the image, hosts from /etc/containerd/certs.d (where an image's mirrors live).
+    reg.hosts_dir(&root.join("etc/containerd/certs.d"), &upstreams);
+    std::fs::write(
+        root.join("tmp/prepull-images"),
+        format!("{}\n# a comment\n\n{}\n", images[0], images[1]),
+    )
+    .unwrap();
+    let o = import_images_in(&root, &["--pull", missing, &images[2]]);
+    assert!(!o.status.success(), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("error: pulling the image {missing} failed"))
+            && err.contains("not found"),
+        "{}",
+        show(&o)
+    );
+    let t = std::time::Instant::now();
+    let o = import_images_in(
+        &root,
+        &["--pull", "--list", "/tmp/prepull-images", &images[2]],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    common::measured(format_args!(
+        "import-images.sh --pull of {} stand-in images from the registry stand-in: {:.1?}",
+        images.len(),
+        t.elapsed()
+    ));
+    assert_eq!(ctr_images(&root), images);
+    // Each image's manifest came from the stand-in (there is no other registry here).
+    let requests = reg.requests.lock().unwrap().clone();
+    for i in &images {
+        let (name, tag) = i.rsplit_once(':').unwrap();
+        let path = name.split_once('/').unwrap().1;
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.contains(&format!(" /v2/{path}/manifests/{tag}"))),
+            "no manifest request for {i}: {requests:?}"
+        );
+    }
+    assert!(!root.join("run/muster-containerd").exists());
+
+    // --hosts-dir instead; k3s: pulled by a private containerd, exported for k3s.
+    std::fs::remove_dir_all(root.join("etc/containerd/certs.d")).unwrap();
+    reg.hosts_dir(&root.join("tmp/hosts"), &upstreams);
+    let o = import_images_in(
+        &root,
+        &[
+            "--pull",
+            "--k3s",
+            "--hosts-dir",
+            "/tmp/hosts",
+            "--list",
+            "/tmp/prepull-images",
+            &images[2],
+        ],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let k3s_dir = root.join("var/lib/rancher/k3s/agent/images");
+    let mut k3s_images: Vec<_> = std::fs::read_dir(&k3s_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    k3s_images.sort();
+    let mut want: Vec<_> = images.iter().map(|i| prepull::tarball_name(i)).collect();
+    want.sort();
+    assert_eq!(k3s_images, want);
+    assert!(!root.join("var/tmp/muster-pull").exists());
+    std::fs::remove_dir_all(&k3s_dir).unwrap();
+
+    // On the build host: a private containerd (the test root's binaries, Debian's
+    // containerd 1.6), the same stand-in through `--registry-hosts`.
+    let cd = s.join("host-containerd");
+    std::fs::create_dir_all(&cd).unwrap();
+    let sock = cd.join("containerd.sock");
+    let mut containerd = Command::new(root.join("usr/bin/containerd"))
+        .arg("--address")
+        .arg(&sock)
+        .arg("--root")
+        .arg(cd.join("root"))
+        .arg("--state")
+        .arg(cd.join("state"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(cd.join("log")).unwrap())
+        .spawn()
+        .unwrap();
+    let puller = prepull::Puller {
+        ctr: root.join("usr/bin/ctr"),
+        address: Some(sock.clone()),
+        hosts_dir: Some(reg.hosts_dir(&s.join("hosts"), &upstreams)),
+    };
+    let answered = (0..100).any(|_| {
+        let up = Command::new(&puller.ctr)
+            .arg("--address")
+            .arg(&sock)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !up {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        up
+    });
+    let artifacts = s.join("artifacts");
+    let mut with_missing = images.clone();
+    with_missing.push(missing.to_string());
+    let err = answered.then(|| prepull::pull_images(&artifacts, &with_missing, &puller));
+    let t = std::time::Instant::now();
+    let fetched = answered.then(|| prepull::pull_images(&artifacts, &images, &puller));
+    let pulled = t.elapsed();
+    containerd.kill().unwrap();
+    containerd.wait().unwrap();
+    assert!(
+        answered,
+        "the host containerd did not start: {}",
+        std::fs::read_to_string(cd.join("log")).unwrap()
+    );
+    let err = err.unwrap().unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("pulling the image {missing} failed")) && err.contains("not found"),
+        "{err}"
+    );
+    let fetched = fetched.unwrap().unwrap();
+    common::measured(format_args!(
+        "prepull::pull_images of {} stand-in images from the registry stand-in (host containerd): {pulled:.1?}",
+        images.len()
+    ));
+    assert_eq!(fetched.len(), images.len() + 1, "{fetched:?}");
+    prepull::check(&artifacts, &images).unwrap();
+    // import-images.sh accepts the exported tarballs and their sums.
+    std::fs::remove_dir_all(root.join("var/lib/containerd")).unwrap();
+    prepull::import(&root, &artifacts, &images, false).unwrap();
+    assert_eq!(ctr_images(&root), images);
+}

@@ -118,3 +118,7 @@ pub const NGINX_CONF: &str = "etc/nginx/nginx.conf";
 pub const ADDONS_DIR: &str = "usr/lib/muster/addons";
 /// Their index (`model::addons::AddonIndex`): which files, in which order.
 pub const ADDONS_INDEX: &str = "usr/lib/muster/addons/index.json";
+/// The container images the nodes run from registries, one a line (muster's and those the
+/// pinned add-on manifests name, read after their sha256 check): what
+/// `images/import-images.sh --pull --list` pre-pulls in a Packer build without artifacts.
+pub const PREPULL_IMAGES: &str = "usr/lib/muster/prepull-images";

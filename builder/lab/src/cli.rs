@@ -367,6 +367,7 @@ fn test_image(a: TestImageArgs) -> anyhow::Result<ExitCode> {
         disk_bytes: 4 << 30,
         kubernetes,
         images,
+        registry_hosts: None,
         variant: Some(std::sync::Arc::new(crate::test_image::TestImage {
             standins: standins.unwrap_or_else(crate::standins::default_dir),
             distribution_installed,

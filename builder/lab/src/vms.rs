@@ -132,6 +132,7 @@ fn build_test_image(
         // The stand-ins replace the distribution (images/test-image.sh).
         kubernetes: image::kubernetes::Source::LeftOut,
         images: None,
+        registry_hosts: None,
         variant: Some(std::sync::Arc::new(crate::test_image::TestImage {
             standins: o.standins.clone(),
             distribution_installed: false,

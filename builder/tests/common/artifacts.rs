@@ -79,6 +79,18 @@ pub fn standin_debs(debs: &Path, version: &str) {
 /// A minimal OCI image archive (what `ctr images export` writes) for `image`: one layer
 /// with one file naming it, a config, a manifest, an index naming the image.
 pub fn oci_archive(image: &str, tar_path: &Path, work: &Path) {
+    let d = oci_layout(image, work);
+    sh(Command::new("tar")
+        .arg("-C")
+        .arg(&d)
+        .arg("-cf")
+        .arg(tar_path)
+        .arg("."));
+}
+
+/// [`oci_archive`]'s OCI image layout, as a directory under `work` (returned): what the
+/// registry stand-in serves.
+pub fn oci_layout(image: &str, work: &Path) -> PathBuf {
     use sha2::{Digest, Sha256};
     let d = work.join(format!(
         "oci-{}",
@@ -127,12 +139,7 @@ pub fn oci_archive(image: &str, tar_path: &Path, work: &Path) {
     });
     std::fs::write(d.join("index.json"), index.to_string()).unwrap();
     std::fs::write(d.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    sh(Command::new("tar")
-        .arg("-C")
-        .arg(&d)
-        .arg("-cf")
-        .arg(tar_path)
-        .arg("."));
+    d
 }
 
 /// A complete `--artifacts DIR` for a kubeadm `cluster`: the stand-in .debs at the spec's

@@ -180,6 +180,7 @@ pub fn test_image_standins(report: &serde_json::Value) -> Vec<&str> {
 pub mod artifacts;
 #[path = "../../../tests/src/measured.rs"]
 mod measured_file;
+pub mod registry;
 
 /// Prints a measured figure and appends it to `target/tmp/measured.txt`, which
 /// `scripts/test.sh` prints after the run (libtest hides a passing test's output).

@@ -46,6 +46,10 @@ pub enum BakeAddonError {
 pub struct BakedAddons {
     pub files: Vec<(String, Vec<u8>)>,
     pub index: AddonIndex,
+    /// The images the pinned manifests name ([`super::images`] of the fetched, checked
+    /// bytes), sorted: pre-pulled into the image. A user's local file adds none (as
+    /// `image::prepull::needs`).
+    pub images: Vec<String>,
 }
 
 /// Resolves, fetches (through `source`) and adapts every add-on of `cluster` that muster
@@ -59,7 +63,9 @@ pub fn bake(
     let mut out = BakedAddons {
         files: Vec::new(),
         index: AddonIndex { addons: Vec::new() },
+        images: Vec::new(),
     };
+    let mut images = Vec::new();
     let mut push = |name: &str, field: &str, version: &str, text: String, src| {
         let file = format!("{:02}-{name}.yaml", out.files.len() + 1);
         out.index.addons.push(BakedAddon {
@@ -121,6 +127,7 @@ pub fn bake(
         let text = String::from_utf8(bytes).map_err(|_| BakeAddonError::NotText {
             name: m.name.to_string(),
         })?;
+        images.extend(super::images(&text));
         let adapted = adapt(cluster, m, &text)?;
         push(
             &m.name,
@@ -138,5 +145,8 @@ pub fn bake(
             push("metallb-pool", addon.field, "muster", pool, None);
         }
     }
+    images.sort();
+    images.dedup();
+    out.images = images;
     Ok(out)
 }

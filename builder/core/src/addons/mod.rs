@@ -377,14 +377,52 @@ pub fn metallb_pool(cluster: &Cluster) -> Option<String> {
     Some(out)
 }
 
-/// The container images a manifest runs (`image:` fields), sorted, for pre-pulling.
+/// The container images a manifest runs, sorted, for pre-pulling: every `image:` field (a
+/// key or a list item, `- image: …`), and the images an operator is told to start as
+/// values: a list item after a `--…-image` flag (or `--…-image=REF`), and the `value:` of
+/// an env var whose name ends in `_IMAGE` (longhorn's manager names its instance manager,
+/// engine and CSI sidecar images so). images/import-images.sh's `--manifest` reads a
+/// manifest by the same rules (`import_images_reads_manifests_the_same_way` checks it).
 pub fn images(text: &str) -> Vec<String> {
-    let mut v: Vec<String> = text
-        .lines()
-        .filter_map(|l| l.trim_start().strip_prefix("image:"))
-        .map(|i| i.trim().trim_matches('"').to_string())
-        .filter(|i| !i.is_empty())
-        .collect();
+    /// A line without its indent, its list dash and a trailing comment.
+    fn item(line: &str) -> &str {
+        let l = line.trim_start();
+        let l = l.strip_prefix("- ").map_or(l, str::trim_start);
+        let l = l.find(" #").map_or(l, |i| &l[..i]);
+        l.trim_end()
+    }
+    fn unquote(v: &str) -> &str {
+        v.trim().trim_matches(|c| c == '"' || c == '\'')
+    }
+    let mut v: Vec<String> = Vec::new();
+    let mut prev = "";
+    for line in text.lines() {
+        let l = item(line);
+        let is_list_item = line.trim_start().starts_with("- ");
+        let found = if let Some(i) = l.strip_prefix("image:") {
+            Some(unquote(i))
+        } else if let Some(i) = l.strip_prefix("value:")
+            && prev
+                .strip_prefix("name:")
+                .is_some_and(|n| unquote(n).ends_with("_IMAGE"))
+        {
+            Some(unquote(i))
+        } else if let Some((flag, i)) = unquote(l).split_once('=')
+            && is_list_item
+            && flag.starts_with("--")
+            && flag.ends_with("-image")
+        {
+            Some(unquote(i))
+        } else if is_list_item && prev.starts_with("--") && unquote(prev).ends_with("-image") {
+            Some(unquote(l))
+        } else {
+            None
+        };
+        if let Some(i) = found.filter(|i| !i.is_empty()) {
+            v.push(i.to_string());
+        }
+        prev = l;
+    }
     v.sort();
     v.dedup();
     v
@@ -559,5 +597,79 @@ mod tests {
             assert_eq!(v["metadata"]["namespace"], "metallb-system");
         }
         assert!(metallb_pool(&example("default.yaml")).is_none());
+    }
+
+    #[test]
+    fn images_include_list_items_flags_and_image_env_values() {
+        let text = r#"
+      containers:
+      - image: "quay.io/a/list-item:v1" # a list item
+        command:
+        - manager
+        - --engine-image
+        - "docker.io/x/engine:v2"
+        - --other
+        - not-an-image
+        - --ui-image=docker.io/x/ui:v3
+        env:
+        - name: CSI_ATTACHER_IMAGE
+          value: 'docker.io/x/attacher:v4'
+        - name: LOG_LEVEL
+          value: debug
+      - name: plain
+        image: ghcr.io/b/plain:v5
+"#;
+        assert_eq!(
+            images(text),
+            [
+                "docker.io/x/attacher:v4",
+                "docker.io/x/engine:v2",
+                "docker.io/x/ui:v3",
+                "ghcr.io/b/plain:v5",
+                "quay.io/a/list-item:v1",
+            ]
+        );
+    }
+
+    /// images/import-images.sh's `--manifest` (Packer's `--artifacts` form) reads every
+    /// pinned manifest muster knows the same way as [`images`]: its awk run on each.
+    #[test]
+    fn import_images_reads_manifests_the_same_way() {
+        let script = crate::render::images::IMPORT_IMAGES_SH;
+        let start = script.find("manifest_images() {").unwrap();
+        let end = start + script[start..].find("\n}\n").unwrap() + 3;
+        let function = &script[start..end];
+        let dir = format!(
+            "{}/../../tests/fixtures/artifacts/addons",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut seen = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let out = std::process::Command::new("bash")
+                .arg("-c")
+                .arg(format!("{function}\nmanifest_images \"$1\""))
+                .arg("manifest-images")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let mut got: Vec<String> = String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect();
+            got.sort();
+            got.dedup();
+            let want = images(&std::fs::read_to_string(&path).unwrap());
+            assert!(!want.is_empty(), "{}", path.display());
+            assert_eq!(got, want, "{}", path.display());
+            seen += 1;
+        }
+        assert_eq!(seen, 5, "the five pinned manifests in {dir}");
     }
 }

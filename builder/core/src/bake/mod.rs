@@ -186,6 +186,18 @@ pub fn payload_files(
         let index = serde_json::to_string_pretty(&addons.index).map_err(BuildError::AddonIndex)?;
         fs.add(nf::ADDONS_INDEX, 0o644, index + "\n");
     }
+    // Left out when muster does not know the release's images: the Packer line that reads
+    // it then fails with that message already.
+    if let Ok(needs) = crate::image::prepull::needs(input.cluster) {
+        let mut images = needs.images;
+        images.extend(addons.images.iter().cloned());
+        images.sort();
+        images.dedup();
+        if !images.is_empty() {
+            let text: String = images.iter().map(|i| format!("{i}\n")).collect();
+            fs.add(nf::PREPULL_IMAGES, 0o644, text);
+        }
+    }
     let sums = payload::sha256sums(&fs);
     fs.add(nf::PAYLOAD_SUMS, 0o644, sums);
     Ok(fs)

@@ -135,7 +135,12 @@ pub fn pick(stanzas: &[Stanza], plain: &str) -> Result<Vec<Stanza>, String> {
 }
 
 /// Fills `out` (which must not exist or be empty) for `cluster`'s distribution.
-pub fn fetch(cluster: &model::Cluster, out: &Path) -> Result<Vec<ArtifactReport>, ImageError> {
+/// `puller`: how the container images are pulled ([`super::prepull::pull_images`]).
+pub fn fetch(
+    cluster: &model::Cluster,
+    out: &Path,
+    puller: &super::prepull::Puller,
+) -> Result<Vec<ArtifactReport>, ImageError> {
     if std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) {
         return Err(ImageError::Artifact {
             file: out.to_path_buf(),
@@ -150,7 +155,7 @@ pub fn fetch(cluster: &model::Cluster, out: &Path) -> Result<Vec<ArtifactReport>
         DistroKind::K3s => fetch_k3s(cluster, &partial),
     }
     .and_then(|mut names| {
-        names.extend(super::prepull::fetch(cluster, &partial)?);
+        names.extend(super::prepull::fetch(cluster, &partial, puller)?);
         Ok(names)
     });
     let names = match result {

@@ -112,6 +112,9 @@ pub struct BuildOptions {
     /// `--artifacts DIR`: where the image tarballs to pre-pull (`DIR/images/`) and the
     /// pinned add-on manifests (`DIR/addons/`) come from.
     pub images: Option<PathBuf>,
+    /// `--registry-hosts DIR`: containerd hosts.toml layout for the host's pulls without
+    /// `--artifacts` ([`prepull::Puller::hosts_dir`]).
+    pub registry_hosts: Option<PathBuf>,
     /// A variant of the image (the lab's TEST image); `None` for every user image.
     pub variant: Option<std::sync::Arc<dyn variant::ImageVariant>>,
 }
@@ -394,7 +397,11 @@ fn pull_when_online(opts: &BuildOptions) -> Result<BuildOptions, ImageError> {
         "pulling the images the nodes run into {} (no --artifacts)",
         dir.display()
     );
-    prepull::fetch(&opts.spec.cluster, &dir).map_err(|e| ImageError::PullFailed {
+    let puller = prepull::Puller {
+        hosts_dir: opts.registry_hosts.clone(),
+        ..Default::default()
+    };
+    prepull::fetch(&opts.spec.cluster, &dir, &puller).map_err(|e| ImageError::PullFailed {
         images: needs.describe(),
         cause: e.to_string(),
     })?;
@@ -874,6 +881,7 @@ mod tests {
             disk_bytes: 2 << 30,
             kubernetes,
             images: None,
+            registry_hosts: None,
             variant: None,
         }
     }

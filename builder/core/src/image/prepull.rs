@@ -269,12 +269,42 @@ pub fn import(rootfs: &Path, dir: &Path, images: &[String], k3s: bool) -> Result
     result.map(drop)
 }
 
+/// How the build host pulls images: which containerd and where its registry hosts come
+/// from. The default is the host's `ctr` and containerd, and the registries as the image
+/// names say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Puller {
+    /// containerd's `ctr` (default: `ctr` on PATH).
+    pub ctr: PathBuf,
+    /// containerd's socket (default: ctr's own, /run/containerd/containerd.sock).
+    pub address: Option<PathBuf>,
+    /// `--registry-hosts DIR`: registry hosts in containerd's hosts.toml layout
+    /// (`DIR/<registry>/hosts.toml`), passed as `ctr --hosts-dir`: a local mirror, a
+    /// plain-HTTP registry, a private CA.
+    pub hosts_dir: Option<PathBuf>,
+}
+
+impl Default for Puller {
+    fn default() -> Self {
+        Self {
+            ctr: PathBuf::from("ctr"),
+            address: None,
+            hosts_dir: None,
+        }
+    }
+}
+
+/// The containerd namespace the host's pulls go to (apart from the host's own images).
+pub const FETCH_NAMESPACE: &str = "muster-fetch";
+
 /// `muster artifacts fetch`'s part: the pinned add-on manifests (checked against their
-/// sha256) into `dir/addons/`, then every image the nodes need pulled by the host's
-/// containerd (`ctr images pull`, in a namespace of its own) and exported
-/// (`ctr images export`) into `dir/images/`, with `dir/images/SHA256SUMS`. Returns the
-/// files written, relative to `dir`.
-pub fn fetch(cluster: &model::Cluster, dir: &Path) -> Result<Vec<String>, ImageError> {
+/// sha256) into `dir/addons/`, then every image the nodes need pulled and exported into
+/// `dir/images/` ([`pull_images`]). Returns the files written, relative to `dir`.
+pub fn fetch(
+    cluster: &model::Cluster,
+    dir: &Path,
+    puller: &Puller,
+) -> Result<Vec<String>, ImageError> {
     let needs = needs(cluster)?;
     let mut names = Vec::new();
     for m in &needs.manifests {
@@ -283,6 +313,20 @@ pub fn fetch(cluster: &model::Cluster, dir: &Path) -> Result<Vec<String>, ImageE
         names.push(rel);
     }
     let images = resolve(&needs, dir)?;
+    names.extend(pull_images(dir, &images, puller)?);
+    Ok(names)
+}
+
+/// `images` pulled by the host's containerd (`ctr images pull`, in [`FETCH_NAMESPACE`])
+/// and exported (`ctr images export`) into `dir/images/`, one tarball each, with
+/// `dir/images/SHA256SUMS`: an `--artifacts DIR` import-images.sh accepts. An image no
+/// registry has fails naming it. Returns the files written, relative to `dir`.
+pub fn pull_images(
+    dir: &Path,
+    images: &[String],
+    puller: &Puller,
+) -> Result<Vec<String>, ImageError> {
+    let mut names = Vec::new();
     if images.is_empty() {
         return Ok(names);
     }
@@ -290,8 +334,11 @@ pub fn fetch(cluster: &model::Cluster, dir: &Path) -> Result<Vec<String>, ImageE
     let images_dir = dir.join(IMAGES_DIR);
     std::fs::create_dir_all(&images_dir).map_err(io_err(step, &images_dir))?;
     let ctr = |args: &[&str]| {
-        let mut c = Command::new("ctr");
-        c.args(["--namespace", "muster-fetch"]).args(args);
+        let mut c = Command::new(&puller.ctr);
+        if let Some(a) = &puller.address {
+            c.arg("--address").arg(a);
+        }
+        c.args(["--namespace", FETCH_NAMESPACE]).args(args);
         c
     };
     run(step, &mut ctr(&["version"])).map_err(|e| ImageError::Artifact {
@@ -302,13 +349,17 @@ pub fn fetch(cluster: &model::Cluster, dir: &Path) -> Result<Vec<String>, ImageE
         ),
     })?;
     let mut sums = Vec::new();
-    for image in &images {
+    for image in images {
         let name = tarball_name(image);
         let tar = images_dir.join(&name);
-        run(
-            step,
-            &mut ctr(&["images", "pull", "--platform", "linux/amd64", image]),
-        )?;
+        let mut pull = ctr(&["images", "pull", "--platform", "linux/amd64"]);
+        if let Some(h) = &puller.hosts_dir {
+            pull.arg("--hosts-dir").arg(h);
+        }
+        run(step, pull.arg(image)).map_err(|e| ImageError::Artifact {
+            file: tar.clone(),
+            problem: format!("pulling the image {image} failed: {e}"),
+        })?;
         let tar_text = tar.display().to_string();
         run(
             step,
@@ -436,8 +487,40 @@ pub(crate) mod tests {
         l
     }
 
+    const FLANNEL: &[&str] = &[
+        "ghcr.io/flannel-io/flannel-cni-plugin:v1.9.1-flannel3",
+        "ghcr.io/flannel-io/flannel:v0.28.9",
+    ];
+    const METALLB: &[&str] = &[
+        "quay.io/metallb/controller:v0.15.3",
+        "quay.io/metallb/speaker:v0.15.3",
+    ];
+    const INGRESS_NGINX: &[&str] = &[
+        "registry.k8s.io/ingress-nginx/controller:v1.15.1@sha256:594ceea76b01c592858f803f9ff4d2cb40542cae2060410b2c95f75907d659e1",
+        "registry.k8s.io/ingress-nginx/kube-webhook-certgen:v1.6.9@sha256:01038e7de14b78d702d2849c3aad72fd25903c4765af63cf16aa3398f5d5f2dd",
+    ];
+    /// longhorn's manager names the images it starts in flags and env values, not in
+    /// `image:` fields: they are needed all the same.
+    const LONGHORN: &[&str] = &[
+        "docker.io/longhornio/backing-image-manager:v1.12.1",
+        "docker.io/longhornio/csi-attacher:v4.12.0",
+        "docker.io/longhornio/csi-node-driver-registrar:v2.17.0",
+        "docker.io/longhornio/csi-provisioner:v5.3.0",
+        "docker.io/longhornio/csi-resizer:v2.2.1",
+        "docker.io/longhornio/csi-snapshotter:v8.6.0",
+        "docker.io/longhornio/livenessprobe:v2.19.0",
+        "docker.io/longhornio/longhorn-engine:v1.12.1",
+        "docker.io/longhornio/longhorn-instance-manager:v1.12.1",
+        "docker.io/longhornio/longhorn-manager:v1.12.1",
+        "docker.io/longhornio/longhorn-share-manager:v1.12.1",
+        "docker.io/longhornio/longhorn-ui:v1.12.1",
+        "docker.io/longhornio/support-bundle-kit:v0.0.92",
+    ];
+
     /// What each example's nodes pull, exactly (issue 13: the image holds what the spec's
-    /// nodes need and nothing else), spelled out per example.
+    /// nodes need and nothing else), spelled out per example: muster's own images, the
+    /// pinned manifests, and every image in the end (the manifests' images read from the
+    /// real upstream bytes in tests/fixtures/artifacts, checked against their pins).
     #[test]
     fn every_example_needs_exactly_its_images() {
         let kubeadm = kubeadm_images;
@@ -447,38 +530,56 @@ pub(crate) mod tests {
             l.sort();
             l
         };
+        let all = |own: &[String], addons: &[&[&str]]| {
+            let mut l = own.to_vec();
+            l.extend(addons.iter().flat_map(|a| a.iter().map(|s| s.to_string())));
+            l.sort();
+            l
+        };
         let k131 = kubeadm("v1.31.4", Some("3.5.15-0"), "v1.11.3", "3.10");
-        let cases: Vec<(&str, Vec<String>, Vec<&str>)> = vec![
+        type Case<'a> = (&'a str, Vec<String>, Vec<&'a str>, Vec<&'a [&'a str]>);
+        let cases: Vec<Case> = vec![
             (
                 "default.yaml",
                 with(k131.clone(), &[&kube_vip]),
                 vec!["flannel"],
+                vec![FLANNEL],
             ),
             // cilium has no pinned manifest (the user brings it): nothing of it pre-pulled.
             (
                 "seed-000-kubeadm-kube-vip.yaml",
                 with(k131, &[&kube_vip]),
                 vec!["longhorn", "ingress-nginx"],
+                vec![LONGHORN, INGRESS_NGINX],
             ),
-            ("seed-001-k3s-haproxy-proxmox.yaml", vec![], vec![]),
-            ("seed-002-k3s-nginx-mariadb.yaml", vec![], vec!["metallb"]),
+            ("seed-001-k3s-haproxy-proxmox.yaml", vec![], vec![], vec![]),
+            (
+                "seed-002-k3s-nginx-mariadb.yaml",
+                vec![],
+                vec!["metallb"],
+                vec![METALLB],
+            ),
             (
                 "seed-003-k3s-keepalived.yaml",
                 vec![],
                 vec!["metallb", "ingress-nginx"],
+                vec![METALLB, INGRESS_NGINX],
             ),
             (
                 "seed-004-kubeadm-external-etcd.yaml",
                 with(kubeadm("v1.30.2", None, "v1.11.1", "3.9"), &[]),
                 vec!["flannel"],
+                vec![FLANNEL],
             ),
             (
                 "seed-004-kubeadm-haproxy.yaml",
                 with(kubeadm("v1.30.2", Some("3.5.12-0"), "v1.11.1", "3.9"), &[]),
                 vec!["flannel"],
+                vec![FLANNEL],
             ),
         ];
         let dir = format!("{}/../../examples", env!("CARGO_MANIFEST_DIR"));
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/artifacts");
         let on_disk = std::fs::read_dir(&dir)
             .unwrap()
             .filter(|e| {
@@ -491,11 +592,16 @@ pub(crate) mod tests {
             })
             .count();
         assert_eq!(on_disk, cases.len(), "every example spec has its case here");
-        for (name, images, manifests) in cases {
+        for (name, images, manifests, addon_images) in cases {
             let n = needs(&example(name)).unwrap();
             assert_eq!(n.images, images, "{name}");
             let got: Vec<_> = n.manifests.iter().map(|m| m.name.as_ref()).collect();
             assert_eq!(got, manifests, "{name}");
+            assert_eq!(
+                resolve(&n, &fixtures).unwrap(),
+                all(&images, &addon_images),
+                "{name}: every image"
+            );
         }
     }
 }

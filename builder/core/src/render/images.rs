@@ -22,7 +22,7 @@ pub const PROVISION_SH: &str = include_str!("../../../../images/provision.sh");
 /// is unreachable (`image::kubernetes`).
 pub const INSTALL_KUBERNETES_SH: &str = include_str!("../../../../images/install-kubernetes.sh");
 
-/// `import-images.sh DIR REF...`: image tarballs into containerd's k8s.io namespace
+/// `import-images.sh DIR REF...` / `--pull REF...`: images into containerd's k8s.io namespace
 /// (`image::prepull`).
 pub const IMPORT_IMAGES_SH: &str = include_str!("../../../../images/import-images.sh");
 

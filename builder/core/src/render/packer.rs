@@ -103,7 +103,7 @@ fn common_variables() -> Vec<Item> {
             "artifacts_dir",
             "string",
             s(""),
-            "As `muster image build --artifacts DIR`: the distribution (a flat apt repository, or k3s and its airgap tarball) and images/ + addons/ for the pre-pulled images, checked the same way; empty: the distribution from upstream, and no images (the build fails where the nodes need some)",
+            "As `muster image build --artifacts DIR`: the distribution (a flat apt repository, or k3s and its airgap tarball) and images/ + addons/ for the pre-pulled images, checked the same way; empty: the distribution from upstream, and the images pulled from their registries in the build VM (import-images.sh --pull, the list from the payload)",
             false,
         ),
         Item::Blank,
@@ -118,8 +118,12 @@ fn common_variables() -> Vec<Item> {
     ]
 }
 
-/// The import-images.sh line for the build VM: the images `needs` names, the pinned
-/// manifests with their sums. `None` when the nodes run no images from registries.
+/// The import-images.sh step for the build VM. With `artifacts_dir`: the tarballs under
+/// `artifacts/images`, the images `needs` names and the pinned manifests with their sums.
+/// Without (the default): `--pull`, the same images pulled from their registries, listed by
+/// the payload provision.sh installed ([`model::node_files::PREPULL_IMAGES`]: muster's and
+/// the pinned manifests' images, read when `muster build` checked them). `None` when the
+/// nodes run no images from registries.
 fn import_images_step(cluster: &Cluster, artifacts: &str) -> Option<String> {
     let needs = match crate::image::prepull::needs(cluster) {
         Ok(n) => n,
@@ -128,23 +132,31 @@ fn import_images_step(cluster: &Cluster, artifacts: &str) -> Option<String> {
     if needs.is_empty() {
         return None;
     }
-    let mut line = String::from("bash /tmp/muster-import-images.sh");
-    if cluster.distribution.kind == model::spec::DistroKind::K3s {
-        line.push_str(" --k3s");
+    let k3s = cluster.distribution.kind == model::spec::DistroKind::K3s;
+    let mut import = String::from("bash /tmp/muster-import-images.sh");
+    let mut pull = String::from("bash /tmp/muster-import-images.sh --pull");
+    if k3s {
+        import.push_str(" --k3s");
+        pull.push_str(" --k3s");
     }
     for m in &needs.manifests {
-        line.push_str(&format!(
+        import.push_str(&format!(
             " --manifest {artifacts}/addons/{} {}",
             crate::image::prepull::manifest_name(m),
             m.sha256
         ));
     }
-    line.push_str(&format!(" {artifacts}/images"));
+    pull.push_str(&format!(" --list /{}", model::node_files::PREPULL_IMAGES));
+    import.push_str(&format!(" {artifacts}/images"));
     for i in &needs.images {
-        line.push(' ');
-        line.push_str(i);
+        import.push(' ');
+        import.push_str(i);
+        pull.push(' ');
+        pull.push_str(i);
     }
-    Some(line)
+    Some(format!(
+        "if [ -n \"${{var.artifacts_dir}}\" ]; then {import}; else {pull}; fi"
+    ))
 }
 
 fn minimum_disk_gib(plan: &Plan) -> u64 {

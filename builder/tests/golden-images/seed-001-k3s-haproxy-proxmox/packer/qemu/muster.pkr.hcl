@@ -43,7 +43,7 @@ variable "install_kubernetes" {
 variable "artifacts_dir" {
   type        = string
   default     = ""
-  description = "As `muster image build --artifacts DIR`: the distribution (a flat apt repository, or k3s and its airgap tarball) and images/ + addons/ for the pre-pulled images, checked the same way; empty: the distribution from upstream, and no images (the build fails where the nodes need some)"
+  description = "As `muster image build --artifacts DIR`: the distribution (a flat apt repository, or k3s and its airgap tarball) and images/ + addons/ for the pre-pulled images, checked the same way; empty: the distribution from upstream, and the images pulled from their registries in the build VM (import-images.sh --pull, the list from the payload)"
 }
 
 locals {

@@ -43,7 +43,7 @@ variable "install_kubernetes" {
 variable "artifacts_dir" {
   type        = string
   default     = ""
-  description = "As `muster image build --artifacts DIR`: the distribution (a flat apt repository, or k3s and its airgap tarball) and images/ + addons/ for the pre-pulled images, checked the same way; empty: the distribution from upstream, and no images (the build fails where the nodes need some)"
+  description = "As `muster image build --artifacts DIR`: the distribution (a flat apt repository, or k3s and its airgap tarball) and images/ + addons/ for the pre-pulled images, checked the same way; empty: the distribution from upstream, and the images pulled from their registries in the build VM (import-images.sh --pull, the list from the payload)"
 }
 
 locals {
@@ -117,7 +117,7 @@ build {
       "cloud-init status --wait || [ $? -eq 2 ]",
       "if [ \"${var.install_kubernetes}\" = true ]; then s=; [ -e /tmp/muster-artifacts/k3s ] && s=/tmp/muster-artifacts; bash /tmp/muster-install-kubernetes.sh v1.31.6+k3s1 k3s $s; fi",
       "bash /tmp/muster-provision.sh /tmp/muster-payload.tar.gz ${var.payload_sha256}",
-      "bash /tmp/muster-import-images.sh --k3s --manifest /tmp/muster-artifacts/addons/metallb-v0.15.3.yaml 84b4e102f2b65f5d69085f5816c29362b74641873d8ac3de996e5f86a8219176 --manifest /tmp/muster-artifacts/addons/ingress-nginx-controller-v1.15.1.yaml 16b9b62df45b8ed8f1ecaed0341d583b3360e4b63c41fe00413f6a1fa2f95bec /tmp/muster-artifacts/images",
+      "if [ -n \"${var.artifacts_dir}\" ]; then bash /tmp/muster-import-images.sh --k3s --manifest /tmp/muster-artifacts/addons/metallb-v0.15.3.yaml 84b4e102f2b65f5d69085f5816c29362b74641873d8ac3de996e5f86a8219176 --manifest /tmp/muster-artifacts/addons/ingress-nginx-controller-v1.15.1.yaml 16b9b62df45b8ed8f1ecaed0341d583b3360e4b63c41fe00413f6a1fa2f95bec /tmp/muster-artifacts/images; else bash /tmp/muster-import-images.sh --pull --k3s --list /usr/lib/muster/prepull-images; fi",
       "rm -rf /tmp/muster-payload.tar.gz /tmp/muster-provision.sh /tmp/muster-install-kubernetes.sh /tmp/muster-import-images.sh /tmp/muster-artifacts",
     ]
   }

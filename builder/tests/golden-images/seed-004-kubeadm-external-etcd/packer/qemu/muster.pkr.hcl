@@ -43,7 +43,7 @@ variable "install_kubernetes" {
 variable "artifacts_dir" {
   type        = string
   default     = ""
-  description = "As `muster image build --artifacts DIR`: the distribution (a flat apt repository, or k3s and its airgap tarball) and images/ + addons/ for the pre-pulled images, checked the same way; empty: the distribution from upstream, and no images (the build fails where the nodes need some)"
+  description = "As `muster image build --artifacts DIR`: the distribution (a flat apt repository, or k3s and its airgap tarball) and images/ + addons/ for the pre-pulled images, checked the same way; empty: the distribution from upstream, and the images pulled from their registries in the build VM (import-images.sh --pull, the list from the payload)"
 }
 
 locals {
@@ -117,7 +117,7 @@ build {
       "cloud-init status --wait || [ $? -eq 2 ]",
       "if [ \"${var.install_kubernetes}\" = true ]; then s=; [ -e /tmp/muster-artifacts/Release ] && s=file:/tmp/muster-artifacts/; bash /tmp/muster-install-kubernetes.sh v1.30.2 kubeadm $s; fi",
       "bash /tmp/muster-provision.sh /tmp/muster-payload.tar.gz ${var.payload_sha256}",
-      "bash /tmp/muster-import-images.sh --manifest /tmp/muster-artifacts/addons/flannel-v0.28.9.yaml e875824be2f552b45711dbda91af81b17eb961d00025d914d9fef18fad8f09c0 /tmp/muster-artifacts/images registry.k8s.io/coredns/coredns:v1.11.1 registry.k8s.io/kube-apiserver:v1.30.2 registry.k8s.io/kube-controller-manager:v1.30.2 registry.k8s.io/kube-proxy:v1.30.2 registry.k8s.io/kube-scheduler:v1.30.2 registry.k8s.io/pause:3.9",
+      "if [ -n \"${var.artifacts_dir}\" ]; then bash /tmp/muster-import-images.sh --manifest /tmp/muster-artifacts/addons/flannel-v0.28.9.yaml e875824be2f552b45711dbda91af81b17eb961d00025d914d9fef18fad8f09c0 /tmp/muster-artifacts/images registry.k8s.io/coredns/coredns:v1.11.1 registry.k8s.io/kube-apiserver:v1.30.2 registry.k8s.io/kube-controller-manager:v1.30.2 registry.k8s.io/kube-proxy:v1.30.2 registry.k8s.io/kube-scheduler:v1.30.2 registry.k8s.io/pause:3.9; else bash /tmp/muster-import-images.sh --pull --list /usr/lib/muster/prepull-images registry.k8s.io/coredns/coredns:v1.11.1 registry.k8s.io/kube-apiserver:v1.30.2 registry.k8s.io/kube-controller-manager:v1.30.2 registry.k8s.io/kube-proxy:v1.30.2 registry.k8s.io/kube-scheduler:v1.30.2 registry.k8s.io/pause:3.9; fi",
       "rm -rf /tmp/muster-payload.tar.gz /tmp/muster-provision.sh /tmp/muster-install-kubernetes.sh /tmp/muster-import-images.sh /tmp/muster-artifacts",
     ]
   }
