@@ -743,14 +743,9 @@ fn nginx_upstreams_follow_a_new_server() {
 /// (exit 5, "Disabling track script chk_api since not found/accessible"), so every pass
 /// kept the running config. The agent now checks the text the daemon will read
 /// (`Systemd::as_read`: the lab's rewrites; on a node the config itself).
-/// STILL FAILS (2026-12-04 11:10, after that change): the agent log shows exactly that
-/// rejection ("keepalived rejected the new etc/keepalived/keepalived.conf …: Disabling
-/// track script chk_api since not found/accessible"), so the lab's rewrite of the check
-/// script path was not applied: `NodeSystemd` (what `nodeagent run` uses) did not forward
-/// `as_read` to `LabSystemd`, so the trait's identity default ran. Forwarded since
-/// (commit after 2b8be12), NOT re-run yet: un-ignore once a lab run passes.
+/// The first fix alone still failed: `NodeSystemd` (what `nodeagent run` uses) did not
+/// forward `as_read` to `LabSystemd`; with that forwarded it passed (2026-12-04 12:25).
 #[test]
-#[ignore = "issue 16: keepalived follow fixed (NodeSystemd forwards as_read) but not re-run in the lab yet"]
 fn keepalived_peers_follow_a_new_server() {
     if !enabled() {
         return;

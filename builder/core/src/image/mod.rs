@@ -935,23 +935,13 @@ mod tests {
         let kubeadm = prepull::tests::kubeadm_images;
         let k131 = kubeadm("v1.31.4", Some("3.5.15-0"), "v1.11.3", "3.10");
         let kube_vip = ["ghcr.io/kube-vip/kube-vip:v0.8.9"];
-        let flannel = [
-            "ghcr.io/flannel-io/flannel-cni-plugin:v1.9.1-flannel3",
-            "ghcr.io/flannel-io/flannel:v0.28.9",
-        ];
-        let metallb = [
-            "quay.io/metallb/controller:v0.15.3",
-            "quay.io/metallb/speaker:v0.15.3",
-        ];
-        let longhorn = [
-            "docker.io/longhornio/longhorn-manager:v1.12.1",
-            "docker.io/longhornio/longhorn-share-manager:v1.12.1",
-            "docker.io/longhornio/longhorn-ui:v1.12.1",
-        ];
-        let ingress_nginx = [
-            "registry.k8s.io/ingress-nginx/controller:v1.15.1@sha256:594ceea76b01c592858f803f9ff4d2cb40542cae2060410b2c95f75907d659e1",
-            "registry.k8s.io/ingress-nginx/kube-webhook-certgen:v1.6.9@sha256:01038e7de14b78d702d2849c3aad72fd25903c4765af63cf16aa3398f5d5f2dd",
-        ];
+        // The add-on images as the per-example needs test spells them out (one list).
+        let (flannel, metallb, longhorn, ingress_nginx) = (
+            prepull::tests::FLANNEL,
+            prepull::tests::METALLB,
+            prepull::tests::LONGHORN,
+            prepull::tests::INGRESS_NGINX,
+        );
         let kubeadm_installs = |v: &str| -> Vec<String> {
             vec![
                 format!("kubeadm {v} (held)"),
@@ -983,14 +973,14 @@ mod tests {
                 "default.yaml",
                 &["gpg"],
                 kubeadm_installs("1.31.4"),
-                cat(&[&kube_vip, &flannel], &k131),
+                cat(&[&kube_vip, flannel], &k131),
             ),
             (
                 "seed-000-kubeadm-kube-vip.yaml",
                 &["gpg"],
                 kubeadm_installs("1.31.4"),
                 // cilium is the user's file: its images are not pre-pulled
-                cat(&[&kube_vip, &longhorn, &ingress_nginx], &k131),
+                cat(&[&kube_vip, longhorn, ingress_nginx], &k131),
             ),
             (
                 "seed-001-k3s-haproxy-proxmox.yaml",
@@ -1002,26 +992,26 @@ mod tests {
                 "seed-002-k3s-nginx-mariadb.yaml",
                 &["libnginx-mod-stream", "nginx"],
                 k3s_installs.clone(),
-                cat(&[&metallb], &[]),
+                cat(&[metallb], &[]),
             ),
             (
                 "seed-003-k3s-keepalived.yaml",
                 &["keepalived"],
                 k3s_installs,
-                cat(&[&metallb, &ingress_nginx], &[]),
+                cat(&[metallb, ingress_nginx], &[]),
             ),
             (
                 "seed-004-kubeadm-external-etcd.yaml",
                 &["gpg", "haproxy", "keepalived"],
                 kubeadm_installs("1.30.2"),
-                cat(&[&flannel], &kubeadm("v1.30.2", None, "v1.11.1", "3.9")),
+                cat(&[flannel], &kubeadm("v1.30.2", None, "v1.11.1", "3.9")),
             ),
             (
                 "seed-004-kubeadm-haproxy.yaml",
                 &["gpg", "haproxy", "keepalived"],
                 kubeadm_installs("1.30.2"),
                 cat(
-                    &[&flannel],
+                    &[flannel],
                     &kubeadm("v1.30.2", Some("3.5.12-0"), "v1.11.1", "3.9"),
                 ),
             ),

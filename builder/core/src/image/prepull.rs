@@ -487,21 +487,21 @@ pub(crate) mod tests {
         l
     }
 
-    const FLANNEL: &[&str] = &[
+    pub(crate) const FLANNEL: &[&str] = &[
         "ghcr.io/flannel-io/flannel-cni-plugin:v1.9.1-flannel3",
         "ghcr.io/flannel-io/flannel:v0.28.9",
     ];
-    const METALLB: &[&str] = &[
+    pub(crate) const METALLB: &[&str] = &[
         "quay.io/metallb/controller:v0.15.3",
         "quay.io/metallb/speaker:v0.15.3",
     ];
-    const INGRESS_NGINX: &[&str] = &[
+    pub(crate) const INGRESS_NGINX: &[&str] = &[
         "registry.k8s.io/ingress-nginx/controller:v1.15.1@sha256:594ceea76b01c592858f803f9ff4d2cb40542cae2060410b2c95f75907d659e1",
         "registry.k8s.io/ingress-nginx/kube-webhook-certgen:v1.6.9@sha256:01038e7de14b78d702d2849c3aad72fd25903c4765af63cf16aa3398f5d5f2dd",
     ];
     /// longhorn's manager names the images it starts in flags and env values, not in
     /// `image:` fields: they are needed all the same.
-    const LONGHORN: &[&str] = &[
+    pub(crate) const LONGHORN: &[&str] = &[
         "docker.io/longhornio/backing-image-manager:v1.12.1",
         "docker.io/longhornio/csi-attacher:v4.12.0",
         "docker.io/longhornio/csi-node-driver-registrar:v2.17.0",
