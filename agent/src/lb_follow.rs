@@ -534,20 +534,22 @@ mod tests {
         assert!(problem(&retry.errors).is_some());
     }
 
+    /// Seed 001's load balancer's HAProxy config once a new control plane joined.
+    fn haproxy_for_a_new_control_plane() -> Desired {
+        let b = baked("seed-001-k3s-haproxy-proxmox.yaml");
+        let lb = node(&b, Role::LoadBalancer);
+        let seen = seen(&[member("new-cp", Role::ControlPlane, true, "10.0.0.99")]);
+        desired(&b, &lb, &seen).swap_remove(0)
+    }
+
     /// The real haproxy checks the staged file: a good one replaces the old config, a
     /// broken one never does.
     #[tokio::test]
     async fn a_config_is_installed_only_after_the_real_haproxy_accepts_it() {
-        let b = baked("seed-001-k3s-haproxy-proxmox.yaml");
-        let lb = node(&b, Role::LoadBalancer);
         let root = tempfile::tempdir().unwrap();
         let runner = crate::exec::RealRunner::default();
-        let grown = desired(
-            &b,
-            &lb,
-            &seen(&[member("new-cp", Role::ControlPlane, true, "10.0.0.99")]),
-        );
-        let haproxy = &grown[0];
+        let grown = haproxy_for_a_new_control_plane();
+        let haproxy = &grown;
         check_and_install(root.path(), haproxy, &haproxy.contents, &runner)
             .await
             .unwrap();
@@ -575,16 +577,10 @@ mod tests {
     /// the as-read copy is removed either way.
     #[tokio::test]
     async fn the_check_reads_the_config_as_the_daemon_will() {
-        let b = baked("seed-001-k3s-haproxy-proxmox.yaml");
-        let lb = node(&b, Role::LoadBalancer);
         let root = tempfile::tempdir().unwrap();
         let runner = crate::exec::RealRunner::default();
-        let grown = desired(
-            &b,
-            &lb,
-            &seen(&[member("new-cp", Role::ControlPlane, true, "10.0.0.99")]),
-        );
-        let haproxy = &grown[0];
+        let grown = haproxy_for_a_new_control_plane();
+        let haproxy = &grown;
         let path = root.path().join(haproxy.path);
         let unreadable = haproxy
             .contents
