@@ -43,6 +43,38 @@ pub fn holders_from_audit(entries: &[AuditEntry], semaphore: &str) -> Vec<SlotHo
     held.into_values().collect()
 }
 
+/// A change of a semaphore's slot count: a live member acquired with another count
+/// (a rebuilt spec grew or shrank the cluster; audit `resized`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resize {
+    pub semaphore: String,
+    pub from: u32,
+    pub to: u32,
+    /// The member whose acquire carried the new count.
+    pub by: String,
+    /// When (ms since the Unix epoch, the service's clock).
+    pub at_ms: u64,
+}
+
+/// Every resize of `semaphore`, oldest first. An entry without both counts (written
+/// by a service that did not record them) is skipped: there is nothing true to show.
+pub fn resizes_from_audit(entries: &[AuditEntry], semaphore: &str) -> Vec<Resize> {
+    entries
+        .iter()
+        .filter(|e| e.subject == semaphore && e.event == AuditEvent::Resized)
+        .filter_map(|e| {
+            Some(Resize {
+                semaphore: semaphore.to_string(),
+                from: e.previous_slots?,
+                to: e.slots?,
+                by: e.holder.clone().unwrap_or_default(),
+                at_ms: e.time_ms,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +112,29 @@ mod tests {
         let h = holders_from_audit(&log, "cp-join");
         assert_eq!(h.len(), 1);
         assert_eq!((h[0].holder.as_str(), h[0].token), ("cp-3", 2));
+    }
+
+    #[test]
+    fn resizes_are_the_resized_entries_of_that_semaphore_in_order() {
+        let resized = |seq, sem: &str, by: &str, from, to| AuditEntry {
+            slots: Some(to),
+            previous_slots: from,
+            token: None,
+            ..e(seq, AuditEvent::Resized, sem, by, 0)
+        };
+        let log = [
+            e(1, AuditEvent::Granted, "cp-join", "cp-2", 1),
+            resized(2, "cp-join", "cp-4", Some(1), 2),
+            resized(3, "worker-join", "w-9", Some(2), 5),
+            resized(4, "cp-join", "cp-1", Some(2), 1),
+            // No previous count recorded: nothing true to show.
+            resized(5, "cp-join", "cp-5", None, 3),
+        ];
+        let r = resizes_from_audit(&log, "cp-join");
+        let seen: Vec<_> = r.iter().map(|r| (r.by.as_str(), r.from, r.to)).collect();
+        assert_eq!(seen, [("cp-4", 1, 2), ("cp-1", 2, 1)]);
+        assert_eq!(r[0].at_ms, 20);
+        assert_eq!(r[0].semaphore, "cp-join");
+        assert!(resizes_from_audit(&log, "init").is_empty());
     }
 }

@@ -30,7 +30,7 @@ pub mod testkit;
 pub mod wire;
 
 pub use client::{Client, ClientError, MemberRead, PlainMember, PlainRecord};
-pub use holders::{SlotHolder, holders_from_audit};
+pub use holders::{Resize, SlotHolder, holders_from_audit, resizes_from_audit};
 pub use pin::{TlsError, http_client, http_client_from};
 pub use retry::RetryPolicy;
 pub use wire::{

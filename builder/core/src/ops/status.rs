@@ -9,7 +9,7 @@ use protocol::keys;
 use protocol::readiness::{NodeReady, Readiness, not_ready_line, verdict};
 use protocol::report::{DistroReason, Unreachable};
 use protocol::status::{RendezvousView, diagnosis_lines, fetch, printable};
-pub use protocol::{SlotHolder, holders_from_audit};
+pub use protocol::{Resize, SlotHolder, holders_from_audit, resizes_from_audit};
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -80,6 +80,9 @@ pub struct ClusterStatus {
     pub init_holders: Vec<SlotHolder>,
     pub cp_join_holders: Vec<SlotHolder>,
     pub worker_join_holders: Vec<SlotHolder>,
+    /// Slot counts changed by a rebuilt spec (issue 16: a grown or shrunk cluster), from
+    /// the audit log, oldest first.
+    pub resizes: Vec<Resize>,
     pub api: ProbeResult,
     /// The freshest etcd view a control plane reported (stacked etcd), with its age.
     pub etcd: Option<EtcdView>,
@@ -229,6 +232,14 @@ pub async fn gather(dir: &BuildDir, timeout: Duration) -> Result<ClusterStatus, 
         init_holders: holders_from_audit(&view.audit, keys::INIT_SEMAPHORE),
         cp_join_holders: holders_from_audit(&view.audit, keys::CP_JOIN_SEMAPHORE),
         worker_join_holders: holders_from_audit(&view.audit, keys::WORKER_JOIN_SEMAPHORE),
+        resizes: [
+            keys::INIT_SEMAPHORE,
+            keys::CP_JOIN_SEMAPHORE,
+            keys::WORKER_JOIN_SEMAPHORE,
+        ]
+        .iter()
+        .flat_map(|sem| resizes_from_audit(&view.audit, sem))
+        .collect(),
         api,
         etcd: view.freshest_etcd().cloned(),
         readiness_age_seconds: view
@@ -285,6 +296,13 @@ pub fn render(s: &ClusterStatus) -> String {
     let _ = writeln!(o, "init slot: {}", holders(&s.init_holders));
     let _ = writeln!(o, "cp-join slot: {}", holders(&s.cp_join_holders));
     let _ = writeln!(o, "worker-join slots: {}", holders(&s.worker_join_holders));
+    for r in &s.resizes {
+        let _ = writeln!(
+            o,
+            "{} slots resized {} -> {} by {} (a rebuilt spec)",
+            r.semaphore, r.from, r.to, r.by
+        );
+    }
     let api = if s.api.ok() {
         match s.api.tls {
             Some(true) => "answers (TLS verified against the cluster CA)".to_string(),
@@ -446,6 +464,7 @@ mod tests {
             unplanned_members: vec![],
             planned_absent: vec![],
             removed: vec![],
+            resizes: vec![],
             initialized: None,
             join_material: false,
             init_holders: vec![],
@@ -568,6 +587,7 @@ not healthy: no control plane has reported the Nodes' readiness yet
             unplanned_members: vec![],
             planned_absent: vec![],
             removed: vec![],
+            resizes: vec![],
             initialized: Some(Initialized {
                 node: "demo-cp-1".into(),
                 token: 1,
@@ -647,5 +667,30 @@ not healthy: Node demo-w-1 is not Ready; add-on metallb not rolled out: DaemonSe
             ..s
         };
         assert!(!blind.healthy());
+    }
+
+    /// Issue 16: a rebuilt spec that changed a join semaphore's count shows in the status,
+    /// under the slot lines and in `--json`.
+    #[test]
+    fn a_resized_semaphore_is_shown_under_its_slots() {
+        let s = ClusterStatus {
+            resizes: vec![Resize {
+                semaphore: "cp-join".into(),
+                from: 2,
+                to: 3,
+                by: "demo-cp-3".into(),
+                at_ms: 5,
+            }],
+            ..assembled(true)
+        };
+        let text = render(&s);
+        assert!(
+            text.contains("worker-join slots: free\ncp-join slots resized 2 -> 3 by demo-cp-3 (a rebuilt spec)\nAPI endpoint"),
+            "{text}"
+        );
+        let j = serde_json::to_value(&s).unwrap();
+        assert_eq!(j["resizes"][0]["from"], 2);
+        assert_eq!(j["resizes"][0]["to"], 3);
+        assert_eq!(j["resizes"][0]["by"], "demo-cp-3");
     }
 }
