@@ -124,19 +124,34 @@ const WATCH_SETTLE: Duration = Duration::from_millis(200);
 )]
 pub trait WhenDone {
     /// One round; how soon it wants the next (`None`: when the loop comes round anyway).
-    async fn round(&mut self, etcd: Option<&EtcdView>) -> Option<Duration>;
+    /// `etcd`: the round's view; `fresh` takes another whenever a decision needs one.
+    async fn round(&mut self, etcd: Option<&EtcdView>, fresh: &impl EtcdSource)
+    -> Option<Duration>;
+}
+
+/// A control plane's live look at etcd ([`Driver::etcd_view`]), taken when asked.
+#[allow(
+    async_fn_in_trait,
+    reason = "driven from one task; no Send bound needed"
+)]
+pub trait EtcdSource {
+    async fn etcd_view(&self) -> Option<EtcdView>;
 }
 
 /// Nothing to do once done.
 impl WhenDone for () {
-    async fn round(&mut self, _: Option<&EtcdView>) -> Option<Duration> {
+    async fn round(&mut self, _: Option<&EtcdView>, _: &impl EtcdSource) -> Option<Duration> {
         None
     }
 }
 
 impl<R: crate::exec::CommandRunner, S: Systemd> WhenDone for crate::upgrade::live::Live<R, S> {
-    async fn round(&mut self, etcd: Option<&EtcdView>) -> Option<Duration> {
-        crate::upgrade::live::Live::round(self, etcd).await
+    async fn round(
+        &mut self,
+        etcd: Option<&EtcdView>,
+        fresh: &impl EtcdSource,
+    ) -> Option<Duration> {
+        crate::upgrade::live::Live::round(self, etcd, fresh).await
     }
 }
 
@@ -239,6 +254,21 @@ type Performed<T = Outcome> = Result<T, Stop>;
 fn local(step: &str, r: Result<(), String>) -> Performed {
     r.map(|()| Outcome::Finished)
         .map_err(|e| Stop::failed(step, e))
+}
+
+impl<C, D, S, H, K, St, N> EtcdSource for Driver<C, D, S, H, K, St, N>
+where
+    C: Coordinator,
+    D: Distro,
+    S: Systemd,
+    H: Host,
+    K: Clock,
+    St: Store,
+    N: Notifier,
+{
+    async fn etcd_view(&self) -> Option<EtcdView> {
+        Driver::etcd_view(self).await
+    }
 }
 
 impl<C, D, S, H, K, St, N> Driver<C, D, S, H, K, St, N>
@@ -579,7 +609,7 @@ where
             let mut wait = t.wait;
             if t.done {
                 let etcd = self.etcd_view().await;
-                if let Some(w) = when_done.round(etcd.as_ref()).await {
+                if let Some(w) = when_done.round(etcd.as_ref(), &*self).await {
                     wait = wait.min(w);
                 }
             }

@@ -359,6 +359,12 @@ impl Effects for SimNode {
         )
     }
 
+    async fn check_quorum(&mut self) -> Result<(), Wait> {
+        // As the agent: a fresh look at etcd (recorded in `looked`), not the round's.
+        self.observe_etcd().await;
+        quorum_guard::control_plane_may_go(self.etcd.as_ref(), &self.name, self.clock.now_ms())
+    }
+
     async fn acquire(&mut self) -> Option<u64> {
         let r = self
             .coord()
