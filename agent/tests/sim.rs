@@ -828,6 +828,15 @@ impl Distro for SimDistro {
     }
 
     async fn kubelet_registered(&self) -> DistroResult<bool> {
+        {
+            // A worker verifies (and a control plane awaits its Node) outside any
+            // worker-join slot: it gave the slot back when its join returned.
+            let mut w = self.w.borrow_mut();
+            if w.holds(keys::WORKER_JOIN_SEMAPHORE, &self.node) {
+                let msg = format!("{} verifies while holding a worker-join slot", self.node);
+                w.violations.push(msg);
+            }
+        }
         sleep(Duration::from_millis(20)).await;
         let w = self.w.borrow();
         Ok(match w.local.get(&self.node).copied().flatten() {
@@ -995,10 +1004,10 @@ fn run_schedule_rolling(seed: u64, roll: bool) -> Outcome {
         .build()
         .unwrap();
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, simulate(seed))
+    local.block_on(&rt, simulate(seed, roll))
 }
 
-async fn simulate(seed: u64) -> Outcome {
+async fn simulate(seed: u64, roll: bool) -> Outcome {
     let mut rng = StdRng::seed_from_u64(seed);
     let cps = rng.random_range(3..=5u32);
     let workers = rng.random_range(1..=4u32);
