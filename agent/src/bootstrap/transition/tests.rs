@@ -1011,7 +1011,10 @@ fn every_producible_event_is_decided_and_every_other_one_holds() {
                 let exception = matches!(
                     (&phase, &e),
                     (P::Backoff { .. }, _)
-                        | (P::Releasing { .. } | P::ReleasingJoinSlot { .. }, E::Fenced(_))
+                        | (
+                            P::Releasing { .. } | P::ReleasingJoinSlot { .. },
+                            E::Fenced(_)
+                        )
                 );
                 assert!(
                     held != can || exception,
@@ -1092,7 +1095,11 @@ fn a_worker_releases_its_slot_as_its_own_phase_then_verifies_outside_it() {
         last_error: None,
     }
     .resume();
-    assert_eq!(back.phase, P::ReleasingJoinSlot { token: 4 }, "never joins again");
+    assert_eq!(
+        back.phase,
+        P::ReleasingJoinSlot { token: 4 },
+        "never joins again"
+    );
     let verifying = P::Verifying {
         token: 4,
         successes: 0,
