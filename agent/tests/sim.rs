@@ -11,6 +11,9 @@
 //! etcd is modelled with quorum (membership changes and promotions need most voting
 //! members running) and kubeadm >= 1.29's learner mode: a control-plane join adds a
 //! learner, starts it, then promotes it; faults leave unstarted or started learners.
+//! Checked besides the end state: one init, one control-plane join at a time, and no
+//! worker verifying while it holds a `worker-join` slot (it gives the slot back when its
+//! join returns).
 //!
 //! Every `UPGRADE_EVERY`th schedule (`SIM_UPGRADE_EVERY=<n>` changes it; a replayed
 //! `SIM_SEED` always does) goes on after the assembly with an upgrade roll ([`upgrade`]).

@@ -8,7 +8,8 @@
 //! `Initializing` → `CheckingHealth` → `Publishing` → `Releasing` → `Done`; the losers and
 //! late comers: `WaitingForInit` → `AcquiringJoinSlot` (1-slot `cp-join`) →
 //! `CleaningStaleMember` → `Joining` → `Verifying` → `Releasing` → `Done`. Workers take one
-//! of N `worker-join` slots as soon as the cluster is initialized. Failures after a
+//! of N `worker-join` slots as soon as the cluster is initialized and give it back as soon
+//! as their join returned: `Joining` → `ReleasingJoinSlot` → `Verifying` → `Done`. Failures after a
 //! destructive step go through `Compensating` (remove own etcd member, reset, restore the
 //! kube-vip manifest, release the slot) and `Backoff`.
 //!

@@ -66,7 +66,8 @@ pub struct Roll {
     progress: BTreeMap<String, Progress>,
     /// Nodes between their first step and `done`.
     started: BTreeSet<String>,
-    /// When each control plane last looked at etcd (before its turn was decided).
+    /// When each control plane last looked at etcd: each round, and afresh right before
+    /// a step that takes its member down.
     looked: BTreeMap<String, Instant>,
     /// When the last injected etcd outage began.
     outage_at: Option<Instant>,
