@@ -1367,7 +1367,8 @@ fn random_fault_schedules_keep_the_invariants() {
 /// member down).
 #[test]
 fn rolls_that_once_took_a_member_down_without_quorum_to_spare() {
-    for seed in [609] {
+    const SEEDS: &[u64] = &[609];
+    for &seed in SEEDS {
         let out = run_schedule_rolling(seed, true);
         assert!(out.roll.is_some(), "seed {seed} rolls");
         assert!(
