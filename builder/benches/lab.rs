@@ -441,10 +441,15 @@ enum Cause {
     /// initializing, cleaning-stale-member, joining: the distro's steps and what the agent
     /// does around them (lease renewals, resets).
     Steps,
-    /// checking-health, verifying.
+    /// checking-health, verifying: confirming sustained health.
     Health,
-    /// releasing: handing the slot over.
+    /// releasing, releasing-join-slot: handing a slot over.
     Handoff,
+    /// setting-up-addons, applying-addons, addons-failed: a control plane's add-ons (the
+    /// apply, or waiting for another's record or lease).
+    Addons,
+    /// awaiting-ready: a control plane waiting for its Node `Ready`.
+    NodeReady,
     /// compensating after a failure.
     Retry,
 }
@@ -466,7 +471,9 @@ fn cause_of(phase: &str) -> Cause {
     match phase {
         "initializing" | "cleaning-stale-member" | "joining" => Cause::Steps,
         "checking-health" | "verifying" => Cause::Health,
-        "releasing" => Cause::Handoff,
+        "releasing" | "releasing-join-slot" => Cause::Handoff,
+        "setting-up-addons" | "applying-addons" | "addons-failed" => Cause::Addons,
+        "awaiting-ready" => Cause::NodeReady,
         "compensating" => Cause::Retry,
         "publishing" => Cause::Rendezvous,
         p if is_wait(p) => Cause::Rendezvous,
@@ -476,11 +483,14 @@ fn cause_of(phase: &str) -> Cause {
 
 /// The events a node of `role` waits for: the init published (`publishing` ends), a
 /// control-plane slot released (a control plane's `releasing` ends), a worker slot released
-/// (a worker's `joining` ends: it gives the slot back before verifying).
+/// (a worker's `releasing-join-slot` ends; an agent before that phase gave it back at the
+/// end of `joining`).
 fn unblocks(waiter_role: &str, role: &str, phase: &str) -> bool {
     phase == "publishing"
         || (waiter_role == "control-plane" && role == "control-plane" && phase == "releasing")
-        || (waiter_role == "worker" && role == "worker" && phase == "joining")
+        || (waiter_role == "worker"
+            && role == "worker"
+            && matches!(phase, "joining" | "releasing-join-slot"))
 }
 
 /// The critical path walked back from the last node to become `done`: each second goes to
@@ -829,10 +839,12 @@ fn print_table(results: &[SizeResult]) {
     println!(
         "overhead, s: the critical path (first boot to the last node done) walked back through the agents' phase histories; \
          a waiting node hands it to the node whose event it waited for (init published, slot released). \
-         wall - ideal = boot + startup + rendezvous + wake + health + handoff + retry + (steps - ideal) + lag"
+         wall - ideal = boot + startup + rendezvous + wake + health + handoff + addons + ready + retry + (steps - ideal) + lag. \
+         wake: waiting on a watch or poll after the awaited event; health: confirming sustained health; handoff: giving a slot back; \
+         addons: a control plane's add-ons; ready: a control plane awaiting its Node Ready"
     );
     println!(
-        "{:<7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>10} {:>7} {:>7} {:>7} {:>6} {:>6} {:>8} {:>5} {:>5}",
+        "{:<7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>10} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>6} {:>8} {:>5} {:>5}",
         "size",
         "wall",
         "ideal",
@@ -845,6 +857,8 @@ fn print_table(results: &[SizeResult]) {
         "wake",
         "health",
         "handoff",
+        "addons",
+        "ready",
         "retry",
         "steps",
         "st-ideal",
@@ -856,7 +870,7 @@ fn print_table(results: &[SizeResult]) {
         let s = |c: Cause| secs(p.get(c));
         let signed = |a: Duration, b: Duration| format!("{:.1}", a.as_secs_f64() - b.as_secs_f64());
         println!(
-            "{:<7} {:>6} {:>6} {:>6.2} {:>6} {:>6} {:>6} {:>7} {:>10} {:>7} {:>7} {:>7} {:>6} {:>6} {:>8} {:>5} {:>5}",
+            "{:<7} {:>6} {:>6} {:>6.2} {:>6} {:>6} {:>6} {:>7} {:>10} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>6} {:>8} {:>5} {:>5}",
             r.size.to_string(),
             secs(r.wall),
             secs(r.ideal.total()),
@@ -869,6 +883,8 @@ fn print_table(results: &[SizeResult]) {
             s(Cause::Wake),
             s(Cause::Health),
             s(Cause::Handoff),
+            s(Cause::Addons),
+            s(Cause::NodeReady),
             s(Cause::Retry),
             s(Cause::Steps),
             signed(p.get(Cause::Steps), r.ideal.total()),

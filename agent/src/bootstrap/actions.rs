@@ -71,9 +71,8 @@ pub enum Action {
         control_plane: bool,
     },
     Release(Fence),
-    /// A worker's slot, given back as soon as its join returned: it verifies outside the
-    /// slot; and the `addons` lease of an apply that gave up. Never fails the phase (the
-    /// slot expires anyway; `Releasing` releases again).
+    /// The `addons` lease of an apply that gave up. Never fails the phase (the lease
+    /// expires anyway).
     ReleaseAfterJoin(Fence),
     StartLb,
     /// Re-render this node's membership-following configs (`lb_follow`), install the
@@ -170,6 +169,8 @@ pub fn actions(cfg: &Config, phase: &Phase) -> Vec<Action> {
             a
         }
         Phase::Joining { token } => joining(cfg, *token),
+        // Released for sure (or gone already) before the worker verifies.
+        Phase::ReleasingJoinSlot { token } => vec![Action::Release(join_fence(cfg, *token))],
         Phase::Verifying { token, .. } if verifies_under_slot(cfg) => vec![
             Action::Renew(join_fence(cfg, *token)),
             Action::VerifyJoin { control_plane: cp },
@@ -207,9 +208,6 @@ fn joining(cfg: &Config, token: u64) -> Vec<Action> {
         control_plane: cp,
         fence: join_fence(cfg, token),
     });
-    if !verifies_under_slot(cfg) {
-        a.push(Action::ReleaseAfterJoin(join_fence(cfg, token)));
-    }
     a
 }
 
@@ -528,8 +526,12 @@ mod tests {
                     control_plane: false,
                     fence: f.clone()
                 },
-                Action::ReleaseAfterJoin(f.clone()),
             ]
+        );
+        assert_eq!(
+            actions(&w, &P::ReleasingJoinSlot { token: 5 }),
+            vec![Action::Release(f.clone())],
+            "its own phase: a restart releases again, never joins again"
         );
         let verifying = P::Verifying {
             token: 5,
@@ -555,9 +557,7 @@ mod tests {
             assert!(verifies_under_slot(&c));
             let joining = actions(&c, &P::Joining { token: 5 });
             assert!(
-                !joining
-                    .iter()
-                    .any(|a| matches!(a, Action::ReleaseAfterJoin(_))),
+                !joining.iter().any(|a| matches!(a, Action::Release(_))),
                 "{joining:?}"
             );
             let verifying = P::Verifying {

@@ -93,6 +93,7 @@ fn stage(p: &Phase) -> Stage {
         | Phase::AcquiringJoinSlot
         | Phase::CleaningStaleMember { .. }
         | Phase::Joining { .. }
+        | Phase::ReleasingJoinSlot { .. }
         | Phase::Verifying { .. } => Stage::AfterInit,
         // An undo or a wait belongs to what it resumes.
         Phase::Compensating { then, .. } | Phase::Backoff { then, .. } => stage(then),

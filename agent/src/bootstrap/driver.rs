@@ -124,19 +124,34 @@ const WATCH_SETTLE: Duration = Duration::from_millis(200);
 )]
 pub trait WhenDone {
     /// One round; how soon it wants the next (`None`: when the loop comes round anyway).
-    async fn round(&mut self, etcd: Option<&EtcdView>) -> Option<Duration>;
+    /// `etcd`: the round's view; `fresh` takes another whenever a decision needs one.
+    async fn round(&mut self, etcd: Option<&EtcdView>, fresh: &impl EtcdSource)
+    -> Option<Duration>;
+}
+
+/// A control plane's live look at etcd ([`Driver::etcd_view`]), taken when asked.
+#[allow(
+    async_fn_in_trait,
+    reason = "driven from one task; no Send bound needed"
+)]
+pub trait EtcdSource {
+    async fn etcd_view(&self) -> Option<EtcdView>;
 }
 
 /// Nothing to do once done.
 impl WhenDone for () {
-    async fn round(&mut self, _: Option<&EtcdView>) -> Option<Duration> {
+    async fn round(&mut self, _: Option<&EtcdView>, _: &impl EtcdSource) -> Option<Duration> {
         None
     }
 }
 
 impl<R: crate::exec::CommandRunner, S: Systemd> WhenDone for crate::upgrade::live::Live<R, S> {
-    async fn round(&mut self, etcd: Option<&EtcdView>) -> Option<Duration> {
-        crate::upgrade::live::Live::round(self, etcd).await
+    async fn round(
+        &mut self,
+        etcd: Option<&EtcdView>,
+        fresh: &impl EtcdSource,
+    ) -> Option<Duration> {
+        crate::upgrade::live::Live::round(self, etcd, fresh).await
     }
 }
 
@@ -186,12 +201,16 @@ pub struct Driver<C, D, S, H, K, St, N> {
     lb_pending: Vec<crate::lb_follow::Daemon>,
     /// What the last membership-following pass could not apply (in the report).
     lb_problem: Option<String>,
+    /// The etcd credentials of the join material this node joined with (in memory): a
+    /// control plane's health probes use them rather than read the material from the
+    /// rendezvous on every probe; dropped when a probe with them fails.
+    etcd_creds: Option<protocol::records::EtcdCreds>,
 }
 
 /// How often the dependencies are probed while the node waits on them.
 const PROBE_EVERY_MS: u64 = 10_000;
 /// How often a failing health check reads the distribution's log again (its probes come
-/// every 500 ms; the log need not be read that often).
+/// every 200 ms; the log need not be read that often).
 const REASON_EVERY_MS: u64 = 5_000;
 /// Each API read of the readiness view (Nodes, one add-on workload) within this: a hung
 /// API delays a heartbeat by seconds, never wedges it.
@@ -239,6 +258,21 @@ type Performed<T = Outcome> = Result<T, Stop>;
 fn local(step: &str, r: Result<(), String>) -> Performed {
     r.map(|()| Outcome::Finished)
         .map_err(|e| Stop::failed(step, e))
+}
+
+impl<C, D, S, H, K, St, N> EtcdSource for Driver<C, D, S, H, K, St, N>
+where
+    C: Coordinator,
+    D: Distro,
+    S: Systemd,
+    H: Host,
+    K: Clock,
+    St: Store,
+    N: Notifier,
+{
+    async fn etcd_view(&self) -> Option<EtcdView> {
+        Driver::etcd_view(self).await
+    }
 }
 
 impl<C, D, S, H, K, St, N> Driver<C, D, S, H, K, St, N>
@@ -298,6 +332,7 @@ where
             api_unreachable_since: None,
             last_reason_read: None,
             revision: None,
+            etcd_creds: None,
             heartbeated: None,
             lb_pending: Vec::new(),
             lb_problem: None,
@@ -579,7 +614,7 @@ where
             let mut wait = t.wait;
             if t.done {
                 let etcd = self.etcd_view().await;
-                if let Some(w) = when_done.round(etcd.as_ref()).await {
+                if let Some(w) = when_done.round(etcd.as_ref(), &*self).await {
                     wait = wait.min(w);
                 }
             }
@@ -983,14 +1018,15 @@ where
         Ok(Outcome::Finished)
     }
 
-    /// The new control plane answers locally and through the VIP.
+    /// The new control plane answers locally and through the VIP (asked at once).
     async fn init_healthy(&self) -> bool {
-        self.distro.local_api_ready().await.unwrap_or(false)
-            && self.distro.vip_api_ready().await.unwrap_or(false)
+        let (local, vip) = tokio::join!(self.distro.local_api_ready(), self.distro.vip_api_ready());
+        local.unwrap_or(false) && vip.unwrap_or(false)
     }
 
     async fn join(&mut self, control_plane: bool, fence: &Fence) -> Performed {
         let (m, revision) = self.fresh_material(control_plane).await?;
+        self.etcd_creds.clone_from(&m.etcd);
         let call = if control_plane {
             DistroCall::JoinControlPlane(&m)
         } else {
@@ -1016,22 +1052,46 @@ where
     /// A control plane is joined once its API answers and, on a stacked etcd, its member
     /// is a started voter; a worker once its Node is registered and Ready (issue 14: with
     /// a pod network).
-    async fn join_healthy(&self, control_plane: bool) -> bool {
+    /// The API and etcd are asked at once; etcd with the credentials this node joined
+    /// with, kept in memory (read from the join material only when none are kept, or
+    /// after a probe with them failed).
+    async fn join_healthy(&mut self, control_plane: bool) -> bool {
         if !control_plane {
             return self.distro.kubelet_registered().await.unwrap_or(false);
         }
-        if !self.distro.local_api_ready().await.unwrap_or(false) {
-            return false;
-        }
         if !self.cfg.stacked_etcd {
-            return true;
+            return self.distro.local_api_ready().await.unwrap_or(false);
         }
-        let Ok(access) = self.etcd_access(true).await else {
-            return false;
+        let kept = self.etcd_creds.take();
+        let (api, (voter, creds)) =
+            tokio::join!(self.distro.local_api_ready(), self.etcd_voter(kept));
+        self.etcd_creds = creds;
+        api.unwrap_or(false) && voter
+    }
+
+    /// Whether this node's etcd member is a started, healthy voter, asked with `kept`
+    /// credentials or the join material's; the credentials to keep (none after a failure).
+    async fn etcd_voter(
+        &self,
+        kept: Option<protocol::records::EtcdCreds>,
+    ) -> (bool, Option<protocol::records::EtcdCreds>) {
+        let creds = match kept {
+            Some(c) => c,
+            None => match self.etcd_access(true).await {
+                Ok(a) => a.creds,
+                Err(_) => return (false, None),
+            },
+        };
+        let access = EtcdAccess {
+            endpoints: self.settings.etcd_endpoints(true),
+            creds,
         };
         match self.distro.etcd_members(&access).await {
-            Ok(ms) => member_policy::is_healthy_voter(&ms, &self.settings.node),
-            Err(_) => false,
+            Ok(ms) => (
+                member_policy::is_healthy_voter(&ms, &self.settings.node),
+                Some(access.creds),
+            ),
+            Err(_) => (false, None),
         }
     }
 

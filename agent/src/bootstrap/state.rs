@@ -8,7 +8,8 @@
 //! `Initializing` → `CheckingHealth` → `Publishing` → `Releasing` → `Done`; the losers and
 //! late comers: `WaitingForInit` → `AcquiringJoinSlot` (1-slot `cp-join`) →
 //! `CleaningStaleMember` → `Joining` → `Verifying` → `Releasing` → `Done`. Workers take one
-//! of N `worker-join` slots as soon as the cluster is initialized. Failures after a
+//! of N `worker-join` slots as soon as the cluster is initialized and give it back as soon
+//! as their join returned: `Joining` → `ReleasingJoinSlot` → `Verifying` → `Done`. Failures after a
 //! destructive step go through `Compensating` (remove own etcd member, reset, restore the
 //! kube-vip manifest, release the slot) and `Backoff`.
 //!
@@ -21,9 +22,14 @@ use model::spec::DistroKind;
 use protocol::keys;
 use serde::{Deserialize, Serialize};
 
-/// Health confirmation probes this often: a healthy node is confirmed within
-/// `healthy_probes` intervals of becoming healthy (issue 17: probes were 2 s apart).
-pub const PROBE_INTERVAL_MS: u64 = 500;
+/// Health confirmation probes at least this far apart (the wait runs from one probe's end
+/// to the next one's start): a healthy node is confirmed by [`HEALTHY_PROBES`]
+/// consecutive healthy probes spanning at least `(HEALTHY_PROBES - 1) ×` this (600 ms),
+/// sustained health rather than one lucky probe (issue 17: probes were 2 s, then 500 ms
+/// apart, three of them).
+pub const PROBE_INTERVAL_MS: u64 = 200;
+/// Consecutive healthy probes that confirm an init or a join.
+pub const HEALTHY_PROBES: u32 = 4;
 /// How long probes may keep failing before the init or join is undone (90 probes 2 s
 /// apart before the interval was shortened).
 pub const PROBE_PATIENCE_MS: u64 = 180_000;
@@ -70,7 +76,7 @@ impl Config {
             cp_join_slots: 1,
             worker_join_slots: 2,
             jitter_seed: seed,
-            healthy_probes: 3,
+            healthy_probes: HEALTHY_PROBES,
             max_failed_probes: failed_probes_within(PROBE_PATIENCE_MS, PROBE_INTERVAL_MS),
             addon_attempts: 5,
             backoff_base_ms: 2_000,
@@ -124,6 +130,13 @@ pub enum Phase {
         token: u64,
     },
     Joining {
+        token: u64,
+    },
+    /// A worker whose `kubeadm join` (or k3s agent registration) returned: it gives its
+    /// `worker-join` slot back before verifying (the slot protects the API server during
+    /// the TLS bootstrap, not the wait for the Node). A restart here releases again and
+    /// goes on verifying; it never joins again.
+    ReleasingJoinSlot {
         token: u64,
     },
     Verifying {
@@ -189,6 +202,7 @@ impl Phase {
             Phase::AcquiringJoinSlot => "acquiring-join-slot",
             Phase::CleaningStaleMember { .. } => "cleaning-stale-member",
             Phase::Joining { .. } => "joining",
+            Phase::ReleasingJoinSlot { .. } => "releasing-join-slot",
             Phase::Verifying { .. } => "verifying",
             Phase::Releasing { .. } => "releasing",
             Phase::ConfiguringLb => "configuring-lb",
@@ -280,8 +294,10 @@ mod tests {
             true,
             1,
         );
-        assert!(c.probe_interval_ms <= 500, "{}", c.probe_interval_ms);
-        assert!(c.healthy_probes >= 3, "{}", c.healthy_probes);
+        assert!(c.probe_interval_ms >= 200, "{}", c.probe_interval_ms);
+        assert!(c.healthy_probes >= 4, "{}", c.healthy_probes);
+        let window = u64::from(c.healthy_probes - 1) * c.probe_interval_ms;
+        assert!(window >= 600, "sustained health spans {window} ms");
         let patience = u64::from(c.max_failed_probes) * c.probe_interval_ms;
         assert!(patience >= PROBE_PATIENCE_MS, "{patience}");
         assert_eq!(failed_probes_within(180_000, 2_000), 90, "as before");

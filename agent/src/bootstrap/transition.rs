@@ -101,6 +101,7 @@ pub fn decide(cfg: &Config, s: &State, event: Event) -> Decision {
         Phase::AcquiringJoinSlot => acquiring_join_slot(cfg, event),
         Phase::CleaningStaleMember { token } => cleaning_stale_member(*token, event),
         Phase::Joining { token } => joining(cfg, *token, event),
+        Phase::ReleasingJoinSlot { token } => releasing_join_slot(*token, event),
         Phase::Verifying {
             token,
             successes,
@@ -357,11 +358,14 @@ fn cleaning_stale_member(token: u64, e: Event) -> Decision {
 
 fn joining(cfg: &Config, token: u64, e: Event) -> Decision {
     match e {
-        E::Done => D::Advance(P::Verifying {
+        E::Done if verifies_under_slot(cfg) => D::Advance(P::Verifying {
             token,
             successes: 0,
             failures: 0,
         }),
+        // A worker: its own phase, persisted, so a restart releases again rather than
+        // joining again.
+        E::Done => D::Advance(P::ReleasingJoinSlot { token }),
         // Refused before anything joined: reset and give the slot back while it refreshes.
         E::MaterialStale => D::Compensate {
             error: "the join material expired".into(),
@@ -376,6 +380,27 @@ fn joining(cfg: &Config, token: u64, e: Event) -> Decision {
         | E::Granted { .. }
         | E::Busy
         | E::Probe(_)
+        | E::AddonsApplied => D::Hold,
+    }
+}
+
+/// A worker gives its slot back before verifying: released, or gone already (expired,
+/// fenced). A release that could not reach the rendezvous is tried again after a backoff:
+/// the worker never verifies while it may still hold the slot.
+fn releasing_join_slot(token: u64, e: Event) -> Decision {
+    match e {
+        E::Done | E::Fenced(_) => D::Advance(P::Verifying {
+            token,
+            successes: 0,
+            failures: 0,
+        }),
+        E::Failed(e) => D::Again(e),
+        E::Initialized(_)
+        | E::AlreadyInitialized
+        | E::Granted { .. }
+        | E::Busy
+        | E::Probe(_)
+        | E::MaterialStale
         | E::AddonsApplied => D::Hold,
     }
 }
@@ -400,6 +425,8 @@ fn verifying(cfg: &Config, token: u64, probes: (u32, u32), e: Event) -> Decision
         | E::AddonsApplied => return D::Hold,
     };
     match probe(cfg, probes, healthy) {
+        // A worker gave its slot back before verifying: nothing left to release.
+        Probed::Healthy if !under_slot => D::Succeed(P::Done),
         Probed::Healthy => D::Succeed(P::Releasing {
             fence: join_fence(cfg, token),
         }),
@@ -408,9 +435,10 @@ fn verifying(cfg: &Config, token: u64, probes: (u32, u32), e: Event) -> Decision
             successes,
             failures,
         }),
+        // A worker's slot was given back before it verified: it queues for one again.
         Probed::GiveUp => undo_join(
             "the joined node never became healthy".into(),
-            Some(join_fence(cfg, token)),
+            under_slot.then(|| join_fence(cfg, token)),
         ),
     }
 }

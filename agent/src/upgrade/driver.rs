@@ -3,7 +3,7 @@
 //! back as an event, and persists every new phase before acting on it, so a reboot
 //! resumes through [`super::transition::restart`]. It decides nothing itself.
 //!
-//! The real `Effects` are [`super::live::Live`]'s (the rendezvous through
+//! The real `Effects` are [`super::live::Live`]'s, with the daemon's live look at etcd (the rendezvous through
 //! [`super::rendezvous_side`], kubeadm/k3s, cordon, Eviction and the kubelet through
 //! [`super::node_side`]); the unit tests (`driver/tests.rs`) drive whole rolls through an
 //! in-memory cluster, and `tests/tests/lab_upgrade.rs` runs the real ones in the lab.
@@ -34,6 +34,10 @@ pub trait Effects {
     async fn report(&mut self, phase: &Phase);
     async fn fetch(&mut self, sequence: u64) -> Result<(), String>;
     async fn check_turn(&mut self) -> Result<(), Wait>;
+    /// A fresh look at etcd (not the round's view) judged by
+    /// [`super::quorum_guard::control_plane_may_go`], right before a step that takes this
+    /// control plane's member down.
+    async fn check_quorum(&mut self) -> Result<(), Wait>;
     /// `Some(token)` when granted (again, if already held), `None` when busy.
     async fn acquire(&mut self) -> Option<u64>;
     async fn run(&mut self, step: Step) -> Result<(), StepError>;
@@ -87,6 +91,7 @@ pub async fn round(
             }
             Action::Fetch { sequence } => Event::Fetched(fx.fetch(sequence).await),
             Action::CheckTurn => Event::Turn(fx.check_turn().await),
+            Action::CheckQuorum => Event::Quorum(fx.check_quorum().await),
             Action::Acquire => match fx.acquire().await {
                 Some(token) => Event::Granted { token },
                 None => Event::Busy,
@@ -101,7 +106,7 @@ pub async fn round(
         };
         let pause = matches!(
             event,
-            Event::Turn(Err(_)) | Event::Busy | Event::Fetched(Err(_))
+            Event::Turn(Err(_)) | Event::Quorum(Err(_)) | Event::Busy | Event::Fetched(Err(_))
         );
         let (next, acts) = step(me, phase, event);
         fx.save(&next).await;

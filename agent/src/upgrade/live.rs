@@ -12,6 +12,7 @@ use super::state::Phase;
 use super::steps::Step;
 use super::transition::{self, Action, Event, Me};
 use super::{quorum_guard, store, view};
+use crate::bootstrap::driver::EtcdSource;
 use crate::exec::CommandRunner;
 use crate::systemd::Systemd;
 use model::node_files::NodeRoot;
@@ -118,7 +119,11 @@ impl<R: CommandRunner, S: Systemd> Live<R, S> {
 
     /// One round: judge the newest release, run the machine until it pauses. How soon
     /// it wants the next round (`None`: nothing to do until a release changes).
-    pub async fn round(&mut self, etcd: Option<&EtcdView>) -> Option<Duration> {
+    pub async fn round(
+        &mut self,
+        etcd: Option<&EtcdView>,
+        fresh: &impl EtcdSource,
+    ) -> Option<Duration> {
         self.etcd = etcd.cloned();
         match self.rdv.newest_release().await {
             Ok(Some(r)) => {
@@ -152,7 +157,8 @@ impl<R: CommandRunner, S: Systemd> Live<R, S> {
         }
         let acts = std::mem::take(&mut self.pending);
         let me = self.me.clone();
-        let (phase, round) = driver::round(&me, self.phase.clone(), acts, self).await;
+        let phase = self.phase.clone();
+        let (phase, round) = driver::round(&me, phase, acts, &mut Fx { live: self, fresh }).await;
         self.phase = phase;
         match round {
             Round::Pause(acts) => {
@@ -210,7 +216,57 @@ impl<R: CommandRunner, S: Systemd> Live<R, S> {
     }
 }
 
-impl<R: CommandRunner, S: Systemd> Effects for Live<R, S> {
+/// [`Live`] with the daemon's live look at etcd, for one round's effects.
+struct Fx<'a, R, S, E> {
+    live: &'a mut Live<R, S>,
+    fresh: &'a E,
+}
+
+impl<R: CommandRunner, S: Systemd, E: EtcdSource> Effects for Fx<'_, R, S, E> {
+    async fn save(&mut self, phase: &Phase) {
+        self.live.save(phase).await;
+    }
+    async fn report(&mut self, phase: &Phase) {
+        self.live.report(phase).await;
+    }
+    async fn fetch(&mut self, sequence: u64) -> Result<(), String> {
+        self.live.fetch(sequence).await
+    }
+    async fn check_turn(&mut self) -> Result<(), Wait> {
+        self.live.check_turn().await
+    }
+    async fn check_quorum(&mut self) -> Result<(), Wait> {
+        let view = self.fresh.etcd_view().await;
+        let r = quorum_guard::control_plane_may_go(
+            view.as_ref(),
+            &self.live.id.node,
+            protocol::clock::now_ms(),
+        );
+        if let Err(w) = &r {
+            tracing::warn!(node = %self.live.id.node, wait = %w,
+                "not taking the etcd member down: waiting");
+        }
+        r
+    }
+    async fn acquire(&mut self) -> Option<u64> {
+        self.live.acquire().await
+    }
+    async fn run(&mut self, step: Step) -> Result<(), StepError> {
+        self.live.run(step).await
+    }
+    async fn uncordon(&mut self) {
+        self.live.uncordon().await;
+    }
+    async fn release(&mut self, token: u64) {
+        self.live.release(token).await;
+    }
+    async fn resume_request(&mut self) -> Option<(u64, u64)> {
+        self.live.resume_request().await
+    }
+}
+
+/// The effects that need nothing but the node and the rendezvous.
+impl<R: CommandRunner, S: Systemd> Live<R, S> {
     async fn save(&mut self, phase: &Phase) {
         if let Err(e) = store::save(self.root.path("").as_path(), phase) {
             tracing::error!(error = %e, "cannot persist the upgrade phase");

@@ -58,6 +58,20 @@ impl Step {
     }
 }
 
+impl Step {
+    /// Whether this step takes a control plane's etcd member down (its static pod
+    /// replaced by `kubeadm upgrade apply|node`, the k3s server restarted with its embedded
+    /// member): right before it, the quorum guard looks at etcd again
+    /// ([`super::quorum_guard::control_plane_may_go`] on a fresh view).
+    pub fn takes_etcd_member_down(self, role: Role) -> bool {
+        role == Role::ControlPlane
+            && matches!(
+                self,
+                Step::UpgradeApply | Step::UpgradeNode | Step::RestartK3s
+            )
+    }
+}
+
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

@@ -20,6 +20,9 @@ pub enum Event {
     Fetched(Result<(), String>),
     /// Whether it is this node's turn ([`super::order`]: order, quorum, skew).
     Turn(Result<(), Wait>),
+    /// Right before a step that takes this control plane's etcd member down: whether a
+    /// fresh look at etcd still finds every other member healthy with quorum to spare.
+    Quorum(Result<(), Wait>),
     Granted {
         token: u64,
     },
@@ -50,6 +53,9 @@ pub enum Action {
     /// Gather the roll view, etcd members and versions and answer with [`Event::Turn`].
     CheckTurn,
     Acquire,
+    /// Look at etcd afresh and answer with [`Event::Quorum`]
+    /// ([`super::quorum_guard::control_plane_may_go`]).
+    CheckQuorum,
     Run(Step),
     Uncordon,
     Release {
@@ -72,8 +78,12 @@ pub struct Me {
 }
 
 /// Runs `step` of `list` under the lock `token`, or, with no step left, ends the node's
-/// upgrade and gives the lock back.
+/// upgrade and gives the lock back. A step that takes this control plane's etcd member
+/// down is preceded by a fresh quorum check ([`Action::CheckQuorum`]): the turn was
+/// decided before the lock, on a view up to [`super::quorum_guard::MAX_VIEW_AGE_MS`] old,
+/// and steps ran since.
 fn run_or_finish(
+    me: &Me,
     sequence: u64,
     to: KubeVersion,
     token: u64,
@@ -91,7 +101,11 @@ fn run_or_finish(
                 step,
                 resumes_seen,
             },
-            vec![Action::Report, Action::Run(step)],
+            if step.takes_etcd_member_down(me.role) {
+                vec![Action::Report, Action::CheckQuorum]
+            } else {
+                vec![Action::Report, Action::Run(step)]
+            },
         ),
         None => (
             Phase::Done { sequence, to },
@@ -152,7 +166,7 @@ pub fn step(me: &Me, phase: Phase, event: Event) -> (Phase, Vec<Action>) {
         ) => {
             let list = steps::steps(me.distribution, me.role, me.first_control_plane);
             let first = resume.or_else(|| list.first().copied());
-            run_or_finish(sequence, to, token, list, first, resumes_seen)
+            run_or_finish(me, sequence, to, token, list, first, resumes_seen)
         }
         (
             Phase::Locking {
@@ -192,12 +206,25 @@ pub fn step(me: &Me, phase: Phase, event: Event) -> (Phase, Vec<Action>) {
             },
             vec![A::Report, A::CheckTurn],
         ),
+        // After a restart in `Locking` (its turn was decided before the crash, maybe long
+        // ago): the turn is checked again before the lock.
+        (p @ Phase::Locking { .. }, E::Turn(Ok(()))) => (p, vec![A::Acquire]),
         (
-            p @ Phase::Locking {
-                resume: Some(_), ..
+            Phase::Locking {
+                sequence,
+                to,
+                resume: None,
+                ..
             },
-            E::Turn(Ok(())),
-        ) => (p, vec![A::Acquire]),
+            E::Turn(Err(wait)),
+        ) => (
+            Phase::Waiting {
+                sequence,
+                to,
+                why: wait.to_string(),
+            },
+            vec![A::Report, A::CheckTurn],
+        ),
         (
             Phase::Locking {
                 sequence,
@@ -229,8 +256,33 @@ pub fn step(me: &Me, phase: Phase, event: Event) -> (Phase, Vec<Action>) {
             E::StepDone,
         ) => {
             let next = steps::next(&list, step);
-            run_or_finish(sequence, to, token, list, next, resumes_seen)
+            run_or_finish(me, sequence, to, token, list, next, resumes_seen)
         }
+        // Quorum still to spare: take the member down now.
+        (p @ Phase::Running { step, .. }, E::Quorum(Ok(()))) => (p, vec![A::Run(step)]),
+        // Not any more (a member went down since the turn was decided): the step does not
+        // run. The lock stays held; like a node resuming after a lost lease, it checks its
+        // turn (etcd again) and takes the lock again (the same token while held) before
+        // the step, which is checked once more right before it runs.
+        (
+            Phase::Running {
+                sequence,
+                to,
+                step,
+                resumes_seen,
+                ..
+            },
+            E::Quorum(Err(wait)),
+        ) => (
+            Phase::Locking {
+                sequence,
+                to,
+                resume: Some(step),
+                resumes_seen,
+                why: format!("before {step}: {wait}"),
+            },
+            vec![A::Report, A::CheckTurn],
+        ),
         (
             Phase::Running {
                 sequence,
@@ -340,7 +392,7 @@ fn on_release(p: Phase, sequence: u64, verdict: Result<Verdict, Refusal>) -> (Ph
 }
 
 /// Where a persisted phase starts after a (re)start, and the actions it starts with.
-/// A node that was running a step checks its turn (for a control plane: etcd healthy
+/// A node that was taking the lock checks its turn again first. A node that was running a step checks its turn (for a control plane: etcd healthy
 /// with quorum to spare, which may have changed while it was down) and takes the lock
 /// again (holding it still returns the same token and extends the lease; losing it
 /// across the reboot answers `Busy` and the node waits), then re-runs that step: every
@@ -368,7 +420,7 @@ pub fn restart(phase: Phase) -> (Phase, Vec<Action>) {
         }
         p @ Phase::Fetching { sequence, .. } => (p, vec![Action::Fetch { sequence }]),
         p @ Phase::Waiting { .. } => (p, vec![Action::CheckTurn]),
-        p @ Phase::Locking { resume: None, .. } => (p, vec![Action::Acquire]),
+        // Its turn was decided before the restart: decided again (etcd may have changed).
         p @ Phase::Locking { .. } => (p, vec![Action::CheckTurn]),
     }
 }

@@ -66,7 +66,8 @@ pub struct Roll {
     progress: BTreeMap<String, Progress>,
     /// Nodes between their first step and `done`.
     started: BTreeSet<String>,
-    /// When each control plane last looked at etcd (before its turn was decided).
+    /// When each control plane last looked at etcd: each round, and afresh right before
+    /// a step that takes its member down.
     looked: BTreeMap<String, Instant>,
     /// When the last injected etcd outage began.
     outage_at: Option<Instant>,
@@ -357,6 +358,12 @@ impl Effects for SimNode {
             self.etcd.as_ref(),
             self.clock.now_ms(),
         )
+    }
+
+    async fn check_quorum(&mut self) -> Result<(), Wait> {
+        // As the agent: a fresh look at etcd (recorded in `looked`), not the round's.
+        self.observe_etcd().await;
+        quorum_guard::control_plane_may_go(self.etcd.as_ref(), &self.name, self.clock.now_ms())
     }
 
     async fn acquire(&mut self) -> Option<u64> {

@@ -76,11 +76,13 @@ fn control_plane_initializes_the_cluster() {
             "checking-health",
             "checking-health",
             "checking-health",
+            "checking-health",
             "publishing",
             "releasing",
             "setting-up-addons",
             "applying-addons",
             "releasing",
+            "awaiting-ready",
             "awaiting-ready",
             "awaiting-ready",
             "awaiting-ready",
@@ -117,8 +119,10 @@ fn control_plane_joins_an_initialized_cluster() {
             "verifying",
             "verifying",
             "verifying",
+            "verifying",
             "releasing",
             "setting-up-addons",
+            "awaiting-ready",
             "awaiting-ready",
             "awaiting-ready",
             "awaiting-ready",
@@ -172,9 +176,9 @@ fn worker_waits_for_init_then_joins_without_cleaning() {
                 E::Initialized(true),
                 E::Granted { token: 1 },
                 E::Done,
+                E::Done,
             ],
             healthy(w.healthy_probes),
-            vec![E::Done],
         ]),
     );
     assert_eq!(
@@ -186,13 +190,14 @@ fn worker_waits_for_init_then_joins_without_cleaning() {
             "waiting-for-init",
             "acquiring-join-slot",
             "joining",
+            "releasing-join-slot",
             "verifying",
             "verifying",
             "verifying",
-            "releasing",
+            "verifying",
             "done"
         ],
-        "a worker never stands for init"
+        "a worker never stands for init; it verifies outside its slot"
     );
     assert_eq!(s, at(P::Done));
 }
@@ -244,8 +249,10 @@ fn k3s_server_on_sql_joins_without_cleaning() {
             "verifying",
             "verifying",
             "verifying",
+            "verifying",
             "releasing",
             "setting-up-addons",
+            "awaiting-ready",
             "awaiting-ready",
             "awaiting-ready",
             "awaiting-ready",
@@ -272,6 +279,7 @@ fn control_plane_on_external_etcd_joins_without_cleaning() {
         [
             "acquiring-join-slot",
             "joining",
+            "verifying",
             "verifying",
             "verifying",
             "verifying",
@@ -305,11 +313,11 @@ fn a_worker_that_never_registers_is_undone_after_giving_its_slot_back() {
     assert_eq!(
         s.phase,
         P::Compensating {
-            slot: Some(join_fence(&w, 2)),
+            slot: None,
             remove_own_member: true,
             then: Box::new(P::AcquiringJoinSlot)
         },
-        "releasing a slot given back already is harmless"
+        "its slot was given back before it verified: it queues for one again"
     );
     let held = go(
         &w,
@@ -409,7 +417,7 @@ fn an_unhealthy_init_gives_up_after_max_failed_probes() {
             "checking-health",
             "compensating"
         ],
-        "two healthy probes are not three consecutive ones"
+        "two healthy probes are not four consecutive ones"
     );
     assert_eq!(
         s.phase,
@@ -883,6 +891,7 @@ fn every_phase() -> Vec<Phase> {
             failures: 0,
         },
         P::Removed,
+        P::ReleasingJoinSlot { token: 1 },
     ];
     let kinds: std::collections::BTreeSet<u8> = phases.iter().map(kind).collect();
     assert_eq!(kinds.len(), phases.len(), "one of each kind");
@@ -914,6 +923,7 @@ fn kind(p: &Phase) -> u8 {
         P::AddonsFailed { .. } => 20,
         P::AwaitingReady { .. } => 21,
         P::Removed => 22,
+        P::ReleasingJoinSlot { .. } => 23,
     }
 }
 
@@ -1000,7 +1010,11 @@ fn every_producible_event_is_decided_and_every_other_one_holds() {
                 let can = producible.contains(&e);
                 let exception = matches!(
                     (&phase, &e),
-                    (P::Backoff { .. }, _) | (P::Releasing { .. }, E::Fenced(_))
+                    (P::Backoff { .. }, _)
+                        | (
+                            P::Releasing { .. } | P::ReleasingJoinSlot { .. },
+                            E::Fenced(_)
+                        )
                 );
                 assert!(
                     held != can || exception,
@@ -1064,4 +1078,42 @@ fn a_tombstone_removes_the_node_from_any_phase_for_good() {
         assert_eq!(next.phase, P::Removed);
         assert!(acts.is_empty(), "a removed node does nothing: {acts:?}");
     }
+}
+
+/// A worker gives its slot back as its own persisted phase once its join returned: a
+/// restart there releases again and verifies, never joins again; a release that could not
+/// reach the rendezvous is tried again before it verifies; a failed verification queues
+/// for a slot again.
+#[test]
+fn a_worker_releases_its_slot_as_its_own_phase_then_verifies_outside_it() {
+    let w = worker();
+    let s = go(&w, P::Joining { token: 4 }, E::Done);
+    assert_eq!(s.phase, P::ReleasingJoinSlot { token: 4 });
+    let back = State {
+        phase: P::ReleasingJoinSlot { token: 4 },
+        attempt: 0,
+        last_error: None,
+    }
+    .resume();
+    assert_eq!(
+        back.phase,
+        P::ReleasingJoinSlot { token: 4 },
+        "never joins again"
+    );
+    let verifying = P::Verifying {
+        token: 4,
+        successes: 0,
+        failures: 0,
+    };
+    assert_eq!(go(&w, back.phase.clone(), E::Done).phase, verifying);
+    assert_eq!(
+        go(&w, back.phase.clone(), E::Fenced("gone".into())).phase,
+        verifying,
+        "a slot gone already is released"
+    );
+    let failed = go(&w, back.phase, E::Failed("unreachable".into()));
+    assert_eq!(unwrap_backoff(&failed), P::ReleasingJoinSlot { token: 4 });
+    // Control planes keep theirs until their member is a healthy voter.
+    let s = go(&cp(), P::Joining { token: 4 }, E::Done);
+    assert!(matches!(s.phase, P::Verifying { .. }), "{:?}", s.phase);
 }

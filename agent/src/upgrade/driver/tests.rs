@@ -30,6 +30,8 @@ struct World {
     pdb_blocks: Option<String>,
     lose_lease_once: Option<(String, Step)>,
     resume: Option<(u64, u64)>,
+    /// An etcd member down (seen by a fresh quorum check) for this many checks.
+    member_down_for: u32,
 }
 
 struct Node {
@@ -87,6 +89,17 @@ impl Effects for Node {
             max_unavailable: 1,
         };
         order::my_turn(&view, &self.name)
+    }
+    async fn check_quorum(&mut self) -> Result<(), Wait> {
+        let mut w = self.world.borrow_mut();
+        w.log.push((self.name.clone(), "check-quorum".into()));
+        if w.member_down_for > 0 {
+            w.member_down_for -= 1;
+            return Err(Wait::EtcdUnhealthy {
+                member: "cp-3".into(),
+            });
+        }
+        Ok(())
     }
     async fn acquire(&mut self) -> Option<u64> {
         let mut w = self.world.borrow_mut();
@@ -361,6 +374,38 @@ async fn a_lost_lease_retakes_the_lock_and_repeats_the_step() {
         .position(|(n, s)| n == "cp-3" && s == "acquire")
         .unwrap();
     assert!(cp3_acquire > cp2_release, "{log:?}");
+}
+
+#[tokio::test]
+async fn a_control_plane_checks_quorum_afresh_right_before_taking_its_member_down() {
+    let mut r = roll();
+    // A member goes down after cp-1's turn was decided: the next two fresh looks see it.
+    r.world.borrow_mut().member_down_for = 2;
+    r.settle().await;
+    assert!(all_done(&r));
+    for n in ["cp-1", "cp-2", "cp-3", "w-1"] {
+        let s = r.steps_of(n);
+        let down = if n == "cp-1" {
+            "upgrade-apply"
+        } else {
+            "upgrade-node"
+        };
+        let at = s.iter().position(|x| x == down).unwrap();
+        if n.starts_with("cp-") {
+            assert_eq!(s[at - 1], "check-quorum", "{n}: {s:?}");
+        } else {
+            assert!(!s.contains(&"check-quorum".to_string()), "{n}: {s:?}");
+        }
+    }
+    let s = r.steps_of("cp-1");
+    assert_eq!(
+        s.iter().filter(|x| *x == "check-quorum").count(),
+        3,
+        "denied twice, then allowed: {s:?}"
+    );
+    assert_eq!(s.iter().filter(|x| *x == "upgrade-apply").count(), 1);
+    // The lock stayed with cp-1 while it waited for etcd.
+    assert_one_at_a_time(&r.world.borrow().log);
 }
 
 #[tokio::test]

@@ -35,11 +35,16 @@ fn to_the_lock(token: u64, done: usize) -> Vec<Event> {
     events
 }
 
-/// Drives `events` from `phase`, returning the last phase and every action in order.
+/// Drives `events` from `phase`, returning the last phase and every action in order. A
+/// fresh quorum check ([`Action::CheckQuorum`]) is answered "quorum to spare" at once.
 fn drive(me: &Me, mut phase: Phase, events: Vec<Event>) -> (Phase, Vec<Action>) {
     let mut all = Vec::new();
     for e in events {
-        let (p, acts) = step(me, phase, e);
+        let (mut p, mut acts) = step(me, phase, e);
+        while acts.last() == Some(&Action::CheckQuorum) {
+            all.extend(acts);
+            (p, acts) = step(me, p, Event::Quorum(Ok(())));
+        }
         phase = p;
         all.extend(acts);
     }
@@ -427,4 +432,95 @@ fn workers_and_other_control_planes_run_upgrade_node() {
     };
     let p = running_at(&k3s, Step::SwapK3s);
     assert_eq!(target(&p), Some(v("v1.31.2")));
+}
+
+#[test]
+fn a_control_plane_checks_quorum_afresh_right_before_each_step_taking_its_member_down() {
+    for (me, down) in [
+        (cp1(), Step::UpgradeApply),
+        (
+            Me {
+                first_control_plane: false,
+                ..cp1()
+            },
+            Step::UpgradeNode,
+        ),
+        (
+            Me {
+                distribution: DistroKind::K3s,
+                first_control_plane: false,
+                ..cp1()
+            },
+            Step::RestartK3s,
+        ),
+    ] {
+        let (_, acts) = drive(&me, Phase::Idle, to_the_lock(9, 20));
+        let at = acts.iter().position(|a| *a == Action::Run(down)).unwrap();
+        assert_eq!(acts[at - 1], Action::CheckQuorum, "{down}: {acts:?}");
+        assert_eq!(
+            acts.iter().filter(|a| **a == Action::CheckQuorum).count(),
+            1,
+            "{acts:?}"
+        );
+    }
+    // Workers never look at etcd.
+    let w = Me {
+        role: Role::Worker,
+        first_control_plane: false,
+        ..cp1()
+    };
+    let (_, acts) = drive(&w, Phase::Idle, to_the_lock(9, 20));
+    assert!(!acts.contains(&Action::CheckQuorum), "{acts:?}");
+}
+
+#[test]
+fn no_quorum_to_spare_right_before_the_step_keeps_the_lock_and_checks_the_turn_again() {
+    let me = cp1();
+    let p = running_at(&me, Step::UpgradeApply);
+    let sick = Wait::EtcdUnhealthy {
+        member: "cp-3".into(),
+    };
+    let (q, acts) = step(&me, p, Event::Quorum(Err(sick)));
+    assert_eq!(acts, vec![Action::Report, Action::CheckTurn], "lock kept");
+    let Phase::Locking {
+        resume: Some(Step::UpgradeApply),
+        why,
+        ..
+    } = &q
+    else {
+        panic!("{q:?}")
+    };
+    assert!(
+        why.contains("cp-3") && why.contains("upgrade-apply"),
+        "{why}"
+    );
+    // Its turn again, the lock again (the same token while held), then etcd afresh again.
+    let (q, acts) = step(&me, q, Event::Turn(Ok(())));
+    assert_eq!(acts, vec![Action::Acquire]);
+    let (q, acts) = step(&me, q, Event::Granted { token: 9 });
+    assert_eq!(acts, vec![Action::Report, Action::CheckQuorum]);
+    let (_, acts) = step(&me, q, Event::Quorum(Ok(())));
+    assert_eq!(acts, vec![Action::Run(Step::UpgradeApply)]);
+}
+
+#[test]
+fn a_restart_while_taking_the_lock_checks_the_turn_again_before_it() {
+    // Seed 609 of the simulation (`SIM_SEED=609`): cp-2 decided its turn, crashed while
+    // taking the lock, came back 58 s later with cp-1's etcd member down, and took the
+    // lock and ran `kubeadm upgrade node` on the turn decided before the crash.
+    let me = cp1();
+    let (locking, acts) = drive(
+        &me,
+        Phase::Idle,
+        vec![upgrade(1), Event::Fetched(Ok(())), Event::Turn(Ok(()))],
+    );
+    assert_eq!(acts.last(), Some(&Action::Acquire));
+    let (p, acts) = restart(locking);
+    assert_eq!(acts, vec![Action::CheckTurn]);
+    let sick = Wait::EtcdUnhealthy {
+        member: "cp-1".into(),
+    };
+    let (p, acts) = step(&me, p, Event::Turn(Err(sick)));
+    assert!(matches!(p, Phase::Waiting { .. }), "{p:?}");
+    assert_eq!(acts, vec![Action::Report, Action::CheckTurn]);
 }
