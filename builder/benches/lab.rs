@@ -16,7 +16,10 @@
 //! `3+3,5+20/5,3+100/10`). Run: `cargo bench -p muster --bench lab -- 3+3`.
 #![allow(clippy::expect_used, reason = "a benchmark, not shipped code")]
 
+mod common;
+
 use anyhow::{Context, bail};
+use common::{Guard, bin_dir};
 use muster_lab::{Lab, UpOptions, netns};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -122,32 +125,6 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `target/<profile>` of this bench, or `MUSTER_BENCH_BINS`.
-fn bin_dir() -> anyhow::Result<PathBuf> {
-    let dir = match std::env::var_os("MUSTER_BENCH_BINS") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_BIN_EXE_muster"))
-            .parent()
-            .context("the muster binary's dir")?
-            .to_path_buf(),
-    };
-    for b in [
-        "muster",
-        "nodeagent",
-        "kubeadm-standin",
-        "k3s-standin",
-        "apiserver-standin",
-    ] {
-        if !dir.join(b).is_file() {
-            bail!(
-                "{} is missing: `cargo build --workspace --bins` (add --release for `cargo bench`) or MUSTER_BENCH_BINS=DIR",
-                dir.join(b).display()
-            );
-        }
-    }
-    Ok(dir)
-}
-
 /// examples/default.yaml with the size's counts and worker join cap.
 fn spec_for(size: Size, default: &serde_yaml::Value) -> anyhow::Result<tempfile::NamedTempFile> {
     let mut v = default.clone();
@@ -184,20 +161,6 @@ struct SizeResult {
     lab_rss_kib: u64,
     /// The state dir after the failovers (for the next size's disk check).
     disk_kib: u64,
-}
-
-/// Tears the lab down however the run ends.
-struct Guard(Option<Lab>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(lab) = self.0.take() {
-            let left = lab.down();
-            if !left.is_empty() {
-                eprintln!("lab down left: {left:?}");
-            }
-        }
-    }
 }
 
 fn run_size(size: Size, default: &serde_yaml::Value, bins: &Path) -> anyhow::Result<SizeResult> {

@@ -21,7 +21,10 @@
 //! after a `--release` build of the binaries).
 #![allow(clippy::expect_used, reason = "a benchmark, not shipped code")]
 
+mod common;
+
 use anyhow::{Context, bail};
+use common::{Guard, bin_dir};
 use muster_lab::{Lab, UpOptions, netns};
 use protocol::wire::{AuditEntry, AuditEvent};
 use std::path::{Path, PathBuf};
@@ -75,31 +78,6 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `target/<profile>` of this bench, or `MUSTER_BENCH_BINS`.
-fn bin_dir() -> anyhow::Result<PathBuf> {
-    let dir = match std::env::var_os("MUSTER_BENCH_BINS") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_BIN_EXE_muster"))
-            .parent()
-            .context("the muster binary's dir")?
-            .to_path_buf(),
-    };
-    for b in [
-        "muster",
-        "nodeagent",
-        "kubeadm-standin",
-        "apiserver-standin",
-    ] {
-        if !dir.join(b).is_file() {
-            bail!(
-                "{} is missing: `cargo build --workspace --bins` or MUSTER_BENCH_BINS=DIR",
-                dir.join(b).display()
-            );
-        }
-    }
-    Ok(dir)
-}
-
 /// The built-in default with `cp` control planes and `w` workers at `version`, written
 /// under `dir` and loaded.
 fn spec_at(
@@ -116,20 +94,6 @@ fn spec_at(
     let path = dir.join(format!("spec-{cp}+{w}-{version}.yaml"));
     std::fs::write(&path, serde_yaml::to_string(&v)?)?;
     Ok(muster_build::spec_source::load(Some(&path))?)
-}
-
-/// Tears the lab down however the run ends.
-struct Guard(Option<Lab>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(lab) = self.0.take() {
-            let left = lab.down();
-            if !left.is_empty() {
-                eprintln!("lab down left: {left:?}");
-            }
-        }
-    }
 }
 
 struct Row {
