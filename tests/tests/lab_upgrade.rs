@@ -460,8 +460,10 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
     lab.stop(&recreated).unwrap();
     lab.reimage(&recreated).unwrap();
     lab.start(&recreated).unwrap();
-    lab.wait_assembled(&[recreated.clone()], again, PATIENCE, |c| eprintln!("{c}"))
-        .unwrap();
+    lab.wait_assembled(std::slice::from_ref(&recreated), again, PATIENCE, |c| {
+        eprintln!("{c}")
+    })
+    .unwrap();
     let s = agent_state(&lab, &recreated);
     let phases: Vec<&str> = s["history"]
         .as_array()
