@@ -80,6 +80,7 @@ pub fn configure(baked: &BakedCluster, id: &NodeIdentity) -> Result<(Config, Set
         });
     let mut cfg = Config::new(me.role, kind, spec.stacked_etcd(), seed);
     cfg.worker_join_slots = spec.rendezvous.worker_join_cap.max(1);
+    cfg.version = Some(spec.distribution.version);
     if kind == DistroKind::K3s && matches!(spec.datastore, Datastore::ExternalSql { .. }) {
         // After the first server, the rest may start together (no etcd learner race).
         cfg.cp_join_slots = spec.topology.control_planes.max(1);

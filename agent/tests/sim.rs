@@ -796,6 +796,15 @@ impl Distro for SimDistro {
         })
     }
 
+    /// The simulated cluster runs one version: nothing to compare (the skew decision is
+    /// unit-tested in `bootstrap::transition`).
+    async fn control_plane_version(
+        &self,
+        _m: &JoinMaterial,
+    ) -> DistroResult<Option<model::KubeVersion>> {
+        Ok(None)
+    }
+
     async fn credentials(&self) -> DistroResult<Credentials> {
         let c = self
             .my_cluster()

@@ -4,6 +4,9 @@
 //! rebuilt payload; the agents roll it themselves. A failure injected once in the second
 //! control plane's `kubeadm upgrade node` stops the roll there (the third control plane
 //! and the worker wait; `--status` names node and step) until `muster upgrade --resume`.
+//! Meanwhile the worker is re-created from the rebuilt image (at v1.32.0): it waits in
+//! `waiting-for-control-plane-version` until the control planes run v1.32.0, then joins,
+//! never taking the upgrade lock; re-created again after the roll it joins directly.
 //! Checked: every node ends `done` at the
 //! new version; a sampler (a thread, every 500 ms through the whole roll, the stop and the
 //! resume included) finds etcd's quorum held (`etcdctl endpoint health` on each stacked
@@ -162,6 +165,21 @@ fn upgrade_phase(lab: &Lab, node: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// A node's bootstrap state (`ROOT/var/lib/nodeagent/state.json`: `state`, `history`).
+fn agent_state(lab: &Lab, node: &str) -> Value {
+    let root = &lab.node(node).unwrap().root;
+    std::fs::read(root.join(model::node_files::AGENT_STATE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// The kubeadm stand-in's command log on a node (empty when it ran nothing).
+fn kubeadm_commands(lab: &Lab, node: &str) -> String {
+    let root = &lab.node(node).unwrap().root;
+    std::fs::read_to_string(root.join("var/lib/muster-standin/commands.log")).unwrap_or_default()
+}
+
 /// The upgrade lock's grants and releases in the audit log, as (event, holder).
 fn lock_events(audit: &[AuditEntry]) -> Vec<(AuditEvent, String)> {
     audit
@@ -229,25 +247,28 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
         .join("var/lib/muster-standin");
     std::fs::create_dir_all(&knobs).unwrap();
     std::fs::write(knobs.join("knobs"), "fail_at=upgrade-node\n").unwrap();
+    let bridge_ns = lab.record().bridge_ns.clone();
     let muster = |args: &[&str]| {
-        let mut cmd = netns::command(&lab.record().bridge_ns, &[], bin_dir().join("muster"));
+        let mut cmd = netns::command(&bridge_ns, &[], bin_dir().join("muster"));
         cmd.args(args).arg("--out").arg(&build_dir);
         let out = netns::run(cmd, &format!("muster {args:?}"), Duration::from_secs(60)).unwrap();
         eprintln!("muster {args:?} -> {:?}\n{}", out.code, out.stdout);
         out
     };
-    let sampler = Sampler::start(&lab, &cps, &workers[0]);
+    // The sampler writes from the last control plane's namespace: the worker is re-created
+    // during the roll (its link down meanwhile).
+    let sampler = Sampler::start(&lab, &cps, &sorted_cps[2]);
     let roll_began = Instant::now();
     let out = muster(&["upgrade"]);
     assert!(out.ok(), "muster upgrade: {}", out.all());
-    let phases = || -> Vec<(String, Value)> {
+    let phases = |lab: &Lab| -> Vec<(String, Value)> {
         all.iter()
-            .map(|n| (n.clone(), upgrade_phase(&lab, n)))
+            .map(|n| (n.clone(), upgrade_phase(lab, n)))
             .collect()
     };
     let deadline = Instant::now() + PATIENCE;
     let stopped = loop {
-        let p = phases();
+        let p = phases(&lab);
         if let Some((_, s)) = p
             .iter()
             .find(|(n, s)| *n == failing && s["phase"] == "stopped")
@@ -271,7 +292,7 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
     // The roll stays stopped: nobody after it in the order takes the lock or starts a
     // step (fetching and checking the release is no change to the node).
     std::thread::sleep(Duration::from_secs(3));
-    for (n, p) in phases() {
+    for (n, p) in phases(&lab) {
         if n != failing && n != sorted_cps[0] {
             assert!(
                 p["phase"] == "waiting" || p["phase"] == "fetching",
@@ -285,13 +306,77 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
         "--status names the stopped node and step: {}",
         status.all()
     );
+
+    // ---- a worker re-created from the rebuilt image (at the new version) during the roll:
+    // the control planes still run the old one (the roll is stopped at the second), so it
+    // waits, saying why, and does not join.
+    let recreated = workers[0].clone();
+    lab.stop(&recreated).unwrap();
+    lab.reimage(&recreated).unwrap();
+    lab.start(&recreated).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let waiting = loop {
+        let s = agent_state(&lab, &recreated);
+        if s["state"]["phase"] == "waiting-for-control-plane-version" {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the re-created {recreated} did not wait for the control plane: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let why = waiting["state"]["lastError"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        why.contains(TO) && why.contains(FROM) && why.contains("newer than the control plane"),
+        "the reason names both versions: {waiting}"
+    );
+    let status = muster(&["status"]);
+    assert!(
+        status.stdout.contains("waiting-for-control-plane-version")
+            && status.stdout.contains("newer than the control plane"),
+        "muster status shows the waiting worker and why: {}",
+        status.all()
+    );
+    let local = lab
+        .exec(
+            &recreated,
+            &[
+                &bin_dir().join("nodeagent").display().to_string(),
+                "status",
+                "--root",
+                &lab.node(&recreated).unwrap().root.display().to_string(),
+                "--json",
+            ],
+        )
+        .unwrap();
+    assert!(
+        local.stdout.contains("waiting-for-control-plane-version") && local.stdout.contains(TO),
+        "nodeagent status shows the waiting phase and why: {}",
+        local.all()
+    );
+    // The roll is stopped: the control plane's version cannot move, so neither may it.
+    std::thread::sleep(Duration::from_secs(3));
+    let still = agent_state(&lab, &recreated);
+    assert_eq!(
+        still["state"]["phase"], "waiting-for-control-plane-version",
+        "{still}"
+    );
+    assert!(
+        !kubeadm_commands(&lab, &recreated).contains("join"),
+        "the re-created worker ran kubeadm join before the control plane reached {TO}"
+    );
+
     let out = muster(&["upgrade", "--resume"]);
     assert!(out.ok(), "muster upgrade --resume: {}", out.all());
 
     // ---- the agents finish the roll
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let p = phases();
+        let p = phases(&lab);
         if p.iter().all(|(_, s)| s["phase"] == "done" && s["to"] == TO) {
             break;
         }
@@ -334,16 +419,70 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
     let status = muster(&["upgrade", "--status"]);
     assert!(status.ok(), "--status after the roll: {}", status.all());
 
-    // ---- one holder at a time, every control plane before any worker
-    let mut want = cps.clone();
-    want.sort();
-    let mut w = workers.clone();
-    w.sort();
-    want.extend(w);
-    assert_one_holder_in_order(&lab, &want);
+    // ---- one holder at a time, every control plane in order; the re-created worker runs
+    // the release already: it counts as done and never takes the upgrade lock.
+    assert_one_holder_in_order(&lab, &sorted_cps);
+    assert_eq!(
+        upgrade_phase(&lab, &recreated)["phase"],
+        "done",
+        "the re-created worker is done at {TO} without upgrading"
+    );
+    // It joined (took a worker-join slot) only once the last control plane was upgrading.
+    let audit = lab.audit().unwrap();
+    let last_cp_turn = audit
+        .iter()
+        .position(|e| {
+            e.subject == protocol::release::UPGRADE_SEMAPHORE
+                && e.event == AuditEvent::Granted
+                && e.holder.as_deref() == Some(sorted_cps[2].as_str())
+        })
+        .expect("the last control plane took the upgrade lock");
+    let joined = audit
+        .iter()
+        .rposition(|e| {
+            e.subject == protocol::keys::WORKER_JOIN_SEMAPHORE
+                && e.event == AuditEvent::Granted
+                && e.holder.as_deref() == Some(recreated.as_str())
+        })
+        .expect("the re-created worker took a worker-join slot");
+    assert!(
+        joined > last_cp_turn,
+        "the re-created worker joined before {} took its turn",
+        sorted_cps[2]
+    );
 
-    // ---- the real kubectl sees every Node at the new version through the VIP
+    // ---- the real kubectl sees every Node Ready at the new version through the VIP
     assert_nodes_at(&lab, &dir, &workers[0], &all, TO);
+
+    // ---- re-created again after the roll: the control plane runs its version, so it
+    // joins directly, never waiting.
+    let again = Instant::now();
+    lab.stop(&recreated).unwrap();
+    lab.reimage(&recreated).unwrap();
+    lab.start(&recreated).unwrap();
+    lab.wait_assembled(std::slice::from_ref(&recreated), again, PATIENCE, |c| {
+        eprintln!("{c}")
+    })
+    .unwrap();
+    let s = agent_state(&lab, &recreated);
+    let phases: Vec<&str> = s["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["phase"].as_str())
+        .collect();
+    assert!(
+        phases.contains(&"checking-control-plane-version")
+            && !phases.contains(&"waiting-for-control-plane-version"),
+        "after the roll a re-created worker joins without waiting: {phases:?}"
+    );
+    assert_eq!(upgrade_phase(&lab, &recreated)["phase"], "done");
+    assert_one_holder_in_order(&lab, &sorted_cps);
+    assert_nodes_at(&lab, &dir, &workers[0], &all, TO);
+    eprintln!(
+        "re-created {recreated} joined after the roll in {:.1}s",
+        again.elapsed().as_secs_f64()
+    );
     eprintln!(
         "TEST DURATION lab_upgrade: {:.1}s (assembly {:.1}s, roll {:.1}s)",
         began.elapsed().as_secs_f64(),
@@ -382,7 +521,7 @@ fn assert_one_holder_in_order(lab: &Lab, want: &[String]) {
 }
 
 /// The real kubectl at `version`'s minor, through the VIP from `from`, reads every one of
-/// `all` at `version` and not cordoned.
+/// `all` at `version`, not cordoned and `Ready`.
 fn assert_nodes_at(lab: &Lab, dir: &Path, from: &str, all: &[String], version: &str) {
     let Some(kubectl) = muster_lab::standins::real_kubectl(version).unwrap() else {
         eprintln!("no real kubectl for {version}: the Node versions were not read by it");
@@ -399,7 +538,7 @@ fn assert_nodes_at(lab: &Lab, dir: &Path, from: &str, all: &[String], version: &
     );
     assert!(out.ok(), "kubectl get nodes: {}", out.all());
     let v: Value = serde_json::from_str(&out.stdout).unwrap();
-    let mut seen: Vec<(String, String, bool)> = v["items"]
+    let mut seen: Vec<(String, String, bool, bool)> = v["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -411,13 +550,17 @@ fn assert_nodes_at(lab: &Lab, dir: &Path, from: &str, all: &[String], version: &
                     .unwrap_or("")
                     .to_string(),
                 n["spec"]["unschedulable"].as_bool().unwrap_or(false),
+                n["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                }),
             )
         })
         .collect();
     seen.sort();
-    let mut want: Vec<(String, String, bool)> = all
+    let mut want: Vec<(String, String, bool, bool)> = all
         .iter()
-        .map(|n| (n.clone(), version.to_string(), false))
+        .map(|n| (n.clone(), version.to_string(), false, true))
         .collect();
     want.sort();
     assert_eq!(seen, want, "nodes as the real kubectl reads them");

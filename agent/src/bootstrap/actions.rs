@@ -50,6 +50,10 @@ pub enum Action {
     /// renew, then join material and the `initialized` record, both fenced →
     /// `Done`/`Fenced`.
     Publish(Fence),
+    /// The running control plane's version through the API endpoint, with the admin
+    /// kubeconfig of the join material (the material need not be fresh for it) →
+    /// `ControlPlaneVersion`.
+    ReadControlPlaneVersion,
     /// → `Done`/`MaterialStale` (after writing a refresh request).
     FetchMaterial {
         control_plane: bool,
@@ -153,6 +157,9 @@ pub fn actions(cfg: &Config, phase: &Phase) -> Vec<Action> {
         }
         Phase::AwaitingReady { .. } => vec![Action::ServeRefresh, Action::VerifyReady],
         Phase::AwaitingRefresh => vec![Action::FetchMaterial { control_plane: cp }],
+        Phase::CheckingControlPlaneVersion | Phase::WaitingForControlPlaneVersion { .. } => {
+            vec![Action::ReadControlPlaneVersion]
+        }
         Phase::AcquiringJoinSlot => {
             let (semaphore, slots) = cfg.join_semaphore();
             vec![
@@ -252,6 +259,7 @@ pub fn delay_before(cfg: &Config, state: &State) -> u64 {
             successes,
             failures,
         } if successes + failures > 0 => cfg.probe_interval_ms,
+        Phase::WaitingForControlPlaneVersion { .. } => cfg.version_poll_ms,
         _ => 0,
     }
 }

@@ -90,6 +90,8 @@ fn stage(p: &Phase) -> Stage {
         | Phase::Initializing { .. } => Stage::BeforeInit,
         Phase::CheckingHealth { .. }
         | Phase::AwaitingRefresh
+        | Phase::CheckingControlPlaneVersion
+        | Phase::WaitingForControlPlaneVersion { .. }
         | Phase::AcquiringJoinSlot
         | Phase::CleaningStaleMember { .. }
         | Phase::Joining { .. }

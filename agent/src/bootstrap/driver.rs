@@ -795,6 +795,7 @@ where
                 self.distro.node_ready().await.unwrap_or(false),
             ))),
             Action::Publish(f) => self.publish(f).await,
+            Action::ReadControlPlaneVersion => self.control_plane_version().await,
             Action::FetchMaterial { control_plane } => self
                 .fresh_material(*control_plane)
                 .await
@@ -1047,6 +1048,21 @@ where
                 Err(Stop::failed("join", e))
             }
         }
+    }
+
+    /// The running control plane's version (`transition::may_join` decides what it means),
+    /// read with the join material's admin kubeconfig; no material yet: cannot tell.
+    async fn control_plane_version(&self) -> Performed {
+        let m: Option<(JoinMaterial, u64)> = self.read_json(keys::JOIN_MATERIAL).await?;
+        let seen = match m {
+            Some((m, _)) => self
+                .distro
+                .control_plane_version(&m)
+                .await
+                .map_err(|e| Stop::failed("read the control plane's version", e))?,
+            None => None,
+        };
+        Ok(Outcome::Answer(Event::ControlPlaneVersion(seen)))
     }
 
     /// A control plane is joined once its API answers and, on a stacked etcd, its member

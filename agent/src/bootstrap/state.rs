@@ -65,6 +65,13 @@ pub struct Config {
     /// This node runs a config that follows the membership (a load balancer's backends,
     /// keepalived's peers; `lb_follow`): once done, it re-renders them as members join.
     pub follows_members: bool,
+    /// The Kubernetes version this node's payload runs (`spec.distribution.version`): a
+    /// joiner newer than the running control plane waits for it (the version-skew policy).
+    /// `None`: not compared.
+    pub version: Option<model::KubeVersion>,
+    /// How often a joiner newer than the control plane reads the control plane's version
+    /// again.
+    pub version_poll_ms: u64,
 }
 
 impl Config {
@@ -87,6 +94,8 @@ impl Config {
             probe_interval_ms: PROBE_INTERVAL_MS,
             idle_ms: 15_000,
             follows_members: false,
+            version: None,
+            version_poll_ms: 5_000,
         }
     }
 
@@ -125,6 +134,17 @@ pub enum Phase {
         token: u64,
     },
     AwaitingRefresh,
+    /// The cluster is initialized: read the running control plane's version (through the
+    /// API endpoint) before joining.
+    CheckingControlPlaneVersion,
+    /// This node's payload is newer (by minor) than the running control plane (a node
+    /// re-created from a rebuilt image during or before an upgrade): it does not join
+    /// until the control plane has reached its version, and reads it again every
+    /// `Config::version_poll_ms`.
+    WaitingForControlPlaneVersion {
+        kubelet: model::KubeVersion,
+        control_plane: model::KubeVersion,
+    },
     AcquiringJoinSlot,
     CleaningStaleMember {
         token: u64,
@@ -199,6 +219,8 @@ impl Phase {
             Phase::CheckingHealth { .. } => "checking-health",
             Phase::Publishing { .. } => "publishing",
             Phase::AwaitingRefresh => "awaiting-refresh",
+            Phase::CheckingControlPlaneVersion => "checking-control-plane-version",
+            Phase::WaitingForControlPlaneVersion { .. } => "waiting-for-control-plane-version",
             Phase::AcquiringJoinSlot => "acquiring-join-slot",
             Phase::CleaningStaleMember { .. } => "cleaning-stale-member",
             Phase::Joining { .. } => "joining",

@@ -30,6 +30,9 @@ pub enum Event {
     /// The add-ons of this payload are recorded as applied in the current generation (or
     /// none are baked).
     AddonsApplied,
+    /// The running control plane's version as the API shows it (`None`: it cannot tell,
+    /// e.g. no admin kubeconfig in the join material).
+    ControlPlaneVersion(Option<model::KubeVersion>),
 }
 
 /// What a phase's handler decided; `apply` turns it into the next state.
@@ -61,6 +64,9 @@ pub enum Decision {
     GiveUp { error: String, then: Phase },
     /// The undo is complete: back off (by the attempts so far), then resume `then`.
     BackOff(Phase),
+    /// Not a failure: wait in `then` (its own delay), `why` shown as the state's
+    /// `last_error`; the attempts carry over.
+    Wait { why: String, then: Phase },
     /// The phase's work went as expected and leaves it as it is (a `Done` node's duties).
     Stay,
     /// An event this phase's actions cannot produce: keep the phase as it is (the driver
@@ -98,6 +104,9 @@ pub fn decide(cfg: &Config, s: &State, event: Event) -> Decision {
         } => checking_health(cfg, *token, (*successes, *failures), event),
         Phase::Publishing { token } => publishing(*token, event),
         Phase::AwaitingRefresh => awaiting_refresh(event),
+        Phase::CheckingControlPlaneVersion | Phase::WaitingForControlPlaneVersion { .. } => {
+            control_plane_version(cfg, &s.phase, event)
+        }
         Phase::AcquiringJoinSlot => acquiring_join_slot(cfg, event),
         Phase::CleaningStaleMember { token } => cleaning_stale_member(*token, event),
         Phase::Joining { token } => joining(cfg, *token, event),
@@ -148,7 +157,8 @@ fn preflight(e: Event) -> Decision {
         | E::Busy
         | E::Probe(_)
         | E::MaterialStale
-        | E::AddonsApplied => D::Hold,
+        | E::AddonsApplied
+        | E::ControlPlaneVersion(_) => D::Hold,
     }
 }
 
@@ -164,7 +174,8 @@ fn registering(cfg: &Config, e: Event) -> Decision {
         | E::Busy
         | E::Probe(_)
         | E::MaterialStale
-        | E::AddonsApplied => D::Hold,
+        | E::AddonsApplied
+        | E::ControlPlaneVersion(_) => D::Hold,
     }
 }
 
@@ -179,14 +190,15 @@ fn configuring_lb(e: Event) -> Decision {
         | E::Busy
         | E::Probe(_)
         | E::MaterialStale
-        | E::AddonsApplied => D::Hold,
+        | E::AddonsApplied
+        | E::ControlPlaneVersion(_) => D::Hold,
     }
 }
 
 /// A node that finds the cluster initialized never inits: it joins.
 fn checking_init(cfg: &Config, e: Event) -> Decision {
     match e {
-        E::Initialized(true) => D::Advance(P::AcquiringJoinSlot),
+        E::Initialized(true) => D::Advance(P::CheckingControlPlaneVersion),
         E::Initialized(false) if cfg.role == Role::ControlPlane => D::Advance(P::Electing),
         E::Initialized(false) => D::Advance(P::WaitingForInit),
         E::Failed(e) => D::Again(e),
@@ -197,7 +209,8 @@ fn checking_init(cfg: &Config, e: Event) -> Decision {
         | E::Busy
         | E::Probe(_)
         | E::MaterialStale
-        | E::AddonsApplied => D::Hold,
+        | E::AddonsApplied
+        | E::ControlPlaneVersion(_) => D::Hold,
     }
 }
 
@@ -205,7 +218,7 @@ fn checking_init(cfg: &Config, e: Event) -> Decision {
 /// winner may have failed); workers only wait.
 fn waiting_for_init(cfg: &Config, e: Event) -> Decision {
     match e {
-        E::Initialized(true) => D::Advance(P::AcquiringJoinSlot),
+        E::Initialized(true) => D::Advance(P::CheckingControlPlaneVersion),
         E::Initialized(false) if cfg.role == Role::ControlPlane => D::Advance(P::Electing),
         E::Initialized(false) => D::Poll(P::WaitingForInit),
         E::Failed(e) => D::Again(e),
@@ -216,7 +229,8 @@ fn waiting_for_init(cfg: &Config, e: Event) -> Decision {
         | E::Busy
         | E::Probe(_)
         | E::MaterialStale
-        | E::AddonsApplied => D::Hold,
+        | E::AddonsApplied
+        | E::ControlPlaneVersion(_) => D::Hold,
     }
 }
 
@@ -232,7 +246,8 @@ fn electing(e: Event) -> Decision {
         | E::AlreadyInitialized
         | E::Probe(_)
         | E::MaterialStale
-        | E::AddonsApplied => D::Hold,
+        | E::AddonsApplied
+        | E::ControlPlaneVersion(_) => D::Hold,
     }
 }
 
@@ -255,7 +270,8 @@ fn initializing(token: u64, e: Event) -> Decision {
         | E::Busy
         | E::Probe(_)
         | E::MaterialStale
-        | E::AddonsApplied => D::Hold,
+        | E::AddonsApplied
+        | E::ControlPlaneVersion(_) => D::Hold,
     }
 }
 
@@ -282,7 +298,8 @@ fn checking_health(cfg: &Config, token: u64, probes: (u32, u32), e: Event) -> De
         | E::Granted { .. }
         | E::Busy
         | E::MaterialStale
-        | E::AddonsApplied => D::Hold,
+        | E::AddonsApplied
+        | E::ControlPlaneVersion(_) => D::Hold,
     }
 }
 
@@ -299,7 +316,8 @@ fn publishing(token: u64, e: Event) -> Decision {
         | E::Busy
         | E::Probe(_)
         | E::MaterialStale
-        | E::AddonsApplied => D::Hold,
+        | E::AddonsApplied
+        | E::ControlPlaneVersion(_) => D::Hold,
     }
 }
 
@@ -314,6 +332,55 @@ fn awaiting_refresh(e: Event) -> Decision {
         | E::Granted { .. }
         | E::Busy
         | E::Probe(_)
+        | E::AddonsApplied
+        | E::ControlPlaneVersion(_) => D::Hold,
+    }
+}
+
+/// Whether a node whose payload runs `kubelet` may join a control plane at
+/// `control_plane` (the version-skew policy: a kubelet never newer than the API server,
+/// by minor); `None` on either side: not compared (the distribution's own preflight still
+/// guards).
+pub fn may_join(
+    kubelet: Option<model::KubeVersion>,
+    control_plane: Option<model::KubeVersion>,
+) -> Result<(), crate::upgrade::order::Wait> {
+    match (kubelet, control_plane) {
+        (Some(k), Some(cp)) => crate::upgrade::order::skew_allows(k, cp),
+        _ => Ok(()),
+    }
+}
+
+/// A joiner newer than the running control plane waits (outside any slot, nothing to
+/// undo) and reads the version again; once the control plane has reached it, it queues
+/// for its join slot like any joiner.
+fn control_plane_version(cfg: &Config, phase: &Phase, e: Event) -> Decision {
+    let waiting = matches!(phase, P::WaitingForControlPlaneVersion { .. });
+    match e {
+        E::ControlPlaneVersion(seen) => match may_join(cfg.version, seen) {
+            Ok(()) if waiting => D::Succeed(P::AcquiringJoinSlot),
+            Ok(()) => D::Advance(P::AcquiringJoinSlot),
+            Err(wait) => match (cfg.version, seen) {
+                (Some(kubelet), Some(control_plane)) => D::Wait {
+                    why: wait.to_string(),
+                    then: P::WaitingForControlPlaneVersion {
+                        kubelet,
+                        control_plane,
+                    },
+                },
+                // `may_join` refuses only with both versions known.
+                _ => D::Advance(P::AcquiringJoinSlot),
+            },
+        },
+        E::Failed(e) => D::Again(e),
+        E::Done
+        | E::Fenced(_)
+        | E::Initialized(_)
+        | E::AlreadyInitialized
+        | E::Granted { .. }
+        | E::Busy
+        | E::Probe(_)
+        | E::MaterialStale
         | E::AddonsApplied => D::Hold,
     }
 }
@@ -333,7 +400,8 @@ fn acquiring_join_slot(cfg: &Config, e: Event) -> Decision {
         | E::Initialized(_)
         | E::AlreadyInitialized
         | E::Probe(_)
-        | E::AddonsApplied => D::Hold,
+        | E::AddonsApplied
+        | E::ControlPlaneVersion(_) => D::Hold,
     }
 }
 
@@ -352,7 +420,8 @@ fn cleaning_stale_member(token: u64, e: Event) -> Decision {
         | E::Busy
         | E::Probe(_)
         | E::MaterialStale
-        | E::AddonsApplied => D::Hold,
+        | E::AddonsApplied
+        | E::ControlPlaneVersion(_) => D::Hold,
     }
 }
 
@@ -380,7 +449,8 @@ fn joining(cfg: &Config, token: u64, e: Event) -> Decision {
         | E::Granted { .. }
         | E::Busy
         | E::Probe(_)
-        | E::AddonsApplied => D::Hold,
+        | E::AddonsApplied
+        | E::ControlPlaneVersion(_) => D::Hold,
     }
 }
 
@@ -422,7 +492,8 @@ fn verifying(cfg: &Config, token: u64, probes: (u32, u32), e: Event) -> Decision
         | E::Granted { .. }
         | E::Busy
         | E::MaterialStale
-        | E::AddonsApplied => return D::Hold,
+        | E::AddonsApplied
+        | E::ControlPlaneVersion(_) => return D::Hold,
     };
     match probe(cfg, probes, healthy) {
         // A worker gave its slot back before verifying: nothing left to release.
@@ -470,7 +541,8 @@ fn releasing(cfg: &Config, fence: &Fence, e: Event) -> Decision {
         | E::Busy
         | E::Probe(_)
         | E::MaterialStale
-        | E::AddonsApplied => D::Hold,
+        | E::AddonsApplied
+        | E::ControlPlaneVersion(_) => D::Hold,
     }
 }
 
@@ -491,7 +563,8 @@ fn setting_up_addons(e: Event) -> Decision {
         | E::Initialized(_)
         | E::AlreadyInitialized
         | E::Probe(_)
-        | E::MaterialStale => D::Hold,
+        | E::MaterialStale
+        | E::ControlPlaneVersion(_) => D::Hold,
     }
 }
 
@@ -523,7 +596,8 @@ fn applying_addons(cfg: &Config, attempt: u32, token: u64, e: Event) -> Decision
         | E::Granted { .. }
         | E::Busy
         | E::Probe(_)
-        | E::MaterialStale => D::Hold,
+        | E::MaterialStale
+        | E::ControlPlaneVersion(_) => D::Hold,
     }
 }
 
@@ -548,7 +622,8 @@ fn addons_failed(s: &State, e: Event) -> Decision {
         | E::Busy
         | E::Probe(_)
         | E::MaterialStale
-        | E::AddonsApplied => D::Hold,
+        | E::AddonsApplied
+        | E::ControlPlaneVersion(_) => D::Hold,
     }
 }
 
@@ -580,7 +655,8 @@ fn awaiting_ready(cfg: &Config, probes: (u32, u32), e: Event) -> Decision {
         | E::Granted { .. }
         | E::Busy
         | E::MaterialStale
-        | E::AddonsApplied => D::Hold,
+        | E::AddonsApplied
+        | E::ControlPlaneVersion(_) => D::Hold,
     }
 }
 
@@ -595,7 +671,8 @@ fn compensating(then: &Phase, e: Event) -> Decision {
         | E::Busy
         | E::Probe(_)
         | E::MaterialStale
-        | E::AddonsApplied => D::Hold,
+        | E::AddonsApplied
+        | E::ControlPlaneVersion(_) => D::Hold,
     }
 }
 
@@ -612,7 +689,8 @@ fn backoff(then: &Phase, e: Event) -> Decision {
         | E::Busy
         | E::Probe(_)
         | E::MaterialStale
-        | E::AddonsApplied => D::Advance(then.clone()),
+        | E::AddonsApplied
+        | E::ControlPlaneVersion(_) => D::Advance(then.clone()),
     }
 }
 
@@ -628,7 +706,8 @@ fn removed(e: Event) -> Decision {
         | E::Busy
         | E::Probe(_)
         | E::MaterialStale
-        | E::AddonsApplied => D::Hold,
+        | E::AddonsApplied
+        | E::ControlPlaneVersion(_) => D::Hold,
     }
 }
 
@@ -644,7 +723,8 @@ fn done(e: Event) -> Decision {
         | E::Busy
         | E::Probe(_)
         | E::MaterialStale
-        | E::AddonsApplied => D::Hold,
+        | E::AddonsApplied
+        | E::ControlPlaneVersion(_) => D::Hold,
     }
 }
 
@@ -748,6 +828,11 @@ pub fn apply(cfg: &Config, s: State, d: Decision) -> State {
                 poll: false,
             },
             ..s
+        },
+        D::Wait { why, then } => State {
+            phase: then,
+            attempt: s.attempt,
+            last_error: Some(why),
         },
         D::Stay | D::Hold => s,
     }

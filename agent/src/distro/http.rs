@@ -46,6 +46,48 @@ pub async fn node_registered(c: &reqwest::Client, base: &str, name: &str) -> boo
     }
 }
 
+/// [`super::Distro::control_plane_version`]: `GET /version` and `GET /api/v1/nodes` at the
+/// kubeconfig's server with its CA and client identity, read by
+/// [`super::parse::control_plane_version`].
+pub async fn control_plane_version(kubeconfig: &str) -> DistroResult<model::KubeVersion> {
+    const STEP: &str = "control plane version";
+    let parse = |detail: String| DistroError::Parse {
+        step: STEP,
+        detail: format!("the admin kubeconfig: {detail}"),
+    };
+    let (server, ca) = super::parse::kubeconfig_server(kubeconfig).map_err(parse)?;
+    let (cert, key) = super::parse::kubeconfig_identity(kubeconfig).map_err(parse)?;
+    let c = client(STEP, &ca, Some((&cert, &key)))?;
+    let base = server.trim_end_matches('/');
+    let get = |path: &'static str| {
+        let c = c.clone();
+        let url = format!("{base}{path}");
+        async move {
+            let err = |detail: String| DistroError::Http {
+                step: STEP,
+                url: url.clone(),
+                detail,
+            };
+            let r = c
+                .get(&url)
+                .timeout(std::time::Duration::from_secs(10))
+                .send()
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            let status = r.status().as_u16();
+            let body = r.text().await.map_err(|e| err(e.to_string()))?;
+            if status != 200 {
+                return Err(err(format!("HTTP {status}")));
+            }
+            Ok(body)
+        }
+    };
+    let version = get("/version").await?;
+    let nodes = get("/api/v1/nodes").await?;
+    super::parse::control_plane_version(&version, &nodes)
+        .map_err(|detail| DistroError::Parse { step: STEP, detail })
+}
+
 fn gateway_error(e: GatewayError) -> DistroError {
     DistroError::Http {
         step: e.step,

@@ -163,6 +163,19 @@ pub trait Distro: EtcdApi {
             detail: "not available for this distribution".into(),
         })
     }
+    /// The running control plane's version, as a joiner sees it before joining: the lowest
+    /// of the API server's `/version` and every control-plane Node's kubelet (kubeadm
+    /// moves a control plane's kubelet last), read through the API endpoint with the join
+    /// material's admin kubeconfig. `None`: the material carries none (cannot tell).
+    async fn control_plane_version(
+        &self,
+        m: &JoinMaterial,
+    ) -> DistroResult<Option<model::KubeVersion>> {
+        match &m.admin_kubeconfig {
+            Some(kc) => http::control_plane_version(&kc.0).await.map(Some),
+            None => Ok(None),
+        }
+    }
     /// The distribution's own reason for a failed or stuck init or join: parsed from the
     /// failed command's output (`failed`), else from the log of what it runs (k3s's unit,
     /// kubeadm's kubelet). `None` when there is nothing to say.

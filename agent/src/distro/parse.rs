@@ -156,6 +156,69 @@ pub fn kubeconfig_identity(text: &str) -> Result<(String, String), String> {
     Ok((field("client-certificate-data")?, field("client-key-data")?))
 }
 
+/// The first cluster's `server` and CA (PEM, from `certificate-authority-data`) of a
+/// kubeconfig.
+pub fn kubeconfig_server(text: &str) -> Result<(String, String), String> {
+    use base64::Engine as _;
+    let v: serde_json::Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    let cluster = v
+        .pointer("/clusters/0/cluster")
+        .ok_or("no clusters[0].cluster in the kubeconfig")?;
+    let server = cluster
+        .get("server")
+        .and_then(serde_json::Value::as_str)
+        .ok_or("no server in clusters[0].cluster")?;
+    let b64 = cluster
+        .get("certificate-authority-data")
+        .and_then(serde_json::Value::as_str)
+        .ok_or("no certificate-authority-data in clusters[0].cluster")?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|e| format!("certificate-authority-data: {e}"))?;
+    let ca = String::from_utf8(bytes).map_err(|_| "certificate-authority-data: not PEM text")?;
+    Ok((server.to_string(), ca))
+}
+
+/// The running control plane's version: the lowest of the API server's `/version`
+/// (`gitVersion`) and the kubelet of every Node labelled
+/// `node-role.kubernetes.io/control-plane` in a Node list. kubeadm's ClusterConfiguration
+/// moves with the first control plane's `upgrade apply`, each control plane's kubelet
+/// only at the end of its own upgrade, so a control plane still upgrading holds it back.
+pub fn control_plane_version(version: &str, nodes: &str) -> Result<model::KubeVersion, String> {
+    // A vendor suffix (`v1.30.4-gke.1`, `v1.32.0-rc.1`) does not change the minor.
+    let parse = |what: &str, text: &str| -> Result<model::KubeVersion, String> {
+        let core = text.split_once('-').map_or(text, |(c, _)| c);
+        core.parse::<model::KubeVersion>()
+            .map_err(|e| format!("{what} {text:?}: {e}"))
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(version).map_err(|e| format!("/version: {e}"))?;
+    let git = v["gitVersion"]
+        .as_str()
+        .ok_or("/version has no gitVersion")?;
+    let mut lowest = parse("/version gitVersion", git)?;
+    let list: serde_json::Value =
+        serde_json::from_str(nodes).map_err(|e| format!("the Node list: {e}"))?;
+    let items = list["items"]
+        .as_array()
+        .ok_or("the Node list has no items")?;
+    for n in items {
+        let labels = &n["metadata"]["labels"];
+        if labels
+            .get("node-role.kubernetes.io/control-plane")
+            .is_none()
+        {
+            continue;
+        }
+        let name = n["metadata"]["name"].as_str().unwrap_or("?");
+        let Some(k) = n["status"]["nodeInfo"]["kubeletVersion"].as_str() else {
+            continue;
+        };
+        lowest = lowest.min(parse(&format!("Node {name} kubeletVersion"), k)?);
+    }
+    Ok(lowest)
+}
+
 pub fn last_lines(text: &str, n: usize) -> Vec<String> {
     let lines: Vec<&str> = text
         .lines()
@@ -286,6 +349,83 @@ mod tests {
         );
         let e = kubeconfig_identity("users: []\n").unwrap_err();
         assert!(e.contains("users[0]"), "{e}");
+    }
+
+    #[test]
+    fn kubeconfig_server_reads_the_first_cluster() {
+        let kc = "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: QUJD\n    server: https://10.0.0.10:6443\n  name: c\n";
+        assert_eq!(
+            kubeconfig_server(kc).unwrap(),
+            ("https://10.0.0.10:6443".to_string(), "ABC".to_string())
+        );
+        let e = kubeconfig_server("clusters:\n- cluster:\n    server: https://x\n").unwrap_err();
+        assert!(e.contains("certificate-authority-data"), "{e}");
+    }
+
+    /// `/version` in kube-apiserver's `version.Info` shape; Nodes as the API lists them.
+    fn version_info(git: &str) -> String {
+        format!(
+            r#"{{"major":"1","minor":"32","gitVersion":"{git}","gitCommit":"70d3cc986aa8221cd1dfb1121852688902d3bf53","gitTreeState":"clean","buildDate":"2024-12-11T17:57:28Z","goVersion":"go1.23.3","compiler":"gc","platform":"linux/amd64"}}"#
+        )
+    }
+
+    fn nodes(list: &[(&str, bool, &str)]) -> String {
+        let items: Vec<serde_json::Value> = list
+            .iter()
+            .map(|(name, cp, kubelet)| {
+                let mut labels = serde_json::json!({"kubernetes.io/hostname": name});
+                if *cp {
+                    labels["node-role.kubernetes.io/control-plane"] = "".into();
+                }
+                serde_json::json!({"kind": "Node", "metadata": {"name": name, "labels": labels},
+                    "status": {"nodeInfo": {"kubeletVersion": kubelet}}})
+            })
+            .collect();
+        serde_json::json!({"kind": "NodeList", "apiVersion": "v1", "items": items}).to_string()
+    }
+
+    /// The first control plane's `upgrade apply` moved the API server; the others'
+    /// kubelets still run the old minor, so the control plane has not reached it; workers
+    /// do not count.
+    #[test]
+    fn the_control_plane_version_is_its_lowest_part() {
+        let v = |s: &str| s.parse::<model::KubeVersion>().unwrap();
+        let mid_roll = nodes(&[
+            ("cp-1", true, "v1.32.0"),
+            ("cp-2", true, "v1.31.4"),
+            ("w-1", false, "v1.30.9"),
+        ]);
+        assert_eq!(
+            control_plane_version(&version_info("v1.32.0"), &mid_roll).unwrap(),
+            v("v1.31.4")
+        );
+        let done = nodes(&[
+            ("cp-1", true, "v1.32.0"),
+            ("cp-2", true, "v1.32.0"),
+            ("w-1", false, "v1.31.4"),
+        ]);
+        assert_eq!(
+            control_plane_version(&version_info("v1.32.0"), &done).unwrap(),
+            v("v1.32.0")
+        );
+        // Before `upgrade apply` the API server holds it back, whatever the kubelets say.
+        assert_eq!(
+            control_plane_version(&version_info("v1.31.4"), &done).unwrap(),
+            v("v1.31.4")
+        );
+        // k3s spells its revision; vendors add a suffix.
+        assert_eq!(
+            control_plane_version(&version_info("v1.32.2+k3s1"), &nodes(&[])).unwrap(),
+            v("v1.32.2+k3s1")
+        );
+        assert_eq!(
+            control_plane_version(&version_info("v1.30.4-gke.1348000"), &nodes(&[])).unwrap(),
+            v("v1.30.4")
+        );
+        let e = control_plane_version("{}", &done).unwrap_err();
+        assert!(e.contains("gitVersion"), "{e}");
+        let e = control_plane_version(&version_info("v1.32.0"), "{}").unwrap_err();
+        assert!(e.contains("items"), "{e}");
     }
 
     use crate::test_fixture as fixture;

@@ -83,6 +83,32 @@ impl Phase {
         }
     }
 
+    /// The same phase saying `why` it waits: `Waiting` and `Locking` keep every other
+    /// field; the other phases have no `why` and are returned as they are.
+    pub fn with_why(self, why: impl Into<String>) -> Phase {
+        match self {
+            Phase::Waiting { sequence, to, .. } => Phase::Waiting {
+                sequence,
+                to,
+                why: why.into(),
+            },
+            Phase::Locking {
+                sequence,
+                to,
+                resume,
+                resumes_seen,
+                ..
+            } => Phase::Locking {
+                sequence,
+                to,
+                resume,
+                resumes_seen,
+                why: why.into(),
+            },
+            p => p,
+        }
+    }
+
     /// Whether this node is in the middle of its own upgrade (a new release must not
     /// interrupt it).
     pub fn in_flight(&self) -> bool {
@@ -96,6 +122,43 @@ impl Phase {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_why_changes_only_the_reason() {
+        let to: KubeVersion = "v1.32.0".parse().unwrap();
+        let locking = Phase::Locking {
+            sequence: 3,
+            to,
+            resume: Some(Step::Drain),
+            resumes_seen: 2,
+            why: "old".into(),
+        };
+        assert_eq!(
+            locking.with_why("new"),
+            Phase::Locking {
+                sequence: 3,
+                to,
+                resume: Some(Step::Drain),
+                resumes_seen: 2,
+                why: "new".into(),
+            }
+        );
+        let waiting = Phase::Waiting {
+            sequence: 3,
+            to,
+            why: "old".into(),
+        };
+        assert_eq!(
+            waiting.with_why("new"),
+            Phase::Waiting {
+                sequence: 3,
+                to,
+                why: "new".into(),
+            }
+        );
+        let done = Phase::Done { sequence: 3, to };
+        assert_eq!(done.clone().with_why("x"), done, "no reason to carry");
+    }
 
     #[test]
     fn a_running_phase_round_trips_as_persisted() {

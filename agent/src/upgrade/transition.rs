@@ -146,14 +146,9 @@ pub fn step(me: &Me, phase: Phase, event: Event) -> (Phase, Vec<Action>) {
             },
             vec![A::Acquire],
         ),
-        (Phase::Waiting { sequence, to, .. }, E::Turn(Err(wait))) => (
-            Phase::Waiting {
-                sequence,
-                to,
-                why: wait.to_string(),
-            },
-            vec![A::Report, A::CheckTurn],
-        ),
+        (p @ Phase::Waiting { .. }, E::Turn(Err(wait))) => {
+            (p.with_why(wait.to_string()), vec![A::Report, A::CheckTurn])
+        }
         (
             Phase::Locking {
                 sequence,
@@ -188,24 +183,11 @@ pub fn step(me: &Me, phase: Phase, event: Event) -> (Phase, Vec<Action>) {
         // turn (etcd's quorum for a control plane) is checked again before every try.
         // Status says what it waits for.
         (
-            Phase::Locking {
-                sequence,
-                to,
-                resume: resume @ Some(_),
-                resumes_seen,
-                ..
+            p @ Phase::Locking {
+                resume: Some(_), ..
             },
             E::Busy,
-        ) => (
-            Phase::Locking {
-                sequence,
-                to,
-                resume,
-                resumes_seen,
-                why: BUSY.into(),
-            },
-            vec![A::Report, A::CheckTurn],
-        ),
+        ) => (p.with_why(BUSY), vec![A::Report, A::CheckTurn]),
         // After a restart in `Locking` (its turn was decided before the crash, maybe long
         // ago): the turn is checked again before the lock.
         (p @ Phase::Locking { .. }, E::Turn(Ok(()))) => (p, vec![A::Acquire]),
@@ -226,24 +208,11 @@ pub fn step(me: &Me, phase: Phase, event: Event) -> (Phase, Vec<Action>) {
             vec![A::Report, A::CheckTurn],
         ),
         (
-            Phase::Locking {
-                sequence,
-                to,
-                resume: resume @ Some(_),
-                resumes_seen,
-                ..
+            p @ Phase::Locking {
+                resume: Some(_), ..
             },
             E::Turn(Err(wait)),
-        ) => (
-            Phase::Locking {
-                sequence,
-                to,
-                resume,
-                resumes_seen,
-                why: wait.to_string(),
-            },
-            vec![A::Report, A::CheckTurn],
-        ),
+        ) => (p.with_why(wait.to_string()), vec![A::Report, A::CheckTurn]),
         (
             Phase::Running {
                 sequence,

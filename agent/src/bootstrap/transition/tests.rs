@@ -41,6 +41,15 @@ fn healthy(n: u32) -> Vec<Event> {
     (0..n).map(|_| E::Probe(true)).collect()
 }
 
+fn ver(s: &str) -> model::KubeVersion {
+    s.parse().unwrap()
+}
+
+/// The control plane's version as a joiner reads it: the same as the payload's.
+fn same_version() -> Event {
+    E::ControlPlaneVersion(Some(ver("v1.31.4")))
+}
+
 fn events(parts: &[Vec<Event>]) -> Vec<Event> {
     parts.concat()
 }
@@ -101,6 +110,7 @@ fn control_plane_joins_an_initialized_cluster() {
         events(&[
             vec![
                 E::Initialized(true),
+                same_version(),
                 E::Granted { token: 2 },
                 E::Done,
                 E::Done,
@@ -113,6 +123,7 @@ fn control_plane_joins_an_initialized_cluster() {
     assert_eq!(
         path,
         [
+            "checking-control-plane-version",
             "acquiring-join-slot",
             "cleaning-stale-member",
             "joining",
@@ -155,7 +166,7 @@ fn the_election_loser_waits_then_joins() {
             "electing",
             "backoff",
             "waiting-for-init",
-            "acquiring-join-slot"
+            "checking-control-plane-version"
         ],
         "while nothing is published, a loser stands again (the winner may have failed)"
     );
@@ -174,6 +185,7 @@ fn worker_waits_for_init_then_joins_without_cleaning() {
                 E::Initialized(false),
                 E::Done,
                 E::Initialized(true),
+                E::ControlPlaneVersion(None),
                 E::Granted { token: 1 },
                 E::Done,
                 E::Done,
@@ -188,6 +200,7 @@ fn worker_waits_for_init_then_joins_without_cleaning() {
             "waiting-for-init",
             "backoff",
             "waiting-for-init",
+            "checking-control-plane-version",
             "acquiring-join-slot",
             "joining",
             "releasing-join-slot",
@@ -270,13 +283,19 @@ fn control_plane_on_external_etcd_joins_without_cleaning() {
         &c,
         P::CheckingInit,
         events(&[
-            vec![E::Initialized(true), E::Granted { token: 4 }, E::Done],
+            vec![
+                E::Initialized(true),
+                same_version(),
+                E::Granted { token: 4 },
+                E::Done,
+            ],
             healthy(c.healthy_probes),
         ]),
     );
     assert_eq!(
         path,
         [
+            "checking-control-plane-version",
             "acquiring-join-slot",
             "joining",
             "verifying",
@@ -849,6 +868,11 @@ fn every_phase() -> Vec<Phase> {
         P::Registering,
         P::CheckingInit,
         P::WaitingForInit,
+        P::CheckingControlPlaneVersion,
+        P::WaitingForControlPlaneVersion {
+            kubelet: ver("v1.32.0"),
+            control_plane: ver("v1.31.4"),
+        },
         P::Electing,
         P::Initializing { token: 1 },
         P::CheckingHealth {
@@ -924,6 +948,8 @@ fn kind(p: &Phase) -> u8 {
         P::AwaitingReady { .. } => 21,
         P::Removed => 22,
         P::ReleasingJoinSlot { .. } => 23,
+        P::CheckingControlPlaneVersion => 24,
+        P::WaitingForControlPlaneVersion { .. } => 25,
     }
 }
 
@@ -941,6 +967,8 @@ fn every_event() -> Vec<Event> {
         E::Probe(false),
         E::MaterialStale,
         E::AddonsApplied,
+        E::ControlPlaneVersion(None),
+        E::ControlPlaneVersion(Some(ver("v1.31.4"))),
     ]
 }
 
@@ -962,6 +990,11 @@ fn answers(a: &Action) -> Vec<Event> {
             vec![E::Probe(true), E::Probe(false)]
         }
         Action::FetchMaterial { .. } => vec![failed, E::MaterialStale],
+        Action::ReadControlPlaneVersion => vec![
+            failed,
+            E::ControlPlaneVersion(None),
+            E::ControlPlaneVersion(Some(ver("v1.31.4"))),
+        ],
         Action::Join { .. } => vec![failed, fenced, E::MaterialStale],
         Action::ServeRefresh | Action::FollowMembers | Action::ReleaseAfterJoin(_) => vec![],
         Action::InstallNodeTree
@@ -996,6 +1029,7 @@ fn every_producible_event_is_decided_and_every_other_one_holds() {
                 !matches!(
                     a,
                     Action::CheckInitialized
+                        | Action::ReadControlPlaneVersion
                         | Action::Acquire { .. }
                         | Action::ProbeInitHealth
                         | Action::VerifyJoin { .. }
@@ -1116,4 +1150,141 @@ fn a_worker_releases_its_slot_as_its_own_phase_then_verifies_outside_it() {
     // Control planes keep theirs until their member is a healthy voter.
     let s = go(&cp(), P::Joining { token: 4 }, E::Done);
     assert!(matches!(s.phase, P::Verifying { .. }), "{:?}", s.phase);
+}
+
+// ---- a joiner newer than the control plane (issue 15: replacement at a new version) ----
+
+fn at_version(role: Role, version: &str) -> Config {
+    let mut c = Config::new(role, DistroKind::Kubeadm, true, 1);
+    c.version = Some(ver(version));
+    c
+}
+
+#[test]
+fn may_join_follows_the_skew_policy_by_minor() {
+    let (old, new) = (Some(ver("v1.31.4")), Some(ver("v1.32.0")));
+    assert!(may_join(new, old).is_err(), "a newer kubelet waits");
+    assert_eq!(may_join(old, new), Ok(()), "an older one may join");
+    assert_eq!(may_join(new, new), Ok(()));
+    assert_eq!(
+        may_join(Some(ver("v1.32.3")), Some(ver("v1.32.0"))),
+        Ok(()),
+        "a newer patch is no skew"
+    );
+    assert_eq!(may_join(new, None), Ok(()), "cannot tell: join as before");
+    assert_eq!(
+        may_join(None, old),
+        Ok(()),
+        "no payload version: not compared"
+    );
+}
+
+/// A worker re-created at the new version during the roll: it waits outside any slot,
+/// saying both versions, reads again after its poll, and queues for the worker slot once
+/// the control plane has reached it.
+#[test]
+fn a_newer_joiner_waits_for_the_control_plane_then_joins() {
+    let w = at_version(Role::Worker, "v1.32.0");
+    let s = step(&w, at(P::CheckingInit), E::Initialized(true)).0;
+    assert_eq!(s.phase, P::CheckingControlPlaneVersion);
+    let (s, acts) = step(&w, s, E::ControlPlaneVersion(Some(ver("v1.31.4"))));
+    assert_eq!(
+        s.phase,
+        P::WaitingForControlPlaneVersion {
+            kubelet: ver("v1.32.0"),
+            control_plane: ver("v1.31.4"),
+        }
+    );
+    assert_eq!(s.phase.name(), "waiting-for-control-plane-version");
+    assert_eq!(acts, vec![Action::ReadControlPlaneVersion]);
+    assert_eq!(s.attempt, 0, "waiting is no failure");
+    let why = s.last_error.clone().unwrap();
+    assert!(
+        why.contains("v1.32.0") && why.contains("v1.31.4") && why.contains("newer"),
+        "{why}"
+    );
+    assert_eq!(
+        super::super::actions::delay_before(&w, &s),
+        w.version_poll_ms,
+        "reads again after its poll"
+    );
+    // Still behind (the first control plane upgraded, the others not yet): keep waiting.
+    let s = step(&w, s, E::ControlPlaneVersion(Some(ver("v1.31.4")))).0;
+    assert_eq!(s.phase.name(), "waiting-for-control-plane-version");
+    // A failed read backs off and reads again; it never joins blind.
+    let failed = step(&w, s.clone(), E::Failed("API down".into())).0;
+    assert_eq!(
+        unwrap_backoff(&failed).name(),
+        "waiting-for-control-plane-version"
+    );
+    // Reached: a clean slate, then the worker slot as any joiner.
+    let (s, acts) = step(&w, s, E::ControlPlaneVersion(Some(ver("v1.32.0"))));
+    assert_eq!(s, at(P::AcquiringJoinSlot));
+    assert!(
+        acts.contains(&Action::Acquire {
+            semaphore: keys::WORKER_JOIN_SEMAPHORE,
+            slots: w.worker_join_slots
+        }),
+        "{acts:?}"
+    );
+}
+
+/// A control plane re-created at the new version waits the same way, then takes the one
+/// `cp-join` slot and removes its old incarnation's etcd member before joining.
+#[test]
+fn a_newer_control_plane_waits_then_cleans_its_old_member_and_joins() {
+    let c = at_version(Role::ControlPlane, "v1.32.0");
+    let (path, _) = walk(
+        &c,
+        P::CheckingInit,
+        vec![
+            E::Initialized(true),
+            E::ControlPlaneVersion(Some(ver("v1.31.4"))),
+            E::ControlPlaneVersion(Some(ver("v1.32.0"))),
+            E::Granted { token: 5 },
+        ],
+    );
+    assert_eq!(
+        path,
+        [
+            "checking-control-plane-version",
+            "waiting-for-control-plane-version",
+            "acquiring-join-slot",
+            "cleaning-stale-member"
+        ]
+    );
+}
+
+/// A node at the control plane's version, or older (within the skew), or one that
+/// cannot tell, joins without waiting; the attempts of the cycle carry over.
+#[test]
+fn a_joiner_not_newer_goes_straight_to_its_slot() {
+    let w = at_version(Role::Worker, "v1.31.4");
+    for seen in [Some(ver("v1.31.4")), Some(ver("v1.32.0")), None] {
+        let mut s = at(P::CheckingControlPlaneVersion);
+        s.attempt = 2;
+        let s = step(&w, s, E::ControlPlaneVersion(seen)).0;
+        assert_eq!(s.phase, P::AcquiringJoinSlot, "{seen:?}");
+        assert_eq!(s.attempt, 2);
+    }
+}
+
+/// The waiting phase's on-disk form (`AGENT_STATE`): tagged, versions as text.
+#[test]
+fn the_waiting_phase_persists_with_its_versions() {
+    let s = State {
+        phase: P::WaitingForControlPlaneVersion {
+            kubelet: ver("v1.32.0"),
+            control_plane: ver("v1.31.4"),
+        },
+        attempt: 0,
+        last_error: Some("why".into()),
+    };
+    let j = serde_json::to_value(&s).unwrap();
+    assert_eq!(
+        j,
+        serde_json::json!({"phase": "waiting-for-control-plane-version",
+            "kubelet": "v1.32.0", "control_plane": "v1.31.4", "attempt": 0, "lastError": "why"})
+    );
+    assert_eq!(serde_json::from_value::<State>(j).unwrap(), s);
 }
