@@ -26,11 +26,19 @@
 # --list: FILE names one REF a line (`muster build` writes usr/lib/muster/prepull-images
 # into the payload: every image the nodes need, the pinned add-on manifests' included).
 #
+# A REF may be pinned by digest (`NAME@sha256:…` or `NAME:TAG@sha256:…`): containerd pulls
+# it by that digest and checks every byte against it; a registry serving other content is
+# an error naming the image.
+#
 # --k3s: k3s runs its own containerd, which imports the tarballs in
 # /var/lib/rancher/k3s/agent/images/ when it starts (k3s's airgap layout, beside its airgap
 # tarball); the checked tarballs are installed there instead. With --pull, the images are
-# pulled by a private containerd (the image must have containerd's `containerd` and `ctr`)
-# and exported there.
+# pulled by a private containerd and exported there as tarballs. k3s's containerd runs only
+# with k3s, and a k3s image has no other: when the image lacks `containerd` or `ctr`, the
+# step installs Debian's containerd from the image's apt sources for the pull
+# (`apt-get install --no-install-recommends containerd`, services kept from starting by a
+# policy-rc.d) and purges exactly the packages that install added afterwards (and the apt
+# lists it fetched), so the image keeps only what a k3s node needs.
 #
 # When no containerd answers on /run/containerd/containerd.sock (a chroot), the script
 # starts the image's own containerd on a private socket for the import and stops it after;
@@ -149,6 +157,9 @@ start_containerd() {
 sock=/run/containerd/containerd.sock
 pid=
 scratch=
+temporary=
+created=
+policy=
 stop() {
   if [ -n "$pid" ]; then
     kill "$pid" 2>/dev/null || true
@@ -156,14 +167,72 @@ stop() {
     rm -rf /run/muster-containerd
   fi
   [ -z "$scratch" ] || rm -rf "$scratch"
+  remove_temporary_containerd
 }
 trap stop EXIT
+
+# The packages installed (state `ii`), one a line, sorted.
+installed_packages() { dpkg-query -W -f '${db:Status-Abbrev} ${Package}\n' | awk '$1 == "ii" { print $2 }' | sort; }
+
+# Debian's containerd from the image's apt sources, for a pull in an image without it (k3s);
+# remove_temporary_containerd takes away what it added (also after a failure half-way).
+install_temporary_containerd() {
+  command -v apt-get >/dev/null || die "--pull --k3s: no containerd/ctr in the image and no apt-get to install them for the pull"
+  say "no containerd in the image (k3s runs its own only with k3s): installing Debian's containerd for the pull, removed after"
+  installed_packages >/var/tmp/muster-pkgs-before
+  temporary=yes
+  # containerd's directories the image did not have: removed with the packages.
+  created=
+  for d in /etc/containerd /var/lib/containerd /opt/containerd; do
+    [ -e "$d" ] || created="$created $d"
+  done
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    # Nothing the install brings starts as a service (the build VM runs systemd).
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 0755 /usr/sbin/policy-rc.d
+    policy=/usr/sbin/policy-rc.d
+  fi
+  local out
+  out=$(apt-get update -q 2>&1) || die "apt-get update failed (the temporary containerd comes from the image's apt sources): $(tail -n 3 <<<"$out" | tr '\n' ' ')"
+  out=$(DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends containerd 2>&1) ||
+    die "installing Debian's containerd for the pull failed: $(tail -n 3 <<<"$out" | tr '\n' ' ')"
+  if ! command -v containerd >/dev/null || ! command -v ctr >/dev/null; then
+    die "Debian's containerd package installed no containerd/ctr"
+  fi
+}
+
+# Purges the packages install_temporary_containerd added, its policy-rc.d, and the apt lists
+# and archives it fetched (provision.sh had removed them already).
+remove_temporary_containerd() {
+  [ "$temporary" = yes ] || return 0
+  temporary=
+  local added failed=
+  added=$(installed_packages | comm -13 /var/tmp/muster-pkgs-before - | tr '\n' ' ')
+  if [ -n "${added// /}" ]; then
+    # shellcheck disable=SC2086 # one word per package
+    if DEBIAN_FRONTEND=noninteractive apt-get purge -y -q $added >/dev/null 2>&1; then
+      say "removed the temporary packages: $added"
+    else
+      failed="purging the temporary packages ($added) failed: the image would keep them"
+    fi
+  fi
+  rm -f /var/tmp/muster-pkgs-before
+  # shellcheck disable=SC2086 # one word per directory
+  [ -z "$created" ] || rm -rf $created
+  apt-get clean >/dev/null 2>&1 || true
+  rm -rf /var/lib/apt/lists/*
+  [ -z "$policy" ] || rm -f "$policy"
+  [ -z "$failed" ] || die "$failed"
+}
 
 # pull NAMESPACE REF: pulls REF; a failure names the image and says what ctr said.
 pull() {
   local out
   if ! out=$(ctr --address "$sock" -n "$1" images pull --platform linux/amd64 \
     ${hosts:+--hosts-dir "$hosts"} "$2" 2>&1); then
+    if [[ "$2" == *@sha256:* ]] && grep -qi 'unexpected commit digest\|digest mismatch' <<<"$out"; then
+      die "the image $2 does not match its pinned digest (the registry served other content): $(grep -i 'digest' <<<"$out" | tail -n 1)"
+    fi
     die "pulling the image $2 failed: $(printf '%s\n' "$out" | grep -i 'error\|fail\|not found' | tail -n 2 | tr '\n' ' ')"
   fi
 }
@@ -188,13 +257,14 @@ if [ "$k3s" = true ] && [ "$pull" = false ]; then
   exit 0
 fi
 
-command -v ctr >/dev/null || die "ctr not found: containerd is not installed in this image"
 if [ "$k3s" = true ]; then
-  # k3s's own containerd runs only with k3s: a private containerd pulls, and the images
-  # are exported where k3s imports them at its start.
-  command -v containerd >/dev/null ||
-    die "--pull --k3s needs containerd's containerd and ctr in the image (k3s's own containerd runs only with k3s); build from an artifacts directory instead"
+  # k3s's own containerd runs only with k3s: a private containerd pulls (a temporary one
+  # when the image has none), and the images are exported where k3s imports them at its
+  # start.
   [ -r /proc/self/mounts ] || die "no /proc to start containerd"
+  if ! command -v containerd >/dev/null || ! command -v ctr >/dev/null; then
+    install_temporary_containerd
+  fi
   scratch=/var/tmp/muster-pull
   rm -rf "$scratch"
   start_containerd "$scratch"
@@ -208,6 +278,8 @@ if [ "$k3s" = true ]; then
   say "$# images pulled into /var/lib/rancher/k3s/agent/images/ (k3s imports them when it starts): $*"
   exit 0
 fi
+
+command -v ctr >/dev/null || die "ctr not found: containerd is not installed in this image"
 
 if ! ctr --address "$sock" version >/dev/null 2>&1; then
   [ -r /proc/self/mounts ] || die "no containerd running and no /proc to start one"

@@ -374,19 +374,38 @@ fn k3s_from_its_release_files_with_their_sums() {
     }
 }
 
-/// The images in containerd's k8s.io namespace of `root`, listed by the real `ctr` against
-/// the image's own containerd (started for the purpose in a private mount namespace).
-fn ctr_images(root: &Path) -> Vec<String> {
-    let o = sh(Command::new("unshare")
+/// `script` run by `/bin/sh` (`$1` is `root`, then `args`) in a private mount namespace
+/// that gives `root` a /proc and a tmpfs /run, as the build gives its chroot for
+/// import-images.sh; both are gone when it ends.
+fn in_image(root: &Path, script: &str, args: &[&str]) -> Output {
+    Command::new("unshare")
         .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
-        .arg(
-            "set -e; r=$1; mount -t proc proc $r/proc; mount -t tmpfs tmpfs $r/run; \
-             chroot $r containerd --address /run/t.sock >/dev/null 2>&1 & \
-             for i in $(seq 100); do chroot $r ctr --address /run/t.sock version >/dev/null 2>&1 && break; sleep 0.1; done; \
-             chroot $r ctr --address /run/t.sock -n k8s.io images ls -q; kill $!; wait $! || true",
-        )
-        .arg("ctr-images")
-        .arg(root));
+        .arg(format!(
+            "set -e; r=$1; shift; mount -t proc proc \"$r/proc\"; mount -t tmpfs tmpfs \"$r/run\"; {script}"
+        ))
+        .arg("in-image")
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The images in containerd's k8s.io namespace of `root`, listed by the real `ctr` against
+/// the image's own containerd (started for the purpose in [`in_image`]).
+fn ctr_images(root: &Path) -> Vec<String> {
+    let o = in_image(
+        root,
+        "chroot \"$r\" containerd --address /run/t.sock >/dev/null 2>&1 & \
+         for i in $(seq 100); do chroot \"$r\" ctr --address /run/t.sock version >/dev/null 2>&1 && break; sleep 0.1; done; \
+         chroot \"$r\" ctr --address /run/t.sock -n k8s.io images ls -q; kill $!; wait $! || true",
+        &[],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    listed(&o)
+}
+
+/// The image names in `ctr images ls -q` output, sorted (the digests' own entries left out).
+fn listed(o: &Output) -> Vec<String> {
     let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout)
         .lines()
         .filter(|l| !l.starts_with("sha256:"))
@@ -394,6 +413,69 @@ fn ctr_images(root: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// A containerd of the test's own on this host (Debian's containerd 1.6 and `ctr`, the
+/// test root's binaries copied to `bin`), its socket, root and state under `dir`; killed
+/// when dropped.
+struct Containerd {
+    child: std::process::Child,
+    bin: PathBuf,
+    sock: PathBuf,
+}
+
+impl Containerd {
+    fn start(bin: &Path, dir: &Path) -> Containerd {
+        std::fs::create_dir_all(dir).unwrap();
+        let sock = dir.join("containerd.sock");
+        let child = Command::new(bin.join("containerd"))
+            .arg("--address")
+            .arg(&sock)
+            .arg("--root")
+            .arg(dir.join("root"))
+            .arg("--state")
+            .arg(dir.join("state"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("log")).unwrap())
+            .spawn()
+            .unwrap();
+        let c = Containerd {
+            child,
+            bin: bin.to_path_buf(),
+            sock,
+        };
+        let answered = (0..100).any(|_| {
+            let up = c
+                .ctr()
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !up {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            up
+        });
+        assert!(
+            answered,
+            "the test's containerd did not start: {}",
+            std::fs::read_to_string(dir.join("log")).unwrap()
+        );
+        c
+    }
+
+    /// `ctr --address SOCK`.
+    fn ctr(&self) -> Command {
+        let mut c = Command::new(self.bin.join("ctr"));
+        c.arg("--address").arg(&self.sock);
+        c
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Issue 13's pre-pull: the images a kubeadm + kube-vip node needs, as stand-in OCI
@@ -565,39 +647,68 @@ fn images_are_prepulled_into_containerd_with_the_real_ctr() {
     assert_eq!(k3s_images, [prepull::tarball_name(&pause)]);
 }
 
-/// import-images.sh run in `root` as the build runs it: a private mount namespace with
-/// /proc and a tmpfs /run, chrooted, a clean environment.
+/// import-images.sh run in `root` as the build runs it: [`in_image`], chrooted, a clean
+/// environment.
 fn import_images_in(root: &Path, args: &[&str]) -> Output {
     std::fs::write(
         root.join("tmp/import-images.sh"),
         muster_build::render::images::IMPORT_IMAGES_SH,
     )
     .unwrap();
-    Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
-        .arg(
-            "set -e; r=$1; shift; mount -t proc proc \"$r/proc\"; mount -t tmpfs tmpfs \"$r/run\"; \
-             exec chroot \"$r\" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-             /bin/bash /tmp/import-images.sh \"$@\"",
-        )
-        .arg("import-images")
-        .arg(root)
-        .args(args)
-        .output()
-        .unwrap()
+    in_image(
+        root,
+        "exec chroot \"$r\" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+         /bin/bash /tmp/import-images.sh \"$@\"",
+        args,
+    )
+}
+
+/// The packages dpkg has installed in `root`, one `name version` a line.
+fn packages(root: &Path) -> String {
+    chroot_out(
+        root,
+        &[
+            "dpkg-query",
+            "-W",
+            "-f",
+            "${db:Status-Abbrev} ${Package} ${Version}\\n",
+        ],
+    )
+}
+
+/// Where `ref` is asked for on the registry: (repository path, tag or digest).
+fn registry_path(image: &str) -> (String, String) {
+    let (name, reference) = match image.split_once('@') {
+        Some((n, d)) => (n.to_string(), d.to_string()),
+        None => {
+            let (n, t) = image.rsplit_once(':').unwrap();
+            (n.to_string(), t.to_string())
+        }
+    };
+    let name = match name.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => n.to_string(),
+        _ => name,
+    };
+    (name.split_once('/').unwrap().1.to_string(), reference)
 }
 
 /// Issue 13's online pre-pull, against a registry stand-in (common::registry: the OCI
-/// distribution API's read side over plain HTTP) with the real containerd and `ctr`:
+/// distribution API's read side over plain HTTP) with the real containerd and `ctr`, for
+/// images named by tag, by digest (`name@sha256:…`) and by both (`name:tag@sha256:…`):
 /// - in the image (Packer's default, `import-images.sh --pull`): the image's own containerd
 ///   pulls through a hosts.toml mirror for registry.k8s.io and docker.io, from
-///   /etc/containerd/certs.d by default, from `--hosts-dir` when given, the list from
-///   `--list` (the payload's prepull-images) and the line; `--k3s` exports them where k3s
-///   imports them;
+///   /etc/containerd/certs.d, the list from `--list` (the payload's prepull-images) and the
+///   line;
 /// - on the build host (`prepull::pull_images`, what `muster image build` and `muster
 ///   artifacts fetch` run without --artifacts): a private containerd pulls and exports
 ///   tarballs + SHA256SUMS that import-images.sh then checks and imports;
-/// - a registry without one of the images: both fail naming it.
+/// - k3s (`--pull --k3s`, `--hosts-dir`) in an image without containerd, as
+///   install-kubernetes.sh makes a k3s image: Debian's containerd is installed from the
+///   image's apt sources (here a signed repository served by the test holding the .debs
+///   the test root was made from), pulls, and is purged again; the tarballs it exported
+///   into k3s's images dir import with the real `ctr` into a fresh namespace;
+/// - broken: a registry without one of the images, and one serving other content for a
+///   pinned digest: both fail naming the image.
 #[test]
 fn images_are_pulled_from_a_registry_stand_in_with_the_real_ctr() {
     use common::registry;
@@ -609,17 +720,30 @@ fn images_are_pulled_from_a_registry_stand_in_with_the_real_ctr() {
         .unwrap();
     let s = scratch.path();
     let root = root_copy(s);
-    let mut images: Vec<String> = [
+    // The test root's containerd and ctr, for the test's own containerd on this host (the
+    // k3s part takes them out of the root).
+    let bin = s.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for b in ["containerd", "ctr"] {
+        std::fs::copy(root.join("usr/bin").join(b), bin.join(b)).unwrap();
+    }
+    let tags = [
         "registry.k8s.io/pause:3.10",
         "registry.k8s.io/coredns/coredns:v1.11.3",
         "docker.io/longhornio/longhorn-manager:v1.12.1",
     ]
-    .map(String::from)
-    .to_vec();
+    .map(String::from);
+    let reg = registry::start(&tags, &s.join("oci"));
+    // By tag, by digest alone, by tag and digest.
+    let mut images = vec![
+        tags[0].clone(),
+        format!("registry.k8s.io/coredns/coredns@{}", reg.digest(&tags[1])),
+        reg.pinned(&tags[2]),
+    ];
     images.sort();
-    let reg = registry::start(&images, &s.join("oci"));
     let upstreams = ["registry.k8s.io", "docker.io"];
     let missing = "registry.k8s.io/not-served:1";
+    let forged = format!("registry.k8s.io/pause:3.10@sha256:{}", "0".repeat(64));
 
     // In the image, hosts from /etc/containerd/certs.d (where an image's mirrors live).
     reg.hosts_dir(&root.join("etc/containerd/certs.d"), &upstreams);
@@ -637,6 +761,18 @@ fn images_are_pulled_from_a_registry_stand_in_with_the_real_ctr() {
         "{}",
         show(&o)
     );
+    // A registry that answers a pinned digest with other bytes: containerd checks them.
+    reg.serve_any_digest(true);
+    let o = import_images_in(&root, &["--pull", &forged]);
+    reg.serve_any_digest(false);
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&format!(
+            "error: the image {forged} does not match its pinned digest"
+        )),
+        "{}",
+        show(&o)
+    );
     let t = std::time::Instant::now();
     let o = import_images_in(
         &root,
@@ -649,23 +785,118 @@ fn images_are_pulled_from_a_registry_stand_in_with_the_real_ctr() {
         t.elapsed()
     ));
     assert_eq!(ctr_images(&root), images);
-    // Each image's manifest came from the stand-in (there is no other registry here).
+    // Each image's manifest came from the stand-in (there is no other registry here), by
+    // tag or by the pinned digest.
     let requests = reg.requests.lock().unwrap().clone();
     for i in &images {
-        let (name, tag) = i.rsplit_once(':').unwrap();
-        let path = name.split_once('/').unwrap().1;
+        let (path, reference) = registry_path(i);
         assert!(
             requests
                 .iter()
-                .any(|r| r.contains(&format!(" /v2/{path}/manifests/{tag}"))),
+                .any(|r| r.contains(&format!(" /v2/{path}/manifests/{reference}"))),
             "no manifest request for {i}: {requests:?}"
         );
     }
     assert!(!root.join("run/muster-containerd").exists());
 
-    // --hosts-dir instead; k3s: pulled by a private containerd, exported for k3s.
-    std::fs::remove_dir_all(root.join("etc/containerd/certs.d")).unwrap();
+    // On the build host: the test's containerd, the same stand-in through `--registry-hosts`.
+    let host = Containerd::start(&bin, &s.join("host-containerd"));
+    let puller = prepull::Puller {
+        ctr: bin.join("ctr"),
+        address: Some(host.sock.clone()),
+        hosts_dir: Some(reg.hosts_dir(&s.join("hosts"), &upstreams)),
+    };
+    let artifacts = s.join("artifacts");
+    let mut with_missing = images.clone();
+    with_missing.push(missing.to_string());
+    let err = prepull::pull_images(&artifacts, &with_missing, &puller)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("pulling the image {missing} failed")) && err.contains("not found"),
+        "{err}"
+    );
+    reg.serve_any_digest(true);
+    let err = prepull::pull_images(&artifacts, std::slice::from_ref(&forged), &puller);
+    reg.serve_any_digest(false);
+    let err = err.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "the image {forged} does not match its pinned digest"
+        )),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&artifacts).unwrap();
+    let t = std::time::Instant::now();
+    let fetched = prepull::pull_images(&artifacts, &images, &puller).unwrap();
+    common::measured(format_args!(
+        "prepull::pull_images of {} stand-in images from the registry stand-in (host containerd): {:.1?}",
+        images.len(),
+        t.elapsed()
+    ));
+    assert_eq!(fetched.len(), images.len() + 1, "{fetched:?}");
+    prepull::check(&artifacts, &images).unwrap();
+    // import-images.sh accepts the exported tarballs and their sums.
+    std::fs::remove_dir_all(root.join("var/lib/containerd")).unwrap();
+    prepull::import(&root, &artifacts, &images, false).unwrap();
+    assert_eq!(ctr_images(&root), images);
+
+    // k3s: an image without containerd (install-kubernetes.sh installs only k3s's files),
+    // whose apt sources are a signed repository holding Debian's containerd and runc (the
+    // .debs debootstrap fetched for the test root; the upstream mirror is not asked).
+    chroot_out(&root, &["dpkg", "--purge", "containerd", "runc"]);
+    let _ = std::fs::remove_dir_all(root.join("etc/containerd"));
+    let _ = std::fs::remove_dir_all(root.join("var/lib/containerd"));
+    assert!(!root.join("usr/bin/ctr").exists());
+    let cache = std::env::var_os("MUSTER_TEST_ROOTFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOTFS))
+        .parent()
+        .unwrap()
+        .join("debs");
+    let repo = s.join("www/debian");
+    std::fs::create_dir_all(repo.join("amd64")).unwrap();
+    for e in std::fs::read_dir(&cache).unwrap() {
+        let p = e.unwrap().path();
+        let n = p.file_name().unwrap().to_string_lossy().into_owned();
+        if n.starts_with("containerd_") || n.starts_with("runc_") {
+            std::fs::copy(&p, repo.join("amd64").join(&n)).unwrap();
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(repo.join("amd64")).unwrap().count(),
+        2,
+        "containerd's and runc's .debs in {}",
+        cache.display()
+    );
+    let gnupg = s.join("gnupg");
+    gpg_key(&gnupg, "debian-standin");
+    common::artifacts::flat_repo_index(&repo, &gnupg, &gnupg);
+    let key = sh(Command::new("gpg")
+        .arg("--homedir")
+        .arg(&gnupg)
+        .arg("--export"));
+    std::fs::create_dir_all(root.join("etc/apt/keyrings")).unwrap();
+    std::fs::write(
+        root.join("etc/apt/keyrings/debian-standin.gpg"),
+        &key.stdout,
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/apt/sources.list"), "").unwrap();
+    for e in std::fs::read_dir(root.join("etc/apt/sources.list.d")).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    std::fs::write(
+        root.join("etc/apt/sources.list.d/debian-standin.list"),
+        format!(
+            "deb [signed-by=/etc/apt/keyrings/debian-standin.gpg] {}/debian/ /\n",
+            serve(s.join("www"))
+        ),
+    )
+    .unwrap();
+    let before = packages(&root);
     reg.hosts_dir(&root.join("tmp/hosts"), &upstreams);
+    let t = std::time::Instant::now();
     let o = import_images_in(
         &root,
         &[
@@ -679,6 +910,42 @@ fn images_are_pulled_from_a_registry_stand_in_with_the_real_ctr() {
         ],
     );
     assert!(o.status.success(), "{}", show(&o));
+    common::measured(format_args!(
+        "import-images.sh --pull --k3s of {} stand-in images, Debian's containerd installed and purged around it: {:.1?}",
+        images.len(),
+        t.elapsed()
+    ));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("removed the temporary packages: containerd runc"),
+        "{}",
+        show(&o)
+    );
+    // The image keeps only what a k3s node needs: the packages as before, no containerd,
+    // no policy-rc.d, no pull root, no apt lists.
+    assert_eq!(packages(&root), before);
+    for gone in [
+        "usr/bin/containerd",
+        "usr/bin/ctr",
+        "usr/sbin/runc",
+        "usr/sbin/policy-rc.d",
+        "var/tmp/muster-pull",
+        "var/lib/containerd",
+        "etc/containerd",
+        "run/muster-containerd",
+    ] {
+        assert!(
+            !root.join(gone).exists(),
+            "{gone} left in the image: {}",
+            String::from_utf8_lossy(&sh(Command::new("find").arg(root.join(gone))).stdout)
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(root.join("var/lib/apt/lists"))
+            .unwrap()
+            .count(),
+        0
+    );
     let k3s_dir = root.join("var/lib/rancher/k3s/agent/images");
     let mut k3s_images: Vec<_> = std::fs::read_dir(&k3s_dir)
         .unwrap()
@@ -688,70 +955,29 @@ fn images_are_pulled_from_a_registry_stand_in_with_the_real_ctr() {
     let mut want: Vec<_> = images.iter().map(|i| prepull::tarball_name(i)).collect();
     want.sort();
     assert_eq!(k3s_images, want);
-    assert!(!root.join("var/tmp/muster-pull").exists());
-    std::fs::remove_dir_all(&k3s_dir).unwrap();
-
-    // On the build host: a private containerd (the test root's binaries, Debian's
-    // containerd 1.6), the same stand-in through `--registry-hosts`.
-    let cd = s.join("host-containerd");
-    std::fs::create_dir_all(&cd).unwrap();
-    let sock = cd.join("containerd.sock");
-    let mut containerd = Command::new(root.join("usr/bin/containerd"))
-        .arg("--address")
-        .arg(&sock)
-        .arg("--root")
-        .arg(cd.join("root"))
-        .arg("--state")
-        .arg(cd.join("state"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(cd.join("log")).unwrap())
-        .spawn()
-        .unwrap();
-    let puller = prepull::Puller {
-        ctr: root.join("usr/bin/ctr"),
-        address: Some(sock.clone()),
-        hosts_dir: Some(reg.hosts_dir(&s.join("hosts"), &upstreams)),
-    };
-    let answered = (0..100).any(|_| {
-        let up = Command::new(&puller.ctr)
-            .arg("--address")
-            .arg(&sock)
-            .arg("version")
+    // What k3s's containerd does with them at its start: each imports with the real ctr
+    // (into a fresh namespace) under its name.
+    for tar in &k3s_images {
+        let o = host
+            .ctr()
+            .args([
+                "-n",
+                "k3s-check",
+                "images",
+                "import",
+                "--platform",
+                "linux/amd64",
+            ])
+            .arg(k3s_dir.join(tar))
             .output()
-            .is_ok_and(|o| o.status.success());
-        if !up {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        up
-    });
-    let artifacts = s.join("artifacts");
-    let mut with_missing = images.clone();
-    with_missing.push(missing.to_string());
-    let err = answered.then(|| prepull::pull_images(&artifacts, &with_missing, &puller));
-    let t = std::time::Instant::now();
-    let fetched = answered.then(|| prepull::pull_images(&artifacts, &images, &puller));
-    let pulled = t.elapsed();
-    containerd.kill().unwrap();
-    containerd.wait().unwrap();
-    assert!(
-        answered,
-        "the host containerd did not start: {}",
-        std::fs::read_to_string(cd.join("log")).unwrap()
-    );
-    let err = err.unwrap().unwrap_err().to_string();
-    assert!(
-        err.contains(&format!("pulling the image {missing} failed")) && err.contains("not found"),
-        "{err}"
-    );
-    let fetched = fetched.unwrap().unwrap();
-    common::measured(format_args!(
-        "prepull::pull_images of {} stand-in images from the registry stand-in (host containerd): {pulled:.1?}",
-        images.len()
-    ));
-    assert_eq!(fetched.len(), images.len() + 1, "{fetched:?}");
-    prepull::check(&artifacts, &images).unwrap();
-    // import-images.sh accepts the exported tarballs and their sums.
-    std::fs::remove_dir_all(root.join("var/lib/containerd")).unwrap();
-    prepull::import(&root, &artifacts, &images, false).unwrap();
-    assert_eq!(ctr_images(&root), images);
+            .unwrap();
+        assert!(o.status.success(), "{tar}: {}", show(&o));
+    }
+    let o = host
+        .ctr()
+        .args(["-n", "k3s-check", "images", "ls", "-q"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(listed(&o), images);
 }

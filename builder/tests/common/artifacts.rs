@@ -225,6 +225,13 @@ pub fn gpg_key(home: &Path, name: &str) -> String {
 /// `signer`'s key; `Release.key` is `published`'s public key.
 pub fn apt_repo(dir: &Path, version: &str, signer: &Path, published: &Path) {
     standin_debs(&dir.join("amd64"), version);
+    flat_repo_index(dir, signer, published);
+}
+
+/// The signed index of a flat apt repository whose .debs are in `dir/amd64/`: `Packages`,
+/// `Release`, `Release.gpg` and `InRelease` signed by `signer`'s key, and `Release.key`,
+/// `published`'s public key (armored).
+pub fn flat_repo_index(dir: &Path, signer: &Path, published: &Path) {
     let packages = sh(Command::new("apt-ftparchive")
         .args(["packages", "amd64"])
         .current_dir(dir));
@@ -251,6 +258,21 @@ pub fn apt_repo(dir: &Path, version: &str, signer: &Path, published: &Path) {
     std::fs::write(dir.join("Release.key"), &key.stdout).unwrap();
 }
 
+/// The request line of one HTTP/1.1 request on `stream`, its headers read and dropped
+/// (the test servers here answer GET/HEAD only, one request per connection).
+pub fn read_request(stream: &std::net::TcpStream) -> Option<String> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut first = String::new();
+    reader.read_line(&mut first).ok()?;
+    loop {
+        let mut l = String::new();
+        if reader.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
+            break;
+        }
+    }
+    Some(first)
+}
+
 /// Serves the files under `root` over HTTP/1.1 (GET, one request per connection) on
 /// 127.0.0.1, which the chroot shares; returns the base URL.
 pub fn serve(root: PathBuf) -> String {
@@ -261,17 +283,9 @@ pub fn serve(root: PathBuf) -> String {
             let Ok(mut stream) = stream else { continue };
             let root = root.clone();
             std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut first = String::new();
-                if reader.read_line(&mut first).is_err() {
+                let Some(first) = read_request(&stream) else {
                     return;
-                }
-                loop {
-                    let mut l = String::new();
-                    if reader.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
-                        break;
-                    }
-                }
+                };
                 let path = first.split_whitespace().nth(1).unwrap_or("/");
                 let rel = path.trim_start_matches('/').replace("%2B", "+");
                 let file = root.join(&rel);

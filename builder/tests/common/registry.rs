@@ -12,10 +12,17 @@
 //! the upstream registry in `?ns=` (containerd's hosts.toml mirrors do), a direct request
 //! is for the stand-in's own host (`127.0.0.1:PORT/name`). Everything else is a 404 with
 //! the distribution API's error body (MANIFEST_UNKNOWN, BLOB_UNKNOWN, NAME_UNKNOWN).
+//!
+//! Digest-pinned references: an image is served under its tag and its manifest's digest
+//! ([`Registry::pinned`] spells `name:tag@sha256:…`). [`Registry::serve_any_digest`] makes
+//! it a registry that lies: a manifest asked for by a digest it does not have is answered
+//! with the image's own manifest under the asked digest (a tampered mirror), which a
+//! client must refuse after checking the bytes.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// One served image: its layout dir, tag, and manifest (digest, media type).
@@ -31,9 +38,32 @@ pub struct Registry {
     pub host: String,
     /// Every request line served (method, path and query), in order.
     pub requests: Arc<Mutex<Vec<String>>>,
+    /// Each served image (`name:tag`) and its manifest's digest.
+    digests: BTreeMap<String, String>,
+    lies: Arc<AtomicBool>,
 }
 
 impl Registry {
+    /// `image` (`name:tag`, one of the served) pinned to its manifest's digest:
+    /// `name:tag@sha256:…`.
+    pub fn pinned(&self, image: &str) -> String {
+        format!("{image}@{}", self.digest(image))
+    }
+
+    /// The digest of `image`'s manifest (`sha256:…`).
+    pub fn digest(&self, image: &str) -> String {
+        self.digests
+            .get(image)
+            .unwrap_or_else(|| panic!("{image} is not served"))
+            .clone()
+    }
+
+    /// From now on, answer a manifest request by an unknown digest with the image's own
+    /// manifest under that digest (`true`), or with MANIFEST_UNKNOWN (`false`, the default).
+    pub fn serve_any_digest(&self, lie: bool) {
+        self.lies.store(lie, Ordering::SeqCst);
+    }
+
     /// A containerd hosts.toml layout under `dir` (returned: pass it as `--hosts-dir`)
     /// making this stand-in the plain-HTTP mirror of each of `upstreams` (registry names
     /// like `registry.k8s.io`), and its server too: containerd tries the server after a
@@ -56,7 +86,8 @@ impl Registry {
 }
 
 /// Splits `registry.k8s.io/coredns/coredns:v1.11.3` into (`registry.k8s.io/coredns/coredns`,
-/// `v1.11.3`). Digest-pinned references are not served (the stand-in's digests are its own).
+/// `v1.11.3`). Served images are named by tag; their digests are the stand-in's own
+/// ([`Registry::pinned`]).
 fn split(image: &str) -> (String, String) {
     assert!(
         !image.contains('@'),
@@ -73,12 +104,14 @@ pub fn start(images: &[String], work: &Path) -> Registry {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let host = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
     let mut served: BTreeMap<String, Served> = BTreeMap::new();
+    let mut digests = BTreeMap::new();
     for image in images {
         let layout = super::artifacts::oci_layout(image, work);
         let index: serde_json::Value =
             serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
         let m = &index["manifests"][0];
         let (name, tag) = split(image);
+        digests.insert(image.clone(), m["digest"].as_str().unwrap().to_string());
         served.insert(
             name,
             Served {
@@ -93,32 +126,32 @@ pub fn start(images: &[String], work: &Path) -> Registry {
     let requests = Arc::new(Mutex::new(Vec::new()));
     let log = requests.clone();
     let own = host.clone();
+    let lies = Arc::new(AtomicBool::new(false));
+    let lying = lies.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             let (served, log, own) = (served.clone(), log.clone(), own.clone());
+            let lying = lying.load(Ordering::SeqCst);
             std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut first = String::new();
-                if reader.read_line(&mut first).is_err() {
+                let Some(first) = super::artifacts::read_request(&stream) else {
                     return;
-                }
-                loop {
-                    let mut l = String::new();
-                    if reader.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
-                        break;
-                    }
-                }
+                };
                 let mut parts = first.split_whitespace();
                 let method = parts.next().unwrap_or("").to_string();
                 let target = parts.next().unwrap_or("/").to_string();
                 log.lock().unwrap().push(format!("{method} {target}"));
-                let response = respond(&served, &own, &target);
+                let response = respond(&served, &own, &target, lying);
                 let _ = stream.write_all(&response.head(method == "HEAD"));
             });
         }
     });
-    Registry { host, requests }
+    Registry {
+        host,
+        requests,
+        digests,
+        lies,
+    }
 }
 
 struct Response {
@@ -156,7 +189,7 @@ fn not_found(code: &str, what: &str) -> Response {
     }
 }
 
-fn respond(served: &BTreeMap<String, Served>, own: &str, target: &str) -> Response {
+fn respond(served: &BTreeMap<String, Served>, own: &str, target: &str, lying: bool) -> Response {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     if path == "/v2/" || path == "/v2" {
         return Response {
@@ -197,14 +230,20 @@ fn respond(served: &BTreeMap<String, Served>, own: &str, target: &str) -> Respon
         }
         std::fs::read(image.layout.join("blobs/sha256").join(hex)).ok()
     };
+    let lie = lying && reference.starts_with("sha256:");
     match kind {
-        "manifests" if reference == image.tag || reference == image.manifest_digest => {
+        "manifests" if reference == image.tag || reference == image.manifest_digest || lie => {
             let body = blob(&image.manifest_digest).unwrap();
+            let digest = if lie {
+                reference
+            } else {
+                &image.manifest_digest
+            };
             Response {
                 status: "200 OK",
                 headers: vec![
                     ("Content-Type", image.manifest_type.clone()),
-                    ("Docker-Content-Digest", image.manifest_digest.clone()),
+                    ("Docker-Content-Digest", digest.to_string()),
                 ],
                 body,
             }

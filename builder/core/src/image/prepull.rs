@@ -358,7 +358,7 @@ pub fn pull_images(
         }
         run(step, pull.arg(image)).map_err(|e| ImageError::Artifact {
             file: tar.clone(),
-            problem: format!("pulling the image {image} failed: {e}"),
+            problem: pull_failure(image, &e.to_string()),
         })?;
         let tar_text = tar.display().to_string();
         run(
@@ -381,6 +381,22 @@ pub fn pull_images(
     Ok(names)
 }
 
+/// What a failed `ctr images pull` of `image` means, in the words of import-images.sh: a
+/// digest-pinned image (`name@sha256:…`, `name:tag@sha256:…`) whose bytes do not hash to
+/// its digest was served other content (containerd checks every blob it fetches).
+fn pull_failure(image: &str, error: &str) -> String {
+    let mismatch = ["unexpected commit digest", "digest mismatch"]
+        .iter()
+        .any(|m| error.to_lowercase().contains(m));
+    if image.contains("@sha256:") && mismatch {
+        format!(
+            "the image {image} does not match its pinned digest (the registry served other content): {error}"
+        )
+    } else {
+        format!("pulling the image {image} failed: {error}")
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -392,6 +408,25 @@ pub(crate) mod tests {
         ))
         .unwrap();
         model::spec::load(name, &text).unwrap().0
+    }
+
+    #[test]
+    fn a_pinned_image_served_other_content_is_named_as_such() {
+        let pinned = format!("registry.k8s.io/pause:3.10@sha256:{}", "a".repeat(64));
+        let e = "ctr: failed commit on ref \"manifest-sha256:aa\": unexpected commit digest sha256:bb, expected sha256:aa: failed precondition";
+        assert!(
+            pull_failure(&pinned, e).starts_with(&format!(
+                "the image {pinned} does not match its pinned digest"
+            )),
+            "{}",
+            pull_failure(&pinned, e)
+        );
+        let nf = "ctr: registry.k8s.io/pause:3.10: not found";
+        assert_eq!(
+            pull_failure(&pinned, nf),
+            format!("pulling the image {pinned} failed: {nf}")
+        );
+        assert!(pull_failure("registry.k8s.io/pause:3.10", e).starts_with("pulling the image"));
     }
 
     #[test]

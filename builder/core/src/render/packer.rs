@@ -107,12 +107,26 @@ fn common_variables() -> Vec<Item> {
             false,
         ),
         Item::Blank,
+        variable(
+            "registry_hosts_dir",
+            "string",
+            s(""),
+            "For the images pulled in the build VM (artifacts_dir empty): a directory in containerd's hosts.toml layout (DIR/<registry>/hosts.toml), uploaded and passed to import-images.sh --hosts-dir: a registry mirror, a plain-HTTP registry, a private CA; empty: the image's /etc/containerd/certs.d when it has one, else the registries the images name",
+            false,
+        ),
+        Item::Blank,
         block(
             "locals".to_string(),
-            vec![attr(
-                "artifacts",
-                "var.artifacts_dir != \"\" ? var.artifacts_dir : \"${path.root}/../../images/no-artifacts\"",
-            )],
+            vec![
+                attr(
+                    "artifacts",
+                    "var.artifacts_dir != \"\" ? var.artifacts_dir : \"${path.root}/../../images/no-artifacts\"",
+                ),
+                attr(
+                    "registry_hosts",
+                    "var.registry_hosts_dir != \"\" ? var.registry_hosts_dir : \"${path.root}/../../images/no-artifacts\"",
+                ),
+            ],
         ),
         Item::Blank,
     ]
@@ -122,9 +136,10 @@ fn common_variables() -> Vec<Item> {
 /// `artifacts/images`, the images `needs` names and the pinned manifests with their sums.
 /// Without (the default): `--pull`, the same images pulled from their registries, listed by
 /// the payload provision.sh installed ([`model::node_files::PREPULL_IMAGES`]: muster's and
-/// the pinned manifests' images, read when `muster build` checked them). `None` when the
+/// the pinned manifests' images, read when `muster build` checked them), through the
+/// registry hosts uploaded to `hosts` when `registry_hosts_dir` is set. `None` when the
 /// nodes run no images from registries.
-fn import_images_step(cluster: &Cluster, artifacts: &str) -> Option<String> {
+fn import_images_step(cluster: &Cluster, artifacts: &str, hosts: &str) -> Option<String> {
     let needs = match crate::image::prepull::needs(cluster) {
         Ok(n) => n,
         Err(e) => return Some(format!("echo {} >&2; exit 1", quote::sh(&e.to_string()))),
@@ -155,7 +170,8 @@ fn import_images_step(cluster: &Cluster, artifacts: &str) -> Option<String> {
         pull.push_str(i);
     }
     Some(format!(
-        "if [ -n \"${{var.artifacts_dir}}\" ]; then {import}; else {pull}; fi"
+        "if [ -n \"${{var.artifacts_dir}}\" ]; then {import}; elif [ -n \"${{var.registry_hosts_dir}}\" ]; then {}; else {pull}; fi",
+        pull.replacen(" --pull", &format!(" --pull --hosts-dir {hosts}"), 1)
     ))
 }
 
@@ -192,9 +208,10 @@ fn provisioners(cluster: &Cluster) -> Vec<Item> {
         "bash /tmp/muster-provision.sh /tmp/muster-payload.tar.gz ${var.payload_sha256}"
             .to_string(),
     ];
-    steps.extend(import_images_step(cluster, arts));
+    let hosts = "/tmp/muster-registry-hosts";
+    steps.extend(import_images_step(cluster, arts, hosts));
     steps.push(format!(
-        "rm -rf /tmp/muster-payload.tar.gz /tmp/muster-provision.sh /tmp/muster-install-kubernetes.sh /tmp/muster-import-images.sh {arts}"
+        "rm -rf /tmp/muster-payload.tar.gz /tmp/muster-provision.sh /tmp/muster-install-kubernetes.sh /tmp/muster-import-images.sh {arts} {hosts}"
     ));
     let inline = format!(
         "[\n{}\n]",
@@ -216,17 +233,25 @@ fn provisioners(cluster: &Cluster) -> Vec<Item> {
         comment("--artifacts: the directory's contents into /tmp/muster-artifacts."),
         block(
             "provisioner \"shell\"",
-            vec![attr(
-                "inline",
-                "[\"mkdir -p /tmp/muster-artifacts\"]".to_string(),
-            )],
+            vec![attr("inline", format!("[\"mkdir -p {arts} {hosts}\"]"))],
         ),
         Item::Blank,
         block(
             "provisioner \"file\"",
             vec![
                 attr("source", "\"${local.artifacts}/\"".to_string()),
-                attr("destination", s("/tmp/muster-artifacts")),
+                attr("destination", s(arts)),
+            ],
+        ),
+        Item::Blank,
+        comment(format!(
+            "registry_hosts_dir: containerd's hosts.toml layout into {hosts}, for import-images.sh --hosts-dir."
+        )),
+        block(
+            "provisioner \"file\"",
+            vec![
+                attr("source", "\"${local.registry_hosts}/\"".to_string()),
+                attr("destination", s(hosts)),
             ],
         ),
         Item::Blank,

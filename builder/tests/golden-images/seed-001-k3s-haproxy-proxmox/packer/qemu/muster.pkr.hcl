@@ -46,8 +46,15 @@ variable "artifacts_dir" {
   description = "As `muster image build --artifacts DIR`: the distribution (a flat apt repository, or k3s and its airgap tarball) and images/ + addons/ for the pre-pulled images, checked the same way; empty: the distribution from upstream, and the images pulled from their registries in the build VM (import-images.sh --pull, the list from the payload)"
 }
 
+variable "registry_hosts_dir" {
+  type        = string
+  default     = ""
+  description = "For the images pulled in the build VM (artifacts_dir empty): a directory in containerd's hosts.toml layout (DIR/<registry>/hosts.toml), uploaded and passed to import-images.sh --hosts-dir: a registry mirror, a plain-HTTP registry, a private CA; empty: the image's /etc/containerd/certs.d when it has one, else the registries the images name"
+}
+
 locals {
-  artifacts = var.artifacts_dir != "" ? var.artifacts_dir : "${path.root}/../../images/no-artifacts"
+  artifacts      = var.artifacts_dir != "" ? var.artifacts_dir : "${path.root}/../../images/no-artifacts"
+  registry_hosts = var.registry_hosts_dir != "" ? var.registry_hosts_dir : "${path.root}/../../images/no-artifacts"
 }
 
 source "qemu" "node" {
@@ -102,12 +109,18 @@ build {
 
   # --artifacts: the directory's contents into /tmp/muster-artifacts.
   provisioner "shell" {
-    inline = ["mkdir -p /tmp/muster-artifacts"]
+    inline = ["mkdir -p /tmp/muster-artifacts /tmp/muster-registry-hosts"]
   }
 
   provisioner "file" {
     source      = "${local.artifacts}/"
     destination = "/tmp/muster-artifacts"
+  }
+
+  # registry_hosts_dir: containerd's hosts.toml layout into /tmp/muster-registry-hosts, for import-images.sh --hosts-dir.
+  provisioner "file" {
+    source      = "${local.registry_hosts}/"
+    destination = "/tmp/muster-registry-hosts"
   }
 
   # cloud-init must be done before provision.sh runs `cloud-init clean`.
@@ -117,7 +130,7 @@ build {
       "cloud-init status --wait || [ $? -eq 2 ]",
       "if [ \"${var.install_kubernetes}\" = true ]; then s=; [ -e /tmp/muster-artifacts/k3s ] && s=/tmp/muster-artifacts; bash /tmp/muster-install-kubernetes.sh v1.31.6+k3s1 k3s $s; fi",
       "bash /tmp/muster-provision.sh /tmp/muster-payload.tar.gz ${var.payload_sha256}",
-      "rm -rf /tmp/muster-payload.tar.gz /tmp/muster-provision.sh /tmp/muster-install-kubernetes.sh /tmp/muster-import-images.sh /tmp/muster-artifacts",
+      "rm -rf /tmp/muster-payload.tar.gz /tmp/muster-provision.sh /tmp/muster-install-kubernetes.sh /tmp/muster-import-images.sh /tmp/muster-artifacts /tmp/muster-registry-hosts",
     ]
   }
 
