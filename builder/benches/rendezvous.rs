@@ -329,7 +329,7 @@ fn parse_fanout(line: &str) -> Option<Fanout> {
 /// The server's figures for the measured rounds' changes (polled for: the last one is
 /// written when the end marker is durable).
 fn print_server_figures(fanouts: &Fanouts, measured: &[u64]) {
-    let ms = |us: u64| Duration::from_micros(us);
+    let ms = Duration::from_micros;
     let mut rows = Vec::new();
     for _ in 0..100 {
         let seen = fanouts.lock().unwrap_or_else(|p| p.into_inner()).clone();
