@@ -94,6 +94,7 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
         .args(["--max-members", &(agents + 10).to_string()])
         .args(["--max-records", "1000", "--rate", "1000000"])
         .env("MUSTER_LOG", "warn,muster_rendezvous::fanout=debug")
+        .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -309,6 +310,7 @@ fn server_figures(stderr: std::process::ChildStderr) -> Fanouts {
 }
 
 fn parse_fanout(line: &str) -> Option<Fanout> {
+    let line = &strip_ansi(line);
     if !line.contains("watch fan-out") {
         return None;
     }
@@ -324,6 +326,24 @@ fn parse_fanout(line: &str) -> Option<Fanout> {
         p99_us: field("p99_us")?,
         max_us: field("max_us")?,
     })
+}
+
+/// `line` without terminal colour sequences (`ESC [ … m`), which the server's log may carry.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The server's figures for the measured rounds' changes (polled for: the last one is
