@@ -2,7 +2,10 @@
 //! for a quick run) against one real `muster rendezvous` process over TLS on 127.0.0.1.
 //! Prints measured figures only: registration and heartbeat throughput, change-to-notify
 //! latency (time from a write being sent to each agent's watch returning it) and the
-//! server's RSS from /proc.
+//! server's RSS from /proc. The server's own figures for the same rounds (from each
+//! change becoming durable to each watcher's answer being handed to its connection, so
+//! without the client's share of the two cores) come from its `watch fan-out` log lines
+//! (`muster_rendezvous::fanout`); a server that does not write them prints none.
 //!
 //! Run: `cargo bench -p muster --bench rendezvous`. `RDV_BENCH_SERVER=PATH` runs another
 //! `muster` binary as the server (e.g. one built from an earlier commit, for a before/after
@@ -37,6 +40,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(10_000);
     let nofile = raise_nofile()?;
     println!("rendezvous bench: {agents} agents, RLIMIT_NOFILE {nofile}");
+    println!("load average at start: {}", loadavg());
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(bench(agents))
 }
@@ -89,11 +93,14 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
         .arg(dir.path().join("tls.key"))
         .args(["--max-members", &(agents + 10).to_string()])
         .args(["--max-records", "1000", "--rate", "1000000"])
-        .env("MUSTER_LOG", "warn")
+        .env("MUSTER_LOG", "warn,muster_rendezvous::fanout=debug")
+        .env("NO_COLOR", "1")
         .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .context("starting muster rendezvous")?;
-    let server = Server(child);
+    let mut server = Server(child);
+    let fanouts = server_figures(server.0.stderr.take().context("server stderr")?);
     let pid = server.0.id();
 
     let base: reqwest::Url = format!("https://127.0.0.1:{port}").parse()?;
@@ -126,7 +133,8 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
     )?
     .with_retry(RetryPolicy::none());
     wait_ready(&writer).await?;
-    println!("server rss at start: {}", rss(pid)?);
+    let rss_start = rss(pid)?;
+    println!("server rss at start: {rss_start}");
 
     let ttl = Duration::from_secs(600);
     let report = serde_json::json!({"phase": "joining", "kubelet": "v1.31.4"});
@@ -167,6 +175,8 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
     let mut after = revision;
     let mut latencies: Vec<Duration> = Vec::new();
     let mut parked_rss = Vec::with_capacity(ROUNDS);
+    let mut measured = Vec::with_capacity(ROUNDS);
+    let mut cpu_rounds = (Duration::ZERO, Duration::ZERO);
     for round in 0..=ROUNDS {
         let write_at = Arc::new(std::sync::OnceLock::<Instant>::new());
         let mut watches = Vec::with_capacity(agents);
@@ -197,6 +207,7 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
         // later still gets the change at once, and its latency counts in full.
         tokio::time::sleep(Duration::from_millis(500 + agents as u64 / 10)).await;
         let rss_parked = rss(pid)?;
+        let cpu_before = (cpu(pid)?, cpu(std::process::id())?);
         let _ = write_at.set(Instant::now());
         let made = writer
             .create(&format!("round/{round}"), b"x", None, None)
@@ -213,6 +224,11 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
             round_lat.push(lat);
         }
         after = made;
+        let cpu_after = (cpu(pid)?, cpu(std::process::id())?);
+        if round > 0 {
+            cpu_rounds.0 += cpu_after.0.saturating_sub(cpu_before.0);
+            cpu_rounds.1 += cpu_after.1.saturating_sub(cpu_before.1);
+        }
         if round == 0 {
             println!(
                 "watch warm-up round done; server rss with {agents} parked watches: {rss_parked}"
@@ -220,14 +236,26 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
         } else {
             latencies.extend(round_lat);
             parked_rss.push(rss_parked);
+            measured.push(made);
         }
     }
+    // The server reports a change's fan-out when the next one is durable.
+    writer.create("round/end", b"x", None, None).await?;
     // After the warm-up every watch waits on a connection that has served requests (its
     // buffers grown): the steady state a real cluster's rendezvous lives in.
     println!(
         "server rss with {agents} parked watches, rounds 1-{ROUNDS}: {}",
         parked_rss.join(" / ")
     );
+    let per_watch = |r: &str| (kb(r) - kb(&rss_start)) as f64 / agents as f64;
+    if let Some(last) = parked_rss.last() {
+        println!(
+            "per parked watch (round {ROUNDS}, above the start): {:.1} KiB = {:.1} MiB per 1,000",
+            per_watch(last),
+            per_watch(last) * 1000.0 / 1024.0
+        );
+    }
+    println!("load average after the rounds: {}", loadavg());
     latencies.sort_unstable();
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
     println!(
@@ -236,9 +264,124 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
         pct(0.99),
         pct(1.0)
     );
+    print_server_figures(&fanouts, &measured);
+    let answers = (ROUNDS * agents) as f64;
+    println!(
+        "cpu from each write to its last answer, rounds 1-{ROUNDS}: server {:.2?} ({:.1} us per answer), bench client {:.2?} ({:.1} us per answer)",
+        cpu_rounds.0,
+        cpu_rounds.0.as_secs_f64() * 1e6 / answers,
+        cpu_rounds.1,
+        cpu_rounds.1.as_secs_f64() * 1e6 / answers
+    );
     println!("server rss at end: {}  (peak {})", rss(pid)?, hwm(pid)?);
     drop(server);
     Ok(())
+}
+
+/// One `watch fan-out` line of the server: revision and figures in microseconds.
+#[derive(Debug, Clone, Copy)]
+struct Fanout {
+    revision: u64,
+    watchers: u64,
+    p50_us: u64,
+    p99_us: u64,
+    max_us: u64,
+}
+
+type Fanouts = Arc<std::sync::Mutex<Vec<Fanout>>>;
+
+/// Reads the server's stderr: `watch fan-out` lines are kept, the rest passed on.
+fn server_figures(stderr: std::process::ChildStderr) -> Fanouts {
+    use std::io::BufRead;
+    let seen: Fanouts = Arc::default();
+    let kept = seen.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            match parse_fanout(&line) {
+                Some(f) => kept.lock().unwrap_or_else(|p| p.into_inner()).push(f),
+                None => eprintln!("server: {line}"),
+            }
+        }
+    });
+    seen
+}
+
+fn parse_fanout(line: &str) -> Option<Fanout> {
+    let line = &strip_ansi(line);
+    if !line.contains("watch fan-out") {
+        return None;
+    }
+    let field = |name: &str| -> Option<u64> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+    };
+    Some(Fanout {
+        revision: field("revision")?,
+        watchers: field("watchers")?,
+        p50_us: field("p50_us")?,
+        p99_us: field("p99_us")?,
+        max_us: field("max_us")?,
+    })
+}
+
+/// `line` without terminal colour sequences (`ESC [ … m`), which the server's log may carry.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The server's figures for the measured rounds' changes (polled for: the last one is
+/// written when the end marker is durable).
+fn print_server_figures(fanouts: &Fanouts, measured: &[u64]) {
+    let ms = Duration::from_micros;
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        let seen = fanouts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        rows = measured
+            .iter()
+            .filter_map(|r| seen.iter().find(|f| f.revision == *r).copied())
+            .collect();
+        if rows.len() == measured.len() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if rows.is_empty() {
+        println!("server's own fan-out figures: none (this server does not report them)");
+        return;
+    }
+    for (i, f) in rows.iter().enumerate() {
+        println!(
+            "server fan-out, round {}: {} watchers answered, durable-to-answer p50 {:.2?}  p99 {:.2?}  max {:.2?}",
+            i + 1,
+            f.watchers,
+            ms(f.p50_us),
+            ms(f.p99_us),
+            ms(f.max_us)
+        );
+    }
+    let worst = rows.iter().map(|f| f.p99_us).max().unwrap_or(0);
+    println!(
+        "server fan-out over {} rounds: worst round's p99 {:.2?}",
+        rows.len(),
+        ms(worst)
+    );
 }
 
 /// The loopback address the `group`-th pool of agents connects from: 127.1.x.y, never
@@ -293,6 +436,41 @@ fn status_field(pid: u32, field: &str) -> anyhow::Result<String> {
 
 fn rss(pid: u32) -> anyhow::Result<String> {
     status_field(pid, "VmRSS:")
+}
+
+/// User plus system CPU time of process `pid` so far (/proc/PID/stat, in clock ticks of
+/// 10 ms: `CLK_TCK` is 100 on Linux).
+fn cpu(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .with_context(|| format!("/proc/{pid}/stat: {stat}"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("/proc/{pid}/stat field {i}"))
+    };
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+}
+
+/// "12604 kB" → 12604.
+fn kb(v: &str) -> i64 {
+    v.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The 1, 5 and 15 minute load averages (other work on the same cores).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn hwm(pid: u32) -> anyhow::Result<String> {

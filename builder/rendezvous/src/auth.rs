@@ -16,12 +16,18 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// An authenticated request: its cluster, signed client name and whole body.
+/// An authenticated request: its cluster, signed client name, query and whole body.
+///
+/// Nothing in it refers to the connection's read buffer: hyper parses the request line
+/// and headers in place, so a kept `Uri` (or header value) would keep that whole buffer
+/// (8 KiB) alive while the request waits, and hyper allocates another to read on: a
+/// parked watch held two (issue 17).
 #[derive(Debug)]
 pub struct Authed {
     pub cell: Arc<ClusterCell>,
     pub client: String,
-    pub uri: Uri,
+    /// The query string (after `?`), copied out of the request line.
+    pub query: Option<String>,
     pub body: Bytes,
 }
 
@@ -32,7 +38,13 @@ impl Authed {
     }
 
     pub fn query<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
-        axum::extract::Query::<T>::try_from_uri(&self.uri)
+        let uri: Uri = match &self.query {
+            Some(q) => format!("/?{q}")
+                .parse()
+                .map_err(|e| ApiError::bad_request(format!("query: {e}")))?,
+            None => Uri::from_static("/"),
+        };
+        axum::extract::Query::<T>::try_from_uri(&uri)
             .map(|q| q.0)
             .map_err(|e| ApiError::bad_request(format!("query: {}", e.body_text())))
     }
@@ -64,7 +76,7 @@ impl FromRequest<Service> for Authed {
         Ok(Authed {
             cell,
             client: h.client.to_string(),
-            uri: parts.uri,
+            query: parts.uri.query().map(str::to_string),
             body,
         })
     }

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod clock;
 mod committer;
 pub mod error;
+pub mod fanout;
 pub mod http;
 pub mod keys;
 pub mod limits;

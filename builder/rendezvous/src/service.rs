@@ -6,6 +6,7 @@ use crate::auth::ReplayCache;
 use crate::clock::Clock;
 use crate::committer::Committer;
 use crate::error::ApiError;
+use crate::fanout::{self, Fanout};
 use crate::keys::{KeyDir, is_cluster_id};
 use crate::limits::{Limits, RateLimiter};
 use crate::semaphore::Acquired;
@@ -24,7 +25,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Cheap to clone; the axum state.
@@ -73,6 +74,8 @@ pub struct ClusterCell {
     /// and each answer is a reference to the same bytes (issue 17: encoding it under the
     /// cluster lock once per watcher made the last of 10,000 wait for all the others).
     answers: Mutex<VecDeque<Answer>>,
+    /// The server's own fan-out figures, when asked for (`fanout`).
+    fanout: Fanout,
 }
 
 /// One encoded watch answer: the changes after `after` up to `upto`, as JSON.
@@ -99,6 +102,56 @@ pub struct ClusterState {
     next_expiry: u64,
     pub replay: ReplayCache,
     pub rate: RateLimiter,
+}
+
+/// What one audit entry says (`ClusterState::audit` adds its sequence number, time and
+/// revision).
+#[derive(Debug)]
+struct Audit<'a> {
+    event: AuditEvent,
+    subject: &'a str,
+    holder: Option<&'a str>,
+    token: Option<u64>,
+    slots: Option<u32>,
+    previous_slots: Option<u32>,
+}
+
+impl<'a> Audit<'a> {
+    fn of(event: AuditEvent, subject: &'a str) -> Self {
+        Audit {
+            event,
+            subject,
+            holder: None,
+            token: None,
+            slots: None,
+            previous_slots: None,
+        }
+    }
+
+    fn holder(self, holder: &'a str) -> Self {
+        Audit {
+            holder: Some(holder),
+            ..self
+        }
+    }
+
+    fn token(self, token: Option<u64>) -> Self {
+        Audit { token, ..self }
+    }
+
+    fn slots(self, slots: u32) -> Self {
+        Audit {
+            slots: Some(slots),
+            ..self
+        }
+    }
+
+    fn previous_slots(self, before: u32) -> Self {
+        Audit {
+            previous_slots: Some(before),
+            ..self
+        }
+    }
 }
 
 /// The writes and changes one request makes; committed as one batch.
@@ -233,6 +286,7 @@ impl ClusterCell {
             state: Mutex::new(st),
             committed: watch::Sender::new(revision),
             answers: Mutex::new(VecDeque::new()),
+            fanout: Fanout::default(),
         }
     }
 
@@ -271,11 +325,17 @@ impl ClusterCell {
         if let Some((ack, revision)) = pending {
             match ack.await {
                 Ok(Ok(())) => {
-                    self.committed.send_if_modified(|c| {
+                    let newer = self.committed.send_if_modified(|c| {
                         let newer = revision > *c;
                         *c = (*c).max(revision);
                         newer
                     });
+                    if newer
+                        && Fanout::enabled()
+                        && let Some(s) = self.fanout.durable(revision, Instant::now())
+                    {
+                        fanout::log(&s);
+                    }
                 }
                 Ok(Err(e)) => {
                     tracing::error!("cluster {}: {e}; refusing further requests", self.id);
@@ -346,7 +406,7 @@ impl ClusterCell {
             }
             let revision = st.bump(tx, ChangeKind::MemberForgotten, name);
             tx.ops.push(Op::DeleteMember(name.to_string()));
-            st.audit(tx, AuditEvent::MemberForgotten, name, None, None, None);
+            st.audit(tx, Audit::of(AuditEvent::MemberForgotten, name));
             Ok(ForgetResponse { revision })
         })
         .await
@@ -395,11 +455,7 @@ impl ClusterCell {
             st.put_record(tx, &req.key, req.value, revision, revision, ttl);
             st.audit(
                 tx,
-                AuditEvent::RecordCreated,
-                &req.key,
-                None,
-                req.fence.map(|f| f.token),
-                None,
+                Audit::of(AuditEvent::RecordCreated, &req.key).token(req.fence.map(|f| f.token)),
             );
             Ok(WriteResponse { revision })
         })
@@ -447,11 +503,7 @@ impl ClusterCell {
             tx.ops.push(Op::DeleteRecord(req.key.clone()));
             st.audit(
                 tx,
-                AuditEvent::RecordDeleted,
-                &req.key,
-                None,
-                req.fence.map(|f| f.token),
-                None,
+                Audit::of(AuditEvent::RecordDeleted, &req.key).token(req.fence.map(|f| f.token)),
             );
             Ok(WriteResponse { revision })
         })
@@ -523,7 +575,10 @@ impl ClusterCell {
             }
             let resized = sem.resize(req.slots);
             let acquired = sem.acquire(&req.holder, ttl, tx.now);
-            let snapshot = sem.clone();
+            // One write of the semaphore for whatever changed it: the count, a lease.
+            if resized.is_some() || matches!(acquired, Acquired::Granted { .. }) {
+                tx.ops.push(Op::PutSemaphore(name.to_string(), sem.clone()));
+            }
             if let Some(before) = resized {
                 tracing::info!(
                     cluster = %self.id,
@@ -532,16 +587,12 @@ impl ClusterCell {
                     "semaphore resized from {before} to {} slot(s)",
                     req.slots
                 );
-                tx.ops
-                    .push(Op::PutSemaphore(name.to_string(), snapshot.clone()));
-                st.audit_entry(
+                st.audit(
                     tx,
-                    AuditEvent::Resized,
-                    name,
-                    Some(&req.holder),
-                    None,
-                    Some(req.slots),
-                    Some(before),
+                    Audit::of(AuditEvent::Resized, name)
+                        .holder(&req.holder)
+                        .slots(req.slots)
+                        .previous_slots(before),
                 );
             }
             match acquired {
@@ -554,17 +605,15 @@ impl ClusterCell {
                     expires_at_ms,
                     fresh,
                 } => {
-                    tx.ops.push(Op::PutSemaphore(name.to_string(), snapshot));
                     st.note_expiry(expires_at_ms);
                     if fresh {
                         st.bump(tx, ChangeKind::SemaphoreGranted, name);
                         st.audit(
                             tx,
-                            AuditEvent::Granted,
-                            name,
-                            Some(&req.holder),
-                            Some(token),
-                            Some(req.slots),
+                            Audit::of(AuditEvent::Granted, name)
+                                .holder(&req.holder)
+                                .token(Some(token))
+                                .slots(req.slots),
                         );
                     }
                     Ok(AcquireResponse::Granted {
@@ -627,11 +676,10 @@ impl ClusterCell {
             st.bump(tx, ChangeKind::SemaphoreReleased, name);
             st.audit(
                 tx,
-                AuditEvent::Released,
-                name,
-                Some(&req.holder),
-                Some(req.token),
-                Some(slots),
+                Audit::of(AuditEvent::Released, name)
+                    .holder(&req.holder)
+                    .token(Some(req.token))
+                    .slots(slots),
             );
             Ok(ReleaseResponse { released: true })
         })
@@ -655,7 +703,11 @@ impl ClusterCell {
     /// for the same revisions.
     pub async fn watch_json(&self, svc: &Service, after: u64, timeout: Duration) -> Bytes {
         let upto = self.wait_past(svc, after, timeout).await.unwrap_or(after);
-        self.answer(after, upto)
+        let json = self.answer(after, upto);
+        if upto != after && Fanout::enabled() {
+            self.fanout.answered(upto, Instant::now());
+        }
+        json
     }
 
     /// Waits until the durable revision differs from `after` (`Some` of it), or until
@@ -730,41 +782,21 @@ impl ClusterState {
         self.meta.revision
     }
 
-    fn audit(
-        &mut self,
-        tx: &mut Txn,
-        event: AuditEvent,
-        subject: &str,
-        holder: Option<&str>,
-        token: Option<u64>,
-        slots: Option<u32>,
-    ) {
-        self.audit_entry(tx, event, subject, holder, token, slots, None);
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn audit_entry(
-        &mut self,
-        tx: &mut Txn,
-        event: AuditEvent,
-        subject: &str,
-        holder: Option<&str>,
-        token: Option<u64>,
-        slots: Option<u32>,
-        previous_slots: Option<u32>,
-    ) {
+    /// Appends `a` to the audit log with the cluster's next sequence number, the
+    /// request's time and the revision now.
+    fn audit(&mut self, tx: &mut Txn, a: Audit<'_>) {
         self.meta.audit_seq += 1;
         tx.meta_dirty = true;
         tx.ops.push(Op::Audit(AuditEntry {
             seq: self.meta.audit_seq,
             time_ms: tx.now,
             revision: self.meta.revision,
-            event,
-            subject: subject.to_string(),
-            holder: holder.map(str::to_string),
-            token,
-            slots,
-            previous_slots,
+            event: a.event,
+            subject: a.subject.to_string(),
+            holder: a.holder.map(str::to_string),
+            token: a.token,
+            slots: a.slots,
+            previous_slots: a.previous_slots,
         }));
     }
 
@@ -864,11 +896,10 @@ impl ClusterState {
                 self.bump(tx, ChangeKind::SemaphoreExpired, &name);
                 self.audit(
                     tx,
-                    AuditEvent::Expired,
-                    &name,
-                    Some(&h.holder),
-                    Some(h.token),
-                    Some(slots),
+                    Audit::of(AuditEvent::Expired, &name)
+                        .holder(&h.holder)
+                        .token(Some(h.token))
+                        .slots(slots),
                 );
             }
         }
@@ -962,4 +993,183 @@ fn not_found(key: &str) -> ApiError {
 /// panics by design, and refusing every later request would be worse than going on.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::redb_store::RedbStore;
+    use protocol::wire::Sealed;
+
+    const CLUSTER: &str = "0123456789abcdef01234567";
+
+    fn service(dir: &std::path::Path, limits: Limits) -> Service {
+        let store = RedbStore::open(dir).unwrap();
+        Service::new(
+            Arc::new(store),
+            KeyDir::new(dir.join("keys")),
+            Arc::new(SystemClock),
+            limits,
+        )
+    }
+
+    async fn put(cell: &ClusterCell, svc: &Service, key: &str) -> u64 {
+        let req = CreateRequest {
+            key: key.to_string(),
+            value: Sealed("v".into()),
+            ttl_ms: None,
+            fence: None,
+        };
+        cell.create(svc, req).await.unwrap().revision
+    }
+
+    /// Parks `n` watchers after `after`; each answers its bytes.
+    fn park(
+        cell: &Arc<ClusterCell>,
+        svc: &Service,
+        after: u64,
+        n: usize,
+    ) -> Vec<tokio::task::JoinHandle<Bytes>> {
+        (0..n)
+            .map(|_| {
+                let (cell, svc) = (cell.clone(), svc.clone());
+                tokio::spawn(
+                    async move { cell.watch_json(&svc, after, Duration::from_secs(30)).await },
+                )
+            })
+            .collect()
+    }
+
+    /// Polls until `n` watchers wait on the cluster's revision (no sleeps of fixed length
+    /// stand in for "they are parked").
+    async fn until_parked(cell: &ClusterCell, n: usize) {
+        while cell.committed.receiver_count() < n {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn decode(json: &Bytes) -> WatchResponse {
+        serde_json::from_slice(json).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_watcher_gets_the_one_encoding_of_the_change_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path(), Limits::default());
+        let cell = svc.cluster(CLUSTER).unwrap();
+        let before = put(&cell, &svc, "a").await;
+        let watchers = park(&cell, &svc, before, 64);
+        until_parked(&cell, 64).await;
+        let made = put(&cell, &svc, "b").await;
+        let mut answers = Vec::new();
+        for w in watchers {
+            answers.push(w.await.unwrap());
+        }
+        let first = &answers[0];
+        let expected = WatchResponse {
+            revision: made,
+            changes: vec![Change {
+                revision: made,
+                kind: ChangeKind::RecordPut,
+                name: "b".into(),
+            }],
+            compacted: false,
+        };
+        assert_eq!(decode(first), expected);
+        for a in &answers {
+            // The same bytes, not an equal copy: encoded once, shared by all.
+            assert_eq!(a.as_ptr(), first.as_ptr());
+            assert_eq!(a.len(), first.len());
+        }
+        // A watcher arriving later for the same revisions gets the same shared bytes.
+        let late = cell.watch_json(&svc, before, Duration::from_secs(1)).await;
+        assert_eq!(late.as_ptr(), first.as_ptr());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_watcher_that_is_never_polled_does_not_hold_up_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path(), Limits::default());
+        let cell = svc.cluster(CLUSTER).unwrap();
+        let before = put(&cell, &svc, "a").await;
+        // One watcher is parked and then never polled again (a connection whose task
+        // does not get to run), another holds its answer and never finishes.
+        let mut stalled = Box::pin(cell.watch_json(&svc, before, Duration::from_secs(30)));
+        assert!(futures_poll_once(stalled.as_mut()).await.is_none());
+        let (hold_tx, hold_rx) = tokio::sync::oneshot::channel::<()>();
+        let holder = {
+            let (cell, svc) = (cell.clone(), svc.clone());
+            tokio::spawn(async move {
+                let got = cell.watch_json(&svc, before, Duration::from_secs(30)).await;
+                let _ = hold_rx.await;
+                got
+            })
+        };
+        let others = park(&cell, &svc, before, 16);
+        until_parked(&cell, 18).await;
+        let made = put(&cell, &svc, "b").await;
+        for w in others {
+            assert_eq!(decode(&w.await.unwrap()).revision, made);
+        }
+        let _ = hold_tx.send(());
+        assert_eq!(decode(&holder.await.unwrap()).revision, made);
+        // The stalled one, polled at last, has the change too.
+        assert_eq!(decode(&stalled.await).revision, made);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lagging_watcher_gets_every_change_since_it_looked_or_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            change_log: 3,
+            ..Limits::default()
+        };
+        let svc = service(dir.path(), limits);
+        let cell = svc.cluster(CLUSTER).unwrap();
+        let start = put(&cell, &svc, "a").await;
+        let parked = park(&cell, &svc, start, 4);
+        until_parked(&cell, 4).await;
+        let r1 = put(&cell, &svc, "b").await;
+        let r2 = put(&cell, &svc, "c").await;
+        // Parked watchers woke for the first change or both: never a revision they
+        // were not told the changes of.
+        for w in parked {
+            let got = decode(&w.await.unwrap());
+            assert!(got.revision == r1 || got.revision == r2);
+            assert_eq!(got.changes.first().map(|c| c.revision), Some(r1));
+            assert_eq!(got.changes.last().map(|c| c.revision), Some(got.revision));
+        }
+        // One that looked last at `start` and comes back now: both changes, the latest
+        // revision.
+        let lag = decode(&cell.watch_json(&svc, start, Duration::from_secs(1)).await);
+        let names: Vec<_> = lag.changes.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            (lag.revision, names, lag.compacted),
+            (r2, vec!["b", "c"], false)
+        );
+        // Further behind than the change log keeps: compacted, at the latest revision.
+        let r5 = {
+            put(&cell, &svc, "d").await;
+            put(&cell, &svc, "e").await;
+            put(&cell, &svc, "f").await
+        };
+        let far = decode(&cell.watch_json(&svc, start, Duration::from_secs(1)).await);
+        assert_eq!(
+            (far.revision, far.changes.len(), far.compacted),
+            (r5, 0, true)
+        );
+    }
+
+    /// Polls `f` once: its output if ready.
+    async fn futures_poll_once<F: std::future::Future + Unpin>(f: F) -> Option<F::Output> {
+        let mut f = f;
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut f).poll(cx) {
+                std::task::Poll::Ready(v) => Some(v),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
+    }
 }
