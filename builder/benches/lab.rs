@@ -22,7 +22,7 @@ use anyhow::{Context, bail};
 use common::{Guard, bin_dir};
 use muster_lab::{Lab, UpOptions, netns};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The stand-in's command log under a node's root (`muster_standins::STATE_DIR` and

@@ -471,7 +471,8 @@ fn releasing_join_slot(token: u64, e: Event) -> Decision {
         | E::Busy
         | E::Probe(_)
         | E::MaterialStale
-        | E::AddonsApplied => D::Hold,
+        | E::AddonsApplied
+        | E::ControlPlaneVersion(_) => D::Hold,
     }
 }
 
