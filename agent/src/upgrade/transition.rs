@@ -114,6 +114,18 @@ fn run_or_finish(
     }
 }
 
+/// Back to taking the lock mid-upgrade, to run `step` again once the turn and the lock
+/// are had; `why` is what status shows meanwhile.
+fn relocking(sequence: u64, to: KubeVersion, step: Step, resumes_seen: u64, why: String) -> Phase {
+    Phase::Locking {
+        sequence,
+        to,
+        resume: Some(step),
+        resumes_seen,
+        why,
+    }
+}
+
 /// The transition function. Guards first; the last arm keeps the phase for events it
 /// cannot act on (a stale turn answer after the lock was taken, a resume for another
 /// release, a step answer while waiting).
@@ -243,13 +255,13 @@ pub fn step(me: &Me, phase: Phase, event: Event) -> (Phase, Vec<Action>) {
             },
             E::Quorum(Err(wait)),
         ) => (
-            Phase::Locking {
+            relocking(
                 sequence,
                 to,
-                resume: Some(step),
+                step,
                 resumes_seen,
-                why: format!("before {step}: {wait}"),
-            },
+                format!("before {step}: {wait}"),
+            ),
             vec![A::Report, A::CheckTurn],
         ),
         (
@@ -294,13 +306,13 @@ pub fn step(me: &Me, phase: Phase, event: Event) -> (Phase, Vec<Action>) {
             },
             E::LeaseLost,
         ) => (
-            Phase::Locking {
+            relocking(
                 sequence,
                 to,
-                resume: Some(step),
+                step,
                 resumes_seen,
-                why: format!("the upgrade lock's lease was lost during {step}: taking it again"),
-            },
+                format!("the upgrade lock's lease was lost during {step}: taking it again"),
+            ),
             vec![A::Report, A::CheckTurn],
         ),
         (

@@ -324,22 +324,8 @@ fn a_lost_lease_or_a_reboot_resumes_at_the_same_step() {
     // Busy mid-upgrade keeps asking rather than going back to waiting, the turn (etcd's
     // quorum) checked again before every try; a turn refused keeps it locking.
     // Status says why it waits: the lock held by another, then etcd's refusal.
-    let with_why = |why: &str| match l.clone() {
-        Phase::Locking {
-            sequence,
-            to,
-            resume,
-            resumes_seen,
-            ..
-        } => Phase::Locking {
-            sequence,
-            to,
-            resume,
-            resumes_seen,
-            why: why.into(),
-        },
-        other => panic!("{other:?}"),
-    };
+    assert!(matches!(l, Phase::Locking { .. }), "{l:?}");
+    let with_why = |why: &str| l.clone().with_why(why);
     assert!(
         matches!(&l, Phase::Locking { why, .. } if why.contains("lease was lost during install-kubelet")),
         "{l:?}"
