@@ -54,7 +54,9 @@ fn init_logging() {
     if journald {
         b.without_time().with_ansi(false).init();
     } else {
-        b.init();
+        // Colour only for a person at a terminal, never in a redirected log.
+        b.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
     }
 }
 
