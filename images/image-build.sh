@@ -13,24 +13,6 @@ cat > /etc/fstab <<'FSTAB'
 /dev/vda / ext4 defaults,errors=remount-ro 0 1
 FSTAB
 
-# The image boots only as root=/dev/vda (virtio-blk, QEMU or libvirt with direct kernel
-# boot): its initramfs holds what mounts that root and nothing else. Debian's MODULES=most
-# packs every storage and filesystem driver (~15 MB the kernel unpacks and udev probes at
-# every boot); the root's own modules load from the disk once it is mounted.
-if [ -f /etc/initramfs-tools/initramfs.conf ]; then
-  sed -i -E 's/^MODULES=.*/MODULES=list/' /etc/initramfs-tools/initramfs.conf
-  cat > /etc/initramfs-tools/modules <<'MODULES'
-# Written by muster image build (MODULES=list): the root disk, root=/dev/vda, ext4 (ext4
-# and crc32c are built into Debian's cloud kernel; listed for a kernel that has them as
-# modules).
-virtio_pci
-virtio_blk
-ext4
-crc32c_generic
-MODULES
-  update-initramfs -u -k all
-fi
-
 # cloud-init reads the NoCloud seed volume (label CIDATA) and nothing else.
 mkdir -p /etc/cloud/cloud.cfg.d
 cat > /etc/cloud/cloud.cfg.d/90-muster-datasource.cfg <<'CFG'

@@ -141,13 +141,8 @@ if command -v containerd >/dev/null 2>&1; then
   sed -i -E 's/^([[:space:]]*SystemdCgroup[[:space:]]*=[[:space:]]*)false/\1true/' /etc/containerd/config.toml
   grep -q -E '^[[:space:]]*SystemdCgroup[[:space:]]*=[[:space:]]*true' /etc/containerd/config.toml ||
     die "/etc/containerd/config.toml: could not set SystemdCgroup = true"
-  # Plugins a node never uses, each started (and, for the snapshotters, probed) at every
-  # containerd start: the kubelet's images live on overlayfs. Only when the config disables
-  # nothing yet (a config that names its own choice is left as it is).
-  unused='"io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"'
-  sed -i -E "s/^disabled_plugins[[:space:]]*=[[:space:]]*\[\][[:space:]]*$/disabled_plugins = [$unused]/" /etc/containerd/config.toml
   systemctl enable containerd.service
-  say "containerd: SystemdCgroup = true; disabled plugins: $(grep -E '^disabled_plugins' /etc/containerd/config.toml || echo none)"
+  say "containerd: SystemdCgroup = true"
 else
   say "containerd not installed: skipping its config"
 fi

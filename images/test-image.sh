@@ -179,17 +179,6 @@ CONF
 fi
 say "cloud-init: init modules of the seeds only, config stage masked, ed25519 host key"
 
-# 2c. The journal in memory only: a test VM lives for one run, and journald's flush to
-# /var/log/journal (systemd-journal-flush) competes with the boot for the one vCPU. The
-# reporter reads the journal of this boot, which stays in /run.
-mkdir -p /etc/systemd/journald.conf.d
-cat >/etc/systemd/journald.conf.d/muster-test.conf <<'CONF'
-# muster TEST IMAGE: the journal in /run only.
-[Journal]
-Storage=volatile
-CONF
-say "journald: Storage=volatile"
-
 # 3. The reporter: this node's state on ttyS1, every few seconds.
 mkdir -p /usr/lib/muster-test
 cat >/usr/lib/muster-test/report <<'SCRIPT'
@@ -232,9 +221,6 @@ boot_times() {
   ls /etc/ssh/ssh_host_*_key 2>/dev/null
   journalctl -b -o cat --no-pager -u ssh.service -u cloud-init.service 2>/dev/null |
     grep -iE 'generating|key pair' | head -n 8
-  section "boot modules"
-  lsmod 2>/dev/null | awk 'NR > 1 { print $1 }' | sort | tr '\n' ' '
-  echo
   if [ "$(systemctl show -p FinishTimestampMonotonic --value)" != 0 ]; then
     section "boot blame"
     systemd-analyze blame --no-pager 2>/dev/null | head -n 15
@@ -359,7 +345,6 @@ Test-only: /usr/lib/muster-test/report (muster-test-report.service, writes to tt
 node's state, and once what the install path put in: packages, holds, pre-pulled images);
 cloud-init trimmed to the seeds' modules, cloud-config.service masked, one ed25519 ssh host
 key (/etc/cloud/cloud.cfg.d/95-muster-test.cfg, ssh.service.d/ and sshd_config.d/muster-test.conf);
-the journal in memory (/etc/systemd/journald.conf.d/muster-test.conf);
 chrony source $ntp (/etc/chrony/sources.d/muster-test.sources); for TCG: NODEAGENT_STEP_TIMEOUT=900,
 etcd's heartbeat 500 ms and election timeout 5 s, the API stand-ins' etcd wait 8 s
 (/etc/systemd/system/{nodeagent,k3s}.service.d/muster-test.conf).

@@ -292,7 +292,6 @@ fn boot_breakdown(c: &VmCluster, names: &[String], distro: Distro) {
             })
             .collect();
         eprintln!("{n}: units (guest s, start→active): {}", units.join(", "));
-        eprintln!("{n}: kernel modules loaded: {}", t.modules);
         for (m, s) in t.slowest_cloud_init_events(usize::MAX) {
             modules.entry(m).or_default().push(s);
         }

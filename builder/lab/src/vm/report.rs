@@ -104,9 +104,6 @@ pub struct BootTimeline {
     pub blame: String,
     /// The host keys in /etc/ssh and any key generation the journal shows.
     pub ssh_host_keys: String,
-    /// The kernel modules loaded (`lsmod`'s names, sorted), what udev's coldplug and the
-    /// units loaded on the way to the agent.
-    pub modules: String,
 }
 
 /// One step on the way from the kernel to the agent: from `from` to `to` seconds of guest
@@ -180,7 +177,6 @@ impl BootTimeline {
             .collect();
         t.blame = r.text("boot blame").to_string();
         t.ssh_host_keys = r.text("boot ssh host keys").to_string();
-        t.modules = r.text("boot modules").trim().to_string();
         Some(t)
     }
 
@@ -327,8 +323,6 @@ ExecMainStartTimestampMonotonic=130000500
 0.400 init-network/config-users-groups
 @@ boot ssh host keys
 /etc/ssh/ssh_host_ed25519_key
-@@ boot modules
-virtio_net virtio_rng 
 === MUSTER-TEST-REPORT END
 ";
         let r = NodeReport::parse_last(text).unwrap();
@@ -374,6 +368,5 @@ virtio_net virtio_rng
             ]
         );
         assert!(t.ssh_host_keys.contains("ed25519"));
-        assert_eq!(t.modules, "virtio_net virtio_rng");
     }
 }
