@@ -19,7 +19,7 @@
 mod common;
 
 use anyhow::{Context, bail};
-use common::{Guard, bin_dir};
+use common::{Guard, bin_dir, sizes_arg};
 use muster_lab::{Lab, UpOptions, netns};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
@@ -78,15 +78,7 @@ fn main() -> anyhow::Result<()> {
         .as_u64()
         .and_then(|c| u32::try_from(c).ok())
         .context("examples/default.yaml: spec.rendezvous.workerJoinCap")?;
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let list = if args.is_empty() {
-        std::env::var("MUSTER_BENCH_SIZES").unwrap_or_else(|_| "3+3,5+20/5,3+100/10".into())
-    } else {
-        args.join(",")
-    };
+    let list = sizes_arg("3+3,5+20/5,3+100/10");
     let sizes = list
         .split(',')
         .filter(|s| !s.trim().is_empty())

@@ -24,7 +24,7 @@
 mod common;
 
 use anyhow::{Context, bail};
-use common::{Guard, bin_dir};
+use common::{Guard, bin_dir, sizes_arg};
 use muster_lab::{Lab, UpOptions, netns};
 use protocol::wire::{AuditEntry, AuditEvent};
 use std::path::Path;
@@ -44,16 +44,7 @@ fn main() -> anyhow::Result<()> {
         bail!("the roll benchmark needs root (network namespaces)");
     }
     self_check()?;
-    // `cargo test --bench` passes harness flags; sizes are the other arguments.
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let list = if args.is_empty() {
-        std::env::var("MUSTER_BENCH_SIZES").unwrap_or_else(|_| "3+3,5+20".into())
-    } else {
-        args.join(",")
-    };
+    let list = sizes_arg("3+3,5+20");
     let bins = bin_dir()?;
     println!(
         "roll bench: {FROM} -> {TO}, sizes {list}; binaries from {}; {} cores; load {}",

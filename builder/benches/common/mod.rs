@@ -32,6 +32,20 @@ pub fn bin_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// The sizes to run: the arguments that are not flags (`cargo test --bench` passes
+/// harness flags), joined by commas; else `MUSTER_BENCH_SIZES`; else `default`.
+pub fn sizes_arg(default: &str) -> String {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if args.is_empty() {
+        std::env::var("MUSTER_BENCH_SIZES").unwrap_or_else(|_| default.into())
+    } else {
+        args.join(",")
+    }
+}
+
 /// Tears the lab down however the run ends.
 pub struct Guard(pub Option<Lab>);
 
