@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 //! Issue #7's VM end-to-end test: a cluster of real VMs assembles from the seed volumes
-//! alone. `muster build` (3 control planes + 1 worker, keepalived on the control planes,
-//! addresses on the lab bridge), `muster lab image` (the base comes from
+//! alone. `muster build` (1 control plane + 1 worker in CI, 3 + 1 on demand; keepalived on
+//! the control planes, addresses on the lab bridge), `muster lab image` (the base comes from
 //! the image cache when there is one), then one QEMU VM per node (`muster_lab::vm::cluster`),
 //! and every check is made from OUTSIDE the VMs: their consoles (ttyS0), the test image's
 //! reporter (ttyS1: `systemctl show`, `nodeagent status --json`, `etcdctl member list`),
@@ -30,8 +30,11 @@
 //! the k3s cluster also needs `MUSTER_VM_K3S=1` (on demand: see docs/testing.md for the
 //! measured times). The two never run at once (a lock: one VM cluster at a time).
 //! One worker proves a worker join; the VMs share the host's cores under TCG, so each more
-//! VM slows every boot and join (issue 17: CI's time budget). `MUSTER_VM_WORKERS=2` or `3`
-//! runs 3 + 2 or 3 + 3 (kubeadm, on demand); `MUSTER_VM_BOOT_ONLY=1` stops once every
+//! VM slows every boot and join (issue 17: CI's time budget). CI's run is one control plane
+//! and one worker: a 3 + 1 run on CI's 2 cores (2026-12-03) starved etcd (agents started at
+//! 248 s, two control-plane joins undone, quorum lost after assembly, 944 s). The HA joins
+//! one at a time run in the namespace lab on every CI run; in VMs on demand:
+//! `MUSTER_VM_CONTROL_PLANES=3` (and `MUSTER_VM_WORKERS=2` or `3` for 3 + 2, 3 + 3); `MUSTER_VM_BOOT_ONLY=1` stops once every
 //! agent has started and prints where the boots went. Needs the binaries `cargo test
 //! --workspace` builds (`cargo build --workspace --bins` otherwise): muster, nodeagent and
 //! the stand-ins, in this test's target directory.
@@ -103,7 +106,7 @@ fn ha_provider() -> &'static str {
     }
 }
 
-fn spec(distro: Distro, workers: usize, provider: &str) -> String {
+fn spec(distro: Distro, control_planes: usize, workers: usize, provider: &str) -> String {
     let (name, distribution) = match distro {
         Distro::Kubeadm => ("vmlab", "kind: kubeadm\n    version: \"v1.31.4\""),
         Distro::K3s => (
@@ -120,7 +123,7 @@ spec:
   distribution:
     {distribution}
   topology:
-    controlPlanes: 3
+    controlPlanes: {control_planes}
     workers: {workers}
   network:
     subnet: {NET}.0/24
@@ -330,16 +333,28 @@ fn console(c: &VmCluster, node: &str) -> String {
     String::from_utf8_lossy(&std::fs::read(c.console_log(node).unwrap()).unwrap()).replace('\r', "")
 }
 
+/// A node count from the environment (`default` when unset); a value that is not a
+/// number of 1..=5 is a mistake worth stopping for.
+fn count_from_env(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Err(_) => default,
+        Ok(v) => match v.parse() {
+            Ok(n @ 1..=5) => n,
+            _ => panic!("{name}={v}: give a number from 1 to 5"),
+        },
+    }
+}
+
 #[test]
 fn a_cluster_of_vms_assembles_from_its_seeds() {
     if !enabled() {
         return;
     }
-    let workers: usize = std::env::var("MUSTER_VM_WORKERS")
-        .ok()
-        .and_then(|w| w.parse().ok())
-        .unwrap_or(1);
-    assembles(Distro::Kubeadm, workers);
+    assembles(
+        Distro::Kubeadm,
+        count_from_env("MUSTER_VM_CONTROL_PLANES", 1),
+        count_from_env("MUSTER_VM_WORKERS", 1),
+    );
 }
 
 #[test]
@@ -347,10 +362,14 @@ fn a_k3s_cluster_of_vms_assembles_from_its_seeds() {
     if !k3s_enabled() {
         return;
     }
-    assembles(Distro::K3s, 1);
+    assembles(
+        Distro::K3s,
+        count_from_env("MUSTER_VM_CONTROL_PLANES", 1),
+        1,
+    );
 }
 
-fn assembles(distro: Distro, workers: usize) {
+fn assembles(distro: Distro, control_planes: usize, workers: usize) {
     let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let muster = binary("muster");
     let nodeagent = binary("nodeagent");
@@ -364,7 +383,7 @@ fn assembles(distro: Distro, workers: usize) {
     let d = tmp.path();
     let spec_path = d.join("cluster.yaml");
     let provider = ha_provider();
-    std::fs::write(&spec_path, spec(distro, workers, provider)).unwrap();
+    std::fs::write(&spec_path, spec(distro, control_planes, workers, provider)).unwrap();
 
     // ---- muster build, as an operator runs it
     let build = d.join("build");
@@ -698,10 +717,11 @@ fn assembles(distro: Distro, workers: usize) {
         }
     }
     let cp = muster_rendezvous::audit::max_concurrent_holders(&audit, "cp-join").unwrap();
-    assert_eq!(cp, 1, "control-plane joins overlapped");
+    let joining = cps.len() - 1;
+    assert_eq!(cp, joining.min(1), "control-plane joins overlapped");
     // Each joining control plane at least once (a failed join is undone and retried).
     assert!(
-        grants("cp-join") >= 2,
+        grants("cp-join") >= joining,
         "cp-join grants: {}",
         grants("cp-join")
     );

@@ -165,6 +165,20 @@ fn upgrade_phase(lab: &Lab, node: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// The node's upgrade phase once it reads `want` (the agent's first upgrade round runs
+/// right after the tick that made the node done, so an assembled node may not have
+/// written it yet), or what it reads after `within`.
+fn upgrade_phase_within(lab: &Lab, node: &str, want: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let p = upgrade_phase(lab, node);
+        if p["phase"] == want || Instant::now() >= deadline {
+            return p;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A node's bootstrap state (`ROOT/var/lib/nodeagent/state.json`: `state`, `history`).
 fn agent_state(lab: &Lab, node: &str) -> Value {
     let root = &lab.node(node).unwrap().root;
@@ -423,7 +437,7 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
     // the release already: it counts as done and never takes the upgrade lock.
     assert_one_holder_in_order(&lab, &sorted_cps);
     assert_eq!(
-        upgrade_phase(&lab, &recreated)["phase"],
+        upgrade_phase_within(&lab, &recreated, "done", Duration::from_secs(30))["phase"],
         "done",
         "the re-created worker is done at {TO} without upgrading"
     );
@@ -476,7 +490,10 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
             && !phases.contains(&"waiting-for-control-plane-version"),
         "after the roll a re-created worker joins without waiting: {phases:?}"
     );
-    assert_eq!(upgrade_phase(&lab, &recreated)["phase"], "done");
+    assert_eq!(
+        upgrade_phase_within(&lab, &recreated, "done", Duration::from_secs(30))["phase"],
+        "done"
+    );
     assert_one_holder_in_order(&lab, &sorted_cps);
     assert_nodes_at(&lab, &dir, &workers[0], &all, TO);
     eprintln!(

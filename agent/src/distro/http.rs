@@ -46,19 +46,23 @@ pub async fn node_registered(c: &reqwest::Client, base: &str, name: &str) -> boo
     }
 }
 
-/// [`super::Distro::control_plane_version`]: `GET /version` and `GET /api/v1/nodes` at the
-/// kubeconfig's server with its CA and client identity, read by
-/// [`super::parse::control_plane_version`].
-pub async fn control_plane_version(kubeconfig: &str) -> DistroResult<model::KubeVersion> {
+/// [`super::Distro::control_plane_version`]: `GET /version` and `GET /api/v1/nodes` at
+/// `base` (the cluster's API endpoint) with the kubeconfig's CA and client identity, read
+/// by [`super::parse::control_plane_version`]. Not the kubeconfig's own server: k3s writes
+/// `https://127.0.0.1:6443` there, which on a joiner is nobody.
+pub async fn control_plane_version(
+    kubeconfig: &str,
+    base: &str,
+) -> DistroResult<model::KubeVersion> {
     const STEP: &str = "control plane version";
     let parse = |detail: String| DistroError::Parse {
         step: STEP,
         detail: format!("the admin kubeconfig: {detail}"),
     };
-    let (server, ca) = super::parse::kubeconfig_server(kubeconfig).map_err(parse)?;
+    let (_server, ca) = super::parse::kubeconfig_server(kubeconfig).map_err(parse)?;
     let (cert, key) = super::parse::kubeconfig_identity(kubeconfig).map_err(parse)?;
     let c = client(STEP, &ca, Some((&cert, &key)))?;
-    let base = server.trim_end_matches('/');
+    let base = base.trim_end_matches('/');
     let get = |path: &'static str| {
         let c = c.clone();
         let url = format!("{base}{path}");

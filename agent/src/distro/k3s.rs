@@ -190,6 +190,13 @@ impl<R: CommandRunner, S: Systemd> Distro for K3s<R, S> {
         })
     }
 
+    async fn control_plane_version(
+        &self,
+        m: &JoinMaterial,
+    ) -> DistroResult<Option<model::KubeVersion>> {
+        self.ctx.control_plane_version(m).await
+    }
+
     async fn node_ready(&self) -> DistroResult<bool> {
         let (c, base) = self.admin_api().await?;
         Ok(http::node_registered(&c, &base, self.ctx.node.as_str()).await)

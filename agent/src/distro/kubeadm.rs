@@ -238,6 +238,13 @@ impl<R: CommandRunner> Distro for Kubeadm<R> {
         view_creds(&self.ctx.root, self.ctx.external_etcd).map(Some)
     }
 
+    async fn control_plane_version(
+        &self,
+        m: &JoinMaterial,
+    ) -> DistroResult<Option<model::KubeVersion>> {
+        self.ctx.control_plane_version(m).await
+    }
+
     async fn node_ready(&self) -> DistroResult<bool> {
         let (c, base) = self.admin_api().await?;
         Ok(http::node_registered(&c, &base, self.ctx.node.as_str()).await)

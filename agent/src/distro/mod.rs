@@ -170,12 +170,7 @@ pub trait Distro: EtcdApi {
     async fn control_plane_version(
         &self,
         m: &JoinMaterial,
-    ) -> DistroResult<Option<model::KubeVersion>> {
-        match &m.admin_kubeconfig {
-            Some(kc) => http::control_plane_version(&kc.0).await.map(Some),
-            None => Ok(None),
-        }
-    }
+    ) -> DistroResult<Option<model::KubeVersion>>;
     /// The distribution's own reason for a failed or stuck init or join: parsed from the
     /// failed command's output (`failed`), else from the log of what it runs (k3s's unit,
     /// kubeadm's kubelet). `None` when there is nothing to say.
@@ -197,6 +192,22 @@ pub struct NodeContext {
 }
 
 impl NodeContext {
+    /// [`Distro::control_plane_version`] for both distributions: through this cluster's API
+    /// endpoint with the join material's admin identity.
+    pub async fn control_plane_version(
+        &self,
+        m: &JoinMaterial,
+    ) -> DistroResult<Option<model::KubeVersion>> {
+        match &m.admin_kubeconfig {
+            Some(kc) => {
+                http::control_plane_version(&kc.0, &format!("https://{}", self.api_endpoint))
+                    .await
+                    .map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
     /// A file of this node's baked tree, e.g. `etc/muster/kubeadm/init.yaml`.
     pub fn tree_file(&self, rel: &str) -> std::path::PathBuf {
         self.root.node_tree(&self.node).join(rel)

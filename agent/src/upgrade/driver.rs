@@ -31,7 +31,9 @@ pub enum StepError {
 )]
 pub trait Effects {
     async fn save(&mut self, phase: &Phase);
-    async fn report(&mut self, phase: &Phase);
+    /// Publishes the phase as this node's progress record; `false` when it was not
+    /// written (the driver asks again next round: the others' turns read it).
+    async fn report(&mut self, phase: &Phase) -> bool;
     async fn fetch(&mut self, sequence: u64) -> Result<(), String>;
     async fn check_turn(&mut self) -> Result<(), Wait>;
     /// A fresh look at etcd (not the round's view) judged by
@@ -74,11 +76,14 @@ pub async fn round(
             None => return (phase, Round::Pause(vec![])),
         }
     }
+    // A progress record not written stays owed: other nodes judge their turn by it (a
+    // worker that never published `done` would count as upgrading forever).
+    let mut unreported = false;
     while !actions.is_empty() {
         let action = actions.remove(0);
         let event = match action {
             Action::Report => {
-                fx.report(&phase).await;
+                unreported = !fx.report(&phase).await;
                 continue;
             }
             Action::Uncordon => {
@@ -113,16 +118,17 @@ pub async fn round(
         phase = next;
         if pause {
             // Report now; the retried action waits for the caller's pause.
-            let (report, rest): (Vec<Action>, Vec<Action>) =
+            let (report, mut rest): (Vec<Action>, Vec<Action>) =
                 acts.into_iter().partition(|a| *a == Action::Report);
-            if !report.is_empty() {
-                fx.report(&phase).await;
+            if (unreported || !report.is_empty()) && !fx.report(&phase).await {
+                rest.insert(0, Action::Report);
             }
             return (phase, Round::Pause(rest));
         }
         actions = acts;
     }
     match phase {
+        _ if unreported => (phase, Round::Pause(vec![Action::Report])),
         Phase::Stopped { .. } => (phase, Round::Pause(vec![])),
         _ => (phase, Round::Quiet),
     }

@@ -226,8 +226,8 @@ impl<R: CommandRunner, S: Systemd, E: EtcdSource> Effects for Fx<'_, R, S, E> {
     async fn save(&mut self, phase: &Phase) {
         self.live.save(phase).await;
     }
-    async fn report(&mut self, phase: &Phase) {
-        self.live.report(phase).await;
+    async fn report(&mut self, phase: &Phase) -> bool {
+        self.live.report(phase).await
     }
     async fn fetch(&mut self, sequence: u64) -> Result<(), String> {
         self.live.fetch(sequence).await
@@ -274,9 +274,13 @@ impl<R: CommandRunner, S: Systemd> Live<R, S> {
         self.phase = phase.clone();
     }
 
-    async fn report(&mut self, phase: &Phase) {
-        if let Err(e) = self.rdv.report(phase, protocol::clock::now_ms()).await {
-            tracing::warn!(error = %e, "cannot publish the upgrade progress");
+    async fn report(&mut self, phase: &Phase) -> bool {
+        match self.rdv.report(phase, protocol::clock::now_ms()).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, phase = phase.label(), "cannot publish the upgrade progress; asking again next round");
+                false
+            }
         }
     }
 

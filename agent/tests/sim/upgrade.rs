@@ -312,16 +312,20 @@ impl Effects for SimNode {
         }
     }
 
-    async fn report(&mut self, phase: &Phase) {
+    async fn report(&mut self, phase: &Phase) -> bool {
         sleep(self.millis(1, 40)).await;
         if self.lost() {
-            return;
+            self.w
+                .borrow_mut()
+                .note(&format!("progress {} {} lost", self.name, phase.label()));
+            return false;
         }
         if let Some(p) = progress_of(&self.name, phase, self.clock.now_ms()) {
             let mut w = self.w.borrow_mut();
             w.note(&format!("progress {} {}", self.name, p.phase));
             w.roll.progress.insert(self.name.clone(), p);
         }
+        true
     }
 
     async fn fetch(&mut self, _sequence: u64) -> Result<(), String> {

@@ -754,18 +754,24 @@ impl ClusterCell {
             self.lock().changes_between(after, upto)
         };
         // A struct of numbers, strings and enums: encoding it cannot fail.
-        let json = Bytes::from(serde_json::to_vec(&response).unwrap_or_default());
+        #[allow(clippy::expect_used)]
+        let json = Bytes::from(
+            serde_json::to_vec(&response).expect("a WatchResponse always encodes as JSON"),
+        );
         let mut answers = lock(&self.answers);
-        if !answers.iter().any(|a| a.after == after && a.upto == upto) {
-            if answers.len() >= ANSWERS_KEPT {
-                answers.pop_front();
-            }
-            answers.push_back(Answer {
-                after,
-                upto,
-                json: json.clone(),
-            });
+        // Another watcher may have encoded the same answer meanwhile: hand out its bytes
+        // so every watcher of one change shares one copy.
+        if let Some(kept) = answers.iter().find(|a| a.after == after && a.upto == upto) {
+            return kept.json.clone();
         }
+        if answers.len() >= ANSWERS_KEPT {
+            answers.pop_front();
+        }
+        answers.push_back(Answer {
+            after,
+            upto,
+            json: json.clone(),
+        });
         json
     }
 }
