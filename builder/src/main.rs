@@ -94,6 +94,17 @@ enum Command {
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// How OS-update agents share the cluster's upgrade lock over FleetLock (Zincati on
+    /// Fedora CoreOS): the base URL with the cluster's token and Zincati's config snippet.
+    /// Reads the build dir only.
+    Fleetlock {
+        /// The `muster build` output dir (cluster secret and baked config).
+        #[arg(long)]
+        out: PathBuf,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Fetch the admin kubeconfig from the rendezvous and write it (mode 0600) pointed at the
     /// API VIP, or, when the VIP does not answer with a valid certificate, at the first
     /// control plane that does (with a warning).
@@ -342,6 +353,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             timeout,
         } => upgrade(out, url, status, resume, json, timeout),
+        Command::Fleetlock { out, json } => fleetlock(out, json),
         Command::Kubeconfig {
             out,
             write,
@@ -549,6 +561,18 @@ fn upgrade(
             release.payload.sha256,
             out.display()
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fleetlock(out: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
+    use muster_build::ops::fleetlock;
+    let dir = muster_build::ops::BuildDir::load(&out)?;
+    let c = fleetlock::config(&dir);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&c)?);
+    } else {
+        print!("{}", fleetlock::render(&c));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -913,3 +913,168 @@ async fn upgrade_publishes_refuses_a_skip_shows_the_roll_and_resumes() {
         assert_eq!((r.sequence, r.count), (2, expected));
     }
 }
+
+/// One FleetLock call with the real curl as the client (OpenSSL, trusting the rendezvous
+/// certificate as Zincati's node would after `update-ca-trust`): the URL is the base URL
+/// `muster fleetlock` printed joined with the protocol's relative path, as Zincati joins
+/// it. `(HTTP status, body)`.
+fn fleetlock_call(base_url: &str, cert: &str, op: &str, id: &str, header: bool) -> (u16, Value) {
+    let url = reqwest::Url::parse(base_url).unwrap().join(op).unwrap();
+    // The certificate names the spec's rendezvous address; the test server listens on
+    // loopback: curl connects there while checking the name the URL gives.
+    let port = url.port().unwrap();
+    let spec_host = "10.240.0.2";
+    let mut named = url.clone();
+    named.set_host(Some(spec_host)).unwrap();
+    let body = format!(r#"{{"client_params": {{"group": "default", "id": "{id}"}}}}"#);
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--cacert", cert])
+        .arg("--connect-to")
+        .arg(format!("{spec_host}:{port}:127.0.0.1:{port}"))
+        .args(["-X", "POST", "-d", &body])
+        .arg(named.as_str());
+    if header {
+        cmd.args(["-H", "fleet-lock-protocol: true"]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.parse().unwrap(), serde_json::from_str(body).unwrap())
+}
+
+/// Issue 15: FleetLock (Zincati's reboot lock) on the cluster's upgrade lock. A reboot
+/// slot is the upgrade slot: while an OS-update client holds it no node takes it to
+/// upgrade, and the other way round; locks are owned and recursive; the protocol's header
+/// and the cluster's token are required.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleetlock_clients_share_the_upgrade_lock_with_the_agents() {
+    use protocol::release::UPGRADE_SEMAPHORE;
+    let c = cluster(|_| {}).await;
+    let (code, out, err) = c.muster(&["fleetlock", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let cfg: Value = serde_json::from_str(&out).unwrap();
+    let base = cfg["baseUrl"].as_str().unwrap().to_string();
+    let cert = cfg["certificate"].as_str().unwrap().to_string();
+    assert!(base.ends_with('/'), "{base}");
+    assert!(
+        cfg["zincatiConfig"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("base_url = \"{base}\"")),
+        "{cfg:#}"
+    );
+    let (code, text, err) = c.muster(&["fleetlock"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        text.contains("strategy = \"fleet_lock\"") && text.contains(&cert),
+        "{text}"
+    );
+
+    let call = |op: &str, id: &str| fleetlock_call(&base, &cert, op, id, true);
+    const PRE: &str = "v1/pre-reboot";
+    const STEADY: &str = "v1/steady-state";
+
+    // Zincati on node A takes the slot, again (recursive), and B is refused with the
+    // protocol's error form.
+    assert_eq!(call(PRE, "node-a"), (200, serde_json::json!({})));
+    assert_eq!(call(PRE, "node-a").0, 200);
+    let (code, e) = call(PRE, "node-b");
+    assert_eq!(code, 409, "{e}");
+    assert_eq!(e["kind"], "semaphore_full");
+    assert!(
+        e["value"]
+            .as_str()
+            .unwrap()
+            .contains("fleetlock/default/node-a"),
+        "{e}"
+    );
+    // An agent wanting to upgrade waits for it.
+    let agent = c.node("cp-1");
+    let ttl = Duration::from_secs(60);
+    match agent
+        .acquire(UPGRADE_SEMAPHORE, 1, "cp-1", ttl)
+        .await
+        .unwrap()
+    {
+        protocol::AcquireResponse::Busy { holders, .. } => {
+            assert_eq!(holders.len(), 1);
+            assert_eq!(holders[0].holder, "fleetlock/default/node-a");
+        }
+        other => panic!("granted while node-a reboots: {other:?}"),
+    }
+    // Unlock is owned: B's steady-state frees nothing; A's frees the slot.
+    assert_eq!(call(STEADY, "node-b").0, 200);
+    assert_eq!(call(PRE, "node-b").0, 409);
+    assert_eq!(call(STEADY, "node-a").0, 200);
+    assert_eq!(
+        call(STEADY, "node-a").0,
+        200,
+        "unlock if held: twice is fine"
+    );
+    // Now the agent upgrades, and no reboot starts meanwhile.
+    let token = match agent
+        .acquire(UPGRADE_SEMAPHORE, 1, "cp-1", ttl)
+        .await
+        .unwrap()
+    {
+        protocol::AcquireResponse::Granted { token, .. } => token,
+        other => panic!("the free slot was not granted: {other:?}"),
+    };
+    let (code, e) = call(PRE, "node-b");
+    assert_eq!(code, 409, "{e}");
+    assert!(e["value"].as_str().unwrap().contains("cp-1"), "{e}");
+    assert!(
+        agent
+            .release(UPGRADE_SEMAPHORE, "cp-1", token)
+            .await
+            .unwrap()
+    );
+    assert_eq!(call(PRE, "node-b").0, 200);
+    assert_eq!(call(STEADY, "node-b").0, 200);
+
+    // Refused: no protocol header, a wrong token, a bad group.
+    let (code, e) = fleetlock_call(&base, &cert, PRE, "node-c", false);
+    assert_eq!(
+        (code, e["kind"].as_str()),
+        (400, Some("bad_request")),
+        "{e}"
+    );
+    let wrong = base.replace(
+        base.trim_end_matches('/').rsplit('/').next().unwrap(),
+        &"0".repeat(32),
+    );
+    let (code, e) = fleetlock_call(&wrong, &cert, PRE, "node-c", true);
+    assert_eq!(code, 401, "{e}");
+    let (code, e) = fleetlock_call(&base, &cert, PRE, "node c", true);
+    assert_eq!(code, 400, "{e}");
+
+    // The audit log shows the reboots' grants and releases like the agents'.
+    let audit = agent.audit(0).await.unwrap();
+    let by = |who: &str, ev: protocol::AuditEvent| {
+        audit
+            .iter()
+            .filter(|e| {
+                e.subject == UPGRADE_SEMAPHORE && e.event == ev && e.holder.as_deref() == Some(who)
+            })
+            .count()
+    };
+    assert_eq!(
+        by("fleetlock/default/node-a", protocol::AuditEvent::Granted),
+        1
+    );
+    assert_eq!(
+        by("fleetlock/default/node-a", protocol::AuditEvent::Released),
+        1
+    );
+    assert_eq!(
+        by("fleetlock/default/node-b", protocol::AuditEvent::Granted),
+        1
+    );
+    assert_eq!(by("cp-1", protocol::AuditEvent::Granted), 1);
+    let _ = c.server.stop().await;
+}

@@ -35,6 +35,7 @@ pub fn app(svc: Service) -> Router {
         )
         .route("/v1/clusters/{cluster}/watch", get(watch))
         .route("/v1/clusters/{cluster}/audit", get(audit_log))
+        .merge(crate::fleetlock::routes())
         .fallback(|| async { ApiError::new(ErrorKind::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::bad_request("method not allowed on this route")

@@ -9,6 +9,7 @@ pub mod clock;
 mod committer;
 pub mod error;
 pub mod fanout;
+pub mod fleetlock;
 pub mod http;
 pub mod keys;
 pub mod limits;

@@ -665,25 +665,23 @@ impl ClusterCell {
     ) -> Result<ReleaseResponse, ApiError> {
         check_name("semaphore name", name).map_err(ApiError::bad_request)?;
         self.run(svc, |st, tx| {
-            let Some(sem) = st.semaphores.get_mut(name) else {
-                return Ok(ReleaseResponse { released: false });
-            };
-            if !sem.release(&req.holder, req.token) {
-                return Ok(ReleaseResponse { released: false });
-            }
-            let (snapshot, slots) = (sem.clone(), sem.slots);
-            tx.ops.push(Op::PutSemaphore(name.to_string(), snapshot));
-            st.bump(tx, ChangeKind::SemaphoreReleased, name);
-            st.audit(
-                tx,
-                Audit::of(AuditEvent::Released, name)
-                    .holder(&req.holder)
-                    .token(Some(req.token))
-                    .slots(slots),
-            );
-            Ok(ReleaseResponse { released: true })
+            let released = st.release(tx, name, &req.holder, Some(req.token));
+            Ok(ReleaseResponse { released })
         })
         .await
+    }
+
+    /// Frees whatever slot `holder` has in semaphore `name`, whatever its token (a
+    /// FleetLock client's unlock names only itself); whether it had one.
+    pub async fn release_holder(
+        &self,
+        svc: &Service,
+        name: &str,
+        holder: &str,
+    ) -> Result<bool, ApiError> {
+        check_name("semaphore name", name).map_err(ApiError::bad_request)?;
+        self.run(svc, |st, tx| Ok(st.release(tx, name, holder, None)))
+            .await
     }
 
     /// Long-poll: answers as soon as a change after `after` is durable, or after
@@ -777,6 +775,36 @@ impl ClusterCell {
 }
 
 impl ClusterState {
+    /// Frees `holder`'s slot of semaphore `name` (with `token`, or whichever it holds),
+    /// recording the release; whether there was one.
+    fn release(&mut self, tx: &mut Txn, name: &str, holder: &str, token: Option<u64>) -> bool {
+        let Some(sem) = self.semaphores.get_mut(name) else {
+            return false;
+        };
+        let Some(token) = token.or_else(|| {
+            sem.holders
+                .iter()
+                .find(|h| h.holder == holder)
+                .map(|h| h.token)
+        }) else {
+            return false;
+        };
+        if !sem.release(holder, token) {
+            return false;
+        }
+        let (snapshot, slots) = (sem.clone(), sem.slots);
+        tx.ops.push(Op::PutSemaphore(name.to_string(), snapshot));
+        self.bump(tx, ChangeKind::SemaphoreReleased, name);
+        self.audit(
+            tx,
+            Audit::of(AuditEvent::Released, name)
+                .holder(holder)
+                .token(Some(token))
+                .slots(slots),
+        );
+        true
+    }
+
     fn bump(&mut self, tx: &mut Txn, kind: ChangeKind, name: &str) -> u64 {
         self.meta.revision += 1;
         tx.meta_dirty = true;

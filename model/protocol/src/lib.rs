@@ -10,6 +10,7 @@ pub mod clock;
 pub mod drain;
 pub mod etcd_gateway;
 pub mod etcd_view;
+pub mod fleetlock;
 pub mod generation;
 pub mod holders;
 pub mod key_file;

@@ -184,6 +184,17 @@ impl SigningKey {
         mac
     }
 
+    /// A bearer token for one `purpose` (hex, 128 bits): HMAC-SHA256 of the purpose under
+    /// this key. Both the builder (from the cluster secret) and the rendezvous (from its key
+    /// file) can compute it; neither the secret nor the key can be recovered from it.
+    pub fn derive_token(&self, purpose: &str) -> String {
+        // HMAC accepts keys of any length; 32 bytes cannot fail.
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(purpose.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+
     /// The key file form the server reads: 64 hex digits.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)

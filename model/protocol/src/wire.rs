@@ -308,6 +308,8 @@ pub enum ErrorKind {
     Fenced,
     NotHeld,
     SlotsMismatch,
+    /// FleetLock: every slot of the lock is held by someone else.
+    SemaphoreFull,
     TooLarge,
     Quota,
     RateLimited,
@@ -326,7 +328,8 @@ impl ErrorKind {
             | ErrorKind::RevisionMismatch
             | ErrorKind::Fenced
             | ErrorKind::NotHeld
-            | ErrorKind::SlotsMismatch => 409,
+            | ErrorKind::SlotsMismatch
+            | ErrorKind::SemaphoreFull => 409,
             ErrorKind::TooLarge => 413,
             ErrorKind::RateLimited => 429,
             ErrorKind::Internal => 500,

@@ -6,6 +6,7 @@
 //! `usr/lib/muster/cluster.json` inside `DIR/payload.tar.gz` for dirs built before it
 //! existed) and talk to the rendezvous with the pinned certificate.
 
+pub mod fleetlock;
 pub mod kubeconfig;
 pub mod probe;
 pub mod remove;
