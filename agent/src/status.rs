@@ -35,6 +35,11 @@ pub fn local(
             (r.reason, r.unreachable, r.stranded, r.lb_config)
         });
     let since = p.since_ms();
+    // The upgrade state is the roll's own file; unreadable, it only loses this line.
+    let upgrade = crate::upgrade::store::load(root.path("").as_path())
+        .ok()
+        .flatten()
+        .and_then(|phase| phase.describe());
     Ok(Some(NodeStatus {
         node: p.node.clone(),
         role,
@@ -49,6 +54,7 @@ pub fn local(
         unreachable,
         stranded,
         lb_config,
+        upgrade,
     }))
 }
 
@@ -65,17 +71,29 @@ pub async fn cluster_for(root: &NodeRoot, timeout: Duration) -> ClusterStatus {
             return ClusterStatus::unreachable(format!("cannot read the cluster secret: {e}"));
         }
     };
-    match Client::from_baked(&baked.rendezvous, &secret, id.name.as_str()) {
-        Ok(c) => {
-            cluster(
-                &c.with_retry(RetryPolicy::none()),
-                &baked.api_endpoint,
-                timeout,
-            )
-            .await
+    let client = match Client::from_baked(&baked.rendezvous, &secret, id.name.as_str()) {
+        Ok(c) => c.with_retry(RetryPolicy::none()),
+        Err(e) => return ClusterStatus::unreachable(format!("rendezvous client: {e}")),
+    };
+    let mut status = cluster(&client, &baked.api_endpoint, timeout).await;
+    if status.reachable {
+        // The roll, once a release was published (every upgrading node of the plan).
+        let planned: Vec<(String, model::Role)> = baked
+            .nodes
+            .iter()
+            .filter(|n| n.role != model::Role::LoadBalancer)
+            .map(|n| (n.name.to_string(), n.role))
+            .collect();
+        match tokio::time::timeout(timeout, protocol::roll::read(&client, &planned)).await {
+            Ok(Ok(u)) => status.upgrade = u.release.is_some().then_some(u),
+            Ok(Err(e)) => status.problems.push(format!("upgrade records: {e}")),
+            Err(_) => status.problems.push(format!(
+                "upgrade records: no answer within {}s",
+                timeout.as_secs()
+            )),
         }
-        Err(e) => ClusterStatus::unreachable(format!("rendezvous client: {e}")),
     }
+    status
 }
 
 /// On a control plane: ask etcd now, with this node's own credentials (stacked: its own

@@ -320,6 +320,30 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
         "--status names the stopped node and step: {}",
         status.all()
     );
+    // `nodeagent status` on the stopped node says where it and the roll stand.
+    let local = lab
+        .exec(
+            &failing,
+            &[
+                &bin_dir().join("nodeagent").display().to_string(),
+                "status",
+                "--root",
+                &lab.node(&failing).unwrap().root.display().to_string(),
+            ],
+        )
+        .unwrap();
+    assert!(
+        local.stdout.contains(&format!(
+            "  upgrade: STOPPED upgrading to {TO} (release 1) at step upgrade-node"
+        )) && local
+            .stdout
+            .contains(&format!("upgrade lock: {failing} (token"))
+            && local
+                .stdout
+                .contains(&format!("STOPPED at {failing} step upgrade-node")),
+        "nodeagent status shows this node's stop and the roll: {}",
+        local.all()
+    );
 
     // ---- a worker re-created from the rebuilt image (at the new version) during the roll:
     // the control planes still run the old one (the roll is stopped at the second), so it

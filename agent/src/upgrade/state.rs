@@ -109,6 +109,45 @@ impl Phase {
         }
     }
 
+    /// One line for `nodeagent status`; `None` while idle (no roll to speak of).
+    pub fn describe(&self) -> Option<String> {
+        let line = match self {
+            Phase::Idle => return None,
+            Phase::Refused { sequence, reason } => {
+                format!("release {sequence} refused: {reason}")
+            }
+            Phase::Fetching { sequence, to } => {
+                format!("fetching release {sequence} ({to})")
+            }
+            Phase::Waiting { sequence, to, why } => {
+                format!("waiting to upgrade to {to} (release {sequence}): {why}")
+            }
+            Phase::Locking {
+                sequence, to, why, ..
+            } => {
+                let why = if why.is_empty() { "" } else { why.as_str() };
+                format!("taking the upgrade lock for {to} (release {sequence}) {why}")
+                    .trim_end()
+                    .to_string()
+            }
+            Phase::Running {
+                sequence, to, step, ..
+            } => format!("upgrading to {to} (release {sequence}), step {step}"),
+            Phase::Stopped {
+                sequence,
+                to,
+                step,
+                cause,
+                ..
+            } => format!(
+                "STOPPED upgrading to {to} (release {sequence}) at step {step}: {cause}; \
+                 fix it and run `muster upgrade --resume`"
+            ),
+            Phase::Done { sequence, to } => format!("runs {to} (release {sequence})"),
+        };
+        Some(line)
+    }
+
     /// Whether this node is in the middle of its own upgrade (a new release must not
     /// interrupt it).
     pub fn in_flight(&self) -> bool {
@@ -122,6 +161,60 @@ impl Phase {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn describe_says_where_the_node_stands_in_the_roll() {
+        let to: KubeVersion = "v1.32.0".parse().unwrap();
+        assert_eq!(Phase::Idle.describe(), None);
+        let running = Phase::Running {
+            sequence: 2,
+            to,
+            token: 7,
+            steps: vec![Step::Cordon, Step::Drain],
+            step: Step::Drain,
+            resumes_seen: 0,
+        };
+        assert_eq!(
+            running.describe().unwrap(),
+            "upgrading to v1.32.0 (release 2), step drain"
+        );
+        let stopped = Phase::Stopped {
+            sequence: 2,
+            to,
+            token: 7,
+            steps: vec![Step::Drain],
+            step: Step::Drain,
+            cause: "PodDisruptionBudget default/web allows no disruption".into(),
+            uncordoned: true,
+            resumes_seen: 0,
+        };
+        let s = stopped.describe().unwrap();
+        assert!(
+            s.starts_with("STOPPED") && s.contains("PodDisruptionBudget") && s.contains("--resume"),
+            "{s}"
+        );
+        let waiting = Phase::Waiting {
+            sequence: 2,
+            to,
+            why: "control plane cp-1 upgrades first".into(),
+        };
+        assert!(waiting.describe().unwrap().ends_with("cp-1 upgrades first"));
+        let locking = Phase::Locking {
+            sequence: 2,
+            to,
+            resume: None,
+            resumes_seen: 0,
+            why: String::new(),
+        };
+        assert_eq!(
+            locking.describe().unwrap(),
+            "taking the upgrade lock for v1.32.0 (release 2)"
+        );
+        assert_eq!(
+            Phase::Done { sequence: 2, to }.describe().unwrap(),
+            "runs v1.32.0 (release 2)"
+        );
+    }
 
     #[test]
     fn with_why_changes_only_the_reason() {

@@ -2,10 +2,10 @@
 //! token is released or expired. One copy, used by `nodeagent status` and `muster status`.
 
 use crate::wire::{AuditEntry, AuditEvent};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SlotHolder {
     pub holder: String,

@@ -24,6 +24,7 @@ pub mod release_transfer;
 pub mod removal;
 pub mod report;
 pub mod retry;
+pub mod roll;
 pub mod seal;
 pub mod status;
 #[cfg(any(test, feature = "testkit"))]

@@ -51,6 +51,10 @@ pub struct NodeStatus {
     /// This load balancer's membership-following config could not be applied (issue 16).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lb_config: Option<String>,
+    /// Where this node stands in an upgrade roll (issue 15), from its own upgrade state:
+    /// e.g. `upgrading to v1.32.0 (release 1), step drain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,6 +139,9 @@ pub struct ClusterStatus {
     /// Entries the rendezvous holds that could not be read, each said once.
     #[serde(default)]
     pub problems: Vec<String>,
+    /// The upgrade roll, once a release was published (`muster upgrade`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<crate::roll::UpgradeStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,6 +175,7 @@ impl ClusterStatus {
             readiness: None,
             readiness_age_seconds: None,
             problems: Vec::new(),
+            upgrade: None,
         }
     }
 
@@ -220,6 +228,7 @@ impl ClusterStatus {
                 .map(|v| EtcdSeen::new("reported", v.clone(), now)),
             api: None,
             problems: view.problems.clone(),
+            upgrade: None,
         }
     }
 }
@@ -493,6 +502,9 @@ impl Status {
                 if let Some(why) = &n.lb_config {
                     s.push_str(&format!("  {why}\n"));
                 }
+                if let Some(u) = &n.upgrade {
+                    s.push_str(&format!("  upgrade: {u}\n"));
+                }
             }
         }
         if let Some(c) = &self.cluster {
@@ -565,6 +577,9 @@ impl Status {
                     e.as_deref().unwrap_or("?")
                 )),
             }
+        }
+        if let Some(u) = self.cluster.as_ref().and_then(|c| c.upgrade.as_ref()) {
+            s.push_str(&format!("upgrade: {}", crate::roll::render(u)));
         }
         if let Some(c) = &self.cluster {
             for p in &c.problems {
@@ -685,7 +700,51 @@ mod tests {
             unreachable: Vec::new(),
             stranded: None,
             lb_config: None,
+            upgrade: None,
         }
+    }
+
+    /// Issue 15: `nodeagent status` says where this node and the cluster stand in a roll.
+    #[test]
+    fn the_upgrade_roll_shows_for_this_node_and_the_cluster() {
+        use crate::roll::{NodeProgress, ReleaseSummary, UpgradeStatus};
+        let n = NodeStatus {
+            upgrade: Some("upgrading to v1.32.0 (release 1), step drain".into()),
+            ..done_node()
+        };
+        let mut c = ClusterStatus::unreachable("x");
+        c.reachable = true;
+        c.upgrade = Some(UpgradeStatus {
+            release: Some(ReleaseSummary {
+                sequence: 1,
+                version: "v1.32.0".into(),
+                sha256: "ab".repeat(32),
+                size: 10,
+            }),
+            lock_holders: vec![crate::SlotHolder {
+                holder: "cp-1".into(),
+                token: 4,
+                since_ms: 0,
+            }],
+            nodes: vec![NodeProgress {
+                name: "cp-1".into(),
+                role: "ControlPlane".into(),
+                phase: "upgrading".into(),
+                step: Some("drain".into()),
+                detail: None,
+            }],
+            stopped: None,
+            resume_requests: 0,
+            done: false,
+        });
+        let text = Status::new(Some(n), Some(c)).render();
+        assert!(
+            text.contains("  upgrade: upgrading to v1.32.0 (release 1), step drain\n"),
+            "{text}"
+        );
+        assert!(text.contains("upgrade: release 1 v1.32.0"), "{text}");
+        assert!(text.contains("upgrade lock: cp-1 (token 4)"), "{text}");
+        assert!(text.contains("upgrading  step drain"), "{text}");
     }
 
     #[test]

@@ -6,12 +6,8 @@
 
 use super::{BuildDir, OpsError};
 use crate::bake::PAYLOAD_FILE;
-use protocol::release::{
-    self, PROGRESS_PREFIX, Progress, RESUME, Release, ResumeRequest, UPGRADE_SEMAPHORE,
-};
+use protocol::release::{self, RESUME, Release, ResumeRequest};
 use protocol::release_transfer::{self, Publication, TransferError};
-use protocol::{SlotHolder, holders_from_audit};
-use serde::Serialize;
 use std::time::Duration;
 
 fn transfer(dir: &BuildDir, e: TransferError) -> OpsError {
@@ -140,165 +136,27 @@ fn payload_has_k3s(files: &[String]) -> bool {
     files.iter().any(|f| f == model::node_files::K3S_BINARY) && files.contains(&airgap)
 }
 
-/// One node in the roll, as its progress record says.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NodeProgress {
-    pub name: String,
-    pub role: String,
-    /// `waiting`, `fetching`, `upgrading`, `stopped`, `done`, `refused`; `no report` when
-    /// the node has said nothing about this release.
-    pub phase: String,
-    pub step: Option<String>,
-    pub detail: Option<String>,
-}
+pub use protocol::roll::{NO_REPORT, NodeProgress, ReleaseSummary, UpgradeStatus, render};
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UpgradeStatus {
-    pub release: Option<ReleaseSummary>,
-    /// Who holds the one-slot upgrade lock (from the audit log).
-    pub lock_holders: Vec<SlotHolder>,
-    pub nodes: Vec<NodeProgress>,
-    /// The node whose failure stopped the roll, if any.
-    pub stopped: Option<NodeProgress>,
-    pub resume_requests: u64,
-    pub done: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReleaseSummary {
-    pub sequence: u64,
-    pub version: String,
-    pub sha256: String,
-    pub size: u64,
-}
-
-/// Node phase shown when a planned node wrote no progress for the current release.
-pub const NO_REPORT: &str = "no report";
-
+/// The roll as the rendezvous shows it, for the build dir's planned nodes.
 pub async fn status(dir: &BuildDir, timeout: Duration) -> Result<UpgradeStatus, OpsError> {
     let client = dir.client(timeout)?;
-    let release = release_transfer::current_release(&client)
+    protocol::roll::read(&client, &planned(dir))
         .await
-        .map_err(|e| transfer(dir, e))?
-        .map(|(r, _)| r);
-    let (_, records) = client
-        .list(PROGRESS_PREFIX)
-        .await
-        .map_err(|e| dir.rendezvous_error(e))?;
-    let reports: Vec<Progress> = records
-        .iter()
-        .filter_map(|r| serde_json::from_slice::<Progress>(&r.value).ok())
-        .filter(|p| release.as_ref().is_some_and(|r| r.sequence == p.sequence))
-        .collect();
-    let audit = client.audit(0).await.map_err(|e| dir.rendezvous_error(e))?;
-    let resume_requests = match client
-        .get(RESUME)
-        .await
-        .map_err(|e| dir.rendezvous_error(e))?
-    {
-        Some(r) => serde_json::from_slice::<ResumeRequest>(&r.value)
-            .map(|r| r.count)
-            .unwrap_or(0),
-        None => 0,
-    };
-    Ok(summarize(
-        dir,
-        release.as_ref(),
-        &reports,
-        &audit,
-        resume_requests,
-    ))
+        .map_err(|e| match e {
+            protocol::roll::RollError::Release(t) => transfer(dir, t),
+            protocol::roll::RollError::Rendezvous(c) => dir.rendezvous_error(c),
+        })
 }
 
-/// The status as a pure function of what the rendezvous holds (tested without one).
-pub fn summarize(
-    dir: &BuildDir,
-    release: Option<&Release>,
-    reports: &[Progress],
-    audit: &[protocol::AuditEntry],
-    resume_requests: u64,
-) -> UpgradeStatus {
-    let nodes: Vec<NodeProgress> = dir
-        .baked
+/// Every Kubernetes node of the build's plan (load balancers do not upgrade).
+fn planned(dir: &BuildDir) -> Vec<(String, model::Role)> {
+    dir.baked
         .nodes
         .iter()
         .filter(|n| n.role != model::Role::LoadBalancer)
-        .map(|n| {
-            let name = n.name.to_string();
-            let p = reports.iter().find(|p| p.node == name);
-            NodeProgress {
-                role: format!("{:?}", n.role),
-                phase: p.map_or(NO_REPORT.to_string(), |p| p.phase.clone()),
-                step: p.and_then(|p| p.step.clone()),
-                detail: p.and_then(|p| p.detail.clone()),
-                name,
-            }
-        })
-        .collect();
-    let stopped = nodes.iter().find(|n| n.phase == "stopped").cloned();
-    let done = release.is_some() && nodes.iter().all(|n| n.phase == "done");
-    UpgradeStatus {
-        release: release.map(|r| ReleaseSummary {
-            sequence: r.sequence,
-            version: r.version.to_string(),
-            sha256: r.payload.sha256.clone(),
-            size: r.payload.size,
-        }),
-        lock_holders: holders_from_audit(audit, UPGRADE_SEMAPHORE),
-        nodes,
-        stopped,
-        resume_requests,
-        done,
-    }
-}
-
-/// The status as text.
-pub fn render(s: &UpgradeStatus) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    match &s.release {
-        None => out.push_str("no release published (muster upgrade --out DIR publishes one)\n"),
-        Some(r) => {
-            let _ = writeln!(
-                out,
-                "release {} {} (sha256 {}…, {} bytes)",
-                r.sequence,
-                r.version,
-                &r.sha256[..r.sha256.len().min(12)],
-                r.size
-            );
-        }
-    }
-    let lock = match s.lock_holders.first() {
-        Some(h) => format!("{} (token {})", h.holder, h.token),
-        None => "free".into(),
-    };
-    let _ = writeln!(out, "upgrade lock: {lock}");
-    for n in &s.nodes {
-        let _ = write!(out, "  {:<16} {:<13} {:<10}", n.name, n.role, n.phase);
-        if let Some(step) = &n.step {
-            let _ = write!(out, " step {step}");
-        }
-        if let Some(d) = &n.detail {
-            let _ = write!(out, ": {d}");
-        }
-        out.push('\n');
-    }
-    if let Some(n) = &s.stopped {
-        let _ = writeln!(
-            out,
-            "STOPPED at {} step {}: {}\n  fix the cause, then: muster upgrade --out DIR --resume",
-            n.name,
-            n.step.as_deref().unwrap_or("?"),
-            n.detail.as_deref().unwrap_or("?")
-        );
-    } else if s.done {
-        out.push_str("every node runs the release\n");
-    }
-    out
+        .map(|n| (n.name.to_string(), n.role))
+        .collect()
 }
 
 /// `muster upgrade --resume`: asks the stopped node to retry its failed step (one resume
