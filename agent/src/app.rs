@@ -1,7 +1,7 @@
 //! Wiring a real node: baked config + identity → `Config`, `Settings`, the distro, and
 //! the driver loop. Generic over the `Coordinator` so the rendezvous client plugs in here.
 
-use crate::bootstrap::driver::Settings;
+use crate::bootstrap::driver::{RunEnd, Settings};
 use crate::bootstrap::{Config, Driver, FileStore};
 use crate::coord::Coordinator;
 use crate::distro::{NodeContext, k3s::K3s, kubeadm::Kubeadm};
@@ -150,7 +150,7 @@ pub async fn run_node<C: Coordinator>(
     coord: C,
     upgrade: Option<protocol::Client>,
     stop: impl std::future::Future<Output = ()>,
-) -> Result<(), AppError> {
+) -> Result<RunEnd, AppError> {
     let (baked, id) = load(&root)?;
     let (mut cfg, mut settings) = configure(&baked, &id)?;
     settings.step_timeout = step_timeout;
@@ -291,7 +291,7 @@ async fn drive<C: Coordinator, D: crate::distro::Distro>(
     p: Parts<C>,
     distro: D,
     stop: impl std::future::Future<Output = ()>,
-) -> Result<(), AppError> {
+) -> Result<RunEnd, AppError> {
     let mut d = Driver::new(
         p.cfg,
         p.settings,
@@ -304,9 +304,8 @@ async fn drive<C: Coordinator, D: crate::distro::Distro>(
         SdNotifier,
         p.seed,
     )?;
-    match p.roll {
+    Ok(match p.roll {
         Some(mut roll) => d.run_with(stop, &mut roll).await,
-        None => d.run(stop).await,
-    }
-    Ok(())
+        None => d.run_with(stop, &mut ()).await,
+    })
 }

@@ -79,7 +79,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 id.name.as_str(),
             )
             .context("setting up the rendezvous client")?;
-            nodeagent::app::run_node(
+            let end = nodeagent::app::run_node(
                 root,
                 lab,
                 std::time::Duration::from_secs(step_timeout),
@@ -89,6 +89,16 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await
             .with_context(|| format!("node {}", id.name))?;
+            if let nodeagent::bootstrap::driver::RunEnd::Restart(binary) = end {
+                // The release's agent, same arguments, same PID (systemd's main process
+                // and the lab's pid file stay right); it resumes from the persisted state.
+                use std::os::unix::process::CommandExt as _;
+                tracing::info!(binary = %binary.display(), "exec");
+                let err = std::process::Command::new(&binary)
+                    .args(std::env::args_os().skip(1))
+                    .exec();
+                return Err(err).with_context(|| format!("exec {}", binary.display()));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Status {

@@ -179,6 +179,22 @@ fn upgrade_phase_within(lab: &Lab, node: &str, want: &str, within: Duration) -> 
     }
 }
 
+/// The pid of the node's agent (the lab's pid file: the process it spawned execs into the
+/// agent).
+fn agent_pid(lab: &Lab, node: &str) -> u32 {
+    let dir = &lab.node(node).unwrap().dir;
+    std::fs::read_to_string(dir.join("run/agent.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
 /// A node's bootstrap state (`ROOT/var/lib/nodeagent/state.json`: `state`, `history`).
 fn agent_state(lab: &Lab, node: &str) -> Value {
     let root = &lab.node(node).unwrap().root;
@@ -242,10 +258,21 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
         .unwrap();
     eprintln!("assembled at {FROM} in {:.1}s", assembled.as_secs_f64());
 
-    // ---- the operator rebuilds at the next minor and publishes it
+    // ---- the operator rebuilds at the next minor and publishes it, with an agent binary
+    // of other bytes (the same program with a marker appended: ELF ignores trailing
+    // bytes) so the roll must move every agent to the release's own.
     let build_dir = lab.record().build_dir.clone();
+    let next_agent = dir.join("nodeagent-next");
+    let mut bytes = std::fs::read(&opts.agent_bin).unwrap();
+    bytes.extend_from_slice(b"\nlab_upgrade: the release's agent\n");
+    std::fs::write(&next_agent, &bytes).unwrap();
+    let next_digest = sha256_hex(&bytes);
+    let agents_before: Vec<(String, u32)> = all
+        .iter()
+        .map(|n| (n.clone(), agent_pid(&lab, n)))
+        .collect();
     let bopts = muster_build::bake::BuildOptions {
-        agent_bin: opts.agent_bin.clone(),
+        agent_bin: next_agent.clone(),
         mtime: 0,
         addons: muster_build::addons::source::Source::from_options(opts.artifacts.clone()),
     };
@@ -432,6 +459,27 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
     let roll = roll_began.elapsed();
     let samples = sampler.finish();
     eprintln!("rolled to {TO} in {:.1}s", roll.as_secs_f64());
+    // ---- every agent now runs the release's binary, in the same process (exec'd in
+    // place, so systemd's main PID and the lab's pid file stay right); the re-created
+    // worker booted the new image, so it ran it from the start.
+    for (n, pid_before) in &agents_before {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let pid = agent_pid(&lab, n);
+            let exe = std::fs::read(format!("/proc/{pid}/exe")).map(|b| sha256_hex(&b));
+            if exe.as_deref().ok() == Some(next_digest.as_str()) {
+                if *n != recreated {
+                    assert_eq!(pid, *pid_before, "{n}: the agent was restarted, not exec'd");
+                }
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{n}: agent pid {pid} does not run the release's binary: {exe:?}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
     muster_tests::measured!(
         "lab_upgrade kubeadm roll sampled every {} ms: {} samples, etcd quorum lost in {}, {} VIP writes failed, longest run {} ({:.1}s; bound {}s)",
         SAMPLE_EVERY.as_millis(),

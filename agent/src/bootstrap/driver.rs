@@ -127,6 +127,20 @@ pub trait WhenDone {
     /// `etcd`: the round's view; `fresh` takes another whenever a decision needs one.
     async fn round(&mut self, etcd: Option<&EtcdView>, fresh: &impl EtcdSource)
     -> Option<Duration>;
+    /// A binary the agent should exec instead of going on (the release's own agent, once
+    /// this node runs the release).
+    fn restart_into(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+}
+
+/// Why [`Driver::run_with`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEnd {
+    /// Asked to stop (SIGTERM), or the node was removed.
+    Stopped,
+    /// Exec this binary: it resumes from the persisted state.
+    Restart(std::path::PathBuf),
 }
 
 /// A control plane's live look at etcd ([`Driver::etcd_view`]), taken when asked.
@@ -152,6 +166,9 @@ impl<R: crate::exec::CommandRunner, S: Systemd> WhenDone for crate::upgrade::liv
         fresh: &impl EtcdSource,
     ) -> Option<Duration> {
         crate::upgrade::live::Live::round(self, etcd, fresh).await
+    }
+    fn restart_into(&self) -> Option<std::path::PathBuf> {
+        crate::upgrade::live::Live::restart_into(self).map(std::path::Path::to_path_buf)
     }
 }
 
@@ -603,8 +620,9 @@ where
         &mut self,
         stop: impl std::future::Future<Output = ()>,
         when_done: &mut impl WhenDone,
-    ) {
+    ) -> RunEnd {
         tokio::pin!(stop);
+        let mut end = RunEnd::Stopped;
         loop {
             let t = self.tick().await;
             if self.persisted.state.phase == Phase::Removed {
@@ -617,6 +635,12 @@ where
                 if let Some(w) = when_done.round(etcd.as_ref(), &*self).await {
                     wait = wait.min(w);
                 }
+                if let Some(binary) = when_done.restart_into() {
+                    self.notifier
+                        .status("restarting into the release's agent binary");
+                    end = RunEnd::Restart(binary);
+                    break;
+                }
             }
             let wakes = actions::wakes_on(&self.cfg, &self.persisted.state);
             let seen = tokio::select! {
@@ -628,7 +652,10 @@ where
                 self.revision = seen;
             }
         }
-        self.notifier.stopping();
+        if end == RunEnd::Stopped {
+            self.notifier.stopping();
+        }
+        end
     }
 
     /// Waits `limit`, or until the rendezvous reports one of `wakes` (watching from the

@@ -53,6 +53,10 @@ pub struct Live<R, S> {
     /// The etcd view the daemon loop took live this round (control planes).
     etcd: Option<EtcdView>,
     token: Option<u64>,
+    /// The agent binary the payload installs, against the running one.
+    binary: super::self_update::BinaryWatch,
+    /// This node runs the release and its agent binary is another: exec it.
+    restart: bool,
 }
 
 /// The release a phase is about, if any.
@@ -102,7 +106,6 @@ impl<R: CommandRunner, S: Systemd> Live<R, S> {
                 first_control_plane: first,
             },
             id,
-            root,
             rdv,
             node,
             phase,
@@ -110,7 +113,18 @@ impl<R: CommandRunner, S: Systemd> Live<R, S> {
             release: None,
             etcd: None,
             token: None,
+            binary: super::self_update::BinaryWatch::new(
+                root.path(model::node_files::AGENT_BINARY),
+            ),
+            restart: false,
+            root,
         })
+    }
+
+    /// The release's agent binary, once this node runs the release and it differs from
+    /// the running one: the daemon loop stops and `main` execs it.
+    pub fn restart_into(&self) -> Option<&std::path::Path> {
+        self.restart.then(|| self.binary.path())
     }
 
     pub fn phase(&self) -> &Phase {
@@ -160,6 +174,14 @@ impl<R: CommandRunner, S: Systemd> Live<R, S> {
         let phase = self.phase.clone();
         let (phase, round) = driver::round(&me, phase, acts, &mut Fx { live: self, fresh }).await;
         self.phase = phase;
+        if matches!(self.phase, Phase::Done { .. })
+            && super::self_update::should_restart(&self.phase, self.binary.changed())
+        {
+            tracing::info!(node = %self.id.node, binary = %self.binary.path().display(),
+                "this node runs the release; moving to the release's agent binary");
+            self.restart = true;
+            return None;
+        }
         match round {
             Round::Pause(acts) => {
                 self.pending = acts;

@@ -10,7 +10,7 @@
 //! [`rendezvous_side`] (release, payload, lock, progress, resume at the rendezvous),
 //! [`node_side`] (kubeadm, k3s's binary swap and unit restart, cordon, drain, kubelet,
 //! readiness) and [`live`] (the real effects and the round the daemon loop runs once its
-//! node is done).
+//! node is done); [`self_update`] moves the agent to the release's own binary afterwards.
 
 pub mod driver;
 pub mod live;
@@ -18,6 +18,7 @@ pub mod node_side;
 pub mod order;
 pub mod quorum_guard;
 pub mod rendezvous_side;
+pub mod self_update;
 pub mod state;
 pub mod steps;
 pub mod store;
