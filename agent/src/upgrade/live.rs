@@ -191,6 +191,17 @@ impl<R: CommandRunner, S: Systemd> Live<R, S> {
         }
     }
 
+    /// kube-vip's static pod from the installed release, where this node runs it.
+    fn refresh_kube_vip(&self) -> Result<(), String> {
+        for rel in super::node_side::refresh_kube_vip(&self.root, &self.id.node)? {
+            tracing::info!(
+                manifest = rel,
+                "kube-vip's static pod replaced by the release's"
+            );
+        }
+        Ok(())
+    }
+
     fn target(&self) -> Result<KubeVersion, String> {
         transition::target(&self.phase).ok_or_else(|| "no target version in this phase".into())
     }
@@ -208,6 +219,7 @@ impl<R: CommandRunner, S: Systemd> Live<R, S> {
             Step::InstallKubeadm => {
                 let count = n.install_payload(&self.payload()?, |rel| !kubelet_binary(rel))?;
                 tracing::info!(files = count, "installed the release's node tree");
+                self.refresh_kube_vip()?;
                 n.install_packages(&["kubeadm"]).await.map(|_| ())
             }
             Step::UpgradePlan => n.upgrade_plan().await,
@@ -231,6 +243,7 @@ impl<R: CommandRunner, S: Systemd> Live<R, S> {
             Step::SwapK3s => {
                 let count = n.install_payload(&self.payload()?, |_| true)?;
                 tracing::info!(files = count, "installed the release's node tree and k3s");
+                self.refresh_kube_vip()?;
                 n.check_k3s(self.target()?).await
             }
             Step::RestartK3s => n.restart_k3s(self.id.role).await,

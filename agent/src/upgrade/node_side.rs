@@ -153,6 +153,33 @@ fn api_from_kubeconfig(text: &str, root: &NodeRoot) -> Result<(reqwest::Client, 
     Ok((c, server.trim_end_matches('/').to_string()))
 }
 
+/// kube-vip's static pod from the release (issue 15: kube-vip is updated from the same
+/// payload): where this node's tree in the installed payload has a kube-vip manifest
+/// (kubeadm's or k3s's), the live one is replaced when it differs, and the kubelet (or k3s)
+/// restarts the pod. The manifest always mounts `admin.conf` here: the init-time
+/// `super-admin.conf` switch is long over. The manifests it replaced.
+pub fn refresh_kube_vip(root: &NodeRoot, node: &str) -> Result<Vec<&'static str>, String> {
+    use model::node_files::{K3S_KUBE_VIP_MANIFEST, KUBE_VIP_MANIFEST, NODE_TREES};
+    let tree = root.path(NODE_TREES).join(node);
+    let mut replaced = Vec::new();
+    for rel in [KUBE_VIP_MANIFEST, K3S_KUBE_VIP_MANIFEST] {
+        let from = tree.join(rel);
+        let text = match std::fs::read_to_string(&from) {
+            Ok(t) => crate::kube_vip::to_admin(&t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("{}: {e}", from.display())),
+        };
+        let live = root.path(rel);
+        if std::fs::read_to_string(&live).is_ok_and(|t| t == text) {
+            continue;
+        }
+        model::fsutil::write_atomic(&live, text.as_bytes(), 0o600)
+            .map_err(|e| format!("{}: {e}", live.display()))?;
+        replaced.push(rel);
+    }
+    Ok(replaced)
+}
+
 #[derive(Debug)]
 pub struct NodeSide<R, S> {
     pub root: NodeRoot,
@@ -482,6 +509,33 @@ mod tests {
     }
 
     use crate::test_fixture as fixture;
+
+    #[test]
+    fn kube_vip_is_replaced_from_the_release_only_where_the_node_runs_it_and_it_changed() {
+        use model::node_files::{KUBE_VIP_MANIFEST, NODE_TREES};
+        let d = tempfile::tempdir().unwrap();
+        let root = NodeRoot::new(d.path());
+        let tree = root.path(NODE_TREES).join("cp-1");
+        // A worker's tree (no kube-vip) and a node whose tree has none: nothing to do.
+        assert!(refresh_kube_vip(&root, "w-1").unwrap().is_empty());
+        std::fs::create_dir_all(tree.join("etc/kubernetes/manifests")).unwrap();
+        let old = "kind: Pod\nimage: ghcr.io/kube-vip/kube-vip:v0.8.9\n";
+        let new = "kind: Pod\nimage: ghcr.io/kube-vip/kube-vip:v0.9.1\n  hostPath:\n    path: /etc/kubernetes/super-admin.conf\n";
+        std::fs::create_dir_all(root.path("etc/kubernetes/manifests")).unwrap();
+        std::fs::write(root.path(KUBE_VIP_MANIFEST), old).unwrap();
+        std::fs::write(tree.join(KUBE_VIP_MANIFEST), new).unwrap();
+        assert_eq!(
+            refresh_kube_vip(&root, "cp-1").unwrap(),
+            [KUBE_VIP_MANIFEST]
+        );
+        let live = std::fs::read_to_string(root.path(KUBE_VIP_MANIFEST)).unwrap();
+        assert!(
+            live.contains("v0.9.1") && live.contains("/etc/kubernetes/admin.conf"),
+            "{live}"
+        );
+        // Unchanged now: the pod is not restarted again.
+        assert!(refresh_kube_vip(&root, "cp-1").unwrap().is_empty());
+    }
 
     #[test]
     fn packages_install_as_the_upgrade_guide_does_and_the_version_is_read_back() {
