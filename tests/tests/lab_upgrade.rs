@@ -179,6 +179,15 @@ fn upgrade_phase_within(lab: &Lab, node: &str, want: &str, within: Duration) -> 
     }
 }
 
+/// `nodeagent status` run on `node` (its namespace, its root), with `extra` arguments.
+fn nodeagent_status(lab: &Lab, node: &str, extra: &[&str]) -> muster_lab::netns::Out {
+    let agent = bin_dir().join("nodeagent").display().to_string();
+    let root = lab.node(node).unwrap().root.display().to_string();
+    let mut argv = vec![agent.as_str(), "status", "--root", root.as_str()];
+    argv.extend_from_slice(extra);
+    lab.exec(node, &argv).unwrap()
+}
+
 /// The pid of the node's agent (the lab's pid file: the process it spawned execs into the
 /// agent).
 fn agent_pid(lab: &Lab, node: &str) -> u32 {
@@ -348,17 +357,7 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
         status.all()
     );
     // `nodeagent status` on the stopped node says where it and the roll stand.
-    let local = lab
-        .exec(
-            &failing,
-            &[
-                &bin_dir().join("nodeagent").display().to_string(),
-                "status",
-                "--root",
-                &lab.node(&failing).unwrap().root.display().to_string(),
-            ],
-        )
-        .unwrap();
+    let local = nodeagent_status(&lab, &failing, &[]);
     assert!(
         local.stdout.contains(&format!(
             "  upgrade: STOPPED upgrading to {TO} (release 1) at step upgrade-node"
@@ -406,18 +405,7 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
         "muster status shows the waiting worker and why: {}",
         status.all()
     );
-    let local = lab
-        .exec(
-            &recreated,
-            &[
-                &bin_dir().join("nodeagent").display().to_string(),
-                "status",
-                "--root",
-                &lab.node(&recreated).unwrap().root.display().to_string(),
-                "--json",
-            ],
-        )
-        .unwrap();
+    let local = nodeagent_status(&lab, &recreated, &["--json"]);
     assert!(
         local.stdout.contains("waiting-for-control-plane-version") && local.stdout.contains(TO),
         "nodeagent status shows the waiting phase and why: {}",

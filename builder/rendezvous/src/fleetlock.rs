@@ -7,7 +7,7 @@
 //! it. The token stands in for the request signature FleetLock clients cannot make.
 
 use crate::error::ApiError;
-use crate::service::Service;
+use crate::service::{ClusterCell, Service};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -30,14 +30,13 @@ pub fn routes() -> Router<Service> {
 }
 
 /// What both operations check first: the protocol header, the token of a served
-/// cluster, the body; the client's holder name in the upgrade lock.
+/// cluster, the body; the cluster and the client's holder name in its upgrade lock.
 fn admit(
     svc: &Service,
-    cluster: &str,
-    token: &str,
+    (cluster, token): &(String, String),
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<String, ApiError> {
+) -> Result<(std::sync::Arc<ClusterCell>, String), ApiError> {
     svc.check_available()?;
     if headers.get(fleetlock::HEADER).and_then(|v| v.to_str().ok()) != Some("true") {
         return Err(ApiError::bad_request(format!(
@@ -55,7 +54,8 @@ fn admit(
     }
     let req: LockRequest = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
-    fleetlock::holder(&req.client_params).map_err(ApiError::bad_request)
+    let holder = fleetlock::holder(&req.client_params).map_err(ApiError::bad_request)?;
+    Ok((svc.cluster(cluster)?, holder))
 }
 
 /// Equal bytes, in a time that does not depend on where they differ.
@@ -65,12 +65,12 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 async fn pre_reboot(
     State(svc): State<Service>,
-    Path((cluster, token)): Path<(String, String)>,
+    Path(path): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let holder = admit(&svc, &cluster, &token, &headers, &body)?;
-    let cell = svc.cluster(&cluster)?;
+    let (cell, holder) = admit(&svc, &path, &headers, &body)?;
+    let cluster = &path.0;
     let req = AcquireRequest {
         slots: UPGRADE_SLOTS,
         holder: holder.clone(),
@@ -97,12 +97,12 @@ async fn pre_reboot(
 
 async fn steady_state(
     State(svc): State<Service>,
-    Path((cluster, token)): Path<(String, String)>,
+    Path(path): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let holder = admit(&svc, &cluster, &token, &headers, &body)?;
-    let cell = svc.cluster(&cluster)?;
+    let (cell, holder) = admit(&svc, &path, &headers, &body)?;
+    let cluster = &path.0;
     if cell
         .release_holder(&svc, UPGRADE_SEMAPHORE, &holder)
         .await?

@@ -276,15 +276,20 @@ fn all_done(r: &Roll) -> bool {
     r.nodes.iter().all(|n| matches!(n.2, Phase::Done { .. }))
 }
 
+/// Every node done, or the phases they stopped in.
+fn assert_all_done(r: &Roll) {
+    assert!(
+        all_done(r),
+        "{:?}",
+        r.nodes.iter().map(|n| &n.2).collect::<Vec<_>>()
+    );
+}
+
 #[tokio::test]
 async fn control_planes_first_one_node_at_a_time_then_workers() {
     let mut r = roll();
     r.settle().await;
-    assert!(
-        all_done(&r),
-        "{:?}",
-        r.nodes.iter().map(|n| &n.2).collect::<Vec<_>>()
-    );
+    assert_all_done(&r);
     let w = r.world.borrow();
     assert!(w.nodes.values().all(|(_, ver)| *ver == v("v1.31.2")));
     assert_eq!(w.api, Some(v("v1.31.2")));
@@ -314,11 +319,7 @@ async fn a_done_report_that_was_lost_is_published_next_round_and_the_roll_goes_o
     let mut r = roll();
     r.world.borrow_mut().lose_report_once = Some(("w-1".into(), "done".into()));
     r.settle().await;
-    assert!(
-        all_done(&r),
-        "{:?}",
-        r.nodes.iter().map(|n| &n.2).collect::<Vec<_>>()
-    );
+    assert_all_done(&r);
     let w = r.world.borrow();
     assert!(w.lose_report_once.is_none(), "the loss was never exercised");
     assert_eq!(w.progress["w-1"].0, "done");
