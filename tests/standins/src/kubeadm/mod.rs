@@ -1436,6 +1436,24 @@ async fn join(flags: &Flags) -> Result<()> {
         )?,
         bearer: Some(cfg.token.clone()),
     };
+    // kubeadm's `KubeletVersion` check against the cluster's version (issue 15: a node
+    // re-created from a newer image must not join an older control plane).
+    let kc = boot
+        .get("/api/v1/namespaces/kube-system/configmaps/kubeadm-config")
+        .await?;
+    if kc.ok() {
+        let cc = kc.body["data"]["ClusterConfiguration"]
+            .as_str()
+            .unwrap_or("");
+        let ours = version();
+        let cluster = upgrade_policy::cluster_version(cc, &ours);
+        let skew = upgrade_policy::kubelet_skew(&ours, &cluster)
+            .map(|msg| ("KubeletVersion".to_string(), msg));
+        phase(
+            "preflight",
+            run_checks(skew.into_iter().collect(), &cfg.ignore_preflight_errors),
+        )?;
+    }
     match &cfg.control_plane {
         Some(cp) => join_control_plane(&root, &knobs, &cfg, cp, &name, &boot, &disc).await,
         None => join_worker(&root, &knobs, &name, cfg.node_ip.as_deref(), &boot, &disc).await,

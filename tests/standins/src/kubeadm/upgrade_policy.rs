@@ -58,6 +58,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_kubelet_of_a_newer_minor_than_the_control_plane_is_refused() {
+        assert!(
+            kubelet_skew("v1.32.0", "v1.31.4")
+                .unwrap()
+                .contains("higher than the control plane")
+        );
+        assert_eq!(kubelet_skew("v1.31.9", "v1.31.4"), None);
+        assert_eq!(kubelet_skew("v1.30.2", "v1.31.4"), None);
+        assert_eq!(kubelet_skew("garbage", "v1.31.4"), None);
+    }
+
+    #[test]
     fn one_minor_up_with_a_matching_kubeadm_is_allowed() {
         assert!(violations("v1.30.5", "v1.31.2", "v1.31.2").is_empty());
         assert!(violations("v1.31.0", "v1.31.2", "v1.31.2").is_empty());
@@ -93,6 +105,18 @@ mod tests {
 }
 
 /// The `kubernetesVersion` of a stored ClusterConfiguration (YAML text), else `default`.
+/// kubeadm join's `KubeletVersion` preflight check: a kubelet of a newer minor than the
+/// control plane (the ClusterConfiguration's `kubernetesVersion`) is refused, in kubeadm's
+/// words. `None` when the skew is allowed or a version does not parse.
+pub fn kubelet_skew(kubelet: &str, control_plane: &str) -> Option<String> {
+    let (k, c) = (parse(kubelet)?, parse(control_plane)?);
+    (k.0 > c.0 || k.1 > c.1).then(|| {
+        format!(
+            "the kubelet version is higher than the control plane version. This is not a supported version skew and may lead to a malfunctional cluster. Kubelet version: {kubelet:?} Control plane version: {control_plane:?}"
+        )
+    })
+}
+
 pub fn cluster_version(cluster_configuration: &str, default: &str) -> String {
     cluster_configuration
         .lines()
