@@ -21,6 +21,11 @@ pub const KUBELET_UNIT: &str = "kubelet.service";
 /// How often a drain or a readiness wait asks again.
 const POLL: Duration = Duration::from_millis(500);
 
+/// The Pod list of the pods bound to `node` (`spec.nodeName` field selector).
+pub fn pods_of_node_path(node: &str) -> String {
+    format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{node}")
+}
+
 /// The pods the Node `node` runs, from a Pod list (`GET /api/v1/pods`).
 pub fn pods_on(list: &Value, node: &str) -> Vec<PodInfo> {
     list["items"]
@@ -309,7 +314,10 @@ impl<R: CommandRunner, S: Systemd> NodeSide<R, S> {
         let started = Instant::now();
         let timeout_ms = u64::try_from(self.drain_timeout.as_millis()).unwrap_or(u64::MAX);
         loop {
-            let url = format!("{base}/api/v1/pods");
+            // Only this node's pods, as `kubectl drain` asks: a kubelet's credential may
+            // list pods only with its own `spec.nodeName` selector (the Node authorizer's
+            // AuthorizeNodeWithSelectors, on by default from Kubernetes 1.32).
+            let url = format!("{base}{}", pods_of_node_path(&self.node));
             let list: Value = c
                 .get(&url)
                 .send()
@@ -485,6 +493,14 @@ impl<R: CommandRunner, S: Systemd> NodeSide<R, S> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_drain_lists_only_this_nodes_pods() {
+        assert_eq!(
+            pods_of_node_path("w-1"),
+            "/api/v1/pods?fieldSelector=spec.nodeName%3Dw-1"
+        );
+    }
 
     #[test]
     fn pods_of_this_node_with_owner_and_mirror() {
