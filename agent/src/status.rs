@@ -75,25 +75,13 @@ pub async fn cluster_for(root: &NodeRoot, timeout: Duration) -> ClusterStatus {
         Ok(c) => c.with_retry(RetryPolicy::none()),
         Err(e) => return ClusterStatus::unreachable(format!("rendezvous client: {e}")),
     };
-    let mut status = cluster(&client, &baked.api_endpoint, timeout).await;
-    if status.reachable {
-        // The roll, once a release was published (every upgrading node of the plan).
-        let planned: Vec<(String, model::Role)> = baked
-            .nodes
-            .iter()
-            .filter(|n| n.role != model::Role::LoadBalancer)
-            .map(|n| (n.name.to_string(), n.role))
-            .collect();
-        match tokio::time::timeout(timeout, protocol::roll::read(&client, &planned)).await {
-            Ok(Ok(u)) => status.upgrade = u.release.is_some().then_some(u),
-            Ok(Err(e)) => status.problems.push(format!("upgrade records: {e}")),
-            Err(_) => status.problems.push(format!(
-                "upgrade records: no answer within {}s",
-                timeout.as_secs()
-            )),
-        }
-    }
-    status
+    cluster(
+        &client,
+        &baked.api_endpoint,
+        &baked.upgrading_nodes(),
+        timeout,
+    )
+    .await
 }
 
 /// On a control plane: ask etcd now, with this node's own credentials (stacked: its own

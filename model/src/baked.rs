@@ -43,4 +43,14 @@ impl BakedCluster {
     pub fn node(&self, name: &NodeName) -> Option<&PlannedNode> {
         self.nodes.iter().find(|n| &n.name == name)
     }
+
+    /// Every planned Kubernetes node with its role: the nodes an upgrade rolls (load
+    /// balancers run no Kubernetes).
+    pub fn upgrading_nodes(&self) -> Vec<(String, crate::Role)> {
+        self.nodes
+            .iter()
+            .filter(|n| n.role != crate::Role::LoadBalancer)
+            .map(|n| (n.name.to_string(), n.role))
+            .collect()
+    }
 }

@@ -174,9 +174,7 @@ impl<R: CommandRunner, S: Systemd> Live<R, S> {
         let phase = self.phase.clone();
         let (phase, round) = driver::round(&me, phase, acts, &mut Fx { live: self, fresh }).await;
         self.phase = phase;
-        if matches!(self.phase, Phase::Done { .. })
-            && super::self_update::should_restart(&self.phase, self.binary.changed())
-        {
+        if super::self_update::may_restart(&self.phase) && self.binary.changed() {
             tracing::info!(node = %self.id.node, binary = %self.binary.path().display(),
                 "this node runs the release; moving to the release's agent binary");
             self.restart = true;

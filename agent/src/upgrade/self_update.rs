@@ -1,8 +1,9 @@
 //! The agent moves to the release's own `nodeagent` once this node runs the release
 //! (issue 15: "the agent itself is updated from the same payload"). The payload's node
 //! tree replaced the binary on disk at the install step; the process keeps running the
-//! old one until it execs the new one, which resumes from the persisted state. Deciding is
-//! pure ([`should_restart`]); looking at files is [`BinaryWatch`]; the exec is `main`'s.
+//! old one until it execs the new one, which resumes from the persisted state. When it
+//! may is pure ([`may_restart`]); whether there is another binary is [`BinaryWatch`]
+//! (asked only then: it reads files); the exec is `main`'s.
 
 use super::state::Phase;
 use sha2::{Digest, Sha256};
@@ -11,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 /// Restart only between rolls: a node in the middle of its steps finishes them with the
 /// agent that began them, and a node that runs no release has nothing new.
-pub fn should_restart(phase: &Phase, binary_changed: bool) -> bool {
-    binary_changed && matches!(phase, Phase::Done { .. })
+pub fn may_restart(phase: &Phase) -> bool {
+    matches!(phase, Phase::Done { .. })
 }
 
 /// The agent binary this process was started from, and whether the file at its path has
@@ -84,11 +85,9 @@ mod tests {
     use model::KubeVersion;
 
     #[test]
-    fn only_a_done_node_with_a_new_binary_restarts() {
+    fn only_a_done_node_restarts() {
         let to: KubeVersion = "v1.32.0".parse().unwrap();
-        let done = Phase::Done { sequence: 1, to };
-        assert!(should_restart(&done, true));
-        assert!(!should_restart(&done, false));
+        assert!(may_restart(&Phase::Done { sequence: 1, to }));
         let running = Phase::Running {
             sequence: 1,
             to,
@@ -97,8 +96,8 @@ mod tests {
             step: super::super::steps::Step::Drain,
             resumes_seen: 0,
         };
-        assert!(!should_restart(&running, true));
-        assert!(!should_restart(&Phase::Idle, true));
+        assert!(!may_restart(&running));
+        assert!(!may_restart(&Phase::Idle));
     }
 
     #[test]

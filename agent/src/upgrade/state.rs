@@ -124,12 +124,9 @@ impl Phase {
             }
             Phase::Locking {
                 sequence, to, why, ..
-            } => {
-                let why = if why.is_empty() { "" } else { why.as_str() };
-                format!("taking the upgrade lock for {to} (release {sequence}) {why}")
-                    .trim_end()
-                    .to_string()
-            }
+            } => format!("taking the upgrade lock for {to} (release {sequence}) {why}")
+                .trim_end()
+                .to_string(),
             Phase::Running {
                 sequence, to, step, ..
             } => format!("upgrading to {to} (release {sequence}), step {step}"),

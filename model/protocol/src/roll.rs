@@ -59,9 +59,14 @@ pub enum RollError {
     Rendezvous(#[from] ClientError),
 }
 
-/// Reads the release, the progress records, the audit log and the resume request;
-/// `planned`: every node that upgrades (load balancers do not), with its role.
-pub async fn read(client: &Client, planned: &[(String, Role)]) -> Result<UpgradeStatus, RollError> {
+/// Reads the release, the progress records and the resume request; `planned`: every node
+/// that upgrades (load balancers do not), with its role; `audit`: the whole audit log
+/// ([`crate::status::audit_log`]), which the caller has read already for its own view.
+pub async fn read(
+    client: &Client,
+    planned: &[(String, Role)],
+    audit: &[AuditEntry],
+) -> Result<UpgradeStatus, RollError> {
     let release = release_transfer::current_release(client)
         .await?
         .map(|(r, _)| r);
@@ -71,7 +76,6 @@ pub async fn read(client: &Client, planned: &[(String, Role)]) -> Result<Upgrade
         .filter_map(|r| serde_json::from_slice::<Progress>(&r.value).ok())
         .filter(|p| release.as_ref().is_some_and(|r| r.sequence == p.sequence))
         .collect();
-    let audit = client.audit(0).await?;
     let resume_requests = match client.get(RESUME).await? {
         Some(r) => serde_json::from_slice::<ResumeRequest>(&r.value)
             .map(|r| r.count)
@@ -82,7 +86,7 @@ pub async fn read(client: &Client, planned: &[(String, Role)]) -> Result<Upgrade
         planned,
         release.as_ref(),
         &reports,
-        &audit,
+        audit,
         resume_requests,
     ))
 }

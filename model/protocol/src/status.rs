@@ -369,14 +369,33 @@ pub async fn audit_log(client: &Client) -> Result<Vec<AuditEntry>, ClientError> 
     }
 }
 
-/// Asks the rendezvous ([`fetch`]) within `timeout`, and probes the API endpoint meanwhile.
-pub async fn cluster(client: &Client, api_endpoint: &str, timeout: Duration) -> ClusterStatus {
+/// Asks the rendezvous ([`fetch`], then the upgrade roll of `planned` with the same audit
+/// log) within `timeout`, and probes the API endpoint meanwhile.
+pub async fn cluster(
+    client: &Client,
+    api_endpoint: &str,
+    planned: &[(String, model::Role)],
+    timeout: Duration,
+) -> ClusterStatus {
+    let ask = async {
+        let view = fetch(client).await?;
+        // The roll, once a release was published; unreadable, it is one problem more.
+        let roll = crate::roll::read(client, planned, &view.audit).await;
+        Ok::<_, ClientError>((view, roll))
+    };
     let (view, api) = tokio::join!(
-        tokio::time::timeout(timeout, fetch(client)),
+        tokio::time::timeout(timeout, ask),
         probe_api(api_endpoint, timeout)
     );
     let mut out = match view {
-        Ok(Ok(v)) => ClusterStatus::from_view(&v, now_ms()),
+        Ok(Ok((v, roll))) => {
+            let mut out = ClusterStatus::from_view(&v, now_ms());
+            match roll {
+                Ok(u) => out.upgrade = u.release.is_some().then_some(u),
+                Err(e) => out.problems.push(format!("upgrade records: {e}")),
+            }
+            out
+        }
         Ok(Err(e)) => ClusterStatus::unreachable(e.to_string()),
         Err(_) => ClusterStatus::unreachable(format!("no answer within {}s", timeout.as_secs())),
     };
@@ -1122,6 +1141,7 @@ mod tests {
         let c = cluster(
             &client,
             &format!("127.0.0.1:{port}"),
+            &[],
             Duration::from_secs(2),
         )
         .await;

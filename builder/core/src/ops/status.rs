@@ -206,7 +206,7 @@ pub async fn gather(dir: &BuildDir, timeout: Duration) -> Result<ClusterStatus, 
     };
     let all_done = !nodes.is_empty() && nodes.iter().all(|n| n.done || n.phase == REMOVED);
     let mut problems = view.problems.clone();
-    let upgrade = match super::upgrade::status(dir, timeout).await {
+    let upgrade = match super::upgrade::read(dir, &client, &view.audit).await {
         Ok(u) => u.release.is_some().then_some(u),
         Err(e) => {
             problems.push(format!("upgrade records: {e}"));

@@ -141,22 +141,24 @@ pub use protocol::roll::{NO_REPORT, NodeProgress, ReleaseSummary, UpgradeStatus,
 /// The roll as the rendezvous shows it, for the build dir's planned nodes.
 pub async fn status(dir: &BuildDir, timeout: Duration) -> Result<UpgradeStatus, OpsError> {
     let client = dir.client(timeout)?;
-    protocol::roll::read(&client, &planned(dir))
+    let audit = protocol::status::audit_log(&client)
+        .await
+        .map_err(|e| dir.rendezvous_error(e))?;
+    read(dir, &client, &audit).await
+}
+
+/// [`status`] with the audit log the caller read already (`muster status`).
+pub async fn read(
+    dir: &BuildDir,
+    client: &protocol::Client,
+    audit: &[protocol::AuditEntry],
+) -> Result<UpgradeStatus, OpsError> {
+    protocol::roll::read(client, &dir.baked.upgrading_nodes(), audit)
         .await
         .map_err(|e| match e {
             protocol::roll::RollError::Release(t) => transfer(dir, t),
             protocol::roll::RollError::Rendezvous(c) => dir.rendezvous_error(c),
         })
-}
-
-/// Every Kubernetes node of the build's plan (load balancers do not upgrade).
-fn planned(dir: &BuildDir) -> Vec<(String, model::Role)> {
-    dir.baked
-        .nodes
-        .iter()
-        .filter(|n| n.role != model::Role::LoadBalancer)
-        .map(|n| (n.name.to_string(), n.role))
-        .collect()
 }
 
 /// `muster upgrade --resume`: asks the stopped node to retry its failed step (one resume
