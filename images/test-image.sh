@@ -9,7 +9,8 @@
 # downloaded on the test machines (built from tests/standins/src/bin; NOT kubeadm, k3s or
 # kube-apiserver): apiserver-standin always; kubeadm-standin and k3s-standin only when the
 # image has no distribution from the install path, then linked as /usr/bin/kubeadm,
-# kubelet, kubectl, /usr/bin/k3s, /usr/bin/k3s-killall.sh (step 1).
+# kubelet, kubectl, /usr/bin/k3s, /usr/bin/k3s-killall.sh (step 1); and in host-tools/ the
+# build machine's etcd and etcdctl where the stand-ins need them.
 # NTP_SERVER is the address chrony syncs with (the VM lab serves the host's clock there).
 # Also installed: a reporter that writes this node's state to the second serial port
 # (ttyS1) for the test to read from outside. Everything is listed in
@@ -68,9 +69,17 @@ elif [ -f /usr/local/bin/k3s ]; then
 fi
 command -v kubeadm >/dev/null || command -v k3s >/dev/null ||
   die "neither kubeadm nor k3s is in the image (no install path and no stand-in)"
-# The kubeadm stand-in runs Debian's etcd itself (like kubeadm's static pod would).
-command -v etcd >/dev/null || die "etcd (Debian etcd-server) is not in the image"
-command -v etcdctl >/dev/null || die "etcdctl (Debian etcd-client) is not in the image"
+# The build machine's etcd and etcdctl (Debian's etcd-server and etcd-client there), copied
+# rather than installed as packages so this image keeps the product image's base: the
+# kubeadm and k3s stand-ins run etcd themselves (like kubeadm's static pod or k3s's
+# embedded etcd would); the stand-ins, the reporter and this script use etcdctl.
+if [ -d "$stage/host-tools" ]; then
+  for tool in "$stage"/host-tools/*; do
+    install -m 0755 "$tool" "/usr/bin/$(basename "$tool")"
+    installed+=("$(basename "$tool") (the build machine's)")
+  done
+fi
+command -v etcdctl >/dev/null || die "etcdctl (the build machine's, from Debian etcd-client) is not in the image"
 say "stand-ins copied in: ${installed[*]} (muster test stand-ins)"
 
 # Software emulation (TCG) is slow, and the etcd members and API stand-ins inherit the
@@ -337,7 +346,8 @@ by this step: ${installed[*]}
                     link to it
   k3s-standin       stands in for k3s (/usr/local/bin/k3s from the release files, or linked)
   apiserver-standin stands in for kube-apiserver
-Real, from Debian: etcd, etcdctl, containerd, chrony, keepalived/haproxy/nginx when the
+Real, from Debian: etcd and etcdctl (the build machine's binaries, copied in by this step:
+/usr/bin/etcd, /usr/bin/etcdctl), containerd, chrony, keepalived/haproxy/nginx when the
 spec needs them, systemd, cloud-init, and muster's nodeagent from the payload.
 /usr/lib/muster-test/kube-vip-standin (kube-vip specs only) stands in for kube-vip: keepalived
   floats the VIP on the control planes (kube-vip-standin.path/.service), no kubelet here.

@@ -246,11 +246,7 @@ fn upgrade_roll(
         distribution: baked.spec.distribution.kind,
         role: me.role,
         running: baked.spec.distribution.version,
-        planned: baked
-            .nodes
-            .iter()
-            .map(|n| (n.name.to_string(), n.role))
-            .collect(),
+        planned: baked.upgrading_nodes(),
         max_unavailable: baked.spec.distribution.max_unavailable,
     };
     let state_dir = root.path("var/lib/nodeagent");

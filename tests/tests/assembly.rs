@@ -19,18 +19,10 @@ use muster_lab::{Lab, UpOptions, netns};
 use protocol::wire::{AuditEntry, AuditEvent};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// The whole assembly must finish within this (CI fast suite).
 const ASSEMBLY_PATIENCE: Duration = Duration::from_secs(150);
-
-/// One lab at a time (2 cores; lab-netns.md).
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn bin_dir() -> PathBuf {
     muster_lab::standins::target_bin_dir()
@@ -74,7 +66,7 @@ struct Cluster {
     /// The spec's `distribution.version` (`v1.31.4`).
     k8s_version: String,
     pod_subnet: String,
-    _serial: MutexGuard<'static, ()>,
+    _slot: muster_tests::harness::LabSlot,
 }
 
 impl Drop for Cluster {
@@ -89,7 +81,7 @@ impl Drop for Cluster {
 
 /// The lab of the built-in default spec: namespaces, disks, rendezvous; no node booted yet.
 fn prepare(tag: &str) -> Cluster {
-    let serial = serial();
+    let slot = muster_tests::harness::lab_slot();
     let spec = muster_build::spec_source::load(None).unwrap();
     let opts = UpOptions::new(state_dir(tag), &bin_dir());
     let t = Instant::now();
@@ -113,7 +105,7 @@ fn prepare(tag: &str) -> Cluster {
         k8s_version: spec.cluster.distribution.version.to_string(),
         pod_subnet: spec.cluster.network.pod_subnet.to_string(),
         lab: Some(lab),
-        _serial: serial,
+        _slot: slot,
     }
 }
 
@@ -653,7 +645,7 @@ fn muster_lab(state: &Path, args: &[&str]) -> netns::Out {
 /// Takes the lab down with `muster lab down` even when the test fails half-way.
 struct CliLab {
     state: PathBuf,
-    _serial: MutexGuard<'static, ()>,
+    _slot: muster_tests::harness::LabSlot,
 }
 
 impl Drop for CliLab {
@@ -683,7 +675,7 @@ fn muster_lab_rehearses_a_halted_control_plane() {
     let state = state_dir("cli");
     let guard = CliLab {
         state: state.clone(),
-        _serial: serial(),
+        _slot: muster_tests::harness::lab_slot(),
     };
     let bins = bin_dir();
     let up = muster_lab(

@@ -15,14 +15,10 @@
 use muster_lab::{Lab, UpOptions, netns};
 use protocol::wire::{AuditEntry, AuditEvent};
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How long a seed may take to assemble.
 const PATIENCE: Duration = Duration::from_secs(150);
-
-/// One lab at a time (2 cores).
-static SERIAL: Mutex<()> = Mutex::new(());
 
 fn enabled() -> bool {
     muster_tests::harness::e2e_enabled()
@@ -35,7 +31,7 @@ fn bin_dir() -> PathBuf {
 
 struct Seed {
     lab: Option<Lab>,
-    _serial: MutexGuard<'static, ()>,
+    _slot: muster_tests::harness::LabSlot,
 }
 
 impl Drop for Seed {
@@ -120,13 +116,13 @@ fn load_example(example: &str) -> muster_build::spec_source::LoadedSpec {
 
 /// Creates the lab of `spec`; boots nothing.
 fn create(spec: &muster_build::spec_source::LoadedSpec, tag: &str) -> Seed {
-    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let slot = muster_tests::harness::lab_slot();
     let state = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("lab-k3s-{tag}"));
     let opts = UpOptions::new(state, &bin_dir());
     let t = Instant::now();
     let seed = Seed {
         lab: Some(Lab::create(spec, &opts).unwrap()),
-        _serial: serial,
+        _slot: slot,
     };
     eprintln!("{}: lab created in {:?}", spec.origin, t.elapsed());
     seed

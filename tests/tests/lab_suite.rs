@@ -16,13 +16,10 @@ use muster_lab::{Lab, UpOptions, netns};
 use protocol::wire::{AuditEntry, AuditEvent};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Each assembly must finish within this.
 const PATIENCE: Duration = Duration::from_secs(180);
-
-static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The lab tier's switch (`harness::e2e_enabled`).
 fn enabled() -> bool {
@@ -67,7 +64,7 @@ struct Suite {
     workers: Vec<String>,
     worker_cap: usize,
     api_port: u16,
-    _serial: MutexGuard<'static, ()>,
+    _slot: muster_tests::harness::LabSlot,
 }
 
 impl Drop for Suite {
@@ -102,7 +99,7 @@ impl Suite {
 
     /// Like `with_env`, for a spec the test adjusted.
     fn with_spec(spec: LoadedSpec, tag: &'static str, env: &[(&str, &str)]) -> Suite {
-        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = muster_tests::harness::lab_slot();
         let began = Instant::now();
         let state = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("suite-{tag}"));
         let mut opts = UpOptions::new(state, &bin_dir());
@@ -126,7 +123,7 @@ impl Suite {
             lab: Some(lab),
             tag,
             began,
-            _serial: serial,
+            _slot: slot,
         }
     }
 
@@ -454,11 +451,22 @@ impl Suite {
     /// The checks every test ends with (issue #6).
     fn assert_invariants(&self) {
         let all = self.all();
-        // ---- assembled, by every node's own `nodeagent status --json`
+        // ---- assembled, by every node's own `nodeagent status --json`. Healthy is where
+        // a cluster settles: right after a rehearsal brought members back, a probe with
+        // its 3 s timeout can still miss (seen with two labs at once), so each node gets
+        // a minute to say it.
         for host in &all {
-            let s = self.status(host);
-            assert_eq!(s["thisNode"]["phase"], "done", "{host}: {s:#}");
-            assert_eq!(s["healthy"], true, "{host}: {s:#}");
+            let mut s = Value::Null;
+            let settled = netns::wait_until(
+                &format!("{host} done and healthy"),
+                Duration::from_secs(60),
+                Duration::from_secs(1),
+                || {
+                    s = self.status(host);
+                    s["thisNode"]["phase"] == "done" && s["healthy"] == true
+                },
+            );
+            assert!(settled.is_ok(), "{host} not done and healthy: {s:#}");
         }
         // ---- exactly one init ever: one grant, one `kubeadm init` run
         let audit = self.lab().audit().unwrap();

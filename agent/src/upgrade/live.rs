@@ -35,7 +35,7 @@ pub struct Identity {
     pub role: Role,
     /// The version this node's image (its baked config) runs.
     pub running: KubeVersion,
-    /// Every planned node with its role.
+    /// The planned nodes that take part in an upgrade roll (load balancers do not).
     pub planned: Vec<(String, Role)>,
     pub max_unavailable: u32,
 }

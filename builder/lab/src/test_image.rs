@@ -33,37 +33,38 @@ pub fn standins_copied_in(distribution_installed: bool) -> &'static [&'static st
     }
 }
 
-/// Debian packages only the TEST image needs: real k3s embeds etcd and kubeadm runs it as a
-/// static pod; their stand-ins run Debian's etcd where the spec has a stacked etcd (and
-/// `etcdctl`, which the stand-ins, the reporter and test-image.sh use); the kube-vip
-/// stand-in is keepalived.
+/// Debian packages only the TEST image needs: the kube-vip stand-in is keepalived. Nothing
+/// else: the image's base (the debootstrap) stays the product image's, so the VM tier
+/// builds one base for all its images.
 pub fn add_packages(
     selection: &mut muster_build::image::packages::Selection,
     cluster: &model::Cluster,
 ) {
-    let mut extra = Vec::new();
-    let stacked = matches!(cluster.datastore, model::spec::Datastore::StackedEtcd);
-    match cluster.distribution.kind {
-        DistroKind::K3s => extra.extend(["etcd-server", "etcd-client"]),
-        DistroKind::Kubeadm if stacked => extra.extend(["etcd-server", "etcd-client"]),
-        DistroKind::Kubeadm => {
-            if matches!(
-                cluster.datastore,
-                model::spec::Datastore::ExternalEtcd { .. }
-            ) {
-                extra.push("etcd-client");
-            }
-        }
-    }
     if cluster.ha.provider == VipProvider::KubeVip && cluster.ha.vip.is_some() {
-        extra.push("keepalived");
-    }
-    for p in extra {
+        let p = "keepalived";
         if !selection.packages.iter().any(|have| have == p) {
             selection.packages.push(p.to_string());
         }
     }
     selection.packages.sort();
+}
+
+/// Where [`host_tools`] are taken from on the build machine: Debian's etcd-server and
+/// etcd-client there (scripts/deps/standins.sh installs them for the namespace lab).
+pub const HOST_TOOLS_DIR: &str = "/usr/bin";
+
+/// The build machine's programs the TEST image copies in: real k3s embeds etcd and kubeadm
+/// runs it as a static pod; their stand-ins run Debian's etcd where the spec has a stacked
+/// etcd, and `etcdctl` (the stand-ins, the reporter and test-image.sh use it). Copied, not
+/// installed as packages, so the TEST image shares the product image's base.
+pub fn host_tools(cluster: &model::Cluster) -> &'static [&'static str] {
+    match (&cluster.distribution.kind, &cluster.datastore) {
+        (DistroKind::K3s, _) | (DistroKind::Kubeadm, model::spec::Datastore::StackedEtcd) => {
+            &["etcd", "etcdctl"]
+        }
+        (DistroKind::Kubeadm, model::spec::Datastore::ExternalEtcd { .. }) => &["etcdctl"],
+        _ => &[],
+    }
 }
 
 /// Where the kube-vip stand-in's files are installed in the TEST image.
@@ -100,6 +101,9 @@ pub fn kube_vip_standin(cluster: &model::Cluster, plan: &model::Plan) -> Vec<(St
 pub struct TestVariant {
     /// Stand-ins (NOT the real programs): name and sha256 of each binary.
     pub stand_ins: Vec<ArtifactReport>,
+    /// The build machine's programs copied in for the stand-ins ([`host_tools`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_tools: Vec<ArtifactReport>,
     /// The address chrony in the image syncs with.
     pub ntp_server: String,
     /// Where the image's manifest of stand-ins and test-only files is.
@@ -117,27 +121,44 @@ pub struct TestVariant {
 /// the kube-vip stand-in's files for `plan`.
 pub fn inspect(
     dir: &Path,
+    host_tools_dir: &Path,
     names: &[&str],
     ntp_server: &str,
     cluster: &model::Cluster,
     plan: &model::Plan,
 ) -> Result<TestVariant, ImageError> {
-    let mut stand_ins = Vec::new();
-    for &name in names {
+    let report = |dir: &Path, name: &str, how: &str| -> Result<ArtifactReport, ImageError> {
         let path = dir.join(name);
         let meta = std::fs::metadata(&path).map_err(|_| ImageError::Missing {
             step: "test stand-ins".into(),
-            what: format!(
-                "{} (build it with `cargo build -p muster-standins --bins`)",
-                path.display()
-            ),
+            what: format!("{} ({how})", path.display()),
         })?;
-        stand_ins.push(ArtifactReport {
+        Ok(ArtifactReport {
             name: name.to_string(),
             bytes: meta.len(),
             sha256: sha256_file(&path)?,
-        });
-    }
+        })
+    };
+    let stand_ins = names
+        .iter()
+        .map(|name| {
+            report(
+                dir,
+                name,
+                "build it with `cargo build -p muster-standins --bins`",
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let host_tools = host_tools(cluster)
+        .iter()
+        .map(|name| {
+            report(
+                host_tools_dir,
+                name,
+                "Debian's etcd-server and etcd-client: scripts/deps/standins.sh installs them",
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let kube_vip_files = kube_vip_standin(cluster, plan);
     let kube_vip_stand_in = kube_vip_files
         .iter()
@@ -145,6 +166,7 @@ pub fn inspect(
         .collect();
     Ok(TestVariant {
         stand_ins,
+        host_tools,
         ntp_server: ntp_server.to_string(),
         manifest: "/usr/share/doc/muster/TEST-IMAGE".into(),
         kube_vip_stand_in,
@@ -155,7 +177,7 @@ pub fn inspect(
 /// A digest of everything the step adds, for the build key.
 pub fn key_part(v: &TestVariant) -> String {
     let mut s = format!("test-image {} ", v.ntp_server);
-    for a in &v.stand_ins {
+    for a in v.stand_ins.iter().chain(&v.host_tools) {
         s.push_str(&format!("{}={} ", a.name, a.sha256));
     }
     for (name, text) in &v.kube_vip_files {
@@ -165,9 +187,14 @@ pub fn key_part(v: &TestVariant) -> String {
     s
 }
 
-/// Copies the stand-ins into `ROOTFS/tmp`, runs `images/test-image.sh` in the chroot and
-/// removes the copies again.
-pub fn apply(rootfs: &Path, dir: &Path, v: &TestVariant) -> Result<(), ImageError> {
+/// Copies the stand-ins and the host tools into `ROOTFS/tmp`, runs `images/test-image.sh`
+/// in the chroot and removes the copies again.
+pub fn apply(
+    rootfs: &Path,
+    dir: &Path,
+    host_tools_dir: &Path,
+    v: &TestVariant,
+) -> Result<(), ImageError> {
     let step = "test image step (images/test-image.sh)";
     let stage_rel = "tmp/muster-test-standins";
     let stage: PathBuf = rootfs.join(stage_rel);
@@ -175,6 +202,15 @@ pub fn apply(rootfs: &Path, dir: &Path, v: &TestVariant) -> Result<(), ImageErro
     for a in &v.stand_ins {
         let from = dir.join(&a.name);
         std::fs::copy(&from, stage.join(&a.name)).map_err(io_err(step, &from))?;
+    }
+    if !v.host_tools.is_empty() {
+        // test-image.sh installs what it finds here into /usr/bin.
+        let tools = stage.join("host-tools");
+        std::fs::create_dir_all(&tools).map_err(io_err(step, &tools))?;
+        for a in &v.host_tools {
+            let from = host_tools_dir.join(&a.name);
+            std::fs::copy(&from, tools.join(&a.name)).map_err(io_err(step, &from))?;
+        }
     }
     if !v.kube_vip_files.is_empty() {
         // test-image.sh installs what it finds here as the kube-vip stand-in.
@@ -232,6 +268,7 @@ impl ImageVariant for TestImage {
         );
         let variant = inspect(
             &self.standins,
+            Path::new(HOST_TOOLS_DIR),
             names,
             &cluster.network.gateway.to_string(),
             cluster,
@@ -262,6 +299,7 @@ impl PreparedVariant for PreparedTestImage {
             .variant
             .stand_ins
             .iter()
+            .chain(&self.variant.host_tools)
             .map(|a| a.name.as_str())
             .collect();
         format!(
@@ -272,7 +310,12 @@ impl PreparedVariant for PreparedTestImage {
     }
 
     fn apply(&self, rootfs: &Path) -> Result<(), ImageError> {
-        apply(rootfs, &self.standins, &self.variant)
+        apply(
+            rootfs,
+            &self.standins,
+            Path::new(HOST_TOOLS_DIR),
+            &self.variant,
+        )
     }
 }
 
@@ -292,14 +335,14 @@ mod tests {
     fn missing_standin_is_named_and_key_follows_binaries() {
         let (c, plan) = load("seed-003-k3s-keepalived.yaml");
         let d = tempfile::tempdir().unwrap();
-        let err = inspect(d.path(), &STANDINS, "10.0.0.1", &c, &plan)
+        let err = inspect(d.path(), d.path(), &STANDINS, "10.0.0.1", &c, &plan)
             .unwrap_err()
             .to_string();
         assert!(err.contains("kubeadm-standin"), "{err}");
-        for n in STANDINS {
+        for n in STANDINS.iter().chain(&["etcd", "etcdctl"]) {
             std::fs::write(d.path().join(n), n).unwrap();
         }
-        let v = inspect(d.path(), &STANDINS, "10.0.0.1", &c, &plan).unwrap();
+        let v = inspect(d.path(), d.path(), &STANDINS, "10.0.0.1", &c, &plan).unwrap();
         assert_eq!(v.stand_ins.len(), 3);
         assert!(
             v.kube_vip_stand_in.is_empty(),
@@ -309,11 +352,11 @@ mod tests {
         std::fs::write(d.path().join("k3s-standin"), "changed").unwrap();
         assert_ne!(
             k,
-            key_part(&inspect(d.path(), &STANDINS, "10.0.0.1", &c, &plan).unwrap())
+            key_part(&inspect(d.path(), d.path(), &STANDINS, "10.0.0.1", &c, &plan).unwrap())
         );
         assert_ne!(
             k,
-            key_part(&inspect(d.path(), &STANDINS, "10.0.0.9", &c, &plan).unwrap())
+            key_part(&inspect(d.path(), d.path(), &STANDINS, "10.0.0.9", &c, &plan).unwrap())
         );
     }
 
@@ -349,35 +392,51 @@ mod tests {
 
         // The key follows the rendered configs (a different VIP, a different image).
         let d = tempfile::tempdir().unwrap();
-        for n in STANDINS {
+        for n in STANDINS.iter().chain(&["etcd", "etcdctl"]) {
             std::fs::write(d.path().join(n), n).unwrap();
         }
-        let v = inspect(d.path(), &STANDINS, "10.0.0.1", &c, &plan).unwrap();
+        let v = inspect(d.path(), d.path(), &STANDINS, "10.0.0.1", &c, &plan).unwrap();
         assert_eq!(v.kube_vip_stand_in.len(), cps.len());
         let mut other = c.clone();
         other.ha.vip = Some("192.168.10.99".parse().unwrap());
-        let w = inspect(d.path(), &STANDINS, "10.0.0.1", &other, &plan).unwrap();
+        let w = inspect(d.path(), d.path(), &STANDINS, "10.0.0.1", &other, &plan).unwrap();
         assert_ne!(key_part(&v), key_part(&w));
     }
 
     #[test]
-    fn test_images_get_debian_etcd_for_their_stand_ins() {
-        let k3s = load("seed-003-k3s-keepalived.yaml").0;
-        let mut sel = muster_build::image::packages::select(&k3s);
-        assert!(!sel.packages.iter().any(|p| p.starts_with("etcd")));
-        add_packages(&mut sel, &k3s);
-        let mut sorted = sel.packages.clone();
-        sorted.sort();
-        assert_eq!(sel.packages, sorted);
-        assert!(sel.packages.iter().any(|p| p == "etcd-server"));
-        assert!(sel.packages.iter().any(|p| p == "etcd-client"));
-        // Debian's etcd.service is disabled in the image: the stand-in runs its own member.
-        assert!(muster_build::image::packages::disabled_services(&sel).contains(&"etcd.service"));
+    fn test_images_copy_the_hosts_etcd_for_their_stand_ins_and_keep_the_product_base() {
+        for (example, tools) in [
+            ("seed-003-k3s-keepalived.yaml", &["etcd", "etcdctl"][..]),
+            ("seed-004-kubeadm-haproxy.yaml", &["etcd", "etcdctl"][..]),
+            ("seed-004-kubeadm-external-etcd.yaml", &["etcdctl"][..]),
+        ] {
+            let (c, plan) = load(example);
+            assert_eq!(host_tools(&c), tools, "{example}");
+            // The same packages as the product image: one base for both.
+            let product = muster_build::image::packages::select(&c);
+            let mut sel = product.clone();
+            add_packages(&mut sel, &c);
+            assert_eq!(sel.packages, product.packages, "{example}");
 
-        let kubeadm = load("default.yaml").0;
-        let mut sel = muster_build::image::packages::select(&kubeadm);
-        assert!(!sel.packages.iter().any(|p| p.starts_with("etcd")));
-        add_packages(&mut sel, &kubeadm);
-        assert!(sel.packages.iter().any(|p| p == "etcd-server"));
+            let d = tempfile::tempdir().unwrap();
+            for n in STANDINS {
+                std::fs::write(d.path().join(n), n).unwrap();
+            }
+            let err = inspect(d.path(), d.path(), &STANDINS, "10.0.0.1", &c, &plan)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("etcdctl") || err.contains("etcd "), "{err}");
+            assert!(err.contains("scripts/deps/standins.sh"), "{err}");
+            for t in tools {
+                std::fs::write(d.path().join(t), t).unwrap();
+            }
+            let v = inspect(d.path(), d.path(), &STANDINS, "10.0.0.1", &c, &plan).unwrap();
+            let names: Vec<&str> = v.host_tools.iter().map(|a| a.name.as_str()).collect();
+            assert_eq!(names, tools);
+            // The key follows the copied tools' bytes.
+            std::fs::write(d.path().join(tools[0]), "other").unwrap();
+            let w = inspect(d.path(), d.path(), &STANDINS, "10.0.0.1", &c, &plan).unwrap();
+            assert_ne!(key_part(&v), key_part(&w));
+        }
     }
 }

@@ -306,6 +306,8 @@ pub struct Gateway {
     bases: Vec<String>,
     current: std::sync::atomic::AtomicUsize,
     http: reqwest::Client,
+    /// How long a read is retried while etcd answers `Unavailable` (a leader election).
+    read_patience: Duration,
 }
 
 fn b64(s: &[u8]) -> String {
@@ -356,6 +358,7 @@ impl Gateway {
             bases,
             current: std::sync::atomic::AtomicUsize::new(0),
             http: http_client(&Trust::Ca(ca_pem.to_string()), Some(client), timeout)?,
+            read_patience: timeout,
         })
     }
 
@@ -387,7 +390,17 @@ impl Gateway {
     }
 
     async fn call(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value> {
-        let resp = self.send(path, &body).await?;
+        self.call_once(path, &body).await.map_err(|(e, _)| e)
+    }
+
+    /// One request; on failure also whether etcd said `Unavailable` (HTTP 503 through the
+    /// gateway: no leader, or the leader changed during the request).
+    async fn call_once(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> std::result::Result<serde_json::Value, (anyhow::Error, bool)> {
+        let resp = self.send(path, body).await.map_err(|e| (e, false))?;
         let status = resp.status();
         let v: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
         if !status.is_success() {
@@ -396,18 +409,35 @@ impl Gateway {
                 .or_else(|| v["error"].as_str())
                 .unwrap_or("")
                 .to_string();
-            bail!("etcd {path}: {status}: {msg}");
+            return Err((
+                anyhow::anyhow!("etcd {path}: {status}: {msg}"),
+                status == reqwest::StatusCode::SERVICE_UNAVAILABLE,
+            ));
         }
         Ok(v)
+    }
+
+    /// A read, retried while etcd answers `Unavailable`, as the real API server's etcd
+    /// client (clientv3) retries immutable requests during a leader election; writes are
+    /// not retried (they may have been applied).
+    async fn read(&self, body: serde_json::Value) -> Result<serde_json::Value> {
+        const PATH: &str = "/v3/kv/range";
+        let began = std::time::Instant::now();
+        loop {
+            match self.call_once(PATH, &body).await {
+                Ok(v) => return Ok(v),
+                Err((_, true)) if began.elapsed() < self.read_patience => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
     }
 
     /// Linearizable (quorum) read of one key.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let v = self
-            .call(
-                "/v3/kv/range",
-                serde_json::json!({ "key": b64(key.as_bytes()) }),
-            )
+            .read(serde_json::json!({ "key": b64(key.as_bytes()) }))
             .await?;
         match v["kvs"].as_array().and_then(|a| a.first()) {
             Some(kv) => Ok(Some(B64.decode(kv["value"].as_str().unwrap_or(""))?)),
@@ -418,13 +448,10 @@ impl Gateway {
     /// Linearizable read of all keys under `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
         let v = self
-            .call(
-                "/v3/kv/range",
-                serde_json::json!({
-                    "key": b64(prefix.as_bytes()),
-                    "range_end": b64(&prefix_end(prefix.as_bytes())),
-                }),
-            )
+            .read(serde_json::json!({
+                "key": b64(prefix.as_bytes()),
+                "range_end": b64(&prefix_end(prefix.as_bytes())),
+            }))
             .await?;
         let mut out = Vec::new();
         for kv in v["kvs"].as_array().into_iter().flatten() {
