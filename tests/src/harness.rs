@@ -1,4 +1,5 @@
-//! What the lab end-to-end tests share at teardown.
+//! What the lab end-to-end tests share: places for labs run side by side, teardown, and
+//! the checks through the real kubectl.
 
 use muster_lab::Lab;
 use std::sync::{Condvar, Mutex};

@@ -233,6 +233,7 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
     if !enabled() {
         return;
     }
+    let _slot = muster_tests::harness::lab_slot();
     let began = Instant::now();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lab-upgrade");
     let _ = std::fs::remove_dir_all(&dir);
@@ -701,6 +702,7 @@ fn a_k3s_cluster_is_upgraded_one_minor_version_servers_first() {
     if !enabled() {
         return;
     }
+    let _slot = muster_tests::harness::lab_slot();
     let began = Instant::now();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lab-upgrade-k3s");
     let _ = std::fs::remove_dir_all(&dir);
