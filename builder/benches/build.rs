@@ -54,6 +54,7 @@ spec:
     let opts = BuildOptions {
         agent_bin,
         mtime: 0,
+        helm: Default::default(),
         addons: muster_build::addons::source::Source::Artifacts(
             concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/artifacts").into(),
         ),

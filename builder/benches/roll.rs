@@ -120,6 +120,7 @@ fn run(cp: u32, w: u32, bins: &Path) -> anyhow::Result<Row> {
     let bopts = muster_build::bake::BuildOptions {
         agent_bin: opts.agent_bin.clone(),
         mtime: 0,
+        helm: opts.helm.clone(),
         addons: muster_build::addons::source::Source::from_options(opts.artifacts.clone()),
     };
     muster_build::bake::build(&spec_at(scratch.path(), cp, w, TO)?, &build_dir, &bopts)?;

@@ -47,9 +47,14 @@ enum Command {
         /// ~/.cache/muster/addons, filled from the pinned URLs). When DIR also holds the
         /// distribution's release (as `muster artifacts fetch` writes it: k3s's binary,
         /// airgap images and sha256sum-amd64.txt; kubeadm's .debs), the payload carries
-        /// it, checked, for `muster upgrade` (a k3s upgrade needs it).
+        /// it, checked, for `muster upgrade` (a k3s upgrade needs it). A pinned chart
+        /// (cilium's) is DIR/addons/<name>-<version>.tgz.
         #[arg(long, value_name = "DIR")]
         artifacts: Option<PathBuf>,
+        /// The Helm 3 that renders add-ons published as charts (cilium) with
+        /// `helm template` [default: `helm` on PATH; needed only for such add-ons].
+        #[arg(long, value_name = "PATH")]
+        helm: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -342,8 +347,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out,
             agent_bin,
             artifacts,
+            helm,
             json,
-        } => build(spec, out, agent_bin, artifacts, json),
+        } => build(spec, out, agent_bin, artifacts, helm, json),
         Command::Status { out, json, timeout } => status(out, json, timeout),
         Command::Upgrade {
             out,
@@ -479,6 +485,7 @@ fn build(
     out: PathBuf,
     agent_bin: Option<PathBuf>,
     artifacts: Option<PathBuf>,
+    helm: Option<PathBuf>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let loaded = spec_source::load(spec.as_deref())?;
@@ -491,7 +498,10 @@ fn build(
              build VM; add a key"
         );
     }
-    let opts = muster_build::bake::BuildOptions::new(agent_bin, artifacts)?;
+    let helm = helm
+        .map(|program| muster_build::addons::chart::Helm { program })
+        .unwrap_or_default();
+    let opts = muster_build::bake::BuildOptions::new(agent_bin, artifacts, helm)?;
     let report = muster_build::bake::build(&loaded, &out, &opts)
         .with_context(|| format!("building {} into {}", loaded.origin, out.display()))?;
     if json {

@@ -17,6 +17,7 @@ fn opts(dir: &Path) -> BuildOptions {
     BuildOptions {
         agent_bin: agent,
         mtime: 0,
+        helm: Default::default(),
         addons: muster_build::addons::source::Source::Artifacts(
             concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/artifacts").into(),
         ),
@@ -27,8 +28,8 @@ fn spec(name: &str) -> muster_build::spec_source::LoadedSpec {
     muster_build::spec_source::load(Some(&common::repo().join("examples").join(name))).unwrap()
 }
 
-/// The user's cilium manifest (muster pins none): a small DaemonSet standing in for the
-/// user's `helm template` output.
+/// A user's own cilium manifest (in place of muster's rendering of the pinned chart): a
+/// small DaemonSet standing in for the user's `helm template` output.
 const USER_CILIUM: &str = include_str!("../../tests/fixtures/addons/cilium-user.yaml");
 
 /// Seed 000 (cilium, longhorn, ingress-nginx) copied into `dir` with the user's cilium
@@ -37,10 +38,11 @@ fn seed0_with_cilium(dir: &Path) -> muster_build::spec_source::LoadedSpec {
     let text =
         std::fs::read_to_string(common::repo().join("examples/seed-000-kubeadm-kube-vip.yaml"))
             .unwrap()
-            // The example's own commented lines, switched on.
-            .replace("    # manifests:", "    manifests:  ")
-            .replace("    # - name: cilium", "    - name: cilium  ")
-            .replace("    #   file: cilium.yaml", "      file: cilium.yaml");
+            // The example's own commented line, switched on.
+            .replace(
+                "    # manifests: [{name: cilium",
+                "    manifests: [{name: cilium",
+            );
     std::fs::write(dir.join("cilium.yaml"), USER_CILIUM).unwrap();
     let path = dir.join("seed-000.yaml");
     std::fs::write(&path, text).unwrap();
@@ -270,6 +272,7 @@ fn refuses_another_clusters_dir_and_foreign_dirs() {
         &BuildOptions {
             agent_bin: tools.path().join("nope"),
             mtime: 0,
+            helm: Default::default(),
             addons: muster_build::addons::source::Source::Artifacts(
                 concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/artifacts").into(),
             ),
@@ -527,6 +530,75 @@ fn seed_000_and_calico_addons_bake_in_order_and_rebuild_identically() {
     assert_eq!(std::fs::read(dir.join("payload.tar.gz")).unwrap(), tgz);
 }
 
+/// Seed 000's cilium from a chart: `muster build --helm` renders the chart (here the test
+/// chart standing in for cilium's, through the helm stand-in) with the values the spec
+/// gives (the API VIP, the pod network, the cluster NIC, the cluster's version), bakes the
+/// rendered manifest first, lists its images for pre-pulling, and a rebuild is
+/// byte-identical. Without a Helm the build fails saying how to get one or what to bring.
+#[test]
+fn a_chart_addon_is_rendered_with_the_spec_values_and_rebuilds_identically() {
+    let tools = tempfile::tempdir().unwrap();
+    let chart = muster_lab::standins::cilium_test_chart(tools.path()).unwrap();
+    let text =
+        std::fs::read_to_string(common::repo().join("examples/seed-000-kubeadm-kube-vip.yaml"))
+            .unwrap()
+            .replace(
+                "    # manifests: [{name: cilium, file: cilium.yaml}]",
+                "    manifests: [{name: cilium, file: cilium-1.18.4.tgz}]",
+            );
+    let path = tools.path().join("seed-000.yaml");
+    std::fs::write(&path, text).unwrap();
+    let s = muster_build::spec_source::load(Some(&path)).unwrap();
+    let helm = muster_lab::standins::target_binary("helm-standin").unwrap();
+    let o = BuildOptions {
+        helm: muster_build::addons::chart::Helm { program: helm },
+        ..opts(tools.path())
+    };
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("build");
+    build(&s, &dir, &o).unwrap();
+    let tgz = std::fs::read(dir.join("payload.tar.gz")).unwrap();
+    let files = addon_files(&tgz);
+    assert_eq!(files[0].0, "01-cilium.yaml");
+    let text = String::from_utf8_lossy(&files[0].1);
+    for want in [
+        "# Source: cilium/templates/cilium-agent-daemonset.yaml",
+        "k8s-service-host: \"192.168.62.5\"",
+        "k8s-service-port: \"6443\"",
+        "cluster-pool-ipv4-cidr: \"[\\\"10.244.0.0/16\\\"]\"",
+        "devices: \"[\\\"eth1\\\"]\"",
+        "hubble-tls-auto-method: \"cronJob\"",
+        "kubernetes-version: \"v1.31.4\"",
+        "  replicas: 2\n",
+    ] {
+        assert!(text.contains(want), "{want} not in:\n{text}");
+    }
+    let index: model::addons::AddonIndex =
+        serde_json::from_slice(&files.last().unwrap().1).unwrap();
+    let src = index.addons[0].source.clone().unwrap();
+    assert_eq!(src.url, "file:cilium-1.18.4.tgz");
+    assert_eq!(
+        src.sha256,
+        payload::sha256_hex(&std::fs::read(&chart).unwrap())
+    );
+    build(&s, &dir, &o).unwrap();
+    assert_eq!(std::fs::read(dir.join("payload.tar.gz")).unwrap(), tgz);
+
+    // No Helm: refused before anything is written, naming the ways out.
+    let no_helm = BuildOptions {
+        helm: muster_build::addons::chart::Helm {
+            program: tools.path().join("no-such-helm"),
+        },
+        ..opts(tools.path())
+    };
+    let e = format!(
+        "{:#}",
+        build(&s, &out.path().join("c"), &no_helm).unwrap_err()
+    );
+    assert!(e.contains("needs `helm`") && e.contains("--helm"), "{e}");
+    assert!(!out.path().join("c/payload.tar.gz").exists());
+}
+
 /// Seed 003: MetalLB's one-address pool is the second VIP, and ingress-nginx's Service
 /// asks it for an address (a LoadBalancer Service instead of the bare-metal NodePort).
 #[test]
@@ -552,8 +624,9 @@ fn seed_003_ingress_takes_the_second_vip_through_metallb() {
     assert!(ingress.contains("  type: LoadBalancer\n") && !ingress.contains("NodePort"));
 }
 
-/// Cilium without the user's manifest, or a user add-on whose URL cannot be fetched:
-/// `muster build` fails before writing, saying what to do / which URL and sha256.
+/// Seed 000 as shipped, offline without cilium's chart in the artifacts, or a user add-on
+/// whose URL cannot be fetched: `muster build` fails before writing, naming the URL, the
+/// sha256 and where an offline build takes the file from.
 #[test]
 fn an_addon_without_a_source_fails_the_build_saying_what_is_missing() {
     let tools = tempfile::tempdir().unwrap();
@@ -565,11 +638,14 @@ fn an_addon_without_a_source_fails_the_build_saying_what_is_missing() {
     )
     .unwrap_err();
     let err = format!("{:#}", anyhow::Error::from(err));
+    let c = muster_build::addons::chart::CILIUM_CHART;
     assert!(
-        err.contains("spec.addons.cni: add-on `cilium` has no manifest")
-            && err.contains("helm template cilium"),
+        err.contains(c.url.as_ref())
+            && err.contains(c.sha256.as_ref())
+            && err.contains("addons/cilium-1.18.4.tgz"),
         "{err}"
     );
+    assert!(!out.path().join("a/payload.tar.gz").exists());
     let sha = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
     let text = std::fs::read_to_string(common::repo().join("examples/default.yaml"))
         .unwrap()
@@ -679,6 +755,7 @@ fn an_unreachable_addon_source_fails_the_build_naming_the_url_and_the_sha256() {
         std::fs::write(cache.join(digest), bytes).unwrap();
     }
     let online = BuildOptions {
+        helm: Default::default(),
         addons: muster_build::addons::source::Source::Cache(cache),
         ..opts(tools.path())
     };

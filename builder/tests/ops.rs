@@ -52,6 +52,7 @@ async fn cluster(edit: impl FnOnce(&mut Value)) -> Cluster {
         &BuildOptions {
             agent_bin: agent,
             mtime: 0,
+            helm: Default::default(),
             addons: muster_build::addons::source::Source::Artifacts(
                 concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/artifacts").into(),
             ),
@@ -629,6 +630,7 @@ fn build_writes_the_baked_config_beside_the_payload() {
         &BuildOptions {
             agent_bin: agent,
             mtime: 0,
+            helm: Default::default(),
             addons: muster_build::addons::source::Source::Artifacts(
                 concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/artifacts").into(),
             ),

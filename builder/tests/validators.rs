@@ -493,6 +493,11 @@ fn baked_addon_manifests_pass_kubernetes_validate_strict() {
     let source = muster_build::addons::source::Source::Artifacts(
         concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/artifacts").into(),
     );
+    let charts = tmp();
+    let chart = muster_lab::standins::cilium_test_chart(charts.path()).unwrap();
+    let helm = muster_build::addons::chart::Helm {
+        program: muster_lab::standins::target_binary("helm-standin").unwrap(),
+    };
     let mut checked = Vec::new();
     for name in [
         "default.yaml",
@@ -502,14 +507,39 @@ fn baked_addon_manifests_pass_kubernetes_validate_strict() {
     ] {
         let path = common::repo().join("examples").join(name);
         let mut loaded = muster_build::spec_source::load(Some(&path)).unwrap();
-        // Seed 000's cilium is the user's own manifest: calico (pinned) takes its place here.
         if loaded.cluster.addons.cni == model::spec::Cni::Cilium {
-            loaded.cluster.addons.cni = model::spec::Cni::Calico;
+            loaded
+                .cluster
+                .addons
+                .manifests
+                .push(model::spec::AddonManifest {
+                    name: "cilium".into(),
+                    url: None,
+                    file: Some(chart.display().to_string()),
+                    sha256: None,
+                });
         }
         let version = loaded.cluster.distribution.version.to_string();
         let k = version.trim_start_matches('v');
-        let baked =
-            muster_build::addons::bake::bake(&loaded.cluster, &source, &loaded.dir()).unwrap();
+        let bake = |cluster: &model::Cluster| {
+            let inputs = muster_build::addons::bake::Inputs {
+                source: &source,
+                charts: &helm,
+                spec_dir: &loaded.dir(),
+                api_address: cluster.ha.vip,
+            };
+            muster_build::addons::bake::bake(cluster, &inputs).unwrap()
+        };
+        let mut baked = bake(&loaded.cluster);
+        // Seed 000's cilium: the test chart (cilium's own is not here) rendered by the helm
+        // stand-in, and calico (pinned) in its place once too.
+        if loaded.cluster.addons.cni == model::spec::Cni::Cilium {
+            let mut calico = loaded.cluster.clone();
+            calico.addons.cni = model::spec::Cni::Calico;
+            let mut c = bake(&calico);
+            c.files.retain(|(f, _)| f == "01-calico.yaml");
+            baked.files.extend(c.files);
+        }
         for (file, bytes) in &baked.files {
             let d = tmp();
             let f = d.path().join(file);
@@ -528,6 +558,7 @@ fn baked_addon_manifests_pass_kubernetes_validate_strict() {
         checked,
         [
             "01-calico.yaml",
+            "01-cilium.yaml",
             "01-flannel.yaml",
             "01-metallb.yaml",
             "02-longhorn.yaml",

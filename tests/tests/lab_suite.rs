@@ -76,6 +76,13 @@ impl Drop for Suite {
                 eprintln!("==== {} agent log (last lines, newest first)", n.name);
                 t.lines().rev().take(25).for_each(|l| eprintln!("{l}"));
             }
+            let log = &lab.record().rendezvous.log;
+            let t = std::fs::read_to_string(log).unwrap_or_default();
+            eprintln!(
+                "==== rendezvous log {} (last lines, newest first)",
+                log.display()
+            );
+            t.lines().rev().take(15).for_each(|l| eprintln!("{l}"));
         }
         eprintln!(
             "TEST DURATION {}: {:.1}s",
@@ -634,26 +641,33 @@ fn seed_000_kube_vip_assembles_and_rehearses_quorum_loss_and_vip_failover() {
     if !enabled() {
         return;
     }
-    // Seed 000 as its example says, with the cilium manifest the user brings (muster pins
-    // none: cilium publishes only a Helm chart) switched on beside the spec; longhorn and
-    // ingress-nginx from their pins.
+    // Seed 000 as its example says. Its cilium is rendered from a chart by `helm template`
+    // at build time: here the test chart standing in for cilium's (cilium's own chart is
+    // not on this machine) through the helm stand-in (the lab's `UpOptions::helm`), given
+    // as the user's chart file. Longhorn and ingress-nginx from their pins.
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("seed000-spec");
-    std::fs::create_dir_all(&dir).unwrap();
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
-    std::fs::copy(
-        fixtures.join("addons/cilium-user.yaml"),
-        dir.join("cilium.yaml"),
-    )
-    .unwrap();
+    let chart = muster_lab::standins::cilium_test_chart(&dir).unwrap();
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/seed-000-kubeadm-kube-vip.yaml"),
     )
     .unwrap()
-    .replace("    # manifests:", "    manifests:  ")
-    .replace("    # - name: cilium", "    - name: cilium  ")
-    .replace("    #   file: cilium.yaml", "      file: cilium.yaml");
+    .replace(
+        "    # manifests: [{name: cilium, file: cilium.yaml}]",
+        &format!(
+            "    manifests: [{{name: cilium, file: {}}}]",
+            chart.display()
+        ),
+    );
     std::fs::write(dir.join("seed-000.yaml"), text).unwrap();
     let spec = muster_build::spec_source::load(Some(&dir.join("seed-000.yaml"))).unwrap();
+    assert!(
+        spec.cluster
+            .addons
+            .manifests
+            .iter()
+            .any(|m| m.name == "cilium"),
+        "the example's manifests line changed"
+    );
     let mut s = Suite::with_spec(spec, "seed000", &[]);
     let all = s.all();
     s.boot(&all);
@@ -677,11 +691,27 @@ fn seed_000_kube_vip_assembles_and_rehearses_quorum_loss_and_vip_failover() {
         "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/volumes.longhorn.io",
         "/apis/apps/v1/namespaces/ingress-nginx/deployments/ingress-nginx-controller",
         "/apis/networking.k8s.io/v1/ingressclasses/nginx",
+        "/apis/apps/v1/namespaces/kube-system/deployments/cilium-operator",
     ] {
         netns::wait_until(path, PATIENCE, Duration::from_secs(1), || {
             s.get_through_vip(&s.cps[0], path).ok()
         })
         .unwrap();
+    }
+    // The chart was rendered with the spec's values: the API VIP and the pod network.
+    let config = s.get_through_vip(
+        &s.cps[0],
+        "/api/v1/namespaces/kube-system/configmaps/cilium-config",
+    );
+    let vip = s.lab().record().vip.map(|v| v.to_string()).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&config.stdout).unwrap();
+    for (key, want) in [
+        ("k8s-service-host", vip.as_str()),
+        ("ipam", "cluster-pool"),
+        ("hubble-tls-auto-method", "cronJob"),
+        ("kubernetes-version", "v1.31.4"),
+    ] {
+        assert_eq!(config["data"][key].as_str(), Some(want), "{key}: {config}");
     }
 
     // ---- stop two control planes: writes through the VIP fail, the survivor says why
@@ -1742,6 +1772,7 @@ fn remove_a_worker_and_the_init_control_plane_then_prune_then_quorum_refusal() {
     let bopts = muster_build::bake::BuildOptions {
         agent_bin: muster_lab::slim_agent::slim_agent(&bin_dir().join("nodeagent")),
         mtime: 0,
+        helm: Default::default(),
         addons: muster_build::addons::source::Source::from_options(
             muster_lab::standins::default_addon_artifacts(),
         ),

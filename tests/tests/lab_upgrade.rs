@@ -284,6 +284,7 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
     let bopts = muster_build::bake::BuildOptions {
         agent_bin: next_agent.clone(),
         mtime: 0,
+        helm: opts.helm.clone(),
         addons: muster_build::addons::source::Source::from_options(opts.artifacts.clone()),
     };
     muster_build::bake::build(&spec_at(&dir, TO), &build_dir, &bopts).unwrap();
@@ -738,6 +739,7 @@ fn a_k3s_cluster_is_upgraded_one_minor_version_servers_first() {
     let bopts = muster_build::bake::BuildOptions {
         agent_bin: opts.agent_bin.clone(),
         mtime: 0,
+        helm: Default::default(),
         addons: muster_build::addons::source::Source::Artifacts(to_release.clone()),
     };
     muster_build::bake::build(&k3s_spec_at(&dir, K3S_TO), &build_dir, &bopts).unwrap();

@@ -64,6 +64,10 @@ pub struct UpOptions {
     pub node_env: Vec<(String, String)>,
     /// `muster build --artifacts`: where the add-on manifests come from (else the cache).
     pub artifacts: Option<PathBuf>,
+    /// `muster build --helm`: what renders charts (cilium's). The lab's is the helm
+    /// stand-in beside the others: it renders the test chart a lab spec brings, not
+    /// cilium's real one.
+    pub helm: muster_build::addons::chart::Helm,
 }
 
 impl UpOptions {
@@ -77,6 +81,9 @@ impl UpOptions {
             muster_bin: bin_dir.join("muster"),
             node_env: Vec::new(),
             artifacts: standins::default_addon_artifacts(),
+            helm: muster_build::addons::chart::Helm {
+                program: bin_dir.join(standins::HELM_STANDIN),
+            },
         }
     }
 }
@@ -250,6 +257,7 @@ impl Lab {
         let bopts = muster_build::bake::BuildOptions {
             agent_bin: opts.agent_bin.clone(),
             mtime: 0,
+            helm: opts.helm.clone(),
             addons: muster_build::addons::source::Source::from_options(opts.artifacts.clone()),
         };
         // External etcd: the lab's own PKI replaces the spec's files (lab_etcd_spec).
@@ -630,6 +638,7 @@ impl Lab {
         let bopts = muster_build::bake::BuildOptions {
             agent_bin: opts.agent_bin.clone(),
             mtime: 0,
+            helm: opts.helm.clone(),
             addons: muster_build::addons::source::Source::from_options(opts.artifacts.clone()),
         };
         let report = muster_build::bake::build(spec, &self.rec.build_dir, &bopts)?;

@@ -94,6 +94,17 @@ pub fn stop(pid_file: &Path, grace: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = killpg(group, Signal::SIGKILL);
+    // SIGKILL is delivered asynchronously: until the process has exited it still holds its
+    // listening sockets and files, and a successor started now could find its port taken
+    // while a connect probe still reached the dying one (seen in CI: a restarted
+    // rendezvous that never came up).
+    let gone_by = Instant::now() + KILL_PATIENCE;
+    while netns::alive(pid) && Instant::now() < gone_by {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let _ = std::fs::remove_file(pid_file);
     true
 }
+
+/// How long `stop` waits for a SIGKILLed process to be gone.
+const KILL_PATIENCE: Duration = Duration::from_secs(10);

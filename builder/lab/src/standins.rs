@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 pub const KUBEADM_STANDIN: &str = "kubeadm-standin";
 pub const K3S_STANDIN: &str = "k3s-standin";
 pub const APISERVER_STANDIN: &str = "apiserver-standin";
+/// Renders charts at build time (`UpOptions::helm`); not on the nodes' PATH.
+pub const HELM_STANDIN: &str = "helm-standin";
 
 /// `(name on PATH, stand-in binary)`.
 pub const LINKS: [(&str, &str); 6] = [
@@ -27,6 +29,37 @@ pub const LINKS: [(&str, &str); 6] = [
 pub fn default_addon_artifacts() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/artifacts");
     dir.is_dir().then_some(dir)
+}
+
+/// The test chart standing in for cilium's (`tests/fixtures/charts/cilium`: NOT cilium's
+/// chart), packaged as Helm packages charts (`DIR/cilium-1.18.4.tgz`, byte-stable), for a
+/// spec that brings it as `manifests: [{name: cilium, file: …}]` and the helm stand-in.
+pub fn cilium_test_chart(dir: &Path) -> Result<PathBuf> {
+    let charts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/charts");
+    let out = dir.join("cilium-1.18.4.tgz");
+    std::fs::create_dir_all(dir).map_err(LabError::io(dir))?;
+    let o = std::process::Command::new("tar")
+        .args([
+            "--sort=name",
+            "--mtime=@0",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+        ])
+        .args(["-I", "gzip -n", "-cf"])
+        .arg(&out)
+        .arg("-C")
+        .arg(&charts)
+        .arg("cilium")
+        .output()
+        .map_err(LabError::io(&charts))?;
+    if !o.status.success() {
+        return Err(LabError::Command {
+            cmd: format!("tar -cf {} -C {} cilium", out.display(), charts.display()),
+            detail: String::from_utf8_lossy(&o.stderr).into_owned(),
+        });
+    }
+    Ok(out)
 }
 
 /// The directory of the running executable (cargo puts the stand-ins next to `muster`).

@@ -102,6 +102,10 @@ fn build_payload_and_seeds(
         &BuildOptions {
             agent_bin: o.agent_bin.clone(),
             mtime: 0,
+            // The stand-ins' helm, as the namespace lab's (UpOptions::new).
+            helm: muster_build::addons::chart::Helm {
+                program: o.standins.join(crate::standins::HELM_STANDIN),
+            },
             addons: muster_build::addons::source::Source::from_options(
                 crate::standins::default_addon_artifacts(),
             ),

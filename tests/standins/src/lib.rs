@@ -1,5 +1,5 @@
 //! Shared code of the stand-in binaries (`kubeadm-standin`, `k3s-standin`,
-//! `apiserver-standin`).
+//! `apiserver-standin`, `helm-standin`).
 //!
 //! Underneath they do real work: etcd members ([`etcd`]), TLS ([`pki`]), and for k3s on an
 //! external SQL datastore a real MariaDB holding the API objects and the bootstrap data
@@ -14,6 +14,7 @@ pub mod client;
 pub mod clock;
 pub mod daemon;
 pub mod etcd;
+pub mod helm;
 pub mod k3s;
 pub mod knobs;
 pub mod kubeadm;
@@ -35,6 +36,7 @@ pub const STATE_DIR: &str = "var/lib/muster-standin";
 pub const KUBEADM_STANDIN: &str = "kubeadm-standin";
 pub const K3S_STANDIN: &str = "k3s-standin";
 pub const APISERVER_STANDIN: &str = "apiserver-standin";
+pub const HELM_STANDIN: &str = "helm-standin";
 
 /// Tells systemd the service is up (`READY=1`), as k3s does under its `Type=notify` units
 /// (`units/k3s.service`, `k3s-agent.service`): without it the unit stays `activating`.

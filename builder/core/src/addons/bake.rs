@@ -2,11 +2,13 @@
 //! muster derives (MetalLB's pool), and the index the agent applies them by. Files are
 //! numbered in apply order (network first), so the payload is the same on every rebuild.
 
+use super::chart::{self, ChartError, Renderer};
 use super::source::{self, Source, SourceError};
 use super::{AdaptError, Install, UserSource, adapt, metallb_pool, no_source_hint, resolve};
 use crate::bake::payload::sha256_hex;
 use model::Cluster;
 use model::addons::{AddonIndex, AddonSource, BakedAddon};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +17,8 @@ pub enum BakeAddonError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Adapt(#[from] AdaptError),
+    #[error(transparent)]
+    Chart(#[from] ChartError),
     #[error("add-on {name}: the manifest is not UTF-8 text")]
     NotText { name: String },
     #[error("{field}: add-on `{name}` has no manifest: {hint}")]
@@ -52,14 +56,26 @@ pub struct BakedAddons {
     pub images: Vec<String>,
 }
 
-/// Resolves, fetches (through `source`) and adapts every add-on of `cluster` that muster
-/// installs; the user's `file` manifests are read relative to `spec_dir`. k3s's bundled
-/// flannel bakes nothing; an add-on without any source is an error naming the fix.
-pub fn bake(
-    cluster: &Cluster,
-    source: &Source,
-    spec_dir: &Path,
-) -> Result<BakedAddons, BakeAddonError> {
+/// How the build reaches what an add-on needs: its pinned files, a Helm to render charts,
+/// the API address the values name.
+#[allow(
+    missing_debug_implementations,
+    reason = "holds a renderer trait object"
+)]
+pub struct Inputs<'a> {
+    pub source: &'a Source,
+    /// Renders packaged charts (cilium's): `helm template`, or a test's renderer.
+    pub charts: &'a dyn Renderer,
+    /// The user's `file` manifests are read relative to this.
+    pub spec_dir: &'a Path,
+    /// The API's address (the VIP, or the single load balancer), for chart values.
+    pub api_address: Option<Ipv4Addr>,
+}
+
+/// Resolves, fetches (through `source`), renders (charts) and adapts every add-on of
+/// `cluster` that muster installs. k3s's bundled flannel bakes nothing; an add-on without
+/// any source is an error naming the fix.
+pub fn bake(cluster: &Cluster, inputs: &Inputs<'_>) -> Result<BakedAddons, BakeAddonError> {
     let mut out = BakedAddons {
         files: Vec::new(),
         index: AddonIndex { addons: Vec::new() },
@@ -78,6 +94,16 @@ pub fn bake(
         });
         out.files.push((file, text.into_bytes()));
     };
+    // A chart's manifest is what `helm template` makes of it with the spec's values.
+    let render = |name: &str, bytes: Vec<u8>| -> Result<String, BakeAddonError> {
+        let values = chart::values(cluster, name, inputs.api_address);
+        Ok(inputs.charts.render(
+            name,
+            &bytes,
+            values.as_deref(),
+            &chart::kube_version(cluster),
+        )?)
+    };
     for addon in resolve(cluster) {
         let m = match &addon.install {
             Install::Bundled => continue,
@@ -89,7 +115,7 @@ pub fn bake(
                 });
             }
             Install::User(UserSource::File { name, path, sha256 }) => {
-                let full = spec_dir.join(path);
+                let full = inputs.spec_dir.join(path);
                 let bytes = std::fs::read(&full).map_err(|e| BakeAddonError::File {
                     name: name.clone(),
                     path: full.clone(),
@@ -106,8 +132,12 @@ pub fn bake(
                         expected: expected.clone(),
                     });
                 }
-                let text = String::from_utf8(bytes)
-                    .map_err(|_| BakeAddonError::NotText { name: name.clone() })?;
+                let text = if chart::is_chart(path) {
+                    render(name, bytes)?
+                } else {
+                    String::from_utf8(bytes)
+                        .map_err(|_| BakeAddonError::NotText { name: name.clone() })?
+                };
                 push(
                     name,
                     addon.field,
@@ -123,10 +153,14 @@ pub fn bake(
             }
             Install::Manifest(m) | Install::User(UserSource::Url(m)) => m,
         };
-        let bytes = source::fetch(source, m)?;
-        let text = String::from_utf8(bytes).map_err(|_| BakeAddonError::NotText {
-            name: m.name.to_string(),
-        })?;
+        let bytes = source::fetch(inputs.source, m)?;
+        let text = if chart::is_chart(&m.url) {
+            render(&m.name, bytes)?
+        } else {
+            String::from_utf8(bytes).map_err(|_| BakeAddonError::NotText {
+                name: m.name.to_string(),
+            })?
+        };
         images.extend(super::images(&text));
         let adapted = adapt(cluster, m, &text)?;
         push(

@@ -10,12 +10,15 @@
 //! git mirrors of the upstream repositories (`git show TAG:PATH`); the same bytes are in
 //! `tests/fixtures/artifacts/addons/`.
 //!
-//! Cilium publishes no kubectl manifest, only a Helm chart, and muster runs no Helm: a spec
-//! choosing cilium must bring the rendered manifest itself (`addons.manifests` entry named
-//! `cilium`); without it `muster build` fails saying so. The user's own add-ons
-//! (`addons.manifests`) are applied after the built-in ones, in spec order.
+//! Cilium publishes no kubectl manifest, only a Helm chart: muster pins the packaged chart
+//! and `muster build` renders it with `helm template` and values from the spec ([`chart`]).
+//! A spec may bring its own rendered manifest (or another chart) instead, as an
+//! `addons.manifests` entry named `cilium`. The user's own add-ons (`addons.manifests`) are
+//! applied after the built-in ones, in spec order; a user's `.tgz` is a chart, rendered the
+//! same way.
 
 pub mod bake;
+pub mod chart;
 pub mod source;
 
 use model::Cluster;
@@ -170,7 +173,7 @@ pub fn resolve(cluster: &Cluster) -> Vec<Addon> {
         (Cni::Flannel, DistroKind::K3s) => Install::Bundled,
         (Cni::Flannel, DistroKind::Kubeadm) => Install::Manifest(FLANNEL),
         (Cni::Calico, _) => Install::Manifest(CALICO),
-        (Cni::Cilium, _) => Install::NoSource,
+        (Cni::Cilium, _) => Install::Manifest(chart::CILIUM_CHART),
     });
     out.push(Addon {
         field: "spec.addons.cni",
@@ -218,12 +221,6 @@ pub fn resolve(cluster: &Cluster) -> Vec<Addon> {
 
 /// What the user is told for an add-on muster pins nothing for.
 pub fn no_source_hint(field: &str, name: &str) -> String {
-    if name == "cilium" {
-        return "cilium publishes no kubectl manifest, only a Helm chart, and muster runs no Helm: \
-                render it (e.g. `helm template cilium cilium/cilium --version 1.18.4 --namespace kube-system > cilium.yaml`) \
-                and add `manifests: [{name: cilium, file: cilium.yaml}]` (or `url` + `sha256`) under spec.addons"
-            .into();
-    }
     format!(
         "muster pins no manifest for `{name}` ({field}); add `manifests: [{{name: {name}, file: ...}}]` \
          (or `url` + `sha256`) under spec.addons"
@@ -239,6 +236,10 @@ pub fn render(cluster: &Cluster) -> String {
     );
     for a in resolve(cluster) {
         let how = match &a.install {
+            Install::Manifest(m) if chart::is_chart(&m.url) => format!(
+                "{} {}: chart {} (sha256 {}), rendered by `helm template` at build time",
+                m.name, m.version, m.url, m.sha256
+            ),
             Install::Manifest(m) => format!(
                 "{} {} from {} (sha256 {})",
                 m.name, m.version, m.url, m.sha256
@@ -485,7 +486,7 @@ mod tests {
         assert_eq!(
             seed0,
             [
-                ("cilium".into(), Install::NoSource),
+                ("cilium".into(), Install::Manifest(chart::CILIUM_CHART)),
                 ("longhorn".into(), Install::Manifest(LONGHORN)),
                 ("nginx".into(), Install::Manifest(INGRESS_NGINX))
             ]
@@ -518,10 +519,9 @@ mod tests {
             (m.name.as_ref(), m.version.as_ref(), m.url.as_ref()),
             ("extra", "sha256-001122334455", "https://example.com/x.yaml")
         );
-        assert!(
-            render(&example("seed-000-kubeadm-kube-vip.yaml"))
-                .contains("helm template cilium cilium/cilium")
-        );
+        assert!(render(&example("seed-000-kubeadm-kube-vip.yaml")).contains(
+            "cilium 1.18.4: chart https://helm.cilium.io/cilium-1.18.4.tgz (sha256 c361ca56"
+        ));
     }
 
     fn fixture(m: &PinnedManifest) -> String {

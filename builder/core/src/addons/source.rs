@@ -1,5 +1,5 @@
-//! Where `muster build` takes a pinned add-on manifest from: the `--artifacts DIR` of an
-//! offline build (`DIR/addons/<name>-<version>.yaml`, the same directory as the image's
+//! Where `muster build` takes a pinned add-on manifest (or packaged chart) from: the
+//! `--artifacts DIR` of an offline build (`DIR/addons/<name>-<version>.yaml` or `.tgz`, the same directory as the image's
 //! artifacts), else a cache keyed by SHA-256 (`~/.cache/muster/addons/<sha256>`), filled
 //! once from the pinned URL. Every byte is checked against the pin before it is used.
 
@@ -38,9 +38,15 @@ impl Source {
     }
 }
 
-/// The file name of `m` inside an artifacts directory's `addons/`.
+/// The file name of `m` inside an artifacts directory's `addons/`: `.tgz` for a packaged
+/// Helm chart, `.yaml` for a manifest.
 pub fn artifact_name(m: &PinnedManifest) -> String {
-    format!("{}-{}.yaml", m.name, m.version)
+    let ext = if super::chart::is_chart(&m.url) {
+        "tgz"
+    } else {
+        "yaml"
+    };
+    format!("{}-{}.{ext}", m.name, m.version)
 }
 
 #[derive(Debug, thiserror::Error)]

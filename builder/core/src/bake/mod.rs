@@ -42,6 +42,8 @@ pub struct BuildOptions {
     pub mtime: u64,
     /// Where the pinned add-on manifests come from (`--artifacts DIR`, or the cache).
     pub addons: crate::addons::source::Source,
+    /// Renders the add-ons published as Helm charts (cilium's): `helm` on PATH, or `--helm`.
+    pub helm: crate::addons::chart::Helm,
 }
 
 impl BuildOptions {
@@ -50,6 +52,7 @@ impl BuildOptions {
     pub fn new(
         agent_bin: Option<PathBuf>,
         artifacts: Option<PathBuf>,
+        helm: crate::addons::chart::Helm,
     ) -> Result<BuildOptions, BuildError> {
         let agent_bin = match agent_bin {
             Some(p) => p,
@@ -65,6 +68,7 @@ impl BuildOptions {
         Ok(BuildOptions {
             agent_bin,
             mtime,
+            helm,
             addons: crate::addons::source::Source::from_options(artifacts),
         })
     }
@@ -303,7 +307,16 @@ fn pack_payload(
         path: opts.agent_bin.clone(),
         source,
     })?;
-    let addons = crate::addons::bake::bake(input.cluster, &opts.addons, spec_dir)?;
+    let first_lb = input.nodes(model::Role::LoadBalancer).next().map(|n| n.ip);
+    let addons = crate::addons::bake::bake(
+        input.cluster,
+        &crate::addons::bake::Inputs {
+            source: &opts.addons,
+            charts: &opts.helm,
+            spec_dir,
+            api_address: input.cluster.api_address(first_lb),
+        },
+    )?;
     // The same `--artifacts DIR` as the add-ons': the distribution's release, when it has one.
     let distribution = match &opts.addons {
         crate::addons::source::Source::Artifacts(dir) => distribution::files(input.cluster, dir)?,

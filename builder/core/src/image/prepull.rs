@@ -52,6 +52,9 @@ pub struct Needs {
     pub images: Vec<String>,
     /// Pinned add-on manifests whose `image:` fields are needed too.
     pub manifests: Vec<PinnedManifest>,
+    /// Pinned charts (cilium's): `muster artifacts fetch` downloads them for an offline
+    /// `muster build`; their images are known only once rendered (not pre-pulled here).
+    pub charts: Vec<PinnedManifest>,
 }
 
 impl Needs {
@@ -107,7 +110,7 @@ pub fn needs(cluster: &model::Cluster) -> Result<Needs, ImageError> {
     }
     images.sort();
     images.dedup();
-    let manifests = addons::resolve(cluster)
+    let (charts, manifests) = addons::resolve(cluster)
         .into_iter()
         .filter_map(|a| match a.install {
             Install::Manifest(m) | Install::User(addons::UserSource::Url(m)) => Some(m),
@@ -116,8 +119,14 @@ pub fn needs(cluster: &model::Cluster) -> Result<Needs, ImageError> {
             | Install::Bundled
             | Install::NoSource => None,
         })
-        .collect();
-    Ok(Needs { images, manifests })
+        // A chart's images are known once `muster build` rendered it: the payload's
+        // `prepull-images` lists them (what a Packer build pulls).
+        .partition(|m| addons::chart::is_chart(&m.url));
+    Ok(Needs {
+        images,
+        manifests,
+        charts,
+    })
 }
 
 /// The tarball name of `image` in [`IMAGES_DIR`] (the rule import-images.sh uses).
@@ -307,7 +316,7 @@ pub fn fetch(
 ) -> Result<Vec<String>, ImageError> {
     let needs = needs(cluster)?;
     let mut names = Vec::new();
-    for m in &needs.manifests {
+    for m in needs.manifests.iter().chain(&needs.charts) {
         let rel = format!("{MANIFESTS_DIR}/{}", manifest_name(m));
         super::artifacts::download(&m.url, &dir.join(&rel))?;
         names.push(rel);
@@ -456,6 +465,7 @@ pub(crate) mod tests {
         let needs = Needs {
             images: vec!["registry.k8s.io/pause:3.10".into()],
             manifests: vec![pin.clone()],
+            charts: Vec::new(),
         };
         let err = resolve(&needs, dir).unwrap_err().to_string();
         assert!(err.contains("x-v1.yaml: missing") && err.contains("expected sha256 0000"));

@@ -206,11 +206,12 @@ mod tests {
         assert_eq!(cfg.flannel_backend.as_deref(), Some("none"));
         assert_eq!(cfg.disable_network_policy, Some(true));
         assert_eq!(cfg.flannel_iface, None);
-        // cilium with no manifest installs nothing: flannel is not turned off for it (and
-        // `muster build` refuses the spec); with the user's manifest it is.
+        // cilium from its pinned chart, or from the user's manifest: flannel off either way.
         let mut cilium = c.clone();
         cilium.addons.cni = Cni::Cilium;
-        assert_eq!(init_config(&cilium, &p).flannel_backend, None);
+        let cfg = init_config(&cilium, &p);
+        assert_eq!(cfg.flannel_backend.as_deref(), Some("none"));
+        assert_eq!(cfg.disable_network_policy, Some(true));
         cilium.addons.manifests.push(model::spec::AddonManifest {
             name: "cilium".into(),
             url: None,
