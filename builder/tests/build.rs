@@ -413,6 +413,44 @@ fn kubeadm_before_1_29_gets_the_etcd_learner_gate() {
     }
 }
 
+/// `addons.kubeProxyReplacement` (cilium): kubeadm's InitConfiguration skips its kube-proxy
+/// add-on, k3s runs without kube-proxy, the pre-pull leaves kube-proxy's image out; without
+/// it neither appears.
+#[test]
+fn kube_proxy_replacement_reaches_kubeadm_k3s_and_the_pre_pull() {
+    for (name, file) in [
+        ("seed-000-kubeadm-kube-vip.yaml", "kubeadm/init.yaml"),
+        ("seed-003-k3s-keepalived.yaml", "k3s/init.yaml"),
+    ] {
+        let path = common::repo().join("examples").join(name);
+        let mut loaded = muster_build::spec_source::load(Some(&path)).unwrap();
+        loaded.cluster.addons.cni = model::spec::Cni::Cilium;
+        for kpr in [false, true] {
+            loaded.cluster.addons.kube_proxy_replacement = kpr;
+            let r = common::render_loaded(&path, &loaded);
+            let texts: Vec<String> = r
+                .files
+                .files
+                .iter()
+                .filter(|(p, _)| p.ends_with(file))
+                .map(|(_, a)| String::from_utf8(a.contents.clone()).unwrap())
+                .collect();
+            assert!(!texts.is_empty(), "{name}: no {file}");
+            for t in &texts {
+                let skipped = t.contains("skipPhases:\n- addon/kube-proxy\n")
+                    || t.contains("disable-kube-proxy: true\n");
+                assert_eq!(skipped, kpr, "{name} kpr={kpr}:\n{t}");
+            }
+            let needs = muster_build::image::prepull::needs(&loaded.cluster).unwrap();
+            assert!(
+                !needs.images.iter().any(|i| i.contains("kube-proxy")) || !kpr,
+                "{name}: {:?}",
+                needs.images
+            );
+        }
+    }
+}
+
 #[test]
 fn k3s_templates_round_trip_and_pick_variants() {
     for name in [

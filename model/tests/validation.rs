@@ -87,6 +87,23 @@ fn has(
 }
 
 #[test]
+fn kube_proxy_replacement_needs_cilium() {
+    let flannel = with(
+        "  topology:",
+        "  addons:\n    cni: flannel\n    kubeProxyReplacement: true\n  topology:",
+    );
+    has(
+        &problems(&flannel),
+        "spec.addons.kubeProxyReplacement",
+        11,
+        Severity::Error,
+        "only cilium replaces kube-proxy; this spec's CNI is flannel",
+    );
+    let cilium = flannel.replace("cni: flannel", "cni: cilium");
+    assert!(problems(&cilium).is_empty(), "{:?}", problems(&cilium));
+}
+
+#[test]
 fn vip_equal_to_a_node_address() {
     let ps = problems(&with("vip: 10.1.0.5", "vip: 10.1.0.12"));
     has(

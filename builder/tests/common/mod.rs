@@ -57,6 +57,11 @@ pub struct Rendered {
 
 pub fn render(path: &Path) -> Rendered {
     let loaded = muster_build::spec_source::load(Some(path)).unwrap();
+    render_loaded(path, &loaded)
+}
+
+/// [`render`] of a spec the test loaded (and maybe adjusted); `path` names it.
+pub fn render_loaded(path: &Path, loaded: &muster_build::spec_source::LoadedSpec) -> Rendered {
     let plan = model::plan::resolve(&loaded.cluster, vec![]);
     let input = Input::new(&loaded.cluster, &plan);
     let bake = Bake {

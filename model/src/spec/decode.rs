@@ -202,6 +202,7 @@ fn addons(ctx: &mut Ctx, spec: &mut Map<'_>) -> Addons {
         .iter()
         .filter_map(|f| addon_manifest(ctx, f))
         .collect();
+    let kube_proxy_replacement: Option<bool> = parse(ctx, &mut m, "kubeProxyReplacement");
     done(ctx, m);
     Addons {
         cni,
@@ -209,6 +210,7 @@ fn addons(ctx: &mut Ctx, spec: &mut Map<'_>) -> Addons {
         ingress,
         load_balancer,
         manifests,
+        kube_proxy_replacement: kube_proxy_replacement.unwrap_or(false),
     }
 }
 

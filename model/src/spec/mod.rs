@@ -123,6 +123,11 @@ pub struct Addons {
     /// built-in ones, or the manifest of a named add-on muster pins none for (cilium).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub manifests: Vec<AddonManifest>,
+    /// cilium replaces kube-proxy (`addons.kubeProxyReplacement: true`, cilium only):
+    /// kubeadm skips its kube-proxy add-on, k3s runs without it, and cilium's chart is
+    /// rendered with `kubeProxyReplacement: true`, reaching the API through the VIP.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kube_proxy_replacement: bool,
 }
 
 /// One manifest from the user: `url` + `sha256`, or a local `file` (relative to the spec

@@ -42,6 +42,20 @@ pub(super) fn validate(ctx: &mut Ctx, c: &Cluster) {
         datastore(ctx, c);
     }
     misc(ctx, c);
+    if c.addons.kube_proxy_replacement && c.addons.cni != Cni::Cilium {
+        ctx.error(
+            "spec.addons.kubeProxyReplacement",
+            format!(
+                "only cilium replaces kube-proxy; this spec's CNI is {}",
+                match c.addons.cni {
+                    Cni::Flannel => "flannel",
+                    Cni::Calico => "calico",
+                    Cni::Cilium => "cilium",
+                }
+            ),
+            Some("set `cni: cilium`, or drop kubeProxyReplacement".into()),
+        );
+    }
     let counts_sound = !["controlPlanes", "workers", "loadBalancers"]
         .iter()
         .any(|k| ctx.is_bad(&format!("spec.topology.{k}")));

@@ -36,8 +36,9 @@ pub fn is_chart(path_or_url: &str) -> bool {
 /// The values muster passes to `name`'s chart, as a values file (`None`: the chart's own
 /// defaults). cilium: the API endpoint (the VIP or the load balancer, so the agent reaches
 /// the API before any Service works, which cilium's docs ask for kube-proxy replacement and
-/// recommend otherwise), the spec's pod network in cluster-pool IPAM, the cluster NIC, one
-/// operator per control plane up to two, and Hubble certificates made in the cluster.
+/// recommend otherwise), `kubeProxyReplacement` when the spec asks for it, the spec's pod
+/// network in cluster-pool IPAM, the cluster NIC, one operator per control plane up to two,
+/// and Hubble certificates made in the cluster.
 pub fn values(cluster: &Cluster, name: &str, api_address: Option<Ipv4Addr>) -> Option<String> {
     if name != "cilium" {
         return None;
@@ -47,6 +48,9 @@ pub fn values(cluster: &Cluster, name: &str, api_address: Option<Ipv4Addr>) -> O
     if let Some(addr) = api_address {
         let _ = writeln!(v, "k8sServiceHost: \"{addr}\"");
         let _ = writeln!(v, "k8sServicePort: {}", cluster.ha.api_port);
+    }
+    if cluster.addons.kube_proxy_replacement {
+        v.push_str("kubeProxyReplacement: true\n");
     }
     let _ = write!(
         v,
@@ -218,15 +222,7 @@ impl Renderer for Helm {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn example(name: &str) -> Cluster {
-        let text = std::fs::read_to_string(format!(
-            "{}/../../examples/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap();
-        model::spec::load(name, &text).unwrap().0
-    }
+    use crate::addons::tests::example;
 
     #[test]
     fn cilium_values_follow_the_spec() {
@@ -256,6 +252,11 @@ mod tests {
             Some("cronJob")
         );
         assert!(values(&c, "longhorn", c.ha.vip).is_none());
+        let mut kpr = c.clone();
+        kpr.addons.kube_proxy_replacement = true;
+        let v = values(&kpr, "cilium", kpr.ha.vip).unwrap();
+        let parsed: serde_yaml::Value = serde_yaml::from_str(&v).unwrap();
+        assert_eq!(parsed["kubeProxyReplacement"].as_bool(), Some(true));
     }
 
     #[test]

@@ -430,10 +430,11 @@ pub fn images(text: &str) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn example(name: &str) -> Cluster {
+    /// An example spec's cluster (also used by other modules' tests).
+    pub(crate) fn example(name: &str) -> Cluster {
         let text = std::fs::read_to_string(format!(
             "{}/../../examples/{name}",
             env!("CARGO_MANIFEST_DIR")

@@ -97,6 +97,10 @@ pub fn needs(cluster: &model::Cluster) -> Result<Needs, ImageError> {
             "kube-scheduler",
             "kube-proxy",
         ] {
+            // kubeadm skips its kube-proxy add-on when cilium replaces it.
+            if c == "kube-proxy" && cluster.addons.kube_proxy_replacement {
+                continue;
+            }
             images.push(format!("registry.k8s.io/{c}:{version}"));
         }
         images.push(format!("registry.k8s.io/coredns/coredns:{coredns}"));
@@ -409,15 +413,7 @@ fn pull_failure(image: &str, error: &str) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    fn example(name: &str) -> model::Cluster {
-        let text = std::fs::read_to_string(format!(
-            "{}/../../examples/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap();
-        model::spec::load(name, &text).unwrap().0
-    }
+    use crate::addons::tests::example;
 
     #[test]
     fn a_pinned_image_served_other_content_is_named_as_such() {

@@ -46,6 +46,9 @@ pub struct K3sConfig {
     pub flannel_backend: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub disable_network_policy: Option<bool>,
+    /// cilium replaces kube-proxy (`addons.kubeProxyReplacement`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub disable_kube_proxy: Option<bool>,
 }
 
 /// The k3s config drop-in of a server on an external SQL datastore.
@@ -89,6 +92,7 @@ pub fn config(
         flannel_iface: flannel.then(|| c.network.interface.to_string()),
         flannel_backend: None,
         disable_network_policy: None,
+        disable_kube_proxy: None,
     };
     if node.role != Role::ControlPlane {
         cfg.server = Some(server_url);
@@ -111,6 +115,10 @@ pub fn config(
         cfg.disable.push("servicelb".into());
     }
     cfg.node_taint = c.distribution.control_plane_taints.clone();
+    // A server flag: agents take it from the servers' configuration.
+    if c.addons.kube_proxy_replacement {
+        cfg.disable_kube_proxy = Some(true);
+    }
     if other_cni {
         cfg.flannel_backend = Some("none".into());
         cfg.disable_network_policy = Some(true);

@@ -27,6 +27,9 @@ pub struct InitConfiguration {
     #[serde(rename = "localAPIEndpoint")]
     pub local_api_endpoint: ApiEndpoint,
     pub certificate_key: String,
+    /// `addon/kube-proxy` when cilium replaces kube-proxy (`addons.kubeProxyReplacement`).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub skip_phases: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -280,6 +283,11 @@ pub fn init_template(input: &Input<'_>, node: &PlannedNode) -> Result<String, Re
         node_registration: node_registration(input, node)?,
         local_api_endpoint: local_endpoint(input, node),
         certificate_key: CERTIFICATE_KEY.into(),
+        skip_phases: if input.cluster.addons.kube_proxy_replacement {
+            vec!["addon/kube-proxy".into()]
+        } else {
+            Vec::new()
+        },
     };
     let kubelet = KubeletConfiguration {
         api_version: KUBELET_API.into(),
