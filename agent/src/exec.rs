@@ -2,6 +2,7 @@
 //! scripted fake for tests. Invoking is kept apart from parsing (see `distro::parse`).
 
 use std::path::PathBuf;
+#[cfg(any(test, feature = "testkit"))]
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, PartialEq, Eq)]

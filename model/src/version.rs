@@ -29,6 +29,15 @@ impl KubeVersion {
         (self.major, self.minor) < (1, 29)
     }
 
+    /// The upstream Kubernetes release of a k3s one (`v1.31.6+k3s1` → `v1.31.6`); itself
+    /// for kubeadm's.
+    pub fn upstream(&self) -> KubeVersion {
+        KubeVersion {
+            k3s_revision: None,
+            ..*self
+        }
+    }
+
     /// kubeadm config API version for this release: v1beta4 from 1.31, v1beta3 before.
     pub fn kubeadm_api(&self) -> &'static str {
         if (self.major, self.minor) >= (1, 31) {
@@ -105,6 +114,14 @@ mod tests {
         let old = KubeVersion::parse_scalar("v1.28.2").unwrap();
         assert!(!old.needs_super_admin_conf());
         assert_eq!(old.kubeadm_api(), "kubeadm.k8s.io/v1beta3");
+    }
+
+    #[test]
+    fn upstream_drops_only_the_k3s_revision() {
+        let k3s = KubeVersion::parse_scalar("v1.31.6+k3s1").unwrap();
+        assert_eq!(k3s.upstream().to_string(), "v1.31.6");
+        let kubeadm = KubeVersion::parse_scalar("v1.31.4").unwrap();
+        assert_eq!(kubeadm.upstream(), kubeadm);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use model::node_files::{AGENT_STATE, AGENT_STATUS, NodeRoot};
 use protocol::clock::Millis;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+#[cfg(any(test, feature = "testkit"))]
 use std::sync::{Arc, Mutex};
 
 pub const STATE_FORMAT: u32 = 1;

@@ -109,6 +109,17 @@ pub enum Cni {
     Calico,
 }
 
+impl Cni {
+    /// The name the spec gives it (`cni: NAME`), which is also the add-on's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cni::Cilium => "cilium",
+            Cni::Flannel => "flannel",
+            Cni::Calico => "calico",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Addons {

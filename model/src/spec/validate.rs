@@ -47,11 +47,7 @@ pub(super) fn validate(ctx: &mut Ctx, c: &Cluster) {
             "spec.addons.kubeProxyReplacement",
             format!(
                 "only cilium replaces kube-proxy; this spec's CNI is {}",
-                match c.addons.cni {
-                    Cni::Flannel => "flannel",
-                    Cni::Calico => "calico",
-                    Cni::Cilium => "cilium",
-                }
+                c.addons.cni.name()
             ),
             Some("set `cni: cilium`, or drop kubeProxyReplacement".into()),
         );

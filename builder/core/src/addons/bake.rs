@@ -94,8 +94,14 @@ pub fn bake(cluster: &Cluster, inputs: &Inputs<'_>) -> Result<BakedAddons, BakeA
         });
         out.files.push((file, text.into_bytes()));
     };
-    // A chart's manifest is what `helm template` makes of it with the spec's values.
-    let render = |name: &str, bytes: Vec<u8>| -> Result<String, BakeAddonError> {
+    // The manifest text of an add-on's bytes: a chart's is what `helm template` makes of
+    // it with the spec's values; a manifest's is its bytes as UTF-8.
+    let text_of = |name: &str, from: &str, bytes: Vec<u8>| -> Result<String, BakeAddonError> {
+        if !chart::is_chart(from) {
+            return String::from_utf8(bytes).map_err(|_| BakeAddonError::NotText {
+                name: name.to_string(),
+            });
+        }
         let values = chart::values(cluster, name, inputs.api_address);
         Ok(inputs.charts.render(
             name,
@@ -132,12 +138,7 @@ pub fn bake(cluster: &Cluster, inputs: &Inputs<'_>) -> Result<BakedAddons, BakeA
                         expected: expected.clone(),
                     });
                 }
-                let text = if chart::is_chart(path) {
-                    render(name, bytes)?
-                } else {
-                    String::from_utf8(bytes)
-                        .map_err(|_| BakeAddonError::NotText { name: name.clone() })?
-                };
+                let text = text_of(name, path, bytes)?;
                 push(
                     name,
                     addon.field,
@@ -154,13 +155,7 @@ pub fn bake(cluster: &Cluster, inputs: &Inputs<'_>) -> Result<BakedAddons, BakeA
             Install::Manifest(m) | Install::User(UserSource::Url(m)) => m,
         };
         let bytes = source::fetch(inputs.source, m)?;
-        let text = if chart::is_chart(&m.url) {
-            render(&m.name, bytes)?
-        } else {
-            String::from_utf8(bytes).map_err(|_| BakeAddonError::NotText {
-                name: m.name.to_string(),
-            })?
-        };
+        let text = text_of(&m.name, &m.url, bytes)?;
         images.extend(super::images(&text));
         let adapted = adapt(cluster, m, &text)?;
         push(

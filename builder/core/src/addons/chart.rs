@@ -69,8 +69,7 @@ pub fn values(cluster: &Cluster, name: &str, api_address: Option<Ipv4Addr>) -> O
 /// distribution suffix (`v1.31.6+k3s1` → `v1.31.6`), so the chart's version checks see the
 /// cluster's version, not Helm's default.
 pub fn kube_version(cluster: &Cluster) -> String {
-    let v = cluster.distribution.version.to_string();
-    v.split('+').next().unwrap_or(&v).to_string()
+    cluster.distribution.version.upstream().to_string()
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -158,11 +158,7 @@ pub struct Addon {
 pub fn resolve(cluster: &Cluster) -> Vec<Addon> {
     let a = &cluster.addons;
     let mut out = Vec::new();
-    let cni = match a.cni {
-        Cni::Flannel => "flannel",
-        Cni::Calico => "calico",
-        Cni::Cilium => "cilium",
-    };
+    let cni = a.cni.name();
     let user = |name: &str| {
         a.manifests
             .iter()
