@@ -284,6 +284,17 @@ enum ArtifactsCommand {
         /// private CA.
         #[arg(long, value_name = "DIR")]
         registry_hosts: Option<PathBuf>,
+        /// The Helm 3 that renders add-ons published as charts (cilium), to learn their
+        /// images [default: `helm` on PATH; needed only for such add-ons].
+        #[arg(long, value_name = "PATH")]
+        helm: Option<PathBuf>,
+        /// TEST ONLY: the apt repository or release URL to fetch the distribution from
+        /// instead of upstream.
+        #[arg(long, hide = true)]
+        source_override: Option<String>,
+        /// TEST ONLY: the fingerprint of the key that signs `--source-override`'s repository.
+        #[arg(long, hide = true, requires = "source_override")]
+        source_key_fingerprint: Option<String>,
         /// Print what was fetched as JSON.
         #[arg(long)]
         json: bool,
@@ -436,9 +447,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     spec,
                     out,
                     registry_hosts,
+                    helm,
+                    source_override,
+                    source_key_fingerprint,
                     json,
                 },
-        } => artifacts_fetch(spec, out, registry_hosts, json),
+        } => {
+            let source = muster_build::image::kubernetes::Source::from_flags(
+                None,
+                false,
+                source_override,
+                source_key_fingerprint,
+            );
+            artifacts_fetch(spec, out, registry_hosts, helm, &source, json)
+        }
     }
 }
 
@@ -812,21 +834,31 @@ fn artifacts_fetch(
     spec: Option<PathBuf>,
     out: PathBuf,
     registry_hosts: Option<PathBuf>,
+    helm: Option<PathBuf>,
+    source: &muster_build::image::kubernetes::Source,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
+    use muster_build::image::artifacts;
     let loaded = spec_source::load(spec.as_deref())?;
     let puller = muster_build::image::prepull::Puller {
         hosts_dir: registry_hosts,
         ..Default::default()
     };
-    let fetched = muster_build::image::artifacts::fetch(&loaded.cluster, &out, &puller)
-        .with_context(|| {
-            format!(
-                "fetching the artifacts of {} into {}",
-                loaded.origin,
-                out.display()
-            )
-        })?;
+    let helm = helm
+        .map(|program| muster_build::addons::chart::Helm { program })
+        .unwrap_or_default();
+    let opts = artifacts::FetchOptions {
+        puller: &puller,
+        charts: &helm,
+        source,
+    };
+    let fetched = artifacts::fetch(&loaded, &out, &opts).with_context(|| {
+        format!(
+            "fetching the artifacts of {} into {}",
+            loaded.origin,
+            out.display()
+        )
+    })?;
     if json {
         let text = serde_json::to_string_pretty(&fetched).context("serializing the list")?;
         println!("{text}");

@@ -152,8 +152,8 @@ fn payload_layout_is_fixed_and_holds_no_secret() {
         baked.rendezvous.cert_sha256.unwrap().as_str(),
         payload::sha256_hex(&der)
     );
-    // The images Packer's default build pulls (import-images.sh --pull --list): muster's
-    // and the pinned manifests' (longhorn's flag/env images too), not the user's cilium.
+    // The images the image build and Packer pre-pull (import-images.sh --list): muster's,
+    // the pinned manifests' (longhorn's flag/env images too) and the user's cilium file's.
     let spec = seed0_with_cilium(tools.path());
     let needs = muster_build::image::prepull::needs(&spec.cluster).unwrap();
     let want = muster_build::image::prepull::resolve(
@@ -164,10 +164,13 @@ fn payload_layout_is_fixed_and_holds_no_secret() {
         )),
     )
     .unwrap();
+    let want = muster_build::image::prepull::with_listed(
+        want,
+        &["quay.io/cilium/cilium:v1.18.4".to_string()],
+    );
     let listed = String::from_utf8(find(model::node_files::PREPULL_IMAGES).1.clone()).unwrap();
     assert_eq!(listed.lines().collect::<Vec<_>>(), want);
     assert!(listed.contains("longhornio/longhorn-instance-manager:v1.12.1\n"));
-    assert!(!listed.contains("cilium"), "{listed}");
     // SHA256SUMS covers every other file and agrees with it.
     let sums = String::from_utf8(find(model::node_files::PAYLOAD_SUMS).1.clone()).unwrap();
     let files: Vec<_> = entries
@@ -618,6 +621,16 @@ fn a_chart_addon_is_rendered_with_the_spec_values_and_rebuilds_identically() {
     assert_eq!(
         src.sha256,
         payload::sha256_hex(&std::fs::read(&chart).unwrap())
+    );
+    // The rendered chart's images are in the pre-pull list the image build reads.
+    let listed = untar(&tgz)
+        .into_iter()
+        .find(|e| e.0 == model::node_files::PREPULL_IMAGES)
+        .map(|e| String::from_utf8(e.1).unwrap())
+        .unwrap();
+    assert!(
+        listed.lines().any(|l| l == "quay.io/cilium/cilium:v1.18.4"),
+        "{listed}"
     );
     build(&s, &dir, &o).unwrap();
     assert_eq!(std::fs::read(dir.join("payload.tar.gz")).unwrap(), tgz);

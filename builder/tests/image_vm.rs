@@ -182,14 +182,10 @@ fn image_builds_and_boots_with_nocloud_seed() {
     let cluster = muster_build::spec_source::load(Some(&spec))
         .unwrap()
         .cluster;
-    let mut wanted = common::artifacts::standin_artifacts(&arts, &cluster);
+    let p1 = payload(&d.join("p1"), r#"{"v":1}"#);
+    let mut wanted = common::artifacts::standin_artifacts(&arts, &cluster, &p1);
     wanted.sort();
-    let (first, first_wall) = build(
-        &spec,
-        &d.join("out1"),
-        &payload(&d.join("p1"), r#"{"v":1}"#),
-        &arts,
-    );
+    let (first, first_wall) = build(&spec, &d.join("out1"), &p1, &arts);
     let (second, second_wall) = build(
         &spec,
         &d.join("out2"),

@@ -538,8 +538,21 @@ fn proxmox_script_after_adding_a_worker_creates_only_it() {
 #[test]
 fn image_build_fails_early_and_leaves_no_half_built_out() {
     let d = tempfile::tempdir().unwrap();
+    // A payload whose pre-pull list names an image only rendering showed (cilium's chart).
+    let chart_image = "quay.io/cilium/cilium:v1.18.4";
     let payload = d.path().join("payload.tar.gz");
-    std::fs::write(&payload, b"not looked at: the build fails before").unwrap();
+    let mut files = FileSet::default();
+    files.add("usr/bin/nodeagent", 0o755, "#!/bin/sh\n");
+    files.add(
+        model::node_files::PREPULL_IMAGES,
+        0o644,
+        format!("{chart_image}\nregistry.k8s.io/pause:3.10\n"),
+    );
+    std::fs::write(
+        &payload,
+        muster_build::image::payload::pack(&files).unwrap(),
+    )
+    .unwrap();
     let spec = repo().join("examples/seed-000-kubeadm-kube-vip.yaml");
     let out = d.path().join("new").join("out");
     let run = |extra: &[&std::ffi::OsStr]| {
@@ -612,6 +625,29 @@ fn image_build_fails_early_and_leaves_no_half_built_out() {
             prepull::tarball_name(i),
             "c".repeat(64)
         ))),
+        "{err}"
+    );
+    // Every image the spec names is there; the one only the payload lists is not: named.
+    let mut sums = String::new();
+    for i in &wanted {
+        let tar = artifacts.join("images").join(prepull::tarball_name(i));
+        std::fs::write(&tar, i.as_bytes()).unwrap();
+        let sum = muster_build::image::files::sha256_file(&tar).unwrap();
+        sums.push_str(&format!("{sum}  {}\n", prepull::tarball_name(i)));
+    }
+    sums.push_str(&format!(
+        "{}  {}\n",
+        "c".repeat(64),
+        prepull::tarball_name(chart_image)
+    ));
+    std::fs::write(artifacts.join("images/SHA256SUMS"), sums).unwrap();
+    let err = run(&["--artifacts".as_ref(), artifacts.as_os_str()]);
+    assert!(
+        err.contains(&format!(
+            "{}: missing: the image {chart_image} (expected sha256 {})",
+            prepull::tarball_name(chart_image),
+            "c".repeat(64)
+        )),
         "{err}"
     );
     let o = Command::new(env!("CARGO_BIN_EXE_muster"))

@@ -981,3 +981,227 @@ fn images_are_pulled_from_a_registry_stand_in_with_the_real_ctr() {
     assert!(o.status.success(), "{}", show(&o));
     assert_eq!(listed(&o), images);
 }
+
+/// `muster artifacts fetch` checks what it downloads before it keeps anything, with the
+/// same served repositories and releases as the install tests:
+/// - kubeadm (`artifacts::fetch_distribution`, the CLI's first part): Release.key must be
+///   the pinned key, Release signed by it (Release.gpg, or InRelease alone), Packages the
+///   one the signed Release lists, each .deb the one Packages lists, kubeadm at the spec's
+///   version: each broken case fails with its own message;
+/// - the CLI end to end for a k3s spec whose one add-on is a user's URL (no container
+///   images, so no containerd is needed): the release files and the manifest land in
+///   `--out` with the sums it prints; a tampered release or a wrong add-on sum fails naming
+///   the file and the sha256 expected, and leaves neither `--out` nor a partial dir.
+#[test]
+fn artifacts_fetch_checks_the_repository_the_release_and_the_addons() {
+    use muster_build::image::artifacts;
+    let scratch = tempfile::Builder::new()
+        .prefix("fetch")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let s = scratch.path();
+    let cluster = spec("default.yaml");
+    let plain = "1.31.4";
+    assert_eq!(
+        cluster.distribution.version.to_string(),
+        format!("v{plain}")
+    );
+    let pinned = s.join("gnupg-pinned");
+    let fpr = gpg_key(&pinned, "pinned");
+    let other = s.join("gnupg-other");
+    let other_fpr = gpg_key(&other, "other");
+    let www = s.join("www");
+    for (name, version, signer) in [
+        ("good", plain, &pinned),
+        ("inline", plain, &pinned),
+        ("badsig", plain, &other),
+        ("older", "1.31.3", &pinned),
+        ("badindex", plain, &pinned),
+        ("badsum", plain, &pinned),
+    ] {
+        apt_repo(&www.join(name), version, signer, &pinned);
+    }
+    std::fs::remove_file(www.join("inline/Release.gpg")).unwrap();
+    // Packages changed after the Release was signed; a .deb replaced after Packages was.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(www.join("badindex/Packages"))
+        .unwrap()
+        .write_all(b"\nPackage: extra\nVersion: 1\nFilename: amd64/extra.deb\nSHA256: 00\n")
+        .unwrap();
+    let deb = www.join(format!("badsum/amd64/kubelet_{plain}-1.1_amd64.deb"));
+    let mut bytes = std::fs::read(&deb).unwrap();
+    let n = bytes.len();
+    bytes[n - 8..].copy_from_slice(b"tampered");
+    std::fs::write(&deb, bytes).unwrap();
+    // A k3s release, good and tampered, and a user's add-on manifest.
+    let k3s = spec("seed-003-k3s-keepalived.yaml");
+    let version = k3s.distribution.version.to_string();
+    k3s_release(&www.join("k3s-good").join(&version));
+    k3s_release(&www.join("k3s-bad").join(&version));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(
+            www.join("k3s-bad")
+                .join(&version)
+                .join(kubernetes::K3S_AIRGAP),
+        )
+        .unwrap()
+        .write_all(b"tampered")
+        .unwrap();
+    let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: hello, namespace: default}\ndata: {a: b}\n";
+    std::fs::write(www.join("hello.yaml"), manifest).unwrap();
+    let base = serve(www.clone());
+
+    let over = |repo: &str, key: &str| Source::Override {
+        url: format!("{base}/{repo}/"),
+        key_fingerprint: Some(key.to_string()),
+    };
+    let fetch = |source: &Source| {
+        let d = tempfile::tempdir_in(s).unwrap();
+        let r = artifacts::fetch_distribution(&cluster, d.path(), source);
+        (d, r)
+    };
+    for (repo, key, want) in [
+        ("badsig", &fpr, "wrong signature".to_string()),
+        (
+            "good",
+            &other_fpr,
+            format!("but the pinned key is {other_fpr}"),
+        ),
+        ("badindex", &fpr, "(from the signed Release)".to_string()),
+        (
+            "older",
+            &fpr,
+            format!("the repository has no kubeadm {plain}"),
+        ),
+        ("badsum", &fpr, "(from Packages)".to_string()),
+    ] {
+        let (_d, r) = fetch(&over(repo, key));
+        let err = r.unwrap_err().to_string();
+        assert!(err.contains(&want), "{repo}: {err}");
+    }
+    // The upstream key stays pinned without the override's fingerprint.
+    let unpinned = Source::Override {
+        url: format!("{base}/good/"),
+        key_fingerprint: None,
+    };
+    let err = fetch(&unpinned).1.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "but the pinned key is {}",
+            kubernetes::K8S_KEY_FINGERPRINT
+        )),
+        "{err}"
+    );
+    for repo in ["good", "inline"] {
+        let (d, r) = fetch(&over(repo, &fpr));
+        let names = r.unwrap();
+        for want in [
+            "Release.key".to_string(),
+            "Packages".into(),
+            format!("amd64/kubeadm_{plain}-1.1_amd64.deb"),
+            "amd64/kubernetes-cni_1.5.1-1.1_amd64.deb".into(),
+        ] {
+            assert!(names.contains(&want), "{repo}: {want} in {names:?}");
+            assert!(d.path().join(&want).is_file(), "{repo}: {want}");
+        }
+        assert_eq!(names.contains(&"Release.gpg".to_string()), repo == "good");
+        // What was fetched is an --artifacts dir the image build accepts.
+        kubernetes::check_artifacts(d.path(), &cluster).unwrap();
+    }
+
+    // The CLI end to end.
+    let sum = muster_build::bake::payload::sha256_hex(manifest.as_bytes());
+    let text =
+        std::fs::read_to_string(repo().join("examples/seed-003-k3s-keepalived.yaml")).unwrap();
+    let (head, rest) = text.split_once("  addons:\n").unwrap();
+    let rest = &rest[rest.find("  topology:").unwrap()..];
+    let with_sum = |sum: &str| {
+        format!(
+            "{head}  addons:\n    manifests: [{{name: hello, url: \"{base}/hello.yaml\", sha256: {sum}}}]\n{rest}"
+        )
+    };
+    let spec_path = s.join("k3s.yaml");
+    let release = |which: &str| format!("{base}/{which}/{}", version.replace('+', "%2B"));
+    let run = |spec_text: &str, out: &Path, which: &str| {
+        std::fs::write(&spec_path, spec_text).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_muster"))
+            .args(["artifacts", "fetch"])
+            .arg(&spec_path)
+            .arg("--out")
+            .arg(out)
+            .args(["--source-override", &release(which), "--json"])
+            .output()
+            .unwrap()
+    };
+    let out = s.join("fetched");
+    let o = run(&with_sum(&sum), &out, "k3s-good");
+    assert!(o.status.success(), "{}", show(&o));
+    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let listed = listed.as_array().unwrap();
+    let names: Vec<&str> = listed.iter().map(|a| a["name"].as_str().unwrap()).collect();
+    for want in [kubernetes::K3S_SUMS, "k3s", kubernetes::K3S_AIRGAP] {
+        assert!(names.contains(&want), "{want} in {names:?}");
+    }
+    let addon = names
+        .iter()
+        .find(|n| n.starts_with("addons/hello"))
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(out.join(addon)).unwrap(), manifest);
+    for a in listed {
+        let path = out.join(a["name"].as_str().unwrap());
+        assert_eq!(
+            a["sha256"].as_str().unwrap(),
+            muster_build::image::files::sha256_file(&path).unwrap()
+        );
+    }
+    kubernetes::check_artifacts(&out, &k3s).unwrap();
+    let o = run(&with_sum(&sum), &out, "k3s-good");
+    assert!(!o.status.success());
+    assert!(show(&o).contains("not empty"), "{}", show(&o));
+    // Broken: nothing is left behind, and the error names the file and the sum expected.
+    let want_airgap = std::fs::read_to_string(
+        www.join("k3s-bad")
+            .join(&version)
+            .join(kubernetes::K3S_SUMS),
+    )
+    .unwrap()
+    .lines()
+    .find(|l| l.ends_with(kubernetes::K3S_AIRGAP))
+    .unwrap()
+    .split_whitespace()
+    .next()
+    .unwrap()
+    .to_string();
+    let wrong = "0".repeat(64);
+    for (spec_text, which, want) in [
+        (
+            with_sum(&sum),
+            "k3s-bad",
+            vec![
+                kubernetes::K3S_AIRGAP.to_string(),
+                format!("expected {want_airgap}"),
+            ],
+        ),
+        (
+            with_sum(&wrong),
+            "k3s-good",
+            vec![
+                "hello".to_string(),
+                format!("expected {wrong}"),
+                format!("sha256 {sum}"),
+            ],
+        ),
+    ] {
+        let broken = s.join("broken");
+        let o = run(&spec_text, &broken, which);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        for w in &want {
+            assert!(err.contains(w.as_str()), "{w} in {err}");
+        }
+        assert!(!broken.exists());
+        assert!(!s.join("broken.partial").exists());
+    }
+}

@@ -72,7 +72,7 @@ spec:
     vip: 10.253.0.10
   addons:
     cni: cilium                # the user's rendered manifest (a small fixture standing in
-    manifests:                 # for it): a local file's images are not pre-pulled
+    manifests:                 # for it): its image is pre-pulled from the payload's list
     - name: cilium
       file: cilium.yaml
   rendezvous:
@@ -322,7 +322,7 @@ fn the_vagrant_box_boots_under_vagrant_libvirt() {
     let cluster = muster_build::spec_source::load(Some(&spec_path))
         .unwrap()
         .cluster;
-    common::artifacts::standin_artifacts(&arts, &cluster);
+    common::artifacts::standin_artifacts(&arts, &cluster, &build.join("payload.tar.gz"));
     output(
         "muster image build",
         Command::new(&muster)

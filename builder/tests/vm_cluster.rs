@@ -409,7 +409,8 @@ fn assembles(distro: Distro, control_planes: usize, workers: usize) {
         let (url, fpr) =
             common::artifacts::served_signed_repo(&sources, version.trim_start_matches('v'));
         let artifacts = sources.join("artifacts");
-        prepulled = common::artifacts::standin_images(&artifacts, &cluster);
+        prepulled =
+            common::artifacts::standin_images(&artifacts, &cluster, &build.join("payload.tar.gz"));
         install_path.extend(["--artifacts".into(), artifacts.display().to_string()]);
         install_path.extend(["--source-override".into(), url]);
         install_path.extend(["--source-key-fingerprint".into(), fpr]);

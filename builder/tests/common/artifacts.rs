@@ -144,17 +144,18 @@ pub fn oci_layout(image: &str, work: &Path) -> PathBuf {
 
 /// A complete `--artifacts DIR` for a kubeadm `cluster`: the stand-in .debs at the spec's
 /// version (a plain .deb directory) and [`standin_images`]. Returns the images.
-pub fn standin_artifacts(dir: &Path, cluster: &model::Cluster) -> Vec<String> {
+pub fn standin_artifacts(dir: &Path, cluster: &model::Cluster, payload: &Path) -> Vec<String> {
     let version = cluster.distribution.version.to_string();
     standin_debs(dir, version.trim_start_matches('v'));
-    standin_images(dir, cluster)
+    standin_images(dir, cluster, payload)
 }
 
 /// The images part of an `--artifacts DIR` for `cluster`: its pinned add-on manifests
 /// (the real upstream bytes, from [`super::ADDON_ARTIFACTS`], so their sha256 matches the
-/// pin) in `DIR/addons/`, and one stand-in OCI archive per image its nodes need (muster's
-/// and those the manifests name) in `DIR/images/` with `SHA256SUMS`. Returns the images.
-pub fn standin_images(dir: &Path, cluster: &model::Cluster) -> Vec<String> {
+/// pin) in `DIR/addons/`, and one stand-in OCI archive per image its nodes need (muster's,
+/// those the manifests name and those `payload`, from `muster build`, lists: a user's
+/// files' and charts') in `DIR/images/` with `SHA256SUMS`. Returns the images.
+pub fn standin_images(dir: &Path, cluster: &model::Cluster, payload: &Path) -> Vec<String> {
     use muster_build::image::prepull;
     let needs = prepull::needs(cluster).unwrap();
     if !needs.manifests.is_empty() {
@@ -171,7 +172,10 @@ pub fn standin_images(dir: &Path, cluster: &model::Cluster) -> Vec<String> {
             .unwrap();
         }
     }
-    let all = prepull::resolve(&needs, dir).unwrap();
+    let listed = muster_build::image::payload::inspect(payload)
+        .unwrap()
+        .prepull_images;
+    let all = prepull::with_listed(prepull::resolve(&needs, dir).unwrap(), &listed);
     let images = dir.join(prepull::IMAGES_DIR);
     std::fs::create_dir_all(&images).unwrap();
     let work = dir.join(".oci");

@@ -50,9 +50,9 @@ pub enum BakeAddonError {
 pub struct BakedAddons {
     pub files: Vec<(String, Vec<u8>)>,
     pub index: AddonIndex,
-    /// The images the pinned manifests name ([`super::images`] of the fetched, checked
-    /// bytes), sorted: pre-pulled into the image. A user's local file adds none (as
-    /// `image::prepull::needs`).
+    /// The images the add-ons name ([`super::images`] of the fetched, checked or rendered
+    /// text: pinned manifests, charts, the user's URLs and files), sorted: the payload's
+    /// pre-pull list, which `muster image build` and Packer pre-pull.
     pub images: Vec<String>,
 }
 
@@ -139,6 +139,7 @@ pub fn bake(cluster: &Cluster, inputs: &Inputs<'_>) -> Result<BakedAddons, BakeA
                     });
                 }
                 let text = text_of(name, path, bytes)?;
+                images.extend(super::images(&text));
                 push(
                     name,
                     addon.field,

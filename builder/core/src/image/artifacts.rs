@@ -1,10 +1,13 @@
-//! `muster artifacts fetch`: fills a directory with what `muster image build --artifacts DIR`
-//! installs, from the same upstream sources the build uses (so a machine without internet
-//! can build). kubeadm: the subset of the pkgs.k8s.io flat repository the image needs
-//! (Release.key, Release, Release.gpg/InRelease, Packages and the .debs, each .deb checked
-//! against the sha256 Packages lists; apt checks the signature at build time). k3s: the
-//! binary, the airgap images and `sha256sum-amd64.txt`, checked against it. The directory
-//! appears complete or not at all.
+//! `muster artifacts fetch`: fills a directory with what `muster build --artifacts DIR` and
+//! `muster image build --artifacts DIR` take, from the same upstream sources the builds use
+//! (so a machine without internet can build). kubeadm: the subset of the pkgs.k8s.io flat
+//! repository the image needs (Release.key, Release, Release.gpg/InRelease, Packages and
+//! the .debs), its chain of trust checked ([`super::apt_trust`]: the pinned key, the
+//! signature, Packages' sum) and each .deb against the sha256 Packages lists. k3s: the
+//! binary, the airgap images and `sha256sum-amd64.txt`, checked against it. Then the pinned
+//! add-on manifests and charts (sha256 checked), rendered as `muster build` renders them to
+//! learn every image the nodes run, and those images. The directory appears complete or
+//! not at all.
 
 use super::files::{io_err, remove_tree, sha256_file};
 use super::kubernetes::{self, K3S_AIRGAP, K3S_SUMS, check_sum, parse_release_sums};
@@ -134,12 +137,27 @@ pub fn pick(stanzas: &[Stanza], plain: &str) -> Result<Vec<Stanza>, String> {
         .collect()
 }
 
-/// Fills `out` (which must not exist or be empty) for `cluster`'s distribution.
-/// `puller`: how the container images are pulled ([`super::prepull::pull_images`]).
+/// What a fetch reaches beyond the spec: the container images' puller, Helm for the
+/// charts, and (tests only) another distribution source.
+#[allow(
+    missing_debug_implementations,
+    reason = "holds a chart renderer trait object"
+)]
+pub struct FetchOptions<'a> {
+    /// How the container images are pulled ([`super::prepull::pull_images`]).
+    pub puller: &'a super::prepull::Puller,
+    /// Renders the pinned charts (cilium's) to learn their images, as `muster build` does.
+    pub charts: &'a dyn crate::addons::chart::Renderer,
+    /// [`kubernetes::Source::Upstream`], or a TEST ONLY [`kubernetes::Source::Override`].
+    pub source: &'a kubernetes::Source,
+}
+
+/// Fills `out` (which must not exist or be empty) for `spec`'s distribution, add-ons and
+/// images.
 pub fn fetch(
-    cluster: &model::Cluster,
+    spec: &crate::spec_source::LoadedSpec,
     out: &Path,
-    puller: &super::prepull::Puller,
+    opts: &FetchOptions<'_>,
 ) -> Result<Vec<ArtifactReport>, ImageError> {
     if std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) {
         return Err(ImageError::Artifact {
@@ -150,12 +168,8 @@ pub fn fetch(
     let partial = PathBuf::from(format!("{}.partial", out.display()));
     remove_tree(&partial)?;
     std::fs::create_dir_all(&partial).map_err(io_err("fetching", &partial))?;
-    let result = match cluster.distribution.kind {
-        DistroKind::Kubeadm => fetch_apt(cluster, &partial),
-        DistroKind::K3s => fetch_k3s(cluster, &partial),
-    }
-    .and_then(|mut names| {
-        names.extend(super::prepull::fetch(cluster, &partial, puller)?);
+    let result = fetch_distribution(&spec.cluster, &partial, opts.source).and_then(|mut names| {
+        names.extend(fetch_addons_and_images(spec, &partial, opts)?);
         Ok(names)
     });
     let names = match result {
@@ -184,20 +198,92 @@ pub fn fetch(
         .collect()
 }
 
-fn fetch_apt(cluster: &model::Cluster, dir: &Path) -> Result<Vec<String>, ImageError> {
-    let repo = kubernetes::apt_repo(cluster);
+/// The distribution's files into `dir` from upstream or `source`'s override, checked.
+/// Returns the files written, relative to `dir`.
+pub fn fetch_distribution(
+    cluster: &model::Cluster,
+    dir: &Path,
+    source: &kubernetes::Source,
+) -> Result<Vec<String>, ImageError> {
+    let (url, fingerprint) = match source {
+        kubernetes::Source::Override {
+            url,
+            key_fingerprint,
+        } => (
+            format!("{}/", url.trim_end_matches('/')),
+            key_fingerprint
+                .clone()
+                .unwrap_or_else(|| kubernetes::K8S_KEY_FINGERPRINT.to_string()),
+        ),
+        _ => (
+            kubernetes::upstream(cluster),
+            kubernetes::K8S_KEY_FINGERPRINT.to_string(),
+        ),
+    };
+    match cluster.distribution.kind {
+        DistroKind::Kubeadm => fetch_apt(cluster, dir, &url, &fingerprint),
+        DistroKind::K3s => fetch_k3s(dir, url.trim_end_matches('/')),
+    }
+}
+
+/// The add-ons' pinned files into `dir/addons/`, rendered as `muster build` renders them
+/// (charts with the spec's values, the user's files read beside the spec) to learn their
+/// images, then every image the nodes run pulled into `dir/images/`.
+fn fetch_addons_and_images(
+    spec: &crate::spec_source::LoadedSpec,
+    dir: &Path,
+    opts: &FetchOptions<'_>,
+) -> Result<Vec<String>, ImageError> {
+    let cluster = &spec.cluster;
+    let needs = super::prepull::needs(cluster)?;
+    let mut names = super::prepull::fetch_addons(&needs, dir)?;
+    let first_lb = spec
+        .plan
+        .nodes
+        .iter()
+        .find(|n| n.role == model::Role::LoadBalancer)
+        .map(|n| n.ip);
+    let source = crate::addons::source::Source::Artifacts(dir.to_path_buf());
+    let baked = crate::addons::bake::bake(
+        cluster,
+        &crate::addons::bake::Inputs {
+            source: &source,
+            charts: opts.charts,
+            spec_dir: &spec.dir(),
+            api_address: cluster.api_address(first_lb),
+        },
+    )
+    .map_err(|e| ImageError::Artifact {
+        file: dir.join(super::prepull::MANIFESTS_DIR),
+        problem: format!("rendering the add-ons to learn their images: {e}"),
+    })?;
+    let images = super::prepull::with_listed(needs.images.clone(), &baked.images);
+    names.extend(super::prepull::pull_images(dir, &images, opts.puller)?);
+    Ok(names)
+}
+
+fn fetch_apt(
+    cluster: &model::Cluster,
+    dir: &Path,
+    repo: &str,
+    fingerprint: &str,
+) -> Result<Vec<String>, ImageError> {
     let mut names = Vec::new();
     for name in ["Release.key", "Release"] {
         download(&format!("{repo}{name}"), &dir.join(name))?;
         names.push(name.to_string());
     }
+    // Either signature will do (apt takes InRelease first); a missing one leaves no file.
     for name in ["Release.gpg", "InRelease"] {
         if download(&format!("{repo}{name}"), &dir.join(name)).is_ok() {
             names.push(name.to_string());
+        } else {
+            let _ = std::fs::remove_file(dir.join(name));
         }
     }
     download(&format!("{repo}Packages"), &dir.join("Packages"))?;
     names.push("Packages".into());
+    super::apt_trust::verify(dir, repo, fingerprint)?;
     let path = dir.join("Packages");
     let text = std::fs::read_to_string(&path).map_err(io_err("fetching", &path))?;
     let plain = cluster.distribution.version.to_string();
@@ -222,8 +308,7 @@ fn fetch_apt(cluster: &model::Cluster, dir: &Path) -> Result<Vec<String>, ImageE
     Ok(names)
 }
 
-fn fetch_k3s(cluster: &model::Cluster, dir: &Path) -> Result<Vec<String>, ImageError> {
-    let release = kubernetes::k3s_release(cluster);
+fn fetch_k3s(dir: &Path, release: &str) -> Result<Vec<String>, ImageError> {
     let sums_path = dir.join(K3S_SUMS);
     download(&format!("{release}/{K3S_SUMS}"), &sums_path)?;
     let text = std::fs::read_to_string(&sums_path).map_err(io_err("fetching", &sums_path))?;

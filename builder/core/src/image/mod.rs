@@ -4,6 +4,7 @@
 //! and a Vagrant box for libvirt. Everything runs as root on the build host with chroot;
 //! nothing is booted and nothing is mounted.
 
+pub mod apt_trust;
 pub mod artifacts;
 pub mod base;
 pub mod customise;
@@ -381,15 +382,17 @@ enum Prepull {
 /// A default (online) build of a spec whose nodes pull images gets them the way `muster
 /// artifacts fetch` does (pinned add-on manifests downloaded and checked, images pulled
 /// and exported with the host's containerd) into `CACHE/artifacts/`, and pre-pulls from
-/// there: the image is complete by default. `--artifacts` and `--allow-incomplete` builds
-/// are left as they are. Any failure names the images and the offline way.
-fn pull_when_online(opts: &BuildOptions) -> Result<BuildOptions, ImageError> {
+/// there: the image is complete by default. `listed`: the payload's pre-pull list (what
+/// `muster build` rendered: charts' and user files' images too). `--artifacts` and
+/// `--allow-incomplete` builds are left as they are. Any failure names the images and the
+/// offline way.
+fn pull_when_online(opts: &BuildOptions, listed: &[String]) -> Result<BuildOptions, ImageError> {
     let mut opts = opts.clone();
     if opts.images.is_some() || opts.kubernetes != kubernetes::Source::Upstream {
         return Ok(opts);
     }
     let needs = prepull::needs(&opts.spec.cluster)?;
-    if needs.is_empty() {
+    if needs.is_empty() && listed.is_empty() {
         return Ok(opts);
     }
     let dir = opts.cache.join("artifacts");
@@ -401,22 +404,26 @@ fn pull_when_online(opts: &BuildOptions) -> Result<BuildOptions, ImageError> {
         hosts_dir: opts.registry_hosts.clone(),
         ..Default::default()
     };
-    prepull::fetch(&opts.spec.cluster, &dir, &puller).map_err(|e| ImageError::PullFailed {
-        images: needs.describe(),
-        cause: e.to_string(),
+    prepull::fetch(&opts.spec.cluster, &dir, &puller, listed).map_err(|e| {
+        ImageError::PullFailed {
+            images: needs.describe(),
+            cause: e.to_string(),
+        }
     })?;
     opts.images = Some(dir);
     Ok(opts)
 }
 
-/// The images to pre-pull, checked; an error when the nodes need images this build has
-/// none of (unless it is `--allow-incomplete`, which lists them as left out).
+/// The images to pre-pull, checked: what the spec names (muster's, the pinned manifests')
+/// and what the payload lists (`listed`). An error when the nodes need images this build
+/// has none of (unless it is `--allow-incomplete`, which lists them as left out).
 fn plan_prepull(
     opts: &BuildOptions,
+    listed: &[String],
     selection: &mut packages::Selection,
 ) -> Result<Prepull, ImageError> {
     let needs = prepull::needs(&opts.spec.cluster)?;
-    if needs.is_empty() {
+    if needs.is_empty() && listed.is_empty() {
         return Ok(Prepull::Nothing);
     }
     if opts.kubernetes == kubernetes::Source::LeftOut {
@@ -431,7 +438,7 @@ fn plan_prepull(
             images: needs.describe(),
         });
     };
-    let images = prepull::resolve(&needs, dir)?;
+    let images = prepull::with_listed(prepull::resolve(&needs, dir)?, listed);
     prepull::check(dir, &images)?;
     Ok(Prepull::Images {
         dir: dir.clone(),
@@ -445,20 +452,23 @@ fn build_into(opts: &BuildOptions, out: &Path) -> Result<ImageReport, ImageError
     if opts.kubernetes == kubernetes::Source::LeftOut {
         selection.left_out.insert(0, kubernetes::left_out(cluster));
     }
-    let pulled = pull_when_online(opts)?;
+    // The payload first: its pre-pull list is part of what the image needs.
+    let payload_path = opts.payload.clone().ok_or(ImageError::NoPayload)?;
+    eprintln!("==> checking the payload {}", payload_path.display());
+    let payload_info = payload::inspect(&payload_path)?;
+    let pulled = pull_when_online(opts, &payload_info.prepull_images)?;
     let opts = &pulled;
-    let prepull = plan_prepull(opts, &mut selection)?;
+    let prepull = plan_prepull(opts, &payload_info.prepull_images, &mut selection)?;
     let cached_base = base::cached(&opts.cache, &selection);
     check_host(cached_base.is_none())?;
     warn_left_out(&selection);
     let mut progress = run::Progress::new(
-        15 + 2 * usize::from(opts.variant.is_some())
+        14 + 2 * usize::from(opts.variant.is_some())
             + usize::from(matches!(prepull, Prepull::Images { .. })),
     );
     let scratch = make_scratch(&opts.cache)?;
     let work = scratch.0.as_path();
 
-    let (payload_info, payload_path) = check_payload(&mut progress, opts, work)?;
     let variant = prepare_variant(&mut progress, opts)?;
     let kube_key = progress.step(
         &format!(
@@ -482,7 +492,7 @@ fn build_into(opts: &BuildOptions, out: &Path) -> Result<ImageReport, ImageError
     let variant_key = variant.as_ref().map(|v| v.key_part()).unwrap_or_default();
     let key = build_key(
         &base::key(&selection),
-        payload_info.as_ref().map(|p| p.sha256.as_str()),
+        Some(payload_info.sha256.as_str()),
         opts.disk_bytes,
         &format!("{kube_key}\0{variant_key}"),
     );
@@ -554,7 +564,7 @@ fn build_into(opts: &BuildOptions, out: &Path) -> Result<ImageReport, ImageError
             cached: base.cached,
             path: base.rootfs.display().to_string(),
         },
-        payload: payload_info,
+        payload: Some(payload_info),
         kernel_version,
         kernel_cmdline: vagrant::KERNEL_CMDLINE.into(),
         virtual_size_bytes: opts.disk_bytes,
@@ -607,18 +617,6 @@ fn warn_left_out(selection: &packages::Selection) {
             l.what, l.source
         );
     }
-}
-
-/// The payload checked (`None` without `--payload`) and the path of the one to install.
-fn check_payload(
-    progress: &mut run::Progress,
-    opts: &BuildOptions,
-    work: &Path,
-) -> Result<(Option<payload::PayloadInfo>, PathBuf), ImageError> {
-    let _ = work;
-    let path = opts.payload.clone().ok_or(ImageError::NoPayload)?;
-    let info = progress.step("checking the payload", || payload::inspect(&path).map(Some))?;
-    Ok((info, path))
 }
 
 /// The variant with its inputs checked, before the build key needs its part.
@@ -892,7 +890,10 @@ mod tests {
     fn images_are_pre_pulled_or_the_build_fails_unless_allow_incomplete() {
         let o = opts("default.yaml", kubernetes::Source::LeftOut);
         let mut sel = select_packages(&o);
-        assert!(matches!(plan_prepull(&o, &mut sel), Ok(Prepull::Nothing)));
+        assert!(matches!(
+            plan_prepull(&o, &[], &mut sel),
+            Ok(Prepull::Nothing)
+        ));
         assert_eq!(sel.left_out.len(), 1, "{:?}", sel.left_out);
         assert!(sel.left_out[0].what.contains("registry.k8s.io/pause:3.10"));
         assert!(
@@ -903,7 +904,7 @@ mod tests {
 
         let o = opts("default.yaml", kubernetes::Source::Upstream);
         let mut sel = select_packages(&o);
-        let Err(err) = plan_prepull(&o, &mut sel) else {
+        let Err(err) = plan_prepull(&o, &[], &mut sel) else {
             panic!("a build without the images must fail")
         };
         let err = err.to_string();
@@ -919,8 +920,17 @@ mod tests {
             kubernetes::Source::Upstream,
         );
         let mut sel = select_packages(&o);
-        assert!(matches!(plan_prepull(&o, &mut sel), Ok(Prepull::Nothing)));
+        assert!(matches!(
+            plan_prepull(&o, &[], &mut sel),
+            Ok(Prepull::Nothing)
+        ));
         assert!(sel.left_out.is_empty());
+        // The payload's list counts too (a chart's images, known once rendered).
+        let listed = ["quay.io/cilium/cilium:v1.18.4".to_string()];
+        assert!(matches!(
+            plan_prepull(&o, &listed, &mut sel),
+            Err(ImageError::NoImages { .. })
+        ));
     }
 
     /// Issue 13: a default build of every example spec gets exactly what its nodes need:
@@ -1060,7 +1070,7 @@ mod tests {
             }
             std::fs::write(tars.join(prepull::IMAGE_SUMS), files::sums_text(&sums)).unwrap();
             o.images = Some(d.path().to_path_buf());
-            match plan_prepull(&o, &mut sel).unwrap() {
+            match plan_prepull(&o, &[], &mut sel).unwrap() {
                 Prepull::Images { images: got, .. } => assert_eq!(got, images, "{name}"),
                 Prepull::Nothing => assert!(images.is_empty(), "{name}: nothing pre-pulled"),
             }

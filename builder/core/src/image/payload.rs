@@ -31,6 +31,11 @@ pub struct PayloadInfo {
     pub sha256: String,
     /// Files it installs, relative to `/`, sorted.
     pub files: Vec<String>,
+    /// The images `muster build` listed for the nodes to pre-pull
+    /// ([`model::node_files::PREPULL_IMAGES`]: muster's own, the pinned manifests', the
+    /// rendered charts' and the user's add-on files'), in its order. Not in the report.
+    #[serde(skip)]
+    pub prepull_images: Vec<String>,
 }
 
 fn bad(path: &Path, problem: impl Into<String>) -> ImageError {
@@ -45,10 +50,10 @@ fn bad(path: &Path, problem: impl Into<String>) -> ImageError {
 pub fn inspect(path: &Path) -> Result<PayloadInfo, ImageError> {
     let raw = std::fs::read(path).map_err(io_err("reading payload", path))?;
     let sha256 = hex::encode(Sha256::digest(&raw));
-    let (files, sums_texts) = read_entries(path, &raw)?;
+    let (files, texts) = read_entries(path, &raw)?;
     let (sums_name, sums_text) = [SUMS, model::node_files::PAYLOAD_SUMS]
         .into_iter()
-        .find_map(|n| sums_texts.get(n).map(|t| (n, t)))
+        .find_map(|n| texts.get(n).map(|t| (n, t)))
         .ok_or_else(|| {
             bad(
                 path,
@@ -59,23 +64,39 @@ pub fn inspect(path: &Path) -> Result<PayloadInfo, ImageError> {
             )
         })?;
     check_sums(path, &files, sums_name, sums_text)?;
+    // `muster build` writes no list when the nodes pull no images.
+    let prepull_images = match texts.get(model::node_files::PREPULL_IMAGES) {
+        Some(t) => listed_images(t),
+        None => Vec::new(),
+    };
     Ok(PayloadInfo {
         path: path.display().to_string(),
         sha256,
         files: files.into_keys().collect(),
+        prepull_images,
     })
+}
+
+/// The images of a pre-pull list: one a line, `#` comments and blank lines skipped (the
+/// rules of import-images.sh's `--list`).
+pub fn listed_images(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or(l))
+        .map(|l| l.chars().filter(|c| !c.is_whitespace()).collect::<String>())
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 /// Something per file, by its path relative to `/`.
 type ByPath = BTreeMap<String, String>;
 
 /// The sha256 of every regular file in the tarball `raw` (but its top `SHA256SUMS`) by
-/// path, and the text of each sums file found: at the top, or where `muster build` puts
-/// them (installed with the rest).
+/// path, and the text of each sums file found (at the top, or where `muster build` puts
+/// them, installed with the rest) and of the pre-pull list.
 fn read_entries(path: &Path, raw: &[u8]) -> Result<(ByPath, ByPath), ImageError> {
     let mut archive = tar::Archive::new(GzDecoder::new(raw));
     let mut files: BTreeMap<String, String> = BTreeMap::new();
-    let mut sums_texts: BTreeMap<String, String> = BTreeMap::new();
+    let mut texts: BTreeMap<String, String> = BTreeMap::new();
     let entries = archive
         .entries()
         .map_err(|e| bad(path, format!("not a tar.gz: {e}")))?;
@@ -93,14 +114,20 @@ fn read_entries(path: &Path, raw: &[u8]) -> Result<(ByPath, ByPath), ImageError>
         entry
             .read_to_end(&mut data)
             .map_err(|e| bad(path, format!("reading {rel}: {e}")))?;
-        if rel == SUMS || rel == model::node_files::PAYLOAD_SUMS {
-            sums_texts.insert(rel.clone(), String::from_utf8_lossy(&data).into_owned());
+        if [
+            SUMS,
+            model::node_files::PAYLOAD_SUMS,
+            model::node_files::PREPULL_IMAGES,
+        ]
+        .contains(&rel.as_str())
+        {
+            texts.insert(rel.clone(), String::from_utf8_lossy(&data).into_owned());
         }
         if rel != SUMS {
             files.insert(rel, hex::encode(Sha256::digest(&data)));
         }
     }
-    Ok((files, sums_texts))
+    Ok((files, texts))
 }
 
 /// An entry's path relative to `/` (`a/b`), refused when it leaves the root or is one of
@@ -224,6 +251,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut fs = FileSet::default();
         fs.add("usr/bin/nodeagent", 0o755, "#!/bin/sh\n");
+        fs.add(
+            model::node_files::PREPULL_IMAGES,
+            0o644,
+            "quay.io/cilium/cilium:v1.18.4 # the chart's\n\n  registry.k8s.io/pause:3.10\n",
+        );
         let sums = crate::bake::payload::sha256sums(&fs);
         fs.add(model::node_files::PAYLOAD_SUMS, 0o644, sums);
         let p = d.path().join("payload.tar.gz");
@@ -231,7 +263,18 @@ mod tests {
         let info = inspect(&p).unwrap();
         assert_eq!(
             info.files,
-            ["usr/bin/nodeagent", model::node_files::PAYLOAD_SUMS]
+            [
+                "usr/bin/nodeagent",
+                model::node_files::PAYLOAD_SUMS,
+                model::node_files::PREPULL_IMAGES
+            ]
+        );
+        assert_eq!(
+            info.prepull_images,
+            [
+                "quay.io/cilium/cilium:v1.18.4",
+                "registry.k8s.io/pause:3.10"
+            ]
         );
         fs.add("usr/bin/extra", 0o755, "unlisted");
         std::fs::write(&p, crate::bake::payload::pack(&fs, 0).unwrap()).unwrap();

@@ -59,7 +59,7 @@ pub struct Needs {
 
 impl Needs {
     pub fn is_empty(&self) -> bool {
-        self.images.is_empty() && self.manifests.is_empty()
+        self.images.is_empty() && self.manifests.is_empty() && self.charts.is_empty()
     }
 
     /// One line for messages and the report.
@@ -68,6 +68,7 @@ impl Needs {
         parts.extend(
             self.manifests
                 .iter()
+                .chain(&self.charts)
                 .map(|m| format!("the images of {} {}", m.name, m.version)),
         );
         parts.join(", ")
@@ -310,24 +311,54 @@ impl Default for Puller {
 /// The containerd namespace the host's pulls go to (apart from the host's own images).
 pub const FETCH_NAMESPACE: &str = "muster-fetch";
 
-/// `muster artifacts fetch`'s part: the pinned add-on manifests (checked against their
-/// sha256) into `dir/addons/`, then every image the nodes need pulled and exported into
-/// `dir/images/` ([`pull_images`]). Returns the files written, relative to `dir`.
+/// `muster artifacts fetch`'s part: the pinned add-on manifests and charts (each checked
+/// against its sha256) into `dir/addons/`, then every image the nodes need pulled and
+/// exported into `dir/images/` ([`pull_images`]): the spec's and the manifests' images and
+/// `listed` (what rendering the add-ons showed: charts' and user files' images). Returns
+/// the files written, relative to `dir`.
 pub fn fetch(
     cluster: &model::Cluster,
     dir: &Path,
     puller: &Puller,
+    listed: &[String],
 ) -> Result<Vec<String>, ImageError> {
     let needs = needs(cluster)?;
+    let mut names = fetch_addons(&needs, dir)?;
+    let images = with_listed(resolve(&needs, dir)?, listed);
+    names.extend(pull_images(dir, &images, puller)?);
+    Ok(names)
+}
+
+/// The pinned add-on manifests and charts of `needs` downloaded into `dir/addons/`, each
+/// checked against its pinned sha256 (a mismatch names the file, the URL and both sums).
+/// Returns the files written, relative to `dir`.
+pub fn fetch_addons(needs: &Needs, dir: &Path) -> Result<Vec<String>, ImageError> {
     let mut names = Vec::new();
     for m in needs.manifests.iter().chain(&needs.charts) {
         let rel = format!("{MANIFESTS_DIR}/{}", manifest_name(m));
-        super::artifacts::download(&m.url, &dir.join(&rel))?;
+        let path = dir.join(&rel);
+        super::artifacts::download(&m.url, &path)?;
+        let got = super::files::sha256_file(&path)?;
+        if got != m.sha256 {
+            return Err(artifact(
+                &path,
+                format!(
+                    "sha256 {got}, expected {} (the pinned {} {} from {})",
+                    m.sha256, m.name, m.version, m.url
+                ),
+            ));
+        }
         names.push(rel);
     }
-    let images = resolve(&needs, dir)?;
-    names.extend(pull_images(dir, &images, puller)?);
     Ok(names)
+}
+
+/// `images` with `listed` added, sorted, each once.
+pub fn with_listed(mut images: Vec<String>, listed: &[String]) -> Vec<String> {
+    images.extend(listed.iter().cloned());
+    images.sort();
+    images.dedup();
+    images
 }
 
 /// `images` pulled by the host's containerd (`ctr images pull`, in [`FETCH_NAMESPACE`])

@@ -133,7 +133,8 @@ fn common_variables() -> Vec<Item> {
 }
 
 /// The import-images.sh step for the build VM. With `artifacts_dir`: the tarballs under
-/// `artifacts/images`, the images `needs` names and the pinned manifests with their sums.
+/// `artifacts/images`, the images `needs` names, the pinned manifests with their sums and
+/// the payload's list.
 /// Without (the default): `--pull`, the same images pulled from their registries, listed by
 /// the payload provision.sh installed ([`model::node_files::PREPULL_IMAGES`]: muster's and
 /// the pinned manifests' images, read when `muster build` checked them), through the
@@ -161,7 +162,11 @@ fn import_images_step(cluster: &Cluster, artifacts: &str, hosts: &str) -> Option
             m.sha256
         ));
     }
-    pull.push_str(&format!(" --list /{}", model::node_files::PREPULL_IMAGES));
+    // The payload's list: what `muster build` rendered (charts' and the user's files'
+    // images too), which the line's own images and manifests cannot know.
+    let list = format!(" --list /{}", model::node_files::PREPULL_IMAGES);
+    pull.push_str(&list);
+    import.push_str(&list);
     import.push_str(&format!(" {artifacts}/images"));
     for i in &needs.images {
         import.push(' ');

@@ -130,7 +130,7 @@ build {
       "cloud-init status --wait || [ $? -eq 2 ]",
       "if [ \"${var.install_kubernetes}\" = true ]; then s=; [ -e /tmp/muster-artifacts/k3s ] && s=/tmp/muster-artifacts; bash /tmp/muster-install-kubernetes.sh v1.31.6+k3s1 k3s $s; fi",
       "bash /tmp/muster-provision.sh /tmp/muster-payload.tar.gz ${var.payload_sha256}",
-      "if [ -n \"${var.artifacts_dir}\" ]; then bash /tmp/muster-import-images.sh --k3s --manifest /tmp/muster-artifacts/addons/metallb-v0.15.3.yaml 84b4e102f2b65f5d69085f5816c29362b74641873d8ac3de996e5f86a8219176 /tmp/muster-artifacts/images; elif [ -n \"${var.registry_hosts_dir}\" ]; then bash /tmp/muster-import-images.sh --pull --hosts-dir /tmp/muster-registry-hosts --k3s --list /usr/lib/muster/prepull-images; else bash /tmp/muster-import-images.sh --pull --k3s --list /usr/lib/muster/prepull-images; fi",
+      "if [ -n \"${var.artifacts_dir}\" ]; then bash /tmp/muster-import-images.sh --k3s --manifest /tmp/muster-artifacts/addons/metallb-v0.15.3.yaml 84b4e102f2b65f5d69085f5816c29362b74641873d8ac3de996e5f86a8219176 --list /usr/lib/muster/prepull-images /tmp/muster-artifacts/images; elif [ -n \"${var.registry_hosts_dir}\" ]; then bash /tmp/muster-import-images.sh --pull --hosts-dir /tmp/muster-registry-hosts --k3s --list /usr/lib/muster/prepull-images; else bash /tmp/muster-import-images.sh --pull --k3s --list /usr/lib/muster/prepull-images; fi",
       "rm -rf /tmp/muster-payload.tar.gz /tmp/muster-provision.sh /tmp/muster-install-kubernetes.sh /tmp/muster-import-images.sh /tmp/muster-artifacts /tmp/muster-registry-hosts",
     ]
   }
