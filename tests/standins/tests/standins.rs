@@ -1054,3 +1054,169 @@ spec:
     );
     assert!(!gone.ok(), "{}", gone.all());
 }
+
+/// A kubelet's credential (`kubelet.conf`: `system:node:cp1` in `system:nodes`) is held by
+/// the API stand-in to what the real server lets a kubelet do (the Node authorizer,
+/// kubeadm's RBAC for nodes, NodeRestriction), checked with the real kubectl: it lists pods
+/// only with its own `spec.nodeName` selector, reads no Secret but kubeadm's two
+/// ConfigMaps, cordons and uncordons its own Node but changes no taint and no
+/// `node-restriction.kubernetes.io/` label, and evicts only pods bound to itself. The
+/// admin credential is not restricted.
+#[test]
+fn a_kubelets_credential_is_held_to_what_the_node_authorizer_allows() {
+    let Some(kubectl) = muster_lab::standins::real_kubectl("v1.31.4").unwrap() else {
+        return;
+    };
+    let kubectl = kubectl.display().to_string();
+    let lab = new_lab("nodeauth", &[("cp1", 11)]);
+    let ip = lab.ip(11);
+    let cfg = lab.put("cp1", "etc/muster/kubeadm.yaml", &init_config(&lab, &ip));
+    let out = lab.kubeadm("cp1", &[], &["init", "--config", &cfg]);
+    assert!(out.ok(), "init failed: {}", out.all());
+    let conf = |f: &str| {
+        lab.root("cp1")
+            .join("etc/kubernetes")
+            .join(f)
+            .display()
+            .to_string()
+    };
+    let (admin, kubelet) = (conf("admin.conf"), conf("kubelet.conf"));
+    let home = lab.dir().join("home").display().to_string();
+    let k = |kc: &str, args: &[&str]| -> Out {
+        let mut all = vec!["--kubeconfig", kc, "--request-timeout=10s"];
+        all.extend(args);
+        lab.run("cp1", &[("HOME", &home)], &kubectl, &all)
+    };
+    let refused = |o: &Out, want: &str| {
+        assert!(!o.ok(), "allowed: {}", o.all());
+        assert!(
+            o.all().contains("Forbidden") || o.all().contains("forbidden"),
+            "{}",
+            o.all()
+        );
+        assert!(o.all().contains(want), "{want} not in {}", o.all());
+    };
+    // Two pods: one bound to cp1, one to another node.
+    for (pod, node) in [("here", "cp1"), ("there", "elsewhere")] {
+        let body = format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{pod}","namespace":"default"}},"spec":{{"nodeName":"{node}","containers":[{{"name":"c","image":"registry.k8s.io/pause:3.10"}}]}},"status":{{"phase":"Running"}}}}"#
+        );
+        let o = lab.api(
+            "cp1",
+            "post",
+            "/api/v1/namespaces/default/pods",
+            Some(&body),
+        );
+        assert!(o.ok(), "{}", o.all());
+    }
+
+    // ---- pods: only its own, by selector
+    refused(&k(&kubelet, &["get", "pods", "-A"]), "spec.nodeName=cp1");
+    let own = k(
+        &kubelet,
+        &[
+            "get",
+            "pods",
+            "-A",
+            "--field-selector",
+            "spec.nodeName=cp1",
+            "-o",
+            "name",
+        ],
+    );
+    assert!(own.ok(), "{}", own.all());
+    assert!(
+        own.stdout.contains("pod/here") && !own.stdout.contains("there"),
+        "{}",
+        own.stdout
+    );
+    let all = k(&admin, &["get", "pods", "-A", "-o", "name"]);
+    assert!(
+        all.ok() && all.stdout.contains("pod/there"),
+        "{}",
+        all.all()
+    );
+
+    // ---- secrets and ConfigMaps
+    refused(
+        &k(&kubelet, &["get", "secrets", "-n", "kube-system"]),
+        "system:node:cp1",
+    );
+    refused(
+        &k(
+            &kubelet,
+            &["get", "configmap", "-n", "kube-system", "kube-proxy"],
+        ),
+        "system:node:cp1",
+    );
+    let cc = k(
+        &kubelet,
+        &[
+            "get",
+            "configmap",
+            "-n",
+            "kube-system",
+            "kubeadm-config",
+            "-o",
+            "name",
+        ],
+    );
+    assert!(cc.ok(), "{}", cc.all());
+
+    // ---- its own Node: cordon and uncordon yes, taints and restricted labels no
+    for verb in ["cordon", "uncordon"] {
+        let o = k(&kubelet, &[verb, "cp1"]);
+        assert!(o.ok(), "{verb}: {}", o.all());
+    }
+    refused(
+        &k(
+            &kubelet,
+            &["taint", "node", "cp1", "muster=test:NoSchedule"],
+        ),
+        "taints",
+    );
+    refused(
+        &k(
+            &kubelet,
+            &[
+                "label",
+                "node",
+                "cp1",
+                "node-restriction.kubernetes.io/pool=a",
+            ],
+        ),
+        "node-restriction.kubernetes.io/",
+    );
+    let taint = k(&admin, &["taint", "node", "cp1", "muster=test:NoSchedule"]);
+    assert!(taint.ok(), "{}", taint.all());
+
+    // ---- evictions: only pods bound to itself
+    let eviction = |pod: &str| {
+        let body = lab.put(
+            "cp1",
+            &format!("manifests/evict-{pod}.json"),
+            &format!(
+                r#"{{"apiVersion":"policy/v1","kind":"Eviction","metadata":{{"name":"{pod}","namespace":"default"}}}}"#
+            ),
+        );
+        k(
+            &kubelet,
+            &[
+                "create",
+                "--raw",
+                &format!("/api/v1/namespaces/default/pods/{pod}/eviction"),
+                "-f",
+                &body,
+            ],
+        )
+    };
+    refused(&eviction("there"), "spec.nodeName set to itself");
+    let o = eviction("here");
+    assert!(o.ok(), "{}", o.all());
+    let left = k(&admin, &["get", "pods", "-A", "-o", "name"]);
+    assert!(
+        left.ok() && !left.stdout.contains("pod/here") && left.stdout.contains("pod/there"),
+        "{}",
+        left.all()
+    );
+}

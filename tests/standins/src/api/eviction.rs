@@ -89,7 +89,7 @@ async fn values(st: &AppState, prefix: &str) -> anyhow::Result<Vec<Value>> {
 
 /// Serves one eviction.
 pub(super) async fn evict(st: &AppState, who: &Who, ns: &str, name: &str) -> Response {
-    if !matches!(who, Who::Admin(_)) {
+    if !matches!(who, Who::Admin(_) | Who::Node(_)) {
         return status_response(
             StatusCode::FORBIDDEN,
             "Forbidden",
@@ -111,6 +111,18 @@ pub(super) async fn evict(st: &AppState, who: &Who, ns: &str, name: &str) -> Res
         }
         Err(e) => return storage_failed(e),
     };
+    // NodeRestriction: a kubelet evicts only pods bound to its node.
+    if let Who::Node(node) = who
+        && pod["spec"]["nodeName"].as_str() != Some(node.as_str())
+    {
+        return status_response(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "pods/eviction {name:?} is forbidden: node {node:?} can only evict pods with spec.nodeName set to itself"
+            ),
+        );
+    }
     let (pdb_prefix, pod_prefix) = (
         format!("/registry/poddisruptionbudgets/{ns}/"),
         format!("/registry/pods/{ns}/"),

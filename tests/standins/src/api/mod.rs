@@ -11,9 +11,11 @@
 //! is in the past (stand-in clock) reads as absent, like a bootstrap token or the
 //! `kubeadm-certs` Secret after the token cleaner removed it.
 //!
-//! Authentication: a client certificate signed by the cluster CA is an admin; a bearer
-//! bootstrap token `ID.SECRET` that matches an unexpired `bootstrap-token-ID` Secret is a
-//! bootstrapper; anything else is anonymous.
+//! Authentication: a client certificate signed by the cluster CA is an admin, but a
+//! kubelet's (`CN=system:node:NAME`, `O=system:nodes`) is that node, held to what the Node
+//! authorizer, kubeadm's RBAC and the NodeRestriction admission plugin let a kubelet do
+//! ([`node_may`]); a bearer bootstrap token `ID.SECRET` that matches an unexpired
+//! `bootstrap-token-ID` Secret is a bootstrapper; anything else is anonymous.
 
 pub mod apply;
 pub mod apply_audit;
@@ -126,12 +128,15 @@ struct AppState {
 
 #[derive(Debug, Clone)]
 struct Peer {
-    cert_cn: Option<String>,
+    /// The client certificate's subject: common name and organizations.
+    cert: Option<(String, Vec<String>)>,
 }
 
 #[derive(Debug, Clone)]
 enum Who {
     Admin(String),
+    /// A kubelet's credential: `system:node:NAME` in the group `system:nodes`.
+    Node(String),
     Bootstrap(String),
     Anonymous,
 }
@@ -140,8 +145,20 @@ impl Who {
     fn user(&self) -> String {
         match self {
             Who::Admin(cn) => cn.clone(),
+            Who::Node(name) => format!("system:node:{name}"),
             Who::Bootstrap(id) => format!("system:bootstrap:{id}"),
             Who::Anonymous => "system:anonymous".to_string(),
+        }
+    }
+
+    /// The user a client certificate names: a node's as the Node authorizer identifies
+    /// it (user `system:node:NAME` and group `system:nodes`), else an admin.
+    fn from_cert(cn: &str, orgs: &[String]) -> Who {
+        match cn.strip_prefix("system:node:") {
+            Some(name) if !name.is_empty() && orgs.iter().any(|o| o == "system:nodes") => {
+                Who::Node(name.to_string())
+            }
+            _ => Who::Admin(cn.to_string()),
         }
     }
 }
@@ -184,8 +201,8 @@ impl AppState {
     }
 
     async fn who(&self, peer: &Peer, headers: &HeaderMap) -> Who {
-        if let Some(cn) = &peer.cert_cn {
-            return Who::Admin(cn.clone());
+        if let Some((cn, orgs)) = &peer.cert {
+            return Who::from_cert(cn, orgs);
         }
         let Some(token) = headers
             .get("authorization")
@@ -212,6 +229,7 @@ fn allowed(who: &Who, verb: &str, resource: &str, ns: &str, name: &str) -> bool 
     let cluster_info = resource == "configmaps" && ns == "kube-public" && name == "cluster-info";
     match who {
         Who::Admin(_) => true,
+        Who::Node(node) => cluster_info || node_may(node, verb, resource, ns, name),
         Who::Anonymous => verb == "get" && cluster_info,
         Who::Bootstrap(_) => match (verb, resource) {
             ("get", "configmaps") => cluster_info || ns == "kube-system",
@@ -223,6 +241,83 @@ fn allowed(who: &Who, verb: &str, resource: &str, ns: &str, name: &str) -> bool 
             _ => false,
         },
     }
+}
+
+/// What a kubelet's credential may do, as the real server decides it: the `system:node`
+/// rules the Node authorizer applies (Kubernetes' `NodeRules`: read nodes, services,
+/// endpoints and pods; write its own Node, events, pods' status, evictions, leases and
+/// CSRs), kubeadm's RBAC for the group `system:nodes` (get the `kubeadm-config` and
+/// `kubelet-config` ConfigMaps, which `kubeadm upgrade node` reads on a worker) and the
+/// NodeRestriction admission plugin (only its own Node). Secrets and other ConfigMaps are
+/// the Node authorizer's graph's (those referenced by pods bound to the node): the stand-in
+/// runs no pods, so none. Checked elsewhere, with the objects: listing pods needs the
+/// node's own `spec.nodeName` selector ([`node_pod_selector`]), an eviction needs a pod
+/// bound to the node, and a Node update must keep its taints ([`node_update_refusal`]).
+/// Verbs as the stand-in spells them: `put` is create or replace.
+fn node_may(node: &str, verb: &str, resource: &str, ns: &str, name: &str) -> bool {
+    let read = matches!(verb, "get" | "list");
+    match resource {
+        "nodes" => read || (matches!(verb, "put" | "patch") && name == node),
+        "pods" => read || matches!(verb, "put" | "delete"),
+        "services" | "endpoints" | "runtimeclasses" | "csidrivers" => read,
+        "persistentvolumes" | "persistentvolumeclaims" | "volumeattachments" => verb == "get",
+        "events" => matches!(verb, "put" | "patch"),
+        "leases" | "csinodes" => true,
+        "certificatesigningrequests" => matches!(verb, "put" | "get" | "list"),
+        "configmaps" => {
+            verb == "get"
+                && ns == "kube-system"
+                && ["kubeadm-config", "kubelet-config"].contains(&name)
+        }
+        _ => false,
+    }
+}
+
+/// A kubelet listing pods must select its own (`fieldSelector=spec.nodeName=NODE`), as the
+/// Node authorizer requires from Kubernetes 1.32 (AuthorizeNodeWithSelectors); the refusal
+/// otherwise. (Before 1.32 RBAC let a kubelet list every pod; the stand-in is the stricter.)
+fn node_pod_selector(who: &Who, fields: &str) -> Option<Response> {
+    let Who::Node(node) = who else { return None };
+    let own = format!("spec.nodeName={node}");
+    if fields.split(',').any(|f| f.trim() == own) {
+        return None;
+    }
+    Some(status(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        format!(
+            "pods is forbidden: User \"system:node:{node}\" cannot list resource \"pods\" in API group \"\" at the cluster scope: can only list/watch pods with spec.nodeName={node} field selector"
+        ),
+    ))
+}
+
+/// NodeRestriction on a kubelet's update of its own Node: taints and the
+/// `node-restriction.kubernetes.io/` labels stay as they are (the refusal otherwise).
+fn node_update_refusal(who: &Who, old: Option<&Value>, new: &Value) -> Option<Response> {
+    let Who::Node(node) = who else { return None };
+    let old = old?;
+    let restricted = |o: &Value| -> Vec<(String, Value)> {
+        o["metadata"]["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.starts_with("node-restriction.kubernetes.io/"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let taints = |o: &Value| o["spec"]["taints"].as_array().cloned().unwrap_or_default();
+    let what = if taints(old) != taints(new) {
+        "taints"
+    } else if restricted(old) != restricted(new) {
+        "labels with the node-restriction.kubernetes.io/ prefix"
+    } else {
+        return None;
+    };
+    Some(status(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        format!("node \"{node}\" is forbidden: node \"{node}\" is not allowed to modify {what}"),
+    ))
 }
 
 fn forbidden(who: &Who, verb: &str, resource: &str, ns: &str, name: &str) -> Response {
@@ -422,16 +517,23 @@ fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-fn common_name(der: &[u8]) -> String {
-    x509_parser::parse_x509_certificate(der)
-        .ok()
-        .and_then(|(_, c)| {
-            c.subject()
-                .iter_common_name()
-                .next()
-                .and_then(|cn| cn.as_str().ok().map(str::to_string))
-        })
-        .unwrap_or_else(|| "unknown".to_string())
+/// A certificate's subject: its common name and organizations.
+fn subject(der: &[u8]) -> (String, Vec<String>) {
+    let Ok((_, c)) = x509_parser::parse_x509_certificate(der) else {
+        return ("unknown".to_string(), Vec::new());
+    };
+    let cn = c
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok().map(str::to_string))
+        .unwrap_or_else(|| "unknown".to_string());
+    let orgs = c
+        .subject()
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect();
+    (cn, orgs)
 }
 
 /// Serves until SIGTERM/SIGINT.
@@ -490,16 +592,85 @@ pub async fn serve(cfg: ServerConfig) -> Result<()> {
             let Ok(stream) = acceptor.accept(tcp).await else {
                 return;
             };
-            let cert_cn = stream
+            let cert = stream
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .map(|c| common_name(c));
-            let svc = TowerToHyperService::new(router.layer(Extension(Peer { cert_cn })));
+                .map(|c| subject(c));
+            let svc = TowerToHyperService::new(router.layer(Extension(Peer { cert })));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kubelet_is_a_node_only_in_the_nodes_group_and_may_what_node_rules_say() {
+        let nodes = vec!["system:nodes".to_string()];
+        assert!(matches!(Who::from_cert("system:node:w1", &nodes), Who::Node(n) if n == "w1"));
+        assert!(matches!(
+            Who::from_cert("system:node:w1", &[]),
+            Who::Admin(_)
+        ));
+        assert!(matches!(
+            Who::from_cert("kubernetes-admin", &nodes),
+            Who::Admin(_)
+        ));
+        let w1 = Who::Node("w1".into());
+        for (verb, resource, ns, name, want) in [
+            ("patch", "nodes", "", "w1", true),
+            ("patch", "nodes", "", "w2", false),
+            ("list", "nodes", "", "", true),
+            ("list", "pods", "", "", true),
+            ("get", "secrets", "kube-system", "kubeadm-certs", false),
+            ("get", "configmaps", "kube-system", "kubelet-config", true),
+            ("get", "configmaps", "kube-system", "coredns", false),
+            ("get", "configmaps", "kube-public", "cluster-info", true),
+            ("put", "leases", "kube-node-lease", "w1", true),
+            ("put", "daemonsets", "kube-system", "x", false),
+        ] {
+            assert_eq!(
+                allowed(&w1, verb, resource, ns, name),
+                want,
+                "{verb} {resource} {ns}/{name}"
+            );
+        }
+        assert!(node_pod_selector(&w1, "spec.nodeName=w1").is_none());
+        assert!(node_pod_selector(&w1, "status.phase=Running,spec.nodeName=w1").is_none());
+        assert!(node_pod_selector(&w1, "spec.nodeName=w2").is_some());
+        assert!(node_pod_selector(&w1, "").is_some());
+        assert!(node_pod_selector(&Who::Admin("a".into()), "").is_none());
+        let node = |taints: Value| json!({"metadata": {"labels": {}}, "spec": {"taints": taints}});
+        let old = node(json!([]));
+        assert!(
+            node_update_refusal(
+                &w1,
+                Some(&old),
+                &json!({"metadata": {}, "spec": {"unschedulable": true}})
+            )
+            .is_none()
+        );
+        assert!(
+            node_update_refusal(
+                &w1,
+                Some(&old),
+                &node(json!([{"key": "k", "effect": "NoSchedule"}]))
+            )
+            .is_some()
+        );
+        assert!(
+            node_update_refusal(
+                &w1,
+                None,
+                &node(json!([{"key": "k", "effect": "NoSchedule"}]))
+            )
+            .is_none()
+        );
     }
 }

@@ -332,6 +332,13 @@ impl Req<'_> {
         if let Some(r) = self.check("list", "") {
             return r;
         }
+        if self.res.group.is_empty()
+            && self.res.plural == "pods"
+            && let Some(r) =
+                super::node_pod_selector(self.who, param(self.q, "fieldSelector").unwrap_or(""))
+        {
+            return r;
+        }
         if matches!(param(self.q, "watch"), Some("true" | "1")) {
             return quiet_watch(param(self.q, "timeoutSeconds"));
         }
@@ -459,6 +466,9 @@ impl Req<'_> {
                 ),
             );
         }
+        if let Some(r) = self.node_restriction(existing.as_ref(), &obj) {
+            return r;
+        }
         let code = if existing.is_some() {
             StatusCode::OK
         } else {
@@ -466,6 +476,14 @@ impl Req<'_> {
         };
         let obj = apply::stamp(self.res, self.ns, name, existing.as_ref(), obj);
         self.store(&key, obj, code).await
+    }
+
+    /// NodeRestriction on a kubelet's write of its Node ([`super::node_update_refusal`]).
+    fn node_restriction(&self, existing: Option<&Value>, new: &Value) -> Option<Response> {
+        if !(self.res.group.is_empty() && self.res.plural == "nodes") {
+            return None;
+        }
+        super::node_update_refusal(self.who, existing, new)
     }
 
     async fn patch(&self, name: &str, body: &[u8]) -> Response {
@@ -546,6 +564,9 @@ impl Req<'_> {
         };
         if existing.as_ref() == Some(&merged) {
             return Json(merged).into_response();
+        }
+        if let Some(r) = self.node_restriction(existing.as_ref(), &merged) {
+            return r;
         }
         let code = if existing.is_some() {
             StatusCode::OK

@@ -928,10 +928,15 @@ pub(crate) async fn register_node_with(
         .unwrap_or_default();
     // A kubelet registering again (a restart) leaves a cordon in place, as a real one does:
     // `spec.unschedulable` is the API's, set and cleared by cordon and uncordon only.
+    // Its taints too: a kubelet sets them only when it creates its Node (NodeRestriction
+    // refuses a kubelet's change of them afterwards).
     let path = format!("/api/v1/nodes/{name}");
-    let cordoned = match api.get(&path).await {
-        Ok(r) if r.ok() => r.body["spec"]["unschedulable"].as_bool().unwrap_or(false),
-        _ => false,
+    let (cordoned, taints) = match api.get(&path).await {
+        Ok(r) if r.ok() => (
+            r.body["spec"]["unschedulable"].as_bool().unwrap_or(false),
+            r.body["spec"]["taints"].clone(),
+        ),
+        _ => (false, taints),
     };
     let mut spec = json!({ "taints": taints });
     if cordoned {
