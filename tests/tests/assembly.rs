@@ -370,6 +370,9 @@ impl Cluster {
             .filter_map(|m| m["manager"].as_str())
             .collect();
         assert!(managers.contains(&"muster"), "{managers:?}");
+        // kubeadm's kube-proxy addon (the default keeps kube-proxy).
+        let kube_proxy = k(&["-n", "kube-system", "get", "ds", "kube-proxy", "-o", "name"]);
+        assert!(kube_proxy.ok(), "{}", kube_proxy.all());
         let cm = k(&[
             "-n",
             "kube-flannel",

@@ -644,7 +644,9 @@ fn seed_000_kube_vip_assembles_and_rehearses_quorum_loss_and_vip_failover() {
     // Seed 000 as its example says. Its cilium is rendered from a chart by `helm template`
     // at build time: here the test chart standing in for cilium's (cilium's own chart is
     // not on this machine) through the helm stand-in (the lab's `UpOptions::helm`), given
-    // as the user's chart file. Longhorn and ingress-nginx from their pins.
+    // as the user's chart file. Longhorn and ingress-nginx from their pins. With
+    // `kubeProxyReplacement: true`: cilium in kube-proxy's place, kubeadm's kube-proxy
+    // addon skipped.
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("seed000-spec");
     let chart = muster_lab::standins::cilium_test_chart(&dir).unwrap();
     let text = std::fs::read_to_string(
@@ -654,7 +656,7 @@ fn seed_000_kube_vip_assembles_and_rehearses_quorum_loss_and_vip_failover() {
     .replace(
         "    # manifests: [{name: cilium, file: cilium.yaml}]",
         &format!(
-            "    manifests: [{{name: cilium, file: {}}}]",
+            "    manifests: [{{name: cilium, file: {}}}]\n    kubeProxyReplacement: true",
             chart.display()
         ),
     );
@@ -710,9 +712,25 @@ fn seed_000_kube_vip_assembles_and_rehearses_quorum_loss_and_vip_failover() {
         ("ipam", "cluster-pool"),
         ("hubble-tls-auto-method", "cronJob"),
         ("kubernetes-version", "v1.31.4"),
+        ("kube-proxy-replacement", "true"),
     ] {
         assert_eq!(config["data"][key].as_str(), Some(want), "{key}: {config}");
     }
+    // kubeadm skipped its kube-proxy addon (skipPhases in the InitConfiguration).
+    let kube_proxy = s.get_through_vip(
+        &s.cps[0],
+        "/apis/apps/v1/namespaces/kube-system/daemonsets/kube-proxy",
+    );
+    assert!(
+        !kube_proxy.ok(),
+        "kube-proxy is there: {}",
+        kube_proxy.all()
+    );
+    let cilium = s.get_through_vip(
+        &s.cps[0],
+        "/apis/apps/v1/namespaces/kube-system/daemonsets/cilium",
+    );
+    assert!(cilium.ok(), "{}", cilium.all());
 
     // ---- stop two control planes: writes through the VIP fail, the survivor says why
     let holder = s.lab().vip_holders()[0].clone();

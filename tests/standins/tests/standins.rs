@@ -578,6 +578,18 @@ fn kubeadm_standin_ha_lifecycle() {
     );
     let out = lab.kubeadm("cp2", &kubeadm_at("v1.32.1"), &["upgrade", "node"]);
     assert!(out.ok(), "{}", out.all());
+    // kube-proxy (init's addon) followed the upgrade.
+    let ds = lab.api(
+        "cp1",
+        "get",
+        "/apis/apps/v1/namespaces/kube-system/daemonsets/kube-proxy",
+        None,
+    );
+    assert!(
+        ds.ok() && ds.stdout.contains("registry.k8s.io/kube-proxy:v1.32.1"),
+        "{}",
+        ds.all()
+    );
 }
 
 #[test]
@@ -911,6 +923,21 @@ spec:
         .find(|l| l.starts_with("cp1 "))
         .unwrap_or_else(|| panic!("no cp1 row: {}", nodes.stdout));
     assert!(row.contains(" Ready "), "{row}");
+    // kubeadm's kube-proxy addon, at the cluster's version.
+    let ds = k(&[
+        "get",
+        "daemonset",
+        "-n",
+        "kube-system",
+        "kube-proxy",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ]);
+    assert!(
+        ds.ok() && ds.stdout == "registry.k8s.io/kube-proxy:v1.31.4",
+        "{}",
+        ds.all()
+    );
     let ar = k(&["api-resources"]);
     assert!(ar.ok(), "{}", ar.all());
     for r in [
@@ -1070,9 +1097,22 @@ fn a_kubelets_credential_is_held_to_what_the_node_authorizer_allows() {
     let kubectl = kubectl.display().to_string();
     let lab = new_lab("nodeauth", &[("cp1", 11)]);
     let ip = lab.ip(11);
-    let cfg = lab.put("cp1", "etc/muster/kubeadm.yaml", &init_config(&lab, &ip));
+    // (Also: kube-proxy's addon skipped, as muster asks when cilium replaces it.)
+    let cfg = lab.put(
+        "cp1",
+        "etc/muster/kubeadm.yaml",
+        &init_config(&lab, &ip).replace(
+            "kind: InitConfiguration\n",
+            "kind: InitConfiguration\nskipPhases: [addon/kube-proxy]\n",
+        ),
+    );
     let out = lab.kubeadm("cp1", &[], &["init", "--config", &cfg]);
     assert!(out.ok(), "init failed: {}", out.all());
+    assert!(
+        out.stdout.contains("Skipping phase addon/kube-proxy"),
+        "{}",
+        out.all()
+    );
     let conf = |f: &str| {
         lab.root("cp1")
             .join("etc/kubernetes")
@@ -1219,4 +1259,9 @@ fn a_kubelets_credential_is_held_to_what_the_node_authorizer_allows() {
         "{}",
         left.all()
     );
+    let ds = k(
+        &admin,
+        &["get", "daemonsets", "-n", "kube-system", "-o", "name"],
+    );
+    assert!(ds.ok() && !ds.stdout.contains("kube-proxy"), "{}", ds.all());
 }

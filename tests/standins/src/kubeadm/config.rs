@@ -31,6 +31,17 @@ pub struct InitConfig {
     pub external_etcd: Option<ExternalEtcd>,
     /// The ClusterConfiguration document as given (uploaded to `kubeadm-config`).
     pub cluster_configuration: String,
+    /// `skipPhases` (like `addon/kube-proxy`), with `--skip-phases` added by the command.
+    pub skip_phases: Vec<String>,
+}
+
+impl InitConfig {
+    /// Whether the phase `name` (like `addon/kube-proxy`) is skipped: named itself or by
+    /// its parent (`addon`), as kubeadm's phase runner reads `skipPhases`.
+    pub fn skips(&self, name: &str) -> bool {
+        let parent = name.split('/').next().unwrap_or(name);
+        self.skip_phases.iter().any(|p| p == name || p == parent)
+    }
 }
 
 /// A ClusterConfiguration's `etcd.external`: client URLs and the API server's TLS files
@@ -202,6 +213,7 @@ pub fn parse_init(text: &str) -> Result<InitConfig> {
                 cfg.certificate_key = str_at(doc, &["certificateKey"]).map(str::to_string);
                 cfg.ignore_preflight_errors =
                     strings_at(doc, &["nodeRegistration", "ignorePreflightErrors"]);
+                cfg.skip_phases = strings_at(doc, &["skipPhases"]);
                 if let Some(Value::Sequence(tokens)) = yaml::at(doc, &["bootstrapTokens"]) {
                     for (i, t) in tokens.iter().enumerate() {
                         let Some(token) = str_at(t, &["token"]) else {

@@ -1044,6 +1044,7 @@ async fn init(flags: &Flags) -> Result<()> {
         .extend(flags.values("apiserver-cert-extra-sans"));
     cfg.ignore_preflight_errors
         .extend(flags.values("ignore-preflight-errors"));
+    cfg.skip_phases.extend(flags.values("skip-phases"));
     let name = cfg.node_name.clone().unwrap_or_else(hostname);
     let addr = cfg
         .advertise_address
@@ -1209,6 +1210,18 @@ async fn init(flags: &Flags) -> Result<()> {
         "[bootstrap-token] Creating the \"cluster-info\" ConfigMap in the \"kube-public\" namespace"
     );
     phase("kubelet-finalize", knobs.checkpoint("kubelet-finalize"))?;
+    // kubeadm's `addon/kube-proxy` phase, unless skipped (a CNI that replaces kube-proxy).
+    // CoreDNS is not modelled.
+    if cfg.skips("addon/kube-proxy") {
+        println!("[addons] Skipping phase addon/kube-proxy (skipPhases)");
+    } else {
+        phase("addon", knobs.checkpoint("addon"))?;
+        phase(
+            "addon/kube-proxy",
+            kube_proxy_addon(&api, &cfg.kubernetes_version).await,
+        )?;
+        println!("[addons] Applied essential addon: kube-proxy");
+    }
 
     let hash = pki::ca_cert_hash(&cas.ca.cert_pem)?;
     let token = &tokens[0].token;
@@ -1913,6 +1926,41 @@ async fn token_create(flags: &Flags) -> Result<()> {
 /// refuses when this kubeadm is older than the cluster (stand-in wording). It does not
 /// restart the control-plane daemons: the API server keeps reporting the version it
 /// started with (`tests/standins/tests/standins.rs` runs it in the lab).
+/// The `kube-proxy` ConfigMap and DaemonSet (image `registry.k8s.io/kube-proxy:VERSION`) in
+/// `kube-system`, as kubeadm's kube-proxy addon creates them (trimmed: no RBAC, no
+/// ServiceAccount). The API stand-in computes the DaemonSet's rollout like any other.
+pub(crate) async fn kube_proxy_addon(api: &Api, version: &str) -> Result<()> {
+    api.must_put(
+        "/api/v1/namespaces/kube-system/configmaps/kube-proxy",
+        &json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": { "name": "kube-proxy", "namespace": "kube-system",
+                          "labels": { "app": "kube-proxy" } },
+            "data": { "config.conf": "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: iptables\n" },
+        }),
+    )
+    .await?;
+    api.must_put(
+        KUBE_PROXY_DAEMONSET,
+        &json!({
+            "apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": { "name": "kube-proxy", "namespace": "kube-system",
+                          "labels": { "k8s-app": "kube-proxy" } },
+            "spec": {
+                "selector": { "matchLabels": { "k8s-app": "kube-proxy" } },
+                "template": {
+                    "metadata": { "labels": { "k8s-app": "kube-proxy" } },
+                    "spec": { "containers": [{ "name": "kube-proxy",
+                        "image": format!("registry.k8s.io/kube-proxy:{version}") }] },
+                },
+            },
+        }),
+    )
+    .await
+}
+
+const KUBE_PROXY_DAEMONSET: &str = "/apis/apps/v1/namespaces/kube-system/daemonsets/kube-proxy";
+
 async fn upgrade_command(target: Option<&str>, node: bool) -> Result<()> {
     let root = crate::node_root();
     let knobs = Knobs::load(&root)?;
@@ -1966,6 +2014,15 @@ async fn upgrade_command(target: Option<&str>, node: bool) -> Result<()> {
     body["data"]["ClusterConfiguration"] =
         serde_json::Value::from(upgrade_policy::with_version(&cc, target));
     api.must_put(path, &body).await?;
+    // kube-proxy follows only where its ConfigMap exists: a cluster initialized without
+    // the addon (skipPhases) does not get it back (kubernetes/kubernetes#89593).
+    let kube_proxy = api
+        .get("/api/v1/namespaces/kube-system/configmaps/kube-proxy")
+        .await?;
+    if kube_proxy.ok() {
+        kube_proxy_addon(&api, target).await?;
+        println!("[addons] Applied essential addon: kube-proxy");
+    }
     println!("[upgrade/successful] SUCCESS! Your cluster was upgraded to {target:?}. Enjoy!");
     Ok(())
 }
