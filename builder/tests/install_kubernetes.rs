@@ -281,6 +281,26 @@ fn k3s_release(dir: &Path) {
     std::fs::write(dir.join(kubernetes::K3S_SUMS), &sums.stdout).unwrap();
 }
 
+/// The sha256 a release dir's `sha256sum-amd64.txt` lists for the airgap tarball.
+fn airgap_sum(release: &Path) -> String {
+    let sums = std::fs::read_to_string(release.join(kubernetes::K3S_SUMS)).unwrap();
+    sums.lines()
+        .find(|l| l.ends_with(kubernetes::K3S_AIRGAP))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string()
+}
+
+/// Appends bytes to `file`: a download that no longer matches its sum.
+fn tamper(file: &Path) {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(file)
+        .unwrap()
+        .write_all(b"tampered")
+        .unwrap();
+}
+
 #[test]
 fn k3s_from_its_release_files_with_their_sums() {
     require_root();
@@ -297,21 +317,8 @@ fn k3s_from_its_release_files_with_their_sums() {
     let bad = www.join("bad").join(&version);
     k3s_release(&bad);
     let airgap = bad.join(kubernetes::K3S_AIRGAP);
-    let sums = std::fs::read_to_string(bad.join(kubernetes::K3S_SUMS)).unwrap();
-    let want = sums
-        .lines()
-        .find(|l| l.ends_with(kubernetes::K3S_AIRGAP))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&airgap)
-        .unwrap()
-        .write_all(b"tampered")
-        .unwrap();
+    let want = airgap_sum(&bad);
+    tamper(&airgap);
     let base = serve(www.clone());
     let root = root_copy(s);
 
@@ -1039,16 +1046,11 @@ fn artifacts_fetch_checks_the_repository_the_release_and_the_addons() {
     let version = k3s.distribution.version.to_string();
     k3s_release(&www.join("k3s-good").join(&version));
     k3s_release(&www.join("k3s-bad").join(&version));
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(
-            www.join("k3s-bad")
-                .join(&version)
-                .join(kubernetes::K3S_AIRGAP),
-        )
-        .unwrap()
-        .write_all(b"tampered")
-        .unwrap();
+    tamper(
+        &www.join("k3s-bad")
+            .join(&version)
+            .join(kubernetes::K3S_AIRGAP),
+    );
     let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: hello, namespace: default}\ndata: {a: b}\n";
     std::fs::write(www.join("hello.yaml"), manifest).unwrap();
     let base = serve(www.clone());
@@ -1161,19 +1163,7 @@ fn artifacts_fetch_checks_the_repository_the_release_and_the_addons() {
     assert!(!o.status.success());
     assert!(show(&o).contains("not empty"), "{}", show(&o));
     // Broken: nothing is left behind, and the error names the file and the sum expected.
-    let want_airgap = std::fs::read_to_string(
-        www.join("k3s-bad")
-            .join(&version)
-            .join(kubernetes::K3S_SUMS),
-    )
-    .unwrap()
-    .lines()
-    .find(|l| l.ends_with(kubernetes::K3S_AIRGAP))
-    .unwrap()
-    .split_whitespace()
-    .next()
-    .unwrap()
-    .to_string();
+    let want_airgap = airgap_sum(&www.join("k3s-bad").join(&version));
     let wrong = "0".repeat(64);
     for (spec_text, which, want) in [
         (
