@@ -6,7 +6,8 @@
 //! and the worker wait; `--status` names node and step) until `muster upgrade --resume`.
 //! Meanwhile the worker is re-created from the rebuilt image (at v1.32.0): it waits in
 //! `waiting-for-control-plane-version` until the control planes run v1.32.0, then joins,
-//! never taking the upgrade lock; re-created again after the roll it joins directly.
+//! never taking the upgrade lock; re-created again after the roll it joins directly, and
+//! so does a control plane re-created after the roll (its etcd member replaced).
 //! Checked: every node ends `done` at the
 //! new version; a sampler (a thread, every 500 ms through the whole roll, the stop and the
 //! resume included) finds etcd's quorum held (`etcdctl endpoint health` on each stacked
@@ -214,6 +215,15 @@ fn agent_state(lab: &Lab, node: &str) -> Value {
 }
 
 /// The kubeadm stand-in's command log on a node (empty when it ran nothing).
+/// The stacked etcd's members as `node`'s local member lists them.
+fn etcd_members(lab: &Lab, node: &str) -> Vec<muster_standins::etcd::Member> {
+    let out = lab
+        .etcdctl(node, &["member", "list", "-w", "json"])
+        .unwrap();
+    assert!(out.ok(), "member list on {node}: {}", out.all());
+    muster_standins::etcd::parse_member_list(&out.stdout).unwrap()
+}
+
 fn kubeadm_commands(lab: &Lab, node: &str) -> String {
     let root = &lab.node(node).unwrap().root;
     std::fs::read_to_string(root.join("var/lib/muster-standin/commands.log")).unwrap_or_default()
@@ -561,6 +571,56 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
     eprintln!(
         "re-created {recreated} joined after the roll in {:.1}s",
         again.elapsed().as_secs_f64()
+    );
+
+    // ---- a control plane re-created after the roll: its previous machine's Node (at
+    // the old version until the roll moved it, and the agent must not wait on its own
+    // Node in any case) and etcd member are its own; it joins once, replacing the member.
+    let cp = sorted_cps[2].clone();
+    let survivor = sorted_cps[0].clone();
+    let members_before = etcd_members(&lab, &survivor);
+    let old_id = members_before
+        .iter()
+        .find(|m| m.name == cp)
+        .map(|m| m.id)
+        .unwrap();
+    let cp_again = Instant::now();
+    lab.stop(&cp).unwrap();
+    lab.reimage(&cp).unwrap();
+    lab.start(&cp).unwrap();
+    lab.wait_assembled(std::slice::from_ref(&cp), cp_again, PATIENCE, |c| {
+        eprintln!("{c}")
+    })
+    .unwrap();
+    let s = agent_state(&lab, &cp);
+    let phases: Vec<&str> = s["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["phase"].as_str())
+        .collect();
+    assert!(
+        phases.contains(&"checking-control-plane-version")
+            && !phases.contains(&"waiting-for-control-plane-version"),
+        "a control plane re-created after the roll joins without waiting: {phases:?}"
+    );
+    assert!(
+        kubeadm_commands(&lab, &cp).contains("join"),
+        "{}",
+        kubeadm_commands(&lab, &cp)
+    );
+    let members = etcd_members(&lab, &survivor);
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert!(
+        members
+            .iter()
+            .any(|m| m.name == cp && m.id != old_id && !m.learner),
+        "{cp}'s member replaced by a voter: {members:?}"
+    );
+    assert_nodes_at(&lab, &dir, &workers[0], &all, TO);
+    eprintln!(
+        "re-created control plane {cp} joined after the roll in {:.1}s",
+        cp_again.elapsed().as_secs_f64()
     );
     eprintln!(
         "TEST DURATION lab_upgrade: {:.1}s (assembly {:.1}s, roll {:.1}s)",

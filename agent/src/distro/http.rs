@@ -48,11 +48,13 @@ pub async fn node_registered(c: &reqwest::Client, base: &str, name: &str) -> boo
 
 /// [`super::Distro::control_plane_version`]: `GET /version` and `GET /api/v1/nodes` at
 /// `base` (the cluster's API endpoint) with the kubeconfig's CA and client identity, read
-/// by [`super::parse::control_plane_version`]. Not the kubeconfig's own server: k3s writes
+/// by [`super::parse::control_plane_version`] (`joiner`'s own Node left out). Not the
+/// kubeconfig's own server: k3s writes
 /// `https://127.0.0.1:6443` there, which on a joiner is nobody.
 pub async fn control_plane_version(
     kubeconfig: &str,
     base: &str,
+    joiner: &str,
 ) -> DistroResult<model::KubeVersion> {
     const STEP: &str = "control plane version";
     let parse = |detail: String| DistroError::Parse {
@@ -88,7 +90,7 @@ pub async fn control_plane_version(
     };
     let version = get("/version").await?;
     let nodes = get("/api/v1/nodes").await?;
-    super::parse::control_plane_version(&version, &nodes)
+    super::parse::control_plane_version(&version, &nodes, joiner)
         .map_err(|detail| DistroError::Parse { step: STEP, detail })
 }
 

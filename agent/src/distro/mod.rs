@@ -164,8 +164,8 @@ pub trait Distro: EtcdApi {
         })
     }
     /// The running control plane's version, as a joiner sees it before joining: the lowest
-    /// of the API server's `/version` and every control-plane Node's kubelet (kubeadm
-    /// moves a control plane's kubelet last), read through the API endpoint with the join
+    /// of the API server's `/version` and every other control-plane Node's kubelet (kubeadm
+    /// moves a control plane's kubelet last; its own Node is a previous machine's), read through the API endpoint with the join
     /// material's admin kubeconfig. `None`: the material carries none (cannot tell).
     async fn control_plane_version(
         &self,
@@ -199,11 +199,13 @@ impl NodeContext {
         m: &JoinMaterial,
     ) -> DistroResult<Option<model::KubeVersion>> {
         match &m.admin_kubeconfig {
-            Some(kc) => {
-                http::control_plane_version(&kc.0, &format!("https://{}", self.api_endpoint))
-                    .await
-                    .map(Some)
-            }
+            Some(kc) => http::control_plane_version(
+                &kc.0,
+                &format!("https://{}", self.api_endpoint),
+                self.node.as_str(),
+            )
+            .await
+            .map(Some),
             None => Ok(None),
         }
     }

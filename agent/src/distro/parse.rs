@@ -181,10 +181,17 @@ pub fn kubeconfig_server(text: &str) -> Result<(String, String), String> {
 
 /// The running control plane's version: the lowest of the API server's `/version`
 /// (`gitVersion`) and the kubelet of every Node labelled
-/// `node-role.kubernetes.io/control-plane` in a Node list. kubeadm's ClusterConfiguration
-/// moves with the first control plane's `upgrade apply`, each control plane's kubelet
-/// only at the end of its own upgrade, so a control plane still upgrading holds it back.
-pub fn control_plane_version(version: &str, nodes: &str) -> Result<model::KubeVersion, String> {
+/// `node-role.kubernetes.io/control-plane` in a Node list but `joiner`'s own. kubeadm's
+/// ClusterConfiguration moves with the first control plane's `upgrade apply`, each control
+/// plane's kubelet only at the end of its own upgrade, so a control plane still upgrading
+/// holds it back. The joiner's own Node is left out: a control plane re-created under its
+/// name finds the Node of its previous machine there, at the old version, which only its
+/// own join can move (it would wait for itself for ever).
+pub fn control_plane_version(
+    version: &str,
+    nodes: &str,
+    joiner: &str,
+) -> Result<model::KubeVersion, String> {
     // A vendor suffix (`v1.30.4-gke.1`, `v1.32.0-rc.1`) does not change the minor.
     let parse = |what: &str, text: &str| -> Result<model::KubeVersion, String> {
         let core = text.split_once('-').map_or(text, |(c, _)| c);
@@ -211,6 +218,9 @@ pub fn control_plane_version(version: &str, nodes: &str) -> Result<model::KubeVe
             continue;
         }
         let name = n["metadata"]["name"].as_str().unwrap_or("?");
+        if name == joiner {
+            continue;
+        }
         let Some(k) = n["status"]["nodeInfo"]["kubeletVersion"].as_str() else {
             continue;
         };
@@ -396,7 +406,7 @@ mod tests {
             ("w-1", false, "v1.30.9"),
         ]);
         assert_eq!(
-            control_plane_version(&version_info("v1.32.0"), &mid_roll).unwrap(),
+            control_plane_version(&version_info("v1.32.0"), &mid_roll, "w-9").unwrap(),
             v("v1.31.4")
         );
         let done = nodes(&[
@@ -405,26 +415,37 @@ mod tests {
             ("w-1", false, "v1.31.4"),
         ]);
         assert_eq!(
-            control_plane_version(&version_info("v1.32.0"), &done).unwrap(),
+            control_plane_version(&version_info("v1.32.0"), &done, "w-9").unwrap(),
             v("v1.32.0")
         );
         // Before `upgrade apply` the API server holds it back, whatever the kubelets say.
         assert_eq!(
-            control_plane_version(&version_info("v1.31.4"), &done).unwrap(),
+            control_plane_version(&version_info("v1.31.4"), &done, "w-9").unwrap(),
             v("v1.31.4")
         );
         // k3s spells its revision; vendors add a suffix.
         assert_eq!(
-            control_plane_version(&version_info("v1.32.2+k3s1"), &nodes(&[])).unwrap(),
+            control_plane_version(&version_info("v1.32.2+k3s1"), &nodes(&[]), "w-9").unwrap(),
             v("v1.32.2+k3s1")
         );
         assert_eq!(
-            control_plane_version(&version_info("v1.30.4-gke.1348000"), &nodes(&[])).unwrap(),
+            control_plane_version(&version_info("v1.30.4-gke.1348000"), &nodes(&[]), "w-9")
+                .unwrap(),
             v("v1.30.4")
         );
-        let e = control_plane_version("{}", &done).unwrap_err();
+        // A control plane re-created under its name: its previous machine's Node (at the
+        // old version) does not hold it back; the others do.
+        assert_eq!(
+            control_plane_version(&version_info("v1.32.0"), &mid_roll, "cp-2").unwrap(),
+            v("v1.32.0")
+        );
+        assert_eq!(
+            control_plane_version(&version_info("v1.32.0"), &mid_roll, "cp-1").unwrap(),
+            v("v1.31.4")
+        );
+        let e = control_plane_version("{}", &done, "w-9").unwrap_err();
         assert!(e.contains("gitVersion"), "{e}");
-        let e = control_plane_version(&version_info("v1.32.0"), "{}").unwrap_err();
+        let e = control_plane_version(&version_info("v1.32.0"), "{}", "w-9").unwrap_err();
         assert!(e.contains("items"), "{e}");
     }
 

@@ -973,6 +973,20 @@ pub(crate) async fn mirror_pods(
     mirror_apiserver_pod(api, name, addr, port).await
 }
 
+/// A static pod's mirror annotations as the kubelet sets them (`kubernetes.io/config.mirror`
+/// with the manifest's hash, `config.source: file`: what `kubectl drain` and the agent's
+/// drain leave alone), plus kubeadm's own `key`.
+fn mirror_annotations(key: &str, value: &str) -> Value {
+    use sha2::Digest;
+    let hash = hex::encode(&sha2::Sha256::digest(format!("{key}={value}").as_bytes())[..16]);
+    json!({
+        key: value,
+        "kubernetes.io/config.mirror": hash,
+        "kubernetes.io/config.hash": hash,
+        "kubernetes.io/config.source": "file",
+    })
+}
+
 async fn mirror_etcd_pod(api: &Api, name: &str, addr: &str) -> Result<()> {
     api.must_put(
         &format!("/api/v1/namespaces/kube-system/pods/etcd-{name}"),
@@ -980,7 +994,7 @@ async fn mirror_etcd_pod(api: &Api, name: &str, addr: &str) -> Result<()> {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": { "name": format!("etcd-{name}"), "namespace": "kube-system",
                 "labels": { "component": "etcd", "tier": "control-plane" },
-                "annotations": { "kubeadm.kubernetes.io/etcd.advertise-client-urls": format!("https://{addr}:2379") } },
+                "annotations": mirror_annotations("kubeadm.kubernetes.io/etcd.advertise-client-urls", &format!("https://{addr}:2379")) },
             "spec": { "nodeName": name },
         }),
     )
@@ -994,7 +1008,7 @@ async fn mirror_apiserver_pod(api: &Api, name: &str, addr: &str, port: u16) -> R
             "apiVersion": "v1", "kind": "Pod",
             "metadata": { "name": format!("kube-apiserver-{name}"), "namespace": "kube-system",
                 "labels": { "component": "kube-apiserver", "tier": "control-plane" },
-                "annotations": { "kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint": format!("{addr}:{port}") } },
+                "annotations": mirror_annotations("kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint", &format!("{addr}:{port}")) },
             "spec": { "nodeName": name },
         }),
     )
