@@ -215,6 +215,29 @@ fn agent_state(lab: &Lab, node: &str) -> Value {
 }
 
 /// The kubeadm stand-in's command log on a node (empty when it ran nothing).
+/// `node` halted, re-imaged and started: it assembles, having checked the control plane's
+/// version without waiting for it (the control plane runs the node's version already).
+fn recreate_joins_without_waiting(lab: &mut Lab, node: &str) {
+    let started = Instant::now();
+    lab.stop(node).unwrap();
+    lab.reimage(node).unwrap();
+    lab.start(node).unwrap();
+    lab.wait_assembled(&[node.to_string()], started, PATIENCE, |c| eprintln!("{c}"))
+        .unwrap();
+    let s = agent_state(lab, node);
+    let phases: Vec<&str> = s["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["phase"].as_str())
+        .collect();
+    assert!(
+        phases.contains(&"checking-control-plane-version")
+            && !phases.contains(&"waiting-for-control-plane-version"),
+        "{node} re-created after the roll joins without waiting: {phases:?}"
+    );
+}
+
 /// The stacked etcd's members as `node`'s local member lists them.
 fn etcd_members(lab: &Lab, node: &str) -> Vec<muster_standins::etcd::Member> {
     let out = lab
@@ -543,25 +566,7 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
     // ---- re-created again after the roll: the control plane runs its version, so it
     // joins directly, never waiting.
     let again = Instant::now();
-    lab.stop(&recreated).unwrap();
-    lab.reimage(&recreated).unwrap();
-    lab.start(&recreated).unwrap();
-    lab.wait_assembled(std::slice::from_ref(&recreated), again, PATIENCE, |c| {
-        eprintln!("{c}")
-    })
-    .unwrap();
-    let s = agent_state(&lab, &recreated);
-    let phases: Vec<&str> = s["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|h| h["phase"].as_str())
-        .collect();
-    assert!(
-        phases.contains(&"checking-control-plane-version")
-            && !phases.contains(&"waiting-for-control-plane-version"),
-        "after the roll a re-created worker joins without waiting: {phases:?}"
-    );
+    recreate_joins_without_waiting(&mut lab, &recreated);
     assert_eq!(
         upgrade_phase_within(&lab, &recreated, "done", Duration::from_secs(30))["phase"],
         "done"
@@ -585,25 +590,7 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
         .map(|m| m.id)
         .unwrap();
     let cp_again = Instant::now();
-    lab.stop(&cp).unwrap();
-    lab.reimage(&cp).unwrap();
-    lab.start(&cp).unwrap();
-    lab.wait_assembled(std::slice::from_ref(&cp), cp_again, PATIENCE, |c| {
-        eprintln!("{c}")
-    })
-    .unwrap();
-    let s = agent_state(&lab, &cp);
-    let phases: Vec<&str> = s["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|h| h["phase"].as_str())
-        .collect();
-    assert!(
-        phases.contains(&"checking-control-plane-version")
-            && !phases.contains(&"waiting-for-control-plane-version"),
-        "a control plane re-created after the roll joins without waiting: {phases:?}"
-    );
+    recreate_joins_without_waiting(&mut lab, &cp);
     assert!(
         kubeadm_commands(&lab, &cp).contains("join"),
         "{}",
