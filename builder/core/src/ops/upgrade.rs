@@ -99,20 +99,35 @@ pub async fn publish(
 
 /// A k3s release is upgraded by swapping the binary: a payload built without the release
 /// (`muster build` without `--artifacts DIR` holding it) is refused here, before anything
-/// is published, instead of stopping the roll at the first node's `swap-k3s`.
+/// is published, instead of stopping the roll at the first node's `swap-k3s`. A kubeadm
+/// payload without the kubeadm, kubelet and kubectl .debs is published with a warning.
 fn refuse_incomplete(
     path: &std::path::Path,
     distribution: model::spec::DistroKind,
     version: model::KubeVersion,
 ) -> Result<(), OpsError> {
-    if distribution != model::spec::DistroKind::K3s {
-        return Ok(());
-    }
     let bad = |what: String| OpsError::Bad {
         path: path.to_path_buf(),
         what,
     };
     let info = crate::image::payload::inspect(path).map_err(|e| bad(e.to_string()))?;
+    if distribution == model::spec::DistroKind::Kubeadm {
+        // Not refused: the lab's node roots install no .debs, and a node may have been
+        // given the packages another way. But a real node keeps its old kubeadm, which
+        // refuses `kubeadm upgrade apply` to a newer version than itself.
+        let missing = missing_kube_packages(&info.files);
+        if !missing.is_empty() {
+            tracing::warn!(
+                "{} carries no {} .deb: each node keeps the packages it has, and an older \
+                 kubeadm refuses to upgrade the cluster to {version}; rebuild with \
+                 `muster build --artifacts DIR`, DIR holding the release's .debs (`muster \
+                 artifacts fetch` writes them)",
+                path.display(),
+                missing.join(", ")
+            );
+        }
+        return Ok(());
+    }
     if !payload_has_k3s(&info.files) {
         return Err(bad(format!(
             "carries no k3s binary ({}): a k3s upgrade installs k3s {version} from the payload; \
@@ -124,6 +139,22 @@ fn refuse_incomplete(
         )));
     }
     Ok(())
+}
+
+/// The Kubernetes packages an upgrade installs (`bake::distribution::KUBE_PACKAGES`) that
+/// a payload's file list carries no .deb of.
+fn missing_kube_packages(files: &[String]) -> Vec<&'static str> {
+    let dir = format!("{}/", model::node_files::KUBE_PACKAGES_DIR);
+    crate::bake::distribution::KUBE_PACKAGES
+        .into_iter()
+        .filter(|p| {
+            !files.iter().any(|f| {
+                f.strip_prefix(&dir)
+                    .and_then(crate::bake::distribution::deb_name)
+                    .is_some_and(|(name, _)| name == *p)
+            })
+        })
+        .collect()
 }
 
 /// Whether a payload's file list holds the k3s binary and airgap images.
@@ -196,4 +227,36 @@ pub async fn resume(dir: &BuildDir, timeout: Duration) -> Result<ResumeRequest, 
     }
     .map_err(|e| dir.rendezvous_error(e))?;
     Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kubeadm_payload_is_missing_the_packages_it_carries_no_deb_of() {
+        let dir = model::node_files::KUBE_PACKAGES_DIR;
+        let files = |names: &[&str]| -> Vec<String> {
+            names.iter().map(|n| format!("{dir}/{n}")).collect()
+        };
+        assert_eq!(
+            missing_kube_packages(&["usr/bin/nodeagent".to_string()]),
+            ["kubeadm", "kubelet", "kubectl"]
+        );
+        assert_eq!(
+            missing_kube_packages(&files(&[
+                "kubeadm_1.32.0-1.1_amd64.deb",
+                "kubelet_1.32.0-1.1_amd64.deb"
+            ])),
+            ["kubectl"]
+        );
+        assert!(
+            missing_kube_packages(&files(&[
+                "kubeadm_1.32.0-1.1_amd64.deb",
+                "kubelet_1.32.0-1.1_amd64.deb",
+                "kubectl_1.32.0-1.1_amd64.deb"
+            ]))
+            .is_empty()
+        );
+    }
 }
