@@ -520,9 +520,7 @@ fn build(
              build VM; add a key"
         );
     }
-    let helm = helm
-        .map(|program| muster_build::addons::chart::Helm { program })
-        .unwrap_or_default();
+    let helm = muster_build::addons::chart::Helm::from_flag(helm);
     let opts = muster_build::bake::BuildOptions::new(agent_bin, artifacts, helm)?;
     let report = muster_build::bake::build(&loaded, &out, &opts)
         .with_context(|| format!("building {} into {}", loaded.origin, out.display()))?;
@@ -844,9 +842,7 @@ fn artifacts_fetch(
         hosts_dir: registry_hosts,
         ..Default::default()
     };
-    let helm = helm
-        .map(|program| muster_build::addons::chart::Helm { program })
-        .unwrap_or_default();
+    let helm = muster_build::addons::chart::Helm::from_flag(helm);
     let opts = artifacts::FetchOptions {
         puller: &puller,
         charts: &helm,

@@ -169,6 +169,15 @@ pub(crate) fn assign(c: &Cluster) -> Vec<Slot> {
 }
 
 /// Resolves a validated cluster into its plan. `warnings` are the spec's warnings.
+/// The address clients use for the API: the VIP, or the first load balancer of `nodes`.
+pub fn api_address(c: &Cluster, nodes: &[PlannedNode]) -> Option<Ipv4Addr> {
+    let first_lb = nodes
+        .iter()
+        .find(|n| n.role == Role::LoadBalancer)
+        .map(|n| n.ip);
+    c.api_address(first_lb)
+}
+
 pub fn resolve(c: &Cluster, warnings: Vec<Problem>) -> Plan {
     let mut nodes = Vec::new();
     for slot in assign(c) {
@@ -218,12 +227,7 @@ pub fn resolve(c: &Cluster, warnings: Vec<Problem>) -> Plan {
             i64::try_from(m).unwrap_or(i64::MAX) - i64::try_from(needed_mib).unwrap_or(i64::MAX)
         }),
     };
-    let first_lb = nodes
-        .iter()
-        .find(|n| n.role == Role::LoadBalancer)
-        .map(|n| n.ip);
-    let api = c
-        .api_address(first_lb)
+    let api = api_address(c, &nodes)
         .map(|a| format!("{a}:{}", c.ha.api_port))
         .unwrap_or_default();
     Plan {

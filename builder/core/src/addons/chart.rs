@@ -133,6 +133,11 @@ impl Default for Helm {
 }
 
 impl Helm {
+    /// `--helm PATH` when given, else `helm` on PATH.
+    pub fn from_flag(program: Option<PathBuf>) -> Helm {
+        program.map_or_else(Helm::default, |program| Helm { program })
+    }
+
     /// The command line, for messages and tests.
     pub fn args(
         chart: &Path,

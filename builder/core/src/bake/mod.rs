@@ -307,14 +307,13 @@ fn pack_payload(
         path: opts.agent_bin.clone(),
         source,
     })?;
-    let first_lb = input.nodes(model::Role::LoadBalancer).next().map(|n| n.ip);
     let addons = crate::addons::bake::bake(
         input.cluster,
         &crate::addons::bake::Inputs {
             source: &opts.addons,
             charts: &opts.helm,
             spec_dir,
-            api_address: input.cluster.api_address(first_lb),
+            api_address: model::plan::api_address(input.cluster, &input.plan.nodes),
         },
     )?;
     // The same `--artifacts DIR` as the add-ons': the distribution's release, when it has one.

@@ -132,7 +132,8 @@ pub fn verify(dir: &Path, repo: &str, fingerprint: &str) -> Result<(), ImageErro
         return Err(artifact(&key, "gpg could not import it"));
     }
     let (release, detached) = (dir.join("Release"), dir.join("Release.gpg"));
-    let (signed, status) = if detached.is_file() {
+    let is_detached = detached.is_file();
+    let (signed, status) = if is_detached {
         let (_, status) = gpg(
             home,
             &["--verify"],
@@ -164,7 +165,7 @@ pub fn verify(dir: &Path, repo: &str, fingerprint: &str) -> Result<(), ImageErro
     }
     // The Release text the signature covers: Release itself (detached), or InRelease's
     // signed part (gpg --decrypt prints it only when the signature is good).
-    let text = if signed == dir.join("Release.gpg") {
+    let text = if is_detached {
         std::fs::read_to_string(&release).map_err(io_err("verifying the repository", &release))?
     } else {
         let (_, text) = gpg(

@@ -237,12 +237,6 @@ fn fetch_addons_and_images(
     let cluster = &spec.cluster;
     let needs = super::prepull::needs(cluster)?;
     let mut names = super::prepull::fetch_addons(&needs, dir)?;
-    let first_lb = spec
-        .plan
-        .nodes
-        .iter()
-        .find(|n| n.role == model::Role::LoadBalancer)
-        .map(|n| n.ip);
     let source = crate::addons::source::Source::Artifacts(dir.to_path_buf());
     let baked = crate::addons::bake::bake(
         cluster,
@@ -250,7 +244,7 @@ fn fetch_addons_and_images(
             source: &source,
             charts: opts.charts,
             spec_dir: &spec.dir(),
-            api_address: cluster.api_address(first_lb),
+            api_address: model::plan::api_address(cluster, &spec.plan.nodes),
         },
     )
     .map_err(|e| ImageError::Artifact {

@@ -49,8 +49,13 @@ fn bad(path: &Path, problem: impl Into<String>) -> ImageError {
 /// sum, nothing unlisted, no absolute or `..` paths, none of [`FORBIDDEN`].
 pub fn inspect(path: &Path) -> Result<PayloadInfo, ImageError> {
     let raw = std::fs::read(path).map_err(io_err("reading payload", path))?;
-    let sha256 = hex::encode(Sha256::digest(&raw));
-    let (files, texts) = read_entries(path, &raw)?;
+    inspect_bytes(path, &raw)
+}
+
+/// [`inspect`] of a payload already read (`raw`, the bytes of `path`).
+pub fn inspect_bytes(path: &Path, raw: &[u8]) -> Result<PayloadInfo, ImageError> {
+    let sha256 = hex::encode(Sha256::digest(raw));
+    let (files, texts) = read_entries(path, raw)?;
     let (sums_name, sums_text) = [SUMS, model::node_files::PAYLOAD_SUMS]
         .into_iter()
         .find_map(|n| texts.get(n).map(|t| (n, t)))

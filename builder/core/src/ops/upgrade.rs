@@ -44,7 +44,7 @@ pub async fn publish(
     });
     let distribution = dir.baked.spec.distribution.kind;
     let version = dir.baked.spec.distribution.version;
-    refuse_incomplete(&path, distribution, version)?;
+    refuse_incomplete(&path, &payload, distribution, version)?;
     if let Some((previous, _)) = release_transfer::current_release(&client)
         .await
         .map_err(|e| transfer(dir, e))?
@@ -103,6 +103,7 @@ pub async fn publish(
 /// payload without the kubeadm, kubelet and kubectl .debs is published with a warning.
 fn refuse_incomplete(
     path: &std::path::Path,
+    payload: &[u8],
     distribution: model::spec::DistroKind,
     version: model::KubeVersion,
 ) -> Result<(), OpsError> {
@@ -110,7 +111,8 @@ fn refuse_incomplete(
         path: path.to_path_buf(),
         what,
     };
-    let info = crate::image::payload::inspect(path).map_err(|e| bad(e.to_string()))?;
+    let info =
+        crate::image::payload::inspect_bytes(path, payload).map_err(|e| bad(e.to_string()))?;
     if distribution == model::spec::DistroKind::Kubeadm {
         // Not refused: the lab's node roots install no .debs, and a node may have been
         // given the packages another way. But a real node keeps its old kubeadm, which

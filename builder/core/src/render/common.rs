@@ -48,9 +48,7 @@ impl<'a> Input<'a> {
 
     /// The address clients use for the API: the VIP, or the single load balancer.
     pub fn api_address(&self, artifact: &'static str) -> Result<Ipv4Addr, RenderError> {
-        let first_lb = self.nodes(Role::LoadBalancer).next().map(|n| n.ip);
-        self.cluster
-            .api_address(first_lb)
+        model::plan::api_address(self.cluster, &self.plan.nodes)
             .ok_or(RenderError::NoApiAddress { artifact })
     }
 
