@@ -801,7 +801,7 @@ impl Distro for SimDistro {
     async fn control_plane_version(
         &self,
         _m: &JoinMaterial,
-    ) -> DistroResult<Option<model::KubeVersion>> {
+    ) -> DistroResult<Option<nodeagent::upgrade::order::ControlPlaneVersions>> {
         Ok(None)
     }
 

@@ -6,8 +6,10 @@
 //! and the worker wait; `--status` names node and step) until `muster upgrade --resume`.
 //! Meanwhile the worker is re-created from the rebuilt image (at v1.32.0): it waits in
 //! `waiting-for-control-plane-version` until the control planes run v1.32.0, then joins,
-//! never taking the upgrade lock; re-created again after the roll it joins directly, and
-//! so does a control plane re-created after the roll (its etcd member replaced).
+//! never taking the upgrade lock; the third control plane is re-created too while the roll
+//! is stopped and joins at once (the first control plane runs v1.32.0), replacing its etcd
+//! member, never taking the lock; re-created again after the roll the worker joins
+//! directly, and so does the first control plane (its etcd member replaced).
 //! Checked: every node ends `done` at the
 //! new version; a sampler (a thread, every 500 ms through the whole roll, the stop and the
 //! resume included) finds etcd's quorum held (`etcdctl endpoint health` on each stacked
@@ -340,9 +342,9 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
         eprintln!("muster {args:?} -> {:?}\n{}", out.code, out.stdout);
         out
     };
-    // The sampler writes from the last control plane's namespace: the worker is re-created
-    // during the roll (its link down meanwhile).
-    let sampler = Sampler::start(&lab, &cps, &sorted_cps[2]);
+    // The sampler writes from the first control plane's namespace: the worker and the last
+    // control plane are re-created during the roll (their links down meanwhile).
+    let sampler = Sampler::start(&lab, &cps, &sorted_cps[0]);
     let roll_began = Instant::now();
     let out = muster(&["upgrade"]);
     assert!(out.ok(), "muster upgrade: {}", out.all());
@@ -458,6 +460,43 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
         "the re-created worker ran kubeadm join before the control plane reached {TO}"
     );
 
+    // ---- the last control plane re-created from the rebuilt image while the roll is
+    // stopped: the first control plane runs the new version (the roll has moved the
+    // control plane's version, which a control-plane join deploys), so it joins at once,
+    // replacing its old etcd member (which would otherwise hold the next control plane's
+    // turn for ever: no quorum to spare); it never takes the upgrade lock.
+    let cp_mid = sorted_cps[2].clone();
+    let old_id = etcd_members(&lab, &sorted_cps[0])
+        .iter()
+        .find(|m| m.name == cp_mid)
+        .map(|m| m.id)
+        .unwrap();
+    let cp_mid_began = Instant::now();
+    recreate_joins_without_waiting(&mut lab, &cp_mid);
+    let members = etcd_members(&lab, &sorted_cps[0]);
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert!(
+        members
+            .iter()
+            .any(|m| m.name == cp_mid && m.id != old_id && !m.learner),
+        "{cp_mid}'s member replaced by a voter during the roll: {members:?}"
+    );
+    assert_eq!(
+        upgrade_phase_within(&lab, &cp_mid, "done", Duration::from_secs(30))["phase"],
+        "done",
+        "the re-created {cp_mid} runs {TO} without upgrading"
+    );
+    eprintln!(
+        "re-created control plane {cp_mid} joined during the stopped roll in {:.1}s",
+        cp_mid_began.elapsed().as_secs_f64()
+    );
+    // Still stopped: the worker still waits (the second control plane runs the old version).
+    assert_eq!(upgrade_phase(&lab, &failing)["phase"], "stopped");
+    assert_eq!(
+        agent_state(&lab, &recreated)["state"]["phase"],
+        "waiting-for-control-plane-version"
+    );
+
     let out = muster(&["upgrade", "--resume"]);
     assert!(out.ok(), "muster upgrade --resume: {}", out.all());
 
@@ -491,7 +530,7 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
             let pid = agent_pid(&lab, n);
             let exe = std::fs::read(format!("/proc/{pid}/exe")).map(|b| sha256_hex(&b));
             if exe.as_deref().ok() == Some(next_digest.as_str()) {
-                if *n != recreated {
+                if *n != recreated && *n != cp_mid {
                     assert_eq!(pid, *pid_before, "{n}: the agent was restarted, not exec'd");
                 }
                 break;
@@ -528,24 +567,27 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
     let status = muster(&["upgrade", "--status"]);
     assert!(status.ok(), "--status after the roll: {}", status.all());
 
-    // ---- one holder at a time, every control plane in order; the re-created worker runs
-    // the release already: it counts as done and never takes the upgrade lock.
-    assert_one_holder_in_order(&lab, &sorted_cps);
+    // ---- one holder at a time, every control plane in order; the re-created worker and
+    // control plane run the release already: they count as done and never take the
+    // upgrade lock.
+    let upgraded_cps = &sorted_cps[..2];
+    assert_one_holder_in_order(&lab, upgraded_cps);
     assert_eq!(
         upgrade_phase_within(&lab, &recreated, "done", Duration::from_secs(30))["phase"],
         "done",
         "the re-created worker is done at {TO} without upgrading"
     );
-    // It joined (took a worker-join slot) only once the last control plane was upgrading.
+    // It joined (took a worker-join slot) only once the last control plane to upgrade
+    // had taken its turn.
     let audit = lab.audit().unwrap();
     let last_cp_turn = audit
         .iter()
-        .position(|e| {
+        .rposition(|e| {
             e.subject == protocol::release::UPGRADE_SEMAPHORE
                 && e.event == AuditEvent::Granted
-                && e.holder.as_deref() == Some(sorted_cps[2].as_str())
+                && e.holder.as_deref() == Some(sorted_cps[1].as_str())
         })
-        .expect("the last control plane took the upgrade lock");
+        .expect("the last control plane to upgrade took the upgrade lock");
     let joined = audit
         .iter()
         .rposition(|e| {
@@ -557,7 +599,7 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
     assert!(
         joined > last_cp_turn,
         "the re-created worker joined before {} took its turn",
-        sorted_cps[2]
+        sorted_cps[1]
     );
 
     // ---- the real kubectl sees every Node Ready at the new version through the VIP
@@ -571,18 +613,18 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
         upgrade_phase_within(&lab, &recreated, "done", Duration::from_secs(30))["phase"],
         "done"
     );
-    assert_one_holder_in_order(&lab, &sorted_cps);
+    assert_one_holder_in_order(&lab, upgraded_cps);
     assert_nodes_at(&lab, &dir, &workers[0], &all, TO);
     eprintln!(
         "re-created {recreated} joined after the roll in {:.1}s",
         again.elapsed().as_secs_f64()
     );
 
-    // ---- a control plane re-created after the roll: its previous machine's Node (at
-    // the old version until the roll moved it, and the agent must not wait on its own
-    // Node in any case) and etcd member are its own; it joins once, replacing the member.
-    let cp = sorted_cps[2].clone();
-    let survivor = sorted_cps[0].clone();
+    // ---- a control plane re-created after the roll, the one that initialized the
+    // cluster: its previous machine's Node and etcd member are its own (the agent must not
+    // wait on its own Node); it joins once, replacing the member.
+    let cp = sorted_cps[0].clone();
+    let survivor = sorted_cps[1].clone();
     let members_before = etcd_members(&lab, &survivor);
     let old_id = members_before
         .iter()

@@ -137,10 +137,11 @@ pub enum Phase {
     /// The cluster is initialized: read the running control plane's version (through the
     /// API endpoint) before joining.
     CheckingControlPlaneVersion,
-    /// This node's payload is newer (by minor) than the running control plane (a node
-    /// re-created from a rebuilt image during or before an upgrade): it does not join
-    /// until the control plane has reached its version, and reads it again every
-    /// `Config::version_poll_ms`.
+    /// This node's payload is newer (by minor) than the running control plane allows (a
+    /// node re-created from a rebuilt image during or before an upgrade): a worker waits
+    /// until every control plane runs its version, a control plane until one does
+    /// (`upgrade::order::join_allows`); it reads them again every
+    /// `Config::version_poll_ms`. `control_plane`: the version it was held against.
     WaitingForControlPlaneVersion {
         kubelet: model::KubeVersion,
         control_plane: model::KubeVersion,

@@ -30,9 +30,9 @@ pub enum Event {
     /// The add-ons of this payload are recorded as applied in the current generation (or
     /// none are baked).
     AddonsApplied,
-    /// The running control plane's version as the API shows it (`None`: it cannot tell,
-    /// e.g. no admin kubeconfig in the join material).
-    ControlPlaneVersion(Option<model::KubeVersion>),
+    /// The running control plane's versions as the API shows them (`None`: it cannot
+    /// tell, e.g. no admin kubeconfig in the join material).
+    ControlPlaneVersion(Option<crate::upgrade::order::ControlPlaneVersions>),
 }
 
 /// What a phase's handler decided; `apply` turns it into the next state.
@@ -337,39 +337,40 @@ fn awaiting_refresh(e: Event) -> Decision {
     }
 }
 
-/// Whether a node whose payload runs `kubelet` may join a control plane at
-/// `control_plane` (the version-skew policy: a kubelet never newer than the API server,
-/// by minor); `None` on either side: not compared (the distribution's own preflight still
-/// guards).
+/// Whether a node of `role` whose payload runs `version` may join a control plane seen
+/// at `seen` ([`crate::upgrade::order::join_allows`]: a worker waits for the whole control
+/// plane, a control plane for the roll to have moved one control plane to its minor);
+/// `None` on either side: not compared (the distribution's own preflight still guards).
 pub fn may_join(
-    kubelet: Option<model::KubeVersion>,
-    control_plane: Option<model::KubeVersion>,
+    role: model::Role,
+    version: Option<model::KubeVersion>,
+    seen: Option<crate::upgrade::order::ControlPlaneVersions>,
 ) -> Result<(), crate::upgrade::order::Wait> {
-    match (kubelet, control_plane) {
-        (Some(k), Some(cp)) => crate::upgrade::order::skew_allows(k, cp),
+    match (version, seen) {
+        (Some(v), Some(seen)) => crate::upgrade::order::join_allows(role, v, seen),
         _ => Ok(()),
     }
 }
 
 /// A joiner newer than the running control plane waits (outside any slot, nothing to
-/// undo) and reads the version again; once the control plane has reached it, it queues
+/// undo) and reads the versions again; once the control plane has reached it, it queues
 /// for its join slot like any joiner.
 fn control_plane_version(cfg: &Config, phase: &Phase, e: Event) -> Decision {
     let waiting = matches!(phase, P::WaitingForControlPlaneVersion { .. });
     match e {
-        E::ControlPlaneVersion(seen) => match may_join(cfg.version, seen) {
+        E::ControlPlaneVersion(seen) => match may_join(cfg.role, cfg.version, seen) {
             Ok(()) if waiting => D::Succeed(P::AcquiringJoinSlot),
             Ok(()) => D::Advance(P::AcquiringJoinSlot),
-            Err(wait) => match (cfg.version, seen) {
-                (Some(kubelet), Some(control_plane)) => D::Wait {
+            Err(wait) => match wait.versions() {
+                Some((kubelet, control_plane)) => D::Wait {
                     why: wait.to_string(),
                     then: P::WaitingForControlPlaneVersion {
                         kubelet,
                         control_plane,
                     },
                 },
-                // `may_join` refuses only with both versions known.
-                _ => D::Advance(P::AcquiringJoinSlot),
+                // `join_allows` refuses only for versions.
+                None => D::Advance(P::AcquiringJoinSlot),
             },
         },
         E::Failed(e) => D::Again(e),

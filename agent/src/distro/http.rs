@@ -55,7 +55,7 @@ pub async fn control_plane_version(
     kubeconfig: &str,
     base: &str,
     joiner: &str,
-) -> DistroResult<model::KubeVersion> {
+) -> DistroResult<crate::upgrade::order::ControlPlaneVersions> {
     const STEP: &str = "control plane version";
     let parse = |detail: String| DistroError::Parse {
         step: STEP,

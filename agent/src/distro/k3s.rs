@@ -193,7 +193,7 @@ impl<R: CommandRunner, S: Systemd> Distro for K3s<R, S> {
     async fn control_plane_version(
         &self,
         m: &JoinMaterial,
-    ) -> DistroResult<Option<model::KubeVersion>> {
+    ) -> DistroResult<Option<crate::upgrade::order::ControlPlaneVersions>> {
         self.ctx.control_plane_version(m).await
     }
 

@@ -241,7 +241,7 @@ impl<R: CommandRunner> Distro for Kubeadm<R> {
     async fn control_plane_version(
         &self,
         m: &JoinMaterial,
-    ) -> DistroResult<Option<model::KubeVersion>> {
+    ) -> DistroResult<Option<crate::upgrade::order::ControlPlaneVersions>> {
         self.ctx.control_plane_version(m).await
     }
 

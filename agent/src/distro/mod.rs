@@ -163,14 +163,15 @@ pub trait Distro: EtcdApi {
             detail: "not available for this distribution".into(),
         })
     }
-    /// The running control plane's version, as a joiner sees it before joining: the lowest
-    /// of the API server's `/version` and every other control-plane Node's kubelet (kubeadm
-    /// moves a control plane's kubelet last; its own Node is a previous machine's), read through the API endpoint with the join
-    /// material's admin kubeconfig. `None`: the material carries none (cannot tell).
+    /// The running control plane's versions, as a joiner sees them before joining
+    /// ([`parse::control_plane_version`]: the lowest of the API server's `/version` and
+    /// every other control-plane Node's kubelet, and the newest of those kubelets), read
+    /// through the API endpoint with the join material's admin kubeconfig. `None`: the
+    /// material carries none (cannot tell).
     async fn control_plane_version(
         &self,
         m: &JoinMaterial,
-    ) -> DistroResult<Option<model::KubeVersion>>;
+    ) -> DistroResult<Option<crate::upgrade::order::ControlPlaneVersions>>;
     /// The distribution's own reason for a failed or stuck init or join: parsed from the
     /// failed command's output (`failed`), else from the log of what it runs (k3s's unit,
     /// kubeadm's kubelet). `None` when there is nothing to say.
@@ -197,7 +198,7 @@ impl NodeContext {
     pub async fn control_plane_version(
         &self,
         m: &JoinMaterial,
-    ) -> DistroResult<Option<model::KubeVersion>> {
+    ) -> DistroResult<Option<crate::upgrade::order::ControlPlaneVersions>> {
         match &m.admin_kubeconfig {
             Some(kc) => http::control_plane_version(
                 &kc.0,

@@ -1,6 +1,7 @@
 //! Parsers of kubeadm and etcd output, separate from invoking them and tested on captured
 //! real output (`tests/fixtures/`).
 
+use crate::upgrade::order::ControlPlaneVersions;
 use protocol::records::Secret;
 use protocol::report::{DistroReason, MAX_REASON_LINES};
 
@@ -179,19 +180,20 @@ pub fn kubeconfig_server(text: &str) -> Result<(String, String), String> {
     Ok((server.to_string(), ca))
 }
 
-/// The running control plane's version: the lowest of the API server's `/version`
-/// (`gitVersion`) and the kubelet of every Node labelled
-/// `node-role.kubernetes.io/control-plane` in a Node list but `joiner`'s own. kubeadm's
-/// ClusterConfiguration moves with the first control plane's `upgrade apply`, each control
-/// plane's kubelet only at the end of its own upgrade, so a control plane still upgrading
-/// holds it back. The joiner's own Node is left out: a control plane re-created under its
-/// name finds the Node of its previous machine there, at the old version, which only its
-/// own join can move (it would wait for itself for ever).
+/// The running control plane's versions ([`ControlPlaneVersions`]): the lowest of the API
+/// server's `/version` (`gitVersion`) and the kubelet of every Node labelled
+/// `node-role.kubernetes.io/control-plane` in a Node list but `joiner`'s own, and the
+/// newest of those kubelets (`/version` when there is none). kubeadm's ClusterConfiguration
+/// moves with the first control plane's `upgrade apply`, each control plane's kubelet only
+/// at the end of its own upgrade, so a control plane still upgrading holds the lowest back.
+/// The joiner's own Node is left out: a control plane re-created under its name finds the
+/// Node of its previous machine there, at the old version, which only its own join can
+/// move (it would wait for itself for ever).
 pub fn control_plane_version(
     version: &str,
     nodes: &str,
     joiner: &str,
-) -> Result<model::KubeVersion, String> {
+) -> Result<ControlPlaneVersions, String> {
     // A vendor suffix (`v1.30.4-gke.1`, `v1.32.0-rc.1`) does not change the minor.
     let parse = |what: &str, text: &str| -> Result<model::KubeVersion, String> {
         let core = text.split_once('-').map_or(text, |(c, _)| c);
@@ -203,12 +205,13 @@ pub fn control_plane_version(
     let git = v["gitVersion"]
         .as_str()
         .ok_or("/version has no gitVersion")?;
-    let mut lowest = parse("/version gitVersion", git)?;
+    let server = parse("/version gitVersion", git)?;
     let list: serde_json::Value =
         serde_json::from_str(nodes).map_err(|e| format!("the Node list: {e}"))?;
     let items = list["items"]
         .as_array()
         .ok_or("the Node list has no items")?;
+    let mut kubelets = Vec::new();
     for n in items {
         let labels = &n["metadata"]["labels"];
         if labels
@@ -224,9 +227,12 @@ pub fn control_plane_version(
         let Some(k) = n["status"]["nodeInfo"]["kubeletVersion"].as_str() else {
             continue;
         };
-        lowest = lowest.min(parse(&format!("Node {name} kubeletVersion"), k)?);
+        kubelets.push(parse(&format!("Node {name} kubeletVersion"), k)?);
     }
-    Ok(lowest)
+    Ok(ControlPlaneVersions {
+        lowest: kubelets.iter().copied().fold(server, Ord::min),
+        newest: kubelets.iter().copied().max().unwrap_or(server),
+    })
 }
 
 pub fn last_lines(text: &str, n: usize) -> Vec<String> {
@@ -398,8 +404,12 @@ mod tests {
     /// kubelets still run the old minor, so the control plane has not reached it; workers
     /// do not count.
     #[test]
-    fn the_control_plane_version_is_its_lowest_part() {
+    fn the_control_plane_version_is_its_lowest_part_and_its_newest_kubelet() {
         let v = |s: &str| s.parse::<model::KubeVersion>().unwrap();
+        let both = |lowest: &str, newest: &str| ControlPlaneVersions {
+            lowest: v(lowest),
+            newest: v(newest),
+        };
         let mid_roll = nodes(&[
             ("cp-1", true, "v1.32.0"),
             ("cp-2", true, "v1.31.4"),
@@ -407,7 +417,12 @@ mod tests {
         ]);
         assert_eq!(
             control_plane_version(&version_info("v1.32.0"), &mid_roll, "w-9").unwrap(),
-            v("v1.31.4")
+            both("v1.31.4", "v1.32.0")
+        );
+        // The API server behind the VIP may be either: the kubelets decide the newest.
+        assert_eq!(
+            control_plane_version(&version_info("v1.31.4"), &mid_roll, "w-9").unwrap(),
+            both("v1.31.4", "v1.32.0")
         );
         let done = nodes(&[
             ("cp-1", true, "v1.32.0"),
@@ -416,32 +431,43 @@ mod tests {
         ]);
         assert_eq!(
             control_plane_version(&version_info("v1.32.0"), &done, "w-9").unwrap(),
-            v("v1.32.0")
+            both("v1.32.0", "v1.32.0")
         );
-        // Before `upgrade apply` the API server holds it back, whatever the kubelets say.
+        // Before `upgrade apply` the API server holds the lowest back, whatever the
+        // kubelets say.
         assert_eq!(
-            control_plane_version(&version_info("v1.31.4"), &done, "w-9").unwrap(),
+            control_plane_version(&version_info("v1.31.4"), &done, "w-9")
+                .unwrap()
+                .lowest,
             v("v1.31.4")
         );
-        // k3s spells its revision; vendors add a suffix.
+        // The first control plane mid-upgrade: `upgrade apply` moved its API server, its
+        // kubelet not yet; the newest kubelet is still the old one.
+        let applying = nodes(&[("cp-1", true, "v1.31.4"), ("cp-2", true, "v1.31.4")]);
+        assert_eq!(
+            control_plane_version(&version_info("v1.32.0"), &applying, "cp-3").unwrap(),
+            both("v1.31.4", "v1.31.4")
+        );
+        // k3s spells its revision; vendors add a suffix; no control-plane Node listed:
+        // the API server is both.
         assert_eq!(
             control_plane_version(&version_info("v1.32.2+k3s1"), &nodes(&[]), "w-9").unwrap(),
-            v("v1.32.2+k3s1")
+            both("v1.32.2+k3s1", "v1.32.2+k3s1")
         );
         assert_eq!(
             control_plane_version(&version_info("v1.30.4-gke.1348000"), &nodes(&[]), "w-9")
                 .unwrap(),
-            v("v1.30.4")
+            both("v1.30.4", "v1.30.4")
         );
         // A control plane re-created under its name: its previous machine's Node (at the
         // old version) does not hold it back; the others do.
         assert_eq!(
             control_plane_version(&version_info("v1.32.0"), &mid_roll, "cp-2").unwrap(),
-            v("v1.32.0")
+            both("v1.32.0", "v1.32.0")
         );
         assert_eq!(
             control_plane_version(&version_info("v1.32.0"), &mid_roll, "cp-1").unwrap(),
-            v("v1.31.4")
+            both("v1.31.4", "v1.31.4")
         );
         let e = control_plane_version("{}", &done, "w-9").unwrap_err();
         assert!(e.contains("gitVersion"), "{e}");

@@ -70,6 +70,28 @@ pub enum Wait {
         kubelet: KubeVersion,
         control_plane: KubeVersion,
     },
+    #[error(
+        "this control plane's version {version} is newer than every running control plane (the newest runs {newest}): it joins once the roll has upgraded a control plane to it"
+    )]
+    AheadOfTheRoll {
+        version: KubeVersion,
+        newest: KubeVersion,
+    },
+}
+
+impl Wait {
+    /// For a joiner's version wait: its own version and the control plane's it was held
+    /// against.
+    pub fn versions(&self) -> Option<(KubeVersion, KubeVersion)> {
+        match self {
+            Wait::NewerThanControlPlane {
+                kubelet,
+                control_plane,
+            } => Some((*kubelet, *control_plane)),
+            Wait::AheadOfTheRoll { version, newest } => Some((*version, *newest)),
+            _ => None,
+        }
+    }
 }
 
 /// Whether `me` (a control plane or a worker in `view.nodes`) may take its turn now.
@@ -132,6 +154,56 @@ pub fn my_turn(view: &RollView, me: &str) -> Result<(), Wait> {
     }
 }
 
+/// The running control plane's versions as a joiner reads them before joining (its own
+/// Node, a previous machine's, left out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlPlaneVersions {
+    /// The lowest of the API server's `/version` and every control-plane kubelet: what
+    /// the whole control plane has reached.
+    pub lowest: KubeVersion,
+    /// The newest control-plane kubelet (the API server's `/version` when no other
+    /// control-plane Node is listed): how far the roll has moved the control plane. A
+    /// control plane's kubelet moves last in its upgrade, after kubeadm's `upgrade apply`
+    /// (on the first) moved the ClusterConfiguration.
+    pub newest: KubeVersion,
+}
+
+/// Whether a joiner of `role` whose payload runs `version` may join a control plane at
+/// `seen` (a node re-created from a rebuilt image before, during or after a roll).
+/// - A worker's kubelet may meet any API server: never newer than the `lowest`.
+/// - A control plane brings its own API server, controller manager, scheduler and etcd
+///   member at its version, as each control plane of a roll does in turn: it may join
+///   once a control plane runs its minor (for kubeadm, `upgrade apply` has moved the
+///   ClusterConfiguration, whose version a control-plane join deploys and its
+///   `KubeletVersion` preflight checks), and never more than one minor above the
+///   `lowest` (the API servers' skew). Waiting for the `lowest` instead would deadlock
+///   a roll: the next control plane's turn waits for etcd to have quorum to spare,
+///   which this machine's absent member takes away until it joins.
+pub fn join_allows(
+    role: Role,
+    version: KubeVersion,
+    seen: ControlPlaneVersions,
+) -> Result<(), Wait> {
+    match role {
+        Role::ControlPlane => {
+            if (version.major, version.minor) > (seen.newest.major, seen.newest.minor) {
+                return Err(Wait::AheadOfTheRoll {
+                    version,
+                    newest: seen.newest,
+                });
+            }
+            if version.major != seen.lowest.major || version.minor > seen.lowest.minor + 1 {
+                return Err(Wait::NewerThanControlPlane {
+                    kubelet: version,
+                    control_plane: seen.lowest,
+                });
+            }
+            Ok(())
+        }
+        _ => skew_allows(version, seen.lowest),
+    }
+}
+
 /// A node re-created from a newer image must not run a kubelet newer than the control
 /// plane (the version-skew policy); it waits until the control plane reaches it.
 pub fn skew_allows(kubelet: KubeVersion, control_plane: KubeVersion) -> Result<(), Wait> {
@@ -191,6 +263,54 @@ mod tests {
 
     fn v(s: &str) -> KubeVersion {
         s.parse().unwrap()
+    }
+
+    fn seen(lowest: &str, newest: &str) -> ControlPlaneVersions {
+        ControlPlaneVersions {
+            lowest: v(lowest),
+            newest: v(newest),
+        }
+    }
+
+    /// A worker waits for the whole control plane; a control plane for the roll to have
+    /// moved one control plane to its minor (then it joins as each control plane of the
+    /// roll runs, beside older API servers within one minor).
+    #[test]
+    fn a_joiner_is_held_to_the_control_plane_its_role_needs() {
+        let new = v("v1.32.0");
+        let before = seen("v1.31.4", "v1.31.4");
+        let mid_roll = seen("v1.31.4", "v1.32.0");
+        let after = seen("v1.32.0", "v1.32.0");
+        // Workers: the lowest.
+        for s in [before, mid_roll] {
+            let e = join_allows(Role::Worker, new, s).unwrap_err();
+            assert_eq!(e.versions(), Some((new, v("v1.31.4"))), "{e}");
+            assert!(
+                e.to_string().contains("newer than the control plane"),
+                "{e}"
+            );
+        }
+        assert_eq!(join_allows(Role::Worker, new, after), Ok(()));
+        // Control planes: the newest.
+        let e = join_allows(Role::ControlPlane, new, before).unwrap_err();
+        assert_eq!(e.versions(), Some((new, v("v1.31.4"))), "{e}");
+        assert!(
+            e.to_string()
+                .contains("newer than every running control plane"),
+            "{e}"
+        );
+        assert_eq!(join_allows(Role::ControlPlane, new, mid_roll), Ok(()));
+        assert_eq!(join_allows(Role::ControlPlane, new, after), Ok(()));
+        // Never more than one minor above the oldest API server, whatever runs beside it.
+        let e =
+            join_allows(Role::ControlPlane, v("v1.33.0"), seen("v1.31.4", "v1.33.0")).unwrap_err();
+        assert_eq!(e.versions(), Some((v("v1.33.0"), v("v1.31.4"))), "{e}");
+        // Older or equal joiners and newer patches go for either role.
+        for role in [Role::Worker, Role::ControlPlane] {
+            assert_eq!(join_allows(role, v("v1.31.9"), before), Ok(()));
+            assert_eq!(join_allows(role, v("v1.31.0"), after), Ok(()));
+        }
+        assert_eq!(Wait::EtcdUnhealthy { member: "x".into() }.versions(), None);
     }
 
     fn node(name: &str, role: Role, ver: &str) -> NodeView {

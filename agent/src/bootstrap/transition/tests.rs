@@ -47,7 +47,7 @@ fn ver(s: &str) -> model::KubeVersion {
 
 /// The control plane's version as a joiner reads it: the same as the payload's.
 fn same_version() -> Event {
-    E::ControlPlaneVersion(Some(ver("v1.31.4")))
+    E::ControlPlaneVersion(Some(cpv("v1.31.4", "v1.31.4")))
 }
 
 fn events(parts: &[Vec<Event>]) -> Vec<Event> {
@@ -968,7 +968,7 @@ fn every_event() -> Vec<Event> {
         E::MaterialStale,
         E::AddonsApplied,
         E::ControlPlaneVersion(None),
-        E::ControlPlaneVersion(Some(ver("v1.31.4"))),
+        E::ControlPlaneVersion(Some(cpv("v1.31.4", "v1.31.4"))),
     ]
 }
 
@@ -993,7 +993,7 @@ fn answers(a: &Action) -> Vec<Event> {
         Action::ReadControlPlaneVersion => vec![
             failed,
             E::ControlPlaneVersion(None),
-            E::ControlPlaneVersion(Some(ver("v1.31.4"))),
+            E::ControlPlaneVersion(Some(cpv("v1.31.4", "v1.31.4"))),
         ],
         Action::Join { .. } => vec![failed, fenced, E::MaterialStale],
         Action::ServeRefresh | Action::FollowMembers | Action::ReleaseAfterJoin(_) => vec![],
@@ -1160,23 +1160,48 @@ fn at_version(role: Role, version: &str) -> Config {
     c
 }
 
+/// The control plane's versions as a joiner reads them: the lowest and the newest.
+fn cpv(lowest: &str, newest: &str) -> crate::upgrade::order::ControlPlaneVersions {
+    crate::upgrade::order::ControlPlaneVersions {
+        lowest: ver(lowest),
+        newest: ver(newest),
+    }
+}
+
 #[test]
 fn may_join_follows_the_skew_policy_by_minor() {
     let (old, new) = (Some(ver("v1.31.4")), Some(ver("v1.32.0")));
-    assert!(may_join(new, old).is_err(), "a newer kubelet waits");
-    assert_eq!(may_join(old, new), Ok(()), "an older one may join");
-    assert_eq!(may_join(new, new), Ok(()));
-    assert_eq!(
-        may_join(Some(ver("v1.32.3")), Some(ver("v1.32.0"))),
-        Ok(()),
-        "a newer patch is no skew"
+    let (at_old, at_new) = (
+        Some(cpv("v1.31.4", "v1.31.4")),
+        Some(cpv("v1.32.0", "v1.32.0")),
     );
-    assert_eq!(may_join(new, None), Ok(()), "cannot tell: join as before");
-    assert_eq!(
-        may_join(None, old),
-        Ok(()),
-        "no payload version: not compared"
-    );
+    for role in [Role::Worker, Role::ControlPlane] {
+        assert!(
+            may_join(role, new, at_old).is_err(),
+            "a newer kubelet waits"
+        );
+        assert_eq!(may_join(role, old, at_new), Ok(()), "an older one may join");
+        assert_eq!(may_join(role, new, at_new), Ok(()));
+        assert_eq!(
+            may_join(role, Some(ver("v1.32.3")), Some(cpv("v1.32.0", "v1.32.0"))),
+            Ok(()),
+            "a newer patch is no skew"
+        );
+        assert_eq!(
+            may_join(role, new, None),
+            Ok(()),
+            "cannot tell: join as before"
+        );
+        assert_eq!(
+            may_join(role, None, at_old),
+            Ok(()),
+            "no payload version: not compared"
+        );
+    }
+    // Mid-roll (one control plane moved): a control plane may, a worker not yet.
+    let mid = Some(cpv("v1.31.4", "v1.32.0"));
+    assert_eq!(may_join(Role::ControlPlane, new, mid), Ok(()));
+    assert!(may_join(Role::Worker, new, mid).is_err());
 }
 
 /// A worker re-created at the new version during the roll: it waits outside any slot,
@@ -1187,7 +1212,11 @@ fn a_newer_joiner_waits_for_the_control_plane_then_joins() {
     let w = at_version(Role::Worker, "v1.32.0");
     let s = step(&w, at(P::CheckingInit), E::Initialized(true)).0;
     assert_eq!(s.phase, P::CheckingControlPlaneVersion);
-    let (s, acts) = step(&w, s, E::ControlPlaneVersion(Some(ver("v1.31.4"))));
+    let (s, acts) = step(
+        &w,
+        s,
+        E::ControlPlaneVersion(Some(cpv("v1.31.4", "v1.31.4"))),
+    );
     assert_eq!(
         s.phase,
         P::WaitingForControlPlaneVersion {
@@ -1209,7 +1238,12 @@ fn a_newer_joiner_waits_for_the_control_plane_then_joins() {
         "reads again after its poll"
     );
     // Still behind (the first control plane upgraded, the others not yet): keep waiting.
-    let s = step(&w, s, E::ControlPlaneVersion(Some(ver("v1.31.4")))).0;
+    let s = step(
+        &w,
+        s,
+        E::ControlPlaneVersion(Some(cpv("v1.31.4", "v1.32.0"))),
+    )
+    .0;
     assert_eq!(s.phase.name(), "waiting-for-control-plane-version");
     // A failed read backs off and reads again; it never joins blind.
     let failed = step(&w, s.clone(), E::Failed("API down".into())).0;
@@ -1218,7 +1252,11 @@ fn a_newer_joiner_waits_for_the_control_plane_then_joins() {
         "waiting-for-control-plane-version"
     );
     // Reached: a clean slate, then the worker slot as any joiner.
-    let (s, acts) = step(&w, s, E::ControlPlaneVersion(Some(ver("v1.32.0"))));
+    let (s, acts) = step(
+        &w,
+        s,
+        E::ControlPlaneVersion(Some(cpv("v1.32.0", "v1.32.0"))),
+    );
     assert_eq!(s, at(P::AcquiringJoinSlot));
     assert!(
         acts.contains(&Action::Acquire {
@@ -1229,30 +1267,43 @@ fn a_newer_joiner_waits_for_the_control_plane_then_joins() {
     );
 }
 
-/// A control plane re-created at the new version waits the same way, then takes the one
-/// `cp-join` slot and removes its old incarnation's etcd member before joining.
+/// A control plane re-created at the new version before the roll moved any control plane
+/// waits, saying so; once one control plane runs its minor (the others still at the old
+/// one: the roll is under way, maybe stopped) it takes the one `cp-join` slot and removes
+/// its old incarnation's etcd member before joining. Waiting for every control plane
+/// instead would deadlock the roll on this machine's absent etcd member.
 #[test]
-fn a_newer_control_plane_waits_then_cleans_its_old_member_and_joins() {
+fn a_newer_control_plane_waits_for_the_roll_then_cleans_its_old_member_and_joins() {
     let c = at_version(Role::ControlPlane, "v1.32.0");
-    let (path, _) = walk(
+    let (path, s) = walk(
         &c,
         P::CheckingInit,
         vec![
             E::Initialized(true),
-            E::ControlPlaneVersion(Some(ver("v1.31.4"))),
-            E::ControlPlaneVersion(Some(ver("v1.32.0"))),
-            E::Granted { token: 5 },
+            E::ControlPlaneVersion(Some(cpv("v1.31.4", "v1.31.4"))),
         ],
     );
     assert_eq!(
         path,
         [
             "checking-control-plane-version",
-            "waiting-for-control-plane-version",
-            "acquiring-join-slot",
-            "cleaning-stale-member"
+            "waiting-for-control-plane-version"
         ]
     );
+    let why = s.last_error.clone().unwrap();
+    assert!(
+        why.contains("newer than every running control plane"),
+        "{why}"
+    );
+    let (path, _) = walk(
+        &c,
+        s.phase,
+        vec![
+            E::ControlPlaneVersion(Some(cpv("v1.31.4", "v1.32.0"))),
+            E::Granted { token: 5 },
+        ],
+    );
+    assert_eq!(path, ["acquiring-join-slot", "cleaning-stale-member"]);
 }
 
 /// A node at the control plane's version, or older (within the skew), or one that
@@ -1260,7 +1311,11 @@ fn a_newer_control_plane_waits_then_cleans_its_old_member_and_joins() {
 #[test]
 fn a_joiner_not_newer_goes_straight_to_its_slot() {
     let w = at_version(Role::Worker, "v1.31.4");
-    for seen in [Some(ver("v1.31.4")), Some(ver("v1.32.0")), None] {
+    for seen in [
+        Some(cpv("v1.31.4", "v1.31.4")),
+        Some(cpv("v1.32.0", "v1.32.0")),
+        None,
+    ] {
         let mut s = at(P::CheckingControlPlaneVersion);
         s.attempt = 2;
         let s = step(&w, s, E::ControlPlaneVersion(seen)).0;
