@@ -34,6 +34,8 @@ pub trait Effects {
     /// Publishes the phase as this node's progress record; `false` when it was not
     /// written (the driver asks again next round: the others' turns read it).
     async fn report(&mut self, phase: &Phase) -> bool;
+    /// Whether this node may download now ([`super::order::may_fetch`] on the roll view).
+    async fn check_fetch_turn(&mut self) -> Result<(), Wait>;
     async fn fetch(&mut self, sequence: u64) -> Result<(), String>;
     async fn check_turn(&mut self) -> Result<(), Wait>;
     /// A fresh look at etcd (not the round's view) judged by
@@ -94,6 +96,7 @@ pub async fn round(
                 fx.release(token).await;
                 continue;
             }
+            Action::CheckFetchTurn => Event::FetchTurn(fx.check_fetch_turn().await),
             Action::Fetch { sequence } => Event::Fetched(fx.fetch(sequence).await),
             Action::CheckTurn => Event::Turn(fx.check_turn().await),
             Action::CheckQuorum => Event::Quorum(fx.check_quorum().await),
@@ -111,7 +114,11 @@ pub async fn round(
         };
         let pause = matches!(
             event,
-            Event::Turn(Err(_)) | Event::Quorum(Err(_)) | Event::Busy | Event::Fetched(Err(_))
+            Event::Turn(Err(_))
+                | Event::Quorum(Err(_))
+                | Event::Busy
+                | Event::Fetched(Err(_))
+                | Event::FetchTurn(Err(_))
         );
         let (next, acts) = step(me, phase, event);
         fx.save(&next).await;

@@ -6,7 +6,7 @@
 
 use super::driver::{self, Effects, Round, StepError};
 use super::node_side::NodeSide;
-use super::order::Wait;
+use super::order::{self, Wait};
 use super::rendezvous_side::RendezvousSide;
 use super::state::Phase;
 use super::steps::Step;
@@ -64,6 +64,7 @@ pub fn sequence_of(p: &Phase) -> Option<u64> {
     match p {
         Phase::Idle => None,
         Phase::Refused { sequence, .. }
+        | Phase::Queued { sequence, .. }
         | Phase::Fetching { sequence, .. }
         | Phase::Waiting { sequence, .. }
         | Phase::Locking { sequence, .. }
@@ -262,6 +263,9 @@ impl<R: CommandRunner, S: Systemd, E: EtcdSource> Effects for Fx<'_, R, S, E> {
     async fn report(&mut self, phase: &Phase) -> bool {
         self.live.report(phase).await
     }
+    async fn check_fetch_turn(&mut self) -> Result<(), Wait> {
+        self.live.check_fetch_turn().await
+    }
     async fn fetch(&mut self, sequence: u64) -> Result<(), String> {
         self.live.fetch(sequence).await
     }
@@ -328,7 +332,8 @@ impl<R: CommandRunner, S: Systemd> Live<R, S> {
         Ok(())
     }
 
-    async fn check_turn(&mut self) -> Result<(), Wait> {
+    /// The roll as the progress records and the release show it.
+    async fn roll_view(&self) -> Result<order::RollView, Wait> {
         let blind = |what: String| Wait::Blind { what };
         let r = self
             .release
@@ -339,13 +344,28 @@ impl<R: CommandRunner, S: Systemd> Live<R, S> {
             .progress()
             .await
             .map_err(|e| blind(format!("the progress records: {e}")))?;
-        let roll = view::roll_view(
+        Ok(view::roll_view(
             &self.id.planned,
             &progress,
             &r,
             self.id.running,
             self.id.max_unavailable,
-        );
+        ))
+    }
+
+    /// A node that cannot see the roll downloads anyway: the order only saves time.
+    async fn check_fetch_turn(&mut self) -> Result<(), Wait> {
+        match self.roll_view().await {
+            Ok(roll) => order::may_fetch(&roll, &self.id.node),
+            Err(e) => {
+                tracing::warn!(wait = %e, "downloading the release without the roll's order");
+                Ok(())
+            }
+        }
+    }
+
+    async fn check_turn(&mut self) -> Result<(), Wait> {
+        let roll = self.roll_view().await?;
         quorum_guard::may_start(
             &roll,
             &self.id.node,

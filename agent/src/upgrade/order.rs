@@ -14,6 +14,8 @@ pub struct NodeView {
     pub kubelet: Option<KubeVersion>,
     /// Upgrading now (holds the lock or a worker slot, by its progress record).
     pub upgrading: bool,
+    /// Holds this release's payload already (its progress is past downloading).
+    pub fetched: bool,
 }
 
 /// What the roll looks like from one node.
@@ -70,6 +72,10 @@ pub enum Wait {
         kubelet: KubeVersion,
         control_plane: KubeVersion,
     },
+    #[error(
+        "downloads go in the roll's order: {ahead} pending node(s) before this one; first: {first}"
+    )]
+    DownloadQueue { ahead: usize, first: String },
     #[error(
         "this control plane's version {version} is newer than every running control plane (the newest runs {newest}): it joins once the roll has upgraded a control plane to it"
     )]
@@ -240,6 +246,47 @@ pub fn quorum_allows(members: &[EtcdMember]) -> Result<(), Wait> {
     Ok(())
 }
 
+/// Whether `me` may download the release now. Every node fetching at once makes the
+/// first control plane's download compete with all the others' (measured: 25 nodes on
+/// one rendezvous spent 52 s before the first turn), so the nodes whose turn comes first
+/// download first: the pending nodes (not yet at the target) in the roll's order
+/// (control planes by name, then workers by name), the first [`fetch_window`] of them.
+/// Once every one of those holds the payload, the rest download too (they would
+/// otherwise each wait for their place while the nodes before them upgrade, which a
+/// download longer than an upgrade turns into idle hand-offs). A node not in the view,
+/// or done already, is never held back.
+pub fn may_fetch(view: &RollView, me: &str) -> Result<(), Wait> {
+    let pending = |n: &&NodeView| n.kubelet != Some(view.target);
+    let order: Vec<&NodeView> = ordered(view, Role::ControlPlane)
+        .into_iter()
+        .filter(pending)
+        .chain(ordered(view, Role::Worker).into_iter().filter(pending))
+        .collect();
+    let window = fetch_window(view.max_unavailable);
+    let front_served = order.iter().take(window).all(|n| n.fetched);
+    match order.iter().position(|n| n.name == me) {
+        Some(i) if i >= window && !front_served => Err(Wait::DownloadQueue {
+            ahead: i,
+            first: order
+                .iter()
+                .take(window)
+                .map(|n| n.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// How many pending nodes download at once: the ones whose turn is now (one control
+/// plane, or `maxUnavailable` workers) and as many after them, so the next ones' payloads
+/// are ready when their turn comes. Never fewer than two.
+pub fn fetch_window(max_unavailable: u32) -> usize {
+    usize::try_from(max_unavailable.max(1))
+        .unwrap_or(usize::MAX)
+        .saturating_mul(2)
+}
+
 fn ordered(view: &RollView, role: Role) -> Vec<&NodeView> {
     let mut v: Vec<&NodeView> = view.nodes.iter().filter(|n| n.role == role).collect();
     v.sort_by(|a, b| a.name.cmp(&b.name));
@@ -319,6 +366,7 @@ mod tests {
             role,
             kubelet: Some(v(ver)),
             upgrading: false,
+            fetched: false,
         }
     }
 
@@ -391,6 +439,51 @@ mod tests {
         assert!(
             matches!(my_turn(&lagging_api, "w-1"), Err(Wait::ControlPlanesFirst { pending, .. }) if pending == "the API server")
         );
+    }
+
+    /// Downloads follow the roll's order, two ahead (or twice `maxUnavailable`): the node
+    /// whose turn is now and the next; as nodes finish, the window moves on; a node done
+    /// already, or unknown to the view, is never held back.
+    #[test]
+    fn downloads_go_in_the_rolls_order_a_window_at_a_time() {
+        let fetching = |view: &RollView| -> Vec<String> {
+            view.nodes
+                .iter()
+                .filter(|n| may_fetch(view, &n.name).is_ok())
+                .map(|n| n.name.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        };
+        let v0 = view([OLD; 3], [OLD; 3], OLD);
+        assert_eq!(fetching(&v0), ["cp-1", "cp-2"]);
+        let e = may_fetch(&v0, "w-2").unwrap_err();
+        assert_eq!(
+            e,
+            Wait::DownloadQueue {
+                ahead: 4,
+                first: "cp-1, cp-2".into()
+            }
+        );
+        assert!(e.to_string().contains("4 pending node(s) before"), "{e}");
+        // The front served (cp-1 and cp-2 hold the payload): the rest download too.
+        let mut served = v0.clone();
+        for n in &mut served.nodes {
+            n.fetched = n.name == "cp-1" || n.name == "cp-2";
+        }
+        assert_eq!(fetching(&served).len(), 6);
+        // cp-1 done: cp-3 joins the window; the control planes done: the workers.
+        let v1 = view([NEW, OLD, OLD], [OLD; 3], NEW);
+        assert_eq!(fetching(&v1), ["cp-1", "cp-2", "cp-3"]);
+        let v3 = view([NEW; 3], [OLD; 3], NEW);
+        assert_eq!(fetching(&v3), ["cp-1", "cp-2", "cp-3", "w-1", "w-2"]);
+        // A wider roll downloads twice as many ahead.
+        let mut wide = view([NEW; 3], [OLD; 3], NEW);
+        wide.max_unavailable = 2;
+        assert_eq!(fetching(&wide).len(), 6);
+        assert_eq!(may_fetch(&v0, "not-in-the-view"), Ok(()));
+        assert_eq!(fetch_window(0), 2);
+        assert_eq!(fetch_window(5), 10);
     }
 
     #[test]

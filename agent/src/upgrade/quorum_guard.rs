@@ -195,6 +195,7 @@ mod tests {
             role,
             kubelet: Some(ver("v1.31.4")),
             upgrading: false,
+            fetched: true,
         };
         let roll = RollView {
             target: ver("v1.32.0"),

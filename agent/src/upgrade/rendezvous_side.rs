@@ -22,7 +22,9 @@ pub fn progress_of(node: &str, phase: &Phase, now_ms: u64) -> Option<Progress> {
         Phase::Fetching { sequence, .. } | Phase::Done { sequence, .. } => {
             (*sequence, None, None, None)
         }
-        Phase::Waiting { sequence, why, .. } => (*sequence, None, Some(why.clone()), None),
+        Phase::Queued { sequence, why, .. } | Phase::Waiting { sequence, why, .. } => {
+            (*sequence, None, Some(why.clone()), None)
+        }
         Phase::Locking {
             sequence,
             resume,

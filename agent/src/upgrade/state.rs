@@ -14,6 +14,14 @@ pub enum Phase {
     /// nothing changed.
     #[serde(rename_all = "camelCase")]
     Refused { sequence: u64, reason: String },
+    /// A release to upgrade to, its download not yet begun: downloads go in the roll's
+    /// order, a window at a time (`why` says how many nodes are before it).
+    #[serde(rename_all = "camelCase")]
+    Queued {
+        sequence: u64,
+        to: KubeVersion,
+        why: String,
+    },
     /// Downloading and verifying the payload.
     #[serde(rename_all = "camelCase")]
     Fetching { sequence: u64, to: KubeVersion },
@@ -74,6 +82,7 @@ impl Phase {
         match self {
             Phase::Idle => "idle",
             Phase::Refused { .. } => "refused",
+            Phase::Queued { .. } => "queued",
             Phase::Fetching { .. } => "fetching",
             Phase::Waiting { .. } => "waiting",
             Phase::Locking { .. } => "locking",
@@ -83,10 +92,15 @@ impl Phase {
         }
     }
 
-    /// The same phase saying `why` it waits: `Waiting` and `Locking` keep every other
-    /// field; the other phases have no `why` and are returned as they are.
+    /// The same phase saying `why` it waits: `Queued`, `Waiting` and `Locking` keep every
+    /// other field; the other phases have no `why` and are returned as they are.
     pub fn with_why(self, why: impl Into<String>) -> Phase {
         match self {
+            Phase::Queued { sequence, to, .. } => Phase::Queued {
+                sequence,
+                to,
+                why: why.into(),
+            },
             Phase::Waiting { sequence, to, .. } => Phase::Waiting {
                 sequence,
                 to,
@@ -115,6 +129,9 @@ impl Phase {
             Phase::Idle => return None,
             Phase::Refused { sequence, reason } => {
                 format!("release {sequence} refused: {reason}")
+            }
+            Phase::Queued { sequence, to, why } => {
+                format!("queued to download release {sequence} ({to}): {why}")
             }
             Phase::Fetching { sequence, to } => {
                 format!("fetching release {sequence} ({to})")

@@ -16,6 +16,8 @@ pub enum Event {
         sequence: u64,
         verdict: Result<Verdict, Refusal>,
     },
+    /// Whether this node may download the release now ([`super::order::may_fetch`]).
+    FetchTurn(Result<(), Wait>),
     /// The payload download and digest check ended.
     Fetched(Result<(), String>),
     /// Whether it is this node's turn ([`super::order`]: order, quorum, skew).
@@ -47,6 +49,8 @@ pub enum Event {
 pub enum Action {
     /// Publish this node's progress record (phase, step, detail).
     Report,
+    /// Gather the roll view and answer with [`Event::FetchTurn`].
+    CheckFetchTurn,
     Fetch {
         sequence: u64,
     },
@@ -136,6 +140,14 @@ pub fn step(me: &Me, phase: Phase, event: Event) -> (Phase, Vec<Action>) {
         // A new release is judged only when this node is not in the middle of one.
         (p, E::Release { .. }) if p.in_flight() => (p, vec![]),
         (p, E::Release { sequence, verdict }) => on_release(p, sequence, verdict),
+        (Phase::Queued { sequence, to, .. }, E::FetchTurn(Ok(()))) => (
+            Phase::Fetching { sequence, to },
+            vec![A::Report, A::Fetch { sequence }],
+        ),
+        (p @ Phase::Queued { .. }, E::FetchTurn(Err(wait))) => (
+            p.with_why(wait.to_string()),
+            vec![A::Report, A::CheckFetchTurn],
+        ),
         (Phase::Fetching { sequence, to }, E::Fetched(Ok(()))) => (
             Phase::Waiting {
                 sequence,
@@ -352,7 +364,7 @@ pub fn step(me: &Me, phase: Phase, event: Event) -> (Phase, Vec<Action>) {
 fn on_release(p: Phase, sequence: u64, verdict: Result<Verdict, Refusal>) -> (Phase, Vec<Action>) {
     let already = matches!(
         &p,
-        Phase::Fetching { sequence: s, .. } | Phase::Waiting { sequence: s, .. } | Phase::Done { sequence: s, .. }
+        Phase::Queued { sequence: s, .. } | Phase::Fetching { sequence: s, .. } | Phase::Waiting { sequence: s, .. } | Phase::Done { sequence: s, .. }
             if *s == sequence
     );
     match verdict {
@@ -366,8 +378,12 @@ fn on_release(p: Phase, sequence: u64, verdict: Result<Verdict, Refusal>) -> (Ph
         Ok(Verdict::AlreadyAt(to)) => (Phase::Done { sequence, to }, vec![Action::Report]),
         Ok(Verdict::Upgrade { .. }) if already => (p, vec![]),
         Ok(Verdict::Upgrade { to, .. }) => (
-            Phase::Fetching { sequence, to },
-            vec![Action::Report, Action::Fetch { sequence }],
+            Phase::Queued {
+                sequence,
+                to,
+                why: "checking its place in the download order".into(),
+            },
+            vec![Action::Report, Action::CheckFetchTurn],
         ),
     }
 }
@@ -399,6 +415,7 @@ pub fn restart(phase: Phase) -> (Phase, Vec<Action>) {
         p @ (Phase::Idle | Phase::Refused { .. } | Phase::Done { .. } | Phase::Stopped { .. }) => {
             (p, vec![Action::Report])
         }
+        p @ Phase::Queued { .. } => (p, vec![Action::CheckFetchTurn]),
         p @ Phase::Fetching { sequence, .. } => (p, vec![Action::Fetch { sequence }]),
         p @ Phase::Waiting { .. } => (p, vec![Action::CheckTurn]),
         // Its turn was decided before the restart: decided again (etcd may have changed).
@@ -410,7 +427,8 @@ pub fn restart(phase: Phase) -> (Phase, Vec<Action>) {
 pub fn target(phase: &Phase) -> Option<KubeVersion> {
     match phase {
         Phase::Idle | Phase::Refused { .. } => None,
-        Phase::Fetching { to, .. }
+        Phase::Queued { to, .. }
+        | Phase::Fetching { to, .. }
         | Phase::Waiting { to, .. }
         | Phase::Locking { to, .. }
         | Phase::Running { to, .. }

@@ -13,6 +13,9 @@ use protocol::release::{Progress, Release};
 const DONE: &str = "done";
 const UPGRADING: &str = "upgrading";
 const STOPPED: &str = "stopped";
+/// A node in these phases does not hold the release's payload yet (nor one with no
+/// progress for the release). One that refused it never will: it is not waited for.
+const FETCHING: [&str; 2] = ["queued", "fetching"];
 
 /// `planned`: every Kubernetes node of the plan (name, role); `from`: the version the
 /// cluster ran before this release.
@@ -41,6 +44,7 @@ pub fn roll_view(
                 from
             }),
             upgrading: is(name, UPGRADING),
+            fetched: of(name).is_some_and(|p| !FETCHING.contains(&p.phase.as_str())),
         })
         .collect();
     let cp_done = nodes
@@ -172,6 +176,30 @@ mod tests {
             m("c", false, true),
         ]);
         assert!(crate::upgrade::order::quorum_allows(&sick).is_err());
+    }
+
+    /// Past downloading means holding this release's payload; queued, fetching, no
+    /// progress or another release's does not; a refusal is not waited for.
+    #[test]
+    fn who_holds_the_payload_by_progress() {
+        let p = [
+            progress("cp-1", 2, "waiting"),
+            progress("cp-2", 2, "fetching"),
+            progress("w-1", 1, "done"),
+        ];
+        let view = roll_view(&planned(), &p, &release(), v("v1.30.5"), 1);
+        let fetched: Vec<bool> = view.nodes.iter().map(|n| n.fetched).collect();
+        assert_eq!(fetched, [true, false, false]);
+        for (phase, want) in [("queued", false), ("refused", true), ("locking", true)] {
+            let view = roll_view(
+                &planned(),
+                &[progress("cp-1", 2, phase)],
+                &release(),
+                v("v1.30.5"),
+                1,
+            );
+            assert_eq!(view.nodes[0].fetched, want, "{phase}");
+        }
     }
 
     #[test]

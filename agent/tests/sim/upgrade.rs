@@ -24,7 +24,7 @@ use nodeagent::coord::{Acquired, Coordinator};
 use nodeagent::distro::EtcdAccess;
 use nodeagent::upgrade::driver::{self, Effects, Round, StepError};
 use nodeagent::upgrade::live::sequence_of;
-use nodeagent::upgrade::order::Wait;
+use nodeagent::upgrade::order::{self, Wait};
 use nodeagent::upgrade::rendezvous_side::progress_of;
 use nodeagent::upgrade::state::Phase;
 use nodeagent::upgrade::steps::Step;
@@ -304,6 +304,27 @@ impl Drop for MemberBack {
     }
 }
 
+impl SimNode {
+    /// The roll as the progress records show it, after a round trip that may be lost.
+    async fn roll_view(&self) -> Result<order::RollView, Wait> {
+        sleep(self.millis(1, 40)).await;
+        if self.lost() {
+            return Err(Wait::Blind {
+                what: "the progress records: request lost".into(),
+            });
+        }
+        let w = self.w.borrow();
+        let progress: Vec<Progress> = w.roll.progress.values().cloned().collect();
+        Ok(view::roll_view(
+            &self.planned,
+            &progress,
+            w.roll.release.as_ref().unwrap(),
+            w.roll.from.unwrap(),
+            1,
+        ))
+    }
+}
+
 impl Effects for SimNode {
     async fn save(&mut self, phase: &Phase) {
         *self.store.borrow_mut() = Some(phase.clone());
@@ -337,24 +358,16 @@ impl Effects for SimNode {
         Ok(())
     }
 
-    async fn check_turn(&mut self) -> Result<(), Wait> {
-        sleep(self.millis(1, 40)).await;
-        if self.lost() {
-            return Err(Wait::Blind {
-                what: "the progress records: request lost".into(),
-            });
+    async fn check_fetch_turn(&mut self) -> Result<(), Wait> {
+        // As the live agent: a node that cannot see the roll downloads anyway.
+        match self.roll_view().await {
+            Ok(roll) => order::may_fetch(&roll, &self.name),
+            Err(_) => Ok(()),
         }
-        let roll = {
-            let w = self.w.borrow();
-            let progress: Vec<Progress> = w.roll.progress.values().cloned().collect();
-            view::roll_view(
-                &self.planned,
-                &progress,
-                w.roll.release.as_ref().unwrap(),
-                w.roll.from.unwrap(),
-                1,
-            )
-        };
+    }
+
+    async fn check_turn(&mut self) -> Result<(), Wait> {
+        let roll = self.roll_view().await?;
         quorum_guard::may_start(
             &roll,
             &self.name,

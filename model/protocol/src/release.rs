@@ -191,7 +191,7 @@ pub fn judge(
 pub struct Progress {
     pub node: String,
     pub sequence: u64,
-    /// `waiting`, `fetching`, `upgrading`, `stopped`, `done`, `refused`.
+    /// `queued`, `fetching`, `waiting`, `upgrading`, `stopped`, `done`, `refused`.
     pub phase: String,
     /// The step under way (or that failed), e.g. `drain`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 pub struct NodeProgress {
     pub name: String,
     pub role: String,
-    /// `waiting`, `fetching`, `locking`, `upgrading`, `stopped`, `done`, `refused`; `no
+    /// `queued`, `fetching`, `waiting`, `locking`, `upgrading`, `stopped`, `done`, `refused`; `no
     /// report` when the node has said nothing about this release.
     pub phase: String,
     pub step: Option<String>,

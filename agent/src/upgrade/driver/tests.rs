@@ -42,6 +42,44 @@ struct Node {
     saved: Option<Phase>,
 }
 
+impl Node {
+    /// The roll as the real view shows it: by the published progress (and the lock).
+    fn view(&self) -> RollView {
+        let w = self.world.borrow();
+        let stopped = w.progress.iter().find_map(|(n, (label, step, detail))| {
+            (label == "stopped").then(|| {
+                (
+                    n.clone(),
+                    step.clone().unwrap_or_default(),
+                    detail.clone().unwrap_or_default(),
+                )
+            })
+        });
+        RollView {
+            target: w.target.unwrap(),
+            control_plane: w.api.unwrap(),
+            nodes: w
+                .nodes
+                .iter()
+                .map(|(name, (role, ver))| NodeView {
+                    name: name.clone(),
+                    role: *role,
+                    kubelet: Some(*ver),
+                    // As the real view: by the published progress (and the lock).
+                    upgrading: w.lock.as_ref().is_some_and(|(h, _)| h == name)
+                        || w.progress.get(name).is_some_and(|p| p.0 == "upgrading"),
+                    fetched: w
+                        .progress
+                        .get(name)
+                        .is_some_and(|p| p.0 != "queued" && p.0 != "fetching"),
+                })
+                .collect(),
+            stopped,
+            max_unavailable: 1,
+        }
+    }
+}
+
 impl Effects for Node {
     async fn save(&mut self, phase: &Phase) {
         self.saved = Some(phase.clone());
@@ -66,39 +104,18 @@ impl Effects for Node {
             .insert(self.name.clone(), (phase.label().into(), step, detail));
         true
     }
+    async fn check_fetch_turn(&mut self) -> Result<(), Wait> {
+        order::may_fetch(&self.view(), &self.name)
+    }
     async fn fetch(&mut self, _: u64) -> Result<(), String> {
+        self.world
+            .borrow_mut()
+            .log
+            .push((self.name.clone(), "fetch".into()));
         Ok(())
     }
     async fn check_turn(&mut self) -> Result<(), Wait> {
-        let w = self.world.borrow();
-        let stopped = w.progress.iter().find_map(|(n, (label, step, detail))| {
-            (label == "stopped").then(|| {
-                (
-                    n.clone(),
-                    step.clone().unwrap_or_default(),
-                    detail.clone().unwrap_or_default(),
-                )
-            })
-        });
-        let view = RollView {
-            target: w.target.unwrap(),
-            control_plane: w.api.unwrap(),
-            nodes: w
-                .nodes
-                .iter()
-                .map(|(name, (role, ver))| NodeView {
-                    name: name.clone(),
-                    role: *role,
-                    kubelet: Some(*ver),
-                    // As the real view: by the published progress (and the lock).
-                    upgrading: w.lock.as_ref().is_some_and(|(h, _)| h == name)
-                        || w.progress.get(name).is_some_and(|p| p.0 == "upgrading"),
-                })
-                .collect(),
-            stopped,
-            max_unavailable: 1,
-        };
-        order::my_turn(&view, &self.name)
+        order::my_turn(&self.view(), &self.name)
     }
     async fn check_quorum(&mut self) -> Result<(), Wait> {
         let mut w = self.world.borrow_mut();
@@ -259,11 +276,13 @@ impl Roll {
     }
 }
 
-/// One holder at a time: between a node's `acquire` and its `release` nobody else acts.
+/// One holder at a time: between a node's `acquire` and its `release` nobody else acts
+/// (downloading the release is not acting on the node: the next ones download meanwhile).
 fn assert_one_at_a_time(log: &[(String, String)]) {
     let mut holder: Option<&str> = None;
     for (n, what) in log {
         match (holder, what.as_str()) {
+            (_, "fetch") => {}
             (None, "acquire") => holder = Some(n),
             (Some(h), "release") if h == n => holder = None,
             (Some(h), _) => assert_eq!(h, n, "{n} acted ({what}) while {h} held the lock: {log:?}"),
@@ -301,6 +320,17 @@ async fn control_planes_first_one_node_at_a_time_then_workers() {
         .map(|(n, _)| n.as_str())
         .collect();
     assert_eq!(acquired, vec!["cp-1", "cp-2", "cp-3", "w-1", "w-2"]);
+    // Each node downloads once, before its turn (the order of downloads is
+    // `order::may_fetch`'s test: this harness runs a node's whole turn in one round).
+    for n in ["cp-1", "cp-2", "cp-3", "w-1", "w-2"] {
+        let at = |what: &str| w.log.iter().position(|(m, s)| m == n && s == what);
+        assert_eq!(
+            w.log.iter().filter(|(m, s)| m == n && s == "fetch").count(),
+            1,
+            "{n}"
+        );
+        assert!(at("fetch") < at("acquire"), "{n}: {:?}", w.log);
+    }
     drop(w);
     assert!(r.steps_of("cp-1").contains(&"upgrade-apply".to_string()));
     for n in ["cp-2", "cp-3", "w-1", "w-2"] {
@@ -339,11 +369,12 @@ async fn a_pdb_blocking_a_drain_stops_the_roll_until_resumed() {
             ..
         }
     ));
-    assert!(
-        r.steps_of("w-2").is_empty(),
-        "w-2 must not start: {:?}",
-        r.steps_of("w-2")
-    );
+    let started: Vec<String> = r
+        .steps_of("w-2")
+        .into_iter()
+        .filter(|s| s != "fetch")
+        .collect();
+    assert!(started.is_empty(), "w-2 must not start: {started:?}");
     {
         let w = r.world.borrow();
         assert_eq!(

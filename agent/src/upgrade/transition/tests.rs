@@ -27,6 +27,7 @@ fn upgrade(sequence: u64) -> Event {
 fn to_the_lock(token: u64, done: usize) -> Vec<Event> {
     let mut events = vec![
         upgrade(1),
+        Event::FetchTurn(Ok(())),
         Event::Fetched(Ok(())),
         Event::Turn(Ok(())),
         Event::Granted { token },
@@ -134,13 +135,50 @@ fn a_new_release_does_not_interrupt_a_node_mid_upgrade() {
     assert_eq!(step(&me, w.clone(), upgrade(1)), (w, vec![]));
 }
 
+/// A new release queues the node for its download; not its place yet, it says why and
+/// asks again; its place come, it downloads. A restart while queued asks again.
+#[test]
+fn a_release_is_downloaded_in_the_rolls_order() {
+    let me = cp1();
+    let (p, acts) = step(&me, Phase::Idle, upgrade(1));
+    assert!(matches!(p, Phase::Queued { sequence: 1, .. }), "{p:?}");
+    assert_eq!(acts, vec![Action::Report, Action::CheckFetchTurn]);
+    assert_eq!(p.label(), "queued");
+    let ahead = Wait::DownloadQueue {
+        ahead: 3,
+        first: "cp-1, cp-2".into(),
+    };
+    let (p, acts) = step(&me, p, Event::FetchTurn(Err(ahead)));
+    assert_eq!(acts, vec![Action::Report, Action::CheckFetchTurn]);
+    let line = p.describe().unwrap();
+    assert!(
+        line.starts_with("queued to download release 1 (v1.31.2)") && line.contains("cp-1, cp-2"),
+        "{line}"
+    );
+    // The same release seen again while queued changes nothing; a restart asks again.
+    assert_eq!(step(&me, p.clone(), upgrade(1)), (p.clone(), vec![]));
+    assert_eq!(
+        restart(p.clone()),
+        (p.clone(), vec![Action::CheckFetchTurn])
+    );
+    assert!(!p.in_flight(), "a newer release may replace a queued one");
+    assert_eq!(target(&p), Some(v("v1.31.2")));
+    let (p, acts) = step(&me, p, Event::FetchTurn(Ok(())));
+    assert!(matches!(p, Phase::Fetching { sequence: 1, .. }), "{p:?}");
+    assert_eq!(acts, vec![Action::Report, Action::Fetch { sequence: 1 }]);
+}
+
 #[test]
 fn a_failed_download_is_retried_and_nothing_else_happens() {
     let me = cp1();
     let (p, acts) = drive(
         &me,
         Phase::Idle,
-        vec![upgrade(1), Event::Fetched(Err("digest mismatch".into()))],
+        vec![
+            upgrade(1),
+            Event::FetchTurn(Ok(())),
+            Event::Fetched(Err("digest mismatch".into())),
+        ],
     );
     assert!(matches!(p, Phase::Fetching { .. }));
     assert!(!acts.contains(&Action::Acquire));
@@ -498,7 +536,12 @@ fn a_restart_while_taking_the_lock_checks_the_turn_again_before_it() {
     let (locking, acts) = drive(
         &me,
         Phase::Idle,
-        vec![upgrade(1), Event::Fetched(Ok(())), Event::Turn(Ok(()))],
+        vec![
+            upgrade(1),
+            Event::FetchTurn(Ok(())),
+            Event::Fetched(Ok(())),
+            Event::Turn(Ok(())),
+        ],
     );
     assert_eq!(acts.last(), Some(&Action::Acquire));
     let (p, acts) = restart(locking);
