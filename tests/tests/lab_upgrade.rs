@@ -240,6 +240,31 @@ fn recreate_joins_without_waiting(lab: &mut Lab, node: &str) {
     );
 }
 
+/// Control plane `cp` re-created ([`recreate_joins_without_waiting`]): it ran `kubeadm
+/// join`, and etcd (as `survivor` lists it) has three members again, `cp`'s a new voter in
+/// place of its previous machine's. How long it took.
+fn recreate_control_plane(lab: &mut Lab, cp: &str, survivor: &str) -> Duration {
+    let old_id = etcd_members(lab, survivor)
+        .iter()
+        .find(|m| m.name == cp)
+        .map(|m| m.id)
+        .unwrap();
+    let began = Instant::now();
+    recreate_joins_without_waiting(lab, cp);
+    let took = began.elapsed();
+    let commands = kubeadm_commands(lab, cp);
+    assert!(commands.contains("join"), "{cp}: {commands}");
+    let members = etcd_members(lab, survivor);
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert!(
+        members
+            .iter()
+            .any(|m| m.name == cp && m.id != old_id && !m.learner),
+        "{cp}'s member replaced by a voter: {members:?}"
+    );
+    took
+}
+
 /// The stacked etcd's members as `node`'s local member lists them.
 fn etcd_members(lab: &Lab, node: &str) -> Vec<muster_standins::etcd::Member> {
     let out = lab
@@ -466,21 +491,7 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
     // replacing its old etcd member (which would otherwise hold the next control plane's
     // turn for ever: no quorum to spare); it never takes the upgrade lock.
     let cp_mid = sorted_cps[2].clone();
-    let old_id = etcd_members(&lab, &sorted_cps[0])
-        .iter()
-        .find(|m| m.name == cp_mid)
-        .map(|m| m.id)
-        .unwrap();
-    let cp_mid_began = Instant::now();
-    recreate_joins_without_waiting(&mut lab, &cp_mid);
-    let members = etcd_members(&lab, &sorted_cps[0]);
-    assert_eq!(members.len(), 3, "{members:?}");
-    assert!(
-        members
-            .iter()
-            .any(|m| m.name == cp_mid && m.id != old_id && !m.learner),
-        "{cp_mid}'s member replaced by a voter during the roll: {members:?}"
-    );
+    let took = recreate_control_plane(&mut lab, &cp_mid, &sorted_cps[0]);
     assert_eq!(
         upgrade_phase_within(&lab, &cp_mid, "done", Duration::from_secs(30))["phase"],
         "done",
@@ -488,7 +499,7 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
     );
     eprintln!(
         "re-created control plane {cp_mid} joined during the stopped roll in {:.1}s",
-        cp_mid_began.elapsed().as_secs_f64()
+        took.as_secs_f64()
     );
     // Still stopped: the worker still waits (the second control plane runs the old version).
     assert_eq!(upgrade_phase(&lab, &failing)["phase"], "stopped");
@@ -624,32 +635,11 @@ fn a_kubeadm_cluster_is_upgraded_one_minor_version_a_failed_step_stops_and_resum
     // cluster: its previous machine's Node and etcd member are its own (the agent must not
     // wait on its own Node); it joins once, replacing the member.
     let cp = sorted_cps[0].clone();
-    let survivor = sorted_cps[1].clone();
-    let members_before = etcd_members(&lab, &survivor);
-    let old_id = members_before
-        .iter()
-        .find(|m| m.name == cp)
-        .map(|m| m.id)
-        .unwrap();
-    let cp_again = Instant::now();
-    recreate_joins_without_waiting(&mut lab, &cp);
-    assert!(
-        kubeadm_commands(&lab, &cp).contains("join"),
-        "{}",
-        kubeadm_commands(&lab, &cp)
-    );
-    let members = etcd_members(&lab, &survivor);
-    assert_eq!(members.len(), 3, "{members:?}");
-    assert!(
-        members
-            .iter()
-            .any(|m| m.name == cp && m.id != old_id && !m.learner),
-        "{cp}'s member replaced by a voter: {members:?}"
-    );
+    let took = recreate_control_plane(&mut lab, &cp, &sorted_cps[1]);
     assert_nodes_at(&lab, &dir, &workers[0], &all, TO);
     eprintln!(
         "re-created control plane {cp} joined after the roll in {:.1}s",
-        cp_again.elapsed().as_secs_f64()
+        took.as_secs_f64()
     );
     eprintln!(
         "TEST DURATION lab_upgrade: {:.1}s (assembly {:.1}s, roll {:.1}s)",
