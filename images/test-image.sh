@@ -3,7 +3,7 @@
 # preparation (images/provision.sh); a user's image never gets it. It makes the image the
 # VM end-to-end test boots (builder/tests/vm_cluster.rs):
 #
-#   chroot ROOTFS /bin/bash /tmp/test-image.sh STAGE_DIR NTP_SERVER
+#   chroot ROOTFS /bin/bash /tmp/test-image.sh STAGE_DIR NTP_SERVER [CLOUD_INIT]
 #
 # STAGE_DIR (inside the chroot) holds muster's STAND-INS for programs that cannot be
 # downloaded on the test machines (built from tests/standins/src/bin; NOT kubeadm, k3s or
@@ -12,6 +12,9 @@
 # kubelet, kubectl, /usr/bin/k3s, /usr/bin/k3s-killall.sh (step 1); and in host-tools/ the
 # build machine's etcd and etcdctl where the stand-ins need them.
 # NTP_SERVER is the address chrony syncs with (the VM lab serves the host's clock there).
+# CLOUD_INIT is trim-cloud-init (the default: cloud-init cut down to the seeds' modules,
+# step 2b) or full-cloud-init (cloud-init left as the product image has it: the Vagrant box
+# test checks every stage as a user's image runs it; `muster lab image --full-cloud-init`).
 # Also installed: a reporter that writes this node's state to the second serial port
 # (ttyS1) for the test to read from outside. Everything is listed in
 # /usr/share/doc/muster/TEST-IMAGE.
@@ -25,9 +28,14 @@ die() {
   exit 1
 }
 
-[ $# -eq 2 ] || die "usage: test-image.sh STAGE_DIR NTP_SERVER"
+[ $# -eq 2 ] || [ $# -eq 3 ] || die "usage: test-image.sh STAGE_DIR NTP_SERVER [trim-cloud-init|full-cloud-init]"
 stage=$1
 ntp=$2
+cloud_init=${3:-trim-cloud-init}
+case $cloud_init in
+trim-cloud-init | full-cloud-init) ;;
+*) die "CLOUD_INIT must be trim-cloud-init or full-cloud-init, got $cloud_init" ;;
+esac
 [[ $ntp =~ ^[0-9a-fA-F.:]+$ ]] || die "NTP_SERVER must be an address, got $ntp"
 
 # 1. The stand-ins copied in, under their own names, and the names the agent calls. An image
@@ -165,28 +173,36 @@ say "chrony: server $ntp"
 # seconds of the one vCPU, and the agent waits for cloud-init's network stage. The nodes'
 # seeds (muster build) use hostname, users and write_files, nothing of the config stage;
 # the final stage keeps its last line (the VM test reads `DataSourceNoCloud` there).
-mkdir -p /etc/cloud/cloud.cfg.d
-cat >/etc/cloud/cloud.cfg.d/95-muster-test.cfg <<'CFG'
+# With full-cloud-init the product image's cloud-init stays as it is.
+if [ "$cloud_init" = full-cloud-init ]; then
+  cloud_init_note="cloud-init as the product image has it (full-cloud-init)"
+  say "cloud-init: left as the product image has it"
+else
+  cloud_init_note="cloud-init trimmed to the seeds' modules, cloud-config.service masked, one ed25519 ssh
+host key (/etc/cloud/cloud.cfg.d/95-muster-test.cfg, ssh.service.d/ and sshd_config.d/muster-test.conf)"
+  mkdir -p /etc/cloud/cloud.cfg.d
+  cat >/etc/cloud/cloud.cfg.d/95-muster-test.cfg <<'CFG'
 # muster TEST IMAGE: only the modules the nodes' seeds use, one ssh host key type.
 cloud_init_modules: [write-files, set_hostname, update_hostname, update_etc_hosts, users-groups, ssh]
 cloud_config_modules: []
 cloud_final_modules: [final-message]
 ssh_genkeytypes: [ed25519]
 CFG
-systemctl mask cloud-config.service
-# provision.sh's drop-in makes every missing key type (ssh-keygen -A): cloud-init made the
-# one this image uses.
-if [ -f /etc/systemd/system/ssh.service.d/muster-host-keys.conf ]; then
-  cat >/etc/systemd/system/ssh.service.d/muster-test.conf <<'CONF'
+  systemctl mask cloud-config.service
+  # provision.sh's drop-in makes every missing key type (ssh-keygen -A): cloud-init made
+  # the one this image uses.
+  if [ -f /etc/systemd/system/ssh.service.d/muster-host-keys.conf ]; then
+    cat >/etc/systemd/system/ssh.service.d/muster-test.conf <<'CONF'
 # muster TEST IMAGE: the ed25519 host key cloud-init made is the only one.
 [Service]
 ExecStartPre=
 ExecStartPre=/usr/sbin/sshd -t
 CONF
-  mkdir -p /etc/ssh/sshd_config.d
-  echo 'HostKey /etc/ssh/ssh_host_ed25519_key' >/etc/ssh/sshd_config.d/muster-test.conf
+    mkdir -p /etc/ssh/sshd_config.d
+    echo 'HostKey /etc/ssh/ssh_host_ed25519_key' >/etc/ssh/sshd_config.d/muster-test.conf
+  fi
+  say "cloud-init: init modules of the seeds only, config stage masked, ed25519 host key"
 fi
-say "cloud-init: init modules of the seeds only, config stage masked, ed25519 host key"
 
 # 3. The reporter: this node's state on ttyS1, every few seconds.
 mkdir -p /usr/lib/muster-test
@@ -353,8 +369,7 @@ spec needs them, systemd, cloud-init, and muster's nodeagent from the payload.
   floats the VIP on the control planes (kube-vip-standin.path/.service), no kubelet here.
 Test-only: /usr/lib/muster-test/report (muster-test-report.service, writes to ttyS1: the
 node's state, and once what the install path put in: packages, holds, pre-pulled images);
-cloud-init trimmed to the seeds' modules, cloud-config.service masked, one ed25519 ssh host
-key (/etc/cloud/cloud.cfg.d/95-muster-test.cfg, ssh.service.d/ and sshd_config.d/muster-test.conf);
+$cloud_init_note;
 chrony source $ntp (/etc/chrony/sources.d/muster-test.sources); for TCG: NODEAGENT_STEP_TIMEOUT=900,
 etcd's heartbeat 500 ms and election timeout 5 s, the API stand-ins' etcd wait 8 s
 (/etc/systemd/system/{nodeagent,k3s}.service.d/muster-test.conf).

@@ -99,6 +99,11 @@ enum LabCommand {
         /// TEST ONLY: the fingerprint of the key that signs `--source-override`'s repository.
         #[arg(long, hide = true, requires = "source_override")]
         source_key_fingerprint: Option<String>,
+        /// Keep cloud-init as the product image has it (every stage and module, every ssh
+        /// host key type) instead of trimming it to the modules the seeds use: slower
+        /// first boots, for tests that check cloud-init as a user's image runs it.
+        #[arg(long)]
+        full_cloud_init: bool,
         /// Print the build report as JSON.
         #[arg(long)]
         json: bool,
@@ -134,6 +139,7 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             artifacts,
             source_override,
             source_key_fingerprint,
+            full_cloud_init,
             json,
         } => {
             // No source: the stand-ins replace the distribution (images/test-image.sh).
@@ -151,6 +157,7 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
                 cache,
                 kubernetes,
                 images: artifacts,
+                full_cloud_init,
                 json,
             })
         }
@@ -343,6 +350,7 @@ struct TestImageArgs {
     cache: Option<PathBuf>,
     kubernetes: muster_build::image::kubernetes::Source,
     images: Option<PathBuf>,
+    full_cloud_init: bool,
     json: bool,
 }
 
@@ -356,6 +364,7 @@ fn test_image(a: TestImageArgs) -> anyhow::Result<ExitCode> {
         cache,
         kubernetes,
         images,
+        full_cloud_init,
         json,
     } = a;
     let distribution_installed = kubernetes != image::kubernetes::Source::LeftOut;
@@ -371,6 +380,7 @@ fn test_image(a: TestImageArgs) -> anyhow::Result<ExitCode> {
         variant: Some(std::sync::Arc::new(crate::test_image::TestImage {
             standins: standins.unwrap_or_else(crate::standins::default_dir),
             distribution_installed,
+            full_cloud_init,
         })),
     };
     let report = image::build(&opts).context("TEST image build failed")?;

@@ -115,6 +115,20 @@ pub struct TestVariant {
     /// The stand-in's files ([`kube_vip_standin`]); in the build key, not in image.json.
     #[serde(skip)]
     pub kube_vip_files: Vec<(String, String)>,
+    /// cloud-init as the product image has it (every stage and module, every ssh host key
+    /// type) instead of the TEST image's trim to the seeds' modules
+    /// (`muster lab image --full-cloud-init`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub full_cloud_init: bool,
+}
+
+/// `images/test-image.sh`'s third argument: whether it trims cloud-init.
+pub fn cloud_init_arg(full: bool) -> &'static str {
+    if full {
+        "full-cloud-init"
+    } else {
+        "trim-cloud-init"
+    }
 }
 
 /// Hashes the stand-ins `names` in `dir` (fails naming the first one missing) and renders
@@ -171,12 +185,17 @@ pub fn inspect(
         manifest: "/usr/share/doc/muster/TEST-IMAGE".into(),
         kube_vip_stand_in,
         kube_vip_files,
+        full_cloud_init: false,
     })
 }
 
 /// A digest of everything the step adds, for the build key.
 pub fn key_part(v: &TestVariant) -> String {
-    let mut s = format!("test-image {} ", v.ntp_server);
+    let mut s = format!(
+        "test-image {} {} ",
+        v.ntp_server,
+        cloud_init_arg(v.full_cloud_init)
+    );
     for a in v.stand_ins.iter().chain(&v.host_tools) {
         s.push_str(&format!("{}={} ", a.name, a.sha256));
     }
@@ -226,7 +245,11 @@ pub fn apply(
         rootfs,
         "test-image.sh",
         TEST_IMAGE_SH,
-        &[&format!("/{stage_rel}"), &v.ntp_server],
+        &[
+            &format!("/{stage_rel}"),
+            &v.ntp_server,
+            cloud_init_arg(v.full_cloud_init),
+        ],
     );
     remove_tree(&stage)?;
     result
@@ -240,6 +263,8 @@ pub struct TestImage {
     /// Whether the build installs the distribution through the user's install path
     /// (`--artifacts` / `--source-override`): then only [`standins_copied_in`] are copied.
     pub distribution_installed: bool,
+    /// Keep the product image's cloud-init ([`TestVariant::full_cloud_init`]).
+    pub full_cloud_init: bool,
 }
 
 /// The TEST image checked against one spec.
@@ -266,7 +291,7 @@ impl ImageVariant for TestImage {
             self.standins.display(),
             names.join(", ")
         );
-        let variant = inspect(
+        let mut variant = inspect(
             &self.standins,
             Path::new(HOST_TOOLS_DIR),
             names,
@@ -274,6 +299,7 @@ impl ImageVariant for TestImage {
             cluster,
             &spec.plan,
         )?;
+        variant.full_cloud_init = self.full_cloud_init;
         Ok(Box::new(PreparedTestImage {
             standins: self.standins.clone(),
             variant,
@@ -357,6 +383,20 @@ mod tests {
         assert_ne!(
             k,
             key_part(&inspect(d.path(), d.path(), &STANDINS, "10.0.0.9", &c, &plan).unwrap())
+        );
+        // --full-cloud-init is another image: its own key, and the report says so
+        assert!(!v.full_cloud_init);
+        let full = TestVariant {
+            full_cloud_init: true,
+            ..v.clone()
+        };
+        assert_ne!(key_part(&v), key_part(&full));
+        assert_eq!(serde_json::to_value(&full).unwrap()["fullCloudInit"], true);
+        assert!(
+            serde_json::to_value(&v)
+                .unwrap()
+                .get("fullCloudInit")
+                .is_none()
         );
     }
 

@@ -140,6 +140,7 @@ fn build_test_image(
         variant: Some(std::sync::Arc::new(crate::test_image::TestImage {
             standins: o.standins.clone(),
             distribution_installed: false,
+            full_cloud_init: false,
         })),
     })
     .context("building the TEST image (stand-ins baked in)")?;
