@@ -16,17 +16,30 @@ pub struct KubeVersion {
 }
 
 impl KubeVersion {
+    /// The minor release as `(major, minor)`, the unit the version-skew policy counts in
+    /// (patch and k3s revision do not matter to it).
+    pub fn minor_release(&self) -> (u32, u32) {
+        (self.major, self.minor)
+    }
+
+    /// Whether this release is more than one minor above `other` (a later major counts as
+    /// more): the API servers' skew limit.
+    pub fn minors_beyond_one_above(&self, other: &KubeVersion) -> bool {
+        self.major > other.major
+            || (self.major == other.major && self.minor > other.minor.saturating_add(1))
+    }
+
     /// `admin.conf` has no rights until init is partly done from 1.29 on; kube-vip must use
     /// `super-admin.conf` on the init node during `kubeadm init`.
     pub fn needs_super_admin_conf(&self) -> bool {
-        (self.major, self.minor) >= (1, 29)
+        self.minor_release() >= (1, 29)
     }
 
     /// kubeadm before 1.29 adds a joining control plane's etcd member as a voter unless the
     /// `EtcdLearnerMode` gate (alpha in 1.27 and 1.28, on by default from 1.29) is set: a
     /// join dying after its `member add` then costs a two-member cluster its quorum.
     pub fn needs_etcd_learner_gate(&self) -> bool {
-        (self.major, self.minor) < (1, 29)
+        self.minor_release() < (1, 29)
     }
 
     /// The upstream Kubernetes release of a k3s one (`v1.31.6+k3s1` → `v1.31.6`); itself
@@ -40,7 +53,7 @@ impl KubeVersion {
 
     /// kubeadm config API version for this release: v1beta4 from 1.31, v1beta3 before.
     pub fn kubeadm_api(&self) -> &'static str {
-        if (self.major, self.minor) >= (1, 31) {
+        if self.minor_release() >= (1, 31) {
             "kubeadm.k8s.io/v1beta4"
         } else {
             "kubeadm.k8s.io/v1beta3"
@@ -114,6 +127,26 @@ mod tests {
         let old = KubeVersion::parse_scalar("v1.28.2").unwrap();
         assert!(!old.needs_super_admin_conf());
         assert_eq!(old.kubeadm_api(), "kubeadm.k8s.io/v1beta3");
+    }
+
+    #[test]
+    fn skew_counts_minor_releases() {
+        let v = |s: &str| KubeVersion::parse_scalar(s).unwrap();
+        assert_eq!(v("v1.31.4").minor_release(), (1, 31));
+        assert!(!v("v1.32.0").minors_beyond_one_above(&v("v1.31.9")));
+        assert!(v("v1.33.0").minors_beyond_one_above(&v("v1.31.9")));
+        assert!(
+            !v("v1.30.0").minors_beyond_one_above(&v("v1.31.0")),
+            "older is never beyond"
+        );
+        let two = KubeVersion {
+            major: 2,
+            minor: 0,
+            patch: 0,
+            k3s_revision: None,
+        };
+        assert!(two.minors_beyond_one_above(&v("v1.31.0")));
+        assert!(!v("v1.35.0").minors_beyond_one_above(&two));
     }
 
     #[test]

@@ -110,24 +110,20 @@ pub fn my_turn(view: &RollView, me: &str) -> Result<(), Wait> {
         });
     }
     let pending = |n: &NodeView| n.kubelet != Some(view.target);
-    let cps = ordered(view, Role::ControlPlane);
+    let cps = pending_in_order(view, Role::ControlPlane);
     let workers = ordered(view, Role::Worker);
     let Some(mine) = view.nodes.iter().find(|n| n.name == me) else {
         return Ok(());
     };
     if mine.role == Role::ControlPlane {
-        match cps.iter().find(|n| pending(n)) {
+        match cps.first() {
             Some(first) if first.name != me => Err(Wait::ControlPlaneBefore {
                 before: first.name.clone(),
             }),
             _ => Ok(()),
         }
     } else {
-        let cp_pending: Vec<&str> = cps
-            .iter()
-            .filter(|n| pending(n))
-            .map(|n| n.name.as_str())
-            .collect();
+        let cp_pending: Vec<&str> = cps.iter().map(|n| n.name.as_str()).collect();
         if !cp_pending.is_empty() || view.control_plane != view.target {
             let mut names = cp_pending.join(", ");
             if names.is_empty() {
@@ -144,9 +140,8 @@ pub fn my_turn(view: &RollView, me: &str) -> Result<(), Wait> {
             return Err(Wait::WorkersBusy { upgrading, max });
         }
         // Stable order: only the first `max` pending workers may go.
-        let window: Vec<&str> = workers
-            .iter()
-            .filter(|n| pending(n))
+        let window: Vec<&str> = pending_in_order(view, Role::Worker)
+            .into_iter()
             .take(max as usize)
             .map(|n| n.name.as_str())
             .collect();
@@ -192,13 +187,13 @@ pub fn join_allows(
 ) -> Result<(), Wait> {
     match role {
         Role::ControlPlane => {
-            if (version.major, version.minor) > (seen.newest.major, seen.newest.minor) {
+            if version.minor_release() > seen.newest.minor_release() {
                 return Err(Wait::AheadOfTheRoll {
                     version,
                     newest: seen.newest,
                 });
             }
-            if version.major != seen.lowest.major || version.minor > seen.lowest.minor + 1 {
+            if version.minors_beyond_one_above(&seen.lowest) {
                 return Err(Wait::NewerThanControlPlane {
                     kubelet: version,
                     control_plane: seen.lowest,
@@ -213,7 +208,7 @@ pub fn join_allows(
 /// A node re-created from a newer image must not run a kubelet newer than the control
 /// plane (the version-skew policy); it waits until the control plane reaches it.
 pub fn skew_allows(kubelet: KubeVersion, control_plane: KubeVersion) -> Result<(), Wait> {
-    if (kubelet.major, kubelet.minor) > (control_plane.major, control_plane.minor) {
+    if kubelet.minor_release() > control_plane.minor_release() {
         Err(Wait::NewerThanControlPlane {
             kubelet,
             control_plane,
@@ -256,11 +251,9 @@ pub fn quorum_allows(members: &[EtcdMember]) -> Result<(), Wait> {
 /// download longer than an upgrade turns into idle hand-offs). A node not in the view,
 /// or done already, is never held back.
 pub fn may_fetch(view: &RollView, me: &str) -> Result<(), Wait> {
-    let pending = |n: &&NodeView| n.kubelet != Some(view.target);
-    let order: Vec<&NodeView> = ordered(view, Role::ControlPlane)
+    let order: Vec<&NodeView> = pending_in_order(view, Role::ControlPlane)
         .into_iter()
-        .filter(pending)
-        .chain(ordered(view, Role::Worker).into_iter().filter(pending))
+        .chain(pending_in_order(view, Role::Worker))
         .collect();
     let window = fetch_window(view.max_unavailable);
     let front_served = order.iter().take(window).all(|n| n.fetched);
@@ -291,6 +284,14 @@ fn ordered(view: &RollView, role: Role) -> Vec<&NodeView> {
     let mut v: Vec<&NodeView> = view.nodes.iter().filter(|n| n.role == role).collect();
     v.sort_by(|a, b| a.name.cmp(&b.name));
     v
+}
+
+/// The nodes of `role` not yet at the target, in the roll's order (by name).
+fn pending_in_order(view: &RollView, role: Role) -> Vec<&NodeView> {
+    ordered(view, role)
+        .into_iter()
+        .filter(|n| n.kubelet != Some(view.target))
+        .collect()
 }
 
 fn count<T>(it: impl Iterator<Item = T>) -> u32 {
