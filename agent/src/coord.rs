@@ -111,12 +111,13 @@ impl CoordError {
 pub type CoordResult<T> = Result<T, CoordError>;
 
 /// The rendezvous operations the bootstrap uses. `async fn` in a trait: the agent drives it
-/// from one task, so no `Send` bound is asked of implementations.
+/// from one task, so no `Send` bound is asked of implementations. `Clone` (a handle to a
+/// shared client): a report travels beside the driver's own actions.
 #[allow(
     async_fn_in_trait,
     reason = "driven from one task; no Send bound needed"
 )]
-pub trait Coordinator {
+pub trait Coordinator: Clone {
     /// Registers or refreshes this member with its report; it disappears after `ttl`.
     /// Returns the cluster revision after the call.
     async fn heartbeat(

@@ -14,6 +14,7 @@
 //! `--release` for `cargo bench`); `MUSTER_BENCH_BINS=DIR` takes them from elsewhere.
 //! Sizes: `CP+W[/CAP]` as arguments or `MUSTER_BENCH_SIZES=3+3,5+20` (default
 //! `3+3,5+20/5,3+100/10`). Run: `cargo bench -p muster --bench lab -- 3+3`.
+//! `MUSTER_BENCH_PATH=1` also prints the critical path segment by segment.
 #![allow(clippy::expect_used, reason = "a benchmark, not shipped code")]
 
 mod common;
@@ -195,7 +196,13 @@ fn run_size(size: Size, default: &serde_yaml::Value, bins: &Path) -> anyhow::Res
     let logs = command_logs(lab)?;
     let ideal = ideal(&logs, size.cap)?;
     let spans = phase_spans(lab)?;
-    let path = critical_path(&spans, started_ms).context("the agents' phase histories")?;
+    let path = critical_path(&spans, &logs, started_ms).context("the agents' phase histories")?;
+    if std::env::var_os("MUSTER_BENCH_PATH").is_some() {
+        println!("{size}: the critical path (since first boot, length, node, phase):");
+        for line in &path.trace {
+            println!("  {line}");
+        }
+    }
     let max_worker_joins = max_concurrent(
         logs.iter()
             .filter(|l| l.role == "worker")
@@ -347,6 +354,8 @@ struct Span {
     phase: String,
     start_ms: u64,
     end_ms: u64,
+    /// A health confirmation's `healthyFromMs`: when its last run of healthy probes began.
+    healthy_from_ms: Option<u64>,
 }
 
 struct NodeSpans {
@@ -373,6 +382,7 @@ fn phase_spans(lab: &Lab) -> anyhow::Result<Vec<NodeSpans>> {
                     phase: h["phase"].as_str()?.to_string(),
                     start_ms,
                     end_ms: h["endedMs"].as_u64().unwrap_or(start_ms),
+                    healthy_from_ms: h["healthyFromMs"].as_u64(),
                 })
             })
             .collect();
@@ -397,12 +407,20 @@ enum Cause {
     /// From the event a waiting node waited for (the init published, a slot released) until
     /// it acted on it: its watch or poll wake-up and its acquire.
     Wake,
-    /// initializing, cleaning-stale-member, joining: the distro's steps and what the agent
-    /// does around them (lease renewals, resets).
+    /// initializing, cleaning-stale-member, joining, while the node's stand-in command
+    /// (`kubeadm init`/`join`/`reset`, the k3s stand-in) ran: the distro's own work.
     Steps,
-    /// checking-health, verifying: confirming sustained health, beyond the guarantee's
-    /// minimum hold: the probes' own time (the API's `/readyz` and etcd answering) and
-    /// the waits between them beyond that minimum.
+    /// initializing, cleaning-stale-member, joining, outside the node's stand-in commands:
+    /// what the agent does around them (fetching and decrypting join material, lease
+    /// renewals, writing files, starting units).
+    AroundSteps,
+    /// checking-health, verifying, until the last run of healthy probes began: what is
+    /// probed (the API, through the VIP too after an init; the etcd member a voter) was not
+    /// healthy yet. The component's own convergence, not the agent's.
+    Converge,
+    /// checking-health, verifying, from the last run of healthy probes on, beyond the
+    /// guarantee's minimum hold: the probes' own time and the waits between them beyond
+    /// that minimum.
     Health,
     /// The part of each health confirmation the guarantee itself demands: its healthy
     /// probes [`HEALTH_HOLD_MS`] apart at least, whatever the probes cost.
@@ -466,6 +484,8 @@ struct CriticalPath {
     end_ms: u64,
     start_ms: u64,
     hops: usize,
+    /// The path's segments in time order, printed with `MUSTER_BENCH_PATH=1`.
+    trace: Vec<String>,
 }
 
 impl CriticalPath {
@@ -484,7 +504,31 @@ impl CriticalPath {
     }
 }
 
-fn critical_path(nodes: &[NodeSpans], start_ms: u64) -> anyhow::Result<CriticalPath> {
+/// How much of `[from, to)` the node's stand-in commands ran in (their union).
+fn covered(runs: &[Run], from: u64, to: u64) -> u64 {
+    let mut clipped: Vec<(u64, u64)> = runs
+        .iter()
+        .map(|r| (r.start_ms.max(from), r.end_ms.min(to)))
+        .filter(|(a, b)| a < b)
+        .collect();
+    clipped.sort_unstable();
+    let (mut sum, mut reach) = (0, from);
+    for (a, b) in clipped {
+        let a = a.max(reach);
+        if b > a {
+            sum += b - a;
+            reach = b;
+        }
+    }
+    sum
+}
+
+/// `nodes` and `logs` hold the lab's nodes in the same order.
+fn critical_path(
+    nodes: &[NodeSpans],
+    logs: &[NodeLog],
+    start_ms: u64,
+) -> anyhow::Result<CriticalPath> {
     let done_at = |n: &NodeSpans| {
         n.spans
             .iter()
@@ -499,6 +543,7 @@ fn critical_path(nodes: &[NodeSpans], start_ms: u64) -> anyhow::Result<CriticalP
         .context("no node reached done")?;
     let end_ms = t;
     let mut ms = Vec::new();
+    let mut trace = Vec::new();
     let mut hops = 0;
     // Each round moves `t` strictly back or hands over to an event strictly earlier than
     // the waiter's phase; bounded anyway.
@@ -506,21 +551,41 @@ fn critical_path(nodes: &[NodeSpans], start_ms: u64) -> anyhow::Result<CriticalP
         let spans = &nodes[n].spans;
         let Some(i) = spans.iter().rposition(|s| s.start_ms < t) else {
             ms.push((Cause::Boot, t.saturating_sub(start_ms)));
+            trace.reverse();
             return Ok(CriticalPath {
                 ms,
                 end_ms,
                 start_ms,
                 hops,
+                trace,
             });
         };
         let s = &spans[i];
         if !is_wait(&s.phase) {
             let len = t - s.start_ms;
+            trace.push(format!(
+                "{:>8} ms  {:>6} ms  {} {}",
+                s.start_ms.saturating_sub(start_ms),
+                len,
+                nodes[n].name,
+                s.phase
+            ));
             match cause_of(&s.phase) {
                 Cause::Health => {
-                    let hold = len.min(HEALTH_HOLD_MS);
+                    // The path may enter the span before its end (`t`): only what lies
+                    // before `t` counts.
+                    let healthy_from = s.healthy_from_ms.unwrap_or(s.start_ms).clamp(s.start_ms, t);
+                    let converging = healthy_from - s.start_ms;
+                    let confirming = t - healthy_from;
+                    let hold = confirming.min(HEALTH_HOLD_MS);
+                    ms.push((Cause::Converge, converging));
                     ms.push((Cause::HealthHold, hold));
-                    ms.push((Cause::Health, len - hold));
+                    ms.push((Cause::Health, confirming - hold));
+                }
+                Cause::Steps => {
+                    let ran = covered(&logs[n].runs, s.start_ms, t);
+                    ms.push((Cause::Steps, ran));
+                    ms.push((Cause::AroundSteps, len - ran));
                 }
                 cause => ms.push((cause, len)),
             }
@@ -549,6 +614,14 @@ fn critical_path(nodes: &[NodeSpans], start_ms: u64) -> anyhow::Result<CriticalP
         match event {
             Some((m, u)) => {
                 ms.push((Cause::Wake, t - u));
+                trace.push(format!(
+                    "{:>8} ms  {:>6} ms  {} woke ({}), after {}",
+                    u.saturating_sub(start_ms),
+                    t - u,
+                    nodes[n].name,
+                    spans[i].phase,
+                    nodes[m].name
+                ));
                 n = m;
                 t = u;
                 hops += 1;
@@ -815,13 +888,15 @@ fn print_table(results: &[SizeResult]) {
     println!(
         "overhead, s: the critical path (first boot to the last node done) walked back through the agents' phase histories; \
          a waiting node hands it to the node whose event it waited for (init published, slot released). \
-         wall - ideal = boot + startup + rendezvous + wake + hold + health + handoff + addons + ready + retry + (steps - ideal) + lag. \
-         wake: waiting on a watch or poll after the awaited event; hold: the health guarantee's minimum ({HEALTH_HOLD_MS} ms per confirmation); \
-         health: confirming sustained health beyond that (the probes' own time); handoff: giving a slot back; \
-         addons: a control plane's add-ons; ready: a control plane awaiting its Node Ready"
+         wall - ideal = boot + startup + rendezvous + wake + converge + hold + health + handoff + addons + ready + retry + around + (steps - ideal) + lag. \
+         wake: waiting on a watch or poll after the awaited event; converge: a health confirmation until its last run of healthy probes began (what it probes not healthy yet); \
+         hold: the health guarantee's minimum ({HEALTH_HOLD_MS} ms per confirmation); \
+         health: confirming beyond that (the probes' own time); handoff: giving a slot back; \
+         addons: a control plane's add-ons; ready: a control plane awaiting its Node Ready; \
+         steps: the stand-ins' init/join commands running on the path; around: the agent's own work in those phases outside the commands"
     );
     println!(
-        "{:<7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>10} {:>7} {:>5} {:>7} {:>7} {:>6} {:>6} {:>6} {:>6} {:>8} {:>5} {:>5}",
+        "{:<7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>10} {:>7} {:>8} {:>5} {:>7} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>5} {:>5}",
         "size",
         "wall",
         "ideal",
@@ -832,12 +907,14 @@ fn print_table(results: &[SizeResult]) {
         "startup",
         "rendezvous",
         "wake",
+        "converge",
         "hold",
         "health",
         "handoff",
         "addons",
         "ready",
         "retry",
+        "around",
         "steps",
         "st-ideal",
         "lag",
@@ -848,7 +925,7 @@ fn print_table(results: &[SizeResult]) {
         let s = |c: Cause| secs(p.get(c));
         let signed = |a: Duration, b: Duration| format!("{:.1}", a.as_secs_f64() - b.as_secs_f64());
         println!(
-            "{:<7} {:>6} {:>6} {:>6.2} {:>6} {:>6} {:>6} {:>7} {:>10} {:>7} {:>5} {:>7} {:>7} {:>6} {:>6} {:>6} {:>6} {:>8} {:>5} {:>5}",
+            "{:<7} {:>6} {:>6} {:>6.2} {:>6} {:>6} {:>6} {:>7} {:>10} {:>7} {:>8} {:>5} {:>7} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>5} {:>5}",
             r.size.to_string(),
             secs(r.wall),
             secs(r.ideal.total()),
@@ -859,12 +936,14 @@ fn print_table(results: &[SizeResult]) {
             s(Cause::Startup),
             s(Cause::Rendezvous),
             s(Cause::Wake),
+            s(Cause::Converge),
             s(Cause::HealthHold),
             s(Cause::Health),
             s(Cause::Handoff),
             s(Cause::Addons),
             s(Cause::NodeReady),
             s(Cause::Retry),
+            s(Cause::AroundSteps),
             s(Cause::Steps),
             signed(p.get(Cause::Steps), r.ideal.total()),
             signed(r.wall, p.length()),

@@ -204,9 +204,12 @@ pub fn actions(cfg: &Config, phase: &Phase) -> Vec<Action> {
     }
 }
 
+/// No renewal of its own: `Join` renews the lease right before the distro's call, with a
+/// tighter budget (`Driver::under_lease`); one before that would be a round trip on the
+/// critical path that proves nothing more.
 fn joining(cfg: &Config, token: u64) -> Vec<Action> {
     let cp = cfg.role == Role::ControlPlane;
-    let mut a = vec![Action::Renew(join_fence(cfg, token))];
+    let mut a = Vec::new();
     if cp {
         // The first join may come without a reset before it.
         a.push(Action::RestoreExternalEtcd);
@@ -528,13 +531,10 @@ mod tests {
         let f = join_fence(&w, 5);
         assert_eq!(
             actions(&w, &P::Joining { token: 5 }),
-            vec![
-                Action::Renew(f.clone()),
-                Action::Join {
-                    control_plane: false,
-                    fence: f.clone()
-                },
-            ]
+            vec![Action::Join {
+                control_plane: false,
+                fence: f.clone()
+            },]
         );
         assert_eq!(
             actions(&w, &P::ReleasingJoinSlot { token: 5 }),

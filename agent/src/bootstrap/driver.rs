@@ -222,6 +222,52 @@ pub struct Driver<C, D, S, H, K, St, N> {
     /// control plane's health probes use them rather than read the material from the
     /// rendezvous on every probe; dropped when a probe with them fails.
     etcd_creds: Option<protocol::records::EtcdCreds>,
+    /// A report the last tick decided to send when the next tick followed at once: it goes
+    /// out beside that tick's actions (`tick`), its round trips off the critical path.
+    deferred_report: Option<Outgoing>,
+}
+
+/// A member report on its way to the rendezvous, with what sending it needs (owned, so
+/// it can travel beside the driver's own actions).
+#[derive(Debug)]
+struct Outgoing {
+    node: String,
+    role: model::Role,
+    ttl: Duration,
+    report: protocol::report::MemberReport,
+}
+
+/// What sending an [`Outgoing`] found.
+enum Sent {
+    /// The rendezvous holds the report.
+    Held(Box<protocol::report::MemberReport>),
+    /// `muster remove` left this node's tombstone: nothing was sent.
+    Tombstoned,
+    /// Not sent (logged); the next change or due heartbeat tries again.
+    Failed,
+}
+
+impl Outgoing {
+    /// The tombstone first, then the heartbeat: a removed node never registers itself
+    /// again (a failed tombstone read is no tombstone).
+    async fn send<C: Coordinator>(self, coord: C) -> Sent {
+        let key = protocol::removal::tombstone_key(&self.node);
+        match coord.get(&key).await {
+            Ok(Some(_)) => return Sent::Tombstoned,
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "reading the removal tombstone"),
+        }
+        match coord
+            .heartbeat(&self.node, self.role, &self.report.to_json(), self.ttl)
+            .await
+        {
+            Ok(_) => Sent::Held(Box::new(self.report)),
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat");
+                Sent::Failed
+            }
+        }
+    }
 }
 
 /// How often the dependencies are probed while the node waits on them.
@@ -350,6 +396,7 @@ where
             last_reason_read: None,
             revision: None,
             etcd_creds: None,
+            deferred_report: None,
             heartbeated: None,
             lb_pending: Vec::new(),
             lb_problem: None,
@@ -474,7 +521,19 @@ where
     /// events and are carried in the state.
     pub async fn tick(&mut self) -> Tick {
         let before = self.persisted.state.phase.clone();
-        let event = self.run_pending().await;
+        let event = match self.deferred_report.take() {
+            // The last phase change's report goes out beside this phase's actions. Tombstoned:
+            // what they did is moot, the node stops.
+            Some(out) => {
+                let send = out.send(self.coord.clone());
+                let (event, sent) = tokio::join!(self.run_pending(), send);
+                if self.apply_sent(sent) {
+                    return self.removed_tick();
+                }
+                event
+            }
+            None => self.run_pending().await,
+        };
         let mut changed = self.advance(event.clone());
         changed |= self.diagnose(&before, &event).await;
         let now = self.clock.now_ms();
@@ -492,23 +551,53 @@ where
             .last_heartbeat
             .is_none_or(|t| now.saturating_sub(t) >= self.settings.heartbeat_every_ms);
         let phase = &self.persisted.state.phase;
-        if (changed || due) && !matches!(phase, Phase::Preflight | Phase::Removed) {
-            if self.tombstoned().await {
-                self.enter_removed();
-            } else {
-                self.heartbeat().await;
-            }
-        }
+        let report = (changed || due) && !matches!(phase, Phase::Preflight | Phase::Removed);
         let done = self.persisted.state.phase == Phase::Done;
         let wait = if done {
             actions::idle_ms(&self.cfg)
         } else {
             actions::delay_before(&self.cfg, &self.persisted.state)
         };
+        if report {
+            let out = self.outgoing_report().await;
+            if wait == 0 && !done {
+                // The next tick follows at once: send beside its actions (issue 17).
+                self.deferred_report = Some(out);
+            } else {
+                let sent = out.send(self.coord.clone()).await;
+                if self.apply_sent(sent) {
+                    return self.removed_tick();
+                }
+            }
+        }
         Tick {
             phase: self.persisted.state.phase.name(),
             wait: Duration::from_millis(wait),
             done,
+        }
+    }
+
+    /// Takes in what sending a report found; whether the node was removed.
+    fn apply_sent(&mut self, sent: Sent) -> bool {
+        match sent {
+            Sent::Held(report) => {
+                self.last_heartbeat = Some(self.clock.now_ms());
+                self.heartbeated = Some(*report);
+                false
+            }
+            Sent::Tombstoned => {
+                self.enter_removed();
+                true
+            }
+            Sent::Failed => false,
+        }
+    }
+
+    fn removed_tick(&self) -> Tick {
+        Tick {
+            phase: self.persisted.state.phase.name(),
+            wait: Duration::ZERO,
+            done: false,
         }
     }
 
@@ -565,7 +654,11 @@ where
     async fn run_pending(&mut self) -> Event {
         let acts = std::mem::take(&mut self.pending);
         for a in &acts {
-            match self.perform(a).await {
+            let began = self.clock.now_ms();
+            let performed = self.perform(a).await;
+            // Where a phase's time goes, action by action (`NODEAGENT_LOG=nodeagent=debug`).
+            tracing::debug!(action = ?a, took_ms = self.clock.now_ms().saturating_sub(began), "performed");
+            match performed {
                 Ok(Outcome::Finished) => {}
                 Ok(Outcome::Answer(e)) => return e,
                 Err(stop) => return stop.into(),
@@ -713,18 +806,6 @@ where
         }
     }
 
-    /// Whether `muster remove` left this node's tombstone (a failed read is no).
-    async fn tombstoned(&self) -> bool {
-        let key = protocol::removal::tombstone_key(&self.settings.node);
-        match self.coord.get(&key).await {
-            Ok(r) => r.is_some(),
-            Err(e) => {
-                tracing::debug!(error = %e, "reading the removal tombstone");
-                false
-            }
-        }
-    }
-
     /// Persists the terminal `removed` phase (`transition::on_tombstone`).
     fn enter_removed(&mut self) {
         let Some(next) = transition::on_tombstone(&self.persisted.state) else {
@@ -742,28 +823,26 @@ where
         }
     }
 
-    async fn heartbeat(&mut self) {
+    /// The member report to heartbeat now (`report::settled` against what the rendezvous
+    /// holds).
+    async fn outgoing_report(&self) -> Outgoing {
         let next = self
             .member_report()
             .with_etcd(self.etcd_view().await)
             .with_readiness(self.readiness_view().await);
-        let report = crate::report::settled(self.heartbeated.as_ref(), next);
-        match self
-            .coord
-            .heartbeat(
-                &self.settings.node,
-                self.cfg.role,
-                &report.to_json(),
-                self.settings.heartbeat_ttl,
-            )
-            .await
-        {
-            Ok(_) => {
-                self.last_heartbeat = Some(self.clock.now_ms());
-                self.heartbeated = Some(report);
-            }
-            Err(e) => tracing::warn!(error = %e, "heartbeat"),
+        Outgoing {
+            node: self.settings.node.clone(),
+            role: self.cfg.role,
+            ttl: self.settings.heartbeat_ttl,
+            report: crate::report::settled(self.heartbeated.as_ref(), next),
         }
+    }
+
+    /// Sends the member report now (a removal found meanwhile is taken in).
+    async fn heartbeat(&mut self) {
+        let out = self.outgoing_report().await;
+        let sent = out.send(self.coord.clone()).await;
+        self.apply_sent(sent);
     }
 
     /// Performs one action. Each arm is one effect; the protocol steps live in their own

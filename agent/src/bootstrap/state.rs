@@ -209,6 +209,16 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// In a health confirmation: its consecutive healthy probes so far.
+    pub fn healthy_probes(&self) -> Option<u32> {
+        match self {
+            Phase::CheckingHealth { successes, .. } | Phase::Verifying { successes, .. } => {
+                Some(*successes)
+            }
+            _ => None,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Phase::Preflight => "preflight",

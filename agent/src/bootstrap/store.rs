@@ -20,6 +20,13 @@ pub struct PhaseSpan {
     pub started_ms: Millis,
     pub ended_ms: Option<Millis>,
     pub attempt: u32,
+    /// In a health confirmation (`checking-health`, `verifying`): when the last run of
+    /// consecutive healthy probes began (its first healthy answer). Before it the node or
+    /// what it probes was not healthy yet; after it the confirmation holds for the rest of
+    /// the run. Lets a reader (the lab benchmark) tell the component's convergence from
+    /// the guarantee's cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_from_ms: Option<Millis>,
 }
 
 pub use protocol::status::Failure;
@@ -49,6 +56,7 @@ impl Persisted {
                 started_ms: now,
                 ended_ms: None,
                 attempt: 0,
+                healthy_from_ms: None,
             }],
             state,
             failures: 0,
@@ -82,11 +90,18 @@ impl Persisted {
                 started_ms: now,
                 ended_ms: None,
                 attempt: next.attempt,
+                healthy_from_ms: None,
             });
             if self.history.len() > MAX_HISTORY {
                 let excess = self.history.len() - MAX_HISTORY;
                 self.history.drain(..excess);
             }
+        }
+        // A run of healthy probes begins (the first, or the first after a failure).
+        if next.phase.healthy_probes() == Some(1)
+            && let Some(last) = self.history.last_mut()
+        {
+            last.healthy_from_ms = Some(now);
         }
         self.state = next;
         changed
@@ -233,6 +248,29 @@ mod tests {
         assert_eq!(back.history[0].ended_ms, Some(2_000));
         assert_eq!(back.history[1].phase, "registering");
         assert_eq!(back.since_ms(), Some(2_000));
+    }
+
+    #[test]
+    fn a_health_confirmation_records_when_its_last_healthy_run_began() {
+        let mut p = Persisted::new("cp-2", 1_000);
+        let mut at = |successes, failures, now| {
+            let mut next = p.state.clone();
+            next.phase = Phase::Verifying {
+                token: 7,
+                successes,
+                failures,
+            };
+            p.enter(next, now);
+            p.history.last().unwrap().healthy_from_ms
+        };
+        assert_eq!(at(0, 0, 2_000), None, "entered, nothing probed yet");
+        assert_eq!(at(1, 0, 2_100), Some(2_100));
+        assert_eq!(at(0, 1, 2_300), Some(2_100), "a failure keeps the old mark");
+        assert_eq!(at(1, 1, 2_500), Some(2_500), "a new run begins");
+        assert_eq!(at(2, 1, 2_700), Some(2_500));
+        let text = serde_json::to_string(&p.history).unwrap();
+        assert!(text.contains("\"healthyFromMs\":2500"), "{text}");
+        assert!(!text.contains("\"healthyFromMs\":null"), "{text}");
     }
 
     #[test]

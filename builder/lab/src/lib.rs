@@ -434,7 +434,12 @@ impl Lab {
                 "MUSTER_NODE_ROOT".to_string(),
                 node.root.display().to_string(),
             ),
-            ("NODEAGENT_LOG".to_string(), "info".to_string()),
+            // The caller's filter if it set one (`NODEAGENT_LOG=nodeagent=debug muster lab
+            // up` shows where each phase's time goes), else info.
+            (
+                "NODEAGENT_LOG".to_string(),
+                std::env::var("NODEAGENT_LOG").unwrap_or_else(|_| "info".to_string()),
+            ),
         ];
         env.extend(self.rec.node_env.iter().cloned());
         env
