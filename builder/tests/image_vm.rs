@@ -210,12 +210,7 @@ fn image_builds_and_boots_with_nocloud_seed() {
     assert_eq!(second["leftOut"], serde_json::json!([]));
     // Exactly the images the spec's nodes need (kubeadm's, the pinned longhorn and
     // ingress-nginx manifests' images), each one imported.
-    let mut got: Vec<String> = second["prepulledImages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
+    let mut got = common::prepulled_images(&second);
     got.sort();
     assert_eq!(got, wanted);
     assert!(

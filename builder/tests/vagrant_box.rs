@@ -922,13 +922,7 @@ fn a_control_plane_and_a_worker_assemble_under_vagrant_libvirt() {
         "kubeadm came through apt: {report:#}"
     );
     assert_eq!(report["testVariant"]["fullCloudInit"], true, "{report:#}");
-    let report_images: Vec<&str> = report["prepulledImages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i.as_str().unwrap())
-        .collect();
-    assert_eq!(report_images, prepulled);
+    assert_eq!(common::prepulled_images(&report), prepulled);
     let box_file = image_dir.join("node-libvirt.box");
     let box_mib = std::fs::metadata(&box_file).unwrap().len() as f64 / f64::from(1 << 20);
 

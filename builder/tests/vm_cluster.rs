@@ -453,13 +453,7 @@ fn assembles(distro: Distro, control_planes: usize, workers: usize) {
         report["base"]["cached"]
     ));
     let stand_ins = common::test_image_standins(&report);
-    let report_images: Vec<&str> = report["prepulledImages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i.as_str().unwrap())
-        .collect();
-    assert_eq!(report_images, prepulled);
+    assert_eq!(common::prepulled_images(&report), prepulled);
     match distro {
         Distro::Kubeadm => {
             // Only the API server's stand-in is copied in (test-only); kubeadm came

@@ -563,11 +563,8 @@ where
             if wait == 0 && !done {
                 // The next tick follows at once: send beside its actions (issue 17).
                 self.deferred_report = Some(out);
-            } else {
-                let sent = out.send(self.coord.clone()).await;
-                if self.apply_sent(sent) {
-                    return self.removed_tick();
-                }
+            } else if self.send_now(out).await {
+                return self.removed_tick();
             }
         }
         Tick {
@@ -838,11 +835,16 @@ where
         }
     }
 
+    /// Sends `out` now and takes in what it found; whether the node was removed.
+    async fn send_now(&mut self, out: Outgoing) -> bool {
+        let sent = out.send(self.coord.clone()).await;
+        self.apply_sent(sent)
+    }
+
     /// Sends the member report now (a removal found meanwhile is taken in).
     async fn heartbeat(&mut self) {
         let out = self.outgoing_report().await;
-        let sent = out.send(self.coord.clone()).await;
-        self.apply_sent(sent);
+        self.send_now(out).await;
     }
 
     /// Performs one action. Each arm is one effect; the protocol steps live in their own

@@ -182,6 +182,16 @@ pub fn test_image_standins(report: &serde_json::Value) -> Vec<&str> {
         .collect()
 }
 
+/// The images a `muster lab image --json` report says the image pre-pulled, in its order.
+pub fn prepulled_images(report: &serde_json::Value) -> Vec<&str> {
+    report["prepulledImages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap())
+        .collect()
+}
+
 pub mod artifacts;
 #[path = "../../../tests/src/measured.rs"]
 mod measured_file;
