@@ -7,6 +7,10 @@
 //! without the client's share of the two cores) come from its `watch fan-out` log lines
 //! (`muster_rendezvous::fanout`); a server that does not write them prints none.
 //!
+//! After the real rounds the same client side measures the ideal fan-out (`ideal`: one TLS
+//! write and read per watcher of an answer as long as the real one, nothing else) and
+//! prints the real latency against it.
+//!
 //! Run: `cargo bench -p muster --bench rendezvous`. `RDV_BENCH_SERVER=PATH` runs another
 //! `muster` binary as the server (e.g. one built from an earlier commit, for a before/after
 //! on the same machine and client).
@@ -18,6 +22,9 @@ use protocol::{Client, RetryPolicy, http_client, http_client_from};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "rendezvous/ideal.rs"]
+mod ideal;
 
 /// Agents that share one `reqwest::Client` (and so one connection pool) and one source
 /// address (127.0.0.0/8 is all loopback): real agents each come from their own node, and
@@ -32,6 +39,9 @@ const IN_FLIGHT: usize = 24;
 const ROUNDS: usize = 5;
 
 fn main() -> anyhow::Result<()> {
+    if std::env::var_os(ideal::ROLE_ENV).is_some() {
+        return ideal::serve();
+    }
     let agents: usize = std::env::var("RDV_BENCH_AGENTS")
         .ok()
         .map(|v| v.parse())
@@ -53,6 +63,7 @@ fn raise_nofile() -> anyhow::Result<u64> {
     Ok(hard)
 }
 
+/// A child process killed (and reaped) when dropped.
 struct Server(Child);
 
 impl Drop for Server {
@@ -177,6 +188,7 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
     let mut parked_rss = Vec::with_capacity(ROUNDS);
     let mut measured = Vec::with_capacity(ROUNDS);
     let mut cpu_rounds = (Duration::ZERO, Duration::ZERO);
+    let mut answer_len = 0;
     for round in 0..=ROUNDS {
         let write_at = Arc::new(std::sync::OnceLock::<Instant>::new());
         let mut watches = Vec::with_capacity(agents);
@@ -215,6 +227,7 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
         let mut round_lat = Vec::with_capacity(agents);
         for w in watches {
             let (resp, lat) = w.await??;
+            answer_len = http_answer_len(serde_json::to_vec(&resp)?.len());
             if resp.revision < made {
                 bail!(
                     "watch returned revision {} before the write {made}",
@@ -274,8 +287,44 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
         cpu_rounds.1.as_secs_f64() * 1e6 / answers
     );
     println!("server rss at end: {}  (peak {})", rss(pid)?, hwm(pid)?);
+    drop((clients, writer));
     drop(server);
+
+    let floor = ideal::run(agents, ROUNDS, answer_len, &cert).await?;
+    let mut ideal_lat = floor.latencies;
+    ideal_lat.sort_unstable();
+    let ipct = |p: f64| ideal_lat[((ideal_lat.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "ideal fan-out ({answer_len}-byte answer, one TLS write and read per watcher, no HTTP, signature, JSON or store) over {ROUNDS} rounds x {agents}: p50 {:.2?}  p99 {:.2?}  max {:.2?}",
+        ipct(0.50),
+        ipct(0.99),
+        ipct(1.0)
+    );
+    println!(
+        "ideal cpu from each trigger to its last answer: server {:.2?} ({:.1} us per answer), bench client {:.2?} ({:.1} us per answer)",
+        floor.cpu_server,
+        floor.cpu_server.as_secs_f64() * 1e6 / answers,
+        floor.cpu_client,
+        floor.cpu_client.as_secs_f64() * 1e6 / answers
+    );
+    let ratio = |real: Duration, ideal: Duration| real.as_secs_f64() / ideal.as_secs_f64();
+    println!(
+        "change-to-notify against the ideal: p50 {:.2}x  p99 {:.2}x  max {:.2}x",
+        ratio(pct(0.50), ipct(0.50)),
+        ratio(pct(0.99), ipct(0.99)),
+        ratio(pct(1.0), ipct(1.0))
+    );
     Ok(())
+}
+
+/// The length of a watch answer on the wire with a `body`-byte JSON body: hyper's status
+/// line and the three headers the rendezvous sends (content type, length, date).
+fn http_answer_len(body: usize) -> usize {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {body}\r\ndate: Sat, 05 Dec 2026 14:22:47 GMT\r\n\r\n"
+    )
+    .len()
+        + body
 }
 
 /// One `watch fan-out` line of the server: revision and figures in microseconds.

@@ -121,6 +121,36 @@ fn keepalived_configs_pass_keepalived_t_in_a_namespace() {
     assert!(!o.status.success(), "broken sample passed: {}", show(&o));
 }
 
+/// The lab's kube-vip stand-in (keepalived on kube-vip's timing, for the default spec's
+/// control planes) passes the real keepalived too, and says that timing.
+#[test]
+fn the_kube_vip_stand_in_config_passes_keepalived_t() {
+    use model::spec::Role;
+    use muster_build::render::{Input, keepalived};
+    use muster_lab::vip::KUBE_VIP_STANDIN_TIMING as T;
+    let path = common::repo().join("examples/default.yaml");
+    let loaded = muster_build::spec_source::load(Some(&path)).unwrap();
+    let plan = model::plan::resolve(&loaded.cluster, vec![]);
+    let input = Input::new(&loaded.cluster, &plan);
+    let vip = loaded.cluster.ha.vip.expect("the default spec has a VIP");
+    let node = plan
+        .nodes
+        .iter()
+        .find(|n| n.role == Role::ControlPlane)
+        .expect("the default spec has control planes");
+    let text = keepalived::config_timed(&input, node, vip, T);
+    let timing = format!(
+        "    interval {}\n    timeout {}\n    fall {}\n    rise {}\n",
+        T.interval_s, T.timeout_s, T.fall, T.rise
+    );
+    assert!(text.contains(&timing), "{text}");
+    assert_ne!(text, keepalived::config(&input, node, vip));
+    let iface = loaded.cluster.network.interface.to_string();
+    let check = keepalived::check_script(&input);
+    let o = keepalived_check(text.as_bytes(), check.as_bytes(), &iface);
+    assert!(o.status.success(), "keepalived -t: {}", show(&o));
+}
+
 // ---------- nginx stream ----------
 
 fn nginx_check(text: &[u8]) -> Output {

@@ -17,12 +17,29 @@
 
 use crate::error::{LabError, Result};
 use crate::process::Service;
+use model::lb_config::KeepalivedTiming;
 use model::node_files as nf;
 use model::spec::{Role, VipProvider};
 use model::{Cluster, Plan, PlannedNode};
 use muster_build::render::{Input, keepalived};
 use muster_lab_units::daemon::LabDaemon;
 use std::path::Path;
+
+/// The kube-vip stand-in's check on kube-vip's timing as muster renders its manifest
+/// (`vip_retryperiod` 1 s, `vip_renewdeadline` 3 s): kube-vip takes the VIP within a retry
+/// period of the API answering and gives it up when it cannot renew for 3 s. keepalived as
+/// rendered for users ([`KeepalivedTiming::RENDERED`]) rises only after two checks 2 s apart,
+/// which made the stand-in seconds slower than kube-vip after an init. The namespaces run
+/// the check natively (a bash redirect, milliseconds), so the 2 s timeout leaves room on a
+/// loaded machine. What stays keepalived's own: a new holder ~3 `advert_int` (3.4 s) after
+/// the check rises or the holder stops advertising (kube-vip: within the 5 s lease).
+pub const KUBE_VIP_STANDIN_TIMING: KeepalivedTiming = KeepalivedTiming {
+    interval_s: 1,
+    timeout_s: 2,
+    fall: 3,
+    rise: 1,
+    advert_int_s: 1,
+};
 
 /// What the lab runs for the spec's provider, in words.
 pub fn describe(c: &Cluster) -> String {
@@ -222,11 +239,11 @@ pub fn services(
     };
     let bin = tool("keepalived", "keepalived")?;
     if cluster.ha.provider == VipProvider::KubeVip && node.role == Role::ControlPlane {
-        // The same renderer `muster build` uses for provider `keepalived`; fixed peers
-        // (the lab's stand-in for kube-vip follows nothing).
+        // The same renderer `muster build` uses for provider `keepalived`, on kube-vip's
+        // timing; fixed peers (the lab's stand-in for kube-vip follows nothing).
         let check = d.dir.join("check_apiserver.sh");
         write(&check, &keepalived::check_script(&input), 0o755)?;
-        let conf = keepalived::config(&input, node, vip);
+        let conf = keepalived::config_timed(&input, node, vip, KUBE_VIP_STANDIN_TIMING);
         out.push(keepalived_service(d, ns, &conf, &check, &bin)?);
     } else if keepalived::role(&input) == Some(node.role) {
         let baked = read(&d.baked(node, nf::KEEPALIVED_CONF))?;

@@ -33,7 +33,7 @@ pub mod wire;
 
 pub use client::{Client, ClientError, MemberRead, PlainMember, PlainRecord};
 pub use holders::{Resize, SlotHolder, holders_from_audit, resizes_from_audit};
-pub use pin::{TlsError, http_client, http_client_from};
+pub use pin::{TlsError, http_client, http_client_from, tls_client_config};
 pub use retry::RetryPolicy;
 pub use wire::{
     AcquireResponse, AuditEntry, AuditEvent, Change, ChangeKind, ErrorKind, Fence, Holder,

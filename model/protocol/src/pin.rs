@@ -35,6 +35,18 @@ pub fn http_client_from(
     timeout: Duration,
     source: Option<std::net::IpAddr>,
 ) -> Result<reqwest::Client, TlsError> {
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(tls_client_config(pin)?)
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .local_address(source)
+        .build()?)
+}
+
+/// The rustls client config of [`http_client`] (HTTP/1.1, ring): with `pin`, only the
+/// server whose end-entity certificate has that SHA-256 (hex) is accepted; without it, none.
+pub fn tls_client_config(pin: Option<&str>) -> Result<rustls::ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
@@ -57,13 +69,7 @@ pub fn http_client_from(
             .with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
-        .timeout(timeout)
-        .connect_timeout(Duration::from_secs(5))
-        .pool_idle_timeout(Duration::from_secs(60))
-        .local_address(source)
-        .build()?)
+    Ok(config)
 }
 
 /// Accepts exactly one certificate, by fingerprint. Host names are not checked: the pin

@@ -10,7 +10,7 @@
 
 use super::common::Input;
 use model::PlannedNode;
-use model::lb_config::{self, Backend};
+use model::lb_config::{self, Backend, KeepalivedTiming};
 use model::node_files::KEEPALIVED_CHECK;
 use model::spec::{Role, VipProvider};
 use std::net::Ipv4Addr;
@@ -50,6 +50,16 @@ pub fn rehome_check(conf: &str, check: &str) -> String {
 /// `node`'s config, its peers being the plan's other nodes of its role (the renderer is
 /// shared with the agent, which renders it again when the membership grows).
 pub fn config(input: &Input<'_>, node: &PlannedNode, vip: Ipv4Addr) -> String {
+    config_timed(input, node, vip, KeepalivedTiming::RENDERED)
+}
+
+/// [`config`] with another `timing` (the lab's kube-vip stand-in).
+pub fn config_timed(
+    input: &Input<'_>,
+    node: &PlannedNode,
+    vip: Ipv4Addr,
+    timing: KeepalivedTiming,
+) -> String {
     let peers: Vec<Backend> = input.nodes(node.role).map(Backend::of).collect();
-    lb_config::keepalived(input.cluster, node, vip, &peers)
+    lb_config::keepalived_timed(input.cluster, node, vip, &peers, timing)
 }
