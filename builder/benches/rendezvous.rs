@@ -79,6 +79,14 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let secret = ClusterSecret::from_bytes(rand::random());
     keys::install(&dir.path().join("data/keys"), &secret)?;
+    // As a real install keeps it: the server warns about a store others can reach.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.path().join("data"),
+            std::fs::Permissions::from_mode(0o700),
+        )?;
+    }
     let cert = muster_build::bake::rendezvous_cert::generate_for(&["127.0.0.1"])?;
     std::fs::write(dir.path().join("tls.crt"), &cert.cert_pem)?;
     std::fs::write(dir.path().join("tls.key"), &cert.key_pem)?;
