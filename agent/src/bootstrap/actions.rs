@@ -243,9 +243,12 @@ fn undo_local() -> [Action; 3] {
     ]
 }
 
-/// How long the driver waits before running the actions of `state`: a backoff's delay,
-/// the probe interval between health probes, else nothing.
-pub fn delay_before(cfg: &Config, state: &State) -> u64 {
+/// How long the driver waits before running the actions of `state`, `spent_ms` after the
+/// tick that entered it began: a backoff's delay (from that tick's end); between health
+/// probes, what is left of the probe interval (probes `probe_interval_ms` apart start to
+/// start: the confirmation's window is the same, a probe's own time and the tick's
+/// bookkeeping no longer stretch it; issue 17); else nothing.
+pub fn delay_before(cfg: &Config, state: &State, spent_ms: u64) -> u64 {
     match &state.phase {
         Phase::Backoff { delay_ms, .. } => *delay_ms,
         Phase::CheckingHealth {
@@ -261,7 +264,7 @@ pub fn delay_before(cfg: &Config, state: &State) -> u64 {
         | Phase::AwaitingReady {
             successes,
             failures,
-        } if successes + failures > 0 => cfg.probe_interval_ms,
+        } if successes + failures > 0 => cfg.probe_interval_ms.saturating_sub(spent_ms),
         Phase::WaitingForControlPlaneVersion { .. } => cfg.version_poll_ms,
         _ => 0,
     }
@@ -606,12 +609,18 @@ mod tests {
             last_error: None,
         };
         assert_eq!(
-            delay_before(&c, &probing(0, 0)),
+            delay_before(&c, &probing(0, 0), 0),
             0,
             "the first probe at once"
         );
-        assert_eq!(delay_before(&c, &probing(1, 0)), c.probe_interval_ms);
-        assert_eq!(delay_before(&c, &probing(0, 1)), c.probe_interval_ms);
+        assert_eq!(delay_before(&c, &probing(1, 0), 0), c.probe_interval_ms);
+        assert_eq!(delay_before(&c, &probing(0, 1), 0), c.probe_interval_ms);
+        // Probes are paced start to start: the probe's own time counts against the interval.
+        assert_eq!(
+            delay_before(&c, &probing(1, 0), 70),
+            c.probe_interval_ms - 70
+        );
+        assert_eq!(delay_before(&c, &probing(1, 0), c.probe_interval_ms + 5), 0);
         let backoff = State {
             phase: P::Backoff {
                 delay_ms: 1_234,
@@ -621,7 +630,11 @@ mod tests {
             attempt: 1,
             last_error: None,
         };
-        assert_eq!(delay_before(&c, &backoff), 1_234);
+        assert_eq!(
+            delay_before(&c, &backoff, 500),
+            1_234,
+            "a backoff counts from the tick's end"
+        );
     }
 
     fn at(phase: Phase) -> State {

@@ -520,6 +520,7 @@ where
     /// Runs the actions of the current phase, steps, persists. Never fails: errors become
     /// events and are carried in the state.
     pub async fn tick(&mut self) -> Tick {
+        let started = self.clock.now_ms();
         let before = self.persisted.state.phase.clone();
         let event = match self.deferred_report.take() {
             // The last phase change's report goes out beside this phase's actions. Tombstoned:
@@ -553,11 +554,15 @@ where
         let phase = &self.persisted.state.phase;
         let report = (changed || due) && !matches!(phase, Phase::Preflight | Phase::Removed);
         let done = self.persisted.state.phase == Phase::Done;
-        let wait = if done {
-            actions::idle_ms(&self.cfg)
-        } else {
-            actions::delay_before(&self.cfg, &self.persisted.state)
+        let wait_now = |d: &Self| {
+            if done {
+                actions::idle_ms(&d.cfg)
+            } else {
+                let spent = d.clock.now_ms().saturating_sub(started);
+                actions::delay_before(&d.cfg, &d.persisted.state, spent)
+            }
         };
+        let mut wait = wait_now(self);
         if report {
             let out = self.outgoing_report().await;
             if wait == 0 && !done {
@@ -565,6 +570,9 @@ where
                 self.deferred_report = Some(out);
             } else if self.send_now(out).await {
                 return self.removed_tick();
+            } else {
+                // A probe interval counts the report's round trip too.
+                wait = wait_now(self);
             }
         }
         Tick {

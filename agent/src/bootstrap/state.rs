@@ -22,14 +22,20 @@ use model::spec::DistroKind;
 use protocol::keys;
 use serde::{Deserialize, Serialize};
 
-/// Health confirmation probes at least this far apart (the wait runs from one probe's end
-/// to the next one's start): a healthy node is confirmed by [`HEALTHY_PROBES`]
-/// consecutive healthy probes spanning at least `(HEALTHY_PROBES - 1) ×` this (600 ms),
-/// sustained health rather than one lucky probe (issue 17: probes were 2 s, then 500 ms
-/// apart, three of them).
+/// Health confirmation probes start at least this far apart (start to start: a probe's own
+/// time counts against it; `actions::delay_before`): a healthy node is confirmed by
+/// [`HEALTHY_PROBES`] consecutive healthy probes spanning at least `(HEALTHY_PROBES - 1) ×`
+/// this (600 ms), sustained health rather than one lucky probe (issue 17: probes were 2 s,
+/// then 500 ms apart, three of them; the wait ran from one's end to the next's start).
 pub const PROBE_INTERVAL_MS: u64 = 200;
 /// Consecutive healthy probes that confirm an init or a join.
 pub const HEALTHY_PROBES: u32 = 4;
+/// `Ready` reads of its Node that confirm a control plane done. One: the condition is
+/// already the kubelet's sustained judgement, posted every `nodeStatusUpdateFrequency`
+/// (10 s by default) and only turned `Unknown` after the controller manager's grace period
+/// (40 s), so reading the stored Node again within a second reads the same answer and
+/// proves nothing more (issue 17: four reads 200 ms apart held every control plane 0.6 s).
+pub const READY_READS: u32 = 1;
 /// How long probes may keep failing before the init or join is undone (90 probes 2 s
 /// apart before the interval was shortened).
 pub const PROBE_PATIENCE_MS: u64 = 180_000;

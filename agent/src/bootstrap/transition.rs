@@ -6,7 +6,7 @@
 //! it. Events a phase's actions cannot produce are listed and `Hold` the phase.
 
 use super::actions::{Action, actions, verifies_under_slot};
-use super::state::{Config, Phase, State, addons_fence, init_fence, join_fence};
+use super::state::{Config, Phase, READY_READS, State, addons_fence, init_fence, join_fence};
 use crate::coord::Fence;
 use model::Role;
 
@@ -634,7 +634,7 @@ fn addons_failed(s: &State, e: Event) -> Decision {
 /// undo: the node is a healthy member).
 fn awaiting_ready(cfg: &Config, probes: (u32, u32), e: Event) -> Decision {
     match e {
-        E::Probe(ready) => match probe(cfg, probes, ready) {
+        E::Probe(ready) => match probe_until(READY_READS, cfg, probes, ready) {
             Probed::Healthy => D::Succeed(P::Done),
             Probed::Again(successes, failures) => D::Advance(P::AwaitingReady {
                 successes,
@@ -764,10 +764,20 @@ pub enum Probed {
 
 /// Counts a probe: successes must be consecutive (a failure resets them); failures add
 /// up across the whole confirmation.
-pub fn probe(cfg: &Config, (successes, failures): (u32, u32), healthy: bool) -> Probed {
+pub fn probe(cfg: &Config, probes: (u32, u32), healthy: bool) -> Probed {
+    probe_until(cfg.healthy_probes, cfg, probes, healthy)
+}
+
+/// [`probe`], confirmed after `needed` consecutive healthy probes.
+fn probe_until(
+    needed: u32,
+    cfg: &Config,
+    (successes, failures): (u32, u32),
+    healthy: bool,
+) -> Probed {
     if healthy {
         let successes = successes.saturating_add(1);
-        if successes >= cfg.healthy_probes {
+        if successes >= needed {
             Probed::Healthy
         } else {
             Probed::Again(successes, failures)

@@ -72,7 +72,7 @@ fn control_plane_initializes_the_cluster() {
             ],
             healthy(c.healthy_probes),
             vec![E::Done, E::Done, E::Granted { token: 3 }, E::Done, E::Done],
-            healthy(c.healthy_probes),
+            healthy(READY_READS),
         ]),
     );
     assert_eq!(
@@ -91,9 +91,6 @@ fn control_plane_initializes_the_cluster() {
             "setting-up-addons",
             "applying-addons",
             "releasing",
-            "awaiting-ready",
-            "awaiting-ready",
-            "awaiting-ready",
             "awaiting-ready",
             "done"
         ]
@@ -117,7 +114,7 @@ fn control_plane_joins_an_initialized_cluster() {
             ],
             healthy(c.healthy_probes),
             vec![E::Done, E::AddonsApplied],
-            healthy(c.healthy_probes),
+            healthy(READY_READS),
         ]),
     );
     assert_eq!(
@@ -133,9 +130,6 @@ fn control_plane_joins_an_initialized_cluster() {
             "verifying",
             "releasing",
             "setting-up-addons",
-            "awaiting-ready",
-            "awaiting-ready",
-            "awaiting-ready",
             "awaiting-ready",
             "done"
         ]
@@ -252,7 +246,7 @@ fn k3s_server_on_sql_joins_without_cleaning() {
             vec![E::Granted { token: 1 }, E::Done],
             healthy(c.healthy_probes),
             vec![E::Done, E::AddonsApplied],
-            healthy(c.healthy_probes),
+            healthy(READY_READS),
         ]),
     );
     assert_eq!(
@@ -265,9 +259,6 @@ fn k3s_server_on_sql_joins_without_cleaning() {
             "verifying",
             "releasing",
             "setting-up-addons",
-            "awaiting-ready",
-            "awaiting-ready",
-            "awaiting-ready",
             "awaiting-ready",
             "done"
         ]
@@ -709,6 +700,37 @@ fn a_control_plane_waits_for_ready_outside_its_slot() {
     );
 }
 
+/// One `Ready` read finishes a control plane (the condition is the kubelet's sustained
+/// judgement already), while an init or a join still needs `healthy_probes` in a row.
+#[test]
+fn one_ready_read_finishes_but_a_join_needs_sustained_health() {
+    let c = cp();
+    assert!(c.healthy_probes > READY_READS);
+    let ready = P::AwaitingReady {
+        successes: 0,
+        failures: 0,
+    };
+    assert_eq!(go(&c, ready.clone(), E::Probe(true)).phase, P::Done);
+    let after_miss = go(&c, ready, E::Probe(false)).phase;
+    assert_eq!(
+        after_miss,
+        P::AwaitingReady {
+            successes: 0,
+            failures: 1
+        }
+    );
+    assert_eq!(go(&c, after_miss, E::Probe(true)).phase, P::Done);
+    let verifying = P::Verifying {
+        token: 2,
+        successes: 0,
+        failures: 0,
+    };
+    assert!(matches!(
+        go(&c, verifying, E::Probe(true)).phase,
+        P::Verifying { successes: 1, .. }
+    ));
+}
+
 /// Recorded already: straight on to Ready. Someone holds the lease: a poll woken by the
 /// record or the lease's end. Granted: apply under the lease, then give it back.
 #[test]
@@ -804,7 +826,7 @@ fn a_persistent_apply_failure_is_retried_after_a_backoff_with_its_cause_kept() {
         ]
     );
     // The lease goes back at once, then it tries again after a backoff, the cause kept.
-    assert_eq!(crate::bootstrap::actions::delay_before(&c, &failed), 0);
+    assert_eq!(crate::bootstrap::actions::delay_before(&c, &failed, 0), 0);
     let (again, acts) = step(&c, failed.clone(), E::Done);
     match &again.phase {
         P::Backoff { delay_ms, then, .. } => {
@@ -1233,7 +1255,7 @@ fn a_newer_joiner_waits_for_the_control_plane_then_joins() {
         "{why}"
     );
     assert_eq!(
-        super::super::actions::delay_before(&w, &s),
+        super::super::actions::delay_before(&w, &s, 0),
         w.version_poll_ms,
         "reads again after its poll"
     );
