@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 
 #[path = "rendezvous/ideal.rs"]
 mod ideal;
+#[path = "rendezvous/lean.rs"]
+mod lean;
 
 /// Agents that share one `reqwest::Client` (and so one connection pool) and one source
 /// address (127.0.0.0/8 is all loopback): real agents each come from their own node, and
@@ -261,7 +263,7 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
         }
     }
     // The server reports a change's fan-out when the next one is durable.
-    writer.create("round/end", b"x", None, None).await?;
+    let end = writer.create("round/end", b"x", None, None).await?;
     // After the warm-up every watch waits on a connection that has served requests (its
     // buffers grown): the steady state a real cluster's rendezvous lives in.
     println!(
@@ -294,9 +296,24 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
         cpu_rounds.1,
         cpu_rounds.1.as_secs_f64() * 1e6 / answers
     );
+    // The same rounds with watchers as lean as the ideal's (`lean`): the agents' reqwest
+    // client closes its connections first, so the server holds one per watcher again.
+    drop(clients);
+    let keys = Arc::new(protocol::seal::ClusterKeys::derive(&secret));
+    let target = lean::Target {
+        port,
+        pid,
+        keys,
+        cert_sha256: &cert.cert_sha256,
+    };
+    let lean_figures = lean::run(&target, &writer, agents, ROUNDS, end).await;
     println!("server rss at end: {}  (peak {})", rss(pid)?, hwm(pid)?);
-    drop((clients, writer));
+    drop(writer);
     drop(server);
+    let lean_figures = lean_figures?;
+    let mut lean_lat = lean_figures.latencies;
+    lean_lat.sort_unstable();
+    let lpct = |p: f64| percentile(&lean_lat, p);
 
     // The ideal writes an answer as long as the real one: its JSON (encoded once, here,
     // outside the measured rounds) and hyper's head.
@@ -320,12 +337,31 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
         floor.cpu_client,
         floor.cpu_client.as_secs_f64() * 1e6 / answers
     );
+    println!(
+        "change-to-notify, lean watchers (hand-written signed HTTP/1.1, no reqwest) over {ROUNDS} rounds x {agents}: p50 {:.2?}  p99 {:.2?}  max {:.2?}",
+        lpct(0.50),
+        lpct(0.99),
+        lpct(1.0)
+    );
+    println!(
+        "lean cpu from each write to its last answer: server {:.2?} ({:.1} us per answer), bench client {:.2?} ({:.1} us per answer)",
+        lean_figures.cpu_server,
+        lean_figures.cpu_server.as_secs_f64() * 1e6 / answers,
+        lean_figures.cpu_client,
+        lean_figures.cpu_client.as_secs_f64() * 1e6 / answers
+    );
     let ratio = |real: Duration, ideal: Duration| real.as_secs_f64() / ideal.as_secs_f64();
     println!(
         "change-to-notify against the ideal: p50 {:.2}x  p99 {:.2}x  max {:.2}x",
         ratio(pct(0.50), ipct(0.50)),
         ratio(pct(0.99), ipct(0.99)),
         ratio(pct(1.0), ipct(1.0))
+    );
+    println!(
+        "lean watchers against the ideal (the server's own share): p50 {:.2}x  p99 {:.2}x  max {:.2}x",
+        ratio(lpct(0.50), ipct(0.50)),
+        ratio(lpct(0.99), ipct(0.99)),
+        ratio(lpct(1.0), ipct(1.0))
     );
     Ok(())
 }

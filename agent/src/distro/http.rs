@@ -1,18 +1,22 @@
 //! HTTPS checks the distributions share: API `/readyz`, the Node object of this kubelet,
 //! and etcd's v3 JSON gateway (member list/remove) with a client certificate. Each call
-//! builds its TLS config from PEM text (CA, optional client identity).
+//! takes its client for PEM text (CA, optional client identity) from a `ClientCache`, so
+//! repeated probes reuse a connection.
 
 use super::{DistroError, DistroResult, EtcdMember};
 use protocol::etcd_gateway::{self, GatewayError};
+use protocol::pem_client::ClientCache;
 use protocol::records::EtcdCreds;
 
 /// A client trusting only `ca_pem`, presenting `identity` (cert PEM, key PEM) if given.
 pub fn client(
     step: &'static str,
+    clients: &ClientCache,
     ca_pem: &str,
     identity: Option<(&str, &str)>,
 ) -> DistroResult<reqwest::Client> {
-    protocol::pem_client::client(ca_pem, identity)
+    clients
+        .client(ca_pem, identity)
         .map_err(|detail| DistroError::Other { step, detail })
 }
 
@@ -52,6 +56,7 @@ pub async fn node_registered(c: &reqwest::Client, base: &str, name: &str) -> boo
 /// kubeconfig's own server: k3s writes
 /// `https://127.0.0.1:6443` there, which on a joiner is nobody.
 pub async fn control_plane_version(
+    clients: &ClientCache,
     kubeconfig: &str,
     base: &str,
     joiner: &str,
@@ -63,7 +68,7 @@ pub async fn control_plane_version(
     };
     let (_server, ca) = super::parse::kubeconfig_server(kubeconfig).map_err(parse)?;
     let (cert, key) = super::parse::kubeconfig_identity(kubeconfig).map_err(parse)?;
-    let c = client(STEP, &ca, Some((&cert, &key)))?;
+    let c = client(STEP, clients, &ca, Some((&cert, &key)))?;
     let base = base.trim_end_matches('/');
     let get = |path: &'static str| {
         let c = c.clone();
@@ -104,28 +109,30 @@ fn gateway_error(e: GatewayError) -> DistroError {
 
 /// Lists members through the first endpoint that answers.
 pub async fn etcd_member_list(
+    clients: &ClientCache,
     endpoints: &[String],
     creds: &EtcdCreds,
 ) -> DistroResult<Vec<EtcdMember>> {
-    etcd_gateway::member_list(endpoints, creds)
+    etcd_gateway::member_list(clients, endpoints, creds)
         .await
         .map_err(gateway_error)
 }
 
 /// Removes member `id`; already gone counts as removed.
 pub async fn etcd_member_remove(
+    clients: &ClientCache,
     endpoints: &[String],
     creds: &EtcdCreds,
     id: u64,
 ) -> DistroResult<()> {
-    etcd_gateway::member_remove(endpoints, creds, id)
+    etcd_gateway::member_remove(clients, endpoints, creds, id)
         .await
         .map_err(gateway_error)
 }
 
 /// Whether the member at `client_url` answers `/health` true.
-pub async fn etcd_health(creds: &EtcdCreds, client_url: &str) -> bool {
-    etcd_gateway::health(creds, client_url).await
+pub async fn etcd_health(clients: &ClientCache, creds: &EtcdCreds, client_url: &str) -> bool {
+    etcd_gateway::health(clients, creds, client_url).await
 }
 
 pub(crate) fn read(step: &'static str, path: &std::path::Path) -> DistroResult<String> {

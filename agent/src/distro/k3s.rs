@@ -9,6 +9,7 @@ use super::{Credentials, Distro, DistroError, DistroResult, InitSecrets, Issued,
 use crate::exec::CommandRunner;
 use crate::systemd::Systemd;
 use model::node_files::K3S_CONFIG;
+use protocol::pem_client::ClientCache;
 use protocol::records::{EtcdCreds, JoinMaterial, Secret};
 use std::path::PathBuf;
 
@@ -43,6 +44,8 @@ pub struct K3s<R, S> {
     pub ctx: NodeContext,
     pub runner: R,
     pub systemd: S,
+    /// The API clients health probes reuse.
+    clients: ClientCache,
 }
 
 impl<R: CommandRunner, S: Systemd> K3s<R, S> {
@@ -51,6 +54,7 @@ impl<R: CommandRunner, S: Systemd> K3s<R, S> {
             ctx,
             runner,
             systemd,
+            clients: ClientCache::new(),
         }
     }
 
@@ -89,11 +93,15 @@ impl<R: CommandRunner, S: Systemd> K3s<R, S> {
         let ca = http::read(step, &self.file(&format!("{tls}/server-ca.crt")))?;
         let cert = http::read(step, &self.file(&format!("{tls}/client-admin.crt")))?;
         let key = http::read(step, &self.file(&format!("{tls}/client-admin.key")))?;
-        http::client(step, &ca, Some((&cert, &key)))
+        http::client(step, &self.clients, &ca, Some((&cert, &key)))
     }
 }
 
-impl<R: CommandRunner, S: Systemd> super::EtcdApi for K3s<R, S> {}
+impl<R: CommandRunner, S: Systemd> super::EtcdApi for K3s<R, S> {
+    fn clients(&self) -> Option<&ClientCache> {
+        Some(&self.clients)
+    }
+}
 
 impl<R: CommandRunner, S: Systemd> Distro for K3s<R, S> {
     async fn reset(&self) -> DistroResult<()> {
@@ -227,7 +235,7 @@ impl<R: CommandRunner, S: Systemd> Distro for K3s<R, S> {
         let ca = http::read(STEP, &self.file(&format!("{agent}/server-ca.crt")))?;
         let cert = http::read(STEP, &self.file(&format!("{agent}/client-kubelet.crt")))?;
         let key = http::read(STEP, &self.file(&format!("{agent}/client-kubelet.key")))?;
-        let c = http::client(STEP, &ca, Some((&cert, &key)))?;
+        let c = http::client(STEP, &self.clients, &ca, Some((&cert, &key)))?;
         let base = format!("https://{}", self.ctx.api_endpoint);
         Ok(http::node_registered(&c, &base, self.ctx.node.as_str()).await)
     }

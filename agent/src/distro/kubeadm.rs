@@ -7,6 +7,7 @@ use super::{
     Credentials, Distro, DistroError, DistroResult, InitSecrets, Issued, NodeContext, parse,
 };
 use crate::exec::CommandRunner;
+use protocol::pem_client::ClientCache;
 use protocol::records::{EtcdCreds, JoinMaterial, Secret};
 use std::path::PathBuf;
 
@@ -59,11 +60,17 @@ pub fn view_creds(root: &model::node_files::NodeRoot, external: bool) -> DistroR
 pub struct Kubeadm<R> {
     pub ctx: NodeContext,
     pub runner: R,
+    /// The API and etcd clients health probes reuse.
+    clients: ClientCache,
 }
 
 impl<R: CommandRunner> Kubeadm<R> {
     pub fn new(ctx: NodeContext, runner: R) -> Self {
-        Kubeadm { ctx, runner }
+        Kubeadm {
+            ctx,
+            runner,
+            clients: ClientCache::new(),
+        }
     }
 
     fn rendered(&self, name: &str) -> PathBuf {
@@ -123,11 +130,15 @@ impl<R: CommandRunner> Kubeadm<R> {
 
     fn api_client(&self, step: &'static str) -> DistroResult<reqwest::Client> {
         let ca = http::read(step, &self.file("etc/kubernetes/pki/ca.crt"))?;
-        http::client(step, &ca, None)
+        http::client(step, &self.clients, &ca, None)
     }
 }
 
-impl<R: CommandRunner> super::EtcdApi for Kubeadm<R> {}
+impl<R: CommandRunner> super::EtcdApi for Kubeadm<R> {
+    fn clients(&self) -> Option<&ClientCache> {
+        Some(&self.clients)
+    }
+}
 
 impl<R: CommandRunner> Distro for Kubeadm<R> {
     async fn reset(&self) -> DistroResult<()> {
@@ -259,7 +270,7 @@ impl<R: CommandRunner> Distro for Kubeadm<R> {
                 step: STEP,
                 detail: format!("etc/kubernetes/admin.conf: {detail}"),
             })?;
-        let c = http::client(STEP, &ca, Some((&cert, &key)))?;
+        let c = http::client(STEP, &self.clients, &ca, Some((&cert, &key)))?;
         Ok((
             c,
             format!("https://{}:{}", self.ctx.advertise, self.ctx.api_port),
@@ -285,7 +296,7 @@ impl<R: CommandRunner> Distro for Kubeadm<R> {
             STEP,
             &self.file("var/lib/kubelet/pki/kubelet-client-current.pem"),
         )?;
-        let c = http::client(STEP, &ca, Some((&pem, &pem)))?;
+        let c = http::client(STEP, &self.clients, &ca, Some((&pem, &pem)))?;
         let base = format!("https://{}", self.ctx.api_endpoint);
         Ok(http::node_registered(&c, &base, self.ctx.node.as_str()).await)
     }

@@ -8,6 +8,7 @@ pub mod kubeadm;
 pub mod parse;
 pub mod template;
 
+use protocol::pem_client::ClientCache;
 use protocol::records::{EtcdCreds, JoinMaterial, Secret};
 
 #[derive(Debug, thiserror::Error)]
@@ -100,16 +101,26 @@ pub struct EtcdAccess {
     reason = "driven from one task; no Send bound needed"
 )]
 pub trait EtcdApi {
+    /// The clients kept for reuse across calls; none: a new client per call.
+    fn clients(&self) -> Option<&ClientCache> {
+        None
+    }
     async fn etcd_members(&self, access: &EtcdAccess) -> DistroResult<Vec<EtcdMember>> {
-        http::etcd_member_list(&access.endpoints, &access.creds).await
+        let fresh = ClientCache::new();
+        let clients = self.clients().unwrap_or(&fresh);
+        http::etcd_member_list(clients, &access.endpoints, &access.creds).await
     }
     async fn remove_etcd_member(&self, access: &EtcdAccess, id: u64) -> DistroResult<()> {
-        http::etcd_member_remove(&access.endpoints, &access.creds, id).await
+        let fresh = ClientCache::new();
+        let clients = self.clients().unwrap_or(&fresh);
+        http::etcd_member_remove(clients, &access.endpoints, &access.creds, id).await
     }
     /// The member at `client_url` answers `/health` with `{"health":"true"}` (false when
     /// the cluster has no quorum, or the member is down).
     async fn etcd_member_healthy(&self, creds: &EtcdCreds, client_url: &str) -> bool {
-        http::etcd_health(creds, client_url).await
+        let fresh = ClientCache::new();
+        let clients = self.clients().unwrap_or(&fresh);
+        http::etcd_health(clients, creds, client_url).await
     }
 }
 
@@ -200,7 +211,9 @@ impl NodeContext {
         m: &JoinMaterial,
     ) -> DistroResult<Option<crate::upgrade::order::ControlPlaneVersions>> {
         match &m.admin_kubeconfig {
+            // Read once per join attempt: a client of its own.
             Some(kc) => http::control_plane_version(
+                &ClientCache::new(),
                 &kc.0,
                 &format!("https://{}", self.api_endpoint),
                 self.node.as_str(),

@@ -153,8 +153,8 @@ fn api_from_kubeconfig(text: &str, root: &NodeRoot) -> Result<(reqwest::Client, 
     let ca = pem_field(cluster, "certificate-authority", root)?;
     let cert = pem_field(user, "client-certificate", root)?;
     let key = pem_field(user, "client-key", root)?;
-    let c = crate::distro::http::client("upgrade API client", &ca, Some((&cert, &key)))
-        .map_err(|e| e.to_string())?;
+    let c = protocol::pem_client::client(&ca, Some((&cert, &key)))
+        .map_err(|e| format!("upgrade API client: {e}"))?;
     Ok((c, server.trim_end_matches('/').to_string()))
 }
 

@@ -5,6 +5,7 @@
 //! output in the agent's fixtures).
 
 use crate::etcd_view::EtcdMember;
+use crate::pem_client::ClientCache;
 use crate::records::EtcdCreds;
 
 /// A gateway call that failed: what, where, why.
@@ -19,16 +20,21 @@ pub struct GatewayError {
 const LIST: &str = "list etcd members";
 const REMOVE: &str = "remove etcd member";
 
-fn etcd_client(step: &'static str, creds: &EtcdCreds) -> Result<reqwest::Client, GatewayError> {
-    crate::pem_client::client(
-        &creds.ca_pem,
-        Some((&creds.cert_pem, creds.key_pem.expose())),
-    )
-    .map_err(|detail| GatewayError {
-        step,
-        url: String::new(),
-        detail,
-    })
+fn etcd_client(
+    step: &'static str,
+    clients: &ClientCache,
+    creds: &EtcdCreds,
+) -> Result<reqwest::Client, GatewayError> {
+    clients
+        .client(
+            &creds.ca_pem,
+            Some((&creds.cert_pem, creds.key_pem.expose())),
+        )
+        .map_err(|detail| GatewayError {
+            step,
+            url: String::new(),
+            detail,
+        })
 }
 
 async fn post(
@@ -66,10 +72,11 @@ fn nobody(step: &'static str) -> GatewayError {
 
 /// Lists members through the first endpoint that answers.
 pub async fn member_list(
+    clients: &ClientCache,
     endpoints: &[String],
     creds: &EtcdCreds,
 ) -> Result<Vec<EtcdMember>, GatewayError> {
-    let c = etcd_client(LIST, creds)?;
+    let c = etcd_client(LIST, clients, creds)?;
     let mut last = None;
     for ep in endpoints {
         let url = format!("{ep}/v3/cluster/member/list");
@@ -90,11 +97,12 @@ pub async fn member_list(
 /// Removes member `id` (the gateway takes the uint64 as a decimal string). Already gone
 /// counts as removed.
 pub async fn member_remove(
+    clients: &ClientCache,
     endpoints: &[String],
     creds: &EtcdCreds,
     id: u64,
 ) -> Result<(), GatewayError> {
-    let c = etcd_client(REMOVE, creds)?;
+    let c = etcd_client(REMOVE, clients, creds)?;
     let mut last = None;
     for ep in endpoints {
         let url = format!("{ep}/v3/cluster/member/remove");
@@ -110,8 +118,8 @@ pub async fn member_remove(
 /// `GET {client_url}/health` with the client certificate: etcd answers
 /// `{"health":"true"}` (200) when it has a leader and can commit, `{"health":"false"}` (503)
 /// without quorum. Errors and timeouts count as unhealthy.
-pub async fn health(creds: &EtcdCreds, client_url: &str) -> bool {
-    let Ok(c) = etcd_client("etcd health", creds) else {
+pub async fn health(clients: &ClientCache, creds: &EtcdCreds, client_url: &str) -> bool {
+    let Ok(c) = etcd_client("etcd health", clients, creds) else {
         return false;
     };
     let url = format!("{}/health", client_url.trim_end_matches('/'));

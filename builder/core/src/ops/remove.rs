@@ -26,6 +26,7 @@ use super::{BuildDir, CLIENT_NAME, OpsError};
 use model::spec::Role;
 use protocol::drain::{self, DrainState, Evicted};
 use protocol::etcd_view::{EtcdMember, EtcdView};
+use protocol::pem_client::ClientCache;
 use protocol::records::{EtcdCreds, JoinMaterial};
 use protocol::removal::{self, Refusal, Tombstone};
 use protocol::{ErrorKind, etcd_gateway, keys};
@@ -101,6 +102,8 @@ struct Session<'a> {
     server: String,
     etcd: Option<EtcdCreds>,
     etcd_endpoints: Vec<String>,
+    /// etcd's clients, one connection for the session's calls.
+    etcd_clients: ClientCache,
 }
 
 /// How often an etcd "unhealthy cluster" refusal of a member removal is tried, 2 s apart.
@@ -177,6 +180,7 @@ async fn open<'a>(
         server: choice.server(),
         etcd,
         etcd_endpoints,
+        etcd_clients: ClientCache::new(),
     })
 }
 
@@ -205,13 +209,13 @@ impl Session<'_> {
         let Some(creds) = &self.etcd else {
             return Ok(None);
         };
-        let members = etcd_gateway::member_list(&self.etcd_endpoints, creds)
+        let members = etcd_gateway::member_list(&self.etcd_clients, &self.etcd_endpoints, creds)
             .await
             .map_err(|e| step_err(node, "list etcd members", e))?;
         let mut healthy = Vec::new();
         for m in &members {
             let h = match m.client_urls.first() {
-                Some(url) => etcd_gateway::health(creds, url).await,
+                Some(url) => etcd_gateway::health(&self.etcd_clients, creds, url).await,
                 None => false,
             };
             healthy.push(h);
@@ -395,7 +399,14 @@ impl Session<'_> {
                 // peer reconnected: that refusal is retried for a while, nothing else is.
                 let mut attempt = 1;
                 loop {
-                    match etcd_gateway::member_remove(&self.etcd_endpoints, creds, m.id).await {
+                    match etcd_gateway::member_remove(
+                        &self.etcd_clients,
+                        &self.etcd_endpoints,
+                        creds,
+                        m.id,
+                    )
+                    .await
+                    {
                         Ok(()) => break,
                         Err(e)
                             if attempt < ETCD_UNHEALTHY_ATTEMPTS

@@ -1,0 +1,221 @@
+//! The same watch rounds against the same server, with watchers as cheap as the ideal's:
+//! each holds its own TLS connection and speaks the protocol by hand (a signed HTTP/1.1
+//! `GET .../watch`, the answer's head and body read, the body parsed as a
+//! `WatchResponse`), without reqwest's pool, timers and per-request allocations. Real
+//! agents each run on their own node; here the bench's clients share the server's two
+//! cores, so their cost shows in the server's latency. With clients as lean as the ideal
+//! run's, the real run's latency over the ideal's is the server's own.
+
+use anyhow::{Context, bail};
+use protocol::WatchResponse;
+use protocol::seal::{ClusterKeys, RequestToSign};
+use protocol::wire::{HEADER_CLIENT, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::client::TlsStream;
+
+/// One watcher: its connection, its name and a buffer kept across rounds.
+struct Watcher {
+    stream: Option<TlsStream<TcpStream>>,
+    name: String,
+    source: std::net::IpAddr,
+    buf: Vec<u8>,
+}
+
+/// What the lean rounds measured.
+pub struct Figures {
+    /// Write sent to each watcher's answer parsed, every measured round.
+    pub latencies: Vec<Duration>,
+    /// CPU from each write to its last answer: the server's and this process's.
+    pub cpu_server: Duration,
+    pub cpu_client: Duration,
+}
+
+/// Where the server is and how to reach it.
+pub struct Target<'a> {
+    pub port: u16,
+    pub pid: u32,
+    pub keys: Arc<ClusterKeys>,
+    pub cert_sha256: &'a str,
+}
+
+/// `rounds` measured watch rounds (after a warm-up one that opens the connections) of
+/// `agents` lean watchers, each round's change made by `writer`; watching from `after`.
+pub async fn run(
+    target: &Target<'_>,
+    writer: &protocol::Client,
+    agents: usize,
+    rounds: usize,
+    mut after: u64,
+) -> anyhow::Result<Figures> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(protocol::tls_client_config(Some(
+        target.cert_sha256,
+    ))?));
+    let mut watchers: Vec<Watcher> = (0..agents)
+        .map(|i| Watcher {
+            stream: None,
+            name: format!("agent-{i}"),
+            source: super::source_address(i / super::AGENTS_PER_HTTP_CLIENT),
+            buf: Vec::with_capacity(1024),
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(rounds * agents);
+    let (mut cpu_server, mut cpu_client) = (Duration::ZERO, Duration::ZERO);
+    // Connections are opened in the warm-up round, this many at once (as the real run's
+    // registrations), so the server's per-IP count of unauthenticated ones is not hit.
+    let opening = Arc::new(tokio::sync::Semaphore::new(super::IN_FLIGHT));
+    for round in 0..=rounds {
+        let write_at = Arc::new(std::sync::OnceLock::<Instant>::new());
+        let mut watches = Vec::with_capacity(agents);
+        for mut w in watchers.drain(..) {
+            let (write_at, connector, keys, opening) = (
+                write_at.clone(),
+                connector.clone(),
+                target.keys.clone(),
+                opening.clone(),
+            );
+            let port = target.port;
+            watches.push(tokio::spawn(async move {
+                let mut answer = None;
+                for _ in 0..600 {
+                    if w.stream.is_none() {
+                        let _permit = opening.acquire().await?;
+                        w.stream = connect(&connector, w.source, port).await.ok();
+                    }
+                    match w.watch(&keys, port, after).await {
+                        Ok(a) => {
+                            answer = Some(a);
+                            break;
+                        }
+                        Err(_) => {
+                            // Closed for the per-IP cap, or not ready: a new connection.
+                            w.stream = None;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+                let heard = Instant::now();
+                let answer = answer.with_context(|| format!("{} never got an answer", w.name))?;
+                let lat = heard.saturating_duration_since(*write_at.get().unwrap_or(&heard));
+                anyhow::Ok((w, answer, lat))
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(500 + agents as u64 / 10)).await;
+        let before = (super::cpu(target.pid)?, super::cpu(std::process::id())?);
+        let _ = write_at.set(Instant::now());
+        let made = writer
+            .create(&format!("lean/{round}"), b"x", None, None)
+            .await?;
+        for w in watches {
+            let (w, answer, lat) = w.await??;
+            if answer.revision < made {
+                bail!(
+                    "{}: watch returned revision {} before the write {made}",
+                    w.name,
+                    answer.revision
+                );
+            }
+            watchers.push(w);
+            if round > 0 {
+                latencies.push(lat);
+            }
+        }
+        if round > 0 {
+            cpu_server += super::cpu(target.pid)?.saturating_sub(before.0);
+            cpu_client += super::cpu(std::process::id())?.saturating_sub(before.1);
+        }
+        after = made;
+    }
+    Ok(Figures {
+        latencies,
+        cpu_server,
+        cpu_client,
+    })
+}
+
+async fn connect(
+    connector: &tokio_rustls::TlsConnector,
+    source: std::net::IpAddr,
+    port: u16,
+) -> anyhow::Result<TlsStream<TcpStream>> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind((source, 0).into())?;
+    let tcp = socket.connect(([127, 0, 0, 1], port).into()).await?;
+    tcp.set_nodelay(true)?;
+    let name = rustls::pki_types::ServerName::from(std::net::IpAddr::from([127, 0, 0, 1]));
+    Ok(connector.connect(name, tcp).await?)
+}
+
+impl Watcher {
+    /// One signed long-poll on this watcher's connection, its answer parsed.
+    async fn watch(
+        &mut self,
+        keys: &ClusterKeys,
+        port: u16,
+        after: u64,
+    ) -> anyhow::Result<WatchResponse> {
+        let stream = self.stream.as_mut().context("not connected")?;
+        let path = format!(
+            "/v1/clusters/{}/watch?after={after}&timeout_ms=50000",
+            keys.cluster_id()
+        );
+        let timestamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+        let nonce = hex::encode(rand::random::<[u8; 16]>());
+        let signature = keys.signing_key().sign(&RequestToSign {
+            method: "GET",
+            path_and_query: &path,
+            body: b"",
+            timestamp,
+            nonce: &nonce,
+            client: &self.name,
+        });
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n{HEADER_TIMESTAMP}: {timestamp}\r\n\
+             {HEADER_NONCE}: {nonce}\r\n{HEADER_CLIENT}: {}\r\n{HEADER_SIGNATURE}: {signature}\r\n\r\n",
+            self.name
+        );
+        stream.write_all(request.as_bytes()).await?;
+        stream.flush().await?;
+        self.buf.clear();
+        let head_end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            read_more(stream, &mut self.buf).await?;
+        };
+        let head = std::str::from_utf8(&self.buf[..head_end]).context("answer head")?;
+        if !head.starts_with("HTTP/1.1 200") {
+            bail!("answer: {}", head.lines().next().unwrap_or(""));
+        }
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .context("the watch answer has no content-length")?;
+        while self.buf.len() < head_end + length {
+            read_more(stream, &mut self.buf).await?;
+        }
+        Ok(serde_json::from_slice(
+            &self.buf[head_end..head_end + length],
+        )?)
+    }
+}
+
+async fn read_more(stream: &mut TlsStream<TcpStream>, buf: &mut Vec<u8>) -> anyhow::Result<()> {
+    let mut chunk = [0u8; 1024];
+    let n = stream.read(&mut chunk).await?;
+    if n == 0 {
+        bail!("connection closed");
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
