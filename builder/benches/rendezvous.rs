@@ -7,9 +7,12 @@
 //! without the client's share of the two cores) come from its `watch fan-out` log lines
 //! (`muster_rendezvous::fanout`); a server that does not write them prints none.
 //!
-//! After the real rounds the same client side measures the ideal fan-out (`ideal`: one TLS
-//! write and read per watcher of an answer as long as the real one, nothing else) and
-//! prints the real latency against it.
+//! After the real rounds the same server answers the same rounds to lean watchers (`lean`:
+//! the protocol spoken by hand over one TLS connection each, no reqwest), and the same
+//! client side measures the ideal fan-out (`ideal`: one TLS write and read per watcher of
+//! an answer as long as the real one, nothing else). Both real latencies are printed
+//! against the ideal: the agents' client's, and the lean watchers' (the server's own share,
+//! the bench's clients sharing the server's cores as real agents on their own nodes do not).
 //!
 //! Run: `cargo bench -p muster --bench rendezvous`. `RDV_BENCH_SERVER=PATH` runs another
 //! `muster` binary as the server (e.g. one built from an earlier commit, for a before/after
@@ -280,22 +283,18 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
     }
     println!("load average after the rounds: {}", loadavg());
     latencies.sort_unstable();
-    let pct = |p: f64| percentile(&latencies, p);
-    println!(
-        "change-to-notify over {ROUNDS} rounds x {agents} watchers: p50 {:.2?}  p99 {:.2?}  max {:.2?}",
-        pct(0.50),
-        pct(0.99),
-        pct(1.0)
+    let real = Figures {
+        latencies,
+        cpu_server: cpu_rounds.0,
+        cpu_client: cpu_rounds.1,
+    };
+    print_rounds(
+        "change-to-notify (the agents' client)",
+        &format!("cpu from each write to its last answer, rounds 1-{ROUNDS}"),
+        &real,
+        agents,
     );
     print_server_figures(&fanouts, &measured);
-    let answers = (ROUNDS * agents) as f64;
-    println!(
-        "cpu from each write to its last answer, rounds 1-{ROUNDS}: server {:.2?} ({:.1} us per answer), bench client {:.2?} ({:.1} us per answer)",
-        cpu_rounds.0,
-        cpu_rounds.0.as_secs_f64() * 1e6 / answers,
-        cpu_rounds.1,
-        cpu_rounds.1.as_secs_f64() * 1e6 / answers
-    );
     // The same rounds with watchers as lean as the ideal's (`lean`): the agents' reqwest
     // client closes its connections first, so the server holds one per watcher again.
     drop(clients);
@@ -311,57 +310,35 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
     drop(writer);
     drop(server);
     let lean_figures = lean_figures?;
-    let mut lean_lat = lean_figures.latencies;
-    lean_lat.sort_unstable();
-    let lpct = |p: f64| percentile(&lean_lat, p);
 
     // The ideal writes an answer as long as the real one: its JSON (encoded once, here,
     // outside the measured rounds) and hyper's head.
     let last_answer = last_answer.context("no watch answered")?;
     let answer_len = http_answer_len(serde_json::to_vec(&last_answer)?.len());
-
     let floor = ideal::run(agents, ROUNDS, answer_len, &cert).await?;
-    let mut ideal_lat = floor.latencies;
-    ideal_lat.sort_unstable();
-    let ipct = |p: f64| percentile(&ideal_lat, p);
-    println!(
-        "ideal fan-out ({answer_len}-byte answer, one TLS write and read per watcher, no HTTP, signature, JSON or store) over {ROUNDS} rounds x {agents}: p50 {:.2?}  p99 {:.2?}  max {:.2?}",
-        ipct(0.50),
-        ipct(0.99),
-        ipct(1.0)
+    print_rounds(
+        &format!(
+            "ideal fan-out ({answer_len}-byte answer, one TLS write and read per watcher, no HTTP, signature, JSON or store)"
+        ),
+        "ideal cpu from each trigger to its last answer",
+        &floor,
+        agents,
     );
-    println!(
-        "ideal cpu from each trigger to its last answer: server {:.2?} ({:.1} us per answer), bench client {:.2?} ({:.1} us per answer)",
-        floor.cpu_server,
-        floor.cpu_server.as_secs_f64() * 1e6 / answers,
-        floor.cpu_client,
-        floor.cpu_client.as_secs_f64() * 1e6 / answers
+    print_rounds(
+        "change-to-notify, lean watchers (hand-written signed HTTP/1.1, no reqwest)",
+        "lean cpu from each write to its last answer",
+        &lean_figures,
+        agents,
     );
-    println!(
-        "change-to-notify, lean watchers (hand-written signed HTTP/1.1, no reqwest) over {ROUNDS} rounds x {agents}: p50 {:.2?}  p99 {:.2?}  max {:.2?}",
-        lpct(0.50),
-        lpct(0.99),
-        lpct(1.0)
+    print_ratios(
+        "change-to-notify against the ideal",
+        &real.latencies,
+        &floor.latencies,
     );
-    println!(
-        "lean cpu from each write to its last answer: server {:.2?} ({:.1} us per answer), bench client {:.2?} ({:.1} us per answer)",
-        lean_figures.cpu_server,
-        lean_figures.cpu_server.as_secs_f64() * 1e6 / answers,
-        lean_figures.cpu_client,
-        lean_figures.cpu_client.as_secs_f64() * 1e6 / answers
-    );
-    let ratio = |real: Duration, ideal: Duration| real.as_secs_f64() / ideal.as_secs_f64();
-    println!(
-        "change-to-notify against the ideal: p50 {:.2}x  p99 {:.2}x  max {:.2}x",
-        ratio(pct(0.50), ipct(0.50)),
-        ratio(pct(0.99), ipct(0.99)),
-        ratio(pct(1.0), ipct(1.0))
-    );
-    println!(
-        "lean watchers against the ideal (the server's own share): p50 {:.2}x  p99 {:.2}x  max {:.2}x",
-        ratio(lpct(0.50), ipct(0.50)),
-        ratio(lpct(0.99), ipct(0.99)),
-        ratio(lpct(1.0), ipct(1.0))
+    print_ratios(
+        "lean watchers against the ideal (the server's own share)",
+        &lean_figures.latencies,
+        &floor.latencies,
     );
     Ok(())
 }
@@ -369,6 +346,46 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
 /// The `p` quantile (0..=1) of `sorted`, nearest rank.
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// What a run of watch rounds measured (the lean watchers' and the ideal fan-out's).
+#[derive(Debug)]
+struct Figures {
+    /// Change sent to each watcher's answer read, every measured round, sorted.
+    latencies: Vec<Duration>,
+    /// CPU from each change to its last answer: the server's and this process's.
+    cpu_server: Duration,
+    cpu_client: Duration,
+}
+
+/// `latency`'s p50/p99/max and `cpu`'s CPU per answer of `f`.
+fn print_rounds(latency: &str, cpu: &str, f: &Figures, agents: usize) {
+    let pct = |p: f64| percentile(&f.latencies, p);
+    println!(
+        "{latency} over {ROUNDS} rounds x {agents}: p50 {:.2?}  p99 {:.2?}  max {:.2?}",
+        pct(0.50),
+        pct(0.99),
+        pct(1.0)
+    );
+    let answers = (ROUNDS * agents) as f64;
+    println!(
+        "{cpu}: server {:.2?} ({:.1} us per answer), bench client {:.2?} ({:.1} us per answer)",
+        f.cpu_server,
+        f.cpu_server.as_secs_f64() * 1e6 / answers,
+        f.cpu_client,
+        f.cpu_client.as_secs_f64() * 1e6 / answers
+    );
+}
+
+/// p50/p99/max of sorted latencies `real` over `ideal`.
+fn print_ratios(what: &str, real: &[Duration], ideal: &[Duration]) {
+    let ratio = |p: f64| percentile(real, p).as_secs_f64() / percentile(ideal, p).as_secs_f64();
+    println!(
+        "{what}: p50 {:.2}x  p99 {:.2}x  max {:.2}x",
+        ratio(0.50),
+        ratio(0.99),
+        ratio(1.0)
+    );
 }
 
 /// The length of a watch answer on the wire with a `body`-byte JSON body: hyper's status

@@ -18,15 +18,6 @@ use tokio::net::{TcpListener, TcpStream};
 /// Set in the environment of the re-executed bench binary that serves the ideal fan-out.
 pub const ROLE_ENV: &str = "RDV_BENCH_IDEAL";
 
-/// What the ideal run measured.
-pub struct Figures {
-    /// Trigger sent to each watcher's answer read, every measured round.
-    pub latencies: Vec<Duration>,
-    /// CPU from each trigger to its last answer: the ideal server's and this process's.
-    pub cpu_server: Duration,
-    pub cpu_client: Duration,
-}
-
 /// The ideal server (in the re-executed process): prints its TLS and trigger ports, then
 /// serves until killed. Certificate and key come as PEM in the environment.
 pub fn serve() -> anyhow::Result<()> {
@@ -87,7 +78,7 @@ pub async fn run(
     rounds: usize,
     answer_len: usize,
     cert: &muster_build::bake::rendezvous_cert::GeneratedCert,
-) -> anyhow::Result<Figures> {
+) -> anyhow::Result<super::Figures> {
     let child = Command::new(std::env::current_exe()?)
         .env(ROLE_ENV, "1")
         .env("RDV_IDEAL_CERT", &cert.cert_pem)
@@ -169,7 +160,8 @@ pub async fn run(
     }
     drop(streams);
     drop(server);
-    Ok(Figures {
+    latencies.sort_unstable();
+    Ok(super::Figures {
         latencies,
         cpu_server,
         cpu_client,

@@ -24,15 +24,6 @@ struct Watcher {
     buf: Vec<u8>,
 }
 
-/// What the lean rounds measured.
-pub struct Figures {
-    /// Write sent to each watcher's answer parsed, every measured round.
-    pub latencies: Vec<Duration>,
-    /// CPU from each write to its last answer: the server's and this process's.
-    pub cpu_server: Duration,
-    pub cpu_client: Duration,
-}
-
 /// Where the server is and how to reach it.
 pub struct Target<'a> {
     pub port: u16,
@@ -49,7 +40,7 @@ pub async fn run(
     agents: usize,
     rounds: usize,
     mut after: u64,
-) -> anyhow::Result<Figures> {
+) -> anyhow::Result<super::Figures> {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(protocol::tls_client_config(Some(
         target.cert_sha256,
     ))?));
@@ -128,7 +119,8 @@ pub async fn run(
         }
         after = made;
     }
-    Ok(Figures {
+    latencies.sort_unstable();
+    Ok(super::Figures {
         latencies,
         cpu_server,
         cpu_client,
