@@ -46,13 +46,11 @@ fn bin_dir() -> PathBuf {
 /// How often the sampler checks etcd and writes through the VIP.
 const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 
-/// The longest a run of failed writes through the VIP may last: one failover of the lab's
-/// kube-vip stand-in (keepalived on kube-vip's timing, `muster_lab::vip::KUBE_VIP_STANDIN_TIMING`;
-/// the default spec says kube-vip). Detecting a dead API server takes the check's `fall 3`
-/// at `interval 1` s, the last check allowed its `timeout 2` s: at most 1 + 1 + 1 + 2 = 5 s;
-/// the holder then goes to FAULT and a backup takes the VIP within 3 `advert_int 1`
-/// intervals (3 s). 5 + 3 = 8 s, measured from the first failed write to the next one that
-/// succeeds.
+/// The longest a run of failed writes through the VIP may last, measured from the first
+/// failed write to the next one that succeeds: one failover of the lab's kube-vip stand-in
+/// (the default spec says kube-vip), the bound its keepalived timing gives
+/// (`KeepalivedTiming::failover_bound_s`: detecting the dead API server, then a backup's
+/// election).
 const FAILOVER: Duration =
     Duration::from_secs(muster_lab::vip::KUBE_VIP_STANDIN_TIMING.failover_bound_s() as u64);
 
