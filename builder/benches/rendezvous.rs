@@ -348,7 +348,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// What a run of watch rounds measured (the lean watchers' and the ideal fan-out's).
+/// What a run of watch rounds measured (the agents' client's, the lean watchers' or the
+/// ideal fan-out's).
 #[derive(Debug)]
 struct Figures {
     /// Change sent to each watcher's answer read, every measured round, sorted.

@@ -98,8 +98,8 @@ impl<R: CommandRunner, S: Systemd> K3s<R, S> {
 }
 
 impl<R: CommandRunner, S: Systemd> super::EtcdApi for K3s<R, S> {
-    fn clients(&self) -> Option<&ClientCache> {
-        Some(&self.clients)
+    fn clients(&self) -> ClientCache {
+        self.clients.clone()
     }
 }
 
@@ -202,7 +202,7 @@ impl<R: CommandRunner, S: Systemd> Distro for K3s<R, S> {
         &self,
         m: &JoinMaterial,
     ) -> DistroResult<Option<crate::upgrade::order::ControlPlaneVersions>> {
-        self.ctx.control_plane_version(m).await
+        self.ctx.control_plane_version(&self.clients, m).await
     }
 
     async fn node_ready(&self) -> DistroResult<bool> {

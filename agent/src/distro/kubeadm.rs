@@ -135,8 +135,8 @@ impl<R: CommandRunner> Kubeadm<R> {
 }
 
 impl<R: CommandRunner> super::EtcdApi for Kubeadm<R> {
-    fn clients(&self) -> Option<&ClientCache> {
-        Some(&self.clients)
+    fn clients(&self) -> ClientCache {
+        self.clients.clone()
     }
 }
 
@@ -253,7 +253,7 @@ impl<R: CommandRunner> Distro for Kubeadm<R> {
         &self,
         m: &JoinMaterial,
     ) -> DistroResult<Option<crate::upgrade::order::ControlPlaneVersions>> {
-        self.ctx.control_plane_version(m).await
+        self.ctx.control_plane_version(&self.clients, m).await
     }
 
     async fn node_ready(&self) -> DistroResult<bool> {

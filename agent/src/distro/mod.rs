@@ -101,26 +101,21 @@ pub struct EtcdAccess {
     reason = "driven from one task; no Send bound needed"
 )]
 pub trait EtcdApi {
-    /// The clients kept for reuse across calls; none: a new client per call.
-    fn clients(&self) -> Option<&ClientCache> {
-        None
+    /// The clients kept for reuse across calls (a clone shares them); by default a new,
+    /// empty cache: a new client per call.
+    fn clients(&self) -> ClientCache {
+        ClientCache::new()
     }
     async fn etcd_members(&self, access: &EtcdAccess) -> DistroResult<Vec<EtcdMember>> {
-        let fresh = ClientCache::new();
-        let clients = self.clients().unwrap_or(&fresh);
-        http::etcd_member_list(clients, &access.endpoints, &access.creds).await
+        http::etcd_member_list(&self.clients(), &access.endpoints, &access.creds).await
     }
     async fn remove_etcd_member(&self, access: &EtcdAccess, id: u64) -> DistroResult<()> {
-        let fresh = ClientCache::new();
-        let clients = self.clients().unwrap_or(&fresh);
-        http::etcd_member_remove(clients, &access.endpoints, &access.creds, id).await
+        http::etcd_member_remove(&self.clients(), &access.endpoints, &access.creds, id).await
     }
     /// The member at `client_url` answers `/health` with `{"health":"true"}` (false when
     /// the cluster has no quorum, or the member is down).
     async fn etcd_member_healthy(&self, creds: &EtcdCreds, client_url: &str) -> bool {
-        let fresh = ClientCache::new();
-        let clients = self.clients().unwrap_or(&fresh);
-        http::etcd_health(clients, creds, client_url).await
+        http::etcd_health(&self.clients(), creds, client_url).await
     }
 }
 
@@ -208,12 +203,12 @@ impl NodeContext {
     /// endpoint with the join material's admin identity.
     pub async fn control_plane_version(
         &self,
+        clients: &ClientCache,
         m: &JoinMaterial,
     ) -> DistroResult<Option<crate::upgrade::order::ControlPlaneVersions>> {
         match &m.admin_kubeconfig {
-            // Read once per join attempt: a client of its own.
             Some(kc) => http::control_plane_version(
-                &ClientCache::new(),
+                clients,
                 &kc.0,
                 &format!("https://{}", self.api_endpoint),
                 self.node.as_str(),
