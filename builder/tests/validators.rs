@@ -347,6 +347,36 @@ fn cloud_init_files_pass_schema_and_net_convert() {
     }
     assert!(text.contains("MACAddress="), "{text}");
     assert!(text.contains("Gateway="), "{text}");
+    // The payload's networkd drop-in (no router discovery on the cluster NIC) names the
+    // file cloud-init itself writes for that NIC on every node, or networkd ignores it.
+    for r in &all {
+        let dropins: Vec<&String> = r
+            .files
+            .files
+            .keys()
+            .filter(|p| p.starts_with(model::node_files::NETWORKD_DROPINS))
+            .collect();
+        assert_eq!(dropins.len(), 1, "{}: {dropins:?}", r.name);
+        let dir = Path::new(dropins[0]).parent().unwrap();
+        let target = dir.file_name().unwrap().to_string_lossy();
+        let target = target.strip_suffix(".d").unwrap();
+        let text = String::from_utf8_lossy(&r.files.get(dropins[0]).unwrap().contents);
+        assert!(text.contains("\n[Network]\nIPv6AcceptRA=no\n"), "{text}");
+        for (node, _) in &r.seeds {
+            let written = d
+                .path()
+                .join(&r.name)
+                .join(node)
+                .join("networkd/etc/systemd/network")
+                .join(target);
+            assert!(
+                written.is_file(),
+                "{}/{node}: cloud-init wrote no {target} for the drop-in {}",
+                r.name,
+                dropins[0]
+            );
+        }
+    }
 }
 
 /// The `/etc/cloud/cloud.cfg.d/*.cfg` drop-ins the image scripts write (heredocs), by name:

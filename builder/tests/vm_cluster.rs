@@ -282,7 +282,13 @@ fn boot_breakdown(c: &VmCluster, names: &[String], distro: Distro) {
         let stages: Vec<String> = t
             .cloud_init_stages()
             .iter()
-            .map(|(unit, whole, events)| format!("{unit} {whole:.1} (its events {events:.1})"))
+            .map(|s| match s.to_first_line {
+                Some(py) => format!(
+                    "{} {:.1} (Python's start to its first log line {py:.1}, its events {:.1})",
+                    s.unit, s.whole, s.events
+                ),
+                None => format!("{} {:.1} (its events {:.1})", s.unit, s.whole, s.events),
+            })
             .collect();
         let top: Vec<String> = t
             .slowest_cloud_init_events(6)
@@ -294,6 +300,9 @@ fn boot_breakdown(c: &VmCluster, names: &[String], distro: Distro) {
             stages.join(", "),
             top.join(", ")
         );
+        for (secs, lines) in &t.cloud_init_gaps {
+            eprintln!("{n}: cloud-init log silent {secs:.1} s: {lines}");
+        }
         eprintln!(
             "{n}: ssh host keys: {}",
             t.ssh_host_keys.trim().replace('\n', "; ")

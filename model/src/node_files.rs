@@ -86,6 +86,9 @@ pub const PAYLOAD_SUMS: &str = "usr/lib/muster/SHA256SUMS";
 pub const AGENT_BINARY: &str = "usr/bin/nodeagent";
 /// systemd units shipped in the payload.
 pub const SYSTEMD_UNITS: &str = "usr/lib/systemd/system";
+/// systemd-networkd drop-ins shipped in the payload (networkd reads `NAME.network.d/`
+/// from here too, whichever directory holds `NAME.network`).
+pub const NETWORKD_DROPINS: &str = "usr/lib/systemd/network";
 
 // Inside each node tree (`NODE_TREES/<node>/…`, paths relative to the node's root):
 /// kubeadm config for `kubeadm init` (InitConfiguration + ClusterConfiguration +

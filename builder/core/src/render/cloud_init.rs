@@ -39,6 +39,37 @@ impl NodeSeed {
     }
 }
 
+/// The name cloud-init's networkd renderer gives the `.network` file of interface `iface`.
+pub fn networkd_file_name(iface: &str) -> String {
+    format!("10-cloud-init-{iface}.network")
+}
+
+/// The networkd drop-in every payload carries for the cluster NIC, `(path, contents)`:
+/// no IPv6 router discovery on it. Its addresses are static and IPv4 (`network-config`);
+/// and Debian 12's networkd (systemd 252) keeps a statically addressed link
+/// "configuring" until router discovery gives up, ~13 s when no router answers, which held
+/// wait-online, cloud-init's network stage and every service after it on each boot
+/// (systemd 254 stopped waiting once a static address is set). cloud-init 22.4 renders
+/// v2's `accept-ra` only for DHCPv6 links, hence a drop-in on the file it writes.
+pub fn network_dropin(iface: &str) -> (String, &'static str) {
+    (
+        format!(
+            "{}/{}.d/90-muster-no-router-advertisements.conf",
+            nf::NETWORKD_DROPINS,
+            networkd_file_name(iface)
+        ),
+        NETWORK_DROPIN,
+    )
+}
+
+const NETWORK_DROPIN: &str = "\
+# muster: the cluster NIC is addressed statically (IPv4, from the node's network-config);
+# no IPv6 router discovery on it, which would also hold the link \"configuring\" (and
+# network-online) until discovery gives up.
+[Network]
+IPv6AcceptRA=no
+";
+
 /// Unique per node and per build: the node name and the start of the payload's SHA-256.
 pub fn instance_id(node: &PlannedNode, payload_sha256: &str) -> String {
     let short: String = payload_sha256.chars().take(16).collect();

@@ -199,6 +199,8 @@ pub fn cluster_files(input: &Input<'_>, bake: &Bake) -> Result<FileSet, RenderEr
     for (name, text) in UNITS.iter().chain(k3s) {
         fs.add(format!("{}/{name}", nf::SYSTEMD_UNITS), 0o644, *text);
     }
+    let (dropin, text) = cloud_init::network_dropin(input.cluster.network.interface.as_str());
+    fs.add(dropin, 0o644, text);
     if input.cluster.ha.provider == VipProvider::KubeVip {
         fs.add(nf::KUBE_VIP_PRISTINE, 0o644, kube_vip::manifest(input)?);
     }

@@ -100,10 +100,27 @@ pub struct BootTimeline {
     pub units: BTreeMap<String, UnitTimes>,
     /// cloud-init's events (`init-network/config-ssh`, …) and how long each took.
     pub cloud_init: Vec<(String, f64)>,
+    /// Each cloud-init stage's first log line (`init-local`, `init`, `modules:final`, …) in
+    /// guest seconds: from its unit's start to there is Python starting and importing.
+    pub cloud_init_starts: BTreeMap<String, f64>,
+    /// The longest silences inside cloud-init's stages: seconds, and the log lines before
+    /// and after (`A >>> B`), longest first.
+    pub cloud_init_gaps: Vec<(f64, String)>,
     /// `systemd-analyze blame`, first lines (once the boot finished).
     pub blame: String,
     /// The host keys in /etc/ssh and any key generation the journal shows.
     pub ssh_host_keys: String,
+}
+
+/// One cloud-init stage's unit run, guest seconds ([`BootTimeline::cloud_init_stages`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloudInitStage {
+    pub unit: &'static str,
+    pub whole: f64,
+    /// From the unit's start to the stage's first log line: Python starting and importing.
+    pub to_first_line: Option<f64>,
+    /// cloud-init's own events inside the stage.
+    pub events: f64,
 }
 
 /// One step on the way from the kernel to the agent: from `from` to `to` seconds of guest
@@ -175,6 +192,22 @@ impl BootTimeline {
                 Some((name.trim().to_string(), secs.parse().ok()?))
             })
             .collect();
+        t.cloud_init_starts = r
+            .text("boot cloud-init starts")
+            .lines()
+            .filter_map(|l| {
+                let (stage, up) = l.trim().split_once(' ')?;
+                Some((stage.to_string(), up.parse().ok()?))
+            })
+            .collect();
+        t.cloud_init_gaps = r
+            .text("boot cloud-init gaps")
+            .lines()
+            .filter_map(|l| {
+                let (secs, lines) = l.trim().split_once(' ')?;
+                Some((secs.parse().ok()?, lines.to_string()))
+            })
+            .collect();
         t.blame = r.text("boot blame").to_string();
         t.ssh_host_keys = r.text("boot ssh host keys").to_string();
         Some(t)
@@ -236,28 +269,35 @@ impl BootTimeline {
     }
 
     /// Each cloud-init stage's unit that ran (`cloud-init-local`, `cloud-init`,
-    /// `cloud-config`, `cloud-final`): its whole run, and how much of it cloud-init's own
-    /// events inside the stage account for (the rest is Python starting and importing,
-    /// competing with the rest of the boot for the vCPU). cloud-init logs no finish event
-    /// for a whole stage, so the unit's times stand in for it.
-    pub fn cloud_init_stages(&self) -> Vec<(&'static str, f64, f64)> {
+    /// `cloud-config`, `cloud-final`): its whole run, how long Python took from the unit's
+    /// start to the stage's first log line (when the report has it), and how much
+    /// cloud-init's own events inside the stage account for. cloud-init logs no finish
+    /// event for a whole stage, so the unit's times stand in for it.
+    pub fn cloud_init_stages(&self) -> Vec<CloudInitStage> {
         [
-            ("cloud-init-local.service", "init-local/"),
-            ("cloud-init.service", "init-network/"),
-            ("cloud-config.service", "modules-config/"),
-            ("cloud-final.service", "modules-final/"),
+            ("cloud-init-local.service", "init-local", "init-local/"),
+            ("cloud-init.service", "init", "init-network/"),
+            ("cloud-config.service", "modules:config", "modules-config/"),
+            ("cloud-final.service", "modules:final", "modules-final/"),
         ]
         .iter()
-        .filter_map(|(unit, prefix)| {
+        .filter_map(|(unit, stage, prefix)| {
             let u = self.unit(unit);
-            let whole = u.active? - u.started?;
+            let started = u.started?;
+            let whole = u.active? - started;
             let events = self
                 .cloud_init
                 .iter()
                 .filter(|(n, _)| n.starts_with(prefix) && !n[prefix.len()..].contains('/'))
                 .map(|(_, s)| s)
                 .sum();
-            Some((*unit, whole, events))
+            let to_first_line = self.cloud_init_starts.get(*stage).map(|up| up - started);
+            Some(CloudInitStage {
+                unit,
+                whole,
+                to_first_line,
+                events,
+            })
         })
         .collect()
     }
@@ -321,6 +361,12 @@ ExecMainStartTimestampMonotonic=130000500
 0.100 init-local/check-cache
 3.200 init-network/config-ssh
 0.400 init-network/config-users-groups
+@@ boot cloud-init starts
+init-local 25.5
+init 52.25
+@@ boot cloud-init gaps
+12.500 util.py[DEBUG]: Running command ['udevadm', 'settle'] >>> util.py[DEBUG]: Reading from /proc/uptime
+1.250 a >>> b
 @@ boot ssh host keys
 /etc/ssh/ssh_host_ed25519_key
 === MUSTER-TEST-REPORT END
@@ -355,18 +401,22 @@ ExecMainStartTimestampMonotonic=130000500
             t.slowest_cloud_init_events(1),
             [("init-network/config-ssh".to_string(), 3.2)]
         );
-        let stages: Vec<(&str, f64, f64)> = t
+        let round = |v: f64| (v * 100.0).round() / 100.0;
+        let stages: Vec<(&str, f64, Option<f64>, f64)> = t
             .cloud_init_stages()
             .into_iter()
-            .map(|(u, w, e)| (u, w, (e * 10.0).round() / 10.0))
+            .map(|s| (s.unit, s.whole, s.to_first_line.map(round), round(s.events)))
             .collect();
         assert_eq!(
             stages,
             [
-                ("cloud-init-local.service", 30.0, 0.1),
-                ("cloud-init.service", 60.0, 3.6),
+                ("cloud-init-local.service", 30.0, Some(10.5), 0.1),
+                ("cloud-init.service", 60.0, Some(2.25), 3.6),
             ]
         );
+        assert_eq!(t.cloud_init_gaps.len(), 2);
+        assert_eq!(t.cloud_init_gaps[0].0, 12.5);
+        assert!(t.cloud_init_gaps[0].1.contains("'settle'] >>> "));
         assert!(t.ssh_host_keys.contains("ed25519"));
     }
 }
