@@ -244,6 +244,8 @@ fn boot_breakdown(c: &VmCluster, names: &[String], distro: Distro) {
     let mut per_cause: Vec<(&'static str, Vec<f64>)> = Vec::new();
     let mut guest_agent = Vec::new();
     let mut host_slack = Vec::new();
+    let mut kernel_seen = Vec::new();
+    let mut after_kernel_slack = Vec::new();
     let mut modules: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     let mut slowest: Option<(f64, String, String)> = None;
     for n in names {
@@ -274,6 +276,10 @@ fn boot_breakdown(c: &VmCluster, names: &[String], distro: Distro) {
             guest_agent.push(a);
             if let Some(h) = host {
                 host_slack.push(h - a);
+                if let Some(k) = c.boot_times(n).and_then(|b| b.kernel_started) {
+                    kernel_seen.push(k);
+                    after_kernel_slack.push(h - k - a);
+                }
             }
             if slowest.as_ref().is_none_or(|(s, _, _)| a > *s) {
                 slowest = Some((a, n.clone(), t.blame.clone()));
@@ -328,11 +334,13 @@ fn boot_breakdown(c: &VmCluster, names: &[String], distro: Distro) {
         .map(|(c, v)| format!("{c} {}", span(v)))
         .collect();
     common::measured(format_args!(
-        "{distro:?}: boot to agent per cause, guest seconds (min–max of {} VMs): {}; agent started at {} guest s; host's first sight of it minus that (firmware, kernel load, console poll) {}",
+        "{distro:?}: boot to agent per cause, guest seconds (min–max of {} VMs): {}; agent started at {} guest s; host's first sight of it minus that {} = the kernel's first console line seen at {} s (firmware, kernel load, console poll) + {} s (the guest's clock behind the host's, the agent's first line to the console, the poll)",
         names.len(),
         causes.join("; "),
         span(&guest_agent),
         span(&host_slack),
+        span(&kernel_seen),
+        span(&after_kernel_slack),
     ));
     let mut top: Vec<(String, Vec<f64>)> = modules.into_iter().collect();
     top.sort_by(|a, b| {

@@ -139,6 +139,9 @@ impl VmImage {
 /// When the host saw each boot milestone of one VM, in seconds after the VMs were started.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BootTimes {
+    /// The kernel's first console line (`Linux version …`): firmware and kernel loading
+    /// took until about then (to the console poll's resolution).
+    pub kernel_started: Option<f64>,
     /// cloud-init finished all its stages with the node's seed as its datasource (its
     /// last console line names `DataSourceNoCloud [seed=/dev/vdb]`). The agent does not
     /// wait for this: it is ordered after the network, not after `cloud-final`.
@@ -155,6 +158,8 @@ pub struct BootTimes {
 pub const SEED_MARKER: &str = "DataSourceNoCloud [seed=/dev/vdb]";
 /// Console text of the agent's first log lines (`nodeagent::host: preflight …`).
 pub const AGENT_MARKER: &str = "nodeagent::host: preflight";
+/// The kernel's first console line.
+pub const KERNEL_MARKER: &str = "Linux version ";
 
 struct Vm {
     name: String,
@@ -642,6 +647,9 @@ impl VmCluster {
             }
             if vm.times.cloud_init_finished.is_none() && contains(&vm.serial, SEED_MARKER) {
                 vm.times.cloud_init_finished = Some(now);
+            }
+            if vm.times.kernel_started.is_none() && contains(&vm.serial, KERNEL_MARKER) {
+                vm.times.kernel_started = Some(now);
             }
             if vm.times.agent_started.is_none() && contains(&vm.serial, AGENT_MARKER) {
                 vm.times.agent_started = Some(now);
