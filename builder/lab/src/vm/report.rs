@@ -144,6 +144,25 @@ fn usec(v: Option<&String>) -> Option<f64> {
     (us > 0).then(|| us as f64 / 1e6)
 }
 
+/// Which side of a `A B` line holds the seconds.
+enum Order {
+    SecondsFirst,
+    TextFirst,
+}
+
+/// The lines `SECONDS TEXT` (or `TEXT SECONDS`) of a section as `(seconds, text)`; lines
+/// that do not parse are left out.
+fn seconds_and_text(text: &str, order: Order) -> impl Iterator<Item = (f64, &str)> {
+    text.lines().filter_map(move |l| {
+        let (a, b) = l.trim().split_once(' ')?;
+        let (secs, rest) = match order {
+            Order::SecondsFirst => (a, b),
+            Order::TextFirst => (b, a),
+        };
+        Some((secs.parse().ok()?, rest.trim()))
+    })
+}
+
 fn props(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .filter_map(|l| l.split_once('='))
@@ -184,29 +203,14 @@ impl BootTimeline {
                 },
             );
         }
-        t.cloud_init = r
-            .text("boot cloud-init")
-            .lines()
-            .filter_map(|l| {
-                let (secs, name) = l.split_once(' ')?;
-                Some((name.trim().to_string(), secs.parse().ok()?))
-            })
+        t.cloud_init = seconds_and_text(r.text("boot cloud-init"), Order::SecondsFirst)
+            .map(|(secs, name)| (name.to_string(), secs))
             .collect();
-        t.cloud_init_starts = r
-            .text("boot cloud-init starts")
-            .lines()
-            .filter_map(|l| {
-                let (stage, up) = l.trim().split_once(' ')?;
-                Some((stage.to_string(), up.parse().ok()?))
-            })
+        t.cloud_init_starts = seconds_and_text(r.text("boot cloud-init starts"), Order::TextFirst)
+            .map(|(up, stage)| (stage.to_string(), up))
             .collect();
-        t.cloud_init_gaps = r
-            .text("boot cloud-init gaps")
-            .lines()
-            .filter_map(|l| {
-                let (secs, lines) = l.trim().split_once(' ')?;
-                Some((secs.parse().ok()?, lines.to_string()))
-            })
+        t.cloud_init_gaps = seconds_and_text(r.text("boot cloud-init gaps"), Order::SecondsFirst)
+            .map(|(secs, lines)| (secs, lines.to_string()))
             .collect();
         t.blame = r.text("boot blame").to_string();
         t.ssh_host_keys = r.text("boot ssh host keys").to_string();
