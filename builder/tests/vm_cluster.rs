@@ -259,7 +259,8 @@ fn boot_breakdown(c: &VmCluster, names: &[String], distro: Distro) {
             .map(|s| format!("{} {:.1}", s.cause, s.seconds()))
             .collect();
         let agent = t.agent_started();
-        let host = c.boot_times(n).and_then(|b| b.agent_started);
+        let host_times = c.boot_times(n);
+        let host = host_times.and_then(|b| b.agent_started);
         eprintln!(
             "{n}: boot (guest s): {}; agent started at {:.1} (guest), its first console line seen at {:.1} after VM start (host)",
             line.join(" | "),
@@ -276,7 +277,7 @@ fn boot_breakdown(c: &VmCluster, names: &[String], distro: Distro) {
             guest_agent.push(a);
             if let Some(h) = host {
                 host_slack.push(h - a);
-                if let Some(k) = c.boot_times(n).and_then(|b| b.kernel_started) {
+                if let Some(k) = host_times.and_then(|b| b.kernel_started) {
                     kernel_seen.push(k);
                     after_kernel_slack.push(h - k - a);
                 }

@@ -40,7 +40,7 @@ impl NodeSeed {
 }
 
 /// The name cloud-init's networkd renderer gives the `.network` file of interface `iface`.
-pub fn networkd_file_name(iface: &str) -> String {
+fn networkd_file_name(iface: &str) -> String {
     format!("10-cloud-init-{iface}.network")
 }
 
