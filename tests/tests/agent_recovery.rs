@@ -307,6 +307,28 @@ impl Rig {
         })
     }
 
+    /// Waits (up to `PATIENCE`) until `muster status --json` run on `host` satisfies `done`:
+    /// that view is the rendezvous's, one report behind a node's own state file.
+    fn wait_muster_status(
+        &self,
+        host: &str,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let m = self.muster_status(host);
+            if done(&m) {
+                return m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "muster status on {host}: not {what} within {PATIENCE:?}; last: {m:#}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// Waits (up to `PATIENCE`) until `host`'s `nodeagent status --json` satisfies `done`.
     fn wait_status(
         &self,
@@ -617,7 +639,6 @@ fn a_reimaged_control_plane_replaces_its_old_member() {
     );
 }
 
-/// `etcdctl member list` through the host's local member.
 #[test]
 fn a_node_without_kubeadm_says_so_and_the_rest_assembles() {
     let mut rig = Rig::new("rec-nokubeadm", Vec::new());
@@ -635,23 +656,29 @@ fn a_node_without_kubeadm_says_so_and_the_rest_assembles() {
         s["thisNode"]["lastError"].as_str() == Some(want)
     });
     assert_ne!(s["thisNode"]["phase"], "done", "{s:#}");
-    let m = rig.muster_status("cp1");
-    let row = m["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == Rig::name("cp3"))
-        .unwrap_or_else(|| panic!("no cp3 row: {m:#}"));
-    assert_eq!(row["lastError"].as_str(), Some(want), "{m:#}");
-    assert_ne!(row["phase"], "done");
-    let done: Vec<&str> = m["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|n| n["done"] == true)
-        .filter_map(|n| n["name"].as_str())
-        .collect();
-    assert_eq!(done, [Rig::name("cp1"), Rig::name("cp2")], "{m:#}");
+    // The rendezvous's view: cp3's row names the failure; cp1 and cp2 are done there
+    // once their last reports arrive (a node's state file is one report ahead).
+    let cp3_row = |m: &serde_json::Value| {
+        m["nodes"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|n| n["name"] == Rig::name("cp3")))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let done_rows = |m: &serde_json::Value| -> Vec<String> {
+        m["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["done"] == true)
+            .filter_map(|n| n["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    let m = rig.wait_muster_status("cp1", "showing cp1 and cp2 done and cp3's failure", |m| {
+        cp3_row(m)["lastError"].as_str() == Some(want)
+            && done_rows(m) == [Rig::name("cp1"), Rig::name("cp2")]
+    });
+    assert_ne!(cp3_row(&m)["phase"], "done", "{m:#}");
     // It never stood for election nor joined: not one kubeadm command ran there.
     assert!(rig.commands("cp3").is_empty(), "{:?}", rig.commands("cp3"));
     let log = rig.agent_log("cp3");
@@ -709,14 +736,10 @@ fn an_unreachable_sql_datastore_is_named_with_k3s_fatal_line() {
         "{text}"
     );
     // And the operator's view from the rendezvous, once the report carrying it is there.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let m = rig.muster_status("cp1");
+    rig.wait_muster_status("cp1", "naming the datastore and k3s's fatal line", |m| {
         let row = m["nodes"]
             .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["name"] == Rig::name("cp1"))
+            .and_then(|rows| rows.iter().find(|n| n["name"] == Rig::name("cp1")))
             .cloned()
             .unwrap_or_default();
         let named = row["unreachable"]
@@ -725,17 +748,11 @@ fn an_unreachable_sql_datastore_is_named_with_k3s_fatal_line() {
         let fatal = row["reason"]["message"]
             .as_str()
             .is_some_and(|m| m.contains("datastore"));
-        if named && fatal {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "muster status never showed it: {m:#}"
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
+        named && fatal
+    });
 }
 
+/// `etcdctl member list` through the host's local member.
 fn etcd_members(lab: &Lab, host: &str) -> Vec<etcd::Member> {
     let out = lab
         .etcdctl(host, &["member", "list", "-w", "json"])
