@@ -181,7 +181,8 @@ else
   cloud_init_note="cloud-init trimmed to the seeds' modules, cloud-config.service masked, one ed25519 ssh
 host key (/etc/cloud/cloud.cfg.d/95-muster-test.cfg, ssh.service.d/ and sshd_config.d/muster-test.conf),
 /usr/bin/cloud-init calling cloud-init's main() without the packaged wrapper's entry-point lookup (the
-packaged one diverted to /usr/bin/cloud-init.distrib)"
+packaged one diverted to /usr/bin/cloud-init.distrib), systemd's generators other than fstab, getty and
+cloud-init's masked (/etc/systemd/system-generators/)"
   mkdir -p /etc/cloud/cloud.cfg.d
   cat >/etc/cloud/cloud.cfg.d/95-muster-test.cfg <<'CFG'
 # muster TEST IMAGE: only the modules the nodes' seeds use, one ssh host key type.
@@ -223,6 +224,20 @@ CONF
     echo 'HostKey /etc/ssh/ssh_host_ed25519_key' >/etc/ssh/sshd_config.d/muster-test.conf
   fi
   say "cloud-init: init modules of the seeds only, config stage masked, ed25519 host key, main() without the entry-point lookup"
+  # systemd runs every generator before it loads a unit; under emulation each one costs
+  # about a second of the vCPU (generators took 12-15 s of the early boot in the five-VM
+  # run). These have nothing to generate on a lab node (no crypttab, integritytab,
+  # veritytab, resume device, GPT root, rc.local, system update, debug or run= options;
+  # the only SysV script without a unit is hwclock.sh, which a VM does not need); the
+  # fstab, getty and cloud-init generators stay.
+  mkdir -p /etc/systemd/system-generators
+  for g in systemd-cryptsetup-generator systemd-integritysetup-generator \
+    systemd-veritysetup-generator systemd-hibernate-resume-generator \
+    systemd-gpt-auto-generator systemd-rc-local-generator systemd-system-update-generator \
+    systemd-debug-generator systemd-run-generator systemd-sysv-generator; do
+    ln -sfn /dev/null "/etc/systemd/system-generators/$g"
+  done
+  say "systemd: generators with nothing to generate on a lab node masked"
 fi
 
 # 3. The reporter: this node's state on ttyS1, every few seconds.
@@ -249,8 +264,14 @@ boot_units="systemd-udev-trigger.service systemd-udev-settle.service
 boot_times() {
   section "boot kernel"
   dmesg 2>/dev/null | grep -m1 -E 'Run /init as init process|Run /sbin/init as init process'
+  # Which clock the guest keeps time with and how it calibrated it: the host sees the
+  # agent tens of seconds later than the guest's clock says.
+  section "boot clock"
+  dmesg 2>/dev/null | grep -E 'tsc: |clocksource: (Switched|.*unstable)|clocksource: Long' | head -n 8
   section "boot manager"
-  systemctl show -p UserspaceTimestampMonotonic -p FinishTimestampMonotonic 2>/dev/null
+  systemctl show -p UserspaceTimestampMonotonic -p FinishTimestampMonotonic \
+    -p GeneratorsStartTimestampMonotonic -p GeneratorsFinishTimestampMonotonic \
+    -p UnitsLoadStartTimestampMonotonic -p UnitsLoadFinishTimestampMonotonic 2>/dev/null
   section "boot units"
   # shellcheck disable=SC2086 # a list of unit names
   systemctl show -p Id -p InactiveExitTimestampMonotonic -p ActiveEnterTimestampMonotonic \
@@ -276,6 +297,9 @@ boot_times() {
       if (d >= 1) printf "%.3f %s >>> %s\n", d, substr(prev, 27, 110), substr($0, 27, 110) }
     seen = 1; p = s; prev = $0
   }' /var/log/cloud-init.log 2>/dev/null | sort -rn | head -n 5
+  # Where the guest's CPU went up to the agent's start (snapshot taken then, below).
+  section "boot cpu"
+  cat "$cpu_cache" 2>/dev/null
   section "boot ssh host keys"
   ls /etc/ssh/ssh_host_*_key 2>/dev/null
   journalctl -b -o cat --no-pager -u ssh.service -u cloud-init.service 2>/dev/null |
@@ -285,24 +309,51 @@ boot_times() {
     systemd-analyze blame --no-pager 2>/dev/null | head -n 15
   fi
 }
+# The guest's CPU time when the reporter first sees the agent started: /proc/stat's total
+# (busy against idle: is the boot waiting or computing?) and each unit's own (systemd
+# keeps a finished unit's last figure), in guest seconds.
+cpu_cache=/run/muster-test/cpu-at-agent
+cpu_snapshot() {
+  echo "uptime $(cut -d' ' -f1 /proc/uptime)"
+  head -n 1 /proc/stat
+  # PID 1's own user and system ticks (init.scope also holds the generators it ran), and
+  # how often it reloaded (each reload runs every generator again).
+  echo "pid1 $(cut -d' ' -f14,15 /proc/1/stat) reloads $(journalctl -b _PID=1 -o cat --no-pager 2>/dev/null | grep -c '^Reloading') modules $(wc -l </proc/modules)"
+  systemctl show -p Id -p CPUUsageNSec '*.service' '*.scope' 2>/dev/null
+  # The generators' run: cloud-init's ds-identify logs its uptime at its start and end.
+  echo
+  grep -h '^\[up ' /run/cloud-init/ds-identify.log 2>/dev/null | sed 's/^/ds-identify /'
+}
 mkdir -p "${boot_cache%/*}"
-next_full=0
+# A pause without a process: a read with a timeout on a FIFO nobody writes to.
+mkfifo /run/muster-test/pause 2>/dev/null
+exec 9<>/run/muster-test/pause
+pause() { read -r -t "$1" -u 9 || :; }
+# The first whole report comes at 8 minutes of uptime if the agent has not started by then
+# (a boot that stalls is reported from then on, once a minute): a whole report runs dozens
+# of processes, dpkg-query and ctr among them, which would take the vCPU from the boot.
+read -r uptime _ </proc/uptime
+next_full=$((SECONDS + 480 - ${uptime%%.*}))
 while :; do
   agent_started=0 agent_status=
+  # Until the agent starts the test reads nothing, and every process the reporter runs
+  # takes the vCPU from the boot the test measures (guest CPU by unit: systemctl's calls
+  # cost PID 1 as much as the reporter): so a look every 5 s with no process at all.
+  # systemd makes a unit's cgroup as it starts the unit.
+  if [ ! -d /sys/fs/cgroup/system.slice/nodeagent.service ] && [ "$SECONDS" -lt "$next_full" ]; then
+    pause 5
+    continue
+  fi
   while IFS='=' read -r key value; do
     case $key in
       ExecMainStartTimestampMonotonic) agent_started=${value:-0} ;;
       StatusText) agent_status=$value ;;
     esac
   done <<<"$(systemctl show -p ExecMainStartTimestampMonotonic -p StatusText nodeagent.service 2>/dev/null)"
-  # Until the agent starts the test reads nothing, and each of a report's dozen processes
-  # takes the vCPU from the boot the test measures: one look every 5 s, and a whole report
-  # (for a boot that stalls) once a minute.
-  if [ "$agent_started" = 0 ] && [ "$SECONDS" -lt "$next_full" ]; then
-    sleep 5
-    continue
-  fi
   next_full=$((SECONDS + 60))
+  if [ "$agent_started" != 0 ] && [ ! -f "$cpu_cache" ]; then
+    cpu_snapshot >"$cpu_cache.new" && mv "$cpu_cache.new" "$cpu_cache"
+  fi
   block=$(
     echo "=== MUSTER-TEST-REPORT BEGIN $(hostname) $(cut -d' ' -f1 /proc/uptime)"
     section identity
@@ -375,7 +426,7 @@ while :; do
   printf '%s\n' "$block" >"$port"
   # While the node assembles, every ~10 s (the reports compete with etcd and the joins for
   # the one vCPU); once this node is done the test waits on fresh reports, so every ~2 s.
-  if [ "$agent_status" = "done" ]; then sleep 2; else sleep 10; fi
+  if [ "$agent_status" = "done" ]; then pause 2; else pause 10; fi
 done
 SCRIPT
 chmod 0755 /usr/lib/muster-test/report

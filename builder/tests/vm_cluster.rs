@@ -248,6 +248,11 @@ fn boot_breakdown(c: &VmCluster, names: &[String], distro: Distro) {
     let mut after_kernel_slack = Vec::new();
     let mut modules: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     let mut slowest: Option<(f64, String, String)> = None;
+    let mut busy_share = Vec::new();
+    let mut waiting = Vec::new();
+    let mut uncounted = Vec::new();
+    let mut snapshot_late = Vec::new();
+    let mut unit_cpu: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     for n in names {
         let Some(t) = c.boot_timeline(n) else {
             eprintln!("{n}: no boot timings in its reports");
@@ -310,6 +315,48 @@ fn boot_breakdown(c: &VmCluster, names: &[String], distro: Distro) {
         for (secs, lines) in &t.cloud_init_gaps {
             eprintln!("{n}: cloud-init log silent {secs:.1} s: {lines}");
         }
+        if let Some(cpu) = &t.cpu {
+            let top: Vec<String> = cpu
+                .units
+                .iter()
+                .take(10)
+                .map(|(u, s)| format!("{} {s:.1}", u.trim_end_matches(".service")))
+                .collect();
+            eprintln!(
+                "{n}: guest CPU over its first {:.0} s: busy {:.1} (user {:.1}, system {:.1}, irq {:.1}), idle {:.1}, iowait {:.1}, not counted {:.1}; by unit: {}; outside units (kernel threads, initramfs) {:.1}; PID 1 itself {}, {} reloads, generators ran {} s, units loaded in {} s; {} kernel modules",
+                cpu.uptime,
+                cpu.busy(),
+                cpu.user,
+                cpu.system,
+                cpu.irq,
+                cpu.idle,
+                cpu.iowait,
+                cpu.uncounted(),
+                top.join(", "),
+                cpu.outside_units(),
+                cpu.pid1.map_or("-".into(), |s| format!("{s:.1}")),
+                cpu.reloads.map_or("-".into(), |n| n.to_string()),
+                t.generators.map_or("-".into(), |s| format!("{s:.1}")),
+                t.units_load.map_or("-".into(), |s| format!("{s:.1}")),
+                cpu.modules.map_or("-".into(), |m| m.to_string()),
+            );
+            if let Some(d) = cpu.ds_identify {
+                eprintln!("{n}: cloud-init's ds-identify (a generator) ran {d:.1} s");
+            }
+
+            busy_share.push(cpu.busy() / cpu.uptime);
+            waiting.push(cpu.idle + cpu.iowait);
+            uncounted.push(cpu.uncounted());
+            snapshot_late.extend(agent.map(|a| cpu.uptime - a));
+            for (u, s) in &cpu.units {
+                unit_cpu.entry(u.clone()).or_default().push(*s);
+            }
+            unit_cpu
+                .entry("(outside units)".into())
+                .or_default()
+                .push(cpu.outside_units());
+        }
+        eprintln!("{n}: clock: {}", t.clock.trim().replace('\n', "; "));
         eprintln!(
             "{n}: ssh host keys: {}",
             t.ssh_host_keys.trim().replace('\n', "; ")
@@ -335,7 +382,7 @@ fn boot_breakdown(c: &VmCluster, names: &[String], distro: Distro) {
         .map(|(c, v)| format!("{c} {}", span(v)))
         .collect();
     common::measured(format_args!(
-        "{distro:?}: boot to agent per cause, guest seconds (min–max of {} VMs): {}; agent started at {} guest s; host's first sight of it minus that {} = the kernel's first console line seen at {} s (firmware, kernel load, console poll) + {} s (the guest's clock behind the host's, the agent's first line to the console, the poll)",
+        "{distro:?}: boot to agent per cause, guest seconds (min–max of {} VMs): {}; agent started at {} guest s; host's first sight of it minus that {} = the kernel's first console line seen at {} s (firmware, kernel load, console poll) + {} s (from the agent's start to its first console line, which it writes after its preflight checks, and the poll)",
         names.len(),
         causes.join("; "),
         span(&guest_agent),
@@ -343,6 +390,23 @@ fn boot_breakdown(c: &VmCluster, names: &[String], distro: Distro) {
         span(&kernel_seen),
         span(&after_kernel_slack),
     ));
+    if !busy_share.is_empty() {
+        let mut by_unit: Vec<(String, Vec<f64>)> = unit_cpu.into_iter().collect();
+        by_unit.sort_by(|a, b| b.1.iter().sum::<f64>().total_cmp(&a.1.iter().sum::<f64>()));
+        let by_unit: Vec<String> = by_unit
+            .iter()
+            .take(8)
+            .map(|(u, v)| format!("{} {}", u.trim_end_matches(".service"), span(v)))
+            .collect();
+        common::measured(format_args!(
+            "{distro:?}: guest CPU up to the agent's start (read {} s after it): busy {} of the time, idle or iowait {} s, not counted by the guest (its vCPU waiting for a host core) {} s; CPU seconds by unit (min–max): {}",
+            span(&snapshot_late),
+            span(&busy_share.iter().map(|b| b * 100.0).collect::<Vec<_>>()) + " %",
+            span(&waiting),
+            span(&uncounted),
+            by_unit.join(", "),
+        ));
+    }
     let mut top: Vec<(String, Vec<f64>)> = modules.into_iter().collect();
     top.sort_by(|a, b| {
         let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);

@@ -315,18 +315,8 @@ impl Rig {
         what: &str,
         done: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let m = self.muster_status(host);
-            if done(&m) {
-                return m;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "muster status on {host}: not {what} within {PATIENCE:?}; last: {m:#}"
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        let what = format!("muster status on {host}: not {what}");
+        poll_until(&what, || self.muster_status(host), done)
     }
 
     /// Waits (up to `PATIENCE`) until `host`'s `nodeagent status --json` satisfies `done`.
@@ -336,18 +326,8 @@ impl Rig {
         what: &str,
         done: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let (s, _) = self.status(host);
-            if done(&s) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{host}: not {what} within {PATIENCE:?}; last status: {s:#}"
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        let what = format!("{host}: not {what}");
+        poll_until(&what, || self.status(host).0, done)
     }
 
     fn phase(&self, host: &str) -> String {
@@ -750,6 +730,26 @@ fn an_unreachable_sql_datastore_is_named_with_k3s_fatal_line() {
             .is_some_and(|m| m.contains("datastore"));
         named && fatal
     });
+}
+
+/// Reads every 500 ms until `done` holds (and returns that reading) or `PATIENCE` runs out.
+fn poll_until(
+    what: &str,
+    read: impl Fn() -> serde_json::Value,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let v = read();
+        if done(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {PATIENCE:?}; last: {v:#}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// `etcdctl member list` through the host's local member.

@@ -97,6 +97,9 @@ pub struct BootTimeline {
     pub userspace: Option<f64>,
     /// systemd's boot finished (`multi-user.target` reached: after the agent's READY=1).
     pub finished: Option<f64>,
+    /// How long systemd's generators ran, and its unit loading took, at its last (re)load.
+    pub generators: Option<f64>,
+    pub units_load: Option<f64>,
     pub units: BTreeMap<String, UnitTimes>,
     /// cloud-init's events (`init-network/config-ssh`, …) and how long each took.
     pub cloud_init: Vec<(String, f64)>,
@@ -106,10 +109,136 @@ pub struct BootTimeline {
     /// The longest silences inside cloud-init's stages: seconds, and the log lines before
     /// and after (`A >>> B`), longest first.
     pub cloud_init_gaps: Vec<(f64, String)>,
+    /// Where the guest's CPU went up to the agent's start (`None`: no snapshot in the report).
+    pub cpu: Option<BootCpu>,
     /// `systemd-analyze blame`, first lines (once the boot finished).
     pub blame: String,
     /// The host keys in /etc/ssh and any key generation the journal shows.
     pub ssh_host_keys: String,
+    /// The kernel's clock lines (TSC calibration, clocksource switches) from dmesg.
+    pub clock: String,
+}
+
+/// The guest's CPU time over its boot, taken when the reporter first saw the agent started:
+/// `/proc/stat`'s total split into busy and waiting, and each systemd unit's own share (a
+/// finished unit keeps its last figure). Guest seconds: under TCG a guest's "busy" second
+/// is a second its vCPU was running guest code or waiting for a host core to run it on.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BootCpu {
+    /// The guest's uptime at the snapshot.
+    pub uptime: f64,
+    pub user: f64,
+    pub system: f64,
+    /// Hardware and soft interrupts.
+    pub irq: f64,
+    pub idle: f64,
+    pub iowait: f64,
+    /// PID 1's own CPU (user + system); init.scope's figure also holds the generators.
+    pub pid1: Option<f64>,
+    /// How often PID 1 reloaded (each reload runs the generators again).
+    pub reloads: Option<u32>,
+    /// cloud-init's `ds-identify` (run by its generator): from its start to its result, in
+    /// its first run.
+    pub ds_identify: Option<f64>,
+    /// Kernel modules loaded.
+    pub modules: Option<u32>,
+    /// Every `/proc/stat` count summed (busy, idle, iowait, steal, …).
+    pub counted: f64,
+    /// Each unit that used any CPU, most first.
+    pub units: Vec<(String, f64)>,
+}
+
+impl BootCpu {
+    /// `/proc/stat` counts in USER_HZ, 100 per second on Linux.
+    const USER_HZ: f64 = 100.0;
+
+    /// The reporter's `boot cpu` section: `uptime SECONDS`, `/proc/stat`'s `cpu` line, then
+    /// `systemctl show -p Id -p CPUUsageNSec` blocks.
+    fn parse(text: &str) -> Option<BootCpu> {
+        let mut lines = text.lines();
+        let uptime = lines.next()?.strip_prefix("uptime ")?.trim().parse().ok()?;
+        let ticks: Vec<f64> = lines
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .map(|t| t.parse::<f64>().map(|t| t / Self::USER_HZ))
+            .collect::<Result<_, _>>()
+            .ok()?;
+        // user nice system idle iowait irq softirq …
+        let [user, nice, system, idle, iowait, irq, softirq, ..] = ticks[..] else {
+            return None;
+        };
+        let mut rest: Vec<&str> = lines.collect();
+        // "pid1 UTIME STIME reloads N modules M"
+        let (mut pid1, mut reloads, mut modules) = (None, None, None);
+        if let Some(l) = rest.first().and_then(|l| l.strip_prefix("pid1 ")) {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if let [u, s, "reloads", n, "modules", m] = f[..] {
+                modules = m.parse().ok();
+                pid1 = u
+                    .parse::<f64>()
+                    .ok()
+                    .zip(s.parse::<f64>().ok())
+                    .map(|(u, s)| (u + s) / Self::USER_HZ);
+                reloads = n.parse().ok();
+            }
+            rest.remove(0);
+        }
+        let mut units: Vec<(String, f64)> = rest
+            .join("\n")
+            .split("\n\n")
+            .filter_map(|block| {
+                let p = props(block);
+                let ns: u64 = p.get("CPUUsageNSec")?.trim().parse().ok()?;
+                // u64::MAX: accounting off for the unit.
+                let id = p.get("Id")?.clone();
+                (ns > 0 && ns != u64::MAX).then_some((id, ns as f64 / 1e9))
+            })
+            .collect();
+        units.sort_by(|a, b| b.1.total_cmp(&a.1));
+        // "ds-identify [up 12.34s] ds-identify …" then "ds-identify [up 15.60s] returning 0"
+        let ups: Vec<f64> = rest
+            .iter()
+            .filter_map(|l| l.strip_prefix("ds-identify [up ")?.split_once("s]"))
+            .filter_map(|(up, _)| up.parse().ok())
+            .collect();
+        let ds_identify = match ups[..] {
+            [start, end, ..] if end >= start => Some(end - start),
+            _ => None,
+        };
+
+        Some(BootCpu {
+            uptime,
+            user: user + nice,
+            system,
+            irq: irq + softirq,
+            idle,
+            iowait,
+            pid1,
+            reloads,
+            ds_identify,
+            modules,
+            counted: ticks.iter().take(8).sum(),
+            units,
+        })
+    }
+
+    pub fn busy(&self) -> f64 {
+        self.user + self.system + self.irq
+    }
+
+    /// Guest seconds `/proc/stat` never counted: the kernel counts one tick per timer
+    /// interrupt it handles, so time the vCPU spent waiting for a host core (TCG reports
+    /// no steal time) goes missing from every count.
+    pub fn uncounted(&self) -> f64 {
+        self.uptime - self.counted
+    }
+
+    /// What no unit accounts for: the kernel's own threads, the initramfs, systemd before
+    /// it accounts (busy minus the units' sum).
+    pub fn outside_units(&self) -> f64 {
+        self.busy() - self.units.iter().map(|(_, s)| s).sum::<f64>()
+    }
 }
 
 /// One cloud-init stage's unit run, guest seconds ([`BootTimeline::cloud_init_stages`]).
@@ -187,6 +316,15 @@ impl BootTimeline {
         let manager = props(r.text("boot manager"));
         t.userspace = usec(manager.get("UserspaceTimestampMonotonic"));
         t.finished = usec(manager.get("FinishTimestampMonotonic"));
+        let took = |from: &str, to: &str| Some(usec(manager.get(to))? - usec(manager.get(from))?);
+        t.generators = took(
+            "GeneratorsStartTimestampMonotonic",
+            "GeneratorsFinishTimestampMonotonic",
+        );
+        t.units_load = took(
+            "UnitsLoadStartTimestampMonotonic",
+            "UnitsLoadFinishTimestampMonotonic",
+        );
         // `systemctl show A B`: one block of properties per unit, blank lines between.
         for block in units_text.split("\n\n") {
             let p = props(block);
@@ -212,8 +350,10 @@ impl BootTimeline {
         t.cloud_init_gaps = seconds_and_text(r.text("boot cloud-init gaps"), Order::SecondsFirst)
             .map(|(secs, lines)| (secs, lines.to_string()))
             .collect();
+        t.cpu = BootCpu::parse(r.text("boot cpu"));
         t.blame = r.text("boot blame").to_string();
         t.ssh_host_keys = r.text("boot ssh host keys").to_string();
+        t.clock = r.text("boot clock").to_string();
         Some(t)
     }
 
@@ -422,5 +562,83 @@ init 52.25
         assert_eq!(t.cloud_init_gaps[0].0, 12.5);
         assert!(t.cloud_init_gaps[0].1.contains("'settle'] >>> "));
         assert!(t.ssh_host_keys.contains("ed25519"));
+    }
+    #[test]
+    fn boot_cpu_splits_busy_from_waiting_and_names_units() {
+        // Lines of a real `boot cpu` section and `boot manager` (vmlab-w-1, session 23's
+        // fourth five-VM run), a few of its 96 unit blocks kept.
+        let text = "=== MUSTER-TEST-REPORT BEGIN vmlab-w-1 298.1
+@@ boot manager
+UserspaceTimestampMonotonic=34543266
+FinishTimestampMonotonic=0
+GeneratorsStartTimestampMonotonic=37475691
+GeneratorsFinishTimestampMonotonic=51586554
+UnitsLoadStartTimestampMonotonic=51587577
+UnitsLoadFinishTimestampMonotonic=57162208
+@@ boot units
+Id=nodeagent.service
+LoadState=loaded
+InactiveExitTimestampMonotonic=285400000
+ActiveEnterTimestampMonotonic=0
+ExecMainStartTimestampMonotonic=285400100
+@@ boot cpu
+uptime 292.26
+cpu  10456 84 12344 87 114 0 573 0 0 0
+pid1 1035 2053 reloads 0 modules 42
+CPUUsageNSec=389957000
+Id=getty@tty1.service
+
+CPUUsageNSec=29805649000
+Id=systemd-udevd.service
+
+CPUUsageNSec=[not set]
+Id=cloud-final.service
+
+CPUUsageNSec=49080043000
+Id=cloud-init-local.service
+
+CPUUsageNSec=44192309000
+Id=init.scope
+
+ds-identify [up 49.12s] ds-identify 
+ds-identify [up 51.36s] returning 0
+=== MUSTER-TEST-REPORT END
+";
+        let r = NodeReport::parse_last(text).unwrap();
+        let t = BootTimeline::from_report(&r).unwrap();
+        let round = |v: f64| (v * 100.0).round() / 100.0;
+        assert_eq!(t.generators.map(round), Some(14.11));
+        assert_eq!(t.units_load.map(round), Some(5.57));
+        let cpu = t.cpu.unwrap();
+        assert_eq!(cpu.uptime, 292.26);
+        // user + nice, system, irq + softirq; idle and iowait apart.
+        assert_eq!(
+            [cpu.user, cpu.system, cpu.irq, cpu.idle, cpu.iowait].map(round),
+            [105.4, 123.44, 5.73, 0.87, 1.14]
+        );
+        assert_eq!(round(cpu.busy()), 234.57);
+        assert_eq!(round(cpu.uncounted()), 55.68);
+        assert_eq!(cpu.pid1.map(round), Some(30.88));
+        assert_eq!((cpu.reloads, cpu.modules), (Some(0), Some(42)));
+        assert_eq!(cpu.ds_identify.map(round), Some(2.24));
+        // Most first; a unit with accounting off ("[not set]") left out.
+        let units: Vec<(&str, f64)> = cpu
+            .units
+            .iter()
+            .map(|(u, s)| (u.as_str(), round(*s)))
+            .collect();
+        assert_eq!(
+            units,
+            [
+                ("cloud-init-local.service", 49.08),
+                ("init.scope", 44.19),
+                ("systemd-udevd.service", 29.81),
+                ("getty@tty1.service", 0.39),
+            ]
+        );
+        assert_eq!(round(cpu.outside_units()), 111.1);
+        // Without the section, or with a line it does not know, no figures at all.
+        assert!(BootCpu::parse("").is_none());
+        assert!(BootCpu::parse("uptime 12.0\ncpu 1 2\n").is_none());
     }
 }
