@@ -319,6 +319,7 @@ cpu_snapshot() {
   # PID 1's own user and system ticks (init.scope also holds the generators it ran), and
   # how often it reloaded (each reload runs every generator again).
   echo "pid1 $(cut -d' ' -f14,15 /proc/1/stat) reloads $(journalctl -b _PID=1 -o cat --no-pager 2>/dev/null | grep -c '^Reloading') modules $(wc -l </proc/modules)"
+  echo "loaded $(cut -d' ' -f1 /proc/modules | sort | tr '\n' ' ')"
   systemctl show -p Id -p CPUUsageNSec '*.service' '*.scope' 2>/dev/null
   # The generators' run: cloud-init's ds-identify logs its uptime at its start and end.
   echo
@@ -418,8 +419,8 @@ while :; do
       journalctl -u keepalived.service -u kube-vip-standin.service -o cat --no-pager 2>/dev/null |
         grep -E 'Entering|VRRP_Script|removing|Netlink' | tail -n 8
       section "agent journal"
-      journalctl -u nodeagent.service -o cat --no-pager 2>/dev/null |
-        grep -E 'WARN|ERROR|preflight' | tail -n 20
+      journalctl -u nodeagent.service -o short-monotonic --no-pager 2>/dev/null |
+        grep -E 'WARN|ERROR|preflight|Started' | tail -n 20
     fi
     echo "=== MUSTER-TEST-REPORT END"
   )

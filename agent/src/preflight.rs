@@ -117,14 +117,21 @@ pub fn probe_host(o: &mut Options) {
             .filter(|out| out.status.success())
             .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
     };
+    // Each probe is a process (timedatectl may start systemd-timedated): under emulation
+    // they take seconds before the checks' first line, so their times are logged.
+    let started = std::time::Instant::now();
     o.ip_addr_json = output("ip", &["-j", "addr", "show"]);
+    let ip_ms = started.elapsed().as_millis();
     if let Some(t) = &o.tools {
         o.tools_found = Some(find_tools(t));
     }
+    let tools_ms = started.elapsed().as_millis() - ip_ms;
     if !o.lab {
         o.clock_synchronized = output("timedatectl", &["show", "-p", "NTPSynchronized", "--value"])
             .map(|v| v.trim() == "yes");
     }
+    let clock_ms = started.elapsed().as_millis() - ip_ms - tools_ms;
+    tracing::info!(ip_ms, tools_ms, clock_ms, "preflight probes");
 }
 
 /// Looks the required programs up on PATH and asks the first one its version.

@@ -340,6 +340,9 @@ fn boot_breakdown(c: &VmCluster, names: &[String], distro: Distro) {
                 t.units_load.map_or("-".into(), |s| format!("{s:.1}")),
                 cpu.modules.map_or("-".into(), |m| m.to_string()),
             );
+            if !cpu.module_names.is_empty() {
+                eprintln!("{n}: kernel modules: {}", cpu.module_names.join(" "));
+            }
             if let Some(d) = cpu.ds_identify {
                 eprintln!("{n}: cloud-init's ds-identify (a generator) ran {d:.1} s");
             }

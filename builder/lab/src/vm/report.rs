@@ -140,8 +140,9 @@ pub struct BootCpu {
     /// cloud-init's `ds-identify` (run by its generator): from its start to its result, in
     /// its first run.
     pub ds_identify: Option<f64>,
-    /// Kernel modules loaded.
+    /// Kernel modules loaded: how many, and their names.
     pub modules: Option<u32>,
+    pub module_names: Vec<String>,
     /// Every `/proc/stat` count summed (busy, idle, iowait, steal, …).
     pub counted: f64,
     /// Each unit that used any CPU, most first.
@@ -184,6 +185,11 @@ impl BootCpu {
             }
             rest.remove(0);
         }
+        let module_names = rest
+            .iter()
+            .find_map(|l| l.strip_prefix("loaded "))
+            .map(|l| l.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
         let mut units: Vec<(String, f64)> = rest
             .join("\n")
             .split("\n\n")
@@ -218,6 +224,7 @@ impl BootCpu {
             reloads,
             ds_identify,
             modules,
+            module_names,
             counted: ticks.iter().take(8).sum(),
             units,
         })
@@ -566,7 +573,8 @@ init 52.25
     #[test]
     fn boot_cpu_splits_busy_from_waiting_and_names_units() {
         // Lines of a real `boot cpu` section and `boot manager` (vmlab-w-1, session 23's
-        // fourth five-VM run), a few of its 96 unit blocks kept.
+        // fourth five-VM run; the `loaded` line from the eighth), a few of its 96 unit
+        // blocks kept.
         let text = "=== MUSTER-TEST-REPORT BEGIN vmlab-w-1 298.1
 @@ boot manager
 UserspaceTimestampMonotonic=34543266
@@ -585,6 +593,7 @@ ExecMainStartTimestampMonotonic=285400100
 uptime 292.26
 cpu  10456 84 12344 87 114 0 573 0 0 0
 pid1 1035 2053 reloads 0 modules 42
+loaded aesni_intel autofs4 binfmt_misc br_netfilter bridge button configfs crc32_pclmul crc32c_intel crct10dif_pclmul cryptd crypto_simd dm_mod efi_pstore evdev failover fat fuse ghash_clmulni_intel ip_tables llc loop net_failover nls_ascii nls_cp437 overlay qemu_fw_cfg serio_raw sha1_ssse3 sha256_ssse3 sha512_generic sha512_ssse3 stp vfat virtio virtio_blk virtio_net virtio_pci virtio_pci_legacy_dev virtio_pci_modern_dev virtio_ring x_tables 
 CPUUsageNSec=389957000
 Id=getty@tty1.service
 
@@ -620,6 +629,9 @@ ds-identify [up 51.36s] returning 0
         assert_eq!(round(cpu.uncounted()), 55.68);
         assert_eq!(cpu.pid1.map(round), Some(30.88));
         assert_eq!((cpu.reloads, cpu.modules), (Some(0), Some(42)));
+        assert_eq!(cpu.module_names.len(), 42);
+        assert_eq!(cpu.module_names[0], "aesni_intel");
+        assert_eq!(cpu.module_names[41], "x_tables");
         assert_eq!(cpu.ds_identify.map(round), Some(2.24));
         // Most first; a unit with accounting off ("[not set]") left out.
         let units: Vec<(&str, f64)> = cpu
