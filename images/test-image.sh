@@ -262,12 +262,14 @@ boot_units="systemd-udev-trigger.service systemd-udev-settle.service
   cloud-init.service ssh.service containerd.service chrony.service nodeagent.service
   cloud-config.service cloud-final.service muster-test-report.service"
 boot_times() {
+  local kmsg
+  kmsg=$(dmesg 2>/dev/null)
   section "boot kernel"
-  dmesg 2>/dev/null | grep -m1 -E 'Run /init as init process|Run /sbin/init as init process'
-  # Which clock the guest keeps time with and how it calibrated it: the host sees the
-  # agent tens of seconds later than the guest's clock says.
+  grep -m1 -E 'Run /init as init process|Run /sbin/init as init process' <<<"$kmsg"
+  # Which clock the guest keeps time with and how it calibrated it (the guest-seconds
+  # figures are only as good as that clock).
   section "boot clock"
-  dmesg 2>/dev/null | grep -E 'tsc: |clocksource: (Switched|.*unstable)|clocksource: Long' | head -n 8
+  grep -E 'tsc: |clocksource: (Switched|.*unstable)|clocksource: Long' <<<"$kmsg" | head -n 8
   section "boot manager"
   systemctl show -p UserspaceTimestampMonotonic -p FinishTimestampMonotonic \
     -p GeneratorsStartTimestampMonotonic -p GeneratorsFinishTimestampMonotonic \

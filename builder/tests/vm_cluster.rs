@@ -229,7 +229,7 @@ fn dump_consoles(c: &VmCluster) {
 /// `lo–hi` of some seconds.
 fn span(v: &[f64]) -> String {
     let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = v.iter().copied().fold(0.0, f64::max);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if v.is_empty() {
         "-".into()
     } else {

@@ -638,13 +638,6 @@ fn a_node_without_kubeadm_says_so_and_the_rest_assembles() {
     assert_ne!(s["thisNode"]["phase"], "done", "{s:#}");
     // The rendezvous's view: cp3's row names the failure; cp1 and cp2 are done there
     // once their last reports arrive (a node's state file is one report ahead).
-    let cp3_row = |m: &serde_json::Value| {
-        m["nodes"]
-            .as_array()
-            .and_then(|rows| rows.iter().find(|n| n["name"] == Rig::name("cp3")))
-            .cloned()
-            .unwrap_or_default()
-    };
     let done_rows = |m: &serde_json::Value| -> Vec<String> {
         m["nodes"]
             .as_array()
@@ -655,10 +648,10 @@ fn a_node_without_kubeadm_says_so_and_the_rest_assembles() {
             .collect()
     };
     let m = rig.wait_muster_status("cp1", "showing cp1 and cp2 done and cp3's failure", |m| {
-        cp3_row(m)["lastError"].as_str() == Some(want)
+        status_row(m, "cp3")["lastError"].as_str() == Some(want)
             && done_rows(m) == [Rig::name("cp1"), Rig::name("cp2")]
     });
-    assert_ne!(cp3_row(&m)["phase"], "done", "{m:#}");
+    assert_ne!(status_row(&m, "cp3")["phase"], "done", "{m:#}");
     // It never stood for election nor joined: not one kubeadm command ran there.
     assert!(rig.commands("cp3").is_empty(), "{:?}", rig.commands("cp3"));
     let log = rig.agent_log("cp3");
@@ -717,11 +710,7 @@ fn an_unreachable_sql_datastore_is_named_with_k3s_fatal_line() {
     );
     // And the operator's view from the rendezvous, once the report carrying it is there.
     rig.wait_muster_status("cp1", "naming the datastore and k3s's fatal line", |m| {
-        let row = m["nodes"]
-            .as_array()
-            .and_then(|rows| rows.iter().find(|n| n["name"] == Rig::name("cp1")))
-            .cloned()
-            .unwrap_or_default();
+        let row = status_row(m, "cp1");
         let named = row["unreachable"]
             .as_array()
             .is_some_and(|u| u.iter().any(|u| u["endpoint"] == datastore.as_str()));
@@ -730,6 +719,15 @@ fn an_unreachable_sql_datastore_is_named_with_k3s_fatal_line() {
             .is_some_and(|m| m.contains("datastore"));
         named && fatal
     });
+}
+
+/// `host`'s row in `muster status --json` (`Null` while the rendezvous has none).
+fn status_row(m: &serde_json::Value, host: &str) -> serde_json::Value {
+    m["nodes"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|n| n["name"] == Rig::name(host)))
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Reads every 500 ms until `done` holds (and returns that reading) or `PATIENCE` runs out.

@@ -242,7 +242,9 @@ impl BootCpu {
     }
 
     /// What no unit accounts for: the kernel's own threads, the initramfs, systemd before
-    /// it accounts (busy minus the units' sum).
+    /// it accounts (busy minus the units' sum). Negative when the vCPU waited for host
+    /// cores: the units' figures come from the scheduler's clock, which counts that wait,
+    /// and `busy` from ticks, which do not.
     pub fn outside_units(&self) -> f64 {
         self.busy() - self.units.iter().map(|(_, s)| s).sum::<f64>()
     }
