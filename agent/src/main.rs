@@ -71,6 +71,13 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let root = NodeRoot::new(root);
             let (baked, id) = nodeagent::app::load(&root).context("loading the baked config")?;
+            // First line of every run: which agent, for which node (the journal's time of
+            // it is the agent's start as a reader of the console sees it).
+            tracing::info!(
+                node = %id.name,
+                version = env!("CARGO_PKG_VERSION"),
+                "starting"
+            );
             let secret =
                 nodeagent::app::load_secret(&root).context("reading the cluster secret")?;
             let client = nodeagent::rendezvous::Client::from_baked(

@@ -31,6 +31,10 @@ pub trait Systemd {
     /// `systemctl reload`: the unit's own `ExecReload` (a graceful reload: HAProxy's
     /// master re-execs its workers, nginx and keepalived re-read their config).
     async fn reload(&self, unit: &str) -> Result<(), SystemdError>;
+    /// `systemctl enable --no-reload`: the links that start `units` at the next boot. Starting
+    /// a unit now needs no reload (systemd loads an unloaded unit's file when asked to start
+    /// it), and a reload runs every generator and reloads every unit: seconds of PID 1's CPU
+    /// under emulation, on a control plane's way to registering.
     async fn enable(&self, units: &[&str]) -> Result<(), SystemdError>;
     /// `active`, `activating`, `failed`, `inactive`, … (`inactive` for an unknown unit).
     async fn active_state(&self, unit: &str) -> Result<String, SystemdError>;
@@ -192,7 +196,6 @@ impl Systemd for DbusSystemd {
         m.enable_unit_files(units, false, true)
             .await
             .map_err(err("enable", &joined))?;
-        m.reload().await.map_err(err("daemon-reload", &joined))?;
         Ok(())
     }
 

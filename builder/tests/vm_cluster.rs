@@ -385,7 +385,7 @@ fn boot_breakdown(c: &VmCluster, names: &[String], distro: Distro) {
         .map(|(c, v)| format!("{c} {}", span(v)))
         .collect();
     common::measured(format_args!(
-        "{distro:?}: boot to agent per cause, guest seconds (min–max of {} VMs): {}; agent started at {} guest s; host's first sight of it minus that {} = the kernel's first console line seen at {} s (firmware, kernel load, console poll) + {} s (from the agent's start to its first console line, which it writes after its preflight checks, and the poll)",
+        "{distro:?}: boot to agent per cause, guest seconds (min–max of {} VMs): {}; agent started at {} guest s; host's first sight of it minus that {} = the kernel's first console line seen at {} s (firmware, kernel load, console poll) + {} s (from the agent's start to its first console line, `starting`, and the poll)",
         names.len(),
         causes.join("; "),
         span(&guest_agent),

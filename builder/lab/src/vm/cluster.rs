@@ -146,7 +146,7 @@ pub struct BootTimes {
     /// last console line names `DataSourceNoCloud [seed=/dev/vdb]`). The agent does not
     /// wait for this: it is ordered after the network, not after `cloud-final`.
     pub cloud_init_finished: Option<f64>,
-    /// The agent's first output on the console (it logs its preflight checks first).
+    /// The agent's first output on the console (its `starting` line).
     pub agent_started: Option<f64>,
     /// The rendezvous first listed the node as a member.
     pub registered: Option<f64>,
@@ -156,8 +156,8 @@ pub struct BootTimes {
 
 /// Console text of cloud-init's last line when it used the NoCloud seed volume.
 pub const SEED_MARKER: &str = "DataSourceNoCloud [seed=/dev/vdb]";
-/// Console text of the agent's first log lines (`nodeagent::host: preflight …`).
-pub const AGENT_MARKER: &str = "nodeagent::host: preflight";
+/// Console text of the agent's first log line (`nodeagent: starting node=… version=…`).
+pub const AGENT_MARKER: &str = "nodeagent: starting";
 /// The kernel's first console line.
 pub const KERNEL_MARKER: &str = "Linux version ";
 
