@@ -66,7 +66,7 @@ impl Host for FsHost {
     fn preflight(&self) -> Result<(), String> {
         let mut options = self.preflight.clone();
         if options.probe_host {
-            preflight::probe_host(&mut options);
+            preflight::probe_host(&self.root, &mut options);
         }
         let report = preflight::run(&self.root, &options);
         for c in &report.checks {
