@@ -424,6 +424,7 @@ fn cluster_address(o: &Options) -> Option<Result<(), String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_fixture;
 
     #[test]
     fn parses_proc_files() {
@@ -445,7 +446,7 @@ mod tests {
 
     #[test]
     fn ip_json_fixture() {
-        let json = fixture("ip-addr-j.json");
+        let json = test_fixture("ip-addr-j.json");
         assert!(interface_has(&json, "lo", "127.0.0.1".parse().unwrap()).unwrap());
         assert!(!interface_has(&json, "lo", "10.9.9.9".parse().unwrap()).unwrap());
         assert!(interface_has("not json", "lo", Ipv4Addr::LOCALHOST).is_err());
@@ -484,21 +485,13 @@ mod tests {
         assert!(lab.checks.iter().all(|c| c.outcome == Outcome::Skipped));
     }
 
-    /// A captured real output in `tests/fixtures/`.
-    fn fixture(name: &str) -> String {
-        std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures")
-                .join(name),
-        )
-        .unwrap()
-    }
-
     #[test]
     fn chrony_tracking_says_synchronized_or_not_and_the_check_names_it() {
-        let normal = chrony_leap_status(&fixture("chronyc-n-c-tracking-normal-4.3.csv"));
+        let normal = chrony_leap_status(&test_fixture("chronyc-n-c-tracking-normal-4.3.csv"));
         assert_eq!(normal.as_deref(), Some("Normal"));
-        let not = chrony_leap_status(&fixture("chronyc-n-c-tracking-not-synchronised-4.3.csv"));
+        let not = chrony_leap_status(&test_fixture(
+            "chronyc-n-c-tracking-not-synchronised-4.3.csv",
+        ));
         assert_eq!(not.as_deref(), Some("Not synchronised"));
         // chronyc's answer when no daemon listens is on stderr; stdout is empty
         assert_eq!(chrony_leap_status(""), None);
