@@ -7,16 +7,19 @@
 //! without the client's share of the two cores) come from its `watch fan-out` log lines
 //! (`muster_rendezvous::fanout`); a server that does not write them prints none.
 //!
-//! After the real rounds the same server answers the same rounds to lean watchers (`lean`:
-//! the protocol spoken by hand over one TLS connection each, no reqwest), and the same
-//! client side measures the ideal fan-out (`ideal`: one TLS write and read per watcher of
-//! an answer as long as the real one, nothing else). Both real latencies are printed
-//! against the ideal: the agents' client's, and the lean watchers' (the server's own share,
-//! the bench's clients sharing the server's cores as real agents on their own nodes do not).
+//! The agents watch as agents do, through `protocol::Client::watch` (a streaming watch
+//! kept open across rounds). After their rounds the same server answers the same rounds
+//! to lean watchers (`lean`: the protocol spoken by hand over one TLS connection each, no
+//! reqwest), first by long-poll, then streaming, and the same client side measures the
+//! ideal fan-out (`ideal`: one TLS write and read per watcher of an answer as long as the
+//! agents' on the wire, nothing else). The real latencies are printed against the ideal:
+//! the agents' client's, and the lean watchers' (the server's own share, the bench's
+//! clients sharing the server's cores as real agents on their own nodes do not).
 //!
 //! Run: `cargo bench -p muster --bench rendezvous`. `RDV_BENCH_SERVER=PATH` runs another
 //! `muster` binary as the server (e.g. one built from an earlier commit, for a before/after
-//! on the same machine and client).
+//! on the same machine and client); `RDV_BENCH_LONG_POLL=1` has the agents watch by
+//! long-poll, as they did before the streaming watch.
 
 use anyhow::{Context, bail};
 use model::secret::ClusterSecret;
@@ -127,6 +130,9 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
     let fanouts = server_figures(server.0.stderr.take().context("server stderr")?);
     let pid = server.0.id();
 
+    // `RDV_BENCH_LONG_POLL=1`: the agents watch by long-poll, as before the streaming
+    // watch (a before/after in one build).
+    let long_poll = std::env::var_os("RDV_BENCH_LONG_POLL").is_some();
     let base: reqwest::Url = format!("https://127.0.0.1:{port}").parse()?;
     let mut clients = Vec::with_capacity(agents);
     let mut http = None;
@@ -141,12 +147,12 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
         let Some(h) = http.clone() else {
             bail!("no HTTP client")
         };
-        clients.push(Client::new(
-            base.clone(),
-            h,
-            &secret,
-            &format!("agent-{i}"),
-        )?);
+        let client = Client::new(base.clone(), h, &secret, &format!("agent-{i}"))?;
+        clients.push(if long_poll {
+            client.long_poll_watches()
+        } else {
+            client
+        });
     }
     let clients = Arc::new(clients);
     let writer = Client::new(
@@ -195,7 +201,8 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
         bail!("{} members listed, expected {agents}", members.len());
     }
 
-    // Watch rounds: every agent long-polls; one write; each agent notes when it heard.
+    // Watch rounds: every agent watches (its client's streaming watch, opened in the
+    // warm-up round and read on in the next); one write; each agent notes when it heard.
     let mut after = revision;
     let mut latencies: Vec<Duration> = Vec::new();
     let mut parked_rss = Vec::with_capacity(ROUNDS);
@@ -289,7 +296,11 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
         cpu_client: cpu_rounds.1,
     };
     print_rounds(
-        "change-to-notify (the agents' client)",
+        if long_poll {
+            "change-to-notify (the agents' client, long-poll)"
+        } else {
+            "change-to-notify (the agents' client, streaming watch)"
+        },
         &format!("cpu from each write to its last answer, rounds 1-{ROUNDS}"),
         &real,
         agents,
@@ -305,16 +316,20 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
         keys,
         cert_sha256: &cert.cert_sha256,
     };
-    let lean_figures = lean::run(&target, &writer, agents, ROUNDS, end).await;
+    let lean_polls = lean::run(&target, &writer, agents, ROUNDS, end, lean::Mode::LongPoll).await;
+    let lean_streams = match writer.list("round/").await {
+        Ok((now, _)) => lean::run(&target, &writer, agents, ROUNDS, now, lean::Mode::Stream).await,
+        Err(e) => Err(e.into()),
+    };
     println!("server rss at end: {}  (peak {})", rss(pid)?, hwm(pid)?);
     drop(writer);
     drop(server);
-    let lean_figures = lean_figures?;
+    let (lean_polls, lean_streams) = (lean_polls?, lean_streams?);
 
-    // The ideal writes an answer as long as the real one: its JSON (encoded once, here,
-    // outside the measured rounds) and hyper's head.
+    // The ideal writes an answer as long as the agents' is on the wire: its line (encoded
+    // once, here, outside the measured rounds) in one HTTP chunk.
     let last_answer = last_answer.context("no watch answered")?;
-    let answer_len = http_answer_len(serde_json::to_vec(&last_answer)?.len());
+    let answer_len = chunk_len(serde_json::to_vec(&last_answer)?.len() + 1);
     let floor = ideal::run(agents, ROUNDS, answer_len, &cert).await?;
     print_rounds(
         &format!(
@@ -325,25 +340,35 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
         agents,
     );
     print_rounds(
-        "change-to-notify, lean watchers (hand-written signed HTTP/1.1, no reqwest)",
-        "lean cpu from each write to its last answer",
-        &lean_figures,
+        "change-to-notify, lean watchers, long-poll (hand-written signed HTTP/1.1, no reqwest)",
+        "lean long-poll cpu from each write to its last answer",
+        &lean_polls,
+        agents,
+    );
+    print_rounds(
+        "change-to-notify, lean watchers, streaming (one signed request, a chunk per change)",
+        "lean streaming cpu from each write to its last answer",
+        &lean_streams,
         agents,
     );
     print_ratios(
-        "change-to-notify against the ideal",
+        "change-to-notify (the agents' client) against the ideal",
         &real.latencies,
         &floor.latencies,
     );
     print_ratios(
-        "lean watchers against the ideal (the server's own share)",
-        &lean_figures.latencies,
+        "lean long-poll watchers against the ideal (the server's own share)",
+        &lean_polls.latencies,
+        &floor.latencies,
+    );
+    print_ratios(
+        "lean streaming watchers against the ideal (the server's own share)",
+        &lean_streams.latencies,
         &floor.latencies,
     );
     Ok(())
 }
 
-/// The `p` quantile (0..=1) of `sorted`, nearest rank.
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -389,14 +414,10 @@ fn print_ratios(what: &str, real: &[Duration], ideal: &[Duration]) {
     );
 }
 
-/// The length of a watch answer on the wire with a `body`-byte JSON body: hyper's status
-/// line and the three headers the rendezvous sends (content type, length, date).
-fn http_answer_len(body: usize) -> usize {
-    format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {body}\r\ndate: Sat, 05 Dec 2026 14:22:47 GMT\r\n\r\n"
-    )
-    .len()
-        + body
+/// The length on the wire of a streaming watch's `line`-byte line: one HTTP/1.1 chunk
+/// (its size in hex, CRLF, the line, CRLF).
+fn chunk_len(line: usize) -> usize {
+    format!("{line:x}\r\n").len() + line + 2
 }
 
 /// One `watch fan-out` line of the server: revision and figures in microseconds.

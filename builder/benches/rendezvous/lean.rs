@@ -1,7 +1,9 @@
 //! The same watch rounds against the same server, with watchers as cheap as the ideal's:
 //! each holds its own TLS connection and speaks the protocol by hand (a signed HTTP/1.1
 //! `GET .../watch`, the answer's head and body read, the body parsed as a
-//! `WatchResponse`), without reqwest's pool, timers and per-request allocations. Real
+//! `WatchResponse`), without reqwest's pool, timers and per-request allocations. Either
+//! one long-poll per change ([`Mode::LongPoll`]) or one streaming watch whose chunked
+//! lines are read round after round ([`Mode::Stream`]). Real
 //! agents each run on their own node; here the bench's clients share the server's two
 //! cores, so their cost shows in the server's latency. With clients as lean as the ideal
 //! run's, the real run's latency over the ideal's is the server's own.
@@ -16,12 +18,23 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
 
+/// How the lean watchers watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A signed request per change, answered once.
+    LongPoll,
+    /// One signed `stream=true` request, a chunked line per change.
+    Stream,
+}
+
 /// One watcher: its connection, its name and a buffer kept across rounds.
 struct Watcher {
     stream: Option<TlsStream<TcpStream>>,
     name: String,
     source: std::net::IpAddr,
     buf: Vec<u8>,
+    /// Whether the connection carries an open streaming watch (its head read).
+    streaming: bool,
 }
 
 /// Where the server is and how to reach it.
@@ -40,6 +53,7 @@ pub async fn run(
     agents: usize,
     rounds: usize,
     mut after: u64,
+    mode: Mode,
 ) -> anyhow::Result<super::Figures> {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(protocol::tls_client_config(Some(
         target.cert_sha256,
@@ -50,6 +64,7 @@ pub async fn run(
             name: format!("agent-{i}"),
             source: super::source_address(i / super::AGENTS_PER_HTTP_CLIENT),
             buf: Vec::with_capacity(1024),
+            streaming: false,
         })
         .collect();
     let mut latencies = Vec::with_capacity(rounds * agents);
@@ -74,8 +89,13 @@ pub async fn run(
                     if w.stream.is_none() {
                         let _permit = opening.acquire().await?;
                         w.stream = connect(&connector, w.source, port).await.ok();
+                        w.streaming = false;
                     }
-                    match w.watch(&keys, port, after).await {
+                    let watched = match mode {
+                        Mode::LongPoll => w.watch(&keys, port, after).await,
+                        Mode::Stream => w.stream_line(&keys, port, after).await,
+                    };
+                    match watched {
                         Ok(a) => {
                             answer = Some(a);
                             break;
@@ -97,7 +117,7 @@ pub async fn run(
         let before = (super::cpu(target.pid)?, super::cpu(std::process::id())?);
         let _ = write_at.set(Instant::now());
         let made = writer
-            .create(&format!("lean/{round}"), b"x", None, None)
+            .create(&format!("lean-{mode:?}/{round}"), b"x", None, None)
             .await?;
         for w in watches {
             let (w, answer, lat) = w.await??;
@@ -148,10 +168,77 @@ impl Watcher {
         port: u16,
         after: u64,
     ) -> anyhow::Result<WatchResponse> {
+        let head_end = self.request(keys, port, after, false).await?;
+        let length: usize = header(&self.buf[..head_end], "content-length")?
+            .parse()
+            .context("content-length")?;
         let stream = self.stream.as_mut().context("not connected")?;
+        while self.buf.len() < head_end + length {
+            read_more(stream, &mut self.buf).await?;
+        }
+        Ok(serde_json::from_slice(
+            &self.buf[head_end..head_end + length],
+        )?)
+    }
+
+    /// The next line past `after` of this watcher's streaming watch, opened first if it
+    /// is not (keep-alive lines are skipped). Each line comes in one HTTP chunk
+    /// (`<size hex>\r\n<line>\r\n`: hyper writes each of the body's lines as one).
+    async fn stream_line(
+        &mut self,
+        keys: &ClusterKeys,
+        port: u16,
+        after: u64,
+    ) -> anyhow::Result<WatchResponse> {
+        if !self.streaming {
+            let head_end = self.request(keys, port, after, true).await?;
+            if !header(&self.buf[..head_end], "transfer-encoding")?.eq_ignore_ascii_case("chunked")
+            {
+                bail!("the streaming watch is not chunked");
+            }
+            self.buf.drain(..head_end);
+            self.streaming = true;
+        }
+        let stream = self.stream.as_mut().context("not connected")?;
+        loop {
+            let Some(size_end) = find(&self.buf, b"\r\n") else {
+                read_more(stream, &mut self.buf).await?;
+                continue;
+            };
+            let size = usize::from_str_radix(
+                std::str::from_utf8(&self.buf[..size_end]).context("chunk size")?,
+                16,
+            )
+            .context("chunk size")?;
+            if size == 0 {
+                bail!("the streaming watch ended");
+            }
+            let data = size_end + 2;
+            while self.buf.len() < data + size + 2 {
+                read_more(stream, &mut self.buf).await?;
+            }
+            let answer: WatchResponse = serde_json::from_slice(&self.buf[data..data + size])?;
+            self.buf.drain(..data + size + 2);
+            if answer.revision != after || answer.compacted {
+                return Ok(answer);
+            }
+        }
+    }
+
+    /// Sends a signed `GET .../watch` from `after` (a stream when `stream`) and reads the
+    /// answer's head into `buf`: where the head ends. Anything but a 200 is an error.
+    async fn request(
+        &mut self,
+        keys: &ClusterKeys,
+        port: u16,
+        after: u64,
+        stream: bool,
+    ) -> anyhow::Result<usize> {
+        let conn = self.stream.as_mut().context("not connected")?;
         let path = format!(
-            "/v1/clusters/{}/watch?after={after}&timeout_ms=50000",
-            keys.cluster_id()
+            "/v1/clusters/{}/watch?after={after}&timeout_ms=50000{}",
+            keys.cluster_id(),
+            if stream { "&stream=true" } else { "" }
         );
         let timestamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
         let nonce = hex::encode(rand::random::<[u8; 16]>());
@@ -168,34 +255,33 @@ impl Watcher {
              {HEADER_NONCE}: {nonce}\r\n{HEADER_CLIENT}: {}\r\n{HEADER_SIGNATURE}: {signature}\r\n\r\n",
             self.name
         );
-        stream.write_all(request.as_bytes()).await?;
-        stream.flush().await?;
+        conn.write_all(request.as_bytes()).await?;
+        conn.flush().await?;
         self.buf.clear();
         let head_end = loop {
             if let Some(i) = find(&self.buf, b"\r\n\r\n") {
                 break i + 4;
             }
-            read_more(stream, &mut self.buf).await?;
+            read_more(conn, &mut self.buf).await?;
         };
         let head = std::str::from_utf8(&self.buf[..head_end]).context("answer head")?;
         if !head.starts_with("HTTP/1.1 200") {
             bail!("answer: {}", head.lines().next().unwrap_or(""));
         }
-        let length: usize = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .context("the watch answer has no content-length")?;
-        while self.buf.len() < head_end + length {
-            read_more(stream, &mut self.buf).await?;
-        }
-        Ok(serde_json::from_slice(
-            &self.buf[head_end..head_end + length],
-        )?)
+        Ok(head_end)
     }
+}
+
+/// The value of header `name` in an answer's `head`.
+fn header<'h>(head: &'h [u8], name: &str) -> anyhow::Result<&'h str> {
+    std::str::from_utf8(head)
+        .context("answer head")?
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+        .with_context(|| format!("the watch answer has no {name}"))
 }
 
 async fn read_more(stream: &mut TlsStream<TcpStream>, buf: &mut Vec<u8>) -> anyhow::Result<()> {

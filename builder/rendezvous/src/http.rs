@@ -4,7 +4,9 @@
 use crate::audit;
 use crate::auth::Authed;
 use crate::error::ApiError;
-use crate::service::Service;
+use crate::service::{ClusterCell, Service};
+use crate::watch_stream::LineWatch;
+use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -12,9 +14,12 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use protocol::wire::{
     AcquireResponse, AuditResponse, ErrorKind, ForgetResponse, MembersResponse, RecordList,
-    RegisterResponse, WriteResponse,
+    RegisterResponse, WATCH_STREAM_CONTENT_TYPE, WATCH_STREAM_LIFETIME_MS,
+    WATCH_STREAM_MIN_IDLE_MS, WriteResponse,
 };
 use serde::Deserialize;
+use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub fn app(svc: Service) -> Router {
@@ -151,10 +156,14 @@ async fn semaphore(
 struct WatchQuery {
     after: u64,
     timeout_ms: Option<u64>,
+    /// One answer per change on one response (`WATCH_STREAM_CONTENT_TYPE`) instead of
+    /// one per request.
+    #[serde(default)]
+    stream: bool,
 }
 
-/// A [`WatchResponse`], encoded once per change for all its watchers
-/// (`ClusterCell::watch_json`).
+/// A [`protocol::WatchResponse`], encoded once per change for all its watchers
+/// (`ClusterCell::watch_json`); with `stream=true`, one per change as they come.
 async fn watch(
     State(svc): State<Service>,
     a: Authed,
@@ -162,8 +171,23 @@ async fn watch(
     use axum::response::IntoResponse;
     let q: WatchQuery = a.query()?;
     let max = svc.limits().max_watch_ms;
-    let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(max).min(max));
-    let json = a.cell.watch_json(&svc, q.after, timeout).await;
+    let timeout_ms = q.timeout_ms.unwrap_or(max).min(max);
+    if q.stream {
+        let idle = Duration::from_millis(timeout_ms.max(WATCH_STREAM_MIN_IDLE_MS));
+        let body = watch_stream(svc, a.cell, q.after, idle);
+        return Ok((
+            [(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static(WATCH_STREAM_CONTENT_TYPE),
+            )],
+            axum::body::Body::from_stream(body),
+        )
+            .into_response());
+    }
+    let json = a
+        .cell
+        .watch_json(&svc, q.after, Duration::from_millis(timeout_ms))
+        .await;
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
@@ -172,6 +196,29 @@ async fn watch(
         json,
     )
         .into_response())
+}
+
+/// The lines of a streaming watch from `after` (`LineWatch`): the same shared encodings
+/// as the long-poll's, each produced only when hyper asks for the next (after the one
+/// before was written), so a slow reader gets one line with everything it missed instead
+/// of a queue. Ends at shutdown and after [`WATCH_STREAM_LIFETIME_MS`].
+fn watch_stream(
+    svc: Service,
+    cell: Arc<ClusterCell>,
+    after: u64,
+    idle: Duration,
+) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + Send {
+    let lines = LineWatch::new(
+        &svc,
+        cell,
+        after,
+        idle,
+        Duration::from_millis(WATCH_STREAM_LIFETIME_MS),
+    );
+    futures::stream::unfold(lines, |mut lines| async move {
+        let line = lines.next().await?;
+        Some((Ok(line), lines))
+    })
 }
 
 #[derive(Debug, Deserialize)]

@@ -86,6 +86,13 @@ struct Answer {
     json: Bytes,
 }
 
+/// What a watcher's wait for a change ended with.
+enum Wait {
+    Past(u64),
+    TimedOut,
+    ShuttingDown,
+}
+
 /// Encoded answers kept per cluster: watchers a change or two behind find theirs too.
 const ANSWERS_KEPT: usize = 4;
 
@@ -212,6 +219,11 @@ impl Service {
     /// Makes pending watches return now, so a graceful shutdown does not wait for them.
     pub fn begin_shutdown(&self) {
         self.inner.shutdown.send_replace(true);
+    }
+
+    /// Whether the service is stopping, for a waiter that keeps its subscription.
+    pub(crate) fn subscribe_shutdown(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
     }
 
     pub fn check_available(&self) -> Result<(), ApiError> {
@@ -688,8 +700,8 @@ impl ClusterCell {
     /// `timeout` (or at shutdown) with no changes.
     pub async fn watch(&self, svc: &Service, after: u64, timeout: Duration) -> WatchResponse {
         match self.wait_past(svc, after, timeout).await {
-            Some(revision) => self.lock().changes_between(after, revision),
-            None => WatchResponse {
+            Wait::Past(revision) => self.lock().changes_between(after, revision),
+            Wait::TimedOut | Wait::ShuttingDown => WatchResponse {
                 revision: after,
                 changes: Vec::new(),
                 compacted: false,
@@ -700,33 +712,49 @@ impl ClusterCell {
     /// [`ClusterCell::watch`]'s answer as JSON, encoded once for every watcher waiting
     /// for the same revisions.
     pub async fn watch_json(&self, svc: &Service, after: u64, timeout: Duration) -> Bytes {
-        let upto = self.wait_past(svc, after, timeout).await.unwrap_or(after);
-        let json = self.answer(after, upto);
-        if upto != after && Fanout::enabled() {
-            self.fanout.answered(upto, Instant::now());
+        match self.wait_past(svc, after, timeout).await {
+            Wait::Past(upto) => {
+                let json = self.answer(after, upto);
+                self.answered(upto);
+                json
+            }
+            Wait::TimedOut | Wait::ShuttingDown => self.answer(after, after),
         }
-        json
     }
 
-    /// Waits until the durable revision differs from `after` (`Some` of it), or until
-    /// `timeout` or shutdown (`None`).
-    async fn wait_past(&self, svc: &Service, after: u64, timeout: Duration) -> Option<u64> {
+    /// The durable revision, for a watcher that keeps its subscription
+    /// (`watch_stream::LineWatch`).
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.committed.subscribe()
+    }
+
+    /// Counts an answer with the changes up to `upto` in the fan-out figures, when asked
+    /// for (`fanout`).
+    pub(crate) fn answered(&self, upto: u64) {
+        if Fanout::enabled() {
+            self.fanout.answered(upto, Instant::now());
+        }
+    }
+
+    /// Waits until the durable revision differs from `after`, or until `timeout` or
+    /// shutdown.
+    async fn wait_past(&self, svc: &Service, after: u64, timeout: Duration) -> Wait {
         let mut committed = self.committed.subscribe();
         let mut shutdown = svc.inner.shutdown.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let revision = *committed.borrow_and_update();
             if revision != after {
-                return Some(revision);
+                return Wait::Past(revision);
             }
             tokio::select! {
                 changed = committed.changed() => {
                     if changed.is_err() {
-                        return None;
+                        return Wait::ShuttingDown;
                     }
                 }
-                _ = tokio::time::sleep_until(deadline) => return None,
-                _ = shutdown.wait_for(|stop| *stop) => return None,
+                _ = tokio::time::sleep_until(deadline) => return Wait::TimedOut,
+                _ = shutdown.wait_for(|stop| *stop) => return Wait::ShuttingDown,
             }
         }
     }
@@ -734,7 +762,7 @@ impl ClusterCell {
     /// The encoded answer for the changes after `after` up to `upto`: a shared copy when
     /// another watcher asked for it already, else encoded now (outside the cluster lock)
     /// and kept for the next.
-    fn answer(&self, after: u64, upto: u64) -> Bytes {
+    pub(crate) fn answer(&self, after: u64, upto: u64) -> Bytes {
         let found = lock(&self.answers)
             .iter()
             .find(|a| a.after == after && a.upto == upto)
@@ -753,9 +781,12 @@ impl ClusterCell {
         };
         // A struct of numbers, strings and enums: encoding it cannot fail.
         #[allow(clippy::expect_used)]
-        let json = Bytes::from(
-            serde_json::to_vec(&response).expect("a WatchResponse always encodes as JSON"),
-        );
+        let mut json =
+            serde_json::to_vec(&response).expect("a WatchResponse always encodes as JSON");
+        // One line: a streaming watch sends these very bytes (JSON allows the newline
+        // after a long-poll's body too).
+        json.push(b'\n');
+        let json = Bytes::from(json);
         let mut answers = lock(&self.answers);
         // Another watcher may have encoded the same answer meanwhile: hand out its bytes
         // so every watcher of one change shares one copy.
@@ -1030,7 +1061,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::clock::SystemClock;
     use crate::redb_store::RedbStore;
@@ -1038,7 +1069,8 @@ mod tests {
 
     const CLUSTER: &str = "0123456789abcdef01234567";
 
-    fn service(dir: &std::path::Path, limits: Limits) -> Service {
+    /// A service over a fresh redb store in `dir` (also for `watch_stream`'s tests).
+    pub(crate) fn service(dir: &std::path::Path, limits: Limits) -> Service {
         let store = RedbStore::open(dir).unwrap();
         Service::new(
             Arc::new(store),
@@ -1048,7 +1080,8 @@ mod tests {
         )
     }
 
-    async fn put(cell: &ClusterCell, svc: &Service, key: &str) -> u64 {
+    /// Creates record `key`: its revision.
+    pub(crate) async fn put(cell: &ClusterCell, svc: &Service, key: &str) -> u64 {
         let req = CreateRequest {
             key: key.to_string(),
             value: Sealed("v".into()),

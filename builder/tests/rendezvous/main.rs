@@ -11,3 +11,4 @@ mod release;
 mod security;
 mod support;
 mod ttl;
+mod watch_stream;

@@ -1,53 +1,11 @@
-use crate::support::{Server, contains, dump_dir, random_secret};
-use model::secret::ClusterSecret;
+use crate::support::{Captured, Server, contains, dump_dir, now_s, random_secret, raw};
 use muster_rendezvous::Limits;
 use protocol::http_client;
-use protocol::seal::{ClusterKeys, RequestToSign};
-use protocol::wire::{
-    ErrorBody, ErrorKind, HEADER_CLIENT, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP,
-};
+use protocol::seal::ClusterKeys;
+use protocol::wire::{ErrorBody, ErrorKind};
 use serde_json::json;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// A raw request to `path` (relative to the cluster), signed with `secret`'s key.
-fn raw(
-    server: &Server,
-    secret: &ClusterSecret,
-    method: reqwest::Method,
-    path: &str,
-    body: &[u8],
-    timestamp: u64,
-) -> reqwest::RequestBuilder {
-    let keys = ClusterKeys::derive(secret);
-    let full = format!("/v1/clusters/{}/{path}", server.secret.cluster_id());
-    let nonce = hex::encode(rand::random::<[u8; 8]>());
-    let sig = keys.signing_key().sign(&RequestToSign {
-        method: method.as_str(),
-        path_and_query: &full,
-        body,
-        timestamp,
-        nonce: &nonce,
-        client: "raw",
-    });
-    let http = http_client(server.pin.as_deref(), Duration::from_secs(10)).unwrap();
-    http.request(
-        method,
-        format!("{}{}", server.base.as_str().trim_end_matches('/'), full),
-    )
-    .header(HEADER_TIMESTAMP, timestamp.to_string())
-    .header(HEADER_NONCE, nonce)
-    .header(HEADER_CLIENT, "raw")
-    .header(HEADER_SIGNATURE, sig)
-    .body(body.to_vec())
-}
 
 async fn expect(resp: reqwest::Response, status: u16, kind: ErrorKind) {
     assert_eq!(resp.status().as_u16(), status);
@@ -325,51 +283,6 @@ async fn no_plaintext_on_the_wire_or_on_disk() {
     assert!(!contains(&disk, token), "token on disk");
     assert!(!contains(&disk, report_secret.as_bytes()), "report on disk");
     assert!(!contains(&disk, &hex::encode(token).into_bytes()));
-}
-
-/// The parts of one signed request, so it can be sent again byte for byte (a capture).
-struct Captured {
-    method: reqwest::Method,
-    url: String,
-    timestamp: u64,
-    nonce: String,
-    signature: String,
-    body: Vec<u8>,
-}
-
-impl Captured {
-    fn sign(server: &Server, method: reqwest::Method, path: &str, body: &[u8]) -> Captured {
-        let keys = ClusterKeys::derive(&server.secret);
-        let full = format!("/v1/clusters/{}/{path}", server.secret.cluster_id());
-        let nonce = hex::encode(rand::random::<[u8; 8]>());
-        let timestamp = now_s();
-        let signature = keys.signing_key().sign(&RequestToSign {
-            method: method.as_str(),
-            path_and_query: &full,
-            body,
-            timestamp,
-            nonce: &nonce,
-            client: "raw",
-        });
-        Captured {
-            method,
-            url: format!("{}{}", server.base.as_str().trim_end_matches('/'), full),
-            timestamp,
-            nonce,
-            signature,
-            body: body.to_vec(),
-        }
-    }
-
-    /// The captured request with `signature` in place of its own.
-    fn send_with(&self, http: &reqwest::Client, signature: &str) -> reqwest::RequestBuilder {
-        http.request(self.method.clone(), &self.url)
-            .header(HEADER_TIMESTAMP, self.timestamp.to_string())
-            .header(HEADER_NONCE, &self.nonce)
-            .header(HEADER_CLIENT, "raw")
-            .header(HEADER_SIGNATURE, signature)
-            .body(self.body.clone())
-    }
 }
 
 /// The same signature in other letter cases (all upper; alternating), each different

@@ -1,8 +1,10 @@
 use model::secret::ClusterSecret;
 use muster_rendezvous::{self, Limits, keys, tls};
+use protocol::seal::{ClusterKeys, RequestToSign};
+use protocol::wire::{HEADER_CLIENT, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use protocol::{Client, RetryPolicy, http_client};
 use reqwest::Url;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -103,4 +105,83 @@ pub fn dump_dir(dir: &std::path::Path) -> Vec<u8> {
 
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The clock as requests carry it (seconds).
+pub fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A raw request to `path` (relative to the cluster), signed with `secret`'s key.
+pub fn raw(
+    server: &Server,
+    secret: &ClusterSecret,
+    method: reqwest::Method,
+    path: &str,
+    body: &[u8],
+    timestamp: u64,
+) -> reqwest::RequestBuilder {
+    let c = Captured::sign_with(server, secret, method, path, body, timestamp);
+    let http = http_client(server.pin.as_deref(), Duration::from_secs(10)).unwrap();
+    c.send_with(&http, &c.signature)
+}
+
+/// The parts of one signed request, so it can be sent again byte for byte (a capture).
+pub struct Captured {
+    pub method: reqwest::Method,
+    pub url: String,
+    pub timestamp: u64,
+    pub nonce: String,
+    pub signature: String,
+    pub body: Vec<u8>,
+}
+
+impl Captured {
+    /// `path` (relative to the cluster) signed now with the server's own key.
+    pub fn sign(server: &Server, method: reqwest::Method, path: &str, body: &[u8]) -> Captured {
+        Captured::sign_with(server, &server.secret, method, path, body, now_s())
+    }
+
+    /// `path` signed at `timestamp` with `secret`'s key.
+    pub fn sign_with(
+        server: &Server,
+        secret: &ClusterSecret,
+        method: reqwest::Method,
+        path: &str,
+        body: &[u8],
+        timestamp: u64,
+    ) -> Captured {
+        let keys = ClusterKeys::derive(secret);
+        let full = format!("/v1/clusters/{}/{path}", server.secret.cluster_id());
+        let nonce = hex::encode(rand::random::<[u8; 8]>());
+        let signature = keys.signing_key().sign(&RequestToSign {
+            method: method.as_str(),
+            path_and_query: &full,
+            body,
+            timestamp,
+            nonce: &nonce,
+            client: "raw",
+        });
+        Captured {
+            method,
+            url: format!("{}{}", server.base.as_str().trim_end_matches('/'), full),
+            timestamp,
+            nonce,
+            signature,
+            body: body.to_vec(),
+        }
+    }
+
+    /// The captured request with `signature` in place of its own.
+    pub fn send_with(&self, http: &reqwest::Client, signature: &str) -> reqwest::RequestBuilder {
+        http.request(self.method.clone(), &self.url)
+            .header(HEADER_TIMESTAMP, self.timestamp.to_string())
+            .header(HEADER_NONCE, &self.nonce)
+            .header(HEADER_CLIENT, "raw")
+            .header(HEADER_SIGNATURE, signature)
+            .body(self.body.clone())
+    }
 }

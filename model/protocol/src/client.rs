@@ -4,12 +4,13 @@
 use crate::pin::TlsError;
 use crate::retry::RetryPolicy;
 use crate::seal::{ClusterKeys, RequestToSign, member_context, record_context};
+use crate::watch_stream::{self, Mirror, OpenStream};
 use crate::wire::{
     AcquireRequest, AcquireResponse, AuditEntry, AuditResponse, CasRequest, CreateRequest,
     DeleteRequest, ErrorBody, ErrorKind, Fence, ForgetResponse, HEADER_CLIENT, HEADER_NONCE,
     HEADER_SIGNATURE, HEADER_TIMESTAMP, MembersResponse, Record, RecordList, RegisterRequest,
     RegisterResponse, ReleaseRequest, ReleaseResponse, RenewRequest, RenewResponse, Sealed,
-    WatchResponse, WriteResponse, check_name,
+    WATCH_STREAM_CONTENT_TYPE, WATCH_STREAM_LIFETIME_MS, WatchResponse, WriteResponse, check_name,
 };
 use model::baked::BakedRendezvous;
 use model::secret::ClusterSecret;
@@ -18,6 +19,7 @@ use reqwest::{Method, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -141,6 +143,12 @@ pub struct Client {
     /// Last sealed report per member: an unchanged report is re-sent with the same
     /// ciphertext, so a heartbeat does not count as a change.
     reports: Arc<Mutex<HashMap<String, SealedReport>>>,
+    /// The streaming watch kept open between [`Client::watch`] calls and what it
+    /// delivered, shared by clones; its reader stops when the last clone is dropped.
+    mirror: Arc<Mutex<Option<Arc<Mirror>>>>,
+    /// Whether watches stream: off for a server that refused `stream=true` (one older
+    /// than the streaming watch), or when asked for ([`Client::long_poll_watches`]).
+    streams: Arc<AtomicBool>,
 }
 
 /// Role, plain report and its sealed form, as last sent for one member.
@@ -180,6 +188,8 @@ impl Client {
             name: name.to_string(),
             retry: RetryPolicy::default(),
             reports: Arc::default(),
+            mirror: Arc::default(),
+            streams: Arc::new(AtomicBool::new(true)),
         })
     }
 
@@ -200,6 +210,14 @@ impl Client {
 
     pub fn with_retry(mut self, retry: RetryPolicy) -> Client {
         self.retry = retry;
+        self
+    }
+
+    /// Watches by one long-poll request per answer instead of a stream (what a server
+    /// older than the streaming watch gets anyway; the benchmark compares the two).
+    pub fn long_poll_watches(mut self) -> Client {
+        self.streams = Arc::new(AtomicBool::new(false));
+        self.mirror = Arc::default();
         self
     }
 
@@ -480,7 +498,61 @@ impl Client {
     /// Waits until the cluster revision exceeds `after_revision` (or `timeout` passes) and
     /// returns the changes since. Pass the returned `revision` to the next call. If
     /// `compacted`, changes were lost (restart, or too far behind): re-read state.
+    ///
+    /// Answered from a streaming watch kept open between calls: its reader task takes in
+    /// every line as it comes, and a call returns every change after `after_revision`
+    /// received so far (at once if there are any), as a long-poll would. A call the
+    /// stream cannot answer (a revision before what it kept, a stream that ended or could
+    /// not be opened) is a long-poll.
     pub async fn watch(
+        &self,
+        after_revision: u64,
+        timeout: Duration,
+    ) -> Result<WatchResponse, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        if self.streams.load(Ordering::Relaxed)
+            && let Some(mirror) = self.mirror(after_revision).await
+        {
+            if let Some(answer) = mirror.watch(after_revision, deadline).await {
+                return Ok(answer);
+            }
+            if mirror.ended() {
+                let mut slot = lock(&self.mirror);
+                if slot.as_ref().is_some_and(|m| Arc::ptr_eq(m, &mirror)) {
+                    *slot = None;
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.long_poll(after_revision, left).await
+    }
+
+    /// The open stream's mirror, or one opened from `after`; `None` when the server would
+    /// not stream (after a 400 it is not asked again).
+    async fn mirror(&self, after: u64) -> Option<Arc<Mirror>> {
+        if let Some(m) = lock(&self.mirror).as_ref().filter(|m| !m.ended()) {
+            return Some(m.clone());
+        }
+        match self.open_stream(after).await {
+            Ok(stream) => {
+                let mirror = Arc::new(Mirror::start(stream, after));
+                *lock(&self.mirror) = Some(mirror.clone());
+                Some(mirror)
+            }
+            Err(e) => {
+                if matches!(e, ClientError::Api { status: 400, .. }) {
+                    tracing::debug!("{e}; watching by long-poll from now on");
+                    self.streams.store(false, Ordering::Relaxed);
+                } else {
+                    tracing::debug!("{e}; long-polling this once");
+                }
+                None
+            }
+        }
+    }
+
+    /// One long-poll request (`watch?after=R&timeout_ms=T`).
+    async fn long_poll(
         &self,
         after_revision: u64,
         timeout: Duration,
@@ -497,6 +569,36 @@ impl Client {
             Some(timeout + WATCH_GRACE),
         )
         .await
+    }
+
+    /// Opens a streaming watch from `after`: the response head has arrived and says 200
+    /// with a stream of lines; anything else is the server's error.
+    async fn open_stream(&self, after: u64) -> Result<OpenStream, ClientError> {
+        let query = [
+            ("after", after.to_string()),
+            ("timeout_ms", millis(watch_stream::IDLE).to_string()),
+            ("stream", "true".to_string()),
+        ];
+        let url = self.url(&["watch"], &query);
+        let path = path_and_query(&url);
+        let method = Method::GET;
+        let transport = transport_error(&method, &path);
+        let resp = self
+            .signed(&method, &url, &path, b"")
+            .timeout(Duration::from_millis(WATCH_STREAM_LIFETIME_MS) + WATCH_GRACE)
+            .send()
+            .await
+            .map_err(&transport)?;
+        let streaming = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes() == WATCH_STREAM_CONTENT_TYPE.as_bytes());
+        if resp.status().is_success() && streaming {
+            return Ok(OpenStream::new(resp));
+        }
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(&transport)?;
+        Err(error_answer(&method, &path, status, &bytes))
     }
 
     /// Audit entries after sequence number `after`, oldest first (one page; call again
@@ -549,10 +651,7 @@ impl Client {
         timeout: Option<Duration>,
     ) -> Result<T, ClientError> {
         let url = self.url(segments, query);
-        let path = match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_string(),
-        };
+        let path = path_and_query(&url);
         let body = match body {
             Some(b) => serde_json::to_vec(b).map_err(|e| ClientError::Invalid {
                 what: "request body",
@@ -585,6 +684,39 @@ impl Client {
         body: &[u8],
         timeout: Option<Duration>,
     ) -> Result<T, ClientError> {
+        let mut req = self.signed(method, url, path, body);
+        if !body.is_empty() {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_vec());
+        }
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        let transport = transport_error(method, path);
+        let resp = req.send().await.map_err(&transport)?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(&transport)?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
+                method: method.to_string(),
+                path: path.to_string(),
+                status: status.as_u16(),
+                body: format!("{e}: {}", String::from_utf8_lossy(&bytes)),
+            });
+        }
+        Err(error_answer(method, path, status, &bytes))
+    }
+
+    /// A request to `url` carrying this client's signature of it (`path` is its path and
+    /// query, as signed).
+    fn signed(
+        &self,
+        method: &Method,
+        url: &Url,
+        path: &str,
+        body: &[u8],
+    ) -> reqwest::RequestBuilder {
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -598,52 +730,56 @@ impl Client {
             nonce: &nonce,
             client: &self.name,
         });
-        let mut req = self
-            .http
+        self.http
             .request(method.clone(), url.clone())
             .header(HEADER_TIMESTAMP, timestamp.to_string())
             .header(HEADER_NONCE, nonce)
             .header(HEADER_CLIENT, &self.name)
-            .header(HEADER_SIGNATURE, signature);
-        if !body.is_empty() {
-            req = req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.to_vec());
-        }
-        if let Some(t) = timeout {
-            req = req.timeout(t);
-        }
-        let transport = |source| ClientError::Transport {
+            .header(HEADER_SIGNATURE, signature)
+    }
+}
+
+/// A request's path and query, as signed.
+fn path_and_query(url: &Url) -> String {
+    match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    }
+}
+
+/// A transport failure of `method path`, as the error that names them.
+fn transport_error<'a>(
+    method: &'a Method,
+    path: &'a str,
+) -> impl Fn(reqwest::Error) -> ClientError + 'a {
+    move |source| ClientError::Transport {
+        method: method.to_string(),
+        path: path.to_string(),
+        source,
+    }
+}
+
+/// The error a non-2xx answer stands for: the documented JSON error, or its raw start.
+fn error_answer(
+    method: &Method,
+    path: &str,
+    status: reqwest::StatusCode,
+    bytes: &[u8],
+) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(e) => ClientError::Api {
             method: method.to_string(),
             path: path.to_string(),
-            source,
-        };
-        let resp = req.send().await.map_err(transport)?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(transport)?;
-        if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
-                method: method.to_string(),
-                path: path.to_string(),
-                status: status.as_u16(),
-                body: format!("{e}: {}", String::from_utf8_lossy(&bytes)),
-            });
-        }
-        match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(e) => Err(ClientError::Api {
-                method: method.to_string(),
-                path: path.to_string(),
-                status: status.as_u16(),
-                kind: e.kind,
-                value: e.value,
-            }),
-            Err(_) => Err(ClientError::Protocol {
-                method: method.to_string(),
-                path: path.to_string(),
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
-            }),
-        }
+            status: status.as_u16(),
+            kind: e.kind,
+            value: e.value,
+        },
+        Err(_) => ClientError::Protocol {
+            method: method.to_string(),
+            path: path.to_string(),
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(bytes).chars().take(200).collect(),
+        },
     }
 }
 

@@ -29,6 +29,7 @@ pub mod seal;
 pub mod status;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+pub mod watch_stream;
 pub mod wire;
 
 pub use client::{Client, ClientError, MemberRead, PlainMember, PlainRecord};

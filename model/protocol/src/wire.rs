@@ -232,8 +232,19 @@ pub struct Change {
     pub name: String,
 }
 
+/// A streaming watch (`watch?stream=true`) ends after this long; the client opens the
+/// next from the revision it has seen (a bound on how long one request lives, so a
+/// client's request timeout can be finite).
+pub const WATCH_STREAM_LIFETIME_MS: u64 = 600_000;
+/// A streaming watch's keep-alive interval (`timeout_ms`) is at least this long.
+pub const WATCH_STREAM_MIN_IDLE_MS: u64 = 1_000;
+/// The content type of a streaming watch: one [`WatchResponse`] per line.
+pub const WATCH_STREAM_CONTENT_TYPE: &str = "application/x-ndjson";
+
 /// `GET /v1/clusters/{id}/watch?after=R&timeout_ms=T`: returns as soon as the cluster
-/// revision exceeds `R` (or after `T` with no changes).
+/// revision exceeds `R` (or after `T` with no changes). With `stream=true` the answer is
+/// a stream of these, one JSON object per line: each with the changes after the line
+/// before (the first: after `R`), and one without changes after `T` of silence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WatchResponse {
     pub revision: u64,
