@@ -153,6 +153,29 @@ async fn following_calls_read_the_open_stream_without_a_request_each() {
     server.stop().await;
 }
 
+/// A client whose revision is ahead of the service (a new or restored rendezvous) is told
+/// at once that it must re-read, as a long-poll tells it, not left waiting on its stream.
+#[tokio::test]
+async fn a_revision_ahead_of_the_service_is_answered_compacted_at_once() {
+    let server = Server::start(true, Limits::default()).await;
+    let c = server.client("ahead");
+    let now = c.create("a", b"1", None, None).await.unwrap();
+    let started = std::time::Instant::now();
+    let w = c.watch(now + 1000, Duration::from_secs(20)).await.unwrap();
+    assert!(w.compacted, "{w:?}");
+    assert!(w.changes.is_empty());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // From the revision it was given, the client watches on (a new stream).
+    let next = c.create("b", b"2", None, None).await.unwrap();
+    let w = c.watch(w.revision, Duration::from_secs(5)).await.unwrap();
+    assert_eq!((w.revision, w.compacted), (next, false));
+    server.stop().await;
+}
+
 /// A server older than the streaming watch answers `stream=true` with 400 (an unknown
 /// query field): the client long-polls from then on, and the caller sees only answers.
 #[tokio::test]

@@ -93,16 +93,17 @@ impl Log {
     /// Takes in one line of the stream.
     fn apply(&mut self, line: WatchResponse) {
         if line.compacted {
-            // Changes were lost on the server's side: callers before this revision must
-            // re-read, which the server tells them when they ask it.
+            // Changes were lost on the server's side (or the stream was opened from a
+            // revision the service never reached: a new or restored one). What came
+            // before still answers; past it callers ask the server, which tells each
+            // of them it must re-read.
+            self.ended = true;
+            return;
+        }
+        self.changes.extend(line.changes);
+        if self.changes.len() > MAX_KEPT {
             self.changes.clear();
             self.from = line.revision;
-        } else {
-            self.changes.extend(line.changes);
-            if self.changes.len() > MAX_KEPT {
-                self.changes.clear();
-                self.from = line.revision;
-            }
         }
         self.revision = self.revision.max(line.revision);
     }
@@ -214,11 +215,16 @@ async fn read(mut stream: OpenStream, log: Arc<Mutex<Log>>, revision: watch::Sen
     loop {
         match tokio::time::timeout(IDLE + SILENCE_GRACE, stream.next()).await {
             Ok(Ok(Some(line))) => {
-                let now = {
+                let (now, ended) = {
                     let mut log = lock(&log);
                     log.apply(line);
-                    log.revision
+                    (log.revision, log.ended)
                 };
+                if ended {
+                    tracing::debug!("the watch stream says changes were lost");
+                    // Wakes the waiters: they ask the server.
+                    return;
+                }
                 revision.send_replace(now);
                 continue;
             }
@@ -354,20 +360,34 @@ mod tests {
     }
 
     #[test]
-    fn compaction_and_overflow_give_up_older_positions_and_an_ended_log_defers() {
+    fn overflow_gives_up_older_positions() {
+        let mut l = log(40);
+        l.apply(line(41..=(41 + MAX_KEPT as u64)));
+        assert_eq!(l.lookup(40), Lookup::Unknown);
+        assert_eq!(l.lookup(l.revision), Lookup::Wait);
+    }
+
+    /// A compacted line (changes lost, or a stream from a revision the service never
+    /// reached) ends the log: what came before it still answers, past it the server.
+    #[test]
+    fn a_compacted_line_ends_the_log() {
         let mut l = log(10);
         l.apply(line(11..=12));
         l.apply(WatchResponse {
-            revision: 40,
+            revision: 3,
             changes: Vec::new(),
             compacted: true,
         });
-        assert_eq!(l.lookup(10), Lookup::Unknown);
-        assert_eq!(l.lookup(40), Lookup::Wait);
-        l.apply(line(41..=(41 + MAX_KEPT as u64)));
-        assert_eq!(l.lookup(40), Lookup::Unknown);
-        l.ended = true;
-        let at = l.revision;
-        assert_eq!(l.lookup(at), Lookup::Unknown);
+        assert!(l.ended);
+        assert_eq!(l.lookup(12), Lookup::Unknown);
+        assert_eq!(revisions(&l.lookup(10)), [11, 12]);
+        assert_eq!(l.lookup(12), Lookup::Unknown);
+        let mut ahead = log(1000);
+        ahead.apply(WatchResponse {
+            revision: 5,
+            changes: Vec::new(),
+            compacted: true,
+        });
+        assert_eq!(ahead.lookup(1000), Lookup::Unknown);
     }
 }
