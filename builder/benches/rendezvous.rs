@@ -369,6 +369,7 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `p` quantile (0..=1) of `sorted`, nearest rank.
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }

@@ -86,13 +86,6 @@ struct Answer {
     json: Bytes,
 }
 
-/// What a watcher's wait for a change ended with.
-enum Wait {
-    Past(u64),
-    TimedOut,
-    ShuttingDown,
-}
-
 /// Encoded answers kept per cluster: watchers a change or two behind find theirs too.
 const ANSWERS_KEPT: usize = 4;
 
@@ -700,8 +693,8 @@ impl ClusterCell {
     /// `timeout` (or at shutdown) with no changes.
     pub async fn watch(&self, svc: &Service, after: u64, timeout: Duration) -> WatchResponse {
         match self.wait_past(svc, after, timeout).await {
-            Wait::Past(revision) => self.lock().changes_between(after, revision),
-            Wait::TimedOut | Wait::ShuttingDown => WatchResponse {
+            Some(revision) => self.lock().changes_between(after, revision),
+            None => WatchResponse {
                 revision: after,
                 changes: Vec::new(),
                 compacted: false,
@@ -712,14 +705,12 @@ impl ClusterCell {
     /// [`ClusterCell::watch`]'s answer as JSON, encoded once for every watcher waiting
     /// for the same revisions.
     pub async fn watch_json(&self, svc: &Service, after: u64, timeout: Duration) -> Bytes {
-        match self.wait_past(svc, after, timeout).await {
-            Wait::Past(upto) => {
-                let json = self.answer(after, upto);
-                self.answered(upto);
-                json
-            }
-            Wait::TimedOut | Wait::ShuttingDown => self.answer(after, after),
+        let upto = self.wait_past(svc, after, timeout).await.unwrap_or(after);
+        let json = self.answer(after, upto);
+        if upto != after {
+            self.answered(upto);
         }
+        json
     }
 
     /// The durable revision, for a watcher that keeps its subscription
@@ -736,25 +727,25 @@ impl ClusterCell {
         }
     }
 
-    /// Waits until the durable revision differs from `after`, or until `timeout` or
-    /// shutdown.
-    async fn wait_past(&self, svc: &Service, after: u64, timeout: Duration) -> Wait {
+    /// Waits until the durable revision differs from `after` (`Some` of it), or until
+    /// `timeout` or shutdown (`None`).
+    async fn wait_past(&self, svc: &Service, after: u64, timeout: Duration) -> Option<u64> {
         let mut committed = self.committed.subscribe();
         let mut shutdown = svc.inner.shutdown.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let revision = *committed.borrow_and_update();
             if revision != after {
-                return Wait::Past(revision);
+                return Some(revision);
             }
             tokio::select! {
                 changed = committed.changed() => {
                     if changed.is_err() {
-                        return Wait::ShuttingDown;
+                        return None;
                     }
                 }
-                _ = tokio::time::sleep_until(deadline) => return Wait::TimedOut,
-                _ = shutdown.wait_for(|stop| *stop) => return Wait::ShuttingDown,
+                _ = tokio::time::sleep_until(deadline) => return None,
+                _ = shutdown.wait_for(|stop| *stop) => return None,
             }
         }
     }
@@ -1067,7 +1058,7 @@ pub(crate) mod tests {
     use crate::redb_store::RedbStore;
     use protocol::wire::Sealed;
 
-    const CLUSTER: &str = "0123456789abcdef01234567";
+    pub(crate) const CLUSTER: &str = "0123456789abcdef01234567";
 
     /// A service over a fresh redb store in `dir` (also for `watch_stream`'s tests).
     pub(crate) fn service(dir: &std::path::Path, limits: Limits) -> Service {

@@ -86,11 +86,9 @@ impl LineWatch {
 mod tests {
     use super::*;
     use crate::limits::Limits;
-    use crate::service::tests::{put, service};
+    use crate::service::tests::{CLUSTER, put, service};
     use protocol::WatchResponse;
     use std::time::Instant as StdInstant;
-
-    const CLUSTER: &str = "0123456789abcdef01234567";
 
     fn decode(line: &Bytes) -> WatchResponse {
         assert_eq!(line.last(), Some(&b'\n'), "a line ends with its newline");

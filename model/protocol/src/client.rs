@@ -512,23 +512,16 @@ impl Client {
         let deadline = tokio::time::Instant::now() + timeout;
         if self.streams.load(Ordering::Relaxed)
             && let Some(mirror) = self.mirror(after_revision).await
+            && let Some(answer) = mirror.watch(after_revision, deadline).await
         {
-            if let Some(answer) = mirror.watch(after_revision, deadline).await {
-                return Ok(answer);
-            }
-            if mirror.ended() {
-                let mut slot = lock(&self.mirror);
-                if slot.as_ref().is_some_and(|m| Arc::ptr_eq(m, &mirror)) {
-                    *slot = None;
-                }
-            }
+            return Ok(answer);
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         self.long_poll(after_revision, left).await
     }
 
-    /// The open stream's mirror, or one opened from `after`; `None` when the server would
-    /// not stream (after a 400 it is not asked again).
+    /// The open stream's mirror, or one opened from `after` in place of an ended one;
+    /// `None` when the server would not stream (after a 400 it is not asked again).
     async fn mirror(&self, after: u64) -> Option<Arc<Mirror>> {
         if let Some(m) = lock(&self.mirror).as_ref().filter(|m| !m.ended()) {
             return Some(m.clone());

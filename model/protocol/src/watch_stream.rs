@@ -79,7 +79,7 @@ struct Log {
 
 /// What the mirror holds for a caller watching from `after`.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Lookup {
+enum Lookup {
     /// Changes past `after` arrived: the answer, as a long-poll's.
     Answer(WatchResponse),
     /// Nothing past `after` yet: wait for the mirror's next revision.
