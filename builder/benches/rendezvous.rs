@@ -10,11 +10,14 @@
 //! The agents watch as agents do, through `protocol::Client::watch` (a streaming watch
 //! kept open across rounds). After their rounds the same server answers the same rounds
 //! to lean watchers (`lean`: the protocol spoken by hand over one TLS connection each, no
-//! reqwest), first by long-poll, then streaming, and the same client side measures the
-//! ideal fan-out (`ideal`: one TLS write and read per watcher of an answer as long as the
-//! agents' on the wire, nothing else). The real latencies are printed against the ideal:
-//! the agents' client's, and the lean watchers' (the server's own share, the bench's
-//! clients sharing the server's cores as real agents on their own nodes do not).
+//! reqwest), first by long-poll, then streaming. The ideal fan-out (`ideal`: one TLS write
+//! and read per watcher of an answer as long as the agents' on the wire, nothing else)
+//! stays connected beside them and one of its rounds follows each measured one, so each
+//! phase is compared with the floor of the same minutes: the agents' client's, and the
+//! lean watchers' (the server's own share, the bench's clients sharing the server's cores
+//! as real agents on their own nodes do not). Each phase prints its CPU per answer (user
+//! and kernel) and a round's CPU spread over the cores beside its p99: when the two are
+//! close the latency is work done, not waiting.
 //!
 //! Run: `cargo bench -p muster --bench rendezvous`. `RDV_BENCH_SERVER=PATH` runs another
 //! `muster` binary as the server (e.g. one built from an earlier commit, for a before/after
@@ -47,8 +50,10 @@ const IN_FLIGHT: usize = 24;
 const ROUNDS: usize = 5;
 
 fn main() -> anyhow::Result<()> {
-    if std::env::var_os(ideal::ROLE_ENV).is_some() {
-        return ideal::serve();
+    match std::env::var(ideal::ROLE_ENV).as_deref() {
+        Ok(ideal::SERVER) => return ideal::serve(),
+        Ok(ideal::WATCHERS) => return ideal::watchers(),
+        _ => {}
     }
     let agents: usize = std::env::var("RDV_BENCH_AGENTS")
         .ok()
@@ -56,18 +61,25 @@ fn main() -> anyhow::Result<()> {
         .transpose()
         .context("RDV_BENCH_AGENTS must be a number")?
         .unwrap_or(10_000);
-    let nofile = raise_nofile()?;
+    let nofile = raise_nofile(agents)?;
     println!("rendezvous bench: {agents} agents, RLIMIT_NOFILE {nofile}");
     println!("load average at start: {}", loadavg());
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(bench(agents))
 }
 
-/// Each agent holds a connection for its watch, on both sides of loopback.
-fn raise_nofile() -> anyhow::Result<u64> {
+/// Each agent holds a connection for its watch, on both sides of loopback (the ideal
+/// fan-out's are in processes of their own: `ideal::Floor`).
+fn raise_nofile(agents: usize) -> anyhow::Result<u64> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let want = agents as u64 + 1024;
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    if hard < want {
+        bail!(
+            "{agents} agents need {want} file descriptors; the hard limit is {hard} (raise it: ulimit -Hn)"
+        );
+    }
     Ok(hard)
 }
 
@@ -203,12 +215,14 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
 
     // Watch rounds: every agent watches (its client's streaming watch, opened in the
     // warm-up round and read on in the next); one write; each agent notes when it heard.
+    // After the warm-up the ideal fan-out (`ideal::Floor`) connects, and one of its rounds
+    // follows each measured one.
     let mut after = revision;
-    let mut latencies: Vec<Duration> = Vec::new();
+    let mut real = Figures::default();
+    let mut real_floor = Figures::default();
+    let mut floor = None;
     let mut parked_rss = Vec::with_capacity(ROUNDS);
     let mut measured = Vec::with_capacity(ROUNDS);
-    let mut cpu_rounds = (Duration::ZERO, Duration::ZERO);
-    let mut last_answer = None;
     for round in 0..=ROUNDS {
         let write_at = Arc::new(std::sync::OnceLock::<Instant>::new());
         let mut watches = Vec::with_capacity(agents);
@@ -235,16 +249,17 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
                 })
             }));
         }
-        // Let the long-polls reach the server before the write; a watcher that arrives
+        // Let the watches reach the server before the write; a watcher that arrives
         // later still gets the change at once, and its latency counts in full.
-        tokio::time::sleep(Duration::from_millis(500 + agents as u64 / 10)).await;
+        tokio::time::sleep(park_time(agents)).await;
         let rss_parked = rss(pid)?;
-        let cpu_before = (cpu(pid)?, cpu(std::process::id())?);
+        let mark = CpuMark::now(pid)?;
         let _ = write_at.set(Instant::now());
         let made = writer
             .create(&format!("round/{round}"), b"x", None, None)
             .await?;
         let mut round_lat = Vec::with_capacity(agents);
+        let mut last_answer = None;
         for w in watches {
             let (resp, lat) = w.await??;
             if resp.revision < made {
@@ -257,21 +272,28 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
             last_answer = Some(resp);
         }
         after = made;
-        let cpu_after = (cpu(pid)?, cpu(std::process::id())?);
-        if round > 0 {
-            cpu_rounds.0 += cpu_after.0.saturating_sub(cpu_before.0);
-            cpu_rounds.1 += cpu_after.1.saturating_sub(cpu_before.1);
-        }
-        if round == 0 {
-            println!(
-                "watch warm-up round done; server rss with {agents} parked watches: {rss_parked}"
-            );
-        } else {
-            latencies.extend(round_lat);
-            parked_rss.push(rss_parked);
-            measured.push(made);
+        let mut this = Round::new(round_lat);
+        mark.add_since(&mut this.cpu)?;
+        match floor.as_mut() {
+            None => {
+                println!(
+                    "watch warm-up round done; server rss with {agents} parked watches: {rss_parked}"
+                );
+                // The ideal writes an answer as long as the agents' is on the wire: its
+                // line (encoded once, here, outside the measured rounds) in one HTTP chunk.
+                let last_answer = last_answer.context("no watch answered")?;
+                let answer_len = chunk_len(serde_json::to_vec(&last_answer)?.len() + 1);
+                floor = Some(ideal::Floor::start(agents, answer_len, &cert).await?);
+            }
+            Some(floor) => {
+                real.add(this);
+                parked_rss.push(rss_parked);
+                measured.push(made);
+                real_floor.add(floor.round().await?);
+            }
         }
     }
+    let mut floor = floor.context("the ideal fan-out did not start")?;
     // The server reports a change's fan-out when the next one is durable.
     let end = writer.create("round/end", b"x", None, None).await?;
     // After the warm-up every watch waits on a connection that has served requests (its
@@ -289,22 +311,6 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
         );
     }
     println!("load average after the rounds: {}", loadavg());
-    latencies.sort_unstable();
-    let real = Figures {
-        latencies,
-        cpu_server: cpu_rounds.0,
-        cpu_client: cpu_rounds.1,
-    };
-    print_rounds(
-        if long_poll {
-            "change-to-notify (the agents' client, long-poll)"
-        } else {
-            "change-to-notify (the agents' client, streaming watch)"
-        },
-        &format!("cpu from each write to its last answer, rounds 1-{ROUNDS}"),
-        &real,
-        agents,
-    );
     print_server_figures(&fanouts, &measured);
     // The same rounds with watchers as lean as the ideal's (`lean`): the agents' reqwest
     // client closes its connections first, so the server holds one per watcher again.
@@ -316,57 +322,74 @@ async fn bench(agents: usize) -> anyhow::Result<()> {
         keys,
         cert_sha256: &cert.cert_sha256,
     };
-    let lean_polls = lean::run(&target, &writer, agents, ROUNDS, end, lean::Mode::LongPoll).await;
+    let lean_polls = lean::run(
+        &target,
+        &writer,
+        agents,
+        ROUNDS,
+        end,
+        lean::Mode::LongPoll,
+        &mut floor,
+    )
+    .await;
     let lean_streams = match writer.list("round/").await {
-        Ok((now, _)) => lean::run(&target, &writer, agents, ROUNDS, now, lean::Mode::Stream).await,
+        Ok((now, _)) => {
+            lean::run(
+                &target,
+                &writer,
+                agents,
+                ROUNDS,
+                now,
+                lean::Mode::Stream,
+                &mut floor,
+            )
+            .await
+        }
         Err(e) => Err(e.into()),
     };
     println!("server rss at end: {}  (peak {})", rss(pid)?, hwm(pid)?);
     drop(writer);
     drop(server);
-    let (lean_polls, lean_streams) = (lean_polls?, lean_streams?);
+    drop(floor);
+    let ((lean_polls, polls_floor), (lean_streams, streams_floor)) = (lean_polls?, lean_streams?);
 
-    // The ideal writes an answer as long as the agents' is on the wire: its line (encoded
-    // once, here, outside the measured rounds) in one HTTP chunk.
-    let last_answer = last_answer.context("no watch answered")?;
-    let answer_len = chunk_len(serde_json::to_vec(&last_answer)?.len() + 1);
-    let floor = ideal::run(agents, ROUNDS, answer_len, &cert).await?;
-    print_rounds(
-        &format!(
-            "ideal fan-out ({answer_len}-byte answer, one TLS write and read per watcher, no HTTP, signature, JSON or store)"
+    let phases = [
+        (
+            if long_poll {
+                "the agents' client, long-poll"
+            } else {
+                "the agents' client, streaming watch"
+            },
+            &real,
+            &real_floor,
         ),
-        "ideal cpu from each trigger to its last answer",
-        &floor,
-        agents,
-    );
-    print_rounds(
-        "change-to-notify, lean watchers, long-poll (hand-written signed HTTP/1.1, no reqwest)",
-        "lean long-poll cpu from each write to its last answer",
-        &lean_polls,
-        agents,
-    );
-    print_rounds(
-        "change-to-notify, lean watchers, streaming (one signed request, a chunk per change)",
-        "lean streaming cpu from each write to its last answer",
-        &lean_streams,
-        agents,
-    );
-    print_ratios(
-        "change-to-notify (the agents' client) against the ideal",
-        &real.latencies,
-        &floor.latencies,
-    );
-    print_ratios(
-        "lean long-poll watchers against the ideal (the server's own share)",
-        &lean_polls.latencies,
-        &floor.latencies,
-    );
-    print_ratios(
-        "lean streaming watchers against the ideal (the server's own share)",
-        &lean_streams.latencies,
-        &floor.latencies,
-    );
+        (
+            "lean watchers, long-poll (hand-written signed HTTP/1.1, no reqwest)",
+            &lean_polls,
+            &polls_floor,
+        ),
+        (
+            "lean watchers, streaming (one signed request, a chunk per change)",
+            &lean_streams,
+            &streams_floor,
+        ),
+    ];
+    let ideal = "the ideal fan-out between its rounds (one TLS write and read per watcher, no HTTP, signature, JSON or store)";
+    for (what, figures, floor) in phases {
+        print_rounds(&format!("change-to-notify, {what}"), figures, agents);
+        print_rounds(ideal, floor, agents);
+    }
+    println!("against the ideal of the same minutes (the lean watchers': the server's own share):");
+    for (what, figures, floor) in phases {
+        print_ratios(what, figures, floor);
+    }
     Ok(())
+}
+
+/// How long a round waits after its watches were sent before making the change: time for
+/// every watch to reach the server and park.
+fn park_time(agents: usize) -> Duration {
+    Duration::from_millis(500 + agents as u64 / 10)
 }
 
 /// The `p` quantile (0..=1) of `sorted`, nearest rank.
@@ -374,41 +397,77 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// One watch round: each watcher's latency from the change to its answer read, and the
+/// CPU from the change to the last answer.
+struct Round {
+    latencies: Vec<Duration>,
+    cpu: CpuSpent,
+}
+
+impl Round {
+    fn new(latencies: Vec<Duration>) -> Round {
+        Round {
+            latencies,
+            cpu: CpuSpent::default(),
+        }
+    }
+}
+
 /// What a run of watch rounds measured (the agents' client's, the lean watchers' or the
 /// ideal fan-out's).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Figures {
     /// Change sent to each watcher's answer read, every measured round, sorted.
     latencies: Vec<Duration>,
-    /// CPU from each change to its last answer: the server's and this process's.
-    cpu_server: Duration,
-    cpu_client: Duration,
+    cpu: CpuSpent,
+    rounds: usize,
 }
 
-/// `latency`'s p50/p99/max and `cpu`'s CPU per answer of `f`.
-fn print_rounds(latency: &str, cpu: &str, f: &Figures, agents: usize) {
+impl Figures {
+    fn add(&mut self, round: Round) {
+        self.latencies.extend(round.latencies);
+        self.latencies.sort_unstable();
+        self.cpu.server.add(&round.cpu.server);
+        self.cpu.client.add(&round.cpu.client);
+        self.rounds += 1;
+    }
+}
+
+/// `latency`'s p50/p99/max and the CPU per answer of `f`, and that CPU spread over the
+/// machine's cores per round: next to the p99 it says whether a round's latency is work
+/// done (the two close) or time spent waiting.
+fn print_rounds(latency: &str, f: &Figures, agents: usize) {
     let pct = |p: f64| percentile(&f.latencies, p);
+    let rounds = f.rounds.max(1);
     println!(
-        "{latency} over {ROUNDS} rounds x {agents}: p50 {:.2?}  p99 {:.2?}  max {:.2?}",
+        "{latency} over {rounds} rounds x {agents}: p50 {:.2?}  p99 {:.2?}  max {:.2?}",
         pct(0.50),
         pct(0.99),
         pct(1.0)
     );
-    let answers = (ROUNDS * agents) as f64;
+    let answers = f.latencies.len().max(1) as f64;
+    let us = |d: Duration| d.as_secs_f64() * 1e6 / answers;
+    let (server, client) = (&f.cpu.server, &f.cpu.client);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_round = (server.total() + client.total()) / (rounds * cores) as u32;
     println!(
-        "{cpu}: server {:.2?} ({:.1} us per answer), bench client {:.2?} ({:.1} us per answer)",
-        f.cpu_server,
-        f.cpu_server.as_secs_f64() * 1e6 / answers,
-        f.cpu_client,
-        f.cpu_client.as_secs_f64() * 1e6 / answers
+        "  cpu from each change to its last answer: server {:.1} us per answer (user {:.1}, kernel {:.1}), bench client {:.1} (user {:.1}, kernel {:.1}); a round's over {cores} cores {per_round:.2?}",
+        us(server.total()),
+        us(server.user),
+        us(server.kernel),
+        us(client.total()),
+        us(client.user),
+        us(client.kernel),
     );
 }
 
-/// p50/p99/max of sorted latencies `real` over `ideal`.
-fn print_ratios(what: &str, real: &[Duration], ideal: &[Duration]) {
-    let ratio = |p: f64| percentile(real, p).as_secs_f64() / percentile(ideal, p).as_secs_f64();
+/// p50/p99/max of `real`'s latencies over `ideal`'s.
+fn print_ratios(what: &str, real: &Figures, ideal: &Figures) {
+    let ratio = |p: f64| {
+        percentile(&real.latencies, p).as_secs_f64() / percentile(&ideal.latencies, p).as_secs_f64()
+    };
     println!(
-        "{what}: p50 {:.2}x  p99 {:.2}x  max {:.2}x",
+        "  {what}: p50 {:.2}x  p99 {:.2}x  max {:.2}x",
         ratio(0.50),
         ratio(0.99),
         ratio(1.0)
@@ -581,24 +640,89 @@ fn rss(pid: u32) -> anyhow::Result<String> {
     status_field(pid, "VmRSS:")
 }
 
-/// User plus system CPU time of process `pid` so far (/proc/PID/stat, in clock ticks of
-/// 10 ms: `CLK_TCK` is 100 on Linux).
-fn cpu(pid: u32) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .with_context(|| format!("/proc/{pid}/stat: {stat}"))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks = |i: usize| -> anyhow::Result<u64> {
-        fields
-            .get(i)
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("/proc/{pid}/stat field {i}"))
-    };
-    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+/// User and kernel CPU time of a process so far (/proc/PID/stat, in clock ticks of 10 ms:
+/// `CLK_TCK` is 100 on Linux). The kernel's share of a fan-out is its TCP sends (on
+/// loopback with the receiving end's processing in the sender's context).
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    user: Duration,
+    kernel: Duration,
+}
+
+impl Cpu {
+    fn of(pid: u32) -> anyhow::Result<Cpu> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command name (which may hold spaces) in parentheses.
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .with_context(|| format!("/proc/{pid}/stat: {stat}"))?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        let ticks = |i: usize| -> anyhow::Result<Duration> {
+            fields
+                .get(i)
+                .and_then(|v| v.parse().ok())
+                .map(|t: u64| Duration::from_millis(t * 10))
+                .with_context(|| format!("/proc/{pid}/stat field {i}"))
+        };
+        Ok(Cpu {
+            user: ticks(11)?,
+            kernel: ticks(12)?,
+        })
+    }
+
+    fn total(&self) -> Duration {
+        self.user + self.kernel
+    }
+
+    fn since(&self, earlier: &Cpu) -> Cpu {
+        Cpu {
+            user: self.user.saturating_sub(earlier.user),
+            kernel: self.kernel.saturating_sub(earlier.kernel),
+        }
+    }
+
+    fn add(&mut self, more: &Cpu) {
+        self.user += more.user;
+        self.kernel += more.kernel;
+    }
+}
+
+/// The server's and this process's CPU, read at a round's change.
+struct CpuMark {
+    server_pid: u32,
+    server: Cpu,
+    client: Cpu,
+}
+
+impl CpuMark {
+    fn now(server_pid: u32) -> anyhow::Result<CpuMark> {
+        Ok(CpuMark {
+            server_pid,
+            server: Cpu::of(server_pid)?,
+            client: Cpu::of(std::process::id())?,
+        })
+    }
+
+    /// Adds what both spent since this mark to `spent`.
+    fn add_since(&self, spent: &mut CpuSpent) -> anyhow::Result<()> {
+        spent
+            .server
+            .add(&Cpu::of(self.server_pid)?.since(&self.server));
+        spent
+            .client
+            .add(&Cpu::of(std::process::id())?.since(&self.client));
+        Ok(())
+    }
+}
+
+/// CPU from each measured round's change to its last answer: the server's and the
+/// bench client's.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuSpent {
+    server: Cpu,
+    client: Cpu,
 }
 
 /// "12604 kB" → 12604.

@@ -217,6 +217,9 @@ struct RendezvousArgs {
     /// Sustained requests per second allowed per client.
     #[arg(long, default_value_t = muster_rendezvous::Limits::default().rate_per_second)]
     rate: f64,
+    /// Most watches one client holds open at once (16 times as many per peer IP).
+    #[arg(long, default_value_t = muster_rendezvous::Limits::default().max_watches_per_client)]
+    max_watches_per_client: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -886,6 +889,7 @@ fn serve_rendezvous(args: RendezvousArgs) -> anyhow::Result<()> {
         max_records: args.max_records,
         rate_per_second: args.rate,
         rate_burst: args.rate.max(1.0) * 4.0,
+        max_watches_per_client: args.max_watches_per_client,
         ..Limits::default()
     };
     let tls_config = match (&args.cert, &args.key) {

@@ -47,6 +47,8 @@ pub struct Target<'a> {
 
 /// `rounds` measured watch rounds (after a warm-up one that opens the connections) of
 /// `agents` lean watchers, each round's change made by `writer`; watching from `after`.
+/// Each measured round is followed by one of `floor`'s: the lean watchers' figures and
+/// the ideal's of the same minutes.
 pub async fn run(
     target: &Target<'_>,
     writer: &protocol::Client,
@@ -54,7 +56,8 @@ pub async fn run(
     rounds: usize,
     mut after: u64,
     mode: Mode,
-) -> anyhow::Result<super::Figures> {
+    floor: &mut super::ideal::Floor,
+) -> anyhow::Result<(super::Figures, super::Figures)> {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(protocol::tls_client_config(Some(
         target.cert_sha256,
     ))?));
@@ -67,11 +70,11 @@ pub async fn run(
             streaming: false,
         })
         .collect();
-    let mut latencies = Vec::with_capacity(rounds * agents);
-    let (mut cpu_server, mut cpu_client) = (Duration::ZERO, Duration::ZERO);
+    let (mut lean, mut ideal) = (super::Figures::default(), super::Figures::default());
     // Connections are opened in the warm-up round, this many at once (as the real run's
     // registrations), so the server's per-IP count of unauthenticated ones is not hit.
     let opening = Arc::new(tokio::sync::Semaphore::new(super::IN_FLIGHT));
+    println!("lean watchers ({mode:?}): {agents} connecting, then {rounds} rounds");
     for round in 0..=rounds {
         let write_at = Arc::new(std::sync::OnceLock::<Instant>::new());
         let mut watches = Vec::with_capacity(agents);
@@ -113,12 +116,13 @@ pub async fn run(
                 anyhow::Ok((w, answer, lat))
             }));
         }
-        tokio::time::sleep(Duration::from_millis(500 + agents as u64 / 10)).await;
-        let before = (super::cpu(target.pid)?, super::cpu(std::process::id())?);
+        tokio::time::sleep(super::park_time(agents)).await;
+        let mark = super::CpuMark::now(target.pid)?;
         let _ = write_at.set(Instant::now());
         let made = writer
             .create(&format!("lean-{mode:?}/{round}"), b"x", None, None)
             .await?;
+        let mut latencies = Vec::with_capacity(agents);
         for w in watches {
             let (w, answer, lat) = w.await??;
             if answer.revision < made {
@@ -129,22 +133,17 @@ pub async fn run(
                 );
             }
             watchers.push(w);
-            if round > 0 {
-                latencies.push(lat);
-            }
+            latencies.push(lat);
         }
-        if round > 0 {
-            cpu_server += super::cpu(target.pid)?.saturating_sub(before.0);
-            cpu_client += super::cpu(std::process::id())?.saturating_sub(before.1);
-        }
+        let mut measured = super::Round::new(latencies);
+        mark.add_since(&mut measured.cpu)?;
         after = made;
+        if round > 0 {
+            lean.add(measured);
+            ideal.add(floor.round().await?);
+        }
     }
-    latencies.sort_unstable();
-    Ok(super::Figures {
-        latencies,
-        cpu_server,
-        cpu_client,
-    })
+    Ok((lean, ideal))
 }
 
 async fn connect(

@@ -26,6 +26,8 @@ use std::time::Duration;
 pub struct Authed {
     pub cell: Arc<ClusterCell>,
     pub client: String,
+    /// The connection's peer IP (`None` when served without a socket, as in tests).
+    pub peer: Option<std::net::IpAddr>,
     /// The query string (after `?`), copied out of the request line.
     pub query: Option<String>,
     pub body: Bytes,
@@ -66,16 +68,12 @@ impl FromRequest<Service> for Authed {
         let now_ms = svc.now_ms();
         verify(svc, cluster_id, &parts, &body, &h, now_ms)?;
         let cell = svc.cluster(cluster_id)?;
-        admit(
-            svc,
-            &cell,
-            &h,
-            now_ms,
-            parts.extensions.get::<Arc<Ticket>>(),
-        )?;
+        let ticket = parts.extensions.get::<Arc<Ticket>>();
+        admit(svc, &cell, &h, now_ms, ticket)?;
         Ok(Authed {
             cell,
             client: h.client.to_string(),
+            peer: ticket.map(|t| t.ip()),
             query: parts.uri.query().map(str::to_string),
             body,
         })

@@ -15,8 +15,11 @@ use std::time::Instant;
 pub const TARGET: &str = "muster_rendezvous::fanout";
 
 /// The figures of the change being fanned out now.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Fanout {
+    /// Whether figures are collected (decided once: [`Fanout::enabled`] when the cluster
+    /// was loaded).
+    on: bool,
     round: Mutex<Option<Round>>,
 }
 
@@ -44,9 +47,25 @@ impl Fanout {
         tracing::enabled!(target: TARGET, tracing::Level::DEBUG)
     }
 
+    /// Figures collected when `on`.
+    pub fn new(on: bool) -> Fanout {
+        Fanout {
+            on,
+            round: Mutex::new(None),
+        }
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.on
+    }
+
     /// `revision` became durable at `at`: the previous change's figures, if it answered
-    /// anyone, and counting starts for this one.
+    /// anyone, and counting starts for this one. Called before the change's watchers are
+    /// woken, so the first of them counts too.
     pub fn durable(&self, revision: u64, at: Instant) -> Option<Summary> {
+        if !self.on {
+            return None;
+        }
         let next = Round {
             revision,
             durable_at: at,
@@ -58,6 +77,9 @@ impl Fanout {
 
     /// A watcher's answer, with the changes up to `revision`, was made at `at`.
     pub fn answered(&self, revision: u64, at: Instant) {
+        if !self.on {
+            return;
+        }
         if let Some(r) = lock(&self.round).as_mut()
             && r.revision == revision
         {
@@ -108,7 +130,7 @@ mod tests {
 
     #[test]
     fn a_change_is_summarized_when_the_next_one_is_durable() {
-        let f = Fanout::default();
+        let f = Fanout::new(true);
         let t0 = Instant::now();
         assert_eq!(f.durable(7, t0), None);
         for ms in 1..=100 {
@@ -130,5 +152,10 @@ mod tests {
         );
         // Nobody waited for 8.
         assert_eq!(f.durable(9, t0 + Duration::from_secs(2)), None);
+        // Off, nothing is kept.
+        let off = Fanout::new(false);
+        off.durable(7, t0);
+        off.answered(7, t0);
+        assert_eq!(off.durable(8, t0), None);
     }
 }

@@ -5,6 +5,7 @@ use crate::audit;
 use crate::auth::Authed;
 use crate::error::ApiError;
 use crate::service::{ClusterCell, Service};
+use crate::watch_slots::WatchSlot;
 use crate::watch_stream::LineWatch;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
@@ -172,9 +173,11 @@ async fn watch(
     let q: WatchQuery = a.query()?;
     let max = svc.limits().max_watch_ms;
     let timeout_ms = q.timeout_ms.unwrap_or(max).min(max);
+    // Held until the answer is made, or for the stream's life.
+    let slot = svc.take_watch_slot(a.cell.id(), &a.client, a.peer)?;
     if q.stream {
         let idle = Duration::from_millis(timeout_ms.max(WATCH_STREAM_MIN_IDLE_MS));
-        let body = watch_stream(svc, a.cell, q.after, idle);
+        let body = watch_stream(svc, a.cell, q.after, idle, slot);
         return Ok((
             [(
                 axum::http::header::CONTENT_TYPE,
@@ -188,6 +191,7 @@ async fn watch(
         .cell
         .watch_json(&svc, q.after, Duration::from_millis(timeout_ms))
         .await;
+    drop(slot);
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
@@ -201,12 +205,14 @@ async fn watch(
 /// The lines of a streaming watch from `after` (`LineWatch`): the same shared encodings
 /// as the long-poll's, each produced only when hyper asks for the next (after the one
 /// before was written), so a slow reader gets one line with everything it missed instead
-/// of a queue. Ends at shutdown and after [`WATCH_STREAM_LIFETIME_MS`].
+/// of a queue. Ends at shutdown and after [`WATCH_STREAM_LIFETIME_MS`]; `slot` is given
+/// back when it ends or its connection closes (hyper drops the body).
 fn watch_stream(
     svc: Service,
     cell: Arc<ClusterCell>,
     after: u64,
     idle: Duration,
+    slot: WatchSlot,
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + Send {
     let lines = LineWatch::new(
         &svc,
@@ -215,9 +221,9 @@ fn watch_stream(
         idle,
         Duration::from_millis(WATCH_STREAM_LIFETIME_MS),
     );
-    futures::stream::unfold(lines, |mut lines| async move {
+    futures::stream::unfold((lines, slot), |(mut lines, slot)| async move {
         let line = lines.next().await?;
-        Some((Ok(line), lines))
+        Some((Ok(line), (lines, slot)))
     })
 }
 

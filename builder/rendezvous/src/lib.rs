@@ -20,6 +20,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod tls;
+pub mod watch_slots;
 pub mod watch_stream;
 
 pub use clock::{Clock, SystemClock, TokioClock};

@@ -36,8 +36,12 @@ pub struct Limits {
     /// the TLS handshake or sending their first request); more are closed at once.
     pub max_unauthenticated_per_ip: usize,
     /// Per peer IP, across client names and clusters, this many times the per-client
-    /// rate and burst, so a client cannot escape its limit by changing its name.
+    /// rate and burst (and open watches), so a client cannot escape its limit by changing
+    /// its name.
     pub peer_rate_factor: f64,
+    /// Watches (long-polls and streams) one client name holds open at once in a cluster
+    /// (429 `rate_limited`); an agent holds one stream, and a long-poll beside it at times.
+    pub max_watches_per_client: usize,
 }
 
 impl Default for Limits {
@@ -59,6 +63,7 @@ impl Default for Limits {
             read_timeout_ms: 30_000,
             max_unauthenticated_per_ip: 32,
             peer_rate_factor: 16.0,
+            max_watches_per_client: 8,
         }
     }
 }

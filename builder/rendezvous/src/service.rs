@@ -13,6 +13,7 @@ use crate::semaphore::Acquired;
 use crate::store::{
     Batch, ClusterData, Meta, Op, Store, StoredMember, StoredRecord, StoredSemaphore,
 };
+use crate::watch_slots::{WatchSlot, WatchSlots};
 use axum::body::Bytes;
 use protocol::seal::SigningKey;
 use protocol::wire::{
@@ -46,7 +47,11 @@ struct Inner {
     /// Set when a commit failed: memory may now be ahead of disk, so the service answers
     /// 503 until restarted (and reloaded from disk).
     failed: AtomicBool,
-    shutdown: watch::Sender<bool>,
+    /// Set at shutdown, before every cell's watchers are woken to see it
+    /// ([`Service::begin_shutdown`]).
+    shutting_down: AtomicBool,
+    /// Open watches per client and peer IP.
+    watch_slots: Arc<WatchSlots>,
     /// The second this process started serving. The replay memory is in-process, so a
     /// request signed before it could be a replay of one the previous process accepted.
     started_s: u64,
@@ -183,7 +188,8 @@ impl Service {
                 clusters: Mutex::new(HashMap::new()),
                 peer_rate: Mutex::new(RateLimiter::default()),
                 failed: AtomicBool::new(false),
-                shutdown: watch::Sender::new(false),
+                shutting_down: AtomicBool::new(false),
+                watch_slots: Arc::default(),
             }),
         }
     }
@@ -210,13 +216,40 @@ impl Service {
     }
 
     /// Makes pending watches return now, so a graceful shutdown does not wait for them.
+    /// Watchers wait on their cluster's durable revision only: the flag is set first, then
+    /// each cell's watchers are woken without a change and find it (a shutdown
+    /// subscription of their own would put every watcher of every change through one
+    /// more waiter list, under one lock shared by all of them).
     pub fn begin_shutdown(&self) {
-        self.inner.shutdown.send_replace(true);
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        let cells: Vec<_> = lock(&self.inner.clusters).values().cloned().collect();
+        for cell in cells {
+            cell.committed.send_modify(|_| ());
+        }
     }
 
-    /// Whether the service is stopping, for a waiter that keeps its subscription.
-    pub(crate) fn subscribe_shutdown(&self) -> watch::Receiver<bool> {
-        self.inner.shutdown.subscribe()
+    /// A place for one more open watch of `client` in `cluster` from `peer`, or 429 when
+    /// it or its IP holds as many as allowed ([`WatchSlots::take`]).
+    pub fn take_watch_slot(
+        &self,
+        cluster: &str,
+        client: &str,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<WatchSlot, ApiError> {
+        self.inner
+            .watch_slots
+            .take(cluster, client, peer, &self.inner.limits)
+    }
+
+    /// Watches open now (long-polls and streams).
+    pub fn open_watches(&self) -> usize {
+        self.inner.watch_slots.open()
+    }
+
+    /// Whether [`Service::begin_shutdown`] was called: a watcher woken without a change
+    /// checks it.
+    pub(crate) fn shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
     }
 
     pub fn check_available(&self) -> Result<(), ApiError> {
@@ -251,7 +284,7 @@ impl Service {
             tracing::error!("loading cluster {cluster_id}: {e}");
             ApiError::new(ErrorKind::Unavailable, "storage read failed")
         })?;
-        let cell = Arc::new(ClusterCell::new(cluster_id, data));
+        let cell = Arc::new(ClusterCell::new(cluster_id, data, Fanout::enabled()));
         clusters.insert(cluster_id.to_string(), cell.clone());
         Ok(cell)
     }
@@ -272,7 +305,8 @@ impl Service {
 }
 
 impl ClusterCell {
-    fn new(id: &str, data: ClusterData) -> ClusterCell {
+    /// A cell of `data`; with `fanout_on`, collecting the fan-out figures.
+    fn new(id: &str, data: ClusterData, fanout_on: bool) -> ClusterCell {
         let revision = data.meta.revision;
         let mut st = ClusterState {
             meta: data.meta,
@@ -291,7 +325,7 @@ impl ClusterCell {
             state: Mutex::new(st),
             committed: watch::Sender::new(revision),
             answers: Mutex::new(VecDeque::new()),
-            fanout: Fanout::default(),
+            fanout: Fanout::new(fanout_on),
         }
     }
 
@@ -330,15 +364,18 @@ impl ClusterCell {
         if let Some((ack, revision)) = pending {
             match ack.await {
                 Ok(Ok(())) => {
-                    let newer = self.committed.send_if_modified(|c| {
+                    let mut previous = None;
+                    self.committed.send_if_modified(|c| {
                         let newer = revision > *c;
                         *c = (*c).max(revision);
+                        // Before the watchers are woken (on return), so that the fan-out
+                        // figures count the first of them too.
+                        if newer {
+                            previous = self.fanout.durable(revision, Instant::now());
+                        }
                         newer
                     });
-                    if newer
-                        && Fanout::enabled()
-                        && let Some(s) = self.fanout.durable(revision, Instant::now())
-                    {
+                    if let Some(s) = previous {
                         fanout::log(&s);
                     }
                 }
@@ -722,7 +759,7 @@ impl ClusterCell {
     /// Counts an answer with the changes up to `upto` in the fan-out figures, when asked
     /// for (`fanout`).
     pub(crate) fn answered(&self, upto: u64) {
-        if Fanout::enabled() {
+        if self.fanout.is_on() {
             self.fanout.answered(upto, Instant::now());
         }
     }
@@ -731,12 +768,15 @@ impl ClusterCell {
     /// `timeout` or shutdown (`None`).
     async fn wait_past(&self, svc: &Service, after: u64, timeout: Duration) -> Option<u64> {
         let mut committed = self.committed.subscribe();
-        let mut shutdown = svc.inner.shutdown.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let revision = *committed.borrow_and_update();
             if revision != after {
                 return Some(revision);
+            }
+            // After the revision was read: a shutdown after this wakes `changed` below.
+            if svc.shutting_down() {
+                return None;
             }
             tokio::select! {
                 changed = committed.changed() => {
@@ -745,7 +785,6 @@ impl ClusterCell {
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => return None,
-                _ = shutdown.wait_for(|stop| *stop) => return None,
             }
         }
     }
@@ -1109,6 +1148,59 @@ pub(crate) mod tests {
 
     fn decode(json: &Bytes) -> WatchResponse {
         serde_json::from_slice(json).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_fan_out_figures_count_every_watcher_of_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path(), Limits::default());
+        let data = svc.store().load(CLUSTER).unwrap();
+        let cell = Arc::new(ClusterCell::new(CLUSTER, data, true));
+        for round in 0..5 {
+            let before = put(&cell, &svc, &format!("a{round}")).await;
+            let watchers = park(&cell, &svc, before, 256);
+            until_parked(&cell, 256).await;
+            let made = put(&cell, &svc, &format!("b{round}")).await;
+            for w in watchers {
+                w.await.unwrap();
+            }
+            // Closing the round by hand, as the next durable change would.
+            let s = cell.fanout.durable(made + 1, Instant::now()).unwrap();
+            assert_eq!((s.revision, s.watchers), (made, 256));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_answers_parked_long_polls_at_once_and_later_ones_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path(), Limits::default());
+        let cell = svc.cluster(CLUSTER).unwrap();
+        let before = put(&cell, &svc, "a").await;
+        let watchers = park(&cell, &svc, before, 16);
+        until_parked(&cell, 16).await;
+        svc.begin_shutdown();
+        for w in watchers {
+            // Parked for 30 s: only the shutdown answers them within 5.
+            let answer = tokio::time::timeout(Duration::from_secs(5), w).await;
+            let answer = decode(
+                &answer
+                    .expect("a parked watch outlived the shutdown")
+                    .unwrap(),
+            );
+            assert_eq!((answer.revision, answer.changes.len()), (before, 0));
+        }
+        let late = tokio::time::timeout(
+            Duration::from_secs(5),
+            cell.watch_json(&svc, before, Duration::from_secs(30)),
+        )
+        .await;
+        assert_eq!(
+            decode(&late.expect("a watch after the shutdown waited")).revision,
+            before
+        );
+        // One behind still gets its changes: the shutdown ends waits, not answers.
+        let behind = cell.watch_json(&svc, 0, Duration::from_secs(30)).await;
+        assert_eq!(decode(&behind).revision, before);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

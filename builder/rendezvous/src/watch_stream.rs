@@ -11,12 +11,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-/// One stream's position and subscriptions.
+/// One stream's position and subscription.
 #[derive(Debug)]
 pub struct LineWatch {
+    svc: Service,
     cell: Arc<ClusterCell>,
+    /// The durable revision; a shutdown wakes it too ([`Service::begin_shutdown`]).
     committed: watch::Receiver<u64>,
-    shutdown: watch::Receiver<bool>,
     /// Ticks every half keep-alive interval: a tick after a tick with no line between
     /// sends a line without changes, so the stream is never silent longer than `idle`.
     tick: Interval,
@@ -40,8 +41,8 @@ impl LineWatch {
         let mut tick = tokio::time::interval_at(Instant::now() + half, half);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         LineWatch {
+            svc: svc.clone(),
             committed: cell.subscribe(),
-            shutdown: svc.subscribe_shutdown(),
             cell,
             tick,
             sent_since_tick: false,
@@ -62,7 +63,13 @@ impl LineWatch {
                 self.sent_since_tick = true;
                 return Some(json);
             }
+            if self.svc.shutting_down() {
+                return None;
+            }
+            // The change first: a line then costs its one subscription, not a poll of the
+            // tick as well.
             tokio::select! {
+                biased;
                 changed = self.committed.changed() => {
                     if changed.is_err() {
                         return None;
@@ -76,7 +83,6 @@ impl LineWatch {
                         return Some(self.cell.answer(self.after, self.after));
                     }
                 }
-                _ = self.shutdown.wait_for(|stop| *stop) => return None,
             }
         }
     }
@@ -148,7 +154,14 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(300));
         assert!(keepalives >= 2, "{keepalives} keep-alives before the end");
 
-        let mut long = LineWatch::new(&svc, cell.clone(), a, idle, Duration::from_secs(60));
+        // Keep-alives a minute apart: only the shutdown's wake-up ends it within 5 s.
+        let mut long = LineWatch::new(
+            &svc,
+            cell.clone(),
+            a,
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+        );
         let waiting = tokio::spawn(async move {
             let mut lines = 0;
             while long.next().await.is_some() {

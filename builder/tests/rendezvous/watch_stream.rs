@@ -225,3 +225,67 @@ async fn a_server_without_streams_is_long_polled() {
     assert_eq!(polls.load(Ordering::SeqCst), 3);
     served.abort();
 }
+
+/// A client name holds at most `max_watches_per_client` open watches, streams and
+/// long-polls alike: the next is refused 429 (`rate_limited`, which clients retry) until
+/// one of them ends, and other names are not held back by it.
+#[tokio::test]
+async fn a_client_holds_a_bounded_number_of_open_watches() {
+    let limits = Limits {
+        max_watches_per_client: 2,
+        ..Limits::default()
+    };
+    let server = Server::start(true, limits).await;
+    let watch = |query: &str| {
+        raw(
+            &server,
+            &server.secret,
+            reqwest::Method::GET,
+            &format!("watch?after=0&{query}"),
+            b"",
+            now_s(),
+        )
+        .send()
+    };
+    let stream = "timeout_ms=30000&stream=true";
+    let first = watch(stream).await.unwrap();
+    let second = watch(stream).await.unwrap();
+    assert_eq!(
+        (first.status(), second.status()),
+        (reqwest::StatusCode::OK, reqwest::StatusCode::OK)
+    );
+    let third = watch(stream).await.unwrap();
+    assert_eq!(third.status(), 429);
+    let refused: serde_json::Value = third.json().await.unwrap();
+    assert_eq!(refused["kind"], "rate_limited", "{refused}");
+    assert!(
+        refused["value"]
+            .as_str()
+            .unwrap()
+            .contains("client raw holds 2 open watches"),
+        "{refused}"
+    );
+    // A long-poll takes a place too.
+    assert_eq!(watch("timeout_ms=1000").await.unwrap().status(), 429);
+    // Another name has places of its own.
+    let other = server.client("other").long_poll_watches();
+    let quiet = other.watch(0, Duration::from_millis(200)).await.unwrap();
+    assert_eq!(quiet.changes.len(), 0);
+    // One stream's connection closes: its place is given back once the server sees it.
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let again = loop {
+        let r = watch(stream).await.unwrap();
+        if r.status() == 200 {
+            break r;
+        }
+        assert_eq!(r.status(), 429);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the closed stream's place was not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    drop((second, again));
+    server.stop().await;
+}
