@@ -241,11 +241,6 @@ impl Service {
             .take(cluster, client, peer, &self.inner.limits)
     }
 
-    /// Watches open now (long-polls and streams).
-    pub fn open_watches(&self) -> usize {
-        self.inner.watch_slots.open()
-    }
-
     /// Whether [`Service::begin_shutdown`] was called: a watcher woken without a change
     /// checks it.
     pub(crate) fn shutting_down(&self) -> bool {

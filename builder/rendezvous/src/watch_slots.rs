@@ -74,8 +74,9 @@ impl WatchSlots {
         })
     }
 
-    /// Watches open now, per client and per peer IP (for tests and figures).
-    pub fn open(&self) -> usize {
+    /// Watches open now (counted once each, by client).
+    #[cfg(test)]
+    fn open(&self) -> usize {
         lock(&self.open)
             .iter()
             .filter(|(h, _)| matches!(h, Holder::Client { .. }))
