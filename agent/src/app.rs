@@ -140,18 +140,20 @@ pub fn configure(baked: &BakedCluster, id: &NodeIdentity) -> Result<(Config, Set
 /// How long an init or join may run before it is abandoned and undone (`--step-timeout`).
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(240);
 
-/// Runs the bootstrap on a real node until `stop` resolves.
+/// Runs the bootstrap on a real node until `stop` resolves, with the `baked` config and
+/// identity [`load`] read from `root` (the caller has them already: it names the node in
+/// its first log line and its rendezvous client).
 /// `upgrade`: the rendezvous client the upgrade roll uses (the agent's own), `None` to
 /// leave upgrades out (tests of the bootstrap alone).
 pub async fn run_node<C: Coordinator>(
     root: NodeRoot,
+    (baked, id): (BakedCluster, NodeIdentity),
     lab: bool,
     step_timeout: Duration,
     coord: C,
     upgrade: Option<protocol::Client>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<RunEnd, AppError> {
-    let (baked, id) = load(&root)?;
     let (mut cfg, mut settings) = configure(&baked, &id)?;
     settings.step_timeout = step_timeout;
     if let Some(me) = baked.node(&id.name)

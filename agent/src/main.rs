@@ -86,8 +86,10 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 id.name.as_str(),
             )
             .context("setting up the rendezvous client")?;
+            let name = id.name.clone();
             let end = nodeagent::app::run_node(
                 root,
+                (baked, id),
                 lab,
                 std::time::Duration::from_secs(step_timeout),
                 client.clone(),
@@ -95,7 +97,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 shutdown_signal(),
             )
             .await
-            .with_context(|| format!("node {}", id.name))?;
+            .with_context(|| format!("node {name}"))?;
             if let nodeagent::bootstrap::driver::RunEnd::Restart(binary) = end {
                 // The release's agent, same arguments, same PID (systemd's main process
                 // and the lab's pid file stay right); it resumes from the persisted state.
