@@ -427,8 +427,7 @@ impl Figures {
     fn add(&mut self, round: Round) {
         self.latencies.extend(round.latencies);
         self.latencies.sort_unstable();
-        self.cpu.server.add(&round.cpu.server);
-        self.cpu.client.add(&round.cpu.client);
+        self.cpu.add(&round.cpu);
         self.rounds += 1;
     }
 }
@@ -707,12 +706,10 @@ impl CpuMark {
 
     /// Adds what both spent since this mark to `spent`.
     fn add_since(&self, spent: &mut CpuSpent) -> anyhow::Result<()> {
-        spent
-            .server
-            .add(&Cpu::of(self.server_pid)?.since(&self.server));
-        spent
-            .client
-            .add(&Cpu::of(std::process::id())?.since(&self.client));
+        spent.add(&CpuSpent {
+            server: Cpu::of(self.server_pid)?.since(&self.server),
+            client: Cpu::of(std::process::id())?.since(&self.client),
+        });
         Ok(())
     }
 }
@@ -723,6 +720,13 @@ impl CpuMark {
 struct CpuSpent {
     server: Cpu,
     client: Cpu,
+}
+
+impl CpuSpent {
+    fn add(&mut self, more: &CpuSpent) {
+        self.server.add(&more.server);
+        self.client.add(&more.client);
+    }
 }
 
 /// "12604 kB" → 12604.
